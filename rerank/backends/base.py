@@ -1,0 +1,45 @@
+"""The LLM backend contract. A paradigm receives a backend; a backend knows nothing of paradigms.
+
+Two verbs, both batched: :meth:`Backend.generate` (text) and :meth:`Backend.score` (log-probability
+of each option as the continuation of each prompt). A prompt is plain text or chat messages.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+Message = dict[str, str]
+Prompt = str | list[Message]
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    reasoning: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"
+
+
+class Backend(ABC):
+    """Base class of LLM backends (transformers, vLLM, llama.cpp, OpenAI-compatible HTTP)."""
+
+    model: str
+    max_context: int = 2048
+
+    @abstractmethod
+    def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
+                 stop: Sequence[str] = ()) -> list[Generation]:
+        """One completion per prompt (greedy by default)."""
+
+    @abstractmethod
+    def score(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:
+        """Log-probability of each option as the continuation of each prompt; shape (prompts, options)."""
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens of ``text`` under the model's tokenizer."""

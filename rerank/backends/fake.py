@@ -1,0 +1,51 @@
+"""A backend that answers from plain functions, for testing a paradigm's parsing and windowing logic.
+
+It never stands in for a model in end-to-end tests; those use the real small model.
+
+>>> b = FakeBackend(generate=lambda p: "[2] > [1]")
+>>> b.generate(["rank these"])[0].text
+'[2] > [1]'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from rerank.backends.base import Backend, Generation, Prompt
+from rerank.errors import ConfigError
+
+
+def prompt_text(prompt: Prompt) -> str:
+    """The text of a prompt: itself, or its chat messages' contents joined by newlines."""
+    return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
+
+
+class FakeBackend(Backend):
+    """``generate(prompt_text) -> str`` and ``score(prompt_text, options) -> list[float]`` as functions."""
+
+    def __init__(self, generate: Callable[[str], str] | None = None,
+                 score: Callable[[str, Sequence[str]], Sequence[float]] | None = None,
+                 model: str = "fake", max_context: int = 4096):
+        self._generate, self._score = generate, score
+        self.model, self.max_context = model, max_context
+        self.calls: list[str] = []
+
+    def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
+                 stop: Sequence[str] = ()) -> list[Generation]:
+        if self._generate is None:
+            raise ConfigError("this FakeBackend was built without a generate function")
+        texts = [prompt_text(p) for p in prompts]
+        self.calls.extend(texts)
+        return [Generation(self._generate(t), prompt_tokens=self.count_tokens(t)) for t in texts]
+
+    def score(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:
+        if self._score is None:
+            raise ConfigError("this FakeBackend was built without a score function")
+        texts = [prompt_text(p) for p in prompts]
+        self.calls.extend(texts)
+        return np.array([self._score(t, options) for t in texts], dtype=np.float64).reshape(len(prompts), len(options))
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())

@@ -1,0 +1,86 @@
+"""Datasets by name: bundled collections, BEIR folders, BRIGHT tasks and ir_datasets ids.
+
+>>> ds = load("scifact")
+>>> len(ds.queries()), ds.rel_threshold
+(300, 1)
+>>> load("scifakt")
+Traceback (most recent call last):
+...
+rerank.errors.DataError: unknown dataset 'scifakt'; did you mean 'scifact'? Known: ...
+
+Names come from ``catalog.toml``; a path to a folder in BEIR layout and ``irds:<id>`` (an
+ir_datasets id whose files are available locally) load too. Bundled folders are searched in
+``$RERANK_DATASETS`` then in the repository's ``datasets/``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rerank.data.base import Dataset
+from rerank.data.beir import BeirDataset
+from rerank.errors import DataError
+
+__all__ = ["Dataset", "load", "names", "dataset_dirs"]
+
+
+def _catalog() -> dict[str, dict[str, Any]]:
+    return tomllib.loads(resources.files(__name__).joinpath("catalog.toml").read_text(encoding="utf-8"))
+
+
+def names() -> list[str]:
+    """Names of catalogued datasets (BRIGHT tasks as ``bright/<task>``)."""
+    return sorted(_catalog())
+
+
+def dataset_dirs() -> list[Path]:
+    """Folders searched for bundled datasets: ``$RERANK_DATASETS`` (``:``-separated), then ``datasets/``."""
+    dirs = [Path(p) for p in os.environ.get("RERANK_DATASETS", "").split(os.pathsep) if p]
+    return dirs + [Path(__file__).resolve().parents[2] / "datasets"]
+
+
+def load(name: str, **options: Any) -> Dataset:
+    """Load a dataset by catalog name, folder path, or ``irds:<ir_datasets id>``.
+
+    Options: ``documents=`` (BRIGHT: a local copy of BRIGHT's documents), ``long=True``
+    (BRIGHT long-document setting), ``rel_threshold=`` (override the catalog's).
+    """
+    if name.startswith("irds:"):
+        from rerank.data.irds import IrDatasetsDataset
+
+        return IrDatasetsDataset(name[len("irds:"):], **options)
+    catalog = _catalog()
+    aliases = {a: key for key, entry in catalog.items() for a in entry.get("aliases", [])}
+    key = aliases.get(name, name)
+    if key in catalog:
+        return _from_catalog(key, catalog[key], options)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return BeirDataset(path, name=path.name, **options)
+    close = difflib.get_close_matches(name, list(catalog) + list(aliases), n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+    raise DataError(f"unknown dataset {name!r}{hint} Known: {', '.join(sorted(catalog))}; "
+                    "or pass a folder in BEIR layout, or irds:<ir_datasets id>")
+
+
+def _from_catalog(key: str, entry: dict[str, Any], options: dict[str, Any]) -> Dataset:
+    options = {"rel_threshold": entry.get("rel_threshold", 1), **options}
+    folder = next((d / entry["folder"] for d in dataset_dirs() if (d / entry["folder"]).is_dir()), None)
+    if entry.get("layout") == "bright":
+        from rerank.data.bright import BrightDataset
+
+        if folder is None:
+            raise DataError(f"{key}: BRIGHT queries not found in {[str(d) for d in dataset_dirs()]}")
+        return BrightDataset(folder, name=key, **options)
+    if folder is not None:
+        return BeirDataset(folder, name=key, **options)
+    if "irds" in entry:
+        from rerank.data.irds import IrDatasetsDataset
+
+        return IrDatasetsDataset(entry["irds"], name=key, **options)
+    raise DataError(f"{key}: not bundled here and no ir_datasets id known; looked in {[str(d) for d in dataset_dirs()]}")

@@ -1,0 +1,65 @@
+"""A folder in BEIR layout: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv`` (each optionally
+``.gz``), plus optional first-stage runs ``run.<name>*.trec[.gz]``."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from rerank.data.base import Dataset
+from rerank.errors import DataError
+from rerank.io import find_file, read_jsonl, read_qrels
+from rerank.types import Doc, Query, Ranking
+
+
+class BeirDataset(Dataset):
+    def __init__(self, path: str | Path, name: str | None = None, split: str = "test", rel_threshold: int = 1):
+        self.path = Path(path)
+        self.name = name or self.path.name
+        self.split = split
+        self.rel_threshold = rel_threshold
+        if not self.path.is_dir():
+            raise DataError(f"{self.path} is not a folder")
+
+    def _file(self, stem: str) -> Path:
+        found = find_file(self.path, stem)
+        if found is None:
+            raise DataError(f"{self.name}: {self.path / stem}[.gz] not found")
+        return found
+
+    @cache
+    def queries(self) -> list[Query]:
+        return self._checked_queries([Query(str(r["_id"]), r.get("text", "")) for r in read_jsonl(self._file("queries.jsonl"))])
+
+    @cache
+    def corpus(self) -> list[Doc]:
+        docs = []
+        for r in read_jsonl(self._file("corpus.jsonl")):
+            if "_id" not in r:
+                raise DataError(f"{self.name}: a corpus record has no '_id' field: {str(r)[:80]}")
+            docs.append(Doc(str(r["_id"]), r.get("text") or "", r.get("title") or ""))
+        return self._checked_corpus(docs)
+
+    @cache
+    def qrels(self) -> dict[str, dict[str, int]]:
+        return read_qrels(self._file(f"qrels/{self.split}.tsv"))
+
+    def run_names(self) -> list[str]:
+        return sorted({p.name.split(".")[1] for p in self.path.glob("run.*.trec*")})
+
+    def run(self, name: str = "bm25") -> Ranking:
+        files = sorted(self.path.glob(f"run.{name}.*trec*")) or sorted(self.path.glob(f"run.{name}.trec*"))
+        if not files:
+            raise DataError(f"{self.name}: no run named {name!r}; shipped runs: {', '.join(self.run_names()) or 'none'}")
+        queries = {q.qid: q.text for q in self.queries()}
+        ranking = Ranking.read_trec(files[0], queries)
+        store = self.docstore
+        missing = {d for d in ranking.to_pandas()["docid"] if d not in store}
+        if missing:
+            raise DataError(f"{self.name}: run {name!r} names {len(missing)} docids absent from the corpus (e.g. {sorted(missing)[:3]})")
+        frame = ranking.to_pandas()
+        unknown = set(frame["qid"]) - set(queries)
+        if unknown:
+            raise DataError(f"{self.name}: run {name!r} has queries absent from queries.jsonl: {sorted(unknown)[:3]}")
+        docs = [store[d] for d in frame["docid"]]
+        return Ranking(frame.assign(text=[d.full_text() for d in docs], title=[d.title for d in docs]))

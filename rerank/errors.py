@@ -1,0 +1,51 @@
+"""The exceptions rerank raises. Each message says what went wrong and what to do.
+
+RerankError
+├── ConfigError     unknown names, bad parameters, pipeline expressions that do not parse
+├── DataError       missing or malformed datasets, qrels, runs, empty corpora or queries
+├── MissingDependency   an optional package is not installed (the message names the extra)
+└── BackendError    an LLM backend failed: server down, timeout, 4xx, unusable answer
+    └── ParseError  a model answer that could not be parsed even after repair
+"""
+
+from __future__ import annotations
+
+
+class RerankError(Exception):
+    """Base class of every error rerank raises on purpose."""
+
+
+class ConfigError(RerankError, ValueError):
+    pass
+
+
+class DataError(RerankError, ValueError):
+    pass
+
+
+class MissingDependency(RerankError, ImportError):
+    pass
+
+
+class BackendError(RerankError, RuntimeError):
+    pass
+
+
+class ParseError(BackendError):
+    pass
+
+
+def require(module: str, extra: str):
+    """Import ``module`` or raise :class:`MissingDependency` naming the pip extra.
+
+    Only a missing top-level module becomes an install hint; any other import failure propagates
+    unchanged, so a broken install is not mistaken for a missing one.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] == module.split(".")[0]:
+            raise MissingDependency(f"{module} is not installed: pip install 'rerank[{extra}]'") from e
+        raise

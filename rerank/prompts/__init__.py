@@ -1,0 +1,125 @@
+"""Prompts as data: one YAML file per method, loaded by name (``"listwise/rankgpt"``) or by path.
+
+A template has named sections. ``system`` becomes the system message; the user message is
+``prefix`` + ``item`` (once per document, joined by ``separator``) + ``suffix``; ``answer_prefix``
+(optional) starts the assistant's answer. Placeholders are checked per section when the file is
+loaded, so a typo fails at load time, not in the middle of a benchmark.
+
+==========  =============================================================
+section     placeholders it may use
+==========  =============================================================
+system      {num}
+prefix      {query} {num} {text} {score} {docid} {index} {min_score} {max_score}
+item        {index} {text} {score} {docid} {label}
+suffix      {query} {num} {min_score} {max_score}
+==========  =============================================================
+
+Pointwise templates use ``prefix`` alone with ``{query}`` and ``{text}``.
+
+>>> t = load("pointwise/yes_no")
+>>> t.paradigm, "{query}" in t.prefix
+('pointwise', True)
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rerank.errors import ConfigError
+
+ALLOWED = {
+    "system": {"num"},
+    "prefix": {"query", "num", "text", "score", "docid", "index", "min_score", "max_score"},
+    "item": {"index", "text", "score", "docid", "label"},
+    "suffix": {"query", "num", "min_score", "max_score"},
+    "answer_prefix": {"num"},
+}
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    paradigm: str
+    prefix: str
+    system: str = ""
+    item: str = ""
+    separator: str = "\n"
+    suffix: str = ""
+    answer_prefix: str = ""
+    parser: str = ""
+    options: tuple[str, ...] = ()
+    max_new_tokens: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def render(self, query: str, items: list[dict[str, Any]] | None = None, **values: Any) -> list[dict[str, str]]:
+        """Chat messages for ``query`` and the per-document ``items`` (dicts of item placeholders)."""
+        items = items or []
+        common = {"query": query, "num": len(items), **values}
+        body = self.prefix.format_map(_Defaults(common))
+        if self.item:
+            body += self.separator.join(self.item.format_map(_Defaults(it)) for it in items)
+        body += self.suffix.format_map(_Defaults(common))
+        messages = [{"role": "system", "content": self.system.format_map(_Defaults(common))}] if self.system else []
+        messages.append({"role": "user", "content": body})
+        if self.answer_prefix:
+            messages.append({"role": "assistant", "content": self.answer_prefix.format_map(_Defaults(common))})
+        return messages
+
+    def with_(self, **changes: Any) -> PromptTemplate:
+        """A copy with some sections replaced (validated again)."""
+        return _validate(replace(self, **changes))
+
+
+class _Defaults(dict):
+    def __missing__(self, key: str) -> str:
+        raise ConfigError(f"prompt placeholder {{{key}}} has no value here")
+
+
+def load(name_or_path: str | Path | PromptTemplate) -> PromptTemplate:
+    """Load a template by built-in name (``"listwise/rankgpt"``) or from a YAML file path."""
+    if isinstance(name_or_path, PromptTemplate):
+        return name_or_path
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        text, source = path.read_text(encoding="utf-8"), str(path)
+    else:
+        res = resources.files(__name__).joinpath(f"{str(name_or_path).replace('/', '__')}.yaml")
+        if not res.is_file():
+            raise ConfigError(f"unknown prompt {str(name_or_path)!r}; built-in prompts: {', '.join(names())}")
+        text, source = res.read_text(encoding="utf-8"), str(name_or_path)
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a prompt file must be a YAML mapping")
+    known = set(PromptTemplate.__dataclass_fields__)
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{source}: unknown sections {sorted(unknown)}; allowed: {sorted(known)}")
+    for required in ("name", "paradigm", "prefix"):
+        if required not in data:
+            raise ConfigError(f"{source}: missing section {required!r}")
+    data["options"] = tuple(data.get("options", ()))
+    return _validate(PromptTemplate(**data))
+
+
+def names() -> list[str]:
+    """Names of the built-in templates."""
+    return sorted(p.name[: -len(".yaml")].replace("__", "/") for p in resources.files(__name__).iterdir() if p.name.endswith(".yaml"))
+
+
+def _validate(t: PromptTemplate) -> PromptTemplate:
+    for section, allowed in ALLOWED.items():
+        text = getattr(t, section)
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
+        except ValueError as e:
+            raise ConfigError(f"prompt {t.name!r}, section {section!r}: {e} (write literal braces as {{{{ }}}})") from None
+        bad = {f.split(".")[0].split("[")[0] for f in fields} - allowed
+        if bad:
+            raise ConfigError(f"prompt {t.name!r}, section {section!r}: unknown placeholders {sorted(bad)}; allowed: {sorted(allowed)}")
+    return t

@@ -1,0 +1,117 @@
+"""Named retrievers, rerankers and backends.
+
+Built-in entries are lazy ``"module:Class"`` strings, so ``import rerank`` imports no model code.
+Other packages add entries through the entry-point group ``rerank.plugins`` (entry name
+``"<kind>:<name>"``, value ``"module:Class"``); users can also decorate a class with
+:func:`register`. Registering a name twice is an error, and an unknown name lists the close ones.
+
+>>> "bm25" in names("retriever")
+True
+>>> get("retriever", "bm25s")
+Traceback (most recent call last):
+...
+rerank.errors.ConfigError: unknown retriever 'bm25s'; did you mean 'bm25'? Known: bm25, dense, run
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any, Literal, TypeVar
+
+from rerank.errors import ConfigError
+
+Kind = Literal["retriever", "reranker", "backend"]
+KINDS: tuple[Kind, ...] = ("retriever", "reranker", "backend")
+T = TypeVar("T")
+
+_ENTRIES: dict[str, dict[str, str | type]] = {
+    "retriever": {
+        "bm25": "rerank.retrievers.bm25:BM25",
+        "dense": "rerank.retrievers.dense:Dense",
+        "run": "rerank.retrievers.run:RunRetriever",
+    },
+    "reranker": {
+        "listwise": "rerank.rerankers.listwise:Listwise",
+        "first": "rerank.rerankers.listwise:First",
+        "insertrank": "rerank.rerankers.insertrank:InsertRank",
+        "setwise": "rerank.rerankers.setwise:Setwise",
+        "reasonrank": "rerank.rerankers.reasoning:ReasonRank",
+        "rank-r1": "rerank.rerankers.reasoning:RankR1",
+        "erank-think": "rerank.rerankers.reasoning:ERankThink",
+        "groupwise": "rerank.rerankers.groupwise:Groupwise",
+        "cross-encoder": "rerank.rerankers.cross_encoder:CrossEncoderReranker",
+        "biencoder": "rerank.rerankers.biencoder:BiEncoderReranker",
+        "yes-no": "rerank.rerankers.pointwise:YesNo",
+        "erank": "rerank.rerankers.pointwise:ERank",
+        "prp": "rerank.rerankers.pairwise:PRP",
+    },
+    "backend": {
+        "fake": "rerank.backends.fake:FakeBackend",
+        "hf": "rerank.backends.hf:HFBackend",
+        "llamacpp": "rerank.backends.llamacpp:LlamaCppBackend",
+        "openai": "rerank.backends.openai:OpenAIBackend",
+        "vllm": "rerank.backends.vllm:VLLMBackend",
+    },
+}
+_plugins_loaded = False
+
+
+def register(kind: Kind, name: str) -> Callable[[type[T]], type[T]]:
+    """Class decorator: make ``name`` resolve to the class for ``kind``."""
+
+    def deco(cls: type[T]) -> type[T]:
+        _add(kind, name, cls)
+        return cls
+
+    return deco
+
+
+def get(kind: Kind, name: str, *args: Any, **params: Any) -> Any:
+    """Instantiate the entry ``name`` of ``kind`` with the given arguments."""
+    return resolve(kind, name)(*args, **params)
+
+
+def resolve(kind: Kind, name: str) -> type:
+    """The class registered as ``name`` for ``kind`` (imported on first use)."""
+    table = _table(kind)
+    if name not in table:
+        close = difflib.get_close_matches(name, table, n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ConfigError(f"unknown {kind} {name!r}{hint} Known: {', '.join(sorted(table))}")
+    entry = table[name]
+    if isinstance(entry, str):
+        module, _, attr = entry.partition(":")
+        entry = table[name] = getattr(importlib.import_module(module), attr)
+    return entry
+
+
+def names(kind: Kind) -> list[str]:
+    return sorted(_table(kind))
+
+
+def _table(kind: str) -> dict[str, str | type]:
+    if kind not in _ENTRIES:
+        raise ConfigError(f"unknown registry kind {kind!r}; choose one of {KINDS}")
+    _load_plugins()
+    return _ENTRIES[kind]
+
+
+def _add(kind: str, name: str, entry: str | type) -> None:
+    if kind not in _ENTRIES:
+        raise ConfigError(f"unknown registry kind {kind!r}; choose one of {KINDS}")
+    if name in _ENTRIES[kind] and _ENTRIES[kind][name] != entry:
+        raise ConfigError(f"{kind} {name!r} is already registered ({_ENTRIES[kind][name]!r})")
+    _ENTRIES[kind][name] = entry
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in entry_points(group="rerank.plugins"):
+        kind, _, name = ep.name.partition(":")
+        _add(kind, name, ep.value)

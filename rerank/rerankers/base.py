@@ -1,0 +1,100 @@
+"""The reranker contract.
+
+A :class:`Reranker` is a pipeline stage and a plain object: ``reranker.rerank(query, docs)``
+returns :class:`~rerank.types.RankedResults`. Families implement one of two hooks:
+
+* :meth:`Reranker.rerank_candidates` -- reorder one query's :class:`~rerank.types.Candidates`
+  (listwise, pairwise, setwise ...); use ``cands.reordered(order)`` or ``cands.with_scores(s)``;
+* :meth:`PointwiseReranker.score_pairs` -- one relevance score per (query, text) pair; batching
+  across queries, length-sorted batches and sorting are done here.
+
+A user's own reranker is one subclass (see ``tests/test_custom_reranker.py``)::
+
+    class Overlap(PointwiseReranker):
+        def score_pairs(self, queries, texts):
+            return np.array([len(set(q.split()) & set(t.split())) for q, t in zip(queries, texts)], float)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from rerank._progress import progress_bar
+from rerank.errors import DataError
+from rerank.stage import Stage
+from rerank.types import Candidates, Doc, RankedResults, Ranking
+
+
+class Reranker(Stage):
+    """Base class of rerankers: needs ``qid, query, docid, text``; writes new ``score`` and ``rank``."""
+
+    requires = ("qid", "query", "docid", "text")
+    progress: bool | None = None
+
+    def rerank_candidates(self, cands: Candidates) -> Candidates:
+        """Rerank one query's candidates; return them in the new order with new scores."""
+        raise NotImplementedError(f"{type(self).__name__} must implement rerank_candidates() or score_pairs()")
+
+    def rerank_many(self, batch: Sequence[Candidates]) -> list[Candidates]:
+        """Rerank many queries; override to batch model calls across queries."""
+        return [self.rerank_candidates(c) for c in progress_bar(batch, repr(self)[:40], self.progress, unit="query")]
+
+    def rerank(self, query: str, docs: Sequence[str | Doc], scores: Sequence[float] | None = None) -> RankedResults:
+        """Rerank ``docs`` (texts or :class:`Doc`) for ``query``; ``scores`` are optional first-stage scores.
+
+        Plain-text documents get docids ``"0"``, ``"1"``, ... in input order.
+        """
+        if not query.strip():
+            raise DataError("the query is empty")
+        if not docs:
+            return RankedResults(query, [])
+        records = [d if isinstance(d, Doc) else Doc(str(i), d) for i, d in enumerate(docs)]
+        first = np.asarray(scores, dtype=np.float64) if scores is not None else np.arange(len(docs), 0, -1, dtype=np.float64)
+        cands = Candidates("q", query, [d.docid for d in records], [d.full_text() for d in records], first,
+                           titles=[d.title for d in records])
+        return self.rerank_many([cands])[0].to_results()
+
+    def transform(self, inp: Ranking) -> Ranking:
+        return Ranking.from_candidates(self.rerank_many(list(inp.per_query())))
+
+
+class PointwiseReranker(Reranker):
+    """A reranker that scores each (query, document) pair on its own.
+
+    Subclasses implement :meth:`score_pairs`. Pairs of all queries are scored together in batches
+    of ``batch_size``, longest first (less padding), and the order is restored afterwards.
+    """
+
+    batch_size: int = 32
+
+    def score_pairs(self, queries: Sequence[str], texts: Sequence[str]) -> np.ndarray:
+        """Relevance of ``texts[i]`` to ``queries[i]``; higher is more relevant."""
+        raise NotImplementedError(f"{type(self).__name__} must implement score_pairs()")
+
+    def predict(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """Scores of ``(query, text)`` pairs, batched and length-sorted (as CrossEncoder.predict)."""
+        if not pairs:
+            return np.zeros(0)
+        order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][0]) - len(pairs[i][1]))
+        out = np.empty(len(pairs), dtype=np.float64)
+        starts = range(0, len(order), self.batch_size)
+        for s in progress_bar(starts, repr(self)[:40], self.progress, unit="batch"):
+            idx = order[s : s + self.batch_size]
+            scores = np.asarray(self.score_pairs([pairs[i][0] for i in idx], [pairs[i][1] for i in idx]), dtype=np.float64)
+            if scores.shape != (len(idx),):
+                raise ValueError(f"{type(self).__name__}.score_pairs returned shape {scores.shape} for {len(idx)} pairs")
+            out[idx] = scores
+        return out
+
+    def rerank_candidates(self, cands: Candidates) -> Candidates:
+        return self.rerank_many([cands])[0]
+
+    def rerank_many(self, batch: Sequence[Candidates]) -> list[Candidates]:
+        scores = self.predict([(c.query, t) for c in batch for t in c.texts])
+        out, start = [], 0
+        for c in batch:
+            out.append(c.with_scores(scores[start : start + len(c)]))
+            start += len(c)
+        return out

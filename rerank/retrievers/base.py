@@ -1,0 +1,153 @@
+"""The retriever contract: index documents, retrieve for a query set, rescore given candidates.
+
+A retriever given a query set retrieves its top ``num_results`` per query. Given a Ranking that
+already has candidates (``bm25 >> dense``), it rescores exactly those candidates, so every
+retriever is also a reranker. Output rows carry ``text`` (title and body joined, what a reranker
+reads) and ``title``.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+
+from rerank import __version__
+from rerank._progress import progress_bar
+from rerank.errors import ConfigError, DataError
+from rerank.stage import Stage
+from rerank.types import Doc, Ranking
+
+
+class Retriever(Stage):
+    """Base class of first-stage retrievers. Subclasses implement ``_build``, ``_retrieve``,
+    ``_rescore`` and, to persist, ``_save_index`` / ``_load_index``."""
+
+    requires = ("qid", "query")
+    num_results: int = 1000
+    progress: bool | None = None
+
+    def __init__(self, num_results: int = 1000, progress: bool | None = None):
+        self.num_results, self.progress = num_results, progress
+        self._docs: list[Doc] | None = None
+        self._position: dict[str, int] = {}
+
+    # -- subclass hooks -----------------------------------------------------------------------
+    def _build(self, docs: Sequence[Doc]) -> None:
+        raise NotImplementedError
+
+    def _retrieve(self, queries: Sequence[str], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """For each query: (document positions, scores), best first, at most ``k``."""
+        raise NotImplementedError
+
+    def _rescore(self, query: str, positions: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} cannot rescore given candidates")
+
+    def _save_index(self, path: Path) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot be saved")
+
+    def _load_index(self, path: Path, mmap: bool) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot be loaded")
+
+    # -- public API ---------------------------------------------------------------------------
+    def index(self, docs: Iterable[Doc]) -> Self:
+        """Index ``docs`` (any iterable of :class:`~rerank.types.Doc`); returns ``self``."""
+        docs = [d if isinstance(d, Doc) else Doc(*d) for d in docs]
+        if not docs:
+            raise DataError(f"{self!r}: the corpus is empty, nothing to index")
+        self._set_docs(docs)
+        self._build(docs)
+        return self
+
+    @property
+    def is_indexed(self) -> bool:
+        return self._docs is not None
+
+    @property
+    def docs(self) -> list[Doc]:
+        if self._docs is None:
+            raise ConfigError(f"{self!r} has no index yet: call .index(docs) or {type(self).__name__}.load(path)")
+        return self._docs
+
+    def with_num_results(self, k: int) -> Self:
+        """A shallow copy (sharing the index) that retrieves ``k`` per query."""
+        other = copy.copy(self)
+        other.num_results = k
+        return other
+
+    def transform(self, inp: Ranking) -> Ranking:
+        docs = self.docs
+        if inp.is_query_set:
+            queries = inp.queries()
+            hits = self._retrieve(list(queries.values()), min(self.num_results, len(docs)))
+            frames = [_frame(qid, q, pos, sc) for (qid, q), (pos, sc) in zip(queries.items(), hits)]
+        else:
+            frames = []
+            for c in progress_bar(list(inp.per_query()), "rescore", self.progress, unit="query"):
+                known = [d for d in c.docids if d in self._position]
+                if len(known) < len(c.docids):
+                    raise DataError(f"{self!r}: {len(c.docids) - len(known)} candidate docids of query {c.qid!r} are not in the index")
+                pos = np.array([self._position[d] for d in c.docids], dtype=np.int64)
+                frames.append(_frame(c.qid, c.query, pos, self._rescore(c.query, pos)))
+        frame = pd.concat(frames, ignore_index=True)
+        hits = [docs[i] for i in frame.pop("pos")]
+        frame["docid"] = [d.docid for d in hits]
+        frame["text"] = [d.full_text() for d in hits]
+        frame["title"] = [d.title for d in hits]
+        return Ranking(frame)
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write the index as plain files: ``params.json``, ``docs.jsonl.gz`` and the model's arrays."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        params = {"class": f"{type(self).__module__}:{type(self).__name__}", "rerank_version": __version__,
+                  "params": _jsonable(self.params())}
+        (path / "params.json").write_text(json.dumps(params, indent=2))
+        with gzip.open(path / "docs.jsonl.gz", "wt", encoding="utf-8") as f:
+            for d in self.docs:
+                f.write(json.dumps({"_id": d.docid, "title": d.title, "text": d.text}) + "\n")
+        self._save_index(path)
+
+    @classmethod
+    def load(cls, path: str | Path, *, mmap: bool = False) -> Self:
+        """Load an index written by :meth:`save` (``mmap=True`` maps large arrays from disk)."""
+        path = Path(path)
+        meta_file = path / "params.json"
+        if not meta_file.exists():
+            raise DataError(f"{path} is not a saved index (no params.json)")
+        meta = json.loads(meta_file.read_text())
+        expected = f"{cls.__module__}:{cls.__name__}"
+        if cls is not Retriever and meta["class"] != expected:
+            raise DataError(f"{path} holds a {meta['class']} index, not {expected}")
+        module, _, name = meta["class"].partition(":")
+        import importlib
+
+        klass = getattr(importlib.import_module(module), name)
+        self = klass(**meta["params"])
+        from rerank.io import read_jsonl
+
+        self._set_docs([Doc(str(r["_id"]), r.get("text", ""), r.get("title", "")) for r in read_jsonl(path / "docs.jsonl.gz")])
+        self._load_index(path, mmap)
+        return self
+
+    def _set_docs(self, docs: list[Doc]) -> None:
+        self._docs = docs
+        self._position = {d.docid: i for i, d in enumerate(docs)}
+        if len(self._position) != len(docs):
+            raise DataError(f"{self!r}: the corpus has duplicate docids")
+
+
+def _frame(qid: str, query: str, positions: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"qid": qid, "query": query, "pos": np.asarray(positions, dtype=np.int64),
+                         "score": np.asarray(scores, dtype=np.float64)})
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}

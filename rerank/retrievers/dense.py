@@ -1,0 +1,80 @@
+"""Dense retrieval: a sentence-transformers encoder and a FAISS index (flat inner product or HNSW).
+
+Document embeddings are kept with the index, so rescoring given candidates (``bm25 >> dense``) and
+E2Rank reuse them without encoding documents again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rerank.encoders import DEFAULT_ENCODER, Encoder
+from rerank.errors import ConfigError
+from rerank.retrievers.base import Retriever
+from rerank.types import Doc
+
+INDEX_TYPES = ("flat", "hnsw")
+
+
+class Dense(Retriever):
+    """Bi-encoder retrieval. ``index="flat"`` is exact; ``"hnsw"`` is approximate (``hnsw_m``, ``ef_search``)."""
+
+    def __init__(self, model: str = DEFAULT_ENCODER, index: str = "flat", hnsw_m: int = 32, ef_search: int = 256,
+                 batch_size: int = 64, query_prefix: str = "", doc_prefix: str = "", max_length: int | None = None,
+                 num_results: int = 1000, progress: bool | None = None):
+        super().__init__(num_results, progress)
+        if index not in INDEX_TYPES:
+            raise ConfigError(f"unknown dense index {index!r}; choose one of {INDEX_TYPES}")
+        self.model, self.index_type, self.hnsw_m, self.ef_search = model, index, hnsw_m, ef_search
+        self.batch_size, self.query_prefix, self.doc_prefix, self.max_length = batch_size, query_prefix, doc_prefix, max_length
+        self.encoder = Encoder(model, batch_size, query_prefix, doc_prefix, max_length, progress=progress)
+        self.embeddings: np.ndarray | None = None
+        self._faiss = None
+
+    def params(self) -> dict:
+        out = super().params()  # `index` is also the name of Retriever.index(): report the index type instead
+        out.pop("index", None)
+        return {**out, "index": self.index_type} if self.index_type != "flat" else out
+
+    def _build(self, docs: Sequence[Doc]) -> None:
+        self.embeddings = self.encoder.encode([d.full_text() for d in docs], kind="doc")
+        self._faiss = self._make_index(self.embeddings)
+
+    def _make_index(self, emb: np.ndarray):
+        import faiss
+
+        if self.index_type == "flat":
+            index = faiss.IndexFlatIP(emb.shape[1])
+        else:
+            index = faiss.IndexHNSWFlat(emb.shape[1], self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = max(40, 2 * self.hnsw_m)
+        index.add(emb)
+        return index
+
+    def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
+        return self.encoder.encode(list(queries), kind="query")
+
+    def _retrieve(self, queries: Sequence[str], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        if self.index_type == "hnsw":
+            self._faiss.hnsw.efSearch = max(self.ef_search, k)
+        scores, ids = self._faiss.search(self.encode_queries(queries), k)
+        return [(i[i >= 0], s[i >= 0]) for i, s in zip(ids, scores)]
+
+    def _rescore(self, query: str, positions: np.ndarray) -> np.ndarray:
+        return self.embeddings[positions] @ self.encode_queries([query])[0]
+
+    def _save_index(self, path: Path) -> None:
+        import faiss
+
+        np.save(path / "embeddings.npy", self.embeddings)
+        faiss.write_index(self._faiss, str(path / f"{self.index_type}.faiss"))
+
+    def _load_index(self, path: Path, mmap: bool) -> None:
+        import faiss
+
+        self.embeddings = np.load(path / "embeddings.npy", mmap_mode="r" if mmap else None)
+        flags = faiss.IO_FLAG_MMAP if mmap and self.index_type == "flat" else 0
+        self._faiss = faiss.read_index(str(path / f"{self.index_type}.faiss"), flags)

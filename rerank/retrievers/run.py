@@ -1,0 +1,35 @@
+"""A dataset's shipped first-stage run (e.g. TREC-DL's BM25 top-100) as a retriever stage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rerank.errors import ConfigError
+from rerank.stage import Stage
+from rerank.types import Ranking
+
+
+class RunRetriever(Stage):
+    """Returns the precomputed run ``name`` of a dataset for the queries it is given.
+
+    >>> from rerank.data import load
+    >>> RunRetriever("bm25", dataset=load("trec-dl-2019"))(load("trec-dl-2019").topics())
+    Ranking(43 queries, 4300 rows)
+    """
+
+    def __init__(self, name: str = "bm25", dataset: Any = None):
+        self.name, self.dataset = name, dataset
+        self._ranking: Ranking | None = None
+
+    def bind(self, dataset: Any) -> RunRetriever:
+        return RunRetriever(self.name, dataset)
+
+    def params(self) -> dict:
+        return {"name": self.name, **({"dataset": self.dataset.name} if self.dataset is not None else {})}
+
+    def transform(self, inp: Ranking) -> Ranking:
+        if self.dataset is None:
+            raise ConfigError(f"{self!r} is not bound to a dataset: RunRetriever(name, dataset=...)")
+        if self._ranking is None:
+            self._ranking = self.dataset.run(self.name)
+        return self._ranking.select(inp.queries())

@@ -1,0 +1,237 @@
+"""Stages and the operators that compose them.
+
+Every retriever and reranker is a :class:`Stage`: it maps a :class:`~rerank.types.Ranking` to a new
+one. Stages compose with three operators:
+
+* ``a >> b`` -- :class:`Pipeline`: feed ``a``'s output to ``b`` (nested pipelines are flattened);
+* ``a % k``  -- ``a >> Cutoff(k)``: keep the first ``k`` candidates per query. Note that in Python
+  ``%`` binds tighter than ``>>``, so ``bm25 >> ce % 10`` cuts the reranked list;
+* ``a | b``  -- :class:`Fuse`: reciprocal rank fusion of both outputs. ``|`` is *fusion*, not set
+  union; ``Fuse([a, b], method="wsum", norm="min-max")`` gives normalized score fusion.
+
+A stage declares the columns it ``requires``; they are checked before any work, an empty input gives
+an empty output, and the input is never modified. ``repr`` is stable (it names runs and keys caches)
+and equality and hashing follow it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import pandas as pd
+
+from rerank.errors import ConfigError, DataError
+from rerank.types import Query, RankedResults, Ranking
+
+StageInput = Ranking | pd.DataFrame | str | Sequence[Query] | Mapping[str, str]
+
+
+class Stage:
+    """Base class of every pipeline stage. Subclasses implement :meth:`transform`."""
+
+    requires: ClassVar[tuple[str, ...]] = ("qid", "query")
+
+    def transform(self, inp: Ranking) -> Ranking:
+        """Map a validated, non-empty input to a new Ranking."""
+        raise NotImplementedError(f"{type(self).__name__} must implement transform()")
+
+    # -- running ------------------------------------------------------------------------------
+    def __call__(self, inp: StageInput) -> Ranking:
+        ranking = as_ranking(inp)
+        missing = [c for c in self.requires if c not in ranking.columns]
+        if missing:
+            raise DataError(f"{self!r} needs columns {list(self.requires)}; the input lacks {missing} (columns: {list(ranking.columns)})")
+        if len(ranking) == 0:
+            return ranking if "docid" in ranking.columns else Ranking.empty()
+        return self.transform(ranking)
+
+    def search(self, query: str, k: int = 10) -> RankedResults:
+        """Answer one query: the top ``k`` results with ids, scores and text."""
+        if not query.strip():
+            raise DataError("the query is empty")
+        out = self(Ranking.from_queries({"q": query})).top(k)
+        return out.results("q") if len(out) else RankedResults(query, [])
+
+    # -- composition --------------------------------------------------------------------------
+    def __rshift__(self, other: Stage) -> Pipeline:
+        return Pipeline([self, _check_stage(other)])
+
+    def __mod__(self, k: int) -> Pipeline:
+        return Pipeline([self, Cutoff(k)])
+
+    def __or__(self, other: Stage) -> Fuse:
+        return Fuse([self, _check_stage(other)])
+
+    # -- identity -----------------------------------------------------------------------------
+    def params(self) -> dict[str, Any]:
+        """Constructor arguments that differ from their defaults (drives repr, eq and hash)."""
+        out = {}
+        for name, p in inspect.signature(type(self).__init__).parameters.items():
+            if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or not hasattr(self, name):
+                continue
+            value = getattr(self, name)
+            if p.default is inspect.Parameter.empty or not _same(value, p.default):
+                out[name] = value
+        return out
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and repr(self) == repr(other)
+
+    def __hash__(self) -> int:
+        return hash(repr(self))
+
+
+class Pipeline(Stage):
+    """Stages run in order; nested pipelines are flattened."""
+
+    def __init__(self, stages: Sequence[Stage]):
+        flat: list[Stage] = []
+        for s in stages:
+            flat.extend(s.stages if isinstance(s, Pipeline) else [_check_stage(s)])
+        if not flat:
+            raise ConfigError("a Pipeline needs at least one stage")
+        self.stages = flat
+        self.requires = flat[0].requires
+
+    def transform(self, inp: Ranking) -> Ranking:
+        for stage in self.compile().stages:
+            inp = stage(inp)
+        return inp
+
+    def compile(self) -> Pipeline:
+        """Let a retriever absorb the cut-off that follows it (``bm25 % 100`` retrieves 100)."""
+        out: list[Stage] = []
+        for s in self.stages:
+            prev = out[-1] if out else None
+            if isinstance(s, Cutoff) and prev is not None and hasattr(prev, "with_num_results"):
+                out[-1] = prev.with_num_results(min(s.k, prev.num_results))
+            else:
+                out.append(s)
+        return Pipeline.__new_flat(out)
+
+    @classmethod
+    def __new_flat(cls, stages: list[Stage]) -> Pipeline:
+        p = object.__new__(cls)
+        p.stages, p.requires = stages, stages[0].requires
+        return p
+
+    def __repr__(self) -> str:
+        return " >> ".join(_wrap(s) for s in self.stages)
+
+
+class Cutoff(Stage):
+    """Keep the first ``k`` candidates of each query."""
+
+    requires = ("qid", "query", "docid", "score")
+
+    def __init__(self, k: int):
+        if not isinstance(k, int) or k < 1:
+            raise ConfigError(f"a cut-off needs a positive integer, got {k!r}")
+        self.k = k
+
+    def transform(self, inp: Ranking) -> Ranking:
+        return inp.top(self.k)
+
+    def __repr__(self) -> str:
+        return f"Cutoff({self.k})"
+
+
+FUSION_METHODS = ("rrf", "wsum", "combsum", "combmnz", "max", "min")
+FUSION_NORMS = (None, "min-max", "max", "sum", "zmuv", "rank")
+
+
+class Fuse(Stage):
+    """Fuse the rankings of several stages run on the same input (through ``ranx.fuse``).
+
+    ``method="rrf"`` (default, ``k=60``) is reciprocal rank fusion; ``method="wsum"`` with
+    ``norm="min-max"`` is normalized score fusion (``weights`` default to equal).
+    Text and titles of the fused candidates are carried over from the inputs.
+    """
+
+    def __init__(self, stages: Sequence[Stage], method: str = "rrf", norm: str | None = None,
+                 weights: Sequence[float] | None = None, k: int = 60):
+        if len(stages) < 2:
+            raise ConfigError("fusion needs at least two stages")
+        if method not in FUSION_METHODS:
+            raise ConfigError(f"unknown fusion method {method!r}; choose one of {FUSION_METHODS}")
+        if norm not in FUSION_NORMS:
+            raise ConfigError(f"unknown fusion norm {norm!r}; choose one of {FUSION_NORMS}")
+        if weights is not None and len(weights) != len(stages):
+            raise ConfigError(f"{len(weights)} weights given for {len(stages)} stages")
+        flat: list[Stage] = []
+        for s in stages:  # (a | b) | c fuses three rankings at once, when the settings agree
+            same = isinstance(s, Fuse) and (s.method, s.norm, s.weights, s.k) == (method, norm, None, k) and weights is None
+            flat.extend(s.stages if same else [_check_stage(s)])
+        self.stages, self.method, self.norm, self.k = flat, method, norm, k
+        self.weights = list(weights) if weights is not None else None
+
+    def transform(self, inp: Ranking) -> Ranking:
+        from ranx import fuse
+
+        outputs = [s(inp) for s in self.stages]
+        params = {"k": self.k} if self.method == "rrf" else {}
+        if self.method == "wsum":
+            params["weights"] = self.weights or [1.0 / len(outputs)] * len(outputs)
+        norm = self.norm or ("min-max" if self.method != "rrf" else None)
+        with warnings.catch_warnings():  # numba's uint64->int64 notice inside ranx is harmless here
+            warnings.simplefilter("ignore")
+            fused = fuse([o.to_run() for o in outputs], norm=norm, method=self.method, params=params).to_dict()
+        return _attach_columns(fused, inp, outputs)
+
+    def __repr__(self) -> str:
+        if self.method == "rrf" and self.norm is None and self.weights is None and self.k == 60:
+            return " | ".join(_wrap(s) for s in self.stages)
+        extra = f", norm={self.norm!r}" if self.norm else ""
+        extra += f", weights={self.weights!r}" if self.weights else ""
+        extra += f", k={self.k}" if self.k != 60 else ""
+        return f"Fuse([{', '.join(map(repr, self.stages))}], method={self.method!r}{extra})"
+
+
+def _attach_columns(fused: Mapping[str, Mapping[str, float]], inp: Ranking, outputs: Sequence[Ranking]) -> Ranking:
+    queries = inp.queries()
+    rows = pd.DataFrame(
+        [(q, queries.get(q, ""), d, s) for q, docs in fused.items() for d, s in docs.items()],
+        columns=["qid", "query", "docid", "score"],
+    )
+    extra = [c for c in ("text", "title") if any(c in o.columns for o in outputs)]
+    if extra:
+        pool = pd.concat([o.to_pandas()[["qid", "docid", *[c for c in extra if c in o.columns]]] for o in outputs])
+        rows = rows.merge(pool.drop_duplicates(["qid", "docid"]), on=["qid", "docid"], how="left")
+    return Ranking(rows)
+
+
+def as_ranking(inp: StageInput) -> Ranking:
+    """Accept a Ranking, a DataFrame, one query string, ``Query`` records or ``{qid: text}``."""
+    if isinstance(inp, Ranking):
+        return inp
+    if isinstance(inp, pd.DataFrame):
+        return Ranking.from_pandas(inp)
+    if isinstance(inp, str):
+        return Ranking.from_queries({"q": inp})
+    if isinstance(inp, Mapping):
+        return Ranking.from_queries({str(k): str(v) for k, v in inp.items()})
+    return Ranking.from_queries([Query(*q) if not isinstance(q, Query) else q for q in inp])
+
+
+def _check_stage(s: object) -> Stage:
+    if not isinstance(s, Stage):
+        raise ConfigError(f"expected a Stage, got {type(s).__name__}: {s!r}")
+    return s
+
+
+def _wrap(s: Stage) -> str:
+    return f"({s!r})" if isinstance(s, (Pipeline, Fuse)) else repr(s)
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # e.g. numpy arrays
+        return a is b

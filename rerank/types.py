@@ -1,0 +1,311 @@
+"""Core records and the two ranking types every stage speaks.
+
+Vocabulary (used everywhere in rerank): ``qid``, ``query``, ``docid``, ``text``, ``title``,
+``score``, ``rank`` (1-based, as in TREC run files).
+
+* :class:`Ranking` holds scored candidates for many queries (a DataFrame underneath). A Ranking
+  without ``docid`` is a query set: the input of a first-stage retriever.
+* :class:`Candidates` is one query's candidate list, the unit reranker families work on.
+* :class:`RankedResults` is what ``pipe.search("text")`` and ``reranker.rerank(query, docs)``
+  return: a small list of :class:`Result` records for application code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+QUERY_COLUMNS = ("qid", "query")
+RANK_COLUMNS = ("qid", "query", "docid", "score", "rank")
+
+
+class Query(NamedTuple):
+    qid: str
+    text: str
+
+
+class Doc(NamedTuple):
+    docid: str
+    text: str
+    title: str = ""
+
+    def full_text(self) -> str:
+        """Title and text joined, the usual input of BEIR-style retrievers."""
+        return f"{self.title} {self.text}".strip() if self.title else self.text
+
+
+class Qrel(NamedTuple):
+    qid: str
+    docid: str
+    relevance: int
+
+
+class Result(NamedTuple):
+    docid: str
+    score: float
+    rank: int
+    text: str = ""
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class RankedResults:
+    """Ranked results of one query: iterate, index, ``top_k(k)``, ``get(docid)``.
+
+    >>> r = RankedResults("q", [Result("d1", 2.0, 1), Result("d2", 1.0, 2)])
+    >>> r.top_k(1)[0].docid, r.get("d2").rank, len(r)
+    ('d1', 2, 2)
+    """
+
+    query: str
+    results: list[Result]
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[Result]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, i: int) -> Result:
+        return self.results[i]
+
+    def top_k(self, k: int) -> list[Result]:
+        return self.results[:k]
+
+    def get(self, docid: str) -> Result:
+        for r in self.results:
+            if r.docid == docid:
+                return r
+        raise KeyError(f"docid {docid!r} is not among the {len(self)} results")
+
+    @property
+    def docids(self) -> list[str]:
+        return [r.docid for r in self.results]
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """One query's candidates in their current order (best first).
+
+    ``scores`` are the scores of the stage that produced the list (first-stage scores for a
+    reranker). ``info`` carries per-query notes of a stage (reasoning text, parse repairs, ...).
+    """
+
+    qid: str
+    query: str
+    docids: list[str]
+    texts: list[str]
+    scores: np.ndarray
+    titles: list[str] | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.docids)
+        if len(self.texts) != n or len(self.scores) != n or (self.titles is not None and len(self.titles) != n):
+            raise ValueError(f"query {self.qid!r}: docids, texts, scores (and titles) must have equal lengths")
+
+    def __len__(self) -> int:
+        return len(self.docids)
+
+    def with_scores(self, scores: Sequence[float] | np.ndarray, **info: Any) -> Candidates:
+        """New candidates sorted by ``scores`` (descending; ties keep the current order)."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.shape != (len(self),):
+            raise ValueError(f"expected {len(self)} scores, got shape {scores.shape}")
+        order = np.argsort(-scores, kind="stable")
+        return self._take(order, scores[order], info)
+
+    def reordered(self, order: Sequence[int], **info: Any) -> Candidates:
+        """New candidates in ``order`` (indices into the current list, a full permutation).
+
+        Order-only paradigms (listwise, pairwise, setwise) use this: the score falls with the
+        new position, so the result stays score-sorted.
+        """
+        order = np.asarray(order, dtype=np.int64)
+        if sorted(order.tolist()) != list(range(len(self))):
+            raise ValueError(f"order must be a permutation of range({len(self)}), got {order.tolist()}")
+        return self._take(order, np.arange(len(self), 0, -1, dtype=np.float64), info)
+
+    def top(self, k: int) -> Candidates:
+        return self._take(np.arange(min(k, len(self))), self.scores[:k], {})
+
+    def _take(self, order: np.ndarray, scores: np.ndarray, info: Mapping[str, Any]) -> Candidates:
+        return replace(
+            self,
+            docids=[self.docids[i] for i in order],
+            texts=[self.texts[i] for i in order],
+            titles=None if self.titles is None else [self.titles[i] for i in order],
+            scores=np.asarray(scores, dtype=np.float64),
+            info={**self.info, **info},
+        )
+
+    def to_results(self) -> RankedResults:
+        titles = self.titles or [""] * len(self)
+        return RankedResults(
+            self.query,
+            [Result(d, float(s), i + 1, t, ti) for i, (d, s, t, ti) in enumerate(zip(self.docids, self.scores, self.texts, titles))],
+            dict(self.info),
+        )
+
+
+class Ranking:
+    """Scored candidates for many queries, backed by a DataFrame.
+
+    Columns: ``qid``, ``query``, ``docid``, ``score``, ``rank`` and optionally ``text``, ``title``
+    and stage-specific extras. A Ranking with only ``qid`` and ``query`` is a query set. Every
+    method returns a new Ranking; the underlying frame is never modified in place.
+
+    >>> r = Ranking.from_records([("q1", "cats", "d1", 0.5), ("q1", "cats", "d2", 0.9)])
+    >>> r.top(1).to_pandas()[["qid", "docid", "rank"]].values.tolist()
+    [['q1', 'd2', 1]]
+    """
+
+    def __init__(self, frame: pd.DataFrame):
+        missing = [c for c in QUERY_COLUMNS if c not in frame.columns]
+        if missing:
+            raise ValueError(f"a Ranking needs columns {QUERY_COLUMNS}; missing {missing}")
+        frame = frame.astype({"qid": str})
+        if "docid" in frame.columns:
+            frame = _sorted(frame.astype({"docid": str, "score": np.float64}))
+        self._frame = frame.reset_index(drop=True)
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_queries(cls, queries: Iterable[Query] | Mapping[str, str]) -> Ranking:
+        items = queries.items() if isinstance(queries, Mapping) else ((q.qid, q.text) for q in queries)
+        return cls(pd.DataFrame(list(items), columns=list(QUERY_COLUMNS)))
+
+    @classmethod
+    def from_records(cls, records: Iterable[tuple[str, str, str, float]]) -> Ranking:
+        """From ``(qid, query, docid, score)`` tuples; ranks are assigned by score."""
+        return cls(pd.DataFrame(list(records), columns=["qid", "query", "docid", "score"]))
+
+    @classmethod
+    def from_pandas(cls, df: pd.DataFrame) -> Ranking:
+        """From a DataFrame in rerank's vocabulary or a foreign one (see :mod:`rerank.io`)."""
+        from rerank.io import normalize_columns
+
+        frame = normalize_columns(df)
+        if "query" not in frame.columns:
+            frame = frame.assign(query="")
+        return cls(frame)
+
+    @classmethod
+    def from_candidates(cls, cands: Iterable[Candidates]) -> Ranking:
+        parts = []
+        for c in cands:
+            part = {"qid": c.qid, "query": c.query, "docid": c.docids, "score": c.scores, "text": c.texts}
+            if c.titles is not None:
+                part["title"] = c.titles
+            parts.append(pd.DataFrame(part))
+        if not parts:
+            return cls.empty()
+        return cls(pd.concat(parts, ignore_index=True))
+
+    @classmethod
+    def from_run(cls, run: Any, queries: Mapping[str, str] | None = None) -> Ranking:
+        """From a ranx ``Run`` (or its ``{qid: {docid: score}}`` dict)."""
+        data = run.to_dict() if hasattr(run, "to_dict") else run
+        rows = [(q, (queries or {}).get(q, ""), d, s) for q, docs in data.items() for d, s in docs.items()]
+        return cls.from_records(rows)
+
+    @classmethod
+    def read_trec(cls, path: str | Path, queries: Mapping[str, str] | None = None) -> Ranking:
+        from rerank.io import read_trec_run
+
+        return cls.from_run(read_trec_run(path), queries)
+
+    @classmethod
+    def empty(cls) -> Ranking:
+        return cls(pd.DataFrame({c: pd.Series(dtype=object if c != "score" else np.float64) for c in RANK_COLUMNS[:-1]}))
+
+    # -- views --------------------------------------------------------------------------------
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(self._frame.columns)
+
+    @property
+    def is_query_set(self) -> bool:
+        return "docid" not in self._frame.columns
+
+    def __len__(self) -> int:
+        return len(self._frame)
+
+    def __repr__(self) -> str:
+        kind = "queries" if self.is_query_set else "rows"
+        return f"Ranking({self._frame['qid'].nunique()} queries, {len(self)} {kind})"
+
+    def to_pandas(self) -> pd.DataFrame:
+        return self._frame.copy()
+
+    def queries(self) -> dict[str, str]:
+        """``{qid: query}`` in order of first appearance."""
+        return dict(zip(self._frame["qid"], self._frame["query"]))
+
+    def query_set(self) -> Ranking:
+        return Ranking(self._frame[list(QUERY_COLUMNS)].drop_duplicates("qid"))
+
+    def to_dict(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for q, d, s in zip(self._frame["qid"], self._frame["docid"], self._frame["score"]):
+            out.setdefault(q, {})[d] = float(s)
+        return out
+
+    def to_run(self, name: str | None = None) -> Any:
+        """A ranx ``Run`` (ids as str, scores as float64)."""
+        from ranx import Run
+
+        return Run(self.to_dict(), name=name)
+
+    def write_trec(self, path: str | Path, tag: str = "rerank") -> None:
+        from rerank.io import write_trec_run
+
+        write_trec_run(self._frame, path, tag)
+
+    def per_query(self) -> Iterator[Candidates]:
+        """One :class:`Candidates` per query, in rank order."""
+        has_text, has_title = "text" in self._frame.columns, "title" in self._frame.columns
+        for qid, g in self._frame.groupby("qid", sort=False):
+            yield Candidates(
+                qid=str(qid),
+                query=str(g["query"].iat[0]),
+                docids=g["docid"].tolist(),
+                texts=g["text"].tolist() if has_text else [""] * len(g),
+                scores=g["score"].to_numpy(np.float64),
+                titles=g["title"].tolist() if has_title else None,
+            )
+
+    def results(self, qid: str) -> RankedResults:
+        for c in self.per_query():
+            if c.qid == qid:
+                return c.to_results()
+        raise KeyError(f"query {qid!r} is not in this ranking")
+
+    # -- transformations ----------------------------------------------------------------------
+    def top(self, k: int) -> Ranking:
+        """The first ``k`` candidates of each query."""
+        return Ranking(self._frame[self._frame["rank"] <= k])
+
+    def select(self, qids: Iterable[str]) -> Ranking:
+        keep = set(map(str, qids))
+        return Ranking(self._frame[self._frame["qid"].isin(keep)])
+
+    def assign(self, **columns: Any) -> Ranking:
+        return Ranking(self._frame.assign(**columns))
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    """Sort by query (first-appearance order) then score descending; recompute 1-based ranks."""
+    if frame.empty:
+        return frame.assign(rank=pd.Series(dtype=np.int64))
+    qorder = pd.Series(range(frame["qid"].nunique()), index=frame["qid"].unique())
+    key = frame["qid"].map(qorder).to_numpy()
+    order = np.lexsort((np.arange(len(frame)), -frame["score"].to_numpy(), key))
+    frame = frame.iloc[order]
+    return frame.assign(rank=frame.groupby("qid", sort=False).cumcount().to_numpy() + 1)

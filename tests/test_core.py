@@ -1,0 +1,104 @@
+"""Core types and stage operators on real data (TREC-DL 2019's shipped BM25 run)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rerank import Candidates, ConfigError, Cutoff, DataError, Fuse, Pipeline, Ranking, Stage
+from rerank.data import load
+from rerank.retrievers.run import RunRetriever
+
+
+@pytest.fixture(scope="module")
+def dl19():
+    return load("trec-dl-2019")
+
+
+@pytest.fixture(scope="module")
+def bm25_run(dl19):
+    return RunRetriever("bm25", dl19)
+
+
+def test_ranking_sorts_and_ranks_per_query():
+    r = Ranking.from_records([("q2", "b", "x", 0.1), ("q1", "a", "d1", 0.2), ("q1", "a", "d2", 0.7)])
+    df = r.to_pandas()
+    assert df[["qid", "docid", "rank"]].values.tolist() == [["q2", "x", 1], ["q1", "d2", 1], ["q1", "d1", 2]]
+    assert r.queries() == {"q2": "b", "q1": "a"}
+
+
+def test_ranking_never_mutates_its_frame():
+    frame = pd.DataFrame({"qid": [1, 1], "query": "a", "docid": [5, 6], "score": [1, 2]})
+    before = frame.copy()
+    Ranking.from_pandas(frame).top(1)
+    pd.testing.assert_frame_equal(frame, before)
+
+
+def test_foreign_column_names_are_translated():
+    r = Ranking.from_pandas(pd.DataFrame({"query_id": ["1"], "doc_id": ["a"], "score": [1.0]}))
+    assert r.to_pandas()["docid"].tolist() == ["a"]
+
+
+def test_ranking_round_trips_through_ranx_and_trec(tmp_path, dl19):
+    run = dl19.run("bm25")
+    back = Ranking.from_run(run.to_run())
+    assert back.to_dict() == run.to_dict()
+    run.write_trec(tmp_path / "x.trec", tag="my tag")
+    again = Ranking.read_trec(tmp_path / "x.trec")
+    assert [c.docids for c in again.per_query()] == [c.docids for c in run.per_query()]
+    first = (tmp_path / "x.trec").read_text().splitlines()[0].split()
+    assert first[1] == "Q0" and first[3] == "1" and first[5] == "my_tag"
+
+
+def test_candidates_reorder_keeps_scores_decreasing():
+    c = Candidates("q", "query", ["a", "b", "c"], ["ta", "tb", "tc"], np.array([3.0, 2.0, 1.0]))
+    r = c.reordered([2, 0, 1], repaired=1)
+    assert r.docids == ["c", "a", "b"] and list(r.scores) == [3.0, 2.0, 1.0] and r.info["repaired"] == 1
+    with pytest.raises(ValueError, match="permutation"):
+        c.reordered([0, 0, 1])
+    assert c.with_scores([0.1, 0.9, 0.5]).docids == ["b", "c", "a"]
+
+
+def test_cutoff_and_pipeline_on_real_run(bm25_run, dl19):
+    out = (bm25_run % 10)(dl19.topics())
+    assert len(out) == 43 * 10 and out.to_pandas()["rank"].max() == 10
+    assert "text" in out.columns and out.to_pandas()["text"].str.len().min() > 0
+    assert repr(bm25_run % 10) == "RunRetriever(name='bm25', dataset='trec-dl-2019') >> Cutoff(10)"
+
+
+def test_pipelines_flatten_and_compare_by_repr(bm25_run):
+    p = (bm25_run % 50) >> Cutoff(10)
+    assert isinstance(p, Pipeline) and len(p.stages) == 3
+    assert p == (bm25_run % 50) >> Cutoff(10) and hash(p) == hash((bm25_run % 50) >> Cutoff(10))
+
+
+def test_fusion_of_a_run_with_itself_keeps_its_order(bm25_run, dl19):
+    topics = dl19.topics().select(["19335", "47923"])
+    fused = Fuse([bm25_run, bm25_run % 20], method="rrf")(topics)
+    base = bm25_run(topics)
+    for f, b in zip(fused.per_query(), base.per_query()):
+        assert f.docids[:20] == b.docids[:20]
+        assert all(t for t in f.texts)
+    wsum = Fuse([bm25_run, bm25_run], method="wsum", norm="min-max")(topics)
+    assert len(wsum) == len(base)
+
+
+def test_stage_validates_columns_and_accepts_empty_input(bm25_run):
+    with pytest.raises(DataError, match="lacks"):
+        Cutoff(3)(Ranking.from_queries({"1": "x"}))
+    assert len(Cutoff(3)(Ranking.empty())) == 0
+    with pytest.raises(ConfigError):
+        Cutoff(0)
+    with pytest.raises(ConfigError, match="fusion method"):
+        Fuse([bm25_run, bm25_run], method="nope")
+
+
+def test_custom_stage_composes():
+    class Reverse(Stage):
+        requires = ("qid", "query", "docid", "score")
+
+        def transform(self, inp):
+            return inp.assign(score=-inp.to_pandas()["score"])
+
+    r = Ranking.from_records([("q", "x", "a", 2.0), ("q", "x", "b", 1.0)])
+    assert (Reverse() >> Cutoff(1))(r).to_pandas()["docid"].tolist() == ["b"]
+    assert repr(Reverse() % 1) == "Reverse() >> Cutoff(1)"

@@ -1,0 +1,83 @@
+"""Dense retrieval with the real offline MiniLM on a SciFact slice (judged documents + distractors)."""
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rerank import ConfigError, Ranking, evaluate
+from rerank.data import load
+from rerank.encoders import resolve_encoder
+from rerank.retrievers.dense import Dense
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def scifact_slice():
+    ds = load("scifact")
+    queries = ds.queries()[:40]
+    qrels = {q.qid: ds.qrels()[q.qid] for q in queries}
+    judged = {d for docs in qrels.values() for d in docs}
+    others = [d for d in ds.corpus() if d.docid not in judged]
+    docs = [ds.docstore[d] for d in sorted(judged)] + random.Random(0).sample(others, 400)
+    return queries, qrels, docs
+
+
+@pytest.fixture(scope="module")
+def flat(scifact_slice):
+    return Dense(num_results=100).index(scifact_slice[2])
+
+
+def test_offline_weights_are_used_for_the_hub_id():
+    local = resolve_encoder("sentence-transformers/all-MiniLM-L6-v2")
+    assert Path(local).is_dir() and resolve_encoder("all-MiniLM-L6-v2") == local
+    assert resolve_encoder("someone/other-model") == "someone/other-model"
+
+
+def test_flat_index_is_exact_and_effective(flat, scifact_slice):
+    queries, qrels, docs = scifact_slice
+    run = flat(Ranking.from_queries(queries))
+    q = flat.encode_queries([queries[0].text])[0]
+    brute = np.argsort(-(flat.embeddings @ q))[:10]
+    assert [c.docids[:10] for c in run.per_query()][0] == [docs[i].docid for i in brute]
+    assert evaluate(run, qrels, ["ndcg@10"])["ndcg@10"] > 0.6  # all-MiniLM-L6-v2 on SciFact: 0.645 published
+
+
+def test_hnsw_agrees_with_flat(flat, scifact_slice):
+    queries, _, docs = scifact_slice
+    hnsw = Dense(index="hnsw", num_results=10)
+    hnsw.embeddings, hnsw._faiss = flat.embeddings, hnsw._make_index(flat.embeddings)
+    hnsw._set_docs(docs)
+    topics = Ranking.from_queries(queries)
+    exact = {c.qid: set(c.docids[:10]) for c in (flat % 10)(topics).per_query()}
+    approx = {c.qid: set(c.docids) for c in hnsw(topics).per_query()}
+    overlap = np.mean([len(exact[q] & approx[q]) / 10 for q in exact])
+    assert overlap >= 0.95
+
+
+def test_save_load_round_trip_with_mmap(flat, scifact_slice, tmp_path):
+    flat.save(tmp_path / "ix")
+    again = Dense.load(tmp_path / "ix", mmap=True)
+    topics = Ranking.from_queries(scifact_slice[0][:5])
+    a, b = list(again(topics).per_query()), list(flat(topics).per_query())
+    assert [c.docids for c in a] == [c.docids for c in b]
+    assert np.allclose(np.concatenate([c.scores for c in a]), np.concatenate([c.scores for c in b]))
+    assert repr(again) == repr(flat)
+
+
+def test_rescoring_given_candidates_and_search(flat, scifact_slice):
+    queries, _, docs = scifact_slice
+    cands = Ranking.from_records([(queries[0].qid, queries[0].text, d.docid, 0.0) for d in docs[:20]])
+    rescored = flat(cands)
+    assert len(rescored) == 20 and set(rescored.to_pandas()["docid"]) == {d.docid for d in docs[:20]}
+    hits = flat.search(queries[0].text, k=3)
+    assert len(hits) == 3 and hits[0].text and hits[0].score >= hits[1].score
+
+
+def test_bad_settings_and_unindexed_use():
+    with pytest.raises(ConfigError, match="dense index"):
+        Dense(index="ivf")
+    with pytest.raises(ConfigError, match="no index"):
+        Dense().search("x")
