@@ -36,6 +36,7 @@ class Retriever(Stage):
     def __init__(self, num_results: int = 1000, progress: bool | None = None):
         self.num_results, self.progress = num_results, progress
         self._docs: list[Doc] | None = None
+        self._texts: list[str] = []
         self._position: dict[str, int] = {}
 
     # -- subclass hooks -----------------------------------------------------------------------
@@ -96,10 +97,10 @@ class Retriever(Stage):
                 pos = np.array([self._position[d] for d in c.docids], dtype=np.int64)
                 frames.append(_frame(c.qid, c.query, pos, self._rescore(c.query, pos)))
         frame = pd.concat(frames, ignore_index=True)
-        hits = [docs[i] for i in frame.pop("pos")]
-        frame["docid"] = [d.docid for d in hits]
-        frame["text"] = [d.full_text() for d in hits]
-        frame["title"] = [d.title for d in hits]
+        pos = frame.pop("pos").to_numpy()
+        frame["docid"] = [docs[i].docid for i in pos]
+        frame["text"] = [self._texts[i] for i in pos]
+        frame["title"] = [docs[i].title for i in pos]
         return Ranking(frame)
 
     # -- persistence --------------------------------------------------------------------------
@@ -139,6 +140,7 @@ class Retriever(Stage):
 
     def _set_docs(self, docs: list[Doc]) -> None:
         self._docs = docs
+        self._texts = [d.full_text() for d in docs]
         self._position = {d.docid: i for i, d in enumerate(docs)}
         if len(self._position) != len(docs):
             raise DataError(f"{self!r}: the corpus has duplicate docids")

@@ -1,0 +1,101 @@
+"""Tokenization for lexical retrievers: a regex (or whitespace) split, lowercasing, stopwords, stemming.
+
+>>> Tokenizer()("The mice are running to the houses")
+['mice', 'run', 'hous']
+>>> Tokenizer(pattern="whitespace", lowercase=False, stopwords=None, stemmer=None)("a  B-c d")
+['a', 'B-c', 'd']
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+
+from rerank.errors import ConfigError
+
+WORD_PATTERN = r"(?u)\b\w\w+\b"
+"""Words of two or more word characters (the scikit-learn / bm25s default)."""
+
+WHITESPACE = "whitespace"
+"""Special ``pattern`` value: split on runs of whitespace, like ``str.split()``."""
+
+ENGLISH_STOPWORDS = (
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it",
+    "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these", "they",
+    "this", "to", "was", "will", "with",
+)
+"""Lucene's default English stop set (``EnglishAnalyzer``), also used by Anserini and bm25s."""
+
+STOPWORD_LISTS = {"en": ENGLISH_STOPWORDS}
+
+
+class Tokenizer:
+    """Turn text into index terms: split, optionally lowercase, drop stopwords, then stem.
+
+    Args:
+        pattern: a regular expression whose matches are the tokens, or ``"whitespace"``.
+        lowercase: lowercase the text before splitting.
+        stopwords: a list name (``"en"``), ``None`` for none, or a custom sequence of words.
+            Stopwords are matched after lowercasing and before stemming.
+        stemmer: a PyStemmer (Snowball) language such as ``"english"``, or ``None``.
+
+    Stems are cached per distinct token, so tokenizing a corpus stems each word once.
+    """
+
+    def __init__(self, pattern: str = WORD_PATTERN, lowercase: bool = True,
+                 stopwords: str | Sequence[str] | None = "en", stemmer: str | None = "english"):
+        self.pattern, self.lowercase, self.stemmer = pattern, lowercase, stemmer
+        self.stopwords = frozenset(resolve_stopwords(stopwords))
+        self._split = str.split if pattern == WHITESPACE else _compile(pattern).findall
+        self._stem = _stemmer(stemmer)
+        self._cache: dict[str, str] = {}
+
+    def __call__(self, text: str) -> list[str]:
+        if self.lowercase:
+            text = text.lower()
+        stop, cache = self.stopwords, self._cache
+        tokens = [t for t in self._split(text) if t not in stop]
+        if self._stem is None:
+            return tokens
+        out = []
+        for t in tokens:
+            s = cache.get(t)
+            if s is None:
+                s = cache[t] = self._stem(t)
+            out.append(s)
+        return out
+
+    def many(self, texts: Iterable[str]) -> list[list[str]]:
+        return [self(t) for t in texts]
+
+
+def resolve_stopwords(stopwords: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The stopword tuple for a list name, ``None`` or a custom sequence."""
+    if stopwords is None:
+        return ()
+    if isinstance(stopwords, str):
+        if stopwords not in STOPWORD_LISTS:
+            raise ConfigError(f"unknown stopword list {stopwords!r}; choose one of {sorted(STOPWORD_LISTS)}, None, or pass a list of words")
+        return STOPWORD_LISTS[stopwords]
+    words = tuple(stopwords)
+    if not all(isinstance(w, str) for w in words):
+        raise ConfigError("stopwords must be a list name, None, or a sequence of strings")
+    return words
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise ConfigError(f"tokenizer pattern {pattern!r} is not a valid regular expression ({e}); "
+                          f"use a regex or {WHITESPACE!r}") from None
+
+
+def _stemmer(language: str | None) -> Callable[[str], str] | None:
+    if language is None:
+        return None
+    import Stemmer
+
+    if language not in Stemmer.algorithms():
+        raise ConfigError(f"unknown stemmer {language!r}; choose None or one of {sorted(Stemmer.algorithms())}")
+    return Stemmer.Stemmer(language).stemWord
