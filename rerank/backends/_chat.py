@@ -1,0 +1,104 @@
+"""Shared prompt handling for the local backends: chat rendering, token ids, reasoning split.
+
+A chat prompt whose last message is from the assistant is *continued* (that message starts the
+answer); any other chat prompt gets the generation prompt, so the answer starts a new assistant turn.
+
+>>> split_reasoning("<think>a, then b</think> [2] > [1]")
+('[2] > [1]', 'a, then b')
+>>> render_template("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
+...                 "{% if add_generation_prompt %}<assistant>{% endif %}",
+...                 [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Answer:"}])
+'<user>hi<assistant>Answer:'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rerank.backends.base import Message, Prompt
+from rerank.errors import BackendError, ConfigError
+
+THINK_END = "</think>"
+LOGPROB_BACKENDS = "hf, vllm, llamacpp, or openai against a vLLM or llama.cpp server"
+
+
+def is_chat(prompt: Prompt) -> bool:
+    if isinstance(prompt, str):
+        return False
+    if not prompt or not all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt):
+        raise ConfigError("a chat prompt is a non-empty list of {'role': ..., 'content': ...} messages")
+    return True
+
+
+def continues(messages: Sequence[Message]) -> bool:
+    """True when the last message is a partial assistant answer to continue."""
+    return messages[-1]["role"] == "assistant"
+
+
+def render_hf(tokenizer: Any, prompt: Prompt) -> str:
+    """The text of a prompt under a transformers tokenizer's chat template."""
+    if not is_chat(prompt):
+        return prompt
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(f"model {tokenizer.name_or_path!r} has no chat template; pass plain-text prompts")
+    cont = continues(prompt)
+    return tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=not cont,
+                                         continue_final_message=cont)
+
+
+def render_template(template: str, messages: Sequence[Message], bos_token: str = "", eos_token: str = "") -> str:
+    """Render a Jinja chat template (as stored in GGUF metadata or tokenizer_config.json)."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+
+    def raise_exception(message: str):
+        raise ConfigError(f"chat template: {message}")
+
+    env.globals["raise_exception"] = raise_exception
+    cont = continues(messages)
+    text = env.from_string(template).render(messages=list(messages), add_generation_prompt=not cont,
+                                            bos_token=bos_token, eos_token=eos_token)
+    if cont:  # cut what the template appends after the partial answer (end-of-turn markers)
+        last = messages[-1]["content"]
+        end = text.rfind(last)
+        if end < 0:
+            raise ConfigError("chat template dropped the final assistant message; cannot continue it")
+        text = text[:end + len(last)]
+    return text
+
+
+def encode_hf(tokenizer: Any, prompt: Prompt) -> list[int]:
+    """Token ids of a prompt; a rendered chat already holds its special tokens, plain text gets them added."""
+    text = render_hf(tokenizer, prompt)
+    return list(tokenizer(text, add_special_tokens=not is_chat(prompt))["input_ids"])
+
+
+def option_ids(tokenizer: Any, options: Sequence[str]) -> list[list[int]]:
+    """Token ids of each option as a continuation (no special tokens); an empty option is an error."""
+    ids = [list(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in options]
+    for option, i in zip(options, ids):
+        if not i:
+            raise ConfigError(f"option {option!r} has no tokens; options must be non-empty strings")
+    return ids
+
+
+def split_reasoning(text: str) -> tuple[str, str | None]:
+    """``(answer, reasoning)``: the text after the last ``</think>`` and the reasoning before it."""
+    if THINK_END not in text:
+        return text, None
+    reasoning, _, answer = text.rpartition(THINK_END)
+    return answer.strip(), reasoning.replace("<think>", "", 1).strip()
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """``text`` up to the first stop string (excluded), and whether one was found."""
+    cuts = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return (text[:min(cuts)], True) if cuts else (text, False)
+
+
+def check_length(n_tokens: int, max_context: int, model: str) -> None:
+    if n_tokens > max_context:
+        raise BackendError(f"prompt of {n_tokens} tokens exceeds the context of {model!r} ({max_context}); "
+                           "shorten the passages (Backend.count_tokens) or raise max_context")

@@ -1,0 +1,102 @@
+"""llama.cpp backend through llama-cpp-python (optional: ``pip install 'rerank[llamacpp]'``).
+
+Runs GGUF files directly (``LlamaCppBackend("smollm2")`` uses the packaged file). Chat prompts are
+rendered with the chat template stored in the GGUF metadata. Scoring evaluates the prompt once and
+each option after it, reusing the prompt's KV cache; logits of every position are kept for that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from rerank.backends import _chat
+from rerank.backends.base import Backend, Generation, Prompt
+from rerank.errors import ConfigError, require
+from rerank.models import gguf_path
+
+
+class LlamaCppBackend(Backend):
+    """A GGUF model run in-process by llama.cpp.
+
+    Args:
+        model: alias with a packaged GGUF, or a ``.gguf`` path.
+        n_ctx: context length; n_threads: CPU threads (default: llama.cpp's choice);
+        n_gpu_layers: layers offloaded to a GPU build (-1: all); seed: sampling seed.
+        chat_template: Jinja template overriding the one in the GGUF metadata.
+    """
+
+    def __init__(self, model: str = "smollm2", *, n_ctx: int = 2048, n_threads: int | None = None,
+                 n_gpu_layers: int = 0, seed: int = 0, chat_template: str | None = None, **llama_kwargs: Any):
+        llama_cpp = require("llama_cpp", "llamacpp")
+        self.model, self.max_context = model, n_ctx
+        self.path = gguf_path(model)
+        self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads,
+                                   n_gpu_layers=n_gpu_layers, seed=seed, logits_all=True, verbose=False,
+                                   **llama_kwargs)
+        self.chat_template = chat_template or self.llm.metadata.get("tokenizer.chat_template")
+
+    def __repr__(self) -> str:
+        return f"LlamaCppBackend({self.model!r})"
+
+    @property
+    def cache_id(self) -> str:
+        return f"llamacpp:{self.path.name}"
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode(), add_bos=False, special=False))
+
+    def _special(self, token: int) -> str:
+        return self.llm.detokenize([token], special=True).decode(errors="replace") if token >= 0 else ""
+
+    def _encode(self, prompt: Prompt) -> list[int]:
+        if _chat.is_chat(prompt):
+            if not self.chat_template:
+                raise ConfigError(f"{self.path.name} has no chat template; pass plain-text prompts or chat_template=")
+            text = _chat.render_template(self.chat_template, prompt, self._special(self.llm.token_bos()),
+                                         self._special(self.llm.token_eos()))
+            ids = self.llm.tokenize(text.encode(), add_bos=False, special=True)
+        else:
+            ids = self.llm.tokenize(prompt.encode(), add_bos=True, special=False)
+        _chat.check_length(len(ids), self.max_context, self.model)
+        return ids
+
+    def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
+                 stop: Sequence[str] = ()) -> list[Generation]:
+        out = []
+        for prompt in prompts:
+            ids = self._encode(prompt)
+            sampling = {"temperature": temperature} if temperature > 0 else {"temperature": 0.0, "top_k": 1}
+            result = self.llm.create_completion(ids, max_tokens=max_new_tokens, stop=list(stop) or None, **sampling)
+            choice, usage = result["choices"][0], result["usage"]
+            answer, reasoning = _chat.split_reasoning(choice["text"])
+            out.append(Generation(answer, reasoning, usage["prompt_tokens"], usage["completion_tokens"],
+                                  "length" if choice["finish_reason"] == "length" else "stop"))
+        return out
+
+    def score(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:
+        opts = [self.llm.tokenize(o.encode(), add_bos=False, special=False) for o in options]
+        if any(not o for o in opts):
+            raise ConfigError("options must be non-empty strings")
+        out = np.empty((len(prompts), len(options)))
+        for i, prompt in enumerate(prompts):
+            ids = self._encode(prompt)
+            self.llm.reset()
+            self.llm.eval(ids)
+            last = _log_softmax(self.llm.scores[len(ids) - 1])
+            for j, option in enumerate(opts):
+                total = float(last[option[0]])
+                if len(option) > 1:  # evaluate the option after the cached prompt
+                    self.llm.n_tokens = len(ids)
+                    self.llm.eval(option[:-1])
+                    rows = self.llm.scores[len(ids):len(ids) + len(option) - 1]
+                    total += sum(float(_log_softmax(r)[t]) for r, t in zip(rows, option[1:]))
+                out[i, j] = total
+        return out
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max()
+    return z - np.log(np.exp(z).sum())

@@ -1,0 +1,304 @@
+"""OpenAI-compatible HTTP backend (OpenAI, vLLM's ``vllm serve``, llama.cpp's server, ...).
+
+The core is async (:meth:`OpenAIBackend.agenerate`, :meth:`OpenAIBackend.ascore`): requests run
+concurrently (``concurrency`` at a time) on one ``httpx.AsyncClient``; the sync verbs wrap them.
+Connection failures, timeouts, 429 and 5xx are retried ``max_retries`` times with exponential
+back-off; other 4xx answers and malformed bodies raise :class:`~rerank.errors.BackendError` at once.
+Every request carries ``max_tokens``, so no call runs unbounded.
+
+Scoring:
+
+* plain-text prompts (and chat prompts when ``tokenizer=`` is given, rendered locally with the model's
+  chat template) use ``/completions`` with ``echo`` and ``logprobs``: the option is appended to the
+  prompt and the log-probabilities of its tokens are summed (exact, any option length);
+* other chat prompts use ``/chat/completions`` with ``top_logprobs``: each option is matched to one
+  token of the first answer position; an option outside the top ``top_logprobs`` gets the smallest
+  listed log-probability (an upper bound of its true value).
+
+Servers differ in what they return: vLLM's server gives exact echoed logprobs; llama-cpp-python's
+server (0.3.36) echoes wrong prompt logprobs (abetlen/llama-cpp-python#1983), so for llama.cpp
+score with :class:`~rerank.backends.llamacpp.LlamaCppBackend` in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+from collections.abc import Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import numpy as np
+
+from rerank.backends import _chat
+from rerank.backends.base import Backend, Generation, Prompt
+from rerank.errors import BackendError, ConfigError, require
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class OpenAIBackend(Backend):
+    """A model behind an OpenAI-compatible HTTP API.
+
+    Args:
+        model: the served model name; None asks the server (``GET /models``, first entry).
+        base_url: API root ending in ``/v1``; default ``$OPENAI_BASE_URL`` or OpenAI's.
+        api_key: default ``$OPENAI_API_KEY`` or ``"EMPTY"`` (local servers ignore it).
+        timeout: seconds per request; concurrency: requests in flight at once.
+        max_retries, backoff: retries of transient failures, sleeping ``backoff * 2**attempt`` s.
+        tokenizer: alias/path of the model's tokenizer, to render chat prompts locally and count tokens.
+        max_context: longest prompt the caller should send (used by windowing rerankers).
+        top_logprobs: alternatives asked for when scoring chat prompts without a tokenizer.
+        extra_body: fields merged into every request (``{"top_k": 1}``, guided decoding options ...).
+    """
+
+    def __init__(self, model: str | None = None, *, base_url: str | None = None, api_key: str | None = None,
+                 timeout: float = 120.0, concurrency: int = 8, max_retries: int = 3, backoff: float = 0.5,
+                 tokenizer: str | None = None, max_context: int = 8192, top_logprobs: int = 20,
+                 extra_body: dict[str, Any] | None = None):
+        self._httpx = require("httpx", "openai")
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        if concurrency < 1 or max_retries < 0 or timeout <= 0:
+            raise ConfigError("need concurrency >= 1, max_retries >= 0 and timeout > 0")
+        self.timeout, self.concurrency, self.max_retries, self.backoff = timeout, concurrency, max_retries, backoff
+        self.max_context, self.top_logprobs, self.extra_body = max_context, top_logprobs, dict(extra_body or {})
+        self.tokenizer = _load_tokenizer(tokenizer) if tokenizer else None
+        self._tokenize_route: str | None = None
+        self._tokenize_overhead = 0
+        self.model = model or self._served_model()
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend({self.model!r}, base_url={self.base_url!r})"
+
+    @property
+    def cache_id(self) -> str:
+        return f"openai:{self.base_url}#{self.model}"
+
+    # ---- HTTP core -------------------------------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    async def _post(self, client: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        httpx, url = self._httpx, self.base_url + path
+        error = BackendError(f"no request made to {url}")
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                response = await client.post(url, json={**body, **self.extra_body})
+            except httpx.ConnectError as e:
+                error = BackendError(f"cannot connect to {url} ({e}); is the server running and is base_url right?")
+                continue
+            except httpx.TimeoutException:
+                error = BackendError(f"{url} did not answer within {self.timeout} s; "
+                                     "check the server's load or raise timeout=")
+                continue
+            except httpx.HTTPError as e:
+                error = BackendError(f"request to {url} failed: {e!r}")
+                continue
+            if response.status_code == 429 or response.status_code >= 500:
+                error = BackendError(f"{url} answered {response.status_code}: {response.text[:300]}")
+                continue
+            if response.status_code >= 400:
+                raise BackendError(f"{url} answered {response.status_code} (not retried; check model name "
+                                   f"{self.model!r} and request settings): {response.text[:300]}")
+            try:
+                data = response.json()
+            except ValueError:
+                raise BackendError(f"{url} answered with something that is not JSON: {response.text[:200]!r}") from None
+            if not isinstance(data, dict):
+                raise BackendError(f"{url} answered with unexpected JSON: {str(data)[:200]}")
+            return data
+        raise BackendError(f"{error} (after {self.max_retries + 1} attempts)")
+
+    async def _post_all(self, requests: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        limit = asyncio.Semaphore(self.concurrency)
+        timeout = self._httpx.Timeout(self.timeout)
+        async with self._httpx.AsyncClient(timeout=timeout, headers=self._headers()) as client:
+            async def one(path: str, body: dict[str, Any]) -> dict[str, Any]:
+                async with limit:
+                    return await self._post(client, path, body)
+
+            return await asyncio.gather(*(one(p, b) for p, b in requests))
+
+    def _get(self, path: str) -> dict[str, Any] | None:
+        url = self.base_url + path
+        try:
+            r = self._httpx.get(url, headers=self._headers(), timeout=self.timeout)
+        except self._httpx.ConnectError as e:
+            raise BackendError(f"cannot connect to {url} ({e}); is the server running and is base_url right?") from e
+        except self._httpx.HTTPError as e:
+            raise BackendError(f"request to {url} failed: {e!r}") from e
+        return r.json() if r.status_code == 200 else None
+
+    def _served_model(self) -> str:
+        data = self._get("/models")
+        try:
+            return data["data"][0]["id"]  # type: ignore[index]
+        except (TypeError, KeyError, IndexError):
+            raise BackendError(f"{self.base_url}/models lists no model; pass model=") from None
+
+    # ---- generate --------------------------------------------------------------------------------
+    def _generation_request(self, prompt: Prompt, max_new_tokens: int, temperature: float,
+                            stop: Sequence[str]) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {"model": self.model, "max_tokens": max_new_tokens, "temperature": temperature}
+        if stop:
+            body["stop"] = list(stop)
+        if _chat.is_chat(prompt) and self.tokenizer is None:
+            body["messages"] = list(prompt)
+            if _chat.continues(prompt):  # vLLM's extension; other servers answer a fresh turn
+                body.update(continue_final_message=True, add_generation_prompt=False)
+            return "/chat/completions", body
+        body["prompt"] = self._text(prompt)
+        return "/completions", body
+
+    async def agenerate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
+                        stop: Sequence[str] = ()) -> list[Generation]:
+        requests = [self._generation_request(p, max_new_tokens, temperature, stop) for p in prompts]
+        return [self._parse_generation(d) for d in await self._post_all(requests)]
+
+    def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
+                 stop: Sequence[str] = ()) -> list[Generation]:
+        return _run_sync(self.agenerate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop))
+
+    def _parse_generation(self, data: dict[str, Any]) -> Generation:
+        try:
+            choice = data["choices"][0]
+            message = choice.get("message")
+            text = message["content"] if message is not None else choice["text"]
+            reasoning = (message or {}).get("reasoning_content") or (message or {}).get("reasoning")
+            usage = data.get("usage") or {}
+            if not isinstance(text, str | None):
+                raise TypeError
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise BackendError(f"{self.base_url} answered without a completion text: {str(data)[:300]}") from None
+        answer, inline = _chat.split_reasoning(text or "")
+        return Generation(answer, reasoning or inline, int(usage.get("prompt_tokens") or 0),
+                          int(usage.get("completion_tokens") or 0),
+                          "length" if choice.get("finish_reason") == "length" else "stop")
+
+    # ---- score -----------------------------------------------------------------------------------
+    async def ascore(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:
+        if not options:
+            return np.zeros((len(prompts), 0))
+        if any(not o for o in options):
+            raise ConfigError("options must be non-empty strings")
+        by_chat = [_chat.is_chat(p) and self.tokenizer is None for p in prompts]
+        requests: list[tuple[str, dict[str, Any]]] = []
+        for prompt, chat in zip(prompts, by_chat):
+            if chat:
+                requests.append(("/chat/completions", {
+                    "model": self.model, "messages": list(prompt), "max_tokens": 1, "temperature": 0.0,
+                    "logprobs": True, "top_logprobs": self.top_logprobs}))
+            else:
+                text = self._text(prompt)
+                requests += [("/completions", {"model": self.model, "prompt": text + option, "max_tokens": 1,
+                                               "temperature": 0.0, "echo": True, "logprobs": 1}) for option in options]
+        answers = iter(await self._post_all(requests))
+        rows = []
+        for prompt, chat in zip(prompts, by_chat):
+            if chat:
+                rows.append(self._first_token_scores(next(answers), options))
+            else:
+                text = self._text(prompt)
+                rows.append([self._echo_score(next(answers), len(text), option) for option in options])
+        return np.array(rows, dtype=np.float64)
+
+    def score(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:
+        return _run_sync(self.ascore(prompts, options))
+
+    def _no_logprobs(self, data: dict[str, Any]) -> BackendError:
+        return BackendError(f"{self.base_url} (model {self.model!r}) returned no logprobs, so score() cannot work "
+                            f"with it; use a backend that gives them: {_chat.LOGPROB_BACKENDS}. "
+                            f"Answer: {str(data)[:200]}")
+
+    def _echo_score(self, data: dict[str, Any], prompt_chars: int, option: str) -> float:
+        """Sum of the logprobs of the tokens that start at or after the prompt's end (or straddle it)."""
+        try:
+            lp = data["choices"][0]["logprobs"]
+        except (KeyError, IndexError, TypeError):
+            raise self._no_logprobs(data) from None
+        if not lp or not lp.get("token_logprobs") or not lp.get("text_offset"):
+            raise self._no_logprobs(data)
+        tokens, values, offsets = lp["tokens"], lp["token_logprobs"], lp["text_offset"]
+        end = prompt_chars + len(option)
+        picked = [v for t, v, o in zip(tokens, values, offsets) if o < end and o + max(len(t), 1) > prompt_chars]
+        if not picked or any(v is None for v in picked):
+            raise BackendError(f"{self.base_url} did not echo the prompt's logprobs (needs echo=True support); "
+                               f"use a backend that gives them: {_chat.LOGPROB_BACKENDS}")
+        return float(sum(picked))
+
+    def _first_token_scores(self, data: dict[str, Any], options: Sequence[str]) -> list[float]:
+        try:
+            top = data["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+            table: dict[str, float] = {}
+            for entry in top:
+                key = entry["token"].strip()
+                table[key] = max(table.get(key, -math.inf), float(entry["logprob"]))
+        except (KeyError, IndexError, TypeError):
+            raise self._no_logprobs(data) from None
+        if not table:
+            raise self._no_logprobs(data)
+        floor = min(table.values())
+        return [table.get(o.strip(), floor) for o in options]
+
+    # ---- tokens ----------------------------------------------------------------------------------
+    def _text(self, prompt: Prompt) -> str:
+        if not _chat.is_chat(prompt):
+            return prompt
+        return _chat.render_hf(self.tokenizer, prompt)
+
+    def count_tokens(self, text: str) -> int:
+        """Local tokenizer if given, else the server's tokenize route (vLLM, llama.cpp), else chars / 4."""
+        if self.tokenizer is not None:
+            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if self._tokenize_route is None:
+            self._tokenize_route, self._tokenize_overhead = self._find_tokenize_route()
+        if self._tokenize_route == "estimate":
+            return math.ceil(len(text) / 4)
+        tokens = self._server_tokens(self._tokenize_route, text)
+        if tokens is None:
+            raise BackendError(f"{self.base_url}: tokenize route {self._tokenize_route} stopped answering")
+        return tokens - self._tokenize_overhead
+
+    def _server_tokens(self, route: str, text: str) -> int | None:
+        root = self.base_url.removesuffix("/v1")  # both routes live beside /v1, not under it
+        body = {"model": self.model, "prompt": text, "add_special_tokens": False, "input": text}
+        try:
+            r = self._httpx.post(root + route, json=body, headers=self._headers(), timeout=self.timeout)
+            tokens = r.json().get("tokens") if r.status_code == 200 else None
+        except (self._httpx.HTTPError, ValueError, AttributeError):
+            return None
+        return len(tokens) if isinstance(tokens, list) else None
+
+    def _find_tokenize_route(self) -> tuple[str, int]:
+        """The first tokenize route that answers, and the special tokens it adds to any text (e.g. BOS)."""
+        for route in ("/tokenize", "/extras/tokenize"):
+            one, two = self._server_tokens(route, "hello"), self._server_tokens(route, "hello hello")
+            if one is not None and two is not None:
+                return route, 2 * one - two  # "hello" and " hello" are one token each in common vocabularies
+        log.warning("%s has no tokenize route; counting tokens as characters / 4 (pass tokenizer=)", self.base_url)
+        return "estimate", 0
+
+
+def _load_tokenizer(name: str) -> Any:
+    transformers = require("transformers", "hf")
+    from rerank.models import hf_location
+
+    source, kwargs = hf_location(name)
+    return transformers.AutoTokenizer.from_pretrained(source, **kwargs)
+
+
+def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion, also from code that already runs an event loop (notebooks)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()

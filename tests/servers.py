@@ -1,0 +1,163 @@
+"""Real servers on loopback for tests: ``vllm serve``, llama-cpp-python's server, and a misbehaving one.
+
+Each server runs in its own process group and is stopped by its PID (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A server process started by a test session; ``base_url`` ends in ``/v1``."""
+
+    proc: subprocess.Popen
+    base_url: str
+    log: Path
+    started_in: float = 0.0
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+    def stop(self, grace: float = 20.0) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # its own group: workers it spawned go too
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def start_server(cmd: list[str], port: int, *, name: str, env: dict[str, str] | None = None,
+                 timeout: float = 300.0) -> Server:
+    """Start ``cmd`` and wait until ``GET /v1/models`` answers 200; raise with the log tail if it dies."""
+    log = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
+    started = time.monotonic()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                                start_new_session=True)
+    server = Server(proc, f"http://127.0.0.1:{port}/v1", log)
+    while time.monotonic() - started < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{server.log_tail()}")
+        try:
+            if httpx.get(server.base_url + "/models", timeout=2).status_code == 200:
+                server.started_in = time.monotonic() - started
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    server.stop()
+    raise RuntimeError(f"{name} was not ready after {timeout} s:\n{server.log_tail()}")
+
+
+def start_vllm(model_dir: str, served_name: str = "smollm2") -> Server:
+    """``vllm serve`` through its module entry point (works with or without the dist-info shim)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
+           "--host", "127.0.0.1", "--port", str(port), "--served-model-name", served_name,
+           "--dtype", "bfloat16", "--max-model-len", "2048", "--enforce-eager", "--seed", "0"]
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1", "TORCHDYNAMO_DISABLE": "1", "HF_HUB_OFFLINE": "1",
+           "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}  # the server keeps its engine in a worker, whatever this process uses
+    return start_server(cmd, port, name="vllm-server", env=env)
+
+
+def start_llamacpp(gguf: str, served_name: str = "smollm2") -> Server:
+    """llama-cpp-python's OpenAI-compatible server, keeping all logits so echo+logprobs work."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--model_alias", served_name,
+           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--logits_all", "true", "--seed", "0"]
+    return start_server(cmd, port, name="llamacpp-server", timeout=120)
+
+
+@dataclass
+class Misbehaving:
+    """A real HTTP server whose first path segment picks a failure: ``/<mode>/v1/...``.
+
+    Modes: ``garbage`` (200, not JSON), ``shapeless`` (200, JSON without choices), ``notfound`` (404),
+    ``slow`` (answers after ``delay`` s), ``flaky`` (503 twice, then a valid completion),
+    ``nologprobs`` (a valid completion without logprobs).
+    """
+
+    port: int
+    delay: float = 3.0
+    hits: dict[str, int] = field(default_factory=dict)
+    _httpd: ThreadingHTTPServer | None = None
+
+    def url(self, mode: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{mode}/v1"
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+
+
+VALID = {"choices": [{"text": "ok", "index": 0, "finish_reason": "stop", "logprobs": None}],
+         "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+
+
+def start_misbehaving(delay: float = 3.0) -> Misbehaving:
+    state = Misbehaving(0, delay)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # keep test output clean
+            pass
+
+        def _send(self, status: int, body: bytes, kind: str = "application/json") -> None:
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (the timeout test)
+                pass
+
+        def do_GET(self) -> None:
+            self._send(200, json.dumps({"data": [{"id": "misbehaving"}]}).encode())
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            mode = self.path.strip("/").split("/")[0]
+            state.hits[mode] = state.hits.get(mode, 0) + 1
+            if mode == "garbage":
+                self._send(200, b"<html>definitely not json</html>", "text/html")
+            elif mode == "shapeless":
+                self._send(200, b'{"result": 42}')
+            elif mode == "notfound":
+                self._send(404, b'{"error": {"message": "The model does not exist."}}')
+            elif mode == "slow":
+                time.sleep(state.delay)
+                self._send(200, json.dumps(VALID).encode())
+            elif mode == "flaky" and state.hits[mode] <= 2:
+                self._send(503, b'{"error": "overloaded"}')
+            else:  # flaky after two failures, nologprobs
+                self._send(200, json.dumps(VALID).encode())
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    state.port, state._httpd = httpd.server_address[1], httpd
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return state

