@@ -4,6 +4,7 @@
     rerank search --dataset scifact --pipeline "bm25 | dense" "what causes scurvy?" -k 5
     rerank index  --dataset scifact --retriever "bm25(k1=1.2)" --out indexes/scifact-bm25
     rerank list   [datasets|retrievers|rerankers|backends|prompts]
+    rerank bench  pipelines/grid_smoke.toml --out results/smoke [--limit N] [--report-only]
 
 Errors (unknown names, malformed files, empty corpora or queries) print one line and exit 2.
 """
@@ -22,7 +23,8 @@ from rerank.errors import ConfigError, RerankError
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("rerank").setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         return args.func(args)
     except (RerankError, FileNotFoundError) as e:
@@ -66,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--retriever", required=True, help='e.g. bm25, "bm25(k1=1.2, b=0.75)", "dense(index=\'hnsw\')"')
     i.add_argument("--out", type=Path, required=True)
     i.set_defaults(func=_index)
+
+    b = sub.add_parser("bench", help="run a grid of pipelines x datasets (resumable) and write a report")
+    from rerank.bench import add_arguments, run_from_args
+
+    add_arguments(b)
+    b.set_defaults(func=run_from_args)
 
     ls = sub.add_parser("list", help="list registered names")
     ls.add_argument("what", nargs="?", default="all", choices=["all", "datasets", "retrievers", "rerankers", "backends", "prompts"])

@@ -105,7 +105,7 @@ class Report:
         header = ["system", *self.metrics, "ms/query"]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for system, row in self.table.iterrows():
-            cells = [str(system)]
+            cells = [str(system).replace("|", "\\|")]
             for m in self.metrics:
                 mark = "†" if system != self.baseline and self.pvalues.at[system, m] < self.max_p else ""
                 cells.append(f"{row[m]:.{digits}f}{mark}")

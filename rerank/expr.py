@@ -15,7 +15,7 @@ BM25() >> Cutoff(100) >> Dense()
 >>> build("bm25 >> nosuch")
 Traceback (most recent call last):
 ...
-rerank.errors.ConfigError: unknown stage 'nosuch' in 'bm25 >> nosuch'. Retrievers: bm25, dense, run; rerankers: ...
+rerank.errors.ConfigError: unknown stage 'nosuch' in 'bm25 >> nosuch'. Retrievers: anncur, bm25, dense, run; rerankers: ...
 """
 
 from __future__ import annotations
@@ -107,22 +107,27 @@ class _Builder:
 
 def indexed(retriever: Any, dataset: Any, cache_dir: Path) -> Any:
     """``retriever`` indexed on ``dataset``'s corpus, loaded from the on-disk cache when present."""
-    params = {k: v for k, v in retriever.params().items() if k not in ("num_results", "progress")}
-    docs = dataset.corpus()
-    key = f"{type(retriever).__name__}{sorted(params.items())}|{dataset.name}|{len(docs)}|{docs[0].docid}|{docs[-1].docid}"
-    folder = cache_dir / "indexes" / f"{_slug(dataset.name)}-{type(retriever).__name__.lower()}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+    folder = index_folder(retriever, dataset, cache_dir)
     if (folder / "params.json").exists():
         try:
             loaded = type(retriever).load(folder)
             return loaded.with_num_results(retriever.num_results) if loaded.num_results != retriever.num_results else loaded
         except (DataError, OSError, ValueError):
             pass  # a stale or partial cache entry: rebuild it below
-    retriever.index(docs)
+    retriever.index(dataset.corpus())
     try:
         retriever.save(folder)
     except NotImplementedError:
         pass
     return retriever
+
+
+def index_folder(retriever: Any, dataset: Any, cache_dir: str | Path) -> Path:
+    """Where :func:`indexed` keeps ``retriever``'s index of ``dataset`` (the folder may not exist yet)."""
+    params = {k: v for k, v in retriever.params().items() if k not in ("num_results", "progress")}
+    docs = dataset.corpus()
+    key = f"{type(retriever).__name__}{sorted(params.items())}|{dataset.name}|{len(docs)}|{docs[0].docid}|{docs[-1].docid}"
+    return Path(cache_dir) / "indexes" / f"{_slug(dataset.name)}-{type(retriever).__name__.lower()}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
 
 
 def _slug(name: str) -> str:

@@ -10,7 +10,7 @@ True
 >>> get("retriever", "bm25s")
 Traceback (most recent call last):
 ...
-rerank.errors.ConfigError: unknown retriever 'bm25s'; did you mean 'bm25'? Known: bm25, dense, run
+rerank.errors.ConfigError: unknown retriever 'bm25s'; did you mean 'bm25'? Known: anncur, bm25, dense, run
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ _ENTRIES: dict[str, dict[str, str | type]] = {
         "bm25": "rerank.retrievers.bm25:BM25",
         "dense": "rerank.retrievers.dense:Dense",
         "run": "rerank.retrievers.run:RunRetriever",
+        "anncur": "rerank.retrievers.cur:ANNCUR",
     },
     "reranker": {
         "listwise": "rerank.rerankers.listwise:Listwise",
@@ -47,6 +48,7 @@ _ENTRIES: dict[str, dict[str, str | type]] = {
         "yes-no": "rerank.rerankers.pointwise:YesNo",
         "erank": "rerank.rerankers.pointwise:ERank",
         "prp": "rerank.rerankers.pairwise:PRP",
+        "e2rank": "rerank.rerankers.e2rank:E2Rank",
     },
     "backend": {
         "fake": "rerank.backends.fake:FakeBackend",

@@ -1,0 +1,95 @@
+"""E2Rank on SciFact and TREC-DL 2019: nDCG@10 before/after, and reranking latency per query.
+
+First stage: dense retrieval with the offline MiniLM (and, on TREC-DL 2019, the shipped BM25 run).
+E2Rank re-embeds each query as a listwise prompt with its top-K candidates and re-scores the
+candidates by cosine; document embeddings come from the dense index (one extra query encoding).
+Latency is compared with the LLM pointwise yes/no reranker (SmolLM2-135M on the HF backend) on a
+few queries. Default sizes are slices for a 2-core machine; ``--full`` uses every query and document.
+
+    python pipelines/bench_e2rank.py --dataset scifact
+    python pipelines/bench_e2rank.py --dataset trec-dl-2019
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+from rerank import evaluate
+from rerank.data import load
+from rerank.rerankers.e2rank import E2Rank
+from rerank.retrievers.dense import Dense
+
+
+def slice_dataset(ds, args):
+    queries = ds.queries()
+    qrels = ds.qrels()
+    queries = [q for q in queries if q.qid in qrels]
+    if not args.full:
+        queries = queries[: args.queries]
+    if ds.name.startswith("trec-dl") or args.full:
+        run = ds.run("bm25").select([q.qid for q in queries]).top(args.depth) if ds.name.startswith("trec-dl") else None
+        keep = set(run.to_pandas()["docid"]) if run is not None and not args.full else None
+        docs = ds.corpus() if keep is None else [d for d in ds.corpus() if d.docid in keep]
+        return queries, docs, run
+    judged = {d for q in queries for d in qrels.get(q.qid, {})}
+    others = [d for d in ds.corpus() if d.docid not in judged]
+    docs = [ds.docstore[d] for d in sorted(judged) if d in ds.docstore] + random.Random(0).sample(others, min(args.distractors, len(others)))
+    return queries, docs, None
+
+
+def timed(stage, inp):
+    start = time.perf_counter()
+    out = stage(inp)
+    return out, (time.perf_counter() - start) / max(1, len(inp.queries()))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="scifact")
+    p.add_argument("--queries", type=int, default=50, help="queries in the slice")
+    p.add_argument("--distractors", type=int, default=500, help="SciFact: unjudged documents added to the judged ones")
+    p.add_argument("--depth", type=int, default=20, help="candidates reranked per query")
+    p.add_argument("--k", type=int, default=10, help="E2Rank: documents in the listwise prompt")
+    p.add_argument("--llm-queries", type=int, default=2, help="queries timed with the LLM yes/no reranker (0: skip)")
+    p.add_argument("--full", action="store_true", help="every query and the whole corpus")
+    args = p.parse_args()
+
+    ds = load(args.dataset)
+    queries, docs, bm25_run = slice_dataset(ds, args)
+    print(f"{ds.name}: {len(queries)} queries, {len(docs)} documents, depth {args.depth}, K={args.k}")
+    start = time.perf_counter()
+    dense = Dense(num_results=args.depth).index(docs)
+    print(f"dense index: {time.perf_counter() - start:.1f} s")
+    prompt = "e2rank/scifact" if "scifact" in ds.name else "e2rank/default"
+    e2rank = E2Rank(prompt=prompt, num_input_docs=args.k, doc_embeddings=dense)
+    qrels, metric = {q.qid: ds.qrels()[q.qid] for q in queries}, ["ndcg@10"]  # the slice's queries only
+    rows = []
+    firsts = [("dense", dense(queries))] + ([("bm25 (shipped run)", bm25_run)] if bm25_run is not None else [])
+    for name, first in firsts:
+        base = evaluate(first, qrels, metric, rel_threshold=ds.rel_threshold)["ndcg@10"]
+        e2rank(first.select(list(first.queries())[:1]))  # warm-up: model load
+        out, latency = timed(e2rank, first)
+        after = evaluate(out, qrels, metric, rel_threshold=ds.rel_threshold)["ndcg@10"]
+        rows.append((name, base, after, latency * 1000))
+    print("\n| first stage | nDCG@10 first stage | nDCG@10 >> e2rank | e2rank ms/query |")
+    print("|---|---|---|---|")
+    for name, base, after, ms in rows:
+        print(f"| {name} | {base:.4f} | {after:.4f} | {ms:.1f} |")
+
+    if args.llm_queries:
+        from rerank.rerankers.pointwise import YesNo
+
+        first = firsts[0][1]
+        few = first.select(list(first.queries())[: args.llm_queries])
+        judge = YesNo("hf:smollm2")
+        judge(few.select(list(few.queries())[:1]).top(2))  # warm-up: model load
+        _, llm = timed(judge, few)
+        _, emb = timed(e2rank, few)
+        print(f"\nlatency on {args.llm_queries} queries x {args.depth} candidates: e2rank {emb * 1000:.1f} ms/query, "
+              f"LLM yes/no (SmolLM2-135M, HF, CPU) {llm * 1000:.0f} ms/query ({llm / emb:.0f}x)")
+
+
+if __name__ == "__main__":
+    main()

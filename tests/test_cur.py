@@ -1,0 +1,92 @@
+"""ANNCUR over the real MaxSim scorer (offline MiniLM token embeddings) on a SciFact slice."""
+
+import random
+
+import numpy as np
+import pytest
+
+from rerank import ConfigError
+from rerank.data import load
+from rerank.retrievers.cur import ANNCUR
+from rerank.scorers import CountingScorer, MaxSim, batched_scorer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def maxsim():
+    return MaxSim()
+
+
+@pytest.fixture(scope="module")
+def slice_(maxsim):
+    ds = load("scifact")
+    queries = [q.text for q in ds.queries()]
+    docs = random.Random(1).sample(ds.corpus(), 100)
+    exact = maxsim.score_pairs(*zip(*[(q, d.full_text()) for q in queries[30:36] for d in docs]))
+    return queries[:30], queries[30:36], docs, exact.reshape(6, len(docs))
+
+
+def recall(found, exact_row, k=10):
+    return len(set(found[:k]) & set(np.argsort(-exact_row)[:k].tolist())) / k
+
+
+def test_maxsim_is_late_interaction(maxsim):
+    s = maxsim.score_pairs(["fleas eat blood", "fleas eat blood"], ["Fleas feed on the blood of mammals.", "Paris is in France."])
+    assert s[0] > s[1] > 0 and maxsim("fleas eat blood", "Paris is in France.") == pytest.approx(s[1])
+    batched = batched_scorer(lambda q, d: float(len(q) - len(d)))  # a plain pairwise callable
+    assert batched(["abc"], ["a"]).tolist() == [2.0]
+
+
+def test_cur_beats_random_items_at_the_same_budget_and_keeps_it(maxsim, slice_):
+    anchors, tests, docs, exact = slice_
+    counter = CountingScorer(maxsim)
+    cur = ANNCUR(counter, num_anchor_queries=30, num_anchor_items=10, budget=30).index(docs, anchor_queries=anchors)
+    assert cur.matrix.shape == (30, 100) and counter.calls == 30 * 100
+    recalls, rand = [], []
+    for q, row in zip(tests, exact):
+        before = counter.calls
+        pos, scores = cur.search_positions(q, 10)
+        assert counter.calls - before == 30 and np.all(np.diff(scores) <= 0)
+        recalls.append(recall(pos.tolist(), row))
+        best_random = sorted(random.Random(7).sample(range(100), 30), key=lambda i: -row[i])  # 40 exact calls at random
+        rand.append(recall(best_random, row))
+    assert np.mean(recalls) > np.mean(rand) + 0.15 and np.mean(recalls) >= 0.5
+
+
+def test_adaptive_rounds_and_retriever_anchors(maxsim, slice_):
+    anchors, tests, docs, exact = slice_
+    counter = CountingScorer(maxsim)
+    for cur in (ANNCUR(counter, num_anchor_queries=30, num_anchor_items=20, budget=30, rounds=2),
+                ANNCUR(counter, num_anchor_queries=30, num_anchor_items=10, budget=30, anchor_items="retriever")):
+        cur.index(docs, anchor_queries=anchors)
+        before = counter.calls
+        found = [cur.search_positions(q, 10)[0].tolist() for q in tests]
+        assert counter.calls - before == 30 * len(tests)
+        assert np.mean([recall(f, row) for f, row in zip(found, exact)]) >= 0.5
+
+
+def test_stage_save_and_load_round_trip(slice_, tmp_path):
+    anchors, tests, docs, _ = slice_
+    cur = ANNCUR("maxsim", num_anchor_queries=10, num_anchor_items=10, budget=20, num_results=5).index(docs[:60], anchor_queries=anchors)
+    out = cur({"t1": tests[0], "t2": tests[1]})
+    assert len(out) == 10 and set(out.columns) >= {"qid", "docid", "score", "rank", "text"}
+    cur.save(tmp_path / "idx")
+    again = ANNCUR.load(tmp_path / "idx")
+    assert again == cur and again.anchor_queries == cur.anchor_queries
+    a, b = again({"t1": tests[0], "t2": tests[1]}).to_pandas(), out.to_pandas()
+    assert a["docid"].tolist() == b["docid"].tolist() and np.allclose(a["score"], b["score"], atol=1e-5)
+    rescored = cur(out)  # given candidates: exact scores
+    assert np.allclose(np.sort(rescored.to_pandas()["score"].to_numpy()), np.sort(out.to_pandas()["score"].to_numpy()))
+
+
+def test_bad_configuration_is_refused(maxsim):
+    with pytest.raises(ConfigError, match="budget"):
+        ANNCUR(maxsim, num_anchor_items=50, budget=10)
+    with pytest.raises(ConfigError, match="anchor_items"):
+        ANNCUR(maxsim, anchor_items="best")
+    with pytest.raises(ConfigError, match="named scorer"):
+        ANNCUR(lambda q, d: 0.0, num_anchor_queries=2, num_anchor_items=2, budget=2).index(
+            [("a", "x"), ("b", "y"), ("c", "z")]).save("/tmp/never-written")
+    with pytest.raises(ConfigError, match="a scorer must be"):
+        ANNCUR(42)

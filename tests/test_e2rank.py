@@ -1,0 +1,105 @@
+"""E2Rank with the real offline MiniLM on a SciFact slice (judged documents + distractors)."""
+
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from rerank import ConfigError, evaluate
+from rerank.data import load
+from rerank.expr import build
+from rerank.rerankers.e2rank import E2Rank
+from rerank.retrievers.dense import Dense
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def scifact_slice():
+    ds = load("scifact")
+    queries = ds.queries()[:12]
+    qrels = {q.qid: ds.qrels()[q.qid] for q in queries}
+    judged = {d for docs in qrels.values() for d in docs}
+    others = [d for d in ds.corpus() if d.docid not in judged]
+    docs = [ds.docstore[d] for d in sorted(judged)] + random.Random(0).sample(others, 80)
+    return queries, qrels, docs
+
+
+@pytest.fixture(scope="module")
+def dense(scifact_slice):
+    return Dense(num_results=20).index(scifact_slice[2])
+
+
+@pytest.fixture(scope="module")
+def first_stage(dense, scifact_slice):
+    return dense(scifact_slice[0])
+
+
+def test_prompt_follows_the_paper_and_fits_the_model():
+    e2 = E2Rank(num_input_docs=3)
+    prompt = e2.listwise_prompt("do fleas eat blood?", ["Fleas feed on blood. " * 80, "Cats have fleas.", "Paris.", "never shown"])
+    assert prompt.startswith("Given a web search query and some relevant documents, rerank the documents that answer the query:\nDocuments:\n[1] Fleas")
+    assert "\n[2] Cats have fleas.\n[3] Paris.\nSearch Query: do fleas eat blood?" in prompt and "never shown" not in prompt
+    assert e2._encoder.count(prompt) <= e2.prompt_tokens == 256  # the long document was cut at a token boundary
+    capped = E2Rank(num_input_docs=3, doc_max_tokens=4).listwise_prompt("q", ["one two three four five six seven", "b", "c"])
+    assert "[1] one two three four\n" in capped
+
+
+def test_reuses_dense_embeddings_and_matches_encoding_itself(dense, first_stage):
+    reused, encoded = E2Rank(doc_embeddings=dense), E2Rank()
+    a, b = reused(first_stage), encoded(first_stage)
+    assert reused._memo == {} and len(encoded._memo) > 0  # reuse: no document was embedded again
+    assert a.to_pandas()["docid"].tolist() == b.to_pandas()["docid"].tolist()
+    assert np.allclose(a.to_pandas()["score"], b.to_pandas()["score"], atol=1e-5)
+    assert reused == encoded and repr(reused) == "E2Rank()"  # the lookup changes cost, not identity
+
+
+def test_reranks_every_candidate_by_cosine_with_the_listwise_embedding(first_stage, scifact_slice):
+    e2 = E2Rank(prompt="e2rank/scifact", num_input_docs=5, doc_max_tokens=40)
+    out = e2(first_stage)
+    assert len(out) == len(first_stage) and set(out.columns) >= {"qid", "docid", "score", "rank", "text"}
+    first = next(first_stage.per_query())
+    reranked = next(c for c in out.per_query() if c.qid == first.qid)
+    prompt = e2.listwise_prompt(first.query, first.texts)
+    q = e2._encoder.encode([prompt], e2.prompt_tokens)[0]
+    d = e2._encoder.encode(reranked.texts, e2._encoder.max_tokens)
+    assert np.allclose(reranked.scores, d @ q, atol=1e-4)
+    # Honest effectiveness: MiniLM was not trained on listwise prompts, so E2Rank with it may lose to
+    # plain dense retrieval (measured by pipelines/bench_e2rank.py); here it must stay a sane ranking.
+    assert evaluate(out, scifact_slice[1], ["ndcg@10"])["ndcg@10"] > 0.3
+
+
+def test_pipeline_expression_binds_the_cached_dense_index(scifact_slice, tmp_path, monkeypatch):
+    monkeypatch.setenv("RERANK_CACHE", str(tmp_path))
+    docs = scifact_slice[2][:40]
+    dataset = SimpleNamespace(name="scifact-slice", corpus=lambda: docs)
+    pipe = build("dense % 10 >> e2rank(num_input_docs=5)", dataset=dataset)
+    e2 = pipe.stages[-1]
+    assert isinstance(e2, E2Rank) and isinstance(e2.doc_embeddings, Dense)
+    out = pipe(scifact_slice[0][:3])
+    assert len(out) == 30 and e2._memo == {}
+    alone = build("e2rank", dataset=SimpleNamespace(name="elsewhere", corpus=lambda: docs))
+    assert alone.doc_embeddings is None  # no cached index: candidates are embedded on demand
+
+
+def test_bad_configuration_is_refused(dense):
+    with pytest.raises(ConfigError, match="pooling"):
+        E2Rank(pooling="cls")
+    with pytest.raises(ConfigError, match="not an E2Rank prompt"):
+        E2Rank(prompt="listwise/rankgpt")
+    with pytest.raises(ConfigError, match="must be built with"):
+        E2Rank("someone/other-model", doc_embeddings=dense)
+    with pytest.raises(ConfigError, match="chat template"):
+        E2Rank(prompt="e2rank/checkpoint").rerank("q", ["a", "b"])
+    with pytest.raises(ConfigError, match="lower num_input_docs"):
+        E2Rank(num_input_docs=50, max_length=64).rerank("q " * 20, ["a"] * 50)
+
+
+def test_last_token_pooling_with_a_chat_template():
+    """The path of the released checkpoints (decoder, last token, chat template), on SmolLM2."""
+    e2 = E2Rank("smollm2", pooling="last", prompt="e2rank/checkpoint", num_input_docs=2, max_length=256)
+    prompt = e2.listwise_prompt("what do fleas eat", ["Fleas feed on blood.", "Paris is in France."])
+    assert prompt.rstrip().endswith("assistant") and "[2] Paris is in France.\nSearch Query: what do fleas eat" in prompt
+    res = e2.rerank("what do fleas eat", ["Fleas feed on blood.", "Paris is in France.", "Cats carry fleas."])
+    assert sorted(res.docids) == ["0", "1", "2"] and all(-1.0 <= r.score <= 1.0 for r in res)
