@@ -118,6 +118,12 @@ def test_hf_score_paths_agree(smollm2):
     np.testing.assert_allclose(multi[:, 0], one_token[:, 0], atol=1e-3)
     assert (multi[:, 1] < multi[:, 0]).all()
     np.testing.assert_allclose(smollm2.score([SKY_TEXT], YES_NO)[0], one_token[1], atol=1e-3)
+    # a multi-token option scored in two passes equals the whole continuation scored in one
+    from rerank.backends import _chat
+
+    ids = _chat.option_ids(smollm2.tokenizer, ["Yes, it is"])[0]
+    full = smollm2._continuation_logprobs([smollm2._encode(SKY_TEXT) + ids], [len(ids)])[0]
+    np.testing.assert_allclose(multi[1, 1], full, atol=1e-3)
 
 
 @pytest.mark.slow

@@ -95,11 +95,15 @@ class HFBackend(Backend):
     def score(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:
         encoded = [self._encode(p) for p in prompts]
         opts = _chat.option_ids(self.tokenizer, options)
-        if all(len(o) == 1 for o in opts):
-            return self._next_token_logprobs(encoded, [o[0] for o in opts])
-        seqs = [p + o for p in encoded for o in opts]
-        spans = [len(o) for _ in encoded for o in opts]
-        return self._continuation_logprobs(seqs, spans).reshape(len(prompts), len(options))
+        # Every option's first token comes from one forward pass over the prompt; only options of
+        # several tokens (e.g. "10" among "0".."10") need a second pass for their remaining tokens.
+        out = self._next_token_logprobs(encoded, [o[0] for o in opts])
+        multi = [j for j, o in enumerate(opts) if len(o) > 1]
+        if multi:
+            seqs = [p + opts[j] for p in encoded for j in multi]
+            spans = [len(opts[j]) - 1 for _ in encoded for j in multi]
+            out[:, multi] += self._continuation_logprobs(seqs, spans).reshape(len(encoded), len(multi))
+        return out
 
     def _forward_logprobs(self, seqs: Sequence[list[int]]):
         ids, mask = self._pad(seqs)

@@ -1,0 +1,263 @@
+"""Answer parsers, registered by name: parse a model answer, repair it, and say what was repaired.
+
+A prompt template names its parser (``parser: permutation``); the reranker looks it up here at run
+time. Every parser takes the answer text and the number ``n`` of items that were shown, and returns
+a :class:`Parsed`: the usable value, the reasoning text (if any) and the list of problems it had to
+repair. Nothing is repaired silently: :class:`ParseLog` counts the problems per query, and rerankers
+put ``log.as_dict()`` into the results' ``info``.
+
+==================  ==========================================================================
+parser              value
+==================  ==========================================================================
+``permutation``     0-based permutation of ``range(n)`` from ``[3] > [1] > [2]`` (or ``3 1 2``)
+``choice``          0-based index of the one item picked (``"B"``, ``"[2]"``, ``"Passage 2"``)
+``scores``          ``n`` floats from JSON (``{"1": 7, ...}`` / ``[7, 3]``) or ``[1]: 7`` lines
+``think_answer``    as ``permutation``, read inside ``<answer>`` after ``<think>...</think>``
+``think_choice``    as ``choice``, read inside ``<answer>`` after ``<think>...</think>``
+``think_score``     one float inside ``<answer>`` after ``<think>...</think>``
+==================  ==========================================================================
+
+>>> p = parse("permutation", "[2] > [2] > [9] > [1]", 3)
+>>> p.value, p.problems
+([1, 0, 2], ('duplicate', 'out_of_range', 'missing'))
+>>> parse("think_choice", "<think>B is on topic</think><answer>[B]</answer>", 3).value
+1
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rerank.errors import ConfigError
+
+LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+"""Letter labels of setwise prompts (``{label}``); at most 26 items per set."""
+
+# Fullwidth and other look-alike digits and brackets that models emit now and then.
+_LOOKALIKES = str.maketrans("０１２３４５６７８９［］【】〔〕", "0123456789[][][]")
+_THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL | re.IGNORECASE)
+_ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL | re.IGNORECASE)
+_SCORE_LINE = re.compile(r"""[\["']?\s*(\d+)\s*[\]"']?\s*[:=]\s*(-?\d+(?:\.\d+)?)""")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A parsed answer: ``value``, the ``reasoning`` text and the ``problems`` that were repaired."""
+
+    value: Any
+    reasoning: str | None = None
+    problems: tuple[str, ...] = ()
+
+    @property
+    def valid(self) -> bool:
+        """True when the answer needed no repair."""
+        return not self.problems
+
+
+Parser = Callable[[str, int], Parsed]
+_PARSERS: dict[str, Parser] = {}
+
+
+def register_parser(name: str) -> Callable[[Parser], Parser]:
+    """Decorator: make ``name`` usable in a template's ``parser:`` field."""
+
+    def deco(fn: Parser) -> Parser:
+        if name in _PARSERS and _PARSERS[name] is not fn:
+            raise ConfigError(f"parser {name!r} is already registered")
+        _PARSERS[name] = fn
+        return fn
+
+    return deco
+
+
+def get_parser(name: str) -> Parser:
+    if name not in _PARSERS:
+        raise ConfigError(f"unknown answer parser {name!r}; registered parsers: {', '.join(sorted(_PARSERS))} "
+                          "(set the template's parser: field to one of them, or register one with register_parser)")
+    return _PARSERS[name]
+
+
+def parser_names() -> list[str]:
+    return sorted(_PARSERS)
+
+
+def parse(name: str, text: str, n: int) -> Parsed:
+    """Parse ``text`` (an answer about ``n`` items) with the parser registered as ``name``."""
+    return get_parser(name)(text, n)
+
+
+def split_think(text: str) -> tuple[str | None, str]:
+    """``(reasoning, answer)`` of a ``<think>...</think><answer>...</answer>`` reply.
+
+    A reply without ``<answer>`` tags answers with whatever follows ``</think>``; an unclosed
+    ``<think>`` (the model ran out of tokens) leaves an empty answer.
+    """
+    think = _THINK.search(text)
+    reasoning = think.group(1).strip() if think else None
+    rest = text[think.end():] if think else text
+    answer = _ANSWER.search(rest)
+    if answer:
+        return reasoning, answer.group(1).strip()
+    if think and "</think>" not in think.group(0).lower():
+        return reasoning, ""
+    return reasoning, rest.strip()
+
+
+# -- the parsers ------------------------------------------------------------------------------
+@register_parser("permutation")
+def parse_permutation(text: str, n: int) -> Parsed:
+    """Ids in ``[i]`` brackets (or bare numbers if there are none), 1-based, as a full permutation.
+
+    Repairs: duplicates and out-of-range ids are dropped, missing ids are appended in their shown
+    order. An answer with no ids at all gives the identity (problem ``"empty"``).
+    """
+    text = text.translate(_LOOKALIKES)
+    found = re.findall(r"\[\s*(\d+)\s*\]", text) or re.findall(r"\d+", text)
+    problems: list[str] = []
+    order: list[int] = []
+    seen: set[int] = set()
+    for token in found:
+        i = int(token) - 1
+        if not 0 <= i < n:
+            _note(problems, "out_of_range")
+        elif i in seen:
+            _note(problems, "duplicate")
+        else:
+            seen.add(i)
+            order.append(i)
+    if not order:
+        return Parsed(list(range(n)), problems=("empty",))
+    if len(order) < n:
+        problems.append("missing")
+        order += [i for i in range(n) if i not in seen]
+    return Parsed(order, problems=tuple(problems))
+
+
+@register_parser("choice")
+def parse_choice(text: str, n: int) -> Parsed:
+    """The one item picked: a letter label (``B``, ``[B]``, ``Passage B``) or a 1-based number.
+
+    When the answer names several, the first wins (problem ``"ambiguous"``); none gives item 0
+    (problem ``"empty"``), which keeps the current order.
+    """
+    text = text.translate(_LOOKALIKES)
+    letters = [LABELS.index(m) for m in re.findall(r"(?<![A-Za-z])([A-Z])(?![a-z])", text) if LABELS.index(m) < n]
+    numbers = [int(m) - 1 for m in re.findall(r"\d+", text) if 0 < int(m) <= n]
+    picks = list(dict.fromkeys(letters or numbers))
+    if not picks:
+        return Parsed(0, problems=("empty",))
+    return Parsed(picks[0], problems=("ambiguous",) if len(picks) > 1 else ())
+
+
+@register_parser("scores")
+def parse_scores(text: str, n: int) -> Parsed:
+    """One score per item from JSON (an object keyed by 1-based id, or a list) or ``[i]: s`` lines.
+
+    Missing items get the lowest score found minus one (problem ``"missing"``), so they rank below
+    the scored ones; non-finite values count as missing.
+    """
+    text = text.translate(_LOOKALIKES)
+    found = {int(i) - 1: float(s) for i, s in re.findall(_SCORE_LINE, text)}
+    found = found or _scores_from_json(text, n) or {}
+    problems: list[str] = []
+    scores = {}
+    for i, s in found.items():
+        if not 0 <= i < n:
+            _note(problems, "out_of_range")
+        elif not math.isfinite(s):
+            _note(problems, "not_finite")
+        else:
+            scores[i] = s
+    if not scores:
+        return Parsed([0.0] * n, problems=("empty",))
+    floor = min(scores.values()) - 1.0
+    if len(scores) < n:
+        problems.append("missing")
+    return Parsed([scores.get(i, floor) for i in range(n)], problems=tuple(problems))
+
+
+@register_parser("think_answer")
+def parse_think_answer(text: str, n: int) -> Parsed:
+    return _with_reasoning(text, n, parse_permutation)
+
+
+@register_parser("think_choice")
+def parse_think_choice(text: str, n: int) -> Parsed:
+    return _with_reasoning(text, n, parse_choice)
+
+
+@register_parser("think_score")
+def parse_think_score(text: str, n: int) -> Parsed:
+    """One relevance score (the first number of the answer); none gives 0 (problem ``"empty"``)."""
+    reasoning, answer = split_think(text)
+    problems = () if "</think>" in text.lower() or reasoning is None else ("unclosed_think",)
+    m = _NUMBER.search(answer.translate(_LOOKALIKES))
+    if m is None:
+        return Parsed(0.0, reasoning, problems + ("empty",))
+    return Parsed(float(m.group()), reasoning, problems)
+
+
+def _with_reasoning(text: str, n: int, inner: Parser) -> Parsed:
+    reasoning, answer = split_think(text)
+    problems = () if reasoning is None or "</think>" in text.lower() else ("unclosed_think",)
+    if reasoning is None and "<answer>" not in text.lower():
+        problems = ("no_think",)
+    got = inner(answer, n)
+    return Parsed(got.value, reasoning, problems + got.problems)
+
+
+def _scores_from_json(text: str, n: int) -> dict[int, float] | None:
+    m = re.search(r"\{.*\}", text, re.DOTALL) or re.search(r"\[.*\]", text, re.DOTALL)
+    if m is None:
+        return None
+    try:
+        data = json.loads(m.group())
+    except json.JSONDecodeError:
+        return None
+    try:
+        if isinstance(data, dict):
+            return {int(re.sub(r"\D", "", str(k)) or -1) - 1: float(v) for k, v in data.items()}
+        if isinstance(data, list) and all(isinstance(v, (int, float)) for v in data):
+            return {i: float(v) for i, v in enumerate(data)}
+    except (TypeError, ValueError):
+        return None
+    return None
+
+
+def _note(problems: list[str], problem: str) -> None:
+    if problem not in problems:
+        problems.append(problem)
+
+
+# -- reporting --------------------------------------------------------------------------------
+@dataclass
+class ParseLog:
+    """Counts of one query's answers: how many, how many valid, which problems were repaired.
+
+    ``as_dict()`` is what rerankers store under ``info["parse"]``; ``reasoning`` keeps the
+    reasoning texts (in call order) when the parser found any.
+    """
+
+    answers: int = 0
+    valid: int = 0
+    problems: Counter = field(default_factory=Counter)
+    reasoning: list[str] = field(default_factory=list)
+
+    def add(self, parsed: Parsed) -> Parsed:
+        self.answers += 1
+        self.valid += parsed.valid
+        self.problems.update(parsed.problems)
+        if parsed.reasoning is not None:
+            self.reasoning.append(parsed.reasoning)
+        return parsed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"answers": self.answers, "valid": self.valid, "repaired": self.answers - self.valid,
+                "problems": dict(self.problems)}

@@ -1,0 +1,72 @@
+"""Writing your own reranker: the documented example.
+
+Two ways, both one small class:
+
+* subclass :class:`~rerank.rerankers.base.PointwiseReranker` and implement ``score_pairs`` (one
+  score per (query, text) pair); batching across queries, sorting and ranks come for free;
+* subclass :class:`~rerank.rerankers.base.Reranker` and implement ``rerank_candidates`` to reorder
+  one query's :class:`~rerank.types.Candidates` any way you like.
+
+Either is a pipeline stage (``bm25 >> mine % 10``), a plain object (``mine.rerank(query, docs)``)
+and can be registered under a name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from rerank import Candidates, DataError, Ranking, get, register
+from rerank.data import load
+from rerank.rerankers.base import PointwiseReranker, Reranker
+from rerank.retrievers.run import RunRetriever
+
+
+class TermOverlap(PointwiseReranker):
+    """Score = number of distinct query words in the document (a toy, but a real reranker)."""
+
+    def __init__(self, batch_size: int = 32, progress: bool | None = None):
+        self.batch_size, self.progress = batch_size, progress
+
+    def score_pairs(self, queries: Sequence[str], texts: Sequence[str]) -> np.ndarray:
+        return np.array([len(set(q.lower().split()) & set(t.lower().split())) for q, t in zip(queries, texts)], float)
+
+
+class ShortestFirst(Reranker):
+    """Reorder by document length, shortest first (order-only: scores fall with the new position)."""
+
+    def rerank_candidates(self, cands: Candidates) -> Candidates:
+        return cands.reordered(np.argsort([len(t) for t in cands.texts], kind="stable"), note="by length")
+
+
+def test_pointwise_subclass_as_a_plain_object():
+    res = TermOverlap().rerank("life cycle of a flea", ["Bananas are yellow.", "The life cycle of a flea is short."])
+    assert res.docids == ["1", "0"] and res[0].score == 5.0 and res[0].rank == 1
+    assert len(TermOverlap().rerank("flea", [])) == 0
+    with pytest.raises(DataError, match="empty"):
+        TermOverlap().rerank("  ", ["a"])
+
+
+def test_custom_rerankers_in_a_pipeline_on_trec_dl():
+    ds = load("trec-dl-2019")
+    topics = Ranking.from_queries(ds.queries()[:3])
+    first_stage = RunRetriever("bm25", dataset=ds)
+    pipe = first_stage % 20 >> TermOverlap(batch_size=7) % 10
+    out = pipe(topics)
+    frame = out.to_pandas()
+    assert len(frame) == 30 and frame.groupby("qid")["rank"].max().tolist() == [10, 10, 10]
+    assert (frame.groupby("qid")["score"].apply(lambda s: s.is_monotonic_decreasing)).all()
+
+    by_length = (first_stage % 5 >> ShortestFirst())(topics)
+    for c in by_length.per_query():
+        assert [len(t) for t in c.texts] == sorted(len(t) for t in c.texts)
+
+
+def test_registering_a_custom_reranker_by_name():
+    register("reranker", "term-overlap")(TermOverlap)
+    judge = get("reranker", "term-overlap", batch_size=4)
+    assert isinstance(judge, TermOverlap) and repr(judge) == "TermOverlap(batch_size=4)"
+    inp = Ranking.from_records([("q", "flea", "a", 1.0), ("q", "flea", "b", 0.5)]).assign(text=["cats", "flea facts"])
+    assert judge(inp).to_pandas()["docid"].tolist() == ["b", "a"]

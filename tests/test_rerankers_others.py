@@ -1,0 +1,211 @@
+"""Setwise, reasoning (ReasonRank, Rank-R1, ERank-style) and groupwise rerankers: logic on a
+FakeBackend, then the real SmolLM2-135M on TREC-DL 2019 (marked slow)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from rerank import Ranking, get
+from rerank.backends.base import Generation
+from rerank.backends.fake import FakeBackend
+from rerank.errors import ConfigError
+from rerank.rerankers.groupwise import Groupwise
+from rerank.rerankers.reasoning import ERankThink, RankR1, ReasonRank
+from rerank.rerankers.setwise import Setwise
+from rerank.types import Candidates
+
+LETTER_ITEM = re.compile(r"^\[([A-Z])\] passage (\d+)", re.MULTILINE)
+NUMBER_ITEM = re.compile(r"^\[(\d+)\] passage (\d+)", re.MULTILINE)
+
+
+def cands(n: int, qid: str = "q1") -> Candidates:
+    return Candidates(qid, "numbers", [f"d{i}" for i in range(n)], [f"passage {i}" for i in range(n)],
+                      np.arange(n, 0, -1, dtype=float))
+
+
+def best_letter(prompt: str) -> str:
+    """A 'model' that picks the shown passage with the largest number."""
+    return max(LETTER_ITEM.findall(prompt), key=lambda x: int(x[1]))[0] + "]"
+
+
+class Recording(FakeBackend):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.batches: list[tuple[int, dict]] = []
+
+    def generate(self, prompts, **kw):
+        self.batches.append((len(prompts), kw))
+        return super().generate(prompts, **kw)
+
+
+# -- setwise --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["heapsort", "bubblesort"])
+def test_setwise_finds_the_top_k(method):
+    out = Setwise(FakeBackend(generate=best_letter), method=method, set_size=3, k=3).rerank_candidates(cands(10))
+    assert out.docids[:3] == ["d9", "d8", "d7"]
+    assert out.docids[3:] == [d for d in cands(10).docids if d not in ("d9", "d8", "d7")]  # tail keeps its order
+    assert out.info["parse"]["valid"] == out.info["parse"]["answers"] > 0
+
+
+def test_setwise_likelihood_uses_letter_options():
+    seen = []
+
+    def score(prompt, options):
+        seen.append(list(options))
+        shown = dict(LETTER_ITEM.findall(prompt))
+        return [float(shown[o]) for o in options]
+
+    out = Setwise(FakeBackend(score=score), scoring="likelihood", set_size=4, k=2).rerank_candidates(cands(9))
+    assert out.docids[:2] == ["d8", "d7"] and ["A", "B", "C", "D"] in seen
+
+
+def test_setwise_batches_queries_and_reports_repairs():
+    fake = Recording(generate=lambda p: "no idea")
+    out = Setwise(fake, set_size=3, k=2).rerank_many([cands(6, "a"), cands(6, "b")])
+    assert all(n == 2 for n, _ in fake.batches) and fake.batches[0][1]["max_new_tokens"] == 4
+    for c in out:
+        assert c.docids == cands(6).docids  # unreadable answers pick the higher first-stage rank ...
+        assert c.info["parse"]["repaired"] == c.info["parse"]["answers"]  # ... and are all reported
+        assert c.info["parse"]["problems"] == {"empty": c.info["parse"]["answers"]}
+
+
+def test_setwise_config_errors():
+    fake = FakeBackend(generate=best_letter)
+    for bad in ({"method": "quicksort"}, {"scoring": "vote"}, {"set_size": 1}, {"set_size": 27}, {"k": 0}):
+        with pytest.raises(ConfigError):
+            Setwise(fake, **bad)
+
+
+# -- reasoning ------------------------------------------------------------------------------------
+def test_reasonrank_keeps_reasoning_and_parses_the_answer():
+    def think(prompt):
+        order = sorted(NUMBER_ITEM.findall(prompt), key=lambda x: -int(x[1]))
+        return f"passage {order[0][1]} has the largest number</think>\n<answer>" + " > ".join(f"[{i}]" for i, _ in order) + "</answer>"
+
+    fake = Recording(generate=think)
+    out = ReasonRank(fake, window=4, step=2, think_tokens=100).rerank_candidates(cands(6))
+    assert out.docids[0] == "d5"
+    assert out.info["reasoning"][0] == "passage 5 has the largest number"
+    assert len(out.info["reasoning"]) == out.info["parse"]["answers"] == 2
+    assert out.info["parse"]["valid"] == 2
+    assert fake.batches[0][1]["max_new_tokens"] == 100 + 4 * 4 + 4 + 4
+
+
+def test_reasoning_split_off_by_the_backend_is_kept():
+    class Splitting(FakeBackend):
+        def generate(self, prompts, **kw):
+            return [Generation("<answer>[2] > [1]</answer>", reasoning="second is better") for _ in prompts]
+
+    out = ReasonRank(Splitting(), window=2, step=1).rerank("q", ["a", "b"])
+    assert out.docids == ["1", "0"] and out.info["reasoning"] == ["second is better"]
+    assert out.info["parse"]["valid"] == 1
+
+
+def test_reasoning_that_runs_out_of_tokens_is_reported():
+    out = ReasonRank(FakeBackend(generate=lambda p: "hmm, let me think about"), window=3, step=1).rerank_candidates(cands(3))
+    assert out.docids == cands(3).docids
+    assert out.info["parse"]["problems"] == {"unclosed_think": 1, "empty": 1}
+    assert out.info["reasoning"] == ["hmm, let me think about"]
+
+
+def test_rank_r1_is_setwise_with_reasoning():
+    fake = FakeBackend(generate=lambda p: f"compare them</think><answer>{best_letter(p)}</answer>")
+    out = RankR1(fake, set_size=3, k=2).rerank_candidates(cands(7))
+    assert out.docids[:2] == ["d6", "d5"]
+    assert set(out.info["reasoning"]) == {"compare them"} and out.info["parse"]["repaired"] == 0
+
+
+def test_erank_think_scores_each_document():
+    fake = FakeBackend(generate=lambda p: "ok</think><answer>" + re.search(r"passage (\d+)", p).group(1) + "</answer>")
+    out = ERankThink(fake, depth=4).rerank_candidates(cands(6))
+    assert out.docids == ["d3", "d2", "d1", "d0", "d4", "d5"]
+    assert out.info["parse"]["answers"] == 4 and len(out.info["reasoning"]) == 4
+
+
+# -- groupwise ------------------------------------------------------------------------------------
+def number_scores(prompt: str) -> str:
+    return "\n".join(f"[{i}]: {n}" for i, n in NUMBER_ITEM.findall(prompt))[len("[1]:"):]
+
+
+def test_groupwise_scores_all_groups_in_one_batch():
+    fake = Recording(generate=number_scores)
+    out = Groupwise(fake, group_size=4, anchors=1, batch_size=16).rerank_many([cands(10, "a"), cands(7, "b")])
+    assert [n for n, _ in fake.batches] == [3 + 2]  # groups of both queries together
+    assert fake.batches[0][1]["max_new_tokens"] == 6 * 4 + 8
+    assert out[0].docids[:3] == ["d9", "d8", "d7"] and out[1].docids[0] == "d6"
+    assert out[0].info["parse"] == {"answers": 3, "valid": 3, "repaired": 0, "problems": {}}
+
+
+def test_groupwise_anchor_calibration_makes_groups_comparable():
+    # a 'model' with a per-group bias: every group but the first inflates its scores by +10
+    def biased(prompt):
+        shown = NUMBER_ITEM.findall(prompt)
+        bias = 0 if any(n == "1" for _, n in shown) else 10
+        return "\n".join(f"[{i}]: {int(n) + bias}" for i, n in shown)
+
+    c = Candidates("q", "numbers", ["a", "b", "c", "d", "e"], ["passage 9", "passage 1", "passage 2", "passage 4", "passage 3"],
+                   np.arange(5, 0, -1.0))
+    calibrated = Groupwise(FakeBackend(generate=biased), group_size=3, anchors=1).rerank_candidates(c)
+    raw = Groupwise(FakeBackend(generate=biased), group_size=3, anchors=0, calibrate="none").rerank_candidates(c)
+    assert calibrated.docids == ["a", "d", "e", "c", "b"]  # true order by number
+    assert raw.docids == ["d", "e", "a", "c", "b"]  # uncalibrated, the biased group wins
+
+
+def test_groupwise_repairs_missing_scores():
+    out = Groupwise(FakeBackend(generate=lambda p: " 8"), group_size=3, anchors=0, calibrate="none").rerank_candidates(cands(3))
+    assert out.docids[0] == "d0" and np.isfinite(out.scores).all()
+    assert out.info["parse"]["problems"] == {"missing": 1}
+
+
+def test_groupwise_config_errors():
+    fake = FakeBackend(generate=number_scores)
+    with pytest.raises(ConfigError, match="anchors"):
+        Groupwise(fake, anchors=0)
+    with pytest.raises(ConfigError):
+        Groupwise(fake, group_size=3, anchors=3)
+    with pytest.raises(ConfigError, match="choose one of"):
+        Groupwise(fake, calibrate="zscore")
+
+
+def test_registry_names():
+    fake = FakeBackend(generate=best_letter)
+    assert isinstance(get("reranker", "setwise", backend=fake), Setwise)
+    assert isinstance(get("reranker", "rank-r1", backend=fake), RankR1)
+    assert isinstance(get("reranker", "reasonrank", backend=fake), ReasonRank)
+    assert isinstance(get("reranker", "groupwise", backend=fake), Groupwise)
+
+
+# -- end to end on the real small model ---------------------------------------------------------
+def _check_mechanics(reranker, ranking: Ranking) -> list[Candidates]:
+    out = reranker.rerank_many(list(ranking.per_query()))
+    before = {c.qid: c for c in ranking.per_query()}
+    for c in out:
+        assert sorted(c.docids) == sorted(before[c.qid].docids)
+        assert np.isfinite(c.scores).all() and list(c.scores) == sorted(c.scores, reverse=True)
+        report = c.info["parse"]
+        assert report["answers"] > 0 and report["valid"] + report["repaired"] == report["answers"]
+    frame = Ranking.from_candidates(out).to_pandas()
+    assert frame.groupby("qid")["rank"].max().tolist() == [10, 10]
+    return out
+
+
+@pytest.mark.slow
+def test_setwise_and_groupwise_end_to_end(smollm2, dl19_top10):
+    _check_mechanics(Setwise(smollm2, set_size=3, k=2, max_words=40), dl19_top10)
+    _check_mechanics(Setwise(smollm2, set_size=3, k=2, max_words=40, scoring="likelihood", method="bubblesort"), dl19_top10)
+    _check_mechanics(Groupwise(smollm2, group_size=4, max_words=40), dl19_top10)
+
+
+@pytest.mark.slow
+def test_reasoning_end_to_end_keeps_the_reasoning_text(smollm2, dl19_top10):
+    small = dl19_top10.top(5)
+    out = ReasonRank(smollm2, window=5, step=3, think_tokens=48, max_words=30).rerank_many(list(small.per_query()))
+    for c in out:
+        assert sorted(c.docids) == sorted(next(x for x in small.per_query() if x.qid == c.qid).docids)
+        assert c.info["parse"]["answers"] == 1
+        assert len(c.info.get("reasoning", [])) == 1 and c.info["reasoning"][0]  # what the model thought, kept
+    r1 = RankR1(smollm2, set_size=3, k=1, think_tokens=32, max_words=30).rerank_many(list(small.per_query()))
+    assert all(c.info["parse"]["answers"] > 0 and c.info["reasoning"] for c in r1)

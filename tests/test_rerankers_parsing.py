@@ -1,0 +1,167 @@
+"""Answer parsers and window plans: parse, repair, and report (no model needed)."""
+
+import pytest
+
+from rerank.errors import ConfigError
+from rerank.rerankers._parsing import ParseLog, parse, parser_names, split_think
+from rerank.rerankers._windows import (
+    groups,
+    lockstep,
+    sliding_plan,
+    sliding_windows,
+    truncate_words,
+)
+from rerank.rerankers.setwise import bubblesort_plan, heapsort_plan
+
+
+# -- permutation ----------------------------------------------------------------------------------
+def test_permutation_clean_answer_is_valid():
+    p = parse("permutation", "[3] > [1] > [2]", 3)
+    assert p.value == [2, 0, 1] and p.valid and p.problems == ()
+
+
+@pytest.mark.parametrize("text, n, value, problems", [
+    ("[2] > [2] > [1]", 3, [1, 0, 2], ("duplicate", "missing")),
+    ("[7] > [1] > [2]", 3, [0, 1, 2], ("out_of_range", "missing")),
+    ("[0] > [2] > [1]", 2, [1, 0], ("out_of_range",)),
+    ("I cannot rank these.", 3, [0, 1, 2], ("empty",)),
+    ("", 2, [0, 1], ("empty",)),
+    ("2, 1", 3, [1, 0, 2], ("missing",)),                 # bare numbers when no brackets
+    ("［２］ > ［１］", 2, [1, 0], ()),                    # full-width look-alikes
+    ("[ 2 ]>[1]", 2, [1, 0], ()),
+])
+def test_permutation_repairs_and_reports(text, n, value, problems):
+    p = parse("permutation", text, n)
+    assert p.value == value and p.problems == problems
+    assert sorted(p.value) == list(range(n))
+
+
+def test_permutation_prefers_bracketed_ids_over_other_numbers():
+    p = parse("permutation", "[2] > [1] (passage 2 mentions 1999)", 2)
+    assert p.value == [1, 0] and p.valid
+
+
+# -- choice ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, n, value, problems", [
+    ("B", 3, 1, ()),
+    ("[C]", 3, 2, ()),
+    ("Passage B is the most relevant", 3, 1, ()),
+    ("[2]", 3, 1, ()),
+    ("B or C", 3, 1, ("ambiguous",)),
+    ("Z", 3, 0, ("empty",)),
+    ("none of them", 3, 0, ("empty",)),
+])
+def test_choice(text, n, value, problems):
+    p = parse("choice", text, n)
+    assert (p.value, p.problems) == (value, problems)
+
+
+# -- scores ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, value, problems", [
+    ("[1]: 7\n[2]: 3\n[3]: 9.5", [7.0, 3.0, 9.5], ()),
+    ('{"1": 2, "2": 8, "3": 5}', [2.0, 8.0, 5.0], ()),
+    ('```json\n{"[1]": 2, "[2]": 8, "[3]": 5}\n```', [2.0, 8.0, 5.0], ()),
+    ("[4, 6, 1]", [4.0, 6.0, 1.0], ()),
+    ("[1]: 7\n[3]: 3", [7.0, 2.0, 3.0], ("missing",)),
+    ("[1]: 7\n[9]: 3", [7.0, 6.0, 6.0], ("out_of_range", "missing")),
+    ("no idea", [0.0, 0.0, 0.0], ("empty",)),
+])
+def test_scores(text, value, problems):
+    p = parse("scores", text, 3)
+    assert (p.value, p.problems) == (value, problems)
+
+
+# -- think / answer -------------------------------------------------------------------------------
+def test_split_think():
+    assert split_think("<think>a b</think><answer>[1]</answer>") == ("a b", "[1]")
+    assert split_think("<think>a</think> [2] > [1]") == ("a", "[2] > [1]")
+    assert split_think("<think>ran out of tok") == ("ran out of tok", "")
+    assert split_think("[2] > [1]") == (None, "[2] > [1]")
+
+
+def test_think_answer_keeps_reasoning():
+    p = parse("think_answer", "<think>\n[2] talks about the query.\n</think>\n<answer>[2] > [1]</answer>", 2)
+    assert p.value == [1, 0] and p.valid and p.reasoning == "[2] talks about the query."
+
+
+def test_think_answer_reports_format_problems():
+    unclosed = parse("think_answer", "<think>long thoughts that never end", 3)
+    assert unclosed.value == [0, 1, 2] and unclosed.problems == ("unclosed_think", "empty")
+    assert unclosed.reasoning == "long thoughts that never end"
+    no_think = parse("think_answer", "[2] > [1]", 2)
+    assert no_think.value == [1, 0] and no_think.problems == ("no_think",) and no_think.reasoning is None
+
+
+def test_think_choice_and_score():
+    c = parse("think_choice", "<think>C mentions it</think><answer>C</answer>", 3)
+    assert (c.value, c.reasoning, c.valid) == (2, "C mentions it", True)
+    s = parse("think_score", "<think>partly</think><answer>6</answer>", 1)
+    assert (s.value, s.reasoning, s.valid) == (6.0, "partly", True)
+    assert parse("think_score", "<think>hm</think><answer>?</answer>", 1).problems == ("empty",)
+
+
+def test_unknown_parser_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="permutation"):
+        parse("perm", "[1]", 1)
+    assert {"permutation", "choice", "scores", "think_answer", "think_choice", "think_score"} <= set(parser_names())
+
+
+def test_parse_log_counts_problems():
+    log = ParseLog()
+    log.add(parse("permutation", "[1] > [2]", 2))
+    log.add(parse("permutation", "[1] > [1]", 2))
+    log.add(parse("think_answer", "<think>x</think><answer>[2] > [1]</answer>", 2))
+    assert log.as_dict() == {"answers": 3, "valid": 2, "repaired": 1, "problems": {"duplicate": 1, "missing": 1}}
+    assert log.reasoning == ["x"]
+
+
+# -- window plans ---------------------------------------------------------------------------------
+def test_sliding_windows_back_to_front():
+    assert sliding_windows(100, 20, 10)[0] == (80, 100)
+    assert sliding_windows(100, 20, 10)[-1] == (0, 20)
+    assert len(sliding_windows(100, 20, 10)) == 9
+    assert sliding_windows(5, 20, 10) == [(0, 5)]
+    assert sliding_windows(0, 20, 10) == []
+    with pytest.raises(ConfigError):
+        sliding_windows(10, 1, 1)
+
+
+def test_groups_and_truncation():
+    assert groups(5, 2) == [[0, 1], [2, 3], [4]]
+    assert groups(0, 3) == []
+    assert truncate_words("a b  c d", 2) == "a b" and truncate_words("a b", 5) == "a b"
+
+
+def _run(plan, judge):
+    """Drive a single plan with ``judge(request) -> answer``."""
+    return lockstep([plan], lambda reqs: [judge(r) for _, r in reqs])[0]
+
+
+def test_sliding_plan_bubbles_the_best_to_the_top():
+    # the "model" sorts each window by doc index descending: doc 9 must end first
+    sort_desc = lambda shown: sorted(range(len(shown)), key=lambda j: -shown[j])
+    order = _run(sliding_plan(10, 4, 2), sort_desc)
+    assert order[0] == 9 and sorted(order) == list(range(10))
+    two_passes = _run(sliding_plan(10, 4, 2, passes=2), sort_desc)
+    assert two_passes[:2] == [9, 8]
+
+
+@pytest.mark.parametrize("plan", [heapsort_plan, bubblesort_plan])
+@pytest.mark.parametrize("n, k, size", [(10, 3, 3), (7, 7, 2), (1, 1, 3), (12, 5, 4), (2, 10, 3)])
+def test_setwise_plans_find_the_exact_top_k(plan, n, k, size):
+    value = [(i * 7) % n for i in range(n)]  # a fixed shuffle of relevances
+    pick_max = lambda shown: max(range(len(shown)), key=lambda j: value[shown[j]])
+    order = _run(plan(n, k, size), pick_max)
+    assert sorted(order) == list(range(n))
+    assert [value[i] for i in order[:k]] == sorted(value, reverse=True)[:k]
+
+
+def test_lockstep_batches_the_same_step_of_every_plan():
+    rounds = []
+
+    def answer(reqs):
+        rounds.append(len(reqs))
+        return [list(range(len(r))) for _, r in reqs]
+
+    lockstep([sliding_plan(10, 4, 2), sliding_plan(4, 4, 2), sliding_plan(0, 4, 2)], answer)
+    assert rounds == [2, 1, 1, 1]
