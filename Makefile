@@ -13,7 +13,8 @@ demo: $(VENV)/.core
 	$(BIN)/rerank eval --dataset scifact --pipelines pipelines/scifact.toml
 
 test: $(VENV)/.core $(VENV)/.llm
-	$(BIN)/python -m pytest -q
+	bash .ci/install_browser.sh
+	$(BIN)/python -m pytest -q --durations=25
 
 install: $(VENV)/.core
 install-llm: $(VENV)/.llm

