@@ -3,11 +3,13 @@
 First stage: dense retrieval with the offline MiniLM (and, on TREC-DL 2019, the shipped BM25 run).
 E2Rank re-embeds each query as a listwise prompt with its top-K candidates and re-scores the
 candidates by cosine; document embeddings come from the dense index (one extra query encoding).
-Latency is compared with the LLM pointwise yes/no reranker (SmolLM2-135M on the HF backend) on a
-few queries. Default sizes are slices for a 2-core machine; ``--full`` uses every query and document.
+Latency is compared with the LLM pointwise yes/no and listwise (RankGPT-style sliding window)
+rerankers (SmolLM2-135M on the HF backend) on a few queries. Default sizes are slices for a 2-core
+machine; ``--full`` uses every judged query and the whole corpus, with the dense index built (or
+loaded from the cache, ``~/.cache/rerank/indexes``) by the pipeline-expression builder.
 
-    python pipelines/bench_e2rank.py --dataset scifact
-    python pipelines/bench_e2rank.py --dataset trec-dl-2019
+    python pipelines/bench_e2rank.py --dataset scifact --full
+    python pipelines/bench_e2rank.py --dataset trec-dl-2019 --full
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 
 from rerank import evaluate
 from rerank.data import load
+from rerank.expr import build
 from rerank.rerankers.e2rank import E2Rank
 from rerank.retrievers.dense import Dense
 
@@ -52,7 +55,7 @@ def main() -> None:
     p.add_argument("--distractors", type=int, default=500, help="SciFact: unjudged documents added to the judged ones")
     p.add_argument("--depth", type=int, default=20, help="candidates reranked per query")
     p.add_argument("--k", type=int, default=10, help="E2Rank: documents in the listwise prompt")
-    p.add_argument("--llm-queries", type=int, default=2, help="queries timed with the LLM yes/no reranker (0: skip)")
+    p.add_argument("--llm-queries", type=int, default=2, help="queries timed with the LLM rerankers (0: skip)")
     p.add_argument("--full", action="store_true", help="every query and the whole corpus")
     args = p.parse_args()
 
@@ -60,13 +63,13 @@ def main() -> None:
     queries, docs, bm25_run = slice_dataset(ds, args)
     print(f"{ds.name}: {len(queries)} queries, {len(docs)} documents, depth {args.depth}, K={args.k}")
     start = time.perf_counter()
-    dense = Dense(num_results=args.depth).index(docs)
+    dense = build("dense", ds) if args.full else Dense().index(docs)  # full: the cached index of the dataset
     print(f"dense index: {time.perf_counter() - start:.1f} s")
     prompt = "e2rank/scifact" if "scifact" in ds.name else "e2rank/default"
     e2rank = E2Rank(prompt=prompt, num_input_docs=args.k, doc_embeddings=dense)
     qrels, metric = {q.qid: ds.qrels()[q.qid] for q in queries}, ["ndcg@10"]  # the slice's queries only
     rows = []
-    firsts = [("dense", dense(queries))] + ([("bm25 (shipped run)", bm25_run)] if bm25_run is not None else [])
+    firsts = [("dense", (dense % args.depth)(queries))] + ([("bm25 (shipped run)", bm25_run)] if bm25_run is not None else [])
     for name, first in firsts:
         base = evaluate(first, qrels, metric, rel_threshold=ds.rel_threshold)["ndcg@10"]
         e2rank(first.select(list(first.queries())[:1]))  # warm-up: model load
@@ -79,16 +82,21 @@ def main() -> None:
         print(f"| {name} | {base:.4f} | {after:.4f} | {ms:.1f} |")
 
     if args.llm_queries:
+        from rerank.rerankers.listwise import Listwise
         from rerank.rerankers.pointwise import YesNo
 
         first = firsts[0][1]
         few = first.select(list(first.queries())[: args.llm_queries])
-        judge = YesNo("hf:smollm2")
-        judge(few.select(list(few.queries())[:1]).top(2))  # warm-up: model load
-        _, llm = timed(judge, few)
         _, emb = timed(e2rank, few)
-        print(f"\nlatency on {args.llm_queries} queries x {args.depth} candidates: e2rank {emb * 1000:.1f} ms/query, "
-              f"LLM yes/no (SmolLM2-135M, HF, CPU) {llm * 1000:.0f} ms/query ({llm / emb:.0f}x)")
+        print(f"\nlatency on {args.llm_queries} queries x {args.depth} candidates (CPU):\n")
+        print("| reranker | ms/query | x e2rank |")
+        print("|---|---|---|")
+        print(f"| e2rank (MiniLM, K={args.k}) | {emb * 1000:.1f} | 1 |")
+        for name, llm in (("LLM yes/no pointwise (SmolLM2-135M, HF)", YesNo("hf:smollm2")),
+                          ("LLM listwise, window 20 (SmolLM2-135M, HF)", Listwise("hf:smollm2"))):
+            llm(few.select(list(few.queries())[:1]).top(2))  # warm-up: model load
+            _, ms = timed(llm, few)
+            print(f"| {name} | {ms * 1000:.0f} | {ms / emb:.0f} |")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from rerank.encoders import DEFAULT_ENCODER, load_sentence_transformer
-from rerank.errors import ConfigError
+from rerank.errors import ConfigError, require
 
 BatchedScorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 
@@ -82,15 +82,22 @@ class MaxSim:
         model: sentence-transformers hub id or folder; default: the offline all-MiniLM-L6-v2
             (texts are cut at its 256 tokens).
         batch_size: texts per encoder batch.
+        pair_batch: documents per matrix product when scoring.
         device: torch device; default: sentence-transformers' choice.
 
-    Token embeddings are L2-normalized and memoized per text, so scoring many pairs that share
-    documents costs one encoding per distinct text plus one small matrix product per pair.
+    Token embeddings are L2-normalized and memoized per text (float32, about 0.4 MB for a
+    256-token text), so scoring many pairs that share documents costs one encoding per distinct
+    text. The pairs of one query are scored ``pair_batch`` documents at a time with one matrix
+    product over their zero-padded token embeddings (padding masked out of the max); the padded
+    documents of the last call are kept, so many queries against one document list pad it once.
     """
 
-    def __init__(self, model: str = DEFAULT_ENCODER, batch_size: int = 32, device: str | None = None):
-        self.model, self.batch_size, self.device = model, batch_size, device
-        self._tokens: dict[str, np.ndarray] = {}
+    def __init__(self, model: str = DEFAULT_ENCODER, batch_size: int = 32, pair_batch: int = 256, device: str | None = None):
+        if batch_size < 1 or pair_batch < 1:
+            raise ConfigError("batch_size and pair_batch must be positive")
+        self.model, self.batch_size, self.pair_batch, self.device = model, batch_size, pair_batch, device
+        self._tokens: dict[str, Any] = {}  # text -> torch tensor, tokens x dim
+        self._last_padded: tuple[tuple[str, ...], Any, Any] | None = None
 
     def __repr__(self) -> str:
         return f"MaxSim({self.model!r})" if self.model != DEFAULT_ENCODER else "MaxSim()"
@@ -99,15 +106,46 @@ class MaxSim:
         return float(self.score_pairs([query], [doc])[0])
 
     def score_pairs(self, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
+        if len(queries) != len(docs):
+            raise ConfigError(f"{len(queries)} queries for {len(docs)} documents; score_pairs takes aligned lists")
+        torch = require("torch", "dense")
         self._encode([*queries, *docs])
-        return np.array([float((self._tokens[q] @ self._tokens[d].T).max(axis=1).sum()) for q, d in zip(queries, docs)])
+        groups: dict[str, list[int]] = {}
+        for i, q in enumerate(queries):
+            groups.setdefault(q, []).append(i)
+        out = np.zeros(len(docs), dtype=np.float64)
+        for query, rows in groups.items():
+            padded, mask = self._padded(tuple(docs[i] for i in rows))
+            q = self._tokens[query].T
+            for start in range(0, len(rows), self.pair_batch):
+                part = slice(start, start + self.pair_batch)
+                sims = torch.matmul(padded[part], q)  # documents x document tokens x query tokens
+                sims.masked_fill_(~mask[part, :, None], -torch.inf)
+                out[rows[part]] = sims.amax(dim=1).sum(dim=1).double().numpy()
+        return out
+
+    def _padded(self, texts: tuple[str, ...]) -> tuple[Any, Any]:
+        """Token embeddings of ``texts`` zero-padded to the longest, and the mask of real tokens.
+
+        The last result is kept: scoring many queries against the same documents pads them once.
+        """
+        if self._last_padded is None or self._last_padded[0] != texts:
+            torch = require("torch", "dense")
+            embs = [self._tokens[t] for t in texts]
+            lengths = torch.tensor([len(e) for e in embs])
+            padded = torch.zeros(len(embs), int(lengths.max()), embs[0].shape[1])
+            for row, emb in zip(padded, embs):  # faster than pad_sequence on a busy CPU
+                row[: len(emb)] = emb
+            self._last_padded = (texts, padded, torch.arange(padded.shape[1])[None, :] < lengths[:, None])
+        return self._last_padded[1], self._last_padded[2]
 
     def _encode(self, texts: Sequence[str]) -> None:
         todo = [t for t in dict.fromkeys(texts) if t not in self._tokens]
         if not todo:
             return
+        torch = require("torch", "dense")
         st = load_sentence_transformer(self.model, self.device)
         out = st.encode(todo, batch_size=self.batch_size, output_value="token_embeddings", show_progress_bar=False)
         for text, emb in zip(todo, out):
-            emb = np.asarray(emb.float().cpu().numpy() if hasattr(emb, "cpu") else emb, dtype=np.float32)
-            self._tokens[text] = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+            emb = torch.as_tensor(emb).detach().float().cpu()
+            self._tokens[text] = torch.nn.functional.normalize(emb, dim=1)

@@ -68,7 +68,7 @@ def test_adaptive_rounds_and_retriever_anchors(maxsim, slice_):
 
 def test_stage_save_and_load_round_trip(slice_, tmp_path):
     anchors, tests, docs, _ = slice_
-    cur = ANNCUR("maxsim", num_anchor_queries=10, num_anchor_items=10, budget=20, num_results=5).index(docs[:60], anchor_queries=anchors)
+    cur = ANNCUR("maxsim", num_anchor_queries=10, num_anchor_items=10, budget=20, num_results=5).index(docs[:30], anchor_queries=anchors)
     out = cur({"t1": tests[0], "t2": tests[1]})
     assert len(out) == 10 and set(out.columns) >= {"qid", "docid", "score", "rank", "text"}
     cur.save(tmp_path / "idx")
