@@ -81,7 +81,7 @@ def test_batch_size_splits_calls_and_token_cap_follows_the_window():
     fake = Recording(generate=by_number)
     Listwise(fake, window=5, step=2, batch_size=2).rerank_many([cands(5, q) for q in "abc"])
     assert [n for n, _ in fake.batches] == [2, 1]
-    assert fake.batches[0][1]["max_new_tokens"] == 4 * 5 + 4 and fake.batches[0][1]["temperature"] == 0.0
+    assert fake.batches[0][1]["max_new_tokens"] == 6 * 5 + 4 and fake.batches[0][1]["temperature"] == 0.0
     fake.batches.clear()
     Listwise(fake, window=5, step=2, max_new_tokens=7).rerank_candidates(cands(5))
     assert fake.batches[0][1]["max_new_tokens"] == 7
@@ -195,8 +195,11 @@ def test_insertrank_needs_a_score_placeholder():
     ("first", {"window": 5, "step": 3}),
     ("insertrank", {"window": 5, "step": 3, "normalize": "minmax", "score_range": (0, 10)}),
 ])
-def test_end_to_end_on_trec_dl(smollm2, dl19_top10, name, params):
-    reranker = get("reranker", name, backend=smollm2, max_words=40, **params)
+def test_end_to_end_on_trec_dl(smollm2, dl19_top10, name, params, tmp_path):
+    from rerank.cache import CachedBackend
+
+    backend = CachedBackend(smollm2, tmp_path / "calls.sqlite")  # the second pass below is read from the cache
+    reranker = get("reranker", name, backend=backend, max_words=40, **params)
     pipe_out = reranker(dl19_top10)
     frame = pipe_out.to_pandas()
     before = dl19_top10.to_pandas()
@@ -207,3 +210,4 @@ def test_end_to_end_on_trec_dl(smollm2, dl19_top10, name, params):
     for c in reranker.rerank_many(list(dl19_top10.per_query())):
         report = c.info["parse"]
         assert report["answers"] == 3 and report["valid"] + report["repaired"] == report["answers"]
+    assert backend.hits > 0 and backend.misses == backend.hits
