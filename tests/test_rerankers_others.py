@@ -91,7 +91,7 @@ def test_reasonrank_keeps_reasoning_and_parses_the_answer():
     assert out.info["reasoning"][0] == "passage 5 has the largest number"
     assert len(out.info["reasoning"]) == out.info["parse"]["answers"] == 2
     assert out.info["parse"]["valid"] == 2
-    assert fake.batches[0][1]["max_new_tokens"] == 100 + 4 * 4 + 4 + 4
+    assert fake.batches[0][1]["max_new_tokens"] == 100 + 6 * 4 + 4 + 4
 
 
 def test_reasoning_split_off_by_the_backend_is_kept():

@@ -30,8 +30,9 @@ from rerank.rerankers._parsing import Parsed, ParseLog
 from rerank.rerankers._windows import lockstep, sliding_plan
 from rerank.types import Candidates
 
-TOKENS_PER_ID = 4
-"""Output tokens budgeted per id of a permutation (``[12] >`` is about four tokens)."""
+TOKENS_PER_ID = 6
+"""Output tokens budgeted per id of a permutation: ``[12] > `` is six tokens where digits are split
+one per token (Qwen, SmolLM, ...); with four, a full 20-id answer was cut short and counted invalid."""
 
 
 class Listwise(LLMReranker):

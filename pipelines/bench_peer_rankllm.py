@@ -1,0 +1,206 @@
+"""Speed and robustness against a peer on the same server: our listwise and yes/no rerankers vs rank_llm's RankGPT.
+
+Starts llama-cpp-python's OpenAI-compatible server on loopback with SmolLM2-135M-Instruct (Q4_1 GGUF),
+then reranks the TREC-DL 2019 BM25 top ``--depth`` of the first ``--limit`` judged queries with
+
+* ``listwise``: our :class:`~rerank.rerankers.listwise.Listwise` (RankGPT sliding window) through
+  ``openai:http://127.0.0.1:PORT/v1#smollm2``;
+* ``yes_no``: our :class:`~rerank.rerankers.pointwise.YesNo` through the same server (chat prompts are
+  scored from ``top_logprobs`` of the first answer token; llama-cpp-python's echoed prompt logprobs
+  are wrong, so the ``/completions`` echo path is not used);
+* ``rank_llm``: rank_llm 0.26.0's RankGPT sliding window (``SafeLiteLLM``, temperature 0, same output
+  cap), run in its own virtual environment by ``pipelines/_rankllm_driver.py`` under a wall-clock timeout;
+
+and prints nDCG@10, seconds per query and the valid-answer rate (answers that were a full permutation
+before any repair) next to BM25::
+
+    python -m venv .venv-rankllm  # Python 3.12
+    .venv-rankllm/bin/pip install 'rank-llm[litellm]==0.26.0'
+    python pipelines/bench_peer_rankllm.py --limit 5
+
+Both sides get the same window, step, words per passage, output-token cap and request concurrency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from rerank import Ranking, evaluate
+from rerank.backends import load_backend
+from rerank.data import load
+from rerank.models import gguf_path
+from rerank.registry import get
+from rerank.rerankers.listwise import TOKENS_PER_ID
+from rerank.types import Candidates
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVED_NAME = "smollm2"
+
+
+def start_llamacpp(gguf: Path, n_ctx: int, logits_all: bool, timeout: float = 180.0) -> tuple[subprocess.Popen, str, Path]:
+    """llama-cpp-python's server in its own process group; returns (process, base URL ending in /v1, log).
+
+    ``logits_all`` is needed for any logprobs (yes/no scoring) but copies the full vocabulary's logits
+    for every prompt token, which slows generation several-fold, so generation runs on a server without it.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = Path(tempfile.mkstemp(prefix="llamacpp-bench-", suffix=".log")[1])
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", SERVED_NAME,
+           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--logits_all", str(logits_all).lower(), "--seed", "0"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url, started = f"http://127.0.0.1:{port}/v1", time.monotonic()
+    while time.monotonic() - started < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"llama.cpp server exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url + "/models", timeout=2).status_code == 200:
+                return proc, url, log
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    stop(proc)
+    raise RuntimeError(f"llama.cpp server not ready after {timeout} s:\n{log.read_text()[-2000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def run_ours(name: str, reranker, cands: list[Candidates], qrels) -> dict:
+    started = time.perf_counter()
+    out = reranker.rerank_many(cands)
+    seconds = time.perf_counter() - started
+    row = {"method": name, "ndcg": evaluate(Ranking.from_candidates(out), qrels, ["ndcg@10"])["ndcg@10"],
+           "s_per_query": seconds / len(cands)}
+    if "parse" in out[0].info:
+        row["answers"] = sum(c.info["parse"]["answers"] for c in out)
+        row["valid"] = sum(c.info["parse"]["valid"] for c in out)
+    return row
+
+
+def run_rankllm(python: Path, base_url: str, cands: list[Candidates], qrels, args, max_tokens: int) -> dict:
+    """rank_llm's RankGPT in its own venv, reading and writing JSON; killed after ``--peer-timeout`` s."""
+    requests = [{"query": {"text": c.query, "qid": c.qid},
+                 "candidates": [{"docid": d, "score": float(s), "doc": {"text": t}}
+                                for d, s, t in zip(c.docids, c.scores, c.texts)]} for c in cands]
+    config = {"model": f"openai/{SERVED_NAME}", "api_base": base_url, "context_size": args.n_ctx,
+              "window": args.window, "step": args.step, "depth": args.depth, "max_words": args.max_words,
+              "max_tokens": max_tokens, "concurrency": args.concurrency}
+    with tempfile.TemporaryDirectory() as tmp:
+        spec, result = Path(tmp) / "in.json", Path(tmp) / "out.json"
+        spec.write_text(json.dumps({"config": config, "requests": requests}))
+        proc = subprocess.Popen([str(python), str(ROOT / "pipelines" / "_rankllm_driver.py"), str(spec), str(result)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            log, _ = proc.communicate(timeout=args.peer_timeout)
+        except subprocess.TimeoutExpired:
+            stop(proc)
+            return {"method": "rank_llm", "error": f"no answer within {args.peer_timeout} s (killed)"}
+        if proc.returncode != 0:
+            return {"method": "rank_llm", "error": f"exit {proc.returncode}: {log.decode(errors='replace')[-1500:]}"}
+        data = json.loads(result.read_text())
+    by_qid = {c.qid: c for c in cands}
+    reranked = [by_qid[r["qid"]].reordered([by_qid[r["qid"]].docids.index(d) for d in r["docids"]])
+                for r in data["results"]]
+    valid = [v for r in data["results"] for v in r["valid"]]
+    return {"method": "rank_llm", "ndcg": evaluate(Ranking.from_candidates(reranked), qrels, ["ndcg@10"])["ndcg@10"],
+            "s_per_query": data["seconds"] / len(cands), "answers": len(valid), "valid": sum(valid),
+            "examples": [r["responses"][0][:120] for r in data["results"][:2] if r["responses"]]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--limit", type=int, default=5, help="number of queries (first N judged queries)")
+    ap.add_argument("--depth", type=int, default=20, help="BM25 candidates reranked per query")
+    ap.add_argument("--window", type=int, default=20, help="listwise window")
+    ap.add_argument("--step", type=int, default=10, help="listwise step (rank_llm's stride)")
+    ap.add_argument("--max-words", type=int, default=100, help="words kept per passage (both sides)")
+    ap.add_argument("--n-ctx", type=int, default=4096, help="server context length (both sides fit prompts to it)")
+    ap.add_argument("--concurrency", type=int, default=8, help="requests in flight (our backend, rank_llm's threads)")
+    ap.add_argument("--tokenizer", default=None,
+                    help="render chat prompts locally with this tokenizer (e.g. smollm2) and send them to /completions, "
+                         "so the answer prefix '[' is honored; default: /chat/completions, where llama.cpp ignores it")
+    ap.add_argument("--methods", default="listwise,yes_no,rank_llm", help="comma-separated subset")
+    ap.add_argument("--rankllm-python", type=Path, default=ROOT / ".venv-rankllm" / "bin" / "python",
+                    help="python of the virtual environment that has rank-llm 0.26.0")
+    ap.add_argument("--peer-timeout", type=float, default=900.0, help="wall-clock limit of the rank_llm subprocess (s)")
+    args = ap.parse_args()
+    methods = args.methods.split(",")
+    if "rank_llm" in methods and not args.rankllm_python.exists():
+        sys.exit(f"{args.rankllm_python} not found: python3.12 -m venv .venv-rankllm && "
+                 ".venv-rankllm/bin/pip install 'rank-llm[litellm]==0.26.0' (or drop rank_llm from --methods)")
+
+    ds = load("trec-dl-2019")
+    run = ds.run("bm25")
+    qids = [q for q in run.queries() if q in ds.qrels()][: args.limit]
+    first_stage = run.select(qids).top(args.depth)
+    qrels = {q: ds.qrels()[q] for q in qids}
+    cands = list(first_stage.per_query())
+    max_tokens = TOKENS_PER_ID * args.window + 4  # our Listwise's default output cap, given to rank_llm too
+
+    rows = [{"method": "bm25", "ndcg": evaluate(first_stage, qrels, ["ndcg@10"])["ndcg@10"]}]
+    generation = [m for m in methods if m != "yes_no"]
+    for logits_all, group in ((False, generation), (True, [m for m in methods if m == "yes_no"])):
+        if not group:
+            continue
+        proc, base_url, log = start_llamacpp(gguf_path(SERVED_NAME), args.n_ctx, logits_all)
+        try:
+            backend = load_backend(f"openai:{base_url}#{SERVED_NAME}", concurrency=args.concurrency,
+                                   max_context=args.n_ctx, timeout=600,
+                                   tokenizer=args.tokenizer if not logits_all else None)
+            common = {"backend": backend, "max_words": args.max_words, "batch_size": max(len(cands), 1)}
+            for name in group:
+                if name == "listwise":
+                    reranker = get("reranker", "listwise", window=args.window, step=args.step, depth=args.depth,
+                                   **common)
+                    rows.append(run_ours("listwise (ours)", reranker, cands, qrels))
+                elif name == "yes_no":
+                    rows.append(run_ours("yes_no (ours)", get("reranker", "yes-no", **common), cands, qrels))
+                elif name == "rank_llm":
+                    rows.append(run_rankllm(args.rankllm_python, base_url, cands, qrels, args, max_tokens))
+                else:
+                    sys.exit(f"unknown method {name!r}; choose from listwise,yes_no,rank_llm")
+                print(f"  done: {rows[-1]['method']}", file=sys.stderr, flush=True)
+        finally:
+            stop(proc)
+            log.unlink(missing_ok=True)
+
+    print(f"TREC-DL 2019, {len(qids)} queries, BM25 top {args.depth}, window {args.window}, step {args.step}, "
+          f"{args.max_words} words/passage, output cap {max_tokens} tokens, llama-cpp-python server "
+          f"(SmolLM2-135M-Instruct Q4_1, n_ctx {args.n_ctx}), concurrency {args.concurrency}, "
+          f"our prompts via {'/completions + ' + args.tokenizer + ' chat template' if args.tokenizer else '/chat/completions'}\n")
+    print("| method | nDCG@10 | s/query | valid answers | answers |\n|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['method']} | failed: {r['error']} | | | |")
+            continue
+        sq = f"{r['s_per_query']:.2f}" if "s_per_query" in r else "-"
+        rate = f"{r['valid'] / max(r['answers'], 1):.0%}" if "answers" in r else "-"
+        print(f"| {r['method']} | {r['ndcg']:.4f} | {sq} | {rate} | {r.get('answers', '-')} |")
+    for r in rows:
+        if r.get("examples"):
+            print(f"\nrank_llm first responses: {r['examples']}")
+
+
+if __name__ == "__main__":
+    main()
