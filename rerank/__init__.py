@@ -7,7 +7,14 @@
 
 __version__ = "0.1.0"
 
-from rerank.errors import BackendError, ConfigError, DataError, MissingDependency, ParseError, RerankError
+from rerank.errors import (
+    BackendError,
+    ConfigError,
+    DataError,
+    MissingDependency,
+    ParseError,
+    RerankError,
+)
 from rerank.evaluate import Experiment, Report, evaluate
 from rerank.registry import get, names, register
 from rerank.stage import Cutoff, Fuse, Pipeline, Stage

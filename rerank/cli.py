@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from rerank.errors import ConfigError, RerankError
 

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 from rerank import registry
 from rerank.errors import ConfigError, DataError
-from rerank.stage import Cutoff, Fuse, Pipeline, Stage
+from rerank.models import cache_root
+from rerank.stage import Fuse, Pipeline, Stage
 
 _HYPHENATED = re.compile(r"\b([A-Za-z_]\w*(?:-[A-Za-z_]\w*)+)(?=\s*(?:\(|>>|%|\||\)|$))")
 
@@ -50,7 +50,7 @@ def build(expr: str, dataset: Any = None, cache_dir: str | Path | None = None) -
 class _Builder:
     def __init__(self, expr: str, dataset: Any, cache_dir: str | Path | None):
         self.expr, self.dataset = expr, dataset
-        self.cache_dir = Path(cache_dir or os.environ.get("RERANK_CACHE", Path.home() / ".cache" / "rerank"))
+        self.cache_dir = Path(cache_dir) if cache_dir else cache_root()
 
     def visit(self, node: ast.AST) -> Stage:
         if isinstance(node, ast.BinOp):

@@ -17,11 +17,12 @@ import importlib.util
 import os
 import shutil
 import tempfile
-import tomllib
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
+
+import tomllib
 
 from rerank.errors import ConfigError
 
@@ -48,8 +49,8 @@ def lookup(name: str) -> ModelAlias | None:
 
 
 def cache_root() -> Path:
-    """Folder for converted models and call caches: ``$RERANK_CACHE_DIR`` or ``~/.cache/rerank``."""
-    return Path(os.environ.get("RERANK_CACHE_DIR", Path.home() / ".cache" / "rerank"))
+    """Folder for converted models and call caches: ``$RERANK_CACHE`` or ``~/.cache/rerank``."""
+    return Path(os.environ.get("RERANK_CACHE", Path.home() / ".cache" / "rerank"))
 
 
 def local_gguf(name: str) -> Path | None:

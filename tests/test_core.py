@@ -4,7 +4,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rerank import Candidates, ConfigError, Cutoff, DataError, Fuse, Pipeline, Ranking, Stage
+from rerank import (
+    Candidates,
+    ConfigError,
+    Cutoff,
+    DataError,
+    Fuse,
+    Pipeline,
+    Ranking,
+    Stage,
+)
 from rerank.data import load
 from rerank.retrievers.run import RunRetriever
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import difflib
 import os
-import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from rerank.data.base import Dataset
 from rerank.data.beir import BeirDataset

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -44,6 +43,7 @@ import numpy as np
 
 from rerank.encoders import DEFAULT_ENCODER, load_sentence_transformer
 from rerank.errors import ConfigError, DataError, require
+from rerank.models import cache_root
 from rerank.prompts import PromptTemplate
 from rerank.prompts import load as load_prompt
 from rerank.rerankers.base import Reranker
@@ -110,7 +110,7 @@ class E2Rank(Reranker):
         from rerank.expr import index_folder
         from rerank.retrievers.dense import Dense
 
-        cache_dir = Path(cache_dir or os.environ.get("RERANK_CACHE", Path.home() / ".cache" / "rerank"))
+        cache_dir = Path(cache_dir) if cache_dir else cache_root()
         folder = index_folder(Dense(model=self.model), dataset, cache_dir)
         if not (folder / "params.json").exists():
             return self
