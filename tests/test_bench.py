@@ -1,0 +1,121 @@
+"""Benchmark grids on bundled data: cells, resuming, and failures reported per cell."""
+
+import gzip
+import json
+
+import pytest
+
+from rerank import ConfigError
+from rerank.bench import Grid, cell_path, collect, run_grid
+from rerank.cli import main
+
+# A closed loopback port: every call of this LLM reranker fails the way a dead server does.
+DEAD_LLM = "listwise(backend='openai:http://127.0.0.1:9/v1#gone')"
+
+
+def _mismatched_beir(folder):
+    """A BEIR folder whose qrels name documents that the corpus does not have (other id scheme)."""
+    folder.mkdir()
+    docs = [{"_id": f"doc-{i}", "text": t} for i, t in enumerate(["cats purr and sleep", "dogs bark at cats", "fish swim"])]
+    with gzip.open(folder / "corpus.jsonl.gz", "wt") as f:
+        f.writelines(json.dumps(d) + "\n" for d in docs)
+    (folder / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "why do cats purr"}) + "\n")
+    (folder / "qrels").mkdir()
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\t0\t1\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    bad = _mismatched_beir(tmp_path_factory.mktemp("data") / "mismatched")
+    return Grid.from_dict({
+        "grid": {"metrics": ["ndcg@10", "mrr@10", "recall@100"], "limit": 3},
+        "datasets": [{"name": "trec-dl-2019", "first": "run"}, "fiqa", {"name": str(bad), "label": "mismatched"}],
+        "pipelines": {"BM25": "{first}", "LLM (dead server)": "{first} % 3 >> " + DEAD_LLM, "BM25 top-5": "{first} % 5"},
+    }, name="test-grid")
+
+
+@pytest.fixture(scope="module")
+def ran(grid, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    return out, run_grid(grid, out, progress=False)
+
+
+def test_each_cell_is_kept_as_a_trec_run_with_its_record(ran):
+    out, report = ran
+    meta = json.loads(cell_path(out, "trec-dl-2019", "BM25").with_suffix(".json").read_text())
+    assert meta["status"] == "ok" and meta["queries"] == 3 and len(meta["qids"]) == 3
+    assert meta["versions"]["rerank"] and meta["ms_per_query"] > 0
+    lines = cell_path(out, "trec-dl-2019", "BM25 top-5").read_text().splitlines()
+    assert len(lines) == 3 * 5 and lines[0].split()[1] == "Q0"
+    table = report.table("trec-dl-2019")
+    assert table.at["BM25", "queries"] == 3 and 0 < table.at["BM25", "ndcg@10"] <= 1
+    assert table.at["BM25 top-5", "recall@100"] < table.at["BM25", "recall@100"]  # a real cut-off, really evaluated
+
+
+def test_failures_are_reported_per_cell_and_the_rest_is_kept(ran):
+    _, report = ran
+    cells = report.cells
+    assert cells["trec-dl-2019", "BM25"].ok and cells["trec-dl-2019", "BM25 top-5"].ok  # the cell after the failure ran
+    assert "BackendError" in cells["trec-dl-2019", "LLM (dead server)"].error
+    assert "corpus.jsonl" in cells["fiqa", "BM25"].error                     # no bundled corpus
+    assert "different ids" in cells["mismatched", "BM25"].error              # qrels/corpus id mismatch
+    md = report.to_markdown()
+    assert "## Failed cells" in md and "fiqa / BM25" in md and "| error |" in md
+    assert report.averages().at["BM25", "datasets"] == 1
+
+
+def test_an_interrupted_grid_resumes_without_rerunning_done_cells(grid, ran):
+    out, _ = ran
+    done = cell_path(out, "trec-dl-2019", "BM25").with_suffix(".json")
+    lost = cell_path(out, "trec-dl-2019", "BM25 top-5")
+    stamp = json.loads(done.read_text())["started"]
+    lost.with_suffix(".json").unlink()                                       # as if killed before this cell ended
+    report = run_grid(grid, out, progress=False)
+    assert json.loads(done.read_text())["started"] == stamp                   # not run again
+    assert lost.with_suffix(".json").exists() and report.cells["trec-dl-2019", "BM25 top-5"].ok
+
+
+def test_changed_settings_rerun_a_cell_and_report_only_shows_missing_cells(grid, ran):
+    out, _ = ran
+    report = collect(grid, out, limit=2)                                       # nothing saved for limit=2
+    assert report.cells["trec-dl-2019", "BM25"].status == "missing"
+
+
+def test_command_line_runs_a_grid_file_with_limit(tmp_path, capsys):
+    grid = tmp_path / "g.toml"
+    grid.write_text('[grid]\ndatasets = [{ name = "trec-dl-2020", first = "run" }]\n'
+                    '[pipelines]\n"BM25" = "{first}"\n"top 10" = "{first} % 10"\n')
+    assert main(["--quiet", "bench", str(grid), "--out", str(tmp_path / "out"), "--limit", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "## trec-dl-2020" in printed and "| BM25 | 0." in printed
+    assert (tmp_path / "out" / "report.html").exists() and (tmp_path / "out" / "report.md").exists()
+    assert json.loads((tmp_path / "out" / "trec-dl-2020" / "top_10.json").read_text())["queries"] == 4
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"datasets": ["scifact"]}, r"\[pipelines\]"),
+    ({"pipelines": {"a": "bm25"}}, "datasets"),
+    ({"datasets": ["scifact"], "pipelines": {"a": "bm25"}, "grid": {"baseline": "b"}}, "baseline 'b'"),
+    ({"datasets": ["scifact"], "pipelines": {"a": "bm25"}, "grid": {"limt": 3}}, "unknown"),
+    ({"datasets": ["scifact", "scifact"], "pipelines": {"a": "bm25"}}, "labels repeat"),
+])
+def test_bad_grids_say_what_is_wrong(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        Grid.from_dict(raw)
+
+
+def test_shipped_grids_parse_and_their_pipelines_build():
+    from pathlib import Path
+
+    from rerank.expr import build
+
+    files = sorted(Path(__file__).parents[1].glob("pipelines/grid_*.toml"))
+    assert {f.stem for f in files} >= {"grid_smoke", "grid_beir", "grid_bright", "grid_trec_dl"}
+    for f in files:
+        g = Grid.read(f)
+        for d in g.datasets:
+            for p in g.pipelines:
+                build(g.expression(p, d))
+    bright = Grid.read(Path(__file__).parents[1] / "pipelines/grid_bright.toml")
+    assert len({d.name for d in bright.datasets}) == 12 and any(d.options.get("long") for d in bright.datasets)

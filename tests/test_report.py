@@ -1,0 +1,79 @@
+"""The benchmark report: Markdown tables, and a self-contained HTML page rendered by headless Chromium."""
+
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from rerank.bench import Grid, run_grid
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    grid = Grid.from_dict({
+        "grid": {"limit": 6, "baseline": "BM25"},
+        "datasets": [{"name": "trec-dl-2019", "first": "run"}, {"name": "trec-dl-2020", "first": "run"}, "fiqa"],
+        "pipelines": {"BM25": "{first}", "BM25 top-10": "{first} % 10", "BM25 top-3": "{first} % 3"},
+    }, name="report-test")
+    out = tmp_path_factory.mktemp("report")
+    return out, run_grid(grid, out, progress=False)
+
+
+def test_markdown_has_per_dataset_tables_averages_significance_and_wins(report):
+    _, rep = report
+    md = rep.to_markdown()
+    for heading in ("## trec-dl-2019", "## trec-dl-2020", "## fiqa", "## Average over 3 datasets", "## Failed cells"):
+        assert heading in md
+    assert "| pipeline | ndcg@10 | mrr@10 | recall@100 | W/L/T ndcg@10 | ms/query | queries |" in md
+    assert re.search(r"\| BM25 top-3 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+† \|", md)   # recall@100 of a top-3 cut: significant
+    assert "| BM25 | " in md and "baseline" in md and "| 2/3 |" in md                   # averaged over 2 of 3 datasets
+    cmp = rep.compare("trec-dl-2019", "BM25 top-10")
+    assert cmp.wins == cmp.losses == 0 and cmp.ties == 6                             # same top 10: nDCG@10 unchanged
+    assert rep.averages().at["BM25", "ndcg@10"] == pytest.approx(
+        np.mean([rep.table(d).at["BM25", "ndcg@10"] for d in ("trec-dl-2019", "trec-dl-2020")]))
+
+
+def test_html_is_self_contained(report):
+    out, _ = report
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<style>" in page
+    assert page.count("data:image/png;base64,") == 2
+    assert not re.search(r"""(src|href)=['"]?(https?:)?//""", page)             # nothing fetched from outside
+    assert (out / "report.md").read_text().startswith("# report-test")
+
+
+def _browser():
+    found = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("no headless Chromium in CI: run .ci/install_browser.sh before the tests")
+        pytest.skip("chromium is not installed (bash .ci/install_browser.sh); CI fails instead of skipping")
+    return found
+
+
+def _chromium(browser, tmp_path, *args):
+    profile = tmp_path / f"profile-{len(list(tmp_path.iterdir()))}"
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
+
+
+def test_page_renders_in_headless_chromium(report, tmp_path):
+    from matplotlib.image import imread
+
+    browser = _browser()
+    out, _ = report
+    url = (out / "report.html").resolve().as_uri()
+    dom = _chromium(browser, tmp_path, "--dump-dom", url).stdout
+    assert dom.count("<table") == 4 and 'class="averages"' in dom and "trec-dl-2020" in dom
+    assert dom.count("data:image/png;base64,") == 2 and "fiqa / BM25" in dom
+    shot = tmp_path / "page.png"
+    _chromium(browser, tmp_path, f"--screenshot={shot}", "--window-size=1200,1600", "--hide-scrollbars", url)
+    pixels = imread(shot)[..., :3]
+    assert pixels.shape[:2] == (1600, 1200)
+    assert pixels.std() > 0.05 and (pixels < 0.5).mean() > 0.005                 # text, tables and plots, not blank
