@@ -34,8 +34,13 @@ class Reranker(Stage):
     progress: bool | None = None
 
     def rerank_candidates(self, cands: Candidates) -> Candidates:
-        """Rerank one query's candidates; return them in the new order with new scores."""
-        raise NotImplementedError(f"{type(self).__name__} must implement rerank_candidates() or score_pairs()")
+        """Rerank one query's candidates; return them in the new order with new scores.
+
+        Families that batch across queries override :meth:`rerank_many` instead; this then calls it.
+        """
+        if type(self).rerank_many is Reranker.rerank_many:
+            raise NotImplementedError(f"{type(self).__name__} must implement rerank_candidates() or rerank_many()")
+        return self.rerank_many([cands])[0]
 
     def rerank_many(self, batch: Sequence[Candidates]) -> list[Candidates]:
         """Rerank many queries; override to batch model calls across queries."""
@@ -87,9 +92,6 @@ class PointwiseReranker(Reranker):
                 raise ValueError(f"{type(self).__name__}.score_pairs returned shape {scores.shape} for {len(idx)} pairs")
             out[idx] = scores
         return out
-
-    def rerank_candidates(self, cands: Candidates) -> Candidates:
-        return self.rerank_many([cands])[0]
 
     def rerank_many(self, batch: Sequence[Candidates]) -> list[Candidates]:
         scores = self.predict([(c.query, t) for c in batch for t in c.texts])

@@ -145,8 +145,6 @@ class E2Rank(Reranker):
         return self.max_length or self._encoder.max_tokens
 
     # -- reranking --------------------------------------------------------------------------------
-    def rerank_candidates(self, cands: Candidates) -> Candidates:
-        return self.rerank_many([cands])[0]
 
     def rerank_many(self, batch: Sequence[Candidates]) -> list[Candidates]:
         batch = [c for c in batch]

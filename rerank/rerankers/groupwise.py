@@ -60,8 +60,6 @@ class Groupwise(LLMReranker):
         self.group_size, self.anchors, self.calibrate, self.depth = group_size, anchors, calibrate, depth
         self._setup(backend, prompt, max_words, batch_size, max_new_tokens, temperature, progress)
 
-    def rerank_candidates(self, cands: Candidates) -> Candidates:
-        return self.rerank_many([cands])[0]
 
     def plan_groups(self, n: int) -> list[list[int]]:
         """Positions shown in each group of a list of ``n``: the anchors, then the next documents."""

@@ -61,8 +61,6 @@ class Listwise(LLMReranker):
         self.window, self.step, self.depth, self.passes = window, step, depth, passes
         self._setup(backend, prompt, max_words, batch_size, max_new_tokens, temperature, progress)
 
-    def rerank_candidates(self, cands: Candidates) -> Candidates:
-        return self.rerank_many([cands])[0]
 
     def rerank_many(self, batch: Sequence[Candidates]) -> list[Candidates]:
         batch = list(batch)

@@ -89,8 +89,6 @@ class ERankThink(LLMReranker):
         if self.template.parser != "think_score":
             raise ConfigError(f"ERankThink needs a prompt with parser: think_score; {self.template.name!r} has {self.template.parser!r}")
 
-    def rerank_candidates(self, cands: Candidates) -> Candidates:
-        return self.rerank_many([cands])[0]
 
     def rerank_many(self, batch: Sequence[Candidates]) -> list[Candidates]:
         batch = list(batch)

@@ -109,8 +109,6 @@ class Setwise(LLMReranker):
         self.method, self.scoring, self.set_size, self.k, self.depth = method, scoring, set_size, k, depth
         self._setup(backend, prompt, max_words, batch_size, max_new_tokens, temperature, progress)
 
-    def rerank_candidates(self, cands: Candidates) -> Candidates:
-        return self.rerank_many([cands])[0]
 
     def rerank_many(self, batch: Sequence[Candidates]) -> list[Candidates]:
         batch = list(batch)
