@@ -268,13 +268,12 @@ def _prompt_text(prompt: Prompt) -> str:
 def _meter_llm_calls(stage: Stage) -> list[TokenMeter]:
     """Route every LLM reranker of ``stage`` through the call cache and a token meter."""
     from rerank.cache import CachedBackend
+    from rerank.rerankers._llm import LLMReranker
 
     meters = []
     for s in _leaves(stage):
-        if hasattr(s, "_backend") and isinstance(getattr(s, "llm", None), Backend):
-            inner = s.llm if isinstance(s.llm, CachedBackend) else CachedBackend(s.llm)
-            s._backend = TokenMeter(inner)
-            meters.append(s._backend)
+        if isinstance(s, LLMReranker):
+            meters.append(s.wrap_backend(lambda b: TokenMeter(b if isinstance(b, CachedBackend) else CachedBackend(b))))
     return meters
 
 

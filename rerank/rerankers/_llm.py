@@ -59,6 +59,11 @@ class LLMReranker(Reranker):
             self._backend = load_backend(self.backend)
         return self._backend
 
+    def wrap_backend(self, wrap: Callable[[Backend], Backend]) -> Backend:
+        """Route this reranker's calls through ``wrap(backend)`` (a cache, a token meter); returns the wrapper."""
+        self._backend = wrap(self.llm)
+        return self._backend
+
     def token_cap(self, expected: int) -> int:
         """Output-token cap: the user's ``max_new_tokens``, else the template's, else ``expected``."""
         return self.max_new_tokens or self.template.max_new_tokens or expected
