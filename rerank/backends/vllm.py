@@ -10,7 +10,9 @@ token), or next-token logprobs of the option ids when each option is one token.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,34 @@ CPU_ENV = {
     "VLLM_CPU_KVCACHE_SPACE": "1",          # GiB of KV cache; also skips vLLM's node-memory check
     "TORCHDYNAMO_DISABLE": "1",             # avoids a 15-20 s compile on the first logprobs call
 }
+
+
+@contextmanager
+def _hidden_unscannable_modules() -> Iterator[None]:
+    """Hide, while an in-process engine starts, modules that vLLM's CPU kernel dispatcher cannot scan.
+
+    The dispatcher reads ``vars(value).get(...)`` for every attribute of every loaded module; llvmlite's
+    FFI library object (loaded by numba, e.g. through ranx) answers ``vars()`` with a function wrapper
+    and the engine start fails with ``'_lib_fn_wrapper' object has no attribute 'get'``.
+    """
+    hidden = {name: module for name, module in list(sys.modules.items()) if _unscannable(module)}
+    for name in hidden:
+        del sys.modules[name]
+    try:
+        yield
+    finally:
+        sys.modules.update(hidden)
+
+
+def _unscannable(module: Any) -> bool:
+    for value in list(getattr(module, "__dict__", {}).values()):
+        if hasattr(value, "__dict__"):
+            try:
+                if not hasattr(vars(value), "get"):
+                    return True
+            except TypeError:
+                continue
+    return False
 
 
 class VLLMBackend(Backend):
@@ -64,7 +94,8 @@ class VLLMBackend(Backend):
         if not self.on_cpu:
             settings["gpu_memory_utilization"] = gpu_memory_utilization
         self.settings = {**settings, **engine_kwargs}
-        self.llm = vllm.LLM(**self.settings)
+        with _hidden_unscannable_modules():
+            self.llm = vllm.LLM(**self.settings)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_context = self.llm.llm_engine.model_config.max_model_len
 
