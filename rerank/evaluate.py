@@ -86,6 +86,19 @@ def _judgments(qrels: Any, rel_threshold: int | None) -> tuple[dict[str, dict[st
     return {str(q): {str(d): int(r) for d, r in docs.items()} for q, docs in qrels.items()}, rel_threshold or 1, {}
 
 
+def paired_pvalue(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided paired t-test over per-query scores; 1.0 when the systems agree on every query.
+
+    >>> paired_pvalue(np.array([0.1, 0.5, 0.9]), np.array([0.1, 0.5, 0.9]))
+    1.0
+    """
+    if len(a) < 2 or np.allclose(a, b):
+        return 1.0
+    from scipy.stats import ttest_rel
+
+    return float(ttest_rel(a, b).pvalue)
+
+
 @dataclass
 class Report:
     """Results of an :class:`Experiment`: the table, per-query scores, significance and latency."""
@@ -137,8 +150,6 @@ class Experiment:
         self.max_p, self.save_dir, self.limit = max_p, Path(save_dir) if save_dir else None, limit
 
     def run(self) -> Report:
-        from scipy.stats import ttest_rel
-
         topics = self.dataset.topics()
         judged = set(self.dataset.qrels())
         qids = [q for q in topics.queries() if q in judged][: self.limit]
@@ -157,8 +168,7 @@ class Experiment:
         for name, frame in per_query.items():
             for m in self.metrics:
                 a, b = frame[m].to_numpy(), base[m].to_numpy()
-                same = np.allclose(a, b)
-                pvalues.at[name, m] = 1.0 if same else float(ttest_rel(a, b).pvalue)
+                pvalues.at[name, m] = paired_pvalue(a, b)
                 wins.at[name, m] = f"{int((a > b).sum())}/{int((a < b).sum())}"
         table = pd.DataFrame({name: frame.mean() for name, frame in per_query.items()}).T
         table["ms_per_query"] = pd.Series(latency)

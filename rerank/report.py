@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rerank.evaluate import paired_pvalue
+
 MAX_P = 0.05
 
 
@@ -74,8 +76,6 @@ class BenchReport:
 
     def compare(self, dataset: str, pipeline: str) -> Comparison | None:
         """Paired t-test and wins/losses of ``pipeline`` against the baseline (None if either failed)."""
-        from scipy.stats import ttest_rel
-
         base, cell = self.cells[dataset, self.baseline], self.cells[dataset, pipeline]
         if not (base.ok and cell.ok) or pipeline == self.baseline:
             return None
@@ -83,10 +83,7 @@ class BenchReport:
         if len(common) == 0:
             return None
         a, b = cell.per_query.loc[common], base.per_query.loc[common]
-        pvalues = {}
-        for m in self.metrics:
-            x, y = a[m].to_numpy(), b[m].to_numpy()
-            pvalues[m] = 1.0 if np.allclose(x, y) or len(common) < 2 else float(ttest_rel(x, y).pvalue)
+        pvalues = {m: paired_pvalue(a[m].to_numpy(), b[m].to_numpy()) for m in self.metrics}
         first = self.metrics[0]
         diff = a[first].to_numpy() - b[first].to_numpy()
         return Comparison(pvalues, int((diff > 1e-12).sum()), int((diff < -1e-12).sum()), int((abs(diff) <= 1e-12).sum()))
