@@ -19,17 +19,6 @@ from rerank.types import Candidates
 ITEM = re.compile(r"^\[(\d+)\] (.*)$", re.MULTILINE)
 
 
-class Recording(FakeBackend):
-    """FakeBackend that also records each generate call's batch size and keyword arguments."""
-
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        self.batches: list[tuple[int, dict]] = []
-
-    def generate(self, prompts, **kw):
-        self.batches.append((len(prompts), kw))
-        return super().generate(prompts, **kw)
-
 
 def by_number(prompt: str) -> str:
     """A 'model' that ranks the shown passages by the number in their text, largest first."""
@@ -70,7 +59,7 @@ def test_repairs_are_counted_never_silent():
 
 
 def test_windows_of_all_queries_at_one_step_share_a_backend_call():
-    fake = Recording(generate=by_number)
+    fake = FakeBackend(generate=by_number)
     lw = Listwise(fake, window=4, step=2)
     out = lw.rerank_many([cands(8, "a"), cands(8, "b"), cands(4, "c")])
     assert [n for n, _ in fake.batches] == [3, 2, 2]
@@ -78,7 +67,7 @@ def test_windows_of_all_queries_at_one_step_share_a_backend_call():
 
 
 def test_batch_size_splits_calls_and_token_cap_follows_the_window():
-    fake = Recording(generate=by_number)
+    fake = FakeBackend(generate=by_number)
     Listwise(fake, window=5, step=2, batch_size=2).rerank_many([cands(5, q) for q in "abc"])
     assert [n for n, _ in fake.batches] == [2, 1]
     assert fake.batches[0][1]["max_new_tokens"] == 6 * 5 + 4 and fake.batches[0][1]["temperature"] == 0.0

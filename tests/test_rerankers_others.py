@@ -31,15 +31,6 @@ def best_letter(prompt: str) -> str:
     return max(LETTER_ITEM.findall(prompt), key=lambda x: int(x[1]))[0] + "]"
 
 
-class Recording(FakeBackend):
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        self.batches: list[tuple[int, dict]] = []
-
-    def generate(self, prompts, **kw):
-        self.batches.append((len(prompts), kw))
-        return super().generate(prompts, **kw)
-
 
 # -- setwise --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["heapsort", "bubblesort"])
@@ -63,7 +54,7 @@ def test_setwise_likelihood_uses_letter_options():
 
 
 def test_setwise_batches_queries_and_reports_repairs():
-    fake = Recording(generate=lambda p: "no idea")
+    fake = FakeBackend(generate=lambda p: "no idea")
     out = Setwise(fake, set_size=3, k=2).rerank_many([cands(6, "a"), cands(6, "b")])
     assert all(n == 2 for n, _ in fake.batches) and fake.batches[0][1]["max_new_tokens"] == 4
     for c in out:
@@ -85,7 +76,7 @@ def test_reasonrank_keeps_reasoning_and_parses_the_answer():
         order = sorted(NUMBER_ITEM.findall(prompt), key=lambda x: -int(x[1]))
         return f"passage {order[0][1]} has the largest number</think>\n<answer>" + " > ".join(f"[{i}]" for i, _ in order) + "</answer>"
 
-    fake = Recording(generate=think)
+    fake = FakeBackend(generate=think)
     out = ReasonRank(fake, window=4, step=2, think_tokens=100).rerank_candidates(cands(6))
     assert out.docids[0] == "d5"
     assert out.info["reasoning"][0] == "passage 5 has the largest number"
@@ -131,7 +122,7 @@ def number_scores(prompt: str) -> str:
 
 
 def test_groupwise_scores_all_groups_in_one_batch():
-    fake = Recording(generate=number_scores)
+    fake = FakeBackend(generate=number_scores)
     out = Groupwise(fake, group_size=4, anchors=1, batch_size=16).rerank_many([cands(10, "a"), cands(7, "b")])
     assert [n for n, _ in fake.batches] == [3 + 2]  # groups of both queries together
     assert fake.batches[0][1]["max_new_tokens"] == 6 * 4 + 8

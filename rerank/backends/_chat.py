@@ -102,3 +102,19 @@ def check_length(n_tokens: int, max_context: int, model: str) -> None:
     if n_tokens > max_context:
         raise BackendError(f"prompt of {n_tokens} tokens exceeds the context of {model!r} ({max_context}); "
                            "shorten the passages (Backend.count_tokens) or raise max_context")
+
+
+class HFTokenizerPrompts:
+    """Token counting and prompt encoding for backends that hold a Hugging Face ``tokenizer``."""
+
+    tokenizer: Any
+    max_context: int
+    model: str
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _encode(self, prompt: Prompt) -> list[int]:
+        ids = encode_hf(self.tokenizer, prompt)
+        check_length(len(ids), self.max_context, self.model)
+        return ids

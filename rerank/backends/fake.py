@@ -31,6 +31,7 @@ class FakeBackend(Backend):
         self._generate, self._score = generate, score
         self.model, self.max_context = model, max_context
         self.calls: list[str] = []
+        self.batches: list[tuple[int, dict]] = []  # (prompts, keyword arguments) of each generate call
 
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
                  stop: Sequence[str] = ()) -> list[Generation]:
@@ -38,6 +39,7 @@ class FakeBackend(Backend):
             raise ConfigError("this FakeBackend was built without a generate function")
         texts = [prompt_text(p) for p in prompts]
         self.calls.extend(texts)
+        self.batches.append((len(prompts), {"max_new_tokens": max_new_tokens, "temperature": temperature, "stop": stop}))
         return [Generation(self._generate(t), prompt_tokens=self.count_tokens(t)) for t in texts]
 
     def score(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:

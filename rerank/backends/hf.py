@@ -17,7 +17,7 @@ from rerank.errors import ConfigError, require
 from rerank.models import hf_location
 
 
-class HFBackend(Backend):
+class HFBackend(_chat.HFTokenizerPrompts, Backend):
     """A causal LM run with transformers.
 
     Args:
@@ -54,14 +54,6 @@ class HFBackend(Backend):
     @property
     def cache_id(self) -> str:
         return f"hf:{self.model}:{self.dtype}"
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def _encode(self, prompt: Prompt) -> list[int]:
-        ids = _chat.encode_hf(self.tokenizer, prompt)
-        _chat.check_length(len(ids), self.max_context, self.model)
-        return ids
 
     def _pad(self, seqs: Sequence[list[int]]):
         torch = self._torch

@@ -58,7 +58,7 @@ def _unscannable(module: Any) -> bool:
     return False
 
 
-class VLLMBackend(Backend):
+class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
     """A model served by vLLM's offline ``LLM`` engine.
 
     Args:
@@ -105,14 +105,6 @@ class VLLMBackend(Backend):
     @property
     def cache_id(self) -> str:
         return f"vllm:{self.model}:{self.settings['dtype']}"
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def _encode(self, prompt: Prompt) -> list[int]:
-        ids = _chat.encode_hf(self.tokenizer, prompt)
-        _chat.check_length(len(ids), self.max_context, self.model)
-        return ids
 
     def _run(self, token_lists: list[list[int]], params: Any) -> list[Any]:
         from vllm.inputs import TokensPrompt
