@@ -49,6 +49,7 @@ import tomllib
 
 from rerank._progress import progress_bar
 from rerank.backends.base import Backend, Generation, Prompt
+from rerank.constraints import Constraint
 from rerank.errors import ConfigError, DataError
 from rerank.evaluate import evaluate_per_query
 from rerank.report import BenchReport, Cell
@@ -243,9 +244,14 @@ class TokenMeter(Backend):
 
         return backend_id(self.inner)
 
+    @property
+    def constrains(self) -> str:  # type: ignore[override]
+        return self.inner.constrains
+
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
-                 stop: Sequence[str] = ()) -> list[Generation]:
-        out = self.inner.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop)
+                 stop: Sequence[str] = (), constraint: Constraint | None = None) -> list[Generation]:
+        out = self.inner.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop,
+                                  constraint=constraint)
         self.calls += len(out)
         self.prompt_tokens += sum(g.prompt_tokens for g in out)
         self.completion_tokens += sum(g.completion_tokens for g in out)

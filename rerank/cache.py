@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from rerank.backends.base import Backend, Generation, Prompt
+from rerank.constraints import Constraint
 
 
 def backend_id(backend: Backend) -> str:
@@ -90,6 +91,10 @@ class CachedBackend(Backend):
     def cache_id(self) -> str:
         return backend_id(self.inner)
 
+    @property
+    def constrains(self) -> str:  # type: ignore[override]
+        return self.inner.constrains
+
     def _key(self, *parts: Any) -> str:
         blob = json.dumps([self.cache_id, *parts], ensure_ascii=False, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
@@ -107,11 +112,13 @@ class CachedBackend(Backend):
         return [found[k] for k in keys]
 
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
-                 stop: Sequence[str] = ()) -> list[Generation]:
-        keys = [self._key("generate", p, max_new_tokens, temperature, list(stop)) for p in prompts]
+                 stop: Sequence[str] = (), constraint: Constraint | None = None) -> list[Generation]:
+        guide = [] if constraint is None else [constraint.spec()]  # unconstrained keys stay as they were
+        keys = [self._key("generate", p, max_new_tokens, temperature, list(stop), *guide) for p in prompts]
 
         def compute(todo: list[Prompt]) -> list[dict[str, Any]]:
-            made = self.inner.generate(todo, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop)
+            made = self.inner.generate(todo, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop,
+                                       constraint=constraint)
             return [dataclasses.asdict(g) for g in made]
 
         return [Generation(**fields) for fields in self._cached(prompts, keys, compute)]

@@ -13,10 +13,11 @@ answer); any other chat prompt gets the generation prompt, so the answer starts 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rerank.backends.base import Message, Prompt
+from rerank.constraints import Masks, pieces_by_decoding
 from rerank.errors import BackendError, ConfigError
 
 THINK_END = "</think>"
@@ -105,11 +106,21 @@ def check_length(n_tokens: int, max_context: int, model: str) -> None:
 
 
 class HFTokenizerPrompts:
-    """Token counting and prompt encoding for backends that hold a Hugging Face ``tokenizer``."""
+    """Token counting, prompt encoding and constraint masks for backends that hold a Hugging Face ``tokenizer``."""
 
     tokenizer: Any
     max_context: int
     model: str
+    _masks: Masks | None = None
+
+    def token_masks(self, eos: Iterable[int]) -> Masks:
+        """Token masks of constraints over this tokenizer's vocabulary (built once, then kept)."""
+        if self._masks is None:
+            def encode(text: str) -> list[int]:
+                return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+            self._masks = Masks(lambda text: pieces_by_decoding(encode, self.tokenizer.decode, text), eos)
+        return self._masks
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])

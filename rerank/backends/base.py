@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rerank.constraints import Constraint
+
 Message = dict[str, str]
 Prompt = str | list[Message]
 
@@ -30,11 +32,18 @@ class Backend(ABC):
 
     model: str
     max_context: int = 2048
+    constrains: str = "exact"
+    """How ``generate`` honours a constraint: ``"exact"`` (token masks), ``"shape"`` (a grammar
+    without the each-id-once rule) or ``"no"``."""
 
     @abstractmethod
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
-                 stop: Sequence[str] = ()) -> list[Generation]:
-        """One completion per prompt (greedy by default)."""
+                 stop: Sequence[str] = (), constraint: Constraint | None = None) -> list[Generation]:
+        """One completion per prompt (greedy by default), inside ``constraint`` when one is given.
+
+        Backends follow the constraint as closely as they can (see :mod:`rerank.constraints`) and
+        say how in :attr:`constrains`.
+        """
 
     @abstractmethod
     def score(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:

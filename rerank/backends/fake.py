@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from rerank.backends.base import Backend, Generation, Prompt
+from rerank.constraints import Constraint
 from rerank.errors import ConfigError
 
 
@@ -23,7 +24,12 @@ def prompt_text(prompt: Prompt) -> str:
 
 
 class FakeBackend(Backend):
-    """``generate(prompt_text) -> str`` and ``score(prompt_text, options) -> list[float]`` as functions."""
+    """``generate(prompt_text) -> str`` and ``score(prompt_text, options) -> list[float]`` as functions.
+
+    Constraints are recorded in :attr:`batches`, not enforced (``constrains = "no"``).
+    """
+
+    constrains = "no"
 
     def __init__(self, generate: Callable[[str], str] | None = None,
                  score: Callable[[str, Sequence[str]], Sequence[float]] | None = None,
@@ -34,12 +40,13 @@ class FakeBackend(Backend):
         self.batches: list[tuple[int, dict]] = []  # (prompts, keyword arguments) of each generate call
 
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
-                 stop: Sequence[str] = ()) -> list[Generation]:
+                 stop: Sequence[str] = (), constraint: Constraint | None = None) -> list[Generation]:
         if self._generate is None:
             raise ConfigError("this FakeBackend was built without a generate function")
         texts = [prompt_text(p) for p in prompts]
         self.calls.extend(texts)
-        self.batches.append((len(prompts), {"max_new_tokens": max_new_tokens, "temperature": temperature, "stop": stop}))
+        self.batches.append((len(prompts), {"max_new_tokens": max_new_tokens, "temperature": temperature, "stop": stop,
+                                            "constraint": constraint}))
         return [Generation(self._generate(t), prompt_tokens=self.count_tokens(t)) for t in texts]
 
     def score(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:

@@ -13,6 +13,7 @@ import numpy as np
 
 from rerank.backends import _chat
 from rerank.backends.base import Backend, Generation, Prompt
+from rerank.constraints import Constraint, Follower, TokenMask
 from rerank.errors import ConfigError, require
 from rerank.models import hf_location
 
@@ -32,7 +33,7 @@ class HFBackend(_chat.HFTokenizerPrompts, Backend):
                  batch_size: int = 8, max_context: int | None = None, trust_remote_code: bool = False):
         torch = require("torch", "hf")
         transformers = require("transformers", "hf")
-        self._torch = torch
+        self._torch, self._transformers = torch, transformers
         self.model, self.batch_size = model, batch_size
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = dtype or ("float32" if self.device == "cpu" else "bfloat16")
@@ -64,17 +65,21 @@ class HFBackend(_chat.HFTokenizerPrompts, Backend):
         return ids, mask
 
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
-                 stop: Sequence[str] = ()) -> list[Generation]:
+                 stop: Sequence[str] = (), constraint: Constraint | None = None) -> list[Generation]:
         encoded = [self._encode(p) for p in prompts]
         out: list[Generation | None] = [None] * len(prompts)
         for batch in _length_batches(encoded, self.batch_size):
             ids, mask = self._pad([encoded[i] for i in batch])
             sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
-            stops = {"stop_strings": list(stop), "tokenizer": self.tokenizer} if stop else {}
+            extra = {"stop_strings": list(stop), "tokenizer": self.tokenizer} if stop else {}
+            if constraint is not None:
+                allowed = self.token_masks(self._eos_ids())(constraint)
+                extra["logits_processor"] = self._transformers.LogitsProcessorList(
+                    [_MaskLogits(allowed, len(batch), ids.shape[1])])
             with self._torch.inference_mode():
                 new = self.lm.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                        pad_token_id=self.tokenizer.pad_token_id, top_p=None, top_k=None,
-                                       **sampling, **stops)[:, ids.shape[1]:]
+                                       **sampling, **extra)[:, ids.shape[1]:]
             for row, i in enumerate(batch):
                 tokens = [t for t in new[row].tolist() if t != self.tokenizer.pad_token_id]
                 ended = len(tokens) < max_new_tokens or tokens[-1] == self.tokenizer.eos_token_id
@@ -83,6 +88,11 @@ class HFBackend(_chat.HFTokenizerPrompts, Backend):
                 out[i] = Generation(answer, reasoning, len(encoded[i]), len(tokens),
                                     "stop" if ended or stopped else "length")
         return out  # type: ignore[return-value]
+
+    def _eos_ids(self) -> list[int]:
+        eos = self.lm.generation_config.eos_token_id
+        eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        return eos + [self.tokenizer.eos_token_id]
 
     def score(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:
         encoded = [self._encode(p) for p in prompts]
@@ -120,6 +130,20 @@ class HFBackend(_chat.HFTokenizerPrompts, Backend):
                 targets = range(width - spans[i], width)
                 out[i] = sum(logprobs[row, t - 1, ids[row, t]].item() for t in targets)
         return out
+
+
+class _MaskLogits:
+    """A transformers logits processor: each row may only continue inside its constraint."""
+
+    def __init__(self, mask: TokenMask, rows: int, prompt_width: int):
+        self.followers = [Follower(mask) for _ in range(rows)]
+        self.prompt_width = prompt_width
+
+    def __call__(self, input_ids, scores):
+        blocked = scores.new_full(scores.shape, float("-inf"))
+        for row, follower in enumerate(self.followers):
+            blocked[row, follower.allowed(input_ids[row, self.prompt_width:].tolist())] = 0.0
+        return scores + blocked
 
 
 def _length_batches(seqs: Sequence[list[int]], size: int) -> list[list[int]]:

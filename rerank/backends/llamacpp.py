@@ -14,6 +14,7 @@ import numpy as np
 
 from rerank.backends import _chat
 from rerank.backends.base import Backend, Generation, Prompt
+from rerank.constraints import Constraint, Follower, Masks, pieces_by_decoding
 from rerank.errors import ConfigError, require
 from rerank.models import gguf_path
 
@@ -37,6 +38,8 @@ class LlamaCppBackend(Backend):
                                    n_gpu_layers=n_gpu_layers, seed=seed, logits_all=True, verbose=False,
                                    **llama_kwargs)
         self.chat_template = chat_template or self.llm.metadata.get("tokenizer.chat_template")
+        self._llama_cpp = llama_cpp
+        self._masks: Masks | None = None
 
     def __repr__(self) -> str:
         return f"LlamaCppBackend({self.model!r})"
@@ -64,17 +67,38 @@ class LlamaCppBackend(Backend):
         return ids
 
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
-                 stop: Sequence[str] = ()) -> list[Generation]:
+                 stop: Sequence[str] = (), constraint: Constraint | None = None) -> list[Generation]:
         out = []
         for prompt in prompts:
             ids = self._encode(prompt)
             sampling = {"temperature": temperature} if temperature > 0 else {"temperature": 0.0, "top_k": 1}
+            if constraint is not None:
+                sampling["logits_processor"] = self._mask_logits(constraint, len(ids))
             result = self.llm.create_completion(ids, max_tokens=max_new_tokens, stop=list(stop) or None, **sampling)
             choice, usage = result["choices"][0], result["usage"]
             answer, reasoning = _chat.split_reasoning(choice["text"])
             out.append(Generation(answer, reasoning, usage["prompt_tokens"], usage["completion_tokens"],
                                   "length" if choice["finish_reason"] == "length" else "stop"))
         return out
+
+    def _mask_logits(self, constraint: Constraint, prompt_length: int) -> Any:
+        """A llama-cpp-python logits processor that keeps one completion inside ``constraint``."""
+        if self._masks is None:
+            def encode(text: str) -> list[int]:
+                return self.llm.tokenize(text.encode(), add_bos=False, special=False)
+
+            def decode(ids: list[int]) -> str:
+                return self.llm.detokenize(ids).decode(errors="replace")
+
+            self._masks = Masks(lambda text: pieces_by_decoding(encode, decode, text), [self.llm.token_eos()])
+        follower = Follower(self._masks(constraint))
+
+        def mask(input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+            blocked = np.full_like(scores, -np.inf)
+            blocked[follower.allowed(input_ids[prompt_length:].tolist())] = 0.0
+            return scores + blocked
+
+        return self._llama_cpp.LogitsProcessorList([mask])
 
     def score(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:
         opts = [self.llm.tokenize(o.encode(), add_bos=False, special=False) for o in options]

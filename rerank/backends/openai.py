@@ -34,11 +34,15 @@ import numpy as np
 
 from rerank.backends import _chat
 from rerank.backends.base import Backend, Generation, Prompt
+from rerank.backends.vllm import CONSTRAINT_ARG
+from rerank.constraints import Constraint
 from rerank.errors import BackendError, ConfigError, require
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+GUIDED = ("auto", "xargs", "regex", "grammar", "off")
+_GUIDED_BY_OWNER = {"vllm": "regex", "llamacpp": "grammar", "me": "grammar"}  # "me": llama-cpp-python's server
 
 
 class OpenAIBackend(Backend):
@@ -53,13 +57,18 @@ class OpenAIBackend(Backend):
         tokenizer: alias/path of the model's tokenizer, to render chat prompts locally and count tokens.
         max_context: longest prompt the caller should send (used by windowing rerankers).
         top_logprobs: alternatives asked for when scoring chat prompts without a tokenizer.
-        extra_body: fields merged into every request (``{"top_k": 1}``, guided decoding options ...).
+        extra_body: fields merged into every request (``{"top_k": 1}``, ...).
+        guided: how a ``generate`` constraint is sent (see :mod:`rerank.constraints`):
+            ``"xargs"``: exact, for a ``vllm serve`` started with ``--logits-processors
+            rerank.backends.vllm_logits:ConstrainedDecoding``; ``"regex"``: vLLM's ``structured_outputs``;
+            ``"grammar"``: llama.cpp's GBNF ``grammar``; ``"off"``: not sent; ``"auto"`` (default):
+            ``regex`` for vLLM, ``grammar`` for llama.cpp (from ``/models``' ``owned_by``), else off.
     """
 
     def __init__(self, model: str | None = None, *, base_url: str | None = None, api_key: str | None = None,
                  timeout: float = 120.0, concurrency: int = 8, max_retries: int = 3, backoff: float = 0.5,
                  tokenizer: str | None = None, max_context: int = 8192, top_logprobs: int = 20,
-                 extra_body: dict[str, Any] | None = None):
+                 extra_body: dict[str, Any] | None = None, guided: str = "auto"):
         self._httpx = require("httpx", "openai")
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
@@ -67,6 +76,9 @@ class OpenAIBackend(Backend):
             raise ConfigError("need concurrency >= 1, max_retries >= 0 and timeout > 0")
         self.timeout, self.concurrency, self.max_retries, self.backoff = timeout, concurrency, max_retries, backoff
         self.max_context, self.top_logprobs, self.extra_body = max_context, top_logprobs, dict(extra_body or {})
+        if guided not in GUIDED:
+            raise ConfigError(f"unknown guided={guided!r}; choose one of {', '.join(GUIDED)}")
+        self._guided = guided
         self.tokenizer = _load_tokenizer(tokenizer) if tokenizer else None
         self._tokenize_route: str | None = None
         self._tokenize_overhead = 0
@@ -143,12 +155,40 @@ class OpenAIBackend(Backend):
         except (TypeError, KeyError, IndexError):
             raise BackendError(f"{self.base_url}/models lists no model; pass model=") from None
 
+    @property
+    def guided(self) -> str:
+        """The resolved way constraints are sent (``"auto"`` asks the server who it is, once)."""
+        if self._guided == "auto":
+            data = self._get("/models") or {}
+            owners = [m.get("owned_by") for m in data.get("data", []) if isinstance(m, dict)]
+            self._guided = next((_GUIDED_BY_OWNER[o] for o in owners if o in _GUIDED_BY_OWNER), "off")
+            if self._guided == "off":
+                log.warning("%s: unknown server (owned_by %s), so constraints are not sent; pass guided=",
+                            self.base_url, owners)
+        return self._guided
+
+    @property
+    def constrains(self) -> str:  # type: ignore[override]
+        return {"xargs": "exact", "regex": "shape", "grammar": "shape"}.get(self.guided, "no")
+
+    def _constraint_fields(self, constraint: Constraint) -> dict[str, Any]:
+        mode = self.guided
+        if mode == "xargs":
+            return {"vllm_xargs": {CONSTRAINT_ARG: constraint.key()}}
+        if mode == "regex":
+            return {"structured_outputs": {"regex": constraint.regex()}}
+        if mode == "grammar":
+            return {"grammar": constraint.gbnf()}
+        return {}
+
     # ---- generate --------------------------------------------------------------------------------
     def _generation_request(self, prompt: Prompt, max_new_tokens: int, temperature: float,
-                            stop: Sequence[str]) -> tuple[str, dict[str, Any]]:
+                            stop: Sequence[str], constraint: Constraint | None) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {"model": self.model, "max_tokens": max_new_tokens, "temperature": temperature}
         if stop:
             body["stop"] = list(stop)
+        if constraint is not None:
+            body.update(self._constraint_fields(constraint))
         if _chat.is_chat(prompt) and self.tokenizer is None:
             body["messages"] = list(prompt)
             if _chat.continues(prompt):  # vLLM's extension; other servers answer a fresh turn
@@ -158,13 +198,14 @@ class OpenAIBackend(Backend):
         return "/completions", body
 
     async def agenerate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
-                        stop: Sequence[str] = ()) -> list[Generation]:
-        requests = [self._generation_request(p, max_new_tokens, temperature, stop) for p in prompts]
+                        stop: Sequence[str] = (), constraint: Constraint | None = None) -> list[Generation]:
+        requests = [self._generation_request(p, max_new_tokens, temperature, stop, constraint) for p in prompts]
         return [self._parse_generation(d) for d in await self._post_all(requests)]
 
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
-                 stop: Sequence[str] = ()) -> list[Generation]:
-        return _run_sync(self.agenerate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop))
+                 stop: Sequence[str] = (), constraint: Constraint | None = None) -> list[Generation]:
+        return _run_sync(self.agenerate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop,
+                                        constraint=constraint))
 
     def _parse_generation(self, data: dict[str, Any]) -> Generation:
         try:

@@ -19,6 +19,7 @@ import numpy as np
 
 from rerank.backends import _chat
 from rerank.backends.base import Backend, Generation, Prompt
+from rerank.constraints import Constraint
 from rerank.errors import BackendError, require
 from rerank.models import dense_location
 
@@ -28,6 +29,10 @@ CPU_ENV = {
     "VLLM_CPU_KVCACHE_SPACE": "1",          # GiB of KV cache; also skips vLLM's node-memory check
     "TORCHDYNAMO_DISABLE": "1",             # avoids a 15-20 s compile on the first logprobs call
 }
+
+CONSTRAINT_ARG = "rerank_constraint"
+"""Request ``extra_args`` key (``vllm_xargs`` over HTTP) of a constraint's JSON spec, read by
+:class:`rerank.backends.vllm_logits.ConstrainedDecoding`."""
 
 
 @contextmanager
@@ -94,6 +99,9 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
         if not self.on_cpu:
             settings["gpu_memory_utilization"] = gpu_memory_utilization
         self.settings = {**settings, **engine_kwargs}
+        from rerank.backends.vllm_logits import ConstrainedDecoding
+
+        self.settings["logits_processors"] = [*self.settings.get("logits_processors", []), ConstrainedDecoding]
         with _hidden_unscannable_modules():
             self.llm = vllm.LLM(**self.settings)
         self.tokenizer = self.llm.get_tokenizer()
@@ -115,9 +123,11 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
             raise BackendError(f"vLLM refused the request: {e}") from e
 
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
-                 stop: Sequence[str] = ()) -> list[Generation]:
+                 stop: Sequence[str] = (), constraint: Constraint | None = None) -> list[Generation]:
         encoded = [self._encode(p) for p in prompts]
-        params = self._vllm.SamplingParams(temperature=temperature, max_tokens=max_new_tokens, stop=list(stop) or None)
+        extra = {CONSTRAINT_ARG: constraint.key()} if constraint is not None else None
+        params = self._vllm.SamplingParams(temperature=temperature, max_tokens=max_new_tokens, stop=list(stop) or None,
+                                           extra_args=extra)
         out = []
         for ids, result in zip(encoded, self._run(encoded, params)):
             completion = result.outputs[0]

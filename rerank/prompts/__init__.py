@@ -40,6 +40,9 @@ ALLOWED = {
     "suffix": {"query", "num", "min_score", "max_score"},
     "answer_prefix": {"num"},
 }
+CONSTRAINTS = {"": "free text", "permutation": "[i] > [j] > ... over all shown ids",
+               "options": "exactly one of the template's options"}
+"""Values of a template's ``constraint``: what constrained decoding lets the model answer."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class PromptTemplate:
     parser: str = ""
     options: tuple[str, ...] = ()
     max_new_tokens: int | None = None
+    constraint: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
 
     def render(self, query: str, items: list[dict[str, Any]] | None = None, **values: Any) -> list[dict[str, str]]:
@@ -113,6 +117,10 @@ def names() -> list[str]:
 
 
 def _validate(t: PromptTemplate) -> PromptTemplate:
+    if t.constraint not in CONSTRAINTS:
+        raise ConfigError(f"prompt {t.name!r}: constraint {t.constraint!r} is not one of {sorted(CONSTRAINTS)}")
+    if t.constraint == "options" and not t.options:
+        raise ConfigError(f"prompt {t.name!r}: constraint 'options' needs an options list")
     for section, allowed in ALLOWED.items():
         text = getattr(t, section)
         try:

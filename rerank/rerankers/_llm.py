@@ -10,10 +10,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rerank.backends.base import Backend, Generation, Prompt
+from rerank.constraints import Constraint, OneOf, Permutation
 from rerank.errors import ConfigError
 from rerank.prompts import PromptTemplate
 from rerank.prompts import load as load_prompt
-from rerank.rerankers._parsing import Parsed, get_parser
+from rerank.rerankers._parsing import Parsed, ParseLog, get_parser
 from rerank.rerankers._windows import truncate_words
 from rerank.rerankers.base import Reranker
 
@@ -31,7 +32,7 @@ class LLMReranker(Reranker):
     paradigms: ClassVar[tuple[str, ...]]
 
     def _setup(self, backend: BackendSpec, prompt: PromptSpec | None, max_words: int, batch_size: int,
-               max_new_tokens: int | None, temperature: float, progress: bool | None) -> None:
+               max_new_tokens: int | None, temperature: float, progress: bool | None, constrained: bool = True) -> None:
         if not isinstance(backend, (Backend, str)):
             raise ConfigError(f"{type(self).__name__}: backend must be a Backend or a spec string such as 'hf:smollm2', "
                               f"got {type(backend).__name__}")
@@ -47,6 +48,8 @@ class LLMReranker(Reranker):
             raise ConfigError(f"{type(self).__name__} needs a prompt of paradigm {' or '.join(self.paradigms)}; "
                               f"{self.template.name!r} is {self.template.paradigm!r}")
         self.parser = get_parser(self.template.parser or "permutation")
+        self.constrained = constrained
+        self.answer_log = ParseLog()
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
 
     # -- backend ------------------------------------------------------------------------------
@@ -68,11 +71,35 @@ class LLMReranker(Reranker):
         """Output-token cap: the user's ``max_new_tokens``, else the template's, else ``expected``."""
         return self.max_new_tokens or self.template.max_new_tokens or expected
 
-    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int) -> list[Generation]:
-        out: list[Generation] = []
-        for s in range(0, len(prompts), self.batch_size):
-            out += self.llm.generate(prompts[s : s + self.batch_size], max_new_tokens=max_new_tokens,
-                                     temperature=self.temperature)
+    def answer_constraint(self, n: int) -> Constraint | None:
+        """What an answer about ``n`` items may be (the template's ``constraint``), or None."""
+        kind = self.template.constraint
+        if not self.constrained or not kind:
+            return None
+        if kind == "permutation":
+            return Permutation(n, consumed=self.template.answer_prefix.format(num=n))
+        return OneOf(self.template.options)
+
+    @property
+    def constrained_by(self) -> str:
+        """How answers are constrained: the backend's ``constrains`` (exact, shape) or ``"no"``."""
+        return self.llm.constrains if self.constrained and self.template.constraint else "no"
+
+    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int,
+                 sizes: Sequence[int] | None = None) -> list[Generation]:
+        """Generations in batches of ``batch_size``; ``sizes`` (items per prompt) turns on the answer constraint."""
+        constraints = [self.answer_constraint(n) for n in sizes] if sizes is not None else [None] * len(prompts)
+        groups: dict[str, list[int]] = {}
+        for i, c in enumerate(constraints):
+            groups.setdefault(c.key() if c is not None else "", []).append(i)
+        out: list[Generation] = [None] * len(prompts)  # type: ignore[list-item]
+        for idx in groups.values():
+            for s in range(0, len(idx), self.batch_size):
+                part = idx[s : s + self.batch_size]
+                made = self.llm.generate([prompts[i] for i in part], max_new_tokens=max_new_tokens,
+                                         temperature=self.temperature, constraint=constraints[part[0]])
+                for i, g in zip(part, made):
+                    out[i] = g
         return out
 
     def score_options(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:
@@ -80,17 +107,17 @@ class LLMReranker(Reranker):
         return np.vstack(rows) if rows else np.zeros((0, len(options)))
 
     def parse(self, gen: Generation, n: int) -> Parsed:
-        """Parse a generation with the template's parser.
+        """Parse a generation with the template's parser (and count it in :attr:`answer_log`).
 
         The template's ``answer_prefix`` is put back in front of the answer (unless the answer
         repeats it); reasoning the backend split off (``Generation.reasoning``) is put back as
         ``<think>...</think>`` instead.
         """
         if gen.reasoning is not None:
-            return self.parser(f"<think>{gen.reasoning}</think>{gen.text}", n)
+            return self.answer_log.add(self.parser(f"<think>{gen.reasoning}</think>{gen.text}", n))
         prefix = self.template.answer_prefix
         repeated = prefix.strip() and gen.text.lstrip().startswith(prefix.strip())
-        return self.parser(gen.text if repeated else prefix + gen.text, n)
+        return self.answer_log.add(self.parser(gen.text if repeated else prefix + gen.text, n))
 
     # -- prompts ------------------------------------------------------------------------------
     def render(self, query: str, texts: Sequence[str], item: Callable[[int, str], dict[str, Any]],

@@ -63,7 +63,8 @@ class InsertRank(Listwise):
     def __init__(self, backend: BackendSpec = "hf:smollm2", prompt: PromptSpec | None = None, *, normalize: str = "raw",
                  score_range: tuple[float, float] = (0.0, 100.0), decimals: int = 2, window: int = 20, step: int = 10,
                  depth: int = 100, passes: int = 1, max_words: int = 100, batch_size: int = 8,
-                 max_new_tokens: int | None = None, temperature: float = 0.0, progress: bool | None = None):
+                 max_new_tokens: int | None = None, temperature: float = 0.0, progress: bool | None = None,
+                 constrained: bool = True):
         if normalize not in NORMALIZATIONS:
             raise ConfigError(f"unknown score normalization {normalize!r}; choose one of {NORMALIZATIONS}")
         if len(score_range) != 2 or score_range[0] >= score_range[1]:
@@ -72,7 +73,8 @@ class InsertRank(Listwise):
             raise ConfigError(f"decimals must be >= 0, got {decimals}")
         self.normalize, self.score_range, self.decimals = normalize, tuple(score_range), decimals
         super().__init__(backend, prompt, window=window, step=step, depth=depth, passes=passes, max_words=max_words,
-                         batch_size=batch_size, max_new_tokens=max_new_tokens, temperature=temperature, progress=progress)
+                         batch_size=batch_size, max_new_tokens=max_new_tokens, temperature=temperature, progress=progress,
+                         constrained=constrained)
         if "{score}" not in self.template.item:
             raise ConfigError(f"InsertRank needs a prompt whose item shows {{score}}; {self.template.name!r} does not")
 

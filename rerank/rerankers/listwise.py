@@ -45,7 +45,9 @@ class Listwise(LLMReranker):
             top candidates are reranked; passes: how many bottom-to-top sweeps.
         max_words: words kept per document (fewer if the prompt would not fit the context).
         batch_size: prompts per backend call; max_new_tokens: output cap (default
-            ``4 * window + 4``); temperature: 0 is greedy.
+            ``6 * window + 4``); temperature: 0 is greedy.
+        constrained: decode inside the template's ``constraint`` (a full permutation) where the
+            backend can (:mod:`rerank.constraints`); False lets the model write anything.
     """
 
     default_prompt = "listwise/rankgpt"
@@ -53,14 +55,14 @@ class Listwise(LLMReranker):
 
     def __init__(self, backend: BackendSpec = "hf:smollm2", prompt: PromptSpec | None = None, *, window: int = 20,
                  step: int = 10, depth: int = 100, passes: int = 1, max_words: int = 100, batch_size: int = 8,
-                 max_new_tokens: int | None = None, temperature: float = 0.0, progress: bool | None = None):
+                 max_new_tokens: int | None = None, temperature: float = 0.0, progress: bool | None = None,
+                 constrained: bool = True):
         if step >= window:
             raise ConfigError(f"{type(self).__name__}: step ({step}) must be smaller than window ({window}) so windows overlap")
         if depth < 1 or passes < 1:
             raise ConfigError(f"{type(self).__name__}: depth and passes must be >= 1, got depth={depth}, passes={passes}")
         self.window, self.step, self.depth, self.passes = window, step, depth, passes
-        self._setup(backend, prompt, max_words, batch_size, max_new_tokens, temperature, progress)
-
+        self._setup(backend, prompt, max_words, batch_size, max_new_tokens, temperature, progress, constrained)
 
     def rerank_many(self, batch: Sequence[Candidates]) -> list[Candidates]:
         batch = list(batch)
@@ -74,7 +76,7 @@ class Listwise(LLMReranker):
             return [logs[i].add(p).value for (i, _), p in zip(requests, parsed)]
 
         orders = lockstep(plans, answer, self.progress, repr(self)[:40])
-        return [finish(c, order, log) for c, order, log in zip(batch, orders, logs)]
+        return [finish(c, order, log, self.constrained_by) for c, order, log in zip(batch, orders, logs)]
 
     # -- hooks of the variants ----------------------------------------------------------------
     def shown_scores(self, cands: Candidates) -> list[str]:
@@ -94,7 +96,7 @@ class Listwise(LLMReranker):
 
     def rank_windows(self, prompts: list[list[dict[str, str]]], sizes: list[int]) -> list[Parsed]:
         """One parsed permutation per window prompt."""
-        gens = self.generate(prompts, self.token_cap(self.answer_tokens(max(sizes))))
+        gens = self.generate(prompts, self.token_cap(self.answer_tokens(max(sizes))), sizes)
         return [self.parse(g, n) for g, n in zip(gens, sizes)]
 
 
@@ -121,10 +123,10 @@ class First(Listwise):
         return out
 
 
-def finish(cands: Candidates, order: list[int], log: ParseLog) -> Candidates:
+def finish(cands: Candidates, order: list[int], log: ParseLog, constrained: str = "no") -> Candidates:
     """Candidates in ``order`` (the tail below it unchanged) with the parse report in ``info``."""
     full = order + list(range(len(order), len(cands)))
-    info: dict[str, Any] = {"parse": log.as_dict()}
+    info: dict[str, Any] = {"parse": log.as_dict(), "constrained": constrained}
     if log.reasoning:
         info["reasoning"] = list(log.reasoning)
     return cands.reordered(full, **info)

