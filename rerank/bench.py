@@ -53,6 +53,8 @@ from rerank.constraints import Constraint
 from rerank.errors import ConfigError, DataError
 from rerank.evaluate import evaluate_per_query
 from rerank.report import BenchReport, Cell
+from rerank.rerankers._llm import LLMReranker
+from rerank.rerankers._parsing import ParseLog
 from rerank.stage import Fuse, Pipeline, Stage
 from rerank.types import Ranking
 
@@ -174,10 +176,11 @@ def _run_cell(spec: DatasetSpec, expr: str, limit: int | None, loaded: dict[str,
         topics, qids = judged_topics(dataset, limit)
         t0 = time.perf_counter()
         stage = build(expr, dataset)
-        meters = _meter_llm_calls(stage)
+        metered = _meter_llm_calls(stage)
         stage(topics.select(qids[:1]))  # warm-up: loads models, so latency is per query, not per load
-        for meter in meters:
-            meter.reset()
+        for reranker in metered:
+            reranker.llm.reset()
+            reranker.answer_log = ParseLog()
         t1 = time.perf_counter()
         ranking = stage(topics)
         t2 = time.perf_counter()
@@ -189,7 +192,7 @@ def _run_cell(spec: DatasetSpec, expr: str, limit: int | None, loaded: dict[str,
         return {"status": "error", "error": f"{type(e).__name__}: {e}", "started": started, "versions": versions()}, None
     record = {"status": "ok", "queries": len(qids), "qids": qids, "build_and_warmup_s": t1 - t0, "run_s": t2 - t1,
               "ms_per_query": 1000 * (t2 - t1) / len(qids), "stage": repr(stage)[:2000], "started": started,
-              "llm": _meter_totals(meters, len(qids)), "versions": versions()}
+              "llm": _meter_totals(metered, len(qids)), "versions": versions()}
     return record, ranking
 
 
@@ -271,24 +274,25 @@ def _prompt_text(prompt: Prompt) -> str:
     return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
 
 
-def _meter_llm_calls(stage: Stage) -> list[TokenMeter]:
-    """Route every LLM reranker of ``stage`` through the call cache and a token meter."""
+def _meter_llm_calls(stage: Stage) -> list[LLMReranker]:
+    """Route every LLM reranker of ``stage`` through the call cache and a token meter; returns them."""
     from rerank.cache import CachedBackend
-    from rerank.rerankers._llm import LLMReranker
 
-    meters = []
-    for s in _leaves(stage):
-        if isinstance(s, LLMReranker):
-            meters.append(s.wrap_backend(lambda b: TokenMeter(b if isinstance(b, CachedBackend) else CachedBackend(b))))
-    return meters
+    rerankers = [s for s in _leaves(stage) if isinstance(s, LLMReranker)]
+    for r in rerankers:
+        r.wrap_backend(lambda b: TokenMeter(b if isinstance(b, CachedBackend) else CachedBackend(b)))
+    return rerankers
 
 
-def _meter_totals(meters: list[TokenMeter], queries: int) -> dict[str, float] | None:
-    if not meters:
+def _meter_totals(rerankers: list[LLMReranker], queries: int) -> dict[str, float] | None:
+    """Calls, tokens and parsed answers (how many needed no repair) of the metered rerankers."""
+    if not rerankers:
         return None
+    meters: list[TokenMeter] = [r.llm for r in rerankers]  # type: ignore[misc]
     prompt, completion = sum(m.prompt_tokens for m in meters), sum(m.completion_tokens for m in meters)
     return {"calls": sum(m.calls for m in meters), "prompt_tokens": prompt, "completion_tokens": completion,
-            "tokens_per_query": (prompt + completion) / queries}
+            "tokens_per_query": (prompt + completion) / queries,
+            "answers": sum(r.answer_log.answers for r in rerankers), "valid": sum(r.answer_log.valid for r in rerankers)}
 
 
 def _leaves(stage: Stage) -> Iterator[Stage]:
@@ -327,7 +331,8 @@ def _evaluate_cell(grid: Grid, spec: DatasetSpec, name: str, out: Path, limit: i
     except Exception as e:  # noqa: BLE001 -- reported in the cell
         return Cell(spec.label, name, expr, "error", f"evaluation failed: {type(e).__name__}: {e}")
     llm = meta.get("llm") or {}
-    return Cell(spec.label, name, expr, "ok", None, frame, meta["ms_per_query"], llm.get("tokens_per_query"))
+    valid_rate = llm["valid"] / llm["answers"] if llm.get("answers") else None
+    return Cell(spec.label, name, expr, "ok", None, frame, meta["ms_per_query"], llm.get("tokens_per_query"), valid_rate)
 
 
 # -- records --------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ class Cell:
     per_query: pd.DataFrame | None = None     # index qid, one column per metric
     ms_per_query: float | None = None
     tokens_per_query: float | None = None
+    valid_rate: float | None = None           # share of parsed LLM answers that needed no repair
 
     @property
     def ok(self) -> bool:
@@ -65,13 +66,14 @@ class BenchReport:
 
     # -- numbers ------------------------------------------------------------------------------
     def table(self, dataset: str) -> pd.DataFrame:
-        """Pipelines x (metrics, ms_per_query, tokens_per_query, queries); NaN for failed cells."""
+        """Pipelines x (metrics, ms_per_query, tokens_per_query, valid_rate, queries); NaN for failed cells."""
         rows = {}
         for p in self.pipelines:
             c = self.cells[dataset, p]
             means = c.per_query.mean() if c.ok else pd.Series(np.nan, index=self.metrics)
             rows[p] = {**{m: float(means[m]) for m in self.metrics}, "ms_per_query": c.ms_per_query,
-                       "tokens_per_query": c.tokens_per_query, "queries": len(c.per_query) if c.ok else 0}
+                       "tokens_per_query": c.tokens_per_query, "valid_rate": c.valid_rate,
+                       "queries": len(c.per_query) if c.ok else 0}
         return pd.DataFrame(rows).T.astype(float)
 
     def compare(self, dataset: str, pipeline: str) -> Comparison | None:
@@ -118,12 +120,13 @@ class BenchReport:
     def _dataset_rows(self, dataset: str, digits: int) -> list[list[str]]:
         table = self.table(dataset)
         llm = table["tokens_per_query"].notna().any()
-        header = ["pipeline", *self.metrics, f"W/L/T {self.metrics[0]}", "ms/query", *(["tokens/query"] if llm else []), "queries"]
+        header = ["pipeline", *self.metrics, f"W/L/T {self.metrics[0]}", "ms/query",
+                  *(["tokens/query", "valid answers"] if llm else []), "queries"]
         rows = [header]
         for p in self.pipelines:
             cell = self.cells[dataset, p]
             if not cell.ok:
-                rows.append([p, *[cell.status] * len(self.metrics), "", "", *([""] if llm else []), ""])
+                rows.append([p, *[cell.status] * len(self.metrics), "", "", *(["", ""] if llm else []), ""])
                 continue
             cmp = self.compare(dataset, p)
             values = []
@@ -131,7 +134,7 @@ class BenchReport:
                 mark = "†" if cmp is not None and cmp.pvalues[m] < MAX_P else ""
                 values.append(f"{table.at[p, m]:.{digits}f}{mark}")
             wlt = f"{cmp.wins}/{cmp.losses}/{cmp.ties}" if cmp else ("baseline" if p == self.baseline else "")
-            tokens = [_num(table.at[p, "tokens_per_query"], 0)] if llm else []
+            tokens = [_num(table.at[p, "tokens_per_query"], 0), _percent(table.at[p, "valid_rate"])] if llm else []
             rows.append([p, *values, wlt, _num(cell.ms_per_query, 1), *tokens, str(int(table.at[p, "queries"]))])
         return rows
 
@@ -252,3 +255,7 @@ def _png(fig: Any) -> str:
 
 def _num(value: float | None, digits: int) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.0%}"

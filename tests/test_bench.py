@@ -119,3 +119,19 @@ def test_shipped_grids_parse_and_their_pipelines_build():
                 build(g.expression(p, d))
     bright = Grid.read(Path(__file__).parents[1] / "pipelines/grid_bright.toml")
     assert len({d.name for d in bright.datasets}) == 12 and any(d.options.get("long") for d in bright.datasets)
+
+
+@pytest.mark.slow
+def test_llm_cells_report_tokens_and_the_valid_answer_rate(tmp_path):
+    listwise = "{first} % 4 >> listwise(backend='hf:smollm2', window=4, step=2, max_words=12EXTRA)"
+    grid = Grid.from_dict({
+        "grid": {"metrics": ["ndcg@10"], "limit": 2},
+        "datasets": [{"name": "trec-dl-2019", "first": "run"}],
+        "pipelines": {"BM25": "{first}", "constrained": listwise.replace("EXTRA", ""),
+                      "free": listwise.replace("EXTRA", ", constrained=False")},
+    }, name="valid-answers")
+    report = run_grid(grid, tmp_path / "out", progress=False)
+    cells = {p: report.cells["trec-dl-2019", p] for p in ("constrained", "free")}
+    assert cells["constrained"].valid_rate == 1.0 and cells["free"].valid_rate < 1.0
+    assert cells["constrained"].tokens_per_query > 0 and report.cells["trec-dl-2019", "BM25"].valid_rate is None
+    assert "| valid answers |" in report.to_markdown() and "| 100% |" in report.to_markdown()
