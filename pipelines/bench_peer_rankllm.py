@@ -4,7 +4,9 @@ Starts llama-cpp-python's OpenAI-compatible server on loopback with SmolLM2-135M
 then reranks the TREC-DL 2019 BM25 top ``--depth`` of the first ``--limit`` judged queries with
 
 * ``listwise``: our :class:`~rerank.rerankers.listwise.Listwise` (RankGPT sliding window) through
-  ``openai:http://127.0.0.1:PORT/v1#smollm2``;
+  ``openai:http://127.0.0.1:PORT/v1#smollm2``, its answers constrained by a GBNF grammar (exactly
+  ``window`` ids in ``[i] > [j]`` form; :mod:`rerank.constraints`);
+* ``listwise_free``: the same without the grammar (``constrained=False``), as rank_llm runs;
 * ``yes_no``: our :class:`~rerank.rerankers.pointwise.YesNo` through the same server (chat prompts are
   scored from ``top_logprobs`` of the first answer token; llama-cpp-python's echoed prompt logprobs
   are wrong, so the ``/completions`` echo path is not used);
@@ -140,7 +142,7 @@ def main() -> None:
     ap.add_argument("--tokenizer", default=None,
                     help="render chat prompts locally with this tokenizer (e.g. smollm2) and send them to /completions, "
                          "so the answer prefix '[' is honored; default: /chat/completions, where llama.cpp ignores it")
-    ap.add_argument("--methods", default="listwise,yes_no,rank_llm", help="comma-separated subset")
+    ap.add_argument("--methods", default="listwise,listwise_free,yes_no,rank_llm", help="comma-separated subset")
     ap.add_argument("--rankllm-python", type=Path, default=ROOT / ".venv-rankllm" / "bin" / "python",
                     help="python of the virtual environment that has rank-llm 0.26.0")
     ap.add_argument("--peer-timeout", type=float, default=900.0, help="wall-clock limit of the rank_llm subprocess (s)")
@@ -170,16 +172,18 @@ def main() -> None:
                                    tokenizer=args.tokenizer if not logits_all else None)
             common = {"backend": backend, "max_words": args.max_words, "batch_size": max(len(cands), 1)}
             for name in group:
-                if name == "listwise":
+                if name in ("listwise", "listwise_free"):
+                    free = name == "listwise_free"
                     reranker = get("reranker", "listwise", window=args.window, step=args.step, depth=args.depth,
-                                   **common)
-                    rows.append(run_ours("listwise (ours)", reranker, cands, qrels))
+                                   constrained=not free, **common)
+                    label = "listwise (ours, no grammar)" if free else "listwise (ours, grammar)"
+                    rows.append(run_ours(label, reranker, cands, qrels))
                 elif name == "yes_no":
                     rows.append(run_ours("yes_no (ours)", get("reranker", "yes-no", **common), cands, qrels))
                 elif name == "rank_llm":
                     rows.append(run_rankllm(args.rankllm_python, base_url, cands, qrels, args, max_tokens))
                 else:
-                    sys.exit(f"unknown method {name!r}; choose from listwise,yes_no,rank_llm")
+                    sys.exit(f"unknown method {name!r}; choose from listwise,listwise_free,yes_no,rank_llm")
                 print(f"  done: {rows[-1]['method']}", file=sys.stderr, flush=True)
         finally:
             stop(proc)

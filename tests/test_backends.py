@@ -30,6 +30,10 @@ def test_parse_spec():
         parse_spec("vlm:Qwen/Qwen2.5-7B-Instruct")
     fake = load_backend("fake", generate=str.upper)
     assert load_backend(fake) is fake and fake.generate(["a"])[0].text == "A"
+    assert load_backend("fake", generate=str.upper) is fake  # one loaded model per spec and arguments
+    assert load_backend("fake", generate=str.lower) is not fake
+    dead = "openai:http://127.0.0.1:9/v1#m"
+    assert load_backend(dead, extra_body={"top_k": 1}) is not load_backend(dead, extra_body={"top_k": 1})
 
 
 def test_model_aliases():

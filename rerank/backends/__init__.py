@@ -47,14 +47,29 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return kind, ({"model": rest} if rest else {})
 
 
+_LOADED: dict[tuple[str, tuple[tuple[str, Any], ...]], Backend] = {}
+
+
 def load_backend(spec: str | Backend, **kwargs: Any) -> Backend:
     """A backend from a spec string (see the module docstring); keyword arguments go to its constructor.
 
-    A :class:`Backend` instance is returned unchanged (so callers accept either).
+    A :class:`Backend` instance is returned unchanged (so callers accept either). The same spec and
+    arguments give the same backend within a process, so rerankers that name one model share its
+    weights (one vLLM engine, not one per reranker).
     """
     if isinstance(spec, Backend):
         return spec
     from rerank.registry import get
 
+    key: tuple | None = (spec, tuple(sorted(kwargs.items())))
+    try:
+        hash(key)
+    except TypeError:  # unhashable arguments (a dict of options): load a fresh one
+        key = None
+    if key is not None and key in _LOADED:
+        return _LOADED[key]
     kind, params = parse_spec(spec)
-    return get("backend", kind, **{**params, **kwargs})
+    backend = get("backend", kind, **{**params, **kwargs})
+    if key is not None:
+        _LOADED[key] = backend
+    return backend

@@ -3,8 +3,9 @@
 ``VLLMBackend("smollm2")`` converts the alias's packaged GGUF once to a dense safetensors folder
 (:func:`rerank.models.dense_location`) and loads it. On a machine without CUDA the engine runs
 in-process with the CPU settings that work on small machines (:data:`CPU_ENV`; any of them can be
-overridden through the environment or ``cpu_env``). Scoring uses prompt logprobs (every option
-token), or next-token logprobs of the option ids when each option is one token.
+overridden through the environment or ``cpu_env``). Scoring asks for next-token log-probabilities:
+of every option's first token after the prompt, then of each later token after the prompt and the
+option's tokens before it (the prompt comes from the prefix cache).
 """
 
 from __future__ import annotations
@@ -139,16 +140,21 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
     def score(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:
         encoded = [self._encode(p) for p in prompts]
         opts = _chat.option_ids(self.tokenizer, options)
-        if all(len(o) == 1 for o in opts):
-            tokens = [o[0] for o in opts]
-            params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, logprobs=len(tokens), logprob_token_ids=tokens)
-            rows = [r.outputs[0].logprobs[0] for r in self._run(encoded, params)]
-            return np.array([[row[t].logprob for t in tokens] for row in rows], dtype=np.float64)
-        seqs = [p + o for p in encoded for o in opts]
-        spans = [len(o) for _ in encoded for o in opts]
-        params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-        scores = []
-        for seq, span, result in zip(seqs, spans, self._run(seqs, params)):
-            per_token = result.prompt_logprobs
-            scores.append(sum(per_token[t][seq[t]].logprob for t in range(len(seq) - span, len(seq))))
-        return np.array(scores, dtype=np.float64).reshape(len(prompts), len(options))
+        firsts = sorted({o[0] for o in opts})
+        out = np.array([[row[o[0]] for o in opts] for row in self._next_logprobs([(p, firsts) for p in encoded])],
+                       dtype=np.float64)
+        # A token after the first: one more next-token request over prompt + the option's earlier
+        # tokens; the prompt's KV blocks come from vLLM's prefix cache, so only the tail is computed.
+        later = [(i, j, k) for i in range(len(encoded)) for j, o in enumerate(opts) for k in range(1, len(o))]
+        if later:
+            rows = self._next_logprobs([(encoded[i] + opts[j][:k], [opts[j][k]]) for i, j, k in later])
+            for (i, j, k), row in zip(later, rows):
+                out[i, j] += row[opts[j][k]]
+        return out
+
+    def _next_logprobs(self, requests: list[tuple[list[int], list[int]]]) -> list[dict[int, float]]:
+        """Log-probability of the given next tokens after each token sequence."""
+        params = [self._vllm.SamplingParams(max_tokens=1, temperature=0.0, logprobs=len(tokens), logprob_token_ids=tokens)
+                  for _, tokens in requests]
+        results = self._run([seq for seq, _ in requests], params)
+        return [{t: lp.logprob for t, lp in r.outputs[0].logprobs[0].items()} for r in results]
