@@ -13,6 +13,7 @@ from rerank.constraints import Follower, OneOf, Permutation, from_spec
 from rerank.errors import ConfigError
 from rerank.rerankers.listwise import Listwise
 from rerank.rerankers.pairwise import PRP
+from rerank.rerankers.setwise import Setwise
 
 WINDOW = 10
 
@@ -118,6 +119,12 @@ def test_hf_backend_constrains_pairwise_answers_to_the_options(smollm2, dl19_top
     prp = PRP(smollm2, method="generate", variant="allpair", max_words=30)
     out = prp.rerank_candidates(cands)
     assert out.info["parse"]["valid"] == out.info["parse"]["answers"] == 6 and out.info["constrained"] == "exact"
+
+
+@pytest.mark.slow
+def test_hf_backend_constrains_setwise_answers_to_the_shown_labels(smollm2, dl19_top10):
+    out = Setwise(smollm2, k=2, set_size=3, max_words=30).rerank_candidates(next(dl19_top10.per_query()).top(5))
+    assert out.info["parse"]["valid"] == out.info["parse"]["answers"] > 0 and out.info["constrained"] == "exact"
 
 
 @pytest.mark.slow

@@ -41,7 +41,7 @@ ALLOWED = {
     "answer_prefix": {"num"},
 }
 CONSTRAINTS = {"": "free text", "permutation": "[i] > [j] > ... over all shown ids",
-               "options": "exactly one of the template's options"}
+               "options": "exactly one of the template's options", "labels": "one item label: A, B, ..."}
 """Values of a template's ``constraint``: what constrained decoding lets the model answer."""
 
 

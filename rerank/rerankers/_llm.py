@@ -14,7 +14,7 @@ from rerank.constraints import Constraint, OneOf, Permutation
 from rerank.errors import ConfigError
 from rerank.prompts import PromptTemplate
 from rerank.prompts import load as load_prompt
-from rerank.rerankers._parsing import Parsed, ParseLog, get_parser
+from rerank.rerankers._parsing import LABELS, Parsed, ParseLog, get_parser
 from rerank.rerankers._windows import truncate_words
 from rerank.rerankers.base import Reranker
 
@@ -78,6 +78,8 @@ class LLMReranker(Reranker):
             return None
         if kind == "permutation":
             return Permutation(n, consumed=self.template.answer_prefix.format(num=n))
+        if kind == "labels":
+            return OneOf(list(LABELS[:n]))
         return OneOf(self.template.options)
 
     @property

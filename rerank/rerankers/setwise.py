@@ -90,6 +90,7 @@ class Setwise(LLMReranker):
         method: ``"heapsort"`` or ``"bubblesort"``; scoring: ``"generate"`` or ``"likelihood"``.
         set_size: documents per prompt (2..26); k: how many top documents are sorted;
         depth: how many first-stage candidates take part.
+        constrained: with ``scoring="generate"``, decode only a shown label where the backend can.
     """
 
     default_prompt = "setwise/pick"
@@ -97,7 +98,8 @@ class Setwise(LLMReranker):
 
     def __init__(self, backend: BackendSpec = "hf:smollm2", prompt: PromptSpec | None = None, *, method: str = "heapsort",
                  scoring: str = "generate", set_size: int = 4, k: int = 10, depth: int = 100, max_words: int = 100,
-                 batch_size: int = 8, max_new_tokens: int | None = None, temperature: float = 0.0, progress: bool | None = None):
+                 batch_size: int = 8, max_new_tokens: int | None = None, temperature: float = 0.0, progress: bool | None = None,
+                 constrained: bool = True):
         if method not in METHODS:
             raise ConfigError(f"unknown setwise method {method!r}; choose one of {METHODS}")
         if scoring not in SCORINGS:
@@ -107,7 +109,7 @@ class Setwise(LLMReranker):
         if k < 1 or depth < 1:
             raise ConfigError(f"k and depth must be >= 1, got k={k}, depth={depth}")
         self.method, self.scoring, self.set_size, self.k, self.depth = method, scoring, set_size, k, depth
-        self._setup(backend, prompt, max_words, batch_size, max_new_tokens, temperature, progress)
+        self._setup(backend, prompt, max_words, batch_size, max_new_tokens, temperature, progress, constrained)
 
 
     def rerank_many(self, batch: Sequence[Candidates]) -> list[Candidates]:
@@ -121,7 +123,8 @@ class Setwise(LLMReranker):
             return [_or_first_stage(logs[i].add(p), shown) for (i, shown), p in zip(requests, parsed)]
 
         orders = lockstep(plans, answer, self.progress, repr(self)[:40])
-        return [finish(c, order, log) for c, order, log in zip(batch, orders, logs)]
+        return [finish(c, order, log, self.constrained_by if self.scoring == "generate" else "no")
+                for c, order, log in zip(batch, orders, logs)]
 
     def answer_tokens(self, n: int) -> int:
         """Default output cap: a label such as ``[B]``."""
@@ -137,7 +140,7 @@ class Setwise(LLMReranker):
     def pick(self, prompts: list[list[dict[str, str]]], sizes: list[int]) -> list[Parsed]:
         """The index of the chosen document of each set."""
         if self.scoring == "generate":
-            gens = self.generate(prompts, self.token_cap(self.answer_tokens(max(sizes))))
+            gens = self.generate(prompts, self.token_cap(self.answer_tokens(max(sizes))), sizes)
             return [self.parse(g, n) for g, n in zip(gens, sizes)]
         option = str(self.template.meta.get("option", "{label}"))
         out: list[Parsed] = [None] * len(prompts)  # type: ignore[list-item]
