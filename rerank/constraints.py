@@ -1,7 +1,7 @@
 """Constrained decoding: the answers a model is allowed to generate, as a language over text.
 
 A :class:`Constraint` is a small automaton over characters. Backends that can mask logits (transformers,
-llama.cpp in-process, vLLM through :class:`~rerank.backends.vllm.ConstrainedDecoding`) follow it token by
+llama.cpp in-process, vLLM through :class:`~rerank.backends.vllm_logits.ConstrainedDecoding`) follow it token by
 token with a :class:`TokenMask`, so the answer is in the language by construction. Servers that only take
 a grammar get the constraint's :meth:`~Constraint.regex` (vLLM's ``structured_outputs``) or
 :meth:`~Constraint.gbnf` (llama.cpp's ``grammar``), which describe the same shape but cannot express
@@ -48,7 +48,7 @@ class Constraint(ABC):
 
     @abstractmethod
     def done(self, state: State) -> bool:
-        """True when the text so far is a complete answer (and nothing may follow it)."""
+        """True when the text so far is a complete answer (end-of-sequence may follow)."""
 
     @abstractmethod
     def regex(self) -> str:
@@ -155,7 +155,7 @@ class OneOf(Constraint):
         return text if any(o.startswith(text) for o in self.options) else None
 
     def done(self, state: State) -> bool:
-        return state in self.options and not any(o != state and o.startswith(state) for o in self.options)
+        return state in self.options
 
     def regex(self) -> str:
         return "(?:" + "|".join(_escape(o) for o in self.options) + ")"
@@ -208,14 +208,14 @@ class TokenMask:
         return state
 
     def allowed(self, state: State | None) -> list[int]:
-        """Token ids allowed after ``state`` (end-of-sequence ids once the answer is complete)."""
-        if state is None or self.constraint.done(state):
+        """Token ids allowed after ``state``: those that keep the answer possible, and end-of-sequence
+        ids once it is complete (or when nothing else is left, e.g. after an unexpected token)."""
+        if state is None:
             return self.eos
-        key = repr(state)
-        if key not in self._allowed:
+        if state not in self._allowed:
             ok = [t for t, p in self.pieces.items() if self.constraint.step(state, p) is not None]
-            self._allowed[key] = ok or self.eos
-        return self._allowed[key]
+            self._allowed[state] = ok + self.eos if self.constraint.done(state) else ok or self.eos
+        return self._allowed[state]
 
 
 class Follower:

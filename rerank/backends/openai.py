@@ -60,7 +60,8 @@ class OpenAIBackend(Backend):
         extra_body: fields merged into every request (``{"top_k": 1}``, ...).
         guided: how a ``generate`` constraint is sent (see :mod:`rerank.constraints`):
             ``"xargs"``: exact, for a ``vllm serve`` started with ``--logits-processors
-            rerank.backends.vllm_logits:ConstrainedDecoding``; ``"regex"``: vLLM's ``structured_outputs``;
+            rerank.backends.vllm_logits:ConstrainedDecoding`` (a server without it ignores the field, and
+            the answers' repairs show in the valid-answer counts); ``"regex"``: vLLM's ``structured_outputs``;
             ``"grammar"``: llama.cpp's GBNF ``grammar``; ``"off"``: not sent; ``"auto"`` (default):
             ``regex`` for vLLM, ``grammar`` for llama.cpp (from ``/models``' ``owned_by``), else off.
     """
