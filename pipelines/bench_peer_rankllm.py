@@ -1,15 +1,18 @@
 """Speed and robustness against a peer on the same server: our listwise and yes/no rerankers vs rank_llm's RankGPT.
 
-Starts llama-cpp-python's OpenAI-compatible server on loopback with SmolLM2-135M-Instruct (Q4_1 GGUF),
-then reranks the TREC-DL 2019 BM25 top ``--depth`` of the first ``--limit`` judged queries with
+Starts an OpenAI-compatible server on loopback with SmolLM2-135M-Instruct, llama-cpp-python's (Q4_1
+GGUF, the default) or ``vllm serve`` (``--server vllm``, bf16, with rerank's constrained-decoding
+logits processor), then reranks the TREC-DL 2019 BM25 top ``--depth`` of the first ``--limit`` judged
+queries with
 
 * ``listwise``: our :class:`~rerank.rerankers.listwise.Listwise` (RankGPT sliding window) through
-  ``openai:http://127.0.0.1:PORT/v1#smollm2``, its answers constrained by a GBNF grammar (exactly
-  ``window`` ids in ``[i] > [j]`` form; :mod:`rerank.constraints`);
-* ``listwise_free``: the same without the grammar (``constrained=False``), as rank_llm runs;
-* ``yes_no``: our :class:`~rerank.rerankers.pointwise.YesNo` through the same server (chat prompts are
-  scored from ``top_logprobs`` of the first answer token; llama-cpp-python's echoed prompt logprobs
-  are wrong, so the ``/completions`` echo path is not used);
+  ``openai:http://127.0.0.1:PORT/v1#smollm2``, its answers constrained (:mod:`rerank.constraints`):
+  by a GBNF grammar on llama.cpp (``window`` ids in ``[i] > [j]`` form, repeats possible), exactly
+  (a full permutation) on vLLM;
+* ``listwise_free``: the same without the constraint (``constrained=False``), as rank_llm runs;
+* ``yes_no``: our :class:`~rerank.rerankers.pointwise.YesNo` through the same server (on llama.cpp,
+  chat prompts are scored from ``top_logprobs`` of the first answer token, because llama-cpp-python's
+  echoed prompt logprobs are wrong; on vLLM, from echoed prompt logprobs);
 * ``rank_llm``: rank_llm 0.26.0's RankGPT sliding window (``SafeLiteLLM``, temperature 0, same output
   cap), run in its own virtual environment by ``pipelines/_rankllm_driver.py`` under a wall-clock timeout;
 
@@ -18,7 +21,7 @@ before any repair) next to BM25::
 
     python -m venv .venv-rankllm  # Python 3.12
     .venv-rankllm/bin/pip install 'rank-llm[litellm]==0.26.0'
-    python pipelines/bench_peer_rankllm.py --limit 5
+    python pipelines/bench_peer_rankllm.py --limit 10 --tokenizer smollm2 [--server vllm]
 
 Both sides get the same window, step, words per passage, output-token cap and request concurrency.
 """
@@ -41,7 +44,7 @@ import httpx
 from rerank import Ranking, evaluate
 from rerank.backends import load_backend
 from rerank.data import load
-from rerank.models import gguf_path
+from rerank.models import dense_location, gguf_path
 from rerank.registry import get
 from rerank.rerankers.listwise import TOKENS_PER_ID
 from rerank.types import Candidates
@@ -50,24 +53,35 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVED_NAME = "smollm2"
 
 
-def start_llamacpp(gguf: Path, n_ctx: int, logits_all: bool, timeout: float = 180.0) -> tuple[subprocess.Popen, str, Path]:
-    """llama-cpp-python's server in its own process group; returns (process, base URL ending in /v1, log).
+def start_server(kind: str, n_ctx: int, logits_all: bool, timeout: float = 300.0) -> tuple[subprocess.Popen, str, Path]:
+    """The server in its own process group; returns (process, base URL ending in /v1, log).
 
-    ``logits_all`` is needed for any logprobs (yes/no scoring) but copies the full vocabulary's logits
-    for every prompt token, which slows generation several-fold, so generation runs on a server without it.
+    ``llamacpp``: llama-cpp-python's server on the Q4_1 GGUF. ``logits_all`` is needed for any
+    logprobs (yes/no scoring) but copies the full vocabulary's logits for every prompt token, which
+    slows generation several-fold, so generation runs on a server without it.
+    ``vllm``: ``vllm serve`` on the GGUF converted to bf16 safetensors, with rerank's
+    constrained-decoding logits processor (our listwise then asks for exact permutations).
     """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = Path(tempfile.mkstemp(prefix="llamacpp-bench-", suffix=".log")[1])
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", SERVED_NAME,
-           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--logits_all", str(logits_all).lower(), "--seed", "0"]
+    common = ["--host", "127.0.0.1", "--port", str(port), "--seed", "0"]
+    if kind == "llamacpp":
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path(SERVED_NAME)), "--model_alias", SERVED_NAME,
+               "--n_ctx", str(n_ctx), "--logits_all", str(logits_all).lower(), *common]
+        env = {}
+    else:
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", dense_location(SERVED_NAME),
+               "--served-model-name", SERVED_NAME, "--dtype", "bfloat16", "--max-model-len", str(n_ctx),
+               "--enforce-eager", "--logits-processors", "rerank.backends.vllm_logits:ConstrainedDecoding", *common]
+        env = {"VLLM_CPU_KVCACHE_SPACE": "2", "TORCHDYNAMO_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
+    log = Path(tempfile.mkstemp(prefix=f"{kind}-bench-", suffix=".log")[1])
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **env})
     url, started = f"http://127.0.0.1:{port}/v1", time.monotonic()
     while time.monotonic() - started < timeout:
         if proc.poll() is not None:
-            raise RuntimeError(f"llama.cpp server exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
+            raise RuntimeError(f"{kind} server exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
         try:
             if httpx.get(url + "/models", timeout=2).status_code == 200:
                 return proc, url, log
@@ -75,7 +89,7 @@ def start_llamacpp(gguf: Path, n_ctx: int, logits_all: bool, timeout: float = 18
             pass
         time.sleep(0.5)
     stop(proc)
-    raise RuntimeError(f"llama.cpp server not ready after {timeout} s:\n{log.read_text()[-2000:]}")
+    raise RuntimeError(f"{kind} server not ready after {timeout} s:\n{log.read_text()[-2000:]}")
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -143,6 +157,8 @@ def main() -> None:
                     help="render chat prompts locally with this tokenizer (e.g. smollm2) and send them to /completions, "
                          "so the answer prefix '[' is honored; default: /chat/completions, where llama.cpp ignores it")
     ap.add_argument("--methods", default="listwise,listwise_free,yes_no,rank_llm", help="comma-separated subset")
+    ap.add_argument("--server", choices=("llamacpp", "vllm"), default="llamacpp",
+                    help="llama-cpp-python's server (Q4_1 GGUF) or vllm serve (bf16), shared by all methods")
     ap.add_argument("--rankllm-python", type=Path, default=ROOT / ".venv-rankllm" / "bin" / "python",
                     help="python of the virtual environment that has rank-llm 0.26.0")
     ap.add_argument("--peer-timeout", type=float, default=900.0, help="wall-clock limit of the rank_llm subprocess (s)")
@@ -162,21 +178,24 @@ def main() -> None:
 
     rows = [{"method": "bm25", "ndcg": evaluate(first_stage, qrels, ["ndcg@10"])["ndcg@10"]}]
     generation = [m for m in methods if m != "yes_no"]
-    for logits_all, group in ((False, generation), (True, [m for m in methods if m == "yes_no"])):
+    scoring = [m for m in methods if m == "yes_no"]
+    groups = [(False, generation), (True, scoring)] if args.server == "llamacpp" else [(True, generation + scoring)]
+    for logits_all, group in groups:
         if not group:
             continue
-        proc, base_url, log = start_llamacpp(gguf_path(SERVED_NAME), args.n_ctx, logits_all)
+        proc, base_url, log = start_server(args.server, args.n_ctx, logits_all)
         try:
             backend = load_backend(f"openai:{base_url}#{SERVED_NAME}", concurrency=args.concurrency,
                                    max_context=args.n_ctx, timeout=600,
-                                   tokenizer=args.tokenizer if not logits_all else None)
+                                   tokenizer=args.tokenizer if args.server == "vllm" or not logits_all else None,
+                                   guided="xargs" if args.server == "vllm" else "auto")
             common = {"backend": backend, "max_words": args.max_words, "batch_size": max(len(cands), 1)}
             for name in group:
                 if name in ("listwise", "listwise_free"):
                     free = name == "listwise_free"
                     reranker = get("reranker", "listwise", window=args.window, step=args.step, depth=args.depth,
                                    constrained=not free, **common)
-                    label = "listwise (ours, no grammar)" if free else "listwise (ours, grammar)"
+                    label = f"listwise (ours, {'free' if free else 'constrained: ' + backend.constrains})"
                     rows.append(run_ours(label, reranker, cands, qrels))
                 elif name == "yes_no":
                     rows.append(run_ours("yes_no (ours)", get("reranker", "yes-no", **common), cands, qrels))
@@ -190,8 +209,9 @@ def main() -> None:
             log.unlink(missing_ok=True)
 
     print(f"TREC-DL 2019, {len(qids)} queries, BM25 top {args.depth}, window {args.window}, step {args.step}, "
-          f"{args.max_words} words/passage, output cap {max_tokens} tokens, llama-cpp-python server "
-          f"(SmolLM2-135M-Instruct Q4_1, n_ctx {args.n_ctx}), concurrency {args.concurrency}, "
+          f"{args.max_words} words/passage, output cap {max_tokens} tokens, "
+          f"{'llama-cpp-python server (SmolLM2-135M-Instruct Q4_1' if args.server == 'llamacpp' else 'vllm serve (SmolLM2-135M-Instruct bf16'}"
+          f", context {args.n_ctx}), concurrency {args.concurrency}, "
           f"our prompts via {'/completions + ' + args.tokenizer + ' chat template' if args.tokenizer else '/chat/completions'}\n")
     print("| method | nDCG@10 | s/query | valid answers | answers |\n|---|---|---|---|---|")
     for r in rows:
