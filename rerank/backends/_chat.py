@@ -105,6 +105,14 @@ def check_length(n_tokens: int, max_context: int, model: str) -> None:
                            "shorten the passages (Backend.count_tokens) or raise max_context")
 
 
+def hf_token_masks(tokenizer: Any, eos: Iterable[int]) -> Masks:
+    """Constraint token masks over a Hugging Face tokenizer's vocabulary."""
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    return Masks(lambda text: pieces_by_decoding(encode, tokenizer.decode, text), eos)
+
+
 class HFTokenizerPrompts:
     """Token counting, prompt encoding and constraint masks for backends that hold a Hugging Face ``tokenizer``."""
 
@@ -116,10 +124,7 @@ class HFTokenizerPrompts:
     def token_masks(self, eos: Iterable[int]) -> Masks:
         """Token masks of constraints over this tokenizer's vocabulary (built once, then kept)."""
         if self._masks is None:
-            def encode(text: str) -> list[int]:
-                return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-            self._masks = Masks(lambda text: pieces_by_decoding(encode, self.tokenizer.decode, text), eos)
+            self._masks = hf_token_masks(self.tokenizer, eos)
         return self._masks
 
     def count_tokens(self, text: str) -> int:

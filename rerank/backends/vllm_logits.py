@@ -16,14 +16,9 @@ from transformers import AutoTokenizer
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 
-from rerank.backends._chat import HFTokenizerPrompts
+from rerank.backends._chat import hf_token_masks
 from rerank.backends.vllm import CONSTRAINT_ARG
-from rerank.constraints import Follower, from_spec
-
-
-class _Vocabulary(HFTokenizerPrompts):
-    def __init__(self, tokenizer: Any):
-        self.tokenizer = tokenizer
+from rerank.constraints import Follower, Masks, from_spec
 
 
 class ConstrainedDecoding(AdapterLogitsProcessor):
@@ -31,14 +26,22 @@ class ConstrainedDecoding(AdapterLogitsProcessor):
 
     def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool):
         super().__init__(vllm_config, device, is_pin_memory)
-        config = vllm_config.model_config
-        tokenizer = AutoTokenizer.from_pretrained(config.tokenizer, trust_remote_code=config.trust_remote_code)
-        eos = config.hf_config.eos_token_id
-        eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-        self.masks = _Vocabulary(tokenizer).token_masks(eos + [tokenizer.eos_token_id])
+        self.model_config = vllm_config.model_config
+        self._masks: Masks | None = None
 
     def is_argmax_invariant(self) -> bool:
         return False
+
+    @property
+    def masks(self) -> Masks:
+        """Token masks over the model's vocabulary; the tokenizer loads on the first constrained request."""
+        if self._masks is None:
+            config = self.model_config
+            tokenizer = AutoTokenizer.from_pretrained(config.tokenizer, trust_remote_code=config.trust_remote_code)
+            eos = config.hf_config.eos_token_id
+            eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+            self._masks = hf_token_masks(tokenizer, eos + [tokenizer.eos_token_id])
+        return self._masks
 
     def new_req_logits_processor(self, params: SamplingParams):
         spec = (params.extra_args or {}).get(CONSTRAINT_ARG)
