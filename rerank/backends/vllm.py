@@ -5,7 +5,7 @@
 in-process with the CPU settings that work on small machines (:data:`CPU_ENV`; any of them can be
 overridden through the environment or ``cpu_env``). Scoring asks for next-token log-probabilities:
 of every option's first token after the prompt, then of each later token after the prompt and the
-option's tokens before it (the prompt comes from the prefix cache).
+option's tokens before it (the prompt comes from the prefix cache; prompts go in chunks that fit it).
 """
 
 from __future__ import annotations
@@ -140,11 +140,19 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
     def score(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:
         encoded = [self._encode(p) for p in prompts]
         opts = _chat.option_ids(self.tokenizer, options)
+        if all(len(o) == 1 for o in opts):
+            return self._score_chunk(encoded, opts)
+        # A later option token needs the prompt again; prompts go in chunks whose KV fits in half the
+        # cache, so that second request finds its prompt in the prefix cache instead of recomputing it.
+        out = np.empty((len(encoded), len(opts)))
+        for chunk in _chunks([len(e) for e in encoded], self._cache_tokens() // 2):
+            out[chunk] = self._score_chunk([encoded[i] for i in chunk], opts)
+        return out
+
+    def _score_chunk(self, encoded: list[list[int]], opts: list[list[int]]) -> np.ndarray:
         firsts = sorted({o[0] for o in opts})
         out = np.array([[row[o[0]] for o in opts] for row in self._next_logprobs([(p, firsts) for p in encoded])],
                        dtype=np.float64)
-        # A token after the first: one more next-token request over prompt + the option's earlier
-        # tokens; the prompt's KV blocks come from vLLM's prefix cache, so only the tail is computed.
         later = [(i, j, k) for i in range(len(encoded)) for j, o in enumerate(opts) for k in range(1, len(o))]
         if later:
             rows = self._next_logprobs([(encoded[i] + opts[j][:k], [opts[j][k]]) for i, j, k in later])
@@ -152,9 +160,26 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
                 out[i, j] += row[opts[j][k]]
         return out
 
+    def _cache_tokens(self) -> int:
+        """Tokens the engine's KV cache holds (a conservative guess when vLLM does not say)."""
+        return self.llm.llm_engine.vllm_config.cache_config.kv_cache_size_tokens or 16384
+
     def _next_logprobs(self, requests: list[tuple[list[int], list[int]]]) -> list[dict[int, float]]:
         """Log-probability of the given next tokens after each token sequence."""
         params = [self._vllm.SamplingParams(max_tokens=1, temperature=0.0, logprobs=len(tokens), logprob_token_ids=tokens)
                   for _, tokens in requests]
         results = self._run([seq for seq, _ in requests], params)
         return [{t: lp.logprob for t, lp in r.outputs[0].logprobs[0].items()} for r in results]
+
+
+def _chunks(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Consecutive index groups whose lengths sum to at most ``budget`` (at least one index each)."""
+    out: list[list[int]] = [[]]
+    used = 0
+    for i, n in enumerate(lengths):
+        if out[-1] and used + n > budget:
+            out.append([])
+            used = 0
+        out[-1].append(i)
+        used += n
+    return [c for c in out if c]
