@@ -2,7 +2,8 @@
 
 A template has named sections. ``system`` becomes the system message; the user message is
 ``prefix`` + ``item`` (once per document, joined by ``separator``) + ``suffix``; ``answer_prefix``
-(optional) starts the assistant's answer. Placeholders are checked per section when the file is
+(optional) starts the assistant's answer; ``constraint`` (optional, :data:`CONSTRAINTS`) names
+the answer's language for constrained decoding. Placeholders are checked per section when the file is
 loaded, so a typo fails at load time, not in the middle of a benchmark.
 
 ==========  =============================================================
