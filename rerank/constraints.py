@@ -199,14 +199,6 @@ class TokenMask:
         self.eos = sorted(set(eos))
         self._allowed: dict[Any, list[int]] = {}
 
-    def state_after(self, tokens: Sequence[int]) -> State | None:
-        state = self.constraint.start()
-        for t in tokens:
-            if state is None or t not in self.pieces:
-                return None
-            state = self.constraint.step(state, self.pieces[t])
-        return state
-
     def allowed(self, state: State | None) -> list[int]:
         """Token ids allowed after ``state``: those that keep the answer possible, and end-of-sequence
         ids once it is complete (or when nothing else is left, e.g. after an unexpected token)."""

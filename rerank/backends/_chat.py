@@ -105,6 +105,12 @@ def check_length(n_tokens: int, max_context: int, model: str) -> None:
                            "shorten the passages (Backend.count_tokens) or raise max_context")
 
 
+def eos_ids(configured: int | Sequence[int] | None, tokenizer: Any) -> list[int]:
+    """Ids that end a generation: a model config's ``eos_token_id`` (one id, a list or None) and the tokenizer's."""
+    ids = [] if configured is None else [configured] if isinstance(configured, int) else list(configured)
+    return ids + [tokenizer.eos_token_id]
+
+
 def hf_token_masks(tokenizer: Any, eos: Iterable[int]) -> Masks:
     """Constraint token masks over a Hugging Face tokenizer's vocabulary."""
     def encode(text: str) -> list[int]:

@@ -73,7 +73,8 @@ class HFBackend(_chat.HFTokenizerPrompts, Backend):
             sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
             extra = {"stop_strings": list(stop), "tokenizer": self.tokenizer} if stop else {}
             if constraint is not None:
-                allowed = self.token_masks(self._eos_ids())(constraint)
+                eos = _chat.eos_ids(self.lm.generation_config.eos_token_id, self.tokenizer)
+                allowed = self.token_masks(eos)(constraint)
                 extra["logits_processor"] = self._transformers.LogitsProcessorList(
                     [_MaskLogits(allowed, len(batch), ids.shape[1])])
             with self._torch.inference_mode():
@@ -88,11 +89,6 @@ class HFBackend(_chat.HFTokenizerPrompts, Backend):
                 out[i] = Generation(answer, reasoning, len(encoded[i]), len(tokens),
                                     "stop" if ended or stopped else "length")
         return out  # type: ignore[return-value]
-
-    def _eos_ids(self) -> list[int]:
-        eos = self.lm.generation_config.eos_token_id
-        eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-        return eos + [self.tokenizer.eos_token_id]
 
     def score(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:
         encoded = [self._encode(p) for p in prompts]

@@ -16,7 +16,7 @@ from transformers import AutoTokenizer
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 
-from rerank.backends._chat import hf_token_masks
+from rerank.backends._chat import eos_ids, hf_token_masks
 from rerank.backends.vllm import CONSTRAINT_ARG
 from rerank.constraints import Follower, Masks, from_spec
 
@@ -38,9 +38,7 @@ class ConstrainedDecoding(AdapterLogitsProcessor):
         if self._masks is None:
             config = self.model_config
             tokenizer = AutoTokenizer.from_pretrained(config.tokenizer, trust_remote_code=config.trust_remote_code)
-            eos = config.hf_config.eos_token_id
-            eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-            self._masks = hf_token_masks(tokenizer, eos + [tokenizer.eos_token_id])
+            self._masks = hf_token_masks(tokenizer, eos_ids(config.hf_config.eos_token_id, tokenizer))
         return self._masks
 
     def new_req_logits_processor(self, params: SamplingParams):
