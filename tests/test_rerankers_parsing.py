@@ -3,15 +3,16 @@
 import pytest
 
 from rerank.errors import ConfigError
-from rerank.rerankers._parsing import ParseLog, parse, parser_names, split_think
+from rerank.rerankers._parsing import Parsed, ParseLog, parse, parser_names, split_think
 from rerank.rerankers._windows import (
     groups,
     lockstep,
+    set_bubblesort_plan,
+    set_heapsort_plan,
     sliding_plan,
     sliding_windows,
     truncate_words,
 )
-from rerank.rerankers.setwise import bubblesort_plan, heapsort_plan
 
 
 # -- permutation ----------------------------------------------------------------------------------
@@ -106,13 +107,18 @@ def test_unknown_parser_lists_the_known_ones():
     assert {"permutation", "choice", "scores", "think_answer", "think_choice", "think_score"} <= set(parser_names())
 
 
-def test_parse_log_counts_problems():
+def test_parse_log_counts_problems_and_forced_reasoning():
     log = ParseLog()
     log.add(parse("permutation", "[1] > [2]", 2))
     log.add(parse("permutation", "[1] > [1]", 2))
     log.add(parse("think_answer", "<think>x</think><answer>[2] > [1]</answer>", 2))
     assert log.as_dict() == {"answers": 3, "valid": 2, "repaired": 1, "problems": {"duplicate": 1, "missing": 1}}
     assert log.reasoning == ["x"]
+    log.add(Parsed([0], reasoning="out of budget", forced=True))
+    assert log.as_dict()["forced"] == 1 and log.answers == 4
+    bounded = ParseLog(keep_reasoning=False)
+    bounded.add(Parsed(0, reasoning="long text"))
+    assert bounded.reasoning == [] and bounded.answers == 1
 
 
 # -- window plans ---------------------------------------------------------------------------------
@@ -146,7 +152,7 @@ def test_sliding_plan_bubbles_the_best_to_the_top():
     assert two_passes[:2] == [9, 8]
 
 
-@pytest.mark.parametrize("plan", [heapsort_plan, bubblesort_plan])
+@pytest.mark.parametrize("plan", [set_heapsort_plan, set_bubblesort_plan])
 @pytest.mark.parametrize("n, k, size", [(10, 3, 3), (7, 7, 2), (1, 1, 3), (12, 5, 4), (2, 10, 3)])
 def test_setwise_plans_find_the_exact_top_k(plan, n, k, size):
     value = [(i * 7) % n for i in range(n)]  # a fixed shuffle of relevances
