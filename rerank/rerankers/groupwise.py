@@ -6,7 +6,7 @@ Groups are independent, so the groups of all queries go to the backend in batche
 different groups are made comparable with *anchors* (:class:`~rerank.rerankers._strategies.Groups`).
 
 >>> from rerank.backends.fake import FakeBackend
->>> fake = FakeBackend(generate=lambda p: " 5\n[2]: 9" if "fish" in p else " 3\n[2]: 4")
+>>> fake = FakeBackend(generate=lambda p: " 5\\n[2]: 9" if "fish" in p else " 3\\n[2]: 4")
 >>> gw = Groupwise(fake, group_size=2, anchors=1)
 >>> res = gw.rerank("q", ["anchor", "cats", "fish"])
 >>> res.docids, [round(r.score, 2) for r in res]

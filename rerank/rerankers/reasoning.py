@@ -13,7 +13,7 @@ Any other family reasons too when given ``think_tokens > 0`` (think-then-listwis
 ``Listwise(think_tokens=64)``), and these three with ``think_tokens=0`` answer at once.
 
 >>> from rerank.backends.fake import FakeBackend
->>> fake = FakeBackend(generate=lambda p: "doc 2 is about cats</think>" if p.endswith("<think>\n") else "2] > [1]")
+>>> fake = FakeBackend(generate=lambda p: "doc 2 is about cats</think>" if p.endswith("<think>\\n") else "2] > [1]")
 >>> res = ReasonRank(fake, window=2, step=1).rerank("cats", ["dogs", "cats"])
 >>> res.docids, res.info["reasoning"]
 (['1', '0'], ['doc 2 is about cats'])
