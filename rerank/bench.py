@@ -180,7 +180,7 @@ def _run_cell(spec: DatasetSpec, expr: str, limit: int | None, loaded: dict[str,
         stage(topics.select(qids[:1]))  # warm-up: loads models, so latency is per query, not per load
         for reranker in metered:
             reranker.llm.reset()
-            reranker.answer_log = ParseLog()
+            reranker.answer_log = ParseLog(keep_reasoning=False)
         t1 = time.perf_counter()
         ranking = stage(topics)
         t2 = time.perf_counter()
@@ -292,7 +292,8 @@ def _meter_totals(rerankers: list[LLMReranker], queries: int) -> dict[str, float
     prompt, completion = sum(m.prompt_tokens for m in meters), sum(m.completion_tokens for m in meters)
     return {"calls": sum(m.calls for m in meters), "prompt_tokens": prompt, "completion_tokens": completion,
             "tokens_per_query": (prompt + completion) / queries,
-            "answers": sum(r.answer_log.answers for r in rerankers), "valid": sum(r.answer_log.valid for r in rerankers)}
+            "answers": sum(r.answer_log.answers for r in rerankers), "valid": sum(r.answer_log.valid for r in rerankers),
+            "forced": sum(r.answer_log.forced for r in rerankers)}
 
 
 def _leaves(stage: Stage) -> Iterator[Stage]:
@@ -332,7 +333,9 @@ def _evaluate_cell(grid: Grid, spec: DatasetSpec, name: str, out: Path, limit: i
         return Cell(spec.label, name, expr, "error", f"evaluation failed: {type(e).__name__}: {e}")
     llm = meta.get("llm") or {}
     valid_rate = llm["valid"] / llm["answers"] if llm.get("answers") else None
-    return Cell(spec.label, name, expr, "ok", None, frame, meta["ms_per_query"], llm.get("tokens_per_query"), valid_rate)
+    forced_rate = llm["forced"] / llm["answers"] if llm.get("answers") and llm.get("forced") else None
+    return Cell(spec.label, name, expr, "ok", None, frame, meta["ms_per_query"], llm.get("tokens_per_query"), valid_rate,
+                forced_rate)
 
 
 # -- records --------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ class Cell:
     ms_per_query: float | None = None
     tokens_per_query: float | None = None
     valid_rate: float | None = None           # share of parsed LLM answers that needed no repair
+    forced_rate: float | None = None          # share whose reasoning ran out of budget and was closed for them
 
     @property
     def ok(self) -> bool:
@@ -134,7 +135,8 @@ class BenchReport:
                 mark = "†" if cmp is not None and cmp.pvalues[m] < MAX_P else ""
                 values.append(f"{table.at[p, m]:.{digits}f}{mark}")
             wlt = f"{cmp.wins}/{cmp.losses}/{cmp.ties}" if cmp else ("baseline" if p == self.baseline else "")
-            tokens = [_num(table.at[p, "tokens_per_query"], 0), _percent(table.at[p, "valid_rate"])] if llm else []
+            forced = f" ({_percent(cell.forced_rate)} forced)" if cell.forced_rate else ""
+            tokens = [_num(table.at[p, "tokens_per_query"], 0), _percent(table.at[p, "valid_rate"]) + forced] if llm else []
             rows.append([p, *values, wlt, _num(cell.ms_per_query, 1), *tokens, str(int(table.at[p, "queries"]))])
         return rows
 

@@ -17,7 +17,7 @@ Candidates below ``depth`` keep their order below the reranked ones.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -107,17 +107,20 @@ class LLMReranker(Reranker):
 
     def __init__(self, backend: BackendSpec | None = None, prompt: PromptSpec | None = None, **options: Any):
         self._given = {k: options.pop(k) for k in ("task", "strategy") if k in options}
-        self._declared = (self._given.get("task", type(self).task), self._given.get("strategy", type(self).strategy))
-        task, strategy = self._declared
-        inner = task.inner if isinstance(task, Think) else task
-        changes: dict[str, dict[str, Any]] = {"task": {}, "strategy": {}, "settings": {}}
+        task, strategy = (self._given.get(k) or getattr(type(self), k, None) for k in ("task", "strategy"))
+        if task is None or strategy is None:
+            raise ConfigError(f"{type(self).__name__} needs a task and a strategy (declare them, or pass task= and strategy=)")
+        self._declared = {"settings": self.defaults, "strategy": strategy, "task": task.inner if isinstance(task, Think) else task}
+        changes: dict[str, dict[str, Any]] = {part: {} for part in self._declared}
+        arguments = self._arguments()
         for name, value in {"backend": backend, "prompt": prompt, **options}.items():
-            changes[self._owner(name)][self.aliases.get(name, name)] = value
-        given = {k: v for k, v in changes["settings"].items() if v is not None or k not in ("backend", "prompt")}
-        self.settings = replace(self.defaults, **given)
-        self.strategy = replace(strategy, **changes["strategy"])  # type: ignore[misc]
-        plain = replace(inner, **changes["task"])  # type: ignore[type-var]
-        self.task = Think(plain) if self.settings.think_tokens > 0 else plain  # type: ignore[misc]
+            if name not in arguments:
+                raise ConfigError(f"{type(self).__name__} has no argument {name!r}; arguments: {', '.join(sorted(arguments))}")
+            if value is not None or name not in ("backend", "prompt"):
+                part, field_name = arguments[name]
+                changes[part][field_name] = value
+        self.settings, self.strategy, self.task = (replace(self._declared[p], **changes[p]) for p in ("settings", "strategy", "task"))
+        self.asker = Think(self.task) if self.settings.think_tokens > 0 else self.task
         if self.settings.prompt is None:
             raise ConfigError(f"{type(self).__name__} needs a prompt (a template name, YAML path or PromptTemplate)")
         self.template = load_prompt(self.settings.prompt)
@@ -127,36 +130,18 @@ class LLMReranker(Reranker):
         self._budgets: dict[tuple[Task, int], int] = {}
         self._backend: Backend | None = self.settings.backend if isinstance(self.settings.backend, Backend) else None
 
-    def _owner(self, name: str) -> str:
-        field_name = self.aliases.get(name, name)
-        task, strategy = self._declared
-        inner = task.inner if isinstance(task, Think) else task
-        if name in SETTINGS:
-            return "settings"
-        if field_name in _field_names(strategy):
-            return "strategy"
-        if field_name in _field_names(inner):
-            return "task"
-        known = sorted({*SETTINGS, *self._public(_field_names(strategy)), *self._public(_field_names(inner))})
-        raise ConfigError(f"{type(self).__name__} has no argument {name!r}; arguments: {', '.join(known)}")
-
-    def _public(self, names: Sequence[str]) -> list[str]:
+    def _arguments(self) -> dict[str, tuple[str, str]]:
+        """Public argument name -> (part, field): backend, prompt, the strategy's, the task's, the other settings."""
         renamed = {v: k for k, v in self.aliases.items()}
-        return [renamed.get(n, n) for n in names]
+        rows = [("settings", n) for n in SETTINGS[:2]] + [(part, f.name) for part in ("strategy", "task")
+                                                          for f in fields(self._declared[part])]
+        return {renamed.get(f, f): (part, f) for part, f in rows + [("settings", n) for n in SETTINGS[2:]]}
 
-    # -- identity ------------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
         """Arguments that differ from the family's declaration (drives repr, eq and hash)."""
-        task, strategy = self._declared
-        inner = task.inner if isinstance(task, Think) else task
-        plain = self.task.inner if isinstance(self.task, Think) else self.task
-        rows: Iterator[tuple[str, Any, Any]] = (
-            *((n, getattr(self.settings, n), getattr(self.defaults, n)) for n in ("backend", "prompt")),
-            *((p, getattr(self.strategy, n), getattr(strategy, n)) for p, n in zip(self._public(_field_names(strategy)), _field_names(strategy))),
-            *((p, getattr(plain, n), getattr(inner, n)) for p, n in zip(self._public(_field_names(inner)), _field_names(inner))),
-            *((n, getattr(self.settings, n), getattr(self.defaults, n)) for n in SETTINGS[2:]),
-        )
-        return {**self._given, **{name: value for name, value, default in rows if not _same(value, default)}}
+        now = {"settings": self.settings, "strategy": self.strategy, "task": self.task}
+        return {**self._given, **{name: getattr(now[p], f) for name, (p, f) in self._arguments().items()
+                                  if not _same(getattr(now[p], f), getattr(self._declared[p], f))}}
 
     # -- backend ------------------------------------------------------------------------------
     @property
@@ -215,14 +200,8 @@ class LLMReranker(Reranker):
         return [idx[s : s + size] for idx in by_kind.values() for s in range(0, len(idx), size)]
 
     def parse(self, gen: Generation, n: int) -> Parsed:
-        """Parse a generation with the template's parser.
-
-        The template's ``answer_prefix`` is put back in front of the answer (unless the answer
-        repeats it); reasoning the backend split off (``Generation.reasoning``) is put back as
-        ``<think>...</think>`` instead.
-        """
-        if gen.reasoning is not None and not isinstance(self.task, Think):
-            return self.parser(f"<think>{gen.reasoning}</think>{gen.text}", n)
+        """Parse a generation with the template's parser, its ``answer_prefix`` put back in front
+        (unless the answer repeats it)."""
         prefix = self.template.answer_prefix
         repeated = prefix.strip() and gen.text.lstrip().startswith(prefix.strip())
         return self.parser(gen.text if repeated else prefix + gen.text, n)
@@ -262,7 +241,7 @@ class LLMReranker(Reranker):
         def answer(requests: list[tuple[int, list[list[int]]]]) -> list[list[Any]]:
             flat = [(q, shown) for q, prompts in requests for shown in prompts]
             prompts = [self.prompt(batch[q], shown, scores[q]) for q, shown in flat]
-            parsed = iter(self.task.ask(self, prompts, [shown for _, shown in flat]))
+            parsed = iter(self.asker.ask(self, prompts, [shown for _, shown in flat]))
             return [[logs[q].add(self.answer_log.add(next(parsed))).value for _ in shown_lists] for q, shown_lists in requests]
 
         results = lockstep([self.strategy.plan(top) for top in tops], answer, self.progress, repr(self)[:40])
@@ -279,10 +258,6 @@ class LLMReranker(Reranker):
             floor = (result.min() if top else 0.0) - 1.0
             return cands.with_scores(np.concatenate([result, floor - np.arange(len(cands) - top)]), **info)
         return cands.reordered(list(result) + list(range(top, len(cands))), **info)
-
-
-def _field_names(obj: Any) -> list[str]:
-    return [f.name for f in fields(obj)] if hasattr(obj, "__dataclass_fields__") else []
 
 
 def _text(prompt: Prompt) -> str:

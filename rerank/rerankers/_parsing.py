@@ -12,9 +12,6 @@ parser              value
 ``permutation``     0-based permutation of ``range(n)`` from ``[3] > [1] > [2]`` (or ``3 1 2``)
 ``choice``          0-based index of the one item picked (``"B"``, ``"[2]"``, ``"Passage 2"``)
 ``scores``          ``n`` floats from JSON (``{"1": 7, ...}`` / ``[7, 3]``) or ``[1]: 7`` lines
-``think_answer``    as ``permutation``, read inside ``<answer>`` after ``<think>...</think>``
-``think_choice``    as ``choice``, read inside ``<answer>`` after ``<think>...</think>``
-``think_score``     one float inside ``<answer>`` after ``<think>...</think>``
 ``yes_no``          1.0 for yes, 0.0 for no
 ``rating``          the first number of the answer
 ==================  ==========================================================================
@@ -25,7 +22,7 @@ its kind, so a mismatch is refused when the reranker is built.
 >>> p = parse("permutation", "[2] > [2] > [9] > [1]", 3)
 >>> p.value, p.problems
 ([1, 0, 2], ('duplicate', 'out_of_range', 'missing'))
->>> parse("think_choice", "<think>B is on topic</think><answer>[B]</answer>", 3).value
+>>> parse("choice", "<answer>[B]", 3).value
 1
 """
 
@@ -46,8 +43,6 @@ LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 # Fullwidth and other look-alike digits and brackets that models emit now and then.
 _LOOKALIKES = str.maketrans("０１２３４５６７８９［］【】〔〕", "0123456789[][][]")
-_THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL | re.IGNORECASE)
-_ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL | re.IGNORECASE)
 _SCORE_LINE = re.compile(r"""[\["']?\s*(\d+)\s*[\]"']?\s*[:=]\s*(-?\d+(?:\.\d+)?)""")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
@@ -109,23 +104,6 @@ def parser_names() -> list[str]:
 def parse(name: str, text: str, n: int) -> Parsed:
     """Parse ``text`` (an answer about ``n`` items) with the parser registered as ``name``."""
     return get_parser(name)(text, n)
-
-
-def split_think(text: str) -> tuple[str | None, str]:
-    """``(reasoning, answer)`` of a ``<think>...</think><answer>...</answer>`` reply.
-
-    A reply without ``<answer>`` tags answers with whatever follows ``</think>``; an unclosed
-    ``<think>`` (the model ran out of tokens) leaves an empty answer.
-    """
-    think = _THINK.search(text)
-    reasoning = think.group(1).strip() if think else None
-    rest = text[think.end():] if think else text
-    answer = _ANSWER.search(rest)
-    if answer:
-        return reasoning, answer.group(1).strip()
-    if think and "</think>" not in think.group(0).lower():
-        return reasoning, ""
-    return reasoning, rest.strip()
 
 
 # -- the parsers ------------------------------------------------------------------------------
@@ -201,27 +179,6 @@ def parse_scores(text: str, n: int) -> Parsed:
     return Parsed([scores.get(i, floor) for i in range(n)], problems=tuple(problems))
 
 
-@register_parser("think_answer", reads="order")
-def parse_think_answer(text: str, n: int) -> Parsed:
-    return _with_reasoning(text, n, parse_permutation)
-
-
-@register_parser("think_choice", reads="choice")
-def parse_think_choice(text: str, n: int) -> Parsed:
-    return _with_reasoning(text, n, parse_choice)
-
-
-@register_parser("think_score", reads="score")
-def parse_think_score(text: str, n: int) -> Parsed:
-    """One relevance score (the first number of the answer); none gives 0 (problem ``"empty"``)."""
-    reasoning, answer = split_think(text)
-    problems = () if "</think>" in text.lower() or reasoning is None else ("unclosed_think",)
-    m = _NUMBER.search(answer.translate(_LOOKALIKES))
-    if m is None:
-        return Parsed(0.0, reasoning, problems + ("empty",))
-    return Parsed(float(m.group()), reasoning, problems)
-
-
 @register_parser("yes_no", reads="score")
 def parse_yes_no(text: str, n: int = 1) -> Parsed:
     """1.0 for an answer starting with yes, 0.0 for no; anything else 0.5 (problem ``"empty"``)."""
@@ -238,15 +195,6 @@ def parse_rating(text: str, n: int = 1) -> Parsed:
     if m is None:
         return Parsed(0.0, problems=("empty",))
     return Parsed(float(m.group()))
-
-
-def _with_reasoning(text: str, n: int, inner: Parser) -> Parsed:
-    reasoning, answer = split_think(text)
-    problems = () if reasoning is None or "</think>" in text.lower() else ("unclosed_think",)
-    if reasoning is None and "<answer>" not in text.lower():
-        problems = ("no_think",)
-    got = inner(answer, n)
-    return Parsed(got.value, reasoning, problems + got.problems)
 
 
 def _scores_from_json(text: str, n: int) -> dict[int, float] | None:
@@ -277,10 +225,9 @@ def _note(problems: list[str], problem: str) -> None:
 class ParseLog:
     """Counts of one query's answers: how many, how many valid, which problems were repaired.
 
-    ``as_dict()`` is what rerankers store under ``info["parse"]``; answers that followed a
-    reasoning budget add ``forced`` (how many had their reasoning closed by the budget). ``reasoning``
-    keeps the reasoning texts (in call order) unless ``keep_reasoning`` is False: a log that spans
-    many queries (``LLMReranker.answer_log``) keeps counts only, so its size stays bounded.
+    ``as_dict()`` is what rerankers store under ``info["parse"]``; answers after a reasoning budget
+    add ``forced`` (how many had their reasoning closed by the budget). ``reasoning`` keeps the
+    reasoning texts unless ``keep_reasoning`` is False (a log spanning many queries keeps counts only).
     """
 
     keep_reasoning: bool = True

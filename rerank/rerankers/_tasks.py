@@ -20,6 +20,7 @@ task                   answer                               families
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, ClassVar
@@ -46,8 +47,11 @@ class Task:
     """The kind of answer (:data:`rerank.rerankers._parsing.READS`) the template's parser must read."""
     constraints: ClassVar[tuple[str, ...]] = ()
     """Template ``constraint`` kinds that describe this task's answer."""
-    option: ClassVar[str] = "{index}"
-    """How an option is written for the log-probability read (a template's ``meta.option`` wins)."""
+    option: ClassVar[str | None] = "{index}"
+    """How an option is written for the log-probability read (a template's ``meta.option`` wins;
+    None: the template's ``options``)."""
+    labels: ClassVar[str] = ""
+    """The ``{label}`` of the j-th shown document: ``labels[j]``, or ``j + 1`` when empty."""
 
     def check(self, template: PromptTemplate) -> Parser:
         """The template's parser, resolved now; ConfigError when the template does not fit this task."""
@@ -66,8 +70,7 @@ class Task:
             raise ConfigError(f"prompt {template.name!r} (paradigm {template.paradigm!r}) does not fit a {name} task: {e}") from None
 
     def label(self, j: int) -> str:
-        """The ``{label}`` of the ``j``-th shown document."""
-        return str(j + 1)
+        return self.labels[j] if self.labels else str(j + 1)
 
     def show_scores(self, scores: np.ndarray) -> list[str]:
         """The ``{score}`` shown for each candidate (its first-stage score)."""
@@ -75,8 +78,8 @@ class Task:
 
     def options(self, template: PromptTemplate, n: int) -> list[str]:
         """The answers compared by the log-probability read, for ``n`` shown documents."""
-        fmt = str(template.meta.get("option", self.option))
-        return [fmt.format(index=j + 1, label=self.label(j)) for j in range(n)]
+        fmt = template.meta.get("option", self.option)
+        return list(template.options) if fmt is None else [str(fmt).format(index=j + 1, label=self.label(j)) for j in range(n)]
 
     def language(self, template: PromptTemplate, n: int) -> Constraint:
         """Every well-formed answer about ``n`` documents."""
@@ -136,9 +139,7 @@ class Pick(Task):
     answer: ClassVar[str] = "choice"
     constraints: ClassVar[tuple[str, ...]] = ("labels",)
     option: ClassVar[str] = "{label}"
-
-    def label(self, j: int) -> str:
-        return LABELS[j]
+    labels: ClassVar[str] = LABELS
 
     def ask(self, r: LLMReranker, prompts: Sequence[Messages], shown: Sequence[list[int]]) -> list[Parsed]:
         out = super().ask(r, prompts, shown)
@@ -157,18 +158,14 @@ class Prefer(Task):
     read: str = "score"
     answer: ClassVar[str] = "choice"
     constraints: ClassVar[tuple[str, ...]] = ("options",)
-
-    def label(self, j: int) -> str:
-        return LABELS[j]
+    option: ClassVar[str | None] = None
+    labels: ClassVar[str] = LABELS
 
     def check(self, template: PromptTemplate) -> Parser:
         if len(template.options) != 2:
             raise ConfigError(f"a Prefer task needs a prompt with two options (the first meaning the first document), "
                               f"{template.name!r} has {list(template.options)}")
         return super().check(template)
-
-    def options(self, template: PromptTemplate, n: int) -> list[str]:
-        return list(template.options)
 
     def ask(self, r: LLMReranker, prompts: Sequence[Messages], shown: Sequence[list[int]]) -> list[Parsed]:
         out = super().ask(r, prompts, shown)
@@ -190,6 +187,7 @@ class Score(Task):
     combine: str = "first"
     answer: ClassVar[str] = "score"
     constraints: ClassVar[tuple[str, ...]] = ("options",)
+    option: ClassVar[str | None] = None
     COMBINES: ClassVar[tuple[str, ...]] = ("first", "expected")
 
     def check(self, template: PromptTemplate) -> Parser:
@@ -199,12 +197,9 @@ class Score(Task):
         if self.combine == "first" and len(options) != 2:
             raise ConfigError(f"scoring by the first option needs a prompt with two options (relevant first), "
                               f"{template.name!r} has {list(options)}")
-        if self.combine == "expected" and (len(options) < 2 or not all(_is_number(o) for o in options)):
+        if self.combine == "expected" and (len(options) < 2 or not all(re.fullmatch(r"-?\d+(\.\d+)?", o) for o in options)):
             raise ConfigError(f"the expected rating needs at least two numeric options, {template.name!r} has {list(options)}")
         return super().check(template)
-
-    def options(self, template: PromptTemplate, n: int) -> list[str]:
-        return list(template.options)
 
     def from_logprobs(self, template: PromptTemplate, row: np.ndarray) -> Parsed:
         if self.combine == "first":
@@ -235,41 +230,19 @@ class Scores(Task):
 
 
 @dataclass(frozen=True)
-class Think(Task):
+class Think:
     """``inner`` after a reasoning phase of at most ``think_tokens`` tokens (budget forcing).
 
     The answer turn opens with :attr:`OPEN`; the model reasons until it closes the block or the
     budget runs out. Then the block is closed for it (:attr:`CLOSE`) and the inner task's answer is
     decoded after its answer prefix, under its constraint: exactly on in-process backends, by
     grammar on servers. ``Parsed.forced`` says whether the budget ran out. A budget of 0 is the
-    plain inner task (the reranker does not wrap it).
+    plain inner task (the reranker does not wrap it). Everything but :meth:`ask` is the inner task's.
     """
 
     inner: Task = field(default_factory=Rank)
     OPEN: ClassVar[str] = "<think>\n"
     CLOSE: ClassVar[str] = "\n</think>\n"
-
-    @property
-    def read(self) -> str:  # type: ignore[override]
-        return self.inner.read
-
-    def check(self, template: PromptTemplate) -> Parser:
-        return self.inner.check(template)
-
-    def label(self, j: int) -> str:
-        return self.inner.label(j)
-
-    def show_scores(self, scores: np.ndarray) -> list[str]:
-        return self.inner.show_scores(scores)
-
-    def options(self, template: PromptTemplate, n: int) -> list[str]:
-        return self.inner.options(template, n)
-
-    def constraint(self, template: PromptTemplate, n: int) -> Constraint | None:
-        return self.inner.constraint(template, n)
-
-    def samples(self, template: PromptTemplate, n: int) -> list[str]:
-        return self.inner.samples(template, n)
 
     def ask(self, r: LLMReranker, prompts: Sequence[Messages], shown: Sequence[list[int]]) -> list[Parsed]:
         budget = r.settings.think_tokens
@@ -289,11 +262,3 @@ def _answer_turn(messages: Messages, start: str) -> Messages:
     """``messages`` with the assistant's answer starting with ``start``."""
     head = messages[:-1] if messages[-1]["role"] == "assistant" else messages
     return [*head, {"role": "assistant", "content": start}]
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
