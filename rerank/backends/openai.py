@@ -150,6 +150,9 @@ class OpenAIBackend(Backend):
                 error = BackendError(f"cannot connect to {url} ({e}); is the server running and is base_url right?")
             except httpx.HTTPError as e:
                 error = BackendError(f"request to {url} failed: {e!r}")
+            except (httpx.InvalidURL, ExceptionGroup) as e:  # a URL the socket layer refuses: not worth a retry
+                leaf = e.exceptions[0] if isinstance(e, ExceptionGroup) else e
+                raise BackendError(f"request to {url} failed: {type(leaf).__name__}: {leaf}") from None
             else:
                 if response.status_code != 429 and response.status_code < 500:
                     return response
@@ -408,9 +411,12 @@ def default_timeout() -> float:
 
 def check_base_url(url: str, what: str) -> str:
     """``url`` without its trailing ``/`` if it is an ``http(s)://`` URL with a host and a valid port."""
-    if not isinstance(url, str) or not url.strip() or any(c.isspace() for c in url):
-        raise ConfigError(f"{what}: base URL {url!r} is empty or contains spaces")
-    parts = urlsplit(url)
+    if not isinstance(url, str) or not url.strip() or not url.isprintable() or any(c.isspace() for c in url):
+        raise ConfigError(f"{what}: base URL {url!r} is empty or contains spaces or control characters")
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:
+        raise ConfigError(f"{what}: {url!r} is not a valid URL ({e})") from None
     if parts.scheme.lower() not in ("http", "https"):
         raise ConfigError(f"{what}: URL scheme {parts.scheme or 'missing'!r} is not supported; "
                           "use http:// or https:// (e.g. http://127.0.0.1:8000/v1)")
