@@ -81,3 +81,11 @@ def test_cli_refuses_bad_expressions_in_one_line(expr):
                            "--pipeline", expr, "anything"], capture_output=True, text=True, env=os.environ, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr and expr in proc.stderr
+
+
+@pytest.mark.parametrize("k", [0, -3, 2.5, True])
+def test_retrievers_refuse_a_bad_num_results_from_python_too(k):
+    with pytest.raises(ConfigError, match="BM25: num_results must be an integer >= 1"):
+        BM25(num_results=k)
+    with pytest.raises(ConfigError, match="BM25: num_results must be an integer >= 1"):
+        BM25().with_num_results(k)

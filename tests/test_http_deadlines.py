@@ -145,3 +145,20 @@ def test_cli_refuses_bad_backend_urls_before_running(spec):
         capture_output=True, text=True, env=os.environ, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr and "ExceptionGroup" not in proc.stderr
+
+
+@pytest.mark.server
+def test_listwise_on_a_dead_server_fails_after_one_short_probe(misbehaving_server):
+    import numpy as np
+
+    from rerank.rerankers.listwise import Listwise
+    from rerank.types import Candidates
+
+    before = misbehaving_server.hits.get("silent", 0)
+    backend = OpenAIBackend("m", base_url=misbehaving_server.url("silent"), timeout=30, probe_timeout=0.5)
+    candidates = Candidates("q1", "numbers", ["d0", "d1", "d2"], ["passage 0", "passage 1", "passage 2"],
+                            np.arange(3, 0, -1, dtype=float))
+    started = time.monotonic()
+    with pytest.raises(BackendError, match="tokenize did not answer within 0.5 s"):
+        Listwise(backend, window=3, step=1).rerank_candidates(candidates)
+    assert time.monotonic() - started < 10 and misbehaving_server.hits["silent"] == before + 1

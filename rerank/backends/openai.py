@@ -128,15 +128,16 @@ class OpenAIBackend(Backend):
 
     async def _request(self, client: Any, url: str, body: dict[str, Any] | None, timeout: float,
                        retries: int) -> Any:
-        """POST ``body`` (GET when None) to ``url``; the response, or BackendError once ``timeout`` s have
-        passed in all (retries and their waits included) or the retries are spent."""
+        """POST ``body`` (GET when None) to ``url``, retrying refused connections, 429 and 5xx; the response
+        (a 429 or 5xx once the retries are spent), or BackendError once ``timeout`` s have passed in all
+        (retries and their waits included) or no connection could be made."""
         httpx, loop = self._httpx, asyncio.get_running_loop()
         started = loop.time()
         deadline = started + timeout
         error = BackendError(f"no request made to {url}")
-        attempt = 0
+        attempt, response = 0, None
         while True:
-            wait = self.backoff * 2 ** attempt
+            wait, response = self.backoff * 2 ** attempt, None
             try:
                 async with asyncio.timeout_at(deadline):
                     if body is None:
@@ -165,6 +166,8 @@ class OpenAIBackend(Backend):
                     wait = asked
             attempt += 1
             if attempt > retries:
+                if response is not None:
+                    return response
                 break
             if loop.time() + wait > deadline:
                 raise BackendError(f"{error} (after {attempt} attempts; no time left for another within the "
@@ -175,6 +178,9 @@ class OpenAIBackend(Backend):
     async def _post(self, client: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
         url = self.base_url + path
         response = await self._request(client, url, {**body, **self.extra_body}, self.timeout, self.max_retries)
+        if response.status_code == 429 or response.status_code >= 500:
+            raise BackendError(f"{url} answered {response.status_code}: {response.text[:300]} "
+                               f"(after {self.max_retries + 1} attempts)")
         if response.status_code >= 400:
             raise BackendError(f"{url} answered {response.status_code} (not retried; check model name "
                                f"{self.model!r} and request settings): {response.text[:300]}")
@@ -196,8 +202,8 @@ class OpenAIBackend(Backend):
             return await asyncio.gather(*(one(p, b) for p, b in requests))
 
     def _ask(self, url: str, body: dict[str, Any] | None, timeout: float) -> dict[str, Any] | None:
-        """One request about the server itself: its JSON answer, or None when the route is missing (4xx) or
-        the answer is not a JSON object. Connection failures and timeouts raise."""
+        """One request about the server itself: its JSON answer, or None when the server answers with an
+        error status or something that is not a JSON object. Connection failures and timeouts raise."""
         async def ask() -> Any:
             async with self._client() as client:
                 return await self._request(client, url, body, timeout, retries=0)
