@@ -6,7 +6,7 @@ Grammar (a subset of Python expressions, parsed with :mod:`ast`, never evaluated
     stage := NAME | NAME "(" [args] ")"        # registry names; "-" and "_" are interchangeable
     args  := literal values, positional or keyword (numbers, strings, True/False/None, lists, dicts)
 
-Strings are kept verbatim. Anything else (``**kwargs``, ``% True``, other operators, calls as
+An expression may span lines and carry ``#`` comments. Strings are kept verbatim. Anything else (``**kwargs``, ``% True``, other operators, calls as
 arguments) is refused with a :class:`~rerank.errors.ConfigError` naming it. Arguments are checked
 against the stage's constructor (names, type hints, ranges: :mod:`rerank.params`) before it is built.
 
@@ -40,19 +40,24 @@ from rerank.stage import Fuse, Pipeline, Stage
 
 def build(expr: str, dataset: Any = None, cache_dir: str | Path | None = None) -> Stage:
     """Build the stage an expression describes, indexed on ``dataset`` when one is given."""
-    if not isinstance(expr, str) or not expr.strip():
-        raise ConfigError(f"the pipeline expression is empty: {expr!r}")
+    if not isinstance(expr, str):
+        raise ConfigError(f"a pipeline expression is text, got {expr!r} ({type(expr).__name__})")
+    if not expr.strip():
+        raise ConfigError("the pipeline expression is empty")
     try:
-        tree = ast.parse(_dehyphenate(expr.strip()), mode="eval").body
+        tree = ast.parse(f"(\n{_dehyphenate(expr.strip())}\n)", mode="eval").body  # may span lines
+        stage = _Builder(expr, None, cache_dir).visit(tree)  # validate everything before indexing anything
     except SyntaxError as e:
         raise ConfigError(f"cannot parse pipeline {expr!r}: {e.msg} (use >>, % k, | between stage names)") from None
-    stage = _Builder(expr, None, cache_dir).visit(tree)  # validate everything before indexing anything
+    except (RecursionError, MemoryError):
+        raise ConfigError(f"pipeline {expr[:80]!r}... is too long or too deeply nested") from None
     return stage if dataset is None else _Builder(expr, dataset, cache_dir).visit(tree)
 
 
 def _dehyphenate(source: str) -> str:
     """``cross-encoder`` -> ``cross_encoder``: join names written with hyphens (stage names), touching
-    nothing else: strings are kept verbatim, and a spaced ``a - b`` stays a (refused) subtraction."""
+    nothing else: strings are kept verbatim, and a spaced ``a - b`` stays a (refused) subtraction.
+    Raises SyntaxError on a closing bracket without its opening one."""
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
     except (tokenize.TokenError, SyntaxError):
@@ -60,6 +65,11 @@ def _dehyphenate(source: str) -> str:
     line_starts = [0]
     for line in source.splitlines(keepends=True):
         line_starts.append(line_starts[-1] + len(line))
+    depth = 0
+    for token in tokens:
+        depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(token.string, 0) if token.type == tokenize.OP else 0
+        if depth < 0:
+            raise SyntaxError(f"unmatched {token.string!r}")
     chars = list(source)
     for before, dash, after in zip(tokens, tokens[1:], tokens[2:]):
         if (dash.type == tokenize.OP and dash.string == "-" and before.type == after.type == tokenize.NAME
