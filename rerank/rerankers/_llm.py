@@ -17,6 +17,7 @@ Candidates below ``depth`` keep their order below the reranked ones.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -110,9 +111,9 @@ class LLMReranker(Reranker):
         task, strategy = (self._given.get(k) or getattr(type(self), k, None) for k in ("task", "strategy"))
         if task is None or strategy is None:
             raise ConfigError(f"{type(self).__name__} needs a task and a strategy (declare them, or pass task= and strategy=)")
-        self._declared = {"settings": self.defaults, "strategy": strategy, "task": task.inner if isinstance(task, Think) else task}
+        self._declared = _declared(self.defaults, strategy, task)
         changes: dict[str, dict[str, Any]] = {part: {} for part in self._declared}
-        arguments = self._arguments()
+        arguments = _arguments(self.aliases, self._declared)
         for name, value in {"backend": backend, "prompt": prompt, **options}.items():
             if name not in arguments:
                 raise ConfigError(f"{type(self).__name__} has no argument {name!r}; arguments: {', '.join(sorted(arguments))}")
@@ -130,17 +131,35 @@ class LLMReranker(Reranker):
         self._budgets: dict[tuple[Task, int], int] = {}
         self._backend: Backend | None = self.settings.backend if isinstance(self.settings.backend, Backend) else None
 
-    def _arguments(self) -> dict[str, tuple[str, str]]:
-        """Public argument name -> (part, field): backend, prompt, the strategy's, the task's, the other settings."""
-        renamed = {v: k for k, v in self.aliases.items()}
-        rows = [("settings", n) for n in SETTINGS[:2]] + [(part, f.name) for part in ("strategy", "task")
-                                                          for f in fields(self._declared[part])]
-        return {renamed.get(f, f): (part, f) for part, f in rows + [("settings", n) for n in SETTINGS[2:]]}
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Give a declared family a constructor signature listing every argument (for help, and for
+        the expression checks of :mod:`rerank.params`)."""
+        super().__init_subclass__(**kwargs)
+        task, strategy = getattr(cls, "task", None), getattr(cls, "strategy", None)
+        if task is None or strategy is None or "__init__" in cls.__dict__:
+            return
+        declared = _declared(cls.defaults, strategy, task)
+        parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        hints: dict[str, Any] = {}
+        for name, (part, f) in _arguments(cls.aliases, declared).items():
+            given_first = name in SETTINGS[:2]
+            parameters.append(inspect.Parameter(
+                name, inspect.Parameter.POSITIONAL_OR_KEYWORD if given_first else inspect.Parameter.KEYWORD_ONLY,
+                default=None if given_first else getattr(declared[part], f)))
+            hints[name] = next(x.type for x in fields(declared[part]) if x.name == f) + (" | None" if given_first else "")
+
+        def __init__(self: LLMReranker, backend: Any = None, prompt: Any = None, **options: Any) -> None:
+            LLMReranker.__init__(self, backend, prompt, **options)
+
+        __init__.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        __init__.__annotations__ = hints
+        __init__.__doc__ = LLMReranker.__init__.__doc__
+        cls.__init__ = __init__  # type: ignore[method-assign]
 
     def params(self) -> dict[str, Any]:
         """Arguments that differ from the family's declaration (drives repr, eq and hash)."""
         now = {"settings": self.settings, "strategy": self.strategy, "task": self.task}
-        return {**self._given, **{name: getattr(now[p], f) for name, (p, f) in self._arguments().items()
+        return {**self._given, **{name: getattr(now[p], f) for name, (p, f) in _arguments(self.aliases, self._declared).items()
                                   if not _same(getattr(now[p], f), getattr(self._declared[p], f))}}
 
     # -- backend ------------------------------------------------------------------------------
@@ -258,6 +277,17 @@ class LLMReranker(Reranker):
             floor = (result.min() if top else 0.0) - 1.0
             return cands.with_scores(np.concatenate([result, floor - np.arange(len(cands) - top)]), **info)
         return cands.reordered(list(result) + list(range(top, len(cands))), **info)
+
+
+def _declared(defaults: Settings, strategy: Strategy, task: Task | Think) -> dict[str, Any]:
+    return {"settings": defaults, "strategy": strategy, "task": task.inner if isinstance(task, Think) else task}
+
+
+def _arguments(aliases: dict[str, str], declared: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Public argument name -> (part, field): backend, prompt, the strategy's, the task's, the other settings."""
+    renamed = {v: k for k, v in aliases.items()}
+    rows = [("settings", n) for n in SETTINGS[:2]] + [(part, f.name) for part in ("strategy", "task") for f in fields(declared[part])]
+    return {renamed.get(f, f): (part, f) for part, f in rows + [("settings", n) for n in SETTINGS[2:]]}
 
 
 def _text(prompt: Prompt) -> str:
