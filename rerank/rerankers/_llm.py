@@ -156,6 +156,14 @@ class LLMReranker(Reranker):
         __init__.__doc__ = LLMReranker.__init__.__doc__
         cls.__init__ = __init__  # type: ignore[method-assign]
 
+    def __getattr__(self, name: str) -> Any:
+        """Every argument reads back by name (``reranker.window``, ``reranker.backend``)."""
+        table = _arguments(self.aliases, self.__dict__["_declared"]) if "_declared" in self.__dict__ else {}
+        if name not in table:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        part, f = table[name]
+        return getattr({"settings": self.settings, "strategy": self.strategy, "task": self.task}[part], f)
+
     def params(self) -> dict[str, Any]:
         """Arguments that differ from the family's declaration (drives repr, eq and hash)."""
         now = {"settings": self.settings, "strategy": self.strategy, "task": self.task}
