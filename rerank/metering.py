@@ -90,6 +90,7 @@ class Meter:
     def __init__(self) -> None:
         self.backends: list[MeteredBackend] = []
         self.rerankers: list[Any] = []
+        self._originals: list[Backend] = []
 
     def attach(self, stage: Any, call_cache: bool = True) -> Meter:
         """Route every LLM reranker among ``stage``'s leaves through a metered (and cached) backend."""
@@ -101,6 +102,7 @@ class Meter:
                 continue
 
             def metered(backend: Backend) -> Backend:
+                self._originals.append(backend)
                 if call_cache and not isinstance(backend, CachedBackend):
                     backend = CachedBackend(backend)
                 return MeteredBackend(backend)
@@ -108,6 +110,11 @@ class Meter:
             self.backends.append(wrap(metered))
             self.rerankers.append(leaf)
         return self
+
+    def detach(self) -> None:
+        """Give each reranker back the backend it had before :meth:`attach`."""
+        for reranker, original in zip(self.rerankers, self._originals):
+            reranker.wrap_backend(lambda _: original)  # noqa: B023 -- called at once
 
     @property
     def active(self) -> bool:

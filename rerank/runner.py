@@ -174,7 +174,7 @@ def run_cell(cell: Cell) -> CellRecord:
 def _run_stages(cell: Cell, dataset: Any, topics: Ranking, qids: list[str], record: CellRecord) -> None:
     t0 = time.perf_counter()
     if cell.stage is not None:
-        built, meter = cell.stage, Meter()
+        built = cell.stage
     else:
         from rerank.expr import build
 
@@ -182,9 +182,17 @@ def _run_stages(cell: Cell, dataset: Any, topics: Ranking, qids: list[str], reco
     stages = compiled(built)
     skip = cell.prefix.stages if cell.prefix else 0
     todo = stages[skip:cell.stop_after or len(stages)]
-    if cell.stage is None:
-        meter = Meter().attach(Pipeline(todo) if todo else built, call_cache=cell.settings.call_cache)
+    # the call cache goes only around pipelines built here; a Python stage keeps the backend it was given
+    meter = Meter().attach(Pipeline(todo) if todo else built, call_cache=cell.settings.call_cache and cell.stage is None)
     record.stage = repr(built)[:2000]
+    try:
+        _run_timed(cell, todo, topics, qids, meter, t0, record)
+    finally:
+        meter.detach()
+
+
+def _run_timed(cell: Cell, todo: list[Any], topics: Ranking, qids: list[str], meter: Meter, t0: float,
+               record: CellRecord) -> None:
     record.load_s = time.perf_counter() - t0
     inp = cell.prefix.output.select(qids) if cell.prefix else topics
     if cell.prefix:
