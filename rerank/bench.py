@@ -51,7 +51,7 @@ from rerank._progress import progress_bar
 from rerank.backends.base import Backend, Generation, Prompt
 from rerank.constraints import Constraint
 from rerank.errors import ConfigError, DataError
-from rerank.evaluate import evaluate_per_query
+from rerank.evaluate import evaluate_per_query, judged_topics
 from rerank.report import BenchReport, Cell
 from rerank.rerankers._llm import LLMReranker
 from rerank.rerankers._parsing import ParseLog
@@ -210,16 +210,6 @@ def _dataset(spec: DatasetSpec, loaded: dict[str, Any]) -> Any:
     return found
 
 
-def judged_topics(dataset: Any, limit: int | None) -> tuple[Ranking, list[str]]:
-    """The dataset's judged queries (the first ``limit`` of them) and their ids."""
-    judged = dataset.qrels()
-    topics = dataset.topics()
-    qids = [q for q in topics.queries() if q in judged][:limit]
-    if not qids:
-        raise DataError(f"{dataset.name}: no query has judgments (qrels ids like {sorted(judged)[:3]})")
-    return topics.select(qids), qids
-
-
 def check_ids(ranking: Ranking, dataset: Any) -> None:
     """Fail when no retrieved document is judged at all: the corpus and qrels ids do not match."""
     judged = {d for docs in dataset.qrels().values() for d in docs}
@@ -276,11 +266,13 @@ def _prompt_text(prompt: Prompt) -> str:
 
 def _meter_llm_calls(stage: Stage) -> list[LLMReranker]:
     """Route every LLM reranker of ``stage`` through the call cache and a token meter; returns them."""
-    from rerank.cache import CachedBackend
+    from rerank.cache import CachedBackend, CallStore, default_path
 
     rerankers = [s for s in _leaves(stage) if isinstance(s, LLMReranker)]
-    for r in rerankers:
-        r.wrap_backend(lambda b: TokenMeter(b if isinstance(b, CachedBackend) else CachedBackend(b)))
+    if rerankers:
+        store = CallStore(default_path())  # opened (and checked) before any backend loads its model
+        for r in rerankers:
+            r.wrap_backend(lambda b: TokenMeter(b if isinstance(b, CachedBackend) else CachedBackend(b, store)))
     return rerankers
 
 

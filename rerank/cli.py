@@ -6,7 +6,9 @@
     rerank list   [datasets|retrievers|rerankers|backends|prompts]
     rerank bench  pipelines/grid_smoke.toml --out results/smoke [--limit N] [--report-only]
 
-Errors (unknown names, malformed files, empty corpora or queries) print one line and exit 2.
+Errors (unknown names, malformed files, empty corpora or queries, bad arguments, missing or unwritable
+paths) print one line and exit 2; anything unexpected prints one line and exits 1 (``--debug`` shows the
+traceback).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import logging
 import sys
 from pathlib import Path
 
-import tomllib
-
 from rerank.errors import ConfigError, RerankError
+
+# Errors that name a problem with the user's input or paths: one line, exit status 2.
+USER_ERRORS = (RerankError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,8 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("rerank").setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         return args.func(args)
-    except (RerankError, FileNotFoundError) as e:
-        print(f"rerank: error: {e}", file=sys.stderr)
+    except USER_ERRORS as e:
+        if args.debug:
+            raise
+        print(_one_line(f"rerank: error: {e}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rerank: interrupted", file=sys.stderr)
@@ -37,12 +42,23 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if args.debug:
             raise
-        print(f"rerank: unexpected {type(e).__name__}: {e} (re-run with --debug for the traceback)", file=sys.stderr)
+        print(_one_line(f"rerank: unexpected {type(e).__name__}: {e} (re-run with --debug for the traceback)"), file=sys.stderr)
         return 1
 
 
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (exit status 2), like every other error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, _one_line(f"{self.prog}: error: {message} (see {self.prog} --help)") + "\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rerank", description="Retrieval and reranking pipelines, evaluated.")
+    p = _Parser(prog="rerank", description="Retrieval and reranking pipelines, evaluated.")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     sub = p.add_subparsers(required=True, metavar="command")
@@ -83,9 +99,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _systems(args: argparse.Namespace) -> dict[str, str]:
+    from rerank.io import read_toml
+
     systems: dict[str, str] = {}
     if args.pipelines:
-        table = tomllib.loads(args.pipelines.read_text()).get("pipelines")
+        table = read_toml(args.pipelines).get("pipelines")
         if not isinstance(table, dict) or not table:
             raise ConfigError(f"{args.pipelines}: expected a [pipelines] table of name = \"expression\"")
         systems.update({str(k): str(v) for k, v in table.items()})
@@ -119,13 +137,17 @@ def _search(args: argparse.Namespace) -> int:
     results = build(args.pipeline, load(args.dataset)).search(args.query, k=args.k)
     for r in results:
         print(f"{r.rank:>3}  {r.score:9.4f}  {r.docid:<16} {r.text[:100]!r}")
+    if not results:
+        print(f"no results for {args.query!r}")
     return 0
 
 
 def _index(args: argparse.Namespace) -> int:
     from rerank.data import load
     from rerank.expr import build
+    from rerank.index_cache import check_target
 
+    check_target(args.out)
     retriever = build(args.retriever)
     if not hasattr(retriever, "index"):
         raise ConfigError(f"{args.retriever!r} is not a retriever with an index")

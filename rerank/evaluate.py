@@ -83,7 +83,20 @@ def _judgments(qrels: Any, rel_threshold: int | None) -> tuple[dict[str, dict[st
         return qrels.qrels(), threshold, qrels.exclusions()
     if not isinstance(qrels, Mapping):
         raise ConfigError(f"qrels must be a {{qid: {{docid: relevance}}}} mapping or a Dataset, got {type(qrels).__name__}")
-    return {str(q): {str(d): int(r) for d, r in docs.items()} for q, docs in qrels.items()}, rel_threshold or 1, {}
+    from rerank.io import relevance_grade
+
+    graded = {str(q): {str(d): relevance_grade(r, f"qrels[{q!r}][{d!r}]") for d, r in docs.items()} for q, docs in qrels.items()}
+    return graded, rel_threshold or 1, {}
+
+
+def judged_topics(dataset: Any, limit: int | None = None) -> tuple[Ranking, list[str]]:
+    """The dataset's judged queries (the first ``limit`` of them) and their ids."""
+    judged = dataset.qrels()
+    topics = dataset.topics()
+    qids = [q for q in topics.queries() if q in judged][:limit]
+    if not qids:
+        raise DataError(f"{dataset.name}: no query has judgments (qrels ids like {sorted(judged)[:3]})")
+    return topics.select(qids), qids
 
 
 def paired_pvalue(a: np.ndarray, b: np.ndarray) -> float:
@@ -147,13 +160,12 @@ class Experiment:
         self.baseline = baseline or next(iter(self.systems))
         if self.baseline not in self.systems:
             raise ConfigError(f"baseline {self.baseline!r} is not among the systems {list(self.systems)}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ConfigError(f"limit must be a positive number of queries, got {limit!r}")
         self.max_p, self.save_dir, self.limit = max_p, Path(save_dir) if save_dir else None, limit
 
     def run(self) -> Report:
-        topics = self.dataset.topics()
-        judged = set(self.dataset.qrels())
-        qids = [q for q in topics.queries() if q in judged][: self.limit]
-        topics = topics.select(qids)
+        topics, qids = judged_topics(self.dataset, self.limit)
         per_query, latency = {}, {}
         for name, system in self.systems.items():
             start = time.perf_counter()

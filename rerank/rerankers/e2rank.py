@@ -107,7 +107,7 @@ class E2Rank(Reranker):
         """A copy that reuses the cached dense index of ``dataset`` for this model, when one exists."""
         if self.pooling != "model" or self.doc_embeddings is not None:
             return self
-        from rerank.expr import index_folder
+        from rerank.index_cache import index_folder
         from rerank.retrievers.dense import Dense
 
         cache_dir = Path(cache_dir) if cache_dir else cache_root()
