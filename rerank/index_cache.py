@@ -38,10 +38,17 @@ def corpus_fingerprint(docs: Iterable[Doc]) -> str:
     return digest.hexdigest()
 
 
+def dataset_fingerprint(dataset: Any) -> str:
+    """The corpus fingerprint of ``dataset``: memoised by a :class:`~rerank.data.Dataset`, computed for any
+    other object with ``corpus()``."""
+    known = getattr(dataset, "fingerprint", None)
+    return known if isinstance(known, str) else corpus_fingerprint(dataset.corpus())
+
+
 def index_folder(retriever: Any, dataset: Any, cache_dir: str | Path) -> Path:
     """Where :func:`indexed` keeps ``retriever``'s index of ``dataset`` (the folder may not exist yet)."""
     params = {k: v for k, v in retriever.params().items() if k not in ("num_results", "progress")}
-    key = f"{type(retriever).__name__}{sorted(params.items())}|{dataset.fingerprint}"
+    key = f"{type(retriever).__name__}{sorted(params.items())}|{dataset_fingerprint(dataset)}"
     name = f"{_slug(dataset.name)}-{type(retriever).__name__.lower()}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     return Path(cache_dir) / "indexes" / name
 
@@ -51,7 +58,7 @@ def indexed(retriever: Any, dataset: Any, cache_dir: str | Path) -> Any:
     folder = index_folder(retriever, dataset, cache_dir)
     if folder.exists():
         try:
-            loaded = load_entry(type(retriever), folder, dataset.fingerprint)
+            loaded = load_entry(type(retriever), folder, dataset_fingerprint(dataset))
             return loaded if loaded.num_results == retriever.num_results else loaded.with_num_results(retriever.num_results)
         except Exception as e:  # noqa: BLE001 -- a cache entry is disposable: whatever is wrong with it, rebuild
             logger.warning("index cache %s is unreadable (%s); rebuilding it", folder, _one_line(e))
