@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import tomllib
 
-from rerank.errors import ConfigError, DataError
+from rerank.errors import DataError
 from rerank.types import Doc, Query
 
 logger = logging.getLogger("rerank")
@@ -194,18 +193,6 @@ def read_trec_run(path: str | Path) -> dict[str, dict[str, float]]:
     if repeated:
         logger.warning("%s: %d repeated run lines dropped", path, repeated)
     return run
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """A TOML file as a dict; a file that is not UTF-8 or not TOML is a :class:`ConfigError` naming it."""
-    path = Path(path)
-    raw = path.read_bytes()
-    try:
-        return tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from None
 
 
 def write_trec_run(frame: pd.DataFrame, path: str | Path, tag: str) -> None:

@@ -224,7 +224,7 @@ def test_a_bad_pipelines_file_is_one_line_naming_it(tmp_path, capsys, content, m
 
 def test_a_damaged_call_cache_names_the_file_before_any_model_loads(tmp_path):
     from rerank.backends.fake import FakeBackend
-    from rerank.bench import _meter_llm_calls
+    from rerank.metering import Meter
     from rerank.cache import CachedBackend
     from rerank.expr import build
 
@@ -235,7 +235,7 @@ def test_a_damaged_call_cache_names_the_file_before_any_model_loads(tmp_path):
         CachedBackend(FakeBackend(generate=str.upper), damaged)
     stage = build("yes-no(backend='hf:no-such-model-would-load-here')")
     with pytest.raises(DataError, match="calls.sqlite is damaged"):  # a backend load would fail differently
-        _meter_llm_calls(stage)
+        Meter().attach(stage)
     assert stage._backend is None
     damaged.unlink()
     store = CachedBackend(FakeBackend(generate=str.upper), damaged).store
