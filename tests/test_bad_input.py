@@ -82,9 +82,20 @@ def refused(capsys, *args: str) -> str:
     return err
 
 
+TIMINGS = ("ms/query", "load s")
+
+
 def table(out: str) -> list[list[str]]:
-    """The result rows of ``rerank eval``, without the timing column."""
-    return [[c.strip() for c in line.strip("|").split("|")][:-1] for line in out.splitlines() if line.startswith("| ")]
+    """The rows of the table ``rerank eval`` prints (header first), without the timing columns."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in out.splitlines() if line.startswith("| ")]
+    keep = [i for i, name in enumerate(rows[0]) if name not in TIMINGS] if rows else []
+    return [[row[i] for i in keep] for row in rows]
+
+
+def scores(out: str) -> dict[str, dict[str, str]]:
+    """``{system: {column: cell}}`` of the printed table."""
+    header, *rows = table(out)
+    return {row[0]: dict(zip(header[1:], row[1:])) for row in rows}
 
 
 # -- item 1: the index cache -------------------------------------------------------------------------
@@ -278,7 +289,7 @@ def test_qrels_partly_outside_the_collection_are_evaluated_with_a_count(tmp_path
                 queries=[*query_lines(), json.dumps({"_id": "q5", "text": "long river"}) + "\n"])
     with caplog.at_level(logging.WARNING, logger="rerank"):
         code, out, _ = cli(capsys, "eval", "--dataset", str(data), "--pipeline", "bm25", "--metrics", "mrr@10")
-    assert code == 0 and table(out) == [["system", "mrr@10"], ["bm25", "0.8000"]]  # q5 scores 0: its document is absent
+    assert code == 0 and scores(out)["bm25"]["mrr@10"] == "0.8000" and scores(out)["bm25"]["queries"] == "5"  # q5 scores 0: its document is absent
     assert "2 of 7 judged queries are not among the queries" in caplog.text
     assert "1 judged queries have none of their relevant documents in the corpus" in caplog.text
 
@@ -292,7 +303,7 @@ def test_eval_limit_must_be_positive(tmp_path, capsys, limit):
 def test_eval_limit_keeps_the_first_judged_queries(tmp_path, capsys):
     code, out, _ = cli(capsys, "eval", "--dataset", str(beir(tmp_path / "c")), "--pipeline", "bm25", "--limit", "2",
                        "--metrics", "recall@1")
-    assert code == 0 and table(out)[1] == ["bm25", "0.5000"]  # q1 and q2: one of two relevant documents each
+    assert code == 0 and scores(out)["bm25"]["recall@1"] == "0.5000" and scores(out)["bm25"]["queries"] == "2"  # q1 and q2: one of two relevant documents each
 
 
 def write_run(path: Path, lines: list[str]) -> Path:
@@ -391,4 +402,4 @@ def test_the_probe_inputs_exit_2_with_one_line_in_a_real_process(tmp_path, index
 def test_fixture_collection_has_the_expected_answer(tmp_path, capsys):
     code, out, _ = cli(capsys, "eval", "--dataset", str(beir(tmp_path / "c")), "--pipeline", "bm25",
                        "--metrics", "mrr@10", "recall@100")
-    assert code == 0 and table(out) == [["system", "mrr@10", "recall@100"], ["bm25", "1.0000", "1.0000"]]
+    assert code == 0 and scores(out)["bm25"] == {"mrr@10": "1.0000", "recall@100": "1.0000", "W/L/T mrr@10": "baseline", "queries": "4"}
