@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("rerank").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    if args.http_timeout is not None:  # read by every HTTP backend this command (and its workers) loads
+        os.environ["RERANK_HTTP_TIMEOUT"] = str(args.http_timeout)
     try:
         return args.func(args)
     except (RerankError, FileNotFoundError) as e:
@@ -45,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rerank", description="Retrieval and reranking pipelines, evaluated.")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    p.add_argument("--http-timeout", type=_seconds, metavar="SECONDS",
+                   help="deadline of each request to an LLM server, retries included (default 60)")
     sub = p.add_subparsers(required=True, metavar="command")
 
     e = sub.add_parser("eval", help="evaluate pipelines on a dataset and print a comparison table")
@@ -80,6 +86,16 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("what", nargs="?", default="all", choices=["all", "datasets", "retrievers", "rerankers", "backends", "prompts"])
     ls.set_defaults(func=_list)
     return p
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
 def _systems(args: argparse.Namespace) -> dict[str, str]:
