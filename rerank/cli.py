@@ -121,8 +121,12 @@ def _eval(args: argparse.Namespace) -> int:
     from rerank.evaluate import Experiment
     from rerank.expr import build
 
+    log = logging.getLogger("rerank")  # one line per stage, also when stdout is not a terminal (make demo in CI)
+    log.info("load: %s ...", args.dataset)
     dataset = load(args.dataset)
+    log.info("load: %s, %d documents, %d queries", dataset.name, len(dataset.corpus()), len(dataset.queries()))
     systems = {name: build(expr, dataset) for name, expr in _systems(args).items()}
+    log.info("evaluate: %d pipelines on %s ...", len(systems), dataset.name)
     report = Experiment(systems, dataset, args.metrics, baseline=args.baseline, save_dir=args.save_runs, limit=args.limit).run()
     print(report.to_markdown())
     return 0

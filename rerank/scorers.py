@@ -83,7 +83,8 @@ class MaxSim:
             (texts are cut at its 256 tokens).
         batch_size: texts per encoder batch.
         pair_batch: documents per matrix product when scoring.
-        runtime: encoder runtime (:data:`rerank.encoders.RUNTIMES`).
+        runtime: encoder runtime (:data:`rerank.encoders.RUNTIMES`); float32 by default (bf16's
+            loss on token-level scores is not measured yet).
         device: torch device; default: sentence-transformers' choice.
 
     Token embeddings are L2-normalized and memoized per text (float32, about 0.4 MB for a
@@ -93,7 +94,7 @@ class MaxSim:
     documents of the last call are kept, so many queries against one document list pad it once.
     """
 
-    def __init__(self, model: str = DEFAULT_ENCODER, batch_size: int = 32, pair_batch: int = 256, runtime: str = "auto",
+    def __init__(self, model: str = DEFAULT_ENCODER, batch_size: int = 32, pair_batch: int = 256, runtime: str = "torch",
                  device: str | None = None):
         if batch_size < 1 or pair_batch < 1:
             raise ConfigError("batch_size and pair_batch must be positive")
@@ -104,7 +105,7 @@ class MaxSim:
 
     def __repr__(self) -> str:
         args = [repr(self.model)] if self.model != DEFAULT_ENCODER else []
-        args += [f"runtime={self.runtime!r}"] if self.runtime != "auto" else []
+        args += [f"runtime={self.runtime!r}"] if self.runtime != "torch" else []
         return f"MaxSim({', '.join(args)})"
 
     def __call__(self, query: str, doc: str) -> float:
