@@ -265,21 +265,24 @@ def _text_limit(limit: int) -> dict[str, dict[str, Any]]:
     return {"text": {"max_length": limit, "truncation": True}}
 
 
+def runtime_kwargs(runtime: str) -> dict[str, Any]:
+    """Constructor arguments of a sentence-transformers model (bi- or cross-encoder) for a resolved runtime."""
+    if runtime == "bf16":
+        return {"model_kwargs": {"dtype": require("torch", "dense").bfloat16}}
+    if runtime in ("onnx", "openvino"):
+        package = {"onnx": "optimum.onnxruntime", "openvino": "optimum.intel.openvino"}[runtime]
+        if importlib.util.find_spec("optimum") is None or importlib.util.find_spec(package) is None:
+            raise MissingDependency(f"runtime={runtime!r} needs sentence-transformers' {runtime} backend: "
+                                    f"pip install 'sentence-transformers[{runtime}]' (its optimum release must support "
+                                    f"the installed transformers); or use runtime='bf16'")
+        return {"backend": runtime}
+    return {}
+
+
 @lru_cache(maxsize=4)
 def _load_sentence_transformer(model: str, runtime: str, device: str | None) -> _Loaded:
     st = require("sentence_transformers", "dense")
-    kwargs: dict[str, Any] = {}
-    if runtime == "bf16":
-        kwargs["model_kwargs"] = {"dtype": require("torch", "dense").bfloat16}
-    elif runtime in ("onnx", "openvino"):
-        package = {"onnx": "optimum.onnxruntime", "openvino": "optimum.intel"}[runtime]
-        if importlib.util.find_spec(package.split(".")[0]) is None or importlib.util.find_spec(package) is None:
-            extra = {"onnx": "onnx", "openvino": "openvino"}[runtime]
-            raise MissingDependency(f"runtime={runtime!r} needs sentence-transformers' {extra} backend: "
-                                    f"pip install 'sentence-transformers[{extra}]' (its optimum release must support "
-                                    f"the installed transformers); or use runtime='bf16'")
-        kwargs["backend"] = runtime
-    loaded = st.SentenceTransformer(resolve_encoder(model), device=device, **kwargs)
+    loaded = st.SentenceTransformer(resolve_encoder(model), device=device, **runtime_kwargs(runtime))
     positions = int(getattr(loaded[0].config, "max_position_embeddings", loaded.max_seq_length))
     return _Loaded(loaded, loaded.tokenizer, int(loaded.max_seq_length or positions), positions,
                    int(loaded.get_embedding_dimension()))

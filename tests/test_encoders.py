@@ -5,9 +5,10 @@ import pytest
 
 from rerank import ConfigError, DataError
 from rerank.data import load
-from rerank.encoders import Encoder, resolve_runtime
+from rerank.encoders import DEFAULT_ENCODER, Encoder, resolve_encoder, resolve_runtime
 from rerank.errors import MissingDependency
 from rerank.rerankers.biencoder import BiEncoderReranker
+from rerank.rerankers.cross_encoder import CrossEncoderReranker
 from rerank.rerankers.e2rank import E2Rank
 from rerank.retrievers.dense import Dense
 from rerank.scorers import MaxSim
@@ -100,3 +101,22 @@ def test_a_saved_index_refuses_other_encoder_settings(scifact_docs, tmp_path):
     saved.unlink()  # an index saved before encoders were recorded
     with pytest.raises(DataError, match="encoder settings"):
         Dense.load(tmp_path / "ix")
+
+
+def test_cross_encoder_runtimes_agree(tmp_path, dl19_top10):
+    """No trained cross-encoder installs offline: a real MiniLM body with an untrained head, scores compared."""
+    from scipy.stats import spearmanr
+    from sentence_transformers import CrossEncoder
+
+    import torch
+
+    torch.manual_seed(0)  # the same untrained head every run
+    CrossEncoder(resolve_encoder(DEFAULT_ENCODER), num_labels=1).save(str(tmp_path))
+    fp32 = CrossEncoderReranker(str(tmp_path), runtime="torch")(dl19_top10)
+    bf16 = CrossEncoderReranker(str(tmp_path), runtime="bf16")(dl19_top10)
+    a = fp32.to_pandas().sort_values(["qid", "docid"])
+    b = bf16.to_pandas().sort_values(["qid", "docid"])
+    rho = [spearmanr(a[a.qid == q]["score"], b[b.qid == q]["score"]).statistic for q in a["qid"].unique()]
+    assert np.mean(rho) >= 0.99, rho
+    with pytest.raises(ConfigError, match="runtime"):
+        CrossEncoderReranker(str(tmp_path), runtime="int4")
