@@ -20,7 +20,8 @@ The contract an executor keeps:
 
 Specs for :func:`executor_from_spec`: ``"local"`` (default), ``"ray"`` (start or join a local Ray
 instance) and ``"ray:ADDRESS"`` (join a running cluster). Ray lives in
-``rerank.distributed.ray:RayExecutor`` and needs the ``rerank[ray]`` extra.
+``rerank.distributed.ray:RayExecutor``, constructed as ``RayExecutor(address)`` with ``address``
+None for ``"ray"``; it needs the ``rerank[ray]`` extra.
 """
 
 from __future__ import annotations

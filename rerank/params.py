@@ -21,7 +21,6 @@ from __future__ import annotations
 import collections.abc
 import inspect
 import math
-import sys
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -84,19 +83,12 @@ def _check_range(name: str, value: Any, what: str) -> None:
 
 
 def _hints(function: Callable[..., Any]) -> dict[str, Any]:
-    """The resolvable annotations of ``function``; one that does not resolve is left unchecked."""
+    """The type hints of ``function``; none when they do not resolve (names imported only for type
+    checkers), so such a constructor is checked for argument names and ranges only."""
     try:
         return typing.get_type_hints(function)
-    except Exception:  # a name only imported for type checkers: resolve the others one by one
-        pass
-    namespace = vars(sys.modules.get(function.__module__, types.ModuleType("empty")))
-    out = {}
-    for name, annotation in getattr(function, "__annotations__", {}).items():
-        try:
-            out[name] = eval(annotation, namespace) if isinstance(annotation, str) else annotation  # noqa: S307
-        except Exception:
-            out[name] = Any
-    return out
+    except Exception:
+        return {}
 
 
 def _matches(value: Any, hint: Any) -> bool:
