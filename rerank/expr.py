@@ -38,6 +38,7 @@ from rerank.models import cache_root
 from rerank.params import check_arguments
 from rerank.stage import Fuse, Pipeline, Stage
 
+
 def build(expr: str, dataset: Any = None, cache_dir: str | Path | None = None) -> Stage:
     """Build the stage an expression describes, indexed on ``dataset`` when one is given."""
     if not isinstance(expr, str):
@@ -161,4 +162,3 @@ class _Builder:
         if listing:
             extra = f". Retrievers: {', '.join(registry.names('retriever'))}; rerankers: {', '.join(registry.names('reranker')) or 'none'}"
         raise ConfigError(f"{message} in {self.expr!r}{extra}")
-

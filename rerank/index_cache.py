@@ -59,11 +59,14 @@ def indexed(retriever: Any, dataset: Any, cache_dir: str | Path) -> Any:
     if folder.exists():
         try:
             loaded = load_entry(type(retriever), folder, dataset_fingerprint(dataset))
+            logger.info("index: %r on %s loaded from %s", retriever, dataset.name, folder)
             return loaded if loaded.num_results == retriever.num_results else loaded.with_num_results(retriever.num_results)
         except Exception as e:  # noqa: BLE001 -- a cache entry is disposable: whatever is wrong with it, rebuild
             logger.warning("index cache %s is unreadable (%s); rebuilding it", folder, _one_line(e))
             shutil.rmtree(folder, ignore_errors=True)
-    retriever.index(dataset.corpus())
+    corpus = dataset.corpus()
+    logger.info("index: %r on %s, %d documents ...", retriever, dataset.name, len(corpus))
+    retriever.index(corpus)
     try:
         retriever.save(folder)
     except NotImplementedError:
