@@ -119,6 +119,36 @@ def test_concurrent_runs_never_run_a_locked_cell_and_a_dead_owner_lock_is_taken_
     store.unlock("trec-dl-2019", "BM25")
 
 
+class _OtherProcess:
+    """An executor that runs each cell in a spawned process: what Ray needs (picklable cells and records)."""
+
+    def __init__(self):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+
+    def map(self, fn, items):
+        return self.pool.map(fn, items)
+
+    def close(self):
+        self.pool.shutdown()
+
+
+def test_cells_run_in_another_process_give_the_same_report(tmp_path):
+    grid = Grid.from_dict({"grid": {"limit": 4}, "datasets": [{"name": "trec-dl-2019", "first": "run"}],
+                           "pipelines": {"BM25": "{first}", "top 5": "{first} % 5"}}, name="remote")
+    executor = _OtherProcess()
+    try:
+        remote = run_grid(grid, tmp_path / "remote", progress=False, executor=executor)
+    finally:
+        executor.close()
+    local = run_grid(grid, tmp_path / "local", progress=False)
+    assert remote.table("trec-dl-2019").drop(columns=["ms_per_query", "load_s"]).equals(
+        local.table("trec-dl-2019").drop(columns=["ms_per_query", "load_s"]))
+    assert (tmp_path / "remote/trec-dl-2019/top_5.trec").read_text() == (tmp_path / "local/trec-dl-2019/top_5.trec").read_text()
+
+
 # -- significance ------------------------------------------------------------------------------------
 def test_corrections_and_tests_and_ties():
     assert correct([0.01, 0.02, 0.04], "bonferroni") == [0.03, 0.06, 0.12]
