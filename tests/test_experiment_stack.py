@@ -79,6 +79,32 @@ def test_a_shared_first_stage_runs_once_per_dataset(tmp_path, monkeypatch):
     assert alone.table("scifact").at["MiniLM short", "ndcg@10"] == report.table("scifact").at["MiniLM short", "ndcg@10"]
 
 
+def test_a_saved_prefix_is_reused_by_a_later_run_with_the_same_settings(tmp_path, monkeypatch):
+    asked: list[str] = []
+    original = RunRetriever.transform
+
+    def counting(self, inp):
+        asked.extend(inp.queries())
+        return original(self, inp)
+
+    monkeypatch.setattr(RunRetriever, "transform", counting)
+    pipelines = {"top 10": "{first} % 10", "top 5": "{first} % 5"}
+    grid = {"grid": {"limit": 3}, "datasets": [{"name": "trec-dl-2019", "first": "run"}], "pipelines": pipelines}
+    first = run_grid(Grid.from_dict(grid, name="g"), tmp_path, progress=False)
+    assert len(asked) == 3                                            # one shared run for both systems
+    asked.clear()
+    grid["pipelines"] = {**pipelines, "top 3": "{first} % 3"}
+    later = run_grid(Grid.from_dict(grid, name="g"), tmp_path, progress=False)
+    assert asked == [] and later.cells["trec-dl-2019", "top 3"].ok  # the prefix came from disk
+    record = json.loads((tmp_path / "trec-dl-2019" / "top_3.json").read_text())
+    assert record["prefix"]["reused_from_disk"] is True
+    assert later.table("trec-dl-2019").at["top 10", "ndcg@10"] == first.table("trec-dl-2019").at["top 10", "ndcg@10"]
+    grid["grid"]["limit"] = 2                                         # other settings: not reused
+    grid["pipelines"]["top 2"] = "{first} % 2"
+    run_grid(Grid.from_dict(grid, name="g"), tmp_path, progress=False)
+    assert len(asked) == 2
+
+
 def test_records_keep_load_warmup_and_timed_phases_and_the_timed_run_is_not_a_cache_replay(tmp_path):
     ds = load("trec-dl-2019")
     calls = tmp_path / "calls.sqlite"
