@@ -5,6 +5,7 @@
     rerank index  --dataset scifact --retriever "bm25(k1=1.2)" --out indexes/scifact-bm25
     rerank list   [datasets|retrievers|rerankers|backends|prompts]
     rerank bench  pipelines/grid_smoke.toml --out results/smoke [--limit N] [--report-only] [--executor ray]
+    rerank serve  --pipeline "cross-encoder(model='models/ce')" [--dataset D | --index PATH] [--port 8000]
 
 Errors (unknown names, malformed files, empty corpora or queries) print one line and exit 2.
 """
@@ -83,6 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--report-only", action="store_true", help="do not run cells; rebuild the report from what is saved")
     b.add_argument("--executor", default="local", help="where cells run: local (default), ray, or ray:ADDRESS")
     b.set_defaults(func=_bench)
+
+    sv = sub.add_parser("serve", help="serve a pipeline over HTTP in Cohere's, Jina's and vLLM's rerank API shapes")
+    from rerank.serve.command import add_arguments as add_serve_arguments
+
+    add_serve_arguments(sv)
 
     ls = sub.add_parser("list", help="list registered names")
     ls.add_argument("what", nargs="?", default="all", choices=["all", "datasets", "retrievers", "rerankers", "backends", "prompts"])
