@@ -139,10 +139,14 @@ def _eval(args: argparse.Namespace) -> int:
     metrics = parse_metrics(args.metrics)  # checked before anything loads or runs
     systems = _systems(args)
     spec = DatasetSpec(args.dataset)
-    load_dataset(spec)  # a dataset that does not load is one error, not one per system
+    log = logging.getLogger("rerank")  # one line per stage, also when stdout is not a terminal (make demo in CI)
+    log.info("load: %s ...", args.dataset)
+    dataset = load_dataset(spec)  # a dataset that does not load is one error, not one per system
+    log.info("load: %s, %d documents, %d queries", dataset.name, len(dataset.corpus()), len(dataset.queries()))
     experiment = Experiment(systems, [spec], metrics, baseline=args.baseline,
                             save_dir=args.save_runs, limit=args.limit, executor=args.executor, test=args.test,
                             correction=None if args.correction == "none" else args.correction, name=args.dataset)
+    log.info("evaluate: %d pipelines on %s ...", len(systems), dataset.name)
     report = experiment.run(progress=False if args.quiet else None)
     failed = report.errors()
     if len(failed) == len(report.cells):

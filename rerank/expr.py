@@ -27,6 +27,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import io
+import logging
 import re
 import tokenize
 from pathlib import Path
@@ -37,6 +38,8 @@ from rerank.errors import ConfigError, DataError
 from rerank.models import cache_root
 from rerank.params import check_arguments
 from rerank.stage import Fuse, Pipeline, Stage
+
+logger = logging.getLogger("rerank")
 
 def build(expr: str, dataset: Any = None, cache_dir: str | Path | None = None) -> Stage:
     """Build the stage an expression describes, indexed on ``dataset`` when one is given."""
@@ -169,10 +172,13 @@ def indexed(retriever: Any, dataset: Any, cache_dir: Path) -> Any:
     if (folder / "params.json").exists():
         try:
             loaded = type(retriever).load(folder)
+            logger.info("index: %r on %s loaded from %s", retriever, dataset.name, folder)
             return loaded.with_num_results(retriever.num_results) if loaded.num_results != retriever.num_results else loaded
         except (DataError, OSError, ValueError):
             pass  # a stale or partial cache entry: rebuild it below
-    retriever.index(dataset.corpus())
+    corpus = dataset.corpus()
+    logger.info("index: %r on %s, %d documents ...", retriever, dataset.name, len(corpus))
+    retriever.index(corpus)
     try:
         retriever.save(folder)
     except NotImplementedError:

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
+from rerank.encoders import lend_embeddings
 from rerank.errors import ConfigError, DataError
 from rerank.types import Query, RankedResults, Ranking
 
@@ -97,7 +98,7 @@ class Pipeline(Stage):
             flat.extend(s.stages if isinstance(s, Pipeline) else [_check_stage(s)])
         if not flat:
             raise ConfigError("a Pipeline needs at least one stage")
-        self.stages = flat
+        self.stages = lend_embeddings(flat)  # E2Rank after Dense reuses its document embeddings
         self.requires = flat[0].requires
 
     def transform(self, inp: Ranking) -> Ranking:
