@@ -93,6 +93,7 @@ class Prefix:
     output: Ranking = field(repr=False)
     ms_per_query: float
     load_s: float
+    saved: bool = False                # read back from an earlier run's output folder
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,8 @@ def _run_timed(cell: Cell, todo: list[Any], topics: Ranking, qids: list[str], me
     record.load_s = time.perf_counter() - t0
     inp = cell.prefix.output.select(qids) if cell.prefix else topics
     if cell.prefix:
-        record.prefix = {"stages": cell.prefix.key, "ms_per_query": cell.prefix.ms_per_query, "load_s": cell.prefix.load_s}
+        record.prefix = {"stages": cell.prefix.key, "ms_per_query": cell.prefix.ms_per_query, "load_s": cell.prefix.load_s,
+                         "reused_from_disk": cell.prefix.saved}
     if not todo:  # the whole system is the shared prefix
         record.ranking = inp
         record.ms_per_query = cell.prefix.ms_per_query if cell.prefix else 0.0
@@ -327,6 +329,10 @@ class Runner:
         return {"dataset_name": cell.dataset.name, "options": cell.dataset.options, "expression": cell.expression,
                 "limit": cell.settings.limit}
 
+    def prefix_settings(self, cell: Cell) -> dict[str, Any]:
+        """What a saved prefix output must match (its stages are in its key)."""
+        return {k: v for k, v in self.saved_settings(cell).items() if k != "expression"}
+
     def run(self, progress: bool | None = None) -> dict[tuple[str, str], CellRecord]:
         """Run every cell not done yet; return the records of all cells (saved ones included)."""
         from rerank._progress import progress_bar
@@ -363,16 +369,28 @@ class Runner:
         return {(c.dataset.label, c.system): records.get((c.dataset.label, c.system)) or self.saved(c) for c in cells}
 
     def _execute(self, cells: list[Cell], executor: Executor) -> Iterator[CellRecord]:
-        plans = plan_prefixes(cells) if self.share_prefixes else [None] * len(cells)
+        every = self.cells()  # done cells count too: a new system may share a prefix saved by an earlier run
+        pending = {(c.dataset.label, c.system) for c in cells}
+        plans = [plan for c, plan in zip(every, plan_prefixes(every) if self.share_prefixes else [None] * len(every))
+                 if (c.dataset.label, c.system) in pending]
         jobs: dict[str, Cell] = {}
         for cell, plan in zip(cells, plans):
             if plan is not None and plan[0] not in jobs:
                 jobs[plan[0]] = replace(cell, system=f"prefix {plan[0]}", stop_after=plan[1])
         prefixes: dict[str, Prefix | str] = {}
+        for key, job in list(jobs.items()):
+            saved = self.store.read_prefix(job.dataset.label, key, self.prefix_settings(job)) if self.store else None
+            if saved is not None:
+                frame, meta = saved
+                prefixes[key] = Prefix(key, job.stop_after, Ranking(frame), meta["ms_per_query"], meta["load_s"], True)  # type: ignore[arg-type]
+                del jobs[key]
         for key, rec in zip(jobs, executor.map(run_cell, list(jobs.values()))):
             if rec.ok:
                 prefixes[key] = Prefix(key, jobs[key].stop_after, rec.ranking, rec.ms_per_query or 0.0, rec.load_s)  # type: ignore[arg-type]
                 logger.info("shared prefix on %s, %d queries: %s", rec.dataset, len(rec.qids), key)
+                if self.store is not None:
+                    self.store.write_prefix(rec.dataset, key, self.prefix_settings(jobs[key]), rec.ranking.to_pandas(),
+                                            {"ms_per_query": rec.ms_per_query or 0.0, "load_s": rec.load_s, "qids": rec.qids})
             else:
                 prefixes[key] = rec.error or "failed"
         todo = []
