@@ -47,7 +47,7 @@ def dataset_dirs() -> list[Path]:
     dirs = [Path(p) for p in os.environ.get("RERANK_DATASETS", "").split(os.pathsep) if p]
     spec = importlib.util.find_spec("rerank_datasets")
     if spec is not None and spec.submodule_search_locations:
-        dirs += [Path(p) for p in spec.submodule_search_locations]
+        dirs += [Path(p) for p in spec.submodule_search_locations if Path(p).is_dir()]
     checkout = Path(__file__).resolve().parents[2] / "datasets"
     return list(dict.fromkeys(dirs + [checkout] if checkout.is_dir() else dirs))
 

@@ -34,13 +34,14 @@ class BiEncoderReranker(PointwiseReranker):
         model: sentence-transformers hub id or folder; default: the offline all-MiniLM-L6-v2.
         batch_size: texts per encoder batch.
         query_prefix, doc_prefix: strings put before queries and documents (``"query: "`` for E5).
-        runtime: encoder runtime (:data:`rerank.encoders.RUNTIMES`).
+        runtime: encoder runtime (:data:`rerank.encoders.RUNTIMES`); float32 by default, so scores do
+            not move with how candidates are batched (bf16 moves them by about 1e-3).
         device: torch device; default: sentence-transformers' choice.
         progress: show a progress bar (``None``: only in a terminal at INFO level).
     """
 
     def __init__(self, model: str = DEFAULT_ENCODER, batch_size: int = 32, query_prefix: str = "", doc_prefix: str = "",
-                 runtime: str = "auto", device: str | None = None, progress: bool | None = None):
+                 runtime: str = "torch", device: str | None = None, progress: bool | None = None):
         if batch_size < 1:
             raise ConfigError(f"batch_size must be positive, got {batch_size}")
         self.model, self.batch_size, self.runtime, self.device, self.progress = model, batch_size, runtime, device, progress
