@@ -109,7 +109,7 @@ class Dataset(ABC):
         return qrels
 
 
-def _unique(records: list[R], dataset: str, kind: str) -> list[R]:
+def _unique(records: list[R], where: str, kind: str) -> list[R]:
     """``records`` (id first) without exact repeats; two different records with one id are refused."""
     seen: dict[str, R] = {}
     repeats = 0
@@ -118,9 +118,9 @@ def _unique(records: list[R], dataset: str, kind: str) -> list[R]:
         if first is r:
             continue
         if first != r:
-            raise DataError(f"{dataset}: two different {kind} records have the id {r[0]!r}; ids must be unique")
+            raise DataError(f"{where}: two different {kind} records have the id {r[0]!r}; ids must be unique")
         repeats += 1
     if not repeats:
         return records
-    logger.warning("%s: %d repeated %s records dropped", dataset, repeats, kind)
+    logger.warning("%s: %d repeated %s records dropped", where, repeats, kind)
     return list(seen.values())
