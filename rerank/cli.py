@@ -5,6 +5,7 @@
     rerank index  --dataset scifact --retriever "bm25(k1=1.2)" --out indexes/scifact-bm25
     rerank list   [datasets|retrievers|rerankers|backends|prompts]
     rerank bench  pipelines/grid_smoke.toml --out results/smoke [--limit N] [--report-only]
+    rerank train  cross-encoder --dataset scifact --out models/scifact-ce [--data synthetic qrels distill]
 
 Errors (unknown names, malformed files, empty corpora or queries) print one line and exit 2.
 """
@@ -75,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
 
     add_arguments(b)
     b.set_defaults(func=run_from_args)
+
+    t = sub.add_parser("train", help="train a reranker on a dataset's corpus (labels, synthetic queries, distillation)")
+    from rerank.train.cli import add_arguments as add_train_arguments
+
+    add_train_arguments(t)
 
     ls = sub.add_parser("list", help="list registered names")
     ls.add_argument("what", nargs="?", default="all", choices=["all", "datasets", "retrievers", "rerankers", "backends", "prompts"])
