@@ -22,7 +22,7 @@ from rerank.train.querygen import LLMGenerator, SentenceGenerator, TitleGenerato
 from rerank.types import Doc
 
 SCIFACT = Path(__file__).resolve().parents[1] / "datasets" / "scifact"
-TINY = dict(num_documents=12, clusters=3, num_negatives=2, negatives_depth=10, roundtrip_k=10, teacher_depth=10,
+TINY = dict(encoder="dense(max_length=64)", num_documents=12, clusters=3, num_negatives=2, negatives_depth=10, roundtrip_k=10, teacher_depth=10,
             teacher_docs=3, batch_size=4, max_length=64, max_steps=2, save_steps=1, progress=False)
 
 
@@ -129,6 +129,17 @@ def test_llm_generator_answers_are_cleaned_and_unusable_ones_counted():
     assert gen.clean("") is None and gen.clean("scurvy") is None
     with pytest.raises(ConfigError, match="querygen"):
         LLMGenerator(prompt="pointwise/yes_no")
+
+
+def test_llm_generator_writes_queries_with_smollm2_through_the_call_cache(smollm2, tmp_path):
+    with gzip.open(SCIFACT / "corpus.jsonl.gz", "rt") as f:
+        docs = [Doc(r["_id"], r["text"], r["title"]) for r in (json.loads(line) for _, line in zip(range(2), f))]
+    gen = LLMGenerator(backend=smollm2, cache=tmp_path / "calls.sqlite", doc_words=60)
+    made = gen.generate(docs, 1, np.random.default_rng(0))
+    assert len(made) == 2 and sum(map(len, made)) + gen.dropped["unusable"] == 2 and gen.cache_misses == 2
+    assert all(q.docid == d.docid and q.passage == d.full_text() and 2 <= len(q.query.split()) <= 24 for qs, d in zip(made, docs) for q in qs)
+    again = LLMGenerator(backend=smollm2, cache=tmp_path / "calls.sqlite", doc_words=60)
+    assert again.generate(docs, 1, np.random.default_rng(0)) == made and again.cache_hits == 2
 
 
 # -- data sources (real stages, no training) ----------------------------------------------------------

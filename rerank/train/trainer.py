@@ -64,6 +64,10 @@ def fit(model: Any, tables: dict[str, tuple[Any, str]], out: Path, s: TrainSetti
         data = {n: tables[n][0] for n in names}
         loss = {n: make_loss(tables[n][1], model) for n in names}
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=loss)
+    if args.disable_tqdm:  # without bars, transformers prints every log line to stdout instead
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     resume = s.resume and any(checkpoints.glob("checkpoint-*"))
     if s.resume and not resume:
         logger.info("resume: no checkpoint in %s, starting from the beginning", checkpoints)
