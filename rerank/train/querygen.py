@@ -46,7 +46,7 @@ def _without(text: str, span: str) -> str:
 
 @dataclass
 class SentenceGenerator:
-    """A sentence of ``min_words``..``max_words`` words (or, in unpunctuated text, a window of ``window``
+    """A sentence of ``min_words``..``max_words`` words (or, in text of one sentence, a window of ``window``
     words) as the query; ``keep_in_passage=False`` removes it from the passage (inverse cloze)."""
 
     min_words: int = 5
@@ -61,8 +61,9 @@ class SentenceGenerator:
 
     def _one(self, doc: Doc, per_doc: int, rng: np.random.Generator) -> list[PseudoQuery]:
         full = doc.full_text()
-        spans = [s for s in _SENTENCE_END.split(doc.text) if self.min_words <= len(s.split()) <= self.max_words]
-        spans = [s for s in dict.fromkeys(spans) if s.strip().lower() != doc.title.strip().lower()]
+        sentences = _SENTENCE_END.split(doc.text.strip())
+        spans = [s for s in dict.fromkeys(sentences) if self.min_words <= len(s.split()) <= self.max_words
+                 and s.strip().lower() != doc.title.strip().lower()] if len(sentences) > 1 else []
         if not spans:
             words = doc.text.split()
             if len(words) < 2 * self.window:

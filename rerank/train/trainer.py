@@ -56,7 +56,8 @@ def fit(model: Any, tables: dict[str, tuple[Any, str]], out: Path, s: TrainSetti
         per_device_train_batch_size=s.batch_size, learning_rate=s.learning_rate, warmup_steps=s.warmup_ratio,
         seed=s.seed, data_seed=s.seed, bf16=s.bf16, logging_steps=max(1, steps // 50), logging_first_step=True,
         save_strategy="steps", save_steps=s.save_steps, save_total_limit=2, report_to="none",
-        disable_tqdm=not progress_enabled(s.progress, steps), dataloader_num_workers=0, **s.extra)
+        disable_tqdm=not progress_enabled(s.progress, steps), dataloader_num_workers=0,
+        use_cpu=s.bf16 and not _cuda(), **s.extra)  # transformers wants bf16 on CPU said explicitly
     names = list(tables)
     if len(names) == 1:
         data, loss = tables[names[0]][0], make_loss(tables[names[0]][1], model)
@@ -74,3 +75,9 @@ def fit(model: Any, tables: dict[str, tuple[Any, str]], out: Path, s: TrainSetti
     trainer.train(resume_from_checkpoint=True if resume else None)
     curve = [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h]
     return curve, int(trainer.state.global_step)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
