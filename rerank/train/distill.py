@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rerank.cache import CallStore
+from rerank.cache import CallStore, default_path
 from rerank.data import Dataset
 from rerank.types import Doc, Ranking
 
@@ -34,11 +34,10 @@ class TeacherScores:
 
     def __init__(self, teacher: str, dataset: Dataset, depth: int, cache: str | Path | None = None):
         from rerank.expr import build
-        from rerank.models import cache_root
 
         self.expr, self.dataset, self.depth = teacher, dataset, depth
         self.identity = repr(build(teacher))  # validates the expression without indexing anything
-        self.store = CallStore(cache or cache_root() / "calls.sqlite")
+        self.store = CallStore(cache or default_path())
         self.fingerprint = corpus_fingerprint(dataset.corpus())
         self.hits = self.misses = 0
 
