@@ -38,9 +38,9 @@ import pandas as pd
 from rerank.cellstore import CellStore
 from rerank.errors import ConfigError, DataError
 from rerank.executors import Executor, executor_from_spec
-from rerank.metering import Meter, Usage
+from rerank.metering import Meter
 from rerank.naming import check_distinct
-from rerank.stage import Pipeline, Stage
+from rerank.stage import Cutoff, Pipeline, Stage
 from rerank.types import Ranking
 
 logger = logging.getLogger("rerank")
@@ -440,7 +440,7 @@ def plan_prefixes(cells: Sequence[Cell]) -> list[tuple[str, int] | None]:
             stage = cell.stage if cell.stage is not None else build(cell.expression)
         except Exception:  # noqa: BLE001 -- reported when the cell runs
             stage = None
-        chains.append([] if stage is None or isinstance(stage, Ranking) else [repr(s) for s in compiled(stage)])
+        chains.append([] if stage is None or isinstance(stage, Ranking) else _chain(stage, identity=cell.stage is not None))
     counts: dict[tuple[str, ...], int] = {}
     for cell, chain in zip(cells, chains):
         for n in range(1, len(chain) + 1):
@@ -453,3 +453,25 @@ def plan_prefixes(cells: Sequence[Cell]) -> list[tuple[str, int] | None]:
         digest = hashlib.sha1(f"{cell.dataset.label}|{text}".encode()).hexdigest()[:8]
         plans.append((f"{text} [{digest}]", max(shared)) if shared else None)
     return plans
+
+
+def _chain(stage: Any, identity: bool) -> list[str]:
+    """What identifies each compiled stage: its repr, and for Python objects also which objects it came from.
+
+    Two objects with one repr may hold different state (two BM25 indexes of different corpora), so
+    Python stages share a prefix only when they are the same objects. Built expressions are rebuilt
+    identically wherever they run, so their repr is enough.
+    """
+    names = [repr(s) for s in compiled(stage)]
+    if not identity:
+        return names
+    origins: list[str] = []
+    merges = False
+    for s in stage.stages if isinstance(stage, Pipeline) else [stage]:
+        if isinstance(s, Cutoff):  # holds no state; folded into a retriever before it, which compile() did too
+            if not (origins and merges):
+                origins.append("cut-off")
+            continue
+        origins.append(str(id(s)))
+        merges = hasattr(s, "with_num_results")
+    return [f"{name}@{origin}" for name, origin in zip(names, origins)]

@@ -53,6 +53,8 @@ class Stage:
         """Answer one query: the top ``k`` results with ids, scores and text."""
         if not query.strip():
             raise DataError("the query is empty")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError(f"k must be a positive number of results, got {k!r}")
         out = self(Ranking.from_queries({"q": query})).top(k)
         return out.results("q") if len(out) else RankedResults(query, [])
 
