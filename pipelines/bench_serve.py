@@ -38,10 +38,12 @@ SERVERS = ("rerank", "rerank-nobatch", "vllm")
 
 
 def build_tiny_cross_encoder(folder: Path) -> str:
+    import torch
     from sentence_transformers import CrossEncoder
 
     from rerank.rerankers.biencoder import offline_minilm_path
 
+    torch.manual_seed(0)  # the fresh head
     CrossEncoder(offline_minilm_path(), num_labels=1).save(str(folder))
     return str(folder)
 

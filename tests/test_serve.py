@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from servers import free_port
 
 from rerank.errors import ConfigError
 from rerank.rerankers.base import PointwiseReranker
@@ -42,14 +43,6 @@ DOCS = ["The stock market fell sharply on Monday.",
         "Paris is the capital of France.",
         "Adult fleas feed on blood and lay eggs in the host's fur."]
 LIMITS = dict(max_documents=8, max_doc_chars=2000, max_query_chars=300, max_body_bytes=20_000, max_top_n=20)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
