@@ -55,11 +55,12 @@ def requests_from_trec_dl(n: int, docs: int) -> list[tuple[str, list[str]]]:
     return [lists[i % len(lists)] for i in range(n)]
 
 
-def command(kind: str, model: str, port: int) -> tuple[list[str], dict[str, str]]:
+def command(kind: str, model: str, port: int, threads: int) -> tuple[list[str], dict[str, str]]:
     if kind.startswith("rerank"):
         cmd = [sys.executable, "-m", "rerank.cli", "--quiet", "serve", "--pipeline", f"cross-encoder(model={model!r})",
                "--port", str(port), "--model-name", "ce"]
-        return cmd + (["--set", "max_batch_requests=1"] if kind == "rerank-nobatch" else []), {}
+        env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
+        return cmd + (["--set", "max_batch_requests=1"] if kind == "rerank-nobatch" else []), env
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--served-model-name", "ce",
            "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager"]
     return cmd, {"VLLM_CPU_KVCACHE_SPACE": "1", "TORCHDYNAMO_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
@@ -68,11 +69,11 @@ def command(kind: str, model: str, port: int) -> tuple[list[str], dict[str, str]
 class Server:
     """One server in its own process group on 127.0.0.1; stopped by its PID."""
 
-    def __init__(self, kind: str, model: str, timeout: float = 600.0):
+    def __init__(self, kind: str, model: str, threads: int, timeout: float = 600.0):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        cmd, env = command(kind, model, port)
+        cmd, env = command(kind, model, port, threads)
         self.kind, self.url = kind, f"http://127.0.0.1:{port}"
         self.log = Path(tempfile.mkstemp(prefix=f"bench-serve-{kind}-", suffix=".log")[1])
         with open(self.log, "wb") as out:
@@ -143,13 +144,16 @@ def main() -> None:
     p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--requests", type=int, default=64, help="requests per concurrency level")
     p.add_argument("--docs", type=int, default=20, help="documents per request")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads of rerank's servers (OMP_NUM_THREADS; 0: torch's default). vLLM on CPU computes on "
+                        "one core of this 2-core machine, so 1 compares like with like")
     p.add_argument("--out", type=Path, help="also write the table here (markdown)")
     args = p.parse_args()
     model = args.model or build_tiny_cross_encoder(Path(tempfile.mkdtemp(prefix="bench-serve-ce-")))
     requests = requests_from_trec_dl(args.requests, args.docs)
     rows, first_scores = [], {}
     for kind in args.servers.split(","):
-        server = Server(kind, model)
+        server = Server(kind, model, args.threads)
         try:
             for clients in args.clients:
                 wall, lat, scores = asyncio.run(load_run(server.url, requests, clients))
@@ -160,7 +164,8 @@ def main() -> None:
                 print(f"{kind:>15} c={clients:<3} {rows[-1][2]:7.2f} req/s  p50 {p50:.3f}  p95 {p95:.3f}  p99 {p99:.3f} s", flush=True)
         finally:
             server.stop()
-    table = [f"{args.requests} requests x {args.docs} TREC-DL 2019 passages, cross-encoder {model}",
+    table = [f"{args.requests} requests x {args.docs} TREC-DL 2019 passages, cross-encoder {model}, "
+             f"rerank servers with OMP_NUM_THREADS={args.threads or 'default'}",
              "", "| server | clients | req/s | docs/s | p50 s | p95 s | p99 s | agree (max abs score diff) | ready s |",
              "|---|---|---|---|---|---|---|---|---|"]
     table += [f"| {k} | {c} | {rps:.2f} | {dps:.0f} | {p50:.3f} | {p95:.3f} | {p99:.3f} | {d:.1e} | {r:.0f} |"

@@ -20,11 +20,12 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
+import cohere  # the dev extra installs the cohere SDK and the serve stack
 import httpx
 import numpy as np
 import pytest
+import uvicorn
 from servers import free_port
 
 from rerank.errors import ConfigError
@@ -34,8 +35,6 @@ from rerank.serve.app import create_app
 from rerank.serve.config import ServeConfig
 
 pytestmark = pytest.mark.server
-cohere = pytest.importorskip("cohere", reason="needs the dev extra (cohere SDK)")
-uvicorn = pytest.importorskip("uvicorn", reason="needs the serve extra")
 
 FLEA = "how long is the life cycle of a flea"
 DOCS = ["The stock market fell sharply on Monday.",
