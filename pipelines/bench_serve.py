@@ -35,6 +35,7 @@ import httpx
 import numpy as np
 
 SERVERS = ("rerank", "rerank-nobatch", "vllm")
+IN_PROCESS = "in-process"  # reranker.rerank() in this process, one request at a time: the model's own time
 
 
 def build_tiny_cross_encoder(folder: Path) -> str:
@@ -133,6 +134,24 @@ async def worker_warmup(http: httpx.AsyncClient, url: str, request: tuple[str, l
     (await http.post(url + "/rerank", json={"model": "ce", "query": request[0], "documents": request[1]})).raise_for_status()
 
 
+def in_process_run(model: str, requests: Sequence[tuple[str, list[str]]], threads: int) -> tuple[float, list[float], list[dict]]:
+    import torch
+
+    from rerank.rerankers.cross_encoder import CrossEncoderReranker
+
+    if threads:
+        torch.set_num_threads(threads)
+    ce = CrossEncoderReranker(model)
+    ce.rerank(*requests[0])
+    latencies, scores, started = [], [], time.perf_counter()
+    for query, docs in requests:
+        t = time.perf_counter()
+        res = ce.rerank(query, docs)
+        latencies.append(time.perf_counter() - t)
+        scores.append({int(r.docid): r.score for r in res})
+    return time.perf_counter() - started, latencies, scores
+
+
 def max_difference(a: list[dict], b: list[dict]) -> float:
     return max(abs(x[k] - y[k]) for x, y in zip(a, b) for k in x)
 
@@ -140,7 +159,8 @@ def max_difference(a: list[dict], b: list[dict]) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="a sentence-transformers cross-encoder folder (default: the offline tiny one)")
-    p.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated subset of {SERVERS}")
+    p.add_argument("--servers", default=",".join(SERVERS),
+                   help=f"comma-separated subset of {SERVERS}, or {IN_PROCESS!r} (one client, no HTTP)")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--requests", type=int, default=64, help="requests per concurrency level")
     p.add_argument("--docs", type=int, default=20, help="documents per request")
@@ -153,6 +173,13 @@ def main() -> None:
     requests = requests_from_trec_dl(args.requests, args.docs)
     rows, first_scores = [], {}
     for kind in args.servers.split(","):
+        if kind == IN_PROCESS:
+            wall, lat, scores = in_process_run(model, requests, args.threads)
+            first_scores.setdefault(1, scores)
+            p50, p95, p99 = np.percentile(lat, [50, 95, 99])
+            rows.append((kind, 1, len(requests) / wall, len(requests) * args.docs / wall, p50, p95, p99,
+                         max_difference(scores, first_scores[1]), 0.0))
+            continue
         server = Server(kind, model, args.threads)
         try:
             for clients in args.clients:
