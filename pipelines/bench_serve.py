@@ -42,10 +42,10 @@ def build_tiny_cross_encoder(folder: Path) -> str:
     import torch
     from sentence_transformers import CrossEncoder
 
-    from rerank.rerankers.biencoder import offline_minilm_path
+    from rerank.encoders import DEFAULT_ENCODER, resolve_encoder
 
     torch.manual_seed(0)  # the fresh head
-    CrossEncoder(offline_minilm_path(), num_labels=1).save(str(folder))
+    CrossEncoder(resolve_encoder(DEFAULT_ENCODER), num_labels=1).save(str(folder))
     return str(folder)
 
 

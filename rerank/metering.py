@@ -94,17 +94,20 @@ class Meter:
 
     def attach(self, stage: Any, call_cache: bool = True) -> Meter:
         """Route every LLM reranker among ``stage``'s leaves through a metered (and cached) backend."""
-        from rerank.cache import CachedBackend
+        from rerank.cache import CachedBackend, CallStore, default_path
 
+        store: CallStore | None = None
         for leaf in leaves(stage):
             wrap = getattr(leaf, "wrap_backend", None)
             if wrap is None:
                 continue
+            if call_cache and store is None:
+                store = CallStore(default_path())  # opened (and checked) before any backend loads its model
 
             def metered(backend: Backend) -> Backend:
                 self._originals.append(backend)
-                if call_cache and not isinstance(backend, CachedBackend):
-                    backend = CachedBackend(backend)
+                if store is not None and not isinstance(backend, CachedBackend):
+                    backend = CachedBackend(backend, store)
                 return MeteredBackend(backend)
 
             self.backends.append(wrap(metered))

@@ -93,10 +93,6 @@ class Report:
         significance.check(self.test, self.correction)
         self._comparisons: dict[str, dict[str, Comparison]] = {}
 
-    @property
-    def pipelines(self) -> list[str]:
-        return self.systems
-
     # -- numbers ------------------------------------------------------------------------------
     def table(self, dataset: str | None = None) -> pd.DataFrame:
         """Systems x (metrics, ms_per_query, load_s, tokens_per_query, valid_rate, queries); NaN for failed cells."""

@@ -30,7 +30,8 @@ from servers import free_port
 
 from rerank.errors import ConfigError
 from rerank.rerankers.base import PointwiseReranker
-from rerank.rerankers.biencoder import BiEncoderReranker, offline_minilm_path
+from rerank.encoders import DEFAULT_ENCODER, resolve_encoder
+from rerank.rerankers.biencoder import BiEncoderReranker
 from rerank.serve.app import create_app
 from rerank.serve.config import ServeConfig
 
@@ -85,7 +86,7 @@ def tiny_cross_encoder(tmp_path_factory) -> str:
     from sentence_transformers import CrossEncoder
 
     folder = tmp_path_factory.mktemp("tiny-ce")
-    CrossEncoder(offline_minilm_path(), num_labels=1).save(str(folder))
+    CrossEncoder(resolve_encoder(DEFAULT_ENCODER), num_labels=1).save(str(folder))
     return str(folder)
 
 
