@@ -261,6 +261,9 @@ def test_full_queue_gets_429_with_retry_after_and_late_requests_504():
         metrics = httpx.get(f"{url}/metrics").text
         assert 'rerank_requests_total{endpoint="/v1/rerank",status="429"} 1.0' in metrics
         assert 'rerank_batch_requests_sum{kind="rerank"} 3.0' in metrics
+        assert 'rerank_errors_total{endpoint="/v1/rerank",type="overloaded"} 1.0' in metrics
+        assert 'rerank_request_duration_seconds_bucket{endpoint="/v1/rerank",le="0.005"}' in metrics
+        assert 'rerank_queue_depth{kind="rerank"} 0.0' in metrics and "rerank_model_duration_seconds_count" in metrics
 
     gate = Gate()
     with running(create_app(gate, ServeConfig(request_timeout=0.5), warmup=False)) as url:
