@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterable
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rerank.errors import ConfigError, DataError
+from rerank.naming import slug
 from rerank.types import Doc
 
 logger = logging.getLogger("rerank")
@@ -49,7 +49,7 @@ def index_folder(retriever: Any, dataset: Any, cache_dir: str | Path) -> Path:
     """Where :func:`indexed` keeps ``retriever``'s index of ``dataset`` (the folder may not exist yet)."""
     params = {k: v for k, v in retriever.params().items() if k not in ("num_results", "progress")}
     key = f"{type(retriever).__name__}{sorted(params.items())}|{dataset_fingerprint(dataset)}"
-    name = f"{_slug(dataset.name)}-{type(retriever).__name__.lower()}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    name = f"{slug(dataset.name)}-{type(retriever).__name__.lower()}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     return Path(cache_dir) / "indexes" / name
 
 
@@ -115,10 +115,6 @@ def check_target(path: str | Path, kind: str = "saved index") -> Path:
     if path.is_dir() and any(path.iterdir()) and not (path / "params.json").is_file():
         raise ConfigError(f"{path} is a folder that does not hold a {kind}; choose a new or empty folder")
     return path
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 def _one_line(e: BaseException) -> str:

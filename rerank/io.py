@@ -146,13 +146,7 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
         else:
             raise DataError(f"{path}:{lineno}: expected 'qid 0 docid relevance' or 'qid docid relevance', got {line.strip()!r}")
         grade = relevance_grade(rel, f"{path}:{lineno}")
-        judged = qrels.setdefault(qid, {})
-        if docid in judged:
-            if judged[docid] != grade:
-                raise DataError(f"{path}:{lineno}: query {qid!r} judges document {docid!r} twice, "
-                                f"with grades {judged[docid]} and {grade}")
-            repeated += 1
-        judged[docid] = grade
+        repeated += _put_once(qrels, qid, docid, grade, f"{path}:{lineno}", "judges", "grades")
     if not qrels:
         raise DataError(f"{path}: no judgments found")
     if repeated:
@@ -181,18 +175,23 @@ def read_trec_run(path: str | Path) -> dict[str, dict[str, float]]:
             raise DataError(f"{path}:{lineno}: score {score_text!r} is not a number") from None
         if not math.isfinite(score):
             raise DataError(f"{path}:{lineno}: score {score_text!r} is not a finite number")
-        ranked = run.setdefault(qid, {})
-        if docid in ranked:
-            if ranked[docid] != score:
-                raise DataError(f"{path}:{lineno}: query {qid!r} ranks document {docid!r} twice, "
-                                f"with scores {ranked[docid]} and {score}")
-            repeated += 1
-        ranked[docid] = score
+        repeated += _put_once(run, qid, docid, score, f"{path}:{lineno}", "ranks", "scores")
     if not run:
         raise DataError(f"{path}: the run file is empty")
     if repeated:
         logger.warning("%s: %d repeated run lines dropped", path, repeated)
     return run
+
+
+def _put_once(table: dict[str, dict[str, Any]], qid: str, docid: str, value: Any, where: str, verb: str, what: str) -> int:
+    """Set ``table[qid][docid] = value``; 1 when that repeats an equal value, 0 when new; a different value is refused."""
+    row = table.setdefault(qid, {})
+    if docid not in row:
+        row[docid] = value
+        return 0
+    if row[docid] != value:
+        raise DataError(f"{where}: query {qid!r} {verb} document {docid!r} twice, with {what} {row[docid]} and {value}")
+    return 1
 
 
 def write_trec_run(frame: pd.DataFrame, path: str | Path, tag: str) -> None:

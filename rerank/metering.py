@@ -34,6 +34,7 @@ class Usage:
     cache_misses: int = 0
     answers: int = 0
     valid: int = 0
+    forced: int = 0                 # answers whose reasoning ran out of its budget (rerankers' Think)
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
@@ -132,7 +133,7 @@ class Meter:
                            getattr(cache, "hits", 0), getattr(cache, "misses", 0))
         for r in self.rerankers:
             log = getattr(r, "answer_log", None)
-            total += Usage(answers=getattr(log, "answers", 0), valid=getattr(log, "valid", 0))
+            total += Usage(answers=getattr(log, "answers", 0), valid=getattr(log, "valid", 0), forced=getattr(log, "forced", 0))
         return total
 
 

@@ -38,7 +38,7 @@ import pandas as pd
 from rerank.cellstore import CellStore
 from rerank.errors import ConfigError, DataError
 from rerank.executors import Executor, executor_from_spec
-from rerank.metering import Meter, Usage
+from rerank.metering import Meter
 from rerank.naming import check_distinct
 from rerank.stage import Cutoff, Pipeline, Stage
 from rerank.types import Ranking
@@ -468,9 +468,10 @@ def _chain(stage: Any, identity: bool) -> list[str]:
     origins: list[str] = []
     merges = False
     for s in stage.stages if isinstance(stage, Pipeline) else [stage]:
-        if isinstance(s, Cutoff) and origins and merges:
-            origins[-1] += f",{id(s)}"
-        else:
-            origins.append(str(id(s)))
-            merges = hasattr(s, "with_num_results")
+        if isinstance(s, Cutoff):  # holds no state; folded into a retriever before it, which compile() did too
+            if not (origins and merges):
+                origins.append("cut-off")
+            continue
+        origins.append(str(id(s)))
+        merges = hasattr(s, "with_num_results")
     return [f"{name}@{origin}" for name, origin in zip(names, origins)]

@@ -256,7 +256,8 @@ def test_a_damaged_call_cache_names_the_file_before_any_model_loads(tmp_path):
 # -- item 2: query sets, qrels, runs, rankings -------------------------------------------------------
 def test_duplicate_query_ids_with_different_texts_are_refused(tmp_path, capsys):
     data = beir(tmp_path / "c", queries=[*query_lines(), json.dumps({"_id": "q1", "text": "fractures"}) + "\n"])
-    assert "two different query records have the id 'q1'" in refused(capsys, "eval", "--dataset", str(data), "--pipeline", "bm25")
+    err = refused(capsys, "eval", "--dataset", str(data), "--pipeline", "bm25")
+    assert f"{data / 'queries.jsonl'}: two different query records have the id 'q1'" in err
 
 
 def test_exact_repeats_are_dropped_and_counted(tmp_path, capsys, caplog):
@@ -267,7 +268,7 @@ def test_exact_repeats_are_dropped_and_counted(tmp_path, capsys, caplog):
     with caplog.at_level(logging.WARNING, logger="rerank"):
         code, got, _ = cli(capsys, "eval", "--dataset", str(repeated), "--pipeline", "bm25")
     assert code == 0 and table(got) == table(expected)
-    assert "2 repeated document records dropped" in caplog.text
+    assert f"{repeated / 'corpus.jsonl'}: 2 repeated document records dropped" in caplog.text
     assert "1 repeated query records dropped" in caplog.text
     assert "3 repeated judgment lines dropped" in caplog.text
 

@@ -89,6 +89,16 @@ def test_python_stages_with_one_repr_but_different_indexes_are_not_shared():
     assert table.at["full", "recall@100"] > table.at["half", "recall@100"]
 
 
+def test_one_python_first_stage_object_is_shared(monkeypatch):
+    asked: list[str] = []
+    original = RunRetriever.transform
+    monkeypatch.setattr(RunRetriever, "transform", lambda self, inp: asked.extend(inp.queries()) or original(self, inp))
+    ds = load("trec-dl-2019")
+    run = RunRetriever("bm25", ds)
+    Experiment({"top 5": run % 5, "top 3": run % 3}, ds, ["ndcg@10"], limit=3).run()
+    assert sorted(asked) == sorted(set(asked)) and len(asked) == 3
+
+
 def test_a_saved_prefix_is_reused_by_a_later_run_with_the_same_settings(tmp_path, monkeypatch):
     asked: list[str] = []
     original = RunRetriever.transform

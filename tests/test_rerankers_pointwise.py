@@ -21,7 +21,8 @@ from rerank.prompts import load as load_prompt
 from rerank.encoders import DEFAULT_ENCODER, resolve_encoder
 from rerank.rerankers.biencoder import BiEncoderReranker
 from rerank.rerankers.cross_encoder import CrossEncoderReranker
-from rerank.rerankers.pointwise import ERank, YesNo, parse_rating, parse_yes_no
+from rerank.rerankers._parsing import parse_rating, parse_yes_no
+from rerank.rerankers.pointwise import ERank, YesNo
 
 FLEA = "how long is the life cycle of a flea"
 FLEA_DOC = "The life cycle of a flea lasts from two weeks to several months, depending on temperature."

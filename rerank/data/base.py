@@ -64,23 +64,26 @@ class Dataset(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
-    def _checked_queries(self, queries: list[Query]) -> list[Query]:
-        """Queries with non-empty string text and unique ids (exact repeats dropped, with a warning)."""
+    def _checked_queries(self, queries: list[Query], source: str | None = None) -> list[Query]:
+        """Queries with non-empty string text and unique ids (exact repeats dropped, with a warning).
+        Messages name ``source`` (the file read), else the dataset."""
+        where = source or self.name
         if not queries:
-            raise DataError(f"{self.name}: no queries")
+            raise DataError(f"{where}: no queries")
         odd = [q.qid for q in queries if not isinstance(q.text, str)]
         if odd:
-            raise DataError(f"{self.name}: {len(odd)} queries have a text that is not a string (e.g. {odd[:3]})")
+            raise DataError(f"{where}: {len(odd)} queries have a text that is not a string (e.g. {odd[:3]})")
         empty = [q.qid for q in queries if not q.text.strip()]
         if empty:
-            raise DataError(f"{self.name}: {len(empty)} queries have empty text (e.g. {empty[:3]})")
-        return _unique(queries, self.name, "query")
+            raise DataError(f"{where}: {len(empty)} queries have empty text (e.g. {empty[:3]})")
+        return _unique(queries, where, "query")
 
-    def _checked_corpus(self, docs: list[Doc]) -> list[Doc]:
-        """Documents with unique ids (exact repeats dropped, with a warning)."""
+    def _checked_corpus(self, docs: list[Doc], source: str | None = None) -> list[Doc]:
+        """Documents with unique ids (exact repeats dropped, with a warning). Messages name ``source``, else the dataset."""
+        where = source or self.name
         if not docs:
-            raise DataError(f"{self.name}: the corpus is empty")
-        return _unique(docs, self.name, "document")
+            raise DataError(f"{where}: the corpus is empty")
+        return _unique(docs, where, "document")
 
     def _checked_qrels(self, qrels: dict[str, dict[str, int]], docids: set[str] | None = None) -> dict[str, dict[str, int]]:
         """Refuse qrels that match none of the queries (or, given ``docids``, none of the documents); warn,
@@ -106,7 +109,7 @@ class Dataset(ABC):
         return qrels
 
 
-def _unique(records: list[R], dataset: str, kind: str) -> list[R]:
+def _unique(records: list[R], where: str, kind: str) -> list[R]:
     """``records`` (id first) without exact repeats; two different records with one id are refused."""
     seen: dict[str, R] = {}
     repeats = 0
@@ -115,9 +118,9 @@ def _unique(records: list[R], dataset: str, kind: str) -> list[R]:
         if first is r:
             continue
         if first != r:
-            raise DataError(f"{dataset}: two different {kind} records have the id {r[0]!r}; ids must be unique")
+            raise DataError(f"{where}: two different {kind} records have the id {r[0]!r}; ids must be unique")
         repeats += 1
     if not repeats:
         return records
-    logger.warning("%s: %d repeated %s records dropped", dataset, repeats, kind)
+    logger.warning("%s: %d repeated %s records dropped", where, repeats, kind)
     return list(seen.values())

@@ -29,11 +29,13 @@ class BeirDataset(Dataset):
 
     @cache
     def queries(self) -> list[Query]:
-        return self._checked_queries(read_queries(self._file("queries.jsonl")))
+        path = self._file("queries.jsonl")
+        return self._checked_queries(read_queries(path), str(path))
 
     @cache
     def corpus(self) -> list[Doc]:
-        return self._checked_corpus(read_corpus(self._file("corpus.jsonl")))
+        path = self._file("corpus.jsonl")
+        return self._checked_corpus(read_corpus(path), str(path))
 
     @cache
     def qrels(self) -> dict[str, dict[str, int]]:
