@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import os
 import re
+import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -114,11 +117,21 @@ def indexed(retriever: Any, dataset: Any, cache_dir: Path) -> Any:
             return loaded.with_num_results(retriever.num_results) if loaded.num_results != retriever.num_results else loaded
         except (DataError, OSError, ValueError):
             pass  # a stale or partial cache entry: rebuild it below
+    stale = folder.exists()  # an entry that did not load
     retriever.index(dataset.corpus())
+    # written aside, then renamed: processes indexing the same corpus at once never mix their files
+    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}-{threading.get_ident()}")
     try:
-        retriever.save(folder)
+        retriever.save(partial)
     except NotImplementedError:
-        pass
+        shutil.rmtree(partial, ignore_errors=True)
+        return retriever
+    if stale:
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        partial.rename(folder)
+    except OSError:  # another process saved it first
+        shutil.rmtree(partial, ignore_errors=True)
     return retriever
 
 

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from rerank.backends.base import Backend, Generation, Message, Prompt
@@ -48,6 +49,8 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 _LOADED: dict[tuple[str, tuple[tuple[str, Any], ...]], Backend] = {}
+LOADS: Counter[str] = Counter()
+"""Backends constructed by :func:`load_backend` in this process, by spec (a spec given once loads once)."""
 
 
 def load_backend(spec: str | Backend, **kwargs: Any) -> Backend:
@@ -70,6 +73,7 @@ def load_backend(spec: str | Backend, **kwargs: Any) -> Backend:
         return _LOADED[key]
     kind, params = parse_spec(spec)
     backend = get("backend", kind, **{**params, **kwargs})
+    LOADS[spec] += 1
     if key is not None:
         _LOADED[key] = backend
     return backend
