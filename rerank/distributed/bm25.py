@@ -23,6 +23,7 @@ vocabulary and document frequencies only.
 from __future__ import annotations
 
 import copy
+import hashlib
 import resource
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,6 +55,11 @@ class BM25Shard:
     def stats(self) -> tuple[list[str], np.ndarray, int, int]:
         """Terms (first-appearance order), their document frequencies, the length sum, the size."""
         return list(self._vocab), np.diff(self._tf.indptr), int(self._lengths.sum()), len(self.docs)
+
+    def docid_digests(self) -> np.ndarray:
+        """A 64-bit digest of each docid, to find duplicates across shards without moving the ids."""
+        return np.array([int.from_bytes(hashlib.blake2b(d.docid.encode(), digest_size=8).digest(), "little")
+                         for d in self.docs], dtype=np.uint64)
 
     def weigh(self, rows: np.ndarray, n_terms: int, idf: np.ndarray, avgdl: float, offset: int) -> int:
         """Number this shard's terms globally (``rows``), weigh with the global statistics; returns stored entries."""
@@ -191,10 +197,23 @@ def build_bm25(corpus: Sequence[Doc] | Sequence[str | Path], bm25: BM25 | None =
         num_cpus = min(1.0, ray.cluster_resources().get("CPU", 1) / len(parts))
     actor = ray.remote(BM25Shard).options(num_cpus=num_cpus)
     handles = [actor.remote(config, ray.put(p) if not isinstance(p, (str, Path)) else p) for p in parts]
-    stats = ray.get([h.stats.remote() for h in handles])
+    try:
+        stats = ray.get([h.stats.remote() for h in handles])
+        digests = np.concatenate(ray.get([h.docid_digests.remote() for h in handles]))
+    except ray.exceptions.RayError as e:  # a shard could not read or tokenize its part
+        for h in handles:
+            ray.kill(h)
+        cause = getattr(e, "cause", None) or e
+        raise DataError(f"a BM25 shard failed: {cause}") from None
+    if len(np.unique(digests)) < len(digests):
+        for h in handles:
+            ray.kill(h)
+        raise DataError("the corpus has duplicate docids (across or within shards)")
     vocab: dict[str, int] = {}
     shard_rows = [np.array([vocab.setdefault(t, len(vocab)) for t in terms], dtype=np.int64) for terms, *_ in stats]
     if not vocab:
+        for h in handles:
+            ray.kill(h)
         raise DataError(f"{config!r}: no document has an index term after tokenization; check the tokenizer settings")
     df = np.zeros(len(vocab), dtype=np.float64)
     for rows, (_, shard_df, _, _) in zip(shard_rows, stats):
