@@ -1,10 +1,11 @@
 """The ``rerank`` command: a thin layer over the Python API.
 
-    rerank eval   --dataset scifact --pipeline bm25 --pipeline "bm25 % 100 >> dense" [--pipelines FILE]
+    rerank eval   --dataset scifact --pipeline bm25 --pipeline "bm25 % 100 >> dense" [--pipelines FILE] [--executor ray]
     rerank search --dataset scifact --pipeline "bm25 | dense" "what causes scurvy?" -k 5
     rerank index  --dataset scifact --retriever "bm25(k1=1.2)" --out indexes/scifact-bm25
     rerank list   [datasets|retrievers|rerankers|backends|prompts]
-    rerank bench  pipelines/grid_smoke.toml --out results/smoke [--limit N] [--report-only]
+    rerank bench  pipelines/grid_smoke.toml --out results/smoke [--limit N] [--report-only] [--executor ray]
+    rerank serve  --pipeline "cross-encoder(model='models/ce')" [--dataset D | --index PATH] [--port 8000]
 
 Errors (unknown names, malformed files, empty corpora or queries) print one line and exit 2.
 """
@@ -13,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import sys
 from pathlib import Path
 
-import tomllib
-
 from rerank.errors import ConfigError, RerankError
+from rerank.metrics import DEFAULT_METRICS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("rerank").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    if args.http_timeout is not None:  # read by every HTTP backend this command (and its workers) loads
+        os.environ["RERANK_HTTP_TIMEOUT"] = str(args.http_timeout)
     try:
         return args.func(args)
     except (RerankError, FileNotFoundError) as e:
@@ -45,16 +49,19 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rerank", description="Retrieval and reranking pipelines, evaluated.")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    p.add_argument("--http-timeout", type=_seconds, metavar="SECONDS",
+                   help="deadline of each request to an LLM server, retries included (default 60)")
     sub = p.add_subparsers(required=True, metavar="command")
 
     e = sub.add_parser("eval", help="evaluate pipelines on a dataset and print a comparison table")
     e.add_argument("--dataset", required=True, help="dataset name, BEIR folder, or irds:<id>")
     e.add_argument("--pipeline", action="append", default=[], metavar="[NAME=]EXPR", help="repeatable; first is the baseline")
     e.add_argument("--pipelines", type=Path, help="a TOML file with a [pipelines] table of name = expression")
-    e.add_argument("--metrics", nargs="+", default=["ndcg@10", "mrr@10", "recall@100", "map@1000"])
+    e.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
     e.add_argument("--baseline", help="name of the baseline system (default: the first)")
     e.add_argument("--limit", type=int, help="evaluate on the first N judged queries only")
-    e.add_argument("--save-runs", type=Path, help="write each system's TREC run file into this folder")
+    e.add_argument("--save-runs", type=Path, help="keep runs, records and the report in this folder (and resume from it)")
+    _experiment_arguments(e)
     e.set_defaults(func=_eval)
 
     s = sub.add_parser("search", help="answer one query with a pipeline")
@@ -71,10 +78,17 @@ def _parser() -> argparse.ArgumentParser:
     i.set_defaults(func=_index)
 
     b = sub.add_parser("bench", help="run a grid of pipelines x datasets (resumable) and write a report")
-    from rerank.bench import add_arguments, run_from_args
+    b.add_argument("grid", type=Path, help="a grid TOML file, e.g. pipelines/grid_smoke.toml")
+    b.add_argument("--out", type=Path, help="output folder (default: results/<grid name>)")
+    b.add_argument("--limit", type=int, help="run on the first N judged queries of each dataset")
+    b.add_argument("--report-only", action="store_true", help="do not run cells; rebuild the report from what is saved")
+    b.add_argument("--executor", default="local", help="where cells run: local (default), ray, or ray:ADDRESS")
+    b.set_defaults(func=_bench)
 
-    add_arguments(b)
-    b.set_defaults(func=run_from_args)
+    sv = sub.add_parser("serve", help="serve a pipeline over HTTP in Cohere's, Jina's and vLLM's rerank API shapes")
+    from rerank.serve.command import add_arguments as add_serve_arguments
+
+    add_serve_arguments(sv)
 
     ls = sub.add_parser("list", help="list registered names")
     ls.add_argument("what", nargs="?", default="all", choices=["all", "datasets", "retrievers", "rerankers", "backends", "prompts"])
@@ -82,33 +96,78 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _experiment_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--test", choices=["student", "fisher"], default="student",
+                   help="significance test against the baseline: paired t-test (default) or Fisher's randomization")
+    p.add_argument("--correction", choices=["none", "bonferroni", "holm"], default="none",
+                   help="multiple-comparison correction over each table's comparisons")
+    p.add_argument("--executor", default="local", help="where cells run: local (default), ray, or ray:ADDRESS")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
 def _systems(args: argparse.Namespace) -> dict[str, str]:
+    from rerank.bench import pipeline_table, read_toml
+
     systems: dict[str, str] = {}
     if args.pipelines:
-        table = tomllib.loads(args.pipelines.read_text()).get("pipelines")
-        if not isinstance(table, dict) or not table:
-            raise ConfigError(f"{args.pipelines}: expected a [pipelines] table of name = \"expression\"")
-        systems.update({str(k): str(v) for k, v in table.items()})
+        systems.update(pipeline_table(read_toml(args.pipelines), str(args.pipelines)))
     for item in args.pipeline:
         name, sep, expr = item.partition("=")
-        if sep and name.strip() and "(" not in name:
-            systems[name.strip()] = expr.strip()
-        else:
-            systems[item.strip()] = item.strip()
+        name, expr = (name.strip(), expr.strip()) if sep and name.strip() and "(" not in name else (item.strip(), item.strip())
+        if name in systems:
+            raise ConfigError(f"pipeline name {name!r} is given twice; name each one (--pipeline NAME=EXPR)")
+        systems[name] = expr
     if not systems:
         raise ConfigError("give at least one --pipeline (or --pipelines FILE)")
     return systems
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from rerank.data import load
     from rerank.evaluate import Experiment
-    from rerank.expr import build
+    from rerank.metrics import parse_metrics
+    from rerank.runner import DatasetSpec, load_dataset
 
-    dataset = load(args.dataset)
-    systems = {name: build(expr, dataset) for name, expr in _systems(args).items()}
-    report = Experiment(systems, dataset, args.metrics, baseline=args.baseline, save_dir=args.save_runs, limit=args.limit).run()
+    metrics = parse_metrics(args.metrics)  # checked before anything loads or runs
+    systems = _systems(args)
+    spec = DatasetSpec(args.dataset)
+    load_dataset(spec)  # a dataset that does not load is one error, not one per system
+    experiment = Experiment(systems, [spec], metrics, baseline=args.baseline,
+                            save_dir=args.save_runs, limit=args.limit, executor=args.executor, test=args.test,
+                            correction=None if args.correction == "none" else args.correction, name=args.dataset)
+    report = experiment.run(progress=False if args.quiet else None)
+    failed = report.errors()
+    if len(failed) == len(report.cells):
+        raise RerankError("; ".join(f"{c.system}: {c.error}" for c in failed))
     print(report.to_markdown())
+    if failed:
+        print(f"rerank: error: {len(failed)} of {len(report.cells)} systems failed: "
+              + "; ".join(f"{c.system}: {c.error}" for c in failed), file=sys.stderr)
+        return 2
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from rerank.bench import Grid
+
+    grid = Grid.read(args.grid)
+    out = args.out or Path("results") / grid.name
+    experiment = grid.experiment(out, args.limit, args.executor)
+    if args.report_only:
+        report = experiment.collect()
+        report.write(out)
+    else:
+        report = experiment.run(progress=False if args.quiet else None)
+    print(report.to_markdown())
+    print(f"\nreport: {out / 'report.html'}, {out / 'report.md'} and {out / 'report.json'}")
     return 0
 
 

@@ -1,17 +1,15 @@
-"""Evaluation over ranx: measures per dataset conventions, system comparison with paired tests.
+"""Evaluation over ranx, and :class:`Experiment`: systems compared on datasets with paired tests.
 
-Metric names are ranx's (``ndcg@10``, ``mrr@10``, ``recall@100``, ``map@1000``); ``ndcg`` is the
-trec_eval (linear gain) form. For binary measures the dataset's relevance threshold is applied
+Metric names are ranx's (``ndcg@10``, ``mrr@10``, ``recall@100``, ``map@1000``), checked by
+:mod:`rerank.metrics`; ``ndcg`` is the trec_eval (linear gain) form. For binary measures the dataset's relevance threshold is applied
 (TREC-DL counts relevance >= 2), nDCG uses graded labels. A judged query with no results scores 0.
 Queries without judgments are ignored. Inputs are never modified.
 """
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +17,11 @@ import numpy as np
 import pandas as pd
 
 from rerank.errors import ConfigError, DataError
+from rerank.executors import Executor
+from rerank.metrics import DEFAULT_METRICS, parse_metrics, ranx_name
+from rerank.report import CellResult, Report
 from rerank.types import Ranking
 
-DEFAULT_METRICS = ("ndcg@10", "mrr@10", "recall@100", "map@1000")
-BINARY = ("map", "mrr", "recall", "precision", "hit_rate", "hits", "r-precision", "bpref", "f1")
 Qrels = Mapping[str, Mapping[str, int]]
 
 
@@ -39,7 +38,7 @@ def evaluate(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[str] = DEFA
     {'mrr@10': 0.5}
     """
     per_query = evaluate_per_query(ranking, qrels, metrics, rel_threshold)
-    return {m: float(per_query[m].mean()) for m in metrics}
+    return {m: float(per_query[m].mean()) for m in per_query.columns}
 
 
 def evaluate_per_query(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[str] = DEFAULT_METRICS,
@@ -49,6 +48,7 @@ def evaluate_per_query(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[s
     from ranx import Run
     from ranx import evaluate as ranx_evaluate
 
+    metrics = parse_metrics(metrics)
     qrels_dict, threshold, exclusions = _judgments(qrels, rel_threshold)
     run = ranking.to_dict() if not ranking.is_query_set else {}
     qids = sorted(qrels_dict)
@@ -59,7 +59,7 @@ def evaluate_per_query(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[s
     if not judged:
         raise DataError("the qrels hold no relevant document")
     scored = {q: (docs or {"__no_result__": -np.inf}) for q, docs in run.items() if q in judged}
-    ranx_names = [_ranx_name(m, threshold) for m in metrics]
+    ranx_names = [ranx_name(m, threshold) for m in metrics]
     with warnings.catch_warnings():  # numba's uint64->int64 notice inside ranx is harmless here
         warnings.simplefilter("ignore")
         values = ranx_evaluate(RanxQrels(judged), Run(scored), ranx_names, return_mean=False, make_comparable=True)
@@ -68,13 +68,6 @@ def evaluate_per_query(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[s
     frame = pd.DataFrame({m: np.asarray(values[r], dtype=np.float64) for m, r in zip(metrics, ranx_names)},
                          index=pd.Index(sorted(judged), name="qid"))
     return frame
-
-
-def _ranx_name(metric: str, threshold: int) -> str:
-    base = metric.split("@")[0].split("-l")[0]
-    if threshold > 1 and base in BINARY and "-l" not in metric:
-        return f"{metric}-l{threshold}"
-    return metric
 
 
 def _judgments(qrels: Any, rel_threshold: int | None) -> tuple[dict[str, dict[str, int]], int, dict[str, set[str]]]:
@@ -86,95 +79,72 @@ def _judgments(qrels: Any, rel_threshold: int | None) -> tuple[dict[str, dict[st
     return {str(q): {str(d): int(r) for d, r in docs.items()} for q, docs in qrels.items()}, rel_threshold or 1, {}
 
 
-def paired_pvalue(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sided paired t-test over per-query scores; 1.0 when the systems agree on every query.
-
-    >>> paired_pvalue(np.array([0.1, 0.5, 0.9]), np.array([0.1, 0.5, 0.9]))
-    1.0
-    """
-    if len(a) < 2 or np.allclose(a, b):
-        return 1.0
-    from scipy.stats import ttest_rel
-
-    return float(ttest_rel(a, b).pvalue)
-
-
-@dataclass
-class Report:
-    """Results of an :class:`Experiment`: the table, per-query scores, significance and latency."""
-
-    dataset: str
-    metrics: list[str]
-    baseline: str
-    table: pd.DataFrame                      # systems x (metrics + latency), means
-    per_query: dict[str, pd.DataFrame]       # system -> per-query metric frame
-    pvalues: pd.DataFrame                    # systems x metrics, paired test against the baseline
-    wins_losses: pd.DataFrame                # systems x metrics, "W/L" counts against the baseline
-    max_p: float = 0.05
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def to_markdown(self, digits: int = 4) -> str:
-        """The table as Markdown; a † marks a significant difference from the baseline."""
-        header = ["system", *self.metrics, "ms/query"]
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for system, row in self.table.iterrows():
-            cells = [str(system).replace("|", "\\|")]
-            for m in self.metrics:
-                mark = "†" if system != self.baseline and self.pvalues.at[system, m] < self.max_p else ""
-                cells.append(f"{row[m]:.{digits}f}{mark}")
-            cells.append(f"{row['ms_per_query']:.1f}")
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append(f"\n{self.dataset}; † = paired t-test p < {self.max_p} against {self.baseline!r}.")
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.to_markdown()
-
-
 class Experiment:
-    """Run several systems on one dataset and compare them with paired significance tests.
+    """Run several systems on one or more datasets and compare them with paired significance tests.
 
-    ``systems`` maps names to stages (run on the dataset's topics) or to precomputed Rankings.
-    The first system is the baseline unless ``baseline`` names another.
+    ``systems`` maps names to stages, to precomputed Rankings or to pipeline expressions; ``dataset``
+    is a Dataset, a dataset name, or a list of them. The first system is the baseline unless
+    ``baseline`` names another. ``test`` is ``"student"`` (paired t-test) or ``"fisher"``
+    (randomization test), ``correction`` ``None``, ``"bonferroni"`` or ``"holm"``. With ``save_dir``,
+    runs and records are kept there and cells already done are not run again. ``executor`` runs the
+    cells (``"local"``, ``"ray"``, see :mod:`rerank.executors`). This is the runner behind
+    ``rerank eval`` and ``rerank bench`` (:mod:`rerank.runner`).
     """
 
-    def __init__(self, systems: Mapping[str, Any], dataset: Any, metrics: Sequence[str] = DEFAULT_METRICS,
+    def __init__(self, systems: Mapping[str, Any], dataset: Any, metrics: Sequence[str] | str | None = None,
                  baseline: str | None = None, max_p: float = 0.05, save_dir: str | Path | None = None,
-                 limit: int | None = None):
+                 limit: int | None = None, executor: str | Executor | None = None, test: str = "student",
+                 correction: str | None = None, name: str = "experiment"):
+        from rerank import significance
+        from rerank.runner import DatasetSpec, Runner, Settings
+
         if not systems:
             raise ConfigError("an Experiment needs at least one system")
-        self.systems, self.dataset, self.metrics = dict(systems), dataset, list(metrics)
-        self.baseline = baseline or next(iter(self.systems))
-        if self.baseline not in self.systems:
-            raise ConfigError(f"baseline {self.baseline!r} is not among the systems {list(self.systems)}")
-        self.max_p, self.save_dir, self.limit = max_p, Path(save_dir) if save_dir else None, limit
+        self.metrics = parse_metrics(metrics)
+        significance.check(test, correction)
+        self.baseline = baseline or next(iter(systems))
+        if self.baseline not in systems:
+            raise ConfigError(f"baseline {self.baseline!r} is not among the systems {list(systems)}")
+        datasets = dataset if isinstance(dataset, (list, tuple)) else [dataset]
+        specs = [d if isinstance(d, DatasetSpec) else DatasetSpec(d) if isinstance(d, str) else DatasetSpec(d.name, loaded=d)
+                 for d in datasets]
+        self.runner = Runner(systems, specs, Settings(limit), save_dir, executor)
+        self.max_p, self.test, self.correction, self.name = max_p, test, correction, name
+        self.save_dir = Path(save_dir) if save_dir else None
 
-    def run(self) -> Report:
-        topics = self.dataset.topics()
-        judged = set(self.dataset.qrels())
-        qids = [q for q in topics.queries() if q in judged][: self.limit]
-        topics = topics.select(qids)
-        per_query, latency = {}, {}
-        for name, system in self.systems.items():
-            start = time.perf_counter()
-            ranking = system.select(qids) if isinstance(system, Ranking) else system(topics)
-            latency[name] = 1000 * (time.perf_counter() - start) / max(len(qids), 1)
-            if self.save_dir:
-                ranking.write_trec(self.save_dir / f"{_slug(name)}.trec", tag=_slug(name))
-            per_query[name] = evaluate_per_query(ranking, self.dataset, self.metrics).loc[lambda f: f.index.isin(qids)]
-        base = per_query[self.baseline]
-        pvalues = pd.DataFrame(index=list(self.systems), columns=self.metrics, dtype=float)
-        wins = pd.DataFrame(index=list(self.systems), columns=self.metrics, dtype=object)
-        for name, frame in per_query.items():
-            for m in self.metrics:
-                a, b = frame[m].to_numpy(), base[m].to_numpy()
-                pvalues.at[name, m] = paired_pvalue(a, b)
-                wins.at[name, m] = f"{int((a > b).sum())}/{int((a < b).sum())}"
-        table = pd.DataFrame({name: frame.mean() for name, frame in per_query.items()}).T
-        table["ms_per_query"] = pd.Series(latency)
-        return Report(self.dataset.name, self.metrics, self.baseline, table, per_query, pvalues, wins, self.max_p,
-                      {"queries": len(qids)})
+    def run(self, progress: bool | None = None) -> Report:
+        """Run every cell not done yet, evaluate all, and return the :class:`~rerank.report.Report`.
+
+        With ``save_dir``, the report is also written there (``report.md``, ``.html``, ``.json``).
+        """
+        report = self._report(self.runner.run(progress))
+        if self.save_dir:
+            report.write(self.save_dir)
+        return report
+
+    def collect(self) -> Report:
+        """The report of what ``save_dir`` holds, running nothing (cells not run show as missing)."""
+        return self._report({(c.dataset.label, c.system): self.runner.saved(c) for c in self.runner.cells()})
+
+    def _report(self, records: Mapping[tuple[str, str], Any]) -> Report:
+        from rerank.runner import load_dataset
+
+        specs = {d.label: d for d in self.runner.datasets}
+        cells = {key: evaluate_record(rec, specs[key[0]], self.metrics, load_dataset) for key, rec in records.items()}
+        info = {"limit": self.runner.settings.limit} if self.runner.settings.limit else {}
+        return Report(self.name, list(specs), list(self.runner.systems), self.metrics, self.baseline, cells,
+                      test=self.test, correction=self.correction, max_p=self.max_p, info=info)
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("_") or "system"
+def evaluate_record(record: Any, spec: Any, metrics: Sequence[str], load: Any) -> CellResult:
+    """A runner's cell record scored on its queries (a failed or missing cell keeps its error)."""
+    base = {"dataset": record.dataset, "system": record.system, "expression": record.expression}
+    if not record.ok:
+        return CellResult(**base, status=record.status, error=record.error)
+    try:
+        frame = evaluate_per_query(record.ranking, load(spec), metrics)
+        frame = frame[frame.index.isin(record.qids)]
+    except Exception as e:  # noqa: BLE001 -- reported in the cell
+        return CellResult(**base, status="error", error=f"evaluation failed: {type(e).__name__}: {e}")
+    return CellResult(**base, status="ok", per_query=frame, ms_per_query=record.ms_per_query, load_s=record.load_s,
+                      usage=record.usage, timed_queries=record.timed_queries, prefix=(record.prefix or {}).get("stages"))

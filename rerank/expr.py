@@ -4,7 +4,11 @@ Grammar (a subset of Python expressions, parsed with :mod:`ast`, never evaluated
 
     expr  := expr ">>" expr | expr "%" INT | expr "|" expr | "(" expr ")" | stage
     stage := NAME | NAME "(" [args] ")"        # registry names; "-" and "_" are interchangeable
-    args  := literal values, positional or keyword (numbers, strings, True/False/None, lists)
+    args  := literal values, positional or keyword (numbers, strings, True/False/None, lists, dicts)
+
+An expression may span lines and carry ``#`` comments. Strings are kept verbatim. Anything else (``**kwargs``, ``% True``, other operators, calls as
+arguments) is refused with a :class:`~rerank.errors.ConfigError` naming it. Arguments are checked
+against the stage's constructor (names, type hints, ranges: :mod:`rerank.params`) before it is built.
 
 Names are looked up among retrievers first, then rerankers. Given a dataset, retrievers are indexed on
 its corpus (indexes are cached on disk under ``$RERANK_CACHE``, default ``~/.cache/rerank``) and
@@ -22,32 +26,63 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import io
 import os
 import re
 import shutil
 import threading
+import tokenize
 from pathlib import Path
 from typing import Any
 
 from rerank import registry
 from rerank.errors import ConfigError, DataError
 from rerank.models import cache_root
+from rerank.params import check_arguments
 from rerank.stage import Fuse, Pipeline, Stage
-
-_HYPHENATED = re.compile(r"\b([A-Za-z_]\w*(?:-[A-Za-z_]\w*)+)(?=\s*(?:\(|>>|%|\||\)|$))")
-
 
 def build(expr: str, dataset: Any = None, cache_dir: str | Path | None = None) -> Stage:
     """Build the stage an expression describes, indexed on ``dataset`` when one is given."""
-    if not expr or not expr.strip():
+    if not isinstance(expr, str):
+        raise ConfigError(f"a pipeline expression is text, got {expr!r} ({type(expr).__name__})")
+    if not expr.strip():
         raise ConfigError("the pipeline expression is empty")
-    source = _HYPHENATED.sub(lambda m: m.group(1).replace("-", "_"), expr.strip())
     try:
-        tree = ast.parse(source, mode="eval").body
+        tree = ast.parse(f"(\n{_dehyphenate(expr.strip())}\n)", mode="eval").body  # may span lines
+        stage = _Builder(expr, None, cache_dir).visit(tree)  # validate everything before indexing anything
     except SyntaxError as e:
         raise ConfigError(f"cannot parse pipeline {expr!r}: {e.msg} (use >>, % k, | between stage names)") from None
-    stage = _Builder(expr, None, cache_dir).visit(tree)  # validate everything before indexing anything
+    except (RecursionError, MemoryError):
+        raise ConfigError(f"pipeline {expr[:80]!r}... is too long or too deeply nested") from None
     return stage if dataset is None else _Builder(expr, dataset, cache_dir).visit(tree)
+
+
+def _dehyphenate(source: str) -> str:
+    """``cross-encoder`` -> ``cross_encoder``: join names written with hyphens (stage names), touching
+    nothing else: strings are kept verbatim, and a spaced ``a - b`` stays a (refused) subtraction.
+    Raises SyntaxError on a closing bracket without its opening one."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return source  # ast.parse names the problem
+    line_starts = [0]
+    for line in source.splitlines(keepends=True):
+        line_starts.append(line_starts[-1] + len(line))
+    depth = 0
+    for token in tokens:
+        depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(token.string, 0) if token.type == tokenize.OP else 0
+        if depth < 0:
+            raise SyntaxError(f"unmatched {token.string!r}")
+    chars = list(source)
+    for before, dash, after in zip(tokens, tokens[1:], tokens[2:]):
+        if (dash.type == tokenize.OP and dash.string == "-" and before.type == after.type == tokenize.NAME
+                and before.end == dash.start and dash.end == after.start):
+            row, col = dash.start
+            chars[line_starts[row - 1] + col] = "_"
+    return "".join(chars)
+
+
+_OPERATORS = {ast.RShift: ">>", ast.Mod: "%", ast.BitOr: "|"}
 
 
 class _Builder:
@@ -56,35 +91,58 @@ class _Builder:
         self.cache_dir = Path(cache_dir) if cache_dir else cache_root()
 
     def visit(self, node: ast.AST) -> Stage:
-        if isinstance(node, ast.BinOp):
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
             left = self.visit(node.left)
             if isinstance(node.op, ast.Mod):
                 k = self.literal(node.right)
-                return left % k if isinstance(k, int) else self.fail(f"'%' needs an integer, got {k!r}")
+                if type(k) is not int:  # not a bool, not a float
+                    return self.fail(f"'%' needs an integer, got {ast.unparse(node.right)!r}")
+                try:
+                    return left % k
+                except ConfigError as e:
+                    return self.fail(str(e))
             right = self.visit(node.right)
-            if isinstance(node.op, ast.RShift):
-                return Pipeline([left, right])
-            if isinstance(node.op, ast.BitOr):
-                return Fuse([left, right])
+            return Pipeline([left, right]) if isinstance(node.op, ast.RShift) else Fuse([left, right])
         if isinstance(node, ast.Name):
             return self.stage(node.id, [], {})
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            for keyword in node.keywords:
+                if keyword.arg is None:
+                    return self.fail(f"'**' argument unpacking is not supported, got {ast.unparse(keyword)!r}")
             args = [self.literal(a) for a in node.args]
             kwargs = {kw.arg: self.literal(kw.value) for kw in node.keywords if kw.arg}
             return self.stage(node.func.id, args, kwargs)
-        return self.fail(f"unexpected {ast.unparse(node)!r}")
+        if isinstance(node, ast.BinOp | ast.BoolOp | ast.UnaryOp | ast.Compare):
+            return self.fail(f"{ast.unparse(node)!r} is not supported: a pipeline joins stages with >>, % INT and | only")
+        return self.fail(f"{ast.unparse(node)!r} is not a stage: write a stage name, or name(arguments)")
 
     def literal(self, node: ast.AST) -> Any:
-        try:
-            return ast.literal_eval(node)
-        except ValueError:
-            return self.fail(f"arguments must be literal values, got {ast.unparse(node)!r}")
+        """A literal argument: a number, a string, True/False/None, or a list, tuple or dict of these."""
+        if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, bool | int | float | str)):
+            return node.value
+        if (isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd)
+                and isinstance(node.operand, ast.Constant) and type(node.operand.value) in (int, float)):
+            return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
+        if isinstance(node, ast.List | ast.Tuple) and not any(isinstance(e, ast.Starred) for e in node.elts):
+            values = [self.literal(e) for e in node.elts]
+            return values if isinstance(node, ast.List) else tuple(values)
+        if isinstance(node, ast.Dict) and all(isinstance(k, ast.Constant) and isinstance(k.value, str) for k in node.keys):
+            return {k.value: self.literal(v) for k, v in zip(node.keys, node.values)}  # type: ignore[union-attr]
+        if isinstance(node, ast.Starred):
+            return self.fail(f"'*' argument unpacking is not supported, got {ast.unparse(node)!r}")
+        return self.fail(f"arguments must be literal values (numbers, strings, True/False/None, lists, dicts with "
+                         f"string keys), "
+                         f"got {ast.unparse(node)!r}")
 
     def stage(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Stage:
         for kind in ("retriever", "reranker"):
             table = {n.replace("-", "_"): n for n in registry.names(kind)}
             if name in table:
                 cls = registry.resolve(kind, table[name])
+                try:
+                    check_arguments(cls, args, kwargs, table[name])
+                except ConfigError as e:
+                    return self.fail(str(e))
                 try:
                     stage = cls(*args, **kwargs)
                 except TypeError as e:

@@ -1,10 +1,12 @@
-"""The report of a benchmark grid: Markdown for the terminal, one self-contained HTML page.
+"""The one report of an experiment: Markdown for the terminal, a self-contained HTML page, and JSON.
 
-Per dataset: a table of the metrics (mean over the judged queries each cell ran on), a paired t-test
-against the baseline on the queries both ran (``†`` when p < 0.05), per-query wins/losses/ties on
-the first metric, latency (ms per query) and LLM tokens per query when a stage called an LLM. Then
-the average of each metric over datasets. Failed and missing cells appear in the tables with their
-error. The HTML page inlines its CSS and its plots (PNG as base64), so it opens anywhere offline.
+Per dataset: a table of the metrics (mean over the judged queries each cell ran on), a paired test
+against the baseline on the queries both ran (``†`` when the p-value, corrected over the table's
+comparisons when a correction is chosen, is below ``max_p``), per-query wins/losses/ties on the first
+metric, latency (ms per query, after a warm-up query) and load time, and for LLM stages tokens per
+query, the share of answers that needed no repair and call-cache hits in the timed queries. Then the
+average of each metric over datasets. Failed and missing cells appear with their error. The HTML
+page inlines its CSS and its plots (PNG as base64), so it opens anywhere offline.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,88 +23,152 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rerank.evaluate import paired_pvalue
-
-MAX_P = 0.05
+from rerank import significance
 
 
 @dataclass
-class Cell:
-    """One (dataset, pipeline) result: per-query scores when ``status == "ok"``, else the error."""
+class CellResult:
+    """One (dataset, system) result: per-query scores when ``status == "ok"``, else the error."""
 
     dataset: str
-    pipeline: str
+    system: str
     expression: str
     status: str                               # "ok", "error" or "missing"
     error: str | None = None
     per_query: pd.DataFrame | None = None     # index qid, one column per metric
     ms_per_query: float | None = None
-    tokens_per_query: float | None = None
-    valid_rate: float | None = None           # share of parsed LLM answers that needed no repair
+    load_s: float | None = None
+    usage: dict[str, int] | None = None       # LLM usage of the timed queries (rerank.metering.Usage)
+    timed_queries: int = 0
+    prefix: str | None = None                 # the shared prefix this system started from
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def tokens_per_query(self) -> float | None:
+        if not self.usage or not self.usage.get("calls") or self.per_query is None:
+            return None
+        return (self.usage["prompt_tokens"] + self.usage["completion_tokens"]) / max(self.timed_queries, 1)
+
+    @property
+    def valid_rate(self) -> float | None:
+        """Share of parsed LLM answers that needed no repair."""
+        return self.usage["valid"] / self.usage["answers"] if self.usage and self.usage.get("answers") else None
+
+    @property
+    def cache_hit_rate(self) -> float | None:
+        """Share of the timed queries' LLM calls answered from the call cache."""
+        if not self.usage:
+            return None
+        looked = self.usage.get("cache_hits", 0) + self.usage.get("cache_misses", 0)
+        return self.usage.get("cache_hits", 0) / looked if looked else None
 
 
 @dataclass
 class Comparison:
     """A cell against the baseline on the queries both ran."""
 
-    pvalues: dict[str, float]
+    pvalues: dict[str, float]                 # corrected when the report has a correction
     wins: int
     losses: int
     ties: int
 
 
 @dataclass
-class BenchReport:
+class Report:
     name: str
     datasets: list[str]
-    pipelines: list[str]
+    systems: list[str]
     metrics: list[str]
     baseline: str
-    cells: dict[tuple[str, str], Cell]
+    cells: dict[tuple[str, str], CellResult]
+    test: str = "student"
+    correction: str | None = None
+    max_p: float = 0.05
     info: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        significance.check(self.test, self.correction)
+        self._comparisons: dict[str, dict[str, Comparison]] = {}
+
+    @property
+    def pipelines(self) -> list[str]:
+        return self.systems
+
     # -- numbers ------------------------------------------------------------------------------
-    def table(self, dataset: str) -> pd.DataFrame:
-        """Pipelines x (metrics, ms_per_query, tokens_per_query, valid_rate, queries); NaN for failed cells."""
+    def table(self, dataset: str | None = None) -> pd.DataFrame:
+        """Systems x (metrics, ms_per_query, load_s, tokens_per_query, valid_rate, queries); NaN for failed cells."""
+        dataset = self._dataset(dataset)
         rows = {}
-        for p in self.pipelines:
+        for p in self.systems:
             c = self.cells[dataset, p]
             means = c.per_query.mean() if c.ok else pd.Series(np.nan, index=self.metrics)
             rows[p] = {**{m: float(means[m]) for m in self.metrics}, "ms_per_query": c.ms_per_query,
-                       "tokens_per_query": c.tokens_per_query, "valid_rate": c.valid_rate,
-                       "queries": len(c.per_query) if c.ok else 0}
+                       "load_s": c.load_s, "tokens_per_query": c.tokens_per_query, "valid_rate": c.valid_rate,
+                       "cache_hit_rate": c.cache_hit_rate, "queries": len(c.per_query) if c.ok else 0}
         return pd.DataFrame(rows).T.astype(float)
 
-    def compare(self, dataset: str, pipeline: str) -> Comparison | None:
-        """Paired t-test and wins/losses of ``pipeline`` against the baseline (None if either failed)."""
-        base, cell = self.cells[dataset, self.baseline], self.cells[dataset, pipeline]
-        if not (base.ok and cell.ok) or pipeline == self.baseline:
-            return None
-        common = base.per_query.index.intersection(cell.per_query.index)
-        if len(common) == 0:
-            return None
-        a, b = cell.per_query.loc[common], base.per_query.loc[common]
-        pvalues = {m: paired_pvalue(a[m].to_numpy(), b[m].to_numpy()) for m in self.metrics}
-        first = self.metrics[0]
-        diff = a[first].to_numpy() - b[first].to_numpy()
-        return Comparison(pvalues, int((diff > 1e-12).sum()), int((diff < -1e-12).sum()), int((abs(diff) <= 1e-12).sum()))
+    def pvalues(self, dataset: str | None = None) -> pd.DataFrame:
+        """Systems x metrics: the (corrected) p-value against the baseline; NaN for the baseline and failed cells."""
+        dataset = self._dataset(dataset)
+        frame = pd.DataFrame(np.nan, index=self.systems, columns=self.metrics)
+        for p, cmp in self._compare_all(dataset).items():
+            frame.loc[p] = [cmp.pvalues[m] for m in self.metrics]
+        return frame
+
+    def compare(self, dataset: str, system: str) -> Comparison | None:
+        """The test and wins/losses/ties of ``system`` against the baseline (None if either failed)."""
+        return self._compare_all(dataset).get(system)
+
+    def _compare_all(self, dataset: str) -> dict[str, Comparison]:
+        if dataset in self._comparisons:
+            return self._comparisons[dataset]
+        base = self.cells[dataset, self.baseline]
+        raw: dict[str, tuple[dict[str, float], tuple[int, int, int]]] = {}
+        for p in self.systems:
+            cell = self.cells[dataset, p]
+            if p == self.baseline or not (base.ok and cell.ok):
+                continue
+            common = base.per_query.index.intersection(cell.per_query.index)
+            if len(common) == 0:
+                continue
+            a, b = cell.per_query.loc[common], base.per_query.loc[common]
+            pvals = {m: significance.pvalue(a[m].to_numpy(), b[m].to_numpy(), self.test) for m in self.metrics}
+            raw[p] = (pvals, significance.wins_losses_ties(a[self.metrics[0]].to_numpy(), b[self.metrics[0]].to_numpy()))
+        flat = [(p, m) for p in raw for m in self.metrics]   # the family a correction covers: one table
+        adjusted = dict(zip(flat, significance.correct([raw[p][0][m] for p, m in flat], self.correction)))
+        out = {p: Comparison({m: adjusted[p, m] for m in self.metrics}, *wlt) for p, (_, wlt) in raw.items()}
+        self._comparisons[dataset] = out
+        return out
 
     def averages(self) -> pd.DataFrame:
         """Mean over datasets of each metric and of ms/query; ``datasets`` counts the cells that succeeded."""
         rows = {}
-        for p in self.pipelines:
+        for p in self.systems:
             tables = [self.table(d).loc[p] for d in self.datasets if self.cells[d, p].ok]
             frame = pd.DataFrame(tables)
             rows[p] = {**{m: frame[m].mean() if len(frame) else np.nan for m in [*self.metrics, "ms_per_query"]},
                        "datasets": len(frame)}
         return pd.DataFrame(rows).T.astype(float)
 
-    def errors(self) -> list[Cell]:
+    def errors(self) -> list[CellResult]:
         return [c for c in self.cells.values() if not c.ok]
+
+    def _dataset(self, dataset: str | None) -> str:
+        if dataset is None:
+            if len(self.datasets) != 1:
+                raise ValueError(f"name one of the datasets {self.datasets}")
+            return self.datasets[0]
+        return dataset
+
+    def _legend(self) -> str:
+        test = "paired t-test" if self.test == "student" else "Fisher's randomization test"
+        fix = f", {self.correction}-corrected over each table's comparisons" if self.correction else ""
+        return (f"† {test} p < {self.max_p}{fix}, against {self.baseline!r} on the queries both ran; "
+                f"W/L/T: per-query wins/losses/ties on {self.metrics[0]}; ms/query after one warm-up query; "
+                "load s: building the pipeline (indexes, models).")
 
     # -- Markdown ------------------------------------------------------------------------------
     def to_markdown(self, digits: int = 4) -> str:
@@ -110,58 +177,84 @@ class BenchReport:
             parts += [f"First {self.info['limit']} judged queries per dataset.", ""]
         for d in self.datasets:
             parts += [f"## {d}", "", _markdown(self._dataset_rows(d, digits)), ""]
-        parts += [f"## Average over {len(self.datasets)} datasets", "", _markdown(self._average_rows(digits)), ""]
-        parts.append(f"† paired t-test p < {MAX_P} against {self.baseline!r} on the queries both ran; "
-                     f"W/L/T: per-query wins/losses/ties on {self.metrics[0]}.")
+        if len(self.datasets) > 1:
+            parts += [f"## Average over {len(self.datasets)} datasets", "", _markdown(self._average_rows(digits)), ""]
+        parts.append(self._legend())
         if self.errors():
-            parts += ["", "## Failed cells", ""] + [f"- {c.dataset} / {c.pipeline}: {c.error}" for c in self.errors()]
+            parts += ["", "## Failed cells", ""] + [f"- {c.dataset} / {c.system}: {c.error}" for c in self.errors()]
         return "\n".join(parts)
+
+    def __str__(self) -> str:
+        return self.to_markdown()
 
     def _dataset_rows(self, dataset: str, digits: int) -> list[list[str]]:
         table = self.table(dataset)
-        llm = table["tokens_per_query"].notna().any()
-        header = ["pipeline", *self.metrics, f"W/L/T {self.metrics[0]}", "ms/query",
-                  *(["tokens/query", "valid answers"] if llm else []), "queries"]
+        llm = table["tokens_per_query"].notna().any() or table["cache_hit_rate"].notna().any()
+        header = ["system", *self.metrics, f"W/L/T {self.metrics[0]}", "ms/query", "load s",
+                  *(["tokens/query", "valid answers", "cache hits"] if llm else []), "queries"]
         rows = [header]
-        for p in self.pipelines:
+        for p in self.systems:
             cell = self.cells[dataset, p]
             if not cell.ok:
-                rows.append([p, *[cell.status] * len(self.metrics), "", "", *(["", ""] if llm else []), ""])
+                rows.append([p, *[cell.status] * len(self.metrics), "", "", "", *(["", "", ""] if llm else []), ""])
                 continue
             cmp = self.compare(dataset, p)
             values = []
             for m in self.metrics:
-                mark = "†" if cmp is not None and cmp.pvalues[m] < MAX_P else ""
+                mark = "†" if cmp is not None and cmp.pvalues[m] < self.max_p else ""
                 values.append(f"{table.at[p, m]:.{digits}f}{mark}")
             wlt = f"{cmp.wins}/{cmp.losses}/{cmp.ties}" if cmp else ("baseline" if p == self.baseline else "")
-            tokens = [_num(table.at[p, "tokens_per_query"], 0), _percent(table.at[p, "valid_rate"])] if llm else []
-            rows.append([p, *values, wlt, _num(cell.ms_per_query, 1), *tokens, str(int(table.at[p, "queries"]))])
+            extra = ([_num(table.at[p, "tokens_per_query"], 0), _percent(table.at[p, "valid_rate"]),
+                      _percent(table.at[p, "cache_hit_rate"])] if llm else [])
+            rows.append([p, *values, wlt, _num(cell.ms_per_query, 1), _num(cell.load_s, 1), *extra,
+                         str(int(table.at[p, "queries"]))])
         return rows
 
     def _average_rows(self, digits: int) -> list[list[str]]:
         avg = self.averages()
-        rows = [["pipeline", *self.metrics, "ms/query", "datasets"]]
-        for p in self.pipelines:
+        rows = [["system", *self.metrics, "ms/query", "datasets"]]
+        for p in self.systems:
             rows.append([p, *[_num(avg.at[p, m], digits) for m in self.metrics], _num(avg.at[p, "ms_per_query"], 1),
                          f"{int(avg.at[p, 'datasets'])}/{len(self.datasets)}"])
         return rows
+
+    # -- JSON ----------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """Everything in the tables as plain values (NaN as null), per dataset and system."""
+        out: dict[str, Any] = {"name": self.name, "baseline": self.baseline, "metrics": self.metrics, "test": self.test,
+                               "correction": self.correction, "max_p": self.max_p, "info": self.info, "datasets": {}}
+        for d in self.datasets:
+            table = self.table(d)
+            systems = {}
+            for p in self.systems:
+                cell, cmp = self.cells[d, p], self.compare(d, p)
+                systems[p] = {"status": cell.status, "error": cell.error, "expression": cell.expression,
+                              "means": {m: _plain(table.at[p, m]) for m in self.metrics},
+                              "pvalues": cmp.pvalues if cmp else None,
+                              "wins_losses_ties": [cmp.wins, cmp.losses, cmp.ties] if cmp else None,
+                              "ms_per_query": cell.ms_per_query, "load_s": cell.load_s, "usage": cell.usage,
+                              "prefix": cell.prefix, "queries": int(table.at[p, "queries"]),
+                              "per_query": cell.per_query.to_dict() if cell.ok else None}
+            out["datasets"][d] = systems
+        avg = self.averages()
+        out["averages"] = {p: {k: _plain(avg.at[p, k]) for k in avg.columns} for p in self.systems}
+        return out
 
     # -- HTML ----------------------------------------------------------------------------------
     def to_html(self) -> str:
         esc = html.escape
         body = [f"<h1>{esc(self.name)}</h1>",
-                f"<p class=note>Baseline: <b>{esc(self.baseline)}</b>. † paired t-test p &lt; {MAX_P} on the queries both "
-                f"ran; W/L/T: per-query wins/losses/ties on {esc(self.metrics[0])}."
+                f"<p class=note>Baseline: <b>{esc(self.baseline)}</b>. {esc(self._legend())}"
                 + (f" First {self.info['limit']} judged queries per dataset." if self.info.get("limit") else "") + "</p>"]
         body.append(f"<h2>Average over {len(self.datasets)} datasets</h2>" + _html_table(self._average_rows(4), "averages"))
         body.append(_figure(self._plot_per_dataset(), f"{self.metrics[0]} per dataset"))
         body.append(_figure(self._plot_tradeoff(), f"average {self.metrics[0]} against latency"))
         for d in self.datasets:
             body.append(f"<h2>{esc(d)}</h2>" + _html_table(self._dataset_rows(d, 4), "dataset"))
-            exprs = "".join(f"<li><b>{esc(p)}</b>: <code>{esc(self.cells[d, p].expression)}</code></li>" for p in self.pipelines)
-            body.append(f"<details><summary>pipelines</summary><ul>{exprs}</ul></details>")
+            exprs = "".join(f"<li><b>{esc(p)}</b>: <code>{esc(self.cells[d, p].expression)}</code></li>" for p in self.systems)
+            body.append(f"<details><summary>systems</summary><ul>{exprs}</ul></details>")
         if self.errors():
-            items = "".join(f"<li><b>{esc(c.dataset)} / {esc(c.pipeline)}</b> ({c.status}): {esc(c.error or '')}</li>"
+            items = "".join(f"<li><b>{esc(c.dataset)} / {esc(c.system)}</b> ({c.status}): {esc(c.error or '')}</li>"
                             for c in self.errors())
             body.append(f"<h2>Failed cells</h2><ul class=errors>{items}</ul>")
         return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{esc(self.name)}</title>"
@@ -169,13 +262,13 @@ class BenchReport:
 
     def _plot_per_dataset(self) -> str | None:
         first = self.metrics[0]
-        values = np.array([[self.table(d).at[p, first] for d in self.datasets] for p in self.pipelines], dtype=float)
+        values = np.array([[self.table(d).at[p, first] for d in self.datasets] for p in self.systems], dtype=float)
         if np.isnan(values).all():
             return None
         fig, ax = _subplots(max(6, 1.4 * len(self.datasets) + 2), 3.6)
-        width = 0.8 / len(self.pipelines)
+        width = 0.8 / len(self.systems)
         x = np.arange(len(self.datasets))
-        for i, p in enumerate(self.pipelines):
+        for i, p in enumerate(self.systems):
             ax.bar(x + i * width - 0.4 + width / 2, np.nan_to_num(values[i]), width, label=p)
         ax.set_xticks(x, self.datasets, rotation=20, ha="right")
         ax.set_ylabel(first)
@@ -199,11 +292,12 @@ class BenchReport:
 
     # -- files -----------------------------------------------------------------------------------
     def write(self, folder: str | Path) -> None:
-        """Write ``report.md`` and ``report.html`` into ``folder``."""
+        """Write ``report.md``, ``report.html`` and ``report.json`` into ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "report.md").write_text(self.to_markdown() + "\n", encoding="utf-8")
         (folder / "report.html").write_text(self.to_html(), encoding="utf-8")
+        (folder / "report.json").write_text(json.dumps(self.to_json(), indent=1, default=_plain), encoding="utf-8")
 
 
 _CSS = """
@@ -251,6 +345,15 @@ def _png(fig: Any) -> str:
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=110)
     return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe number: NaN becomes None, numpy scalars become Python ones."""
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def _num(value: float | None, digits: int) -> str:

@@ -99,18 +99,25 @@ class Misbehaving:
 
     Modes: ``garbage`` (200, not JSON), ``shapeless`` (200, JSON without choices), ``notfound`` (404),
     ``slow`` (answers after ``delay`` s), ``flaky`` (503 twice, then a valid completion),
-    ``nologprobs`` (a valid completion without logprobs).
+    ``nologprobs`` (a valid completion without logprobs), ``silent`` (reads the request, never answers,
+    also to GET), ``trickle`` (a 200 whose body comes one byte every 0.5 s), ``busy`` (429 with
+    ``Retry-After: 1`` once, then a valid completion), ``busylong`` (429 with ``Retry-After: 3600``).
+    ``paths`` counts requests by path (``/<mode>/tokenize``, ...) and ``times`` keeps when each came.
     """
 
     port: int
     delay: float = 3.0
     hits: dict[str, int] = field(default_factory=dict)
+    paths: dict[str, int] = field(default_factory=dict)
+    times: dict[str, list[float]] = field(default_factory=dict)
+    closing: threading.Event = field(default_factory=threading.Event)
     _httpd: ThreadingHTTPServer | None = None
 
     def url(self, mode: str) -> str:
         return f"http://127.0.0.1:{self.port}/{mode}/v1"
 
     def stop(self) -> None:
+        self.closing.set()  # releases silent and trickling handlers
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -137,14 +144,47 @@ def start_misbehaving(delay: float = 3.0) -> Misbehaving:
             except (BrokenPipeError, ConnectionResetError):  # the client gave up (the timeout test)
                 pass
 
+        def _count(self) -> str:
+            mode = self.path.strip("/").split("/")[0]
+            state.hits[mode] = state.hits.get(mode, 0) + 1
+            state.paths[self.path] = state.paths.get(self.path, 0) + 1
+            state.times.setdefault(mode, []).append(time.monotonic())
+            return mode
+
+        def _trickle(self, body: bytes) -> None:
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                for byte in body:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    if state.closing.wait(0.5):
+                        return
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
         def do_GET(self) -> None:
+            if self._count() == "silent":
+                state.closing.wait(60)
+                return
             self._send(200, json.dumps({"data": [{"id": "misbehaving"}]}).encode())
 
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            mode = self.path.strip("/").split("/")[0]
-            state.hits[mode] = state.hits.get(mode, 0) + 1
-            if mode == "garbage":
+            mode = self._count()
+            if mode == "silent":
+                state.closing.wait(60)
+            elif mode == "trickle":
+                self._trickle(json.dumps(VALID).encode())
+            elif mode == "busy" and state.hits[mode] == 1 or mode == "busylong":
+                self.send_response(429)
+                self.send_header("Retry-After", "1" if mode == "busy" else "3600")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+            elif mode == "garbage":
                 self._send(200, b"<html>definitely not json</html>", "text/html")
             elif mode == "shapeless":
                 self._send(200, b'{"result": 42}')

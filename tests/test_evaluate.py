@@ -57,13 +57,14 @@ def test_experiment_compares_systems_with_significance(tmp_path):
     reversed_run = Ranking(ds.run("bm25").to_pandas().assign(score=lambda f: -f["score"]))
     report = Experiment({"BM25": bm25, "BM25 top-10": bm25 % 10, "reversed": reversed_run}, ds,
                         ["ndcg@10", "recall@100"], save_dir=tmp_path).run()
-    table = report.table
+    table, pvalues = report.table(), report.pvalues()
     assert table.loc["BM25", "ndcg@10"] == pytest.approx(0.5058, abs=5e-5)
     assert table.loc["BM25 top-10", "ndcg@10"] == pytest.approx(0.5058, abs=5e-5)
-    assert table.loc["reversed", "ndcg@10"] < 0.3 and report.pvalues.loc["reversed", "ndcg@10"] < 0.05
-    assert report.pvalues.loc["BM25 top-10", "ndcg@10"] == 1.0
+    assert table.loc["reversed", "ndcg@10"] < 0.3 and pvalues.loc["reversed", "ndcg@10"] < 0.05
+    assert pvalues.loc["BM25 top-10", "ndcg@10"] == 1.0
     md = report.to_markdown()
     assert "| reversed |" in md and "†" in md
-    assert (tmp_path / "BM25.trec").exists() and (tmp_path / "reversed.trec").exists()
+    runs = tmp_path / "trec-dl-2019"
+    assert (runs / "BM25.trec").exists() and (runs / "reversed.trec").exists() and (tmp_path / "report.json").exists()
     with pytest.raises(ConfigError, match="baseline"):
         Experiment({"a": bm25}, ds, baseline="b")

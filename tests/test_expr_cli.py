@@ -45,7 +45,7 @@ def test_cli_eval_prints_a_table(capsys, tmp_path):
                  "--metrics", "ndcg@10", "--save-runs", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| BM25 | 0.5058 |" in out and "run % 10" in out
-    assert (tmp_path / "BM25.trec").exists()
+    assert (tmp_path / "trec-dl-2019" / "BM25.trec").exists() and (tmp_path / "report.json").exists()
 
 
 def test_cli_search_and_list(capsys):

@@ -29,7 +29,7 @@ def test_markdown_has_per_dataset_tables_averages_significance_and_wins(report):
     md = rep.to_markdown()
     for heading in ("## trec-dl-2019", "## trec-dl-2020", "## fiqa", "## Average over 3 datasets", "## Failed cells"):
         assert heading in md
-    assert "| pipeline | ndcg@10 | mrr@10 | recall@100 | W/L/T ndcg@10 | ms/query | queries |" in md
+    assert "| system | ndcg@10 | mrr@10 | recall@100 | W/L/T ndcg@10 | ms/query | load s | queries |" in md
     assert re.search(r"\| BM25 top-3 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+† \|", md)   # recall@100 of a top-3 cut: significant
     assert "| BM25 | " in md and "baseline" in md and "| 2/3 |" in md                   # averaged over 2 of 3 datasets
     cmp = rep.compare("trec-dl-2019", "BM25 top-10")

@@ -7,20 +7,28 @@
 ``"vllm:Qwen/Qwen2.5-7B-Instruct"``              vLLM offline engine, hub id or folder
 ``"llamacpp:smollm2"``                           llama.cpp on a GGUF file
 ``"openai:http://127.0.0.1:8011/v1#smollm2"``    an OpenAI-compatible server (``#`` then model name)
-``"openai:gpt-4o-mini"``                         model at ``$OPENAI_BASE_URL`` or OpenAI
+``"openai:http://127.0.0.1:8011/v1?timeout=20"`` options after ``?``, checked against the constructor
+``"openai:gpt-4o-mini"``                         model at ``$OPENAI_BASE_URL`` (no default endpoint)
 ``"smollm2"``                                    an alias alone: its default backend
 ==============================================  =====================================================
 
 >>> parse_spec("openai:http://127.0.0.1:8011/v1#smollm2")
 ('openai', {'base_url': 'http://127.0.0.1:8011/v1', 'model': 'smollm2'})
+>>> parse_spec("openai:http://127.0.0.1:8011/v1?timeout=20#smollm2")
+('openai', {'base_url': 'http://127.0.0.1:8011/v1', 'model': 'smollm2', 'timeout': 20})
 >>> parse_spec("vllm:Qwen/Qwen2.5-7B-Instruct")
 ('vllm', {'model': 'Qwen/Qwen2.5-7B-Instruct'})
 """
 
 from __future__ import annotations
 
+<<<<<<< HEAD
 from collections import Counter
+=======
+import re
+>>>>>>> main
 from typing import Any
+from urllib.parse import unquote
 
 from rerank.backends.base import Backend, Generation, Message, Prompt
 from rerank.errors import ConfigError
@@ -29,10 +37,19 @@ __all__ = ["Backend", "Generation", "Message", "Prompt", "load_backend", "parse_
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """Split ``"kind:model"`` (or ``"openai:URL#model"``) into the registry name and keyword arguments."""
-    from rerank.models import lookup
-    from rerank.registry import names
+    """Split ``"kind:model[?options]"`` (or ``"openai:URL[?options][#model]"``) into the registry name and
+    keyword arguments, checked against the backend's constructor (:mod:`rerank.params`).
 
+    Options are ``key=value`` pairs joined by ``&`` (``?timeout=30&concurrency=4``); values are numbers,
+    ``True``/``False``/``None`` or text. A URL must be ``http://`` or ``https://`` with a valid host and port;
+    anything that looks like a server address is never taken for a model name.
+    """
+    from rerank.models import lookup
+    from rerank.params import check_arguments
+    from rerank.registry import names, resolve
+
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"the backend spec is empty: {spec!r}")
     kind, sep, rest = spec.partition(":")
     if not sep and kind in names("backend"):
         return kind, {}
@@ -42,10 +59,58 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
             raise ConfigError(f"backend spec {spec!r} is not 'kind:model' with kind in {names('backend')} "
                               "nor a model alias of rerank/models.toml")
         return alias.backend, {"model": spec}
-    if kind == "openai" and rest.startswith(("http://", "https://")):
+    if _URL_SCHEME.match(rest):
+        if kind != "openai":
+            raise ConfigError(f"backend spec {spec!r}: only openai: takes a server URL (openai:http://HOST:PORT/v1#MODEL)")
+        from rerank.backends.openai import check_base_url
+
         url, _, model = rest.partition("#")
-        return kind, {"base_url": url, **({"model": model} if model else {})}
-    return kind, ({"model": rest} if rest else {})
+        url, _, query = url.partition("?")
+        params: dict[str, Any] = {"base_url": check_base_url(url, f"backend spec {spec!r}")}
+        if "?" in model:
+            raise ConfigError(f"backend spec {spec!r}: options go before the model: openai:URL?key=value#MODEL")
+    else:
+        if "#" in rest or _HOST_PORT.match(rest):
+            raise ConfigError(f"backend spec {spec!r} looks like a server address without http:// or https://; "
+                              "write openai:http://HOST:PORT/v1#MODEL")
+        model, _, query = rest.partition("?")
+        params = {}
+    params.update({"model": model} if model else {})
+    options = _options(query, spec)
+    if clash := sorted(set(options) & set(params)):
+        raise ConfigError(f"backend spec {spec!r}: {', '.join(clash)} given twice (in the spec and as an option)")
+    params.update(options)
+    check_arguments(resolve("backend", kind), [], params, f"backend spec {spec!r}")
+    return kind, params
+
+
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_HOST_PORT = re.compile(r"^(localhost|[\w-]+(\.[\w-]+)+|\[[0-9A-Fa-f:.]+\]):\d+(/|$)")
+
+
+def _options(query: str, spec: str) -> dict[str, Any]:
+    """``"timeout=30&guided=off"`` -> ``{"timeout": 30, "guided": "off"}``."""
+    options: dict[str, Any] = {}
+    for pair in query.split("&") if query else []:
+        key, eq, text = pair.partition("=")
+        if not eq or not key.isidentifier():
+            raise ConfigError(f"backend spec {spec!r}: option {pair!r} is not key=value")
+        if key in options:
+            raise ConfigError(f"backend spec {spec!r}: option {key!r} is given twice")
+        options[key] = _option_value(unquote(text))
+    return options
+
+
+def _option_value(text: str) -> Any:
+    constants = {"True": True, "False": False, "None": None}
+    if text in constants:
+        return constants[text]
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    return text
 
 
 _LOADED: dict[tuple[str, tuple[tuple[str, Any], ...]], Backend] = {}

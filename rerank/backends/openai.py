@@ -2,9 +2,12 @@
 
 The core is async (:meth:`OpenAIBackend.agenerate`, :meth:`OpenAIBackend.ascore`): requests run
 concurrently (``concurrency`` at a time) on one ``httpx.AsyncClient``; the sync verbs wrap them.
-Connection failures, timeouts, 429 and 5xx are retried ``max_retries`` times with exponential
-back-off; other 4xx answers and malformed bodies raise :class:`~rerank.errors.BackendError` at once.
-Every request carries ``max_tokens``, so no call runs unbounded.
+Each request has one deadline (``timeout``, default 60 s or ``$RERANK_HTTP_TIMEOUT``) that covers
+connecting, every read, and the retries: connection failures, 429 and 5xx are retried ``max_retries``
+times with exponential back-off, or after the ``Retry-After`` the server asks for when that fits the
+deadline; other 4xx answers and malformed bodies raise :class:`~rerank.errors.BackendError` at once.
+Every request carries ``max_tokens``, so no call runs unbounded. There is no default endpoint: the
+base URL comes from ``base_url=`` or ``$OPENAI_BASE_URL``, and only ``http(s)://`` URLs are accepted.
 
 Scoring:
 
@@ -23,12 +26,15 @@ score with :class:`~rerank.backends.llamacpp.LlamaCppBackend` in-process.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import logging
 import math
 import os
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -40,7 +46,9 @@ from rerank.errors import BackendError, ConfigError, require
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
+TIMEOUT_ENV = "RERANK_HTTP_TIMEOUT"
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_PROBE_TIMEOUT = 5.0
 GUIDED = ("auto", "xargs", "regex", "grammar", "off")
 _GUIDED_BY_OWNER = {"vllm": "regex", "llamacpp": "grammar", "me": "grammar"}  # "me": llama-cpp-python's server
 
@@ -50,10 +58,17 @@ class OpenAIBackend(Backend):
 
     Args:
         model: the served model name; None asks the server (``GET /models``, first entry).
-        base_url: API root ending in ``/v1``; default ``$OPENAI_BASE_URL`` or OpenAI's.
+        base_url: API root ending in ``/v1``, ``http://`` or ``https://``; default ``$OPENAI_BASE_URL``.
+            There is no built-in default: for OpenAI's API pass ``https://api.openai.com/v1``.
         api_key: default ``$OPENAI_API_KEY`` or ``"EMPTY"`` (local servers ignore it).
-        timeout: seconds per request; concurrency: requests in flight at once.
-        max_retries, backoff: retries of transient failures, sleeping ``backoff * 2**attempt`` s.
+        timeout: the deadline of one request in seconds, retries and their waits included; default
+            ``$RERANK_HTTP_TIMEOUT`` or 60. A server that stops answering, or answers a byte at a time,
+            is reported when it passes.
+        probe_timeout: the deadline of each request that asks the server about itself (``/models``,
+            the tokenize routes); each is asked once and the answer kept.
+        concurrency: requests in flight at once.
+        max_retries, backoff: retries of transient failures (connection errors, 429, 5xx), sleeping
+            ``backoff * 2**attempt`` s, or what a 429/503's ``Retry-After`` asks when that fits the deadline.
         tokenizer: alias/path of the model's tokenizer, to render chat prompts locally and count tokens.
         max_context: longest prompt the caller should send (used by windowing rerankers).
         top_logprobs: alternatives asked for when scoring chat prompts without a tokenizer.
@@ -67,22 +82,33 @@ class OpenAIBackend(Backend):
     """
 
     def __init__(self, model: str | None = None, *, base_url: str | None = None, api_key: str | None = None,
-                 timeout: float = 120.0, concurrency: int = 8, max_retries: int = 3, backoff: float = 0.5,
-                 tokenizer: str | None = None, max_context: int = 8192, top_logprobs: int = 20,
-                 extra_body: dict[str, Any] | None = None, guided: str = "auto"):
+                 timeout: float | None = None, probe_timeout: float = DEFAULT_PROBE_TIMEOUT, concurrency: int = 8,
+                 max_retries: int = 3, backoff: float = 0.5, tokenizer: str | None = None, max_context: int = 8192,
+                 top_logprobs: int = 20, extra_body: dict[str, Any] | None = None, guided: str = "auto"):
         self._httpx = require("httpx", "openai")
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        url = base_url or os.environ.get("OPENAI_BASE_URL")
+        if not url:
+            raise ConfigError("OpenAIBackend needs base_url= (or $OPENAI_BASE_URL): rerank never defaults to a public "
+                              "endpoint; for OpenAI's API pass base_url='https://api.openai.com/v1'")
+        self.base_url = check_base_url(url, "OpenAIBackend" if base_url else "$OPENAI_BASE_URL")
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-        if concurrency < 1 or max_retries < 0 or timeout <= 0:
-            raise ConfigError("need concurrency >= 1, max_retries >= 0 and timeout > 0")
-        self.timeout, self.concurrency, self.max_retries, self.backoff = timeout, concurrency, max_retries, backoff
+        self.timeout = default_timeout() if timeout is None else timeout
+        if not (concurrency >= 1 and max_retries >= 0 and backoff >= 0 and _positive(self.timeout)
+                and _positive(probe_timeout)):
+            raise ConfigError("OpenAIBackend needs concurrency >= 1, max_retries >= 0, backoff >= 0 and finite "
+                              f"timeout, probe_timeout > 0; got {concurrency}, {max_retries}, {backoff}, "
+                              f"{self.timeout}, {probe_timeout}")
+        self.probe_timeout = min(probe_timeout, self.timeout)
+        self.concurrency, self.max_retries, self.backoff = concurrency, max_retries, backoff
         self.max_context, self.top_logprobs, self.extra_body = max_context, top_logprobs, dict(extra_body or {})
         if guided not in GUIDED:
             raise ConfigError(f"unknown guided={guided!r}; choose one of {', '.join(GUIDED)}")
         self._guided = guided
+        self._ssl = self._httpx.create_ssl_context()  # built once: each sync call opens a short-lived client
         self.tokenizer = _load_tokenizer(tokenizer) if tokenizer else None
         self._tokenize_route: str | None = None
         self._tokenize_overhead = 0
+        self._models: dict[str, Any] | None = None
         self.model = model or self._served_model()
 
     def __repr__(self) -> str:
@@ -96,63 +122,110 @@ class OpenAIBackend(Backend):
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}
 
-    async def _post(self, client: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        httpx, url = self._httpx, self.base_url + path
+    def _client(self) -> Any:
+        return self._httpx.AsyncClient(timeout=self._httpx.Timeout(self.timeout), headers=self._headers(),
+                                       verify=self._ssl)
+
+    async def _request(self, client: Any, url: str, body: dict[str, Any] | None, timeout: float,
+                       retries: int) -> Any:
+        """POST ``body`` (GET when None) to ``url``, retrying refused connections, 429 and 5xx; the response
+        (a 429 or 5xx once the retries are spent), or BackendError once ``timeout`` s have passed in all
+        (retries and their waits included) or no connection could be made."""
+        httpx, loop = self._httpx, asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + timeout
         error = BackendError(f"no request made to {url}")
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+        attempt, response = 0, None
+        while True:
+            wait, response = self.backoff * 2 ** attempt, None
             try:
-                response = await client.post(url, json={**body, **self.extra_body})
+                async with asyncio.timeout_at(deadline):
+                    if body is None:
+                        response = await client.get(url, timeout=deadline - loop.time())
+                    else:
+                        response = await client.post(url, json=body, timeout=deadline - loop.time())
+            except (TimeoutError, httpx.TimeoutException):
+                raise BackendError(f"{url} did not answer within {timeout:g} s (the whole request, after "
+                                   f"{attempt + 1} attempts); check the server's load or raise timeout=") from None
             except httpx.ConnectError as e:
                 error = BackendError(f"cannot connect to {url} ({e}); is the server running and is base_url right?")
-                continue
-            except httpx.TimeoutException:
-                error = BackendError(f"{url} did not answer within {self.timeout} s; "
-                                     "check the server's load or raise timeout=")
-                continue
             except httpx.HTTPError as e:
                 error = BackendError(f"request to {url} failed: {e!r}")
-                continue
-            if response.status_code == 429 or response.status_code >= 500:
+            except (httpx.InvalidURL, ExceptionGroup) as e:  # a URL the socket layer refuses: not worth a retry
+                leaf = e.exceptions[0] if isinstance(e, ExceptionGroup) else e
+                raise BackendError(f"request to {url} failed: {type(leaf).__name__}: {leaf}") from None
+            else:
+                if response.status_code != 429 and response.status_code < 500:
+                    return response
                 error = BackendError(f"{url} answered {response.status_code}: {response.text[:300]}")
-                continue
-            if response.status_code >= 400:
-                raise BackendError(f"{url} answered {response.status_code} (not retried; check model name "
-                                   f"{self.model!r} and request settings): {response.text[:300]}")
-            try:
-                data = response.json()
-            except ValueError:
-                raise BackendError(f"{url} answered with something that is not JSON: {response.text[:200]!r}") from None
-            if not isinstance(data, dict):
-                raise BackendError(f"{url} answered with unexpected JSON: {str(data)[:200]}")
-            return data
-        raise BackendError(f"{error} (after {self.max_retries + 1} attempts)")
+                asked = _retry_after(response.headers.get("Retry-After"))
+                if asked is not None:
+                    if loop.time() + asked > deadline:
+                        raise BackendError(f"{error} and asked to retry after {asked:g} s, beyond the request's "
+                                           f"deadline of {timeout:g} s (raise timeout= to wait)")
+                    wait = asked
+            attempt += 1
+            if attempt > retries:
+                if response is not None:
+                    return response
+                break
+            if loop.time() + wait > deadline:
+                raise BackendError(f"{error} (after {attempt} attempts; no time left for another within the "
+                                   f"deadline of {timeout:g} s)")
+            await asyncio.sleep(wait)
+        raise BackendError(f"{error} (after {retries + 1} attempts)")
+
+    async def _post(self, client: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        url = self.base_url + path
+        response = await self._request(client, url, {**body, **self.extra_body}, self.timeout, self.max_retries)
+        if response.status_code == 429 or response.status_code >= 500:
+            raise BackendError(f"{url} answered {response.status_code}: {response.text[:300]} "
+                               f"(after {self.max_retries + 1} attempts)")
+        if response.status_code >= 400:
+            raise BackendError(f"{url} answered {response.status_code} (not retried; check model name "
+                               f"{self.model!r} and request settings): {response.text[:300]}")
+        try:
+            data = response.json()
+        except ValueError:
+            raise BackendError(f"{url} answered with something that is not JSON: {response.text[:200]!r}") from None
+        if not isinstance(data, dict):
+            raise BackendError(f"{url} answered with unexpected JSON: {str(data)[:200]}")
+        return data
 
     async def _post_all(self, requests: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
         limit = asyncio.Semaphore(self.concurrency)
-        timeout = self._httpx.Timeout(self.timeout)
-        async with self._httpx.AsyncClient(timeout=timeout, headers=self._headers()) as client:
+        async with self._client() as client:
             async def one(path: str, body: dict[str, Any]) -> dict[str, Any]:
                 async with limit:
                     return await self._post(client, path, body)
 
             return await asyncio.gather(*(one(p, b) for p, b in requests))
 
-    def _get(self, path: str) -> dict[str, Any] | None:
-        url = self.base_url + path
+    def _ask(self, url: str, body: dict[str, Any] | None, timeout: float) -> dict[str, Any] | None:
+        """One request about the server itself: its JSON answer, or None when the server answers with an
+        error status or something that is not a JSON object. Connection failures and timeouts raise."""
+        async def ask() -> Any:
+            async with self._client() as client:
+                return await self._request(client, url, body, timeout, retries=0)
+
+        response = _run_sync(ask())
+        if response.status_code != 200:
+            return None
         try:
-            r = self._httpx.get(url, headers=self._headers(), timeout=self.timeout)
-        except self._httpx.ConnectError as e:
-            raise BackendError(f"cannot connect to {url} ({e}); is the server running and is base_url right?") from e
-        except self._httpx.HTTPError as e:
-            raise BackendError(f"request to {url} failed: {e!r}") from e
-        return r.json() if r.status_code == 200 else None
+            data = response.json()
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _models_listing(self) -> dict[str, Any]:
+        """``GET /models``, asked once (with the short probe deadline) and kept."""
+        if self._models is None:
+            self._models = self._ask(self.base_url + "/models", None, self.probe_timeout) or {}
+        return self._models
 
     def _served_model(self) -> str:
-        data = self._get("/models")
         try:
-            return data["data"][0]["id"]  # type: ignore[index]
+            return self._models_listing()["data"][0]["id"]
         except (TypeError, KeyError, IndexError):
             raise BackendError(f"{self.base_url}/models lists no model; pass model=") from None
 
@@ -160,8 +233,8 @@ class OpenAIBackend(Backend):
     def guided(self) -> str:
         """The resolved way constraints are sent (``"auto"`` asks the server who it is, once)."""
         if self._guided == "auto":
-            data = self._get("/models") or {}
-            owners = [m.get("owned_by") for m in data.get("data", []) if isinstance(m, dict)]
+            listed = self._models_listing().get("data")
+            owners = [m.get("owned_by") for m in listed if isinstance(m, dict)] if isinstance(listed, list) else []
             self._guided = next((_GUIDED_BY_OWNER[o] for o in owners if o in _GUIDED_BY_OWNER), "off")
             if self._guided == "off":
                 log.warning("%s: unknown server (owned_by %s), so constraints are not sent; pass guided=",
@@ -303,29 +376,86 @@ class OpenAIBackend(Backend):
             self._tokenize_route, self._tokenize_overhead = self._find_tokenize_route()
         if self._tokenize_route == "estimate":
             return math.ceil(len(text) / 4)
-        tokens = self._server_tokens(self._tokenize_route, text)
+        tokens = self._server_tokens(self._tokenize_route, text, self.timeout)
         if tokens is None:
             raise BackendError(f"{self.base_url}: tokenize route {self._tokenize_route} stopped answering")
         return tokens - self._tokenize_overhead
 
-    def _server_tokens(self, route: str, text: str) -> int | None:
+    def _server_tokens(self, route: str, text: str, timeout: float) -> int | None:
         root = self.base_url.removesuffix("/v1")  # both routes live beside /v1, not under it
         body = {"model": self.model, "prompt": text, "add_special_tokens": False, "input": text}
-        try:
-            r = self._httpx.post(root + route, json=body, headers=self._headers(), timeout=self.timeout)
-            tokens = r.json().get("tokens") if r.status_code == 200 else None
-        except (self._httpx.HTTPError, ValueError, AttributeError):
-            return None
+        tokens = (self._ask(root + route, body, timeout) or {}).get("tokens")
         return len(tokens) if isinstance(tokens, list) else None
 
     def _find_tokenize_route(self) -> tuple[str, int]:
-        """The first tokenize route that answers, and the special tokens it adds to any text (e.g. BOS)."""
+        """The first tokenize route that answers, and the special tokens it adds to any text (e.g. BOS).
+        Each route is probed once with the short probe deadline; a server that does not answer raises."""
         for route in ("/tokenize", "/extras/tokenize"):
-            one, two = self._server_tokens(route, "hello"), self._server_tokens(route, "hello hello")
-            if one is not None and two is not None:
+            one = self._server_tokens(route, "hello", self.probe_timeout)
+            if one is None:
+                continue
+            two = self._server_tokens(route, "hello hello", self.probe_timeout)
+            if two is not None:
                 return route, 2 * one - two  # "hello" and " hello" are one token each in common vocabularies
         log.warning("%s has no tokenize route; counting tokens as characters / 4 (pass tokenizer=)", self.base_url)
         return "estimate", 0
+
+
+def default_timeout() -> float:
+    """The request deadline when none is given: ``$RERANK_HTTP_TIMEOUT`` (set by ``rerank --http-timeout``) or 60 s."""
+    text = os.environ.get(TIMEOUT_ENV)
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not _positive(value):
+        raise ConfigError(f"${TIMEOUT_ENV}={text!r} is not a positive number of seconds")
+    return value
+
+
+def check_base_url(url: str, what: str) -> str:
+    """``url`` without its trailing ``/`` if it is an ``http(s)://`` URL with a host and a valid port."""
+    if not isinstance(url, str) or not url.strip() or not url.isprintable() or any(c.isspace() for c in url):
+        raise ConfigError(f"{what}: base URL {url!r} is empty or contains spaces or control characters")
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:
+        raise ConfigError(f"{what}: {url!r} is not a valid URL ({e})") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ConfigError(f"{what}: URL scheme {parts.scheme or 'missing'!r} is not supported; "
+                          "use http:// or https:// (e.g. http://127.0.0.1:8000/v1)")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if not parts.hostname or port == -1 or port == 0:
+        raise ConfigError(f"{what}: {url!r} is not a valid URL (a host, and a port between 1 and 65535)")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{what}: base URL {url!r} must not have a query (?) or a fragment (#)")
+    return url.rstrip("/")
+
+
+def _positive(value: float) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def _retry_after(header: str | None) -> float | None:
+    """Seconds a ``Retry-After`` header asks for (a number or an HTTP date); None if absent or unreadable."""
+    if not header:
+        return None
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
 def _load_tokenizer(name: str) -> Any:

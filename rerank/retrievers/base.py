@@ -34,7 +34,7 @@ class Retriever(Stage):
     progress: bool | None = None
 
     def __init__(self, num_results: int = 1000, progress: bool | None = None):
-        self.num_results, self.progress = num_results, progress
+        self.num_results, self.progress = _positive_count(num_results, type(self).__name__), progress
         self._docs: list[Doc] | None = None
         self._texts: list[str] = []
         self._position: dict[str, int] = {}
@@ -79,7 +79,7 @@ class Retriever(Stage):
     def with_num_results(self, k: int) -> Self:
         """A shallow copy (sharing the index) that retrieves ``k`` per query."""
         other = copy.copy(self)
-        other.num_results = k
+        other.num_results = _positive_count(k, type(self).__name__)
         return other
 
     def transform(self, inp: Ranking) -> Ranking:
@@ -153,3 +153,9 @@ def _frame(qid: str, query: str, positions: np.ndarray, scores: np.ndarray) -> p
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}
+
+
+def _positive_count(k: int, owner: str) -> int:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ConfigError(f"{owner}: num_results must be an integer >= 1, got {k!r}")
+    return int(k)

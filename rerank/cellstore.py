@@ -1,0 +1,102 @@
+"""The files of an experiment's output folder: one run and one record per cell, and cell locks.
+
+``<out>/<dataset>/<system>.trec`` holds a cell's run, ``<system>.json`` its record (settings,
+query ids, timings, LLM usage, versions, or the error). A cell whose record says it is done with the
+same settings is not run again. While a run works on a cell it holds ``<system>.lock`` (created
+exclusively, with the owner's host and pid), so two runs of one grid into one folder never run a
+cell twice; a lock left by a process that died is taken over. Records are written to a temporary
+file and renamed, so a reader never sees half a record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from rerank.naming import slug
+
+
+class CellStore:
+    """Runs, records and locks of the cells under ``out``."""
+
+    def __init__(self, out: str | Path):
+        self.out = Path(out)
+
+    def run_path(self, dataset: str, system: str) -> Path:
+        return self.out / slug(dataset) / f"{slug(system)}.trec"
+
+    def record_path(self, dataset: str, system: str) -> Path:
+        return self.run_path(dataset, system).with_suffix(".json")
+
+    def read(self, dataset: str, system: str) -> dict[str, Any]:
+        """The saved record, or ``{}`` when there is none (or it cannot be read)."""
+        try:
+            found = json.loads(self.record_path(dataset, system).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return found if isinstance(found, dict) else {}
+
+    def done(self, dataset: str, system: str, settings: dict[str, Any]) -> bool:
+        """Whether the cell finished with these settings and its run file is there."""
+        record = self.read(dataset, system)
+        return (record.get("status") == "ok" and self.run_path(dataset, system).is_file()
+                and all(record.get(k) == v for k, v in settings.items()))
+
+    def write(self, dataset: str, system: str, record: dict[str, Any]) -> None:
+        path = self.record_path(dataset, system)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+
+    # -- locks ------------------------------------------------------------------------------------
+    def lock_path(self, dataset: str, system: str) -> Path:
+        return self.run_path(dataset, system).with_suffix(".lock")
+
+    def lock(self, dataset: str, system: str) -> str | None:
+        """Take the cell's lock; None when taken, else who holds it (``host:pid``)."""
+        path = self.lock_path(dataset, system)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        me = f"{socket.gethostname()}:{os.getpid()}"
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = _read(path)
+                if owner == me or not _alive(owner):
+                    path.unlink(missing_ok=True)  # our own leftover, or its process is gone
+                    continue
+                return owner
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+            return None
+        return _read(path) or "another run"
+
+    def unlock(self, dataset: str, system: str) -> None:
+        self.lock_path(dataset, system).unlink(missing_ok=True)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
+def _alive(owner: str) -> bool:
+    """Whether ``host:pid`` names a live process (on another host: assume it is)."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname():
+        return bool(owner)
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,147 @@
+"""What a run cost in LLM calls: a backend wrapper that counts, and per-phase usage.
+
+The experiment runner routes each LLM reranker of a pipeline it built through
+``reranker.wrap_backend`` (the rerankers' public hook) into a :class:`MeteredBackend`, optionally
+over the persistent call cache (:class:`rerank.cache.CachedBackend`). A :class:`Meter` sums what all
+of a pipeline's metered backends saw; :meth:`Meter.usage` gives the totals so far, and the difference
+of two readings is one phase (the warm-up query, then the timed queries). Cache hits are counted, so
+a timed figure that was replayed from the cache says so.
+
+Parsed answers (how many needed no repair) are read from a reranker's ``answer_log`` when it has one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rerank.backends.base import Backend, Generation, Prompt
+from rerank.constraints import Constraint
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Counts of one phase of a run: model calls, tokens, call-cache hits and misses, parsed answers."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    answers: int = 0
+    valid: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+    def __sub__(self, other: Usage) -> Usage:
+        return Usage(*(a - b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+class MeteredBackend(Backend):
+    """Counts the calls and tokens that go through ``inner`` (calls answered by a cache included)."""
+
+    def __init__(self, inner: Backend):
+        self.inner, self.model, self.max_context = inner, inner.model, inner.max_context
+        self.calls = self.prompt_tokens = self.completion_tokens = 0
+
+    def __repr__(self) -> str:
+        return f"MeteredBackend({self.inner!r})"
+
+    @property
+    def cache_id(self) -> str:
+        from rerank.cache import backend_id
+
+        return backend_id(self.inner)
+
+    @property
+    def constrains(self) -> str:  # type: ignore[override]
+        return self.inner.constrains
+
+    def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
+                 stop: Sequence[str] = (), constraint: Constraint | None = None) -> list[Generation]:
+        out = self.inner.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop,
+                                  constraint=constraint)
+        self.calls += len(out)
+        self.prompt_tokens += sum(g.prompt_tokens for g in out)
+        self.completion_tokens += sum(g.completion_tokens for g in out)
+        return out
+
+    def score(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:
+        out = self.inner.score(prompts, options)
+        self.calls += len(prompts)
+        self.prompt_tokens += sum(self.count_tokens(_prompt_text(p)) for p in prompts)
+        return out
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+
+class Meter:
+    """The metered backends of one pipeline and the rerankers they serve."""
+
+    def __init__(self) -> None:
+        self.backends: list[MeteredBackend] = []
+        self.rerankers: list[Any] = []
+        self._originals: list[Backend] = []
+
+    def attach(self, stage: Any, call_cache: bool = True) -> Meter:
+        """Route every LLM reranker among ``stage``'s leaves through a metered (and cached) backend."""
+        from rerank.cache import CachedBackend
+
+        for leaf in leaves(stage):
+            wrap = getattr(leaf, "wrap_backend", None)
+            if wrap is None:
+                continue
+
+            def metered(backend: Backend) -> Backend:
+                self._originals.append(backend)
+                if call_cache and not isinstance(backend, CachedBackend):
+                    backend = CachedBackend(backend)
+                return MeteredBackend(backend)
+
+            self.backends.append(wrap(metered))
+            self.rerankers.append(leaf)
+        return self
+
+    def detach(self) -> None:
+        """Give each reranker back the backend it had before :meth:`attach`."""
+        for reranker, original in zip(self.rerankers, self._originals):
+            reranker.wrap_backend(lambda _: original)  # noqa: B023 -- called at once
+
+    @property
+    def active(self) -> bool:
+        return bool(self.backends)
+
+    def usage(self) -> Usage:
+        """Totals since :meth:`attach`."""
+        total = Usage()
+        for b in self.backends:
+            cache = b.inner
+            total += Usage(b.calls, b.prompt_tokens, b.completion_tokens,
+                           getattr(cache, "hits", 0), getattr(cache, "misses", 0))
+        for r in self.rerankers:
+            log = getattr(r, "answer_log", None)
+            total += Usage(answers=getattr(log, "answers", 0), valid=getattr(log, "valid", 0))
+        return total
+
+
+def leaves(stage: Any) -> Iterator[Any]:
+    """The stages inside pipelines and fusions, depth first."""
+    inner = getattr(stage, "stages", None)
+    if isinstance(inner, list):
+        for s in inner:
+            yield from leaves(s)
+    else:
+        yield stage
+
+
+def _prompt_text(prompt: Prompt) -> str:
+    return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)

@@ -1,0 +1,70 @@
+"""Metric names: the one parser and the one default list that every command and API uses.
+
+A metric is ``NAME[@K][-lN]`` with a ranx NAME, a positive cut-off K and a relevance threshold N
+(``ndcg@10``, ``map@1000``, ``recall@100-l2``). Names are checked before any system runs.
+
+>>> parse_metrics("ndcg@10, mrr@10")
+['ndcg@10', 'mrr@10']
+>>> parse_metrics(["ndcg@0"])
+Traceback (most recent call last):
+...
+rerank.errors.ConfigError: metric 'ndcg@0': the cut-off after '@' must be a positive integer
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from rerank.errors import ConfigError
+
+DEFAULT_METRICS: tuple[str, ...] = ("ndcg@10", "mrr@10", "recall@100")
+"""What ``rerank eval``, ``rerank bench``, :class:`~rerank.evaluate.Experiment` and grids report by default."""
+
+NAMES = ("ndcg", "ndcg_burges", "dcg", "dcg_burges", "map", "mrr", "recall", "precision", "r-precision",
+         "hits", "hit_rate", "f1", "bpref")
+BINARY = ("map", "mrr", "recall", "precision", "hit_rate", "hits", "r-precision", "bpref", "f1")
+"""Measures that count a document as relevant or not (the dataset's relevance threshold applies)."""
+
+_SHAPE = re.compile(r"(?P<name>[a-z_-]+?)(?:@(?P<k>[^-]*|-\d+))?(?:-l(?P<level>.*))?")
+
+
+def parse_metric(metric: object) -> str:
+    """``metric`` checked and normalized (lower case, no spaces); a ConfigError names what is wrong."""
+    if not isinstance(metric, str) or not metric.strip():
+        raise ConfigError(f"a metric is a name such as 'ndcg@10', got {metric!r}")
+    text = metric.strip().lower()
+    found = _SHAPE.fullmatch(text)
+    if found is None or found["name"] not in NAMES:
+        name = found["name"] if found else text
+        raise ConfigError(f"unknown metric {metric!r} ({name!r}); known: {', '.join(NAMES)}, as NAME@K, e.g. ndcg@10")
+    if found["k"] is not None and not (found["k"].isdigit() and int(found["k"]) > 0):
+        raise ConfigError(f"metric {metric!r}: the cut-off after '@' must be a positive integer")
+    if found["level"] is not None and not (found["level"].isdigit() and int(found["level"]) > 0):
+        raise ConfigError(f"metric {metric!r}: the relevance level after '-l' must be a positive integer")
+    return text
+
+
+def parse_metrics(metrics: str | Sequence[str] | None) -> list[str]:
+    """A list of checked metric names; a string is split at commas and spaces; None gives the defaults."""
+    if metrics is None:
+        return list(DEFAULT_METRICS)
+    if isinstance(metrics, str):
+        metrics = [m for m in re.split(r"[,\s]+", metrics) if m]
+    elif not isinstance(metrics, Sequence):
+        raise ConfigError(f"metrics must be a list of names such as ['ndcg@10'], got {type(metrics).__name__}")
+    names = [parse_metric(m) for m in metrics]
+    if not names:
+        raise ConfigError("no metric given; e.g. ndcg@10")
+    repeated = sorted({m for m in names if names.count(m) > 1})
+    if repeated:
+        raise ConfigError(f"metrics repeat: {', '.join(repeated)}")
+    return names
+
+
+def ranx_name(metric: str, threshold: int) -> str:
+    """The ranx name of ``metric`` under a dataset's relevance threshold (binary measures only)."""
+    base = metric.split("@")[0].split("-l")[0]
+    if threshold > 1 and base in BINARY and "-l" not in metric:
+        return f"{metric}-l{threshold}"
+    return metric

@@ -1,0 +1,153 @@
+"""Checks for constructor arguments given as text (pipeline expressions, backend spec options).
+
+One path for every stage and backend: the arguments must bind to the constructor's signature,
+match its type hints, and fall inside the range that :data:`RANGES` declares for parameters of
+that name (a name means the same thing in every stage: ``num_results``, ``batch_size``, ``k1``, ...).
+The constructor's own checks still run afterwards.
+
+>>> from rerank.retrievers.bm25 import BM25
+>>> check_arguments(BM25, [], {"k1": "abc"}, "bm25")
+Traceback (most recent call last):
+...
+rerank.errors.ConfigError: bm25: k1 must be a number or None, got 'abc' (str)
+>>> check_arguments(BM25, [], {"num_results": 0}, "bm25")
+Traceback (most recent call last):
+...
+rerank.errors.ConfigError: bm25: num_results must be >= 1, got 0
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import inspect
+import math
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from rerank.errors import ConfigError
+
+#: Inclusive (low, high) bounds by parameter name, shared by all stages and backends; None: open.
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    **dict.fromkeys(("num_results", "batch_size", "depth", "window", "step", "passes", "top_k", "k", "set_size",
+                     "group_size", "num_input_docs", "max_words", "max_new_tokens", "max_length", "doc_max_tokens",
+                     "budget", "rounds", "num_anchor_queries", "num_anchor_items", "hnsw_m", "ef_search",
+                     "concurrency", "top_logprobs", "max_context"), (1, None)),
+    **dict.fromkeys(("k1", "temperature", "think_tokens", "anchors", "decimals", "seed", "max_retries", "backoff"),
+                    (0, None)),
+    "b": (0, 1),
+}
+#: Parameters that must be strictly positive (seconds).
+POSITIVE = frozenset({"timeout", "probe_timeout"})
+
+
+def check_arguments(cls: type, args: Sequence[Any], kwargs: Mapping[str, Any], what: str) -> None:
+    """Raise :class:`ConfigError` naming ``what`` unless ``cls(*args, **kwargs)`` has well-typed, in-range
+    arguments."""
+    signature = inspect.signature(cls.__init__)
+    try:
+        bound = signature.bind(None, *args, **kwargs)
+    except TypeError as e:
+        accepted = [n for n, p in signature.parameters.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        raise ConfigError(f"{what}: bad arguments: {e}; its parameters are {', '.join(accepted)}") from None
+    hints = _hints(cls.__init__)
+    for name, value in list(bound.arguments.items())[1:]:
+        parameter = signature.parameters[name]
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        hint = hints.get(name, Any)
+        if not _matches(value, hint):
+            raise ConfigError(f"{what}: {name} must be {describe(hint)}, got {value!r} ({type(value).__name__})")
+        _check_range(name, value, what)
+        if name == "backend" and isinstance(value, str):
+            from rerank.backends import parse_spec
+
+            parse_spec(value)
+
+
+def _check_range(name: str, value: Any, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if not math.isfinite(value):
+        raise ConfigError(f"{what}: {name} must be a finite number, got {value!r}")
+    if name in POSITIVE and value <= 0:
+        raise ConfigError(f"{what}: {name} must be > 0, got {value!r}")
+    low, high = RANGES.get(name, (None, None))
+    if low is not None and high is not None and not low <= value <= high:
+        raise ConfigError(f"{what}: {name} must be between {low} and {high}, got {value!r}")
+    if low is not None and value < low:
+        raise ConfigError(f"{what}: {name} must be >= {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ConfigError(f"{what}: {name} must be <= {high}, got {value!r}")
+
+
+def _hints(function: Callable[..., Any]) -> dict[str, Any]:
+    """The type hints of ``function``; none when they do not resolve (names imported only for type
+    checkers), so such a constructor is checked for argument names and ranges only."""
+    try:
+        return typing.get_type_hints(function)
+    except Exception:
+        return {}
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    if hint is Any or isinstance(hint, typing.TypeVar):
+        return True
+    if hint is None or hint is type(None):
+        return value is None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if origin is typing.Annotated:
+        return _matches(value, args[0])
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if origin is collections.abc.Callable or hint is Callable:
+        return callable(value)
+    if origin is tuple:
+        if not isinstance(value, tuple | list):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return not args or (len(args) == len(value) and all(_matches(v, a) for v, a in zip(value, args)))
+    if origin in (list, collections.abc.Sequence, collections.abc.Iterable, collections.abc.Collection):
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            return False
+        return not args or all(_matches(v, args[0]) for v in value)
+    if origin in (dict, collections.abc.Mapping):
+        if not isinstance(value, dict):
+            return False
+        return not args or all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True  # a hint this checker does not know: the constructor decides
+
+
+def describe(hint: Any) -> str:
+    """``float | None`` -> ``"a number or None"``."""
+    if hint is None or hint is type(None):
+        return "None"
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(describe(a) for a in args))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin is typing.Annotated:
+        return describe(args[0])
+    if origin is tuple:
+        return "a pair" if len(args) == 2 and args[1] is not Ellipsis else "a list"
+    if origin in (list, collections.abc.Sequence, collections.abc.Iterable, collections.abc.Collection):
+        return f"a list of {describe(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
+    if origin in (dict, collections.abc.Mapping):
+        return "a dict"
+    names = {bool: "True or False", int: "an integer", float: "a number", str: "a string"}
+    if hint in names:
+        return names[hint]
+    return f"a {getattr(hint, '__name__', str(hint))}"

@@ -1,0 +1,437 @@
+"""The experiment runner: systems x datasets, behind ``rerank eval``, ``rerank bench`` and ``Experiment``.
+
+Each (dataset, system) is a :class:`Cell`, a frozen dataclass of plain values that
+:func:`run_cell` (module level, picklable) turns into a :class:`CellRecord`. Cells go through an
+executor (:mod:`rerank.executors`), so they may run in this process or on Ray workers; resuming,
+locking, writing files and evaluating happen here, on the driver.
+
+What a cell measures:
+
+* ``load_s``: building the pipeline (indexing, or loading an index from the cache, loading models);
+* ``warmup_s``: the first query alone, run before the clock starts, so lazy loading is not timed;
+* ``run_s`` / ``ms_per_query``: the other queries (all of them when there is only one). The warm-up
+  query is not run again, so its LLM calls cannot come back as cache hits in the timed figure;
+* ``usage`` / ``warmup_usage``: LLM calls, tokens, call-cache hits and misses, parsed answers, per
+  phase (pipelines built from expressions; a Python stage object is run as given, unmetered).
+
+Shared prefixes: when two systems of one dataset start with the same stages (after compiling, so
+``bm25 % 100`` is one retriever asked for 100), that prefix runs once, as its own cell, and each
+system runs its remaining stages on the prefix's output (PyTerrier's ``precompute_prefix``). A
+system's ``ms_per_query`` then adds the prefix's per-query time, so figures stay comparable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import platform
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rerank.cellstore import CellStore
+from rerank.errors import ConfigError, DataError
+from rerank.executors import Executor, executor_from_spec
+from rerank.metering import Meter, Usage
+from rerank.naming import check_distinct
+from rerank.stage import Pipeline, Stage
+from rerank.types import Ranking
+
+logger = logging.getLogger("rerank")
+_VERSIONED = ("rerank", "torch", "transformers", "sentence-transformers", "ranx", "vllm", "llama-cpp-python", "openai")
+_RUN_COLUMNS = ["qid", "query", "docid", "score", "rank"]
+
+
+def check_limit(limit: Any) -> None:
+    """Refuse a query limit that is not a positive integer (None means all queries)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"limit must be a positive number of queries, got {limit!r}")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset to load by ``name`` (with ``options``), shown as ``label``; ``first`` fills ``{first}``.
+
+    ``loaded`` carries an already loaded Dataset (the Python API); it is not part of the identity.
+    """
+
+    name: str
+    label: str = ""
+    first: str = "bm25"
+    options: dict[str, Any] = field(default_factory=dict)
+    loaded: Any = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a cell's result depends on besides its dataset and system."""
+
+    limit: int | None = None
+    warmup: bool = True
+    call_cache: bool = True
+
+    def __post_init__(self) -> None:
+        check_limit(self.limit)
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """A computed shared prefix: how many compiled stages it covers, its output and its cost."""
+
+    key: str
+    stages: int
+    output: Ranking = field(repr=False)
+    ms_per_query: float
+    load_s: float
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One dataset x one system. ``stage`` is a Stage or Ranking given from Python, else ``expression`` is built."""
+
+    dataset: DatasetSpec
+    system: str
+    expression: str
+    settings: Settings = Settings()
+    stage: Any = field(default=None, compare=False, repr=False)
+    prefix: Prefix | None = None       # run from this prefix's output, skipping its stages
+    stop_after: int | None = None      # run only the first n compiled stages (a prefix cell)
+
+
+@dataclass
+class CellRecord:
+    """What running a cell gave: the run (or the error), the query ids, timings and LLM usage."""
+
+    dataset: str
+    system: str
+    expression: str
+    status: str                                  # "ok", "error" or "missing"
+    error: str | None = None
+    ranking: Ranking | None = field(default=None, repr=False)
+    qids: list[str] = field(default_factory=list)
+    load_s: float = 0.0
+    warmup_s: float = 0.0
+    run_s: float = 0.0
+    timed_queries: int = 0
+    ms_per_query: float | None = None
+    prefix: dict[str, Any] | None = None
+    usage: dict[str, int] | None = None
+    warmup_usage: dict[str, int] | None = None
+    stage: str = ""
+    started: float = 0.0
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as saved beside the run (everything but the ranking)."""
+        return {**{k: v for k, v in self.__dict__.items() if k != "ranking"}, "queries": len(self.qids)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], ranking: Ranking | None = None) -> CellRecord:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "ranking"}
+        return cls(**known, ranking=ranking)
+
+
+# -- one cell, anywhere -----------------------------------------------------------------------------
+def run_cell(cell: Cell) -> CellRecord:
+    """Run one cell; a failure is returned as a record with the error, never raised."""
+    started = time.time()
+    record = CellRecord(cell.dataset.label, cell.system, cell.expression, "error", started=started, versions=versions())
+    try:
+        dataset = load_dataset(cell.dataset)
+        topics, qids = judged_topics(dataset, cell.settings.limit)
+        record.qids = qids
+        if isinstance(cell.stage, Ranking):
+            record.ranking = cell.stage.select(qids)
+        else:
+            _run_stages(cell, dataset, topics, qids, record)
+        if len(record.ranking) == 0:
+            raise DataError(f"{cell.expression!r} returned no results for the {len(qids)} queries")
+        if cell.stop_after is None:
+            check_ids(record.ranking, dataset)
+            record.ranking = Ranking(record.ranking.to_pandas()[_RUN_COLUMNS])
+    except Exception as e:  # noqa: BLE001 -- a cell fails alone; the other cells go on
+        logger.info("cell failed: %s on %s: %s: %s", cell.system, cell.dataset.label, type(e).__name__, e)
+        record.error, record.ranking = f"{type(e).__name__}: {e}", None
+        return record
+    record.status = "ok"
+    return record
+
+
+def _run_stages(cell: Cell, dataset: Any, topics: Ranking, qids: list[str], record: CellRecord) -> None:
+    t0 = time.perf_counter()
+    if cell.stage is not None:
+        built = cell.stage
+    else:
+        from rerank.expr import build
+
+        built = build(cell.expression, dataset)
+    stages = compiled(built)
+    skip = cell.prefix.stages if cell.prefix else 0
+    todo = stages[skip:cell.stop_after or len(stages)]
+    # the call cache goes only around pipelines built here; a Python stage keeps the backend it was given
+    meter = Meter().attach(Pipeline(todo) if todo else built, call_cache=cell.settings.call_cache and cell.stage is None)
+    record.stage = repr(built)[:2000]
+    try:
+        _run_timed(cell, todo, topics, qids, meter, t0, record)
+    finally:
+        meter.detach()
+
+
+def _run_timed(cell: Cell, todo: list[Any], topics: Ranking, qids: list[str], meter: Meter, t0: float,
+               record: CellRecord) -> None:
+    record.load_s = time.perf_counter() - t0
+    inp = cell.prefix.output.select(qids) if cell.prefix else topics
+    if cell.prefix:
+        record.prefix = {"stages": cell.prefix.key, "ms_per_query": cell.prefix.ms_per_query, "load_s": cell.prefix.load_s}
+    if not todo:  # the whole system is the shared prefix
+        record.ranking = inp
+        record.ms_per_query = cell.prefix.ms_per_query if cell.prefix else 0.0
+        return
+    runnable = todo[0] if len(todo) == 1 else Pipeline(todo)
+    warm = qids[:1] if cell.settings.warmup and len(qids) > 1 else []
+    timed = qids[len(warm):]
+    before = meter.usage()
+    t1 = time.perf_counter()
+    parts = [runnable(inp.select(warm))] if warm else []
+    t2 = time.perf_counter()
+    after_warmup = meter.usage()
+    parts.append(runnable(inp.select(timed)))
+    t3 = time.perf_counter()
+    record.ranking = Ranking(pd.concat([p.to_pandas() for p in parts], ignore_index=True))
+    record.warmup_s, record.run_s, record.timed_queries = t2 - t1, t3 - t2, len(timed)
+    record.ms_per_query = 1000 * record.run_s / len(timed) + (cell.prefix.ms_per_query if cell.prefix else 0.0)
+    if meter.active:
+        record.warmup_usage = (after_warmup - before).to_dict()
+        record.usage = (meter.usage() - after_warmup).to_dict()
+
+
+def compiled(stage: Any) -> list[Any]:
+    """The stages a pipeline runs, after cut-offs are absorbed by the retrievers before them."""
+    return list(stage.compile().stages) if isinstance(stage, Pipeline) else [stage]
+
+
+@lru_cache(maxsize=8)
+def _load(name: str, options: tuple[tuple[str, Any], ...]) -> Any:
+    from rerank.data import load
+
+    return load(name, **dict(options))
+
+
+def load_dataset(spec: DatasetSpec) -> Any:
+    """The spec's dataset (loaded once per process)."""
+    if spec.loaded is not None:
+        return spec.loaded
+    try:
+        return _load(spec.name, tuple(sorted(spec.options.items())))
+    except TypeError as e:  # unhashable options
+        if "unhashable" not in str(e):
+            raise
+        from rerank.data import load
+
+        return load(spec.name, **spec.options)
+
+
+def judged_topics(dataset: Any, limit: int | None) -> tuple[Ranking, list[str]]:
+    """The dataset's judged queries (the first ``limit`` of them) and their ids."""
+    judged = dataset.qrels()
+    topics = dataset.topics()
+    qids = [q for q in topics.queries() if q in judged][:limit]
+    if not qids:
+        raise DataError(f"{dataset.name}: no query has judgments (qrels ids like {sorted(judged)[:3]})")
+    return topics.select(qids), qids
+
+
+def check_ids(ranking: Ranking, dataset: Any) -> None:
+    """Fail when no retrieved document is judged at all: the corpus and qrels ids do not match."""
+    judged = {d for docs in dataset.qrels().values() for d in docs}
+    retrieved = set(ranking.to_pandas()["docid"])
+    if not judged & retrieved:
+        raise DataError(f"{dataset.name}: none of the {len(retrieved)} retrieved docids is in the qrels "
+                        f"(retrieved {sorted(retrieved)[:3]}, judged {sorted(judged)[:3]}): "
+                        "the corpus and the qrels use different ids")
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and of the packages that change results."""
+    found = {"python": platform.python_version()}
+    for pkg in _VERSIONED:
+        try:
+            found[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+# -- many cells, from the driver --------------------------------------------------------------------
+class Runner:
+    """Run ``systems`` (name -> expression, Stage or Ranking) on ``datasets``; keep the records.
+
+    With ``out``, each cell's run and record are saved there, cells done with the same settings are
+    not run again and cells are locked while they run. ``{first}`` in an expression is replaced by
+    the dataset's first stage.
+    """
+
+    def __init__(self, systems: Mapping[str, Any], datasets: Sequence[DatasetSpec], settings: Settings = Settings(),
+                 out: str | Path | None = None, executor: str | Executor | None = None,
+                 share_prefixes: bool = True):
+        if not systems:
+            raise ConfigError("an experiment needs at least one system")
+        if not datasets:
+            raise ConfigError("an experiment needs at least one dataset")
+        check_distinct(systems, "system")
+        check_distinct([d.label for d in datasets], "dataset")
+        self.systems, self.datasets, self.settings = dict(systems), list(datasets), settings
+        self._check_expressions()
+        self.store = CellStore(out) if out is not None else None
+        self.executor = executor
+        self.share_prefixes = share_prefixes
+
+    def _check_expressions(self) -> None:
+        """Refuse an expression that does not parse or names no stage, before anything runs."""
+        from rerank.expr import build
+
+        for cell in self.cells():
+            if cell.stage is None:
+                build(cell.expression)
+
+    def cells(self) -> list[Cell]:
+        """Every cell, datasets outer, systems inner."""
+        out = []
+        for spec in self.datasets:
+            for name, system in self.systems.items():
+                if isinstance(system, str):
+                    out.append(Cell(spec, name, system.replace("{first}", spec.first), self.settings))
+                elif not isinstance(system, (Stage, Ranking)):
+                    raise ConfigError(f"system {name!r} is neither a stage, a Ranking nor an expression string")
+                else:
+                    expression = "precomputed run" if isinstance(system, Ranking) else repr(system)
+                    out.append(Cell(spec, name, expression, self.settings, stage=system))
+        return out
+
+    def saved_settings(self, cell: Cell) -> dict[str, Any]:
+        """What a saved record must match to stand for this cell."""
+        return {"dataset_name": cell.dataset.name, "options": cell.dataset.options, "expression": cell.expression,
+                "limit": cell.settings.limit}
+
+    def run(self, progress: bool | None = None) -> dict[tuple[str, str], CellRecord]:
+        """Run every cell not done yet; return the records of all cells (saved ones included)."""
+        from rerank._progress import progress_bar
+
+        cells = self.cells()
+        records: dict[tuple[str, str], CellRecord] = {}
+        pending: list[Cell] = []
+        locked: list[Cell] = []
+        for cell in cells:
+            key = (cell.dataset.label, cell.system)
+            if self.store is None:
+                pending.append(cell)
+                continue
+            if self.store.done(cell.dataset.label, cell.system, self.saved_settings(cell)):
+                continue
+            holder = self.store.lock(cell.dataset.label, cell.system)
+            if holder is not None:
+                records[key] = CellRecord(*key, cell.expression, "missing", f"being run by {holder}")
+                continue
+            locked.append(cell)
+            if self.store.done(cell.dataset.label, cell.system, self.saved_settings(cell)):
+                continue  # another run finished it between the check and the lock
+            pending.append(cell)
+        executor = executor_from_spec(self.executor)
+        try:
+            for record in progress_bar(self._execute(pending, executor), "cells", progress, total=len(pending), unit="cell"):
+                records[record.dataset, record.system] = record
+                self._save(record)
+        finally:
+            if self.executor is None or isinstance(self.executor, str):
+                executor.close()
+            for cell in locked:
+                self.store.unlock(cell.dataset.label, cell.system)  # type: ignore[union-attr]
+        return {(c.dataset.label, c.system): records.get((c.dataset.label, c.system)) or self.saved(c) for c in cells}
+
+    def _execute(self, cells: list[Cell], executor: Executor) -> Iterator[CellRecord]:
+        plans = plan_prefixes(cells) if self.share_prefixes else [None] * len(cells)
+        jobs: dict[str, Cell] = {}
+        for cell, plan in zip(cells, plans):
+            if plan is not None and plan[0] not in jobs:
+                jobs[plan[0]] = replace(cell, system=f"prefix {plan[0]}", stop_after=plan[1])
+        prefixes: dict[str, Prefix | str] = {}
+        for key, rec in zip(jobs, executor.map(run_cell, list(jobs.values()))):
+            if rec.ok:
+                prefixes[key] = Prefix(key, jobs[key].stop_after, rec.ranking, rec.ms_per_query or 0.0, rec.load_s)  # type: ignore[arg-type]
+                logger.info("shared prefix on %s, %d queries: %s", rec.dataset, len(rec.qids), key)
+            else:
+                prefixes[key] = rec.error or "failed"
+        todo = []
+        for cell, plan in zip(cells, plans):
+            found = prefixes.get(plan[0]) if plan is not None else None
+            if isinstance(found, str):
+                yield CellRecord(cell.dataset.label, cell.system, cell.expression, "error",
+                                 f"the shared prefix failed: {found}", started=time.time(), versions=versions())
+                continue
+            todo.append(replace(cell, prefix=found) if found is not None else cell)
+        yield from executor.map(run_cell, todo)
+
+    def _save(self, record: CellRecord) -> None:
+        if self.store is None:
+            return
+        cell = next(c for c in self.cells() if (c.dataset.label, c.system) == (record.dataset, record.system))
+        if record.ranking is not None:
+            record.ranking.write_trec(self.store.run_path(record.dataset, record.system), tag=record.system)
+        self.store.write(record.dataset, record.system, {**self.saved_settings(cell), **record.to_json()})
+
+    def saved(self, cell: Cell) -> CellRecord:
+        """The saved record of ``cell`` (status "missing" when nothing matches these settings)."""
+        key = (cell.dataset.label, cell.system)
+        if self.store is None:
+            return CellRecord(*key, cell.expression, "missing", "not run")
+        data = self.store.read(*key)
+        if not data or any(data.get(k) != v for k, v in self.saved_settings(cell).items()):
+            return CellRecord(*key, cell.expression, "missing", "not run with these settings")
+        path = self.store.run_path(*key)
+        if data.get("status") != "ok":
+            return CellRecord.from_json(data)
+        if not path.is_file():
+            return CellRecord(*key, cell.expression, "error", "the run file is missing")
+        return CellRecord.from_json(data, Ranking.read_trec(path))
+
+
+def plan_prefixes(cells: Sequence[Cell]) -> list[tuple[str, int] | None]:
+    """Per cell: (key, number of stages) of the longest prefix it shares with another cell of its dataset, or None.
+
+    A cell takes the longest prefix it shares; systems given as Rankings share nothing.
+    """
+    from rerank.expr import build
+
+    chains: list[list[str]] = []
+    for cell in cells:
+        try:
+            stage = cell.stage if cell.stage is not None else build(cell.expression)
+        except Exception:  # noqa: BLE001 -- reported when the cell runs
+            stage = None
+        chains.append([] if stage is None or isinstance(stage, Ranking) else [repr(s) for s in compiled(stage)])
+    counts: dict[tuple[str, ...], int] = {}
+    for cell, chain in zip(cells, chains):
+        for n in range(1, len(chain) + 1):
+            key = (cell.dataset.label, *chain[:n])
+            counts[key] = counts.get(key, 0) + 1
+    plans: list[tuple[str, int] | None] = []
+    for cell, chain in zip(cells, chains):
+        shared = [n for n in range(1, len(chain) + 1) if counts[(cell.dataset.label, *chain[:n])] > 1]
+        text = " >> ".join(chain[:max(shared)]) if shared else ""
+        digest = hashlib.sha1(f"{cell.dataset.label}|{text}".encode()).hexdigest()[:8]
+        plans.append((f"{text} [{digest}]", max(shared)) if shared else None)
+    return plans

@@ -1,0 +1,226 @@
+"""The FastAPI application: routes, response shapes, and how failures become status codes.
+
+=================  ===========================================================================
+``POST /v1/rerank``  Cohere v1 rerank (``return_documents`` adds ``document.text``)
+``POST /v2/rerank``  Cohere v2 rerank (``max_tokens_per_doc`` cuts documents to that many words)
+``POST /rerank``     Jina / vLLM rerank (documents come back by default; ``usage`` counts words)
+``POST /v1/search``  query -> top ``top_n`` of the whole pipeline over its corpus
+``GET /health``      status, pipeline, endpoints and limits (never needs the API key)
+``GET /v1/models``   the served model, in OpenAI's (``data``) and Cohere's (``models``) list shapes
+``GET /metrics``     Prometheus text (see :mod:`rerank.serve.metrics`)
+=================  ===========================================================================
+
+Model failures: the request's own problem found by the model (e.g. a query longer than the
+cross-encoder's window) is 422; a backend that failed (server down, timeout) is 502; anything else
+500 with the exception's type and message. A full queue is 429 with ``Retry-After``; a request
+that passes ``request_timeout`` is 504.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from rerank.errors import BackendError, ConfigError, DataError
+from rerank.rerankers._windows import truncate_words
+from rerank.serve.auth import BearerAuth
+from rerank.serve.batching import Batcher, QueueFull
+from rerank.serve.config import ServeConfig
+from rerank.serve.engine import Engine, RerankJob, SearchJob
+from rerank.serve.errors import ApiError
+from rerank.serve.limits import BodyLimit
+from rerank.serve.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
+from rerank.serve.schemas import (CohereV1Request, CohereV2Request, JinaRequest, RerankRequest, SearchRequest,
+                                  check_rerank, check_search, parse)
+from rerank.stage import Stage
+from rerank.types import Candidates
+
+logger = logging.getLogger("rerank")
+RERANK_PATHS = ("/v1/rerank", "/v2/rerank", "/rerank")
+COUNTED_REPAIRS = {"long_documents": "documents were longer than the model's input",
+                   "truncated": "documents were truncated to fit the model"}
+ENDPOINTS = {*RERANK_PATHS, "/v1/search", "/health", "/v1/models", "/metrics"}
+
+
+def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchable: bool = False,
+               api_key: str | None = None, warmup: bool = True) -> FastAPI:
+    """The ASGI app serving ``pipeline``.
+
+    Args:
+        pipeline: any stage; rerank endpoints use its reranking part (see :mod:`rerank.serve.engine`).
+        config: limits, batching and timeouts (host and port are the runner's business).
+        searchable: the pipeline's retrievers are indexed on a corpus, so ``/v1/search`` may run it.
+        api_key: when given, every path but ``/health`` needs it as a bearer token.
+        warmup: run one tiny request through each served part before accepting traffic.
+    """
+    engine = Engine(pipeline, searchable)
+    if engine.reranker is None and engine.searcher is None:
+        raise ConfigError(f"{pipeline!r} has neither a reranking part nor a searchable first stage: end it with a reranker, "
+                          "or start it with a retriever and give --dataset or --index")
+    name = config.model_name or repr(pipeline)
+    metrics = Metrics()
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rerank-model")  # one model call at a time
+    batching = dict(max_requests=config.max_batch_requests, max_documents=config.max_batch_documents,
+                    wait_s=config.batch_wait_ms / 1000, max_queue=config.max_queue)
+    rerank_batcher = Batcher(engine.rerank, lambda j: len(j.texts), executor, stats=metrics.batch_stats("rerank"), **batching)
+    search_batcher = Batcher(engine.search, lambda j: j.top_n, executor, stats=metrics.batch_stats("search"), **batching)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if warmup:
+            await asyncio.get_running_loop().run_in_executor(executor, _warm_up, engine)
+        rerank_batcher.start()
+        search_batcher.start()
+        logger.info("serving %s (rerank: %s, search: %s)", name, engine.reranker is not None, engine.searcher is not None)
+        yield
+        await rerank_batcher.stop()  # uvicorn has waited for open requests; finish what is queued
+        await search_batcher.stop()
+        executor.shutdown(wait=True)
+
+    app = FastAPI(title="rerank serve", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, e: ApiError) -> JSONResponse:
+        metrics.errors.labels(request.url.path if request.url.path in ENDPOINTS else "other", e.type).inc()
+        if e.status >= 500:
+            logger.warning("%s %s -> %d %s", request.method, request.url.path, e.status, e.message)
+        return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+    async def rerank(request: Request, shape: type[RerankRequest]) -> tuple[RerankRequest, list[str], Candidates, list[str]]:
+        if engine.reranker is None:
+            raise ApiError(501, "not_supported", f"{pipeline!r} has no reranking part; use /v1/search")
+        req = parse(await request.body(), shape)
+        texts = check_rerank(req, config)
+        warnings = _model_warnings(req.model, name)
+        job_texts = texts
+        if getattr(req, "max_tokens_per_doc", None):
+            job_texts = [truncate_words(t, req.max_tokens_per_doc) for t in texts]
+            cut = sum(a != b for a, b in zip(texts, job_texts))
+            if cut:
+                warnings.append(f"{cut} of {len(texts)} documents were cut to max_tokens_per_doc={req.max_tokens_per_doc} words")
+        if getattr(req, "max_chunks_per_doc", None) is not None:
+            warnings.append("max_chunks_per_doc is ignored: the model handles long documents its own way")
+        ranked = await _run(rerank_batcher, RerankJob(req.query, job_texts), config)
+        return req, texts, ranked, warnings + _info_warnings(ranked.info)
+
+    @app.post("/v1/rerank")
+    async def cohere_v1(request: Request) -> dict[str, Any]:
+        req, texts, ranked, warnings = await rerank(request, CohereV1Request)
+        return {"id": str(uuid.uuid4()), "results": _results(ranked, texts, req.top_n, req.return_documents),
+                "meta": _meta("1", warnings)}
+
+    @app.post("/v2/rerank")
+    async def cohere_v2(request: Request) -> dict[str, Any]:
+        req, texts, ranked, warnings = await rerank(request, CohereV2Request)
+        return {"id": str(uuid.uuid4()), "results": _results(ranked, texts, req.top_n, False), "meta": _meta("2", warnings)}
+
+    @app.post("/rerank")
+    async def jina(request: Request) -> dict[str, Any]:
+        req, texts, ranked, warnings = await rerank(request, JinaRequest)
+        words = len(req.query.split()) * len(texts) + sum(len(t.split()) for t in texts)
+        return {"id": str(uuid.uuid4()), "model": name, "usage": {"prompt_tokens": words, "total_tokens": words},
+                "results": _results(ranked, texts, req.top_n, req.return_documents), **({"warnings": warnings} if warnings else {})}
+
+    @app.post("/v1/search")
+    async def search(request: Request) -> dict[str, Any]:
+        if engine.searcher is None:
+            why = "its first stage is not a retriever" if searchable else "it was started without --dataset or --index"
+            raise ApiError(501, "not_supported", f"/v1/search is off for {pipeline!r}: {why}")
+        req = parse(await request.body(), SearchRequest)
+        check_search(req, config)
+        found = await _run(search_batcher, SearchJob(req.query, req.top_n), config)
+        results = [{"docid": r.docid, "score": r.score, "rank": r.rank,
+                    **({"text": r.text, "title": r.title} if req.return_documents else {})} for r in found]
+        return {"id": str(uuid.uuid4()), "results": results, "meta": {"warnings": _model_warnings(req.model, name)}}
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": name, "pipeline": repr(pipeline),
+                "endpoints": {"rerank": engine.reranker is not None, "search": engine.searcher is not None},
+                "limits": config.limits(), "queue_depth": rerank_batcher.depth + search_batcher.depth}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        endpoints = (["rerank"] if engine.reranker is not None else []) + (["search"] if engine.searcher is not None else [])
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "rerank"}],
+                "models": [{"name": name, "endpoints": endpoints, "finetuned": False}]}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
+
+    # outermost first: metrics see every answer, auth runs before the body is read
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    if api_key:
+        app.add_middleware(BearerAuth, key=api_key)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=ENDPOINTS)
+    app.state.metrics, app.state.engine = metrics, engine
+    return app
+
+
+async def _run(batcher: Batcher, job: Any, config: ServeConfig) -> Any:
+    """Submit a job and turn every way it can fail into an :class:`ApiError`."""
+    try:
+        return await batcher.submit(job, config.request_timeout)
+    except QueueFull as e:
+        raise ApiError(429, "overloaded", f"{e}; the server holds at most max_queue={config.max_queue} waiting requests",
+                       limit="max_queue", headers={"Retry-After": str(e.retry_after)}) from None
+    except TimeoutError:
+        raise ApiError(504, "timeout", f"the request did not finish within request_timeout={config.request_timeout} s",
+                       limit="request_timeout") from None
+    except (ConfigError, DataError) as e:
+        raise ApiError(422, "invalid_request", f"the model cannot score this request: {e}") from None
+    except BackendError as e:
+        raise ApiError(502, "backend_error", f"the model backend failed: {e}") from None
+    except Exception as e:
+        raise ApiError(500, "model_error", f"the model failed: {type(e).__name__}: {e}") from None
+
+
+def _results(ranked: Candidates, texts: list[str], top_n: int | None, documents: bool) -> list[dict[str, Any]]:
+    out = []
+    for docid, score in zip(ranked.docids[:top_n], ranked.scores[:top_n]):
+        item: dict[str, Any] = {"index": int(docid), "relevance_score": float(score)}
+        if documents:
+            item["document"] = {"text": texts[int(docid)]}
+        out.append(item)
+    return out
+
+
+def _meta(version: str, warnings: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"api_version": {"version": version}, "billed_units": {"search_units": 1}}
+    if warnings:
+        out["warnings"] = warnings
+    return out
+
+
+def _model_warnings(asked: str | None, served: str) -> list[str]:
+    if asked and asked != served:
+        return [f"model {asked!r} is not served here; answered with {served!r}"]
+    return []
+
+
+def _info_warnings(info: Mapping[str, Any]) -> list[str]:
+    """The reranker's counted repairs (``info["truncated"]``, ``info["parse"]`` ...) as readable lines."""
+    out = [f"{info[key]} {text}" for key, text in COUNTED_REPAIRS.items() if info.get(key)]
+    parse = info.get("parse")
+    if isinstance(parse, Mapping) and any(v for v in parse.values() if isinstance(v, (int, float))):
+        out.append("answer parse repairs: " + ", ".join(f"{k}={v}" for k, v in parse.items() if v))
+    return out
+
+
+def _warm_up(engine: Engine) -> None:
+    started = time.monotonic()
+    if engine.reranker is not None:
+        engine.rerank([RerankJob("warm up", ["warm up"])])
+    if engine.searcher is not None:
+        engine.search([SearchJob("warm up", 1)])
+    logger.info("model ready in %.1f s", time.monotonic() - started)

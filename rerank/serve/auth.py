@@ -1,0 +1,58 @@
+"""Optional bearer-key auth, and the rule that a public bind needs it.
+
+The key comes from a file (``api_key_file``, first line) or an environment variable (``api_key_env``,
+default ``RERANK_API_KEY``). Every path except ``GET /health`` then needs
+``Authorization: Bearer <key>``; keys are compared in constant time (:func:`hmac.compare_digest`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from pathlib import Path
+
+from rerank.errors import ConfigError
+from rerank.serve.asgi import send_error
+from rerank.serve.config import ServeConfig
+from rerank.serve.errors import ApiError
+
+OPEN_PATHS = frozenset({"/health"})
+
+
+def load_api_key(config: ServeConfig) -> str | None:
+    """The configured key, or None when none is set; an empty key file is an error."""
+    if config.api_key_file:
+        path = Path(config.api_key_file)
+        if not path.is_file():
+            raise ConfigError(f"api_key_file {path} does not exist")
+        lines = path.read_text().splitlines()
+        key = lines[0].strip() if lines else ""
+        if not key:
+            raise ConfigError(f"api_key_file {path} is empty")
+        return key
+    return os.environ.get(config.api_key_env, "").strip() or None
+
+
+def check_bind(config: ServeConfig, api_key: str | None) -> None:
+    """Refuse a non-loopback bind without a key unless ``allow_public`` is set."""
+    if not config.is_loopback and api_key is None and not config.allow_public:
+        raise ConfigError(f"refusing to serve on {config.host} without an API key: set {config.api_key_env} or "
+                          f"--api-key-file, bind to 127.0.0.1, or pass --allow-public to serve without auth")
+
+
+class BearerAuth:
+    """ASGI middleware: 401 unless the request carries the bearer key."""
+
+    def __init__(self, app, key: str):
+        self.app, self.key = app, key.encode()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, token = given.partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key):
+            return await self.app(scope, receive, send)
+        reason = "missing" if not given else "wrong"
+        await send_error(send, ApiError(401, "unauthorized", f"the API key is {reason}: send 'Authorization: Bearer <key>'",
+                                        headers={"WWW-Authenticate": "Bearer"}))

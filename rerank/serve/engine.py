@@ -1,0 +1,101 @@
+"""The model side of the server: which part of a pipeline answers which endpoint, and the batched calls.
+
+* Rerank endpoints run the pipeline's *reranking part*: the stages after its leading retrieval
+  stages (``bm25 % 100 >> cross-encoder`` reranks with ``cross-encoder``). A pipeline of rerankers
+  and cut-offs qualifies; one that rescores with a retriever (``bm25 >> dense``) does not, since a
+  retriever only rescores documents of its own index.
+* ``/v1/search`` runs the whole pipeline; it must start with a retriever indexed on a corpus
+  (``--dataset``, or ``--index`` for a saved index).
+
+Each request's documents become one :class:`~rerank.types.Candidates` with docids ``"0"``, ``"1"``,
+... and the first-stage scores ``reranker.rerank(query, docs)`` uses, so a served answer equals the
+in-process one. Many requests go through one ``rerank_many`` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rerank.errors import ConfigError
+from rerank.rerankers.base import Reranker
+from rerank.retrievers.base import Retriever
+from rerank.stage import Cutoff, Pipeline, Stage
+from rerank.types import Candidates, RankedResults, Ranking
+
+
+@dataclass(frozen=True)
+class RerankJob:
+    query: str
+    texts: list[str]
+
+
+@dataclass(frozen=True)
+class SearchJob:
+    query: str
+    top_n: int
+
+
+def rerank_part(pipeline: Stage) -> Stage | None:
+    """The stages after the leading retrieval stages, when they are rerankers and cut-offs only."""
+    stages = list(pipeline.stages) if isinstance(pipeline, Pipeline) else [pipeline]
+    first = next((i for i, s in enumerate(stages) if isinstance(s, Reranker)), None)
+    if first is None:
+        return None
+    rest = stages[first:]
+    if not all(isinstance(s, (Reranker, Cutoff)) for s in rest):
+        return None
+    return rest[0] if len(rest) == 1 else Pipeline(rest)
+
+
+def starts_with_retrieval(pipeline: Stage) -> bool:
+    """Whether the pipeline can answer a bare query (its first stage retrieves)."""
+    first = pipeline.stages[0] if isinstance(pipeline, Pipeline) else pipeline
+    return not isinstance(first, (Reranker, Cutoff))
+
+
+def with_index(pipeline: Stage, path: str | Path) -> Stage:
+    """``pipeline`` with its first stage, a retriever, replaced by the index saved at ``path``."""
+    loaded = Retriever.load(path)
+    stages = list(pipeline.stages) if isinstance(pipeline, Pipeline) else [pipeline]
+    first = stages[0]
+    if not isinstance(first, Retriever):
+        raise ConfigError(f"--index needs a pipeline that starts with a retriever, e.g. "
+                          f"'{type(loaded).__name__.lower()} % 100 >> {pipeline!r}'")
+    if type(first) is not type(loaded):
+        raise ConfigError(f"{path} holds a {type(loaded).__name__} index but the pipeline starts with {first!r}")
+    asked = {k: v for k, v in first.params().items() if k not in ("num_results", "progress")}
+    saved = {k: v for k, v in loaded.params().items() if k not in ("num_results", "progress")}
+    if asked and asked != saved:
+        raise ConfigError(f"{path} was indexed with {type(loaded).__name__}({saved}) but the pipeline asks for {first!r}")
+    stages[0] = loaded.with_num_results(first.num_results)
+    return stages[0] if len(stages) == 1 else Pipeline(stages)
+
+
+class Engine:
+    """Runs batches of jobs through the pipeline (called from the model thread only)."""
+
+    def __init__(self, pipeline: Stage, searchable: bool):
+        self.pipeline = pipeline
+        self.reranker = rerank_part(pipeline)
+        self.searcher = pipeline if searchable and starts_with_retrieval(pipeline) else None
+
+    def rerank(self, jobs: Sequence[RerankJob]) -> list[Candidates]:
+        """One reranked :class:`Candidates` per job (docids are the input positions as strings)."""
+        cands = [Candidates(f"r{i}", j.query, [str(k) for k in range(len(j.texts))], list(j.texts),
+                            np.arange(len(j.texts), 0, -1, dtype=np.float64), titles=[""] * len(j.texts))
+                 for i, j in enumerate(jobs)]
+        if isinstance(self.reranker, Reranker):
+            return self.reranker.rerank_many(cands)
+        out = {c.qid: c for c in self.reranker(Ranking.from_candidates(cands)).per_query()}
+        return [out[c.qid] for c in cands]
+
+    def search(self, jobs: Sequence[SearchJob]) -> list[RankedResults]:
+        queries = {f"s{i}": j.query for i, j in enumerate(jobs)}
+        ranking = self.searcher(Ranking.from_queries(queries))
+        found = {c.qid: c for c in ranking.per_query()} if len(ranking) else {}
+        return [found[qid].top(j.top_n).to_results() if qid in found else RankedResults(j.query, [])
+                for (qid, _), j in zip(queries.items(), jobs)]

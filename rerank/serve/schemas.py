@@ -1,0 +1,130 @@
+"""Request shapes of the HTTP API (pydantic), and the checks every rerank request goes through.
+
+Field names follow the clients: Cohere's v1 and v2 rerank, Jina's and vLLM's ``/rerank``, and
+rerank's own ``/v1/search``. Unknown fields are refused (a typo must not be ignored), and types are
+strict (``"5"`` is not a ``top_n``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError
+
+from rerank.serve.config import ServeConfig
+from rerank.serve.errors import ApiError, limit_error
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: StrictStr
+    model: StrictStr | None = None
+
+
+class RerankRequest(_Request):
+    """The fields every rerank shape shares. ``documents``: strings or objects with a ``text``."""
+
+    documents: list[Any]
+    top_n: StrictInt | None = None
+
+
+class CohereV1Request(RerankRequest):
+    return_documents: StrictBool = False
+    max_chunks_per_doc: StrictInt | None = None
+    rank_fields: list[StrictStr] | None = None
+
+
+class CohereV2Request(RerankRequest):
+    """``priority`` is accepted and has no effect (requests run in arrival order)."""
+
+    max_tokens_per_doc: StrictInt | None = None
+    priority: StrictInt | None = None
+    relevant_spans: dict[str, Any] | None = None
+
+
+class JinaRequest(RerankRequest):
+    """Jina's and vLLM's ``/rerank`` (documents come back unless ``return_documents`` is false)."""
+
+    return_documents: StrictBool = True
+
+
+class SearchRequest(_Request):
+    top_n: StrictInt = 10
+    return_documents: StrictBool = True
+
+
+def parse(body: bytes, shape: type[_Request]) -> Any:
+    """Validate a JSON body against ``shape``: malformed JSON is 400, anything else wrong is 422."""
+    if not body.strip():
+        raise ApiError(400, "invalid_json", "the request body is empty; send a JSON object")
+    try:
+        return shape.model_validate_json(body)
+    except ValidationError as e:
+        errors = e.errors(include_url=False)
+        if any(err["type"] == "json_invalid" for err in errors):
+            raise ApiError(400, "invalid_json", f"the body is not valid JSON: {errors[0]['msg']}") from None
+        raise ApiError(422, "invalid_request", "; ".join(_describe(err) for err in errors[:5])) from None
+
+
+def _describe(err: dict[str, Any]) -> str:
+    where = ".".join(str(p) for p in err["loc"]) or "body"
+    if err["type"] == "extra_forbidden":
+        return f"unknown field {where!r}"
+    if err["type"] == "missing":
+        return f"field {where!r} is required"
+    return f"{where}: {err['msg']} (got {type(err.get('input')).__name__})"
+
+
+def document_texts(documents: list[Any]) -> list[str]:
+    """The text of each document: a string, or an object whose ``text`` is a string."""
+    texts = []
+    for i, d in enumerate(documents):
+        if isinstance(d, str):
+            texts.append(d)
+        elif isinstance(d, dict) and isinstance(d.get("text"), str):
+            texts.append(d["text"])
+        else:
+            got = "an object without a string 'text'" if isinstance(d, dict) else type(d).__name__
+            raise ApiError(422, "invalid_request", f"documents[{i}] must be a string or an object with a string 'text', got {got}")
+    return texts
+
+
+def check_query(query: str, config: ServeConfig) -> None:
+    if not query.strip():
+        raise ApiError(422, "invalid_request", "the query is empty")
+    if len(query) > config.max_query_chars:
+        raise limit_error("max_query_chars", config.max_query_chars, f"the query has {len(query)} characters")
+
+
+def check_rerank(req: RerankRequest, config: ServeConfig) -> list[str]:
+    """Check a rerank request against the shape rules and the limits; return the document texts."""
+    check_query(req.query, config)
+    if not req.documents:
+        raise ApiError(422, "invalid_request", "the document list is empty; send at least one document")
+    if len(req.documents) > config.max_documents:
+        raise limit_error("max_documents", config.max_documents, f"the request has {len(req.documents)} documents")
+    texts = document_texts(req.documents)
+    for i, t in enumerate(texts):
+        if not t.strip():
+            raise ApiError(422, "invalid_request", f"documents[{i}] is empty")
+        if len(t) > config.max_doc_chars:
+            raise limit_error("max_doc_chars", config.max_doc_chars, f"documents[{i}] has {len(t)} characters")
+    if req.top_n is not None and req.top_n < 1:
+        raise ApiError(422, "invalid_request", f"top_n must be at least 1, got {req.top_n}")
+    if getattr(req, "max_tokens_per_doc", None) is not None and req.max_tokens_per_doc < 1:
+        raise ApiError(422, "invalid_request", f"max_tokens_per_doc must be at least 1, got {req.max_tokens_per_doc}")
+    spans = getattr(req, "relevant_spans", None)
+    if spans and spans.get("mode") != "disabled":
+        raise ApiError(422, "invalid_request", "relevant_spans is not supported; leave it out or set mode='disabled'")
+    if getattr(req, "rank_fields", None):
+        raise ApiError(422, "invalid_request", "rank_fields is not supported; send each document's text as 'text'")
+    return texts
+
+
+def check_search(req: SearchRequest, config: ServeConfig) -> None:
+    check_query(req.query, config)
+    if req.top_n < 1:
+        raise ApiError(422, "invalid_request", f"top_n must be at least 1, got {req.top_n}")
+    if req.top_n > config.max_top_n:
+        raise limit_error("max_top_n", config.max_top_n, f"top_n is {req.top_n}")

@@ -1,0 +1,81 @@
+"""Paired significance tests over per-query scores, with a multiple-comparison correction.
+
+Tests (as in ranx ``compare``, whose implementations are used): ``"student"`` -- the two-sided
+paired t-test (default) -- and ``"fisher"`` -- Fisher's randomization test (``permutations`` random
+swaps, seeded). Corrections over the comparisons of one table: ``None``, ``"bonferroni"`` or
+``"holm"``. Wins, losses and ties are counted on the same paired scores, one way everywhere:
+a difference within ``TIE`` is a tie.
+
+>>> import numpy as np
+>>> a, b = np.array([0.1, 0.5, 0.9]), np.array([0.1, 0.5, 0.9])
+>>> pvalue(a, b), wins_losses_ties(a, b)
+(1.0, (0, 0, 3))
+>>> correct([0.01, 0.04, 0.03], "holm")
+[0.03, 0.06, 0.06]
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+from rerank.errors import ConfigError
+
+TESTS = ("student", "fisher")
+CORRECTIONS = (None, "bonferroni", "holm")
+TIE = 1e-9
+
+
+def check(test: str, correction: str | None) -> None:
+    """Refuse an unknown test or correction name."""
+    if test not in TESTS:
+        raise ConfigError(f"unknown significance test {test!r}; choose one of {', '.join(TESTS)}")
+    if correction not in CORRECTIONS:
+        raise ConfigError(f"unknown correction {correction!r}; choose bonferroni, holm or none")
+
+
+def pvalue(a: np.ndarray, b: np.ndarray, test: str = "student", permutations: int = 1000, seed: int = 42) -> float:
+    """Two-sided p-value of the paired difference between ``a`` and ``b`` (1.0 when they never differ)."""
+    check(test, None)
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(a) != len(b):
+        raise ConfigError(f"paired scores differ in length: {len(a)} and {len(b)}")
+    if len(a) < 2 or np.all(np.abs(a - b) <= TIE):
+        return 1.0
+    with warnings.catch_warnings():  # scipy's precision notice for near-constant differences
+        warnings.simplefilter("ignore")
+        if test == "student":
+            from ranx.statistical_tests import paired_student_t_test
+
+            p, _ = paired_student_t_test(a, b)
+        else:
+            from ranx.statistical_tests import fisher_randomization_test
+
+            p, _ = fisher_randomization_test(a, b, permutations, 0.05, seed)
+    return 1.0 if np.isnan(p) else float(p)
+
+
+def correct(pvalues: Sequence[float], method: str | None) -> list[float]:
+    """Adjusted p-values (capped at 1): Bonferroni multiplies by the count, Holm steps down."""
+    check("student", method)
+    p = np.asarray(pvalues, dtype=np.float64)
+    if method is None or len(p) == 0:
+        return [float(x) for x in p]
+    n = len(p)
+    if method == "bonferroni":
+        return [float(x) for x in np.minimum(p * n, 1.0)]
+    order = np.argsort(p, kind="stable")
+    adjusted = np.empty(n)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (n - rank) * p[i]))
+        adjusted[i] = running
+    return [round(float(x), 12) for x in adjusted]
+
+
+def wins_losses_ties(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int]:
+    """Queries where ``a`` beats ``b``, loses to it, or ties (difference within :data:`TIE`)."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    return int((diff > TIE).sum()), int((diff < -TIE).sum()), int((np.abs(diff) <= TIE).sum())

@@ -1,0 +1,217 @@
+"""One experiment stack: eval and bench agree, shared prefixes run once, phases and cache hits are recorded,
+cells are locked, and bad grids, metrics and pipeline names are refused in one line before anything runs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rerank import ConfigError, Experiment, get
+from rerank.backends.fake import FakeBackend
+from rerank.bench import Grid, run_grid
+from rerank.cache import CachedBackend
+from rerank.cellstore import CellStore
+from rerank.cli import main
+from rerank.data import load
+from rerank.metrics import parse_metrics
+from rerank.retrievers.bm25 import BM25
+from rerank.retrievers.run import RunRetriever
+from rerank.significance import correct, pvalue, wins_losses_ties
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RERANK_CACHE", str(tmp_path / "cache"))
+
+
+def _cli(*args, cwd=None):
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "rerank.cli", "--quiet", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=600)
+
+
+# -- one runner -------------------------------------------------------------------------------------
+def test_eval_and_bench_give_identical_runs_and_numbers(tmp_path):
+    systems = {"BM25": "bm25", "BM25 >> MiniLM": "bm25 % 10 >> biencoder"}
+    grid = tmp_path / "g.toml"
+    grid.write_text('[grid]\nlimit = 3\ndatasets = ["scifact"]\n[pipelines]\n'
+                    + "".join(f'"{k}" = "{v}"\n' for k, v in systems.items()), encoding="utf-8")
+    pipelines = [a for k, v in systems.items() for a in ("--pipeline", f"{k}={v}")]
+    assert main(["--quiet", "eval", "--dataset", "scifact", *pipelines, "--limit", "3",
+                 "--save-runs", str(tmp_path / "eval")]) == 0
+    assert main(["--quiet", "bench", str(grid), "--out", str(tmp_path / "bench")]) == 0
+    for name in ("BM25", "BM25_MiniLM"):
+        a = (tmp_path / "eval" / "scifact" / f"{name}.trec").read_text()
+        b = (tmp_path / "bench" / "scifact" / f"{name}.trec").read_text()
+        assert a == b and len(a.splitlines()) >= 3 * 10
+    numbers = [json.loads((tmp_path / d / "report.json").read_text())["datasets"]["scifact"] for d in ("eval", "bench")]
+    for name in systems:
+        assert numbers[0][name]["means"] == numbers[1][name]["means"]
+        assert numbers[0][name]["per_query"] == numbers[1][name]["per_query"]
+    assert numbers[0]["BM25 >> MiniLM"]["pvalues"] == numbers[1]["BM25 >> MiniLM"]["pvalues"]
+
+
+def test_a_shared_first_stage_runs_once_per_dataset(tmp_path, monkeypatch):
+    retrieved: list[tuple[int, int, str]] = []
+    original = BM25.transform
+
+    def counting(self, inp):
+        retrieved.extend((len(self.docs), self.num_results, q) for q in inp.queries())  # (corpus, depth, query)
+        return original(self, inp)
+
+    monkeypatch.setattr(BM25, "transform", counting)
+    grid = Grid.from_dict({"grid": {"limit": 3, "metrics": ["ndcg@10"]}, "datasets": ["scifact", "cranfield"],
+                           "pipelines": {"MiniLM": "bm25 % 20 >> biencoder",
+                                         "MiniLM short": "bm25 % 20 >> biencoder(batch_size=8)"}}, name="prefix")
+    report = run_grid(grid, tmp_path / "out", progress=False)
+    assert all(c.ok for c in report.cells.values()), report.errors()
+    # 2 datasets x 3 queries, each retrieved once (the warm-up query, then the other two), not once per reranker
+    assert len(retrieved) == 6 and len(set(retrieved)) == 6
+    record = json.loads((tmp_path / "out" / "scifact" / "MiniLM_short.json").read_text())
+    assert "BM25(num_results=20)" in record["prefix"]["stages"] and record["ms_per_query"] >= record["prefix"]["ms_per_query"]
+    retrieved.clear()
+    alone = Experiment({"MiniLM short": "bm25 % 20 >> biencoder(batch_size=8)"}, "scifact", ["ndcg@10"], limit=3).run()
+    assert alone.table("scifact").at["MiniLM short", "ndcg@10"] == report.table("scifact").at["MiniLM short", "ndcg@10"]
+
+
+def test_records_keep_load_warmup_and_timed_phases_and_the_timed_run_is_not_a_cache_replay(tmp_path):
+    ds = load("trec-dl-2019")
+    calls = tmp_path / "calls.sqlite"
+
+    def system():
+        fake = FakeBackend(generate=lambda prompt: "[2] > [1] > [3]")
+        return RunRetriever("bm25", ds) % 3 >> get("reranker", "listwise", backend=CachedBackend(fake, calls), window=3, step=2)
+
+    first = Experiment({"listwise": system()}, ds, ["ndcg@10"], limit=4, save_dir=tmp_path / "a").run()
+    record = json.loads((tmp_path / "a" / "trec-dl-2019" / "listwise.json").read_text())
+    assert record["timed_queries"] == 3 and record["load_s"] >= 0 and record["warmup_s"] > 0 and record["run_s"] > 0
+    assert record["warmup_usage"]["cache_misses"] == record["warmup_usage"]["calls"] == 1
+    assert record["usage"]["calls"] == 3 and record["usage"]["cache_hits"] == 0 and record["usage"]["cache_misses"] == 3
+    assert record["usage"]["answers"] == 3 and first.cells["trec-dl-2019", "listwise"].cache_hit_rate == 0
+    again = Experiment({"listwise": system()}, ds, ["ndcg@10"], limit=4, save_dir=tmp_path / "b").run()
+    cell = again.cells["trec-dl-2019", "listwise"]
+    assert cell.cache_hit_rate == 1.0 and "| 100% | 4 |" in again.to_markdown()  # a replay, and the table says so
+
+
+def test_concurrent_runs_never_run_a_locked_cell_and_a_dead_owner_lock_is_taken_over(tmp_path):
+    grid = Grid.from_dict({"grid": {"limit": 2}, "datasets": [{"name": "trec-dl-2019", "first": "run"}],
+                           "pipelines": {"BM25": "{first}", "top 5": "{first} % 5"}}, name="locks")
+    store = CellStore(tmp_path)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        store.lock_path("trec-dl-2019", "top 5").parent.mkdir(parents=True)
+        store.lock_path("trec-dl-2019", "top 5").write_text(f"{__import__('socket').gethostname()}:{other.pid}")
+        report = run_grid(grid, tmp_path, progress=False)
+        held = report.cells["trec-dl-2019", "top 5"]
+        assert held.status == "missing" and f":{other.pid}" in held.error and report.cells["trec-dl-2019", "BM25"].ok
+        assert not store.record_path("trec-dl-2019", "top 5").exists()
+    finally:
+        other.kill()
+        other.wait()
+    report = run_grid(grid, tmp_path, progress=False)                # its owner died: the lock is taken over
+    assert report.cells["trec-dl-2019", "top 5"].ok and not store.lock_path("trec-dl-2019", "top 5").exists()
+    assert store.lock("trec-dl-2019", "BM25") is None and store.lock("trec-dl-2019", "BM25") is None  # own lock: re-entrant
+    store.unlock("trec-dl-2019", "BM25")
+
+
+# -- significance ------------------------------------------------------------------------------------
+def test_corrections_and_tests_and_ties():
+    assert correct([0.01, 0.02, 0.04], "bonferroni") == [0.03, 0.06, 0.12]
+    assert correct([0.01, 0.04, 0.03], "holm") == [0.03, 0.06, 0.06]
+    assert correct([0.5, 0.01], None) == [0.5, 0.01]
+    rng = np.random.default_rng(0)
+    a = rng.random(30)
+    b = a - 0.2
+    assert pvalue(a, b, "student") < 0.001 and pvalue(a, b, "fisher") < 0.01
+    assert pvalue(a, a) == pvalue(a, a, "fisher") == 1.0
+    assert wins_losses_ties(np.array([0.5, 0.2, 0.3]), np.array([0.5 + 1e-12, 0.1, 0.4])) == (1, 1, 1)
+    with pytest.raises(ConfigError, match="correction"):
+        correct([0.1], "sidak")
+
+
+def test_report_applies_the_chosen_test_and_correction(tmp_path):
+    ds = load("trec-dl-2019")
+    run = RunRetriever("bm25", ds)
+    systems = {"BM25": run, "top 3": run % 3, "top 5": run % 5}
+    plain = Experiment(systems, ds, ["ndcg@10", "recall@100"]).run()
+    holm = Experiment(systems, ds, ["ndcg@10", "recall@100"], test="fisher", correction="holm").run()
+    assert (holm.pvalues().fillna(0) >= plain.pvalues().fillna(0) - 0.05).all().all()
+    assert "Fisher's randomization test" in holm.to_markdown() and "holm-corrected" in holm.to_markdown()
+    cmp = holm.compare("trec-dl-2019", "top 3")
+    assert cmp.wins + cmp.losses + cmp.ties == 43
+    with pytest.raises(ConfigError, match="significance test"):
+        Experiment(systems, ds, test="wilcoxon")
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("metric, message", [
+    ("foo@10", "unknown metric"), ("ndcg@x", "positive integer"), ("ndcg@-3", "positive integer"),
+    ("ndcg@0", "positive integer"), ("ndcg@10-lx", "relevance level"), ("", "metric"),
+])
+def test_bad_metric_names_are_refused(metric, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_metrics([metric])
+
+
+def test_metrics_given_as_one_string_are_split_not_spelled_out():
+    assert parse_metrics("ndcg@10") == ["ndcg@10"] and parse_metrics("ndcg@10, MRR@10") == ["ndcg@10", "mrr@10"]
+    grid = Grid.from_dict({"grid": {"metrics": "ndcg@10"}, "datasets": ["scifact"], "pipelines": {"a": "bm25"}})
+    assert grid.metrics == ["ndcg@10"]
+    with pytest.raises(ConfigError, match="repeat"):
+        parse_metrics(["ndcg@10", "NDCG@10"])
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"pipelines": {"A/B": "bm25", "A B": "bm25 % 10"}}, "both give the file name 'A_B'"),
+    ({"pipelines": {"a": "bm25"}, "grid": {"limit": "abc"}}, "limit must be a positive number"),
+    ({"pipelines": {"a": "bm25"}, "grid": {"limit": 0}}, "limit must be a positive number"),
+    ({"pipelines": {"a": "bm25"}, "grid": {"limit": True}}, "limit must be a positive number"),
+    ({"pipelines": {"a": "bm25"}, "grid": {"metrics": ["ndcg@0"]}}, "positive integer"),
+    ({"pipelines": {"a": "bm25"}, "grid": {"metrics": 10}}, "metrics must be a list"),
+    ({"pipelines": {"a": 3}}, "not an expression string"),
+    ({"pipelines": {"a": "bm25"}, "grid": {"correction": "sidak"}}, "correction"),
+    ({"pipelines": {"a": "bm25"}, "grid": "x"}, r"\[grid\] must be a table"),
+])
+def test_bad_grids_are_refused(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        Grid.from_dict({"datasets": ["scifact"], **raw})
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'[pipelines\n"a" = "bm25"\n', "not valid TOML"),
+    (b'[pipelines]\n"a" = "bm25 \xff"\n', "not UTF-8"),
+    (b'', "[pipelines] table"),
+])
+def test_malformed_grid_files_give_one_line_and_exit_2(tmp_path, content, message):
+    grid = tmp_path / "g.toml"
+    grid.write_bytes(content)
+    proc = _cli("bench", str(grid), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--metrics", "foo@10"], "unknown metric 'foo@10'"),
+    (["--metrics", "ndcg@x"], "positive integer"),
+    (["--metrics", "ndcg@-3"], "positive integer"),
+    (["--metrics", "ndcg@0"], "positive integer"),
+    (["--pipeline", "bm25"], "given twice"),
+    (["--pipeline", "A/B=bm25", "--pipeline", "A B=bm25 % 5"], "both give the file name"),
+    (["--limit", "0"], "limit must be a positive number"),
+])
+def test_eval_refuses_bad_metrics_and_names_before_any_system_runs(tmp_path, args, message):
+    proc = _cli("eval", "--dataset", "scifact", "--pipeline", "bm25", *args, "--save-runs", str(tmp_path / "out"))
+    assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "out").exists()                            # nothing ran
+
+
+def test_eval_pipelines_file_that_is_not_toml_is_one_line(tmp_path):
+    bad = tmp_path / "p.toml"
+    bad.write_text('[pipelines]\n"a" = bm25\n', encoding="utf-8")
+    proc = _cli("eval", "--dataset", "scifact", "--pipelines", str(bad))
+    assert proc.returncode == 2 and "not valid TOML" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr

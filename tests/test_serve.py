@@ -1,0 +1,450 @@
+"""``rerank serve``: real servers on 127.0.0.1, called by real clients (the cohere SDK v1 and v2, httpx,
+and the request shapes Jina's and vLLM's docs show).
+
+Most servers run in this process (uvicorn in a thread, a real socket), so the served answers can be
+compared with ``reranker.rerank(query, docs)`` on the same model object. One test starts the
+``rerank serve`` command as a subprocess to check the CLI, /v1/search over a bundled dataset, and
+graceful shutdown. The cross-encoder is the offline MiniLM body with a fresh one-score head (no
+trained cross-encoder installs offline), so these tests check mechanics, not effectiveness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from rerank.errors import ConfigError
+from rerank.rerankers.base import PointwiseReranker
+from rerank.rerankers.biencoder import BiEncoderReranker, offline_minilm_path
+from rerank.serve.app import create_app
+from rerank.serve.config import ServeConfig
+
+pytestmark = pytest.mark.server
+cohere = pytest.importorskip("cohere", reason="needs the dev extra (cohere SDK)")
+uvicorn = pytest.importorskip("uvicorn", reason="needs the serve extra")
+
+FLEA = "how long is the life cycle of a flea"
+DOCS = ["The stock market fell sharply on Monday.",
+        "The life cycle of a flea lasts from two weeks to several months.",
+        "Paris is the capital of France.",
+        "Adult fleas feed on blood and lay eggs in the host's fur."]
+LIMITS = dict(max_documents=8, max_doc_chars=2000, max_query_chars=300, max_body_bytes=20_000, max_top_n=20)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(app) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on 127.0.0.1 in a thread; yield its base URL; stop it after."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(60)
+
+
+def assert_same_ranking(results: Sequence[tuple[int, float]], expected, atol: float = 1e-4) -> None:
+    """Served ``(index, score)`` pairs equal the in-process RankedResults (docids are input positions)."""
+    assert [i for i, _ in results] == [int(r.docid) for r in expected]
+    np.testing.assert_allclose([s for _, s in results], [r.score for r in expected], atol=atol)
+
+
+@pytest.fixture(scope="module")
+def biencoder() -> BiEncoderReranker:
+    return BiEncoderReranker()
+
+
+@pytest.fixture(scope="module")
+def bi_url(biencoder) -> Iterator[str]:
+    with running(create_app(biencoder, ServeConfig(**LIMITS, batch_wait_ms=20))) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def tiny_cross_encoder(tmp_path_factory) -> str:
+    """Folder of a real BERT cross-encoder (offline MiniLM body, untrained one-score head)."""
+    from sentence_transformers import CrossEncoder
+
+    folder = tmp_path_factory.mktemp("tiny-ce")
+    CrossEncoder(offline_minilm_path(), num_labels=1).save(str(folder))
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def cross_encoder(tiny_cross_encoder):
+    from rerank.rerankers.cross_encoder import CrossEncoderReranker
+
+    return CrossEncoderReranker(tiny_cross_encoder)
+
+
+@pytest.fixture(scope="module")
+def ce_url(cross_encoder) -> Iterator[str]:
+    with running(create_app(cross_encoder, ServeConfig(batch_wait_ms=20))) as url:
+        yield url
+
+
+# -- real clients, same answers as in process -----------------------------------------------------
+def test_cohere_v2_client_equals_in_process(bi_url, biencoder):
+    client = cohere.ClientV2(base_url=bi_url, api_key="unused")
+    res = client.rerank(model="rerank-v3.5", query=FLEA, documents=DOCS)
+    assert_same_ranking([(r.index, r.relevance_score) for r in res.results], biencoder.rerank(FLEA, DOCS))
+    assert res.meta.api_version.version == "2"
+    assert res.meta.warnings == ["model 'rerank-v3.5' is not served here; answered with 'BiEncoderReranker()'"]
+    top = client.rerank(model="BiEncoderReranker()", query=FLEA, documents=DOCS, top_n=2)
+    assert [r.index for r in top.results] == [r.index for r in res.results[:2]] and not top.meta.warnings
+
+
+def test_cohere_v1_client_with_documents(bi_url, biencoder):
+    client = cohere.Client(base_url=bi_url, api_key="unused")
+    docs = [{"text": d} for d in DOCS]
+    res = client.rerank(model="rerank-english-v3.0", query=FLEA, documents=docs, return_documents=True, top_n=3)
+    expected = biencoder.rerank(FLEA, DOCS)
+    assert_same_ranking([(r.index, r.relevance_score) for r in res.results], expected.top_k(3))
+    assert [r.document.text for r in res.results] == [DOCS[int(r.docid)] for r in expected.top_k(3)]
+    assert client.models.list().models[0].name == "BiEncoderReranker()"
+
+
+def test_jina_and_vllm_request_shapes(ce_url, cross_encoder):
+    expected = cross_encoder.rerank(FLEA, DOCS)
+    jina = {"model": "jina-reranker-v2-base-multilingual", "query": FLEA, "top_n": 3, "documents": DOCS,
+            "return_documents": True}
+    vllm = {"model": "BAAI/bge-reranker-base", "query": FLEA, "documents": DOCS}
+    for body, n in ((jina, 3), (vllm, 4)):
+        out = httpx.post(f"{ce_url}/rerank", json=body, timeout=60).json()
+        assert_same_ranking([(r["index"], r["relevance_score"]) for r in out["results"]], expected.top_k(n))
+        assert [r["document"]["text"] for r in out["results"]] == [DOCS[int(r.docid)] for r in expected.top_k(n)]
+        assert out["usage"]["total_tokens"] > 0 and out["model"] == repr(cross_encoder)
+
+
+def test_cross_encoder_served_equals_in_process_on_trec_dl(ce_url, cross_encoder, dl19_top10):
+    for c in dl19_top10.per_query():
+        out = httpx.post(f"{ce_url}/v2/rerank", json={"query": c.query, "documents": c.texts, "model": "m"}, timeout=60)
+        assert out.status_code == 200, out.text
+        results = [(r["index"], r["relevance_score"]) for r in out.json()["results"]]
+        assert_same_ranking(results, cross_encoder.rerank(c.query, c.texts))
+
+
+@pytest.mark.slow
+def test_llm_yes_no_on_smollm2_served_equals_in_process(smollm2, dl19_top10):
+    from rerank.rerankers.pointwise import YesNo
+
+    judge = YesNo(smollm2, batch_size=8)
+    cands = next(dl19_top10.per_query())
+    texts = cands.texts[:4]
+    with running(create_app(judge, ServeConfig(), warmup=False)) as url:
+        out = cohere.ClientV2(base_url=url, api_key="unused").rerank(model="m", query=cands.query, documents=texts)
+    assert_same_ranking([(r.index, r.relevance_score) for r in out.results], judge.rerank(cands.query, texts), atol=1e-3)
+
+
+# -- bad input: status and message ----------------------------------------------------------------
+BAD = [
+    (b"{\"query\": \"fleas\", \"documents\": [\"a\"", 400, "not valid JSON"),  # truncated
+    (b"", 400, "body is empty"),
+    (b"[1, 2]", 422, "body: Input should be an object"),
+    (b'{"query": 5, "documents": ["a"]}', 422, "query: Input should be a valid string"),
+    (b'{"query": "fleas", "documents": "a flea"}', 422, "documents: Input should be a valid array"),
+    (b'{"query": "fleas", "documents": ["a", 7]}', 422, "documents[1] must be a string or an object"),
+    (b'{"query": "fleas", "documents": [{"title": "x"}]}', 422, "an object without a string 'text'"),
+    (b'{"query": "fleas", "documents": ["a"], "top_n": "2"}', 422, "top_n: Input should be a valid integer"),
+    (b'{"query": "fleas", "documents": ["a"], "top_n": NaN}', 422, "top_n: Input should be a valid integer"),
+    (b'{"query": "fleas", "documents": [NaN]}', 422, "documents[0] must be a string or an object with a string 'text', got float"),
+    (b'{"query": "fleas", "documents": ["a"], "top_n": 0}', 422, "top_n must be at least 1"),
+    (b'{"query": "  ", "documents": ["a"]}', 422, "the query is empty"),
+    (b'{"query": "fleas", "documents": []}', 422, "the document list is empty"),
+    (b'{"query": "fleas", "documents": ["a", " "]}', 422, "documents[1] is empty"),
+    (b'{"documents": ["a"]}', 422, "field 'query' is required"),
+    (b'{"query": "fleas", "documents": ["a"], "qurey": "x"}', 422, "unknown field 'qurey'"),
+    (b'{"query": "fleas", "documents": ["a"], "rank_fields": ["title"]}', 422, "rank_fields is not supported"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "message"), BAD)
+def test_bad_input_gets_a_clear_error(bi_url, body, status, message):
+    out = httpx.post(f"{bi_url}/v1/rerank", content=body, headers={"Content-Type": "application/json"}, timeout=30)
+    assert out.status_code == status, out.text
+    assert message in out.json()["message"]
+
+
+@pytest.mark.parametrize(("body", "status", "limit"), [
+    ({"query": "fleas", "documents": ["a"] * 9}, 422, "max_documents"),
+    ({"query": "fleas", "documents": ["a", "x" * 2001]}, 422, "max_doc_chars"),
+    ({"query": "q" * 301, "documents": ["a"]}, 422, "max_query_chars"),
+    ({"query": "fleas", "documents": ["y" * 1999] * 11}, 413, "max_body_bytes"),
+])
+def test_limits_are_named(bi_url, body, status, limit):
+    out = httpx.post(f"{bi_url}/v2/rerank", json=body, timeout=30)
+    assert out.status_code == status, out.text
+    assert out.json()["limit"] == limit and f"limit {limit}=" in out.json()["message"]
+
+
+def test_streamed_body_over_the_limit_is_cut_off(bi_url):
+    chunks = iter([b'{"query": "fleas", "documents": ["', b"y" * 15_000, b"y" * 15_000, b'"]}'])
+    out = httpx.post(f"{bi_url}/v1/rerank", content=chunks, timeout=30)  # chunked: no Content-Length
+    assert out.status_code == 413 and out.json()["limit"] == "max_body_bytes"
+
+
+def test_cohere_client_sees_the_error_message(bi_url):
+    client = cohere.ClientV2(base_url=bi_url, api_key="unused")
+    with pytest.raises(cohere.core.ApiError) as e:
+        client.rerank(model="m", query="fleas", documents=["a"] * 9)
+    assert e.value.status_code == 422 and "max_documents=8" in e.value.body["message"]
+
+
+def test_v2_cuts_documents_to_max_tokens_per_doc_and_says_so(bi_url, biencoder):
+    long = DOCS[1] + " and more words here"
+    out = httpx.post(f"{bi_url}/v2/rerank", json={"query": FLEA, "documents": [DOCS[0], long], "max_tokens_per_doc": 7},
+                     timeout=30).json()
+    cut = " ".join(long.split()[:7])
+    assert_same_ranking([(r["index"], r["relevance_score"]) for r in out["results"]], biencoder.rerank(FLEA, [DOCS[0], cut]))
+    assert "1 of 2 documents were cut to max_tokens_per_doc=7 words" in out["meta"]["warnings"]
+
+
+def test_search_is_off_without_a_corpus_and_rerank_off_without_a_reranker(bi_url):
+    out = httpx.post(f"{bi_url}/v1/search", json={"query": "fleas"}, timeout=30)
+    assert out.status_code == 501 and "without --dataset or --index" in out.json()["message"]
+    health = httpx.get(f"{bi_url}/health", timeout=30).json()
+    assert health["endpoints"] == {"rerank": True, "search": False} and health["limits"]["max_documents"] == 8
+
+
+# -- model failures, back-pressure, deadlines -----------------------------------------------------
+class Gate(PointwiseReranker):
+    """A user's reranker that scores by length but waits until the test opens the gate."""
+
+    def __init__(self):
+        self.gate = threading.Event()
+        self.calls: list[int] = []
+
+    def score_pairs(self, queries, texts):
+        self.calls.append(len(texts))
+        if not self.gate.wait(30):
+            raise RuntimeError("the gate was never opened")
+        return np.array([float(len(t)) for t in texts])
+
+
+def test_full_queue_gets_429_with_retry_after_and_late_requests_504():
+    gate = Gate()
+    config = ServeConfig(max_queue=2, max_batch_requests=2, batch_wait_ms=0, request_timeout=20)
+    with running(create_app(gate, config, warmup=False)) as url, ThreadPoolExecutor(8) as pool:
+        post = lambda i: httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a" * (i + 1)]}, timeout=30)
+        first = pool.submit(post, 0)
+        while not gate.calls:  # the model is busy with the first request
+            time.sleep(0.01)
+        queued = [pool.submit(post, i) for i in (1, 2)]
+        while httpx.get(f"{url}/health").json()["queue_depth"] < 2:
+            time.sleep(0.01)
+        refused = post(3)
+        assert refused.status_code == 429 and refused.headers["Retry-After"].isdigit()
+        assert refused.json()["limit"] == "max_queue"
+        gate.gate.set()
+        assert [f.result().status_code for f in (first, *queued)] == [200, 200, 200]
+        assert gate.calls == [1, 2]  # the two queued requests shared one model call
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'rerank_requests_total{endpoint="/v1/rerank",status="429"} 1.0' in metrics
+        assert 'rerank_batch_requests_sum{kind="rerank"} 3.0' in metrics
+
+    gate = Gate()
+    with running(create_app(gate, ServeConfig(request_timeout=0.5), warmup=False)) as url:
+        late = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"]}, timeout=30)
+        gate.gate.set()
+    assert late.status_code == 504 and late.json()["limit"] == "request_timeout"
+
+
+def test_model_failures_are_5xx_with_the_cause_and_stay_with_their_request(ce_url, misbehaving_server):
+    from rerank.backends.openai import OpenAIBackend
+    from rerank.rerankers.pointwise import YesNo
+
+    # a query longer than the cross-encoder's window fails alone; the request next to it is answered
+    long_query = " ".join(["flea"] * 600)
+    with ThreadPoolExecutor(2) as pool:
+        bad, good = pool.map(lambda q: httpx.post(f"{ce_url}/v1/rerank", json={"query": q, "documents": DOCS}, timeout=60),
+                             [long_query, FLEA])
+    assert bad.status_code == 422 and "the model cannot score this request" in bad.json()["message"]
+    assert good.status_code == 200
+
+    backend = OpenAIBackend("smollm2", base_url=misbehaving_server.url("garbage"), max_retries=0)
+    with running(create_app(YesNo(backend, method="generate"), ServeConfig(), warmup=False)) as url:
+        out = httpx.post(f"{url}/v1/rerank", json={"query": FLEA, "documents": DOCS[:2]}, timeout=60)
+    assert out.status_code == 502, out.text
+    assert "answered with something that is not JSON" in out.json()["message"]
+
+
+# -- auth and binding -----------------------------------------------------------------------------
+def test_api_key_is_required_when_set(biencoder):
+    with running(create_app(biencoder, ServeConfig(), api_key="s3cret", warmup=False)) as url:
+        body = {"query": FLEA, "documents": DOCS}
+        assert httpx.post(f"{url}/v1/rerank", json=body).status_code == 401
+        wrong = httpx.post(f"{url}/v1/rerank", json=body, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"] == "Bearer"
+        assert "the API key is wrong" in wrong.json()["message"]
+        assert httpx.get(f"{url}/metrics").status_code == 401 and httpx.get(f"{url}/health").status_code == 200
+        res = cohere.ClientV2(base_url=url, api_key="s3cret").rerank(model="m", query=FLEA, documents=DOCS)
+        assert len(res.results) == len(DOCS)
+
+
+def test_public_bind_without_a_key_is_refused(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "RERANK_API_KEY": ""}
+    out = subprocess.run([sys.executable, "-m", "rerank.cli", "serve", "--pipeline", "biencoder", "--host", "0.0.0.0"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 2 and "refusing to serve on 0.0.0.0 without an API key" in out.stderr
+    (tmp_path / "key").write_text("")
+    out = subprocess.run([sys.executable, "-m", "rerank.cli", "serve", "--pipeline", "biencoder",
+                          "--api-key-file", str(tmp_path / "key")], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 2 and "is empty" in out.stderr
+
+
+def test_config_file_and_set_flags(tmp_path):
+    from rerank.cli import _parser
+    from rerank.serve.command import config_from_args
+
+    path = tmp_path / "serve.toml"
+    path.write_text('[serve]\npipeline = "biencoder"\nmax_documents = 50\nport = 9001\n')
+    args = _parser().parse_args(["serve", "--config", str(path), "--port", "9002", "--set", "max_batch_requests=1",
+                                 "--set", "model_name=minilm"])
+    config = config_from_args(args)
+    assert (config.pipeline, config.max_documents, config.port, config.max_batch_requests, config.model_name) == \
+        ("biencoder", 50, 9002, 1, "minilm")
+    with pytest.raises(ConfigError, match="unknown serve setting"):
+        ServeConfig().replace(max_docs=3)
+    with pytest.raises(ConfigError, match="max_queue must be a positive integer"):
+        ServeConfig(max_queue=0)
+
+
+# -- load: concurrent clients, nothing lost or mixed up -------------------------------------------
+def test_concurrent_clients_each_get_their_own_answer(bi_url, biencoder, dl19_top10):
+    """8 asyncio clients x 3 requests; each request's documents are its own draw from a TREC-DL list."""
+    rng = np.random.default_rng(0)
+    cands = list(dl19_top10.per_query())
+    requests = []
+    for i in range(24):
+        c = cands[i % len(cands)]
+        docs = [c.texts[j] for j in rng.permutation(len(c.texts))[:3]]
+        requests.append((c.query, docs))
+    expected = [biencoder.rerank(q, d) for q, d in requests]
+
+    async def client(k: int, http: httpx.AsyncClient) -> list[tuple[int, float, dict]]:
+        out = []
+        for i in range(k, len(requests), 8):
+            started = time.perf_counter()
+            r = await http.post(f"{bi_url}/v1/rerank", json={"query": requests[i][0], "documents": requests[i][1],
+                                                              "return_documents": True})
+            out.append((i, time.perf_counter() - started, r.json()))
+        return out
+
+    async def main():
+        async with httpx.AsyncClient(timeout=60) as http:
+            return [x for part in await asyncio.gather(*(client(k, http) for k in range(8))) for x in part]
+
+    answers = asyncio.run(asyncio.wait_for(main(), 120))
+    assert sorted(i for i, _, _ in answers) == list(range(24))
+    for i, _, body in answers:
+        results = body["results"]
+        assert [r["document"]["text"] for r in results] == [requests[i][1][r["index"]] for r in results]
+        assert_same_ranking([(r["index"], r["relevance_score"]) for r in results], expected[i])
+    p99 = float(np.percentile([s for _, s, _ in answers], 99))
+    assert p99 < 30.0, f"p99 latency {p99:.1f} s is over the 30 s bound"
+    metrics = httpx.get(f"{bi_url}/metrics").text
+    count = float(metrics.split('rerank_batch_requests_count{kind="rerank"} ')[1].split()[0])
+    total = float(metrics.split('rerank_batch_requests_sum{kind="rerank"} ')[1].split()[0])
+    assert total > count  # some model calls merged several requests
+
+
+# -- the CLI: search over a bundled dataset, a saved index, graceful shutdown ---------------------
+def test_cli_serves_search_and_drains_on_sigterm(tmp_path):
+    from rerank.data import load
+    from rerank.expr import build
+
+    expr = "bm25 % 5"
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "RERANK_CACHE": str(tmp_path / "cache")}
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "rerank.cli", "--quiet", "serve", "--pipeline", expr,
+                             "--dataset", "cranfield", "--port", str(port), "--set", "batch_wait_ms=1000"],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "rerank serve did not start"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.5)
+        queries = ["what similarity laws must be obeyed when constructing aeroelastic models",
+                   "boundary layer transition at high speeds", "heat transfer in hypersonic flow"]
+        with ThreadPoolExecutor(3) as pool:
+            futures = [pool.submit(httpx.post, f"{url}/v1/search", json={"query": q, "top_n": 5}, timeout=60) for q in queries]
+            while httpx.get(f"{url}/health", timeout=10).json()["queue_depth"] < 3:  # all three wait for the model
+                time.sleep(0.02)
+            os.kill(proc.pid, signal.SIGTERM)  # the requests in flight are still answered
+            answers = [f.result() for f in futures]
+        assert proc.wait(60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after its graceful exit
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert [a.status_code for a in answers] == [200, 200, 200], [a.text for a in answers]
+    pipe = build(expr, load("cranfield"), cache_dir=tmp_path / "cache")
+    for q, a in zip(queries, answers):
+        expected = pipe.search(q, k=5)
+        got = a.json()["results"]
+        assert [r["docid"] for r in got] == expected.docids
+        np.testing.assert_allclose([r["score"] for r in got], [r.score for r in expected], atol=1e-4)
+        assert [r["text"] for r in got] == [r.text for r in expected]
+
+
+def test_search_over_a_saved_index_with_a_reranker(tmp_path, biencoder):
+    from rerank.data import load
+    from rerank.expr import build
+    from rerank.retrievers.bm25 import BM25
+    from rerank.serve import build_app
+    from rerank.serve.engine import with_index
+
+    BM25().index(load("cranfield").corpus()).save(tmp_path / "idx")
+    pipe = with_index(build("bm25 % 8"), tmp_path / "idx") >> biencoder
+    query = "boundary layer transition at high speeds"
+    with running(create_app(pipe, ServeConfig(max_top_n=5), searchable=True, warmup=False)) as url:
+        got = httpx.post(f"{url}/v1/search", json={"query": query, "top_n": 3}, timeout=30)
+        too_many = httpx.post(f"{url}/v1/search", json={"query": query, "top_n": 6}, timeout=30)
+        reranked = httpx.post(f"{url}/v1/rerank", json={"query": query, "documents": DOCS}, timeout=30)
+    expected = pipe.search(query, k=3)
+    assert [(r["docid"], r["text"]) for r in got.json()["results"]] == [(r.docid, r.text) for r in expected]
+    np.testing.assert_allclose([r["score"] for r in got.json()["results"]], [r.score for r in expected], atol=1e-4)
+    assert too_many.status_code == 422 and too_many.json()["limit"] == "max_top_n"
+    assert_same_ranking([(r["index"], r["relevance_score"]) for r in reranked.json()["results"]], biencoder.rerank(query, DOCS))
+
+    config = ServeConfig(pipeline="bm25 % 10", index=str(tmp_path / "idx"))
+    with running(build_app(config, warmup=False)) as url:
+        no_rerank = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"]}, timeout=30)
+    assert no_rerank.status_code == 501 and "no reranking part" in no_rerank.json()["message"]
+    with pytest.raises(ConfigError, match="was indexed with BM25"):
+        build_app(config.replace(pipeline="bm25(k1=2.0)"), warmup=False)
+    with pytest.raises(ConfigError, match="needs a pipeline that starts with a retriever"):
+        build_app(config.replace(pipeline="biencoder"), warmup=False)
