@@ -48,6 +48,118 @@ def scifact():
     return load("scifact")
 
 
+# -- a grid on Ray equals the same grid locally --------------------------------------------------------
+SYSTEMS = {"BM25": "bm25", "Dense": "dense", "Fusion": "bm25 | dense",
+           "LLM": "bm25 % 4 >> yes-no(backend='hf:smollm2')"}
+TIMINGS = ("load_s", "warmup_s", "run_s", "ms_per_query", "started")
+
+
+@pytest.fixture(scope="module")
+def slices(tmp_path_factory) -> list[Path]:
+    """BEIR-layout slices of bundled SciFact and Cranfield: 3 judged queries, their judged documents
+    and 50 others."""
+    from rerank.data import load
+
+    out = []
+    for name in ("scifact", "cranfield"):
+        ds, folder = load(name), tmp_path_factory.mktemp(f"{name}-slice")
+        qrels = ds.qrels()
+        queries = [q for q in ds.queries() if q.qid in qrels][:3]
+        keep = {d for q in queries for d in qrels[q.qid]}
+        docs = [d for d in ds.corpus() if d.docid in keep] + [d for d in ds.corpus()[:50] if d.docid not in keep]
+        (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": d.docid, "title": d.title, "text": d.text}) + "\n" for d in docs))
+        (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q.qid, "text": q.text}) + "\n" for q in queries))
+        (folder / "qrels").mkdir()
+        rows = [f"{q.qid}\t{d}\t{r}" for q in queries for d, r in qrels[q.qid].items()]
+        (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
+        out.append(folder)
+    return out
+
+
+def run_grid(slices: list[Path], out: Path, executor) -> None:
+    from rerank.runner import DatasetSpec, Runner, Settings
+
+    datasets = [DatasetSpec(str(p), label=p.name.split("-")[0]) for p in slices]
+    records = Runner(SYSTEMS, datasets, Settings(limit=3, call_cache=False), out, executor).run()
+    assert all(r.ok for r in records.values()), [r.error for r in records.values() if not r.ok]
+
+
+def saved(out: Path) -> dict[str, object]:
+    """Every run file's bytes and every record without its timings."""
+    found: dict[str, object] = {}
+    for path in sorted(out.rglob("*.trec")):
+        found[str(path.relative_to(out))] = path.read_bytes()
+        record = json.loads(path.with_suffix(".json").read_text())
+        for key in TIMINGS:
+            record.pop(key, None)
+        if record.get("prefix"):
+            record["prefix"] = {k: v for k, v in record["prefix"].items() if k not in ("ms_per_query", "load_s")}
+        found[str(path.relative_to(out)) + ".json"] = record
+    return found
+
+
+@pytest.fixture(scope="module")
+def local_grid(cluster, slices, tmp_path_factory) -> dict[str, object]:
+    out = tmp_path_factory.mktemp("local-grid")
+    run_grid(slices, out, None)  # also fills the index cache the workers read
+    found = saved(out)
+    assert len([k for k in found if k.endswith(".trec")]) == 8
+    return found
+
+
+def test_grid_on_ray_equals_local_and_models_load_once_per_worker(cluster, slices, local_grid, tmp_path):
+    from rerank.distributed.parallel import parallel
+    from rerank.distributed.ray import RayExecutor
+    from rerank.rerankers.pointwise import YesNo
+
+    with RayExecutor(workers=2) as ex:
+        run_grid(slices, tmp_path, ex)
+        assert saved(tmp_path) == local_grid  # byte-identical runs, same records
+        from rerank import pipeline
+        from rerank.data import load
+
+        sci = load(str(slices[0]))
+        first = pipeline("bm25 % 3", sci)(sci.topics())
+        reranker = parallel(YesNo(backend="hf:smollm2"), ex, shards=2)
+        once, twice = reranker(first).to_pandas(), reranker(first).to_pandas()  # the same workers, no new loads
+        assert once["docid"].tolist() == twice["docid"].tolist()
+        workers = ex.info()
+    assert len({w["pid"] for w in workers}) == 2
+    for w in workers:  # every spec and encoder loaded at most once in each worker process
+        assert all(n == 1 for n in w["backend_loads"].values()), w
+        assert w["encoder_loads"] <= 1, w
+    assert any(w["backend_loads"].get("hf:smollm2") for w in workers)
+
+
+class KillAfterFirst:
+    """An executor that SIGKILLs every worker of a RayExecutor once the first result of a map is in."""
+
+    def __init__(self, inner):
+        self.inner, self.killed = inner, []
+
+    def map(self, fn, items):
+        pids = [w["pid"] for w in self.inner.info()]  # asked before: a busy worker answers only between tasks
+        for i, result in enumerate(self.inner.map(fn, items)):
+            yield result
+            if i == 0 and len(items) > 2 and not self.killed:
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+                self.killed = pids
+
+    def close(self) -> None:
+        pass
+
+
+def test_grid_with_workers_killed_mid_run_equals_local(cluster, slices, local_grid, tmp_path):
+    from rerank.distributed.ray import RayExecutor
+
+    with RayExecutor(workers=2, max_retries=2) as ex:
+        killer = KillAfterFirst(ex)
+        run_grid(slices, tmp_path, killer)
+        assert killer.killed and not set(killer.killed) & {w["pid"] for w in ex.info()}  # killed, restarted
+    assert saved(tmp_path) == local_grid  # nothing lost, nothing twice
+
+
 # -- sharded BM25 ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["lucene", "rank_bm25"])
 def test_sharded_bm25_equals_unsharded_on_scifact(cluster, scifact, method):

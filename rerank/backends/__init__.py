@@ -22,11 +22,8 @@
 
 from __future__ import annotations
 
-<<<<<<< HEAD
-from collections import Counter
-=======
 import re
->>>>>>> main
+from collections import Counter
 from typing import Any
 from urllib.parse import unquote
 
