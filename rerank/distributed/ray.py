@@ -111,11 +111,27 @@ class RayExecutor:
         return self._ordered(lambda actor, r: actor.transform.remote(key, [ref], r), rankings)
 
     def _ordered(self, submit: Callable[[Any, Any], Any], items: Sequence[Any]) -> Iterator[Any]:
-        from ray.util import ActorPool
-
+        """Items go to idle workers as soon as any worker is free; results come back in item order."""
         if not self._actors:
             raise ConfigError(f"{self!r} is closed")
-        return ActorPool(self._actors).map(submit, list(items)) if items else iter(())
+        return self._schedule(submit, list(items))
+
+    def _schedule(self, submit: Callable[[Any, Any], Any], items: list[Any]) -> Iterator[Any]:
+        ray = import_ray()
+        idle, running, finished = list(self._actors), {}, {}
+        todo, next_out = iter(enumerate(items)), 0
+        while next_out < len(items):
+            for i, item in itertools.islice(todo, len(idle)):
+                actor = idle.pop()
+                running[submit(actor, item)] = (i, actor)
+            ready, _ = ray.wait(list(running), num_returns=1)
+            for ref in ready:
+                i, actor = running.pop(ref)
+                finished[i] = ref
+                idle.append(actor)
+            while next_out in finished:  # errors surface here, in order
+                yield ray.get(finished.pop(next_out))
+                next_out += 1
 
     def info(self) -> list[dict[str, Any]]:
         """One :meth:`Worker.info` per worker: pid, node and model loads."""
