@@ -46,7 +46,6 @@ from rerank.backends import load_backend
 from rerank.data import load
 from rerank.models import dense_location, gguf_path
 from rerank.registry import get
-from rerank.rerankers.listwise import TOKENS_PER_ID
 from rerank.types import Candidates
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,7 +173,7 @@ def main() -> None:
     first_stage = run.select(qids).top(args.depth)
     qrels = {q: ds.qrels()[q] for q in qids}
     cands = list(first_stage.per_query())
-    max_tokens = TOKENS_PER_ID * args.window + 4  # our Listwise's default output cap, given to rank_llm too
+    max_tokens = 0  # our Listwise's output cap (its longest permutation in the server's tokens), given to rank_llm too
 
     rows = [{"method": "bm25", "ndcg": evaluate(first_stage, qrels, ["ndcg@10"])["ndcg@10"]}]
     generation = [m for m in methods if m != "yes_no"]
@@ -190,6 +189,8 @@ def main() -> None:
                                    tokenizer=args.tokenizer if args.server == "vllm" or not logits_all else None,
                                    guided="xargs" if args.server == "vllm" else "auto")
             common = {"backend": backend, "max_words": args.max_words, "batch_size": max(len(cands), 1)}
+            listwise = get("reranker", "listwise", window=args.window, step=args.step, depth=args.depth, **common)
+            max_tokens = max_tokens or listwise.answer_tokens(listwise.task, args.window)
             for name in group:
                 if name in ("listwise", "listwise_free"):
                     free = name == "listwise_free"

@@ -35,14 +35,17 @@ import httpx
 import numpy as np
 
 SERVERS = ("rerank", "rerank-nobatch", "vllm")
+IN_PROCESS = "in-process"  # reranker.rerank() in this process, one request at a time: the model's own time
 
 
 def build_tiny_cross_encoder(folder: Path) -> str:
+    import torch
     from sentence_transformers import CrossEncoder
 
-    from rerank.rerankers.biencoder import offline_minilm_path
+    from rerank.encoders import DEFAULT_ENCODER, resolve_encoder
 
-    CrossEncoder(offline_minilm_path(), num_labels=1).save(str(folder))
+    torch.manual_seed(0)  # the fresh head
+    CrossEncoder(resolve_encoder(DEFAULT_ENCODER), num_labels=1).save(str(folder))
     return str(folder)
 
 
@@ -53,11 +56,12 @@ def requests_from_trec_dl(n: int, docs: int) -> list[tuple[str, list[str]]]:
     return [lists[i % len(lists)] for i in range(n)]
 
 
-def command(kind: str, model: str, port: int) -> tuple[list[str], dict[str, str]]:
+def command(kind: str, model: str, port: int, threads: int) -> tuple[list[str], dict[str, str]]:
     if kind.startswith("rerank"):
         cmd = [sys.executable, "-m", "rerank.cli", "--quiet", "serve", "--pipeline", f"cross-encoder(model={model!r})",
                "--port", str(port), "--model-name", "ce"]
-        return cmd + (["--set", "max_batch_requests=1"] if kind == "rerank-nobatch" else []), {}
+        env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
+        return cmd + (["--set", "max_batch_requests=1"] if kind == "rerank-nobatch" else []), env
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--served-model-name", "ce",
            "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager"]
     return cmd, {"VLLM_CPU_KVCACHE_SPACE": "1", "TORCHDYNAMO_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
@@ -66,11 +70,11 @@ def command(kind: str, model: str, port: int) -> tuple[list[str], dict[str, str]
 class Server:
     """One server in its own process group on 127.0.0.1; stopped by its PID."""
 
-    def __init__(self, kind: str, model: str, timeout: float = 600.0):
+    def __init__(self, kind: str, model: str, threads: int, timeout: float = 600.0):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        cmd, env = command(kind, model, port)
+        cmd, env = command(kind, model, port, threads)
         self.kind, self.url = kind, f"http://127.0.0.1:{port}"
         self.log = Path(tempfile.mkstemp(prefix=f"bench-serve-{kind}-", suffix=".log")[1])
         with open(self.log, "wb") as out:
@@ -130,6 +134,24 @@ async def worker_warmup(http: httpx.AsyncClient, url: str, request: tuple[str, l
     (await http.post(url + "/rerank", json={"model": "ce", "query": request[0], "documents": request[1]})).raise_for_status()
 
 
+def in_process_run(model: str, requests: Sequence[tuple[str, list[str]]], threads: int) -> tuple[float, list[float], list[dict]]:
+    import torch
+
+    from rerank.rerankers.cross_encoder import CrossEncoderReranker
+
+    if threads:
+        torch.set_num_threads(threads)
+    ce = CrossEncoderReranker(model)
+    ce.rerank(*requests[0])
+    latencies, scores, started = [], [], time.perf_counter()
+    for query, docs in requests:
+        t = time.perf_counter()
+        res = ce.rerank(query, docs)
+        latencies.append(time.perf_counter() - t)
+        scores.append({int(r.docid): r.score for r in res})
+    return time.perf_counter() - started, latencies, scores
+
+
 def max_difference(a: list[dict], b: list[dict]) -> float:
     return max(abs(x[k] - y[k]) for x, y in zip(a, b) for k in x)
 
@@ -137,17 +159,28 @@ def max_difference(a: list[dict], b: list[dict]) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="a sentence-transformers cross-encoder folder (default: the offline tiny one)")
-    p.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated subset of {SERVERS}")
+    p.add_argument("--servers", default=",".join(SERVERS),
+                   help=f"comma-separated subset of {SERVERS}, or {IN_PROCESS!r} (one client, no HTTP)")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--requests", type=int, default=64, help="requests per concurrency level")
     p.add_argument("--docs", type=int, default=20, help="documents per request")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads of rerank's servers (OMP_NUM_THREADS; 0: torch's default). vLLM on CPU computes on "
+                        "one core of this 2-core machine, so 1 compares like with like")
     p.add_argument("--out", type=Path, help="also write the table here (markdown)")
     args = p.parse_args()
     model = args.model or build_tiny_cross_encoder(Path(tempfile.mkdtemp(prefix="bench-serve-ce-")))
     requests = requests_from_trec_dl(args.requests, args.docs)
     rows, first_scores = [], {}
     for kind in args.servers.split(","):
-        server = Server(kind, model)
+        if kind == IN_PROCESS:
+            wall, lat, scores = in_process_run(model, requests, args.threads)
+            first_scores.setdefault(1, scores)
+            p50, p95, p99 = np.percentile(lat, [50, 95, 99])
+            rows.append((kind, 1, len(requests) / wall, len(requests) * args.docs / wall, p50, p95, p99,
+                         max_difference(scores, first_scores[1]), 0.0))
+            continue
+        server = Server(kind, model, args.threads)
         try:
             for clients in args.clients:
                 wall, lat, scores = asyncio.run(load_run(server.url, requests, clients))
@@ -158,7 +191,8 @@ def main() -> None:
                 print(f"{kind:>15} c={clients:<3} {rows[-1][2]:7.2f} req/s  p50 {p50:.3f}  p95 {p95:.3f}  p99 {p99:.3f} s", flush=True)
         finally:
             server.stop()
-    table = [f"{args.requests} requests x {args.docs} TREC-DL 2019 passages, cross-encoder {model}",
+    table = [f"{args.requests} requests x {args.docs} TREC-DL 2019 passages, cross-encoder {model}, "
+             f"rerank servers with OMP_NUM_THREADS={args.threads or 'default'}",
              "", "| server | clients | req/s | docs/s | p50 s | p95 s | p99 s | agree (max abs score diff) | ready s |",
              "|---|---|---|---|---|---|---|---|---|"]
     table += [f"| {k} | {c} | {rps:.2f} | {dps:.0f} | {p50:.3f} | {p95:.3f} | {p99:.3f} | {d:.1e} | {r:.0f} |"

@@ -22,7 +22,8 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import numpy as np
 
 from rerank.backends.base import Backend, Generation, Prompt
 from rerank.constraints import Constraint
+from rerank.errors import DataError
 
 
 def backend_id(backend: Backend) -> str:
@@ -37,21 +39,41 @@ def backend_id(backend: Backend) -> str:
     return getattr(backend, "cache_id", None) or f"{type(backend).__name__}:{backend.model}"
 
 
+def default_path() -> Path:
+    """Where the call cache lives unless told otherwise: ``<cache_root>/calls.sqlite``."""
+    from rerank.models import cache_root
+
+    return cache_root() / "calls.sqlite"
+
+
 class CallStore:
-    """A key -> JSON value table in one SQLite file (safe across threads and processes)."""
+    """A key -> JSON value table in one SQLite file (safe across threads and processes).
+
+    A file that is not a readable SQLite database is reported (as :class:`DataError`, naming the file and
+    how to recover) when the store opens, so before any model is loaded.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
-        with self._lock, self._db:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        with self._checked():
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
+            with self._lock, self._db:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+    @contextmanager
+    def _checked(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            raise DataError(f"the call cache {self.path} is damaged ({e}); delete that file to start an empty "
+                            "cache (its calls are made again), or set RERANK_CACHE to another folder") from None
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
         found: dict[str, Any] = {}
-        with self._lock:
+        with self._lock, self._checked():
             for start in range(0, len(keys), 500):
                 chunk = list(keys[start:start + 500])
                 marks = ",".join("?" * len(chunk))
@@ -60,12 +82,12 @@ class CallStore:
         return found
 
     def put_many(self, items: dict[str, Any]) -> None:
-        with self._lock, self._db:
+        with self._lock, self._checked(), self._db:
             self._db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?)",
                                  [(k, json.dumps(v)) for k, v in items.items()])
 
     def __len__(self) -> int:
-        with self._lock:
+        with self._lock, self._checked():
             return self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
 
     def close(self) -> None:
@@ -73,14 +95,12 @@ class CallStore:
 
 
 class CachedBackend(Backend):
-    """Wrap ``backend`` so that repeated calls are read from ``path`` (default ``<cache_root>/calls.sqlite``)."""
+    """Wrap ``backend`` so that repeated calls are read from ``path`` (default ``<cache_root>/calls.sqlite``)
+    or from an open :class:`CallStore`."""
 
-    def __init__(self, backend: Backend, path: str | Path | None = None):
-        if path is None:
-            from rerank.models import cache_root
-
-            path = cache_root() / "calls.sqlite"
-        self.inner, self.store = backend, CallStore(path)
+    def __init__(self, backend: Backend, path: str | Path | CallStore | None = None):
+        store = path if isinstance(path, CallStore) else CallStore(path or default_path())
+        self.inner, self.store = backend, store
         self.model, self.max_context = backend.model, backend.max_context
         self.hits = self.misses = 0
 

@@ -2,7 +2,9 @@
 
 ``<out>/<dataset>/<system>.trec`` holds a cell's run, ``<system>.json`` its record (settings,
 query ids, timings, LLM usage, versions, or the error). A cell whose record says it is done with the
-same settings is not run again. While a run works on a cell it holds ``<system>.lock`` (created
+same settings is not run again. The output of a shared pipeline prefix is kept under
+``<out>/<dataset>/prefixes/`` (JSON, every column, exact floats) with its settings, and reused by a
+later run that needs the same prefix with the same settings. While a run works on a cell it holds ``<system>.lock`` (created
 exclusively, with the owner's host and pid), so two runs of one grid into one folder never run a
 cell twice; a lock left by a process that died is taken over. Records are written to a temporary
 file and renamed, so a reader never sees half a record.
@@ -10,11 +12,15 @@ file and renamed, so a reader never sees half a record.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import os
 import socket
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from rerank.naming import slug
 
@@ -50,6 +56,36 @@ class CellStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+
+    # -- shared prefixes -----------------------------------------------------------------------------
+    def prefix_path(self, dataset: str, key: str) -> Path:
+        return self.out / slug(dataset) / "prefixes" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.json.gz"
+
+    def read_prefix(self, dataset: str, key: str, settings: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+        """A saved prefix output and its record, when saved with these settings (None otherwise)."""
+        try:
+            with gzip.open(self.prefix_path(dataset, key), "rt", encoding="utf-8") as f:
+                saved = json.load(f)
+            if saved["key"] != key or any(saved["settings"].get(k) != v for k, v in settings.items()):
+                return None
+            return pd.DataFrame(saved["columns"]), saved["record"]
+        except (OSError, ValueError, KeyError, TypeError, EOFError):
+            return None  # absent, partial or unreadable: compute it again
+
+    def write_prefix(self, dataset: str, key: str, settings: dict[str, Any], frame: pd.DataFrame,
+                     record: dict[str, Any]) -> None:
+        path = self.prefix_path(dataset, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"key": key, "settings": settings, "record": record,
+                "columns": {c: frame[c].tolist() for c in frame.columns}}
+        try:
+            text = json.dumps(data)
+        except (TypeError, ValueError):
+            return  # a column JSON cannot hold exactly (arrays): not kept, computed again when needed
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with gzip.open(tmp, "wt", encoding="utf-8") as f:
+            f.write(text)
         os.replace(tmp, path)
 
     # -- locks ------------------------------------------------------------------------------------

@@ -7,7 +7,9 @@
     rerank bench  pipelines/grid_smoke.toml --out results/smoke [--limit N] [--report-only] [--executor ray]
     rerank serve  --pipeline "cross-encoder(model='models/ce')" [--dataset D | --index PATH] [--port 8000]
 
-Errors (unknown names, malformed files, empty corpora or queries) print one line and exit 2.
+Errors (unknown names, malformed files, empty corpora or queries, bad arguments, missing or unwritable
+paths) print one line and exit 2; anything unexpected prints one line and exits 1 (``--debug`` shows the
+traceback).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from pathlib import Path
 from rerank.errors import ConfigError, RerankError
 from rerank.metrics import DEFAULT_METRICS
 
+# Errors that name a problem with the user's input or paths: one line, exit status 2.
+USER_ERRORS = (RerankError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
@@ -32,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["RERANK_HTTP_TIMEOUT"] = str(args.http_timeout)
     try:
         return args.func(args)
-    except (RerankError, FileNotFoundError) as e:
-        print(f"rerank: error: {e}", file=sys.stderr)
+    except USER_ERRORS as e:
+        if args.debug:
+            raise
+        print(_one_line(f"rerank: error: {e}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rerank: interrupted", file=sys.stderr)
@@ -41,12 +48,23 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if args.debug:
             raise
-        print(f"rerank: unexpected {type(e).__name__}: {e} (re-run with --debug for the traceback)", file=sys.stderr)
+        print(_one_line(f"rerank: unexpected {type(e).__name__}: {e} (re-run with --debug for the traceback)"), file=sys.stderr)
         return 1
 
 
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (exit status 2), like every other error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, _one_line(f"{self.prog}: error: {message} (see {self.prog} --help)") + "\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rerank", description="Retrieval and reranking pipelines, evaluated.")
+    p = _Parser(prog="rerank", description="Retrieval and reranking pipelines, evaluated.")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     p.add_argument("--http-timeout", type=_seconds, metavar="SECONDS",
@@ -139,10 +157,14 @@ def _eval(args: argparse.Namespace) -> int:
     metrics = parse_metrics(args.metrics)  # checked before anything loads or runs
     systems = _systems(args)
     spec = DatasetSpec(args.dataset)
-    load_dataset(spec)  # a dataset that does not load is one error, not one per system
+    log = logging.getLogger("rerank")  # one line per stage, also when stdout is not a terminal (make demo in CI)
+    log.info("load: %s ...", args.dataset)
+    dataset = load_dataset(spec)  # a dataset that does not load is one error, not one per system
+    log.info("load: %s, %d documents, %d queries", dataset.name, len(dataset.corpus()), len(dataset.queries()))
     experiment = Experiment(systems, [spec], metrics, baseline=args.baseline,
                             save_dir=args.save_runs, limit=args.limit, executor=args.executor, test=args.test,
                             correction=None if args.correction == "none" else args.correction, name=args.dataset)
+    log.info("evaluate: %d pipelines on %s ...", len(systems), dataset.name)
     report = experiment.run(progress=False if args.quiet else None)
     failed = report.errors()
     if len(failed) == len(report.cells):
@@ -178,13 +200,17 @@ def _search(args: argparse.Namespace) -> int:
     results = build(args.pipeline, load(args.dataset)).search(args.query, k=args.k)
     for r in results:
         print(f"{r.rank:>3}  {r.score:9.4f}  {r.docid:<16} {r.text[:100]!r}")
+    if not results:
+        print(f"no results for {args.query!r}")
     return 0
 
 
 def _index(args: argparse.Namespace) -> int:
     from rerank.data import load
     from rerank.expr import build
+    from rerank.index_cache import check_target
 
+    check_target(args.out)
     retriever = build(args.retriever)
     if not hasattr(retriever, "index"):
         raise ConfigError(f"{args.retriever!r} is not a retriever with an index")

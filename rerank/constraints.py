@@ -29,6 +29,10 @@ from typing import Any
 
 from rerank.errors import ConfigError
 
+CONSTRAINT_ARG = "rerank_constraint"
+"""Request ``extra_args`` key (``vllm_xargs`` over HTTP) of a constraint's JSON spec, read by
+:class:`rerank.backends.vllm_logits.ConstrainedDecoding`."""
+
 State = Any
 """An automaton state; ``None`` means the text so far is not a prefix of any answer."""
 

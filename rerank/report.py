@@ -58,6 +58,11 @@ class CellResult:
         return self.usage["valid"] / self.usage["answers"] if self.usage and self.usage.get("answers") else None
 
     @property
+    def forced_rate(self) -> float | None:
+        """Share of parsed LLM answers whose reasoning ran out of budget and was closed for them."""
+        return self.usage.get("forced", 0) / self.usage["answers"] if self.usage and self.usage.get("answers") else None
+
+    @property
     def cache_hit_rate(self) -> float | None:
         """Share of the timed queries' LLM calls answered from the call cache."""
         if not self.usage:
@@ -92,10 +97,6 @@ class Report:
     def __post_init__(self) -> None:
         significance.check(self.test, self.correction)
         self._comparisons: dict[str, dict[str, Comparison]] = {}
-
-    @property
-    def pipelines(self) -> list[str]:
-        return self.systems
 
     # -- numbers ------------------------------------------------------------------------------
     def table(self, dataset: str | None = None) -> pd.DataFrame:
@@ -204,7 +205,8 @@ class Report:
                 mark = "†" if cmp is not None and cmp.pvalues[m] < self.max_p else ""
                 values.append(f"{table.at[p, m]:.{digits}f}{mark}")
             wlt = f"{cmp.wins}/{cmp.losses}/{cmp.ties}" if cmp else ("baseline" if p == self.baseline else "")
-            extra = ([_num(table.at[p, "tokens_per_query"], 0), _percent(table.at[p, "valid_rate"]),
+            forced = f" ({_percent(cell.forced_rate)} forced)" if cell.forced_rate else ""
+            extra = ([_num(table.at[p, "tokens_per_query"], 0), _percent(table.at[p, "valid_rate"]) + forced,
                       _percent(table.at[p, "cache_hit_rate"])] if llm else [])
             rows.append([p, *values, wlt, _num(cell.ms_per_query, 1), _num(cell.load_s, 1), *extra,
                          str(int(table.at[p, "queries"]))])

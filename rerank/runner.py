@@ -38,9 +38,9 @@ import pandas as pd
 from rerank.cellstore import CellStore
 from rerank.errors import ConfigError, DataError
 from rerank.executors import Executor, executor_from_spec
-from rerank.metering import Meter, Usage
+from rerank.metering import Meter
 from rerank.naming import check_distinct
-from rerank.stage import Pipeline, Stage
+from rerank.stage import Cutoff, Pipeline, Stage
 from rerank.types import Ranking
 
 logger = logging.getLogger("rerank")
@@ -93,6 +93,7 @@ class Prefix:
     output: Ranking = field(repr=False)
     ms_per_query: float
     load_s: float
+    saved: bool = False                # read back from an earlier run's output folder
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,8 @@ def _run_timed(cell: Cell, todo: list[Any], topics: Ranking, qids: list[str], me
     record.load_s = time.perf_counter() - t0
     inp = cell.prefix.output.select(qids) if cell.prefix else topics
     if cell.prefix:
-        record.prefix = {"stages": cell.prefix.key, "ms_per_query": cell.prefix.ms_per_query, "load_s": cell.prefix.load_s}
+        record.prefix = {"stages": cell.prefix.key, "ms_per_query": cell.prefix.ms_per_query, "load_s": cell.prefix.load_s,
+                         "reused_from_disk": cell.prefix.saved}
     if not todo:  # the whole system is the shared prefix
         record.ranking = inp
         record.ms_per_query = cell.prefix.ms_per_query if cell.prefix else 0.0
@@ -327,6 +329,10 @@ class Runner:
         return {"dataset_name": cell.dataset.name, "options": cell.dataset.options, "expression": cell.expression,
                 "limit": cell.settings.limit}
 
+    def prefix_settings(self, cell: Cell) -> dict[str, Any]:
+        """What a saved prefix output must match (its stages are in its key)."""
+        return {k: v for k, v in self.saved_settings(cell).items() if k != "expression"}
+
     def run(self, progress: bool | None = None) -> dict[tuple[str, str], CellRecord]:
         """Run every cell not done yet; return the records of all cells (saved ones included)."""
         from rerank._progress import progress_bar
@@ -363,16 +369,28 @@ class Runner:
         return {(c.dataset.label, c.system): records.get((c.dataset.label, c.system)) or self.saved(c) for c in cells}
 
     def _execute(self, cells: list[Cell], executor: Executor) -> Iterator[CellRecord]:
-        plans = plan_prefixes(cells) if self.share_prefixes else [None] * len(cells)
+        every = self.cells()  # done cells count too: a new system may share a prefix saved by an earlier run
+        pending = {(c.dataset.label, c.system) for c in cells}
+        plans = [plan for c, plan in zip(every, plan_prefixes(every) if self.share_prefixes else [None] * len(every))
+                 if (c.dataset.label, c.system) in pending]
         jobs: dict[str, Cell] = {}
         for cell, plan in zip(cells, plans):
             if plan is not None and plan[0] not in jobs:
                 jobs[plan[0]] = replace(cell, system=f"prefix {plan[0]}", stop_after=plan[1])
         prefixes: dict[str, Prefix | str] = {}
+        for key, job in list(jobs.items()):
+            saved = self.store.read_prefix(job.dataset.label, key, self.prefix_settings(job)) if self.store else None
+            if saved is not None:
+                frame, meta = saved
+                prefixes[key] = Prefix(key, job.stop_after, Ranking(frame), meta["ms_per_query"], meta["load_s"], True)  # type: ignore[arg-type]
+                del jobs[key]
         for key, rec in zip(jobs, executor.map(run_cell, list(jobs.values()))):
             if rec.ok:
                 prefixes[key] = Prefix(key, jobs[key].stop_after, rec.ranking, rec.ms_per_query or 0.0, rec.load_s)  # type: ignore[arg-type]
                 logger.info("shared prefix on %s, %d queries: %s", rec.dataset, len(rec.qids), key)
+                if self.store is not None:
+                    self.store.write_prefix(rec.dataset, key, self.prefix_settings(jobs[key]), rec.ranking.to_pandas(),
+                                            {"ms_per_query": rec.ms_per_query or 0.0, "load_s": rec.load_s, "qids": rec.qids})
             else:
                 prefixes[key] = rec.error or "failed"
         todo = []
@@ -422,7 +440,7 @@ def plan_prefixes(cells: Sequence[Cell]) -> list[tuple[str, int] | None]:
             stage = cell.stage if cell.stage is not None else build(cell.expression)
         except Exception:  # noqa: BLE001 -- reported when the cell runs
             stage = None
-        chains.append([] if stage is None or isinstance(stage, Ranking) else [repr(s) for s in compiled(stage)])
+        chains.append([] if stage is None or isinstance(stage, Ranking) else _chain(stage, identity=cell.stage is not None))
     counts: dict[tuple[str, ...], int] = {}
     for cell, chain in zip(cells, chains):
         for n in range(1, len(chain) + 1):
@@ -435,3 +453,25 @@ def plan_prefixes(cells: Sequence[Cell]) -> list[tuple[str, int] | None]:
         digest = hashlib.sha1(f"{cell.dataset.label}|{text}".encode()).hexdigest()[:8]
         plans.append((f"{text} [{digest}]", max(shared)) if shared else None)
     return plans
+
+
+def _chain(stage: Any, identity: bool) -> list[str]:
+    """What identifies each compiled stage: its repr, and for Python objects also which objects it came from.
+
+    Two objects with one repr may hold different state (two BM25 indexes of different corpora), so
+    Python stages share a prefix only when they are the same objects. Built expressions are rebuilt
+    identically wherever they run, so their repr is enough.
+    """
+    names = [repr(s) for s in compiled(stage)]
+    if not identity:
+        return names
+    origins: list[str] = []
+    merges = False
+    for s in stage.stages if isinstance(stage, Pipeline) else [stage]:
+        if isinstance(s, Cutoff):  # holds no state; folded into a retriever before it, which compile() did too
+            if not (origins and merges):
+                origins.append("cut-off")
+            continue
+        origins.append(str(id(s)))
+        merges = hasattr(s, "with_num_results")
+    return [f"{name}@{origin}" for name, origin in zip(names, origins)]

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from rerank.encoders import DEFAULT_ENCODER, load_sentence_transformer
+from rerank.encoders import DEFAULT_ENCODER, Encoder
 from rerank.errors import ConfigError, require
 
 BatchedScorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
@@ -83,6 +83,8 @@ class MaxSim:
             (texts are cut at its 256 tokens).
         batch_size: texts per encoder batch.
         pair_batch: documents per matrix product when scoring.
+        runtime: encoder runtime (:data:`rerank.encoders.RUNTIMES`); float32 by default (bf16's
+            loss on token-level scores is not measured yet).
         device: torch device; default: sentence-transformers' choice.
 
     Token embeddings are L2-normalized and memoized per text (float32, about 0.4 MB for a
@@ -92,15 +94,19 @@ class MaxSim:
     documents of the last call are kept, so many queries against one document list pad it once.
     """
 
-    def __init__(self, model: str = DEFAULT_ENCODER, batch_size: int = 32, pair_batch: int = 256, device: str | None = None):
+    def __init__(self, model: str = DEFAULT_ENCODER, batch_size: int = 32, pair_batch: int = 256, runtime: str = "torch",
+                 device: str | None = None):
         if batch_size < 1 or pair_batch < 1:
             raise ConfigError("batch_size and pair_batch must be positive")
-        self.model, self.batch_size, self.pair_batch, self.device = model, batch_size, pair_batch, device
+        self.model, self.batch_size, self.pair_batch, self.runtime, self.device = model, batch_size, pair_batch, runtime, device
+        self.encoder = Encoder(model, runtime=runtime, device=device, batch_size=batch_size)
         self._tokens: dict[str, Any] = {}  # text -> torch tensor, tokens x dim
         self._last_padded: tuple[tuple[str, ...], Any, Any] | None = None
 
     def __repr__(self) -> str:
-        return f"MaxSim({self.model!r})" if self.model != DEFAULT_ENCODER else "MaxSim()"
+        args = [repr(self.model)] if self.model != DEFAULT_ENCODER else []
+        args += [f"runtime={self.runtime!r}"] if self.runtime != "torch" else []
+        return f"MaxSim({', '.join(args)})"
 
     def __call__(self, query: str, doc: str) -> float:
         return float(self.score_pairs([query], [doc])[0])
@@ -144,8 +150,5 @@ class MaxSim:
         if not todo:
             return
         torch = require("torch", "dense")
-        st = load_sentence_transformer(self.model, self.device)
-        out = st.encode(todo, batch_size=self.batch_size, output_value="token_embeddings", show_progress_bar=False)
-        for text, emb in zip(todo, out):
-            emb = torch.as_tensor(emb).detach().float().cpu()
-            self._tokens[text] = torch.nn.functional.normalize(emb, dim=1)
+        for text, emb in zip(todo, self.encoder.token_embeddings(todo, kind="doc")):
+            self._tokens[text] = torch.nn.functional.normalize(torch.from_numpy(emb), dim=1)

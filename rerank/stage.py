@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
+from rerank.encoders import lend_embeddings
 from rerank.errors import ConfigError, DataError
 from rerank.types import Query, RankedResults, Ranking
 
@@ -52,6 +53,8 @@ class Stage:
         """Answer one query: the top ``k`` results with ids, scores and text."""
         if not query.strip():
             raise DataError("the query is empty")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError(f"k must be a positive number of results, got {k!r}")
         out = self(Ranking.from_queries({"q": query})).top(k)
         return out.results("q") if len(out) else RankedResults(query, [])
 
@@ -97,7 +100,7 @@ class Pipeline(Stage):
             flat.extend(s.stages if isinstance(s, Pipeline) else [_check_stage(s)])
         if not flat:
             raise ConfigError("a Pipeline needs at least one stage")
-        self.stages = flat
+        self.stages = lend_embeddings(flat)  # E2Rank after Dense reuses its document embeddings
         self.requires = flat[0].requires
 
     def transform(self, inp: Ranking) -> Ranking:

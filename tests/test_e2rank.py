@@ -13,6 +13,7 @@ from rerank.rerankers.e2rank import E2Rank
 from rerank.retrievers.dense import Dense
 
 pytestmark = pytest.mark.slow
+FP32 = "torch"  # exact score checks run in float32 (bfloat16 scores move by ~1e-3 with batch composition)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def scifact_slice():
 
 @pytest.fixture(scope="module")
 def dense(scifact_slice):
-    return Dense(num_results=20).index(scifact_slice[2])
+    return Dense(num_results=20, runtime=FP32).index(scifact_slice[2])
 
 
 @pytest.fixture(scope="module")
@@ -41,46 +42,58 @@ def test_prompt_follows_the_paper_and_fits_the_model():
     prompt = e2.listwise_prompt("do fleas eat blood?", ["Fleas feed on blood. " * 80, "Cats have fleas.", "Paris.", "never shown"])
     assert prompt.startswith("Given a web search query and some relevant documents, rerank the documents that answer the query:\nDocuments:\n[1] Fleas")
     assert "\n[2] Cats have fleas.\n[3] Paris.\nSearch Query: do fleas eat blood?" in prompt and "never shown" not in prompt
-    assert e2._encoder.count(prompt) <= e2.prompt_tokens == 256  # the long document was cut at a token boundary
+    assert e2.encoder.count(prompt) <= e2.prompt_tokens == 256  # the long document was cut at a token boundary
     capped = E2Rank(num_input_docs=3, doc_max_tokens=4).listwise_prompt("q", ["one two three four five six seven", "b", "c"])
     assert "[1] one two three four\n" in capped
 
 
 def test_reuses_dense_embeddings_and_matches_encoding_itself(dense, first_stage):
-    reused, encoded = E2Rank(doc_embeddings=dense), E2Rank()
+    reused, encoded = E2Rank(doc_embeddings=dense, runtime=FP32), E2Rank(runtime=FP32)
     a, b = reused(first_stage), encoded(first_stage)
     assert reused._memo == {} and len(encoded._memo) > 0  # reuse: no document was embedded again
     assert a.to_pandas()["docid"].tolist() == b.to_pandas()["docid"].tolist()
     assert np.allclose(a.to_pandas()["score"], b.to_pandas()["score"], atol=1e-5)
-    assert reused == encoded and repr(reused) == "E2Rank()"  # the lookup changes cost, not identity
+    assert reused == encoded and repr(reused) == "E2Rank(runtime='torch')"  # the lookup changes cost, not identity
 
 
 def test_reranks_every_candidate_by_cosine_with_the_listwise_embedding(first_stage, scifact_slice):
-    e2 = E2Rank(prompt="e2rank/scifact", num_input_docs=5, doc_max_tokens=40)
+    e2 = E2Rank(prompt="e2rank/scifact", num_input_docs=5, doc_max_tokens=40, runtime=FP32)
     out = e2(first_stage)
     assert len(out) == len(first_stage) and set(out.columns) >= {"qid", "docid", "score", "rank", "text"}
     first = next(first_stage.per_query())
     reranked = next(c for c in out.per_query() if c.qid == first.qid)
     prompt = e2.listwise_prompt(first.query, first.texts)
-    q = e2._encoder.encode([prompt], e2.prompt_tokens)[0]
-    d = e2._encoder.encode(reranked.texts, e2._encoder.max_tokens)
+    q = e2.encoder.encode([prompt], kind="query", max_length=e2.prompt_tokens)[0]
+    d = e2.encoder.encode(reranked.texts, kind="doc")
     assert np.allclose(reranked.scores, d @ q, atol=1e-4)
     # Honest effectiveness: MiniLM was not trained on listwise prompts, so E2Rank with it may lose to
     # plain dense retrieval (measured by pipelines/bench_e2rank.py); here it must stay a sane ranking.
     assert evaluate(out, scifact_slice[1], ["ndcg@10"])["ndcg@10"] > 0.3
 
 
-def test_pipeline_expression_binds_the_cached_dense_index(scifact_slice, tmp_path, monkeypatch):
-    monkeypatch.setenv("RERANK_CACHE", str(tmp_path))
+def test_pipeline_takes_document_embeddings_from_its_dense_stage(scifact_slice, tmp_path, monkeypatch):
+    """The cache_dir bug: build(..., cache_dir=X) indexed under X while E2Rank looked in the default cache."""
+    default = tmp_path / "default-cache"
+    monkeypatch.setenv("RERANK_CACHE", str(default))
     docs = scifact_slice[2][:40]
     dataset = SimpleNamespace(name="scifact-slice", corpus=lambda: docs)
-    pipe = build("dense % 10 >> e2rank(num_input_docs=5)", dataset=dataset)
-    e2 = pipe.stages[-1]
-    assert isinstance(e2, E2Rank) and isinstance(e2.doc_embeddings, Dense)
+    pipe = build("dense % 10 >> e2rank(num_input_docs=5)", dataset=dataset, cache_dir=tmp_path / "elsewhere")
+    dense, e2 = pipe.stages[0], pipe.stages[-1]
+    assert isinstance(e2, E2Rank) and e2.doc_embeddings is dense and dense.is_indexed
     out = pipe(scifact_slice[0][:3])
-    assert len(out) == 30 and e2._memo == {}
-    alone = build("e2rank", dataset=SimpleNamespace(name="elsewhere", corpus=lambda: docs))
-    assert alone.doc_embeddings is None  # no cached index: candidates are embedded on demand
+    assert len(out) == 30 and e2._memo == {}  # no document was embedded again
+    assert any((tmp_path / "elsewhere" / "indexes").iterdir()) and not default.exists()
+    alone = build("bm25 % 10 >> e2rank", dataset=dataset, cache_dir=tmp_path / "elsewhere").stages[-1]
+    assert alone.doc_embeddings is None  # no dense stage: candidates are embedded on demand
+    other = build("dense(max_length=64) % 10 >> e2rank", dataset=dataset, cache_dir=tmp_path / "elsewhere").stages[-1]
+    assert other.doc_embeddings is None  # its vectors are not the ones E2Rank computes: not used
+
+
+def test_python_pipelines_lend_embeddings_too(dense, first_stage):
+    pipe = dense % 10 >> E2Rank(num_input_docs=5, runtime=FP32)
+    assert pipe.stages[-1].doc_embeddings is dense
+    assert repr(pipe) == "Dense(runtime='torch', num_results=20) >> Cutoff(10) >> E2Rank(num_input_docs=5, runtime='torch')"
+    assert (Dense(runtime="torch") >> E2Rank(runtime="bf16")).stages[-1].doc_embeddings is None
 
 
 def test_bad_configuration_is_refused(dense):
@@ -88,8 +101,10 @@ def test_bad_configuration_is_refused(dense):
         E2Rank(pooling="cls")
     with pytest.raises(ConfigError, match="not an E2Rank prompt"):
         E2Rank(prompt="listwise/rankgpt")
-    with pytest.raises(ConfigError, match="must be built with"):
+    with pytest.raises(ConfigError, match="must encode documents exactly"):
         E2Rank("someone/other-model", doc_embeddings=dense)
+    with pytest.raises(ConfigError, match="must encode documents exactly"):
+        E2Rank(prompt="e2rank/checkpoint", doc_embeddings=dense)  # a doc_suffix changes the vectors
     with pytest.raises(ConfigError, match="chat template"):
         E2Rank(prompt="e2rank/checkpoint").rerank("q", ["a", "b"])
     with pytest.raises(ConfigError, match="lower num_input_docs"):

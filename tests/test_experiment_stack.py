@@ -79,6 +79,52 @@ def test_a_shared_first_stage_runs_once_per_dataset(tmp_path, monkeypatch):
     assert alone.table("scifact").at["MiniLM short", "ndcg@10"] == report.table("scifact").at["MiniLM short", "ndcg@10"]
 
 
+def test_python_stages_with_one_repr_but_different_indexes_are_not_shared():
+    ds = load("cranfield")
+    docs = list(ds.corpus())
+    full, half = BM25().index(docs), BM25().index(docs[: len(docs) // 2])
+    assert repr(full % 10) == repr(half % 10)
+    report = Experiment({"full": full % 10, "half": half % 10}, ds, ["recall@100"], limit=5).run()
+    table = report.table()
+    assert table.at["full", "recall@100"] > table.at["half", "recall@100"]
+
+
+def test_one_python_first_stage_object_is_shared(monkeypatch):
+    asked: list[str] = []
+    original = RunRetriever.transform
+    monkeypatch.setattr(RunRetriever, "transform", lambda self, inp: asked.extend(inp.queries()) or original(self, inp))
+    ds = load("trec-dl-2019")
+    run = RunRetriever("bm25", ds)
+    Experiment({"top 5": run % 5, "top 3": run % 3}, ds, ["ndcg@10"], limit=3).run()
+    assert sorted(asked) == sorted(set(asked)) and len(asked) == 3
+
+
+def test_a_saved_prefix_is_reused_by_a_later_run_with_the_same_settings(tmp_path, monkeypatch):
+    asked: list[str] = []
+    original = RunRetriever.transform
+
+    def counting(self, inp):
+        asked.extend(inp.queries())
+        return original(self, inp)
+
+    monkeypatch.setattr(RunRetriever, "transform", counting)
+    pipelines = {"top 10": "{first} % 10", "top 5": "{first} % 5"}
+    grid = {"grid": {"limit": 3}, "datasets": [{"name": "trec-dl-2019", "first": "run"}], "pipelines": pipelines}
+    first = run_grid(Grid.from_dict(grid, name="g"), tmp_path, progress=False)
+    assert len(asked) == 3                                            # one shared run for both systems
+    asked.clear()
+    grid["pipelines"] = {**pipelines, "top 3": "{first} % 3"}
+    later = run_grid(Grid.from_dict(grid, name="g"), tmp_path, progress=False)
+    assert asked == [] and later.cells["trec-dl-2019", "top 3"].ok  # the prefix came from disk
+    record = json.loads((tmp_path / "trec-dl-2019" / "top_3.json").read_text())
+    assert record["prefix"]["reused_from_disk"] is True
+    assert later.table("trec-dl-2019").at["top 10", "ndcg@10"] == first.table("trec-dl-2019").at["top 10", "ndcg@10"]
+    grid["grid"]["limit"] = 2                                         # other settings: not reused
+    grid["pipelines"]["top 2"] = "{first} % 2"
+    run_grid(Grid.from_dict(grid, name="g"), tmp_path, progress=False)
+    assert len(asked) == 2
+
+
 def test_records_keep_load_warmup_and_timed_phases_and_the_timed_run_is_not_a_cache_replay(tmp_path):
     ds = load("trec-dl-2019")
     calls = tmp_path / "calls.sqlite"
@@ -117,6 +163,36 @@ def test_concurrent_runs_never_run_a_locked_cell_and_a_dead_owner_lock_is_taken_
     assert report.cells["trec-dl-2019", "top 5"].ok and not store.lock_path("trec-dl-2019", "top 5").exists()
     assert store.lock("trec-dl-2019", "BM25") is None and store.lock("trec-dl-2019", "BM25") is None  # own lock: re-entrant
     store.unlock("trec-dl-2019", "BM25")
+
+
+class _OtherProcess:
+    """An executor that runs each cell in a spawned process: what Ray needs (picklable cells and records)."""
+
+    def __init__(self):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+
+    def map(self, fn, items):
+        return self.pool.map(fn, items)
+
+    def close(self):
+        self.pool.shutdown()
+
+
+def test_cells_run_in_another_process_give_the_same_report(tmp_path):
+    grid = Grid.from_dict({"grid": {"limit": 4}, "datasets": [{"name": "trec-dl-2019", "first": "run"}],
+                           "pipelines": {"BM25": "{first}", "top 5": "{first} % 5"}}, name="remote")
+    executor = _OtherProcess()
+    try:
+        remote = run_grid(grid, tmp_path / "remote", progress=False, executor=executor)
+    finally:
+        executor.close()
+    local = run_grid(grid, tmp_path / "local", progress=False)
+    assert remote.table("trec-dl-2019").drop(columns=["ms_per_query", "load_s"]).equals(
+        local.table("trec-dl-2019").drop(columns=["ms_per_query", "load_s"]))
+    assert (tmp_path / "remote/trec-dl-2019/top_5.trec").read_text() == (tmp_path / "local/trec-dl-2019/top_5.trec").read_text()
 
 
 # -- significance ------------------------------------------------------------------------------------

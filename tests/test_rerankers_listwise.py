@@ -70,7 +70,8 @@ def test_batch_size_splits_calls_and_token_cap_follows_the_window():
     fake = FakeBackend(generate=by_number)
     Listwise(fake, window=5, step=2, batch_size=2).rerank_many([cands(5, q) for q in "abc"])
     assert [n for n, _ in fake.batches] == [2, 1]
-    assert fake.batches[0][1]["max_new_tokens"] == 6 * 5 + 4 and fake.batches[0][1]["temperature"] == 0.0
+    longest = fake.count_tokens("1] > [2] > [3] > [4] > [5]")  # the answer budget: a full permutation, in tokens
+    assert fake.batches[0][1]["max_new_tokens"] == longest and fake.batches[0][1]["temperature"] == 0.0
     fake.batches.clear()
     Listwise(fake, window=5, step=2, max_new_tokens=7).rerank_candidates(cands(5))
     assert fake.batches[0][1]["max_new_tokens"] == 7
@@ -78,7 +79,7 @@ def test_batch_size_splits_calls_and_token_cap_follows_the_window():
 
 def test_prompt_has_answer_prefix_and_no_example_ranking():
     lw = Listwise(FakeBackend(generate=by_number), window=3, step=1)
-    messages = lw.window_prompt(cands(3), [0, 1, 2], lw.shown_scores(cands(3)))
+    messages = lw.prompt(cands(3), [0, 1, 2])
     assert [m["role"] for m in messages] == ["system", "user", "assistant"]
     assert messages[-1]["content"] == "["
     assert "[1] passage 0" in messages[1]["content"] and "[3] passage 2" in messages[1]["content"]
@@ -89,7 +90,7 @@ def test_long_documents_are_cut_to_fit_the_context():
     long = Candidates("q", "numbers", ["a", "b"], ["1 " + "word " * 500, "2 " + "word " * 500], np.array([2.0, 1.0]))
     fake = FakeBackend(generate=by_number, max_context=300)
     lw = Listwise(fake, window=2, step=1, max_words=400)
-    prompt = lw.window_prompt(long, [0, 1], lw.shown_scores(long))
+    prompt = lw.prompt(long, [0, 1])
     assert fake.count_tokens("\n".join(m["content"] for m in prompt)) <= 300
     tiny = Listwise(FakeBackend(generate=by_number, max_context=40), window=2, step=1)
     with pytest.raises(ConfigError, match="do not fit"):

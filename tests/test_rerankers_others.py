@@ -11,6 +11,7 @@ import pytest
 from rerank import Ranking, get
 from rerank.backends.base import Generation
 from rerank.backends.fake import FakeBackend
+from rerank.constraints import Permutation
 from rerank.errors import ConfigError
 from rerank.rerankers.groupwise import Groupwise
 from rerank.rerankers.reasoning import ERankThink, RankR1, ReasonRank
@@ -56,7 +57,7 @@ def test_setwise_likelihood_uses_letter_options():
 def test_setwise_batches_queries_and_reports_repairs():
     fake = FakeBackend(generate=lambda p: "no idea")
     out = Setwise(fake, set_size=3, k=2).rerank_many([cands(6, "a"), cands(6, "b")])
-    assert all(n == 2 for n, _ in fake.batches) and fake.batches[0][1]["max_new_tokens"] == 4
+    assert all(n == 2 for n, _ in fake.batches) and fake.batches[0][1]["max_new_tokens"] == 1  # one label
     for c in out:
         assert c.docids == cands(6).docids  # unreadable answers pick the higher first-stage rank ...
         assert c.info["parse"]["repaired"] == c.info["parse"]["answers"]  # ... and are all reported
@@ -71,46 +72,65 @@ def test_setwise_config_errors():
 
 
 # -- reasoning ------------------------------------------------------------------------------------
-def test_reasonrank_keeps_reasoning_and_parses_the_answer():
-    def think(prompt):
-        order = sorted(NUMBER_ITEM.findall(prompt), key=lambda x: -int(x[1]))
-        return f"passage {order[0][1]} has the largest number</think>\n<answer>" + " > ".join(f"[{i}]" for i, _ in order) + "</answer>"
+def thinker(thought, answer):
+    """A 'model' that reasons when its turn opens with <think>, and answers after the closed block."""
+    return lambda p: f"{thought(p)}</think>" if p.endswith("<think>\n") else answer(p)
 
-    fake = FakeBackend(generate=think)
+
+def numbers_desc(prompt: str) -> str:
+    order = sorted(NUMBER_ITEM.findall(prompt), key=lambda x: -int(x[1]))
+    return " > ".join(f"[{i}]" for i, _ in order)[1:]
+
+
+def test_reasonrank_keeps_reasoning_and_parses_the_answer():
+    fake = FakeBackend(generate=thinker(lambda p: "passage " + max(n for _, n in NUMBER_ITEM.findall(p)) + " is largest", numbers_desc))
     out = ReasonRank(fake, window=4, step=2, think_tokens=100).rerank_candidates(cands(6))
     assert out.docids[0] == "d5"
-    assert out.info["reasoning"][0] == "passage 5 has the largest number"
+    assert out.info["reasoning"][0] == "passage 5 is largest"
     assert len(out.info["reasoning"]) == out.info["parse"]["answers"] == 2
-    assert out.info["parse"]["valid"] == 2
-    assert fake.batches[0][1]["max_new_tokens"] == 100 + 6 * 4 + 4 + 4
+    assert out.info["parse"]["valid"] == 2 and out.info["parse"]["forced"] == 0
+    thinking, answering = fake.batches[0][1], fake.batches[1][1]
+    assert thinking["max_new_tokens"] == 100 and thinking["stop"] == ("</think>",) and thinking["constraint"] is None
+    assert answering["max_new_tokens"] == fake.count_tokens("1] > [2] > [3] > [4]")
+    assert answering["constraint"].key() == Permutation(4, "[").key()
+    assert fake.calls[1].endswith("<think>\npassage 5 is largest\n</think>\n<answer>[")
 
 
 def test_reasoning_split_off_by_the_backend_is_kept():
     class Splitting(FakeBackend):
         def generate(self, prompts, **kw):
-            return [Generation("<answer>[2] > [1]</answer>", reasoning="second is better") for _ in prompts]
+            return [Generation("2] > [1]", reasoning="second is better") for _ in prompts]
 
     out = ReasonRank(Splitting(), window=2, step=1).rerank("q", ["a", "b"])
     assert out.docids == ["1", "0"] and out.info["reasoning"] == ["second is better"]
     assert out.info["parse"]["valid"] == 1
 
 
-def test_reasoning_that_runs_out_of_tokens_is_reported():
-    out = ReasonRank(FakeBackend(generate=lambda p: "hmm, let me think about"), window=3, step=1).rerank_candidates(cands(3))
-    assert out.docids == cands(3).docids
-    assert out.info["parse"]["problems"] == {"unclosed_think": 1, "empty": 1}
-    assert out.info["reasoning"] == ["hmm, let me think about"]
+def test_reasoning_that_runs_out_of_budget_is_closed_and_answered():
+    fake = FakeBackend(generate=thinker(lambda p: "hmm let me think about this for a long time", numbers_desc))
+    out = ReasonRank(fake, window=3, step=1, think_tokens=4).rerank_candidates(cands(3))
+    assert out.docids == ["d2", "d1", "d0"]
+    assert out.info["parse"] == {"answers": 1, "valid": 1, "repaired": 0, "problems": {}, "forced": 1}
+    assert out.info["reasoning"] == ["hmm let me think"]
+    assert fake.calls[1].endswith("<think>\nhmm let me think\n</think>\n<answer>[")
+
+
+def test_think_budget_zero_is_the_plain_task():
+    fake = FakeBackend(generate=numbers_desc)
+    out = ReasonRank(fake, window=3, step=1, think_tokens=0).rerank_candidates(cands(3))
+    assert out.docids == ["d2", "d1", "d0"] and len(fake.batches) == 1 and "forced" not in out.info["parse"]
+    assert fake.calls[0].endswith("inside <answer> </answer> in the form [number] > [number] > ...\n<answer>[")
 
 
 def test_rank_r1_is_setwise_with_reasoning():
-    fake = FakeBackend(generate=lambda p: f"compare them</think><answer>{best_letter(p)}</answer>")
+    fake = FakeBackend(generate=thinker(lambda p: "compare them", best_letter))
     out = RankR1(fake, set_size=3, k=2).rerank_candidates(cands(7))
     assert out.docids[:2] == ["d6", "d5"]
     assert set(out.info["reasoning"]) == {"compare them"} and out.info["parse"]["repaired"] == 0
 
 
 def test_erank_think_scores_each_document():
-    fake = FakeBackend(generate=lambda p: "ok</think><answer>" + re.search(r"passage (\d+)", p).group(1) + "</answer>")
+    fake = FakeBackend(generate=thinker(lambda p: "ok", lambda p: re.search(r"passage (\d+)", p).group(1)))
     out = ERankThink(fake, depth=4).rerank_candidates(cands(6))
     assert out.docids == ["d3", "d2", "d1", "d0", "d4", "d5"]
     assert out.info["parse"]["answers"] == 4 and len(out.info["reasoning"]) == 4
@@ -125,7 +145,7 @@ def test_groupwise_scores_all_groups_in_one_batch():
     fake = FakeBackend(generate=number_scores)
     out = Groupwise(fake, group_size=4, anchors=1, batch_size=16).rerank_many([cands(10, "a"), cands(7, "b")])
     assert [n for n, _ in fake.batches] == [3 + 2]  # groups of both queries together
-    assert fake.batches[0][1]["max_new_tokens"] == 6 * 4 + 8
+    assert fake.batches[0][1]["max_new_tokens"] == fake.count_tokens(" 10\n[2]: 10\n[3]: 10\n[4]: 10")  # 4 lines
     assert out[0].docids[:3] == ["d9", "d8", "d7"] and out[1].docids[0] == "d6"
     assert out[0].info["parse"] == {"answers": 3, "valid": 3, "repaired": 0, "problems": {}}
 

@@ -3,15 +3,16 @@
 import pytest
 
 from rerank.errors import ConfigError
-from rerank.rerankers._parsing import ParseLog, parse, parser_names, split_think
+from rerank.rerankers._parsing import Parsed, ParseLog, parse, parser_names
 from rerank.rerankers._windows import (
     groups,
     lockstep,
+    set_bubblesort_plan,
+    set_heapsort_plan,
     sliding_plan,
     sliding_windows,
     truncate_words,
 )
-from rerank.rerankers.setwise import bubblesort_plan, heapsort_plan
 
 
 # -- permutation ----------------------------------------------------------------------------------
@@ -72,47 +73,29 @@ def test_scores(text, value, problems):
 
 
 # -- think / answer -------------------------------------------------------------------------------
-def test_split_think():
-    assert split_think("<think>a b</think><answer>[1]</answer>") == ("a b", "[1]")
-    assert split_think("<think>a</think> [2] > [1]") == ("a", "[2] > [1]")
-    assert split_think("<think>ran out of tok") == ("ran out of tok", "")
-    assert split_think("[2] > [1]") == (None, "[2] > [1]")
-
-
-def test_think_answer_keeps_reasoning():
-    p = parse("think_answer", "<think>\n[2] talks about the query.\n</think>\n<answer>[2] > [1]</answer>", 2)
-    assert p.value == [1, 0] and p.valid and p.reasoning == "[2] talks about the query."
-
-
-def test_think_answer_reports_format_problems():
-    unclosed = parse("think_answer", "<think>long thoughts that never end", 3)
-    assert unclosed.value == [0, 1, 2] and unclosed.problems == ("unclosed_think", "empty")
-    assert unclosed.reasoning == "long thoughts that never end"
-    no_think = parse("think_answer", "[2] > [1]", 2)
-    assert no_think.value == [1, 0] and no_think.problems == ("no_think",) and no_think.reasoning is None
-
-
-def test_think_choice_and_score():
-    c = parse("think_choice", "<think>C mentions it</think><answer>C</answer>", 3)
-    assert (c.value, c.reasoning, c.valid) == (2, "C mentions it", True)
-    s = parse("think_score", "<think>partly</think><answer>6</answer>", 1)
-    assert (s.value, s.reasoning, s.valid) == (6.0, "partly", True)
-    assert parse("think_score", "<think>hm</think><answer>?</answer>", 1).problems == ("empty",)
+def test_yes_no_and_rating():
+    assert parse("yes_no", "Yes, it is.", 1).value == 1.0 and parse("yes_no", "hmm", 1).problems == ("empty",)
+    assert parse("rating", "<answer>７", 1).value == 7.0 and parse("rating", "?", 1).problems == ("empty",)
 
 
 def test_unknown_parser_lists_the_known_ones():
     with pytest.raises(ConfigError, match="permutation"):
         parse("perm", "[1]", 1)
-    assert {"permutation", "choice", "scores", "think_answer", "think_choice", "think_score"} <= set(parser_names())
+    assert {"permutation", "choice", "scores", "yes_no", "rating"} <= set(parser_names())
 
 
-def test_parse_log_counts_problems():
+def test_parse_log_counts_problems_and_forced_reasoning():
     log = ParseLog()
     log.add(parse("permutation", "[1] > [2]", 2))
     log.add(parse("permutation", "[1] > [1]", 2))
-    log.add(parse("think_answer", "<think>x</think><answer>[2] > [1]</answer>", 2))
+    log.add(Parsed([1, 0], reasoning="x"))
     assert log.as_dict() == {"answers": 3, "valid": 2, "repaired": 1, "problems": {"duplicate": 1, "missing": 1}}
     assert log.reasoning == ["x"]
+    log.add(Parsed([0], reasoning="out of budget", forced=True))
+    assert log.as_dict()["forced"] == 1 and log.answers == 4
+    bounded = ParseLog(keep_reasoning=False)
+    bounded.add(Parsed(0, reasoning="long text"))
+    assert bounded.reasoning == [] and bounded.answers == 1
 
 
 # -- window plans ---------------------------------------------------------------------------------
@@ -146,7 +129,7 @@ def test_sliding_plan_bubbles_the_best_to_the_top():
     assert two_passes[:2] == [9, 8]
 
 
-@pytest.mark.parametrize("plan", [heapsort_plan, bubblesort_plan])
+@pytest.mark.parametrize("plan", [set_heapsort_plan, set_bubblesort_plan])
 @pytest.mark.parametrize("n, k, size", [(10, 3, 3), (7, 7, 2), (1, 1, 3), (12, 5, 4), (2, 10, 3)])
 def test_setwise_plans_find_the_exact_top_k(plan, n, k, size):
     value = [(i * 7) % n for i in range(n)]  # a fixed shuffle of relevances

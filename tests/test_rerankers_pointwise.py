@@ -18,9 +18,11 @@ from rerank import Ranking, get
 from rerank.backends.fake import FakeBackend
 from rerank.errors import ConfigError
 from rerank.prompts import load as load_prompt
-from rerank.rerankers.biencoder import BiEncoderReranker, offline_minilm_path
+from rerank.encoders import DEFAULT_ENCODER, resolve_encoder
+from rerank.rerankers.biencoder import BiEncoderReranker
 from rerank.rerankers.cross_encoder import CrossEncoderReranker
-from rerank.rerankers.pointwise import ERank, YesNo, parse_rating, parse_yes_no
+from rerank.rerankers._parsing import parse_rating, parse_yes_no
+from rerank.rerankers.pointwise import ERank, YesNo
 
 FLEA = "how long is the life cycle of a flea"
 FLEA_DOC = "The life cycle of a flea lasts from two weeks to several months, depending on temperature."
@@ -33,7 +35,7 @@ def tiny_cross_encoder(tmp_path_factory) -> str:
     from sentence_transformers import CrossEncoder
 
     folder = tmp_path_factory.mktemp("tiny-ce")
-    CrossEncoder(offline_minilm_path(), num_labels=1).save(str(folder))
+    CrossEncoder(resolve_encoder(DEFAULT_ENCODER), num_labels=1).save(str(folder))
     return str(folder)
 
 

@@ -20,21 +20,22 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
+import cohere  # the dev extra installs the cohere SDK and the serve stack
 import httpx
 import numpy as np
 import pytest
+import uvicorn
+from servers import free_port
 
 from rerank.errors import ConfigError
 from rerank.rerankers.base import PointwiseReranker
-from rerank.rerankers.biencoder import BiEncoderReranker, offline_minilm_path
+from rerank.encoders import DEFAULT_ENCODER, resolve_encoder
+from rerank.rerankers.biencoder import BiEncoderReranker
 from rerank.serve.app import create_app
 from rerank.serve.config import ServeConfig
 
 pytestmark = pytest.mark.server
-cohere = pytest.importorskip("cohere", reason="needs the dev extra (cohere SDK)")
-uvicorn = pytest.importorskip("uvicorn", reason="needs the serve extra")
 
 FLEA = "how long is the life cycle of a flea"
 DOCS = ["The stock market fell sharply on Monday.",
@@ -42,14 +43,6 @@ DOCS = ["The stock market fell sharply on Monday.",
         "Paris is the capital of France.",
         "Adult fleas feed on blood and lay eggs in the host's fur."]
 LIMITS = dict(max_documents=8, max_doc_chars=2000, max_query_chars=300, max_body_bytes=20_000, max_top_n=20)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -93,7 +86,7 @@ def tiny_cross_encoder(tmp_path_factory) -> str:
     from sentence_transformers import CrossEncoder
 
     folder = tmp_path_factory.mktemp("tiny-ce")
-    CrossEncoder(offline_minilm_path(), num_labels=1).save(str(folder))
+    CrossEncoder(resolve_encoder(DEFAULT_ENCODER), num_labels=1).save(str(folder))
     return str(folder)
 
 
@@ -268,6 +261,9 @@ def test_full_queue_gets_429_with_retry_after_and_late_requests_504():
         metrics = httpx.get(f"{url}/metrics").text
         assert 'rerank_requests_total{endpoint="/v1/rerank",status="429"} 1.0' in metrics
         assert 'rerank_batch_requests_sum{kind="rerank"} 3.0' in metrics
+        assert 'rerank_errors_total{endpoint="/v1/rerank",type="overloaded"} 1.0' in metrics
+        assert 'rerank_request_duration_seconds_bucket{endpoint="/v1/rerank",le="0.005"}' in metrics
+        assert 'rerank_queue_depth{kind="rerank"} 0.0' in metrics and "rerank_model_duration_seconds_count" in metrics
 
     gate = Gate()
     with running(create_app(gate, ServeConfig(request_timeout=0.5), warmup=False)) as url:

@@ -30,7 +30,7 @@ from urllib.parse import unquote
 from rerank.backends.base import Backend, Generation, Message, Prompt
 from rerank.errors import ConfigError
 
-__all__ = ["Backend", "Generation", "Message", "Prompt", "load_backend", "parse_spec"]
+__all__ = ["Backend", "Generation", "Message", "Prompt", "forget", "load_backend", "parse_spec"]
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
@@ -120,7 +120,7 @@ def load_backend(spec: str | Backend, **kwargs: Any) -> Backend:
 
     A :class:`Backend` instance is returned unchanged (so callers accept either). The same spec and
     arguments give the same backend within a process, so rerankers that name one model share its
-    weights (one vLLM engine, not one per reranker).
+    weights (one vLLM engine, not one per reranker), until :meth:`Backend.close` frees it.
     """
     if isinstance(spec, Backend):
         return spec
@@ -139,3 +139,9 @@ def load_backend(spec: str | Backend, **kwargs: Any) -> Backend:
     if key is not None:
         _LOADED[key] = backend
     return backend
+
+
+def forget(backend: Backend) -> None:
+    """Drop ``backend`` from :func:`load_backend`'s table (its ``close`` calls this)."""
+    for key in [k for k, b in _LOADED.items() if b is backend]:
+        del _LOADED[key]

@@ -2,6 +2,7 @@
 
 Two verbs, both batched: :meth:`Backend.generate` (text) and :meth:`Backend.score` (log-probability
 of each option as the continuation of each prompt). A prompt is plain text or chat messages.
+A backend holds a model: :meth:`Backend.close` (or leaving a ``with`` block) frees it.
 """
 
 from __future__ import annotations
@@ -32,9 +33,25 @@ class Backend(ABC):
 
     model: str
     max_context: int = 2048
-    constrains: str = "exact"
+    constrains: str = "no"
     """How ``generate`` honours a constraint: ``"exact"`` (token masks), ``"shape"`` (a grammar
-    without the each-id-once rule) or ``"no"``."""
+    without the each-id-once rule) or ``"no"`` (the default: a backend must claim more itself)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({getattr(self, 'model', '?')!r})"
+
+    def close(self) -> None:
+        """Free the model (and forget it in :func:`rerank.backends.load_backend`'s table); the
+        backend cannot be used afterwards. Does nothing for backends that hold nothing."""
+        from rerank.backends import forget
+
+        forget(self)
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @abstractmethod
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,

@@ -26,7 +26,9 @@ def prompt_text(prompt: Prompt) -> str:
 class FakeBackend(Backend):
     """``generate(prompt_text) -> str`` and ``score(prompt_text, options) -> list[float]`` as functions.
 
-    Constraints are recorded in :attr:`batches`, not enforced (``constrains = "no"``).
+    Constraints are recorded in :attr:`batches`, not enforced (``constrains = "no"``). A generated
+    text is cut at the first ``stop`` string, and after ``max_new_tokens`` words (then its
+    ``finish_reason`` is ``"length"``), as a model's would be.
     """
 
     constrains = "no"
@@ -47,7 +49,7 @@ class FakeBackend(Backend):
         self.calls.extend(texts)
         self.batches.append((len(prompts), {"max_new_tokens": max_new_tokens, "temperature": temperature, "stop": stop,
                                             "constraint": constraint}))
-        return [Generation(self._generate(t), prompt_tokens=self.count_tokens(t)) for t in texts]
+        return [_cut(self._generate(t), self.count_tokens(t), max_new_tokens, stop) for t in texts]
 
     def score(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:
         if self._score is None:
@@ -58,3 +60,18 @@ class FakeBackend(Backend):
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
+
+
+def _cut(text: str, prompt_tokens: int, max_new_tokens: int, stop: Sequence[str]) -> Generation:
+    cuts = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    text = text[:min(cuts)] if cuts else text
+    words = text.split(" ")
+    if len([w for w in words if w.strip()]) <= max_new_tokens:
+        return Generation(text, prompt_tokens=prompt_tokens, completion_tokens=len(text.split()))
+    kept, seen = [], 0
+    for w in words:
+        seen += bool(w.strip())
+        if seen > max_new_tokens:
+            break
+        kept.append(w)
+    return Generation(" ".join(kept), prompt_tokens=prompt_tokens, completion_tokens=max_new_tokens, finish_reason="length")

@@ -29,6 +29,8 @@ class HFBackend(_chat.HFTokenizerPrompts, Backend):
         max_context: longest prompt accepted; default: the model's ``max_position_embeddings``.
     """
 
+    constrains = "exact"
+
     def __init__(self, model: str = "smollm2", *, device: str | None = None, dtype: str | None = None,
                  batch_size: int = 8, max_context: int | None = None, trust_remote_code: bool = False):
         torch = require("torch", "hf")
@@ -55,6 +57,13 @@ class HFBackend(_chat.HFTokenizerPrompts, Backend):
     @property
     def cache_id(self) -> str:
         return f"hf:{self.model}:{self.dtype}"
+
+    def close(self) -> None:
+        """Drop the model's weights (and empty the CUDA cache on a GPU)."""
+        super().close()
+        self.lm = None
+        if self.device.startswith("cuda"):
+            self._torch.cuda.empty_cache()
 
     def _pad(self, seqs: Sequence[list[int]]):
         torch = self._torch

@@ -29,6 +29,8 @@ class LlamaCppBackend(Backend):
         chat_template: Jinja template overriding the one in the GGUF metadata.
     """
 
+    constrains = "exact"
+
     def __init__(self, model: str = "smollm2", *, n_ctx: int = 2048, n_threads: int | None = None,
                  n_gpu_layers: int = 0, seed: int = 0, chat_template: str | None = None, **llama_kwargs: Any):
         llama_cpp = require("llama_cpp", "llamacpp")
@@ -43,6 +45,11 @@ class LlamaCppBackend(Backend):
 
     def __repr__(self) -> str:
         return f"LlamaCppBackend({self.model!r})"
+
+    def close(self) -> None:
+        """Free the llama.cpp model and context."""
+        super().close()
+        self.llm.close()
 
     @property
     def cache_id(self) -> str:

@@ -40,8 +40,7 @@ import numpy as np
 
 from rerank.backends import _chat
 from rerank.backends.base import Backend, Generation, Prompt
-from rerank.backends.vllm import CONSTRAINT_ARG
-from rerank.constraints import Constraint
+from rerank.constraints import CONSTRAINT_ARG, Constraint
 from rerank.errors import BackendError, ConfigError, require
 
 log = logging.getLogger(__name__)

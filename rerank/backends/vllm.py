@@ -20,7 +20,7 @@ import numpy as np
 
 from rerank.backends import _chat
 from rerank.backends.base import Backend, Generation, Prompt
-from rerank.constraints import Constraint
+from rerank.constraints import CONSTRAINT_ARG, Constraint
 from rerank.errors import BackendError, require
 from rerank.models import dense_location
 
@@ -30,11 +30,6 @@ CPU_ENV = {
     "VLLM_CPU_KVCACHE_SPACE": "1",          # GiB of KV cache; also skips vLLM's node-memory check
     "TORCHDYNAMO_DISABLE": "1",             # avoids a 15-20 s compile on the first logprobs call
 }
-
-CONSTRAINT_ARG = "rerank_constraint"
-"""Request ``extra_args`` key (``vllm_xargs`` over HTTP) of a constraint's JSON spec, read by
-:class:`rerank.backends.vllm_logits.ConstrainedDecoding`."""
-
 
 @contextmanager
 def _hidden_unscannable_modules() -> Iterator[None]:
@@ -77,6 +72,8 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
         engine_kwargs: anything else ``vllm.LLM`` accepts (``enable_prefix_caching``, ``quantization``...).
     """
 
+    constrains = "exact"
+
     def __init__(self, model: str = "smollm2", *, dtype: str | None = None, tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.9, max_model_len: int | None = None, seed: int = 0,
                  enforce_eager: bool | None = None, cpu_env: dict[str, str] | None = None,
@@ -111,6 +108,18 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
     def __repr__(self) -> str:
         return f"VLLMBackend({self.model!r}, dtype={self.settings['dtype']!r})"
 
+    def close(self) -> None:
+        """Shut the engine down and free its weights and KV cache (and its distributed state)."""
+        super().close()
+        llm, self.llm = self.llm, None
+        if llm is None:
+            return
+        llm.llm_engine.engine_core.shutdown()
+        del llm
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+        cleanup_dist_env_and_memory()
+
     @property
     def cache_id(self) -> str:
         return f"vllm:{self.model}:{self.settings['dtype']}"
@@ -118,6 +127,8 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
     def _run(self, token_lists: list[list[int]], params: Any) -> list[Any]:
         from vllm.inputs import TokensPrompt
 
+        if self.llm is None:
+            raise BackendError(f"{self!r} was closed; load a new backend")
         try:
             return self.llm.generate([TokensPrompt(prompt_token_ids=t) for t in token_lists], params, use_tqdm=False)
         except ValueError as e:  # vLLM rejects over-long prompts and bad sampling settings this way

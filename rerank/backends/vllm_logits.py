@@ -17,8 +17,7 @@ from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 
 from rerank.backends._chat import eos_ids, hf_token_masks
-from rerank.backends.vllm import CONSTRAINT_ARG
-from rerank.constraints import Follower, Masks, from_spec
+from rerank.constraints import CONSTRAINT_ARG, Follower, Masks, from_spec
 
 
 class ConstrainedDecoding(AdapterLogitsProcessor):

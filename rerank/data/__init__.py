@@ -10,12 +10,14 @@ rerank.errors.DataError: unknown dataset 'scifakt'; did you mean 'scifact' or 'b
 
 Names come from ``catalog.toml``; a path to a folder in BEIR layout and ``irds:<id>`` (an
 ir_datasets id whose files are available locally) load too. Bundled folders are searched in
-``$RERANK_DATASETS`` then in the repository's ``datasets/``.
+``$RERANK_DATASETS``, then in the installed package ``rerank_datasets`` (how a wheel ships the
+repository's ``datasets/``), then in ``datasets/`` of the checkout this code runs from.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 from importlib import resources
 from pathlib import Path
@@ -40,9 +42,14 @@ def names() -> list[str]:
 
 
 def dataset_dirs() -> list[Path]:
-    """Folders searched for bundled datasets: ``$RERANK_DATASETS`` (``:``-separated), then ``datasets/``."""
+    """Folders searched for bundled datasets: ``$RERANK_DATASETS`` (``:``-separated), the installed
+    ``rerank_datasets`` package, the checkout's ``datasets/``."""
     dirs = [Path(p) for p in os.environ.get("RERANK_DATASETS", "").split(os.pathsep) if p]
-    return dirs + [Path(__file__).resolve().parents[2] / "datasets"]
+    spec = importlib.util.find_spec("rerank_datasets")
+    if spec is not None and spec.submodule_search_locations:
+        dirs += [Path(p) for p in spec.submodule_search_locations if Path(p).is_dir()]
+    checkout = Path(__file__).resolve().parents[2] / "datasets"
+    return list(dict.fromkeys(dirs + [checkout] if checkout.is_dir() else dirs))
 
 
 def load(name: str, **options: Any) -> Dataset:

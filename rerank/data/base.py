@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from functools import cached_property
+from typing import TypeVar
 
 from rerank.errors import DataError
 from rerank.types import Doc, Query, Ranking
+
+logger = logging.getLogger("rerank")
+R = TypeVar("R", Query, Doc)
 
 
 class Dataset(ABC):
@@ -45,6 +50,13 @@ class Dataset(ABC):
         """Random access to documents by docid."""
         return {d.docid: d for d in self.corpus()}
 
+    @cached_property
+    def fingerprint(self) -> str:
+        """A hash of the corpus content (every docid, title and text): what index caches are keyed by."""
+        from rerank.index_cache import corpus_fingerprint
+
+        return corpus_fingerprint(self.corpus())
+
     def topics(self) -> Ranking:
         """The queries as a query set, the input of a retrieval pipeline."""
         return Ranking.from_queries(self.queries())
@@ -52,15 +64,63 @@ class Dataset(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
-    def _checked_queries(self, queries: list[Query]) -> list[Query]:
+    def _checked_queries(self, queries: list[Query], source: str | None = None) -> list[Query]:
+        """Queries with non-empty string text and unique ids (exact repeats dropped, with a warning).
+        Messages name ``source`` (the file read), else the dataset."""
+        where = source or self.name
         if not queries:
-            raise DataError(f"{self.name}: no queries")
+            raise DataError(f"{where}: no queries")
+        odd = [q.qid for q in queries if not isinstance(q.text, str)]
+        if odd:
+            raise DataError(f"{where}: {len(odd)} queries have a text that is not a string (e.g. {odd[:3]})")
         empty = [q.qid for q in queries if not q.text.strip()]
         if empty:
-            raise DataError(f"{self.name}: {len(empty)} queries have empty text (e.g. {empty[:3]})")
-        return queries
+            raise DataError(f"{where}: {len(empty)} queries have empty text (e.g. {empty[:3]})")
+        return _unique(queries, where, "query")
 
-    def _checked_corpus(self, docs: list[Doc]) -> list[Doc]:
+    def _checked_corpus(self, docs: list[Doc], source: str | None = None) -> list[Doc]:
+        """Documents with unique ids (exact repeats dropped, with a warning). Messages name ``source``, else the dataset."""
+        where = source or self.name
         if not docs:
-            raise DataError(f"{self.name}: the corpus is empty")
-        return docs
+            raise DataError(f"{where}: the corpus is empty")
+        return _unique(docs, where, "document")
+
+    def _checked_qrels(self, qrels: dict[str, dict[str, int]], docids: set[str] | None = None) -> dict[str, dict[str, int]]:
+        """Refuse qrels that match none of the queries (or, given ``docids``, none of the documents); warn,
+        with counts, about judged queries that cannot be evaluated or can only score 0."""
+        queries = {q.qid for q in self.queries()}
+        orphans = [q for q in qrels if q not in queries]
+        if len(orphans) == len(qrels):
+            raise DataError(f"{self.name}: none of the {len(qrels)} judged queries is among the {len(queries)} queries, "
+                            f"so the qrels and the queries use different ids (qrels ids like {sorted(orphans)[:3]}, query ids like {sorted(queries)[:3]})")
+        if orphans:
+            logger.warning("%s: %d of %d judged queries are not among the queries and are not evaluated (e.g. %s)",
+                           self.name, len(orphans), len(qrels), sorted(orphans)[:3])
+        if docids is not None:
+            judged = {d for docs in qrels.values() for d in docs}
+            if not judged & docids:
+                raise DataError(f"{self.name}: none of the {len(judged)} judged documents is in the corpus, so the qrels "
+                                f"and the corpus use different ids (qrels ids like {sorted(judged)[:3]}, corpus ids like {sorted(docids)[:3]})")
+            blind = [q for q, docs in qrels.items() if q in queries and
+                     not any(r > 0 and d in docids for d, r in docs.items()) and any(r > 0 for r in docs.values())]
+            if blind:
+                logger.warning("%s: %d judged queries have none of their relevant documents in the corpus, so they "
+                               "score 0 for every system (e.g. %s)", self.name, len(blind), blind[:3])
+        return qrels
+
+
+def _unique(records: list[R], where: str, kind: str) -> list[R]:
+    """``records`` (id first) without exact repeats; two different records with one id are refused."""
+    seen: dict[str, R] = {}
+    repeats = 0
+    for r in records:
+        first = seen.setdefault(r[0], r)
+        if first is r:
+            continue
+        if first != r:
+            raise DataError(f"{where}: two different {kind} records have the id {r[0]!r}; ids must be unique")
+        repeats += 1
+    if not repeats:
+        return records
+    logger.warning("%s: %d repeated %s records dropped", where, repeats, kind)
+    return list(seen.values())

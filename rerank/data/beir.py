@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rerank.data.base import Dataset
 from rerank.errors import DataError
-from rerank.io import find_file, read_jsonl, read_qrels
+from rerank.io import find_file, read_corpus, read_qrels, read_queries
 from rerank.types import Doc, Query, Ranking
 
 
@@ -29,20 +29,20 @@ class BeirDataset(Dataset):
 
     @cache
     def queries(self) -> list[Query]:
-        return self._checked_queries([Query(str(r["_id"]), r.get("text", "")) for r in read_jsonl(self._file("queries.jsonl"))])
+        path = self._file("queries.jsonl")
+        return self._checked_queries(read_queries(path), str(path))
 
     @cache
     def corpus(self) -> list[Doc]:
-        docs = []
-        for r in read_jsonl(self._file("corpus.jsonl")):
-            if "_id" not in r:
-                raise DataError(f"{self.name}: a corpus record has no '_id' field: {str(r)[:80]}")
-            docs.append(Doc(str(r["_id"]), r.get("text") or "", r.get("title") or ""))
-        return self._checked_corpus(docs)
+        path = self._file("corpus.jsonl")
+        return self._checked_corpus(read_corpus(path), str(path))
 
     @cache
     def qrels(self) -> dict[str, dict[str, int]]:
-        return read_qrels(self._file(f"qrels/{self.split}.tsv"))
+        """The split's judgments, checked against the queries and (when the folder has one) the corpus."""
+        qrels = read_qrels(self._file(f"qrels/{self.split}.tsv"))
+        has_corpus = find_file(self.path, "corpus.jsonl") is not None
+        return self._checked_qrels(qrels, {d.docid for d in self.corpus()} if has_corpus else None)
 
     def run_names(self) -> list[str]:
         return sorted({p.name.split(".")[1] for p in self.path.glob("run.*.trec*")})

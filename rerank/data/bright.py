@@ -22,7 +22,7 @@ from typing import Any
 
 from rerank.data.base import Dataset
 from rerank.errors import DataError
-from rerank.io import find_file, read_jsonl, read_qrels
+from rerank.io import find_file, jsonl_records, read_jsonl, read_qrels, record_id, record_text
 from rerank.types import Doc, Query
 
 TASKS = ("biology", "earth-science", "economics", "psychology", "robotics", "stackoverflow", "sustainable-living",
@@ -66,12 +66,12 @@ class BrightDataset(Dataset):
         excluded: dict[str, list[str]] = {}
         efile = find_file(self.folder, "excluded_ids.jsonl")
         if efile is not None:
-            excluded = {str(r["_id"]): list(r["excluded_ids"]) for r in read_jsonl(efile)}
+            excluded = {record_id(r, where): _ids(r.get("excluded_ids")) for where, r in jsonl_records(efile)}
         out = []
-        for r in read_jsonl(qfile):
-            meta = r.get("metadata", {})
-            out.append({"id": str(r["_id"]), "query": r["text"], "gold_ids": _ids(meta.get("gold_ids")),
-                        "gold_ids_long": _ids(meta.get("gold_ids_long")), "excluded_ids": excluded.get(str(r["_id"]), [])})
+        for where, r in jsonl_records(qfile):
+            meta, qid = r.get("metadata") or {}, record_id(r, where)
+            out.append({"id": qid, "query": record_text(r, "text", where, required=True), "gold_ids": _ids(meta.get("gold_ids")),
+                        "gold_ids_long": _ids(meta.get("gold_ids_long")), "excluded_ids": excluded.get(qid, [])})
         return out
 
     def queries(self) -> list[Query]:
@@ -90,7 +90,7 @@ class BrightDataset(Dataset):
             path = find_file(self.folder, stem)
             if path is None:
                 raise DataError(f"{self.name}: {self.folder / stem} not found (variants: original, anserini-fixed)")
-            return read_qrels(path)
+            return self._checked_qrels(read_qrels(path))
         return {e["id"]: {d: 1 for d in _ids(e["gold_ids"])} for e in self._records()}
 
     def exclusions(self) -> dict[str, set[str]]:

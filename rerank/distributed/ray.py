@@ -47,11 +47,12 @@ class Worker:
     def info(self) -> dict[str, Any]:
         """This process: pid, node, and how many times each model was loaded in it."""
         from rerank.backends import LOADS
-        from rerank.encoders import load_sentence_transformer
+        from rerank.encoders import _load_decoder, _load_sentence_transformer  # per-process model caches
 
         ray = import_ray()
+        encoders = _load_sentence_transformer.cache_info().misses + _load_decoder.cache_info().misses
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
-                "backend_loads": dict(LOADS), "encoder_loads": load_sentence_transformer.cache_info().misses}
+                "backend_loads": dict(LOADS), "encoder_loads": encoders}
 
 
 class RayExecutor:

@@ -1,56 +1,174 @@
-"""What every prompt-based reranker shares: backend and prompt resolution, fitting a prompt into the
-context window, batched generation, and turning a backend's answer into parser input."""
+"""Prompt-based rerankers as Task x Strategy x Settings.
+
+A family is a declaration: a :class:`~rerank.rerankers._tasks.Task` (what one call asks and how its
+answer is read), a :class:`~rerank.rerankers._strategies.Strategy` (how calls are planned over the
+candidates) and default :class:`Settings` (everything every family shares)::
+
+    class ThinkListwise(LLMReranker):
+        task = Think(Rank())
+        strategy = SlidingWindow(window=20, step=10)
+        defaults = Settings(prompt="listwise/rankgpt", depth=100, think_tokens=64)
+
+Constructor arguments are the settings' fields and the fields of the task and the strategy (a
+family may rename them with ``aliases``); ``repr`` names those that differ from the declaration.
+``think_tokens > 0`` wraps any task in :class:`~rerank.rerankers._tasks.Think`; 0 is the plain task.
+Candidates below ``depth`` keep their order below the reranked ones.
+"""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from rerank.backends.base import Backend, Generation, Prompt
-from rerank.constraints import Constraint, OneOf, Permutation
+from rerank.constraints import Constraint
 from rerank.errors import ConfigError
 from rerank.prompts import PromptTemplate
 from rerank.prompts import load as load_prompt
-from rerank.rerankers._parsing import LABELS, Parsed, ParseLog, get_parser
-from rerank.rerankers._windows import truncate_words
+from rerank.rerankers._parsing import Parsed, ParseLog
+from rerank.rerankers._strategies import Strategy
+from rerank.rerankers._tasks import Messages, Task, Think
+from rerank.rerankers._windows import lockstep, truncate_words
 from rerank.rerankers.base import Reranker
+from rerank.stage import _same
+from rerank.types import Candidates
 
 BackendSpec = Backend | str
 PromptSpec = str | Path | PromptTemplate
 
 _CHAT_OVERHEAD = 32
 """Tokens reserved for the chat template's role markers when checking the context budget."""
+_MIN_WORDS = 8
+"""Documents are never cut below this many words to fit a prompt into the context."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every LLM family shares. A family's ``defaults`` fill in what the user leaves out.
+
+    Args:
+        backend: a :class:`~rerank.backends.base.Backend` or a spec string (``"hf:smollm2"``).
+        prompt: a template name (``"listwise/rankgpt"``), a YAML path or a PromptTemplate.
+        depth: how many of the top candidates are reranked (None: all); the rest keep their order below.
+        batch_size: prompts per backend call.
+        max_words: words kept per document (fewer when a prompt would not fit the context).
+        max_new_tokens: answer-token cap; default: the template's, else the task's longest
+            well-formed answer under the backend's tokenizer.
+        temperature: 0 is greedy.
+        constrained: decode inside the template's constraint where the backend can
+            (:mod:`rerank.constraints`); False lets the model write anything.
+        think_tokens: reasoning budget before each answer (:class:`~rerank.rerankers._tasks.Think`); 0: none.
+        progress: show a progress bar (None: only in a terminal at INFO level).
+    """
+
+    backend: BackendSpec = "hf:smollm2"
+    prompt: PromptSpec | None = None
+    depth: int | None = None
+    batch_size: int = 8
+    max_words: int = 100
+    max_new_tokens: int | None = None
+    temperature: float = 0.0
+    constrained: bool = True
+    think_tokens: int = 0
+    progress: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.backend, (Backend, str)):
+            raise ConfigError(f"backend must be a Backend or a spec string such as 'hf:smollm2', got {type(self.backend).__name__}")
+        for name in ("batch_size", "max_words", "depth", "max_new_tokens"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.think_tokens, int) or self.think_tokens < 0:
+            raise ConfigError(f"think_tokens must be an integer >= 0, got {self.think_tokens!r}")
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
+
+
+SETTINGS = tuple(f.name for f in fields(Settings))
 
 
 class LLMReranker(Reranker):
-    """Base of rerankers that prompt an LLM backend. Subclasses set ``default_prompt`` and ``paradigms``."""
+    """A reranker that prompts an LLM: ``task`` x ``strategy`` x ``defaults`` (see the module docstring).
 
-    default_prompt: ClassVar[str]
-    paradigms: ClassVar[tuple[str, ...]]
+    Declare a family as a subclass setting those three class attributes, or build one directly:
+    ``LLMReranker(backend, prompt, task=Rank(), strategy=SinglePass())``.
+    """
 
-    def _setup(self, backend: BackendSpec, prompt: PromptSpec | None, max_words: int, batch_size: int,
-               max_new_tokens: int | None, temperature: float, progress: bool | None, constrained: bool = True) -> None:
-        if not isinstance(backend, (Backend, str)):
-            raise ConfigError(f"{type(self).__name__}: backend must be a Backend or a spec string such as 'hf:smollm2', "
-                              f"got {type(backend).__name__}")
-        if max_words < 1 or batch_size < 1 or (max_new_tokens is not None and max_new_tokens < 1):
-            raise ConfigError(f"{type(self).__name__}: max_words, batch_size and max_new_tokens must be positive")
-        if temperature < 0:
-            raise ConfigError(f"{type(self).__name__}: temperature must be >= 0, got {temperature}")
-        self.backend, self.prompt, self.progress = backend, prompt, progress
-        self.max_words, self.batch_size = max_words, batch_size
-        self.max_new_tokens, self.temperature = max_new_tokens, temperature
-        self.template = load_prompt(prompt if prompt is not None else self.default_prompt)
-        if self.template.paradigm not in self.paradigms:
-            raise ConfigError(f"{type(self).__name__} needs a prompt of paradigm {' or '.join(self.paradigms)}; "
-                              f"{self.template.name!r} is {self.template.paradigm!r}")
-        self.parser = get_parser(self.template.parser or "permutation")
-        self.constrained = constrained
-        self.answer_log = ParseLog()
-        self._backend: Backend | None = backend if isinstance(backend, Backend) else None
+    task: ClassVar[Task]
+    strategy: ClassVar[Strategy]
+    defaults: ClassVar[Settings] = Settings()
+    aliases: ClassVar[dict[str, str]] = {}
+    """Public argument name -> task or strategy field (``scoring`` -> ``read``)."""
+
+    def __init__(self, backend: BackendSpec | None = None, prompt: PromptSpec | None = None, **options: Any):
+        self._given = {k: options.pop(k) for k in ("task", "strategy") if k in options}
+        task, strategy = (self._given.get(k) or getattr(type(self), k, None) for k in ("task", "strategy"))
+        if task is None or strategy is None:
+            raise ConfigError(f"{type(self).__name__} needs a task and a strategy (declare them, or pass task= and strategy=)")
+        self._declared = _declared(self.defaults, strategy, task)
+        changes: dict[str, dict[str, Any]] = {part: {} for part in self._declared}
+        arguments = _arguments(self.aliases, self._declared)
+        for name, value in {"backend": backend, "prompt": prompt, **options}.items():
+            if name not in arguments:
+                raise ConfigError(f"{type(self).__name__} has no argument {name!r}; arguments: {', '.join(sorted(arguments))}")
+            if value is not None or name not in ("backend", "prompt"):
+                part, field_name = arguments[name]
+                changes[part][field_name] = value
+        self.settings, self.strategy, self.task = (replace(self._declared[p], **changes[p]) for p in ("settings", "strategy", "task"))
+        self.asker = Think(self.task) if self.settings.think_tokens > 0 else self.task
+        if self.settings.prompt is None:
+            raise ConfigError(f"{type(self).__name__} needs a prompt (a template name, YAML path or PromptTemplate)")
+        self.template = load_prompt(self.settings.prompt)
+        self.parser = self.task.check(self.template)
+        self.progress = self.settings.progress
+        self.answer_log = ParseLog(keep_reasoning=False)
+        self._budgets: dict[tuple[Task, int], int] = {}
+        self._backend: Backend | None = self.settings.backend if isinstance(self.settings.backend, Backend) else None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Give a declared family a constructor signature listing every argument (for help, and for
+        the expression checks of :mod:`rerank.params`)."""
+        super().__init_subclass__(**kwargs)
+        task, strategy = getattr(cls, "task", None), getattr(cls, "strategy", None)
+        if task is None or strategy is None or "__init__" in cls.__dict__:
+            return
+        declared = _declared(cls.defaults, strategy, task)
+        parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        hints: dict[str, Any] = {}
+        for name, (part, f) in _arguments(cls.aliases, declared).items():
+            given_first = name in SETTINGS[:2]
+            parameters.append(inspect.Parameter(
+                name, inspect.Parameter.POSITIONAL_OR_KEYWORD if given_first else inspect.Parameter.KEYWORD_ONLY,
+                default=None if given_first else getattr(declared[part], f)))
+            hints[name] = next(x.type for x in fields(declared[part]) if x.name == f) + (" | None" if given_first else "")
+
+        def __init__(self: LLMReranker, backend: Any = None, prompt: Any = None, **options: Any) -> None:
+            LLMReranker.__init__(self, backend, prompt, **options)
+
+        __init__.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        __init__.__annotations__ = hints
+        __init__.__doc__ = LLMReranker.__init__.__doc__
+        cls.__init__ = __init__  # type: ignore[method-assign]
+
+    def __getattr__(self, name: str) -> Any:
+        """Every argument reads back by name (``reranker.window``, ``reranker.backend``)."""
+        table = _arguments(self.aliases, self.__dict__["_declared"]) if "_declared" in self.__dict__ else {}
+        if name not in table:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        part, f = table[name]
+        return getattr({"settings": self.settings, "strategy": self.strategy, "task": self.task}[part], f)
+
+    def params(self) -> dict[str, Any]:
+        """Arguments that differ from the family's declaration (drives repr, eq and hash)."""
+        now = {"settings": self.settings, "strategy": self.strategy, "task": self.task}
+        return {**self._given, **{name: getattr(now[p], f) for name, (p, f) in _arguments(self.aliases, self._declared).items()
+                                  if not _same(getattr(now[p], f), getattr(self._declared[p], f))}}
 
     # -- backend ------------------------------------------------------------------------------
     @property
@@ -59,7 +177,7 @@ class LLMReranker(Reranker):
         if self._backend is None:
             from rerank.backends import load_backend
 
-            self._backend = load_backend(self.backend)
+            self._backend = load_backend(self.settings.backend)
         return self._backend
 
     def wrap_backend(self, wrap: Callable[[Backend], Backend]) -> Backend:
@@ -67,78 +185,118 @@ class LLMReranker(Reranker):
         self._backend = wrap(self.llm)
         return self._backend
 
-    def token_cap(self, expected: int) -> int:
-        """Output-token cap: the user's ``max_new_tokens``, else the template's, else ``expected``."""
-        return self.max_new_tokens or self.template.max_new_tokens or expected
-
-    def answer_constraint(self, n: int) -> Constraint | None:
-        """What an answer about ``n`` items may be (the template's ``constraint``), or None."""
-        kind = self.template.constraint
-        if not self.constrained or not kind:
-            return None
-        if kind == "permutation":
-            return Permutation(n, consumed=self.template.answer_prefix.format(num=n))
-        if kind == "labels":
-            return OneOf(list(LABELS[:n]))
-        return OneOf(self.template.options)
-
     @property
     def constrained_by(self) -> str:
         """How answers are constrained: the backend's ``constrains`` (exact, shape) or ``"no"``."""
-        return self.llm.constrains if self.constrained and self.template.constraint else "no"
+        on = self.settings.constrained and self.template.constraint and self.task.read == "generate"
+        return self.llm.constrains if on else "no"
 
-    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int,
-                 sizes: Sequence[int] | None = None) -> list[Generation]:
-        """Generations in batches of ``batch_size``; ``sizes`` (items per prompt) turns on the answer constraint."""
-        constraints = [self.answer_constraint(n) for n in sizes] if sizes is not None else [None] * len(prompts)
-        groups: dict[str, list[int]] = {}
-        for i, c in enumerate(constraints):
-            groups.setdefault(c.key() if c is not None else "", []).append(i)
+    def answer_tokens(self, task: Task, n: int) -> int:
+        """Answer cap about ``n`` documents: ``max_new_tokens``, else the template's, else the task's
+        longest well-formed answer in the backend's tokens."""
+        if (task, n) not in self._budgets:
+            self._budgets[task, n] = (self.settings.max_new_tokens or self.template.max_new_tokens
+                                      or max(self.llm.count_tokens(s) for s in task.samples(self.template, n)))
+        return self._budgets[task, n]
+
+    def generate(self, prompts: Sequence[Prompt], caps: Sequence[int], constraints: Sequence[Constraint | None],
+                 stop: Sequence[str] = ()) -> list[Generation]:
+        """Generations in batches of ``batch_size``, longest prompts first, one call per cap and constraint."""
         out: list[Generation] = [None] * len(prompts)  # type: ignore[list-item]
-        for idx in groups.values():
-            for s in range(0, len(idx), self.batch_size):
-                part = idx[s : s + self.batch_size]
-                made = self.llm.generate([prompts[i] for i in part], max_new_tokens=max_new_tokens,
-                                         temperature=self.temperature, constraint=constraints[part[0]])
-                for i, g in zip(part, made):
-                    out[i] = g
+        for idx in self._batches(prompts, [(cap, c.key() if c else "") for cap, c in zip(caps, constraints)]):
+            made = self.llm.generate([prompts[i] for i in idx], max_new_tokens=caps[idx[0]],
+                                     temperature=self.settings.temperature, stop=stop, constraint=constraints[idx[0]])
+            for i, g in zip(idx, made):
+                out[i] = g
         return out
 
-    def score_options(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:
-        rows = [self.llm.score(prompts[s : s + self.batch_size], options) for s in range(0, len(prompts), self.batch_size)]
-        return np.vstack(rows) if rows else np.zeros((0, len(options)))
+    def score_options(self, prompts: Sequence[Prompt], options: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """Log-probability of each prompt's options, in batches of ``batch_size`` (one call per option list)."""
+        out: list[np.ndarray] = [None] * len(prompts)  # type: ignore[list-item]
+        for idx in self._batches(prompts, [tuple(o) for o in options]):
+            for i, row in zip(idx, self.llm.score([prompts[i] for i in idx], options[idx[0]])):
+                out[i] = row
+        return out
+
+    def _batches(self, prompts: Sequence[Prompt], kinds: Sequence[Any]) -> list[list[int]]:
+        """Indices grouped by kind, longest prompt first within a kind, cut into ``batch_size``."""
+        by_kind: dict[Any, list[int]] = {}
+        for i in sorted(range(len(prompts)), key=lambda i: -len(_text(prompts[i]))):
+            by_kind.setdefault(kinds[i], []).append(i)
+        size = self.settings.batch_size
+        return [idx[s : s + size] for idx in by_kind.values() for s in range(0, len(idx), size)]
 
     def parse(self, gen: Generation, n: int) -> Parsed:
-        """Parse a generation with the template's parser (and count it in :attr:`answer_log`).
-
-        The template's ``answer_prefix`` is put back in front of the answer (unless the answer
-        repeats it); reasoning the backend split off (``Generation.reasoning``) is put back as
-        ``<think>...</think>`` instead.
-        """
-        if gen.reasoning is not None:
-            return self.answer_log.add(self.parser(f"<think>{gen.reasoning}</think>{gen.text}", n))
+        """Parse a generation with the template's parser, its ``answer_prefix`` put back in front
+        (unless the answer repeats it)."""
         prefix = self.template.answer_prefix
         repeated = prefix.strip() and gen.text.lstrip().startswith(prefix.strip())
-        return self.answer_log.add(self.parser(gen.text if repeated else prefix + gen.text, n))
+        return self.parser(gen.text if repeated else prefix + gen.text, n)
 
     # -- prompts ------------------------------------------------------------------------------
-    def render(self, query: str, texts: Sequence[str], item: Callable[[int, str], dict[str, Any]],
-               max_new_tokens: int, **values: Any) -> list[dict[str, str]]:
-        """Messages for ``query`` and ``texts``, each document cut to fit the backend's context.
+    def prompt(self, cands: Candidates, shown: Sequence[int], scores: Sequence[str] | None = None) -> Messages:
+        """Messages showing the candidates at positions ``shown``, each document cut to fit the context.
 
-        ``item(i, text)`` gives the item placeholders of document ``i``. Documents start at
-        ``max_words`` words and are cut shorter until the prompt plus ``max_new_tokens`` fits.
+        Documents start at ``max_words`` words and are cut shorter until the prompt, the reasoning
+        budget and the answer fit. ``scores``: the ``{score}`` of every candidate (default: the task's).
         """
-        budget = self.llm.max_context - max_new_tokens - _CHAT_OVERHEAD
-        words = self.max_words
+        scores = scores if scores is not None else self.task.show_scores(cands.scores)
+        budget = self.llm.max_context - self.settings.think_tokens - self.answer_tokens(self.task, len(shown)) - _CHAT_OVERHEAD
+        words = self.settings.max_words
         while True:
-            items = [item(i, truncate_words(t, words)) for i, t in enumerate(texts)]
-            messages = self.template.render(query, items, **values)
-            used = self.llm.count_tokens("\n".join(m["content"] for m in messages))
+            items = [{"index": j + 1, "label": self.task.label(j), "text": truncate_words(cands.texts[p], words),
+                      "docid": cands.docids[p], "score": scores[p]} for j, p in enumerate(shown)]
+            messages = self.template.render(cands.query, items, **(items[0] if len(items) == 1 else {}))
+            used = self.llm.count_tokens(_text(messages))
             if used <= budget:
                 return messages
-            if words <= 8:
-                raise ConfigError(f"{type(self).__name__}: {len(texts)} documents do not fit the backend's context of "
-                                  f"{self.llm.max_context} tokens ({used} prompt + {max_new_tokens} answer tokens even at "
-                                  f"{words} words per document); use a smaller window/set/group or a longer-context model")
-            words = max(8, words * 2 // 3)
+            if words <= _MIN_WORDS:
+                raise ConfigError(f"{type(self).__name__}: {len(shown)} documents do not fit the backend's context of "
+                                  f"{self.llm.max_context} tokens ({used} prompt tokens, {self.llm.max_context - budget} "
+                                  f"reserved, even at {words} words per document); use a smaller window/set/group "
+                                  "or a longer-context model")
+            words = max(_MIN_WORDS, words * 2 // 3)
+
+    # -- running ------------------------------------------------------------------------------
+    def rerank_many(self, batch: Sequence[Candidates]) -> list[Candidates]:
+        batch = list(batch)
+        depth = self.settings.depth
+        tops = [len(c) if depth is None else min(depth, len(c)) for c in batch]
+        logs = [ParseLog() for _ in batch]
+        scores = [self.task.show_scores(c.scores[:top]) + [""] * (len(c) - top) for c, top in zip(batch, tops)]
+
+        def answer(requests: list[tuple[int, list[list[int]]]]) -> list[list[Any]]:
+            flat = [(q, shown) for q, prompts in requests for shown in prompts]
+            prompts = [self.prompt(batch[q], shown, scores[q]) for q, shown in flat]
+            parsed = iter(self.asker.ask(self, prompts, [shown for _, shown in flat]))
+            return [[logs[q].add(self.answer_log.add(next(parsed))).value for _ in shown_lists] for q, shown_lists in requests]
+
+        results = lockstep([self.strategy.plan(top) for top in tops], answer, self.progress, repr(self)[:40])
+        return [self._finish(c, top, res, log) for c, top, res, log in zip(batch, tops, results, logs)]
+
+    def _finish(self, cands: Candidates, top: int, result: Any, log: ParseLog) -> Candidates:
+        """The candidates in the plan's order (or by its scores), the tail below ``top`` unchanged."""
+        info: dict[str, Any] = {"parse": log.as_dict(), "constrained": self.constrained_by,
+                                "truncated": sum(len(t.split()) > self.settings.max_words for t in cands.texts[:top]),
+                                **self.strategy.info(log)}
+        if log.reasoning:
+            info["reasoning"] = list(log.reasoning)
+        if isinstance(result, np.ndarray):
+            floor = (result.min() if top else 0.0) - 1.0
+            return cands.with_scores(np.concatenate([result, floor - np.arange(len(cands) - top)]), **info)
+        return cands.reordered(list(result) + list(range(top, len(cands))), **info)
+
+
+def _declared(defaults: Settings, strategy: Strategy, task: Task | Think) -> dict[str, Any]:
+    return {"settings": defaults, "strategy": strategy, "task": task.inner if isinstance(task, Think) else task}
+
+
+def _arguments(aliases: dict[str, str], declared: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Public argument name -> (part, field): backend, prompt, the strategy's, the task's, the other settings."""
+    renamed = {v: k for k, v in aliases.items()}
+    rows = [("settings", n) for n in SETTINGS[:2]] + [(part, f.name) for part in ("strategy", "task") for f in fields(declared[part])]
+    return {renamed.get(f, f): (part, f) for part, f in rows + [("settings", n) for n in SETTINGS[2:]]}
+
+
+def _text(prompt: Prompt) -> str:
+    return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)

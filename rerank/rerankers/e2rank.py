@@ -8,16 +8,15 @@ encoding when the document embeddings already exist.
 
 Where document embeddings come from (``doc_embeddings=``):
 
-* a :class:`~rerank.retrievers.dense.Dense` index built with the same model: rows are looked up by
-  docid (``E2Rank(doc_embeddings=dense)``);
+* a first stage that holds them (:class:`~rerank.encoders.EmbeddingSource`, i.e. a
+  :class:`~rerank.retrievers.dense.Dense` index) whose encoder computes exactly the vectors E2Rank
+  would (same model, pooling, runtime, no prefix, full length): rows are looked up by docid. In a
+  pipeline (``dense % 20 >> e2rank``, in Python or as an expression) E2Rank takes them from the
+  nearest earlier Dense stage by itself; a Dense with other settings is not used;
 * a mapping ``docid -> vector`` (L2-normalized, from the same model);
 * otherwise, or for docids the lookup lacks, the reranker embeds the candidate texts itself and
-  memoizes them by text, so a document shared by several queries is embedded once.
-
-In a pipeline expression bound to a dataset (``rerank eval --dataset scifact --pipeline
-"dense % 20 >> e2rank"``) :meth:`E2Rank.bind` picks up the dense index of the same model that the
-``dense`` stage left in the index cache; if there is none (``bm25 >> e2rank``) it embeds candidates
-on demand instead of indexing the whole corpus.
+  memoizes them by text, so a document shared by several queries is embedded once
+  (``bm25 >> e2rank`` never indexes the whole corpus).
 
 Truncation: the prompt must fit ``max_length`` tokens (default: the model's limit, 256 for MiniLM).
 Each document in the prompt gets an equal share of what the instruction and query leave, capped by
@@ -32,24 +31,21 @@ and a chat template::
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Iterator, Mapping, Sequence
-from functools import cached_property
-from pathlib import Path
+import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from rerank.encoders import DEFAULT_ENCODER, load_sentence_transformer
-from rerank.errors import ConfigError, DataError, require
-from rerank.models import cache_root
+from rerank.encoders import DEFAULT_ENCODER, EmbeddingSource, Encoder
+from rerank.errors import ConfigError
 from rerank.prompts import PromptTemplate
 from rerank.prompts import load as load_prompt
 from rerank.rerankers.base import Reranker
 from rerank.types import Candidates
 
-POOLINGS = ("model", "last")
+logger = logging.getLogger("rerank")
 
 
 class E2Rank(Reranker):
@@ -68,19 +64,18 @@ class E2Rank(Reranker):
             sentence-transformers, 8192 for ``pooling="last"``).
         pooling: ``"model"`` (the sentence-transformers model's own pooling) or ``"last"``
             (last-token hidden state through transformers, as E2Rank and Qwen3-Embedding).
-        doc_embeddings: a Dense index of the same model or a mapping docid -> vector (not part of
-            the reranker's identity: it changes cost, not scores).
+        doc_embeddings: a Dense index with the same encoder or a mapping docid -> vector (not part
+            of the reranker's identity: it changes cost, not scores).
         batch_size: texts per encoder batch.
+        runtime: encoder runtime (:data:`rerank.encoders.RUNTIMES`).
         device: torch device; default: the library's choice.
         progress: show a progress bar (``None``: only in a terminal at INFO level).
     """
 
     def __init__(self, model: str = DEFAULT_ENCODER, prompt: str | PromptTemplate = "e2rank/default",
                  num_input_docs: int = 20, doc_max_tokens: int | None = None, max_length: int | None = None,
-                 pooling: str = "model", doc_embeddings: Any = None, batch_size: int = 32,
+                 pooling: str = "model", doc_embeddings: Any = None, batch_size: int = 32, runtime: str = "auto",
                  device: str | None = None, progress: bool | None = None):
-        if pooling not in POOLINGS:
-            raise ConfigError(f"pooling={pooling!r}; choose one of {POOLINGS}")
         if num_input_docs < 1 or batch_size < 1:
             raise ConfigError("num_input_docs and batch_size must be positive")
         if (doc_max_tokens is not None and doc_max_tokens < 1) or (max_length is not None and max_length < 16):
@@ -90,7 +85,8 @@ class E2Rank(Reranker):
             raise ConfigError(f"prompt {template.name!r} is not an E2Rank prompt (paradigm 'e2rank' with {{query}})")
         self.model, self.prompt, self.num_input_docs, self.doc_max_tokens = model, prompt, num_input_docs, doc_max_tokens
         self.max_length, self.pooling, self.batch_size, self.device, self.progress = max_length, pooling, batch_size, device, progress
-        self.template = template
+        self.runtime, self.template = runtime, template
+        self.encoder = Encoder(model, pooling=pooling, runtime=runtime, device=device, batch_size=batch_size)
         self.doc_embeddings = None
         self._memo: dict[str, np.ndarray] = {}
         if doc_embeddings is not None:
@@ -100,49 +96,38 @@ class E2Rank(Reranker):
     def params(self) -> dict[str, Any]:
         out = super().params()
         out.pop("doc_embeddings", None)
+        out.pop("device", None)
         return out
 
-    # -- pipeline binding -------------------------------------------------------------------------
-    def bind(self, dataset: Any, cache_dir: str | Path | None = None) -> E2Rank:
-        """A copy that reuses the cached dense index of ``dataset`` for this model, when one exists."""
-        if self.pooling != "model" or self.doc_embeddings is not None:
-            return self
-        from rerank.expr import index_folder
-        from rerank.retrievers.dense import Dense
-
-        cache_dir = Path(cache_dir) if cache_dir else cache_root()
-        folder = index_folder(Dense(model=self.model), dataset, cache_dir)
-        if not (folder / "params.json").exists():
-            return self
-        try:
-            dense = Dense.load(folder, mmap=True)
-        except (DataError, OSError, ValueError):
+    # -- document embeddings from an earlier stage ------------------------------------------------
+    def with_embedding_source(self, source: EmbeddingSource) -> E2Rank:
+        """A copy that reads document embeddings from ``source`` when they are the ones it would compute, else ``self``."""
+        if self.doc_embeddings is not None or not self._same_vectors(source):
             return self
         other = copy.copy(self)
-        other.doc_embeddings, other._memo = dense, {}
+        other.doc_embeddings, other._memo = source, {}
         return other
 
-    def _check_lookup(self, lookup: Any) -> None:
-        from rerank.retrievers.dense import Dense
+    def _same_vectors(self, source: EmbeddingSource) -> bool:
+        if source.encoder.model != self.model or self.template.meta.get("doc_suffix", ""):
+            return False
+        same = source.encoder.identity("doc") == self.encoder.identity("doc")
+        if not same:
+            logger.debug("%r: %r encodes documents differently; embedding candidates instead", self, source)
+        return same
 
-        if isinstance(lookup, Dense):
-            if lookup.model != self.model or self.pooling != "model" or lookup.embeddings is None:
-                raise ConfigError(f"doc_embeddings: the Dense index must be built with {self.model!r} (it uses "
-                                  f"{lookup.model!r}, indexed: {lookup.embeddings is not None}) and pooling='model'")
+    def _check_lookup(self, lookup: Any) -> None:
+        if isinstance(lookup, EmbeddingSource):
+            if not self._same_vectors(lookup):
+                raise ConfigError(f"doc_embeddings: {lookup!r} must encode documents exactly as E2Rank does "
+                                  f"({self.encoder.identity('doc')}, no doc_suffix); it uses {lookup.encoder.identity('doc')}")
         elif not isinstance(lookup, Mapping):
             raise ConfigError(f"doc_embeddings must be a Dense index or a mapping docid -> vector, got {type(lookup).__name__}")
-
-    # -- encoders ---------------------------------------------------------------------------------
-    @cached_property
-    def _encoder(self) -> _STEncoder | _LastTokenEncoder:
-        if self.pooling == "last":
-            return _LastTokenEncoder(self.model, self.device, self.batch_size)
-        return _STEncoder(self.model, self.device, self.batch_size)
 
     @property
     def prompt_tokens(self) -> int:
         """Token limit of the listwise prompt."""
-        return self.max_length or self._encoder.max_tokens
+        return self.max_length or self.encoder.max_tokens
 
     # -- reranking --------------------------------------------------------------------------------
 
@@ -151,7 +136,7 @@ class E2Rank(Reranker):
         if not any(len(c) for c in batch):
             return list(batch)
         prompts = [self.listwise_prompt(c.query, c.texts) for c in batch]
-        pseudo = self._encoder.encode(prompts, self.prompt_tokens)
+        pseudo = self.encoder.encode(prompts, kind="query", max_length=self.prompt_tokens)
         docs = self._doc_vectors(batch)
         out, start = [], 0
         for c, q in zip(batch, pseudo):
@@ -162,7 +147,7 @@ class E2Rank(Reranker):
     def listwise_prompt(self, query: str, texts: Sequence[str]) -> str:
         """The listwise prompt for ``query`` and its candidates (best first), truncated to fit."""
         texts = list(texts[: self.num_input_docs])
-        fixed = self._encoder.count(self._render(query, [""] * len(texts)))
+        fixed = self.encoder.count(self._render(query, [""] * len(texts)))
         room = self.prompt_tokens - fixed
         share = room // max(1, len(texts))
         if self.doc_max_tokens is not None:
@@ -170,12 +155,12 @@ class E2Rank(Reranker):
         if texts and share < 1:
             raise ConfigError(f"the E2Rank prompt for {len(texts)} documents needs {fixed} tokens before any document text, "
                               f"over max_length={self.prompt_tokens}; lower num_input_docs or raise max_length")
-        return self._render(query, [self._encoder.head(t, share) for t in texts])
+        return self._render(query, [self.encoder.head(t, share) for t in texts])
 
     def _render(self, query: str, texts: Sequence[str]) -> str:
         messages = self.template.render(query, [{"index": i + 1, "text": t} for i, t in enumerate(texts)])
         if self.template.meta.get("chat_template"):
-            return self._encoder.chat(messages)
+            return self.encoder.chat(messages)
         return "\n".join(m["content"] for m in messages)
 
     def _doc_vectors(self, batch: Sequence[Candidates]) -> np.ndarray:
@@ -185,104 +170,13 @@ class E2Rank(Reranker):
         found = dict(self._lookup([d for d, _ in keys]))
         todo = list(dict.fromkeys(t for d, t in keys if d not in found and t not in self._memo))
         if todo:
-            self._memo.update(zip(todo, self._encoder.encode(todo, self._encoder.max_tokens)))
+            self._memo.update(zip(todo, self.encoder.encode(todo, kind="doc")))
         return np.stack([found[d] if d in found else self._memo[t] for d, t in keys]).astype(np.float32)
 
-    def _lookup(self, docids: Sequence[str]) -> Iterator[tuple[str, np.ndarray]]:
-        from rerank.retrievers.dense import Dense
-
+    def _lookup(self, docids: Sequence[str]) -> dict[str, np.ndarray]:
         source = self.doc_embeddings
-        if isinstance(source, Dense):
-            position = source._position  # docid -> row of source.embeddings
-            for d in docids:
-                if d in position:
-                    yield d, np.asarray(source.embeddings[position[d]])
-        elif source is not None:
-            for d in docids:
-                if d in source:
-                    yield d, np.asarray(source[d])
-
-
-class _STEncoder:
-    """A sentence-transformers model (its own pooling), normalized output, per-call token limit."""
-
-    def __init__(self, model: str, device: str | None, batch_size: int):
-        self.st = load_sentence_transformer(model, device)
-        self.tokenizer, self.batch_size = self.st.tokenizer, batch_size
-        self.max_tokens = int(self.st.max_seq_length)
-
-    def encode(self, texts: Sequence[str], max_tokens: int) -> np.ndarray:
-        with self._limit(max_tokens):
-            out = self.st.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                 convert_to_numpy=True, show_progress_bar=False)
-        return np.asarray(out, dtype=np.float32)
-
-    @contextlib.contextmanager
-    def _limit(self, max_tokens: int) -> Iterator[None]:
-        limit = getattr(self.st[0].auto_model.config, "max_position_embeddings", max_tokens)
-        if max_tokens > limit:
-            raise ConfigError(f"max_length={max_tokens} exceeds the model's {limit} positions")
-        saved, self.st.max_seq_length = self.st.max_seq_length, max_tokens  # the model is shared: restore it
-        try:
-            yield
-        finally:
-            self.st.max_seq_length = saved
-
-    def count(self, text: str) -> int:
-        return len(self.tokenizer(text, verbose=False)["input_ids"])
-
-    def head(self, text: str, n: int) -> str:
-        return _head(self.tokenizer, text, n)
-
-    def chat(self, messages: list[dict[str, str]]) -> str:
-        return _chat(self.tokenizer, messages)
-
-
-class _LastTokenEncoder:
-    """A decoder embedding model: last-token hidden state (left padding), L2-normalized."""
-
-    def __init__(self, model: str, device: str | None, batch_size: int):
-        torch = require("torch", "dense")
-        transformers = require("transformers", "dense")
-        from rerank.models import hf_location
-
-        source, kwargs = hf_location(model)
-        self.torch, self.batch_size = torch, batch_size
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(source, padding_side="left", **kwargs)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.net = transformers.AutoModel.from_pretrained(source, **kwargs).to(self.device).eval()
-        self.max_tokens = min(8192, int(getattr(self.net.config, "max_position_embeddings", 8192)))
-
-    def encode(self, texts: Sequence[str], max_tokens: int) -> np.ndarray:
-        out = []
-        for s in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(list(texts[s:s + self.batch_size]), padding=True, truncation=True, max_length=max_tokens,
-                                 add_special_tokens=False, return_tensors="pt").to(self.device)
-            with self.torch.inference_mode():
-                hidden = self.net(**enc).last_hidden_state[:, -1]  # left padding: the last position is real
-            out.append(self.torch.nn.functional.normalize(hidden.float(), dim=-1).cpu().numpy())
-        return np.concatenate(out).astype(np.float32)
-
-    def count(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
-
-    def head(self, text: str, n: int) -> str:
-        return _head(self.tokenizer, text, n)
-
-    def chat(self, messages: list[dict[str, str]]) -> str:
-        return _chat(self.tokenizer, messages)
-
-
-def _head(tokenizer: Any, text: str, n: int) -> str:
-    """The first ``n`` tokens of ``text``, cut at a token boundary of the original string."""
-    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
-    return text if len(offsets) <= n else text[: offsets[n - 1][1]]
-
-
-def _chat(tokenizer: Any, messages: list[dict[str, str]]) -> str:
-    if not getattr(tokenizer, "chat_template", None):
-        raise ConfigError("the prompt asks for a chat template but the model's tokenizer has none; "
-                          "use a prompt with meta.chat_template: false (e.g. 'e2rank/default')")
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+        if isinstance(source, EmbeddingSource):
+            return source.embeddings_for(docids)
+        if source is not None:
+            return {d: np.asarray(source[d]) for d in docids if d in source}
+        return {}

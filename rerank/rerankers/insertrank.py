@@ -11,7 +11,7 @@ RankGPT. The paper also studies rescaling the scores; ``normalize`` picks how th
   last of the ``depth`` gets ``score_range[0]``.
 
 Scores are rounded to ``decimals`` places. Everything else (windows, parsing, repair reports) is
-:class:`~rerank.rerankers.listwise.Listwise`.
+:class:`~rerank.rerankers.listwise.Listwise`; only the task's ``{score}`` differs.
 
 >>> normalize_scores([10.0, 5.0, 0.0], "minmax", (0, 100))
 array([100.,  50.,   0.])
@@ -22,13 +22,15 @@ array([1. , 0.5, 0. ])
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from rerank.errors import ConfigError
-from rerank.rerankers._llm import BackendSpec, PromptSpec
+from rerank.prompts import PromptTemplate
+from rerank.rerankers._parsing import Parser
+from rerank.rerankers._tasks import Rank
 from rerank.rerankers.listwise import Listwise
-from rerank.types import Candidates
 
 NORMALIZATIONS = ("raw", "minmax", "rank")
 
@@ -50,35 +52,34 @@ def normalize_scores(scores: Sequence[float] | np.ndarray, method: str, score_ra
     raise ConfigError(f"unknown score normalization {method!r}; choose one of {NORMALIZATIONS}")
 
 
+@dataclass(frozen=True)
+class RankWithScores(Rank):
+    """:class:`~rerank.rerankers._tasks.Rank` whose items show the first-stage score, normalized."""
+
+    normalize: str = "raw"
+    score_range: tuple[float, float] = (0.0, 100.0)
+    decimals: int = 2
+
+    def __post_init__(self) -> None:
+        if self.normalize not in NORMALIZATIONS:
+            raise ConfigError(f"unknown score normalization {self.normalize!r}; choose one of {NORMALIZATIONS}")
+        if len(self.score_range) != 2 or self.score_range[0] >= self.score_range[1]:
+            raise ConfigError(f"score_range must be (low, high) with low < high, got {self.score_range!r}")
+        if self.decimals < 0:
+            raise ConfigError(f"decimals must be >= 0, got {self.decimals}")
+
+    def check(self, template: PromptTemplate) -> Parser:
+        if "{score}" not in template.item:
+            raise ConfigError(f"InsertRank needs a prompt whose item shows {{score}}; {template.name!r} does not")
+        return super().check(template)
+
+    def show_scores(self, scores: np.ndarray) -> list[str]:
+        return [f"{s:.{self.decimals}f}" for s in normalize_scores(scores, self.normalize, self.score_range)]
+
+
 class InsertRank(Listwise):
-    """Listwise reranking that shows each candidate's first-stage score (``{score}`` in the item).
+    """Listwise reranking that shows each candidate's first-stage score (``normalize``,
+    ``score_range``, ``decimals``), with every argument of :class:`Listwise`."""
 
-    Args (beyond :class:`Listwise`): normalize: ``"raw"``, ``"minmax"`` or ``"rank"``;
-    score_range: the target range of ``minmax`` and ``rank``; decimals: rounding of shown scores.
-    """
-
-    default_prompt = "insertrank/bm25"
-    paradigms = ("insertrank", "listwise")
-
-    def __init__(self, backend: BackendSpec = "hf:smollm2", prompt: PromptSpec | None = None, *, normalize: str = "raw",
-                 score_range: tuple[float, float] = (0.0, 100.0), decimals: int = 2, window: int = 20, step: int = 10,
-                 depth: int = 100, passes: int = 1, max_words: int = 100, batch_size: int = 8,
-                 max_new_tokens: int | None = None, temperature: float = 0.0, progress: bool | None = None,
-                 constrained: bool = True):
-        if normalize not in NORMALIZATIONS:
-            raise ConfigError(f"unknown score normalization {normalize!r}; choose one of {NORMALIZATIONS}")
-        if len(score_range) != 2 or score_range[0] >= score_range[1]:
-            raise ConfigError(f"score_range must be (low, high) with low < high, got {score_range!r}")
-        if decimals < 0:
-            raise ConfigError(f"decimals must be >= 0, got {decimals}")
-        self.normalize, self.score_range, self.decimals = normalize, tuple(score_range), decimals
-        super().__init__(backend, prompt, window=window, step=step, depth=depth, passes=passes, max_words=max_words,
-                         batch_size=batch_size, max_new_tokens=max_new_tokens, temperature=temperature, progress=progress,
-                         constrained=constrained)
-        if "{score}" not in self.template.item:
-            raise ConfigError(f"InsertRank needs a prompt whose item shows {{score}}; {self.template.name!r} does not")
-
-    def shown_scores(self, cands: Candidates) -> list[str]:
-        top = min(self.depth, len(cands))
-        shown = normalize_scores(cands.scores[:top], self.normalize, self.score_range)
-        return [f"{s:.{self.decimals}f}" for s in shown] + [""] * (len(cands) - top)
+    task = RankWithScores()
+    defaults = replace(Listwise.defaults, prompt="insertrank/bm25")

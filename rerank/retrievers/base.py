@@ -21,6 +21,7 @@ import pandas as pd
 from rerank import __version__
 from rerank._progress import progress_bar
 from rerank.errors import ConfigError, DataError
+from rerank.index_cache import corpus_fingerprint, write_folder
 from rerank.stage import Stage
 from rerank.types import Doc, Ranking
 
@@ -105,11 +106,16 @@ class Retriever(Stage):
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Write the index as plain files: ``params.json``, ``docs.jsonl.gz`` and the model's arrays."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        """Write the index as plain files: ``params.json``, ``docs.jsonl.gz`` and the model's arrays.
+
+        The folder appears complete or not at all (written beside it, then renamed); an existing saved
+        index there is replaced, any other existing file or folder is refused.
+        """
+        write_folder(path, self._write)
+
+    def _write(self, path: Path) -> None:
         params = {"class": f"{type(self).__module__}:{type(self).__name__}", "rerank_version": __version__,
-                  "params": _jsonable(self.params())}
+                  "params": _jsonable(self.params()), "corpus": corpus_fingerprint(self.docs)}
         (path / "params.json").write_text(json.dumps(params, indent=2))
         with gzip.open(path / "docs.jsonl.gz", "wt", encoding="utf-8") as f:
             for d in self.docs:
@@ -132,9 +138,9 @@ class Retriever(Stage):
 
         klass = getattr(importlib.import_module(module), name)
         self = klass(**meta["params"])
-        from rerank.io import read_jsonl
+        from rerank.io import read_corpus
 
-        self._set_docs([Doc(str(r["_id"]), r.get("text", ""), r.get("title", "")) for r in read_jsonl(path / "docs.jsonl.gz")])
+        self._set_docs(read_corpus(path / "docs.jsonl.gz"))
         self._load_index(path, mmap)
         return self
 

@@ -1,11 +1,14 @@
-"""Dense retrieval: a sentence-transformers encoder and a FAISS index (flat inner product, HNSW or IVF).
+"""Dense retrieval: an :class:`~rerank.encoders.Encoder` and a FAISS index (flat inner product, HNSW or IVF).
 
 Document embeddings are kept with the index, so rescoring given candidates (``bm25 >> dense``) and
-E2Rank reuse them without encoding documents again.
+later stages that use document embeddings (E2Rank, through :class:`~rerank.encoders.EmbeddingSource`)
+reuse them without encoding documents again. A saved index records the encoder settings that made
+its embeddings (``encoder.json``) and refuses to load for an encoder that would compute others.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,26 +26,39 @@ IVF_SEED = 1234  # the training sample and k-means start are fixed, so an IVF in
 class Dense(Retriever):
     """Bi-encoder retrieval. ``index="flat"`` is exact; ``"hnsw"`` is approximate (``hnsw_m``, ``ef_search``);
     ``"ivf"`` clusters the documents into ``nlist`` lists (default ``4 * sqrt(N)``) with k-means trained on
-    a sample of ``train_size`` documents (default ``64 * nlist``) and probes ``nprobe`` lists per query."""
+    a sample of ``train_size`` documents (default ``64 * nlist``) and probes ``nprobe`` lists per query.
+
+    ``model``, ``query_prefix``, ``doc_prefix``, ``max_length``, ``runtime``, ``device`` and
+    ``batch_size`` configure the :class:`~rerank.encoders.Encoder`.
+    """
 
     def __init__(self, model: str = DEFAULT_ENCODER, index: str = "flat", hnsw_m: int = 32, ef_search: int = 256,
                  batch_size: int = 64, query_prefix: str = "", doc_prefix: str = "", max_length: int | None = None,
-                 num_results: int = 1000, progress: bool | None = None, nlist: int | None = None, nprobe: int = 16,
-                 train_size: int | None = None):
+                 runtime: str = "auto", device: str | None = None, num_results: int = 1000, progress: bool | None = None,
+                 nlist: int | None = None, nprobe: int = 16, train_size: int | None = None):
         super().__init__(num_results, progress)
         if index not in INDEX_TYPES:
             raise ConfigError(f"unknown dense index {index!r}; choose one of {INDEX_TYPES}")
         self.model, self.index_type, self.hnsw_m, self.ef_search = model, index, hnsw_m, ef_search
         self.batch_size, self.query_prefix, self.doc_prefix, self.max_length = batch_size, query_prefix, doc_prefix, max_length
+        self.runtime, self.device = runtime, device
         self.nlist, self.nprobe, self.train_size = nlist, nprobe, train_size
-        self.encoder = Encoder(model, batch_size, query_prefix, doc_prefix, max_length, progress=progress)
+        self.encoder = Encoder(model, query_prefix=query_prefix, doc_prefix=doc_prefix, max_length=max_length,
+                               runtime=runtime, device=device, batch_size=batch_size, progress=progress)
         self.embeddings: np.ndarray | None = None
         self._faiss = None
 
     def params(self) -> dict:
         out = super().params()  # `index` is also the name of Retriever.index(): report the index type instead
         out.pop("index", None)
+        out.pop("device", None)  # where it runs, not what it computes
         return {**out, "index": self.index_type} if self.index_type != "flat" else out
+
+    def embeddings_for(self, docids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored embeddings of the indexed documents among ``docids`` (the :class:`EmbeddingSource` protocol)."""
+        if self.embeddings is None:
+            return {}
+        return {d: np.asarray(self.embeddings[self._position[d]]) for d in docids if d in self._position}
 
     def _build(self, docs: Sequence[Doc]) -> None:
         self.embeddings = self.encoder.encode([d.full_text() for d in docs], kind="doc")
@@ -114,11 +130,16 @@ class Dense(Retriever):
         import faiss
 
         np.save(path / "embeddings.npy", self.embeddings)
+        (path / "encoder.json").write_text(json.dumps(self.encoder.identity("doc"), indent=2))
         faiss.write_index(self._faiss, str(path / f"{self.index_type}.faiss"))
 
     def _load_index(self, path: Path, mmap: bool) -> None:
         import faiss
 
+        saved = json.loads((path / "encoder.json").read_text()) if (path / "encoder.json").exists() else None
+        if saved != self.encoder.identity("doc"):
+            raise DataError(f"{path}: its embeddings were made by encoder settings {saved}, not {self.encoder.identity('doc')}; "
+                            "re-index, or construct Dense with the settings it was built with")
         self.embeddings = np.load(path / "embeddings.npy", mmap_mode="r" if mmap else None)
         flags = faiss.IO_FLAG_MMAP if mmap and self.index_type == "flat" else 0
         self._faiss = faiss.read_index(str(path / f"{self.index_type}.faiss"), flags)

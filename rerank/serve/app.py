@@ -72,7 +72,7 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
     batching = dict(max_requests=config.max_batch_requests, max_documents=config.max_batch_documents,
                     wait_s=config.batch_wait_ms / 1000, max_queue=config.max_queue)
     rerank_batcher = Batcher(engine.rerank, lambda j: len(j.texts), executor, stats=metrics.batch_stats("rerank"), **batching)
-    search_batcher = Batcher(engine.search, lambda j: j.top_n, executor, stats=metrics.batch_stats("search"), **batching)
+    search_batcher = Batcher(engine.search, lambda j: 1, executor, stats=metrics.batch_stats("search"), **batching)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -9,6 +9,11 @@ A config file holds a ``[serve]`` table whose keys are the field names below::
     max_batch_requests = 16
 
 Unknown keys are an error that lists the valid ones.
+
+>>> ServeConfig().replace(max_documents=10).limits()["max_documents"]
+10
+>>> ServeConfig(host="0.0.0.0").is_loopback, ServeConfig(host="::1").is_loopback
+(False, True)
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ class ServeConfig:
         max_top_n: largest ``top_n`` of a search request (422).
     Batching and back-pressure:
         max_batch_requests: requests merged into one ``rerank_many`` call (1 turns batching off).
-        max_batch_documents: documents per merged call (a larger single request runs alone).
+        max_batch_documents: documents per merged rerank call (a larger single request runs alone);
+            search requests count one each.
         batch_wait_ms: how long the first request of a batch waits for others to join.
         max_queue: requests waiting for the model; one more gets 429 with ``Retry-After``.
         request_timeout: seconds a request may take in all before it gets 504.

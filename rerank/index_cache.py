@@ -1,0 +1,121 @@
+"""The on-disk cache of retriever indexes (BM25, dense, ANNCUR; E2Rank reads the dense ones).
+
+An entry is the folder ``<cache>/indexes/<dataset>-<class>-<key>`` written by ``Retriever.save``. The
+key hashes the retriever's class and parameters and the corpus *content*: every docid, title and text
+(:func:`corpus_fingerprint`), so an edited document never gets an old index. ``params.json`` records
+the fingerprint too and is checked on load. Entries are written to a temporary folder and renamed into
+place (:func:`write_folder`), so a partial entry is never read; an entry that cannot be read is
+rebuilt.
+
+>>> from rerank.types import Doc
+>>> corpus_fingerprint([Doc("d1", "a")]) == corpus_fingerprint([Doc("d1", "b")])
+False
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from rerank.errors import ConfigError, DataError
+from rerank.naming import slug
+from rerank.types import Doc
+
+logger = logging.getLogger("rerank")
+
+
+def corpus_fingerprint(docs: Iterable[Doc]) -> str:
+    """A SHA-256 over every docid, title and text, in order (one streamed pass)."""
+    digest = hashlib.sha256()
+    for d in docs:
+        digest.update(f"{len(d.docid)}:{d.docid}{len(d.title)}:{d.title}{len(d.text)}:{d.text}".encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+def dataset_fingerprint(dataset: Any) -> str:
+    """The corpus fingerprint of ``dataset``: memoised by a :class:`~rerank.data.Dataset`, computed for any
+    other object with ``corpus()``."""
+    known = getattr(dataset, "fingerprint", None)
+    return known if isinstance(known, str) else corpus_fingerprint(dataset.corpus())
+
+
+def index_folder(retriever: Any, dataset: Any, cache_dir: str | Path) -> Path:
+    """Where :func:`indexed` keeps ``retriever``'s index of ``dataset`` (the folder may not exist yet)."""
+    params = {k: v for k, v in retriever.params().items() if k not in ("num_results", "progress")}
+    key = f"{type(retriever).__name__}{sorted(params.items())}|{dataset_fingerprint(dataset)}"
+    name = f"{slug(dataset.name)}-{type(retriever).__name__.lower()}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    return Path(cache_dir) / "indexes" / name
+
+
+def indexed(retriever: Any, dataset: Any, cache_dir: str | Path) -> Any:
+    """``retriever`` indexed on ``dataset``'s corpus, loaded from the cache when an entry for it is readable."""
+    folder = index_folder(retriever, dataset, cache_dir)
+    if folder.exists():
+        try:
+            loaded = load_entry(type(retriever), folder, dataset_fingerprint(dataset))
+            logger.info("index: %r on %s loaded from %s", retriever, dataset.name, folder)
+            return loaded if loaded.num_results == retriever.num_results else loaded.with_num_results(retriever.num_results)
+        except Exception as e:  # noqa: BLE001 -- a cache entry is disposable: whatever is wrong with it, rebuild
+            logger.warning("index cache %s is unreadable (%s); rebuilding it", folder, _one_line(e))
+            shutil.rmtree(folder, ignore_errors=True)
+    corpus = dataset.corpus()
+    logger.info("index: %r on %s, %d documents ...", retriever, dataset.name, len(corpus))
+    retriever.index(corpus)
+    try:
+        retriever.save(folder)
+    except NotImplementedError:
+        pass
+    except OSError as e:
+        logger.warning("could not write the index cache %s (%s); the index is kept in memory only", folder, _one_line(e))
+    return retriever
+
+
+def load_entry(cls: Any, folder: Path, fingerprint: str) -> Any:
+    """Load the index in ``folder`` with ``cls.load``, after checking that it was built on ``fingerprint``."""
+    meta = json.loads((folder / "params.json").read_text(encoding="utf-8"))
+    if meta.get("corpus") != fingerprint:
+        raise DataError(f"{folder} was built on another corpus")
+    return cls.load(folder)
+
+
+def write_folder(path: str | Path, write: Callable[[Path], None], kind: str = "saved index") -> None:
+    """Create or replace the folder ``path`` with what ``write(tmp)`` puts into a temporary folder beside it.
+
+    The folder appears complete or not at all. An existing ``path`` is replaced only when it is an empty
+    folder or holds a ``kind`` (a ``params.json``); anything else is refused, never overwritten.
+    """
+    path = check_target(path, kind)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir()
+    try:
+        write(tmp)
+        if path.exists():
+            old = tmp.with_suffix(".old")
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_target(path: str | Path, kind: str = "saved index") -> Path:
+    """``path`` if :func:`write_folder` may write there: absent, an empty folder, or a folder with a ``kind``."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path} exists and is not a folder; choose a new folder for the {kind}")
+    if path.is_dir() and any(path.iterdir()) and not (path / "params.json").is_file():
+        raise ConfigError(f"{path} is a folder that does not hold a {kind}; choose a new or empty folder")
+    return path
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())

@@ -1,0 +1,264 @@
+"""Tasks: what one model call asks about the documents it shows, and how its answer is read.
+
+A task owns the item placeholders of its prompt, the answer's constraint, the parser kind, and the
+answer-token budget: the token count of the longest well-formed answer (:meth:`Task.samples`) under
+the backend's tokenizer. A task reads an answer in one of two ways (``read``): ``"generate"``
+parses the generated text; the log-probability read (``"score"``, setwise's ``"likelihood"``)
+compares the options' log-probabilities and never needs repair.
+
+=====================  ===================================  ================================
+task                   answer                               families
+=====================  ===================================  ================================
+:class:`Rank`          a permutation of the shown ids       listwise, first, insertrank
+:class:`Pick`          the label of one shown document      setwise
+:class:`Prefer`        one of two options                   prp
+:class:`Score`         one score for the one shown document yes-no, erank
+:class:`Scores`        a score for each shown document      groupwise
+:class:`Think`         any task, after a reasoning phase    reasonrank, rank-r1, erank-think
+=====================  ===================================  ================================
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from rerank.constraints import Constraint, OneOf, Permutation
+from rerank.errors import ConfigError
+from rerank.prompts import PromptTemplate
+from rerank.rerankers._parsing import LABELS, Parsed, Parser, get_parser
+
+if TYPE_CHECKING:
+    from rerank.rerankers._llm import LLMReranker
+
+Messages = list[dict[str, str]]
+
+
+class Task:
+    """Base of tasks. Subclasses are frozen dataclasses with a ``read`` field."""
+
+    read: str
+    reads: ClassVar[tuple[str, ...]] = ("generate", "score")
+    answer: ClassVar[str]
+    """The kind of answer (:data:`rerank.rerankers._parsing.READS`) the template's parser must read."""
+    constraints: ClassVar[tuple[str, ...]] = ()
+    """Template ``constraint`` kinds that describe this task's answer."""
+    option: ClassVar[str | None] = "{index}"
+    """How an option is written for the log-probability read (a template's ``meta.option`` wins;
+    None: the template's ``options``)."""
+    labels: ClassVar[str] = ""
+    """The ``{label}`` of the j-th shown document: ``labels[j]``, or ``j + 1`` when empty."""
+
+    def check(self, template: PromptTemplate) -> Parser:
+        """The template's parser, resolved now; ConfigError when the template does not fit this task."""
+        name = type(self).__name__
+        if self.read not in self.reads:
+            raise ConfigError(f"{name}: read={self.read!r}; choose one of {self.reads}")
+        if not template.parser:
+            raise ConfigError(f"prompt {template.name!r} names no parser; a {name} task reads {self.answer!r} "
+                              "answers (set its parser: field)")
+        if template.constraint and template.constraint not in self.constraints:
+            raise ConfigError(f"prompt {template.name!r} (paradigm {template.paradigm!r}) has constraint "
+                              f"{template.constraint!r}, which does not describe a {name} answer")
+        try:
+            return get_parser(template.parser, self.answer)
+        except ConfigError as e:
+            raise ConfigError(f"prompt {template.name!r} (paradigm {template.paradigm!r}) does not fit a {name} task: {e}") from None
+
+    def label(self, j: int) -> str:
+        return self.labels[j] if self.labels else str(j + 1)
+
+    def show_scores(self, scores: np.ndarray) -> list[str]:
+        """The ``{score}`` shown for each candidate (its first-stage score)."""
+        return [f"{s:.2f}" for s in scores]
+
+    def options(self, template: PromptTemplate, n: int) -> list[str]:
+        """The answers compared by the log-probability read, for ``n`` shown documents."""
+        fmt = template.meta.get("option", self.option)
+        return list(template.options) if fmt is None else [str(fmt).format(index=j + 1, label=self.label(j)) for j in range(n)]
+
+    def language(self, template: PromptTemplate, n: int) -> Constraint:
+        """Every well-formed answer about ``n`` documents."""
+        return OneOf(self.options(template, n))
+
+    def constraint(self, template: PromptTemplate, n: int) -> Constraint | None:
+        """The constraint generated answers follow: the task's language where the template declares one."""
+        return self.language(template, n) if template.constraint and self.read == "generate" else None
+
+    def samples(self, template: PromptTemplate, n: int) -> list[str]:
+        """Well-formed answers; the longest one's token count is the answer budget."""
+        return self.language(template, n).samples()
+
+    def ask(self, r: LLMReranker, prompts: Sequence[Messages], shown: Sequence[list[int]]) -> list[Parsed]:
+        """One parsed answer per prompt (``shown[i]``: the candidate positions prompt ``i`` shows)."""
+        sizes = [len(s) for s in shown]
+        if self.read == "generate":
+            constrained = r.settings.constrained
+            gens = r.generate(prompts, [r.answer_tokens(self, n) for n in sizes],
+                              [self.constraint(r.template, n) if constrained else None for n in sizes])
+            return [r.parse(g, n) for g, n in zip(gens, sizes)]
+        rows = r.score_options(prompts, [self.options(r.template, n) for n in sizes])
+        return [self.from_logprobs(r.template, row) for row in rows]
+
+    def from_logprobs(self, template: PromptTemplate, row: np.ndarray) -> Parsed:
+        """The answer read from the options' log-probabilities."""
+        raise NotImplementedError(f"{type(self).__name__} has no log-probability read")
+
+
+@dataclass(frozen=True)
+class Rank(Task):
+    """A permutation of the shown ids: generated (``[2] > [1] > [3]``) or, with ``read="score"``
+    (FIRST), the ids sorted by the log-probability of each as the first answer token."""
+
+    read: str = "generate"
+    answer: ClassVar[str] = "order"
+    constraints: ClassVar[tuple[str, ...]] = ("permutation",)
+    option: ClassVar[str] = "{index}]"
+
+    def language(self, template: PromptTemplate, n: int) -> Constraint:
+        consumed = Permutation.OPEN if template.answer_prefix.endswith(Permutation.OPEN) else ""
+        return Permutation(n, consumed=consumed)
+
+    def from_logprobs(self, template: PromptTemplate, row: np.ndarray) -> Parsed:
+        finite = np.isfinite(row)
+        order = np.argsort(-np.where(finite, row, -np.inf), kind="stable").tolist()
+        return Parsed(order, problems=() if finite.all() else ("not_finite",))
+
+
+@dataclass(frozen=True)
+class Pick(Task):
+    """The label (A, B, ...) of the most relevant shown document. An answer naming none counts as
+    a pick of the document the first stage ranked highest (and is reported)."""
+
+    read: str = "generate"
+    reads: ClassVar[tuple[str, ...]] = ("generate", "likelihood")
+    answer: ClassVar[str] = "choice"
+    constraints: ClassVar[tuple[str, ...]] = ("labels",)
+    option: ClassVar[str] = "{label}"
+    labels: ClassVar[str] = LABELS
+
+    def ask(self, r: LLMReranker, prompts: Sequence[Messages], shown: Sequence[list[int]]) -> list[Parsed]:
+        out = super().ask(r, prompts, shown)
+        return [replace(p, value=s.index(min(s))) if "empty" in p.problems else p for p, s in zip(out, shown)]
+
+    def from_logprobs(self, template: PromptTemplate, row: np.ndarray) -> Parsed:
+        return Parsed(int(np.argmax(row)))
+
+
+@dataclass(frozen=True)
+class Prefer(Task):
+    """Which of two shown documents is better (the template's two ``options``, the first meaning
+    "the first document"). The value is P(first): from the two options' log-probabilities, or 1, 0
+    and 0.5 (no preference) from a generated answer."""
+
+    read: str = "score"
+    answer: ClassVar[str] = "choice"
+    constraints: ClassVar[tuple[str, ...]] = ("options",)
+    option: ClassVar[str | None] = None
+    labels: ClassVar[str] = LABELS
+
+    def check(self, template: PromptTemplate) -> Parser:
+        if len(template.options) != 2:
+            raise ConfigError(f"a Prefer task needs a prompt with two options (the first meaning the first document), "
+                              f"{template.name!r} has {list(template.options)}")
+        return super().check(template)
+
+    def ask(self, r: LLMReranker, prompts: Sequence[Messages], shown: Sequence[list[int]]) -> list[Parsed]:
+        out = super().ask(r, prompts, shown)
+        if self.read != "generate":
+            return out
+        return [replace(p, value=0.5 if "empty" in p.problems else float(p.value == 0)) for p in out]
+
+    def from_logprobs(self, template: PromptTemplate, row: np.ndarray) -> Parsed:
+        return Parsed(float(1.0 / (1.0 + np.exp(row[1] - row[0]))))
+
+
+@dataclass(frozen=True)
+class Score(Task):
+    """One relevance score for the one shown document. Read from log-probabilities, ``combine``
+    gives it: ``"first"`` is log P(first option) over the two options (Yes/No); ``"expected"`` is
+    the expected value of numeric options (0..10). Generated, it is the parsed answer."""
+
+    read: str = "score"
+    combine: str = "first"
+    answer: ClassVar[str] = "score"
+    constraints: ClassVar[tuple[str, ...]] = ("options",)
+    option: ClassVar[str | None] = None
+    COMBINES: ClassVar[tuple[str, ...]] = ("first", "expected")
+
+    def check(self, template: PromptTemplate) -> Parser:
+        options = template.options
+        if self.combine not in self.COMBINES:
+            raise ConfigError(f"combine={self.combine!r}; choose one of {self.COMBINES}")
+        if self.combine == "first" and len(options) != 2:
+            raise ConfigError(f"scoring by the first option needs a prompt with two options (relevant first), "
+                              f"{template.name!r} has {list(options)}")
+        if self.combine == "expected" and (len(options) < 2 or not all(re.fullmatch(r"-?\d+(\.\d+)?", o) for o in options)):
+            raise ConfigError(f"the expected rating needs at least two numeric options, {template.name!r} has {list(options)}")
+        return super().check(template)
+
+    def from_logprobs(self, template: PromptTemplate, row: np.ndarray) -> Parsed:
+        if self.combine == "first":
+            return Parsed(float(row[0] - np.logaddexp(row[0], row[1])))
+        weights = np.exp(row - row.max())
+        return Parsed(float(weights / weights.sum() @ np.array([float(o) for o in template.options])))
+
+
+@dataclass(frozen=True)
+class Scores(Task):
+    """A score for each shown document (GroupRank): JSON or ``[i]: score`` lines, generated."""
+
+    read: str = "generate"
+    reads: ClassVar[tuple[str, ...]] = ("generate",)
+    answer: ClassVar[str] = "scores"
+    LINE: ClassVar[str] = "[{index}]: {score}"
+    """The line format the ``scores`` parser reads; the answer budget is ``n`` such lines at the
+    template's highest option (its score scale)."""
+
+    def samples(self, template: PromptTemplate, n: int) -> list[str]:
+        top = max(template.options, key=len, default="0")
+        text = "\n".join(self.LINE.format(index=j + 1, score=top) for j in range(n))
+        prefix = template.answer_prefix
+        return [text[len(prefix):] if text.startswith(prefix) else text]
+
+    def constraint(self, template: PromptTemplate, n: int) -> Constraint | None:
+        return None
+
+
+@dataclass(frozen=True)
+class Think:
+    """``inner`` after a reasoning phase of at most ``think_tokens`` tokens (budget forcing).
+
+    The answer turn opens with :attr:`OPEN`; the model reasons until it closes the block or the
+    budget runs out. Then the block is closed for it (:attr:`CLOSE`) and the inner task's answer is
+    decoded after its answer prefix, under its constraint: exactly on in-process backends, by
+    grammar on servers. ``Parsed.forced`` says whether the budget ran out. A budget of 0 is the
+    plain inner task (the reranker does not wrap it). Everything but :meth:`ask` is the inner task's.
+    """
+
+    inner: Task = field(default_factory=Rank)
+    OPEN: ClassVar[str] = "<think>\n"
+    CLOSE: ClassVar[str] = "\n</think>\n"
+
+    def ask(self, r: LLMReranker, prompts: Sequence[Messages], shown: Sequence[list[int]]) -> list[Parsed]:
+        budget = r.settings.think_tokens
+        gens = r.generate([_answer_turn(p, self.OPEN) for p in prompts], [budget] * len(prompts),
+                          [None] * len(prompts), stop=(self.CLOSE.strip(),))
+        thoughts = [(g.reasoning if g.reasoning is not None else g.text).split(self.CLOSE.strip())[0].strip() for g in gens]
+        answering = [_answer_turn(p, self.OPEN + t + self.CLOSE + _answer_prefix(p)) for p, t in zip(prompts, thoughts)]
+        answers = self.inner.ask(r, answering, shown)
+        return [replace(a, reasoning=t, forced=g.finish_reason == "length") for a, t, g in zip(answers, thoughts, gens)]
+
+
+def _answer_prefix(messages: Messages) -> str:
+    return messages[-1]["content"] if messages[-1]["role"] == "assistant" else ""
+
+
+def _answer_turn(messages: Messages, start: str) -> Messages:
+    """``messages`` with the assistant's answer starting with ``start``."""
+    head = messages[:-1] if messages[-1]["role"] == "assistant" else messages
+    return [*head, {"role": "assistant", "content": start}]

@@ -1,0 +1,113 @@
+"""Contract tests for third-party rerankers and backends (like PyTerrier's ``TransformerTestCase``).
+
+Subclass a contract in your own test file, name the subclass ``Test...`` so pytest collects it, and
+build the object under test in ``make``; every ``test_`` method of the contract then runs on it::
+
+    from rerank.testing import RerankerContract
+
+    class TestMyReranker(RerankerContract):
+        def make(self):
+            return MyReranker(batch_size=4)
+
+rerank's own tests use the same classes (``tests/test_contracts.py``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from rerank.backends.base import Backend, Generation
+from rerank.constraints import OneOf
+from rerank.errors import DataError
+from rerank.types import Candidates, Ranking
+
+_ADDRESS = re.compile(r" at 0x[0-9a-f]+")
+
+
+class RerankerContract:
+    """What every :class:`~rerank.rerankers.base.Reranker` must do. Override :meth:`make`."""
+
+    query = "how long does a flea live"
+    docs = ["A flea lives for about three months.", "Paris is the capital of France.",
+            "Fleas are small insects that feed on blood.", "Bananas are yellow."]
+
+    def make(self) -> Any:
+        """The reranker under test (a fresh one per call)."""
+        raise NotImplementedError("subclass the contract and return your reranker from make()")
+
+    def candidates(self, qid: str = "q1") -> Candidates:
+        return Candidates(qid, self.query, [f"d{i}" for i in range(len(self.docs))], list(self.docs),
+                          np.arange(len(self.docs), 0, -1, dtype=np.float64))
+
+    def test_reorders_every_candidate_once_with_falling_scores(self) -> None:
+        out = self.make().rerank_many([self.candidates("a"), self.candidates("b")])
+        assert [c.qid for c in out] == ["a", "b"]
+        for c in out:
+            assert sorted(c.docids) == sorted(self.candidates().docids)
+            assert np.isfinite(c.scores).all() and list(c.scores) == sorted(c.scores, reverse=True)
+
+    def test_empty_input_gives_empty_output(self) -> None:
+        reranker = self.make()
+        assert len(reranker.rerank(self.query, [])) == 0
+        assert len(reranker(Ranking.from_candidates([self.candidates()]).select([]))) == 0
+
+    def test_one_document(self) -> None:
+        assert self.make().rerank(self.query, self.docs[:1]).docids == ["0"]
+
+    def test_input_is_not_changed(self) -> None:
+        ranking = Ranking.from_candidates([self.candidates()])
+        before = ranking.to_pandas().copy()
+        self.make()(ranking)
+        assert ranking.to_pandas().equals(before)
+
+    def test_empty_query_is_refused(self) -> None:
+        try:
+            self.make().rerank("  ", self.docs)
+        except DataError:
+            return
+        raise AssertionError("an empty query must raise DataError")
+
+    def test_identity_is_stable_and_names_no_memory_address(self) -> None:
+        a, b = self.make(), self.make()
+        assert repr(a) == repr(b) and a == b and hash(a) == hash(b)
+        assert not _ADDRESS.search(repr(a)), f"repr names a memory address: {a!r}"
+
+
+class BackendContract:
+    """What every :class:`~rerank.backends.base.Backend` must do. Override :meth:`make`."""
+
+    prompts = ["Is Paris in France? Answer Yes or No.", [{"role": "user", "content": "Name a colour."}]]
+
+    def make(self) -> Backend:
+        """The backend under test (may be shared: the contract does not close it)."""
+        raise NotImplementedError("subclass the contract and return your backend from make()")
+
+    def test_generate_gives_one_generation_per_prompt(self) -> None:
+        backend = self.make()
+        out = backend.generate(self.prompts, max_new_tokens=4)
+        assert len(out) == len(self.prompts) and all(isinstance(g, Generation) and isinstance(g.text, str) for g in out)
+        assert all(g.finish_reason in ("stop", "length") for g in out)
+        assert backend.generate([], max_new_tokens=4) == []
+
+    def test_score_shape(self) -> None:
+        rows = self.make().score(self.prompts, [" Yes", " No"])
+        assert np.asarray(rows).shape == (len(self.prompts), 2)
+
+    def test_count_tokens(self) -> None:
+        backend = self.make()
+        assert backend.count_tokens("two words") >= 1 and backend.max_context > 0
+
+    def test_constraints_are_honest(self) -> None:
+        backend = self.make()
+        assert backend.constrains in ("exact", "shape", "no")
+        if backend.constrains == "exact":
+            options = [" Yes", " No"]
+            for g in backend.generate(self.prompts[:1], max_new_tokens=4, constraint=OneOf(options)):
+                assert g.text in options, f"{backend!r} claims exact constraints but answered {g.text!r}"
+
+    def test_identity_names_no_memory_address(self) -> None:
+        backend = self.make()
+        assert getattr(backend, "model", None) and not _ADDRESS.search(repr(backend)), repr(backend)

@@ -1,0 +1,406 @@
+"""Bad input gets one clear line (exit status 2) or a counted repair, never a silent wrong result.
+
+Everything here runs on small BEIR folders written into temporary folders, with a temporary index cache.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rerank import ConfigError, DataError, Ranking
+from rerank.cli import main
+from rerank.data import load
+from rerank.evaluate import Experiment, evaluate
+from rerank.io import read_qrels, read_trec_run
+
+DOCS = [
+    ("d1", "Caffeine in coffee", "Coffee contains caffeine, a stimulant found in coffee beans."),
+    ("d2", "Tea", "Green tea has less caffeine than a cup of coffee."),
+    ("d3", "Bones", "Bone fractures heal in six to eight weeks."),
+    ("d4", "Calcium", "Calcium and vitamin D strengthen bones."),
+    ("d5", "Scurvy", "Scurvy is caused by a lack of vitamin C."),
+    ("d6", "Citrus", "Oranges and lemons are rich in vitamin C."),
+    ("d7", "Sleep", "Caffeine late in the day disturbs sleep."),
+    ("d8", "Rivers", "The Nile is a long river in Africa."),
+]
+QUERIES = [("q1", "caffeine coffee"), ("q2", "bone fractures"), ("q3", "vitamin C scurvy"), ("q4", "long river")]
+QRELS = [("q1", "d1", 2), ("q1", "d7", 1), ("q2", "d3", 1), ("q2", "d4", 1), ("q3", "d5", 2), ("q3", "d6", 1), ("q4", "d8", 1)]
+
+
+def corpus_lines(docs=DOCS) -> list[str]:
+    return [json.dumps({"_id": d, "title": t, "text": x}) + "\n" for d, t, x in docs]
+
+
+def query_lines(queries=QUERIES) -> list[str]:
+    return [json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries]
+
+
+def qrel_lines(qrels=QRELS) -> list[str]:
+    return ["query-id\tcorpus-id\tscore\n", *(f"{q}\t{d}\t{r}\n" for q, d, r in qrels)]
+
+
+def beir(folder: Path, corpus=None, queries=None, qrels=None, gz: bool = False) -> Path:
+    """A BEIR folder; each file is given as a list of lines (defaults: the clean collection above)."""
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    corpus_text = "".join(corpus if corpus is not None else corpus_lines())
+    if gz:
+        (folder / "corpus.jsonl.gz").write_bytes(gzip.compress(corpus_text.encode()))
+    else:
+        (folder / "corpus.jsonl").write_text(corpus_text, encoding="utf-8")
+    (folder / "queries.jsonl").write_text("".join(queries if queries is not None else query_lines()), encoding="utf-8")
+    (folder / "qrels" / "test.tsv").write_text("".join(qrels if qrels is not None else qrel_lines()), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def index_cache(tmp_path, monkeypatch) -> Path:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RERANK_CACHE", str(cache))
+    return cache
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["--quiet", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def refused(capsys, *args: str) -> str:
+    """Run the CLI, assert it refused with one line (exit status 2), return that line."""
+    code, out, err = cli(capsys, *args)
+    assert code == 2, (out, err)
+    assert err.count("\n") == 1 and err.startswith("rerank: error: ") and "Traceback" not in err, err
+    return err
+
+
+TIMINGS = ("ms/query", "load s")
+
+
+def table(out: str) -> list[list[str]]:
+    """The rows of the table ``rerank eval`` prints (header first), without the timing columns."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in out.splitlines() if line.startswith("| ")]
+    keep = [i for i, name in enumerate(rows[0]) if name not in TIMINGS] if rows else []
+    return [[row[i] for i in keep] for row in rows]
+
+
+def scores(out: str) -> dict[str, dict[str, str]]:
+    """``{system: {column: cell}}`` of the printed table."""
+    header, *rows = table(out)
+    return {row[0]: dict(zip(header[1:], row[1:])) for row in rows}
+
+
+# -- item 1: the index cache -------------------------------------------------------------------------
+def test_the_index_cache_follows_the_document_text(tmp_path, capsys):
+    v1 = beir(tmp_path / "v1" / "c")
+    edited = [(d, "Nile", "The Nile is long.") if d == "d1" else (d, t, x) for d, t, x in DOCS]
+    v2 = beir(tmp_path / "v2" / "c", corpus=corpus_lines(edited))
+    _, first, _ = cli(capsys, "search", "--dataset", str(v1), "--pipeline", "bm25", "caffeine", "-k", "1")
+    _, second, _ = cli(capsys, "search", "--dataset", str(v2), "--pipeline", "bm25", "caffeine", "-k", "1")
+    assert " d1 " in first and "Coffee contains caffeine" in first
+    assert " d1 " not in second and "Coffee contains" not in second
+
+
+def test_an_unreadable_cache_entry_is_rebuilt(tmp_path, capsys, index_cache, caplog):
+    data = beir(tmp_path / "c")
+    code, clean, _ = cli(capsys, "eval", "--dataset", str(data), "--pipeline", "bm25")
+    [entry] = (index_cache / "indexes").iterdir()
+    docs = entry / "docs.jsonl.gz"
+    docs.write_bytes(docs.read_bytes()[:-20])  # a truncated file, as a killed writer would leave it
+    with caplog.at_level(logging.WARNING, logger="rerank"):
+        code, again, _ = cli(capsys, "eval", "--dataset", str(data), "--pipeline", "bm25")
+    assert code == 0 and table(again) == table(clean)
+    assert "unreadable" in caplog.text and "rebuilding" in caplog.text
+    code, third, _ = cli(capsys, "eval", "--dataset", str(data), "--pipeline", "bm25")  # the rebuilt entry is whole
+    assert code == 0 and table(third) == table(clean)
+    assert [p.name for p in (index_cache / "indexes").iterdir()] == [entry.name]
+
+
+def test_a_cache_entry_built_on_another_corpus_is_not_read(tmp_path, index_cache):
+    from rerank.expr import build
+    from rerank.index_cache import index_folder
+    from rerank.retrievers.bm25 import BM25
+
+    ds = load(str(beir(tmp_path / "c")))
+    build("bm25", ds)
+    folder = index_folder(BM25(), ds, index_cache)
+    meta = json.loads((folder / "params.json").read_text())
+    assert meta["corpus"] == ds.fingerprint
+    (folder / "params.json").write_text(json.dumps({**meta, "corpus": "0" * 64}))
+    assert build("bm25", ds).search("river", k=1).docids == ["d8"]
+    assert json.loads((folder / "params.json").read_text())["corpus"] == ds.fingerprint
+
+
+def test_the_fingerprint_covers_ids_titles_and_texts():
+    from rerank.index_cache import corpus_fingerprint
+    from rerank.types import Doc
+
+    base = corpus_fingerprint([Doc("a", "x", "t")])
+    assert base != corpus_fingerprint([Doc("b", "x", "t")])
+    assert base != corpus_fingerprint([Doc("a", "x", "u")])
+    assert base != corpus_fingerprint([Doc("a", "y", "t")])
+    assert corpus_fingerprint([Doc("a", "bc")]) != corpus_fingerprint([Doc("ab", "c")])
+
+
+def test_save_is_atomic_and_never_overwrites_what_is_not_an_index(tmp_path):
+    from rerank.retrievers.bm25 import BM25
+    from rerank.types import Doc
+
+    class Failing(BM25):
+        def _save_index(self, path):
+            (path / "half.npy").write_bytes(b"x")
+            raise OSError("disk full")
+
+    docs = [Doc(d, x, t) for d, t, x in DOCS]
+    with pytest.raises(OSError, match="disk full"):
+        Failing().index(docs).save(tmp_path / "ix")
+    assert list(tmp_path.iterdir()) == []  # neither the index folder nor a temporary one is left
+    BM25().index(docs).save(tmp_path / "ix")
+    BM25(k1=1.2).index(docs[:3]).save(tmp_path / "ix")  # a saved index is replaced whole
+    assert len(BM25.load(tmp_path / "ix").docs) == 3 and sorted(p.name for p in tmp_path.iterdir()) == ["ix"]
+    (tmp_path / "file").write_text("keep me")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "notes.txt").write_text("keep me")
+    for target in ("file", "folder"):
+        with pytest.raises(ConfigError, match="choose a new"):
+            BM25().index(docs).save(tmp_path / target)
+    assert (tmp_path / "file").read_text() == (tmp_path / "folder" / "notes.txt").read_text() == "keep me"
+
+
+def test_cli_index_out_at_an_existing_file_is_refused_before_indexing(tmp_path, capsys):
+    (tmp_path / "taken").write_text("x")
+    data = beir(tmp_path / "c", corpus=["not json\n"])  # indexing would fail: the refusal comes first
+    assert "taken exists and is not a folder" in refused(capsys, "index", "--dataset", str(data), "--retriever", "bm25",
+                                                        "--out", str(tmp_path / "taken"))
+
+
+# -- item 4: files that cannot be read ---------------------------------------------------------------
+def test_a_truncated_gz_file_is_one_line_naming_it(tmp_path, capsys):
+    data = beir(tmp_path / "c", gz=True)
+    whole = (data / "corpus.jsonl.gz").read_bytes()
+    (data / "corpus.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    assert "corpus.jsonl.gz: truncated or corrupt gzip data" in refused(capsys, "eval", "--dataset", str(data), "--pipeline", "bm25")
+
+
+def test_non_utf8_files_name_the_file_and_line(tmp_path, capsys):
+    data = beir(tmp_path / "c")
+    (data / "queries.jsonl").write_bytes("".join(query_lines()).encode() + '{"_id": "q5", "text": "caf\xe9"}\n'.encode("latin-1"))
+    assert "queries.jsonl:5: not UTF-8" in refused(capsys, "eval", "--dataset", str(data), "--pipeline", "bm25")
+
+
+def test_a_byte_order_mark_in_qrels_is_read_as_text_encoding(tmp_path, capsys):
+    clean = beir(tmp_path / "a")
+    marked = beir(tmp_path / "b")
+    (marked / "qrels" / "test.tsv").write_bytes(b"\xef\xbb\xbf" + (clean / "qrels" / "test.tsv").read_bytes())
+    _, expected, _ = cli(capsys, "eval", "--dataset", str(clean), "--pipeline", "bm25")
+    code, got, _ = cli(capsys, "eval", "--dataset", str(marked), "--pipeline", "bm25")
+    assert code == 0 and table(got) == table(expected)
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"text": "no id"}\n', "needs a non-empty string '_id', got no '_id'"),
+    ('{"_id": ["q9"], "text": "a list"}\n', "'_id' ['q9']"),
+    ('{"_id": "q9", "text": 42}\n', "'text' must be a string, got int"),
+    ('{"_id": "q9"}\n', "'text' must be a string, got nothing"),
+    ('["q9", "not an object"]\n', "expected a JSON object, got list"),
+])
+def test_malformed_query_records_are_refused(tmp_path, capsys, line, message):
+    data = beir(tmp_path / "c", queries=[*query_lines(), line])
+    err = refused(capsys, "eval", "--dataset", str(data), "--pipeline", "bm25")
+    assert "queries.jsonl:5" in err and message in err
+
+
+def test_a_document_with_a_non_string_text_is_refused(tmp_path, capsys):
+    data = beir(tmp_path / "c", corpus=[*corpus_lines(), '{"_id": "d9", "text": {"nested": 1}}\n'])
+    assert "corpus.jsonl:9: 'text' must be a string, got dict" in refused(capsys, "eval", "--dataset", str(data), "--pipeline", "bm25")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'[pipelines]\nA = "bm25\n', "not valid TOML"),
+    ('[pipelines]\nA = "bm25" # caf\xe9\n'.encode("latin-1"), "not UTF-8"),
+])
+def test_a_bad_pipelines_file_is_one_line_naming_it(tmp_path, capsys, content, message):
+    (tmp_path / "p.toml").write_bytes(content)
+    err = refused(capsys, "eval", "--dataset", str(beir(tmp_path / "c")), "--pipelines", str(tmp_path / "p.toml"))
+    assert f"{tmp_path / 'p.toml'}: {message}" in err
+
+
+def test_a_damaged_call_cache_names_the_file_before_any_model_loads(tmp_path):
+    from rerank.backends.fake import FakeBackend
+    from rerank.metering import Meter
+    from rerank.cache import CachedBackend
+    from rerank.expr import build
+
+    damaged = tmp_path / "cache" / "calls.sqlite"
+    damaged.parent.mkdir(parents=True, exist_ok=True)
+    damaged.write_bytes(b"this is not an SQLite database" * 100)
+    with pytest.raises(DataError, match=f"call cache {damaged} is damaged .*delete that file"):
+        CachedBackend(FakeBackend(generate=str.upper), damaged)
+    stage = build("yes-no(backend='hf:no-such-model-would-load-here')")
+    with pytest.raises(DataError, match="calls.sqlite is damaged"):  # a backend load would fail differently
+        Meter().attach(stage)
+    assert stage._backend is None
+    damaged.unlink()
+    store = CachedBackend(FakeBackend(generate=str.upper), damaged).store
+    assert len(store) == 0 and sqlite3.connect(damaged).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+# -- item 2: query sets, qrels, runs, rankings -------------------------------------------------------
+def test_duplicate_query_ids_with_different_texts_are_refused(tmp_path, capsys):
+    data = beir(tmp_path / "c", queries=[*query_lines(), json.dumps({"_id": "q1", "text": "fractures"}) + "\n"])
+    err = refused(capsys, "eval", "--dataset", str(data), "--pipeline", "bm25")
+    assert f"{data / 'queries.jsonl'}: two different query records have the id 'q1'" in err
+
+
+def test_exact_repeats_are_dropped_and_counted(tmp_path, capsys, caplog):
+    clean = beir(tmp_path / "a")
+    repeated = beir(tmp_path / "b", corpus=corpus_lines() + corpus_lines()[:2], queries=query_lines() + query_lines()[:1],
+                    qrels=qrel_lines() + qrel_lines()[1:4])
+    _, expected, _ = cli(capsys, "eval", "--dataset", str(clean), "--pipeline", "bm25")
+    with caplog.at_level(logging.WARNING, logger="rerank"):
+        code, got, _ = cli(capsys, "eval", "--dataset", str(repeated), "--pipeline", "bm25")
+    assert code == 0 and table(got) == table(expected)
+    assert f"{repeated / 'corpus.jsonl'}: 2 repeated document records dropped" in caplog.text
+    assert "1 repeated query records dropped" in caplog.text
+    assert "3 repeated judgment lines dropped" in caplog.text
+
+
+@pytest.mark.parametrize("qrels, message", [
+    ([*qrel_lines(), "q4\td7\t0.5\n"], "relevance '0.5' is not an integer grade"),
+    ([*qrel_lines(), "q4\td8\t0\n"], "judges document 'd8' twice, with grades 1 and 0"),
+    ([*qrel_lines(), "q4\td7\tnan\n"], "relevance 'nan' is not an integer grade"),
+    (["query-id\tcorpus-id\tscore\n", "x1\td1\t1\n", "x2\td3\t1\n"], "none of the 2 judged queries is among the 4 queries"),
+    (["query-id\tcorpus-id\tscore\n", "q1\tz1\t1\n", "q2\tz3\t1\n"], "none of the 2 judged documents is in the corpus"),
+])
+def test_qrels_that_would_change_the_result_are_refused(tmp_path, capsys, qrels, message):
+    data = beir(tmp_path / "c", qrels=qrels)
+    assert message in refused(capsys, "eval", "--dataset", str(data), "--pipeline", "bm25")
+
+
+def test_qrels_partly_outside_the_collection_are_evaluated_with_a_count(tmp_path, capsys, caplog):
+    data = beir(tmp_path / "c", qrels=[*qrel_lines(), "x1\td1\t1\n", "x2\td2\t1\n", "q5\tz8\t1\n"],
+                queries=[*query_lines(), json.dumps({"_id": "q5", "text": "long river"}) + "\n"])
+    with caplog.at_level(logging.WARNING, logger="rerank"):
+        code, out, _ = cli(capsys, "eval", "--dataset", str(data), "--pipeline", "bm25", "--metrics", "mrr@10")
+    assert code == 0 and scores(out)["bm25"]["mrr@10"] == "0.8000" and scores(out)["bm25"]["queries"] == "5"  # q5 scores 0: its document is absent
+    assert "2 of 7 judged queries are not among the queries" in caplog.text
+    assert "1 judged queries have none of their relevant documents in the corpus" in caplog.text
+
+
+@pytest.mark.parametrize("limit", ["0", "-2"])
+def test_eval_limit_must_be_positive(tmp_path, capsys, limit):
+    assert f"limit must be a positive number of queries, got {limit}" in refused(
+        capsys, "eval", "--dataset", str(beir(tmp_path / "c")), "--pipeline", "bm25", "--limit", limit)
+
+
+def test_eval_limit_keeps_the_first_judged_queries(tmp_path, capsys):
+    code, out, _ = cli(capsys, "eval", "--dataset", str(beir(tmp_path / "c")), "--pipeline", "bm25", "--limit", "2",
+                       "--metrics", "recall@1")
+    assert code == 0 and scores(out)["bm25"]["recall@1"] == "0.5000" and scores(out)["bm25"]["queries"] == "2"  # q1 and q2: one of two relevant documents each
+
+
+def write_run(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(lines))
+    return path
+
+
+def test_run_files_refuse_ambiguity_and_count_exact_repeats(tmp_path, caplog):
+    ok = ["q1 Q0 d1 1 2.5 t\n", "q1 Q0 d2 2 1.5 t\n"]
+    with caplog.at_level(logging.WARNING, logger="rerank"):
+        assert read_trec_run(write_run(tmp_path / "a.trec", ok + ok[:1])) == {"q1": {"d1": 2.5, "d2": 1.5}}
+    assert "1 repeated run lines dropped" in caplog.text
+    with pytest.raises(DataError, match="b.trec:3: query 'q1' ranks document 'd1' twice, with scores 2.5 and 0.5"):
+        read_trec_run(write_run(tmp_path / "b.trec", [*ok, "q1 Q0 d1 3 0.5 t\n"]))
+    for bad in ("nan", "inf", "-inf"):
+        with pytest.raises(DataError, match=f"c.trec:2: score '{bad}' is not a finite number"):
+            read_trec_run(write_run(tmp_path / "c.trec", [ok[0], f"q1 Q0 d2 2 {bad} t\n"]))
+
+
+def test_rankings_refuse_repeated_documents_and_non_finite_scores():
+    with pytest.raises(DataError, match="1 rows repeat a \\(qid, docid\\) pair .*query 'q1', document 'd1'"):
+        Ranking.from_records([("q1", "x", "d1", 1.0), ("q1", "x", "d2", 0.5), ("q1", "x", "d1", 0.2)])
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(DataError, match="finite scores; 1 rows have none"):
+            Ranking.from_records([("q1", "x", "d1", 1.0), ("q2", "x", "d1", bad)])
+    same_doc_other_query = Ranking.from_records([("q1", "x", "d1", 1.0), ("q2", "y", "d1", 1.0)])
+    assert len(same_doc_other_query) == 2
+
+
+def test_qrels_mappings_take_integer_grades_only():
+    run = Ranking.from_records([("q1", "", "d1", 2.0), ("q1", "", "d2", 1.0)])
+    assert evaluate(run, {"q1": {"d2": 1.0}}, ["mrr@10"]) == {"mrr@10": 0.5}
+    with pytest.raises(DataError, match="relevance 0.5 is not an integer grade"):
+        evaluate(run, {"q1": {"d2": 0.5}}, ["mrr@10"])
+
+
+def test_qrels_reader_refuses_and_repairs(tmp_path):
+    path = tmp_path / "q.txt"
+    path.write_text("q1 0 d1 1\nq1 0 d1 1\nq1 0 d2 2.0\n")
+    assert read_qrels(path) == {"q1": {"d1": 1, "d2": 2}}
+
+
+def test_experiment_limit_is_checked_in_python_too(tmp_path):
+    ds = load(str(beir(tmp_path / "c")))
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError, match="positive number of queries"):
+            Experiment({"x": Ranking.empty()}, ds, limit=bad)
+
+
+# -- item 5: search results and -k -------------------------------------------------------------------
+def test_search_without_hits_says_so(tmp_path, capsys):
+    code, out, _ = cli(capsys, "search", "--dataset", str(beir(tmp_path / "c")), "--pipeline", "bm25", "zebra")
+    assert code == 0 and out == "no results for 'zebra'\n"
+
+
+@pytest.mark.parametrize("k", ["0", "-3"])
+def test_search_refuses_a_k_below_one(tmp_path, capsys, k):
+    assert f"k must be a positive number of results, got {k}" in refused(
+        capsys, "search", "--dataset", str(beir(tmp_path / "c")), "--pipeline", "bm25", "coffee", "-k", k)
+
+
+# -- the CLI: one line, always -----------------------------------------------------------------------
+def test_usage_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["eval", "--pipeline", "bm25"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and "--dataset" in err
+
+
+def test_unexpected_errors_are_one_line_without_debug(capsys, monkeypatch):
+    def broken(args):
+        raise RuntimeError("first line\nsecond line")
+
+    monkeypatch.setattr("rerank.cli._search", broken)  # stands for any bug: the CLI's answer to it is under test
+    code, _, err = cli(capsys, "search", "--dataset", "scifact", "--pipeline", "bm25", "coffee")
+    assert code == 1 and err == "rerank: unexpected RuntimeError: first line second line (re-run with --debug for the traceback)\n"
+    with pytest.raises(RuntimeError):
+        main(["--quiet", "--debug", "search", "--dataset", "scifact", "--pipeline", "bm25", "coffee"])
+
+
+def subprocess_cli(*args: str, cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "RERANK_CACHE": str(cache)}
+    return subprocess.run([sys.executable, "-m", "rerank.cli", "--quiet", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_the_probe_inputs_exit_2_with_one_line_in_a_real_process(tmp_path, index_cache):
+    dup = beir(tmp_path / "dup", queries=[*query_lines(), json.dumps({"_id": "q1", "text": "fractures"}) + "\n"])
+    for args in (["--dataset", str(dup), "--pipeline", "bm25"],
+                 ["--dataset", str(beir(tmp_path / "c")), "--pipeline", "bm25", "--limit", "-1"]):
+        proc = subprocess_cli("eval", *args, cache=index_cache)
+        assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("rerank: error: "), proc.stderr
+
+
+def test_fixture_collection_has_the_expected_answer(tmp_path, capsys):
+    code, out, _ = cli(capsys, "eval", "--dataset", str(beir(tmp_path / "c")), "--pipeline", "bm25",
+                       "--metrics", "mrr@10", "recall@100")
+    assert code == 0 and scores(out)["bm25"] == {"mrr@10": "1.0000", "recall@100": "1.0000", "W/L/T mrr@10": "baseline", "queries": "4"}

@@ -1,0 +1,123 @@
+"""LLM rerankers as Task x Strategy x Settings: every family takes every setting, templates must fit
+their task, and a new method is one declaration plus one registry line (the README's worked example,
+run end to end on the real SmolLM2)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+
+from rerank import get, register
+from rerank.backends.fake import FakeBackend
+from rerank.errors import ConfigError
+from rerank.prompts import load as load_prompt
+from rerank.registry import names, resolve
+from rerank.rerankers._llm import LLMReranker, Settings
+from rerank.rerankers._parsing import register_parser
+from rerank.rerankers._strategies import SinglePass, SlidingWindow
+from rerank.rerankers._tasks import Rank, Think
+from rerank.rerankers.listwise import Listwise
+
+LLM_FAMILIES = [n for n in names("reranker") if issubclass(resolve("reranker", n), LLMReranker)]
+
+
+def fake() -> FakeBackend:
+    return FakeBackend(generate=lambda p: "1", score=lambda p, options: [-float(i) for i in range(len(options))])
+
+
+def test_every_registered_llm_family_accepts_every_shared_setting():
+    assert len(LLM_FAMILIES) >= 11
+    backend = fake()
+    for name in LLM_FAMILIES:
+        cls = resolve("reranker", name)
+        changed = {"backend": backend, "prompt": load_prompt(cls.defaults.prompt).with_(name="mine"), "depth": 3,
+                   "batch_size": 3, "max_words": 11, "max_new_tokens": 5, "temperature": 0.5, "constrained": False,
+                   "think_tokens": 7 if cls.defaults.think_tokens == 0 else 0, "progress": False}
+        assert set(changed) == {f.name for f in dataclasses.fields(Settings)}, "a new setting needs a value here"
+        reranker = get("reranker", name, **changed)
+        assert all(getattr(reranker.settings, k) == v for k, v in changed.items()), name
+        assert isinstance(reranker.asker, Think) == (changed["think_tokens"] > 0), name
+        for k in changed:
+            assert f"{k}=" in repr(reranker), (name, k)
+        out = reranker.rerank("q", ["a", "b", "c", "d"])
+        assert sorted(out.docids) == ["0", "1", "2", "3"] and out.info["truncated"] == 0
+        assert all(n == 0 or kw["temperature"] == 0.5 for n, kw in backend.batches), name
+
+
+def test_unknown_arguments_and_bad_settings_are_refused():
+    with pytest.raises(ConfigError, match="has no argument 'windw'; arguments: .*window"):
+        Listwise(fake(), windw=3)
+    for bad in ({"batch_size": 0}, {"max_words": -1}, {"temperature": -0.1}, {"think_tokens": -1}, {"depth": 0}):
+        with pytest.raises(ConfigError):
+            Listwise(fake(), **bad)
+
+
+def test_a_template_must_name_a_parser_that_fits_the_task():
+    rankgpt = load_prompt("listwise/rankgpt")
+    with pytest.raises(ConfigError, match="names no parser"):
+        Listwise(fake(), prompt=rankgpt.with_(parser=""))
+    with pytest.raises(ConfigError, match="reads a 'choice' answer, but this task needs a 'order' answer"):
+        Listwise(fake(), prompt=rankgpt.with_(parser="choice", constraint=""))
+    with pytest.raises(ConfigError, match="constraint 'labels'"):
+        Listwise(fake(), prompt=rankgpt.with_(constraint="labels"))
+
+
+def test_parsers_resolve_without_importing_their_family(tmp_path):
+    """``yes_no`` and ``rating`` live with the other parsers, so no import order can hide them."""
+    import subprocess
+    import sys
+
+    code = ("from rerank.rerankers._llm import LLMReranker; from rerank.rerankers._tasks import Score; "
+            "from rerank.rerankers._strategies import Pointwise; from rerank.backends.fake import FakeBackend; "
+            "r = LLMReranker(FakeBackend(generate=lambda p: 'yes'), 'pointwise/yes_no', task=Score(read='generate'), "
+            "strategy=Pointwise()); print(r.rerank('q', ['a']).info['parse']['valid'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
+
+
+def test_a_users_parser_says_what_it_reads():
+    with pytest.raises(ConfigError, match="reads="):
+        register_parser("mine", reads="anything")
+    register_parser("last_first", reads="order")(lambda text, n: __import__("rerank").rerankers._parsing.Parsed(list(range(n))[::-1]))
+    lw = Listwise(fake(), prompt=load_prompt("listwise/rankgpt").with_(parser="last_first"), window=3, step=1)
+    assert lw.rerank("q", ["a", "b", "c"]).docids == ["2", "1", "0"]
+
+
+def test_identity_does_not_depend_on_memory_addresses():
+    a, b = Listwise(fake(), window=4, step=2), Listwise(fake(), window=4, step=2)
+    assert repr(a) == repr(b) == "Listwise(backend=FakeBackend('fake'), window=4, step=2)" and a == b
+    assert not re.search(r"0x[0-9a-f]{6,}", repr(LLMReranker(fake(), "listwise/rankgpt", task=Rank(), strategy=SinglePass())))
+
+
+def test_direct_declaration_with_a_single_pass():
+    fake_model = FakeBackend(generate=lambda p: "3] > [1] > [2]")
+    r = LLMReranker(fake_model, "listwise/rankgpt", task=Rank(), strategy=SinglePass())
+    assert r.rerank("q", ["a", "b", "c"]).docids == ["2", "0", "1"] and len(fake_model.batches) == 1
+
+
+# -- the README's worked example: a new method is one declaration and one registry line -------------
+class ThinkListwise(LLMReranker):
+    """Think, then rank a sliding window (think-then-listwise)."""
+
+    task = Think(Rank())
+    strategy = SlidingWindow(window=5, step=3)
+    defaults = Settings(prompt="listwise/rankgpt", depth=10, think_tokens=24)
+
+
+register("reranker", "think-listwise")(ThinkListwise)
+
+
+@pytest.mark.slow
+def test_a_family_combined_anew_runs_end_to_end_on_smollm2(smollm2, dl19_top10):
+    reranker = get("reranker", "think-listwise", backend=smollm2, max_words=30)
+    before = {c.qid: c for c in dl19_top10.per_query()}
+    out = reranker.rerank_many(list(before.values()))
+    for c in out:
+        assert sorted(c.docids) == sorted(before[c.qid].docids)
+        report = c.info["parse"]
+        assert report["answers"] == 3 and report["valid"] == 3, report  # every forced answer is a full permutation
+        assert 0 <= report["forced"] <= 3 and len(c.info["reasoning"]) == 3
+        assert c.info["constrained"] == "exact"
+    assert reranker.answer_log.answers == 6 and reranker.answer_log.reasoning == []  # counts only: bounded
