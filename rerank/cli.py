@@ -6,6 +6,7 @@
     rerank list   [datasets|retrievers|rerankers|backends|prompts]
     rerank bench  pipelines/grid_smoke.toml --out results/smoke [--limit N] [--report-only] [--executor ray]
     rerank serve  --pipeline "cross-encoder(model='models/ce')" [--dataset D | --index PATH] [--port 8000]
+    rerank train  cross-encoder --dataset scifact --out models/scifact-ce [--data synthetic qrels distill]
 
 Errors (unknown names, malformed files, empty corpora or queries, bad arguments, missing or unwritable
 paths) print one line and exit 2; anything unexpected prints one line and exits 1 (``--debug`` shows the
@@ -107,6 +108,11 @@ def _parser() -> argparse.ArgumentParser:
     from rerank.serve.command import add_arguments as add_serve_arguments
 
     add_serve_arguments(sv)
+
+    t = sub.add_parser("train", help="train a reranker on a dataset's corpus (labels, synthetic queries, distillation)")
+    from rerank.train.cli import add_arguments as add_train_arguments
+
+    add_train_arguments(t)
 
     ls = sub.add_parser("list", help="list registered names")
     ls.add_argument("what", nargs="?", default="all", choices=["all", "datasets", "retrievers", "rerankers", "backends", "prompts"])

@@ -1,0 +1,71 @@
+"""``rerank train cross-encoder --dataset D --out DIR [--from MODEL] [--data qrels|synthetic|distill ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rerank.train.settings import GENERATORS, LOSSES, SOURCES, TEACHER_NORMS, TrainSettings
+
+_D = TrainSettings()
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    kinds = p.add_subparsers(required=True, metavar="model")
+    ce = kinds.add_parser("cross-encoder", help="train a cross-encoder (sentence-transformers) on a dataset's corpus")
+    ce.add_argument("--dataset", required=True, help="dataset name, BEIR folder or irds:<id>; its corpus is trained on")
+    ce.add_argument("--out", type=Path, required=True, help="folder for the model, its record and checkpoints")
+    ce.add_argument("--from", dest="base", default=_D.base, help="start checkpoint (default: offline all-MiniLM-L6-v2 body)")
+    ce.add_argument("--data", nargs="+", choices=SOURCES, default=list(_D.data), help="data sources (combinable)")
+    g = ce.add_argument_group("labels (qrels)")
+    g.add_argument("--train-split", default=_D.train_split, help="qrels split of a BEIR folder (qrels/<split>.tsv)")
+    g.add_argument("--train-dataset", help="separate dataset with the training queries and qrels (irds:beir/scifact/train)")
+    g.add_argument("--negatives", default=_D.negatives, help="stage expression mining hard negatives (bm25, dense, 'bm25 | dense')")
+    g.add_argument("--negatives-depth", type=int, default=_D.negatives_depth)
+    g.add_argument("--num-negatives", type=int, default=_D.num_negatives)
+    g = ce.add_argument_group("synthetic queries")
+    g.add_argument("--generator", choices=GENERATORS, default=_D.generator)
+    g.add_argument("--backend", default=_D.backend, help="LLM backend spec of the llm generator")
+    g.add_argument("--prompt", default=_D.prompt, help="query-generation prompt (name or YAML file)")
+    g.add_argument("--num-documents", type=int, default=_D.num_documents)
+    g.add_argument("--clusters", type=int, default=_D.clusters)
+    g.add_argument("--queries-per-document", type=int, default=_D.queries_per_document)
+    g.add_argument("--encoder", default=_D.encoder, help="dense stage whose embeddings are clustered")
+    g.add_argument("--roundtrip", default=_D.roundtrip, help="first stage of the round-trip filter")
+    g.add_argument("--roundtrip-k", type=int, default=_D.roundtrip_k)
+    g.add_argument("--min-words", type=int, default=_D.min_words)
+    g = ce.add_argument_group("distillation")
+    g.add_argument("--teacher", default=_D.teacher, help="teacher stage expression")
+    g.add_argument("--teacher-depth", type=int, default=_D.teacher_depth)
+    g.add_argument("--teacher-docs", type=int, default=_D.teacher_docs)
+    g.add_argument("--teacher-norm", choices=TEACHER_NORMS, default=_D.teacher_norm)
+    g.add_argument("--teacher-scale", type=float, default=_D.teacher_scale)
+    g.add_argument("--distill-loss", choices=LOSSES, default=_D.distill_loss)
+    g = ce.add_argument_group("training")
+    g.add_argument("--loss", choices=LOSSES, default=_D.loss)
+    g.add_argument("--epochs", type=float, default=_D.epochs)
+    g.add_argument("--max-steps", type=int, default=_D.max_steps)
+    g.add_argument("--batch-size", type=int, default=_D.batch_size)
+    g.add_argument("--learning-rate", type=float, default=_D.learning_rate)
+    g.add_argument("--warmup-ratio", type=float, default=_D.warmup_ratio)
+    g.add_argument("--max-length", type=int, default=_D.max_length)
+    g.add_argument("--bf16", action="store_true", help="train in bfloat16 autocast")
+    g.add_argument("--seed", type=int, default=_D.seed)
+    g.add_argument("--save-steps", type=int, default=_D.save_steps)
+    g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUT/checkpoints")
+    g.add_argument("--cache", help="call cache file (default $RERANK_CACHE/calls.sqlite)")
+    ce.set_defaults(func=run_from_args)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    from rerank.train.cross_encoder import train_cross_encoder
+
+    names = [f for f in TrainSettings.__dataclass_fields__ if f not in ("extra", "progress")]
+    values = {n: getattr(args, n) for n in names if hasattr(args, n)}
+    settings = TrainSettings(**{**values, "data": tuple(args.data), "progress": False if args.quiet else None})
+    record = train_cross_encoder(args.dataset, args.out, settings)
+    print(json.dumps({"model": record.model_dir, "steps": record.steps, "seconds": round(record.seconds["total"], 1),
+                      "counts": record.counts}, indent=1))
+    print(f"use it as: cross-encoder(model='{record.model_dir}')")
+    return 0

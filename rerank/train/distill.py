@@ -1,0 +1,79 @@
+"""Distillation targets: a teacher stage's scores over its top documents, kept in the call cache.
+
+The teacher is any pipeline expression (``"bm25 % 100 | dense % 100"``, an LLM reranker on vLLM...).
+Its scores for one query are stored under a key made of the teacher's repr, a hash of the corpus
+content, the depth and the query text, so a re-run (or another run with the same teacher) costs
+nothing and a changed corpus never reuses old scores. A teacher given as a model *folder* is keyed by
+its path: retrain into a new folder rather than over an old one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rerank.cache import CallStore, default_path
+from rerank.data import Dataset
+from rerank.types import Doc, Ranking
+
+
+def corpus_fingerprint(docs: Sequence[Doc]) -> str:
+    """sha256 of every document's id, title and text, in order."""
+    h = hashlib.sha256()
+    for d in docs:
+        h.update(json.dumps([d.docid, d.title, d.text], ensure_ascii=False).encode())
+    return h.hexdigest()
+
+
+class TeacherScores:
+    """Scores of ``teacher`` (an expression) over its top ``depth`` for queries of ``dataset``'s corpus."""
+
+    def __init__(self, teacher: str, dataset: Dataset, depth: int, cache: str | Path | None = None):
+        from rerank.expr import build
+
+        self.expr, self.dataset, self.depth = teacher, dataset, depth
+        self.identity = repr(build(teacher))  # validates the expression without indexing anything
+        self.store = CallStore(cache or default_path())
+        self.fingerprint = corpus_fingerprint(dataset.corpus())
+        self.hits = self.misses = 0
+
+    def _key(self, query: str) -> str:
+        blob = json.dumps(["teacher", self.identity, self.fingerprint, self.depth, query], ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def scores(self, queries: Mapping[str, str]) -> dict[str, list[tuple[str, float]]]:
+        """``{qid: [(docid, score), ...]}``, best first; only queries missing from the cache run the teacher."""
+        keys = {qid: self._key(text) for qid, text in queries.items()}
+        found = self.store.get_many(list(set(keys.values())))
+        todo = {qid: queries[qid] for qid, k in keys.items() if k not in found}
+        self.hits, self.misses = len(queries) - len(todo), len(todo)
+        if todo:
+            from rerank.expr import build
+
+            ranking = build(self.expr, self.dataset)(Ranking.from_queries(todo)).top(self.depth)
+            fresh: dict[str, list[list]] = {keys[qid]: [] for qid in todo}
+            frame = ranking.to_pandas()
+            for qid, docid, score in zip(frame["qid"], frame["docid"], frame["score"]):
+                fresh[keys[str(qid)]].append([str(docid), float(score)])
+            self.store.put_many(fresh)
+            found.update(fresh)
+        return {qid: [(d, float(s)) for d, s in found[k]] for qid, k in keys.items()}
+
+
+def normalize(scores: Sequence[float], how: str, scale: float) -> list[float]:
+    """Per-query teacher scores on a common scale: ``minmax`` to [0, scale], ``zscore`` times scale, or ``none``.
+
+    >>> normalize([3.0, 1.0, 2.0], "minmax", 10.0)
+    [10.0, 0.0, 5.0]
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if how == "minmax":
+        span = s.max() - s.min()
+        s = (s - s.min()) / span if span > 0 else np.zeros_like(s)
+    elif how == "zscore":
+        s = (s - s.mean()) / s.std() if s.std() > 0 else np.zeros_like(s)
+    return (s * scale).tolist() if how != "none" else s.tolist()

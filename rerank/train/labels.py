@@ -1,0 +1,87 @@
+"""Labelled training queries: the qrels of a training split, checked against the test split for leakage.
+
+The training split is ``qrels/<split>.tsv`` of the same BEIR folder, or a separate dataset
+(``irds:beir/scifact/train`` online). Training refuses a split whose query ids overlap the test
+split's; training queries whose text equals a test query's are dropped and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rerank.data import Dataset
+from rerank.errors import DataError
+
+
+@dataclass(frozen=True)
+class LabelledQuery:
+    qid: str
+    text: str
+    positives: tuple[str, ...]
+
+
+def training_split(collection: Dataset, split: str = "train", train_dataset: str | None = None) -> Dataset:
+    """The dataset holding the training queries and qrels."""
+    if train_dataset:
+        from rerank.data import load
+
+        return load(train_dataset)
+    from rerank.data.beir import BeirDataset
+
+    if not isinstance(collection, BeirDataset):
+        raise DataError(f"{collection.name}: pass train_dataset= (e.g. irds:<id of its train split>) for labelled training")
+    if split == collection.split:
+        raise DataError(f"{collection.name}: the training split {split!r} is the evaluation split; choose another")
+    return BeirDataset(collection.path, name=f"{collection.name}/{split}", split=split, rel_threshold=collection.rel_threshold)
+
+
+def test_qids(collection: Dataset) -> dict[str, str]:
+    """``{qid: text}`` of the collection's evaluation queries (none when it has no judgments)."""
+    try:
+        judged = collection.qrels()
+    except (DataError, FileNotFoundError):
+        return {}
+    texts = {q.qid: q.text for q in collection.queries()}
+    return {q: texts.get(q, "") for q in judged}
+
+
+def labelled_queries(collection: Dataset, train: Dataset) -> tuple[list[LabelledQuery], dict[str, int]]:
+    """Judged training queries with their positives, and counts (``queries``, ``positives``,
+    ``dropped_no_positive``, ``dropped_test_text``, ``dropped_unknown_docs``).
+
+    Raises DataError when train and test query ids overlap, when the split has no judgments, or when
+    its qrels name queries that it does not have.
+    """
+    qrels = train.qrels()
+    if not qrels:
+        raise DataError(f"{train.name}: the training qrels are empty")
+    tests = test_qids(collection)
+    overlap = sorted(set(qrels) & set(tests))
+    if overlap:
+        raise DataError(f"{train.name}: {len(overlap)} training query ids are also test query ids of {collection.name} "
+                        f"(e.g. {overlap[:3]}); refusing to train on evaluation queries")
+    texts = {q.qid: q.text for q in train.queries()}
+    missing = sorted(set(qrels) - set(texts))
+    if missing:
+        raise DataError(f"{train.name}: {len(missing)} judged queries are absent from its queries (e.g. {missing[:3]})")
+    test_texts = {t.strip().lower() for t in tests.values() if t}
+    docs = collection.docstore
+    counts = {"queries": 0, "positives": 0, "dropped_no_positive": 0, "dropped_test_text": 0, "dropped_unknown_docs": 0}
+    out = []
+    for qid, judged in qrels.items():
+        text = texts[qid]
+        if text.strip().lower() in test_texts:
+            counts["dropped_test_text"] += 1
+            continue
+        unknown = [d for d in judged if d not in docs]
+        counts["dropped_unknown_docs"] += len(unknown)
+        positives = tuple(d for d, r in judged.items() if r >= train.rel_threshold and d in docs)
+        if not positives:
+            counts["dropped_no_positive"] += 1
+            continue
+        counts["queries"] += 1
+        counts["positives"] += len(positives)
+        out.append(LabelledQuery(qid, text, positives))
+    if not out:
+        raise DataError(f"{train.name}: no training query has a relevant document in {collection.name}'s corpus ({counts})")
+    return out, counts

@@ -1,0 +1,121 @@
+"""Every setting of a training run, in one frozen dataclass (validated on creation, saved in the record)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from rerank.errors import ConfigError
+
+SOURCES = ("qrels", "synthetic", "distill")
+GENERATORS = ("sentence", "title", "llm")
+LOSSES = ("bce", "margin-mse", "listnet", "lambda")
+TEACHER_NORMS = ("minmax", "zscore", "none")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How to build the training data and train a cross-encoder.
+
+    Data sources (``data``, combinable): ``"qrels"`` (judged queries of a training split, with hard
+    negatives mined by ``negatives``), ``"synthetic"`` (queries generated from sampled corpus documents,
+    DUQGen / inverse cloze; reads only the corpus) and ``"distill"`` (a teacher stage's scores over its
+    top ``teacher_depth`` for the queries of the other sources, or synthetic queries when alone).
+    """
+
+    data: tuple[str, ...] = ("synthetic",)
+    base: str = "all-MiniLM-L6-v2"
+    """Start checkpoint: the offline MiniLM body (a new one-score head is added), a hub id or a folder."""
+    # -- labels -------------------------------------------------------------------------------------
+    train_split: str = "train"
+    """qrels split of a BEIR folder used for training (``qrels/<split>.tsv``)."""
+    train_dataset: str | None = None
+    """A separate dataset holding the training queries and qrels (e.g. ``irds:beir/scifact/train``)."""
+    negatives: str = "bm25"
+    """Pipeline expression that mines hard negatives: its top ``negatives_depth`` minus the positives."""
+    negatives_depth: int = 30
+    num_negatives: int = 4
+    # -- synthetic queries --------------------------------------------------------------------------
+    generator: str = "sentence"
+    """``"sentence"`` (a sentence of the document, inverse cloze), ``"title"``, or ``"llm"``."""
+    backend: str = "hf:smollm2"
+    prompt: str = "querygen/fewshot"
+    num_documents: int = 1000
+    """Corpus documents sampled (over ``clusters`` k-means clusters of their dense embeddings)."""
+    clusters: int = 50
+    queries_per_document: int = 1
+    encoder: str = "dense"
+    """Expression of the dense stage whose document embeddings are clustered."""
+    roundtrip: str = "bm25"
+    """First stage of the round-trip filter: a query is kept when its source is in its top ``roundtrip_k``."""
+    roundtrip_k: int = 20
+    min_words: int = 20
+    """Documents shorter than this are not sampled."""
+    # -- distillation -------------------------------------------------------------------------------
+    teacher: str = "bm25 % 100 | dense % 100"
+    teacher_depth: int = 30
+    teacher_docs: int = 8
+    """Documents per distillation example: the teacher's best and ``teacher_docs - 1`` others of its top."""
+    teacher_norm: str = "minmax"
+    teacher_scale: float = 10.0
+    distill_loss: str = "margin-mse"
+    # -- training -----------------------------------------------------------------------------------
+    loss: str = "bce"
+    """Loss of the qrels and synthetic examples (``distill_loss`` applies to the teacher's)."""
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 16
+    learning_rate: float = 3e-5
+    warmup_ratio: float = 0.1
+    max_length: int = 256
+    bf16: bool = False
+    seed: int = 42
+    save_steps: int = 200
+    resume: bool = False
+    cache: str | None = None
+    """SQLite file of the call cache (teacher scores, LLM generations); default ``$RERANK_CACHE/calls.sqlite``."""
+    progress: bool | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Further ``CrossEncoderTrainingArguments`` (e.g. ``{"weight_decay": 0.01}``)."""
+
+    def __post_init__(self) -> None:
+        data = (self.data,) if isinstance(self.data, str) else tuple(self.data)
+        object.__setattr__(self, "data", data)
+        unknown = [d for d in data if d not in SOURCES]
+        if not data or unknown or len(set(data)) != len(data):
+            raise ConfigError(f"data={list(data)}: give one or more distinct sources of {SOURCES}")
+        _choice("generator", self.generator, GENERATORS)
+        _choice("loss", self.loss, LOSSES)
+        _choice("distill_loss", self.distill_loss, LOSSES)
+        _choice("teacher_norm", self.teacher_norm, TEACHER_NORMS)
+        for name in ("negatives_depth", "num_negatives", "num_documents", "clusters", "queries_per_document",
+                     "roundtrip_k", "teacher_depth", "batch_size", "save_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.teacher_docs < 2 or self.teacher_docs > self.teacher_depth:
+            raise ConfigError(f"teacher_docs must be between 2 and teacher_depth ({self.teacher_depth}), got {self.teacher_docs}")
+        if not (self.epochs > 0 or self.max_steps > 0):
+            raise ConfigError("train for epochs > 0 or max_steps > 0")
+        if not (0 < self.learning_rate < 1) or not (0 <= self.warmup_ratio < 1) or self.teacher_scale <= 0:
+            raise ConfigError("learning_rate must be in (0, 1), warmup_ratio in [0, 1), teacher_scale > 0")
+        if self.max_length < 16 or self.min_words < 0:
+            raise ConfigError("max_length must be at least 16 and min_words >= 0")
+
+    def with_(self, **changes: Any) -> TrainSettings:
+        """A copy with some settings changed (validated again)."""
+        known = {f.name for f in fields(self)}
+        bad = sorted(set(changes) - known)
+        if bad:
+            raise ConfigError(f"unknown training settings {bad}; known: {sorted(known)}")
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["data"] = list(self.data)
+        return out
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r}; choose one of {allowed}")

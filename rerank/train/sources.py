@@ -1,0 +1,111 @@
+"""The three data sources, each turned into :class:`~rerank.train.examples.Group` lists with counts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from rerank.data import Dataset
+from rerank.errors import ConfigError, DataError
+from rerank.train.examples import Group
+from rerank.train.negatives import ranked_docids, sample_negatives
+from rerank.train.querygen import PseudoQuery, make_generator
+from rerank.train.settings import TrainSettings
+
+logger = logging.getLogger("rerank")
+
+
+def _stage(expr: str, dataset: Dataset) -> Any:
+    from rerank.expr import build
+
+    return build(expr, dataset)
+
+
+def qrels_groups(dataset: Dataset, s: TrainSettings, rng: np.random.Generator) -> tuple[list[Group], dict[str, int], dict[str, str]]:
+    """One group per judged (query, positive) of the training split, with mined hard negatives.
+
+    Also returns the training queries (``{qid: text}``) for distillation.
+    """
+    from rerank.train.labels import labelled_queries, training_split
+
+    queries, counts = labelled_queries(dataset, training_split(dataset, s.train_split, s.train_dataset))
+    logger.info("qrels: %d training queries; mining negatives with %s", len(queries), s.negatives)
+    ranked = ranked_docids(_stage(s.negatives, dataset), {q.qid: q.text for q in queries}, s.negatives_depth)
+    docs = dataset.docstore
+    groups, no_negatives = [], 0
+    for q in queries:
+        for p in q.positives:
+            negs = sample_negatives(ranked[q.qid], set(q.positives), s.num_negatives, rng)
+            no_negatives += not negs
+            groups.append(Group(q.text, [docs[p].full_text()] + [docs[n].full_text() for n in negs],
+                                [1.0] + [0.0] * len(negs), "qrels"))
+    counts.update(groups=len(groups), no_negatives=no_negatives)
+    return groups, counts, {q.qid: q.text for q in queries}
+
+
+def synthetic_queries(dataset: Dataset, s: TrainSettings, rng: np.random.Generator
+                      ) -> tuple[list[tuple[PseudoQuery, list[str]]], dict[str, int]]:
+    """Generated queries that pass the round-trip filter, each with its first-stage top list.
+
+    Reads only ``dataset.corpus()``.
+    """
+    from rerank.train.synthetic import roundtrip_filter, sample_documents
+
+    encoder = _stage(s.encoder, dataset)
+    if getattr(encoder, "embeddings", None) is None:
+        raise ConfigError(f"encoder={s.encoder!r} is not a dense retriever with document embeddings (e.g. 'dense')")
+    sample, counts = sample_documents(encoder.docs, np.asarray(encoder.embeddings), s.num_documents, s.clusters,
+                                      s.min_words, rng, s.seed)
+    gen = make_generator(s.generator, backend=s.backend, prompt=s.prompt, cache=s.cache, progress=s.progress)
+    logger.info("synthetic: %d documents from %d clusters; generating queries (%s)", len(sample), counts["clusters"], gen.name)
+    made = [q for per_doc in gen.generate(sample, s.queries_per_document, rng) for q in per_doc]
+    counts.update(generated=len(made), **{f"generator_{k}": v for k, v in gen.dropped.items()})
+    if not made:
+        raise DataError(f"the {gen.name} generator made no query from {len(sample)} documents ({dict(gen.dropped)})")
+    kept, filtered = roundtrip_filter(made, _stage(s.roundtrip, dataset), s.roundtrip_k, s.negatives_depth)
+    counts.update(filtered)
+    if not kept:
+        raise DataError(f"no generated query kept its source document in the top {s.roundtrip_k} of {s.roundtrip} "
+                        f"({len(made)} generated); raise roundtrip_k or change the generator")
+    if s.negatives != s.roundtrip:
+        ranked = ranked_docids(_stage(s.negatives, dataset), {f"syn{i}": q.query for i, (q, _) in enumerate(kept)}, s.negatives_depth)
+        kept = [(q, ranked[f"syn{i}"]) for i, (q, _) in enumerate(kept)]
+    return kept, counts
+
+
+def synthetic_groups(dataset: Dataset, kept: list[tuple[PseudoQuery, list[str]]], s: TrainSettings,
+                     rng: np.random.Generator) -> tuple[list[Group], dict[str, int]]:
+    docs = dataset.docstore
+    groups = []
+    for q, pool in kept:
+        negs = sample_negatives(pool, {q.docid}, s.num_negatives, rng)
+        groups.append(Group(q.query, [q.passage] + [docs[n].full_text() for n in negs], [1.0] + [0.0] * len(negs), "synthetic"))
+    return groups, {"groups": len(groups), "no_negatives": sum(len(g.texts) == 1 for g in groups)}
+
+
+def distill_groups(dataset: Dataset, queries: Mapping[str, str], s: TrainSettings,
+                   rng: np.random.Generator) -> tuple[list[Group], dict[str, int]]:
+    """Per query: the teacher's best document and ``teacher_docs - 1`` others of its top, with its scores."""
+    from rerank.train.distill import TeacherScores, normalize
+
+    if not queries:
+        raise DataError("distillation has no queries: combine it with qrels or synthetic data")
+    teacher = TeacherScores(s.teacher, dataset, s.teacher_depth, s.cache)
+    logger.info("distill: teacher %s over %d queries", s.teacher, len(queries))
+    scored = teacher.scores(queries)
+    docs = dataset.docstore
+    groups, short = [], 0
+    for qid, text in queries.items():
+        ranked = scored[qid]
+        if len(ranked) < s.teacher_docs:
+            short += 1
+            continue
+        labels = normalize([sc for _, sc in ranked], s.teacher_norm, s.teacher_scale)
+        rest = np.sort(rng.choice(np.arange(1, len(ranked)), size=s.teacher_docs - 1, replace=False))
+        picked = [0, *rest.tolist()]
+        groups.append(Group(text, [docs[ranked[i][0]].full_text() for i in picked], [labels[i] for i in picked], "distill"))
+    return groups, {"queries": len(queries), "groups": len(groups), "short_teacher_lists": short,
+                    "teacher_cache_hits": teacher.hits, "teacher_cache_misses": teacher.misses}

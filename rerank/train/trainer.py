@@ -1,0 +1,83 @@
+"""The student model and sentence-transformers' ``CrossEncoderTrainer`` around it (no training loop here).
+
+Checkpoints go to ``<out>/checkpoints`` every ``save_steps`` steps (the last two are kept);
+``resume=True`` continues from the latest one. Seeds fix the head's initialization, the data order
+and dropout.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from rerank._progress import progress_enabled
+from rerank.errors import ConfigError, require
+from rerank.train.settings import TrainSettings
+
+logger = logging.getLogger("rerank")
+
+
+def load_student(base: str, max_length: int, seed: int) -> Any:
+    """A one-score CrossEncoder from ``base``: a cross-encoder, or an encoder body that gets a new head."""
+    st = require("sentence_transformers", "train")
+    from transformers import set_seed
+
+    from rerank.encoders import resolve_encoder
+
+    set_seed(seed)
+    for name in ("transformers.modeling_utils", "transformers.utils.loading_report"):
+        logging.getLogger(name).setLevel(logging.ERROR)  # "newly initialized head" is expected here
+    model = st.CrossEncoder(resolve_encoder(base), num_labels=1, max_length=max_length)
+    if model.num_labels != 1:
+        raise ConfigError(f"{base} has {model.num_labels} output labels; start from an encoder or a one-score cross-encoder")
+    return model
+
+
+def make_loss(name: str, model: Any) -> Any:
+    from sentence_transformers.cross_encoder import losses
+
+    table = {"bce": losses.BinaryCrossEntropyLoss, "margin-mse": losses.MarginMSELoss,
+             "listnet": losses.ListNetLoss, "lambda": losses.LambdaLoss}
+    if name not in table:
+        raise ConfigError(f"unknown loss {name!r}; choose one of {sorted(table)}")
+    return table[name](model)
+
+
+def fit(model: Any, tables: dict[str, tuple[Any, str]], out: Path, s: TrainSettings) -> tuple[list[tuple[int, float]], int]:
+    """Train ``model`` on ``{name: (datasets.Dataset, loss name)}``; returns the loss curve and the steps run."""
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+
+    checkpoints = out / "checkpoints"
+    total = sum(len(d) for d, _ in tables.values())
+    steps = s.max_steps if s.max_steps > 0 else max(1, int(s.epochs * -(-total // s.batch_size)))
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(checkpoints), num_train_epochs=s.epochs, max_steps=s.max_steps,
+        per_device_train_batch_size=s.batch_size, learning_rate=s.learning_rate, warmup_steps=s.warmup_ratio,
+        seed=s.seed, data_seed=s.seed, bf16=s.bf16, logging_steps=max(1, steps // 50), logging_first_step=True,
+        save_strategy="steps", save_steps=s.save_steps, save_total_limit=2, report_to="none",
+        disable_tqdm=not progress_enabled(s.progress, steps), dataloader_num_workers=0,
+        use_cpu=s.bf16 and not _cuda(), **s.extra)  # transformers wants bf16 on CPU said explicitly
+    names = list(tables)
+    if len(names) == 1:
+        data, loss = tables[names[0]][0], make_loss(tables[names[0]][1], model)
+    else:
+        data = {n: tables[n][0] for n in names}
+        loss = {n: make_loss(tables[n][1], model) for n in names}
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=loss)
+    if args.disable_tqdm:  # without bars, transformers prints every log line to stdout instead
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    resume = s.resume and any(checkpoints.glob("checkpoint-*"))
+    if s.resume and not resume:
+        logger.info("resume: no checkpoint in %s, starting from the beginning", checkpoints)
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    curve = [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h]
+    return curve, int(trainer.state.global_step)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -1,0 +1,220 @@
+"""Training cross-encoders (rerank.train): real short trainings of the offline MiniLM on a SciFact slice.
+
+The slice: the first 120 SciFact documents, SciFact's real test queries and qrels, and a training
+split whose queries are titles of other slice documents (each judged relevant to its document).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rerank.cli import main
+from rerank.data.beir import BeirDataset
+from rerank.errors import ConfigError, DataError
+from rerank.train import TrainingRecord, TrainSettings, build_examples, train_cross_encoder
+from rerank.train.labels import labelled_queries, training_split
+from rerank.train.querygen import LLMGenerator, SentenceGenerator, TitleGenerator
+from rerank.types import Doc
+
+SCIFACT = Path(__file__).resolve().parents[1] / "datasets" / "scifact"
+TINY = dict(encoder="dense(max_length=64)", num_documents=12, clusters=3, num_negatives=2, negatives_depth=10, roundtrip_k=10, teacher_depth=10,
+            teacher_docs=3, batch_size=4, max_length=64, max_steps=2, save_steps=1, progress=False)
+
+
+def write_beir(folder: Path, docs: list[dict], queries: list[dict], qrels: dict[str, list[tuple[str, str, int]]]) -> Path:
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    for split, rows in qrels.items():
+        (folder / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{r}\n" for q, d, r in rows))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A tiny BEIR folder with a train split, and a private $RERANK_CACHE (indexes, call cache)."""
+    root = tmp_path_factory.mktemp("train")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RERANK_CACHE", str(root / "cache"))
+        with gzip.open(SCIFACT / "corpus.jsonl.gz", "rt") as f:
+            docs = [json.loads(line) for _, line in zip(range(120), f)]
+        tests = [json.loads(line) for line in (SCIFACT / "queries.jsonl").read_text().splitlines()]
+        test_rows = [tuple(line.split("\t")[:2]) + (1,) for line in (SCIFACT / "qrels" / "test.tsv").read_text().splitlines()[1:]]
+        train = [{"_id": f"train-{d['_id']}", "text": d["title"]} for d in docs[60:90]]
+        folder = write_beir(root / "slice", docs, tests + train,
+                            {"test": test_rows, "train": [(q["_id"], q["_id"][6:], 1) for q in train]})
+        yield {"root": root, "folder": folder, "dataset": BeirDataset(folder, name="scifact-slice")}
+
+
+# -- settings and bad inputs (no model) -------------------------------------------------------------
+
+@pytest.mark.parametrize("changes, message", [
+    ({"data": ("labels",)}, "sources"), ({"data": ()}, "sources"), ({"data": ("qrels", "qrels")}, "distinct"),
+    ({"generator": "gpt"}, "generator"), ({"num_negatives": 0}, "num_negatives"), ({"num_documents": 2.5}, "num_documents"),
+    ({"teacher_docs": 50}, "teacher_docs"), ({"epochs": 0}, "epochs"), ({"learning_rate": float("nan")}, "learning_rate"),
+    ({"nosuch": 1}, "unknown training settings"),
+])
+def test_bad_settings_are_refused(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainSettings().with_(**changes)
+
+
+def test_leakage_guard_refuses_overlapping_train_and_test_ids(env, tmp_path):
+    ds = env["dataset"]
+    queries, counts = labelled_queries(ds, training_split(ds))
+    assert counts["queries"] == len(queries) == 30 and counts["dropped_test_text"] == 0
+    leaky = tmp_path / "leaky"
+    leaky.mkdir()
+    (leaky / "qrels").mkdir()
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
+        (leaky / name).write_text((env["folder"] / name).read_text())
+    (leaky / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n1\t4983\t1\ntrain-4983\t4983\t1\n")
+    leaky_ds = BeirDataset(leaky)
+    with pytest.raises(DataError, match="also test query ids.*refusing"):
+        labelled_queries(leaky_ds, training_split(leaky_ds))
+
+
+def test_training_queries_equal_to_a_test_query_are_dropped_and_counted(env, tmp_path):
+    folder = write_beir(tmp_path / "dup", [json.loads(line) for line in (env["folder"] / "corpus.jsonl").read_text().splitlines()],
+                        [{"_id": "t1", "text": "Same words"}, {"_id": "tr1", "text": "same words "}, {"_id": "tr2", "text": "other"}],
+                        {"test": [("t1", "4983", 1)], "train": [("tr1", "4983", 1), ("tr2", "5836", 1)]})
+    ds = BeirDataset(folder)
+    queries, counts = labelled_queries(ds, training_split(ds))
+    assert [q.qid for q in queries] == ["tr2"] and counts["dropped_test_text"] == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "qrels", "--train-split", "dev"], "qrels/dev.tsv"),
+    (["--data", "qrels", "--train-split", "test"], "is the evaluation split"),
+    (["--data", "synthetic", "--num-negatives", "0"], "num_negatives"),
+    (["--data", "distill", "--teacher", "bm25 >> nosuch"], "unknown stage"),
+])
+def test_cli_bad_inputs_exit_2_with_one_line(env, tmp_path, capsys, args, message):
+    code = main(["--quiet", "train", "cross-encoder", "--dataset", str(env["folder"]), "--out", str(tmp_path / "m"), *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_cli_refuses_an_empty_corpus_and_qrels_naming_unknown_queries(env, tmp_path, capsys):
+    empty = write_beir(tmp_path / "empty", [], [{"_id": "q", "text": "x"}], {"test": [("q", "d", 1)]})
+    assert main(["--quiet", "train", "cross-encoder", "--dataset", str(empty), "--out", str(tmp_path / "m")]) == 2
+    assert "corpus is empty" in capsys.readouterr().err
+    docs = [json.loads(line) for line in (env["folder"] / "corpus.jsonl").read_text().splitlines()]
+    orphan = write_beir(tmp_path / "orphan", docs, [{"_id": "t1", "text": "a test query"}],
+                        {"test": [("t1", "4983", 1)], "train": [("tr9", "4983", 1)]})
+    assert main(["--quiet", "train", "cross-encoder", "--dataset", str(orphan), "--out", str(tmp_path / "m"), "--data", "qrels"]) == 2
+    err = capsys.readouterr().err
+    assert "tr9" in err and "queries" in err and len(err.strip().splitlines()) == 1
+
+
+def test_generators_without_llm():
+    doc = Doc("d1", "Scurvy follows a lack of vitamin C in the diet. Sailors once died of it on long voyages. Limes cured it.",
+              "Scurvy in sailors")
+    rng = np.random.default_rng(0)
+    made = SentenceGenerator(min_words=3).generate([doc], 2, rng)[0]
+    assert len(made) == 2 and all(q.query not in q.passage for q in made)
+    title = TitleGenerator().generate([doc, Doc("d2", "no title here")], 1, rng)
+    assert title[0][0].query == "Scurvy in sailors" and "Scurvy in sailors" not in title[0][0].passage and title[1] == []
+    unpunctuated = Doc("d3", " ".join(f"w{i}" for i in range(40)))
+    assert len(SentenceGenerator().generate([unpunctuated], 1, rng)[0][0].query.split()) == 12
+
+
+def test_llm_generator_answers_are_cleaned_and_unusable_ones_counted():
+    gen = LLMGenerator(backend="hf:smollm2")
+    assert gen.clean('Query: "what causes scurvy"\nmore') == "what causes scurvy"
+    assert gen.clean("") is None and gen.clean("scurvy") is None
+    with pytest.raises(ConfigError, match="querygen"):
+        LLMGenerator(prompt="pointwise/yes_no")
+
+
+def test_llm_generator_writes_queries_with_smollm2_through_the_call_cache(smollm2, tmp_path):
+    with gzip.open(SCIFACT / "corpus.jsonl.gz", "rt") as f:
+        docs = [Doc(r["_id"], r["text"], r["title"]) for r in (json.loads(line) for _, line in zip(range(2), f))]
+    gen = LLMGenerator(backend=smollm2, cache=tmp_path / "calls.sqlite", doc_words=60)
+    made = gen.generate(docs, 1, np.random.default_rng(0))
+    assert len(made) == 2 and sum(map(len, made)) + gen.dropped["unusable"] == 2 and gen.cache_misses == 2
+    assert all(q.docid == d.docid and q.passage == d.full_text() and 2 <= len(q.query.split()) <= 24 for qs, d in zip(made, docs) for q in qs)
+    again = LLMGenerator(backend=smollm2, cache=tmp_path / "calls.sqlite", doc_words=60)
+    assert again.generate(docs, 1, np.random.default_rng(0)) == made and again.cache_hits == 2
+
+
+# -- data sources (real stages, no training) ----------------------------------------------------------
+
+class CorpusOnly(BeirDataset):
+    """The slice, with queries and qrels made unreadable: the synthetic path must not need them."""
+
+    def queries(self):
+        raise AssertionError("the synthetic path read the queries")
+
+    def qrels(self):
+        raise AssertionError("the synthetic path read the qrels")
+
+
+def test_synthetic_path_reads_only_the_corpus_and_is_deterministic(env):
+    ds = CorpusOnly(env["folder"], name="scifact-slice")
+    s = TrainSettings(**TINY)
+    groups, counts, _ = build_examples(ds, s)
+    again, _, _ = build_examples(ds, s)
+    syn = counts["synthetic"]
+    assert syn["sampled_documents"] == 12 and syn["generated"] == syn["roundtrip_kept"] + syn["roundtrip_dropped"] + syn["duplicate_queries"]
+    assert groups["synthetic"] and groups == again
+    assert all(g.labels[0] == 1.0 and set(g.labels[1:]) <= {0.0} for g in groups["synthetic"])
+
+
+def test_qrels_and_distill_sources_from_python_with_cached_teacher(env):
+    s = TrainSettings(**TINY, data=("qrels", "distill"), teacher="bm25")
+    groups, counts, _ = build_examples(env["dataset"], s)
+    assert counts["qrels"]["queries"] == 30 and len(groups["qrels"]) == 30
+    assert counts["distill"]["queries"] == 30 and counts["distill"]["teacher_cache_misses"] == 30
+    assert all(len(g.texts) == 3 and g.labels[0] == max(g.labels) for g in groups["distill"])
+    _, again, _ = build_examples(env["dataset"], s)
+    assert again["distill"]["teacher_cache_hits"] == 30 and again["distill"]["teacher_cache_misses"] == 0
+
+
+# -- real training ---------------------------------------------------------------------------------------
+
+def test_training_changes_scores_saves_a_pipeline_model_and_resumes(env, tmp_path):
+    from rerank.expr import build
+    from rerank.train.trainer import load_student
+
+    out = tmp_path / "ce"
+    s = TrainSettings(**TINY)
+    pairs = [("vitamin C and scurvy", "Scurvy follows a lack of vitamin C."), ("vitamin C and scurvy", "Paris is in France.")]
+    before = load_student(s.base, s.max_length, s.seed).predict(pairs)
+    record = train_cross_encoder(env["dataset"], out, s)
+    assert record.steps == 2 and (out / "config.json").exists() and (out / "loss.png").stat().st_size > 0
+    assert TrainingRecord.load(out).counts["synthetic"]["examples"] == record.counts["synthetic"]["examples"] > 0
+    assert record.settings["data"] == ["synthetic"] and record.seconds["training"] > 0 and len(record.loss) >= 2
+
+    pipe = build(f"bm25 % 5 >> cross-encoder(model='{out}', truncation='truncate')", env["dataset"])
+    ranked = pipe({"q": pairs[0][0]})
+    from sentence_transformers import CrossEncoder
+
+    trained = CrossEncoder(str(out))
+    assert not np.allclose(trained.predict(pairs), before, atol=1e-4)
+    frame = ranked.to_pandas()
+    assert 1 <= len(frame) <= 5 and np.allclose(frame["score"], trained.predict([(pairs[0][0], t) for t in frame["text"]]), atol=1e-4)
+
+    with pytest.raises(ConfigError, match="already holds a model"):
+        train_cross_encoder(env["dataset"], out, s)
+    resumed = train_cross_encoder(env["dataset"], out, s.with_(max_steps=3, resume=True))
+    assert resumed.steps == 3
+
+
+def test_cli_trains_on_all_three_sources_combined(env, tmp_path, capsys):
+    out = tmp_path / "all"
+    code = main(["--quiet", "train", "cross-encoder", "--dataset", str(env["folder"]), "--out", str(out),
+                 "--data", "qrels", "synthetic", "distill", "--teacher", "bm25", "--generator", "title",
+                 "--num-documents", "12", "--clusters", "3", "--num-negatives", "2", "--negatives-depth", "10",
+                 "--roundtrip-k", "10", "--teacher-depth", "10", "--teacher-docs", "3", "--batch-size", "4",
+                 "--max-length", "64", "--max-steps", "2", "--save-steps", "5"])
+    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert f"cross-encoder(model='{out}')" in printed
+    counts = TrainingRecord.load(out).counts
+    assert set(counts) == {"qrels", "synthetic", "distill"} and all(c["examples"] > 0 for c in counts.values())
