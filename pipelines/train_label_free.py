@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 from rerank.data import load
-from rerank.evaluate import evaluate_per_query, paired_pvalue
+from rerank.evaluate import evaluate_per_query
+from rerank.significance import pvalue
 from rerank.expr import build
 from rerank.train import TrainingRecord, TrainSettings, train_cross_encoder
 
@@ -77,7 +78,7 @@ def main() -> None:
             a, b = per_query.loc[base.index].to_numpy(), base.to_numpy()
             syn = record.counts.get("synthetic", {}) if record else {}
             rows.append({"dataset": ds.name, "system": system, "queries": len(qids), "ndcg@10": float(a.mean()),
-                         "p": paired_pvalue(a, b), "wins": int((a > b).sum()), "losses": int((a < b).sum()),
+                         "p": pvalue(a, b), "wins": int((a > b).sum()), "losses": int((a < b).sum()),
                          "train_min": record.seconds["total"] / 60 if record else None, "ms_per_query": ms,
                          "generated": syn.get("generated"), "kept": syn.get("roundtrip_kept"), "examples": syn.get("examples"),
                          "steps": record.steps if record else None})

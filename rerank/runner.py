@@ -227,10 +227,19 @@ def compiled(stage: Any) -> list[Any]:
 
 
 @lru_cache(maxsize=8)
-def _load(name: str, options: tuple[tuple[str, Any], ...]) -> Any:
+def _load(name: str, options: tuple[tuple[str, Any], ...], stamp: tuple[tuple[str, int, int], ...] = ()) -> Any:
     from rerank.data import load
 
     return load(name, **dict(options))
+
+
+def _stamp(name: str) -> tuple[tuple[str, int, int], ...]:
+    """Size and modification time of every file of a dataset given as a folder, so that an edited folder
+    is loaded again rather than answered from the per-process cache."""
+    folder = Path(name)
+    if not folder.is_dir():
+        return ()
+    return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(folder.rglob("*")) if f.is_file())
 
 
 def load_dataset(spec: DatasetSpec) -> Any:
@@ -238,13 +247,21 @@ def load_dataset(spec: DatasetSpec) -> Any:
     if spec.loaded is not None:
         return spec.loaded
     try:
-        return _load(spec.name, tuple(sorted(spec.options.items())))
+        return _load(spec.name, tuple(sorted(spec.options.items())), _stamp(spec.name))
     except TypeError as e:  # unhashable options
         if "unhashable" not in str(e):
             raise
         from rerank.data import load
 
         return load(spec.name, **spec.options)
+
+
+def data_fingerprint(spec: DatasetSpec) -> str | None:
+    """The content hash of the spec's dataset (None when it cannot be loaded: its cells fail on their own)."""
+    try:
+        return load_dataset(spec).content_fingerprint
+    except Exception:  # noqa: BLE001 - a dataset that fails to load is reported by its cells
+        return None
 
 
 def judged_topics(dataset: Any, limit: int | None) -> tuple[Ranking, list[str]]:
@@ -327,7 +344,7 @@ class Runner:
     def saved_settings(self, cell: Cell) -> dict[str, Any]:
         """What a saved record must match to stand for this cell."""
         return {"dataset_name": cell.dataset.name, "options": cell.dataset.options, "expression": cell.expression,
-                "limit": cell.settings.limit}
+                "limit": cell.settings.limit, "data": data_fingerprint(cell.dataset)}
 
     def prefix_settings(self, cell: Cell) -> dict[str, Any]:
         """What a saved prefix output must match (its stages are in its key)."""

@@ -68,6 +68,14 @@ class Tokenizer:
     def many(self, texts: Iterable[str]) -> list[list[str]]:
         return [self(t) for t in texts]
 
+    def __getstate__(self) -> dict:
+        """Pickle the settings only (the stemmer is a C object); the stem cache starts empty again."""
+        return {"pattern": self.pattern, "lowercase": self.lowercase, "stopwords": tuple(sorted(self.stopwords)),
+                "stemmer": self.stemmer}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
+
 
 def resolve_stopwords(stopwords: str | Sequence[str] | None) -> tuple[str, ...]:
     """The stopword tuple for a list name, ``None`` or a custom sequence."""

@@ -78,6 +78,6 @@ def test_rescoring_given_candidates_and_search(flat, scifact_slice):
 
 def test_bad_settings_and_unindexed_use():
     with pytest.raises(ConfigError, match="dense index"):
-        Dense(index="ivf")
+        Dense(index="lsh")
     with pytest.raises(ConfigError, match="no index"):
         Dense().search("x")

@@ -291,3 +291,22 @@ def test_eval_pipelines_file_that_is_not_toml_is_one_line(tmp_path):
     bad.write_text('[pipelines]\n"a" = bm25\n', encoding="utf-8")
     proc = _cli("eval", "--dataset", "scifact", "--pipelines", str(bad))
     assert proc.returncode == 2 and "not valid TOML" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_a_saved_cell_is_not_reused_after_its_data_changed(tmp_path):
+    folder = tmp_path / "c"
+    (folder / "qrels").mkdir(parents=True)
+    docs = [{"_id": "d1", "title": "", "text": "caffeine in coffee"}, {"_id": "d2", "title": "", "text": "bone fractures"},
+            {"_id": "d3", "title": "", "text": "coffee beans"}]
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "coffee"}\n')
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td3\t1\n")
+
+    def run(texts):
+        for doc, text in zip(docs, texts):
+            doc["text"] = text
+        (folder / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+        grid = {"datasets": [{"name": str(folder), "label": "c"}], "pipelines": {"BM25": "bm25"}}
+        return run_grid(Grid.from_dict(grid, name="g"), tmp_path / "out", progress=False).table("c").at["BM25", "ndcg@10"]
+
+    assert run(["caffeine in coffee", "bone fractures", "coffee beans"]) < 1.0   # d1 and d3 tie on "coffee"
+    assert run(["caffeine", "bone fractures", "coffee beans"]) == 1.0            # edited: run again, not reused

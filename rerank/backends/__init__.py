@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Any
 from urllib.parse import unquote
 
@@ -110,6 +111,8 @@ def _option_value(text: str) -> Any:
 
 
 _LOADED: dict[tuple[str, tuple[tuple[str, Any], ...]], Backend] = {}
+LOADS: Counter[str] = Counter()
+"""Backends constructed by :func:`load_backend` in this process, by spec (a spec given once loads once)."""
 
 
 def load_backend(spec: str | Backend, **kwargs: Any) -> Backend:
@@ -132,6 +135,7 @@ def load_backend(spec: str | Backend, **kwargs: Any) -> Backend:
         return _LOADED[key]
     kind, params = parse_spec(spec)
     backend = get("backend", kind, **{**params, **kwargs})
+    LOADS[spec] += 1
     if key is not None:
         _LOADED[key] = backend
     return backend

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from abc import ABC, abstractmethod
 from functools import cached_property
@@ -56,6 +58,20 @@ class Dataset(ABC):
         from rerank.index_cache import corpus_fingerprint
 
         return corpus_fingerprint(self.corpus())
+
+    @cached_property
+    def content_fingerprint(self) -> str:
+        """A hash of everything a run and its evaluation read: the corpus, queries, qrels, excluded ids and
+        shipped runs.
+        What saved experiment records are keyed by, so an edited file never reuses an old result."""
+        digest = hashlib.sha256(self.fingerprint.encode())
+        digest.update(json.dumps([tuple(q) for q in self.queries()]).encode("utf-8", "surrogatepass"))
+        digest.update(json.dumps(sorted((q, sorted(d.items())) for q, d in self.qrels().items())).encode("utf-8", "surrogatepass"))
+        digest.update(json.dumps(sorted((q, sorted(d)) for q, d in self.exclusions().items())).encode("utf-8", "surrogatepass"))
+        for name in self.run_names():
+            frame = self.run(name).to_pandas()[["qid", "docid", "score"]]
+            digest.update(name.encode() + frame.to_csv(index=False).encode("utf-8", "surrogatepass"))
+        return digest.hexdigest()
 
     def topics(self) -> Ranking:
         """The queries as a query set, the input of a retrieval pipeline."""

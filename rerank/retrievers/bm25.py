@@ -78,6 +78,16 @@ class BM25(Retriever):
 
     # -- indexing -----------------------------------------------------------------------------
     def _build(self, docs: Sequence[Doc]) -> None:
+        vocab, tf, lengths = self._count(docs)
+        if not vocab:
+            raise DataError(f"{self!r}: none of the {len(docs)} documents has an index term after tokenization; "
+                            "check the tokenizer pattern and stopwords")
+        self._vocab = vocab
+        self._scores = self._weigh(tf, lengths)
+
+    def _count(self, docs: Sequence[Doc]) -> tuple[dict[str, int], sp.csr_matrix, np.ndarray]:
+        """Tokenize ``docs``: the vocabulary (term -> row, in order of first appearance), the
+        term-by-document count matrix and the document lengths."""
         vocab: dict[str, int] = {}
         term_ids: list[int] = []
         lengths = np.empty(len(docs), dtype=np.int64)
@@ -85,27 +95,32 @@ class BM25(Retriever):
             ids = [vocab.setdefault(t, len(vocab)) for t in self.tokenizer(d.full_text())]
             term_ids.extend(ids)
             lengths[i] = len(ids)
-        if not vocab:
-            raise DataError(f"{self!r}: none of the {len(docs)} documents has an index term after tokenization; "
-                            "check the tokenizer pattern and stopwords")
         rows = np.asarray(term_ids, dtype=np.int64)
         cols = np.repeat(np.arange(len(docs), dtype=np.int64), lengths)
         tf = sp.csr_matrix((np.ones(len(rows), dtype=np.float64), (rows, cols)), shape=(len(vocab), len(docs)))
         tf.sum_duplicates()
-        self._vocab = vocab
-        self._scores = self._weigh(tf, lengths)
+        return vocab, tf, lengths
 
-    def _weigh(self, tf: sp.csr_matrix, lengths: np.ndarray) -> sp.csr_matrix:
-        """Turn a term-by-document count matrix into per-(term, document) BM25 scores."""
-        n_docs = tf.shape[1]
-        df = np.diff(tf.indptr).astype(np.float64)
+    def _idf(self, df: np.ndarray, n_docs: int) -> np.ndarray:
+        """Inverse document frequency of each term from its document frequency ``df`` (float64)."""
         if self.method == "lucene":
             idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))
         else:
             idf = np.log(n_docs - df + 0.5) - np.log(df + 0.5)
         if self.method == "rank_bm25":
             idf[idf < 0] = RANK_BM25_EPSILON * idf.mean()
-        norm = self._k1 * (1 - self._b + self._b * lengths / lengths.mean())
+        return idf
+
+    def _weigh(self, tf: sp.csr_matrix, lengths: np.ndarray, idf: np.ndarray | None = None,
+               avgdl: float | None = None) -> sp.csr_matrix:
+        """Turn a term-by-document count matrix into per-(term, document) BM25 scores.
+
+        ``idf`` and ``avgdl`` default to this matrix's own statistics; an index built in shards
+        passes the whole corpus's, so each shard holds exactly the columns of the unsharded matrix.
+        """
+        idf = self._idf(np.diff(tf.indptr).astype(np.float64), tf.shape[1]) if idf is None else idf
+        avgdl = lengths.mean() if avgdl is None else avgdl
+        norm = self._k1 * (1 - self._b + self._b * lengths / avgdl)
         counts = tf.data
         part = counts / (counts + norm[tf.indices])
         if self.method != "lucene":

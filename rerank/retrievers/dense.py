@@ -1,4 +1,4 @@
-"""Dense retrieval: an :class:`~rerank.encoders.Encoder` and a FAISS index (flat inner product or HNSW).
+"""Dense retrieval: an :class:`~rerank.encoders.Encoder` and a FAISS index (flat inner product, HNSW or IVF).
 
 Document embeddings are kept with the index, so rescoring given candidates (``bm25 >> dense``) and
 later stages that use document embeddings (E2Rank, through :class:`~rerank.encoders.EmbeddingSource`)
@@ -19,11 +19,14 @@ from rerank.errors import ConfigError, DataError
 from rerank.retrievers.base import Retriever
 from rerank.types import Doc
 
-INDEX_TYPES = ("flat", "hnsw")
+INDEX_TYPES = ("flat", "hnsw", "ivf")
+IVF_SEED = 1234  # the training sample and k-means start are fixed, so an IVF index is reproducible
 
 
 class Dense(Retriever):
-    """Bi-encoder retrieval. ``index="flat"`` is exact; ``"hnsw"`` is approximate (``hnsw_m``, ``ef_search``).
+    """Bi-encoder retrieval. ``index="flat"`` is exact; ``"hnsw"`` is approximate (``hnsw_m``, ``ef_search``);
+    ``"ivf"`` clusters the documents into ``nlist`` lists (default ``4 * sqrt(N)``) with k-means trained on
+    a sample of ``train_size`` documents (default ``64 * nlist``) and probes ``nprobe`` lists per query.
 
     ``model``, ``query_prefix``, ``doc_prefix``, ``max_length``, ``runtime``, ``device`` and
     ``batch_size`` configure the :class:`~rerank.encoders.Encoder`.
@@ -31,13 +34,15 @@ class Dense(Retriever):
 
     def __init__(self, model: str = DEFAULT_ENCODER, index: str = "flat", hnsw_m: int = 32, ef_search: int = 256,
                  batch_size: int = 64, query_prefix: str = "", doc_prefix: str = "", max_length: int | None = None,
-                 runtime: str = "auto", device: str | None = None, num_results: int = 1000, progress: bool | None = None):
+                 runtime: str = "auto", device: str | None = None, num_results: int = 1000, progress: bool | None = None,
+                 nlist: int | None = None, nprobe: int = 16, train_size: int | None = None):
         super().__init__(num_results, progress)
         if index not in INDEX_TYPES:
             raise ConfigError(f"unknown dense index {index!r}; choose one of {INDEX_TYPES}")
         self.model, self.index_type, self.hnsw_m, self.ef_search = model, index, hnsw_m, ef_search
         self.batch_size, self.query_prefix, self.doc_prefix, self.max_length = batch_size, query_prefix, doc_prefix, max_length
         self.runtime, self.device = runtime, device
+        self.nlist, self.nprobe, self.train_size = nlist, nprobe, train_size
         self.encoder = Encoder(model, query_prefix=query_prefix, doc_prefix=doc_prefix, max_length=max_length,
                                runtime=runtime, device=device, batch_size=batch_size, progress=progress)
         self.embeddings: np.ndarray | None = None
@@ -59,14 +64,51 @@ class Dense(Retriever):
         self.embeddings = self.encoder.encode([d.full_text() for d in docs], kind="doc")
         self._faiss = self._make_index(self.embeddings)
 
+    def index_embeddings(self, docs: Sequence[Doc], embeddings: np.ndarray) -> Dense:
+        """Index ``docs`` whose embeddings were computed elsewhere (e.g. on a cluster); returns ``self``."""
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if embeddings.ndim != 2 or len(embeddings) != len(docs):
+            raise DataError(f"{self!r}: {len(docs)} documents but embeddings of shape {embeddings.shape}")
+        if not np.isfinite(embeddings).all():
+            raise DataError(f"{self!r}: the embeddings hold NaN or infinite values")
+        self._set_docs(list(docs))
+        self.embeddings = embeddings
+        self._faiss = self._make_index(embeddings)
+        return self
+
+    def __getstate__(self) -> dict:
+        import faiss
+
+        state = self.__dict__.copy()  # FAISS indexes do not pickle; their serialized bytes do
+        if self._faiss is not None:
+            state["_faiss"] = faiss.serialize_index(self._faiss)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        import faiss
+
+        if state.get("_faiss") is not None:
+            state["_faiss"] = faiss.deserialize_index(state["_faiss"])
+        self.__dict__.update(state)
+
     def _make_index(self, emb: np.ndarray):
         import faiss
 
         if self.index_type == "flat":
             index = faiss.IndexFlatIP(emb.shape[1])
-        else:
+        elif self.index_type == "hnsw":
             index = faiss.IndexHNSWFlat(emb.shape[1], self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = max(40, 2 * self.hnsw_m)
+        else:
+            nlist = self.nlist or max(1, int(4 * np.sqrt(len(emb))))
+            if nlist > len(emb):
+                raise ConfigError(f"{self!r}: nlist={nlist} lists for {len(emb)} documents; use nlist <= {len(emb)}")
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(emb.shape[1]), emb.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+            index.cp.seed = IVF_SEED
+            size = min(len(emb), self.train_size or 64 * nlist)
+            sample = np.random.default_rng(IVF_SEED).choice(len(emb), size, replace=False)
+            index.train(emb[np.sort(sample)])
+            index.nprobe = self.nprobe
         index.add(emb)
         return index
 
@@ -76,6 +118,8 @@ class Dense(Retriever):
     def _retrieve(self, queries: Sequence[str], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         if self.index_type == "hnsw":
             self._faiss.hnsw.efSearch = max(self.ef_search, k)
+        elif self.index_type == "ivf":
+            self._faiss.nprobe = self.nprobe
         scores, ids = self._faiss.search(self.encode_queries(queries), k)
         return [(i[i >= 0], s[i >= 0]) for i, s in zip(ids, scores)]
 

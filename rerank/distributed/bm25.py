@@ -1,0 +1,246 @@
+"""BM25 built in shards with the whole corpus's statistics; merged, or searched by scatter-gather.
+
+Building (:func:`build_bm25`), with one actor per shard:
+
+1. each shard tokenizes its documents (a contiguous slice of the corpus, or one corpus file) and
+   reports its terms in order of first appearance, their document frequencies, its length sum and size;
+2. the driver merges them into the global statistics: the vocabulary (in the corpus's first-appearance
+   order, exactly as one process would number it), document frequencies, ``N`` and ``avgdl``;
+3. each shard weighs its counts with the global ``idf`` and ``avgdl``.
+
+Each shard then holds exactly its columns of the unsharded score matrix, so scores and top-k equal one
+unsharded :class:`~rerank.retrievers.bm25.BM25` (ties go to the earlier document, as there).
+
+Searching: :meth:`ShardedBM25.merge` joins the shards into one in-process ``BM25`` (the driver then
+needs the memory of the whole index); or :class:`ShardedBM25` itself is a retriever stage that sends
+each query batch to every shard actor and merges their top-k (memory per worker: its shard only).
+
+Memory per worker while building: the shard's documents, its token ids (8 bytes per token) and its
+count matrix, about 1/N of a one-process build, plus the process's own ~100 MB; the driver holds the
+vocabulary and document frequencies only.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import resource
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from rerank.distributed.cluster import connect, import_ray
+from rerank.errors import ConfigError, DataError
+from rerank.retrievers.bm25 import QUERY_BATCH, BM25, _top_k
+from rerank.stage import Stage
+from rerank.types import Doc, Ranking
+
+CorpusPart = Sequence[Doc] | str | Path
+
+
+class BM25Shard:
+    """One shard's documents and score columns (runs as a Ray actor)."""
+
+    def __init__(self, config: BM25, part: Any):
+        self.bm25 = config
+        self.docs = _read_part(part)
+        self._vocab, self._tf, self._lengths = config._count(self.docs)
+        self.offset = 0
+        self.scores: sp.csr_matrix | None = None
+
+    def stats(self) -> tuple[list[str], np.ndarray, int, int]:
+        """Terms (first-appearance order), their document frequencies, the length sum, the size."""
+        return list(self._vocab), np.diff(self._tf.indptr), int(self._lengths.sum()), len(self.docs)
+
+    def docid_digests(self) -> np.ndarray:
+        """A 64-bit digest of each docid, to find duplicates across shards without moving the ids."""
+        return np.array([int.from_bytes(hashlib.blake2b(d.docid.encode(), digest_size=8).digest(), "little")
+                         for d in self.docs], dtype=np.uint64)
+
+    def weigh(self, rows: np.ndarray, n_terms: int, idf: np.ndarray, avgdl: float, offset: int) -> int:
+        """Number this shard's terms globally (``rows``), weigh with the global statistics; returns stored entries."""
+        coo = self._tf.tocoo()
+        tf = sp.csr_matrix((coo.data, (rows[coo.row], coo.col)), shape=(n_terms, len(self.docs)))
+        tf.sum_duplicates()
+        self.scores = self.bm25._weigh(tf, self._lengths, idf=idf, avgdl=avgdl)
+        self.offset, self._tf, self._vocab = offset, None, {}
+        return int(self.scores.nnz)
+
+    def search(self, queries: sp.csr_matrix, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query row: global positions and scores of this shard's top ``k``."""
+        hits = (queries @ self.scores).tocsr()
+        return [(pos + self.offset, sc) for pos, sc in _top_k(hits, k)]
+
+    def documents(self, positions: np.ndarray) -> list[Doc]:
+        """The documents at these global positions (all in this shard)."""
+        return [self.docs[i] for i in np.asarray(positions) - self.offset]
+
+    def part(self) -> tuple[list[Doc], sp.csr_matrix]:
+        return self.docs, self.scores
+
+    def peak_memory(self) -> int:
+        """Peak resident memory of this worker process, in bytes."""
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class ShardedBM25(Stage):
+    """A BM25 index kept in shard actors; retrieves by scatter-gather top-k over the shards.
+
+    Built by :func:`build_bm25`. As a stage it retrieves for a query set (``% k`` sets the depth);
+    to rescore given candidates, :meth:`merge` it into one :class:`BM25` first.
+    """
+
+    requires = ("qid", "query")
+
+    def __init__(self, config: BM25, shards: Sequence[Any], vocab: dict[str, int], sizes: Sequence[int],
+                 num_results: int = 1000):
+        self.config, self.shards, self.sizes, self.num_results = config, list(shards), list(sizes), num_results
+        self._head = copy.copy(config)  # tokenizes queries against the global vocabulary
+        self._head._vocab = vocab
+
+    def __repr__(self) -> str:
+        return f"ShardedBM25({self.config!r}, shards={len(self.shards)})"
+
+    def with_num_results(self, k: int) -> ShardedBM25:
+        other = copy.copy(self)
+        other.num_results = k
+        return other
+
+    def transform(self, inp: Ranking) -> Ranking:
+        if not inp.is_query_set:
+            raise ConfigError(f"{self!r} retrieves for a query set; to rescore given candidates use its .merge()")
+        ray = import_ray()
+        queries = inp.queries()
+        k = min(self.num_results, sum(self.sizes))
+        texts = list(queries.values())
+        qids, hits = list(queries), []
+        for start in range(0, len(texts), QUERY_BATCH):  # scatter the queries, gather each shard's top k
+            per_shard = ray.get([s.search.remote(self._head._query_matrix(texts[start:start + QUERY_BATCH]), k)
+                                 for s in self.shards])
+            for j in range(len(per_shard[0])):
+                pos = np.concatenate([r[j][0] for r in per_shard])
+                scores = np.concatenate([r[j][1] for r in per_shard])
+                best = np.lexsort((pos, -scores))[:k]  # as one index: score, then the earlier document
+                hits.append((pos[best], scores[best]))
+        if not any(len(p) for p, _ in hits):
+            return Ranking.empty()
+        positions = np.concatenate([p for p, _ in hits])
+        docs = self._documents(positions)
+        frame = pd.DataFrame({"qid": np.repeat(qids, [len(p) for p, _ in hits]),
+                              "query": np.repeat([queries[q] for q in qids], [len(p) for p, _ in hits]),
+                              "score": np.concatenate([s for _, s in hits]).astype(np.float64),
+                              "docid": [d.docid for d in docs], "text": [d.full_text() for d in docs],
+                              "title": [d.title for d in docs]})
+        return Ranking(frame)
+
+    def _documents(self, positions: np.ndarray) -> list[Doc]:
+        """Documents at global positions, each fetched once from the shard that holds it."""
+        ray = import_ray()
+        unique, inverse = np.unique(positions, return_inverse=True)
+        bounds = np.cumsum(self.sizes)
+        owner = np.searchsorted(bounds, unique, side="right")
+        asked = [(i, unique[owner == i]) for i in range(len(self.shards)) if (owner == i).any()]
+        fetched = ray.get([self.shards[i].documents.remote(p) for i, p in asked])
+        found = dict(zip(np.concatenate([p for _, p in asked]).tolist(), [d for part in fetched for d in part]))
+        return [found[p] for p in unique[inverse].tolist()]
+
+    def merge(self) -> BM25:
+        """One in-process :class:`BM25` equal to an unsharded build (needs the whole index's memory)."""
+        ray = import_ray()
+        parts = ray.get([s.part.remote() for s in self.shards])
+        merged = copy.copy(self.config).with_num_results(self.num_results)
+        merged._set_docs([d for docs, _ in parts for d in docs])
+        merged._vocab = dict(self._head._vocab)
+        merged._scores = sp.hstack([m for _, m in parts], format="csr")
+        return merged
+
+    def peak_memory(self) -> list[int]:
+        """Peak resident memory of each shard's worker process, in bytes."""
+        ray = import_ray()
+        return ray.get([s.peak_memory.remote() for s in self.shards])
+
+    def close(self) -> None:
+        """Stop the shard actors."""
+        ray = import_ray()
+        for s in self.shards:
+            ray.kill(s)
+        self.shards = []
+
+
+def build_bm25(corpus: Sequence[Doc] | Sequence[str | Path], bm25: BM25 | None = None, shards: int | None = None,
+               *, num_cpus: float | None = None, address: str | None = None) -> ShardedBM25:
+    """Build ``bm25``'s index (default ``BM25()``) in ``shards`` actors with global statistics.
+
+    ``corpus`` is a list of :class:`Doc` (cut into ``shards`` contiguous slices, default 2) or a
+    list of corpus files in BEIR ``corpus.jsonl[.gz]`` layout, one shard each (the driver then
+    never holds the documents). Each shard actor reserves ``num_cpus`` (default: 1, or the cluster's
+    share when it has fewer CPUs than shards, so that every shard can start).
+
+    >>> build_bm25([], shards=2)
+    Traceback (most recent call last):
+    ...
+    rerank.errors.DataError: the corpus is empty, nothing to index
+    """
+    if not len(corpus):
+        raise DataError("the corpus is empty, nothing to index")
+    config = bm25 if bm25 is not None else BM25()
+    if config.is_indexed:
+        raise ConfigError(f"build_bm25 takes an unindexed BM25 configuration, got an indexed {config!r}")
+    parts = _parts(corpus, shards)
+    connect(address)
+    ray = import_ray()
+    if num_cpus is None:
+        num_cpus = min(1.0, ray.cluster_resources().get("CPU", 1) / len(parts))
+    actor = ray.remote(BM25Shard).options(num_cpus=num_cpus)
+    handles = [actor.remote(config, ray.put(p) if not isinstance(p, (str, Path)) else p) for p in parts]
+    try:
+        stats = ray.get([h.stats.remote() for h in handles])
+        digests = np.concatenate(ray.get([h.docid_digests.remote() for h in handles]))
+    except ray.exceptions.RayError as e:  # a shard could not read or tokenize its part
+        for h in handles:
+            ray.kill(h)
+        cause = getattr(e, "cause", None) or e
+        raise DataError(f"a BM25 shard failed: {cause}") from None
+    if len(np.unique(digests)) < len(digests):
+        for h in handles:
+            ray.kill(h)
+        raise DataError("the corpus has duplicate docids (across or within shards)")
+    vocab: dict[str, int] = {}
+    shard_rows = [np.array([vocab.setdefault(t, len(vocab)) for t in terms], dtype=np.int64) for terms, *_ in stats]
+    if not vocab:
+        for h in handles:
+            ray.kill(h)
+        raise DataError(f"{config!r}: no document has an index term after tokenization; check the tokenizer settings")
+    df = np.zeros(len(vocab), dtype=np.float64)
+    for rows, (_, shard_df, _, _) in zip(shard_rows, stats):
+        np.add.at(df, rows, shard_df)
+    sizes = [n for *_, n in stats]
+    n_docs, total = sum(sizes), sum(length for _, _, length, _ in stats)
+    idf, avgdl = config._idf(df, n_docs), np.float64(total) / n_docs
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
+    ray.get([h.weigh.remote(rows, len(vocab), idf, avgdl, off) for h, rows, off in zip(handles, shard_rows, offsets)])
+    return ShardedBM25(config, handles, vocab, sizes, config.num_results)
+
+
+def _parts(corpus: Sequence[Any], shards: int | None) -> list[Any]:
+    if all(isinstance(c, (str, Path)) for c in corpus):
+        if shards is not None and shards != len(corpus):
+            raise ConfigError(f"{len(corpus)} corpus files make {len(corpus)} shards, not {shards}")
+        return list(corpus)
+    docs = [d if isinstance(d, Doc) else Doc(*d) for d in corpus]
+    n = shards or 2
+    if n < 1 or n > len(docs):
+        raise ConfigError(f"cannot cut {len(docs)} documents into {n} shards")
+    return [docs[i * len(docs) // n:(i + 1) * len(docs) // n] for i in range(n)]
+
+
+def _read_part(part: Any) -> list[Doc]:
+    if isinstance(part, (str, Path)):
+        from rerank.io import read_jsonl
+
+        return [Doc(str(r["_id"]), r.get("text", ""), r.get("title", "")) for r in read_jsonl(part)]
+    return list(part)

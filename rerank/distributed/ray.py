@@ -1,0 +1,167 @@
+"""``RayExecutor``: run experiment cells and stage shards on a pool of Ray worker actors.
+
+Each worker is a long-lived actor (one process). Backends given as spec strings and encoders are
+cached per process (:func:`rerank.backends.load_backend`), so a model loads once per worker, however
+many cells or shards it runs; a stage shipped to the workers is deserialized once per worker.
+
+Faults: a worker that dies is restarted and its unfinished tasks are retried (``max_retries`` times),
+so every item is answered exactly once, in item order; when the retries run out, ``map`` raises.
+
+>>> RayExecutor.__name__
+'RayExecutor'
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from rerank.distributed.cluster import connect, import_ray, shutdown
+from rerank.errors import ConfigError
+
+logger = logging.getLogger("rerank")
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Worker:
+    """The actor behind every task: runs functions and keeps shipped stages (one copy per process)."""
+
+    def __init__(self) -> None:
+        self._stages: dict[str, Any] = {}
+
+    def call(self, fn: Callable[[Any], Any], item: Any) -> Any:
+        return fn(item)
+
+    def transform(self, key: str, holder: list[Any], ranking: Any) -> Any:
+        """``stage(ranking)`` with the stage behind ``holder[0]`` (an object reference, fetched once)."""
+        stage = self._stages.get(key)
+        if stage is None:
+            ray = import_ray()
+            stage = self._stages[key] = ray.get(holder[0])
+        return stage(ranking)
+
+    def info(self) -> dict[str, Any]:
+        """This process: pid, node, and how many times each model was loaded in it."""
+        from rerank.backends import LOADS
+        from rerank.encoders import _load_decoder, _load_sentence_transformer  # per-process model caches
+
+        ray = import_ray()
+        encoders = _load_sentence_transformer.cache_info().misses + _load_decoder.cache_info().misses
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
+                "backend_loads": dict(LOADS), "encoder_loads": encoders}
+
+
+class RayExecutor:
+    """Runs ``fn`` over items on ``workers`` actors of a Ray cluster and yields results in item order.
+
+    Args:
+        address: a running cluster (``"HOST:PORT"``, ``"auto"``, ``"ray://HOST:10001"``); None starts
+            (or reuses) a local cluster on 127.0.0.1.
+        workers: number of worker actors; default: as many as the cluster's CPUs (or GPUs, when
+            ``num_gpus`` is set) allow.
+        num_cpus, num_gpus: resources each worker reserves. ``num_gpus`` may be a fraction (0.5 puts two
+            workers on one GPU); a vLLM backend with ``tensor_parallel_size=N`` needs ``num_gpus=N``.
+        resources: custom Ray resources per worker (``{"big_memory": 1}``).
+        max_retries: restarts of a dead worker, and retries of each of its tasks.
+    """
+
+    def __init__(self, address: str | None = None, *, workers: int | None = None, num_cpus: float = 1,
+                 num_gpus: float = 0, resources: dict[str, float] | None = None, max_retries: int = 3):
+        if workers is not None and workers < 1:
+            raise ConfigError(f"RayExecutor needs at least one worker, got workers={workers}")
+        if num_cpus < 0 or num_gpus < 0 or max_retries < 0:
+            raise ConfigError("num_cpus, num_gpus and max_retries must be >= 0")
+        self.address, self.num_cpus, self.num_gpus, self.max_retries = address, num_cpus, num_gpus, max_retries
+        self.resources = dict(resources or {})
+        self._started = connect(address)
+        fitting = _fitting_workers(num_cpus, num_gpus)
+        self.workers = workers or fitting
+        if self.workers > fitting:
+            logger.warning("%d workers of %s CPU and %s GPU each do not fit the cluster now (%d do): the others "
+                           "start only when it grows", self.workers, num_cpus, num_gpus, fitting)
+        ray = import_ray()
+        actor = ray.remote(Worker).options(num_cpus=num_cpus, num_gpus=num_gpus, resources=self.resources or None,
+                                           max_restarts=max_retries, max_task_retries=max_retries)
+        self._actors = [actor.remote() for _ in range(self.workers)]
+        self._shipped: dict[int, tuple[Any, str, Any]] = {}
+        self._keys = itertools.count()
+
+    def __repr__(self) -> str:
+        where = f"{self.address!r}, " if self.address else ""
+        return f"RayExecutor({where}workers={self.workers})"
+
+    @property
+    def actors(self) -> list[Any]:
+        """The worker actor handles (for inspection: ``ray.get(a.info.remote())``)."""
+        return list(self._actors)
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+        """``fn(item)`` for every item, run on the workers, yielded in item order."""
+        return self._ordered(lambda actor, item: actor.call.remote(fn, item), items)
+
+    def transform(self, stage: Any, rankings: Sequence[Any]) -> Iterator[Any]:
+        """``stage(r)`` for every Ranking, each on some worker; the stage is shipped once per worker."""
+        ray = import_ray()
+        if id(stage) not in self._shipped:
+            self._shipped[id(stage)] = (stage, f"stage-{next(self._keys)}", ray.put(stage))
+        _, key, ref = self._shipped[id(stage)]
+        return self._ordered(lambda actor, r: actor.transform.remote(key, [ref], r), rankings)
+
+    def _ordered(self, submit: Callable[[Any, Any], Any], items: Sequence[Any]) -> Iterator[Any]:
+        """Items go to idle workers as soon as any worker is free; results come back in item order."""
+        if not self._actors:
+            raise ConfigError(f"{self!r} is closed")
+        return self._schedule(submit, list(items))
+
+    def _schedule(self, submit: Callable[[Any, Any], Any], items: list[Any]) -> Iterator[Any]:
+        ray = import_ray()
+        idle, running, finished = list(self._actors), {}, {}
+        todo, next_out = iter(enumerate(items)), 0
+        while next_out < len(items):
+            for i, item in itertools.islice(todo, len(idle)):
+                actor = idle.pop()
+                running[submit(actor, item)] = (i, actor)
+            ready, _ = ray.wait(list(running), num_returns=1)
+            for ref in ready:
+                i, actor = running.pop(ref)
+                finished[i] = ref
+                idle.append(actor)
+            while next_out in finished:  # errors surface here, in order
+                yield ray.get(finished.pop(next_out))
+                next_out += 1
+
+    def info(self) -> list[dict[str, Any]]:
+        """One :meth:`Worker.info` per worker: pid, node and model loads."""
+        ray = import_ray()
+        return ray.get([a.info.remote() for a in self._actors])
+
+    def close(self) -> None:
+        """Stop the workers (and the local cluster, if this executor started it). Safe to call twice."""
+        if self._actors:
+            ray = import_ray()
+            for a in self._actors:
+                ray.kill(a)
+            self._actors = []
+            self._shipped.clear()
+        if self._started:
+            shutdown()
+            self._started = False
+
+    def __enter__(self) -> RayExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _fitting_workers(num_cpus: float, num_gpus: float) -> int:
+    ray = import_ray()
+    total = ray.cluster_resources()
+    fits = [int(total.get("CPU", 1) // num_cpus)] if num_cpus else []
+    if num_gpus:
+        fits.append(int(total.get("GPU", 0) // num_gpus))
+    return max(1, min(fits) if fits else 1)

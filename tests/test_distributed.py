@@ -1,0 +1,316 @@
+"""Scale-out on a real Ray cluster on loopback, started once for this module and torn down after it.
+
+The cluster has 4 logical CPUs (on however many cores the machine has), so two executor workers and
+two index shards fit at once. Datasets are small slices of the bundled SciFact and Cranfield.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import optional
+
+from rerank.errors import ConfigError, DataError
+from rerank.types import Doc
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A local Ray cluster on 127.0.0.1 (no dashboard, no usage stats) with a fresh rerank cache."""
+    optional("ray", "needs the ray extra (pip install 'rerank[ray]')")
+    from rerank.distributed.cluster import connect, shutdown
+
+    saved = os.environ.get("RERANK_CACHE")
+    os.environ["RERANK_CACHE"] = str(tmp_path_factory.mktemp("cache"))  # workers inherit it
+    assert connect(num_cpus=4, object_store_memory=256 * 1024**2)
+    import ray
+
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
+    assert all(n["NodeManagerAddress"] == "127.0.0.1" for n in ray.nodes())
+    yield ray
+    shutdown()
+    if saved is None:
+        os.environ.pop("RERANK_CACHE", None)
+    else:
+        os.environ["RERANK_CACHE"] = saved
+
+
+@pytest.fixture(scope="module")
+def scifact():
+    from rerank.data import load
+
+    return load("scifact")
+
+
+# -- a grid on Ray equals the same grid locally --------------------------------------------------------
+SYSTEMS = {"BM25": "bm25", "Dense": "dense", "Fusion": "bm25 | dense",
+           "LLM": "bm25 % 2 >> yes-no(backend='hf:smollm2')"}
+TIMINGS = ("load_s", "warmup_s", "run_s", "ms_per_query", "started")
+
+
+@pytest.fixture(scope="module")
+def slices(tmp_path_factory) -> list[Path]:
+    """BEIR-layout slices of bundled SciFact and Cranfield: 3 judged queries, their judged documents
+    and 50 others."""
+    from rerank.data import load
+
+    out = []
+    for name in ("scifact", "cranfield"):
+        ds, folder = load(name), tmp_path_factory.mktemp(f"{name}-slice")
+        qrels = ds.qrels()
+        queries = [q for q in ds.queries() if q.qid in qrels][:3]
+        keep = {d for q in queries for d in qrels[q.qid]}
+        docs = [d for d in ds.corpus() if d.docid in keep] + [d for d in ds.corpus()[:50] if d.docid not in keep]
+        (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": d.docid, "title": d.title, "text": d.text}) + "\n" for d in docs))
+        (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q.qid, "text": q.text}) + "\n" for q in queries))
+        (folder / "qrels").mkdir()
+        rows = [f"{q.qid}\t{d}\t{r}" for q in queries for d, r in qrels[q.qid].items()]
+        (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
+        out.append(folder)
+    return out
+
+
+def run_grid(slices: list[Path], out: Path, executor, systems: dict[str, str] = SYSTEMS) -> None:
+    from rerank.runner import DatasetSpec, Runner, Settings
+
+    datasets = [DatasetSpec(str(p), label=p.name.split("-")[0]) for p in slices]
+    records = Runner(systems, datasets, Settings(limit=2, call_cache=False), out, executor).run()
+    assert all(r.ok for r in records.values()), [r.error for r in records.values() if not r.ok]
+
+
+def saved(out: Path) -> dict[str, object]:
+    """Every run file's bytes and every record without its timings."""
+    found: dict[str, object] = {}
+    for path in sorted(out.rglob("*.trec")):
+        found[str(path.relative_to(out))] = path.read_bytes()
+        record = json.loads(path.with_suffix(".json").read_text())
+        for key in TIMINGS:
+            record.pop(key, None)
+        if record.get("prefix"):
+            record["prefix"] = {k: v for k, v in record["prefix"].items() if k not in ("ms_per_query", "load_s")}
+        found[str(path.relative_to(out)) + ".json"] = record
+    return found
+
+
+@pytest.fixture(scope="module")
+def local_grid(cluster, slices, tmp_path_factory) -> dict[str, object]:
+    out = tmp_path_factory.mktemp("local-grid")
+    run_grid(slices, out, None)  # also fills the index cache the workers read
+    found = saved(out)
+    assert len([k for k in found if k.endswith(".trec")]) == 8
+    return found
+
+
+def test_grid_on_ray_equals_local_and_models_load_once_per_worker(cluster, slices, local_grid, tmp_path):
+    from rerank.distributed.parallel import parallel
+    from rerank.distributed.ray import RayExecutor
+    from rerank.rerankers.pointwise import YesNo
+
+    with RayExecutor(workers=2) as ex:
+        run_grid(slices, tmp_path, ex)
+        assert saved(tmp_path) == local_grid  # byte-identical runs, same records
+        from rerank import pipeline
+        from rerank.data import load
+
+        sci = load(str(slices[0]))
+        first = pipeline("bm25 % 2", sci)(sci.topics().select(["1", "3"]))
+        reranker = parallel(YesNo(backend="hf:smollm2"), ex, shards=2)
+        once, twice = reranker(first).to_pandas(), reranker(first).to_pandas()  # the same workers, no new loads
+        assert once["docid"].tolist() == twice["docid"].tolist()
+        workers = ex.info()
+    assert len({w["pid"] for w in workers}) == 2
+    for w in workers:  # every spec and encoder loaded at most once in each worker process
+        assert all(n == 1 for n in w["backend_loads"].values()), w
+        assert w["encoder_loads"] <= 1, w
+    assert any(w["backend_loads"].get("hf:smollm2") for w in workers)
+
+
+class KillAfterFirst:
+    """An executor that SIGKILLs every worker of a RayExecutor once the first result of a map is in."""
+
+    def __init__(self, inner):
+        self.inner, self.killed = inner, []
+
+    def map(self, fn, items):
+        pids = [w["pid"] for w in self.inner.info()]  # asked before: a busy worker answers only between tasks
+        for i, result in enumerate(self.inner.map(fn, items)):
+            yield result
+            if i == 0 and len(items) > 2 and not self.killed:
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+                self.killed = pids
+
+    def close(self) -> None:
+        pass
+
+
+def test_grid_with_workers_killed_mid_run_equals_local(cluster, slices, local_grid, tmp_path):
+    from rerank.distributed.ray import RayExecutor
+
+    with RayExecutor(workers=2, max_retries=2) as ex:
+        killer = KillAfterFirst(ex)
+        run_grid(slices, tmp_path, killer, {k: v for k, v in SYSTEMS.items() if k != "LLM"})
+        assert killer.killed and not set(killer.killed) & {w["pid"] for w in ex.info()}  # killed, restarted
+    got = saved(tmp_path)
+    assert got == {k: v for k, v in local_grid.items() if k in got} and len(got) == 12  # nothing lost, nothing twice
+
+
+# -- sharded BM25 ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["lucene", "rank_bm25"])
+def test_sharded_bm25_equals_unsharded_on_scifact(cluster, scifact, method):
+    from rerank.distributed.bm25 import build_bm25
+    from rerank.retrievers.bm25 import BM25
+
+    docs, topics = scifact.corpus(), scifact.topics()
+    topics = topics.select(list(topics.queries())[:60])
+    whole = BM25(method=method).index(docs)
+    expected = whole.with_num_results(100)(topics).to_pandas()
+    sharded = build_bm25(docs, BM25(method=method), shards=2)
+    try:
+        got = (sharded % 100)(topics).to_pandas()  # scatter-gather top-k over the shard actors
+        assert got["docid"].tolist() == expected["docid"].tolist()
+        assert np.array_equal(got["score"].to_numpy(), expected["score"].to_numpy())  # bit for bit
+        assert got["text"].tolist() == expected["text"].tolist()
+        merged = sharded.merge()
+        assert merged._vocab == whole._vocab and (merged._scores != whole._scores).nnz == 0
+        assert merged.with_num_results(100)(topics).to_pandas().equals(expected)
+        assert all(m > 0 for m in sharded.peak_memory())
+        assert len(sharded({"q": "zzzqqq"})) == 0  # no shard has the term
+        with pytest.raises(ConfigError, match="merge"):
+            sharded(expected.head(3))
+    finally:
+        sharded.close()
+
+
+def test_sharded_bm25_bad_inputs(cluster, tmp_path):
+    from rerank.distributed.bm25 import build_bm25
+    from rerank.retrievers.bm25 import BM25
+
+    docs = [Doc("d1", "cats purr"), Doc("d2", "dogs bark"), Doc("d3", "birds sing")]
+    with pytest.raises(DataError, match="empty"):
+        build_bm25([])
+    with pytest.raises(ConfigError, match="3 documents into 4 shards"):
+        build_bm25(docs, shards=4)
+    with pytest.raises(ConfigError, match="unindexed"):
+        build_bm25(docs, BM25().index(docs))
+    with pytest.raises(DataError, match="duplicate docids"):
+        build_bm25([*docs, Doc("d1", "again")], shards=2)
+    part = tmp_path / "corpus.jsonl"
+    part.write_text('{"_id": "x", "text": "cats"}\n{"_id": "y", "text": ')  # truncated file
+    with pytest.raises(DataError, match="not valid JSON"):
+        build_bm25([part])
+
+
+# -- executor: order, retries -----------------------------------------------------------------------
+def test_killed_worker_loses_and_duplicates_nothing(cluster, tmp_path):
+    from rerank.distributed.ray import RayExecutor
+
+    log = tmp_path / "executions.txt"
+
+    def slow_square(x: int) -> int:  # defined here, so it is shipped by value
+        time.sleep(0.5)
+        with open(log, "a") as f:
+            f.write(f"{x}\n")
+        return x * x
+
+    items = list(range(10))
+    with RayExecutor(workers=2, max_retries=2) as ex:
+        results = ex.map(slow_square, items)
+        first = next(results)
+        pids = [w["pid"] for w in ex.info()]
+        for pid in pids:  # both workers die mid-run: one is busy, the other gets the next item
+            os.kill(pid, signal.SIGKILL)
+        rest = list(results)
+        assert [first, *rest] == [x * x for x in items]
+        after = [w["pid"] for w in ex.info()]
+        assert not set(after) & set(pids)  # restarted
+    done = [int(x) for x in log.read_text().split()]
+    assert sorted(set(done)) == items  # every item ran; the killed ones ran again
+
+
+def test_executor_bad_settings(cluster):
+    from rerank.distributed.ray import RayExecutor
+
+    with pytest.raises(ConfigError, match="at least one worker"):
+        RayExecutor(workers=0)
+    with pytest.raises(ConfigError, match=">= 0"):
+        RayExecutor(num_cpus=-1)
+    ex = RayExecutor(workers=1)
+    ex.close()
+    ex.close()  # twice is fine
+    with pytest.raises(ConfigError, match="closed"):
+        list(ex.map(abs, [1]))
+
+
+# -- parallel(): a stage over query shards ----------------------------------------------------------
+def test_parallel_bm25_equals_local_and_ships_once(cluster, scifact):
+    from rerank.distributed.parallel import parallel
+    from rerank.distributed.ray import RayExecutor
+    from rerank.retrievers.bm25 import BM25
+
+    bm25 = BM25().index(scifact.corpus()).with_num_results(50)
+    topics = scifact.topics().select(list(scifact.topics().queries())[:40])
+    with RayExecutor(workers=2) as ex:
+        stage = parallel(bm25, ex, shards=4)
+        assert stage(topics).to_pandas().equals(bm25(topics).to_pandas())
+        assert stage(topics).to_pandas().equals(bm25(topics).to_pandas())
+        assert len(ex._shipped) == 1
+
+
+def test_parallel_bad_inputs():
+    from rerank.distributed.parallel import parallel
+
+    with pytest.raises(ConfigError, match="needs a Stage"):
+        parallel("bm25")
+    from rerank.retrievers.bm25 import BM25
+
+    with pytest.raises(ConfigError, match="shards >= 1"):
+        parallel(BM25(), shards=0)
+
+
+# -- dense encoding on Ray Data ---------------------------------------------------------------------
+def test_dense_encoding_on_ray_data_matches_local(cluster, scifact):
+    from rerank.distributed.dense import build_dense
+    from rerank.retrievers.dense import Dense
+
+    docs = scifact.corpus()[:32]
+    topics = scifact.topics().select(list(scifact.topics().queries())[:5])
+    local = Dense(num_results=10).index(docs)
+    remote = build_dense(docs, Dense(num_results=10), actors=2, batch_size=8)
+    assert np.allclose(remote.embeddings, local.embeddings, atol=1e-5)
+    assert remote(topics).to_pandas()["docid"].tolist() == local(topics).to_pandas()["docid"].tolist()
+    ivf = Dense(index="ivf", nlist=4, nprobe=4, num_results=10).index_embeddings(docs, remote.embeddings)
+    assert ivf(topics).to_pandas()["docid"].tolist() == local(topics).to_pandas()["docid"].tolist()  # all lists probed
+
+
+def test_dense_index_embeddings_bad_inputs():
+    from rerank.retrievers.dense import Dense
+
+    docs = [Doc("a", "x"), Doc("b", "y")]
+    with pytest.raises(DataError, match="shape"):
+        Dense().index_embeddings(docs, np.zeros((3, 4), dtype=np.float32))
+    with pytest.raises(DataError, match="NaN"):
+        Dense().index_embeddings(docs, np.array([[np.nan, 0], [0, 1]], dtype=np.float32))
+    with pytest.raises(ConfigError, match="nlist"):
+        Dense(index="ivf", nlist=5).index_embeddings(docs, np.eye(2, dtype=np.float32))
+
+
+def test_dense_and_bm25_pickle_with_their_indexes():
+    import pickle
+
+    from rerank.retrievers.bm25 import BM25
+    from rerank.retrievers.dense import Dense
+
+    docs = [Doc("a", "cats purr"), Doc("b", "dogs bark"), Doc("c", "birds sing")]
+    emb = np.eye(3, 4, dtype=np.float32)
+    for index in ("flat", "hnsw"):
+        dense = pickle.loads(pickle.dumps(Dense(index=index).index_embeddings(docs, emb)))
+        assert dense._faiss.ntotal == 3 and dense._faiss.search(emb[1:2], 1)[1][0, 0] == 1
+    bm25 = BM25().index(docs)
+    assert pickle.loads(pickle.dumps(bm25)).search("barking dogs").docids == ["b"]
