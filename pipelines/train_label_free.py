@@ -73,6 +73,7 @@ def main() -> None:
             start = time.perf_counter()
             runs[f"BM25 top-{args.depth} >> CE[{gen}]"] = (ce(candidates), _ms(start, qids), record)
         base = evaluate_per_query(runs["BM25"][0], ds, ["ndcg@10"])["ndcg@10"]
+        base = base[base.index.isin(qids)]  # the evaluated queries only, also under --eval-limit
         for system, (run, ms, record) in runs.items():
             per_query = evaluate_per_query(run, ds, ["ndcg@10"])["ndcg@10"]
             a, b = per_query.loc[base.index].to_numpy(), base.to_numpy()
