@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -223,7 +224,6 @@ class Encoder:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
 
 
-@runtime_checkable
 class EmbeddingSource(Protocol):
     """A stage that holds document embeddings (a Dense index) and lends them to later stages."""
 
@@ -234,7 +234,6 @@ class EmbeddingSource(Protocol):
         ...
 
 
-@runtime_checkable
 class EmbeddingUser(Protocol):
     """A stage that can use an earlier stage's document embeddings instead of encoding documents (E2Rank)."""
 
@@ -247,12 +246,22 @@ def lend_embeddings(stages: Sequence[Any]) -> list[Any]:
     """``stages`` with each :class:`EmbeddingUser` bound to the nearest earlier :class:`EmbeddingSource`."""
     out, source = [], None
     for stage in stages:
-        if source is not None and isinstance(stage, EmbeddingUser):
+        if source is not None and _offers(stage, "with_embedding_source"):
             stage = stage.with_embedding_source(source)
-        if isinstance(stage, EmbeddingSource):
+        if is_embedding_source(stage):
             source = stage
         out.append(stage)
     return out
+
+
+def is_embedding_source(stage: Any) -> bool:
+    """Whether ``stage`` follows :class:`EmbeddingSource`, checked without touching its attributes: an
+    ``isinstance`` on the protocol would evaluate properties such as a reranker's lazily loaded model."""
+    return _offers(stage, "embeddings_for") and inspect.getattr_static(stage, "encoder", None) is not None
+
+
+def _offers(obj: Any, method: str) -> bool:
+    return callable(inspect.getattr_static(obj, method, None))
 
 
 def _unit(vectors: Any) -> np.ndarray:

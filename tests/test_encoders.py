@@ -120,3 +120,11 @@ def test_cross_encoder_runtimes_agree(tmp_path, dl19_top10):
     assert np.mean(rho) >= 0.99, rho
     with pytest.raises(ConfigError, match="runtime"):
         CrossEncoderReranker(str(tmp_path), runtime="int4")
+
+
+def test_building_a_pipeline_loads_no_model():
+    """Linking embedding sources and users must not touch lazily loaded models (a hub id offline would fail)."""
+    from rerank.expr import build
+
+    pipe = build("bm25 % 10 >> cross-encoder(model='no-such-org/no-such-model') >> e2rank")
+    assert "encoder" not in vars(pipe.stages[-2])

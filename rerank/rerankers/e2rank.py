@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from rerank.encoders import DEFAULT_ENCODER, EmbeddingSource, Encoder
+from rerank.encoders import DEFAULT_ENCODER, EmbeddingSource, Encoder, is_embedding_source
 from rerank.errors import ConfigError
 from rerank.prompts import PromptTemplate
 from rerank.prompts import load as load_prompt
@@ -117,7 +117,7 @@ class E2Rank(Reranker):
         return same
 
     def _check_lookup(self, lookup: Any) -> None:
-        if isinstance(lookup, EmbeddingSource):
+        if is_embedding_source(lookup):
             if not self._same_vectors(lookup):
                 raise ConfigError(f"doc_embeddings: {lookup!r} must encode documents exactly as E2Rank does "
                                   f"({self.encoder.identity('doc')}, no doc_suffix); it uses {lookup.encoder.identity('doc')}")
@@ -175,7 +175,7 @@ class E2Rank(Reranker):
 
     def _lookup(self, docids: Sequence[str]) -> dict[str, np.ndarray]:
         source = self.doc_embeddings
-        if isinstance(source, EmbeddingSource):
+        if is_embedding_source(source):
             return source.embeddings_for(docids)
         if source is not None:
             return {d: np.asarray(source[d]) for d in docids if d in source}
