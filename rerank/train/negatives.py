@@ -1,8 +1,10 @@
 """Hard negatives mined with any pipeline stage: its top ``depth`` for the query, minus the positives.
 
 >>> import numpy as np
->>> sample_negatives(["d1", "d2", "d3", "d4"], {"d2"}, 2, np.random.default_rng(0))
-['d1', 'd4']
+>>> ranked = ["d1", "d2", "d3", "d4"]
+>>> picked = sample_negatives(ranked, {"d2"}, 2, np.random.default_rng(0))
+>>> len(picked), "d2" in picked, picked == sorted(picked, key=ranked.index)
+(2, False, True)
 """
 
 from __future__ import annotations
