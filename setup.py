@@ -9,4 +9,4 @@ from setuptools import find_namespace_packages, find_packages, setup
 data = ["rerank_datasets", *(f"rerank_datasets.{p}" for p in find_namespace_packages("datasets"))]
 setup(packages=[*find_packages(include=["rerank", "rerank.*"]), *data],
       package_dir={"rerank_datasets": "datasets"},
-      package_data={p: ["*"] for p in data})
+      package_data={"rerank": ["*.toml", "prompts/*.yaml", "data/*.toml"], **{p: ["*"] for p in data}})
