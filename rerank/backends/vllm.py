@@ -10,10 +10,12 @@ option's tokens before it (the prompt comes from the prefix cache; prompts go in
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
+import weakref
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -48,6 +50,30 @@ def _hidden_unscannable_modules() -> Iterator[None]:
         sys.modules.update(hidden)
 
 
+@contextmanager
+def _keeping_distributed_state() -> Iterator[None]:
+    """Let an in-process engine shut down without tearing down the process-wide distributed groups.
+
+    vLLM's ``EngineCore.shutdown`` ends with ``cleanup_dist_env_and_memory()``, which destroys the
+    model-parallel groups that every in-process engine shares; the engines still open would fail
+    with "pipeline model parallel group is not initialized". Here that step only frees memory.
+    """
+    from vllm.v1.engine import core
+
+    original = getattr(core, "cleanup_dist_env_and_memory", None)
+    core.cleanup_dist_env_and_memory = _free_memory
+    try:
+        yield
+    finally:
+        if original is not None:
+            core.cleanup_dist_env_and_memory = original
+
+
+def _free_memory(*_: Any, **__: Any) -> None:
+    gc.unfreeze()
+    gc.collect()
+
+
 def _unscannable(module: Any) -> bool:
     for value in list(getattr(module, "__dict__", {}).values()):
         if hasattr(value, "__dict__"):
@@ -73,6 +99,7 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
     """
 
     constrains = "exact"
+    _open: weakref.WeakSet[VLLMBackend] = weakref.WeakSet()  # engines of this process share its distributed state
 
     def __init__(self, model: str = "smollm2", *, dtype: str | None = None, tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.9, max_model_len: int | None = None, seed: int = 0,
@@ -102,6 +129,7 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
         self.settings["logits_processors"] = [*self.settings.get("logits_processors", []), ConstrainedDecoding]
         with _hidden_unscannable_modules():
             self.llm = vllm.LLM(**self.settings)
+        VLLMBackend._open.add(self)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_context = self.llm.llm_engine.model_config.max_model_len
 
@@ -109,16 +137,20 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
         return f"VLLMBackend({self.model!r}, dtype={self.settings['dtype']!r})"
 
     def close(self) -> None:
-        """Shut the engine down and free its weights and KV cache (and its distributed state)."""
+        """Shut the engine down and free its weights and KV cache.
+
+        The process-wide distributed state goes with the last open engine of this process: the
+        other in-process engines still run on it (see :func:`_keeping_distributed_state`).
+        """
         super().close()
         llm, self.llm = self.llm, None
+        VLLMBackend._open.discard(self)
         if llm is None:
             return
-        llm.llm_engine.engine_core.shutdown()
+        with _keeping_distributed_state() if VLLMBackend._open else nullcontext():
+            llm.llm_engine.engine_core.shutdown()
         del llm
-        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
-
-        cleanup_dist_env_and_memory()
+        gc.collect()
 
     @property
     def cache_id(self) -> str:
