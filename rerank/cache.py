@@ -29,14 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from rerank.backends.base import Backend, Generation, Prompt
+from rerank.backends.base import Backend, BackendWrapper, Generation, Prompt
 from rerank.constraints import Constraint
 from rerank.errors import DataError
-
-
-def backend_id(backend: Backend) -> str:
-    """What identifies a backend's numbers: its ``cache_id`` if it has one, else class and model."""
-    return getattr(backend, "cache_id", None) or f"{type(backend).__name__}:{backend.model}"
 
 
 def default_path() -> Path:
@@ -94,26 +89,17 @@ class CallStore:
         self._db.close()
 
 
-class CachedBackend(Backend):
+class CachedBackend(BackendWrapper):
     """Wrap ``backend`` so that repeated calls are read from ``path`` (default ``<cache_root>/calls.sqlite``)
     or from an open :class:`CallStore`."""
 
     def __init__(self, backend: Backend, path: str | Path | CallStore | None = None):
-        store = path if isinstance(path, CallStore) else CallStore(path or default_path())
-        self.inner, self.store = backend, store
-        self.model, self.max_context = backend.model, backend.max_context
+        super().__init__(backend)
+        self.store = path if isinstance(path, CallStore) else CallStore(path or default_path())
         self.hits = self.misses = 0
 
     def __repr__(self) -> str:
         return f"CachedBackend({self.inner!r}, {str(self.store.path)!r})"
-
-    @property
-    def cache_id(self) -> str:
-        return backend_id(self.inner)
-
-    @property
-    def constrains(self) -> str:  # type: ignore[override]
-        return self.inner.constrains
 
     def _key(self, *parts: Any) -> str:
         blob = json.dumps([self.cache_id, *parts], ensure_ascii=False, sort_keys=True)
@@ -151,6 +137,3 @@ class CachedBackend(Backend):
 
         rows = self._cached(prompts, keys, compute)
         return np.array(rows, dtype=np.float64).reshape(len(prompts), len(options))
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)

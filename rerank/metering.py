@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from rerank.backends.base import Backend, Generation, Prompt
+from rerank.backends.base import Backend, BackendWrapper, Generation, Prompt, prompt_text
 from rerank.constraints import Constraint
 
 
@@ -46,25 +46,12 @@ class Usage:
         return dataclasses.asdict(self)
 
 
-class MeteredBackend(Backend):
+class MeteredBackend(BackendWrapper):
     """Counts the calls and tokens that go through ``inner`` (calls answered by a cache included)."""
 
     def __init__(self, inner: Backend):
-        self.inner, self.model, self.max_context = inner, inner.model, inner.max_context
+        super().__init__(inner)
         self.calls = self.prompt_tokens = self.completion_tokens = 0
-
-    def __repr__(self) -> str:
-        return f"MeteredBackend({self.inner!r})"
-
-    @property
-    def cache_id(self) -> str:
-        from rerank.cache import backend_id
-
-        return backend_id(self.inner)
-
-    @property
-    def constrains(self) -> str:  # type: ignore[override]
-        return self.inner.constrains
 
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
                  stop: Sequence[str] = (), constraint: Constraint | None = None) -> list[Generation]:
@@ -78,11 +65,8 @@ class MeteredBackend(Backend):
     def score(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:
         out = self.inner.score(prompts, options)
         self.calls += len(prompts)
-        self.prompt_tokens += sum(self.count_tokens(_prompt_text(p)) for p in prompts)
+        self.prompt_tokens += sum(self.count_tokens(prompt_text(p)) for p in prompts)
         return out
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
 
 
 class Meter:
@@ -145,7 +129,3 @@ def leaves(stage: Any) -> Iterator[Any]:
             yield from leaves(s)
     else:
         yield stage
-
-
-def _prompt_text(prompt: Prompt) -> str:
-    return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)

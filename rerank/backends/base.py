@@ -19,6 +19,11 @@ Message = dict[str, str]
 Prompt = str | list[Message]
 
 
+def prompt_text(prompt: Prompt) -> str:
+    """The text of a prompt: itself, or its chat messages' contents joined by newlines."""
+    return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
+
+
 @dataclass(frozen=True)
 class Generation:
     text: str
@@ -69,3 +74,30 @@ class Backend(ABC):
     @abstractmethod
     def count_tokens(self, text: str) -> int:
         """Number of tokens of ``text`` under the model's tokenizer."""
+
+
+def backend_id(backend: Backend) -> str:
+    """What identifies a backend's numbers: its ``cache_id`` if it has one, else class and model."""
+    return getattr(backend, "cache_id", None) or f"{type(backend).__name__}:{backend.model}"
+
+
+class BackendWrapper(Backend):
+    """A backend that passes calls on to ``inner`` (a call cache, a token meter): same model,
+    context, constraints and identity, so wrapping never changes what a cache key or report names."""
+
+    def __init__(self, inner: Backend):
+        self.inner, self.model, self.max_context = inner, inner.model, inner.max_context
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
+
+    @property
+    def cache_id(self) -> str:
+        return backend_id(self.inner)
+
+    @property
+    def constrains(self) -> str:  # type: ignore[override]
+        return self.inner.constrains
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)

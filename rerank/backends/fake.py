@@ -13,14 +13,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from rerank.backends.base import Backend, Generation, Prompt
+from rerank.backends.base import Backend, Generation, Prompt, prompt_text
 from rerank.constraints import Constraint
 from rerank.errors import ConfigError
-
-
-def prompt_text(prompt: Prompt) -> str:
-    """The text of a prompt: itself, or its chat messages' contents joined by newlines."""
-    return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
 
 
 class FakeBackend(Backend):

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from rerank.backends.base import prompt_text
 from rerank.encoders import DEFAULT_ENCODER, EmbeddingSource, Encoder, is_embedding_source
 from rerank.errors import ConfigError
 from rerank.prompts import PromptTemplate
@@ -161,7 +162,7 @@ class E2Rank(Reranker):
         messages = self.template.render(query, [{"index": i + 1, "text": t} for i, t in enumerate(texts)])
         if self.template.meta.get("chat_template"):
             return self.encoder.chat(messages)
-        return "\n".join(m["content"] for m in messages)
+        return prompt_text(messages)
 
     def _doc_vectors(self, batch: Sequence[Candidates]) -> np.ndarray:
         """Embeddings of every candidate of ``batch`` in order: looked up, memoized or encoded now."""
