@@ -107,3 +107,9 @@ def _stemmer(language: str | None) -> Callable[[str], str] | None:
     if language not in Stemmer.algorithms():
         raise ConfigError(f"unknown stemmer {language!r}; choose None or one of {sorted(Stemmer.algorithms())}")
     return Stemmer.Stemmer(language).stemWord
+
+
+def truncate_words(text: str, max_words: int) -> str:
+    """The first ``max_words`` whitespace-separated words of ``text`` (``text`` itself when shorter)."""
+    words = text.split()
+    return text if len(words) <= max_words else " ".join(words[:max_words])

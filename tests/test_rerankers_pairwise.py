@@ -12,7 +12,7 @@ import pytest
 from rerank import Ranking, get
 from rerank.backends.fake import FakeBackend
 from rerank.errors import ConfigError
-from rerank.rerankers._windows import allpair_plan, pair_heapsort_plan, pair_sliding_plan
+from rerank.rerankers._strategies import PairSort
 from rerank.rerankers.pairwise import PRP
 
 SHUFFLED = [3, 7, 1, 9, 0, 5, 8, 2, 6, 4]
@@ -102,11 +102,12 @@ def test_plans_are_plain_generators():
 
     smaller_wins = lambda i, j: float(i < j)
     reverse = lambda i, j: float(i > j)
-    assert run(allpair_plan(4), reverse) == [3, 2, 1, 0]
-    assert run(pair_heapsort_plan(6, 2), reverse)[:2] == [5, 4]
-    assert run(pair_sliding_plan(5, 5), reverse) == [4, 3, 2, 1, 0]
-    assert run(pair_sliding_plan(5, 2), smaller_wins) == [0, 1, 2, 3, 4]
-    assert run(allpair_plan(1), reverse) == [0] and run(pair_heapsort_plan(0, 3), reverse) == []
+    plan = lambda variant, n, k=10: PairSort(variant=variant, top_k=k).plan(n)
+    assert run(plan("allpair", 4), reverse) == [3, 2, 1, 0]
+    assert run(plan("heapsort", 6, 2), reverse)[:2] == [5, 4]
+    assert run(plan("sliding", 5, 5), reverse) == [4, 3, 2, 1, 0]
+    assert run(plan("sliding", 5, 2), smaller_wins) == [0, 1, 2, 3, 4]
+    assert run(plan("allpair", 1), reverse) == [0] and run(plan("heapsort", 0, 3), reverse) == []
 
 
 def test_config_errors_and_repr():

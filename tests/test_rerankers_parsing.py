@@ -4,15 +4,8 @@ import pytest
 
 from rerank.errors import ConfigError
 from rerank.rerankers._parsing import Parsed, ParseLog, parse, parser_names
-from rerank.rerankers._windows import (
-    groups,
-    lockstep,
-    set_bubblesort_plan,
-    set_heapsort_plan,
-    sliding_plan,
-    sliding_windows,
-    truncate_words,
-)
+from rerank.rerankers._strategies import Groups, SetSort, SlidingWindow, lockstep, sliding_windows
+from rerank.text import truncate_words
 
 
 # -- permutation ----------------------------------------------------------------------------------
@@ -106,35 +99,35 @@ def test_sliding_windows_back_to_front():
     assert sliding_windows(5, 20, 10) == [(0, 5)]
     assert sliding_windows(0, 20, 10) == []
     with pytest.raises(ConfigError):
-        sliding_windows(10, 1, 1)
+        SlidingWindow(window=1, step=1)
 
 
 def test_groups_and_truncation():
-    assert groups(5, 2) == [[0, 1], [2, 3], [4]]
-    assert groups(0, 3) == []
+    assert next(Groups(group_size=3, anchors=1).plan(5)) == [[0, 1, 2], [0, 3, 4]]
+    assert next(Groups(group_size=2, anchors=0, calibrate="none").plan(5)) == [[0, 1], [2, 3], [4]]
     assert truncate_words("a b  c d", 2) == "a b" and truncate_words("a b", 5) == "a b"
 
 
 def _run(plan, judge):
     """Drive a single plan with ``judge(request) -> answer``."""
-    return lockstep([plan], lambda reqs: [judge(r) for _, r in reqs])[0]
+    return lockstep([plan], lambda reqs: [[judge(shown) for shown in r] for _, r in reqs])[0]
 
 
 def test_sliding_plan_bubbles_the_best_to_the_top():
     # the "model" sorts each window by doc index descending: doc 9 must end first
     sort_desc = lambda shown: sorted(range(len(shown)), key=lambda j: -shown[j])
-    order = _run(sliding_plan(10, 4, 2), sort_desc)
+    order = _run(SlidingWindow(window=4, step=2).plan(10), sort_desc)
     assert order[0] == 9 and sorted(order) == list(range(10))
-    two_passes = _run(sliding_plan(10, 4, 2, passes=2), sort_desc)
+    two_passes = _run(SlidingWindow(window=4, step=2, passes=2).plan(10), sort_desc)
     assert two_passes[:2] == [9, 8]
 
 
-@pytest.mark.parametrize("plan", [set_heapsort_plan, set_bubblesort_plan])
+@pytest.mark.parametrize("method", SetSort.METHODS)
 @pytest.mark.parametrize("n, k, size", [(10, 3, 3), (7, 7, 2), (1, 1, 3), (12, 5, 4), (2, 10, 3)])
-def test_setwise_plans_find_the_exact_top_k(plan, n, k, size):
+def test_setwise_plans_find_the_exact_top_k(method, n, k, size):
     value = [(i * 7) % n for i in range(n)]  # a fixed shuffle of relevances
     pick_max = lambda shown: max(range(len(shown)), key=lambda j: value[shown[j]])
-    order = _run(plan(n, k, size), pick_max)
+    order = _run(SetSort(method=method, set_size=size, k=k).plan(n), pick_max)
     assert sorted(order) == list(range(n))
     assert [value[i] for i in order[:k]] == sorted(value, reverse=True)[:k]
 
@@ -144,7 +137,8 @@ def test_lockstep_batches_the_same_step_of_every_plan():
 
     def answer(reqs):
         rounds.append(len(reqs))
-        return [list(range(len(r))) for _, r in reqs]
+        return [[list(range(len(shown))) for shown in r] for _, r in reqs]
 
-    lockstep([sliding_plan(10, 4, 2), sliding_plan(4, 4, 2), sliding_plan(0, 4, 2)], answer)
+    window = SlidingWindow(window=4, step=2)
+    lockstep([window.plan(10), window.plan(4), window.plan(0)], answer)
     assert rounds == [2, 1, 1, 1]

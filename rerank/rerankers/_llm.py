@@ -25,17 +25,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rerank.backends.base import Backend, Generation, Prompt
+from rerank.backends.base import Backend, Generation, Prompt, prompt_text
 from rerank.constraints import Constraint
 from rerank.errors import ConfigError
 from rerank.prompts import PromptTemplate
 from rerank.prompts import load as load_prompt
 from rerank.rerankers._parsing import Parsed, ParseLog
-from rerank.rerankers._strategies import Strategy
+from rerank.rerankers._strategies import Strategy, lockstep
 from rerank.rerankers._tasks import Messages, Task, Think
-from rerank.rerankers._windows import lockstep, truncate_words
 from rerank.rerankers.base import Reranker
 from rerank.stage import _same
+from rerank.text import truncate_words
 from rerank.types import Candidates
 
 BackendSpec = Backend | str
@@ -221,7 +221,7 @@ class LLMReranker(Reranker):
     def _batches(self, prompts: Sequence[Prompt], kinds: Sequence[Any]) -> list[list[int]]:
         """Indices grouped by kind, longest prompt first within a kind, cut into ``batch_size``."""
         by_kind: dict[Any, list[int]] = {}
-        for i in sorted(range(len(prompts)), key=lambda i: -len(_text(prompts[i]))):
+        for i in sorted(range(len(prompts)), key=lambda i: -len(prompt_text(prompts[i]))):
             by_kind.setdefault(kinds[i], []).append(i)
         size = self.settings.batch_size
         return [idx[s : s + size] for idx in by_kind.values() for s in range(0, len(idx), size)]
@@ -247,7 +247,7 @@ class LLMReranker(Reranker):
             items = [{"index": j + 1, "label": self.task.label(j), "text": truncate_words(cands.texts[p], words),
                       "docid": cands.docids[p], "score": scores[p]} for j, p in enumerate(shown)]
             messages = self.template.render(cands.query, items, **(items[0] if len(items) == 1 else {}))
-            used = self.llm.count_tokens(_text(messages))
+            used = self.llm.count_tokens(prompt_text(messages))
             if used <= budget:
                 return messages
             if words <= _MIN_WORDS:
@@ -296,7 +296,3 @@ def _arguments(aliases: dict[str, str], declared: dict[str, Any]) -> dict[str, t
     renamed = {v: k for k, v in aliases.items()}
     rows = [("settings", n) for n in SETTINGS[:2]] + [(part, f.name) for part in ("strategy", "task") for f in fields(declared[part])]
     return {renamed.get(f, f): (part, f) for part, f in rows + [("settings", n) for n in SETTINGS[2:]]}
-
-
-def _text(prompt: Prompt) -> str:
-    return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)

@@ -1,35 +1,40 @@
 """Strategies: how model calls are planned over one query's top ``depth`` candidates.
 
-A strategy turns the plans of :mod:`rerank.rerankers._windows` into one protocol: each step
-yields the prompts of that step (a list of shown-position lists), receives one answer value per
-prompt, and the plan finally returns the new order of the positions or one score per position.
-:func:`~rerank.rerankers._windows.lockstep` runs the plans of all queries together, so step ``t``
-of every query goes to the backend in one call.
+A strategy's *plan* is a generator for one query. Each step yields the prompts of that step (a
+list of shown-position lists), receives one answer per prompt, and finally returns the new order
+of the positions, or one score per position. :func:`lockstep` runs the plans of all queries
+together, so step ``t`` of every query goes to the backend in one call while the steps of one
+query stay sequential.
+
+The two sorting strategies share one heapsort and one bubblesort, written over a *pick*: a
+sub-plan that chooses the best of a few shown positions. Setwise picks in one call; PRP picks by
+a tournament of pairwise preferences.
 
 >>> plan = SinglePass().plan(3)
 >>> next(plan)
 [[0, 1, 2]]
+>>> sliding_windows(10, window=4, step=2)
+[(6, 10), (4, 8), (2, 6), (0, 4)]
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
+from rerank._progress import progress_bar
 from rerank.errors import ConfigError
 from rerank.rerankers._parsing import LABELS, ParseLog
-from rerank.rerankers._windows import (
-    Plan,
-    allpair_plan,
-    groups,
-    pair_heapsort_plan,
-    pair_sliding_plan,
-    set_bubblesort_plan,
-    set_heapsort_plan,
-    sliding_plan,
-)
+
+Plan = Generator[list[list[int]], list[Any], Any]
+Pick = Callable[[list[int]], Generator[list[list[int]], list[Any], int]]
+"""A sub-plan choosing the best of the shown positions; it returns the index of the best one."""
+
+TIE = 1e-9
+"""Preferences this close to 0.5 are ties (a model that always answers "A" gives 0.5 +- rounding)."""
 
 
 class Strategy:
@@ -63,7 +68,8 @@ class SinglePass(Strategy):
 
 @dataclass(frozen=True)
 class SlidingWindow(Strategy):
-    """RankGPT: a window of ``window`` slides from the bottom to the top, ``step`` at a time, ``passes`` times."""
+    """RankGPT: a window of ``window`` slides from the bottom to the top, ``step`` at a time,
+    ``passes`` times; each window's answer is a permutation of it."""
 
     window: int = 20
     step: int = 10
@@ -76,7 +82,13 @@ class SlidingWindow(Strategy):
             raise ConfigError(f"passes must be >= 1, got {self.passes}")
 
     def plan(self, n: int) -> Plan:
-        return _one_per_step(sliding_plan(n, self.window, self.step, self.passes))
+        order = list(range(n))
+        for _ in range(self.passes):
+            for start, end in sliding_windows(n, self.window, self.step):
+                shown = order[start:end]
+                perm = (yield [shown])[0]
+                order[start:end] = [shown[p] for p in perm]
+        return order
 
 
 @dataclass(frozen=True)
@@ -87,25 +99,31 @@ class SetSort(Strategy):
     method: str = "heapsort"
     set_size: int = 4
     k: int = 10
-    METHODS: ClassVar[dict[str, Any]] = {"heapsort": set_heapsort_plan, "bubblesort": set_bubblesort_plan}
+    METHODS: ClassVar[tuple[str, ...]] = ("heapsort", "bubblesort")
 
     def __post_init__(self) -> None:
         if self.method not in self.METHODS:
-            raise ConfigError(f"unknown setwise method {self.method!r}; choose one of {tuple(self.METHODS)}")
+            raise ConfigError(f"unknown setwise method {self.method!r}; choose one of {self.METHODS}")
         if not 2 <= self.set_size <= len(LABELS):
             raise ConfigError(f"set_size must be between 2 and {len(LABELS)}, got {self.set_size}")
         if self.k < 1:
             raise ConfigError(f"k must be >= 1, got {self.k}")
 
     def plan(self, n: int) -> Plan:
-        return _one_per_step(self.METHODS[self.method](n, self.k, self.set_size))
+        def pick(shown: list[int]) -> Generator[list[list[int]], list[Any], int]:
+            return (yield [shown])[0]
+
+        if self.method == "heapsort":
+            return heapsort(n, self.k, self.set_size - 1, pick)
+        return bubblesort(n, self.k, self.set_size, pick)
 
 
 @dataclass(frozen=True)
 class PairSort(Strategy):
     """Pairwise sorting (PRP): ``"allpair"``, ``"heapsort"`` (top ``top_k``) or ``"sliding"``
     (``top_k`` bubble passes). Every pair is asked in both orders and the two answers (P(first))
-    are averaged into p(i over j), which cancels position bias; no pair is asked twice."""
+    are averaged into p(i over j), which cancels position bias; no pair is asked twice. Ties go
+    to the document the first stage ranked higher."""
 
     variant: str = "heapsort"
     top_k: int = 10
@@ -118,11 +136,44 @@ class PairSort(Strategy):
             raise ConfigError(f"top_k must be positive, got {self.top_k}")
 
     def plan(self, n: int) -> Plan:
-        if self.variant == "allpair":
-            return _both_orders(allpair_plan(n))
+        known: dict[tuple[int, int], float] = {}
+
+        def prefer(pairs: list[tuple[int, int]]) -> Generator[list[list[int]], list[Any], list[float]]:
+            """p(i over j) for each pair, asking the new ones in both orders in one step."""
+            new = list(dict.fromkeys(p for p in pairs if p not in known))
+            firsts = (yield [list(order) for i, j in new for order in ((i, j), (j, i))]) if new else []
+            for m, (i, j) in enumerate(new):
+                known[i, j] = (firsts[2 * m] + 1.0 - firsts[2 * m + 1]) / 2.0
+                known[j, i] = 1.0 - known[i, j]
+            return [known[p] for p in pairs]
+
+        def beats(a: int, b: int) -> Generator[list[list[int]], list[Any], bool]:
+            p = (yield from prefer([(a, b)]))[0]
+            return p > 0.5 + TIE or (abs(p - 0.5) <= TIE and a < b)
+
+        def pick(shown: list[int]) -> Generator[list[list[int]], list[Any], int]:
+            """The first shown position (the incumbent) against the best of the others."""
+            best = 1
+            for c in range(2, len(shown)):
+                if (yield from beats(shown[c], shown[best])):
+                    best = c
+            return best if (yield from beats(shown[best], shown[0])) else 0
+
         if self.variant == "heapsort":
-            return _both_orders(pair_heapsort_plan(n, self.top_k))
-        return _both_orders(pair_sliding_plan(n, self.top_k))
+            return heapsort(n, self.top_k, 2, pick)
+        if self.variant == "sliding":
+            return bubblesort(n, self.top_k, 2, pick)
+        return self._allpair(n, prefer)
+
+    @staticmethod
+    def _allpair(n: int, prefer: Callable[[list[tuple[int, int]]], Any]) -> Plan:
+        """Every pair at once; sorted by summed preference (ties keep the input order)."""
+        pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+        wins = np.zeros(n)
+        for (i, j), p in zip(pairs, (yield from prefer(pairs))):
+            wins[i] += p
+            wins[j] += 1.0 - p
+        return np.argsort(-np.round(wins / TIE) * TIE, kind="stable").tolist()
 
     def info(self, log: ParseLog) -> dict[str, Any]:
         return {"comparisons": log.answers // 2}
@@ -148,8 +199,8 @@ class Groups(Strategy):
             raise ConfigError("calibrate='anchor' needs anchors >= 1; pass anchors=1 or calibrate='none'")
 
     def plan(self, n: int) -> Plan:
-        a = min(self.anchors, n)
-        shown = [list(range(a)) + [a + p for p in g] for g in groups(n - a, self.group_size - a)] or [list(range(a))]
+        a, size = min(self.anchors, n), self.group_size - self.anchors
+        shown = [list(range(a)) + list(range(s, min(s + size, n))) for s in range(a, n, size)] or [list(range(a))]
         shown = [g for g in shown if g]
         parts = [np.asarray(s, dtype=np.float64) for s in ((yield shown) if shown else [])]
         calibrated = a and self.calibrate == "anchor"
@@ -161,28 +212,85 @@ class Groups(Strategy):
         return sums / np.maximum(counts, 1)
 
 
-def _one_per_step(plan: Plan) -> Plan:
-    """A plan that asks one prompt per step, in the list-of-prompts protocol."""
-    try:
-        request = next(plan)
+# -- the shared sorts and windows ---------------------------------------------------------------
+def heapsort(n: int, k: int, arity: int, pick: Pick) -> Plan:
+    """Top-``k`` by an ``arity``-ary max-heap whose sift-down picks the best of a parent and its
+    children; the rest keep their input order."""
+    heap = list(range(n))
+
+    def sift_down(i: int, size: int) -> Plan:
         while True:
-            request = plan.send((yield [request])[0])
-    except StopIteration as stop:
-        return stop.value
+            group = [i] + [c for c in range(arity * i + 1, arity * i + arity + 1) if c < size]
+            if len(group) == 1:
+                return
+            best = group[(yield from pick([heap[g] for g in group]))]
+            if best == i:
+                return
+            heap[i], heap[best] = heap[best], heap[i]
+            i = best
+
+    for parent in reversed(range((n - 2) // arity + 1 if n > 1 else 0)):
+        yield from sift_down(parent, n)
+    top: list[int] = []
+    for size in range(n, max(n - k, 0), -1):
+        top.append(heap[0])
+        if len(top) == k or size == 1:
+            break
+        heap[0] = heap[size - 1]
+        yield from sift_down(0, size - 1)
+    chosen = set(top)
+    return top + [i for i in range(n) if i not in chosen]
 
 
-def _both_orders(plan: Plan) -> Plan:
-    """A pairwise plan whose pairs are asked in both orders (new pairs only), answered with p(i over j)."""
-    known: dict[tuple[int, int], float] = {}
-    try:
-        pairs = next(plan)
+def bubblesort(n: int, k: int, set_size: int, pick: Pick) -> Plan:
+    """Top-``k`` by ``k`` bottom-up sweeps of a sliding set; each sweep moves the pick of every
+    set to the set's top, so after sweep ``t`` position ``t`` is final."""
+    order = list(range(n))
+    for top in range(min(k, n - 1)):
+        end = n
         while True:
-            new = list(dict.fromkeys(p for p in pairs if p not in known))
-            firsts = (yield [list(order) for i, j in new for order in ((i, j), (j, i))]) if new else []
-            for k, (i, j) in enumerate(new):
-                known[(i, j)] = (firsts[2 * k] + 1.0 - firsts[2 * k + 1]) / 2.0
-                known[(j, i)] = 1.0 - known[(i, j)]
-            pairs = plan.send([known[p] for p in pairs])
-    except StopIteration as stop:
-        return stop.value
+            start = max(top, end - set_size)
+            best = yield from pick(order[start:end])
+            order.insert(start, order.pop(start + best))
+            if start == top:
+                break
+            end = start + 1
+    return order
 
+
+def sliding_windows(n: int, window: int, step: int) -> list[tuple[int, int]]:
+    """``(start, end)`` windows over the first ``n`` positions, from the back to the front: the
+    last one ends at ``n``, each next one starts ``step`` earlier, until one starts at 0."""
+    out, end = [], n
+    while end > 0:
+        out.append((max(0, end - window), end))
+        if end <= window:
+            break
+        end -= step
+    return out
+
+
+def lockstep(plans: Sequence[Plan], answer: Callable[[list[tuple[int, Any]]], list[Any]],
+             progress: bool | None = None, desc: str = "") -> list[Any]:
+    """Run ``plans`` together: each round, ``answer`` gets every pending ``(plan index, request)``
+    and returns one answer per request, in order. Returns each plan's result."""
+    results: list[Any] = [None] * len(plans)
+    pending: dict[int, Any] = {}
+
+    def advance(i: int, value: Any) -> None:
+        try:
+            pending[i] = plans[i].send(value)
+        except StopIteration as stop:
+            pending.pop(i, None)
+            results[i] = stop.value
+
+    for i in range(len(plans)):
+        advance(i, None)
+    for _ in progress_bar(iter(lambda: bool(pending), False), desc, progress, unit="round"):
+        requests = list(pending.items())
+        answers = answer(requests)
+        if len(answers) != len(requests):
+            raise RuntimeError(f"answer() returned {len(answers)} answers for {len(requests)} requests")
+        for (i, _), a in zip(requests, answers):
+            advance(i, a)
+    return results

@@ -31,7 +31,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from rerank.errors import BackendError, ConfigError, DataError
-from rerank.rerankers._windows import truncate_words
+from rerank.text import truncate_words
 from rerank.serve.auth import BearerAuth
 from rerank.serve.batching import Batcher, QueueFull
 from rerank.serve.config import ServeConfig
