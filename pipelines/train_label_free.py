@@ -5,7 +5,9 @@ synthetic queries (``rerank.train``; the corpus is the only input), then compare
 
 * ``BM25`` (the baseline of the paired t-test);
 * ``BM25 top-D >> bi-encoder`` (the offline MiniLM, rescoring with the dense index's embeddings);
-* ``BM25 top-D >> CE[<generator>]`` (the trained cross-encoder).
+* ``BM25 top-D >> CE[<generator>]`` (the trained cross-encoder; ``CE[<generator>+distill]`` when it
+  learned a label-free teacher's scores, ``--data distill``: by default the fusion of BM25 and the
+  MiniLM bi-encoder, over the same synthetic queries).
 
 Reported: nDCG@10 with paired t-test p-values against BM25, wins/losses, training minutes, rerank
 milliseconds per query, and the data counts (generated, kept by the round-trip filter). A model
@@ -34,6 +36,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus", "cranfield"])
     p.add_argument("--generators", nargs="+", default=["sentence", "llm"], choices=["sentence", "title", "llm"])
+    p.add_argument("--data", nargs="+", default=["synthetic"], choices=["synthetic", "distill"],
+                   help="training data from the synthetic queries: their source documents as positives (synthetic), "
+                        "a teacher's scores (distill), or both")
+    p.add_argument("--teacher", default="bm25 % 100 | dense % 100", help="teacher stage for --data distill (label-free)")
     p.add_argument("--out", type=Path, default=Path("results/train"))
     p.add_argument("--depth", type=int, default=100, help="BM25 candidates reranked per query")
     p.add_argument("--eval-limit", type=int, help="evaluate on the first N judged test queries only (never used in training)")
@@ -63,15 +69,16 @@ def main() -> None:
         start = time.perf_counter()
         runs[f"BM25 top-{args.depth} >> bi-encoder"] = (build("dense", ds)(candidates), _ms(start, qids), None)
         for gen in args.generators:
-            settings = TrainSettings(data=("synthetic",), generator=gen, backend=args.backend, num_documents=args.num_documents,
+            settings = TrainSettings(data=tuple(args.data), teacher=args.teacher, generator=gen, backend=args.backend, num_documents=args.num_documents,
                                      clusters=args.clusters, num_negatives=args.num_negatives, epochs=args.epochs,
                                      batch_size=args.batch_size, max_length=args.max_length, learning_rate=args.learning_rate,
                                      bf16=args.bf16, seed=args.seed)
-            folder = args.out / f"{ds.name}-{gen}"
+            label = "+".join([gen, *(d for d in args.data if d != "synthetic")])
+            folder = args.out / f"{ds.name}-{label}"
             record = _reuse(folder, settings) or train_cross_encoder(ds, folder, settings)
             ce = build(f"cross-encoder(model='{folder}', truncation='truncate', batch_size=32)", ds)
             start = time.perf_counter()
-            runs[f"BM25 top-{args.depth} >> CE[{gen}]"] = (ce(candidates), _ms(start, qids), record)
+            runs[f"BM25 top-{args.depth} >> CE[{label}]"] = (ce(candidates), _ms(start, qids), record)
         base = evaluate_per_query(runs["BM25"][0], ds, ["ndcg@10"])["ndcg@10"]
         base = base[base.index.isin(qids)]  # the evaluated queries only, also under --eval-limit
         for system, (run, ms, record) in runs.items():

@@ -118,6 +118,10 @@ def test_bright_excluded_ids_and_published_layout(tmp_path):
     assert len(pub.corpus()) == 3
     with pytest.raises(DataError, match="long-document"):
         BrightDataset.from_published(tmp_path, "pony", long=True).qrels()
+    with gzip.open(tmp_path / "documents" / "pony.jsonl.gz", "wt") as f:  # documents of another release
+        f.write(json.dumps({"id": "pony/other.txt", "content": "x"}) + "\n")
+    with pytest.raises(DataError, match="none of the 1 judged documents is in the corpus"):
+        BrightDataset.from_published(tmp_path, "pony").qrels()
 
 
 def test_ir_datasets_ids_load_from_local_files(tmp_path):

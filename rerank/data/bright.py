@@ -79,19 +79,21 @@ class BrightDataset(Dataset):
 
     @cache
     def qrels(self) -> dict[str, dict[str, int]]:
+        """The judgments, checked against the queries and, when documents were given, the corpus."""
         if self.long:
             qrels = {e["id"]: {d: 1 for d in _ids(e["gold_ids_long"]) if d != "N/A"} for e in self._records()}
             qrels = {q: docs for q, docs in qrels.items() if docs}
             if not qrels:
                 raise DataError(f"{self.name}: BRIGHT has no long-document setting for this task")
-            return qrels
-        if self.folder is not None:
+        elif self.folder is not None:
             stem = "qrels/test.tsv" if self.qrels_variant == "original" else f"qrels/test.{self.qrels_variant}.tsv"
             path = find_file(self.folder, stem)
             if path is None:
                 raise DataError(f"{self.name}: {self.folder / stem} not found (variants: original, anserini-fixed)")
-            return self._checked_qrels(read_qrels(path))
-        return {e["id"]: {d: 1 for d in _ids(e["gold_ids"])} for e in self._records()}
+            qrels = read_qrels(path)
+        else:
+            qrels = {e["id"]: {d: 1 for d in _ids(e["gold_ids"])} for e in self._records()}
+        return self._checked_qrels(qrels, {d.docid for d in self.corpus()} if self.documents is not None else None)
 
     def exclusions(self) -> dict[str, set[str]]:
         return {e["id"]: set(_ids(e["excluded_ids"])) - {"N/A"} for e in self._records() if e["excluded_ids"]}
