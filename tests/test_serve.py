@@ -330,6 +330,13 @@ def test_config_file_and_set_flags(tmp_path):
         ServeConfig().replace(max_docs=3)
     with pytest.raises(ConfigError, match="max_queue must be a positive integer"):
         ServeConfig(max_queue=0)
+    # a word is not a switch: allow_public=no must never open a public bind without a key
+    for bad, message in [("allow_public=no", "allow_public must be true or false, got 'no'"),
+                         ("port='abc'", "port must be an integer"), ("request_timeout=inf", "finite")]:
+        args = _parser().parse_args(["serve", "--pipeline", "biencoder", "--set", bad])
+        with pytest.raises(ConfigError, match=message):
+            config_from_args(args)
+    assert config_from_args(_parser().parse_args(["serve", "--set", "allow_public=true"])).allow_public is True
 
 
 # -- load: concurrent clients, nothing lost or mixed up -------------------------------------------

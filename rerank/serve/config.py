@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -71,12 +72,18 @@ class ServeConfig:
     allow_public: bool = False
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not _has_type(value, f.type):
+                raise ConfigError(f"serve setting {f.name} must be {_TYPE_NAMES[f.type]}, got {value!r}")
         positive = ("max_body_bytes", "max_documents", "max_query_chars", "max_doc_chars", "max_top_n",
                     "max_batch_requests", "max_batch_documents", "max_queue")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"serve setting {name} must be a positive integer, got {value!r}")
+        if not math.isfinite(self.request_timeout):
+            raise ConfigError(f"serve setting request_timeout must be a finite number of seconds, got {self.request_timeout!r}")
         if not 0 <= self.batch_wait_ms <= 1000:
             raise ConfigError(f"serve setting batch_wait_ms must be within 0..1000, got {self.batch_wait_ms!r}")
         if not self.request_timeout > 0:
@@ -119,3 +126,19 @@ class ServeConfig:
         """The request limits by name, as shown by ``GET /health`` and the docs."""
         names = ("max_body_bytes", "max_documents", "max_query_chars", "max_doc_chars", "max_top_n")
         return {n: getattr(self, n) for n in names}
+
+
+_TYPE_NAMES = {"str": "a string", "str | None": "a string", "int": "an integer", "float": "a number",
+               "bool": "true or false"}
+
+
+def _has_type(value: Any, annotation: str) -> bool:
+    """Whether ``value`` fits a field annotated ``annotation`` (a bool is not a number, a word is not a bool)."""
+    if annotation == "str | None":
+        return value is None or isinstance(value, str)
+    if annotation == "bool":
+        return isinstance(value, bool)
+    numeric = (int,) if annotation == "int" else (int, float) if annotation == "float" else None
+    if numeric is not None:
+        return isinstance(value, numeric) and not isinstance(value, bool)
+    return isinstance(value, str)
