@@ -129,7 +129,8 @@ def test_jina_and_vllm_request_shapes(ce_url, cross_encoder):
     jina = {"model": "jina-reranker-v2-base-multilingual", "query": FLEA, "top_n": 3, "documents": DOCS,
             "return_documents": True}
     vllm = {"model": "BAAI/bge-reranker-base", "query": FLEA, "documents": DOCS}
-    for body, n in ((jina, 3), (vllm, 4)):
+    vllm_defaults = {**vllm, "top_n": 0, "max_tokens_per_doc": 512}  # what vLLM's client sends by default
+    for body, n in ((jina, 3), (vllm, 4), (vllm_defaults, 4)):
         out = httpx.post(f"{ce_url}/rerank", json=body, timeout=60).json()
         assert_same_ranking([(r["index"], r["relevance_score"]) for r in out["results"]], expected.top_k(n))
         assert [r["document"]["text"] for r in out["results"]] == [DOCS[int(r.docid)] for r in expected.top_k(n)]

@@ -57,7 +57,7 @@ def env(tmp_path_factory):
     ({"data": ("labels",)}, "sources"), ({"data": ()}, "sources"), ({"data": ("qrels", "qrels")}, "distinct"),
     ({"generator": "gpt"}, "generator"), ({"num_negatives": 0}, "num_negatives"), ({"num_documents": 2.5}, "num_documents"),
     ({"teacher_docs": 50}, "teacher_docs"), ({"epochs": 0}, "epochs"), ({"learning_rate": float("nan")}, "learning_rate"),
-    ({"nosuch": 1}, "unknown training settings"),
+    ({"nosuch": 1}, "unknown training settings"), ({"distill_loss": "bce"}, "labels in \\[0, 1\\]"),
 ])
 def test_bad_settings_are_refused(changes, message):
     with pytest.raises(ConfigError, match=message):
@@ -77,6 +77,12 @@ def test_leakage_guard_refuses_overlapping_train_and_test_ids(env, tmp_path):
     leaky_ds = BeirDataset(leaky)
     with pytest.raises(DataError, match="also test query ids.*refusing"):
         labelled_queries(leaky_ds, training_split(leaky_ds))
+    # test qrels that cannot be read must not switch the guard off
+    (leaky / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nnot-a-query\t4983\t1\n")
+    broken = BeirDataset(leaky)
+    with pytest.raises(DataError, match="none of the 1 judged queries"):
+        labelled_queries(broken, training_split(broken))
+    assert TrainSettings().with_(distill_loss="bce", teacher_scale=1.0).distill_loss == "bce"
 
 
 def test_training_queries_equal_to_a_test_query_are_dropped_and_counted(env, tmp_path):

@@ -3,7 +3,7 @@
 =================  ===========================================================================
 ``POST /v1/rerank``  Cohere v1 rerank (``return_documents`` adds ``document.text``)
 ``POST /v2/rerank``  Cohere v2 rerank (``max_tokens_per_doc`` cuts documents to that many words)
-``POST /rerank``     Jina / vLLM rerank (documents come back by default; ``usage`` counts words)
+``POST /rerank``     Jina / vLLM rerank (documents come back by default, ``top_n: 0`` is all; ``usage`` counts words)
 ``POST /v1/search``  query -> top ``top_n`` of the whole pipeline over its corpus
 ``GET /health``      status, pipeline, endpoints and limits (never needs the API key)
 ``GET /v1/models``   the served model, in OpenAI's (``data``) and Cohere's (``models``) list shapes

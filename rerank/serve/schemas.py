@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError, field_validator
 
 from rerank.serve.config import ServeConfig
 from rerank.serve.errors import ApiError, limit_error
@@ -44,9 +44,16 @@ class CohereV2Request(RerankRequest):
 
 
 class JinaRequest(RerankRequest):
-    """Jina's and vLLM's ``/rerank`` (documents come back unless ``return_documents`` is false)."""
+    """Jina's and vLLM's ``/rerank`` (documents come back unless ``return_documents`` is false;
+    ``top_n: 0``, vLLM's default, means every document)."""
 
     return_documents: StrictBool = True
+    max_tokens_per_doc: StrictInt | None = None
+
+    @field_validator("top_n")
+    @classmethod
+    def _zero_is_every_document(cls, top_n: int | None) -> int | None:
+        return None if top_n == 0 else top_n
 
 
 class SearchRequest(_Request):

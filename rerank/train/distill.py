@@ -18,15 +18,8 @@ import numpy as np
 
 from rerank.cache import CallStore, default_path
 from rerank.data import Dataset
-from rerank.types import Doc, Ranking
-
-
-def corpus_fingerprint(docs: Sequence[Doc]) -> str:
-    """sha256 of every document's id, title and text, in order."""
-    h = hashlib.sha256()
-    for d in docs:
-        h.update(json.dumps([d.docid, d.title, d.text], ensure_ascii=False).encode())
-    return h.hexdigest()
+from rerank.index_cache import dataset_fingerprint
+from rerank.types import Ranking
 
 
 class TeacherScores:
@@ -38,7 +31,7 @@ class TeacherScores:
         self.expr, self.dataset, self.depth = teacher, dataset, depth
         self.identity = repr(build(teacher))  # validates the expression without indexing anything
         self.store = CallStore(cache or default_path())
-        self.fingerprint = corpus_fingerprint(dataset.corpus())
+        self.fingerprint = dataset_fingerprint(dataset)
         self.hits = self.misses = 0
 
     def _key(self, query: str) -> str:

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rerank.data import Dataset
+from rerank.data.beir import BeirDataset
 from rerank.errors import DataError
+from rerank.io import find_file
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,6 @@ def training_split(collection: Dataset, split: str = "train", train_dataset: str
         from rerank.data import load
 
         return load(train_dataset)
-    from rerank.data.beir import BeirDataset
-
     if not isinstance(collection, BeirDataset):
         raise DataError(f"{collection.name}: pass train_dataset= (e.g. irds:<id of its train split>) for labelled training")
     if split == collection.split:
@@ -36,11 +36,11 @@ def training_split(collection: Dataset, split: str = "train", train_dataset: str
 
 
 def test_qids(collection: Dataset) -> dict[str, str]:
-    """``{qid: text}`` of the collection's evaluation queries (none when it has no judgments)."""
-    try:
-        judged = collection.qrels()
-    except (DataError, FileNotFoundError):
+    """``{qid: text}`` of the collection's evaluation queries (none when a BEIR folder has no qrels
+    file for its split). Unreadable or mismatched qrels raise: the leakage guard never turns itself off."""
+    if isinstance(collection, BeirDataset) and find_file(collection.path, f"qrels/{collection.split}.tsv") is None:
         return {}
+    judged = collection.qrels()
     texts = {q.qid: q.text for q in collection.queries()}
     return {q: texts.get(q, "") for q in judged}
 

@@ -99,6 +99,9 @@ class TrainSettings:
             raise ConfigError("train for epochs > 0 or max_steps > 0")
         if not (0 < self.learning_rate < 1) or not (0 <= self.warmup_ratio < 1) or self.teacher_scale <= 0:
             raise ConfigError("learning_rate must be in (0, 1), warmup_ratio in [0, 1), teacher_scale > 0")
+        if self.distill_loss == "bce" and not (self.teacher_norm == "minmax" and self.teacher_scale <= 1):
+            raise ConfigError("distill_loss='bce' needs teacher labels in [0, 1]: teacher_norm='minmax' and "
+                              f"teacher_scale <= 1 (got {self.teacher_norm!r}, {self.teacher_scale}); or use margin-mse")
         if self.max_length < 16 or self.min_words < 0:
             raise ConfigError("max_length must be at least 16 and min_words >= 0")
 

@@ -8,6 +8,7 @@ and dropout.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,8 @@ def fit(model: Any, tables: dict[str, tuple[Any, str]], out: Path, s: TrainSetti
     steps = s.max_steps if s.max_steps > 0 else max(1, int(s.epochs * -(-total // s.batch_size)))
     args = CrossEncoderTrainingArguments(
         output_dir=str(checkpoints), num_train_epochs=s.epochs, max_steps=s.max_steps,
-        per_device_train_batch_size=s.batch_size, learning_rate=s.learning_rate, warmup_steps=s.warmup_ratio,
+        per_device_train_batch_size=s.batch_size, learning_rate=s.learning_rate,
+        warmup_steps=math.ceil(steps * s.warmup_ratio),  # steps, not a ratio: older transformers read 0.1 as 0.1 steps
         seed=s.seed, data_seed=s.seed, bf16=s.bf16, logging_steps=max(1, steps // 50), logging_first_step=True,
         save_strategy="steps", save_steps=s.save_steps, save_total_limit=2, report_to="none",
         disable_tqdm=not progress_enabled(s.progress, steps), dataloader_num_workers=0,
