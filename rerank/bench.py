@@ -69,9 +69,15 @@ class Grid:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], name: str = "grid", where: str = "grid") -> Grid:
+        stray = sorted(set(raw) - {"grid", "pipelines", "datasets"})
+        if stray:
+            raise ConfigError(f"{where}: unknown top-level keys {stray} (settings belong in the [grid] table, "
+                              "written before it; known tables: grid, pipelines)")
         settings = raw.get("grid", {})
         if not isinstance(settings, dict):
             raise ConfigError(f"{where}: [grid] must be a table of settings ({', '.join(_SETTINGS)})")
+        if "datasets" in raw and "datasets" in settings:
+            raise ConfigError(f"{where}: datasets is given twice (top level and in [grid]); keep one")
         unknown = set(settings) - set(_SETTINGS)
         if unknown:
             raise ConfigError(f"{where}: unknown [grid] settings {sorted(unknown)}; known: {', '.join(_SETTINGS)}")

@@ -4,19 +4,25 @@
 query ids, timings, LLM usage, versions, or the error). A cell whose record says it is done with the
 same settings is not run again. The output of a shared pipeline prefix is kept under
 ``<out>/<dataset>/prefixes/`` (JSON, every column, exact floats) with its settings, and reused by a
-later run that needs the same prefix with the same settings. While a run works on a cell it holds ``<system>.lock`` (created
-exclusively, with the owner's host and pid), so two runs of one grid into one folder never run a
-cell twice; a lock left by a process that died is taken over. Records are written to a temporary
-file and renamed, so a reader never sees half a record.
+later run that needs the same prefix with the same settings. While a run works on a cell it holds
+``<system>.lock`` (the owner's host and pid), so two runs of one grid into one folder never run a
+cell twice; a lock left by a process that died is taken over. Locks are read, taken, taken over and
+released only while holding an OS file lock (``flock``) on ``<dataset>/.lock-guard``, so two runs
+can never both take one cell. Records, runs and prefixes are written to a temporary file and
+renamed, so a reader never sees half of one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import json
 import os
 import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +60,7 @@ class CellStore:
     def write(self, dataset: str, system: str, record: dict[str, Any]) -> None:
         path = self.record_path(dataset, system)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
-        os.replace(tmp, path)
+        _replace(path, json.dumps(record, indent=1, default=str))
 
     # -- shared prefixes -----------------------------------------------------------------------------
     def prefix_path(self, dataset: str, key: str) -> Path:
@@ -83,7 +87,7 @@ class CellStore:
             text = json.dumps(data)
         except (TypeError, ValueError):
             return  # a column JSON cannot hold exactly (arrays): not kept, computed again when needed
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = _temporary(path)
         with gzip.open(tmp, "wt", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
@@ -93,26 +97,49 @@ class CellStore:
         return self.run_path(dataset, system).with_suffix(".lock")
 
     def lock(self, dataset: str, system: str) -> str | None:
-        """Take the cell's lock; None when taken, else who holds it (``host:pid``)."""
+        """Take the cell's lock; None when taken (or already ours), else who holds it (``host:pid``)."""
         path = self.lock_path(dataset, system)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        me = f"{socket.gethostname()}:{os.getpid()}"
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = _read(path)
-                if owner == me or not _alive(owner):
-                    path.unlink(missing_ok=True)  # our own leftover, or its process is gone
-                    continue
+        with _guard(path.parent):
+            owner = _read(path)
+            if owner and owner != _me() and _alive(owner):
                 return owner
-            with os.fdopen(fd, "w") as f:
-                f.write(me)
+            _replace(path, _me())  # free, ours, or left by a process that is gone
             return None
-        return _read(path) or "another run"
 
     def unlock(self, dataset: str, system: str) -> None:
-        self.lock_path(dataset, system).unlink(missing_ok=True)
+        """Release the cell's lock if this process holds it."""
+        path = self.lock_path(dataset, system)
+        with _guard(path.parent):
+            if _read(path) == _me():
+                path.unlink(missing_ok=True)
+
+
+def _me() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@contextmanager
+def _guard(folder: Path) -> Iterator[None]:
+    """Hold the folder's lock guard (an exclusive ``flock``) while cell locks are read or changed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock-guard", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _temporary(path: Path) -> Path:
+    """A temporary name beside ``path``, unique across processes and hosts."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a temporary file, then a rename)."""
+    tmp = _temporary(path)
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _read(path: Path) -> str:

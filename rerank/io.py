@@ -13,6 +13,8 @@ import gzip
 import json
 import logging
 import math
+import os
+import uuid
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -195,10 +197,13 @@ def _put_once(table: dict[str, dict[str, Any]], qid: str, docid: str, value: Any
 
 
 def write_trec_run(frame: pd.DataFrame, path: str | Path, tag: str) -> None:
-    """Write ``qid Q0 docid rank score tag`` lines, ``tag`` with whitespace replaced."""
+    """Write ``qid Q0 docid rank score tag`` lines, ``tag`` with whitespace replaced; scores at full
+    precision (shortest round-trip form), so a run read back ranks and scores exactly as written."""
     tag = "_".join(tag.split()) or "rerank"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # renamed when complete: never half a run
+    with open(tmp, "w", encoding="utf-8") as f:
         for q, d, r, s in zip(frame["qid"], frame["docid"], frame["rank"], frame["score"]):
-            f.write(f"{q} Q0 {d} {int(r)} {float(s):.6f} {tag}\n")
+            f.write(f"{q} Q0 {d} {int(r)} {float(s)!r} {tag}\n")
+    os.replace(tmp, path)

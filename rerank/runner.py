@@ -358,30 +358,31 @@ class Runner:
         records: dict[tuple[str, str], CellRecord] = {}
         pending: list[Cell] = []
         locked: list[Cell] = []
-        for cell in cells:
-            key = (cell.dataset.label, cell.system)
-            if self.store is None:
-                pending.append(cell)
-                continue
-            if self.store.done(cell.dataset.label, cell.system, self.saved_settings(cell)):
-                continue
-            holder = self.store.lock(cell.dataset.label, cell.system)
-            if holder is not None:
-                records[key] = CellRecord(*key, cell.expression, "missing", f"being run by {holder}")
-                continue
-            locked.append(cell)
-            if self.store.done(cell.dataset.label, cell.system, self.saved_settings(cell)):
-                continue  # another run finished it between the check and the lock
-            pending.append(cell)
-        executor = executor_from_spec(self.executor)
+        executor: Executor | None = None
         try:
+            for cell in cells:
+                key = (cell.dataset.label, cell.system)
+                if self.store is None:
+                    pending.append(cell)
+                    continue
+                if self.store.done(cell.dataset.label, cell.system, self.saved_settings(cell)):
+                    continue
+                holder = self.store.lock(cell.dataset.label, cell.system)
+                if holder is not None:
+                    records[key] = CellRecord(*key, cell.expression, "missing", f"being run by {holder}")
+                    continue
+                locked.append(cell)
+                if self.store.done(cell.dataset.label, cell.system, self.saved_settings(cell)):
+                    continue  # another run finished it between the check and the lock
+                pending.append(cell)
+            executor = executor_from_spec(self.executor)
             for record in progress_bar(self._execute(pending, executor), "cells", progress, total=len(pending), unit="cell"):
                 records[record.dataset, record.system] = record
                 self._save(record)
         finally:
-            if self.executor is None or isinstance(self.executor, str):
+            if executor is not None and (self.executor is None or isinstance(self.executor, str)):
                 executor.close()
-            for cell in locked:
+            for cell in locked:  # also when the executor failed to start: no lock outlives this run
                 self.store.unlock(cell.dataset.label, cell.system)  # type: ignore[union-attr]
         return {(c.dataset.label, c.system): records.get((c.dataset.label, c.system)) or self.saved(c) for c in cells}
 
@@ -441,7 +442,10 @@ class Runner:
             return CellRecord.from_json(data)
         if not path.is_file():
             return CellRecord(*key, cell.expression, "error", "the run file is missing")
-        return CellRecord.from_json(data, Ranking.read_trec(path))
+        try:
+            return CellRecord.from_json(data, Ranking.read_trec(path))
+        except DataError as e:
+            return CellRecord(*key, cell.expression, "error", f"the saved run cannot be read: {e}")
 
 
 def plan_prefixes(cells: Sequence[Cell]) -> list[tuple[str, int] | None]:

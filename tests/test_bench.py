@@ -99,6 +99,8 @@ def test_command_line_runs_a_grid_file_with_limit(tmp_path, capsys):
     ({"datasets": ["scifact"], "pipelines": {"a": "bm25"}, "grid": {"baseline": "b"}}, "baseline 'b'"),
     ({"datasets": ["scifact"], "pipelines": {"a": "bm25"}, "grid": {"limt": 3}}, "unknown"),
     ({"datasets": ["scifact", "scifact"], "pipelines": {"a": "bm25"}}, "labels repeat"),
+    ({"limit": 5, "datasets": ["scifact"], "pipelines": {"a": "bm25"}}, r"unknown top-level keys \['limit'\]"),
+    ({"datasets": ["scifact"], "pipelines": {"a": "bm25"}, "grid": {"datasets": ["nfcorpus"]}}, "given twice"),
 ])
 def test_bad_grids_say_what_is_wrong(raw, message):
     with pytest.raises(ConfigError, match=message):

@@ -18,6 +18,7 @@ from rerank.cli import main
 from rerank.data import load
 from rerank.metrics import parse_metrics
 from rerank.retrievers.bm25 import BM25
+from rerank.types import Ranking
 from rerank.retrievers.run import RunRetriever
 from rerank.significance import correct, pvalue, wins_losses_ties
 
@@ -310,3 +311,23 @@ def test_a_saved_cell_is_not_reused_after_its_data_changed(tmp_path):
 
     assert run(["caffeine in coffee", "bone fractures", "coffee beans"]) < 1.0   # d1 and d3 tie on "coffee"
     assert run(["caffeine", "bone fractures", "coffee beans"]) == 1.0            # edited: run again, not reused
+
+
+def test_saved_runs_keep_full_precision_and_an_unreadable_one_fails_its_cell(tmp_path):
+    ds = load("trec-dl-2019")
+    frame = ds.run("bm25").to_pandas()
+    frame["score"] = frame["score"] + 1e-9 * np.arange(len(frame))  # differences a 6-decimal file would lose
+    experiment = Experiment({"exact": Ranking(frame)}, ds, ["ndcg@10"], limit=3, save_dir=tmp_path)
+    assert experiment.run().cells["trec-dl-2019", "exact"].ok
+    saved = Ranking.read_trec(tmp_path / "trec-dl-2019" / "exact.trec").to_pandas()
+    first = frame[frame["qid"].isin(set(saved["qid"]))].sort_values(["qid", "docid"])["score"].to_numpy()
+    assert np.array_equal(saved.sort_values(["qid", "docid"])["score"].to_numpy(), first)
+    (tmp_path / "trec-dl-2019" / "exact.trec").write_text("264014 Q0 96852 1 nan exact\n")
+    assert "the saved run cannot be read" in experiment.collect().cells["trec-dl-2019", "exact"].error
+
+
+def test_an_executor_that_cannot_start_leaves_no_cell_locked(tmp_path):
+    experiment = Experiment({"BM25": "run"}, "trec-dl-2019", ["ndcg@10"], limit=2, save_dir=tmp_path, executor="nope")
+    with pytest.raises(ConfigError, match="nope"):
+        experiment.run()
+    assert not list(tmp_path.rglob("*.lock"))

@@ -240,7 +240,7 @@ def _parts(corpus: Sequence[Any], shards: int | None) -> list[Any]:
 
 def _read_part(part: Any) -> list[Doc]:
     if isinstance(part, (str, Path)):
-        from rerank.io import read_jsonl
+        from rerank.io import read_corpus
 
-        return [Doc(str(r["_id"]), r.get("text", ""), r.get("title", "")) for r in read_jsonl(part)]
+        return read_corpus(part)  # the checks and null handling of the one-process path
     return list(part)

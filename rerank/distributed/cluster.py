@@ -47,7 +47,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
     if address:
         ray.init(address=address, **common)
     else:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, object_store_memory=object_store_memory,
+        # "local" starts a new cluster: with no address Ray would join $RAY_ADDRESS or the last `ray start`
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, object_store_memory=object_store_memory,
                  include_dashboard=False, _node_ip_address="127.0.0.1", **common)
         exposed = [n["NodeManagerAddress"] for n in ray.nodes() if n["NodeManagerAddress"] != "127.0.0.1"]
         if exposed:
