@@ -26,6 +26,7 @@ import hashlib
 import logging
 import platform
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -256,6 +257,12 @@ def load_dataset(spec: DatasetSpec) -> Any:
         return load(spec.name, **spec.options)
 
 
+def _run_hash(run: Ranking) -> str:
+    """A content hash of a precomputed run (query ids, document ids, scores)."""
+    frame = run.to_pandas()[["qid", "docid", "score"]]
+    return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()[:16]
+
+
 def data_fingerprint(spec: DatasetSpec) -> str | None:
     """The content hash of the spec's dataset (None when it cannot be loaded: its cells fail on their own)."""
     try:
@@ -318,6 +325,7 @@ class Runner:
         self.store = CellStore(out) if out is not None else None
         self.executor = executor
         self.share_prefixes = share_prefixes
+        self._session = uuid.uuid4().hex  # what saved cells of Python stage objects must match: this runner
 
     def _check_expressions(self) -> None:
         """Refuse an expression that does not parse or names no stage, before anything runs."""
@@ -337,14 +345,17 @@ class Runner:
                 elif not isinstance(system, (Stage, Ranking)):
                     raise ConfigError(f"system {name!r} is neither a stage, a Ranking nor an expression string")
                 else:
-                    expression = "precomputed run" if isinstance(system, Ranking) else repr(system)
+                    expression = f"precomputed run {_run_hash(system)}" if isinstance(system, Ranking) else repr(system)
                     out.append(Cell(spec, name, expression, self.settings, stage=system))
         return out
 
     def saved_settings(self, cell: Cell) -> dict[str, Any]:
-        """What a saved record must match to stand for this cell."""
-        return {"dataset_name": cell.dataset.name, "options": cell.dataset.options, "expression": cell.expression,
-                "limit": cell.settings.limit, "data": data_fingerprint(cell.dataset)}
+        """What a saved record must match to stand for this cell. A Python stage object's repr cannot
+        show what it was built or indexed on, so its saved cells (and prefixes) stand only for the
+        runner that wrote them: another process runs it again."""
+        settings = {"dataset_name": cell.dataset.name, "options": cell.dataset.options, "expression": cell.expression,
+                    "limit": cell.settings.limit, "data": data_fingerprint(cell.dataset)}
+        return {**settings, "session": self._session} if isinstance(cell.stage, Stage) else settings
 
     def prefix_settings(self, cell: Cell) -> dict[str, Any]:
         """What a saved prefix output must match (its stages are in its key)."""

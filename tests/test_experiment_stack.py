@@ -331,3 +331,18 @@ def test_an_executor_that_cannot_start_leaves_no_cell_locked(tmp_path):
     with pytest.raises(ConfigError, match="nope"):
         experiment.run()
     assert not list(tmp_path.rglob("*.lock"))
+
+
+def test_a_saved_cell_never_stands_for_another_run_or_another_python_object(tmp_path):
+    ds = load("trec-dl-2019")
+    run = ds.run("bm25")
+    frame = run.to_pandas()
+    flipped = Ranking(frame.assign(score=-frame["score"]))  # the same ids, the opposite order
+    first = Experiment({"A": run}, ds, ["ndcg@10"], limit=5, save_dir=tmp_path).run().table()
+    second = Experiment({"A": flipped}, ds, ["ndcg@10"], limit=5, save_dir=tmp_path).run().table()
+    assert first.at["A", "ndcg@10"] != second.at["A", "ndcg@10"]
+    docs = list(load("cranfield").corpus())
+    full, half = BM25().index(docs), BM25().index(docs[: len(docs) // 2])
+    one = Experiment({"B": full % 10}, "cranfield", ["recall@100"], limit=5, save_dir=tmp_path).run().table()
+    other = Experiment({"B": half % 10}, "cranfield", ["recall@100"], limit=5, save_dir=tmp_path).run().table()
+    assert one.at["B", "recall@100"] > other.at["B", "recall@100"]  # the same repr, not the same index
