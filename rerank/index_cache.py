@@ -47,8 +47,7 @@ def dataset_fingerprint(dataset: Any) -> str:
 
 def index_folder(retriever: Any, dataset: Any, cache_dir: str | Path) -> Path:
     """Where :func:`indexed` keeps ``retriever``'s index of ``dataset`` (the folder may not exist yet)."""
-    params = {k: v for k, v in retriever.params().items() if k not in ("num_results", "progress")}
-    key = f"{type(retriever).__name__}{sorted(params.items())}|{dataset_fingerprint(dataset)}"
+    key = f"{type(retriever).__name__}{sorted(retriever.index_identity().items())}|{dataset_fingerprint(dataset)}"
     name = f"{slug(dataset.name)}-{type(retriever).__name__.lower()}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     return Path(cache_dir) / "indexes" / name
 

@@ -139,6 +139,18 @@ def test_a_cache_entry_built_on_another_corpus_is_not_read(tmp_path, index_cache
     assert json.loads((folder / "params.json").read_text())["corpus"] == ds.fingerprint
 
 
+def test_dense_cache_entries_are_keyed_by_the_resolved_runtime(tmp_path, index_cache):
+    from rerank.encoders import resolve_runtime
+    from rerank.index_cache import index_folder
+    from rerank.retrievers.dense import Dense
+
+    ds = load(str(beir(tmp_path / "c")))
+    auto, resolved = Dense(), Dense(runtime=resolve_runtime("auto", None))
+    other = Dense(runtime="torch" if resolve_runtime("auto", None) != "torch" else "bf16")
+    assert index_folder(auto, ds, index_cache) == index_folder(resolved, ds, index_cache)
+    assert index_folder(auto, ds, index_cache) != index_folder(other, ds, index_cache)
+
+
 def test_the_fingerprint_covers_ids_titles_and_texts():
     from rerank.index_cache import corpus_fingerprint
     from rerank.types import Doc

@@ -57,6 +57,11 @@ class Retriever(Stage):
     def _load_index(self, path: Path, mmap: bool) -> None:
         raise NotImplementedError(f"{type(self).__name__} cannot be loaded")
 
+    def index_identity(self) -> dict[str, Any]:
+        """Everything that changes the index built from a corpus (the index cache's key): the
+        parameters but the result count and progress bars."""
+        return {k: v for k, v in self.params().items() if k not in ("num_results", "progress")}
+
     # -- public API ---------------------------------------------------------------------------
     def index(self, docs: Iterable[Doc]) -> Self:
         """Index ``docs`` (any iterable of :class:`~rerank.types.Doc`); returns ``self``."""

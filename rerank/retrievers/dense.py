@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +54,12 @@ class Dense(Retriever):
         out.pop("index", None)
         out.pop("device", None)  # where it runs, not what it computes
         return {**out, "index": self.index_type} if self.index_type != "flat" else out
+
+    def index_identity(self) -> dict[str, Any]:
+        """The parameters, and the document encoder with its runtime resolved (``"auto"`` is bf16 on
+        one machine and float32 on another: their vectors must not share a cache entry)."""
+        own = {k: v for k, v in super().index_identity().items() if k != "runtime"}  # as asked: resolved below
+        return {**own, "encoder": self.encoder.identity("doc")}
 
     def embeddings_for(self, docids: Sequence[str]) -> dict[str, np.ndarray]:
         """Stored embeddings of the indexed documents among ``docids`` (the :class:`EmbeddingSource` protocol)."""
