@@ -39,7 +39,7 @@ import pandas as pd
 from rerank.cellstore import CellStore
 from rerank.errors import ConfigError, DataError
 from rerank.executors import Executor, executor_from_spec
-from rerank.metering import Meter
+from rerank.metering import Meter, Usage
 from rerank.naming import check_distinct
 from rerank.stage import Cutoff, Pipeline, Stage
 from rerank.types import Ranking
@@ -95,6 +95,8 @@ class Prefix:
     ms_per_query: float
     load_s: float
     saved: bool = False                # read back from an earlier run's output folder
+    usage: dict[str, int] | None = None          # LLM usage of its timed queries and of its warm-up,
+    warmup_usage: dict[str, int] | None = None   # counted again in every system that starts with it
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,8 @@ def _run_timed(cell: Cell, todo: list[Any], topics: Ranking, qids: list[str], me
     if not todo:  # the whole system is the shared prefix
         record.ranking = inp
         record.ms_per_query = cell.prefix.ms_per_query if cell.prefix else 0.0
+        if cell.prefix:
+            record.usage, record.warmup_usage = cell.prefix.usage, cell.prefix.warmup_usage
         return
     runnable = todo[0] if len(todo) == 1 else Pipeline(todo)
     warm = qids[:1] if cell.settings.warmup and len(qids) > 1 else []
@@ -220,6 +224,16 @@ def _run_timed(cell: Cell, todo: list[Any], topics: Ranking, qids: list[str], me
     if meter.active:
         record.warmup_usage = (after_warmup - before).to_dict()
         record.usage = (meter.usage() - after_warmup).to_dict()
+    if cell.prefix:  # the prefix's calls are part of this system's cost, as its time is
+        record.usage = _added(record.usage, cell.prefix.usage)
+        record.warmup_usage = _added(record.warmup_usage, cell.prefix.warmup_usage)
+
+
+def _added(a: dict[str, int] | None, b: dict[str, int] | None) -> dict[str, int] | None:
+    """The sum of two usage dicts (:class:`~rerank.metering.Usage`); None when neither exists."""
+    if a is None or b is None:
+        return a if b is None else b
+    return (Usage(**a) + Usage(**b)).to_dict()
 
 
 def compiled(stage: Any) -> list[Any]:
@@ -411,15 +425,18 @@ class Runner:
             saved = self.store.read_prefix(job.dataset.label, key, self.prefix_settings(job)) if self.store else None
             if saved is not None:
                 frame, meta = saved
-                prefixes[key] = Prefix(key, job.stop_after, Ranking(frame), meta["ms_per_query"], meta["load_s"], True)  # type: ignore[arg-type]
+                prefixes[key] = Prefix(key, job.stop_after, Ranking(frame), meta["ms_per_query"], meta["load_s"], True,  # type: ignore[arg-type]
+                                       meta.get("usage"), meta.get("warmup_usage"))
                 del jobs[key]
         for key, rec in zip(jobs, executor.map(run_cell, list(jobs.values()))):
             if rec.ok:
-                prefixes[key] = Prefix(key, jobs[key].stop_after, rec.ranking, rec.ms_per_query or 0.0, rec.load_s)  # type: ignore[arg-type]
+                prefixes[key] = Prefix(key, jobs[key].stop_after, rec.ranking, rec.ms_per_query or 0.0, rec.load_s,  # type: ignore[arg-type]
+                                       usage=rec.usage, warmup_usage=rec.warmup_usage)
                 logger.info("shared prefix on %s, %d queries: %s", rec.dataset, len(rec.qids), key)
                 if self.store is not None:
                     self.store.write_prefix(rec.dataset, key, self.prefix_settings(jobs[key]), rec.ranking.to_pandas(),
-                                            {"ms_per_query": rec.ms_per_query or 0.0, "load_s": rec.load_s, "qids": rec.qids})
+                                            {"ms_per_query": rec.ms_per_query or 0.0, "load_s": rec.load_s, "qids": rec.qids,
+                                             "usage": rec.usage, "warmup_usage": rec.warmup_usage})
             else:
                 prefixes[key] = rec.error or "failed"
         todo = []

@@ -346,3 +346,13 @@ def test_a_saved_cell_never_stands_for_another_run_or_another_python_object(tmp_
     one = Experiment({"B": full % 10}, "cranfield", ["recall@100"], limit=5, save_dir=tmp_path).run().table()
     other = Experiment({"B": half % 10}, "cranfield", ["recall@100"], limit=5, save_dir=tmp_path).run().table()
     assert one.at["B", "recall@100"] > other.at["B", "recall@100"]  # the same repr, not the same index
+
+
+def test_llm_calls_inside_a_shared_prefix_count_in_every_system_that_starts_with_it(tmp_path):
+    ds = load("trec-dl-2019")
+    listwise = get("reranker", "listwise", backend=FakeBackend(generate=lambda prompt: "[2] > [1] > [3]"), window=3, step=2)
+    first = RunRetriever("bm25", ds) % 3 >> listwise
+    report = Experiment({"all": first, "top 2": first % 2}, ds, ["ndcg@10"], limit=4, save_dir=tmp_path).run()
+    for system in ("all", "top 2"):
+        usage = report.cells["trec-dl-2019", system].usage
+        assert usage["calls"] == 3 and usage["answers"] == 3, (system, usage)
