@@ -452,3 +452,13 @@ def test_search_over_a_saved_index_with_a_reranker(tmp_path, biencoder):
         build_app(config.replace(pipeline="bm25(k1=2.0)"), warmup=False)
     with pytest.raises(ConfigError, match="needs a pipeline that starts with a retriever"):
         build_app(config.replace(pipeline="biencoder"), warmup=False)
+
+
+def test_repairs_of_every_reranker_in_a_served_pipeline_reach_the_answer():
+    from rerank.backends.fake import FakeBackend
+    from rerank.rerankers.listwise import Listwise
+    from rerank.serve.engine import Engine, RerankJob
+
+    fixing = Listwise(FakeBackend(generate=lambda prompt: "2] > [2]"), window=3, step=2)  # a duplicate id: repaired
+    [out] = Engine(fixing % 2, searchable=False).rerank([RerankJob(FLEA, DOCS[:3])])
+    assert len(out) == 2 and out.info["parse"]["repaired"] == 1

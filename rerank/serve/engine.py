@@ -88,10 +88,10 @@ class Engine:
         cands = [Candidates(f"r{i}", j.query, [str(k) for k in range(len(j.texts))], list(j.texts),
                             np.arange(len(j.texts), 0, -1, dtype=np.float64), titles=[""] * len(j.texts))
                  for i, j in enumerate(jobs)]
-        if isinstance(self.reranker, Reranker):
-            return self.reranker.rerank_many(cands)
-        out = {c.qid: c for c in self.reranker(Ranking.from_candidates(cands)).per_query()}
-        return [out[c.qid] for c in cands]
+        stages = self.reranker.stages if isinstance(self.reranker, Pipeline) else [self.reranker]
+        for stage in stages:  # on Candidates, so every stage's info (repairs, truncations) reaches the answer
+            cands = stage.rerank_many(cands) if isinstance(stage, Reranker) else [c.top(stage.k) for c in cands]
+        return cands
 
     def search(self, jobs: Sequence[SearchJob]) -> list[RankedResults]:
         queries = {f"s{i}": j.query for i, j in enumerate(jobs)}
