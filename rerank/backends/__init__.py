@@ -141,6 +141,11 @@ def load_backend(spec: str | Backend, **kwargs: Any) -> Backend:
     return backend
 
 
+def loaded_backends() -> list[Backend]:
+    """The backends :func:`load_backend` holds now, each once."""
+    return list({id(b): b for b in _LOADED.values()}.values())
+
+
 def forget(backend: Backend) -> None:
     """Drop ``backend`` from :func:`load_backend`'s table (its ``close`` calls this)."""
     for key in [k for k, b in _LOADED.items() if b is backend]:

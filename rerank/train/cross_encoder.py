@@ -81,7 +81,13 @@ def train_cross_encoder(dataset: str | Dataset, out: str | Path, settings: Train
         raise ConfigError(f"{out} already holds a model; choose another output folder (or resume=True)")
     ds = load(dataset) if isinstance(dataset, str) else dataset
     started = time.perf_counter()
+    from rerank.backends import loaded_backends
+
+    before = {id(b) for b in loaded_backends()}
     groups, counts, seconds = build_examples(ds, s)
+    for backend in loaded_backends():
+        if id(backend) not in before:
+            backend.close()  # the generator's and the teacher's models: free them before the student trains
     tables: dict[str, tuple[Any, str]] = {}
     for name, gs in groups.items():
         loss = s.distill_loss if name == "distill" else s.loss
