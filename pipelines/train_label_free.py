@@ -40,6 +40,8 @@ def main() -> None:
                    help="training data from the synthetic queries: their source documents as positives (synthetic), "
                         "a teacher's scores (distill), or both")
     p.add_argument("--teacher", default="bm25 % 100 | dense % 100", help="teacher stage for --data distill (label-free)")
+    p.add_argument("--teacher-scale", type=float, default=TrainSettings.teacher_scale,
+                   help="teacher scores are min-max scaled to [0, this] per query")
     p.add_argument("--out", type=Path, default=Path("results/train"))
     p.add_argument("--depth", type=int, default=100, help="BM25 candidates reranked per query")
     p.add_argument("--eval-limit", type=int, help="evaluate on the first N judged test queries only (never used in training)")
@@ -69,7 +71,7 @@ def main() -> None:
         start = time.perf_counter()
         runs[f"BM25 top-{args.depth} >> bi-encoder"] = (build("dense", ds)(candidates), _ms(start, qids), None)
         for gen in args.generators:
-            settings = TrainSettings(data=tuple(args.data), teacher=args.teacher, generator=gen, backend=args.backend, num_documents=args.num_documents,
+            settings = TrainSettings(data=tuple(args.data), teacher=args.teacher, teacher_scale=args.teacher_scale, generator=gen, backend=args.backend, num_documents=args.num_documents,
                                      clusters=args.clusters, num_negatives=args.num_negatives, epochs=args.epochs,
                                      batch_size=args.batch_size, max_length=args.max_length, learning_rate=args.learning_rate,
                                      bf16=args.bf16, seed=args.seed)
