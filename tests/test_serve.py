@@ -462,3 +462,11 @@ def test_repairs_of_every_reranker_in_a_served_pipeline_reach_the_answer():
     fixing = Listwise(FakeBackend(generate=lambda prompt: "2] > [2]"), window=3, step=2)  # a duplicate id: repaired
     [out] = Engine(fixing % 2, searchable=False).rerank([RerankJob(FLEA, DOCS[:3])])
     assert len(out) == 2 and out.info["parse"]["repaired"] == 1
+
+
+def test_unknown_paths_and_methods_answer_in_the_error_shape(bi_url):
+    missing = httpx.get(f"{bi_url}/v3/rerank", timeout=30)
+    assert missing.status_code == 404 and missing.json()["type"] == "not_found" and "/v2/rerank" in missing.json()["message"]
+    wrong = httpx.get(f"{bi_url}/v1/rerank", timeout=30)
+    assert wrong.status_code == 405 and wrong.json()["type"] == "method_not_allowed"
+    assert 'rerank_errors_total{endpoint="other",type="not_found"} 1.0' in httpx.get(f"{bi_url}/metrics", timeout=30).text

@@ -29,9 +29,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rerank.errors import BackendError, ConfigError, DataError
-from rerank.text import truncate_words
 from rerank.serve.auth import BearerAuth
 from rerank.serve.batching import Batcher, QueueFull
 from rerank.serve.config import ServeConfig
@@ -42,6 +42,7 @@ from rerank.serve.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from rerank.serve.schemas import (CohereV1Request, CohereV2Request, JinaRequest, RerankRequest, SearchRequest,
                                   check_rerank, check_search, parse)
 from rerank.stage import Stage
+from rerank.text import truncate_words
 from rerank.types import Candidates
 
 logger = logging.getLogger("rerank")
@@ -94,6 +95,13 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
         if e.status >= 500:
             logger.warning("%s %s -> %d %s", request.method, request.url.path, e.status, e.message)
         return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        """Unknown paths and methods answer in the same {message, type} shape as every other error."""
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
+        message = f"{request.method} {request.url.path}: {e.detail}" + (f"; endpoints: {', '.join(sorted(ENDPOINTS))}" if e.status_code == 404 else "")
+        return await api_error(request, ApiError(e.status_code, kind, message, headers=dict(e.headers or {})))
 
     async def rerank(request: Request, shape: type[RerankRequest]) -> tuple[RerankRequest, list[str], Candidates, list[str]]:
         if engine.reranker is None:
