@@ -470,3 +470,29 @@ def test_unknown_paths_and_methods_answer_in_the_error_shape(bi_url):
     wrong = httpx.get(f"{bi_url}/v1/rerank", timeout=30)
     assert wrong.status_code == 405 and wrong.json()["type"] == "method_not_allowed"
     assert 'rerank_errors_total{endpoint="other",type="not_found"} 1.0' in httpx.get(f"{bi_url}/metrics", timeout=30).text
+
+
+class Down(Gate):
+    """A reranker whose backend is down: every call fails with BackendError once the gate opens."""
+
+    def score_pairs(self, queries, texts):
+        from rerank.errors import BackendError
+
+        super().score_pairs(queries, texts)
+        raise BackendError("connection refused")
+
+
+def test_a_backend_that_is_down_fails_a_merged_batch_once_not_once_per_request():
+    down = Down()
+    config = ServeConfig(max_batch_requests=4, batch_wait_ms=0, request_timeout=20)
+    with running(create_app(down, config, warmup=False)) as url, ThreadPoolExecutor(4) as pool:
+        post = lambda i: httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a" * (i + 1)]}, timeout=30)
+        first = pool.submit(post, 0)
+        while not down.calls:
+            time.sleep(0.01)
+        queued = [pool.submit(post, i) for i in (1, 2, 3)]
+        while httpx.get(f"{url}/health").json()["queue_depth"] < 3:
+            time.sleep(0.01)
+        down.gate.set()
+        assert [f.result().status_code for f in (first, *queued)] == [502] * 4
+    assert down.calls == [1, 3]  # the merged call of three failed once; nobody asked the backend again alone

@@ -18,6 +18,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from rerank.errors import BackendError
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -143,7 +145,7 @@ class Batcher(Generic[T, R]):
 
     async def _run(self, batch: list[_Waiting[T]]) -> None:
         started = time.monotonic()
-        outcomes = await asyncio.get_running_loop().run_in_executor(self.executor, self._call, [w.item for w in batch])
+        outcomes = await asyncio.get_running_loop().run_in_executor(self.executor, self._call, batch)
         seconds = time.monotonic() - started
         self._seconds_per_call = 0.8 * self._seconds_per_call + 0.2 * seconds
         self.stats.on_batch(len(batch), sum(w.size for w in batch), seconds)
@@ -155,14 +157,18 @@ class Batcher(Generic[T, R]):
             else:
                 w.future.set_result(outcome)
 
-    def _call(self, items: list[T]) -> list[Any]:
-        """Results of ``items``; after a failed merged call, each item alone (result or exception)."""
+    def _call(self, batch: list[_Waiting[T]]) -> list[Any]:
+        """Results of the batch's items; after a failed merged call, each item alone (result or
+        exception), skipping those whose caller has gone. A backend failure fails them all at once:
+        asking a backend that is down once per item would hold the model thread that many times."""
         try:
-            out = list(self.run(items))
-            if len(out) != len(items):
-                raise RuntimeError(f"the model returned {len(out)} results for {len(items)} requests")
+            out = list(self.run([w.item for w in batch]))
+            if len(out) != len(batch):
+                raise RuntimeError(f"the model returned {len(out)} results for {len(batch)} requests")
             return out
+        except BackendError as e:
+            return [e] * len(batch)
         except Exception as e:
-            if len(items) == 1:
+            if len(batch) == 1:
                 return [e]
-        return [self._call([item])[0] for item in items]
+        return [None if w.future.done() else self._call([w])[0] for w in batch]
