@@ -93,6 +93,8 @@ class TitleGenerator:
                 out.append([])
                 continue
             passage = _without(d.text, title)
+            if not passage:
+                self.dropped["no_passage"] += 1
             out.append([PseudoQuery(d.docid, title, passage)] if passage else [])
         return out
 

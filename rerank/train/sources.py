@@ -62,7 +62,8 @@ def synthetic_queries(dataset: Dataset, s: TrainSettings, rng: np.random.Generat
     gen = make_generator(s.generator, backend=s.backend, prompt=s.prompt, cache=s.cache, progress=s.progress)
     logger.info("synthetic: %d documents from %d clusters; generating queries (%s)", len(sample), counts["clusters"], gen.name)
     made = [q for per_doc in gen.generate(sample, s.queries_per_document, rng) for q in per_doc]
-    counts.update(generated=len(made), **{f"generator_{k}": v for k, v in gen.dropped.items()})
+    counts.update(generated=len(made), **{f"generator_{k}": v for k, v in gen.dropped.items()},
+                  **{f"generator_{k}": getattr(gen, k) for k in ("cache_hits", "cache_misses") if hasattr(gen, k)})
     if not made:
         raise DataError(f"the {gen.name} generator made no query from {len(sample)} documents ({dict(gen.dropped)})")
     kept, filtered = roundtrip_filter(made, _stage(s.roundtrip, dataset), s.roundtrip_k, s.negatives_depth)
