@@ -78,7 +78,6 @@ class Settings:
     """What a cell's result depends on besides its dataset and system."""
 
     limit: int | None = None
-    warmup: bool = True
     call_cache: bool = True
 
     def __post_init__(self) -> None:
@@ -209,7 +208,7 @@ def _run_timed(cell: Cell, todo: list[Any], topics: Ranking, qids: list[str], me
             record.usage, record.warmup_usage = cell.prefix.usage, cell.prefix.warmup_usage
         return
     runnable = todo[0] if len(todo) == 1 else Pipeline(todo)
-    warm = qids[:1] if cell.settings.warmup and len(qids) > 1 else []
+    warm = qids[:1] if len(qids) > 1 else []
     timed = qids[len(warm):]
     before = meter.usage()
     t1 = time.perf_counter()
@@ -326,8 +325,7 @@ class Runner:
     """
 
     def __init__(self, systems: Mapping[str, Any], datasets: Sequence[DatasetSpec], settings: Settings = Settings(),
-                 out: str | Path | None = None, executor: str | Executor | None = None,
-                 share_prefixes: bool = True):
+                 out: str | Path | None = None, executor: str | Executor | None = None):
         if not systems:
             raise ConfigError("an experiment needs at least one system")
         if not datasets:
@@ -338,7 +336,6 @@ class Runner:
         self._check_expressions()
         self.store = CellStore(out) if out is not None else None
         self.executor = executor
-        self.share_prefixes = share_prefixes
         self._session = uuid.uuid4().hex  # what saved cells of Python stage objects must match: this runner
 
     def _check_expressions(self) -> None:
@@ -414,7 +411,7 @@ class Runner:
     def _execute(self, cells: list[Cell], executor: Executor) -> Iterator[CellRecord]:
         every = self.cells()  # done cells count too: a new system may share a prefix saved by an earlier run
         pending = {(c.dataset.label, c.system) for c in cells}
-        plans = [plan for c, plan in zip(every, plan_prefixes(every) if self.share_prefixes else [None] * len(every))
+        plans = [plan for c, plan in zip(every, plan_prefixes(every))
                  if (c.dataset.label, c.system) in pending]
         jobs: dict[str, Cell] = {}
         for cell, plan in zip(cells, plans):
