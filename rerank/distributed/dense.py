@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rerank.distributed.cluster import connect, import_ray
+from rerank.distributed.cluster import connect, import_ray, shutdown
 from rerank.errors import ConfigError, DataError
 from rerank.retrievers.dense import Dense
 from rerank.types import Doc
@@ -42,19 +42,27 @@ def encode_corpus(texts: Sequence[str], dense: Dense, actors: int = 2, *, batch_
         raise ConfigError(f"encode_corpus needs actors >= 1 and batch_size >= 1, got {actors} and {batch_size}")
     if not texts:
         raise DataError("the corpus is empty, nothing to encode")
-    connect(address)
-    ray = import_ray()
-    blocks = [pd.DataFrame({"i": np.arange(s, min(s + batch_size, len(texts))), "text": list(texts[s:s + batch_size])})
-              for s in range(0, len(texts), batch_size)]
-    encoded = ray.data.from_pandas(blocks).map_batches(
-        EncodeBatch, fn_constructor_kwargs={"dense": _unindexed(dense)}, batch_size=batch_size, concurrency=actors,
-        num_cpus=num_cpus, num_gpus=num_gpus, batch_format="numpy")
-    out: np.ndarray | None = None
-    for batch in encoded.iter_batches(batch_format="numpy", batch_size=None):
-        emb = np.asarray(batch["embedding"], dtype=np.float32)
-        if out is None:
-            out = np.empty((len(texts), emb.shape[1]), dtype=np.float32)
-        out[batch["i"]] = emb
+    started = connect(address)
+    try:
+        ray = import_ray()
+        blocks = [pd.DataFrame({"i": np.arange(s, min(s + batch_size, len(texts))), "text": list(texts[s:s + batch_size])})
+                  for s in range(0, len(texts), batch_size)]
+        encoded = ray.data.from_pandas(blocks).map_batches(
+            EncodeBatch, fn_constructor_kwargs={"dense": _unindexed(dense)}, batch_size=batch_size, concurrency=actors,
+            num_cpus=num_cpus, num_gpus=num_gpus, batch_format="numpy")
+        out: np.ndarray | None = None
+        filled = np.zeros(len(texts), dtype=bool)
+        for batch in encoded.iter_batches(batch_format="numpy", batch_size=None):
+            emb = np.asarray(batch["embedding"], dtype=np.float32)
+            if out is None:
+                out = np.empty((len(texts), emb.shape[1]), dtype=np.float32)
+            out[batch["i"]] = emb
+            filled[batch["i"]] = True
+    finally:
+        if started:  # a cluster this call started ends with it
+            shutdown()
+    if out is None or not filled.all():
+        raise DataError(f"Ray Data returned embeddings for {int(filled.sum())} of {len(texts)} documents")
     return out
 
 
