@@ -100,7 +100,9 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
     async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
         """Unknown paths and methods answer in the same {message, type} shape as every other error."""
         kind = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
-        message = f"{request.method} {request.url.path}: {e.detail}" + (f"; endpoints: {', '.join(sorted(ENDPOINTS))}" if e.status_code == 404 else "")
+        message = f"{request.method} {request.url.path}: {e.detail}"
+        if e.status_code == 404:
+            message += f"; endpoints: {', '.join(sorted(ENDPOINTS))}"
         return await api_error(request, ApiError(e.status_code, kind, message, headers=dict(e.headers or {})))
 
     async def rerank(request: Request, shape: type[RerankRequest]) -> tuple[RerankRequest, list[str], Candidates, list[str]]:
