@@ -16,7 +16,7 @@ needs the memory of the whole index); or :class:`ShardedBM25` itself is a retrie
 each query batch to every shard actor and merges their top-k (memory per worker: its shard only).
 
 Memory per worker while building: the shard's documents, its token ids (8 bytes per token) and its
-count matrix, about 1/N of a one-process build, plus the process's own ~100 MB; the driver holds the
+count matrix, about 1/N of a one-process build, plus the worker process itself (a few hundred MB); the driver holds the
 vocabulary and document frequencies only.
 """
 
