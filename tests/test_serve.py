@@ -496,3 +496,16 @@ def test_a_backend_that_is_down_fails_a_merged_batch_once_not_once_per_request()
         down.gate.set()
         assert [f.result().status_code for f in (first, *queued)] == [502] * 4
     assert down.calls == [1, 3]  # the merged call of three failed once; nobody asked the backend again alone
+
+
+class TimesOut(Gate):
+    """A reranker whose backend call times out (a socket timeout inside the model)."""
+
+    def score_pairs(self, queries, texts):
+        raise TimeoutError("read timed out")
+
+
+def test_a_timeout_inside_the_model_is_a_backend_failure_not_the_request_deadline():
+    with running(create_app(TimesOut(), ServeConfig(), warmup=False)) as url:
+        out = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"]}, timeout=30)
+    assert out.status_code == 502 and out.json()["type"] == "backend_error" and "timed out" in out.json()["message"]

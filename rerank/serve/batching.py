@@ -166,7 +166,9 @@ class Batcher(Generic[T, R]):
             if len(out) != len(batch):
                 raise RuntimeError(f"the model returned {len(out)} results for {len(batch)} requests")
             return out
-        except BackendError as e:
+        except (BackendError, TimeoutError) as e:
+            if isinstance(e, TimeoutError):  # the model's own timeout: not the request deadline (504)
+                e = BackendError(f"a model call timed out: {e or type(e).__name__}")
             return [e] * len(batch)
         except Exception as e:
             if len(batch) == 1:
