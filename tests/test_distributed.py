@@ -85,10 +85,11 @@ def run_grid(slices: list[Path], out: Path, executor, systems: dict[str, str] = 
 
 
 def saved(out: Path) -> dict[str, object]:
-    """Every run file's bytes and every record without its timings."""
+    """Every run file (its lines, scores apart) and every record without its timings."""
     found: dict[str, object] = {}
     for path in sorted(out.rglob("*.trec")):
-        found[str(path.relative_to(out))] = path.read_bytes()
+        rows = [line.split() for line in path.read_text().splitlines()]
+        found[str(path.relative_to(out))] = ([(q, d, r, tag) for q, _, d, r, _, tag in rows], [float(r[4]) for r in rows])
         record = json.loads(path.with_suffix(".json").read_text())
         for key in TIMINGS:
             record.pop(key, None)
@@ -96,6 +97,21 @@ def saved(out: Path) -> dict[str, object]:
             record["prefix"] = {k: v for k, v in record["prefix"].items() if k not in ("ms_per_query", "load_s")}
         found[str(path.relative_to(out)) + ".json"] = record
     return found
+
+
+def same(got: dict[str, object], want: dict[str, object]) -> bool:
+    """Equal runs and records; a torch model's scores may differ in the last float32 bit, as a worker
+    runs it on fewer threads than one process does (README, Scale out)."""
+    if got.keys() != want.keys():
+        return False
+    for key, value in got.items():
+        if key.endswith(".trec"):
+            (lines, scores), (want_lines, want_scores) = value, want[key]
+            if lines != want_lines or not np.allclose(scores, want_scores, rtol=1e-6, atol=0):
+                return False
+        elif value != want[key]:
+            return False
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +130,7 @@ def test_grid_on_ray_equals_local_and_models_load_once_per_worker(cluster, slice
 
     with RayExecutor(workers=2) as ex:
         run_grid(slices, tmp_path, ex)
-        assert saved(tmp_path) == local_grid  # byte-identical runs, same records
+        assert same(saved(tmp_path), local_grid)  # the same runs and records
         from rerank import pipeline
         from rerank.data import load
 
@@ -158,7 +174,7 @@ def test_grid_with_workers_killed_mid_run_equals_local(cluster, slices, local_gr
         run_grid(slices, tmp_path, killer, {k: v for k, v in SYSTEMS.items() if k != "LLM"})
         assert killer.killed and not set(killer.killed) & {w["pid"] for w in ex.info()}  # killed, restarted
     got = saved(tmp_path)
-    assert got == {k: v for k, v in local_grid.items() if k in got} and len(got) == 12  # nothing lost, nothing twice
+    assert same(got, {k: v for k, v in local_grid.items() if k in got}) and len(got) == 12  # nothing lost, nothing twice
 
 
 # -- sharded BM25 ---------------------------------------------------------------------------------
