@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import socket
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from rerank.io import atomic_file
 from rerank.naming import slug
 
 
@@ -87,10 +87,8 @@ class CellStore:
             text = json.dumps(data)
         except (TypeError, ValueError):
             return  # a column JSON cannot hold exactly (arrays): not kept, computed again when needed
-        tmp = _temporary(path)
-        with gzip.open(tmp, "wt", encoding="utf-8") as f:
+        with atomic_file(path) as tmp, gzip.open(tmp, "wt", encoding="utf-8") as f:
             f.write(text)
-        os.replace(tmp, path)
 
     # -- locks ------------------------------------------------------------------------------------
     def lock_path(self, dataset: str, system: str) -> Path:
@@ -130,16 +128,10 @@ def _guard(folder: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _temporary(path: Path) -> Path:
-    """A temporary name beside ``path``, unique across processes and hosts."""
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-
-
 def _replace(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (a temporary file, then a rename)."""
-    tmp = _temporary(path)
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _read(path: Path) -> str:

@@ -17,6 +17,7 @@ import os
 import uuid
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -202,8 +203,19 @@ def write_trec_run(frame: pd.DataFrame, path: str | Path, tag: str) -> None:
     tag = "_".join(tag.split()) or "rerank"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # renamed when complete: never half a run
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for q, d, r, s in zip(frame["qid"], frame["docid"], frame["rank"], frame["score"]):
             f.write(f"{q} Q0 {d} {int(r)} {float(s)!r} {tag}\n")
-    os.replace(tmp, path)
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` (a name unique across processes and hosts) for the block to
+    write; renamed onto ``path`` when the block ends, removed when it fails: a reader never sees half
+    a file."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
