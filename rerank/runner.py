@@ -270,10 +270,15 @@ def load_dataset(spec: DatasetSpec) -> Any:
         return load(spec.name, **spec.options)
 
 
-def _run_hash(run: Ranking) -> str:
-    """A content hash of a precomputed run (query ids, document ids, scores)."""
-    frame = run.to_pandas()[["qid", "docid", "score"]]
-    return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()[:16]
+def _describe(name: str, system: Any) -> str:
+    """The expression recorded for a system given from Python: a stage's repr, or a precomputed run
+    named by a content hash of its query ids, document ids and scores."""
+    if isinstance(system, Stage):
+        return repr(system)
+    if not isinstance(system, Ranking):
+        raise ConfigError(f"system {name!r} is neither a stage, a Ranking nor an expression string")
+    frame = system.to_pandas()[["qid", "docid", "score"]]
+    return f"precomputed run {hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()[:16]}"
 
 
 def data_fingerprint(spec: DatasetSpec) -> str | None:
@@ -333,6 +338,7 @@ class Runner:
         check_distinct(systems, "system")
         check_distinct([d.label for d in datasets], "dataset")
         self.systems, self.datasets, self.settings = dict(systems), list(datasets), settings
+        self._described = {name: _describe(name, s) for name, s in self.systems.items() if not isinstance(s, str)}
         self._check_expressions()
         self.store = CellStore(out) if out is not None else None
         self.executor = executor
@@ -353,11 +359,8 @@ class Runner:
             for name, system in self.systems.items():
                 if isinstance(system, str):
                     out.append(Cell(spec, name, system.replace("{first}", spec.first), self.settings))
-                elif not isinstance(system, (Stage, Ranking)):
-                    raise ConfigError(f"system {name!r} is neither a stage, a Ranking nor an expression string")
                 else:
-                    expression = f"precomputed run {_run_hash(system)}" if isinstance(system, Ranking) else repr(system)
-                    out.append(Cell(spec, name, expression, self.settings, stage=system))
+                    out.append(Cell(spec, name, self._described[name], self.settings, stage=system))
         return out
 
     def saved_settings(self, cell: Cell) -> dict[str, Any]:
