@@ -106,6 +106,10 @@ class _Builder:
             for keyword in node.keywords:
                 if keyword.arg is None:
                     return self.fail(f"'**' argument unpacking is not supported, got {ast.unparse(keyword)!r}")
+            names = [kw.arg for kw in node.keywords]
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                return self.fail(f"{node.func.id}(): argument {repeated[0]!r} is given more than once")
             args = [self.literal(a) for a in node.args]
             kwargs = {kw.arg: self.literal(kw.value) for kw in node.keywords if kw.arg}
             return self.stage(node.func.id, args, kwargs)
@@ -124,6 +128,9 @@ class _Builder:
             values = [self.literal(e) for e in node.elts]
             return values if isinstance(node, ast.List) else tuple(values)
         if isinstance(node, ast.Dict) and all(isinstance(k, ast.Constant) and isinstance(k.value, str) for k in node.keys):
+            keys = [k.value for k in node.keys]  # type: ignore[union-attr]
+            if len(set(keys)) < len(keys):
+                return self.fail(f"a dict argument repeats a key: {ast.unparse(node)!r}")
             return {k.value: self.literal(v) for k, v in zip(node.keys, node.values)}  # type: ignore[union-attr]
         if isinstance(node, ast.Starred):
             return self.fail(f"'*' argument unpacking is not supported, got {ast.unparse(node)!r}")

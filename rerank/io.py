@@ -75,15 +75,30 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
     return (record for _, record in jsonl_records(path))
 
 
+class _RepeatedKey(Exception):
+    pass
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict, refusing a repeated key (``json`` would keep the last value silently)."""
+    record = dict(pairs)
+    if len(record) < len(pairs):
+        seen: set[str] = set()
+        raise _RepeatedKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return record
+
+
 def jsonl_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(where, record)`` per JSON-object line; ``where`` is ``path:line``, for messages about the record."""
     for lineno, line in read_lines(path):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json.loads(line, object_pairs_hook=_object)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+        except _RepeatedKey as e:
+            raise DataError(f"{path}:{lineno}: the key {e.args[0]!r} appears twice in one object") from None
         if not isinstance(record, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
         yield f"{path}:{lineno}", record

@@ -12,6 +12,7 @@ Vocabulary (used everywhere in rerank): ``qid``, ``query``, ``docid``, ``text``,
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 from rerank.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 QUERY_COLUMNS = ("qid", "query")
 RANK_COLUMNS = ("qid", "query", "docid", "score", "rank")
@@ -172,7 +175,7 @@ class Ranking:
         missing = [c for c in QUERY_COLUMNS if c not in frame.columns]
         if missing:
             raise ValueError(f"a Ranking needs columns {QUERY_COLUMNS}; missing {missing}")
-        frame = frame.astype({"qid": str})
+        frame = _one_text_per_query(frame.astype({"qid": str}))
         if "docid" in frame.columns:
             frame = _sorted(_checked(frame.astype({"docid": str, "score": np.float64})))
         self._frame = frame.reset_index(drop=True)
@@ -300,6 +303,21 @@ class Ranking:
 
     def assign(self, **columns: Any) -> Ranking:
         return Ranking(self._frame.assign(**columns))
+
+
+def _one_text_per_query(frame: pd.DataFrame) -> pd.DataFrame:
+    """Refuse a qid given two query texts; in a query set, drop exact repeats (with a warning that counts them)."""
+    pairs = frame[["qid", "query"]].drop_duplicates()
+    clash = pairs["qid"].duplicated(keep=False)
+    if clash.any():
+        qid = pairs.loc[clash, "qid"].iloc[0]
+        texts = pairs.loc[pairs["qid"] == qid, "query"].tolist()[:2]
+        raise DataError(f"a Ranking gives each query one text; {clash.sum()} (qid, text) pairs share a qid "
+                        f"(e.g. query {qid!r}: {texts[0]!r} and {texts[1]!r})")
+    if "docid" in frame.columns or len(pairs) == len(frame):
+        return frame
+    logger.warning("query set: %d repeated queries dropped", len(frame) - len(pairs))
+    return frame.loc[pairs.index]
 
 
 def _checked(frame: pd.DataFrame) -> pd.DataFrame:

@@ -45,6 +45,8 @@ def test_strings_are_kept_verbatim_and_hyphenated_names_still_work():
     ("bm25(k1=f'{1}')", "literal values"),
     ("bm25(k1=dense)", "literal values"),
     ("bm25(k1={1: 2})", "literal values"),
+    ("bm25(k1=1.2, k1=1.3)", "bm25\\(\\): argument 'k1' is given more than once"),
+    ("fusion(weights={'a': 1, 'a': 2})", "a dict argument repeats a key"),
     ("bm25) >> (dense", "unmatched '\\)'"),
     ("bm25\x00", "null bytes"),
     (" >> ".join(["bm25"] * 5000), "too long or too deeply nested"),

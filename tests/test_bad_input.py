@@ -21,6 +21,7 @@ from rerank.cli import main
 from rerank.data import load
 from rerank.evaluate import Experiment, evaluate
 from rerank.io import read_qrels, read_trec_run
+from rerank.types import Query
 
 DOCS = [
     ("d1", "Caffeine in coffee", "Coffee contains caffeine, a stimulant found in coffee beans."),
@@ -223,6 +224,7 @@ def test_a_byte_order_mark_in_qrels_is_read_as_text_encoding(tmp_path, capsys):
     ('{"_id": "q9", "text": 42}\n', "'text' must be a string, got int"),
     ('{"_id": "q9"}\n', "'text' must be a string, got nothing"),
     ('["q9", "not an object"]\n', "expected a JSON object, got list"),
+    ('{"_id": "q9", "text": "first", "text": "second"}\n', "the key 'text' appears twice in one object"),
 ])
 def test_malformed_query_records_are_refused(tmp_path, capsys, line, message):
     data = beir(tmp_path / "c", queries=[*query_lines(), line])
@@ -344,6 +346,17 @@ def test_rankings_refuse_repeated_documents_and_non_finite_scores():
             Ranking.from_records([("q1", "x", "d1", 1.0), ("q2", "x", "d1", bad)])
     same_doc_other_query = Ranking.from_records([("q1", "x", "d1", 1.0), ("q2", "y", "d1", 1.0)])
     assert len(same_doc_other_query) == 2
+
+
+def test_rankings_give_each_query_one_text(caplog):
+    for make in (lambda: Ranking.from_queries([Query("q1", "caffeine"), Query("q1", "river")]),
+                 lambda: Ranking.from_records([("q1", "caffeine", "d1", 1.0), ("q1", "river", "d2", 0.5)])):
+        with pytest.raises(DataError, match="one text; 2 \\(qid, text\\) pairs share a qid .*'q1': 'caffeine' and 'river'"):
+            make()
+    with caplog.at_level(logging.WARNING):
+        queries = Ranking.from_queries([Query("q1", "a"), Query("q2", "b"), Query("q1", "a")])
+    assert queries.queries() == {"q1": "a", "q2": "b"} and len(queries) == 2
+    assert "query set: 1 repeated queries dropped" in caplog.text
 
 
 def test_qrels_mappings_take_integer_grades_only():
