@@ -100,12 +100,14 @@ def scores(out: str) -> dict[str, dict[str, str]]:
 
 
 # -- item 1: the index cache -------------------------------------------------------------------------
-def test_the_index_cache_follows_the_document_text(tmp_path, capsys):
+@pytest.mark.parametrize("pipeline", ["bm25", "dense"])
+def test_the_index_cache_follows_the_document_text(tmp_path, capsys, index_cache, pipeline):
     v1 = beir(tmp_path / "v1" / "c")
     edited = [(d, "Nile", "The Nile is long.") if d == "d1" else (d, t, x) for d, t, x in DOCS]
     v2 = beir(tmp_path / "v2" / "c", corpus=corpus_lines(edited))
-    _, first, _ = cli(capsys, "search", "--dataset", str(v1), "--pipeline", "bm25", "caffeine", "-k", "1")
-    _, second, _ = cli(capsys, "search", "--dataset", str(v2), "--pipeline", "bm25", "caffeine", "-k", "1")
+    _, first, _ = cli(capsys, "search", "--dataset", str(v1), "--pipeline", pipeline, "caffeine", "-k", "3")
+    _, second, _ = cli(capsys, "search", "--dataset", str(v2), "--pipeline", pipeline, "caffeine", "-k", "3")
+    assert len(list((index_cache / "indexes").iterdir())) == 2
     assert " d1 " in first and "Coffee contains caffeine" in first
     assert " d1 " not in second and "Coffee contains" not in second
 
@@ -265,6 +267,36 @@ def test_a_damaged_call_cache_names_the_file_before_any_model_loads(tmp_path):
     damaged.unlink()
     store = CachedBackend(FakeBackend(generate=str.upper), damaged).store
     assert len(store) == 0 and sqlite3.connect(damaged).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_damaged_call_cache_is_one_line_from_the_cli(tmp_path, capsys, index_cache):
+    data = beir(tmp_path / "c")
+    index_cache.mkdir()
+    (index_cache / "calls.sqlite").write_bytes(b"this is not an SQLite database" * 100)
+    err = refused(capsys, "eval", "--dataset", str(data), "--pipeline", "bm25 >> yes-no(backend='hf:no-such-model')")
+    assert f"call cache {index_cache / 'calls.sqlite'} is damaged" in err and "delete that file" in err
+
+
+@pytest.mark.parametrize("setting, message", [
+    ('limit = "abc"', "grid.toml: limit must be a positive number of queries"),
+    ("limit = 0", "grid.toml: limit must be a positive number of queries"),
+    ('metrics = "ndcg@x"', "ndcg@x"),
+])
+def test_bad_grid_files_are_one_line_from_the_cli(tmp_path, capsys, setting, message):
+    data = beir(tmp_path / "c")
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f'[grid]\n{setting}\ndatasets = ["{data}"]\n[pipelines]\nBM25 = "bm25"\n', encoding="utf-8")
+    assert message in refused(capsys, "bench", str(grid), "--out", str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.trec"))
+
+
+def test_a_grid_file_with_metrics_as_one_string_runs_them(tmp_path, capsys):
+    data = beir(tmp_path / "c")
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f'[grid]\nmetrics = "ndcg@10, mrr@10"\ndatasets = ["{data}"]\n[pipelines]\nBM25 = "bm25"\n',
+                    encoding="utf-8")
+    code, out, _ = cli(capsys, "bench", str(grid), "--out", str(tmp_path / "out"))
+    assert code == 0 and "ndcg@10" in out and "mrr@10" in out
 
 
 # -- item 2: query sets, qrels, runs, rankings -------------------------------------------------------
