@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from rerank.errors import ConfigError, RerankError
@@ -101,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, help="output folder (default: results/<grid name>)")
     b.add_argument("--limit", type=int, help="run on the first N judged queries of each dataset")
     b.add_argument("--report-only", action="store_true", help="do not run cells; rebuild the report from what is saved")
-    b.add_argument("--executor", default="local", help="where cells run: local (default), ray, or ray:ADDRESS")
+    _experiment_arguments(b, grid=True)
     b.set_defaults(func=_bench)
 
     sv = sub.add_parser("serve", help="serve a pipeline over HTTP in Cohere's, Jina's and vLLM's rerank API shapes")
@@ -120,11 +121,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _experiment_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--test", choices=["student", "fisher"], default="student",
-                   help="significance test against the baseline: paired t-test (default) or Fisher's randomization")
-    p.add_argument("--correction", choices=["none", "bonferroni", "holm"], default="none",
-                   help="multiple-comparison correction over each table's comparisons")
+def _experiment_arguments(p: argparse.ArgumentParser, grid: bool = False) -> None:
+    """--test, --correction and --executor; for a grid, test and correction default to the grid file's."""
+    note = " (default: the grid file's)" if grid else ""
+    p.add_argument("--test", choices=["student", "fisher"], default=None if grid else "student",
+                   help=f"significance test against the baseline: paired t-test (default) or Fisher's randomization{note}")
+    p.add_argument("--correction", choices=["none", "bonferroni", "holm"], default=None if grid else "none",
+                   help=f"multiple-comparison correction over each table's comparisons{note}")
     p.add_argument("--executor", default="local", help="where cells run: local (default), ray, or ray:ADDRESS")
 
 
@@ -187,6 +190,10 @@ def _bench(args: argparse.Namespace) -> int:
     from rerank.bench import Grid
 
     grid = Grid.read(args.grid)
+    if args.test is not None:
+        grid = replace(grid, test=args.test)
+    if args.correction is not None:
+        grid = replace(grid, correction=None if args.correction == "none" else args.correction)
     out = args.out or Path("results") / grid.name
     experiment = grid.experiment(out, args.limit, args.executor)
     if args.report_only:

@@ -1,4 +1,4 @@
-"""The on-disk cache of retriever indexes (BM25, dense, ANNCUR; E2Rank reads the dense ones).
+"""The on-disk cache of retriever indexes (BM25, dense, ANNCUR; E2Rank takes document embeddings from a Dense stage).
 
 An entry is the folder ``<cache>/indexes/<dataset>-<class>-<key>`` written by ``Retriever.save``. The
 key hashes the retriever's class and parameters and the corpus *content*: every docid, title and text

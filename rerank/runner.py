@@ -171,6 +171,8 @@ def run_cell(cell: Cell) -> CellRecord:
         record.error, record.ranking = f"{type(e).__name__}: {e}", None
         return record
     record.status = "ok"
+    logger.info("done: %s on %s, %d queries in %.1f s", cell.system, cell.dataset.label, len(record.qids),
+                time.time() - started)
     return record
 
 

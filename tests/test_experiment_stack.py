@@ -57,6 +57,31 @@ def test_eval_and_bench_give_identical_runs_and_numbers(tmp_path):
     assert numbers[0]["BM25 >> MiniLM"]["pvalues"] == numbers[1]["BM25 >> MiniLM"]["pvalues"]
 
 
+def test_the_experiment_stack_does_not_import_the_cli():
+    probe = "import sys, rerank.bench, rerank.runner, rerank.report; print('rerank.cli' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_significance_options_reach_the_report_from_both_commands(tmp_path):
+    systems = {"BM25": "run", "top 3": "run % 3", "top 5": "run % 5"}
+    grid = tmp_path / "g.toml"
+    grid.write_text('[grid]\ntest = "fisher"\ncorrection = "bonferroni"\nmetrics = ["ndcg@10", "recall@100"]\n'
+                    'datasets = ["trec-dl-2019"]\n[pipelines]\n' + "".join(f'"{k}" = "{v}"\n' for k, v in systems.items()),
+                    encoding="utf-8")
+    pipelines = [a for k, v in systems.items() for a in ("--pipeline", f"{k}={v}")]
+    assert main(["--quiet", "eval", "--dataset", "trec-dl-2019", *pipelines, "--metrics", "ndcg@10", "recall@100",
+                 "--test", "fisher", "--correction", "holm", "--save-runs", str(tmp_path / "eval")]) == 0
+    assert main(["--quiet", "bench", str(grid), "--out", str(tmp_path / "grid")]) == 0
+    assert main(["--quiet", "bench", str(grid), "--out", str(tmp_path / "flag"), "--correction", "holm"]) == 0
+    eval_, grid_, flag = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("eval", "grid", "flag"))
+    assert (eval_["test"], eval_["correction"]) == (flag["test"], flag["correction"]) == ("fisher", "holm")
+    assert (grid_["test"], grid_["correction"]) == ("fisher", "bonferroni")
+    for name in ("top 3", "top 5"):
+        pvalues = [r["datasets"]["trec-dl-2019"][name]["pvalues"] for r in (eval_, grid_, flag)]
+        assert pvalues[0] == pvalues[2] and all(pvalues[1][m] >= pvalues[2][m] for m in pvalues[1])
+    assert "holm-corrected" in (tmp_path / "flag" / "report.md").read_text()
+
+
 def test_a_shared_first_stage_runs_once_per_dataset(tmp_path, monkeypatch):
     retrieved: list[tuple[int, int, str]] = []
     original = BM25.transform

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,11 @@ def test_wheel_installs_into_a_new_environment_and_finds_bundled_data(tmp_path):
     wheels = tmp_path / "wheels"
     run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", wheels, ROOT, cwd=tmp_path)
     wheel = next(wheels.glob("rerank-*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        meta = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode().splitlines()
+    assert "Requires-Python: >=3.11" in meta  # typing.Self and tomllib
+    core = [line for line in meta if line.startswith("Requires-Dist:") and "extra ==" not in line]
+    assert core and not any("rank-bm25" in line or "rank_bm25" in line for line in core)  # tests and benchmarks only
 
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp_path)
@@ -52,3 +58,4 @@ def test_wheel_installs_into_a_new_environment_and_finds_bundled_data(tmp_path):
     assert "load: scifact, 5183 documents, 300 queries" in lines
     assert any(line.startswith("index: BM25() on scifact, 5183 documents") for line in lines)
     assert "evaluate: 1 pipelines on scifact ..." in lines
+    assert any(line.startswith("done: bm25 on scifact, 300 queries in ") for line in lines), lines
