@@ -57,6 +57,26 @@ def test_eval_and_bench_give_identical_runs_and_numbers(tmp_path):
     assert numbers[0]["BM25 >> MiniLM"]["pvalues"] == numbers[1]["BM25 >> MiniLM"]["pvalues"]
 
 
+def test_a_meter_wraps_any_stage_with_the_public_hook_and_gives_its_backend_back():
+    from rerank.metering import Meter
+
+    class OwnReranker:  # a third-party stage: only the hook, no rerank internals
+        def __init__(self, backend):
+            self.llm = backend
+
+        def wrap_backend(self, wrap):
+            self.llm = wrap(self.llm)
+            return self.llm
+
+    own = FakeBackend(generate=str.upper)
+    stage = OwnReranker(own)
+    meter = Meter().attach(stage, call_cache=False)
+    assert stage.llm is not own and stage.llm.generate(["a", "b"], max_new_tokens=4)
+    assert meter.usage().calls == 2  # one per prompt
+    meter.detach()
+    assert stage.llm is own
+
+
 def test_the_experiment_stack_does_not_import_the_cli():
     probe = "import sys, rerank.bench, rerank.runner, rerank.report; print('rerank.cli' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "False"
