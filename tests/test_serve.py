@@ -81,6 +81,16 @@ def bi_url(biencoder) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def search_url(biencoder) -> Iterator[str]:
+    from rerank.data import load
+    from rerank.expr import build
+
+    pipe = build("bm25 % 8", load("cranfield")) >> biencoder
+    with running(create_app(pipe, ServeConfig(**LIMITS), searchable=True, warmup=False)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def tiny_cross_encoder(tmp_path_factory) -> str:
     """Folder of a real BERT cross-encoder (offline MiniLM body, untrained one-score head)."""
     from sentence_transformers import CrossEncoder
@@ -157,6 +167,21 @@ def test_llm_yes_no_on_smollm2_served_equals_in_process(smollm2, dl19_top10):
     assert_same_ranking([(r.index, r.relevance_score) for r in out.results], judge.rerank(cands.query, texts), atol=1e-3)
 
 
+@pytest.mark.slow
+def test_an_order_only_family_served_gives_rank_derived_scores(smollm2, dl19_top10):
+    from rerank.rerankers.listwise import Listwise
+
+    lister = Listwise(smollm2, window=4, step=2, max_words=30)
+    cands = next(dl19_top10.per_query())
+    texts = cands.texts[:4]
+    with running(create_app(lister, ServeConfig(), warmup=False)) as url:
+        out = httpx.post(f"{url}/rerank", json={"query": cands.query, "documents": texts}, timeout=300).json()
+    expected = lister.rerank(cands.query, texts)
+    assert [int(r["index"]) for r in out["results"]] == [int(r.docid) for r in expected]
+    assert [r["relevance_score"] for r in out["results"]] == [4.0, 3.0, 2.0, 1.0]  # n for the first of n, down to 1
+    assert sorted(r["document"]["text"] for r in out["results"]) == sorted(texts)
+
+
 # -- bad input: status and message ----------------------------------------------------------------
 BAD = [
     (b"{\"query\": \"fleas\", \"documents\": [\"a\"", 400, "not valid JSON"),  # truncated
@@ -184,6 +209,45 @@ def test_bad_input_gets_a_clear_error(bi_url, body, status, message):
     out = httpx.post(f"{bi_url}/v1/rerank", content=body, headers={"Content-Type": "application/json"}, timeout=30)
     assert out.status_code == status, out.text
     assert message in out.json()["message"]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "message"), [
+    ("/v2/rerank", {"query": "fleas", "documents": ["a"], "max_tokens_per_doc": 0}, 422, "max_tokens_per_doc must be at least 1"),
+    ("/v2/rerank", {"query": "fleas", "documents": ["a"], "relevant_spans": {"mode": "enabled"}}, 422,
+     "relevant_spans is not supported"),
+    ("/v2/rerank", {"query": "fleas", "documents": ["a"], "return_documents": True}, 422, "unknown field 'return_documents'"),
+    ("/rerank", {"query": "fleas", "documents": ["a"], "top_n": -1}, 422, "top_n must be at least 1"),
+    ("/rerank", {"query": "fleas", "documents": ["a"], "max_tokens_per_query": -2}, 422, "max_tokens_per_query must be"),
+    ("/rerank", {"query": "", "documents": ["a"]}, 422, "the query is empty"),
+    ("/rerank", {"query": "fleas", "documents": [{"text": 5}]}, 422, "documents[0] must be a string or an object"),
+    ("/rerank", {"query": "fleas", "documents": ["a"], "return_documents": "yes"}, 422, "return_documents: Input should be"),
+    ("/rerank", {"query": "fleas", "documents": ["a"], "truncate_prompt_tokens": "x"}, 422, "truncate_prompt_tokens"),
+    ("/v1/search", {"query": " "}, 422, "the query is empty"),
+    ("/v1/search", {"query": "fleas", "top_n": "3"}, 422, "top_n: Input should be a valid integer"),
+    ("/v1/search", {"query": "fleas", "top_n": 0}, 422, "top_n must be at least 1"),
+    ("/v1/search", {"query": "fleas", "documents": ["a"]}, 422, "unknown field 'documents'"),
+])
+def test_bad_input_on_every_endpoint_gets_a_clear_error(search_url, path, body, status, message):
+    out = httpx.post(f"{search_url}{path}", json=body, timeout=30)
+    assert out.status_code == status, out.text
+    assert message in out.json()["message"]
+
+
+def test_vllm_clients_optional_fields_are_accepted_and_the_ignored_ones_said(bi_url, biencoder):
+    body = {"model": "m", "query": FLEA + " please", "documents": DOCS, "top_n": 0, "max_tokens_per_doc": 0,
+            "max_tokens_per_query": 9, "request_id": "req-7", "user": "u", "priority": 0, "use_activation": True,
+            "truncate_prompt_tokens": 512, "instruction": "Judge relevance"}
+    out = httpx.post(f"{bi_url}/rerank", json=body, timeout=30).json()
+    assert out["id"] == "req-7"
+    assert_same_ranking([(r["index"], r["relevance_score"]) for r in out["results"]], biencoder.rerank(FLEA, DOCS))
+    assert "the query was cut to max_tokens_per_query=9 words" in out["warnings"]
+    assert {w.split(" ")[0] for w in out["warnings"] if "is ignored" in w} == {"truncate_prompt_tokens", "instruction"}
+
+
+def test_models_list_in_openai_and_cohere_shapes(bi_url):
+    out = httpx.get(f"{bi_url}/v1/models", timeout=30).json()
+    assert out["object"] == "list" and out["data"][0]["object"] == "model" and out["data"][0]["owned_by"] == "rerank"
+    assert out["data"][0]["id"] == out["models"][0]["name"] and out["models"][0]["endpoints"] == ["rerank"]
 
 
 @pytest.mark.parametrize(("body", "status", "limit"), [
@@ -316,6 +380,23 @@ def test_public_bind_without_a_key_is_refused(tmp_path):
     assert out.returncode == 2 and "is empty" in out.stderr
 
 
+def test_the_key_comes_from_the_environment_or_a_file_and_a_key_allows_a_public_bind(tmp_path, monkeypatch):
+    from rerank.serve.auth import check_bind, load_api_key
+
+    monkeypatch.setenv("MY_KEY", " env-key ")
+    assert load_api_key(ServeConfig(api_key_env="MY_KEY")) == "env-key"
+    (tmp_path / "key").write_text("file-key\nignored\n")
+    assert load_api_key(ServeConfig(api_key_env="MY_KEY", api_key_file=str(tmp_path / "key"))) == "file-key"
+    monkeypatch.delenv("MY_KEY")
+    assert load_api_key(ServeConfig(api_key_env="MY_KEY")) is None
+    public = ServeConfig(host="0.0.0.0")
+    check_bind(public, "a key")
+    check_bind(public.replace(allow_public=True), None)
+    check_bind(ServeConfig(), None)
+    with pytest.raises(ConfigError, match="refusing to serve on 0.0.0.0 without an API key"):
+        check_bind(public, None)
+
+
 def test_config_file_and_set_flags(tmp_path):
     from rerank.cli import _parser
     from rerank.serve.command import config_from_args
@@ -380,16 +461,19 @@ def test_concurrent_clients_each_get_their_own_answer(bi_url, biencoder, dl19_to
 
 
 # -- the CLI: search over a bundled dataset, a saved index, graceful shutdown ---------------------
-def test_cli_serves_search_and_drains_on_sigterm(tmp_path):
+def test_cli_serves_search_with_a_key_file_and_drains_on_sigterm(tmp_path):
     from rerank.data import load
     from rerank.expr import build
 
     expr = "bm25 % 5"
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "RERANK_CACHE": str(tmp_path / "cache")}
+    (tmp_path / "key").write_text("k3y-from-a-file\n")
+    auth = {"Authorization": "Bearer k3y-from-a-file"}
     log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "rerank.cli", "--quiet", "serve", "--pipeline", expr,
-                             "--dataset", "cranfield", "--port", str(port), "--set", "batch_wait_ms=1000"],
+                             "--dataset", "cranfield", "--port", str(port), "--set", "batch_wait_ms=1000",
+                             "--api-key-file", str(tmp_path / "key")],
                             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -403,8 +487,10 @@ def test_cli_serves_search_and_drains_on_sigterm(tmp_path):
             time.sleep(0.5)
         queries = ["what similarity laws must be obeyed when constructing aeroelastic models",
                    "boundary layer transition at high speeds", "heat transfer in hypersonic flow"]
+        assert httpx.post(f"{url}/v1/search", json={"query": queries[0]}, timeout=60).status_code == 401
         with ThreadPoolExecutor(3) as pool:
-            futures = [pool.submit(httpx.post, f"{url}/v1/search", json={"query": q, "top_n": 5}, timeout=60) for q in queries]
+            futures = [pool.submit(httpx.post, f"{url}/v1/search", json={"query": q, "top_n": 5}, headers=auth, timeout=60)
+                       for q in queries]
             while httpx.get(f"{url}/health", timeout=10).json()["queue_depth"] < 3:  # all three wait for the model
                 time.sleep(0.02)
             os.kill(proc.pid, signal.SIGTERM)  # the requests in flight are still answered
@@ -496,6 +582,35 @@ def test_a_backend_that_is_down_fails_a_merged_batch_once_not_once_per_request()
         down.gate.set()
         assert [f.result().status_code for f in (first, *queued)] == [502] * 4
     assert down.calls == [1, 3]  # the merged call of three failed once; nobody asked the backend again alone
+
+
+class Fails(Gate):
+    """A user's reranker with a bug."""
+
+    def score_pairs(self, queries, texts):
+        raise ValueError("the scorer has a bug")
+
+
+def test_any_other_model_failure_is_500_with_its_type_and_message():
+    with running(create_app(Fails(), ServeConfig(), warmup=False)) as url:
+        out = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"]}, timeout=30)
+        after = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"]}, timeout=30)
+    assert out.status_code == 500 and out.json()["type"] == "model_error"
+    assert "ValueError: the scorer has a bug" in out.json()["message"] and after.status_code == 500  # still serving
+
+
+def test_a_body_that_trickles_in_gets_408_within_the_deadline():
+    import socket
+
+    with running(create_app(Gate(), ServeConfig(request_timeout=1), warmup=False)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"POST /v1/rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{\"query\": ")
+            started = time.monotonic()
+            answer = sock.recv(65536).decode()
+    assert answer.startswith("HTTP/1.1 408") and "request_timeout=1" in answer
+    assert time.monotonic() - started < 10
 
 
 class TimesOut(Gate):

@@ -12,8 +12,8 @@
 
 Model failures: the request's own problem found by the model (e.g. a query longer than the
 cross-encoder's window) is 422; a backend that failed (server down, timeout) is 502; anything else
-500 with the exception's type and message. A full queue is 429 with ``Retry-After``; a request
-that passes ``request_timeout`` is 504.
+500 with the exception's type and message. A full queue is 429 with ``Retry-After``. Every request
+has ``request_timeout`` in all: a body that has not arrived by then is 408, an answer that has not is 504.
 """
 
 from __future__ import annotations
@@ -108,9 +108,15 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
     async def rerank(request: Request, shape: type[RerankRequest]) -> tuple[RerankRequest, list[str], Candidates, list[str]]:
         if engine.reranker is None:
             raise ApiError(501, "not_supported", f"{pipeline!r} has no reranking part; use /v1/search")
-        req = parse(await request.body(), shape)
+        started = time.monotonic()
+        req = parse(await _body(request, config), shape)
         texts = check_rerank(req, config)
-        warnings = _model_warnings(req.model, name)
+        warnings = _model_warnings(req.model, name) + (req.ignored() if isinstance(req, JinaRequest) else [])
+        query = req.query
+        if getattr(req, "max_tokens_per_query", None):
+            query = truncate_words(query, req.max_tokens_per_query)
+            if query != req.query:
+                warnings.append(f"the query was cut to max_tokens_per_query={req.max_tokens_per_query} words")
         job_texts = texts
         if getattr(req, "max_tokens_per_doc", None):
             job_texts = [truncate_words(t, req.max_tokens_per_doc) for t in texts]
@@ -119,7 +125,7 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
                 warnings.append(f"{cut} of {len(texts)} documents were cut to max_tokens_per_doc={req.max_tokens_per_doc} words")
         if getattr(req, "max_chunks_per_doc", None) is not None:
             warnings.append("max_chunks_per_doc is ignored: the model handles long documents its own way")
-        ranked = await _run(rerank_batcher, RerankJob(req.query, job_texts), config)
+        ranked = await _run(rerank_batcher, RerankJob(query, job_texts), config, started)
         return req, texts, ranked, warnings + _info_warnings(ranked.info)
 
     @app.post("/v1/rerank")
@@ -137,7 +143,7 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
     async def jina(request: Request) -> dict[str, Any]:
         req, texts, ranked, warnings = await rerank(request, JinaRequest)
         words = len(req.query.split()) * len(texts) + sum(len(t.split()) for t in texts)
-        return {"id": str(uuid.uuid4()), "model": name, "usage": {"prompt_tokens": words, "total_tokens": words},
+        return {"id": req.request_id or str(uuid.uuid4()), "model": name, "usage": {"prompt_tokens": words, "total_tokens": words},
                 "results": _results(ranked, texts, req.top_n, req.return_documents), **({"warnings": warnings} if warnings else {})}
 
     @app.post("/v1/search")
@@ -145,9 +151,10 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
         if engine.searcher is None:
             why = "its first stage is not a retriever" if searchable else "it was started without --dataset or --index"
             raise ApiError(501, "not_supported", f"/v1/search is off for {pipeline!r}: {why}")
-        req = parse(await request.body(), SearchRequest)
+        started = time.monotonic()
+        req = parse(await _body(request, config), SearchRequest)
         check_search(req, config)
-        found = await _run(search_batcher, SearchJob(req.query, req.top_n), config)
+        found = await _run(search_batcher, SearchJob(req.query, req.top_n), config, started)
         results = [{"docid": r.docid, "score": r.score, "rank": r.rank,
                     **({"text": r.text, "title": r.title} if req.return_documents else {})} for r in found]
         return {"id": str(uuid.uuid4()), "results": results, "meta": {"warnings": _model_warnings(req.model, name)}}
@@ -177,10 +184,20 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
     return app
 
 
-async def _run(batcher: Batcher, job: Any, config: ServeConfig) -> Any:
-    """Submit a job and turn every way it can fail into an :class:`ApiError`."""
+async def _body(request: Request, config: ServeConfig) -> bytes:
+    """The request body, read within ``request_timeout`` (a client that trickles its body gets 408)."""
     try:
-        return await batcher.submit(job, config.request_timeout)
+        return await asyncio.wait_for(request.body(), config.request_timeout)
+    except TimeoutError:
+        raise ApiError(408, "timeout", f"the request body did not arrive within request_timeout={config.request_timeout} s",
+                       limit="request_timeout") from None
+
+
+async def _run(batcher: Batcher, job: Any, config: ServeConfig, started: float) -> Any:
+    """Submit a job (in what is left of the request's deadline since ``started``, a ``time.monotonic()``)
+    and turn every way it can fail into an :class:`ApiError`."""
+    try:
+        return await batcher.submit(job, max(0.0, config.request_timeout - (time.monotonic() - started)))
     except QueueFull as e:
         raise ApiError(429, "overloaded", f"{e}; the server holds at most max_queue={config.max_queue} waiting requests",
                        limit="max_queue", headers={"Retry-After": str(e.retry_after)}) from None

@@ -7,7 +7,7 @@ strict (``"5"`` is not a ``top_n``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError, field_validator
 
@@ -44,16 +44,42 @@ class CohereV2Request(RerankRequest):
 
 
 class JinaRequest(RerankRequest):
-    """Jina's and vLLM's ``/rerank`` (documents come back unless ``return_documents`` is false;
-    ``top_n: 0``, vLLM's default, means every document)."""
+    """Jina's and vLLM's ``/rerank`` (documents come back unless ``return_documents`` is false).
+
+    vLLM's optional fields are accepted, so its clients work unchanged: ``top_n``,
+    ``max_tokens_per_doc`` and ``max_tokens_per_query`` of 0 (its defaults) mean no limit;
+    ``request_id`` becomes the answer's ``id``; ``user`` and ``priority`` have no effect; the fields of
+    :attr:`IGNORED` would change how vLLM builds the model input and are answered with a warning.
+    """
+
+    IGNORED: ClassVar[tuple[str, ...]] = ("truncate_prompt_tokens", "truncation_side", "padding", "instruction",
+                                          "chat_template_kwargs")
 
     return_documents: StrictBool = True
     max_tokens_per_doc: StrictInt | None = None
+    max_tokens_per_query: StrictInt | None = None
+    request_id: StrictStr | None = None
+    user: StrictStr | None = None
+    priority: StrictInt | None = None
+    use_activation: StrictBool | None = None
+    truncate_prompt_tokens: StrictInt | None = None
+    truncation_side: StrictStr | None = None
+    padding: StrictStr | None = None
+    instruction: StrictStr | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
 
-    @field_validator("top_n")
+    @field_validator("top_n", "max_tokens_per_doc", "max_tokens_per_query")
     @classmethod
-    def _zero_is_every_document(cls, top_n: int | None) -> int | None:
-        return None if top_n == 0 else top_n
+    def _zero_is_no_limit(cls, value: int | None) -> int | None:
+        return None if value == 0 else value
+
+    def ignored(self) -> list[str]:
+        """Warnings for the vLLM fields given here that have no effect on the scores."""
+        out = [f"{f} is ignored: the served pipeline builds its own model input" for f in self.IGNORED
+               if getattr(self, f) is not None]
+        if self.use_activation is False:
+            out.append("use_activation=false is ignored: relevance_score is the family's score (see the docs)")
+        return out
 
 
 class SearchRequest(_Request):
@@ -119,8 +145,9 @@ def check_rerank(req: RerankRequest, config: ServeConfig) -> list[str]:
             raise limit_error("max_doc_chars", config.max_doc_chars, f"documents[{i}] has {len(t)} characters")
     if req.top_n is not None and req.top_n < 1:
         raise ApiError(422, "invalid_request", f"top_n must be at least 1, got {req.top_n}")
-    if getattr(req, "max_tokens_per_doc", None) is not None and req.max_tokens_per_doc < 1:
-        raise ApiError(422, "invalid_request", f"max_tokens_per_doc must be at least 1, got {req.max_tokens_per_doc}")
+    for cap in ("max_tokens_per_doc", "max_tokens_per_query"):
+        if getattr(req, cap, None) is not None and getattr(req, cap) < 1:
+            raise ApiError(422, "invalid_request", f"{cap} must be at least 1, got {getattr(req, cap)}")
     spans = getattr(req, "relevant_spans", None)
     if spans and spans.get("mode") != "disabled":
         raise ApiError(422, "invalid_request", "relevant_spans is not supported; leave it out or set mode='disabled'")
