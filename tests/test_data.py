@@ -138,3 +138,23 @@ def test_ir_datasets_ids_load_from_local_files(tmp_path):
     assert [d.docid for d in ds.corpus()] == ["d1", "d2"] and ds.qrels() == {"q1": {"d1": 1}}
     with pytest.raises(DataError, match="no dataset"):
         load("irds:no/such/thing")
+
+
+@pytest.mark.parametrize("qrels, message", [
+    ("q1 0 d1 0.5\n", "could not read qrels .*'0.5'"),  # ir_datasets' own reader refuses it
+    ("q1 0 d1 1\nq1 0 d1 2\n", "query 'q1' judges document 'd1' twice, with grades 1 and 2"),
+    ("q1 0 x7 1\n", "none of the 1 judged documents is in the corpus"),
+    ("q9 0 d1 1\n", "none of the 1 judged queries is among the 1 queries"),
+])
+def test_ir_datasets_qrels_go_through_the_same_checks(tmp_path, qrels, message):
+    import ir_datasets
+
+    (tmp_path / "docs.tsv").write_text("d1\tthe cat sat\nd2\tdogs bark\n")
+    (tmp_path / "queries.tsv").write_text("q1\tcat\n")
+    (tmp_path / "qrels.txt").write_text(qrels)
+    name = f"rerank-test/bad-{abs(hash(qrels))}"
+    if name not in ir_datasets.registry:
+        ir_datasets.registry.register(name, ir_datasets.create_dataset(
+            docs_tsv=str(tmp_path / "docs.tsv"), queries_tsv=str(tmp_path / "queries.tsv"), qrels_trec=str(tmp_path / "qrels.txt")))
+    with pytest.raises(DataError, match=message):
+        load(f"irds:{name}").qrels()

@@ -3,11 +3,15 @@ in its cache (``$IR_DATASETS_HOME``), or the dataset must be registered from loc
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 
 from rerank.data.base import Dataset
 from rerank.errors import DataError
+from rerank.io import put_once, relevance_grade
 from rerank.types import Doc, Query
+
+logger = logging.getLogger(__name__)
 
 
 class IrDatasetsDataset(Dataset):
@@ -40,9 +44,14 @@ class IrDatasetsDataset(Dataset):
 
     @cache
     def qrels(self) -> dict[str, dict[str, int]]:
+        """Judgments through the same checks as a qrels file: integer grades, a pair judged once (exact
+        repeats dropped with a count), ids that match the queries and, when there are documents, the corpus."""
         out: dict[str, dict[str, int]] = {}
-        for q in self._iterate("qrels"):
-            out.setdefault(q.query_id, {})[q.doc_id] = int(q.relevance)
+        where = f"ir_datasets {self.irds_id!r} qrels"
+        repeated = sum(put_once(out, q.query_id, q.doc_id, relevance_grade(q.relevance, where), where, "judges", "grades")
+                       for q in self._iterate("qrels"))
         if not out:
-            raise DataError(f"ir_datasets {self.irds_id!r}: no judgments")
-        return out
+            raise DataError(f"{where}: no judgments")
+        if repeated:
+            logger.warning("%s: %d repeated judgments dropped", where, repeated)
+        return self._checked_qrels(out, {d.docid for d in self.corpus()} if self._ds.has_docs() else None)
