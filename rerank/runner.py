@@ -133,6 +133,7 @@ class CellRecord:
     stage: str = ""
     started: float = 0.0
     versions: dict[str, str] = field(default_factory=dict)
+    data: str | None = None                      # content hash of the dataset where the cell ran
 
     @property
     def ok(self) -> bool:
@@ -155,6 +156,7 @@ def run_cell(cell: Cell) -> CellRecord:
     record = CellRecord(cell.dataset.label, cell.system, cell.expression, "error", started=started, versions=versions())
     try:
         dataset = load_dataset(cell.dataset)
+        record.data = dataset.content_fingerprint if hasattr(dataset, "content_fingerprint") else None
         topics, qids = judged_topics(dataset, cell.settings.limit)
         record.qids = qids
         if isinstance(cell.stage, Ranking):
@@ -345,6 +347,7 @@ class Runner:
         self.store = CellStore(out) if out is not None else None
         self.executor = executor
         self._session = uuid.uuid4().hex  # what saved cells of Python stage objects must match: this runner
+        self._pinned: dict[str, str | None] | None = None  # data hashes as a run first saw them (see _data)
 
     def _check_expressions(self) -> None:
         """Refuse an expression that does not parse or names no stage, before anything runs."""
@@ -370,7 +373,7 @@ class Runner:
         show what it was built or indexed on, so its saved cells (and prefixes) stand only for the
         runner that wrote them: another process runs it again."""
         settings = {"dataset_name": cell.dataset.name, "options": cell.dataset.options, "expression": cell.expression,
-                    "limit": cell.settings.limit, "data": data_fingerprint(cell.dataset)}
+                    "limit": cell.settings.limit, "data": self._data(cell.dataset)}
         return {**settings, "session": self._session} if isinstance(cell.stage, Stage) else settings
 
     def prefix_settings(self, cell: Cell) -> dict[str, Any]:
@@ -386,6 +389,7 @@ class Runner:
         pending: list[Cell] = []
         locked: list[Cell] = []
         executor: Executor | None = None
+        self._pinned = {}
         try:
             for cell in cells:
                 key = (cell.dataset.label, cell.system)
@@ -404,6 +408,7 @@ class Runner:
                 pending.append(cell)
             executor = executor_from_spec(self.executor)
             for record in progress_bar(self._execute(pending, executor), "cells", progress, total=len(pending), unit="cell"):
+                record = self._same_data(record)
                 records[record.dataset, record.system] = record
                 self._save(record)
         finally:
@@ -411,6 +416,7 @@ class Runner:
                 executor.close()
             for cell in locked:  # also when the executor failed to start: no lock outlives this run
                 self.store.unlock(cell.dataset.label, cell.system)  # type: ignore[union-attr]
+            self._pinned = None
         return {(c.dataset.label, c.system): records.get((c.dataset.label, c.system)) or self.saved(c) for c in cells}
 
     def _execute(self, cells: list[Cell], executor: Executor) -> Iterator[CellRecord]:
@@ -450,6 +456,25 @@ class Runner:
                 continue
             todo.append(replace(cell, prefix=found) if found is not None else cell)
         yield from executor.map(run_cell, todo)
+
+    def _data(self, spec: DatasetSpec) -> str | None:
+        """The dataset's content hash; during :meth:`run`, as the run first saw it (what resume decided on)."""
+        if self._pinned is None:
+            return data_fingerprint(spec)
+        if spec.label not in self._pinned:
+            self._pinned[spec.label] = data_fingerprint(spec)
+        return self._pinned[spec.label]
+
+    def _same_data(self, record: CellRecord) -> CellRecord:
+        """Fail a cell that ran on other data than the driver sees (a worker node with other files)."""
+        cell = next(c for c in self.cells() if (c.dataset.label, c.system) == (record.dataset, record.system))
+        here = self._data(cell.dataset)
+        if not record.ok or record.data is None or record.data == here:
+            return record
+        record.status, record.ranking = "error", None
+        record.error = (f"DataError: the cell ran on a copy of {cell.dataset.name!r} that differs from this machine's "
+                        f"(content hash {record.data[:12]} there, {str(here)[:12]} here); give every node the same files")
+        return record
 
     def _save(self, record: CellRecord) -> None:
         if self.store is None:

@@ -241,6 +241,36 @@ def test_cells_run_in_another_process_give_the_same_report(tmp_path):
     assert (tmp_path / "remote/trec-dl-2019/top_5.trec").read_text() == (tmp_path / "local/trec-dl-2019/top_5.trec").read_text()
 
 
+class _WorkerWithOtherFiles:
+    """An executor whose worker sees other files than the driver: here the queries change on disk
+    after the driver looked at them, as on a node with a stale copy of the dataset."""
+
+    def __init__(self, queries: Path):
+        self.queries = queries
+
+    def map(self, fn, items):
+        self.queries.write_text(self.queries.read_text().replace('"cats"', '"cats purr"'), encoding="utf-8")
+        return (fn(item) for item in items)
+
+    def close(self):
+        pass
+
+
+def test_a_cell_run_on_other_data_than_the_driver_sees_fails(tmp_path):
+    data = tmp_path / "c"
+    (data / "qrels").mkdir(parents=True)
+    (data / "corpus.jsonl").write_text('{"_id": "d1", "text": "cats purr"}\n{"_id": "d2", "text": "dogs bark"}\n')
+    (data / "queries.jsonl").write_text('{"_id": "q1", "text": "cats"}\n')
+    (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    experiment = Experiment({"BM25": "bm25"}, str(data), ["ndcg@10"], save_dir=tmp_path / "out",
+                            executor=_WorkerWithOtherFiles(data / "queries.jsonl"))
+    record = experiment.run().cells[str(data), "BM25"]
+    assert not record.ok and "differs from this machine's" in record.error
+    assert not any((tmp_path / "out").rglob("*.trec"))
+    again = Experiment({"BM25": "bm25"}, str(data), ["ndcg@10"], save_dir=tmp_path / "out").run()  # the same files now
+    assert again.cells[str(data), "BM25"].ok and any((tmp_path / "out").rglob("*.trec"))
+
+
 # -- significance ------------------------------------------------------------------------------------
 def test_corrections_and_tests_and_ties():
     assert correct([0.01, 0.02, 0.04], "bonferroni") == [0.03, 0.06, 0.12]
