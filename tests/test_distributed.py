@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -221,6 +223,28 @@ def test_sharded_bm25_bad_inputs(cluster, tmp_path):
     part.write_text('{"_id": "x", "text": "cats"}\n{"_id": "y", "text": ')  # truncated file
     with pytest.raises(DataError, match="not valid JSON"):
         build_bm25([part])
+
+
+def test_build_bm25_stops_the_cluster_it_started_and_keeps_one_it_joined(cluster):
+    probe = """
+import ray
+from rerank.distributed.bm25 import build_bm25
+from rerank.types import Doc
+docs = [Doc("d1", "cats purr"), Doc("d2", "dogs bark"), Doc("d3", "birds sing")]
+with build_bm25(docs, shards=2, num_cpus=0.5) as index:
+    assert index.owns_cluster and len(index({"q": "cats"})) == 1
+print(ray.is_initialized())
+"""
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]
+    from rerank.distributed.bm25 import build_bm25
+
+    with build_bm25([Doc("d1", "cats purr"), Doc("d2", "dogs bark")], shards=2) as joined:
+        assert not joined.owns_cluster
+    import ray
+
+    assert ray.is_initialized()  # the module's cluster is still up
 
 
 # -- executor: order, retries -----------------------------------------------------------------------

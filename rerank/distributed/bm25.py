@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from rerank.distributed.cluster import connect, import_ray
+from rerank.distributed.cluster import connect, import_ray, shutdown
 from rerank.errors import ConfigError, DataError
 from rerank.retrievers.bm25 import QUERY_BATCH, BM25, _top_k
 from rerank.stage import Stage
@@ -97,10 +97,17 @@ class ShardedBM25(Stage):
     requires = ("qid", "query")
 
     def __init__(self, config: BM25, shards: Sequence[Any], vocab: dict[str, int], sizes: Sequence[int],
-                 num_results: int = 1000):
+                 num_results: int = 1000, owns_cluster: bool = False):
         self.config, self.shards, self.sizes, self.num_results = config, list(shards), list(sizes), num_results
+        self.owns_cluster = owns_cluster  # build_bm25 started the local cluster: close() stops it
         self._head = copy.copy(config)  # tokenizes queries against the global vocabulary
         self._head._vocab = vocab
+
+    def __enter__(self) -> ShardedBM25:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"ShardedBM25({self.config!r}, shards={len(self.shards)})"
@@ -164,11 +171,9 @@ class ShardedBM25(Stage):
         return ray.get([s.peak_memory.remote() for s in self.shards])
 
     def close(self) -> None:
-        """Stop the shard actors."""
-        ray = import_ray()
-        for s in self.shards:
-            ray.kill(s)
-        self.shards = []
+        """Stop the shard actors, and the local cluster when :func:`build_bm25` started it."""
+        _stop(self.shards, self.owns_cluster)
+        self.shards, self.owns_cluster = [], False
 
 
 def build_bm25(corpus: Sequence[Doc] | Sequence[str | Path], bm25: BM25 | None = None, shards: int | None = None,
@@ -191,7 +196,7 @@ def build_bm25(corpus: Sequence[Doc] | Sequence[str | Path], bm25: BM25 | None =
     if config.is_indexed:
         raise ConfigError(f"build_bm25 takes an unindexed BM25 configuration, got an indexed {config!r}")
     parts = _parts(corpus, shards)
-    connect(address)
+    started = connect(address)
     ray = import_ray()
     if num_cpus is None:
         num_cpus = min(1.0, ray.cluster_resources().get("CPU", 1) / len(parts))
@@ -201,19 +206,16 @@ def build_bm25(corpus: Sequence[Doc] | Sequence[str | Path], bm25: BM25 | None =
         stats = ray.get([h.stats.remote() for h in handles])
         digests = np.concatenate(ray.get([h.docid_digests.remote() for h in handles]))
     except ray.exceptions.RayError as e:  # a shard could not read or tokenize its part
-        for h in handles:
-            ray.kill(h)
+        _stop(handles, started)
         cause = getattr(e, "cause", None) or e
         raise DataError(f"a BM25 shard failed: {cause}") from None
     if len(np.unique(digests)) < len(digests):
-        for h in handles:
-            ray.kill(h)
+        _stop(handles, started)
         raise DataError("the corpus has duplicate docids (across or within shards)")
     vocab: dict[str, int] = {}
     shard_rows = [np.array([vocab.setdefault(t, len(vocab)) for t in terms], dtype=np.int64) for terms, *_ in stats]
     if not vocab:
-        for h in handles:
-            ray.kill(h)
+        _stop(handles, started)
         raise DataError(f"{config!r}: no document has an index term after tokenization; check the tokenizer settings")
     df = np.zeros(len(vocab), dtype=np.float64)
     for rows, (_, shard_df, _, _) in zip(shard_rows, stats):
@@ -223,7 +225,16 @@ def build_bm25(corpus: Sequence[Doc] | Sequence[str | Path], bm25: BM25 | None =
     idf, avgdl = config._idf(df, n_docs), np.float64(total) / n_docs
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
     ray.get([h.weigh.remote(rows, len(vocab), idf, avgdl, off) for h, rows, off in zip(handles, shard_rows, offsets)])
-    return ShardedBM25(config, handles, vocab, sizes, config.num_results)
+    return ShardedBM25(config, handles, vocab, sizes, config.num_results, owns_cluster=started)
+
+
+def _stop(actors: Sequence[Any], cluster: bool) -> None:
+    """Kill ``actors``; also stop the local cluster when ``cluster`` (this process started it for them)."""
+    ray = import_ray()
+    for a in actors:
+        ray.kill(a)
+    if cluster:
+        shutdown()
 
 
 def _parts(corpus: Sequence[Any], shards: int | None) -> list[Any]:
