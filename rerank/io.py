@@ -75,17 +75,21 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
     return (record for _, record in jsonl_records(path))
 
 
-class _RepeatedKey(Exception):
-    pass
+class RepeatedKey(ValueError):
+    """A JSON object names one key twice (``json`` alone would keep the last value silently)."""
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object as a dict, refusing a repeated key (``json`` would keep the last value silently)."""
     record = dict(pairs)
     if len(record) < len(pairs):
         seen: set[str] = set()
-        raise _RepeatedKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise RepeatedKey(f"the key {key!r} appears twice in one JSON object")
     return record
+
+
+decode_json = json.JSONDecoder(object_pairs_hook=_object).decode
+"""``json.loads`` that refuses an object with a repeated key (:class:`RepeatedKey`), at any depth."""
 
 
 def jsonl_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -94,11 +98,11 @@ def jsonl_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line, object_pairs_hook=_object)
+            record = decode_json(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-        except _RepeatedKey as e:
-            raise DataError(f"{path}:{lineno}: the key {e.args[0]!r} appears twice in one object") from None
+        except RepeatedKey as e:
+            raise DataError(f"{path}:{lineno}: {e}") from None
         if not isinstance(record, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
         yield f"{path}:{lineno}", record

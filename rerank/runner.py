@@ -133,7 +133,7 @@ class CellRecord:
     stage: str = ""
     started: float = 0.0
     versions: dict[str, str] = field(default_factory=dict)
-    data: str | None = None                      # content hash of the dataset where the cell ran
+    ran_on: str | None = None                    # content hash of the dataset where the cell ran
 
     @property
     def ok(self) -> bool:
@@ -156,7 +156,7 @@ def run_cell(cell: Cell) -> CellRecord:
     record = CellRecord(cell.dataset.label, cell.system, cell.expression, "error", started=started, versions=versions())
     try:
         dataset = load_dataset(cell.dataset)
-        record.data = dataset.content_fingerprint if hasattr(dataset, "content_fingerprint") else None
+        record.ran_on = getattr(dataset, "content_fingerprint", None)
         topics, qids = judged_topics(dataset, cell.settings.limit)
         record.qids = qids
         if isinstance(cell.stage, Ranking):
@@ -389,7 +389,7 @@ class Runner:
         pending: list[Cell] = []
         locked: list[Cell] = []
         executor: Executor | None = None
-        self._pinned = {}
+        self._pinned = {d.label: data_fingerprint(d) for d in self.datasets}  # what resume decides on
         try:
             for cell in cells:
                 key = (cell.dataset.label, cell.system)
@@ -411,13 +411,13 @@ class Runner:
                 record = self._same_data(record)
                 records[record.dataset, record.system] = record
                 self._save(record)
+            return {(c.dataset.label, c.system): records.get((c.dataset.label, c.system)) or self.saved(c) for c in cells}
         finally:
             if executor is not None and (self.executor is None or isinstance(self.executor, str)):
                 executor.close()
             for cell in locked:  # also when the executor failed to start: no lock outlives this run
                 self.store.unlock(cell.dataset.label, cell.system)  # type: ignore[union-attr]
             self._pinned = None
-        return {(c.dataset.label, c.system): records.get((c.dataset.label, c.system)) or self.saved(c) for c in cells}
 
     def _execute(self, cells: list[Cell], executor: Executor) -> Iterator[CellRecord]:
         every = self.cells()  # done cells count too: a new system may share a prefix saved by an earlier run
@@ -433,11 +433,17 @@ class Runner:
             saved = self.store.read_prefix(job.dataset.label, key, self.prefix_settings(job)) if self.store else None
             if saved is not None:
                 frame, meta = saved
-                prefixes[key] = Prefix(key, job.stop_after, Ranking(frame), meta["ms_per_query"], meta["load_s"], True,  # type: ignore[arg-type]
-                                       meta.get("usage"), meta.get("warmup_usage"))
-                del jobs[key]
+                try:
+                    prefixes[key] = Prefix(key, job.stop_after, Ranking(frame), meta["ms_per_query"], meta["load_s"], True,  # type: ignore[arg-type]
+                                           meta.get("usage"), meta.get("warmup_usage"))
+                    del jobs[key]
+                except (DataError, ValueError, KeyError, TypeError):
+                    logger.warning("the saved prefix %s on %s cannot be read; computing it again", key, job.dataset.label)
         for key, rec in zip(jobs, executor.map(run_cell, list(jobs.values()))):
-            if rec.ok:
+            error = self._other_data(jobs[key].dataset, rec)
+            if error:
+                prefixes[key] = error
+            elif rec.ok:
                 prefixes[key] = Prefix(key, jobs[key].stop_after, rec.ranking, rec.ms_per_query or 0.0, rec.load_s,  # type: ignore[arg-type]
                                        usage=rec.usage, warmup_usage=rec.warmup_usage)
                 logger.info("shared prefix on %s, %d queries: %s", rec.dataset, len(rec.qids), key)
@@ -458,22 +464,24 @@ class Runner:
         yield from executor.map(run_cell, todo)
 
     def _data(self, spec: DatasetSpec) -> str | None:
-        """The dataset's content hash; during :meth:`run`, as the run first saw it (what resume decided on)."""
-        if self._pinned is None:
-            return data_fingerprint(spec)
-        if spec.label not in self._pinned:
-            self._pinned[spec.label] = data_fingerprint(spec)
-        return self._pinned[spec.label]
+        """The dataset's content hash; during :meth:`run`, as the run saw it at its start (what resume
+        decided on). One run at a time per Runner."""
+        return self._pinned[spec.label] if self._pinned is not None else data_fingerprint(spec)
+
+    def _other_data(self, spec: DatasetSpec, record: CellRecord) -> str | None:
+        """Why ``record`` cannot stand: it ran on other data than this machine sees (a worker node with
+        other files); None when it ran on the same data, or when either side has no hash to compare."""
+        here = self._data(spec)
+        if not record.ok or record.ran_on is None or here is None or record.ran_on == here:
+            return None
+        return (f"DataError: the cell ran on a copy of {spec.name!r} that differs from this machine's "
+                f"(content hash {record.ran_on[:12]} there, {here[:12]} here); give every node the same files")
 
     def _same_data(self, record: CellRecord) -> CellRecord:
-        """Fail a cell that ran on other data than the driver sees (a worker node with other files)."""
         cell = next(c for c in self.cells() if (c.dataset.label, c.system) == (record.dataset, record.system))
-        here = self._data(cell.dataset)
-        if not record.ok or record.data is None or record.data == here:
-            return record
-        record.status, record.ranking = "error", None
-        record.error = (f"DataError: the cell ran on a copy of {cell.dataset.name!r} that differs from this machine's "
-                        f"(content hash {record.data[:12]} there, {str(here)[:12]} here); give every node the same files")
+        error = self._other_data(cell.dataset, record)
+        if error:
+            record.status, record.ranking, record.error = "error", None, error
         return record
 
     def _save(self, record: CellRecord) -> None:

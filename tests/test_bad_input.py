@@ -226,7 +226,7 @@ def test_a_byte_order_mark_in_qrels_is_read_as_text_encoding(tmp_path, capsys):
     ('{"_id": "q9", "text": 42}\n', "'text' must be a string, got int"),
     ('{"_id": "q9"}\n', "'text' must be a string, got nothing"),
     ('["q9", "not an object"]\n', "expected a JSON object, got list"),
-    ('{"_id": "q9", "text": "first", "text": "second"}\n', "the key 'text' appears twice in one object"),
+    ('{"_id": "q9", "text": "first", "text": "second"}\n', "the key 'text' appears twice in one JSON object"),
 ])
 def test_malformed_query_records_are_refused(tmp_path, capsys, line, message):
     data = beir(tmp_path / "c", queries=[*query_lines(), line])

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import logging
 
 import pytest
 
@@ -142,7 +143,6 @@ def test_ir_datasets_ids_load_from_local_files(tmp_path):
 
 @pytest.mark.parametrize("qrels, message", [
     ("q1 0 d1 0.5\n", "could not read qrels .*'0.5'"),  # ir_datasets' own reader refuses it
-    ("q1 0 d1 1\nq1 0 d1 2\n", "query 'q1' judges document 'd1' twice, with grades 1 and 2"),
     ("q1 0 x7 1\n", "none of the 1 judged documents is in the corpus"),
     ("q9 0 d1 1\n", "none of the 1 judged queries is among the 1 queries"),
 ])
@@ -158,3 +158,17 @@ def test_ir_datasets_qrels_go_through_the_same_checks(tmp_path, qrels, message):
             docs_tsv=str(tmp_path / "docs.tsv"), queries_tsv=str(tmp_path / "queries.tsv"), qrels_trec=str(tmp_path / "qrels.txt")))
     with pytest.raises(DataError, match=message):
         load(f"irds:{name}").qrels()
+
+
+def test_ir_datasets_pairs_judged_twice_keep_their_highest_grade(tmp_path, caplog):
+    import ir_datasets
+
+    (tmp_path / "docs.tsv").write_text("d1\tthe cat sat\nd2\tdogs bark\n")
+    (tmp_path / "queries.tsv").write_text("q1\tcat\n")
+    (tmp_path / "qrels.txt").write_text("q1 0 d1 1\nq1 1 d1 2\nq1 0 d2 0\n")  # two rounds judge d1
+    if "rerank-test/rounds" not in ir_datasets.registry:
+        ir_datasets.registry.register("rerank-test/rounds", ir_datasets.create_dataset(
+            docs_tsv=str(tmp_path / "docs.tsv"), queries_tsv=str(tmp_path / "queries.tsv"), qrels_trec=str(tmp_path / "qrels.txt")))
+    with caplog.at_level(logging.WARNING):
+        assert load("irds:rerank-test/rounds").qrels() == {"q1": {"d1": 2, "d2": 0}}
+    assert "1 repeated judgments of a (query, document) pair; each pair keeps its highest grade" in caplog.text

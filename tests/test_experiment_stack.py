@@ -256,19 +256,22 @@ class _WorkerWithOtherFiles:
         pass
 
 
-def test_a_cell_run_on_other_data_than_the_driver_sees_fails(tmp_path):
+@pytest.mark.parametrize("systems", [{"BM25": "bm25"},
+                                     {"MiniLM": "bm25 % 2 >> biencoder", "MiniLM 8": "bm25 % 2 >> biencoder(batch_size=8)"}])
+def test_a_cell_run_on_other_data_than_the_driver_sees_fails(tmp_path, systems):
     data = tmp_path / "c"
     (data / "qrels").mkdir(parents=True)
     (data / "corpus.jsonl").write_text('{"_id": "d1", "text": "cats purr"}\n{"_id": "d2", "text": "dogs bark"}\n')
     (data / "queries.jsonl").write_text('{"_id": "q1", "text": "cats"}\n')
     (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
-    experiment = Experiment({"BM25": "bm25"}, str(data), ["ndcg@10"], save_dir=tmp_path / "out",
+    experiment = Experiment(systems, str(data), ["ndcg@10"], save_dir=tmp_path / "out",
                             executor=_WorkerWithOtherFiles(data / "queries.jsonl"))
-    record = experiment.run().cells[str(data), "BM25"]
-    assert not record.ok and "differs from this machine's" in record.error
-    assert not any((tmp_path / "out").rglob("*.trec"))
-    again = Experiment({"BM25": "bm25"}, str(data), ["ndcg@10"], save_dir=tmp_path / "out").run()  # the same files now
-    assert again.cells[str(data), "BM25"].ok and any((tmp_path / "out").rglob("*.trec"))
+    report = experiment.run()  # a shared prefix (second case) is checked as it comes back, too
+    for name in systems:
+        assert not report.cells[str(data), name].ok and "differs from this machine's" in report.cells[str(data), name].error
+    assert not any((tmp_path / "out").rglob("*.trec")) and not any((tmp_path / "out").rglob("prefixes/*"))
+    again = Experiment(systems, str(data), ["ndcg@10"], save_dir=tmp_path / "out").run()  # the same files now
+    assert all(again.cells[str(data), name].ok for name in systems) and any((tmp_path / "out").rglob("*.trec"))
 
 
 # -- significance ------------------------------------------------------------------------------------

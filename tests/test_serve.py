@@ -201,6 +201,8 @@ BAD = [
     (b'{"documents": ["a"]}', 422, "field 'query' is required"),
     (b'{"query": "fleas", "documents": ["a"], "qurey": "x"}', 422, "unknown field 'qurey'"),
     (b'{"query": "fleas", "documents": ["a"], "rank_fields": ["title"]}', 422, "rank_fields is not supported"),
+    (b'{"query": "fleas", "query": "dogs", "documents": ["a"]}', 422, "the key 'query' appears twice"),
+    (b'{"query": "fleas", "documents": [{"text": "a", "text": "b"}]}', 422, "the key 'text' appears twice"),
 ]
 
 
@@ -609,8 +611,10 @@ def test_a_body_that_trickles_in_gets_408_within_the_deadline():
                          b"Content-Length: 100\r\n\r\n{\"query\": ")
             started = time.monotonic()
             answer = sock.recv(65536).decode()
-    assert answer.startswith("HTTP/1.1 408") and "request_timeout=1" in answer
-    assert time.monotonic() - started < 10
+            sock.sendall(b'"still trickling')
+            closed = sock.recv(65536) == b""  # the server hung up: the slow client holds no connection
+    assert answer.startswith("HTTP/1.1 408") and "request_timeout=1" in answer and "connection: close" in answer.lower()
+    assert closed and time.monotonic() - started < 10
 
 
 class TimesOut(Gate):

@@ -8,7 +8,7 @@ from functools import cache
 
 from rerank.data.base import Dataset
 from rerank.errors import DataError
-from rerank.io import put_once, relevance_grade
+from rerank.io import relevance_grade
 from rerank.types import Doc, Query
 
 logger = logging.getLogger(__name__)
@@ -44,14 +44,32 @@ class IrDatasetsDataset(Dataset):
 
     @cache
     def qrels(self) -> dict[str, dict[str, int]]:
-        """Judgments through the same checks as a qrels file: integer grades, a pair judged once (exact
-        repeats dropped with a count), ids that match the queries and, when there are documents, the corpus."""
+        """Judgments through the checks of a qrels file: integer grades, ids that match the queries and,
+        when the documents are at hand, the corpus. A pair judged more than once (multi-round or
+        sub-topic qrels) keeps its highest grade, with a warning that counts such pairs."""
         out: dict[str, dict[str, int]] = {}
         where = f"ir_datasets {self.irds_id!r} qrels"
-        repeated = sum(put_once(out, q.query_id, q.doc_id, relevance_grade(q.relevance, where), where, "judges", "grades")
-                       for q in self._iterate("qrels"))
+        repeated = 0
+        for q in self._iterate("qrels"):
+            grade, row = relevance_grade(q.relevance, where), out.setdefault(q.query_id, {})
+            repeated += q.doc_id in row
+            row[q.doc_id] = max(grade, row.get(q.doc_id, grade))
         if not out:
             raise DataError(f"{where}: no judgments")
         if repeated:
-            logger.warning("%s: %d repeated judgments dropped", where, repeated)
-        return self._checked_qrels(out, {d.docid for d in self.corpus()} if self._ds.has_docs() else None)
+            logger.warning("%s: %d repeated judgments of a (query, document) pair; each pair keeps its highest grade",
+                           where, repeated)
+        return self._checked_qrels(out, self._judged_in_corpus(out))
+
+    def _judged_in_corpus(self, qrels: dict[str, dict[str, int]]) -> set[str] | None:
+        """The judged docids the corpus has, looked up in ir_datasets' document store (no full corpus
+        load); None when the documents are not at hand (then docids are not checked)."""
+        if not self._ds.has_docs():
+            return None
+        judged = {d for docs in qrels.values() for d in docs}
+        try:
+            return set(self._ds.docs_store().get_many(judged))
+        except Exception as e:  # noqa: BLE001 -- documents not downloaded (offline): evaluate without the check
+            logger.info("ir_datasets %r: judged docids not checked against the corpus (%s: %s)", self.irds_id,
+                        type(e).__name__, e)
+            return None

@@ -171,7 +171,8 @@ class ShardedBM25(Stage):
         return ray.get([s.peak_memory.remote() for s in self.shards])
 
     def close(self) -> None:
-        """Stop the shard actors, and the local cluster when :func:`build_bm25` started it."""
+        """Stop the shard actors, and the local cluster when :func:`build_bm25` started it (then anything
+        else that joined that cluster in this process, such as a later ``RayExecutor``, stops with it)."""
         _stop(self.shards, self.owns_cluster)
         self.shards, self.owns_cluster = [], False
 
@@ -198,24 +199,31 @@ def build_bm25(corpus: Sequence[Doc] | Sequence[str | Path], bm25: BM25 | None =
     parts = _parts(corpus, shards)
     started = connect(address)
     ray = import_ray()
-    if num_cpus is None:
-        num_cpus = min(1.0, ray.cluster_resources().get("CPU", 1) / len(parts))
-    actor = ray.remote(BM25Shard).options(num_cpus=num_cpus)
-    handles = [actor.remote(config, ray.put(p) if not isinstance(p, (str, Path)) else p) for p in parts]
+    handles: list[Any] = []
     try:
-        stats = ray.get([h.stats.remote() for h in handles])
-        digests = np.concatenate(ray.get([h.docid_digests.remote() for h in handles]))
-    except ray.exceptions.RayError as e:  # a shard could not read or tokenize its part
+        if num_cpus is None:
+            num_cpus = min(1.0, ray.cluster_resources().get("CPU", 1) / len(parts))
+        actor = ray.remote(BM25Shard).options(num_cpus=num_cpus)
+        handles = [actor.remote(config, ray.put(p) if not isinstance(p, (str, Path)) else p) for p in parts]
+        return _weighed(config, handles, owns_cluster=started)
+    except ray.exceptions.RayError as e:  # a shard could not read, tokenize or weigh its part
         _stop(handles, started)
-        cause = getattr(e, "cause", None) or e
-        raise DataError(f"a BM25 shard failed: {cause}") from None
+        raise DataError(f"a BM25 shard failed: {getattr(e, 'cause', None) or e}") from None
+    except BaseException:  # a bad corpus, or Ctrl-C: no actor (and no cluster started here) outlives the build
+        _stop(handles, started)
+        raise
+
+
+def _weighed(config: BM25, handles: list[Any], owns_cluster: bool) -> ShardedBM25:
+    """Collect the shards' statistics, give every shard the global ones, and wrap them as one index."""
+    ray = import_ray()
+    stats = ray.get([h.stats.remote() for h in handles])
+    digests = np.concatenate(ray.get([h.docid_digests.remote() for h in handles]))
     if len(np.unique(digests)) < len(digests):
-        _stop(handles, started)
         raise DataError("the corpus has duplicate docids (across or within shards)")
     vocab: dict[str, int] = {}
     shard_rows = [np.array([vocab.setdefault(t, len(vocab)) for t in terms], dtype=np.int64) for terms, *_ in stats]
     if not vocab:
-        _stop(handles, started)
         raise DataError(f"{config!r}: no document has an index term after tokenization; check the tokenizer settings")
     df = np.zeros(len(vocab), dtype=np.float64)
     for rows, (_, shard_df, _, _) in zip(shard_rows, stats):
@@ -225,7 +233,7 @@ def build_bm25(corpus: Sequence[Doc] | Sequence[str | Path], bm25: BM25 | None =
     idf, avgdl = config._idf(df, n_docs), np.float64(total) / n_docs
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
     ray.get([h.weigh.remote(rows, len(vocab), idf, avgdl, off) for h, rows, off in zip(handles, shard_rows, offsets)])
-    return ShardedBM25(config, handles, vocab, sizes, config.num_results, owns_cluster=started)
+    return ShardedBM25(config, handles, vocab, sizes, config.num_results, owns_cluster=owns_cluster)
 
 
 def _stop(actors: Sequence[Any], cluster: bool) -> None:

@@ -105,7 +105,8 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
             message += f"; endpoints: {', '.join(sorted(ENDPOINTS))}"
         return await api_error(request, ApiError(e.status_code, kind, message, headers=dict(e.headers or {})))
 
-    async def rerank(request: Request, shape: type[RerankRequest]) -> tuple[RerankRequest, list[str], Candidates, list[str]]:
+    async def rerank(request: Request, shape: type[RerankRequest]) -> tuple[RerankRequest, list[str], Candidates, list[str], int]:
+        """The request, its document texts, the reranked candidates, warnings, and the words the model was sent."""
         if engine.reranker is None:
             raise ApiError(501, "not_supported", f"{pipeline!r} has no reranking part; use /v1/search")
         started = time.monotonic()
@@ -126,24 +127,24 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
         if getattr(req, "max_chunks_per_doc", None) is not None:
             warnings.append("max_chunks_per_doc is ignored: the model handles long documents its own way")
         ranked = await _run(rerank_batcher, RerankJob(query, job_texts), config, started)
-        return req, texts, ranked, warnings + _info_warnings(ranked.info)
+        words = len(query.split()) * len(job_texts) + sum(len(t.split()) for t in job_texts)  # what the model was sent
+        return req, texts, ranked, warnings + _info_warnings(ranked.info), words
 
     @app.post("/v1/rerank")
     async def cohere_v1(request: Request) -> dict[str, Any]:
-        req, texts, ranked, warnings = await rerank(request, CohereV1Request)
+        req, texts, ranked, warnings, _ = await rerank(request, CohereV1Request)
         return {"id": str(uuid.uuid4()), "results": _results(ranked, texts, req.top_n, req.return_documents),
                 "meta": _meta("1", warnings)}
 
     @app.post("/v2/rerank")
     async def cohere_v2(request: Request) -> dict[str, Any]:
-        req, texts, ranked, warnings = await rerank(request, CohereV2Request)
+        req, texts, ranked, warnings, _ = await rerank(request, CohereV2Request)
         return {"id": str(uuid.uuid4()), "results": _results(ranked, texts, req.top_n, False), "meta": _meta("2", warnings)}
 
     @app.post("/rerank")
     async def jina(request: Request) -> dict[str, Any]:
-        req, texts, ranked, warnings = await rerank(request, JinaRequest)
-        words = len(req.query.split()) * len(texts) + sum(len(t.split()) for t in texts)
-        return {"id": req.request_id or str(uuid.uuid4()), "model": name, "usage": {"prompt_tokens": words, "total_tokens": words},
+        req, texts, ranked, warnings, sent = await rerank(request, JinaRequest)
+        return {"id": req.request_id or str(uuid.uuid4()), "model": name, "usage": {"prompt_tokens": sent, "total_tokens": sent},
                 "results": _results(ranked, texts, req.top_n, req.return_documents), **({"warnings": warnings} if warnings else {})}
 
     @app.post("/v1/search")
@@ -190,7 +191,7 @@ async def _body(request: Request, config: ServeConfig) -> bytes:
         return await asyncio.wait_for(request.body(), config.request_timeout)
     except TimeoutError:
         raise ApiError(408, "timeout", f"the request body did not arrive within request_timeout={config.request_timeout} s",
-                       limit="request_timeout") from None
+                       limit="request_timeout", headers={"Connection": "close"}) from None
 
 
 async def _run(batcher: Batcher, job: Any, config: ServeConfig, started: float) -> Any:

@@ -45,7 +45,7 @@ class ServeConfig:
             search requests count one each.
         batch_wait_ms: how long the first request of a batch waits for others to join.
         max_queue: requests waiting for the model; one more gets 429 with ``Retry-After``.
-        request_timeout: seconds a request may take in all before it gets 504.
+        request_timeout: seconds a request may take in all: 408 when its body has not arrived by then, 504 when its answer has not.
     Access:
         api_key_env / api_key_file: where the bearer key comes from (the file wins when both are set).
         allow_public: bind to a non-loopback address without an API key.

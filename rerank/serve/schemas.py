@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError, field_validator
 
+from rerank.io import RepeatedKey, decode_json
 from rerank.serve.config import ServeConfig
 from rerank.serve.errors import ApiError, limit_error
 
@@ -91,6 +92,12 @@ def parse(body: bytes, shape: type[_Request]) -> Any:
     """Validate a JSON body against ``shape``: malformed JSON is 400, anything else wrong is 422."""
     if not body.strip():
         raise ApiError(400, "invalid_json", "the request body is empty; send a JSON object")
+    try:
+        decode_json(body.decode("utf-8", "replace"))
+    except RepeatedKey as e:
+        raise ApiError(422, "invalid_request", str(e)) from None
+    except ValueError:
+        pass  # not JSON: the validation below says where
     try:
         return shape.model_validate_json(body)
     except ValidationError as e:
