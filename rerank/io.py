@@ -168,7 +168,7 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
         else:
             raise DataError(f"{path}:{lineno}: expected 'qid 0 docid relevance' or 'qid docid relevance', got {line.strip()!r}")
         grade = relevance_grade(rel, f"{path}:{lineno}")
-        repeated += put_once(qrels, qid, docid, grade, f"{path}:{lineno}", "judges", "grades")
+        repeated += _put_once(qrels, qid, docid, grade, f"{path}:{lineno}", "judges", "grades")
     if not qrels:
         raise DataError(f"{path}: no judgments found")
     if repeated:
@@ -197,7 +197,7 @@ def read_trec_run(path: str | Path) -> dict[str, dict[str, float]]:
             raise DataError(f"{path}:{lineno}: score {score_text!r} is not a number") from None
         if not math.isfinite(score):
             raise DataError(f"{path}:{lineno}: score {score_text!r} is not a finite number")
-        repeated += put_once(run, qid, docid, score, f"{path}:{lineno}", "ranks", "scores")
+        repeated += _put_once(run, qid, docid, score, f"{path}:{lineno}", "ranks", "scores")
     if not run:
         raise DataError(f"{path}: the run file is empty")
     if repeated:
@@ -205,7 +205,7 @@ def read_trec_run(path: str | Path) -> dict[str, dict[str, float]]:
     return run
 
 
-def put_once(table: dict[str, dict[str, Any]], qid: str, docid: str, value: Any, where: str, verb: str, what: str) -> int:
+def _put_once(table: dict[str, dict[str, Any]], qid: str, docid: str, value: Any, where: str, verb: str, what: str) -> int:
     """Set ``table[qid][docid] = value``; 1 when that repeats an equal value, 0 when new; a different value is refused."""
     row = table.setdefault(qid, {})
     if docid not in row:
