@@ -135,7 +135,7 @@ class Encoder:
 
         Nothing is loaded (``max_length`` None stands for the model's own limit).
         """
-        return {"model": self.model, "pooling": self.pooling, "runtime": resolve_runtime(self.runtime, self.device),
+        return {"model": _ALIASES.get(self.model, self.model), "pooling": self.pooling, "runtime": resolve_runtime(self.runtime, self.device),
                 "prefix": self.query_prefix if kind == "query" else self.doc_prefix, "max_length": self.max_length}
 
     # -- the shared model -------------------------------------------------------------------------

@@ -81,3 +81,47 @@ def test_bad_settings_and_unindexed_use():
         Dense(index="lsh")
     with pytest.raises(ConfigError, match="no index"):
         Dense().search("x")
+
+
+def test_prebuilt_embeddings_answer_only_for_their_corpus_and_encoder(flat, scifact_slice, tmp_path, monkeypatch, caplog):
+    from rerank.prebuilt import write
+    from rerank.types import Doc
+
+    docs = scifact_slice[2][:30]
+    reference = Dense()
+    written = write(tmp_path / "prebuilt", docs, reference.encoder.identity("doc"), flat.embeddings[:30])
+    monkeypatch.setenv("RERANK_DATASETS", str(tmp_path))
+    with caplog.at_level("INFO", logger="rerank"):
+        used = Dense().index(docs)
+    assert "prebuilt" in caplog.text and np.array_equal(used.embeddings, flat.embeddings[:30])
+
+    caplog.clear()
+    with caplog.at_level("INFO", logger="rerank"):
+        edited = [Doc(d.docid, d.text + " edited", d.title) if i == 7 else d for i, d in enumerate(docs)]
+        Dense().index(edited)                       # one text differs
+        Dense(max_length=64).index(docs)            # another encoder setting
+        Dense(runtime="torch" if reference.encoder.identity("doc")["runtime"] != "torch" else "bf16").index(docs)
+        monkeypatch.setenv("RERANK_PREBUILT", "off")
+        Dense().index(docs)                         # turned off
+    assert "prebuilt" not in caplog.text
+
+    monkeypatch.delenv("RERANK_PREBUILT")
+    written.write_bytes(written.read_bytes()[:100])  # truncated: skipped with a warning, then encoded
+    caplog.clear()
+    with caplog.at_level("INFO", logger="rerank"):
+        rebuilt = Dense().index(docs)
+    assert "unreadable" in caplog.text  # and encoded again (bf16 vectors move ~1e-3 with batch composition)
+    assert np.min(np.sum(rebuilt.embeddings * flat.embeddings[:30], axis=1)) > 0.999
+
+
+def test_shipped_scifact_embeddings_match_a_fresh_encoding():
+    """The bundled entry is what this code computes: a sample of documents re-encoded agrees with it."""
+    from rerank.prebuilt import lookup
+
+    docs = load("scifact").corpus()
+    dense = Dense(runtime="bf16")
+    shipped = lookup(docs, dense.encoder.identity("doc"))
+    assert shipped is not None and shipped.shape == (len(docs), 384)
+    sample = random.Random(1).sample(range(len(docs)), 24)
+    fresh = dense.encoder.encode([docs[i].full_text() for i in sample], kind="doc")
+    assert np.min(np.sum(fresh * shipped[sample], axis=1)) > 0.999

@@ -17,6 +17,7 @@ import numpy as np
 
 from rerank.encoders import DEFAULT_ENCODER, Encoder
 from rerank.errors import ConfigError, DataError
+from rerank.prebuilt import lookup
 from rerank.retrievers.base import Retriever
 from rerank.types import Doc
 
@@ -68,7 +69,9 @@ class Dense(Retriever):
         return {d: np.asarray(self.embeddings[self._position[d]]) for d in docids if d in self._position}
 
     def _build(self, docs: Sequence[Doc]) -> None:
-        self.embeddings = self.encoder.encode([d.full_text() for d in docs], kind="doc")
+        """Encode ``docs``, unless :mod:`rerank.prebuilt` holds their embeddings under this encoder's identity."""
+        prebuilt = lookup(docs, self.encoder.identity("doc"))
+        self.embeddings = prebuilt if prebuilt is not None else self.encoder.encode([d.full_text() for d in docs], kind="doc")
         self._faiss = self._make_index(self.embeddings)
 
     def index_embeddings(self, docs: Sequence[Doc], embeddings: np.ndarray) -> Dense:
