@@ -542,6 +542,18 @@ def test_search_over_a_saved_index_with_a_reranker(tmp_path, biencoder):
         build_app(config.replace(pipeline="biencoder"), warmup=False)
 
 
+def test_a_bare_retriever_takes_the_saved_index_settings_and_says_so(tmp_path, caplog):
+    from rerank.data import load
+    from rerank.expr import build
+    from rerank.retrievers.bm25 import BM25
+    from rerank.serve.engine import with_index
+
+    BM25(k1=2.0).index(load("cranfield").corpus()[:50]).save(tmp_path / "idx")
+    with caplog.at_level("WARNING", logger="rerank"):
+        pipe = with_index(build("bm25 % 5"), tmp_path / "idx")
+    assert pipe.stages[0].k1 == 2.0 and "was built with BM25(k1=2.0" in caplog.text
+
+
 def test_repairs_of_every_reranker_in_a_served_pipeline_reach_the_answer():
     from rerank.backends.fake import FakeBackend
     from rerank.rerankers.listwise import Listwise

@@ -14,6 +14,7 @@ in-process one. Many requests go through one ``rerank_many`` call.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from rerank.rerankers.base import Reranker
 from rerank.retrievers.base import Retriever
 from rerank.stage import Cutoff, Pipeline, Stage
 from rerank.types import Candidates, RankedResults, Ranking
+
+logger = logging.getLogger("rerank")
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ def with_index(pipeline: Stage, path: str | Path) -> Stage:
     saved = {k: v for k, v in loaded.params().items() if k not in ("num_results", "progress")}
     if asked and asked != saved:
         raise ConfigError(f"{path} was indexed with {type(loaded).__name__}({saved}) but the pipeline asks for {first!r}")
+    if saved and not asked:
+        logger.warning("--index: %s was built with %r; the pipeline's %r takes its settings", path, loaded, first)
     stages[0] = loaded.with_num_results(first.num_results)
     return stages[0] if len(stages) == 1 else Pipeline(stages)
 
