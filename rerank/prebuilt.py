@@ -55,6 +55,8 @@ def lookup(docs: Sequence[Doc], identity: dict[str, Any]) -> np.ndarray | None:
         for meta_path in sorted(folder.glob("*.json")):
             try:
                 meta = json.loads(meta_path.read_text(encoding="utf-8"))
+                if not isinstance(meta, dict):
+                    raise ValueError(f"{meta_path.name} is not a JSON object")
                 if meta.get("encoder") != identity or meta.get("documents") != len(docs):
                     continue
                 fingerprint = fingerprint or corpus_fingerprint(docs)
@@ -64,11 +66,13 @@ def lookup(docs: Sequence[Doc], identity: dict[str, Any]) -> np.ndarray | None:
                 if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
                     raise ValueError("its array does not match the checksum in its .json")
                 embeddings = np.load(io.BytesIO(data), allow_pickle=False)
-                if embeddings.shape[0] != len(docs) or embeddings.dtype != np.float32:
+                if embeddings.ndim != 2 or embeddings.shape[0] != len(docs) or embeddings.dtype != np.float32:
                     raise ValueError(f"array of shape {embeddings.shape} and dtype {embeddings.dtype}")
+                if not np.isfinite(embeddings).all():
+                    raise ValueError("the array holds NaN or infinite values")
             except (OSError, ValueError, EOFError, gzip.BadGzipFile) as e:
                 logger.warning("prebuilt embeddings %s are unreadable (%s); encoding instead",
-                               meta_path.with_suffix(".npy.gz"), " ".join(str(e).split()))
+                               meta_path.with_suffix(""), " ".join(str(e).split()))
                 continue
             logger.info("dense: %d prebuilt document embeddings from %s", len(docs), meta_path.with_suffix(".npy.gz"))
             return embeddings

@@ -113,6 +113,15 @@ def test_prebuilt_embeddings_answer_only_for_their_corpus_and_encoder(flat, scif
     assert "unreadable" in caplog.text  # and encoded again (bf16 vectors move ~1e-3 with batch composition)
     assert np.min(np.sum(rebuilt.embeddings * flat.embeddings[:30], axis=1)) > 0.999
 
+    bad = flat.embeddings[:30].copy()
+    bad[3, 5] = np.nan                               # NaN in the array: skipped, never indexed
+    write(tmp_path / "prebuilt", docs, reference.encoder.identity("doc"), bad)
+    (tmp_path / "prebuilt" / "other.json").write_text("[1, 2]")  # a JSON that is not an object
+    caplog.clear()
+    with caplog.at_level("INFO", logger="rerank"):
+        rebuilt = Dense().index(docs)
+    assert caplog.text.count("unreadable") == 2 and np.isfinite(rebuilt.embeddings).all()
+
 
 def test_shipped_scifact_embeddings_match_a_fresh_encoding():
     """The bundled entry is what this code computes: a sample of documents re-encoded agrees with it."""
