@@ -10,6 +10,9 @@ queries with
   by a GBNF grammar on llama.cpp (``window`` ids in ``[i] > [j]`` form, repeats possible), exactly
   (a full permutation) on vLLM;
 * ``listwise_free``: the same without the constraint (``constrained=False``), as rank_llm runs;
+* ``listwise_engine`` (``--server vllm`` only): our exact-constrained listwise on vLLM's in-process
+  engine (``vllm:smollm2``, same weights, dtype and context), for users who need no server; it runs
+  after the server has stopped;
 * ``yes_no``: our :class:`~rerank.rerankers.pointwise.YesNo` through the same server (on llama.cpp,
   chat prompts are scored from ``top_logprobs`` of the first answer token, because llama-cpp-python's
   echoed prompt logprobs are wrong; on vLLM, from echoed prompt logprobs);
@@ -24,6 +27,8 @@ before any repair) next to BM25::
     python pipelines/bench_peer_rankllm.py --limit 10 --tokenizer smollm2 [--server vllm]
 
 Both sides get the same window, step, words per passage, output-token cap and request concurrency.
+On ``vllm serve`` every method gets a fresh server, so no method's timing is a replay of another's
+prompts from vLLM's prefix cache (the cache still serves what a method shares within its own run).
 """
 
 from __future__ import annotations
@@ -176,9 +181,10 @@ def main() -> None:
     max_tokens = 0  # our Listwise's output cap (its longest permutation in the server's tokens), given to rank_llm too
 
     rows = [{"method": "bm25", "ndcg": evaluate(first_stage, qrels, ["ndcg@10"])["ndcg@10"]}]
-    generation = [m for m in methods if m != "yes_no"]
+    generation = [m for m in methods if m not in ("yes_no", "listwise_engine")]
     scoring = [m for m in methods if m == "yes_no"]
-    groups = [(False, generation), (True, scoring)] if args.server == "llamacpp" else [(True, generation + scoring)]
+    groups = ([(False, generation), (True, scoring)] if args.server == "llamacpp"
+              else [(True, [m]) for m in generation + scoring])
     for logits_all, group in groups:
         if not group:
             continue
@@ -203,11 +209,26 @@ def main() -> None:
                 elif name == "rank_llm":
                     rows.append(run_rankllm(args.rankllm_python, base_url, cands, qrels, args, max_tokens))
                 else:
-                    sys.exit(f"unknown method {name!r}; choose from listwise,listwise_free,yes_no,rank_llm")
+                    sys.exit(f"unknown method {name!r}; choose from listwise,listwise_free,listwise_engine,yes_no,rank_llm")
                 print(f"  done: {rows[-1]['method']}", file=sys.stderr, flush=True)
         finally:
             stop(proc)
             log.unlink(missing_ok=True)
+
+    if "listwise_engine" in methods:
+        if args.server != "vllm":
+            sys.exit("listwise_engine compares with vllm serve: add --server vllm")
+        engine = load_backend("vllm:" + SERVED_NAME, max_model_len=args.n_ctx, dtype="bfloat16",
+                              cpu_env={"VLLM_CPU_KVCACHE_SPACE": "2"})  # as the server
+        try:
+            reranker = get("reranker", "listwise", window=args.window, step=args.step, depth=args.depth,
+                           backend=engine, max_words=args.max_words, batch_size=max(len(cands), 1))
+            max_tokens = max_tokens or reranker.answer_tokens(reranker.task, args.window)
+            rows.append(run_ours(f"listwise (ours, in-process vLLM engine, constrained: {engine.constrains})",
+                                 reranker, cands, qrels))
+            print(f"  done: {rows[-1]['method']}", file=sys.stderr, flush=True)
+        finally:
+            engine.close()
 
     print(f"TREC-DL 2019, {len(qids)} queries, BM25 top {args.depth}, window {args.window}, step {args.step}, "
           f"{args.max_words} words/passage, output cap {max_tokens} tokens, "
