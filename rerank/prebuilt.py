@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import os
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,7 @@ def lookup(docs: Sequence[Doc], identity: dict[str, Any]) -> np.ndarray | None:
                     raise ValueError(f"array of shape {embeddings.shape} and dtype {embeddings.dtype}")
                 if not np.isfinite(embeddings).all():
                     raise ValueError("the array holds NaN or infinite values")
-            except (OSError, ValueError, EOFError, gzip.BadGzipFile) as e:
+            except (OSError, ValueError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
                 logger.warning("prebuilt embeddings %s are unreadable (%s); encoding instead",
                                meta_path.with_suffix(""), " ".join(str(e).split()))
                 continue

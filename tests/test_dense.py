@@ -122,6 +122,15 @@ def test_prebuilt_embeddings_answer_only_for_their_corpus_and_encoder(flat, scif
         rebuilt = Dense().index(docs)
     assert caplog.text.count("unreadable") == 2 and np.isfinite(rebuilt.embeddings).all()
 
+    from rerank.prebuilt import lookup
+
+    good = write(tmp_path / "prebuilt", docs, reference.encoder.identity("doc"), flat.embeddings[:30]).read_bytes()
+    written.write_bytes(good[:10] + bytes(len(good) - 10))  # a corrupt deflate stream
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rerank"):
+        assert lookup(docs, reference.encoder.identity("doc")) is None
+    assert "unreadable" in caplog.text
+
 
 def test_shipped_scifact_embeddings_match_a_fresh_encoding():
     """The bundled entry is what this code computes: a sample of documents re-encoded agrees with it."""
