@@ -55,6 +55,7 @@ from rerank.types import Candidates
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVED_NAME = "smollm2"
+METHODS = ("listwise", "listwise_free", "listwise_engine", "yes_no", "rank_llm")
 
 
 def start_server(kind: str, n_ctx: int, logits_all: bool, timeout: float = 300.0) -> tuple[subprocess.Popen, str, Path]:
@@ -168,6 +169,10 @@ def main() -> None:
     ap.add_argument("--peer-timeout", type=float, default=900.0, help="wall-clock limit of the rank_llm subprocess (s)")
     args = ap.parse_args()
     methods = args.methods.split(",")
+    if unknown := [m for m in methods if m not in METHODS]:
+        sys.exit(f"unknown method {unknown[0]!r}; choose from {','.join(METHODS)}")
+    if "listwise_engine" in methods and args.server != "vllm":
+        sys.exit("listwise_engine compares with vllm serve: add --server vllm")
     if "rank_llm" in methods and not args.rankllm_python.exists():
         sys.exit(f"{args.rankllm_python} not found: python3.12 -m venv .venv-rankllm && "
                  ".venv-rankllm/bin/pip install 'rank-llm[litellm]==0.26.0' (or drop rank_llm from --methods)")
@@ -179,6 +184,11 @@ def main() -> None:
     qrels = {q: ds.qrels()[q] for q in qids}
     cands = list(first_stage.per_query())
     max_tokens = 0  # our Listwise's output cap (its longest permutation in the server's tokens), given to rank_llm too
+
+
+    def listwise_on(backend, constrained: bool = True):
+        return get("reranker", "listwise", backend=backend, window=args.window, step=args.step, depth=args.depth,
+                   max_words=args.max_words, batch_size=max(len(cands), 1), constrained=constrained)
 
     rows = [{"method": "bm25", "ndcg": evaluate(first_stage, qrels, ["ndcg@10"])["ndcg@10"]}]
     generation = [m for m in methods if m not in ("yes_no", "listwise_engine")]
@@ -194,35 +204,28 @@ def main() -> None:
                                    max_context=args.n_ctx, timeout=600,
                                    tokenizer=args.tokenizer if args.server == "vllm" or not logits_all else None,
                                    guided="xargs" if args.server == "vllm" else "auto")
-            common = {"backend": backend, "max_words": args.max_words, "batch_size": max(len(cands), 1)}
-            listwise = get("reranker", "listwise", window=args.window, step=args.step, depth=args.depth, **common)
+            listwise = listwise_on(backend)
             max_tokens = max_tokens or listwise.answer_tokens(listwise.task, args.window)
             for name in group:
                 if name in ("listwise", "listwise_free"):
                     free = name == "listwise_free"
-                    reranker = get("reranker", "listwise", window=args.window, step=args.step, depth=args.depth,
-                                   constrained=not free, **common)
                     label = f"listwise (ours, {'free' if free else 'constrained: ' + backend.constrains})"
-                    rows.append(run_ours(label, reranker, cands, qrels))
+                    rows.append(run_ours(label, listwise_on(backend, constrained=not free), cands, qrels))
                 elif name == "yes_no":
-                    rows.append(run_ours("yes_no (ours)", get("reranker", "yes-no", **common), cands, qrels))
-                elif name == "rank_llm":
-                    rows.append(run_rankllm(args.rankllm_python, base_url, cands, qrels, args, max_tokens))
+                    yes_no = get("reranker", "yes-no", backend=backend, max_words=args.max_words, batch_size=max(len(cands), 1))
+                    rows.append(run_ours("yes_no (ours)", yes_no, cands, qrels))
                 else:
-                    sys.exit(f"unknown method {name!r}; choose from listwise,listwise_free,listwise_engine,yes_no,rank_llm")
+                    rows.append(run_rankllm(args.rankllm_python, base_url, cands, qrels, args, max_tokens))
                 print(f"  done: {rows[-1]['method']}", file=sys.stderr, flush=True)
         finally:
             stop(proc)
             log.unlink(missing_ok=True)
 
     if "listwise_engine" in methods:
-        if args.server != "vllm":
-            sys.exit("listwise_engine compares with vllm serve: add --server vllm")
         engine = load_backend("vllm:" + SERVED_NAME, max_model_len=args.n_ctx, dtype="bfloat16",
                               cpu_env={"VLLM_CPU_KVCACHE_SPACE": "2"})  # as the server
         try:
-            reranker = get("reranker", "listwise", window=args.window, step=args.step, depth=args.depth,
-                           backend=engine, max_words=args.max_words, batch_size=max(len(cands), 1))
+            reranker = listwise_on(engine)
             max_tokens = max_tokens or reranker.answer_tokens(reranker.task, args.window)
             rows.append(run_ours(f"listwise (ours, in-process vLLM engine, constrained: {engine.constrains})",
                                  reranker, cands, qrels))
