@@ -35,6 +35,12 @@ class ParseError(BackendError):
     pass
 
 
+def one_of(name: str, value: object, choices: tuple) -> None:
+    """Refuse ``value`` unless it is one of ``choices`` (the message names the argument and the choices)."""
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r}; choose one of {choices}")
+
+
 def require(module: str, extra: str):
     """Import ``module`` or raise :class:`MissingDependency` naming the pip extra.
 

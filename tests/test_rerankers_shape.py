@@ -121,3 +121,14 @@ def test_a_family_combined_anew_runs_end_to_end_on_smollm2(smollm2, dl19_top10):
         assert 0 <= report["forced"] <= 3 and len(c.info["reasoning"]) == 3
         assert c.info["constrained"] == "exact"
     assert reranker.answer_log.answers == 6 and reranker.answer_log.reasoning == []  # counts only: bounded
+
+
+@pytest.mark.parametrize("family, given, named", [
+    ("setwise", {"method": "quicksort"}, "method='quicksort'"), ("prp", {"variant": "bubble"}, "variant='bubble'"),
+    ("prp", {"method": "vote"}, "read='vote'"), ("groupwise", {"calibrate": "zscore"}, "calibrate='zscore'"),
+    ("insertrank", {"normalize": "zscore"}, "normalize='zscore'"), ("yes-no", {"combine": "max"}, "combine='max'"),
+    ("first", {"read": "twice"}, "read='twice'"),
+])
+def test_a_choice_outside_its_list_is_refused_naming_the_argument_and_the_choices(family, given, named):
+    with pytest.raises(ConfigError, match=rf"{named}; choose one of \("):
+        get("reranker", family, backend=fake(), **given)

@@ -2,17 +2,16 @@
 
 A family is a declaration: a :class:`~rerank.rerankers._tasks.Task` (what one call asks and how its
 answer is read), a :class:`~rerank.rerankers._strategies.Strategy` (how calls are planned over the
-candidates) and default :class:`Settings` (everything every family shares)::
+candidates) and default :class:`Settings` (what every family shares)::
 
     class ThinkListwise(LLMReranker):
         task = Think(Rank())
         strategy = SlidingWindow(window=20, step=10)
         defaults = Settings(prompt="listwise/rankgpt", depth=100, think_tokens=64)
 
-Constructor arguments are the settings' fields and the fields of the task and the strategy (a
-family may rename them with ``aliases``); ``repr`` names those that differ from the declaration.
-``think_tokens > 0`` wraps any task in :class:`~rerank.rerankers._tasks.Think`; 0 is the plain task.
-Candidates below ``depth`` keep their order below the reranked ones.
+The constructor takes the fields of the settings, the strategy and the task (``aliases`` may
+rename them); ``repr`` names those that differ from the declaration. ``think_tokens > 0`` wraps
+any task in :class:`~rerank.rerankers._tasks.Think`. Candidates below ``depth`` keep their order.
 """
 
 from __future__ import annotations
@@ -91,6 +90,7 @@ class Settings:
 
 
 SETTINGS = tuple(f.name for f in fields(Settings))
+PARTS = ("settings", "strategy", "task")
 
 
 class LLMReranker(Reranker):
@@ -112,15 +112,15 @@ class LLMReranker(Reranker):
         if task is None or strategy is None:
             raise ConfigError(f"{type(self).__name__} needs a task and a strategy (declare them, or pass task= and strategy=)")
         self._declared = _declared(self.defaults, strategy, task)
-        changes: dict[str, dict[str, Any]] = {part: {} for part in self._declared}
+        changes: dict[str, dict[str, Any]] = {part: {} for part in PARTS}
         arguments = _arguments(self.aliases, self._declared)
         for name, value in {"backend": backend, "prompt": prompt, **options}.items():
             if name not in arguments:
                 raise ConfigError(f"{type(self).__name__} has no argument {name!r}; arguments: {', '.join(sorted(arguments))}")
-            if value is not None or name not in ("backend", "prompt"):
+            if value is not None or name not in SETTINGS[:2]:
                 part, field_name = arguments[name]
                 changes[part][field_name] = value
-        self.settings, self.strategy, self.task = (replace(self._declared[p], **changes[p]) for p in ("settings", "strategy", "task"))
+        self.settings, self.strategy, self.task = (replace(self._declared[p], **changes[p]) for p in PARTS)
         self.asker = Think(self.task) if self.settings.think_tokens > 0 else self.task
         if self.settings.prompt is None:
             raise ConfigError(f"{type(self).__name__} needs a prompt (a template name, YAML path or PromptTemplate)")
@@ -142,11 +142,10 @@ class LLMReranker(Reranker):
         parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
         hints: dict[str, Any] = {}
         for name, (part, f) in _arguments(cls.aliases, declared).items():
-            given_first = name in SETTINGS[:2]
-            parameters.append(inspect.Parameter(
-                name, inspect.Parameter.POSITIONAL_OR_KEYWORD if given_first else inspect.Parameter.KEYWORD_ONLY,
-                default=None if given_first else getattr(declared[part], f)))
-            hints[name] = next(x.type for x in fields(declared[part]) if x.name == f) + (" | None" if given_first else "")
+            first = name in SETTINGS[:2]
+            parameters.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD if first else inspect.Parameter.KEYWORD_ONLY,
+                                                default=None if first else getattr(declared[part], f)))
+            hints[name] = next(x.type for x in fields(declared[part]) if x.name == f) + (" | None" if first else "")
 
         def __init__(self: LLMReranker, backend: Any = None, prompt: Any = None, **options: Any) -> None:
             LLMReranker.__init__(self, backend, prompt, **options)
@@ -162,13 +161,12 @@ class LLMReranker(Reranker):
         if name not in table:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         part, f = table[name]
-        return getattr({"settings": self.settings, "strategy": self.strategy, "task": self.task}[part], f)
+        return getattr(getattr(self, part), f)
 
     def params(self) -> dict[str, Any]:
         """Arguments that differ from the family's declaration (drives repr, eq and hash)."""
-        now = {"settings": self.settings, "strategy": self.strategy, "task": self.task}
-        return {**self._given, **{name: getattr(now[p], f) for name, (p, f) in _arguments(self.aliases, self._declared).items()
-                                  if not _same(getattr(now[p], f), getattr(self._declared[p], f))}}
+        return {**self._given, **{name: getattr(getattr(self, p), f) for name, (p, f) in _arguments(self.aliases, self._declared).items()
+                                  if not _same(getattr(getattr(self, p), f), getattr(self._declared[p], f))}}
 
     # -- backend ------------------------------------------------------------------------------
     @property
@@ -201,30 +199,29 @@ class LLMReranker(Reranker):
 
     def generate(self, prompts: Sequence[Prompt], caps: Sequence[int], constraints: Sequence[Constraint | None],
                  stop: Sequence[str] = ()) -> list[Generation]:
-        """Generations in batches of ``batch_size``, longest prompts first, one call per cap and constraint."""
-        out: list[Generation] = [None] * len(prompts)  # type: ignore[list-item]
-        for idx in self._batches(prompts, [(cap, c.key() if c else "") for cap, c in zip(caps, constraints)]):
-            made = self.llm.generate([prompts[i] for i in idx], max_new_tokens=caps[idx[0]],
-                                     temperature=self.settings.temperature, stop=stop, constraint=constraints[idx[0]])
-            for i, g in zip(idx, made):
-                out[i] = g
-        return out
+        """Generations, one backend call per batch of prompts sharing a cap and a constraint."""
+        def call(batch: list[Prompt], i: int) -> list[Generation]:
+            return self.llm.generate(batch, max_new_tokens=caps[i], temperature=self.settings.temperature, stop=stop,
+                                     constraint=constraints[i])
+
+        return self._batched(prompts, [(cap, c.key() if c else "") for cap, c in zip(caps, constraints)], call)
 
     def score_options(self, prompts: Sequence[Prompt], options: Sequence[Sequence[str]]) -> list[np.ndarray]:
-        """Log-probability of each prompt's options, in batches of ``batch_size`` (one call per option list)."""
-        out: list[np.ndarray] = [None] * len(prompts)  # type: ignore[list-item]
-        for idx in self._batches(prompts, [tuple(o) for o in options]):
-            for i, row in zip(idx, self.llm.score([prompts[i] for i in idx], options[idx[0]])):
-                out[i] = row
-        return out
+        """Log-probability of each prompt's options, one backend call per batch sharing an option list."""
+        return self._batched(prompts, [tuple(o) for o in options], lambda batch, i: self.llm.score(batch, options[i]))
 
-    def _batches(self, prompts: Sequence[Prompt], kinds: Sequence[Any]) -> list[list[int]]:
-        """Indices grouped by kind, longest prompt first within a kind, cut into ``batch_size``."""
+    def _batched(self, prompts: Sequence[Prompt], kinds: Sequence[Any], call: Callable[[list[Prompt], int], list[Any]]) -> list[Any]:
+        """``call(batch, first index)`` over batches of ``batch_size`` prompts of one kind, longest
+        prompts first; the results in the prompts' order."""
         by_kind: dict[Any, list[int]] = {}
         for i in sorted(range(len(prompts)), key=lambda i: -len(prompt_text(prompts[i]))):
             by_kind.setdefault(kinds[i], []).append(i)
+        out: list[Any] = [None] * len(prompts)
         size = self.settings.batch_size
-        return [idx[s : s + size] for idx in by_kind.values() for s in range(0, len(idx), size)]
+        for idx in (idx[s : s + size] for idx in by_kind.values() for s in range(0, len(idx), size)):
+            for i, made in zip(idx, call([prompts[i] for i in idx], idx[0])):
+                out[i] = made
+        return out
 
     def parse(self, gen: Generation, n: int) -> Parsed:
         """Parse a generation with the template's parser, its ``answer_prefix`` put back in front
@@ -260,8 +257,7 @@ class LLMReranker(Reranker):
     # -- running ------------------------------------------------------------------------------
     def rerank_many(self, batch: Sequence[Candidates]) -> list[Candidates]:
         batch = list(batch)
-        depth = self.settings.depth
-        tops = [len(c) if depth is None else min(depth, len(c)) for c in batch]
+        tops = [len(c) if self.settings.depth is None else min(self.settings.depth, len(c)) for c in batch]
         logs = [ParseLog() for _ in batch]
         scores = [self.task.show_scores(c.scores[:top]) + [""] * (len(c) - top) for c, top in zip(batch, tops)]
 
@@ -278,9 +274,7 @@ class LLMReranker(Reranker):
         """The candidates in the plan's order (or by its scores), the tail below ``top`` unchanged."""
         info: dict[str, Any] = {"parse": log.as_dict(), "constrained": self.constrained_by,
                                 "truncated": sum(len(t.split()) > self.settings.max_words for t in cands.texts[:top]),
-                                **self.strategy.info(log)}
-        if log.reasoning:
-            info["reasoning"] = list(log.reasoning)
+                                **self.strategy.info(log), **({"reasoning": list(log.reasoning)} if log.reasoning else {})}
         if isinstance(result, np.ndarray):
             floor = (result.min() if top else 0.0) - 1.0
             return cands.with_scores(np.concatenate([result, floor - np.arange(len(cands) - top)]), **info)
@@ -294,5 +288,5 @@ def _declared(defaults: Settings, strategy: Strategy, task: Task | Think) -> dic
 def _arguments(aliases: dict[str, str], declared: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """Public argument name -> (part, field): backend, prompt, the strategy's, the task's, the other settings."""
     renamed = {v: k for k, v in aliases.items()}
-    rows = [("settings", n) for n in SETTINGS[:2]] + [(part, f.name) for part in ("strategy", "task") for f in fields(declared[part])]
+    rows = [("settings", n) for n in SETTINGS[:2]] + [(part, f.name) for part in PARTS[1:] for f in fields(declared[part])]
     return {renamed.get(f, f): (part, f) for part, f in rows + [("settings", n) for n in SETTINGS[2:]]}

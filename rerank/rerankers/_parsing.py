@@ -1,23 +1,11 @@
 """Answer parsers, registered by name: parse a model answer, repair it, and say what was repaired.
 
-A prompt template names its parser (``parser: permutation``); the reranker looks it up here at run
-time. Every parser takes the answer text and the number ``n`` of items that were shown, and returns
-a :class:`Parsed`: the usable value, the reasoning text (if any) and the list of problems it had to
-repair. Nothing is repaired silently: :class:`ParseLog` counts the problems per query, and rerankers
-put ``log.as_dict()`` into the results' ``info``.
-
-==================  ==========================================================================
-parser              value
-==================  ==========================================================================
-``permutation``     0-based permutation of ``range(n)`` from ``[3] > [1] > [2]`` (or ``3 1 2``)
-``choice``          0-based index of the one item picked (``"B"``, ``"[2]"``, ``"Passage 2"``)
-``scores``          ``n`` floats from JSON (``{"1": 7, ...}`` / ``[7, 3]``) or ``[1]: 7`` lines
-``yes_no``          1.0 for yes, 0.0 for no
-``rating``          the first number of the answer
-==================  ==========================================================================
-
-Each parser says what kind of answer it ``reads`` (:data:`READS`); a task accepts only parsers of
-its kind, so a mismatch is refused when the reranker is built.
+A prompt template names its parser (``parser: permutation``). A parser takes the answer text and
+the number ``n`` of items shown and returns a :class:`Parsed`: the usable value, the reasoning text
+(if any) and the problems it repaired. Nothing is repaired silently: :class:`ParseLog` counts the
+problems per query, and rerankers put ``log.as_dict()`` into the results' ``info``. Each parser
+says what kind of answer it ``reads`` (:data:`READS`); a task accepts only parsers of its kind, so
+a mismatch is refused when the reranker is built.
 
 >>> p = parse("permutation", "[2] > [2] > [9] > [1]", 3)
 >>> p.value, p.problems
@@ -97,10 +85,6 @@ def get_parser(name: str, reads: str | None = None) -> Parser:
     return fn
 
 
-def parser_names() -> list[str]:
-    return sorted(_PARSERS)
-
-
 def parse(name: str, text: str, n: int) -> Parsed:
     """Parse ``text`` (an answer about ``n`` items) with the parser registered as ``name``."""
     return get_parser(name)(text, n)
@@ -115,25 +99,15 @@ def parse_permutation(text: str, n: int) -> Parsed:
     order. An answer with no ids at all gives the identity (problem ``"empty"``).
     """
     text = text.translate(_LOOKALIKES)
-    found = re.findall(r"\[\s*(\d+)\s*\]", text) or re.findall(r"\d+", text)
-    problems: list[str] = []
-    order: list[int] = []
-    seen: set[int] = set()
-    for token in found:
-        i = int(token) - 1
-        if not 0 <= i < n:
-            _note(problems, "out_of_range")
-        elif i in seen:
-            _note(problems, "duplicate")
-        else:
-            seen.add(i)
-            order.append(i)
+    ids = [int(t) - 1 for t in re.findall(r"\[\s*(\d+)\s*\]", text) or re.findall(r"\d+", text)]
+    order = list(dict.fromkeys(i for i in ids if 0 <= i < n))
     if not order:
         return Parsed(list(range(n)), problems=("empty",))
+    problems = ["out_of_range" if not 0 <= i < n else "duplicate" for k, i in enumerate(ids) if not 0 <= i < n or i in ids[:k]]
     if len(order) < n:
         problems.append("missing")
-        order += [i for i in range(n) if i not in seen]
-    return Parsed(order, problems=tuple(problems))
+        order += [i for i in range(n) if i not in order]
+    return Parsed(order, problems=tuple(dict.fromkeys(problems)))
 
 
 @register_parser("choice", reads="choice")
@@ -160,23 +134,13 @@ def parse_scores(text: str, n: int) -> Parsed:
     the scored ones; non-finite values count as missing.
     """
     text = text.translate(_LOOKALIKES)
-    found = {int(i) - 1: float(s) for i, s in re.findall(_SCORE_LINE, text)}
-    found = found or _scores_from_json(text, n) or {}
-    problems: list[str] = []
-    scores = {}
-    for i, s in found.items():
-        if not 0 <= i < n:
-            _note(problems, "out_of_range")
-        elif not math.isfinite(s):
-            _note(problems, "not_finite")
-        else:
-            scores[i] = s
+    found = {int(i) - 1: float(s) for i, s in re.findall(_SCORE_LINE, text)} or _scores_from_json(text) or {}
+    scores = {i: s for i, s in found.items() if 0 <= i < n and math.isfinite(s)}
     if not scores:
         return Parsed([0.0] * n, problems=("empty",))
+    problems = ["out_of_range" if not 0 <= i < n else "not_finite" for i, s in found.items() if i not in scores]
     floor = min(scores.values()) - 1.0
-    if len(scores) < n:
-        problems.append("missing")
-    return Parsed([scores.get(i, floor) for i in range(n)], problems=tuple(problems))
+    return Parsed([scores.get(i, floor) for i in range(n)], problems=tuple(dict.fromkeys(problems + ["missing"] * (len(scores) < n))))
 
 
 @register_parser("yes_no", reads="score")
@@ -197,27 +161,18 @@ def parse_rating(text: str, n: int = 1) -> Parsed:
     return Parsed(float(m.group()))
 
 
-def _scores_from_json(text: str, n: int) -> dict[int, float] | None:
+def _scores_from_json(text: str) -> dict[int, float] | None:
+    """Scores from a JSON object keyed by 1-based id, or a list of numbers, anywhere in ``text``."""
     m = re.search(r"\{.*\}", text, re.DOTALL) or re.search(r"\[.*\]", text, re.DOTALL)
-    if m is None:
-        return None
     try:
-        data = json.loads(m.group())
-    except json.JSONDecodeError:
-        return None
-    try:
+        data = json.loads(m.group()) if m else None
         if isinstance(data, dict):
             return {int(re.sub(r"\D", "", str(k)) or -1) - 1: float(v) for k, v in data.items()}
         if isinstance(data, list) and all(isinstance(v, (int, float)) for v in data):
             return {i: float(v) for i, v in enumerate(data)}
-    except (TypeError, ValueError):
+    except (json.JSONDecodeError, TypeError, ValueError):
         return None
     return None
-
-
-def _note(problems: list[str], problem: str) -> None:
-    if problem not in problems:
-        problems.append(problem)
 
 
 # -- reporting --------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rerank._progress import progress_bar
-from rerank.errors import ConfigError
+from rerank.errors import ConfigError, one_of
 from rerank.rerankers._parsing import LABELS, ParseLog
 
 Plan = Generator[list[list[int]], list[Any], Any]
@@ -102,8 +102,7 @@ class SetSort(Strategy):
     METHODS: ClassVar[tuple[str, ...]] = ("heapsort", "bubblesort")
 
     def __post_init__(self) -> None:
-        if self.method not in self.METHODS:
-            raise ConfigError(f"unknown setwise method {self.method!r}; choose one of {self.METHODS}")
+        one_of("method", self.method, self.METHODS)
         if not 2 <= self.set_size <= len(LABELS):
             raise ConfigError(f"set_size must be between 2 and {len(LABELS)}, got {self.set_size}")
         if self.k < 1:
@@ -130,8 +129,7 @@ class PairSort(Strategy):
     VARIANTS: ClassVar[tuple[str, ...]] = ("allpair", "heapsort", "sliding")
 
     def __post_init__(self) -> None:
-        if self.variant not in self.VARIANTS:
-            raise ConfigError(f"variant={self.variant!r}; choose one of {self.VARIANTS}")
+        one_of("variant", self.variant, self.VARIANTS)
         if self.top_k < 1:
             raise ConfigError(f"top_k must be positive, got {self.top_k}")
 
@@ -191,8 +189,7 @@ class Groups(Strategy):
     CALIBRATIONS: ClassVar[tuple[str, ...]] = ("anchor", "none")
 
     def __post_init__(self) -> None:
-        if self.calibrate not in self.CALIBRATIONS:
-            raise ConfigError(f"unknown calibration {self.calibrate!r}; choose one of {self.CALIBRATIONS}")
+        one_of("calibrate", self.calibrate, self.CALIBRATIONS)
         if not 0 <= self.anchors < self.group_size:
             raise ConfigError(f"anchors must be >= 0 and smaller than group_size ({self.group_size}), got {self.anchors}")
         if self.calibrate == "anchor" and self.anchors == 0:

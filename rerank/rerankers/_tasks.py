@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from rerank.constraints import Constraint, OneOf, Permutation
-from rerank.errors import ConfigError
+from rerank.errors import ConfigError, one_of
 from rerank.prompts import PromptTemplate
 from rerank.rerankers._parsing import LABELS, Parsed, Parser, get_parser
 
@@ -56,8 +56,7 @@ class Task:
     def check(self, template: PromptTemplate) -> Parser:
         """The template's parser, resolved now; ConfigError when the template does not fit this task."""
         name = type(self).__name__
-        if self.read not in self.reads:
-            raise ConfigError(f"{name}: read={self.read!r}; choose one of {self.reads}")
+        one_of(f"{name}: read", self.read, self.reads)
         if not template.parser:
             raise ConfigError(f"prompt {template.name!r} names no parser; a {name} task reads {self.answer!r} "
                               "answers (set its parser: field)")
@@ -192,8 +191,7 @@ class Score(Task):
 
     def check(self, template: PromptTemplate) -> Parser:
         options = template.options
-        if self.combine not in self.COMBINES:
-            raise ConfigError(f"combine={self.combine!r}; choose one of {self.COMBINES}")
+        one_of("combine", self.combine, self.COMBINES)
         if self.combine == "first" and len(options) != 2:
             raise ConfigError(f"scoring by the first option needs a prompt with two options (relevant first), "
                               f"{template.name!r} has {list(options)}")

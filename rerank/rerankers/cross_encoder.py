@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from rerank.encoders import RUNTIMES, resolve_runtime, runtime_kwargs
-from rerank.errors import ConfigError, require
+from rerank.errors import ConfigError, one_of, require
 from rerank.rerankers.base import PointwiseReranker
 from rerank.types import Candidates
 
@@ -52,12 +52,10 @@ class CrossEncoderReranker(PointwiseReranker):
     def __init__(self, model: str = "cross-encoder/ms-marco-MiniLM-L-6-v2", batch_size: int = 32,
                  max_length: int | None = None, truncation: str = "maxp", stride: int | None = None,
                  runtime: str = "torch", device: str | None = None, progress: bool | None = None):
-        if truncation not in TRUNCATION_MODES:
-            raise ConfigError(f"truncation={truncation!r}; choose one of {TRUNCATION_MODES}")
+        one_of("truncation", truncation, TRUNCATION_MODES)
         if batch_size < 1 or (max_length is not None and max_length < 8) or (stride is not None and stride < 1):
             raise ConfigError("batch_size and stride must be positive and max_length at least 8")
-        if runtime not in RUNTIMES:
-            raise ConfigError(f"runtime={runtime!r}; choose one of {RUNTIMES}")
+        one_of("runtime", runtime, RUNTIMES)
         self.runtime = runtime
         self.model, self.batch_size, self.max_length = model, batch_size, max_length
         self.truncation, self.stride, self.device, self.progress = truncation, stride, device, progress

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from rerank.errors import ConfigError
+from rerank.errors import ConfigError, one_of
 from rerank.prompts import PromptTemplate
 from rerank.rerankers._parsing import Parser
 from rerank.rerankers._tasks import Rank
@@ -37,19 +37,16 @@ NORMALIZATIONS = ("raw", "minmax", "rank")
 
 def normalize_scores(scores: Sequence[float] | np.ndarray, method: str, score_range: tuple[float, float]) -> np.ndarray:
     """Scores as shown to the model (see the module docstring)."""
+    one_of("normalize", method, NORMALIZATIONS)
     scores = np.asarray(scores, dtype=np.float64)
-    lo, hi = score_range
     if method == "raw" or len(scores) == 0:
         return scores
     if method == "minmax":
         spread = scores.max() - scores.min()
         unit = (scores - scores.min()) / spread if spread > 0 else np.ones_like(scores)
-        return lo + unit * (hi - lo)
-    if method == "rank":
-        ranks = np.argsort(np.argsort(-scores, kind="stable"), kind="stable")
-        unit = 1 - ranks / max(len(scores) - 1, 1)
-        return lo + unit * (hi - lo)
-    raise ConfigError(f"unknown score normalization {method!r}; choose one of {NORMALIZATIONS}")
+    else:
+        unit = 1 - np.argsort(np.argsort(-scores, kind="stable"), kind="stable") / max(len(scores) - 1, 1)
+    return score_range[0] + unit * (score_range[1] - score_range[0])
 
 
 @dataclass(frozen=True)
@@ -61,8 +58,7 @@ class RankWithScores(Rank):
     decimals: int = 2
 
     def __post_init__(self) -> None:
-        if self.normalize not in NORMALIZATIONS:
-            raise ConfigError(f"unknown score normalization {self.normalize!r}; choose one of {NORMALIZATIONS}")
+        one_of("normalize", self.normalize, NORMALIZATIONS)
         if len(self.score_range) != 2 or self.score_range[0] >= self.score_range[1]:
             raise ConfigError(f"score_range must be (low, high) with low < high, got {self.score_range!r}")
         if self.decimals < 0:
