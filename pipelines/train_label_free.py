@@ -7,7 +7,9 @@ synthetic queries (``rerank.train``; the corpus is the only input), then compare
 * ``BM25 top-D >> bi-encoder`` (the offline MiniLM, rescoring with the dense index's embeddings);
 * ``BM25 top-D >> CE[<generator>]`` (the trained cross-encoder; ``CE[<generator>+distill]`` when it
   learned a label-free teacher's scores, ``--data distill``: by default the fusion of BM25 and the
-  MiniLM bi-encoder, over the same synthetic queries).
+  MiniLM bi-encoder, over the same synthetic queries);
+* ``BM25 + CE[<generator>], interpolated``: the usual interpolation of a new reranker with its first
+  stage, the sum of both scores min-max normalized per query, with equal weights fixed in advance.
 
 Reported: nDCG@10 with paired t-test p-values against BM25, wins/losses, training minutes, rerank
 milliseconds per query, and the data counts (generated, kept by the round-trip filter). A model
@@ -23,13 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import warnings
 from pathlib import Path
 
 from rerank.data import load
 from rerank.evaluate import evaluate_per_query
-from rerank.significance import pvalue
 from rerank.expr import build
+from rerank.significance import pvalue
 from rerank.train import TrainingRecord, TrainSettings, train_cross_encoder
+from rerank.types import Ranking
 
 
 def main() -> None:
@@ -80,7 +84,9 @@ def main() -> None:
             record = _reuse(folder, settings) or train_cross_encoder(ds, folder, settings)
             ce = build(f"cross-encoder(model='{folder}', truncation='truncate', batch_size=32)", ds)
             start = time.perf_counter()
-            runs[f"BM25 top-{args.depth} >> CE[{label}]"] = (ce(candidates), _ms(start, qids), record)
+            reranked = ce(candidates)
+            runs[f"BM25 top-{args.depth} >> CE[{label}]"] = (reranked, _ms(start, qids), record)
+            runs[f"BM25 + CE[{label}], interpolated"] = (_interpolate(candidates, reranked), _ms(start, qids), record)
         base = evaluate_per_query(runs["BM25"][0], ds, ["ndcg@10"])["ndcg@10"]
         base = base[base.index.isin(qids)]  # the evaluated queries only, also under --eval-limit
         for system, (run, ms, record) in runs.items():
@@ -109,6 +115,16 @@ def _line(r: dict) -> str:
     data = f"{r['generated']} / {r['kept']}" if r["generated"] is not None else "–"
     return (f"| {r['dataset']} | {r['system']} | {r['queries']} | {r['ndcg@10']:.4f}{mark} | {r['p']:.3g} | "
             f"{r['wins']}/{r['losses']} | {train} | {r['ms_per_query']:.0f} | {data} | {r['examples'] or '–'} |")
+
+
+def _interpolate(first: Ranking, second: Ranking) -> Ranking:
+    """Equal-weight sum of the two stages' per-query min-max scores (fixed in advance, not tuned)."""
+    from ranx import fuse
+
+    with warnings.catch_warnings():  # numba's uint64->int64 notice inside ranx is harmless here
+        warnings.simplefilter("ignore")
+        fused = fuse([first.to_run(), second.to_run()], norm="min-max", method="wsum", params={"weights": [0.5, 0.5]})
+    return Ranking.from_run(fused)
 
 
 def _ms(start: float, qids: list[str]) -> float:
