@@ -185,7 +185,6 @@ def main() -> None:
     cands = list(first_stage.per_query())
     max_tokens = 0  # our Listwise's output cap (its longest permutation in the server's tokens), given to rank_llm too
 
-
     def listwise_on(backend, constrained: bool = True):
         return get("reranker", "listwise", backend=backend, window=args.window, step=args.step, depth=args.depth,
                    max_words=args.max_words, batch_size=max(len(cands), 1), constrained=constrained)

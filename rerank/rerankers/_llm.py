@@ -257,7 +257,8 @@ class LLMReranker(Reranker):
     # -- running ------------------------------------------------------------------------------
     def rerank_many(self, batch: Sequence[Candidates]) -> list[Candidates]:
         batch = list(batch)
-        tops = [len(c) if self.settings.depth is None else min(self.settings.depth, len(c)) for c in batch]
+        depth = self.settings.depth
+        tops = [len(c) if depth is None else min(depth, len(c)) for c in batch]
         logs = [ParseLog() for _ in batch]
         scores = [self.task.show_scores(c.scores[:top]) + [""] * (len(c) - top) for c, top in zip(batch, tops)]
 
@@ -274,7 +275,9 @@ class LLMReranker(Reranker):
         """The candidates in the plan's order (or by its scores), the tail below ``top`` unchanged."""
         info: dict[str, Any] = {"parse": log.as_dict(), "constrained": self.constrained_by,
                                 "truncated": sum(len(t.split()) > self.settings.max_words for t in cands.texts[:top]),
-                                **self.strategy.info(log), **({"reasoning": list(log.reasoning)} if log.reasoning else {})}
+                                **self.strategy.info(log)}
+        if log.reasoning:
+            info["reasoning"] = list(log.reasoning)
         if isinstance(result, np.ndarray):
             floor = (result.min() if top else 0.0) - 1.0
             return cands.with_scores(np.concatenate([result, floor - np.arange(len(cands) - top)]), **info)

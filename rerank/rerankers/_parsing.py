@@ -100,13 +100,21 @@ def parse_permutation(text: str, n: int) -> Parsed:
     """
     text = text.translate(_LOOKALIKES)
     ids = [int(t) - 1 for t in re.findall(r"\[\s*(\d+)\s*\]", text) or re.findall(r"\d+", text)]
-    order = list(dict.fromkeys(i for i in ids if 0 <= i < n))
-    if not order:
+    picked: dict[int, None] = {}  # an ordered set
+    problems = []
+    for i in ids:
+        if not 0 <= i < n:
+            problems.append("out_of_range")
+        elif i in picked:
+            problems.append("duplicate")
+        else:
+            picked[i] = None
+    if not picked:
         return Parsed(list(range(n)), problems=("empty",))
-    problems = ["out_of_range" if not 0 <= i < n else "duplicate" for k, i in enumerate(ids) if not 0 <= i < n or i in ids[:k]]
+    order = list(picked)
     if len(order) < n:
         problems.append("missing")
-        order += [i for i in range(n) if i not in order]
+        order += [i for i in range(n) if i not in picked]
     return Parsed(order, problems=tuple(dict.fromkeys(problems)))
 
 
