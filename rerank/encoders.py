@@ -42,7 +42,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from rerank._progress import progress_enabled
-from rerank.errors import ConfigError, MissingDependency, require
+from rerank.errors import ConfigError, MissingDependency, one_of, require
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 _OFFLINE = {  # hub id -> (package, function returning the local folder)
@@ -79,8 +79,7 @@ def native_bf16(device: str | None = None) -> bool:
 
 def resolve_runtime(runtime: str, device: str | None = None) -> str:
     """The concrete runtime ``runtime`` stands for on this machine (``"auto"`` becomes bf16 or torch)."""
-    if runtime not in RUNTIMES:
-        raise ConfigError(f"runtime={runtime!r}; choose one of {RUNTIMES}")
+    one_of("runtime", runtime, RUNTIMES)
     if runtime == "auto":
         return "bf16" if native_bf16(device) else "torch"
     return runtime
@@ -115,10 +114,8 @@ class Encoder:
     def __init__(self, model: str = DEFAULT_ENCODER, *, pooling: str = "model", query_prefix: str = "",
                  doc_prefix: str = "", max_length: int | None = None, runtime: str = "auto", device: str | None = None,
                  batch_size: int = 64, progress: bool | None = None):
-        if pooling not in POOLINGS:
-            raise ConfigError(f"pooling={pooling!r}; choose one of {POOLINGS}")
-        if runtime not in RUNTIMES:
-            raise ConfigError(f"runtime={runtime!r}; choose one of {RUNTIMES}")
+        one_of("pooling", pooling, POOLINGS)
+        one_of("runtime", runtime, RUNTIMES)
         if pooling == "last" and runtime in ("onnx", "openvino"):
             raise ConfigError(f"runtime={runtime!r} needs pooling='model' (a sentence-transformers model)")
         if batch_size < 1 or (max_length is not None and max_length < 2):

@@ -37,7 +37,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from rerank.errors import ConfigError, DataError
+from rerank.errors import ConfigError, DataError, one_of
 from rerank.retrievers.base import Retriever
 from rerank.scorers import batched_scorer
 from rerank.types import Doc
@@ -66,8 +66,7 @@ class ANNCUR(Retriever):
                  budget: int = 100, rounds: int = 1, anchor_items: str = "random", first_stage: str = "bm25",
                  seed: int = 0, num_results: int = 1000, progress: bool | None = None):
         super().__init__(num_results, progress)
-        if anchor_items not in ANCHOR_STRATEGIES:
-            raise ConfigError(f"anchor_items={anchor_items!r}; choose one of {ANCHOR_STRATEGIES}")
+        one_of("anchor_items", anchor_items, ANCHOR_STRATEGIES)
         if min(num_anchor_queries, num_anchor_items, rounds) < 1 or rounds > num_anchor_items:
             raise ConfigError("num_anchor_queries, num_anchor_items and rounds must be positive, rounds <= num_anchor_items")
         if budget < num_anchor_items:

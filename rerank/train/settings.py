@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from rerank.errors import ConfigError
+from rerank.errors import ConfigError, one_of
 
 SOURCES = ("qrels", "synthetic", "distill")
 GENERATORS = ("sentence", "title", "llm")
@@ -84,10 +84,10 @@ class TrainSettings:
         unknown = [d for d in data if d not in SOURCES]
         if not data or unknown or len(set(data)) != len(data):
             raise ConfigError(f"data={list(data)}: give one or more distinct sources of {SOURCES}")
-        _choice("generator", self.generator, GENERATORS)
-        _choice("loss", self.loss, LOSSES)
-        _choice("distill_loss", self.distill_loss, LOSSES)
-        _choice("teacher_norm", self.teacher_norm, TEACHER_NORMS)
+        one_of("generator", self.generator, GENERATORS)
+        one_of("loss", self.loss, LOSSES)
+        one_of("distill_loss", self.distill_loss, LOSSES)
+        one_of("teacher_norm", self.teacher_norm, TEACHER_NORMS)
         for name in ("negatives_depth", "num_negatives", "num_documents", "clusters", "queries_per_document",
                      "roundtrip_k", "teacher_depth", "batch_size", "save_steps"):
             value = getattr(self, name)
@@ -117,8 +117,3 @@ class TrainSettings:
         out = asdict(self)
         out["data"] = list(self.data)
         return out
-
-
-def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name}={value!r}; choose one of {allowed}")
