@@ -96,7 +96,8 @@ def main() -> None:
             rows.append({"dataset": ds.name, "system": system, "queries": len(qids), "ndcg@10": float(a.mean()),
                          "p": pvalue(a, b), "wins": int((a > b).sum()), "losses": int((a < b).sum()),
                          "train_min": record.seconds["total"] / 60 if record else None, "ms_per_query": ms,
-                         "generated": syn.get("generated"), "kept": syn.get("roundtrip_kept"), "examples": syn.get("examples"),
+                         "generated": syn.get("generated"), "kept": syn.get("roundtrip_kept"),
+                         "examples": sum(c.get("examples", 0) for c in record.counts.values()) if record else None,
                          "steps": record.steps if record else None})
             print(_line(rows[-1]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -224,3 +224,27 @@ def test_yes_no_and_erank_through_llamacpp(llamacpp_smollm2, smollm2, dl19_top10
     via_llamacpp = [r.score for r in sorted(YesNo(llamacpp_smollm2).rerank(FLEA, docs), key=lambda r: r.docid)]
     via_hf = [r.score for r in sorted(YesNo(smollm2).rerank(FLEA, docs), key=lambda r: r.docid)]
     assert via_llamacpp == pytest.approx(via_hf, abs=0.3)
+
+
+def test_few_shot_examples_are_chat_turns_checked_at_load(tmp_path):
+    head = "name: shots\nparadigm: pointwise\nprefix: 'Q: {query} D: {text} Relevant?'\noptions: [' yes', ' no']\nparser: yes_no\n"
+    good = tmp_path / "shots.yaml"
+    good.write_text(head + "examples:\n  - {query: fleas, text: Fleas bite dogs., answer: ' yes'}\n")
+    messages = load_prompt(str(good)).render("q", text="d")
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert [m["content"] for m in messages] == ["Q: fleas D: Fleas bite dogs. Relevant?", " yes", "Q: q D: d Relevant?"]
+    backend = FakeBackend(score=lambda p, o: [0.0, -1.0])
+    YesNo(backend, prompt=str(good)).rerank("q", ["d"])
+    assert backend.calls == ["Q: fleas D: Fleas bite dogs. Relevant?\n yes\nQ: q D: d Relevant?"]
+    bad = {
+        "- just a string": "mapping of placeholder values",
+        "- {query: fleas, text: x}": "non-empty answer",
+        "- {query: fleas, text: x, answer: ''}": "non-empty answer",
+        "- {query: fleas, text: x, answer: [yes]}": "non-empty answer",
+        "- {query: fleas, answer: ' yes'}": r"example 1: .*\{text\}",
+        "- {query: fleas, text: x, answer: ' yes', items: 3}": "items must be a list",
+    }
+    for example, message in bad.items():
+        (tmp_path / "bad.yaml").write_text(head + "examples:\n  " + example + "\n")
+        with pytest.raises(ConfigError, match=message):
+            load_prompt(str(tmp_path / "bad.yaml"))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rerank.backends.fake import FakeBackend
 from rerank.cli import main
 from rerank.data.beir import BeirDataset
 from rerank.errors import ConfigError, DataError
@@ -136,6 +137,14 @@ def test_llm_generator_answers_are_cleaned_and_unusable_ones_counted():
     assert gen.clean("") is None and gen.clean("scurvy") is None
     with pytest.raises(ConfigError, match="querygen"):
         LLMGenerator(prompt="pointwise/yes_no")
+
+
+def test_llm_generator_drops_and_counts_copies_of_its_few_shot_answers(tmp_path):
+    echo = FakeBackend(generate=lambda p: "What causes scurvy in sailors" if "Limes" in p.rsplit("Document:", 1)[1] else "flea bites on dogs")
+    gen = LLMGenerator(backend=echo, cache=tmp_path / "calls.sqlite")
+    docs = [Doc("d1", "Limes cured sailors of scurvy."), Doc("d2", "Fleas bite dogs and cats.")]
+    made = gen.generate(docs, 1, np.random.default_rng(0))
+    assert made[0] == [] and [q.query for q in made[1]] == ["flea bites on dogs"] and gen.dropped == {"copied_example": 1}
 
 
 def test_llm_generator_writes_queries_with_smollm2_through_the_call_cache(smollm2, tmp_path):

@@ -3,8 +3,12 @@
 A template has named sections. ``system`` becomes the system message; the user message is
 ``prefix`` + ``item`` (once per document, joined by ``separator``) + ``suffix``; ``answer_prefix``
 (optional) starts the assistant's answer; ``constraint`` (optional, :data:`CONSTRAINTS`) names
-the answer's language for constrained decoding. Placeholders are checked per section when the file is
-loaded, so a typo fails at load time, not in the middle of a benchmark.
+the answer's language for constrained decoding. ``examples`` (optional) are few-shot
+demonstrations given as earlier chat turns: each is a mapping of placeholder values (and ``items``,
+a list of item values) rendered through the same sections as a user turn, then its ``answer`` as
+the assistant's turn. Small instruct models follow turns far better than examples pasted into one
+message, which they tend to copy. Placeholders are checked per section, and every example is
+rendered, when the file is loaded, so a typo fails at load time, not in the middle of a benchmark.
 
 ==========  =============================================================
 section     placeholders it may use
@@ -60,21 +64,33 @@ class PromptTemplate:
     options: tuple[str, ...] = ()
     max_new_tokens: int | None = None
     constraint: str = ""
+    examples: tuple[dict[str, Any], ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
 
     def render(self, query: str, items: list[dict[str, Any]] | None = None, **values: Any) -> list[dict[str, str]]:
         """Chat messages for ``query`` and the per-document ``items`` (dicts of item placeholders)."""
         items = items or []
         common = {"query": query, "num": len(items), **values}
-        body = self.prefix.format_map(_Defaults(common))
-        if self.item:
-            body += self.separator.join(self.item.format_map(_Defaults(it)) for it in items)
-        body += self.suffix.format_map(_Defaults(common))
         messages = [{"role": "system", "content": self.system.format_map(_Defaults(common))}] if self.system else []
-        messages.append({"role": "user", "content": body})
+        for ex in self.examples:
+            messages += self._turns(ex)
+        messages.append({"role": "user", "content": self._user(query, items, values)})
         if self.answer_prefix:
             messages.append({"role": "assistant", "content": self.answer_prefix.format_map(_Defaults(common))})
         return messages
+
+    def _turns(self, example: dict[str, Any]) -> list[dict[str, str]]:
+        """A few-shot example as a user turn and the assistant's answer."""
+        shown = {k: v for k, v in example.items() if k not in ("answer", "items")}
+        return [{"role": "user", "content": self._user(shown.pop("query", ""), example.get("items", []), shown)},
+                {"role": "assistant", "content": str(example["answer"])}]
+
+    def _user(self, query: str, items: list[dict[str, Any]], values: dict[str, Any]) -> str:
+        common = _Defaults({"query": query, "num": len(items), **values})
+        body = self.prefix.format_map(common)
+        if self.item:
+            body += self.separator.join(self.item.format_map(_Defaults(it)) for it in items)
+        return body + self.suffix.format_map(common)
 
     def with_(self, **changes: Any) -> PromptTemplate:
         """A copy with some sections replaced (validated again)."""
@@ -109,6 +125,7 @@ def load(name_or_path: str | Path | PromptTemplate) -> PromptTemplate:
         if required not in data:
             raise ConfigError(f"{source}: missing section {required!r}")
     data["options"] = tuple(data.get("options", ()))
+    data["examples"] = tuple(data.get("examples") or ())
     return _validate(PromptTemplate(**data))
 
 
@@ -131,4 +148,14 @@ def _validate(t: PromptTemplate) -> PromptTemplate:
         bad = {f.split(".")[0].split("[")[0] for f in fields} - allowed
         if bad:
             raise ConfigError(f"prompt {t.name!r}, section {section!r}: unknown placeholders {sorted(bad)}; allowed: {sorted(allowed)}")
+    for i, ex in enumerate(t.examples, 1):
+        where = f"prompt {t.name!r}, example {i}"
+        if not isinstance(ex, dict) or not isinstance(ex.get("answer"), (str, int, float)) or not str(ex["answer"]).strip():
+            raise ConfigError(f"{where}: an example is a mapping of placeholder values with a non-empty answer")
+        if not isinstance(ex.get("items", []), list) or not all(isinstance(it, dict) for it in ex.get("items", [])):
+            raise ConfigError(f"{where}: items must be a list of mappings of item values")
+        try:
+            t._turns(ex)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
     return t

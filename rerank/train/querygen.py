@@ -104,7 +104,8 @@ class LLMGenerator:
     """One query per document from ``backend`` (a spec such as ``"hf:smollm2"`` or a Backend) with ``prompt``.
 
     The document is cut to ``doc_words`` words. An answer is usable when its first line, without a
-    ``Query:`` label and quotes, has 2..``max_query_words`` words; the rest are counted as ``unusable``.
+    ``Query:`` label and quotes, has 2..``max_query_words`` words; the rest are counted as ``unusable``,
+    and answers that copy one of the template's few-shot answers as ``copied_example``.
     """
 
     backend: object = "hf:smollm2"
@@ -141,11 +142,12 @@ class LLMGenerator:
         for batch in progress_bar(batches, "generate queries", self.progress, unit="batch"):
             answers.extend(g.text for g in llm.generate(batch, max_new_tokens=cap, stop=["\n"]))
         self.cache_hits, self.cache_misses = llm.hits, llm.misses
+        shots = {str(ex["answer"]).strip().lower() for ex in self.template.examples}
         out = []
         for d, answer in zip(docs, answers):
             query = self.clean(answer)
-            if query is None:
-                self.dropped["unusable"] += 1
+            if query is None or query.lower() in shots:
+                self.dropped["unusable" if query is None else "copied_example"] += 1
                 out.append([])
             else:
                 out.append([PseudoQuery(d.docid, query, d.full_text())])
