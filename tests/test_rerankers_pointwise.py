@@ -238,9 +238,11 @@ def test_few_shot_examples_are_chat_turns_checked_at_load(tmp_path):
     assert backend.calls == ["Q: fleas D: Fleas bite dogs. Relevant?\n yes\nQ: q D: d Relevant?"]
     bad = {
         "- just a string": "mapping of placeholder values",
-        "- {query: fleas, text: x}": "non-empty answer",
-        "- {query: fleas, text: x, answer: ''}": "non-empty answer",
-        "- {query: fleas, text: x, answer: [yes]}": "non-empty answer",
+        "- {query: fleas, text: x}": "non-empty text answer",
+        "- {query: fleas, text: x, answer: ''}": "non-empty text answer",
+        "- {query: fleas, text: x, answer: [yes]}": "non-empty text answer",
+        "- {query: fleas, text: x, answer: yes}": "quote answers",
+        "- {query: fleas, text: x, answer: .nan}": "non-empty text answer",
         "- {query: fleas, answer: ' yes'}": r"example 1: .*\{text\}",
         "- {query: fleas, text: x, answer: ' yes', items: 3}": "items must be a list",
     }

@@ -150,8 +150,10 @@ def _validate(t: PromptTemplate) -> PromptTemplate:
             raise ConfigError(f"prompt {t.name!r}, section {section!r}: unknown placeholders {sorted(bad)}; allowed: {sorted(allowed)}")
     for i, ex in enumerate(t.examples, 1):
         where = f"prompt {t.name!r}, example {i}"
-        if not isinstance(ex, dict) or not isinstance(ex.get("answer"), (str, int, float)) or not str(ex["answer"]).strip():
-            raise ConfigError(f"{where}: an example is a mapping of placeholder values with a non-empty answer")
+        answer = ex.get("answer") if isinstance(ex, dict) else None
+        if isinstance(answer, bool) or not isinstance(answer, (str, int, float)) or answer != answer or not str(answer).strip():
+            raise ConfigError(f"{where}: an example is a mapping of placeholder values with a non-empty text answer "
+                              "(quote answers such as 'yes', which YAML reads as true)")
         if not isinstance(ex.get("items", []), list) or not all(isinstance(it, dict) for it in ex.get("items", [])):
             raise ConfigError(f"{where}: items must be a list of mappings of item values")
         try:
