@@ -19,6 +19,8 @@ rerank.errors.ConfigError: bm25: num_results must be >= 1, got 0
 from __future__ import annotations
 
 import collections.abc
+import dataclasses
+import functools
 import inspect
 import math
 import types
@@ -66,6 +68,17 @@ def check_arguments(cls: type, args: Sequence[Any], kwargs: Mapping[str, Any], w
             parse_spec(value)
 
 
+def check_fields(obj: Any) -> None:
+    """Check a dataclass's fields as :func:`check_arguments` checks text arguments: each value must
+    match its type hint and fall inside :data:`RANGES` (for settings objects built in Python)."""
+    hints = _class_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, hint = getattr(obj, f.name), hints.get(f.name, Any)
+        if not _matches(value, hint):
+            raise ConfigError(f"{type(obj).__name__}: {f.name} must be {describe(hint)}, got {value!r} ({type(value).__name__})")
+        _check_range(f.name, value, type(obj).__name__)
+
+
 def _check_range(name: str, value: Any, what: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return
@@ -80,6 +93,11 @@ def _check_range(name: str, value: Any, what: str) -> None:
         raise ConfigError(f"{what}: {name} must be >= {low}, got {value!r}")
     if high is not None and value > high:
         raise ConfigError(f"{what}: {name} must be <= {high}, got {value!r}")
+
+
+@functools.cache
+def _class_hints(cls: type) -> dict[str, Any]:
+    return _hints(cls)
 
 
 def _hints(function: Callable[..., Any]) -> dict[str, Any]:

@@ -54,6 +54,25 @@ def test_unknown_arguments_and_bad_settings_are_refused():
             Listwise(fake(), **bad)
 
 
+@pytest.mark.parametrize("family, given, message", [
+    ("listwise", {"temperature": float("nan")}, "temperature must be a finite number, got nan"),
+    ("listwise", {"batch_size": 2.5}, "batch_size must be an integer, got 2.5"),
+    ("listwise", {"window": "20"}, "window must be an integer, got '20'"),
+    ("listwise", {"passes": 0}, "passes must be >= 1, got 0"),
+    ("listwise", {"constrained": "no"}, "constrained must be True or False, got 'no'"),
+    ("setwise", {"k": 0}, "k must be >= 1, got 0"),
+    ("prp", {"top_k": float("inf")}, "top_k must be an integer, got inf"),
+    ("groupwise", {"anchors": -1}, "anchors must be >= 0, got -1"),
+    ("insertrank", {"decimals": -1}, "decimals must be >= 0, got -1"),
+    ("insertrank", {"score_range": (float("nan"), 1.0)}, "score_range must be finite"),
+    ("insertrank", {"score_range": (0.0, float("inf"))}, "score_range must be finite"),
+])
+def test_settings_built_in_python_are_checked_like_expression_arguments(family, given, message):
+    """The dataclasses of every part check their fields' types and ranges (:func:`rerank.params.check_fields`)."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        get("reranker", family, backend=fake(), **given)
+
+
 def test_a_template_must_name_a_parser_that_fits_the_task():
     rankgpt = load_prompt("listwise/rankgpt")
     with pytest.raises(ConfigError, match="names no parser"):

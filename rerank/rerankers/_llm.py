@@ -27,6 +27,7 @@ import numpy as np
 from rerank.backends.base import Backend, Generation, Prompt, prompt_text
 from rerank.constraints import Constraint
 from rerank.errors import ConfigError
+from rerank.params import check_fields
 from rerank.prompts import PromptTemplate
 from rerank.prompts import load as load_prompt
 from rerank.rerankers._parsing import Parsed, ParseLog
@@ -77,16 +78,7 @@ class Settings:
     progress: bool | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.backend, (Backend, str)):
-            raise ConfigError(f"backend must be a Backend or a spec string such as 'hf:smollm2', got {type(self.backend).__name__}")
-        for name in ("batch_size", "max_words", "depth", "max_new_tokens"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.think_tokens, int) or self.think_tokens < 0:
-            raise ConfigError(f"think_tokens must be an integer >= 0, got {self.think_tokens!r}")
-        if self.temperature < 0:
-            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
+        check_fields(self)
 
 
 SETTINGS = tuple(f.name for f in fields(Settings))
@@ -111,14 +103,13 @@ class LLMReranker(Reranker):
         task, strategy = (self._given.get(k) or getattr(type(self), k, None) for k in ("task", "strategy"))
         if task is None or strategy is None:
             raise ConfigError(f"{type(self).__name__} needs a task and a strategy (declare them, or pass task= and strategy=)")
-        self._declared = _declared(self.defaults, strategy, task)
+        self._declared, self._arguments = _declare(self.defaults, strategy, task, self.aliases)
         changes: dict[str, dict[str, Any]] = {part: {} for part in PARTS}
-        arguments = _arguments(self.aliases, self._declared)
         for name, value in {"backend": backend, "prompt": prompt, **options}.items():
-            if name not in arguments:
-                raise ConfigError(f"{type(self).__name__} has no argument {name!r}; arguments: {', '.join(sorted(arguments))}")
+            if name not in self._arguments:
+                raise ConfigError(f"{type(self).__name__} has no argument {name!r}; arguments: {', '.join(sorted(self._arguments))}")
             if value is not None or name not in SETTINGS[:2]:
-                part, field_name = arguments[name]
+                part, field_name = self._arguments[name]
                 changes[part][field_name] = value
         self.settings, self.strategy, self.task = (replace(self._declared[p], **changes[p]) for p in PARTS)
         self.asker = Think(self.task) if self.settings.think_tokens > 0 else self.task
@@ -128,7 +119,7 @@ class LLMReranker(Reranker):
         self.parser = self.task.check(self.template)
         self.progress = self.settings.progress
         self.answer_log = ParseLog(keep_reasoning=False)
-        self._budgets: dict[tuple[Task, int], int] = {}
+        self._budgets: dict[int, int] = {}
         self._backend: Backend | None = self.settings.backend if isinstance(self.settings.backend, Backend) else None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -138,10 +129,10 @@ class LLMReranker(Reranker):
         task, strategy = getattr(cls, "task", None), getattr(cls, "strategy", None)
         if task is None or strategy is None or "__init__" in cls.__dict__:
             return
-        declared = _declared(cls.defaults, strategy, task)
+        declared, arguments = _declare(cls.defaults, strategy, task, cls.aliases)
         parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
         hints: dict[str, Any] = {}
-        for name, (part, f) in _arguments(cls.aliases, declared).items():
+        for name, (part, f) in arguments.items():
             first = name in SETTINGS[:2]
             parameters.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD if first else inspect.Parameter.KEYWORD_ONLY,
                                                 default=None if first else getattr(declared[part], f)))
@@ -157,7 +148,7 @@ class LLMReranker(Reranker):
 
     def __getattr__(self, name: str) -> Any:
         """Every argument reads back by name (``reranker.window``, ``reranker.backend``)."""
-        table = _arguments(self.aliases, self.__dict__["_declared"]) if "_declared" in self.__dict__ else {}
+        table = self.__dict__.get("_arguments", {})
         if name not in table:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         part, f = table[name]
@@ -165,8 +156,8 @@ class LLMReranker(Reranker):
 
     def params(self) -> dict[str, Any]:
         """Arguments that differ from the family's declaration (drives repr, eq and hash)."""
-        return {**self._given, **{name: getattr(getattr(self, p), f) for name, (p, f) in _arguments(self.aliases, self._declared).items()
-                                  if not _same(getattr(getattr(self, p), f), getattr(self._declared[p], f))}}
+        return {**self._given, **{name: value for name, (p, f) in self._arguments.items()
+                                  if not _same(value := getattr(getattr(self, p), f), getattr(self._declared[p], f))}}
 
     # -- backend ------------------------------------------------------------------------------
     @property
@@ -189,13 +180,13 @@ class LLMReranker(Reranker):
         on = self.settings.constrained and self.template.constraint and self.task.read == "generate"
         return self.llm.constrains if on else "no"
 
-    def answer_tokens(self, task: Task, n: int) -> int:
+    def answer_tokens(self, n: int) -> int:
         """Answer cap about ``n`` documents: ``max_new_tokens``, else the template's, else the task's
         longest well-formed answer in the backend's tokens."""
-        if (task, n) not in self._budgets:
-            self._budgets[task, n] = (self.settings.max_new_tokens or self.template.max_new_tokens
-                                      or max(self.llm.count_tokens(s) for s in task.samples(self.template, n)))
-        return self._budgets[task, n]
+        if n not in self._budgets:
+            self._budgets[n] = (self.settings.max_new_tokens or self.template.max_new_tokens
+                                or max(self.llm.count_tokens(s) for s in self.task.samples(self.template, n)))
+        return self._budgets[n]
 
     def generate(self, prompts: Sequence[Prompt], caps: Sequence[int], constraints: Sequence[Constraint | None],
                  stop: Sequence[str] = ()) -> list[Generation]:
@@ -238,7 +229,7 @@ class LLMReranker(Reranker):
         budget and the answer fit. ``scores``: the ``{score}`` of every candidate (default: the task's).
         """
         scores = scores if scores is not None else self.task.show_scores(cands.scores)
-        budget = self.llm.max_context - self.settings.think_tokens - self.answer_tokens(self.task, len(shown)) - _CHAT_OVERHEAD
+        budget = self.llm.max_context - self.settings.think_tokens - self.answer_tokens(len(shown)) - _CHAT_OVERHEAD
         words = self.settings.max_words
         while True:
             items = [{"index": j + 1, "label": self.task.label(j), "text": truncate_words(cands.texts[p], words),
@@ -284,12 +275,11 @@ class LLMReranker(Reranker):
         return cands.reordered(list(result) + list(range(top, len(cands))), **info)
 
 
-def _declared(defaults: Settings, strategy: Strategy, task: Task | Think) -> dict[str, Any]:
-    return {"settings": defaults, "strategy": strategy, "task": task.inner if isinstance(task, Think) else task}
-
-
-def _arguments(aliases: dict[str, str], declared: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    """Public argument name -> (part, field): backend, prompt, the strategy's, the task's, the other settings."""
+def _declare(defaults: Settings, strategy: Strategy, task: Task | Think,
+             aliases: dict[str, str]) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
+    """The declared parts (a ``Think`` task unwrapped), and each public argument name -> (part, field):
+    backend, prompt, the strategy's, the task's, the other settings."""
+    declared = {"settings": defaults, "strategy": strategy, "task": task.inner if isinstance(task, Think) else task}
     renamed = {v: k for k, v in aliases.items()}
     rows = [("settings", n) for n in SETTINGS[:2]] + [(part, f.name) for part in PARTS[1:] for f in fields(declared[part])]
-    return {renamed.get(f, f): (part, f) for part, f in rows + [("settings", n) for n in SETTINGS[2:]]}
+    return declared, {renamed.get(f, f): (part, f) for part, f in rows + [("settings", n) for n in SETTINGS[2:]]}

@@ -27,6 +27,7 @@ import numpy as np
 
 from rerank._progress import progress_bar
 from rerank.errors import ConfigError, one_of
+from rerank.params import check_fields
 from rerank.rerankers._parsing import LABELS, ParseLog
 
 Plan = Generator[list[list[int]], list[Any], Any]
@@ -38,7 +39,11 @@ TIE = 1e-9
 
 
 class Strategy:
-    """Base of strategies; subclasses are frozen dataclasses of their settings."""
+    """Base of strategies; subclasses are frozen dataclasses of their settings, checked against
+    their type hints and :data:`rerank.params.RANGES` when made."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     def plan(self, n: int) -> Plan:
         """The plan over ``n`` candidates (see the module docstring)."""
@@ -76,10 +81,9 @@ class SlidingWindow(Strategy):
     passes: int = 1
 
     def __post_init__(self) -> None:
-        if not 1 <= self.step < self.window:
-            raise ConfigError(f"step ({self.step}) must be >= 1 and smaller than window ({self.window}) so windows overlap")
-        if self.passes < 1:
-            raise ConfigError(f"passes must be >= 1, got {self.passes}")
+        super().__post_init__()
+        if self.step >= self.window:
+            raise ConfigError(f"step ({self.step}) must be smaller than window ({self.window}) so windows overlap")
 
     def plan(self, n: int) -> Plan:
         order = list(range(n))
@@ -102,11 +106,10 @@ class SetSort(Strategy):
     METHODS: ClassVar[tuple[str, ...]] = ("heapsort", "bubblesort")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         one_of("method", self.method, self.METHODS)
         if not 2 <= self.set_size <= len(LABELS):
             raise ConfigError(f"set_size must be between 2 and {len(LABELS)}, got {self.set_size}")
-        if self.k < 1:
-            raise ConfigError(f"k must be >= 1, got {self.k}")
 
     def plan(self, n: int) -> Plan:
         def pick(shown: list[int]) -> Generator[list[list[int]], list[Any], int]:
@@ -129,9 +132,8 @@ class PairSort(Strategy):
     VARIANTS: ClassVar[tuple[str, ...]] = ("allpair", "heapsort", "sliding")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         one_of("variant", self.variant, self.VARIANTS)
-        if self.top_k < 1:
-            raise ConfigError(f"top_k must be positive, got {self.top_k}")
 
     def plan(self, n: int) -> Plan:
         known: dict[tuple[int, int], float] = {}
@@ -189,9 +191,10 @@ class Groups(Strategy):
     CALIBRATIONS: ClassVar[tuple[str, ...]] = ("anchor", "none")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         one_of("calibrate", self.calibrate, self.CALIBRATIONS)
-        if not 0 <= self.anchors < self.group_size:
-            raise ConfigError(f"anchors must be >= 0 and smaller than group_size ({self.group_size}), got {self.anchors}")
+        if self.anchors >= self.group_size:
+            raise ConfigError(f"anchors must be smaller than group_size ({self.group_size}), got {self.anchors}")
         if self.calibrate == "anchor" and self.anchors == 0:
             raise ConfigError("calibrate='anchor' needs anchors >= 1; pass anchors=1 or calibrate='none'")
 

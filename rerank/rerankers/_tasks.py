@@ -29,6 +29,7 @@ import numpy as np
 
 from rerank.constraints import Constraint, OneOf, Permutation
 from rerank.errors import ConfigError, one_of
+from rerank.params import check_fields
 from rerank.prompts import PromptTemplate
 from rerank.rerankers._parsing import LABELS, Parsed, Parser, get_parser
 
@@ -52,6 +53,9 @@ class Task:
     None: the template's ``options``)."""
     labels: ClassVar[str] = ""
     """The ``{label}`` of the j-th shown document: ``labels[j]``, or ``j + 1`` when empty."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     def check(self, template: PromptTemplate) -> Parser:
         """The template's parser, resolved now; ConfigError when the template does not fit this task."""
@@ -97,11 +101,15 @@ class Task:
         sizes = [len(s) for s in shown]
         if self.read == "generate":
             constrained = r.settings.constrained
-            gens = r.generate(prompts, [r.answer_tokens(self, n) for n in sizes],
+            gens = r.generate(prompts, [r.answer_tokens(n) for n in sizes],
                               [self.constraint(r.template, n) if constrained else None for n in sizes])
-            return [r.parse(g, n) for g, n in zip(gens, sizes)]
+            return [self.from_text(r.parse(g, len(s)), s) for g, s in zip(gens, shown)]
         rows = r.score_options(prompts, [self.options(r.template, n) for n in sizes])
         return [self.from_logprobs(r.template, row) for row in rows]
+
+    def from_text(self, parsed: Parsed, shown: list[int]) -> Parsed:
+        """The answer read from a parsed generation about the candidates at positions ``shown``."""
+        return parsed
 
     def from_logprobs(self, template: PromptTemplate, row: np.ndarray) -> Parsed:
         """The answer read from the options' log-probabilities."""
@@ -140,9 +148,8 @@ class Pick(Task):
     option: ClassVar[str] = "{label}"
     labels: ClassVar[str] = LABELS
 
-    def ask(self, r: LLMReranker, prompts: Sequence[Messages], shown: Sequence[list[int]]) -> list[Parsed]:
-        out = super().ask(r, prompts, shown)
-        return [replace(p, value=s.index(min(s))) if "empty" in p.problems else p for p, s in zip(out, shown)]
+    def from_text(self, parsed: Parsed, shown: list[int]) -> Parsed:
+        return replace(parsed, value=shown.index(min(shown))) if "empty" in parsed.problems else parsed
 
     def from_logprobs(self, template: PromptTemplate, row: np.ndarray) -> Parsed:
         return Parsed(int(np.argmax(row)))
@@ -166,11 +173,8 @@ class Prefer(Task):
                               f"{template.name!r} has {list(template.options)}")
         return super().check(template)
 
-    def ask(self, r: LLMReranker, prompts: Sequence[Messages], shown: Sequence[list[int]]) -> list[Parsed]:
-        out = super().ask(r, prompts, shown)
-        if self.read != "generate":
-            return out
-        return [replace(p, value=0.5 if "empty" in p.problems else float(p.value == 0)) for p in out]
+    def from_text(self, parsed: Parsed, shown: list[int]) -> Parsed:
+        return replace(parsed, value=0.5 if "empty" in parsed.problems else float(parsed.value == 0))
 
     def from_logprobs(self, template: PromptTemplate, row: np.ndarray) -> Parsed:
         return Parsed(float(1.0 / (1.0 + np.exp(row[1] - row[0]))))

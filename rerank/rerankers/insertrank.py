@@ -58,11 +58,10 @@ class RankWithScores(Rank):
     decimals: int = 2
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         one_of("normalize", self.normalize, NORMALIZATIONS)
-        if len(self.score_range) != 2 or self.score_range[0] >= self.score_range[1]:
-            raise ConfigError(f"score_range must be (low, high) with low < high, got {self.score_range!r}")
-        if self.decimals < 0:
-            raise ConfigError(f"decimals must be >= 0, got {self.decimals}")
+        if not (np.isfinite(self.score_range).all() and self.score_range[0] < self.score_range[1]):
+            raise ConfigError(f"score_range must be finite (low, high) with low < high, got {self.score_range!r}")
 
     def check(self, template: PromptTemplate) -> Parser:
         if "{score}" not in template.item:
