@@ -85,12 +85,9 @@ class Task:
         return list(template.options) if fmt is None else [str(fmt).format(index=j + 1, label=self.label(j)) for j in range(n)]
 
     def language(self, template: PromptTemplate, n: int) -> Constraint:
-        """Every well-formed answer about ``n`` documents."""
+        """Every well-formed answer about ``n`` documents: generated answers follow it where the
+        template declares a constraint."""
         return OneOf(self.options(template, n))
-
-    def constraint(self, template: PromptTemplate, n: int) -> Constraint | None:
-        """The constraint generated answers follow: the task's language where the template declares one."""
-        return self.language(template, n) if template.constraint and self.read == "generate" else None
 
     def samples(self, template: PromptTemplate, n: int) -> list[str]:
         """Well-formed answers; the longest one's token count is the answer budget."""
@@ -100,9 +97,9 @@ class Task:
         """One parsed answer per prompt (``shown[i]``: the candidate positions prompt ``i`` shows)."""
         sizes = [len(s) for s in shown]
         if self.read == "generate":
-            constrained = r.settings.constrained
+            constrained = r.settings.constrained and r.template.constraint
             gens = r.generate(prompts, [r.answer_tokens(n) for n in sizes],
-                              [self.constraint(r.template, n) if constrained else None for n in sizes])
+                              [self.language(r.template, n) if constrained else None for n in sizes])
             return [self.from_text(r.parse(g, len(s)), s) for g, s in zip(gens, shown)]
         rows = r.score_options(prompts, [self.options(r.template, n) for n in sizes])
         return [self.from_logprobs(r.template, row) for row in rows]
@@ -226,9 +223,6 @@ class Scores(Task):
         text = "\n".join(self.LINE.format(index=j + 1, score=top) for j in range(n))
         prefix = template.answer_prefix
         return [text[len(prefix):] if text.startswith(prefix) else text]
-
-    def constraint(self, template: PromptTemplate, n: int) -> Constraint | None:
-        return None
 
 
 @dataclass(frozen=True)
