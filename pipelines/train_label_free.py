@@ -25,15 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import warnings
 from pathlib import Path
 
+from rerank import fuse
 from rerank.data import load
 from rerank.evaluate import evaluate_per_query
 from rerank.expr import build
 from rerank.significance import pvalue
 from rerank.train import TrainingRecord, TrainSettings, train_cross_encoder
-from rerank.types import Ranking
 
 
 def main() -> None:
@@ -75,7 +74,8 @@ def main() -> None:
         start = time.perf_counter()
         runs[f"BM25 top-{args.depth} >> bi-encoder"] = (build("dense", ds)(candidates), _ms(start, qids), None)
         for gen in args.generators:
-            settings = TrainSettings(data=tuple(args.data), teacher=args.teacher, teacher_scale=args.teacher_scale, generator=gen, backend=args.backend, num_documents=args.num_documents,
+            settings = TrainSettings(data=tuple(args.data), teacher=args.teacher, teacher_scale=args.teacher_scale,
+                                     generator=gen, backend=args.backend, num_documents=args.num_documents,
                                      clusters=args.clusters, num_negatives=args.num_negatives, epochs=args.epochs,
                                      batch_size=args.batch_size, max_length=args.max_length, learning_rate=args.learning_rate,
                                      bf16=args.bf16, seed=args.seed)
@@ -86,7 +86,9 @@ def main() -> None:
             start = time.perf_counter()
             reranked = ce(candidates)
             runs[f"BM25 top-{args.depth} >> CE[{label}]"] = (reranked, _ms(start, qids), record)
-            runs[f"BM25 + CE[{label}], interpolated"] = (_interpolate(candidates, reranked), _ms(start, qids), record)
+            # equal weights on per-query min-max scores, fixed in advance (not tuned)
+            interpolated = fuse([candidates, reranked], method="wsum", norm="min-max", weights=[0.5, 0.5])
+            runs[f"BM25 + CE[{label}], interpolated"] = (interpolated, _ms(start, qids), record)
         base = evaluate_per_query(runs["BM25"][0], ds, ["ndcg@10"])["ndcg@10"]
         base = base[base.index.isin(qids)]  # the evaluated queries only, also under --eval-limit
         for system, (run, ms, record) in runs.items():
@@ -116,16 +118,6 @@ def _line(r: dict) -> str:
     data = f"{r['generated']} / {r['kept']}" if r["generated"] is not None else "–"
     return (f"| {r['dataset']} | {r['system']} | {r['queries']} | {r['ndcg@10']:.4f}{mark} | {r['p']:.3g} | "
             f"{r['wins']}/{r['losses']} | {train} | {r['ms_per_query']:.0f} | {data} | {r['examples'] or '–'} |")
-
-
-def _interpolate(first: Ranking, second: Ranking) -> Ranking:
-    """Equal-weight sum of the two stages' per-query min-max scores (fixed in advance, not tuned)."""
-    from ranx import fuse
-
-    with warnings.catch_warnings():  # numba's uint64->int64 notice inside ranx is harmless here
-        warnings.simplefilter("ignore")
-        fused = fuse([first.to_run(), second.to_run()], norm="min-max", method="wsum", params={"weights": [0.5, 0.5]})
-    return Ranking.from_run(fused)
 
 
 def _ms(start: float, qids: list[str]) -> float:

@@ -17,13 +17,13 @@ from rerank.errors import (
 )
 from rerank.evaluate import Experiment, Report, evaluate
 from rerank.registry import get, names, register
-from rerank.stage import Cutoff, Fuse, Pipeline, Stage
+from rerank.stage import Cutoff, Fuse, Pipeline, Stage, fuse
 from rerank.types import Candidates, Doc, Qrel, Query, RankedResults, Ranking, Result
 
 __all__ = [
     "BackendError", "Candidates", "ConfigError", "Cutoff", "DataError", "Doc", "Experiment", "Fuse",
     "MissingDependency", "ParseError", "Pipeline", "Qrel", "Query", "RankedResults", "Ranking", "Report",
-    "RerankError", "Result", "Stage", "evaluate", "get", "load_dataset", "names", "pipeline", "register",
+    "RerankError", "Result", "Stage", "evaluate", "fuse", "get", "load_dataset", "names", "pipeline", "register",
 ]
 
 

@@ -17,6 +17,7 @@ and equality and hashing follow it.
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -160,14 +161,7 @@ class Fuse(Stage):
 
     def __init__(self, stages: Sequence[Stage], method: str = "rrf", norm: str | None = None,
                  weights: Sequence[float] | None = None, k: int = 60):
-        if len(stages) < 2:
-            raise ConfigError("fusion needs at least two stages")
-        if method not in FUSION_METHODS:
-            raise ConfigError(f"unknown fusion method {method!r}; choose one of {FUSION_METHODS}")
-        if norm not in FUSION_NORMS:
-            raise ConfigError(f"unknown fusion norm {norm!r}; choose one of {FUSION_NORMS}")
-        if weights is not None and len(weights) != len(stages):
-            raise ConfigError(f"{len(weights)} weights given for {len(stages)} stages")
+        _check_fusion(len(stages), "stages", method, norm, weights)
         flat: list[Stage] = []
         for s in stages:  # (a | b) | c fuses three rankings at once, when the settings agree
             same = isinstance(s, Fuse) and (s.method, s.norm, s.weights, s.k) == (method, norm, None, k) and weights is None
@@ -176,17 +170,7 @@ class Fuse(Stage):
         self.weights = list(weights) if weights is not None else None
 
     def transform(self, inp: Ranking) -> Ranking:
-        from ranx import fuse
-
-        outputs = [s(inp) for s in self.stages]
-        params = {"k": self.k} if self.method == "rrf" else {}
-        if self.method == "wsum":
-            params["weights"] = self.weights or [1.0 / len(outputs)] * len(outputs)
-        norm = self.norm or ("min-max" if self.method != "rrf" else None)
-        with warnings.catch_warnings():  # numba's uint64->int64 notice inside ranx is harmless here
-            warnings.simplefilter("ignore")
-            fused = fuse([o.to_run() for o in outputs], norm=norm, method=self.method, params=params).to_dict()
-        return _attach_columns(fused, inp, outputs)
+        return fuse([s(inp) for s in self.stages], self.method, self.norm, self.weights, self.k)
 
     def __repr__(self) -> str:
         if self.method == "rrf" and self.norm is None and self.weights is None and self.k == 60:
@@ -197,8 +181,58 @@ class Fuse(Stage):
         return f"Fuse([{', '.join(map(repr, self.stages))}], method={self.method!r}{extra})"
 
 
-def _attach_columns(fused: Mapping[str, Mapping[str, float]], inp: Ranking, outputs: Sequence[Ranking]) -> Ranking:
-    queries = inp.queries()
+def fuse(rankings: Sequence[Ranking], method: str = "rrf", norm: str | None = None,
+         weights: Sequence[float] | None = None, k: int = 60) -> Ranking:
+    """Fuse rankings already computed for the same queries, as :class:`Fuse` fuses its stages'
+    outputs (through ``ranx.fuse``): ``rrf`` with ``k``, or ``wsum`` of scores normalized by ``norm``
+    (default ``"min-max"``) with ``weights`` (default equal). Text and titles are carried over.
+
+    >>> a = Ranking.from_run({"q": {"d1": 3.0, "d2": 1.0}})
+    >>> b = Ranking.from_run({"q": {"d1": 0.0, "d2": 5.0}})
+    >>> fuse([a, b], method="wsum", weights=[0.75, 0.25]).to_dict()
+    {'q': {'d1': 0.75, 'd2': 0.25}}
+    """
+    from ranx import Run
+    from ranx import fuse as ranx_fuse
+
+    _check_fusion(len(rankings), "rankings", method, norm, weights)
+    if not all(isinstance(r, Ranking) for r in rankings):
+        raise ConfigError(f"fuse takes Rankings, got {[type(r).__name__ for r in rankings]}")
+    runs = [r.to_dict() for r in rankings]
+    qids = list(dict.fromkeys(q for run in runs for q in run))
+    if not qids:
+        return Ranking.empty()
+    params: dict[str, Any] = {"k": k} if method == "rrf" else {}
+    if method == "wsum":
+        params["weights"] = list(weights) if weights is not None else [1.0 / len(rankings)] * len(rankings)
+    norm = norm or ("min-max" if method != "rrf" else None)
+    # ranx needs every query in every run: a query a ranking lacks gets a placeholder document,
+    # which changes no other score (normalization is per run and query) and is dropped after
+    padded = [Run({q: run.get(q) or {_ABSENT: 0.0} for q in qids}) for run in runs]
+    with warnings.catch_warnings():  # numba's uint64->int64 notice inside ranx is harmless here
+        warnings.simplefilter("ignore")
+        fused = ranx_fuse(padded, norm=norm, method=method, params=params).to_dict()
+    return _attach_columns({q: {d: x for d, x in docs.items() if d != _ABSENT} for q, docs in fused.items()}, rankings)
+
+
+_ABSENT = "\x00absent"
+
+
+def _check_fusion(n: int, what: str, method: str, norm: str | None, weights: Sequence[float] | None) -> None:
+    if n < 2:
+        raise ConfigError(f"fusion needs at least two {what}")
+    if method not in FUSION_METHODS:
+        raise ConfigError(f"unknown fusion method {method!r}; choose one of {FUSION_METHODS}")
+    if norm not in FUSION_NORMS:
+        raise ConfigError(f"unknown fusion norm {norm!r}; choose one of {FUSION_NORMS}")
+    if weights is not None and len(weights) != n:
+        raise ConfigError(f"{len(weights)} weights given for {n} {what}")
+    if weights is not None and not all(isinstance(w, int | float) and math.isfinite(w) for w in weights):
+        raise ConfigError(f"fusion weights must be finite numbers, got {list(weights)}")
+
+
+def _attach_columns(fused: Mapping[str, Mapping[str, float]], outputs: Sequence[Ranking]) -> Ranking:
+    queries = {q: text for o in outputs for q, text in o.queries().items()}
     rows = pd.DataFrame(
         [(q, queries.get(q, ""), d, s) for q, docs in fused.items() for d, s in docs.items()],
         columns=["qid", "query", "docid", "score"],

@@ -1,5 +1,7 @@
 """Core types and stage operators on real data (TREC-DL 2019's shipped BM25 run)."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,6 +15,7 @@ from rerank import (
     Pipeline,
     Ranking,
     Stage,
+    fuse,
 )
 from rerank.data import load
 from rerank.retrievers.run import RunRetriever
@@ -89,6 +92,37 @@ def test_fusion_of_a_run_with_itself_keeps_its_order(bm25_run, dl19):
         assert all(t for t in f.texts)
     wsum = Fuse([bm25_run, bm25_run], method="wsum", norm="min-max")(topics)
     assert len(wsum) == len(base)
+
+
+def test_fuse_of_computed_rankings_is_what_the_fuse_stage_gives(bm25_run, dl19):
+    topics = dl19.topics().select(["19335", "47923", "87181"])
+    first, second = bm25_run(topics), (bm25_run % 20)(topics)
+    for settings in ({"method": "rrf"}, {"method": "wsum", "norm": "min-max", "weights": [0.3, 0.7]}):
+        assert fuse([first, second], **settings).to_dict() == Fuse([bm25_run, bm25_run % 20], **settings)(topics).to_dict()
+    # a query one ranking lacks is fused from the others (ranx alone refuses runs with other query ids)
+    partial = first.to_pandas()
+    fused = fuse([Ranking(partial[partial.qid != "87181"]), second], method="wsum", weights=[0.5, 0.5]).to_dict()
+    lacking = fused["87181"]  # only the second ranking has it: its min-max scores, weighted 0.5
+    assert set(lacking) == set(second.to_dict()["87181"]) and max(lacking.values()) == 0.5
+    assert fused["19335"] == fuse([first, second], method="wsum", weights=[0.5, 0.5]).to_dict()["19335"]
+    assert len(fuse([Ranking.empty(), Ranking.empty()])) == 0
+    assert fuse([first, Ranking.empty()]).to_dict().keys() == first.to_dict().keys()
+
+
+@pytest.mark.parametrize("rankings, settings, message", [
+    (1, {}, "fusion needs at least two rankings"),
+    (2, {"method": "borda"}, "unknown fusion method 'borda'"),
+    (2, {"norm": "l2"}, "unknown fusion norm 'l2'"),
+    (2, {"weights": [1.0]}, "1 weights given for 2 rankings"),
+    (2, {"weights": [1.0, float("nan")]}, "fusion weights must be finite numbers"),
+    (2, {"weights": [1.0, "2"]}, "fusion weights must be finite numbers"),
+    ("text", {}, "fuse takes Rankings, got ['Ranking', 'str']"),
+])
+def test_fuse_refuses_bad_settings_and_inputs(rankings, settings, message):
+    one = Ranking.from_run({"q": {"d": 1.0}})
+    given = [one, "a run"] if rankings == "text" else [one] * rankings
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        fuse(given, **settings)
 
 
 def test_stage_validates_columns_and_accepts_empty_input(bm25_run):
