@@ -204,7 +204,7 @@ def main() -> None:
                                    tokenizer=args.tokenizer if args.server == "vllm" or not logits_all else None,
                                    guided="xargs" if args.server == "vllm" else "auto")
             listwise = listwise_on(backend)
-            max_tokens = max_tokens or listwise.answer_tokens(listwise.task, args.window)
+            max_tokens = max_tokens or listwise.answer_tokens(args.window)
             for name in group:
                 if name in ("listwise", "listwise_free"):
                     free = name == "listwise_free"
@@ -225,7 +225,7 @@ def main() -> None:
                               cpu_env={"VLLM_CPU_KVCACHE_SPACE": "2"})  # as the server
         try:
             reranker = listwise_on(engine)
-            max_tokens = max_tokens or reranker.answer_tokens(reranker.task, args.window)
+            max_tokens = max_tokens or reranker.answer_tokens(args.window)
             rows.append(run_ours(f"listwise (ours, in-process vLLM engine, constrained: {engine.constrains})",
                                  reranker, cands, qrels))
             print(f"  done: {rows[-1]['method']}", file=sys.stderr, flush=True)

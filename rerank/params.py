@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import inspect
 import math
+import numbers
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -79,10 +80,21 @@ def check_fields(obj: Any) -> None:
         _check_range(f.name, value, type(obj).__name__)
 
 
+def is_finite_number(value: Any) -> bool:
+    """True for a real number (not a bool) that is finite as a float: NaN, inf and ints too large
+    for a float are not."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 def _check_range(name: str, value: Any, what: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{what}: {name} must be a finite number, got {value!r}")
     if name in POSITIVE and value <= 0:
         raise ConfigError(f"{what}: {name} must be > 0, got {value!r}")
@@ -159,8 +171,10 @@ def describe(hint: Any) -> str:
         return "one of " + ", ".join(map(repr, args))
     if origin is typing.Annotated:
         return describe(args[0])
+    if origin is tuple and len(args) == 2 and args[1] is not Ellipsis:
+        return "a pair" + (f" of {describe(args[0]).removeprefix('a ').removeprefix('an ')}s" if args[0] == args[1] else "")
     if origin is tuple:
-        return "a pair" if len(args) == 2 and args[1] is not Ellipsis else "a list"
+        return "a list"
     if origin in (list, collections.abc.Sequence, collections.abc.Iterable, collections.abc.Collection):
         return f"a list of {describe(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
     if origin in (dict, collections.abc.Mapping):

@@ -66,11 +66,22 @@ def test_unknown_arguments_and_bad_settings_are_refused():
     ("insertrank", {"decimals": -1}, "decimals must be >= 0, got -1"),
     ("insertrank", {"score_range": (float("nan"), 1.0)}, "score_range must be finite"),
     ("insertrank", {"score_range": (0.0, float("inf"))}, "score_range must be finite"),
+    ("insertrank", {"score_range": (0, 10**400)}, "score_range must be finite"),
+    ("insertrank", {"score_range": (True, 2.0)}, "score_range must be a pair of numbers, got (True, 2.0)"),
+    ("listwise", {"depth": 10**400}, None),  # a huge integer is in range, not an OverflowError
 ])
 def test_settings_built_in_python_are_checked_like_expression_arguments(family, given, message):
     """The dataclasses of every part check their fields' types and ranges (:func:`rerank.params.check_fields`)."""
+    if message is None:
+        assert hash(get("reranker", family, backend=fake(), **given))
+        return
     with pytest.raises(ConfigError, match=re.escape(message)):
         get("reranker", family, backend=fake(), **given)
+
+
+def test_a_score_range_given_as_a_list_keeps_the_reranker_hashable():
+    reranker = get("reranker", "insertrank", backend=fake(), score_range=[0, 1])
+    assert reranker.task.score_range == (0, 1) and hash(reranker) == hash(get("reranker", "insertrank", backend=fake(), score_range=(0, 1)))
 
 
 def test_a_template_must_name_a_parser_that_fits_the_task():

@@ -156,8 +156,12 @@ class LLMReranker(Reranker):
 
     def params(self) -> dict[str, Any]:
         """Arguments that differ from the family's declaration (drives repr, eq and hash)."""
-        return {**self._given, **{name: value for name, (p, f) in self._arguments.items()
-                                  if not _same(value := getattr(getattr(self, p), f), getattr(self._declared[p], f))}}
+        changed = dict(self._given)
+        for name, (part, f) in self._arguments.items():
+            value = getattr(getattr(self, part), f)
+            if not _same(value, getattr(self._declared[part], f)):
+                changed[name] = value
+        return changed
 
     # -- backend ------------------------------------------------------------------------------
     @property
@@ -175,10 +179,15 @@ class LLMReranker(Reranker):
         return self._backend
 
     @property
+    def constrain_answers(self) -> bool:
+        """Whether generated answers are decoded inside the task's language: ``constrained`` is on,
+        the template declares a constraint and the task generates its answers."""
+        return bool(self.settings.constrained and self.template.constraint and self.task.read == "generate")
+
+    @property
     def constrained_by(self) -> str:
         """How answers are constrained: the backend's ``constrains`` (exact, shape) or ``"no"``."""
-        on = self.settings.constrained and self.template.constraint and self.task.read == "generate"
-        return self.llm.constrains if on else "no"
+        return self.llm.constrains if self.constrain_answers else "no"
 
     def answer_tokens(self, n: int) -> int:
         """Answer cap about ``n`` documents: ``max_new_tokens``, else the template's, else the task's

@@ -97,9 +97,8 @@ class Task:
         """One parsed answer per prompt (``shown[i]``: the candidate positions prompt ``i`` shows)."""
         sizes = [len(s) for s in shown]
         if self.read == "generate":
-            constrained = r.settings.constrained and r.template.constraint
             gens = r.generate(prompts, [r.answer_tokens(n) for n in sizes],
-                              [self.language(r.template, n) if constrained else None for n in sizes])
+                              [self.language(r.template, n) if r.constrain_answers else None for n in sizes])
             return [self.from_text(r.parse(g, len(s)), s) for g, s in zip(gens, shown)]
         rows = r.score_options(prompts, [self.options(r.template, n) for n in sizes])
         return [self.from_logprobs(r.template, row) for row in rows]

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from rerank.errors import ConfigError, one_of
+from rerank.params import is_finite_number
 from rerank.prompts import PromptTemplate
 from rerank.rerankers._parsing import Parser
 from rerank.rerankers._tasks import Rank
@@ -59,8 +60,9 @@ class RankWithScores(Rank):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        object.__setattr__(self, "score_range", tuple(self.score_range))  # a list would leave the task unhashable
         one_of("normalize", self.normalize, NORMALIZATIONS)
-        if not (np.isfinite(self.score_range).all() and self.score_range[0] < self.score_range[1]):
+        if not (all(map(is_finite_number, self.score_range)) and self.score_range[0] < self.score_range[1]):
             raise ConfigError(f"score_range must be finite (low, high) with low < high, got {self.score_range!r}")
 
     def check(self, template: PromptTemplate) -> Parser:
