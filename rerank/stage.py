@@ -17,7 +17,7 @@ and equality and hashing follow it.
 from __future__ import annotations
 
 import inspect
-import math
+import numbers
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -26,6 +26,7 @@ import pandas as pd
 
 from rerank.encoders import lend_embeddings
 from rerank.errors import ConfigError, DataError
+from rerank.params import is_finite_number
 from rerank.types import Query, RankedResults, Ranking
 
 StageInput = Ranking | pd.DataFrame | str | Sequence[Query] | Mapping[str, str]
@@ -147,7 +148,8 @@ class Cutoff(Stage):
         return f"Cutoff({self.k})"
 
 
-FUSION_METHODS = ("rrf", "wsum", "combsum", "combmnz", "max", "min")
+FUSION_METHODS = {"rrf": "rrf", "wsum": "wsum", "combsum": "sum", "combmnz": "mnz", "max": "max", "min": "min"}
+"""Fusion methods -> ranx's names for them (CombSUM and CombMNZ keep their names from the literature)."""
 FUSION_NORMS = (None, "min-max", "max", "sum", "zmuv", "rank")
 
 
@@ -155,13 +157,15 @@ class Fuse(Stage):
     """Fuse the rankings of several stages run on the same input (through ``ranx.fuse``).
 
     ``method="rrf"`` (default, ``k=60``) is reciprocal rank fusion; ``method="wsum"`` with
-    ``norm="min-max"`` is normalized score fusion (``weights`` default to equal).
-    Text and titles of the fused candidates are carried over from the inputs.
+    ``norm="min-max"`` is normalized score fusion (``weights`` default to equal); ``combsum``,
+    ``combmnz``, ``max`` and ``min`` combine normalized scores too. Text and titles of the fused
+    candidates are carried over from the inputs.
     """
 
     def __init__(self, stages: Sequence[Stage], method: str = "rrf", norm: str | None = None,
                  weights: Sequence[float] | None = None, k: int = 60):
-        _check_fusion(len(stages), "stages", method, norm, weights)
+        stages = list(stages)
+        _check_fusion(len(stages), "stages", method, norm, weights, k)
         flat: list[Stage] = []
         for s in stages:  # (a | b) | c fuses three rankings at once, when the settings agree
             same = isinstance(s, Fuse) and (s.method, s.norm, s.weights, s.k) == (method, norm, None, k) and weights is None
@@ -185,7 +189,9 @@ def fuse(rankings: Sequence[Ranking], method: str = "rrf", norm: str | None = No
          weights: Sequence[float] | None = None, k: int = 60) -> Ranking:
     """Fuse rankings already computed for the same queries, as :class:`Fuse` fuses its stages'
     outputs (through ``ranx.fuse``): ``rrf`` with ``k``, or ``wsum`` of scores normalized by ``norm``
-    (default ``"min-max"``) with ``weights`` (default equal). Text and titles are carried over.
+    (default ``"min-max"``) with ``weights`` (default equal). A query some rankings lack is fused
+    from the others. Query text, document text and titles are carried over (rankings that disagree
+    on a query's text are refused).
 
     >>> a = Ranking.from_run({"q": {"d1": 3.0, "d2": 1.0}})
     >>> b = Ranking.from_run({"q": {"d1": 0.0, "d2": 5.0}})
@@ -195,52 +201,77 @@ def fuse(rankings: Sequence[Ranking], method: str = "rrf", norm: str | None = No
     from ranx import Run
     from ranx import fuse as ranx_fuse
 
-    _check_fusion(len(rankings), "rankings", method, norm, weights)
-    if not all(isinstance(r, Ranking) for r in rankings):
-        raise ConfigError(f"fuse takes Rankings, got {[type(r).__name__ for r in rankings]}")
+    if isinstance(rankings, Ranking):
+        raise ConfigError("fuse takes a list of Rankings, got one Ranking")
+    rankings = list(rankings)
+    _check_fusion(len(rankings), "rankings", method, norm, weights, k)
+    if not all(isinstance(r, Ranking) and "docid" in r.columns for r in rankings):
+        raise ConfigError(f"fuse takes Rankings of documents, got {[_kind(r) for r in rankings]}")
     runs = [r.to_dict() for r in rankings]
     qids = list(dict.fromkeys(q for run in runs for q in run))
     if not qids:
         return Ranking.empty()
+    if any(_ABSENT in docs for run in runs for docs in run.values()):
+        raise DataError(f"a ranking holds the docid {_ABSENT!r}, which fuse reserves")
     params: dict[str, Any] = {"k": k} if method == "rrf" else {}
     if method == "wsum":
-        params["weights"] = list(weights) if weights is not None else [1.0 / len(rankings)] * len(rankings)
+        params["weights"] = [float(w) for w in weights] if weights is not None else [1.0 / len(rankings)] * len(rankings)
     norm = norm or ("min-max" if method != "rrf" else None)
     # ranx needs every query in every run: a query a ranking lacks gets a placeholder document,
     # which changes no other score (normalization is per run and query) and is dropped after
     padded = [Run({q: run.get(q) or {_ABSENT: 0.0} for q in qids}) for run in runs]
     with warnings.catch_warnings():  # numba's uint64->int64 notice inside ranx is harmless here
         warnings.simplefilter("ignore")
-        fused = ranx_fuse(padded, norm=norm, method=method, params=params).to_dict()
+        fused = ranx_fuse(padded, norm=norm, method=FUSION_METHODS[method], params=params).to_dict()
     return _attach_columns({q: {d: x for d, x in docs.items() if d != _ABSENT} for q, docs in fused.items()}, rankings)
 
 
-_ABSENT = "\x00absent"
-
-
-def _check_fusion(n: int, what: str, method: str, norm: str | None, weights: Sequence[float] | None) -> None:
+def _check_fusion(n: int, what: str, method: str, norm: str | None, weights: Sequence[float] | None, k: int) -> None:
     if n < 2:
         raise ConfigError(f"fusion needs at least two {what}")
-    if method not in FUSION_METHODS:
-        raise ConfigError(f"unknown fusion method {method!r}; choose one of {FUSION_METHODS}")
+    if not isinstance(method, str) or method not in FUSION_METHODS:
+        raise ConfigError(f"unknown fusion method {method!r}; choose one of {tuple(FUSION_METHODS)}")
     if norm not in FUSION_NORMS:
         raise ConfigError(f"unknown fusion norm {norm!r}; choose one of {FUSION_NORMS}")
-    if weights is not None and len(weights) != n:
+    if method == "rrf" and norm is not None:
+        raise ConfigError("rrf fuses ranks, so it takes no norm (normalize with method='wsum')")
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ConfigError(f"fusion k must be an integer >= 1, got {k!r}")
+    if weights is None:
+        return
+    if method != "wsum":
+        raise ConfigError(f"weights apply to method='wsum' only, not {method!r}")
+    if len(weights) != n:
         raise ConfigError(f"{len(weights)} weights given for {n} {what}")
-    if weights is not None and not all(isinstance(w, int | float) and math.isfinite(w) for w in weights):
-        raise ConfigError(f"fusion weights must be finite numbers, got {list(weights)}")
+    if not all(is_finite_number(w) and w >= 0 for w in weights) or not any(weights):
+        raise ConfigError(f"fusion weights must be finite numbers >= 0, not all 0, got {list(weights)}")
+
+
+_ABSENT = "\x00absent"
+"""The placeholder docid of a query that a ranking lacks (see :func:`fuse`)."""
+
+
+def _kind(obj: Any) -> str:
+    if isinstance(obj, Ranking) and "docid" not in obj.columns:
+        return "Ranking without docids"
+    return type(obj).__name__
 
 
 def _attach_columns(fused: Mapping[str, Mapping[str, float]], outputs: Sequence[Ranking]) -> Ranking:
-    queries = {q: text for o in outputs for q, text in o.queries().items()}
+    queries: dict[str, str] = {}
+    for o in outputs:
+        for q, text in o.queries().items():
+            if text and queries.setdefault(q, text) != text:
+                raise DataError(f"the rankings give query {q!r} two texts: {queries[q]!r} and {text!r}")
     rows = pd.DataFrame(
         [(q, queries.get(q, ""), d, s) for q, docs in fused.items() for d, s in docs.items()],
         columns=["qid", "query", "docid", "score"],
     )
-    extra = [c for c in ("text", "title") if any(c in o.columns for o in outputs)]
-    if extra:
-        pool = pd.concat([o.to_pandas()[["qid", "docid", *[c for c in extra if c in o.columns]]] for o in outputs])
-        rows = rows.merge(pool.drop_duplicates(["qid", "docid"]), on=["qid", "docid"], how="left")
+    for column in ("text", "title"):  # from the first ranking that has it for a document
+        pools = [o.to_pandas()[["qid", "docid", column]] for o in outputs if column in o.columns]
+        if pools:
+            pool = pd.concat(pools).dropna(subset=[column]).drop_duplicates(["qid", "docid"])
+            rows = rows.merge(pool, on=["qid", "docid"], how="left")
     return Ranking(rows)
 
 

@@ -112,17 +112,40 @@ def test_fuse_of_computed_rankings_is_what_the_fuse_stage_gives(bm25_run, dl19):
 @pytest.mark.parametrize("rankings, settings, message", [
     (1, {}, "fusion needs at least two rankings"),
     (2, {"method": "borda"}, "unknown fusion method 'borda'"),
-    (2, {"norm": "l2"}, "unknown fusion norm 'l2'"),
-    (2, {"weights": [1.0]}, "1 weights given for 2 rankings"),
-    (2, {"weights": [1.0, float("nan")]}, "fusion weights must be finite numbers"),
-    (2, {"weights": [1.0, "2"]}, "fusion weights must be finite numbers"),
-    ("text", {}, "fuse takes Rankings, got ['Ranking', 'str']"),
+    (2, {"norm": "l2", "method": "wsum"}, "unknown fusion norm 'l2'"),
+    (2, {"norm": "min-max"}, "rrf fuses ranks, so it takes no norm"),
+    (2, {"weights": [1.0, 1.0]}, "weights apply to method='wsum' only, not 'rrf'"),
+    (2, {"k": 0}, "fusion k must be an integer >= 1, got 0"),
+    (2, {"k": True}, "fusion k must be an integer >= 1, got True"),
+    (2, {"k": "60"}, "fusion k must be an integer >= 1, got '60'"),
+    (2, {"method": "wsum", "weights": [1.0]}, "1 weights given for 2 rankings"),
+    (2, {"method": "wsum", "weights": [1.0, float("nan")]}, "fusion weights must be finite numbers >= 0"),
+    (2, {"method": "wsum", "weights": [1.0, "2"]}, "fusion weights must be finite numbers >= 0"),
+    (2, {"method": "wsum", "weights": [True, False]}, "fusion weights must be finite numbers >= 0"),
+    (2, {"method": "wsum", "weights": [-1.0, 1.0]}, "fusion weights must be finite numbers >= 0"),
+    (2, {"method": "wsum", "weights": [0, 0]}, "not all 0"),
+    (2, {"method": "wsum", "weights": [1, 10**400]}, "fusion weights must be finite numbers >= 0"),
+    ("text", {}, "fuse takes Rankings of documents, got ['Ranking', 'str']"),
+    ("queries", {}, "fuse takes Rankings of documents, got ['Ranking', 'Ranking without docids']"),
+    ("one", {}, "fuse takes a list of Rankings, got one Ranking"),
 ])
 def test_fuse_refuses_bad_settings_and_inputs(rankings, settings, message):
     one = Ranking.from_run({"q": {"d": 1.0}})
-    given = [one, "a run"] if rankings == "text" else [one] * rankings
+    given = {"text": [one, "a run"], "queries": [one, Ranking.from_queries({"q": "x"})], "one": one}.get(rankings)
     with pytest.raises(ConfigError, match=re.escape(message)):
-        fuse(given, **settings)
+        fuse([one] * rankings if given is None else given, **settings)
+
+
+def test_fuse_carries_text_over_from_whichever_ranking_has_it_and_refuses_two_query_texts():
+    with_text = Ranking.from_records([("q", "cats", "d1", 2.0), ("q", "cats", "d2", 1.0)]).assign(text=["one", "two"])
+    from_a_run_file = Ranking.from_run({"q": {"d1": 0.5, "d2": 0.9, "d3": 0.1}})
+    for order in ([with_text, from_a_run_file], [from_a_run_file, with_text]):
+        out = fuse(iter(order), method="combsum", norm="min-max").to_pandas().set_index("docid")
+        assert set(out["query"]) == {"cats"} and out.loc["d1", "text"] == "one" and pd.isna(out.loc["d3", "text"])
+    assert fuse([with_text, with_text], method="wsum", weights=np.array([1, 3])).to_dict() == {"q": {"d1": 4.0, "d2": 0.0}}
+    other = Ranking.from_records([("q", "dogs", "d1", 1.0)])
+    with pytest.raises(DataError, match="two texts: 'cats' and 'dogs'"):
+        fuse([with_text, other])
 
 
 def test_stage_validates_columns_and_accepts_empty_input(bm25_run):
