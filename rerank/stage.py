@@ -165,13 +165,13 @@ class Fuse(Stage):
     def __init__(self, stages: Sequence[Stage], method: str = "rrf", norm: str | None = None,
                  weights: Sequence[float] | None = None, k: int = 60):
         stages = list(stages)
-        _check_fusion(len(stages), "stages", method, norm, weights, k)
+        weights = _check_fusion(len(stages), "stages", method, norm, weights, k)
         flat: list[Stage] = []
         for s in stages:  # (a | b) | c fuses three rankings at once, when the settings agree
             same = isinstance(s, Fuse) and (s.method, s.norm, s.weights, s.k) == (method, norm, None, k) and weights is None
             flat.extend(s.stages if same else [_check_stage(s)])
         self.stages, self.method, self.norm, self.k = flat, method, norm, k
-        self.weights = list(weights) if weights is not None else None
+        self.weights = weights
 
     def transform(self, inp: Ranking) -> Ranking:
         return fuse([s(inp) for s in self.stages], self.method, self.norm, self.weights, self.k)
@@ -204,7 +204,7 @@ def fuse(rankings: Sequence[Ranking], method: str = "rrf", norm: str | None = No
     if isinstance(rankings, Ranking):
         raise ConfigError("fuse takes a list of Rankings, got one Ranking")
     rankings = list(rankings)
-    _check_fusion(len(rankings), "rankings", method, norm, weights, k)
+    weights = _check_fusion(len(rankings), "rankings", method, norm, weights, k)
     if not all(isinstance(r, Ranking) and "docid" in r.columns for r in rankings):
         raise ConfigError(f"fuse takes Rankings of documents, got {[_kind(r) for r in rankings]}")
     runs = [r.to_dict() for r in rankings]
@@ -226,7 +226,9 @@ def fuse(rankings: Sequence[Ranking], method: str = "rrf", norm: str | None = No
     return _attach_columns({q: {d: x for d, x in docs.items() if d != _ABSENT} for q, docs in fused.items()}, rankings)
 
 
-def _check_fusion(n: int, what: str, method: str, norm: str | None, weights: Sequence[float] | None, k: int) -> None:
+def _check_fusion(n: int, what: str, method: str, norm: str | None, weights: Sequence[float] | None,
+                  k: int) -> list[float] | None:
+    """Refuse settings ranx would misread; returns the weights as a list (None: equal)."""
     if n < 2:
         raise ConfigError(f"fusion needs at least two {what}")
     if not isinstance(method, str) or method not in FUSION_METHODS:
@@ -238,13 +240,15 @@ def _check_fusion(n: int, what: str, method: str, norm: str | None, weights: Seq
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise ConfigError(f"fusion k must be an integer >= 1, got {k!r}")
     if weights is None:
-        return
+        return None
+    weights = list(weights)
     if method != "wsum":
         raise ConfigError(f"weights apply to method='wsum' only, not {method!r}")
     if len(weights) != n:
         raise ConfigError(f"{len(weights)} weights given for {n} {what}")
     if not all(is_finite_number(w) and w >= 0 for w in weights) or not any(weights):
-        raise ConfigError(f"fusion weights must be finite numbers >= 0, not all 0, got {list(weights)}")
+        raise ConfigError(f"fusion weights must be finite numbers >= 0, not all 0, got {weights}")
+    return weights
 
 
 _ABSENT = "\x00absent"
