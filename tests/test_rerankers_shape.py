@@ -62,6 +62,8 @@ def test_unknown_arguments_and_bad_settings_are_refused():
     ("listwise", {"constrained": "no"}, "constrained must be True or False, got 'no'"),
     ("setwise", {"k": 0}, "k must be >= 1, got 0"),
     ("prp", {"top_k": float("inf")}, "top_k must be an integer, got inf"),
+    ("prp", {"method": 3}, "Prefer: method must be a string, got 3"),
+    ("setwise", {"scoring": "sample"}, "scoring='sample'; choose one of ('generate', 'likelihood')"),
     ("groupwise", {"anchors": -1}, "anchors must be >= 0, got -1"),
     ("insertrank", {"decimals": -1}, "decimals must be >= 0, got -1"),
     ("insertrank", {"score_range": (float("nan"), 1.0)}, "score_range must be finite"),
@@ -155,7 +157,7 @@ def test_a_family_combined_anew_runs_end_to_end_on_smollm2(smollm2, dl19_top10):
 
 @pytest.mark.parametrize("family, given, named", [
     ("setwise", {"method": "quicksort"}, "method='quicksort'"), ("prp", {"variant": "bubble"}, "variant='bubble'"),
-    ("prp", {"method": "vote"}, "read='vote'"), ("groupwise", {"calibrate": "zscore"}, "calibrate='zscore'"),
+    ("prp", {"method": "vote"}, "method='vote'"), ("groupwise", {"calibrate": "zscore"}, "calibrate='zscore'"),
     ("insertrank", {"normalize": "zscore"}, "normalize='zscore'"), ("yes-no", {"combine": "max"}, "combine='max'"),
     ("first", {"read": "twice"}, "read='twice'"),
 ])

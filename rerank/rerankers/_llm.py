@@ -17,6 +17,7 @@ any task in :class:`~rerank.rerankers._tasks.Think`. Candidates below ``depth`` 
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -111,7 +112,13 @@ class LLMReranker(Reranker):
             if value is not None or name not in SETTINGS[:2]:
                 part, field_name = self._arguments[name]
                 changes[part][field_name] = value
-        self.settings, self.strategy, self.task = (replace(self._declared[p], **changes[p]) for p in PARTS)
+        try:
+            self.settings, self.strategy, self.task = (replace(self._declared[p], **changes[p]) for p in PARTS)
+        except ConfigError as e:  # name an aliased field as the argument the user gave (method, not read)
+            message = str(e)
+            for public, field in self.aliases.items():
+                message = re.sub(rf"\b{field}(?=( must|=))", public, message)
+            raise ConfigError(message) from None
         self.asker = Think(self.task) if self.settings.think_tokens > 0 else self.task
         if self.settings.prompt is None:
             raise ConfigError(f"{type(self).__name__} needs a prompt (a template name, YAML path or PromptTemplate)")

@@ -56,11 +56,11 @@ class Task:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        one_of(f"{type(self).__name__}: read", self.read, self.reads)
 
     def check(self, template: PromptTemplate) -> Parser:
         """The template's parser, resolved now; ConfigError when the template does not fit this task."""
         name = type(self).__name__
-        one_of(f"{name}: read", self.read, self.reads)
         if not template.parser:
             raise ConfigError(f"prompt {template.name!r} names no parser; a {name} task reads {self.answer!r} "
                               "answers (set its parser: field)")
