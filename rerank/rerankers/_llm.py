@@ -114,11 +114,12 @@ class LLMReranker(Reranker):
                 changes[part][field_name] = value
         try:
             self.settings, self.strategy, self.task = (replace(self._declared[p], **changes[p]) for p in PARTS)
-        except ConfigError as e:  # name an aliased field as the argument the user gave (method, not read)
-            message = str(e)
+        except ConfigError as e:  # name the family, and an aliased field as the argument the user gave
+            parts = "|".join(type(self._declared[p]).__name__ for p in PARTS)
+            message = re.sub(rf"^({parts}): ", "", str(e))
             for public, field in self.aliases.items():
                 message = re.sub(rf"\b{field}(?=( must|=))", public, message)
-            raise ConfigError(message) from None
+            raise ConfigError(f"{type(self).__name__}: {message}") from None
         self.asker = Think(self.task) if self.settings.think_tokens > 0 else self.task
         if self.settings.prompt is None:
             raise ConfigError(f"{type(self).__name__} needs a prompt (a template name, YAML path or PromptTemplate)")
