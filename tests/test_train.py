@@ -233,3 +233,17 @@ def test_cli_trains_on_all_three_sources_combined(env, tmp_path, capsys):
     assert f"cross-encoder(model='{out}')" in printed
     counts = TrainingRecord.load(out).counts
     assert set(counts) == {"qrels", "synthetic", "distill"} and all(c["examples"] > 0 for c in counts.values())
+
+
+@pytest.mark.parametrize("native, warned", [(False, True), (True, False)])
+def test_bf16_on_a_cpu_that_emulates_it_is_warned_about(monkeypatch, caplog, native, warned):
+    """Emulated bf16 made a training step 25x slower than float32 on an AVX2 CPU: say so before training."""
+    import torch
+
+    import rerank.encoders
+    from rerank.train.trainer import warn_slow_bf16
+
+    monkeypatch.setattr(rerank.encoders, "native_bf16", lambda device=None: native)  # the CPU's flags, not a component
+    expected = warned and not torch.cuda.is_available()
+    assert warn_slow_bf16(True) is expected and ("emulated" in caplog.text) is expected
+    assert warn_slow_bf16(False) is False

@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--learning-rate", type=float, default=_D.learning_rate)
     g.add_argument("--warmup-ratio", type=float, default=_D.warmup_ratio)
     g.add_argument("--max-length", type=int, default=_D.max_length)
-    g.add_argument("--bf16", action="store_true", help="train in bfloat16 autocast")
+    g.add_argument("--bf16", action="store_true", help="train in bfloat16 autocast (fast on GPUs and CPUs with AVX512-BF16/AMX; emulated and far slower elsewhere)")
     g.add_argument("--seed", type=int, default=_D.seed)
     g.add_argument("--save-steps", type=int, default=_D.save_steps)
     g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUT/checkpoints")
