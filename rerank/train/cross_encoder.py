@@ -20,6 +20,7 @@ from rerank.train import sources
 from rerank.train.examples import Group, layout, to_dataset
 from rerank.train.record import TrainingRecord, versions
 from rerank.train.settings import TrainSettings
+from rerank.train.trainer import warn_slow_bf16
 
 logger = logging.getLogger("rerank")
 
@@ -79,6 +80,7 @@ def train_cross_encoder(dataset: str | Dataset, out: str | Path, settings: Train
     out = Path(out)
     if (out / "config.json").exists() and not s.resume:
         raise ConfigError(f"{out} already holds a model; choose another output folder (or resume=True)")
+    warn_slow_bf16(s.bf16)  # before the examples are built, so a user can stop at once
     ds = load(dataset) if isinstance(dataset, str) else dataset
     started = time.perf_counter()
     from rerank.backends import loaded_backends

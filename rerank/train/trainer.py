@@ -49,7 +49,6 @@ def fit(model: Any, tables: dict[str, tuple[Any, str]], out: Path, s: TrainSetti
     """Train ``model`` on ``{name: (datasets.Dataset, loss name)}``; returns the loss curve and the steps run."""
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
 
-    warn_slow_bf16(s.bf16)
     checkpoints = out / "checkpoints"
     total = sum(len(d) for d, _ in tables.values())
     steps = s.max_steps if s.max_steps > 0 else max(1, int(s.epochs * -(-total // s.batch_size)))
