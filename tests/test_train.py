@@ -237,7 +237,7 @@ def test_cli_trains_on_all_three_sources_combined(env, tmp_path, capsys):
 
 @pytest.mark.parametrize("native, warned", [(False, True), (True, False)])
 def test_bf16_on_a_cpu_that_emulates_it_is_warned_about(monkeypatch, caplog, native, warned):
-    """Emulated bf16 made a training step 25x slower than float32 on an AVX2 CPU: say so before training."""
+    """Emulated bf16 made a training step 20-26x slower than float32 on an AVX2 CPU: say so before training."""
     import torch
 
     import rerank.encoders

@@ -81,14 +81,14 @@ def fit(model: Any, tables: dict[str, tuple[Any, str]], out: Path, s: TrainSetti
 
 def warn_slow_bf16(bf16: bool) -> bool:
     """Warn (and return True) when bf16 is asked on a CPU that emulates it: without AVX512-BF16 or
-    AMX, a training step in bf16 autocast took 25x as long as in float32 (284 s against 11 s for
-    128 MiniLM pairs on an AVX2 EPYC, torch 2.13)."""
+    AMX, a training step in bf16 autocast took 20-26x as long as in float32 (284 s against 11-14 s
+    for 128 MiniLM pairs on an AVX2 EPYC, torch 2.13)."""
     from rerank.encoders import native_bf16
 
     slow = bf16 and not _cuda() and not native_bf16("cpu")
     if slow:
         logger.warning("bf16 training on this CPU (no AVX512-BF16/AMX) is emulated and far slower than float32 "
-                       "(25x in one measurement); drop bf16 (--bf16) unless the CPU has native bfloat16")
+                       "(20-26x in one measurement); drop bf16 (--bf16) unless the CPU has native bfloat16")
     return slow
 
 
