@@ -43,6 +43,7 @@ import numpy as np
 
 from rerank._progress import progress_enabled
 from rerank.errors import ConfigError, MissingDependency, one_of, require
+from rerank.models import weights_stamp
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 _OFFLINE = {  # hub id -> (package, function returning the local folder)
@@ -132,16 +133,18 @@ class Encoder:
 
         Nothing is loaded (``max_length`` None stands for the model's own limit).
         """
+        stamp = weights_stamp(self.model)  # a local model: which weights the folder holds now
         return {"model": _ALIASES.get(self.model, self.model), "pooling": self.pooling, "runtime": resolve_runtime(self.runtime, self.device),
-                "prefix": self.query_prefix if kind == "query" else self.doc_prefix, "max_length": self.max_length}
+                "prefix": self.query_prefix if kind == "query" else self.doc_prefix, "max_length": self.max_length,
+                **({"weights": stamp} if stamp else {})}
 
     # -- the shared model -------------------------------------------------------------------------
     @property
     def loaded(self) -> _Loaded:
-        resolved = resolve_runtime(self.runtime, self.device)
+        resolved, stamp = resolve_runtime(self.runtime, self.device), weights_stamp(self.model)
         if self.pooling == "last":
-            return _load_decoder(self.model, resolved, self.device)
-        return _load_sentence_transformer(self.model, resolved, self.device)
+            return _load_decoder(self.model, resolved, self.device, stamp)
+        return _load_sentence_transformer(self.model, resolved, self.device, stamp)
 
     @property
     def tokenizer(self) -> Any:
@@ -286,7 +289,8 @@ def runtime_kwargs(runtime: str) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=4)
-def _load_sentence_transformer(model: str, runtime: str, device: str | None) -> _Loaded:
+def _load_sentence_transformer(model: str, runtime: str, device: str | None, stamp: str = "") -> _Loaded:
+    """The model, loaded once per process for each ``weights_stamp`` of a local folder (new weights load anew)."""
     st = require("sentence_transformers", "dense")
     loaded = st.SentenceTransformer(resolve_encoder(model), device=device, **runtime_kwargs(runtime))
     positions = int(getattr(loaded[0].config, "max_position_embeddings", loaded.max_seq_length))
@@ -295,7 +299,7 @@ def _load_sentence_transformer(model: str, runtime: str, device: str | None) -> 
 
 
 @lru_cache(maxsize=2)
-def _load_decoder(model: str, runtime: str, device: str | None) -> _Loaded:
+def _load_decoder(model: str, runtime: str, device: str | None, stamp: str = "") -> _Loaded:
     torch = require("torch", "dense")
     transformers = require("transformers", "dense")
     from rerank.models import hf_location

@@ -13,8 +13,11 @@ local file wins, so tests and offline machines need no model hub. Anything that 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -87,6 +90,35 @@ def hf_location(name: str) -> tuple[str, dict[str, str]]:
         return str(Path(name).parent), {"gguf_file": Path(name).name}
     alias = lookup(name)
     return (alias.hub if alias else name), {}
+
+
+def weights_stamp(name: str | os.PathLike[str]) -> str:
+    """A short hash of the files of a local model (a folder or a file): each one's relative path, size
+    and modification time, so that a cache keyed on a model never answers for other weights saved in
+    the same place (a model trained again, or resumed, into its folder). ``""`` for a hub id or alias.
+    A folder's ``checkpoints/`` (written during training) is left out."""
+    path = Path(name).expanduser()
+    if not path.exists():
+        return ""
+    files = [path] if path.is_file() else sorted(
+        f for f in path.rglob("*") if f.is_file() and f.relative_to(path).parts[0] != "checkpoints")
+    rows = [(f.name if f == path else str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
+def local_models(expression: str) -> dict[str, str]:
+    """``{string: weights_stamp}`` for the quoted strings of a pipeline expression that name a local
+    model file or folder, also after a backend kind (``'hf:models/mine'``); what a cache keyed on the
+    expression must add so that it never answers for other weights under the same name."""
+    found = {}
+    for single, double in re.findall(r"'([^']*)'|\"([^\"]*)\"", expression):
+        text = single or double
+        for candidate in (text, text.split(":", 1)[-1]):
+            stamp = weights_stamp(candidate) if candidate else ""
+            if stamp:
+                found[text] = stamp
+                break
+    return found
 
 
 def dense_location(name: str, dtype: str = "bfloat16", cache_dir: str | Path | None = None) -> str:

@@ -40,6 +40,7 @@ from rerank.cellstore import CellStore
 from rerank.errors import ConfigError, DataError
 from rerank.executors import Executor, executor_from_spec
 from rerank.metering import Meter, Usage
+from rerank.models import local_models
 from rerank.naming import check_distinct
 from rerank.stage import Cutoff, Pipeline, Stage
 from rerank.types import Ranking
@@ -374,11 +375,17 @@ class Runner:
         runner that wrote them: another process runs it again."""
         settings = {"dataset_name": cell.dataset.name, "options": cell.dataset.options, "expression": cell.expression,
                     "limit": cell.settings.limit, "data": self._data(cell.dataset)}
+        models = local_models(cell.expression)  # a model folder trained again gives new numbers
+        if models:
+            settings["models"] = models
         return {**settings, "session": self._session} if isinstance(cell.stage, Stage) else settings
 
     def prefix_settings(self, cell: Cell) -> dict[str, Any]:
-        """What a saved prefix output must match (its stages are in its key)."""
-        return {k: v for k, v in self.saved_settings(cell).items() if k != "expression"}
+        """What a saved prefix output must match: its stages are in its key (the job's ``system``),
+        and so are the local models among them."""
+        settings = {k: v for k, v in self.saved_settings(cell).items() if k not in ("expression", "models")}
+        models = local_models(cell.system)
+        return {**settings, "models": models} if models else settings
 
     def run(self, progress: bool | None = None) -> dict[tuple[str, str], CellRecord]:
         """Run every cell not done yet; return the records of all cells (saved ones included)."""

@@ -29,6 +29,7 @@ from urllib.parse import unquote
 
 from rerank.backends.base import Backend, Generation, Message, Prompt
 from rerank.errors import ConfigError
+from rerank.models import weights_stamp
 
 __all__ = ["Backend", "Generation", "Message", "Prompt", "forget", "load_backend", "parse_spec"]
 
@@ -120,20 +121,22 @@ def load_backend(spec: str | Backend, **kwargs: Any) -> Backend:
 
     A :class:`Backend` instance is returned unchanged (so callers accept either). The same spec and
     arguments give the same backend within a process, so rerankers that name one model share its
-    weights (one vLLM engine, not one per reranker), until :meth:`Backend.close` frees it.
+    weights (one vLLM engine, not one per reranker), until :meth:`Backend.close` frees it. A local
+    model folder whose files changed since (:func:`~rerank.models.weights_stamp`) loads again.
     """
     if isinstance(spec, Backend):
         return spec
     from rerank.registry import get
 
-    key: tuple | None = (spec, tuple(sorted(kwargs.items())))
+    kind, params = parse_spec(spec)
+    stamp = weights_stamp(str(params.get("model", ""))) if kind != "openai" else ""  # new weights in a folder load anew
+    key: tuple | None = (spec, tuple(sorted(kwargs.items())), stamp)
     try:
         hash(key)
     except TypeError:  # unhashable arguments (a dict of options): load a fresh one
         key = None
     if key is not None and key in _LOADED:
         return _LOADED[key]
-    kind, params = parse_spec(spec)
     backend = get("backend", kind, **{**params, **kwargs})
     LOADS[spec] += 1
     if key is not None:

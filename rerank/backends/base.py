@@ -7,6 +7,7 @@ A backend holds a model: :meth:`Backend.close` (or leaving a ``with`` block) fre
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rerank.constraints import Constraint
+from rerank.models import weights_stamp
 
 Message = dict[str, str]
 Prompt = str | list[Message]
@@ -74,6 +76,13 @@ class Backend(ABC):
     @abstractmethod
     def count_tokens(self, text: str) -> int:
         """Number of tokens of ``text`` under the model's tokenizer."""
+
+
+def weights_suffix(model: str | os.PathLike[str]) -> str:
+    """``"@<weights_stamp>"`` for a local model file or folder, else ``""``: what a backend's
+    ``cache_id`` adds so that its cached calls never answer for other weights saved under one path."""
+    stamp = weights_stamp(model)
+    return f"@{stamp}" if stamp else ""
 
 
 def backend_id(backend: Backend) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from rerank.backends import _chat
-from rerank.backends.base import Backend, Generation, Prompt
+from rerank.backends.base import Backend, Generation, Prompt, weights_suffix
 from rerank.constraints import Constraint, Follower, TokenMask
 from rerank.errors import ConfigError, require
 from rerank.models import hf_location
@@ -37,6 +37,7 @@ class HFBackend(_chat.HFTokenizerPrompts, Backend):
         transformers = require("transformers", "hf")
         self._torch, self._transformers = torch, transformers
         self.model, self.batch_size = model, batch_size
+        self._weights = weights_suffix(model)  # the files loaded now, whatever the folder holds later
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = dtype or ("float32" if self.device == "cpu" else "bfloat16")
         if not isinstance(getattr(torch, dtype, None), torch.dtype):
@@ -56,7 +57,7 @@ class HFBackend(_chat.HFTokenizerPrompts, Backend):
 
     @property
     def cache_id(self) -> str:
-        return f"hf:{self.model}:{self.dtype}"
+        return f"hf:{self.model}:{self.dtype}{self._weights}"
 
     def close(self) -> None:
         """Drop the model's weights (and empty the CUDA cache on a GPU)."""

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from rerank.backends import _chat
-from rerank.backends.base import Backend, Generation, Prompt
+from rerank.backends.base import Backend, Generation, Prompt, weights_suffix
 from rerank.constraints import Constraint, Follower, Masks, pieces_by_decoding
 from rerank.errors import ConfigError, require
 from rerank.models import gguf_path
@@ -36,6 +36,7 @@ class LlamaCppBackend(Backend):
         llama_cpp = require("llama_cpp", "llamacpp")
         self.model, self.max_context = model, n_ctx
         self.path = gguf_path(model)
+        self._weights = weights_suffix(self.path)  # the file loaded now, whatever it holds later
         self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads,
                                    n_gpu_layers=n_gpu_layers, seed=seed, logits_all=True, verbose=False,
                                    **llama_kwargs)
@@ -53,7 +54,7 @@ class LlamaCppBackend(Backend):
 
     @property
     def cache_id(self) -> str:
-        return f"llamacpp:{self.path.name}"
+        return f"llamacpp:{self.path.name}{self._weights}"
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode(), add_bos=False, special=False))

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from rerank.backends import _chat
-from rerank.backends.base import Backend, Generation, Prompt
+from rerank.backends.base import Backend, Generation, Prompt, weights_suffix
 from rerank.constraints import CONSTRAINT_ARG, Constraint
 from rerank.errors import BackendError, require
 from rerank.models import dense_location
@@ -113,6 +113,7 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
         vllm = require("vllm", "vllm")
         self._vllm = vllm
         self.model = model
+        self._weights = weights_suffix(model)  # the files loaded now, whatever the folder holds later
         settings: dict[str, Any] = {
             "model": dense_location(model, convert_dtype, cache_dir), "seed": seed,
             "dtype": dtype or ("bfloat16" if self.on_cpu else "auto"),
@@ -154,7 +155,7 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
 
     @property
     def cache_id(self) -> str:
-        return f"vllm:{self.model}:{self.settings['dtype']}"
+        return f"vllm:{self.model}:{self.settings['dtype']}{self._weights}"
 
     def _run(self, token_lists: list[list[int]], params: Any) -> list[Any]:
         from vllm.inputs import TokensPrompt

@@ -3,8 +3,8 @@
 The teacher is any pipeline expression (``"bm25 % 100 | dense % 100"``, an LLM reranker on vLLM...).
 Its scores for one query are stored under a key made of the teacher's repr, a hash of the corpus
 content, the depth and the query text, so a re-run (or another run with the same teacher) costs
-nothing and a changed corpus never reuses old scores. A teacher given as a model *folder* is keyed by
-its path: retrain into a new folder rather than over an old one.
+nothing and a changed corpus never reuses old scores. A teacher model given as a local folder adds
+the folder's :func:`~rerank.models.weights_stamp`, so weights trained again in place are asked anew.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 from rerank.cache import CallStore, default_path
 from rerank.data import Dataset
 from rerank.index_cache import dataset_fingerprint
+from rerank.models import local_models
 from rerank.types import Ranking
 
 
@@ -30,12 +31,14 @@ class TeacherScores:
 
         self.expr, self.dataset, self.depth = teacher, dataset, depth
         self.identity = repr(build(teacher))  # validates the expression without indexing anything
+        self.models = local_models(teacher)  # a teacher model folder trained again gives new scores
         self.store = CallStore(cache or default_path())
         self.fingerprint = dataset_fingerprint(dataset)
         self.hits = self.misses = 0
 
     def _key(self, query: str) -> str:
-        blob = json.dumps(["teacher", self.identity, self.fingerprint, self.depth, query], ensure_ascii=False)
+        blob = json.dumps(["teacher", self.identity, self.fingerprint, self.depth, query, *([self.models] if self.models else [])],
+                          ensure_ascii=False, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def scores(self, queries: Mapping[str, str]) -> dict[str, list[tuple[str, float]]]:

@@ -1,0 +1,122 @@
+"""A cache keyed on a model never answers for other weights saved in the same place (a model trained
+again, or resumed, into its folder): the index cache, the models loaded in a process, the LLM call
+cache, teacher scores and a grid's saved cells. Real models, saved again with other weights."""
+
+import gzip
+import json
+import os
+import shutil
+
+import pytest
+
+from rerank.backends import load_backend
+from rerank.bench import Grid, cell_path, run_grid
+from rerank.data import load
+from rerank.encoders import resolve_encoder
+from rerank.index_cache import index_folder, indexed
+from rerank.models import local_models, weights_stamp
+from rerank.retrievers.dense import Dense
+from rerank.train.distill import TeacherScores
+
+pytestmark = pytest.mark.slow
+
+
+def _perturbed(folder, kind):
+    """Save the model in ``folder`` again with other weights, as a training run into it would."""
+    import sentence_transformers as st
+    import torch
+
+    model = (st.SentenceTransformer if kind == "bi" else st.CrossEncoder)(str(folder), device="cpu")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    model.save(str(folder))
+
+
+@pytest.fixture
+def minilm(tmp_path):
+    """The offline MiniLM bi-encoder, copied into a folder of our own."""
+    return shutil.copytree(resolve_encoder("all-MiniLM-L6-v2"), tmp_path / "minilm")
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """A five-document BEIR folder."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    texts = ["cats purr and sleep", "dogs bark at cats", "fish swim in the sea", "birds sing", "cows eat grass"]
+    with gzip.open(folder / "corpus.jsonl.gz", "wt") as f:
+        f.writelines(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts))
+    (folder / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "why do cats purr"}) + "\n")
+    (folder / "qrels").mkdir()
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td0\t1\n")
+    return folder
+
+
+def test_a_stamp_follows_the_files_of_a_local_model_and_only_them(minilm):
+    assert weights_stamp("all-MiniLM-L6-v2") == "" == weights_stamp("org/not-a-folder")
+    before = weights_stamp(minilm)
+    assert len(before) == 16 and weights_stamp(minilm) == before
+    (minilm / "checkpoints").mkdir()
+    (minilm / "checkpoints" / "step-1").write_text("written while training")
+    assert weights_stamp(minilm) == before                                  # checkpoints are not the model
+    weights = minilm / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1_000_000))
+    after = weights_stamp(minilm)
+    assert after != before and weights_stamp(weights) != ""                 # a single file (a .gguf) too
+    expr = f"bm25 % 10 >> dense(model='{minilm}') >> listwise(backend=\"hf:{minilm}\", prompt='listwise/rankgpt')"
+    assert local_models(expr) == {str(minilm): after, f"hf:{minilm}": after}
+
+
+def test_a_dense_index_and_the_loaded_model_follow_weights_saved_again(minilm, tiny, tmp_path):
+    cache = tmp_path / "cache"
+    tiny = load(str(tiny))
+    first = indexed(Dense(model=str(minilm)), tiny, cache)
+    assert indexed(Dense(model=str(minilm)), tiny, cache).embeddings.tolist() == first.embeddings.tolist()  # a hit
+    old_folder = index_folder(Dense(model=str(minilm)), tiny, cache)
+    _perturbed(minilm, "bi")
+    again = Dense(model=str(minilm))
+    assert index_folder(again, tiny, cache) != old_folder
+    rebuilt = indexed(again, tiny, cache)
+    assert rebuilt.embeddings.tolist() != first.embeddings.tolist()       # encoded anew, by the new weights
+
+
+def test_a_grid_cell_and_teacher_scores_with_a_model_folder_run_again_after_it_changes(minilm, tiny, tmp_path):
+    import sentence_transformers as st
+
+    ce = tmp_path / "ce"
+    st.CrossEncoder(str(minilm), num_labels=1, device="cpu").save(str(ce))
+    expr = f"bm25 % 3 >> cross-encoder(model='{ce}')"
+    grid = Grid.from_dict({"grid": {"metrics": ["ndcg@10"]}, "datasets": [{"name": str(tiny), "label": "tiny"}],
+                           "pipelines": {"CE": expr}}, name="stamps")
+    tiny = load(str(tiny))
+    teacher = TeacherScores(expr, tiny, depth=3, cache=tmp_path / "calls.sqlite")
+    key = teacher._key("why do cats purr")
+    out = tmp_path / "bench"
+    record = cell_path(out, "tiny", "CE").with_suffix(".json")
+    run_grid(grid, out, progress=False)
+    started, scores = json.loads(record.read_text())["started"], cell_path(out, "tiny", "CE").read_text()
+    run_grid(grid, out, progress=False)
+    assert json.loads(record.read_text())["started"] == started             # unchanged model: the cell stands
+    _perturbed(ce, "cross")
+    run_grid(grid, out, progress=False)
+    assert json.loads(record.read_text())["started"] != started             # new weights: run again
+    assert cell_path(out, "tiny", "CE").read_text() != scores
+    assert TeacherScores(expr, tiny, depth=3, cache=tmp_path / "calls.sqlite")._key("why do cats purr") != key
+
+
+def test_a_backend_of_a_model_folder_loads_again_and_caches_apart_after_it_changes(smollm2_dense_dir, tmp_path):
+    folder = tmp_path / "smol"
+    folder.mkdir()
+    for f in os.listdir(smollm2_dense_dir):                                 # the weights linked, not copied
+        (folder / f).symlink_to(os.path.join(smollm2_dense_dir, f))
+    first = load_backend(f"hf:{folder}?dtype=float32")
+    assert load_backend(f"hf:{folder}?dtype=float32") is first
+    config = folder / "generation_config.json"
+    config.unlink()
+    shutil.copy(os.path.join(smollm2_dense_dir, "generation_config.json"), config)   # saved again
+    second = load_backend(f"hf:{folder}?dtype=float32")
+    assert second is not first and second.cache_id != first.cache_id
+    assert first.cache_id.startswith(f"hf:{folder}:float32@")
+    first.close()
+    second.close()
