@@ -1,4 +1,4 @@
-"""Label-free cross-encoders: train on a collection's corpus only, evaluate on its (unseen) test queries.
+"""Label-free rerankers: train on a collection's corpus only, evaluate on its (unseen) test queries.
 
 For each dataset and query generator, a cross-encoder is trained from the offline MiniLM body on
 synthetic queries (``rerank.train``; the corpus is the only input), then compared on the test queries:
@@ -10,6 +10,9 @@ synthetic queries (``rerank.train``; the corpus is the only input), then compare
   MiniLM bi-encoder, over the same synthetic queries);
 * ``BM25 + CE[<generator>], interpolated``: the usual interpolation of a new reranker with its first
   stage, the sum of both scores min-max normalized per query, with equal weights fixed in advance.
+* with ``--students cross-encoder bi-encoder``, also ``BM25 top-D >> BE[<generator>]`` and its
+  interpolation: the MiniLM bi-encoder fine-tuned on the same examples, GPL-style (MNRL on the
+  synthetic queries, MarginMSE on the teacher's scores).
 
 Reported: nDCG@10 with paired t-test p-values against BM25, wins/losses, training minutes, rerank
 milliseconds per query, and the data counts (generated, kept by the round-trip filter). A model
@@ -32,7 +35,8 @@ from rerank.data import load
 from rerank.evaluate import evaluate_per_query
 from rerank.expr import build
 from rerank.significance import pvalue
-from rerank.train import TrainingRecord, TrainSettings, train_cross_encoder
+from rerank.train import TrainingRecord, TrainSettings
+from rerank.train.run import check_losses, train_model
 
 
 def main() -> None:
@@ -58,6 +62,8 @@ def main() -> None:
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--backend", default="hf:smollm2")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--students", nargs="+", default=["cross-encoder"], choices=["cross-encoder", "bi-encoder"],
+                   help="models trained on the same examples")
     args = p.parse_args()
 
     rows = []
@@ -80,15 +86,17 @@ def main() -> None:
                                      batch_size=args.batch_size, max_length=args.max_length, learning_rate=args.learning_rate,
                                      bf16=args.bf16, seed=args.seed)
             label = "+".join([gen, *(d for d in args.data if d != "synthetic")])
-            folder = args.out / f"{ds.name}-{label}"
-            record = _reuse(folder, settings) or train_cross_encoder(ds, folder, settings)
-            ce = build(f"cross-encoder(model='{folder}', truncation='truncate', batch_size=32)", ds)
-            start = time.perf_counter()
-            reranked = ce(candidates)
-            runs[f"BM25 top-{args.depth} >> CE[{label}]"] = (reranked, _ms(start, qids), record)
-            # equal weights on per-query min-max scores, fixed in advance (not tuned)
-            interpolated = fuse([candidates, reranked], method="wsum", norm="min-max", weights=[0.5, 0.5])
-            runs[f"BM25 + CE[{label}], interpolated"] = (interpolated, _ms(start, qids), record)
+            for kind in args.students:
+                short, stage = STUDENTS[kind]
+                folder = args.out / f"{ds.name}-{label}{'-bi' if kind == 'bi-encoder' else ''}"
+                record = _reuse(folder, kind, settings) or train_model(kind, ds, folder, settings)
+                model = build(stage.format(folder=folder), ds)
+                start = time.perf_counter()
+                reranked = model(candidates)
+                runs[f"BM25 top-{args.depth} >> {short}[{label}]"] = (reranked, _ms(start, qids), record)
+                # equal weights on per-query min-max scores, fixed in advance (not tuned)
+                interpolated = fuse([candidates, reranked], method="wsum", norm="min-max", weights=[0.5, 0.5])
+                runs[f"BM25 + {short}[{label}], interpolated"] = (interpolated, _ms(start, qids), record)
         base = evaluate_per_query(runs["BM25"][0], ds, ["ndcg@10"])["ndcg@10"]
         base = base[base.index.isin(qids)]  # the evaluated queries only, also under --eval-limit
         for system, (run, ms, record) in runs.items():
@@ -124,11 +132,18 @@ def _ms(start: float, qids: list[str]) -> float:
     return 1000 * (time.perf_counter() - start) / len(qids)
 
 
-def _reuse(folder: Path, settings: TrainSettings) -> TrainingRecord | None:
+STUDENTS = {"cross-encoder": ("CE", "cross-encoder(model='{folder}', truncation='truncate', batch_size=32)"),
+            "bi-encoder": ("BE", "biencoder(model='{folder}')")}
+"""Student kind -> (its short name in the table, the stage that reranks with it)."""
+
+
+def _reuse(folder: Path, kind: str, settings: TrainSettings) -> TrainingRecord | None:
     if not (folder / "training_record.json").exists():
         return None
     record = TrainingRecord.load(folder)
-    if record.settings != settings.to_dict():
+    expected = settings.with_(loss=check_losses(kind, settings)[0]).to_dict()
+    saved = {k: v for k, v in record.settings.items() if k != "model"}  # records before bi-encoders had no "model"
+    if record.settings.get("model", "cross-encoder") != kind or saved != expected:
         raise SystemExit(f"{folder} holds a model trained with other settings; remove it or choose another --out")
     return record
 

@@ -17,7 +17,7 @@ from rerank.backends.fake import FakeBackend
 from rerank.cli import main
 from rerank.data.beir import BeirDataset
 from rerank.errors import ConfigError, DataError
-from rerank.train import TrainingRecord, TrainSettings, build_examples, train_cross_encoder
+from rerank.train import TrainingRecord, TrainSettings, build_examples, train_bi_encoder, train_cross_encoder
 from rerank.train.labels import labelled_queries, training_split
 from rerank.train.querygen import LLMGenerator, SentenceGenerator, TitleGenerator
 from rerank.types import Doc
@@ -95,14 +95,18 @@ def test_training_queries_equal_to_a_test_query_are_dropped_and_counted(env, tmp
     assert [q.qid for q in queries] == ["tr2"] and counts["dropped_test_text"] == 1
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--data", "qrels", "--train-split", "dev"], "qrels/dev.tsv"),
-    (["--data", "qrels", "--train-split", "test"], "is the evaluation split"),
-    (["--data", "synthetic", "--num-negatives", "0"], "num_negatives"),
-    (["--data", "distill", "--teacher", "bm25 >> nosuch"], "unknown stage"),
+@pytest.mark.parametrize("kind, args, message", [
+    ("cross-encoder", ["--data", "qrels", "--train-split", "dev"], "qrels/dev.tsv"),
+    ("cross-encoder", ["--data", "qrels", "--train-split", "test"], "is the evaluation split"),
+    ("cross-encoder", ["--data", "synthetic", "--num-negatives", "0"], "num_negatives"),
+    ("cross-encoder", ["--data", "distill", "--teacher", "bm25 >> nosuch"], "unknown stage"),
+    ("cross-encoder", ["--loss", "mnrl"], "loss='mnrl' does not train a cross-encoder"),
+    ("bi-encoder", ["--data", "qrels", "--train-split", "test"], "is the evaluation split"),
+    ("bi-encoder", ["--loss", "listnet"], "loss='listnet' does not train a bi-encoder"),
+    ("bi-encoder", ["--data", "distill", "--distill-loss", "bce", "--teacher-scale", "1"], "distill_loss='bce' does not train a bi-encoder"),
 ])
-def test_cli_bad_inputs_exit_2_with_one_line(env, tmp_path, capsys, args, message):
-    code = main(["--quiet", "train", "cross-encoder", "--dataset", str(env["folder"]), "--out", str(tmp_path / "m"), *args])
+def test_cli_bad_inputs_exit_2_with_one_line(env, tmp_path, capsys, kind, args, message):
+    code = main(["--quiet", "train", kind, "--dataset", str(env["folder"]), "--out", str(tmp_path / "m"), *args])
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1
 
@@ -200,7 +204,7 @@ def test_training_changes_scores_saves_a_pipeline_model_and_resumes(env, tmp_pat
     out = tmp_path / "ce"
     s = TrainSettings(**TINY)
     pairs = [("vitamin C and scurvy", "Scurvy follows a lack of vitamin C."), ("vitamin C and scurvy", "Paris is in France.")]
-    before = load_student(s.base, s.max_length, s.seed).predict(pairs)
+    before = load_student("cross-encoder", s.base, s.max_length, s.seed).predict(pairs)
     record = train_cross_encoder(env["dataset"], out, s)
     assert record.steps == 2 and (out / "config.json").exists() and (out / "loss.png").stat().st_size > 0
     assert TrainingRecord.load(out).counts["synthetic"]["examples"] == record.counts["synthetic"]["examples"] > 0
@@ -219,6 +223,35 @@ def test_training_changes_scores_saves_a_pipeline_model_and_resumes(env, tmp_pat
         train_cross_encoder(env["dataset"], out, s)
     resumed = train_cross_encoder(env["dataset"], out, s.with_(max_steps=3, resume=True))
     assert resumed.steps == 3
+
+
+def test_bi_encoder_fine_tuning_changes_embeddings_and_loads_as_dense_and_biencoder(env, tmp_path):
+    """GPL-style: the bi-encoder learns from the same synthetic and teacher examples (MNRL and MarginMSE)."""
+    from sentence_transformers import SentenceTransformer
+
+    from rerank.encoders import resolve_encoder
+    from rerank.expr import build
+
+    out = tmp_path / "bi"
+    texts = ["vitamin C and scurvy", "Scurvy follows a lack of vitamin C."]
+    before = SentenceTransformer(resolve_encoder("all-MiniLM-L6-v2")).encode(texts)
+    record = train_bi_encoder(env["dataset"], out, TrainSettings(**TINY, data=("synthetic", "distill"), teacher="bm25",
+                                                                 teacher_scale=1.0, learning_rate=1e-3))
+    assert record.steps == 2 and record.settings["model"] == "bi-encoder" and record.settings["loss"] == "mnrl"
+    assert record.counts["synthetic"]["examples"] > 0 and record.counts["distill"]["examples"] > 0
+    assert (out / "loss.png").stat().st_size > 0 and TrainingRecord.load(out).settings["distill_loss"] == "margin-mse"
+    after = SentenceTransformer(str(out)).encode(texts)
+    assert not np.allclose(after, before, atol=1e-4)
+    ranked = build(f"dense(model='{out}', num_results=5)", env["dataset"])({"q": texts[0]}).to_pandas()
+    rescored = build(f"bm25 % 5 >> biencoder(model='{out}')", env["dataset"])({"q": texts[0]}).to_pandas()
+    assert len(ranked) == 5 and 1 <= len(rescored) <= 5
+    query = after[0] / np.linalg.norm(after[0])
+    doc = SentenceTransformer(str(out)).encode([ranked["text"].iloc[0]])[0]
+    assert np.isclose(ranked["score"].iloc[0], query @ (doc / np.linalg.norm(doc)), atol=1e-3)   # the trained weights
+    with pytest.raises(ConfigError, match="does not train a bi-encoder"):
+        train_bi_encoder(env["dataset"], tmp_path / "bad", TrainSettings(**TINY, loss="bce"))
+    with pytest.raises(ConfigError, match="does not train a cross-encoder"):
+        train_cross_encoder(env["dataset"], tmp_path / "bad", TrainSettings(**TINY, loss="mnrl"))
 
 
 def test_cli_trains_on_all_three_sources_combined(env, tmp_path, capsys):

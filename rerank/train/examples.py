@@ -32,15 +32,22 @@ class Group:
 
 
 def layout(groups: Sequence[Group], loss: str) -> tuple[dict[str, list[Any]], int]:
-    """Columns for ``loss`` (``bce``, ``margin-mse``, ``listnet``, ``lambda``) and the groups left out.
+    """Columns for ``loss`` (``bce``, ``margin-mse``, ``listnet``, ``lambda``, ``mnrl``) and the groups left out.
 
     ``bce`` takes every (query, document, label) pair; the pairwise and listwise losses need groups with
     at least two documents, and ``margin-mse`` needs the same number of documents in every group (the
-    most common size is kept; the others are counted as left out).
+    most common size is kept; the others are counted as left out). ``mnrl`` (a bi-encoder's) takes the
+    query, the reference document and the documents labelled below it as negatives, unlabelled.
     """
     if loss == "bce":
         pairs = [(g.query, t, float(y)) for g in groups for t, y in zip(g.texts, g.labels)]
         return {"query": [p[0] for p in pairs], "document": [p[1] for p in pairs], "label": [p[2] for p in pairs]}, 0
+    if loss == "mnrl":
+        below = [Group(g.query, [g.texts[0]] + [t for t, y in zip(g.texts[1:], g.labels[1:]) if y < g.labels[0]],
+                       [g.labels[0]] + [y for y in g.labels[1:] if y < g.labels[0]], g.source) for g in groups]
+        columns, left_out = layout(below, "margin-mse")
+        columns.pop("label", None)
+        return columns, left_out
     usable = [g for g in groups if len(g.texts) >= 2]
     if loss == "margin-mse":
         if not usable:
@@ -60,7 +67,7 @@ def layout(groups: Sequence[Group], loss: str) -> tuple[dict[str, list[Any]], in
 
 
 def to_dataset(columns: dict[str, list[Any]], seed: int) -> Any:
-    """A shuffled ``datasets.Dataset`` of ``columns`` (what ``CrossEncoderTrainer`` reads)."""
+    """A shuffled ``datasets.Dataset`` of ``columns`` (what sentence-transformers' trainers read)."""
     from rerank.errors import require
 
     if not columns or not next(iter(columns.values())):

@@ -9,13 +9,15 @@ from rerank.errors import ConfigError, one_of
 
 SOURCES = ("qrels", "synthetic", "distill")
 GENERATORS = ("sentence", "title", "llm")
-LOSSES = ("bce", "margin-mse", "listnet", "lambda")
+STUDENT_LOSSES = {"cross-encoder": ("bce", "margin-mse", "listnet", "lambda"), "bi-encoder": ("mnrl", "margin-mse")}
+"""The losses each kind of student trains with; the first is its default ``loss``."""
+LOSSES = tuple(dict.fromkeys(loss for losses in STUDENT_LOSSES.values() for loss in losses))
 TEACHER_NORMS = ("minmax", "zscore", "none")
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """How to build the training data and train a cross-encoder.
+    """How to build the training data and train a cross-encoder or a bi-encoder.
 
     Data sources (``data``, combinable): ``"qrels"`` (judged queries of a training split, with hard
     negatives mined by ``negatives``), ``"synthetic"`` (queries generated from sampled corpus documents,
@@ -60,8 +62,9 @@ class TrainSettings:
     teacher_scale: float = 10.0
     distill_loss: str = "margin-mse"
     # -- training -----------------------------------------------------------------------------------
-    loss: str = "bce"
-    """Loss of the qrels and synthetic examples (``distill_loss`` applies to the teacher's)."""
+    loss: str | None = None
+    """Loss of the qrels and synthetic examples (``distill_loss`` applies to the teacher's); None: the
+    student's default, ``bce`` for a cross-encoder, ``mnrl`` for a bi-encoder (:data:`STUDENT_LOSSES`)."""
     epochs: float = 1.0
     max_steps: int = -1
     batch_size: int = 16
@@ -76,7 +79,8 @@ class TrainSettings:
     """SQLite file of the call cache (teacher scores, LLM generations); default ``$RERANK_CACHE/calls.sqlite``."""
     progress: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    """Further ``CrossEncoderTrainingArguments`` (e.g. ``{"weight_decay": 0.01}``)."""
+    """Further training arguments of sentence-transformers (``CrossEncoderTrainingArguments`` or
+    ``SentenceTransformerTrainingArguments``, e.g. ``{"weight_decay": 0.01}``)."""
 
     def __post_init__(self) -> None:
         data = (self.data,) if isinstance(self.data, str) else tuple(self.data)
@@ -85,7 +89,8 @@ class TrainSettings:
         if not data or unknown or len(set(data)) != len(data):
             raise ConfigError(f"data={list(data)}: give one or more distinct sources of {SOURCES}")
         one_of("generator", self.generator, GENERATORS)
-        one_of("loss", self.loss, LOSSES)
+        if self.loss is not None:
+            one_of("loss", self.loss, LOSSES)
         one_of("distill_loss", self.distill_loss, LOSSES)
         one_of("teacher_norm", self.teacher_norm, TEACHER_NORMS)
         for name in ("negatives_depth", "num_negatives", "num_documents", "clusters", "queries_per_document",

@@ -1,8 +1,13 @@
-"""Train a cross-encoder on a dataset's corpus: build the examples of each source, train, save, record.
+"""Train a model on a dataset's corpus: build the examples of each source, train, save, record.
 
->>> from rerank.train import train_cross_encoder                                  # doctest: +SKIP
+Both kinds of student learn from the same examples: a cross-encoder (the reranker) and, GPL-style,
+a bi-encoder (the dense retriever and rescorer).
+
+>>> from rerank.train import train_bi_encoder, train_cross_encoder                # doctest: +SKIP
 >>> record = train_cross_encoder("scifact", "models/scifact-ce", data=["synthetic"], generator="sentence")  # doctest: +SKIP
 >>> pipeline("bm25 % 100 >> cross-encoder(model='models/scifact-ce')", load_dataset("scifact"))  # doctest: +SKIP
+>>> train_bi_encoder("scifact", "models/scifact-bi", data=["synthetic"])         # doctest: +SKIP
+>>> pipeline("dense(model='models/scifact-bi')", load_dataset("scifact"))        # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -15,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from rerank.data import Dataset
-from rerank.errors import ConfigError
+from rerank.errors import ConfigError, one_of
 from rerank.train import sources
 from rerank.train.examples import Group, layout, to_dataset
 from rerank.train.record import TrainingRecord, versions
-from rerank.train.settings import TrainSettings
+from rerank.train.settings import STUDENT_LOSSES, TrainSettings
 from rerank.train.trainer import warn_slow_bf16
 
 logger = logging.getLogger("rerank")
@@ -74,9 +79,28 @@ def train_cross_encoder(dataset: str | Dataset, out: str | Path, settings: Train
     Raises ConfigError for bad settings or an ``out`` that already holds a model (unless ``resume``),
     DataError for unusable data (empty corpus, missing or leaking qrels, no example left).
     """
+    return train_model("cross-encoder", dataset, out, settings, **changes)
+
+
+def train_bi_encoder(dataset: str | Dataset, out: str | Path, settings: TrainSettings | None = None,
+                     **changes: Any) -> TrainingRecord:
+    """Fine-tune the bi-encoder (``base``: the offline MiniLM by default) on the same examples, GPL-style,
+    and save it to ``out`` (loadable as ``dense(model='<out>')`` and ``biencoder(model='<out>')``).
+
+    Losses: ``mnrl`` (in-batch and hard negatives, the default for labelled and synthetic examples)
+    and ``margin-mse`` (the teacher's margins, for distillation). Otherwise as :func:`train_cross_encoder`.
+    """
+    return train_model("bi-encoder", dataset, out, settings, **changes)
+
+
+def train_model(kind: str, dataset: str | Dataset, out: str | Path, settings: TrainSettings | None = None,
+                **changes: Any) -> TrainingRecord:
+    """Train a ``kind`` (``"cross-encoder"`` or ``"bi-encoder"``) student; see :func:`train_cross_encoder`."""
     from rerank.data import load
 
     s = (settings or TrainSettings()).with_(**changes)
+    losses = check_losses(kind, s)  # before anything expensive
+    s = s.with_(loss=losses[0])
     out = Path(out)
     if (out / "config.json").exists() and not s.resume:
         raise ConfigError(f"{out} already holds a model; choose another output folder (or resume=True)")
@@ -92,23 +116,34 @@ def train_cross_encoder(dataset: str | Dataset, out: str | Path, settings: Train
             backend.close()  # the generator's and the teacher's models: free them before the student trains
     tables: dict[str, tuple[Any, str]] = {}
     for name, gs in groups.items():
-        loss = s.distill_loss if name == "distill" else s.loss
-        columns, left_out = layout(gs, loss)
+        columns, left_out = layout(gs, losses[name == "distill"])
         counts[name]["left_out_by_loss"] = left_out
         counts[name]["examples"] = len(next(iter(columns.values()), []))
         if counts[name]["examples"]:
-            tables[name] = (to_dataset(columns, s.seed), loss)
+            tables[name] = (to_dataset(columns, s.seed), losses[name == "distill"])
     if not tables:
         raise ConfigError(f"no training example fits the chosen losses ({counts})")
     from rerank.train.trainer import fit, load_student
 
-    model = load_student(s.base, s.max_length, s.seed)
+    model = load_student(kind, s.base, s.max_length, s.seed)
     start = time.perf_counter()
-    curve, steps = fit(model, tables, out, s)
+    curve, steps = fit(kind, model, tables, out, s)
     seconds["training"] = time.perf_counter() - start
     model.save(str(out))
     seconds["total"] = time.perf_counter() - started
-    record = TrainingRecord(ds.name, s.to_dict(), counts, curve, seconds, steps, str(out), versions())
+    record = TrainingRecord(ds.name, {"model": kind, **s.to_dict()}, counts, curve, seconds, steps, str(out), versions())
     record.save(out)
     logger.info("saved %s (%d steps, %.0f s); record in %s", out, steps, seconds["total"], out / "training_record.json")
     return record
+
+
+def check_losses(kind: str, s: TrainSettings) -> tuple[str, str]:
+    """``(loss, distill loss)`` for a ``kind`` student (``loss`` None: its default); ConfigError for a
+    loss that the kind cannot train with."""
+    one_of("model kind", kind, tuple(STUDENT_LOSSES))
+    allowed = STUDENT_LOSSES[kind]
+    chosen = (s.loss or allowed[0], s.distill_loss)
+    for setting, loss in zip(("loss", "distill_loss"), chosen):
+        if loss not in allowed:
+            raise ConfigError(f"{setting}={loss!r} does not train a {kind}; choose one of {', '.join(allowed)}")
+    return chosen
