@@ -248,6 +248,8 @@ def test_bi_encoder_fine_tuning_changes_embeddings_and_loads_as_dense_and_bienco
     query = after[0] / np.linalg.norm(after[0])
     doc = SentenceTransformer(str(out)).encode([ranked["text"].iloc[0]])[0]
     assert np.isclose(ranked["score"].iloc[0], query @ (doc / np.linalg.norm(doc)), atol=1e-3)   # the trained weights
+    with pytest.raises(ConfigError, match="holds a bi-encoder, not a cross-encoder"):
+        train_cross_encoder(env["dataset"], out, TrainSettings(**TINY, resume=True))
     with pytest.raises(ConfigError, match="does not train a bi-encoder"):
         train_bi_encoder(env["dataset"], tmp_path / "bad", TrainSettings(**TINY, loss="bce"))
     with pytest.raises(ConfigError, match="does not train a cross-encoder"):

@@ -99,11 +99,13 @@ def train_model(kind: str, dataset: str | Dataset, out: str | Path, settings: Tr
     from rerank.data import load
 
     s = (settings or TrainSettings()).with_(**changes)
-    losses = check_losses(kind, s)  # before anything expensive
-    s = s.with_(loss=losses[0])
+    s = s.with_(loss=check_losses(kind, s)[0])  # before anything expensive
     out = Path(out)
     if (out / "config.json").exists() and not s.resume:
         raise ConfigError(f"{out} already holds a model; choose another output folder (or resume=True)")
+    held = TrainingRecord.load(out).settings.get("model", "cross-encoder") if (out / "training_record.json").exists() else kind
+    if held != kind:
+        raise ConfigError(f"{out} holds a {held}, not a {kind}; resume it as a {held} or choose another output folder")
     warn_slow_bf16(s.bf16)  # before the examples are built, so a user can stop at once
     ds = load(dataset) if isinstance(dataset, str) else dataset
     started = time.perf_counter()
@@ -116,11 +118,12 @@ def train_model(kind: str, dataset: str | Dataset, out: str | Path, settings: Tr
             backend.close()  # the generator's and the teacher's models: free them before the student trains
     tables: dict[str, tuple[Any, str]] = {}
     for name, gs in groups.items():
-        columns, left_out = layout(gs, losses[name == "distill"])
+        loss = s.distill_loss if name == "distill" else s.loss
+        columns, left_out = layout(gs, loss)
         counts[name]["left_out_by_loss"] = left_out
         counts[name]["examples"] = len(next(iter(columns.values()), []))
         if counts[name]["examples"]:
-            tables[name] = (to_dataset(columns, s.seed), losses[name == "distill"])
+            tables[name] = (to_dataset(columns, s.seed), loss)
     if not tables:
         raise ConfigError(f"no training example fits the chosen losses ({counts})")
     from rerank.train.trainer import fit, load_student
