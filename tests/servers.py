@@ -74,11 +74,13 @@ def start_server(cmd: list[str], port: int, *, name: str, env: dict[str, str] | 
 
 def start_vllm(model_dir: str, served_name: str = "smollm2") -> Server:
     """``vllm serve`` through its module entry point (works with or without the dist-info shim), with
-    rerank's constrained-decoding logits processor installed."""
+    rerank's constrained-decoding logits processor installed, in the dtype of the in-process engine."""
+    from rerank.backends.vllm import cpu_dtype
+
     port = free_port()
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
            "--host", "127.0.0.1", "--port", str(port), "--served-model-name", served_name,
-           "--dtype", "bfloat16", "--max-model-len", "2048", "--enforce-eager", "--seed", "0",
+           "--dtype", cpu_dtype(), "--max-model-len", "2048", "--enforce-eager", "--seed", "0",
            "--logits-processors", "rerank.backends.vllm_logits:ConstrainedDecoding"]
     env = {"VLLM_CPU_KVCACHE_SPACE": "1", "TORCHDYNAMO_DISABLE": "1", "HF_HUB_OFFLINE": "1",
            "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}  # the server keeps its engine in a worker, whatever this process uses

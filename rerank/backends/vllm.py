@@ -26,6 +26,14 @@ from rerank.constraints import CONSTRAINT_ARG, Constraint
 from rerank.errors import BackendError, require
 from rerank.models import dense_location
 
+def cpu_dtype() -> str:
+    """The engine dtype on this CPU: bfloat16 where the CPU computes it natively (AVX512-BF16, AMX),
+    else float32 (emulated bfloat16 decoded 16 prompts 5.8x slower on an AVX2 EPYC: 57 s against 10 s)."""
+    from rerank.encoders import native_bf16
+
+    return "bfloat16" if native_bf16("cpu") else "float32"
+
+
 CPU_ENV = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # engine in this process: no __main__ guard needed, no workers
     "OMP_NUM_THREADS": "1",                 # in-process decode is ~10x slower without it
@@ -90,7 +98,8 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
 
     Args:
         model: alias, hub id or folder with safetensors weights.
-        dtype: engine dtype (default bfloat16 on CPU, ``"auto"`` on GPU).
+        dtype: engine dtype (default on CPU: :func:`cpu_dtype`, bfloat16 where native, else float32;
+            ``"auto"`` on GPU).
         tensor_parallel_size, gpu_memory_utilization: GPU settings passed to ``vllm.LLM``.
         max_model_len: context length (default 2048 on CPU, the model's own on GPU).
         cpu_env: environment for CPU runs, merged over :data:`CPU_ENV`; variables already set win.
@@ -116,7 +125,7 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
         self._weights = weights_suffix(model)  # the files loaded now, whatever the folder holds later
         settings: dict[str, Any] = {
             "model": dense_location(model, convert_dtype, cache_dir), "seed": seed,
-            "dtype": dtype or ("bfloat16" if self.on_cpu else "auto"),
+            "dtype": dtype or (cpu_dtype() if self.on_cpu else "auto"),
             "tensor_parallel_size": tensor_parallel_size,
             "enforce_eager": self.on_cpu if enforce_eager is None else enforce_eager,
         }
