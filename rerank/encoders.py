@@ -35,7 +35,7 @@ import importlib.util
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache, cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -133,18 +133,23 @@ class Encoder:
 
         Nothing is loaded (``max_length`` None stands for the model's own limit).
         """
-        stamp = weights_stamp(self.model)  # a local model: which weights the folder holds now
         return {"model": _ALIASES.get(self.model, self.model), "pooling": self.pooling, "runtime": resolve_runtime(self.runtime, self.device),
                 "prefix": self.query_prefix if kind == "query" else self.doc_prefix, "max_length": self.max_length,
-                **({"weights": stamp} if stamp else {})}
+                **({"weights": self._stamp} if self._stamp else {})}
+
+    @cached_property
+    def _stamp(self) -> str:
+        """The local model's :func:`~rerank.models.weights_stamp`, read once: an encoder keeps the
+        weights it first saw (a new encoder sees weights saved again), and token counting never stats files."""
+        return weights_stamp(self.model)
 
     # -- the shared model -------------------------------------------------------------------------
     @property
     def loaded(self) -> _Loaded:
-        resolved, stamp = resolve_runtime(self.runtime, self.device), weights_stamp(self.model)
+        resolved = resolve_runtime(self.runtime, self.device)
         if self.pooling == "last":
-            return _load_decoder(self.model, resolved, self.device, stamp)
-        return _load_sentence_transformer(self.model, resolved, self.device, stamp)
+            return _load_decoder(self.model, resolved, self.device, self._stamp)
+        return _load_sentence_transformer(self.model, resolved, self.device, self._stamp)
 
     @property
     def tokenizer(self) -> Any:

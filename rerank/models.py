@@ -92,18 +92,24 @@ def hf_location(name: str) -> tuple[str, dict[str, str]]:
     return (alias.hub if alias else name), {}
 
 
-def weights_stamp(name: str | os.PathLike[str]) -> str:
-    """A short hash of the files of a local model (a folder or a file): each one's relative path, size
-    and modification time, so that a cache keyed on a model never answers for other weights saved in
-    the same place (a model trained again, or resumed, into its folder). ``""`` for a hub id or alias.
-    A folder's ``checkpoints/`` (written during training) is left out."""
+def files_stamp(name: str | os.PathLike[str], skip: tuple[str, ...] = ()) -> str:
+    """A short hash of the files at ``name`` (a file, or a folder's files but those under the top-level
+    folders ``skip``): each one's relative path, size and modification time. ``""`` when nothing is there."""
     path = Path(name).expanduser()
     if not path.exists():
         return ""
     files = [path] if path.is_file() else sorted(
-        f for f in path.rglob("*") if f.is_file() and f.relative_to(path).parts[0] != "checkpoints")
+        f for f in path.rglob("*") if f.is_file() and f.relative_to(path).parts[0] not in skip)
     rows = [(f.name if f == path else str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
+def weights_stamp(name: str | os.PathLike[str]) -> str:
+    """The :func:`files_stamp` of a local model (a folder or a file), so that a cache keyed on a model
+    never answers for other weights saved in the same place (a model trained again, or resumed, into
+    its folder). ``""`` for a hub id or alias. A folder's ``checkpoints/`` (written during training)
+    is left out."""
+    return files_stamp(name, skip=("checkpoints",))
 
 
 def local_models(expression: str) -> dict[str, str]:

@@ -40,7 +40,7 @@ from rerank.cellstore import CellStore
 from rerank.errors import ConfigError, DataError
 from rerank.executors import Executor, executor_from_spec
 from rerank.metering import Meter, Usage
-from rerank.models import local_models
+from rerank.models import files_stamp, local_models
 from rerank.naming import check_distinct
 from rerank.stage import Cutoff, Pipeline, Stage
 from rerank.types import Ranking
@@ -252,13 +252,10 @@ def _load(name: str, options: tuple[tuple[str, Any], ...], stamp: tuple[tuple[st
     return load(name, **dict(options))
 
 
-def _stamp(name: str) -> tuple[tuple[str, int, int], ...]:
-    """Size and modification time of every file of a dataset given as a folder, so that an edited folder
+def _stamp(name: str) -> str:
+    """The :func:`~rerank.models.files_stamp` of a dataset given as a folder, so that an edited folder
     is loaded again rather than answered from the per-process cache."""
-    folder = Path(name)
-    if not folder.is_dir():
-        return ()
-    return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(folder.rglob("*")) if f.is_file())
+    return files_stamp(name) if Path(name).is_dir() else ""
 
 
 def load_dataset(spec: DatasetSpec) -> Any:
