@@ -29,7 +29,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from rerank.errors import ConfigError
+from rerank.errors import ConfigError, one_of
 
 #: Inclusive (low, high) bounds by parameter name, shared by all stages and backends; None: open.
 RANGES: dict[str, tuple[float | None, float | None]] = {
@@ -59,9 +59,7 @@ def check_arguments(cls: type, args: Sequence[Any], kwargs: Mapping[str, Any], w
         parameter = signature.parameters[name]
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
-        hint = hints.get(name, Any)
-        if not _matches(value, hint):
-            raise ConfigError(f"{what}: {name} must be {describe(hint)}, got {value!r} ({type(value).__name__})")
+        _check_type(name, value, hints.get(name, Any), what)
         _check_range(name, value, what)
         if name == "backend" and isinstance(value, str):
             from rerank.backends import parse_spec
@@ -74,9 +72,8 @@ def check_fields(obj: Any) -> None:
     match its type hint and fall inside :data:`RANGES` (for settings objects built in Python)."""
     hints = _class_hints(type(obj))
     for f in dataclasses.fields(obj):
-        value, hint = getattr(obj, f.name), hints.get(f.name, Any)
-        if not _matches(value, hint):
-            raise ConfigError(f"{type(obj).__name__}: {f.name} must be {describe(hint)}, got {value!r} ({type(value).__name__})")
+        value = getattr(obj, f.name)
+        _check_type(f.name, value, hints.get(f.name, Any), type(obj).__name__)
         _check_range(f.name, value, type(obj).__name__)
 
 
@@ -89,6 +86,14 @@ def is_finite_number(value: Any) -> bool:
         return math.isfinite(float(value))
     except OverflowError:
         return False
+
+
+def _check_type(name: str, value: Any, hint: Any, what: str) -> None:
+    if _matches(value, hint):
+        return
+    if typing.get_origin(hint) is typing.Literal:  # a choice: named as every other choice is
+        one_of(f"{what}: {name}", value, typing.get_args(hint))
+    raise ConfigError(f"{what}: {name} must be {describe(hint)}, got {value!r} ({type(value).__name__})")
 
 
 def _check_range(name: str, value: Any, what: str) -> None:

@@ -72,8 +72,9 @@ def test_yes_no_and_rating():
 
 
 def test_unknown_parser_lists_the_known_ones():
-    with pytest.raises(ConfigError, match="choice, permutation, rating, scores, yes_no"):
+    with pytest.raises(ConfigError, match="registered parsers: ") as e:
         parse("perm", "[1]", 1)
+    assert all(name in str(e.value) for name in ("choice", "permutation", "rating", "scores", "yes_no"))  # and any a test added
 
 
 def test_parse_log_counts_problems_and_forced_reasoning():
@@ -121,7 +122,7 @@ def test_sliding_plan_bubbles_the_best_to_the_top():
     assert two_passes[:2] == [9, 8]
 
 
-@pytest.mark.parametrize("method", SetSort.METHODS)
+@pytest.mark.parametrize("method", ["heapsort", "bubblesort"])
 @pytest.mark.parametrize("n, k, size", [(10, 3, 3), (7, 7, 2), (1, 1, 3), (12, 5, 4), (2, 10, 3)])
 def test_setwise_plans_find_the_exact_top_k(method, n, k, size):
     value = [(i * 7) % n for i in range(n)]  # a fixed shuffle of relevances

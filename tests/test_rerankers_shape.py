@@ -62,7 +62,7 @@ def test_unknown_arguments_and_bad_settings_are_refused():
     ("listwise", {"constrained": "no"}, "constrained must be True or False, got 'no'"),
     ("setwise", {"k": 0}, "k must be >= 1, got 0"),
     ("prp", {"top_k": float("inf")}, "top_k must be an integer, got inf"),
-    ("prp", {"method": 3}, "PRP: method must be a string, got 3"),
+    ("prp", {"method": 3}, "PRP: method=3; choose one of ('score', 'generate')"),
     ("setwise", {"scoring": "sample"}, "Setwise: scoring='sample'; choose one of ('generate', 'likelihood')"),
     ("groupwise", {"anchors": -1}, "anchors must be >= 0, got -1"),
     ("insertrank", {"decimals": -1}, "decimals must be >= 0, got -1"),

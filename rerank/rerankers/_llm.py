@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -144,7 +145,8 @@ class LLMReranker(Reranker):
             first = name in SETTINGS[:2]
             parameters.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD if first else inspect.Parameter.KEYWORD_ONLY,
                                                 default=None if first else getattr(declared[part], f)))
-            hints[name] = next(x.type for x in fields(declared[part]) if x.name == f) + (" | None" if first else "")
+            hint = typing.get_type_hints(type(declared[part]))[f]
+            hints[name] = hint | None if first else hint
 
         def __init__(self: LLMReranker, backend: Any = None, prompt: Any = None, **options: Any) -> None:
             LLMReranker.__init__(self, backend, prompt, **options)

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Literal
 
 import numpy as np
 
 from rerank._progress import progress_bar
-from rerank.errors import ConfigError, one_of
+from rerank.errors import ConfigError
 from rerank.params import check_fields
 from rerank.rerankers._parsing import LABELS, ParseLog
 
@@ -100,14 +100,12 @@ class SetSort(Strategy):
     """Setwise top-``k``: ``"heapsort"`` (a ``set_size - 1``-ary heap) or ``"bubblesort"`` (``k``
     bottom-up sweeps of a sliding set); the answer is the index of the picked document."""
 
-    method: str = "heapsort"
+    method: Literal["heapsort", "bubblesort"] = "heapsort"
     set_size: int = 4
     k: int = 10
-    METHODS: ClassVar[tuple[str, ...]] = ("heapsort", "bubblesort")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        one_of("method", self.method, self.METHODS)
         if not 2 <= self.set_size <= len(LABELS):
             raise ConfigError(f"set_size must be between 2 and {len(LABELS)}, got {self.set_size}")
 
@@ -127,13 +125,8 @@ class PairSort(Strategy):
     are averaged into p(i over j), which cancels position bias; no pair is asked twice. Ties go
     to the document the first stage ranked higher."""
 
-    variant: str = "heapsort"
+    variant: Literal["allpair", "heapsort", "sliding"] = "heapsort"
     top_k: int = 10
-    VARIANTS: ClassVar[tuple[str, ...]] = ("allpair", "heapsort", "sliding")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        one_of("variant", self.variant, self.VARIANTS)
 
     def plan(self, n: int) -> Plan:
         known: dict[tuple[int, int], float] = {}
@@ -187,12 +180,10 @@ class Groups(Strategy):
 
     group_size: int = 5
     anchors: int = 1
-    calibrate: str = "anchor"
-    CALIBRATIONS: ClassVar[tuple[str, ...]] = ("anchor", "none")
+    calibrate: Literal["anchor", "none"] = "anchor"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        one_of("calibrate", self.calibrate, self.CALIBRATIONS)
         if self.anchors >= self.group_size:
             raise ConfigError(f"anchors must be smaller than group_size ({self.group_size}), got {self.anchors}")
         if self.calibrate == "anchor" and self.anchors == 0:

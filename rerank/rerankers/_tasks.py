@@ -23,12 +23,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 
 from rerank.constraints import Constraint, OneOf, Permutation
-from rerank.errors import ConfigError, one_of
+from rerank.errors import ConfigError
 from rerank.params import check_fields
 from rerank.prompts import PromptTemplate
 from rerank.rerankers._parsing import LABELS, Parsed, Parser, get_parser
@@ -40,10 +40,10 @@ Messages = list[dict[str, str]]
 
 
 class Task:
-    """Base of tasks. Subclasses are frozen dataclasses with a ``read`` field."""
+    """Base of tasks. Subclasses are frozen dataclasses with a ``read`` field whose type lists the
+    reads they offer."""
 
     read: str
-    reads: ClassVar[tuple[str, ...]] = ("generate", "score")
     answer: ClassVar[str]
     """The kind of answer (:data:`rerank.rerankers._parsing.READS`) the template's parser must read."""
     constraints: ClassVar[tuple[str, ...]] = ()
@@ -56,7 +56,6 @@ class Task:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        one_of(f"{type(self).__name__}: read", self.read, self.reads)
 
     def check(self, template: PromptTemplate) -> Parser:
         """The template's parser, resolved now; ConfigError when the template does not fit this task."""
@@ -117,7 +116,7 @@ class Rank(Task):
     """A permutation of the shown ids: generated (``[2] > [1] > [3]``) or, with ``read="score"``
     (FIRST), the ids sorted by the log-probability of each as the first answer token."""
 
-    read: str = "generate"
+    read: Literal["generate", "score"] = "generate"
     answer: ClassVar[str] = "order"
     constraints: ClassVar[tuple[str, ...]] = ("permutation",)
     option: ClassVar[str] = "{index}]"
@@ -137,8 +136,7 @@ class Pick(Task):
     """The label (A, B, ...) of the most relevant shown document. An answer naming none counts as
     a pick of the document the first stage ranked highest (and is reported)."""
 
-    read: str = "generate"
-    reads: ClassVar[tuple[str, ...]] = ("generate", "likelihood")
+    read: Literal["generate", "likelihood"] = "generate"
     answer: ClassVar[str] = "choice"
     constraints: ClassVar[tuple[str, ...]] = ("labels",)
     option: ClassVar[str] = "{label}"
@@ -157,7 +155,7 @@ class Prefer(Task):
     "the first document"). The value is P(first): from the two options' log-probabilities, or 1, 0
     and 0.5 (no preference) from a generated answer."""
 
-    read: str = "score"
+    read: Literal["score", "generate"] = "score"
     answer: ClassVar[str] = "choice"
     constraints: ClassVar[tuple[str, ...]] = ("options",)
     option: ClassVar[str | None] = None
@@ -182,16 +180,14 @@ class Score(Task):
     gives it: ``"first"`` is log P(first option) over the two options (Yes/No); ``"expected"`` is
     the expected value of numeric options (0..10). Generated, it is the parsed answer."""
 
-    read: str = "score"
-    combine: str = "first"
+    read: Literal["score", "generate"] = "score"
+    combine: Literal["first", "expected"] = "first"
     answer: ClassVar[str] = "score"
     constraints: ClassVar[tuple[str, ...]] = ("options",)
     option: ClassVar[str | None] = None
-    COMBINES: ClassVar[tuple[str, ...]] = ("first", "expected")
 
     def check(self, template: PromptTemplate) -> Parser:
         options = template.options
-        one_of("combine", self.combine, self.COMBINES)
         if self.combine == "first" and len(options) != 2:
             raise ConfigError(f"scoring by the first option needs a prompt with two options (relevant first), "
                               f"{template.name!r} has {list(options)}")
@@ -210,8 +206,7 @@ class Score(Task):
 class Scores(Task):
     """A score for each shown document (GroupRank): JSON or ``[i]: score`` lines, generated."""
 
-    read: str = "generate"
-    reads: ClassVar[tuple[str, ...]] = ("generate",)
+    read: Literal["generate"] = "generate"
     answer: ClassVar[str] = "scores"
     LINE: ClassVar[str] = "[{index}]: {score}"
     """The line format the ``scores`` parser reads; the answer budget is ``n`` such lines at the

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -33,10 +34,11 @@ from rerank.rerankers._parsing import Parser
 from rerank.rerankers._tasks import Rank
 from rerank.rerankers.listwise import Listwise
 
-NORMALIZATIONS = ("raw", "minmax", "rank")
+Normalization = Literal["raw", "minmax", "rank"]
+NORMALIZATIONS = get_args(Normalization)
 
 
-def normalize_scores(scores: Sequence[float] | np.ndarray, method: str, score_range: tuple[float, float]) -> np.ndarray:
+def normalize_scores(scores: Sequence[float] | np.ndarray, method: Normalization, score_range: tuple[float, float]) -> np.ndarray:
     """Scores as shown to the model (see the module docstring)."""
     one_of("normalize", method, NORMALIZATIONS)
     scores = np.asarray(scores, dtype=np.float64)
@@ -54,14 +56,13 @@ def normalize_scores(scores: Sequence[float] | np.ndarray, method: str, score_ra
 class RankWithScores(Rank):
     """:class:`~rerank.rerankers._tasks.Rank` whose items show the first-stage score, normalized."""
 
-    normalize: str = "raw"
+    normalize: Normalization = "raw"
     score_range: tuple[float, float] = (0.0, 100.0)
     decimals: int = 2
 
     def __post_init__(self) -> None:
         super().__post_init__()
         object.__setattr__(self, "score_range", tuple(self.score_range))  # a list would leave the task unhashable
-        one_of("normalize", self.normalize, NORMALIZATIONS)
         if not (all(map(is_finite_number, self.score_range)) and self.score_range[0] < self.score_range[1]):
             raise ConfigError(f"score_range must be finite (low, high) with low < high, got {self.score_range!r}")
 
