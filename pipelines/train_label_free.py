@@ -4,7 +4,8 @@ For each dataset and query generator, a cross-encoder is trained from the offlin
 synthetic queries (``rerank.train``; the corpus is the only input), then compared on the test queries:
 
 * ``BM25`` (the baseline of the paired t-test);
-* ``BM25 top-D >> bi-encoder`` (the offline MiniLM, rescoring with the dense index's embeddings);
+* ``BM25 top-D >> bi-encoder`` (the offline MiniLM, rescoring with the dense index's embeddings),
+  and ``BM25 + bi-encoder, interpolated``: the control for the interpolated rows below;
 * ``BM25 top-D >> CE[<generator>]`` (the trained cross-encoder; ``CE[<generator>+distill]`` when it
   learned a label-free teacher's scores, ``--data distill``: by default the fusion of BM25 and the
   MiniLM bi-encoder, over the same synthetic queries);
@@ -30,7 +31,7 @@ import json
 import time
 from pathlib import Path
 
-from rerank import fuse
+from rerank import Ranking, fuse
 from rerank.data import load
 from rerank.evaluate import evaluate_per_query
 from rerank.expr import build
@@ -78,7 +79,10 @@ def main() -> None:
         candidates = bm25.top(args.depth)
         runs = {"BM25": (bm25, bm25_ms, None)}
         start = time.perf_counter()
-        runs[f"BM25 top-{args.depth} >> bi-encoder"] = (build("dense", ds)(candidates), _ms(start, qids), None)
+        rescored = build("dense", ds)(candidates)
+        runs[f"BM25 top-{args.depth} >> bi-encoder"] = (rescored, _ms(start, qids), None)
+        # the control for every interpolated row: the same interpolation with the untrained bi-encoder
+        runs["BM25 + bi-encoder, interpolated"] = (_interpolate(candidates, rescored), _ms(start, qids), None)
         for gen in args.generators:
             settings = TrainSettings(data=tuple(args.data), teacher=args.teacher, teacher_scale=args.teacher_scale,
                                      generator=gen, backend=args.backend, num_documents=args.num_documents,
@@ -94,9 +98,7 @@ def main() -> None:
                 start = time.perf_counter()
                 reranked = model(candidates)
                 runs[f"BM25 top-{args.depth} >> {short}[{label}]"] = (reranked, _ms(start, qids), record)
-                # equal weights on per-query min-max scores, fixed in advance (not tuned)
-                interpolated = fuse([candidates, reranked], method="wsum", norm="min-max", weights=[0.5, 0.5])
-                runs[f"BM25 + {short}[{label}], interpolated"] = (interpolated, _ms(start, qids), record)
+                runs[f"BM25 + {short}[{label}], interpolated"] = (_interpolate(candidates, reranked), _ms(start, qids), record)
         base = evaluate_per_query(runs["BM25"][0], ds, ["ndcg@10"])["ndcg@10"]
         base = base[base.index.isin(qids)]  # the evaluated queries only, also under --eval-limit
         for system, (run, ms, record) in runs.items():
@@ -126,6 +128,11 @@ def _line(r: dict) -> str:
     data = f"{r['generated']} / {r['kept']}" if r["generated"] is not None else "–"
     return (f"| {r['dataset']} | {r['system']} | {r['queries']} | {r['ndcg@10']:.4f}{mark} | {r['p']:.3g} | "
             f"{r['wins']}/{r['losses']} | {train} | {r['ms_per_query']:.0f} | {data} | {r['examples'] or '–'} |")
+
+
+def _interpolate(first: Ranking, reranked: Ranking) -> Ranking:
+    """Equal weights on per-query min-max scores, fixed in advance (not tuned)."""
+    return fuse([first, reranked], method="wsum", norm="min-max", weights=[0.5, 0.5])
 
 
 def _ms(start: float, qids: list[str]) -> float:
