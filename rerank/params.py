@@ -70,7 +70,7 @@ def check_arguments(cls: type, args: Sequence[Any], kwargs: Mapping[str, Any], w
 def check_fields(obj: Any) -> None:
     """Check a dataclass's fields as :func:`check_arguments` checks text arguments: each value must
     match its type hint and fall inside :data:`RANGES` (for settings objects built in Python)."""
-    hints = _class_hints(type(obj))
+    hints = class_hints(type(obj))
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         _check_type(f.name, value, hints.get(f.name, Any), type(obj).__name__)
@@ -113,7 +113,8 @@ def _check_range(name: str, value: Any, what: str) -> None:
 
 
 @functools.cache
-def _class_hints(cls: type) -> dict[str, Any]:
+def class_hints(cls: type) -> dict[str, Any]:
+    """The resolved type hints of a class's fields (cached; none when they do not resolve)."""
     return _hints(cls)
 
 

@@ -164,3 +164,17 @@ def test_a_family_combined_anew_runs_end_to_end_on_smollm2(smollm2, dl19_top10):
 def test_a_choice_outside_its_list_is_refused_naming_the_argument_and_the_choices(family, given, named):
     with pytest.raises(ConfigError, match=rf"{named}; choose one of \("):
         get("reranker", family, backend=fake(), **given)
+
+
+def test_a_users_task_may_annotate_with_names_imported_only_for_type_checkers():
+    """A plugin's hints need not resolve: its family is still declared, with a signature, and built."""
+    code = ("from __future__ import annotations\nfrom dataclasses import dataclass\nfrom typing import TYPE_CHECKING\n"
+            "from rerank.rerankers._llm import LLMReranker, Settings\nfrom rerank.rerankers._strategies import Pointwise\n"
+            "from rerank.rerankers._tasks import Score\nif TYPE_CHECKING:\n    from elsewhere import Hidden\n"
+            "@dataclass(frozen=True)\nclass Tagged(Score):\n    tag: Hidden | None = None\n"
+            "class Mine(LLMReranker):\n    task = Tagged()\n    strategy = Pointwise()\n"
+            "    defaults = Settings(prompt='pointwise/yes_no')\n")
+    namespace: dict = {}
+    exec(compile(code, "plugin.py", "exec"), namespace)
+    mine = namespace["Mine"](fake(), tag=None)
+    assert "tag" in mine._arguments and mine.rerank("q", ["a", "b"]).docids == ["0", "1"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import inspect
 import re
-import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 from rerank.backends.base import Backend, Generation, Prompt, prompt_text
 from rerank.constraints import Constraint
 from rerank.errors import ConfigError
-from rerank.params import check_fields
+from rerank.params import check_fields, class_hints
 from rerank.prompts import PromptTemplate
 from rerank.prompts import load as load_prompt
 from rerank.rerankers._parsing import Parsed, ParseLog
@@ -145,7 +144,7 @@ class LLMReranker(Reranker):
             first = name in SETTINGS[:2]
             parameters.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD if first else inspect.Parameter.KEYWORD_ONLY,
                                                 default=None if first else getattr(declared[part], f)))
-            hint = typing.get_type_hints(type(declared[part]))[f]
+            hint = class_hints(type(declared[part])).get(f, Any)
             hints[name] = hint | None if first else hint
 
         def __init__(self: LLMReranker, backend: Any = None, prompt: Any = None, **options: Any) -> None:
