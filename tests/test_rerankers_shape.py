@@ -17,7 +17,7 @@ from rerank.registry import names, resolve
 from rerank.rerankers._llm import LLMReranker, Settings
 from rerank.rerankers._parsing import register_parser
 from rerank.rerankers._strategies import SinglePass, SlidingWindow
-from rerank.rerankers._tasks import Rank, Think
+from rerank.rerankers._tasks import Rank, Score, Think
 from rerank.rerankers.listwise import Listwise
 
 LLM_FAMILIES = [n for n in names("reranker") if issubclass(resolve("reranker", n), LLMReranker)]
@@ -178,3 +178,14 @@ def test_a_users_task_may_annotate_with_names_imported_only_for_type_checkers():
     exec(compile(code, "plugin.py", "exec"), namespace)
     mine = namespace["Mine"](fake(), tag=None)
     assert "tag" in mine._arguments and mine.rerank("q", ["a", "b"]).docids == ["0", "1"]
+
+
+def test_a_users_task_declaring_read_as_a_plain_string_is_still_checked():
+    """Without a Literal hint, ``read`` is checked against the reads every task knows."""
+    @dataclasses.dataclass(frozen=True)
+    class Loose(Score):
+        read: str = "score"
+
+    assert Loose(read="generate").read == "generate"
+    with pytest.raises(ConfigError, match=r"Loose: read='generte'; choose one of \('generate', 'score', 'likelihood'\)"):
+        Loose(read="generte")

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import numpy as np
 
 from rerank.constraints import Constraint, OneOf, Permutation
-from rerank.errors import ConfigError
+from rerank.errors import ConfigError, one_of
 from rerank.params import check_fields
 from rerank.prompts import PromptTemplate
 from rerank.rerankers._parsing import LABELS, Parsed, Parser, get_parser
@@ -54,8 +54,12 @@ class Task:
     labels: ClassVar[str] = ""
     """The ``{label}`` of the j-th shown document: ``labels[j]``, or ``j + 1`` when empty."""
 
+    READS: ClassVar[tuple[str, ...]] = ("generate", "score", "likelihood")
+    """Every ``read``: the generated text, or the options' log-probabilities (two names)."""
+
     def __post_init__(self) -> None:
         check_fields(self)
+        one_of(f"{type(self).__name__}: read", self.read, self.READS)
 
     def check(self, template: PromptTemplate) -> Parser:
         """The template's parser, resolved now; ConfigError when the template does not fit this task."""
