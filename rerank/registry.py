@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import keyword
+import re
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, Literal, TypeVar
@@ -25,6 +27,9 @@ from rerank.errors import ConfigError
 
 Kind = Literal["retriever", "reranker", "backend"]
 KINDS: tuple[Kind, ...] = ("retriever", "reranker", "backend")
+STAGES = ("retriever", "reranker")
+"""Kinds an expression names: one name space, ``-`` and ``_`` alike."""
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_][A-Za-z0-9]+)*")
 T = TypeVar("T")
 
 _ENTRIES: dict[str, dict[str, str | type]] = {
@@ -102,11 +107,34 @@ def _table(kind: str) -> dict[str, str | type]:
 
 
 def _add(kind: str, name: str, entry: str | type) -> None:
+    """Add an entry; refuse a name an expression cannot write, one that an expression would read
+    as another stage's ("my-rr" and "my_rr", a reranker named like a retriever), and a class of the
+    wrong kind."""
     if kind not in _ENTRIES:
         raise ConfigError(f"unknown registry kind {kind!r}; choose one of {KINDS}")
-    if name in _ENTRIES[kind] and _ENTRIES[kind][name] != entry:
-        raise ConfigError(f"{kind} {name!r} is already registered ({_ENTRIES[kind][name]!r})")
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or keyword.iskeyword(name.replace("-", "_")):
+        raise ConfigError(f"{kind} name {name!r} cannot be written in an expression: use letters, digits, "
+                          "'-' and '_', starting with a letter, and no Python keyword")
+    for other_kind in STAGES if kind in STAGES else (kind,):
+        for other, other_entry in _ENTRIES[other_kind].items():
+            if other.replace("-", "_") == name.replace("-", "_") and other_entry != entry:
+                raise ConfigError(f"{kind} {name!r} would shadow or be shadowed by the {other_kind} {other!r} "
+                                  f"({other_entry!r}); choose another name")
+    if not isinstance(entry, str):
+        base = _base_class(kind)
+        if not (isinstance(entry, type) and issubclass(entry, base)):
+            raise ConfigError(f"{kind} {name!r} must be a subclass of {base.__module__}.{base.__name__}, got {entry!r}")
     _ENTRIES[kind][name] = entry
+
+
+def _base_class(kind: str) -> type:
+    if kind == "backend":
+        from rerank.backends.base import Backend
+
+        return Backend
+    from rerank.stage import Stage
+
+    return Stage
 
 
 def _load_plugins() -> None:

@@ -72,7 +72,8 @@ class RerankerContract:
 
     def test_identity_is_stable_and_names_no_memory_address(self) -> None:
         a, b = self.make(), self.make()
-        assert repr(a) == repr(b) and a == b and hash(a) == hash(b)
+        assert repr(a) == repr(b) and a == b and hash(a) == hash(b), \
+            f"two make() calls must give equal stages with one repr and hash: {a!r} vs {b!r}"
         assert not _ADDRESS.search(repr(a)), f"repr names a memory address: {a!r}"
 
 

@@ -95,7 +95,7 @@ def test_unknown_guided_mode_is_an_error():
 # ---- real backends --------------------------------------------------------------------------------
 def window_prompts(backend, dl19_top10):
     lw = Listwise(backend, window=WINDOW, step=5, depth=WINDOW, max_words=30)
-    return [lw.prompt(c, list(range(WINDOW))) for c in dl19_top10.per_query()]
+    return [lw.messages(c, list(range(WINDOW))) for c in dl19_top10.per_query()]
 
 
 def exact_answers(backend, dl19_top10) -> list[str]:

@@ -79,7 +79,7 @@ def test_batch_size_splits_calls_and_token_cap_follows_the_window():
 
 def test_prompt_has_answer_prefix_and_no_example_ranking():
     lw = Listwise(FakeBackend(generate=by_number), window=3, step=1)
-    messages = lw.prompt(cands(3), [0, 1, 2])
+    messages = lw.messages(cands(3), [0, 1, 2])
     assert [m["role"] for m in messages] == ["system", "user", "assistant"]
     assert messages[-1]["content"] == "["
     assert "[1] passage 0" in messages[1]["content"] and "[3] passage 2" in messages[1]["content"]
@@ -90,7 +90,7 @@ def test_long_documents_are_cut_to_fit_the_context():
     long = Candidates("q", "numbers", ["a", "b"], ["1 " + "word " * 500, "2 " + "word " * 500], np.array([2.0, 1.0]))
     fake = FakeBackend(generate=by_number, max_context=300)
     lw = Listwise(fake, window=2, step=1, max_words=400)
-    prompt = lw.prompt(long, [0, 1])
+    prompt = lw.messages(long, [0, 1])
     assert fake.count_tokens("\n".join(m["content"] for m in prompt)) <= 300
     tiny = Listwise(FakeBackend(generate=by_number, max_context=40), window=2, step=1)
     with pytest.raises(ConfigError, match="do not fit"):

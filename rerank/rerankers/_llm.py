@@ -19,12 +19,13 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from rerank.backends import parse_spec
 from rerank.backends.base import Backend, Generation, Prompt, prompt_text
 from rerank.constraints import Constraint
 from rerank.errors import ConfigError
@@ -80,6 +81,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if isinstance(self.backend, str):
+            parse_spec(self.backend)  # a bad spec fails here, not at the first call
 
 
 SETTINGS = tuple(f.name for f in fields(Settings))
@@ -104,7 +107,7 @@ class LLMReranker(Reranker):
         task, strategy = (self._given.get(k) or getattr(type(self), k, None) for k in ("task", "strategy"))
         if task is None or strategy is None:
             raise ConfigError(f"{type(self).__name__} needs a task and a strategy (declare them, or pass task= and strategy=)")
-        self._declared, self._arguments = _declare(self.defaults, strategy, task, self.aliases)
+        self._declared, self._arguments = _declare_family(type(self), strategy, task)
         changes: dict[str, dict[str, Any]] = {part: {} for part in PARTS}
         for name, value in {"backend": backend, "prompt": prompt, **options}.items():
             if name not in self._arguments:
@@ -120,6 +123,9 @@ class LLMReranker(Reranker):
             for public, field in self.aliases.items():
                 message = re.sub(rf"\b{field}(?=( must|=))", public, message)
             raise ConfigError(f"{type(self).__name__}: {message}") from None
+        if isinstance(task, Think) and self.settings.think_tokens == 0 and "think_tokens" not in options:
+            raise ConfigError(f"{type(self).__name__}: a Think task needs think_tokens > 0 (think_tokens=0 "
+                              "asks the plain task; say so with think_tokens=0)")
         self.asker = Think(self.task) if self.settings.think_tokens > 0 else self.task
         if self.settings.prompt is None:
             raise ConfigError(f"{type(self).__name__} needs a prompt (a template name, YAML path or PromptTemplate)")
@@ -137,7 +143,9 @@ class LLMReranker(Reranker):
         task, strategy = getattr(cls, "task", None), getattr(cls, "strategy", None)
         if task is None or strategy is None or "__init__" in cls.__dict__:
             return
-        declared, arguments = _declare(cls.defaults, strategy, task, cls.aliases)
+        declared, arguments = _declare_family(cls, strategy, task)
+        if isinstance(task, Think) and cls.defaults.think_tokens == 0:
+            raise ConfigError(f"{cls.__name__}: declares a Think task with no think budget; set think_tokens in its defaults")
         parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
         hints: dict[str, Any] = {}
         for name, (part, f) in arguments.items():
@@ -240,11 +248,13 @@ class LLMReranker(Reranker):
         return self.parser(gen.text if repeated else prefix + gen.text, n)
 
     # -- prompts ------------------------------------------------------------------------------
-    def prompt(self, cands: Candidates, shown: Sequence[int], scores: Sequence[str] | None = None) -> Messages:
+    def messages(self, cands: Candidates, shown: Sequence[int], scores: Sequence[str] | None = None,
+                 cut: set[int] | None = None) -> Messages:
         """Messages showing the candidates at positions ``shown``, each document cut to fit the context.
 
         Documents start at ``max_words`` words and are cut shorter until the prompt, the reasoning
-        budget and the answer fit. ``scores``: the ``{score}`` of every candidate (default: the task's).
+        budget and the answer fit. ``scores``: the ``{score}`` of every candidate (default: the task's);
+        ``cut`` gathers the positions of the documents shown shorter than they are.
         """
         scores = scores if scores is not None else self.task.show_scores(cands.scores)
         budget = self.llm.max_context - self.settings.think_tokens - self.answer_tokens(len(shown)) - _CHAT_OVERHEAD
@@ -255,6 +265,8 @@ class LLMReranker(Reranker):
             messages = self.template.render(cands.query, items, **(items[0] if len(items) == 1 else {}))
             used = self.llm.count_tokens(prompt_text(messages))
             if used <= budget:
+                if cut is not None:
+                    cut.update(p for p in shown if len(cands.texts[p].split()) > words)
                 return messages
             if words <= _MIN_WORDS:
                 raise ConfigError(f"{type(self).__name__}: {len(shown)} documents do not fit the backend's context of "
@@ -269,21 +281,22 @@ class LLMReranker(Reranker):
         depth = self.settings.depth
         tops = [len(c) if depth is None else min(depth, len(c)) for c in batch]
         logs = [ParseLog() for _ in batch]
+        cuts: list[set[int]] = [set() for _ in batch]
         scores = [self.task.show_scores(c.scores[:top]) + [""] * (len(c) - top) for c, top in zip(batch, tops)]
 
         def answer(requests: list[tuple[int, list[list[int]]]]) -> list[list[Any]]:
             flat = [(q, shown) for q, prompts in requests for shown in prompts]
-            prompts = [self.prompt(batch[q], shown, scores[q]) for q, shown in flat]
+            prompts = [self.messages(batch[q], shown, scores[q], cuts[q]) for q, shown in flat]
             parsed = iter(self.asker.ask(self, prompts, [shown for _, shown in flat]))
             return [[logs[q].add(self.answer_log.add(next(parsed))).value for _ in shown_lists] for q, shown_lists in requests]
 
         results = lockstep([self.strategy.plan(top) for top in tops], answer, self.progress, repr(self)[:40])
-        return [self._finish(c, top, res, log) for c, top, res, log in zip(batch, tops, results, logs)]
+        return [self._finish(c, top, res, log, cut) for c, top, res, log, cut in zip(batch, tops, results, logs, cuts)]
 
-    def _finish(self, cands: Candidates, top: int, result: Any, log: ParseLog) -> Candidates:
-        """The candidates in the plan's order (or by its scores), the tail below ``top`` unchanged."""
-        info: dict[str, Any] = {"parse": log.as_dict(), "constrained": self.constrained_by,
-                                "truncated": sum(len(t.split()) > self.settings.max_words for t in cands.texts[:top]),
+    def _finish(self, cands: Candidates, top: int, result: Any, log: ParseLog, cut: set[int]) -> Candidates:
+        """The candidates in the plan's order (or by its scores), the tail below ``top`` unchanged;
+        ``cut``: the positions of the documents shown shortened."""
+        info: dict[str, Any] = {"parse": log.as_dict(), "constrained": self.constrained_by, "truncated": len(cut),
                                 **self.strategy.info(log)}
         if log.reasoning:
             info["reasoning"] = list(log.reasoning)
@@ -293,11 +306,43 @@ class LLMReranker(Reranker):
         return cands.reordered(list(result) + list(range(top, len(cands))), **info)
 
 
+def _declare_family(cls: type[LLMReranker], strategy: Any, task: Any) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
+    """:func:`_declare` for a family, its errors named after it."""
+    try:
+        return _declare(cls.defaults, strategy, task, cls.aliases)
+    except ConfigError as e:
+        raise ConfigError(f"{cls.__name__}: {e}") from None
+
+
 def _declare(defaults: Settings, strategy: Strategy, task: Task | Think,
              aliases: dict[str, str]) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
     """The declared parts (a ``Think`` task unwrapped), and each public argument name -> (part, field):
-    backend, prompt, the strategy's, the task's, the other settings."""
-    declared = {"settings": defaults, "strategy": strategy, "task": task.inner if isinstance(task, Think) else task}
-    renamed = {v: k for k, v in aliases.items()}
+    backend, prompt, the strategy's, the task's, the other settings. Refuses parts that are not a
+    task and a strategy, a task whose answers the strategy does not read, and clashing names."""
+    for part, value, kind in (("task", task, (Task, Think)), ("strategy", strategy, Strategy)):
+        if not (isinstance(value, kind) and is_dataclass(value)):
+            raise ConfigError(f"{part} must be a {part} object (a dataclass instance such as "
+                              f"{'Rank()' if part == 'task' else 'SinglePass()'}), got {value!r}")
+    inner = task.inner if isinstance(task, Think) else task
+    gives, takes = getattr(inner, "gives", None), getattr(strategy, "takes", None)
+    if gives is None or gives != takes:
+        raise ConfigError(f"a {type(inner).__name__} task gives {gives or 'undeclared'} answers, but a "
+                          f"{type(strategy).__name__} strategy takes {takes or 'undeclared'} answers "
+                          "(Task.gives and Strategy.takes must match)")
+    declared = {"settings": defaults, "strategy": strategy, "task": inner}
     rows = [("settings", n) for n in SETTINGS[:2]] + [(part, f.name) for part in PARTS[1:] for f in fields(declared[part])]
-    return declared, {renamed.get(f, f): (part, f) for part, f in rows + [("settings", n) for n in SETTINGS[2:]]}
+    rows += [("settings", n) for n in SETTINGS[2:]]
+    names = [f for _, f in rows]
+    for public, f in aliases.items():
+        if f not in names or public in names:
+            raise ConfigError(f"alias {public!r} -> {f!r}: the target must be a task or strategy field and the "
+                              "alias a new name")
+    renamed = {v: k for k, v in aliases.items()}
+    arguments: dict[str, tuple[str, str]] = {}
+    for part, f in rows:
+        name = renamed.get(f, f)
+        if name in arguments:
+            raise ConfigError(f"argument {name!r} is a field of both the {arguments[name][0]} and the {part}; "
+                              "rename one, or give one an alias")
+        arguments[name] = (part, f)
+    return declared, arguments

@@ -31,8 +31,8 @@ LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 # Fullwidth and other look-alike digits and brackets that models emit now and then.
 _LOOKALIKES = str.maketrans("０１２３４５６７８９［］【】〔〕", "0123456789[][][]")
-_SCORE_LINE = re.compile(r"""[\["']?\s*(\d+)\s*[\]"']?\s*[:=]\s*(-?\d+(?:\.\d+)?)""")
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_NUMBER = r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+_SCORE_LINE = re.compile(rf"""[\["']?\s*(\d+)\s*[\]"']?\s*[:=]\s*({_NUMBER})""")
 
 
 @dataclass(frozen=True)
@@ -142,11 +142,13 @@ def parse_scores(text: str, n: int) -> Parsed:
     the scored ones; non-finite values count as missing.
     """
     text = text.translate(_LOOKALIKES)
-    found = {int(i) - 1: float(s) for i, s in re.findall(_SCORE_LINE, text)} or _scores_from_json(text) or {}
+    lines = [(int(i) - 1, float(s)) for i, s in re.findall(_SCORE_LINE, text)]
+    found = dict(lines) or _scores_from_json(text) or {}
     scores = {i: s for i, s in found.items() if 0 <= i < n and math.isfinite(s)}
     if not scores:
         return Parsed([0.0] * n, problems=("empty",))
     problems = ["out_of_range" if not 0 <= i < n else "not_finite" for i, s in found.items() if i not in scores]
+    problems += ["duplicate"] * (len(lines) > len(found))
     floor = min(scores.values()) - 1.0
     return Parsed([scores.get(i, floor) for i in range(n)], problems=tuple(dict.fromkeys(problems + ["missing"] * (len(scores) < n))))
 
@@ -162,16 +164,18 @@ def parse_yes_no(text: str, n: int = 1) -> Parsed:
 
 @register_parser("rating", reads="score")
 def parse_rating(text: str, n: int = 1) -> Parsed:
-    """The first number of the answer; none gives 0.0 (problem ``"empty"``)."""
-    m = _NUMBER.search(text.translate(_LOOKALIKES))
+    """The first number of the answer; none gives 0.0 (problem ``"empty"``), and so does one too
+    large for a float (``"not_finite"``)."""
+    m = re.search(_NUMBER, text.translate(_LOOKALIKES))
     if m is None:
         return Parsed(0.0, problems=("empty",))
-    return Parsed(float(m.group()))
+    value = float(m.group())
+    return Parsed(value) if math.isfinite(value) else Parsed(0.0, problems=("not_finite",))
 
 
 def _scores_from_json(text: str) -> dict[int, float] | None:
     """Scores from a JSON object keyed by 1-based id, or a list of numbers, anywhere in ``text``."""
-    m = re.search(r"\{.*\}", text, re.DOTALL) or re.search(r"\[.*\]", text, re.DOTALL)
+    m = re.search(r"\{.*\}", text, re.DOTALL) or re.search(r"\[.*\](?!\s*:)", text, re.DOTALL)
     try:
         data = json.loads(m.group()) if m else None
         if isinstance(data, dict):

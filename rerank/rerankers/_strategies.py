@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -42,6 +42,10 @@ class Strategy:
     """Base of strategies; subclasses are frozen dataclasses of their settings, checked against
     their type hints and :data:`rerank.params.RANGES` when made."""
 
+    takes: ClassVar[str]
+    """The kind of answer the plan reads (a task's ``gives``): ``"order"``, ``"pick"``,
+    ``"preference"``, ``"score"`` or ``"scores"``."""
+
     def __post_init__(self) -> None:
         check_fields(self)
 
@@ -58,6 +62,8 @@ class Strategy:
 class Pointwise(Strategy):
     """Every candidate in its own prompt, all in one step; the answers are the scores."""
 
+    takes: ClassVar[str] = "score"
+
     def plan(self, n: int) -> Plan:
         scores = (yield [[i] for i in range(n)]) if n else []
         return np.asarray(scores, dtype=np.float64)
@@ -67,6 +73,8 @@ class Pointwise(Strategy):
 class SinglePass(Strategy):
     """All candidates in one prompt; the answer is their order."""
 
+    takes: ClassVar[str] = "order"
+
     def plan(self, n: int) -> Plan:
         return (yield [list(range(n))])[0] if n else []
 
@@ -75,6 +83,8 @@ class SinglePass(Strategy):
 class SlidingWindow(Strategy):
     """RankGPT: a window of ``window`` slides from the bottom to the top, ``step`` at a time,
     ``passes`` times; each window's answer is a permutation of it."""
+
+    takes: ClassVar[str] = "order"
 
     window: int = 20
     step: int = 10
@@ -100,6 +110,8 @@ class SetSort(Strategy):
     """Setwise top-``k``: ``"heapsort"`` (a ``set_size - 1``-ary heap) or ``"bubblesort"`` (``k``
     bottom-up sweeps of a sliding set); the answer is the index of the picked document."""
 
+    takes: ClassVar[str] = "pick"
+
     method: Literal["heapsort", "bubblesort"] = "heapsort"
     set_size: int = 4
     k: int = 10
@@ -124,6 +136,8 @@ class PairSort(Strategy):
     (``top_k`` bubble passes). Every pair is asked in both orders and the two answers (P(first))
     are averaged into p(i over j), which cancels position bias; no pair is asked twice. Ties go
     to the document the first stage ranked higher."""
+
+    takes: ClassVar[str] = "preference"
 
     variant: Literal["allpair", "heapsort", "sliding"] = "heapsort"
     top_k: int = 10
@@ -177,6 +191,8 @@ class Groups(Strategy):
     """GroupRank: groups of ``group_size`` scored in one step; the first-stage top ``anchors`` are
     shown in every group, and ``calibrate="anchor"`` shifts each group's scores so its anchors
     score the same everywhere (an anchor's own score is its mean); ``"none"`` keeps raw scores."""
+
+    takes: ClassVar[str] = "scores"
 
     group_size: int = 5
     anchors: int = 1

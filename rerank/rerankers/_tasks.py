@@ -21,6 +21,7 @@ task                   answer                               families
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, ClassVar, Literal
@@ -44,6 +45,10 @@ class Task:
     reads they offer."""
 
     read: str
+    gives: ClassVar[str]
+    """The kind of value an answer becomes (a strategy's ``takes``): ``"order"`` (positions of the
+    shown documents), ``"pick"`` (the index of one), ``"preference"`` (P(first)), ``"score"``,
+    ``"scores"`` (one per shown document)."""
     answer: ClassVar[str]
     """The kind of answer (:data:`rerank.rerankers._parsing.READS`) the template's parser must read."""
     constraints: ClassVar[tuple[str, ...]] = ()
@@ -53,6 +58,9 @@ class Task:
     None: the template's ``options``)."""
     labels: ClassVar[str] = ""
     """The ``{label}`` of the j-th shown document: ``labels[j]``, or ``j + 1`` when empty."""
+    ids: ClassVar[tuple[str, ...]] = ("index",)
+    """Item placeholders that can tell the shown documents apart (one is needed); empty: the task
+    shows one document, whose ``{text}`` may stand in the prefix."""
 
     READS: ClassVar[tuple[str, ...]] = ("generate", "score", "likelihood")
     """Every ``read``: the generated text, or the options' log-probabilities (two names)."""
@@ -71,9 +79,15 @@ class Task:
             raise ConfigError(f"prompt {template.name!r} (paradigm {template.paradigm!r}) has constraint "
                               f"{template.constraint!r}, which does not describe a {name} answer")
         try:
-            return get_parser(template.parser, self.answer)
+            parser = get_parser(template.parser, self.answer)
         except ConfigError as e:
             raise ConfigError(f"prompt {template.name!r} (paradigm {template.paradigm!r}) does not fit a {name} task: {e}") from None
+        item, shown = _placeholders(template.item), _placeholders(template.prefix + template.item)
+        if "text" not in (item if self.ids else shown) or (self.ids and not item & set(self.ids)):
+            needed = " and ".join(["{text}"] + ([" or ".join(f"{{{p}}}" for p in self.ids)] if self.ids else []))
+            raise ConfigError(f"prompt {template.name!r} must show {needed} in its "
+                              f"{'item' if self.ids else 'prefix or item'} for a {name} task")
+        return parser
 
     def label(self, j: int) -> str:
         return self.labels[j] if self.labels else str(j + 1)
@@ -104,7 +118,17 @@ class Task:
                               [self.language(r.template, n) if r.constrain_answers else None for n in sizes])
             return [self.from_text(r.parse(g, len(s)), s) for g, s in zip(gens, shown)]
         rows = r.score_options(prompts, [self.options(r.template, n) for n in sizes])
-        return [self.from_logprobs(r.template, row) for row in rows]
+        return [self._read_logprobs(r.template, np.asarray(row, dtype=np.float64)) for row in rows]
+
+    def _read_logprobs(self, template: PromptTemplate, row: np.ndarray) -> Parsed:
+        """:meth:`from_logprobs`, with non-finite log-probabilities put below every finite one (all
+        equal when none is finite) and reported as ``"not_finite"``."""
+        finite = np.isfinite(row)
+        if finite.all():
+            return self.from_logprobs(template, row)
+        floor = row[finite].min() - 1e3 if finite.any() else 0.0
+        parsed = self.from_logprobs(template, np.where(finite, row, floor))
+        return replace(parsed, problems=(*parsed.problems, "not_finite"))
 
     def from_text(self, parsed: Parsed, shown: list[int]) -> Parsed:
         """The answer read from a parsed generation about the candidates at positions ``shown``."""
@@ -121,6 +145,7 @@ class Rank(Task):
     (FIRST), the ids sorted by the log-probability of each as the first answer token."""
 
     read: Literal["generate", "score"] = "generate"
+    gives: ClassVar[str] = "order"
     answer: ClassVar[str] = "order"
     constraints: ClassVar[tuple[str, ...]] = ("permutation",)
     option: ClassVar[str] = "{index}]"
@@ -130,9 +155,7 @@ class Rank(Task):
         return Permutation(n, consumed=consumed)
 
     def from_logprobs(self, template: PromptTemplate, row: np.ndarray) -> Parsed:
-        finite = np.isfinite(row)
-        order = np.argsort(-np.where(finite, row, -np.inf), kind="stable").tolist()
-        return Parsed(order, problems=() if finite.all() else ("not_finite",))
+        return Parsed(np.argsort(-row, kind="stable").tolist())
 
 
 @dataclass(frozen=True)
@@ -141,10 +164,12 @@ class Pick(Task):
     a pick of the document the first stage ranked highest (and is reported)."""
 
     read: Literal["generate", "likelihood"] = "generate"
+    gives: ClassVar[str] = "pick"
     answer: ClassVar[str] = "choice"
     constraints: ClassVar[tuple[str, ...]] = ("labels",)
     option: ClassVar[str] = "{label}"
     labels: ClassVar[str] = LABELS
+    ids: ClassVar[tuple[str, ...]] = ("label",)
 
     def from_text(self, parsed: Parsed, shown: list[int]) -> Parsed:
         return replace(parsed, value=shown.index(min(shown))) if "empty" in parsed.problems else parsed
@@ -160,10 +185,12 @@ class Prefer(Task):
     and 0.5 (no preference) from a generated answer."""
 
     read: Literal["score", "generate"] = "score"
+    gives: ClassVar[str] = "preference"
     answer: ClassVar[str] = "choice"
     constraints: ClassVar[tuple[str, ...]] = ("options",)
     option: ClassVar[str | None] = None
     labels: ClassVar[str] = LABELS
+    ids: ClassVar[tuple[str, ...]] = ("label", "index")
 
     def check(self, template: PromptTemplate) -> Parser:
         if len(template.options) != 2:
@@ -175,7 +202,7 @@ class Prefer(Task):
         return replace(parsed, value=0.5 if "empty" in parsed.problems else float(parsed.value == 0))
 
     def from_logprobs(self, template: PromptTemplate, row: np.ndarray) -> Parsed:
-        return Parsed(float(1.0 / (1.0 + np.exp(row[1] - row[0]))))
+        return Parsed(float(0.5 + 0.5 * np.tanh((row[0] - row[1]) / 2)))  # the logistic of the difference, without overflow
 
 
 @dataclass(frozen=True)
@@ -185,10 +212,12 @@ class Score(Task):
     the expected value of numeric options (0..10). Generated, it is the parsed answer."""
 
     read: Literal["score", "generate"] = "score"
+    gives: ClassVar[str] = "score"
     combine: Literal["first", "expected"] = "first"
     answer: ClassVar[str] = "score"
     constraints: ClassVar[tuple[str, ...]] = ("options",)
     option: ClassVar[str | None] = None
+    ids: ClassVar[tuple[str, ...]] = ()
 
     def check(self, template: PromptTemplate) -> Parser:
         options = template.options
@@ -211,6 +240,7 @@ class Scores(Task):
     """A score for each shown document (GroupRank): JSON or ``[i]: score`` lines, generated."""
 
     read: Literal["generate"] = "generate"
+    gives: ClassVar[str] = "scores"
     answer: ClassVar[str] = "scores"
     LINE: ClassVar[str] = "[{index}]: {score}"
     """The line format the ``scores`` parser reads; the answer budget is ``n`` such lines at the
@@ -238,6 +268,10 @@ class Think:
     OPEN: ClassVar[str] = "<think>\n"
     CLOSE: ClassVar[str] = "\n</think>\n"
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.inner, Task):
+            raise ConfigError(f"Think wraps a task (Rank(), Pick(), ...), got {self.inner!r}")
+
     def ask(self, r: LLMReranker, prompts: Sequence[Messages], shown: Sequence[list[int]]) -> list[Parsed]:
         budget = r.settings.think_tokens
         gens = r.generate([_answer_turn(p, self.OPEN) for p in prompts], [budget] * len(prompts),
@@ -246,6 +280,10 @@ class Think:
         answering = [_answer_turn(p, self.OPEN + t + self.CLOSE + _answer_prefix(p)) for p, t in zip(prompts, thoughts)]
         answers = self.inner.ask(r, answering, shown)
         return [replace(a, reasoning=t, forced=g.finish_reason == "length") for a, t, g in zip(answers, thoughts, gens)]
+
+
+def _placeholders(section: str) -> set[str]:
+    return {f for _, f, _, _ in string.Formatter().parse(section) if f}
 
 
 def _answer_prefix(messages: Messages) -> str:

@@ -18,6 +18,7 @@ A user's own reranker is one subclass (see ``tests/test_custom_reranker.py``)::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,13 +57,27 @@ class Reranker(Stage):
         if not docs:
             return RankedResults(query, [])
         records = [d if isinstance(d, Doc) else Doc(str(i), d) for i, d in enumerate(docs)]
-        first = np.asarray(scores, dtype=np.float64) if scores is not None else np.arange(len(docs), 0, -1, dtype=np.float64)
+        first = _first_stage_scores(scores, len(docs)) if scores is not None else np.arange(len(docs), 0, -1, dtype=np.float64)
         cands = Candidates("q", query, [d.docid for d in records], [d.full_text() for d in records], first,
                            titles=[d.title for d in records])
         return self.rerank_many([cands])[0].to_results()
 
     def transform(self, inp: Ranking) -> Ranking:
         return Ranking.from_candidates(self.rerank_many(list(inp.per_query())))
+
+
+def _first_stage_scores(scores: Any, n: int) -> np.ndarray:
+    """``scores`` as one finite float per document, else DataError."""
+    try:
+        first = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"scores must be numbers, got {scores!r:.80}") from None
+    if first.shape != (n,):
+        raise DataError(f"scores must be one number per document: {n} documents, scores of shape {first.shape}")
+    if not np.isfinite(first).all():
+        bad = int(np.flatnonzero(~np.isfinite(first))[0])
+        raise DataError(f"scores must be finite; score {bad} is {first[bad]}")
+    return first
 
 
 class PointwiseReranker(Reranker):

@@ -1,0 +1,190 @@
+"""Declarations that cannot work are refused when they are made, and odd answers are counted.
+
+A plugin author combines a Task, a Strategy and Settings; each wrong combination below used to run
+and give a wrong ranking or crash deep inside. These tests pin the one-line refusals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+
+from rerank import register
+from rerank.backends.fake import FakeBackend
+from rerank.errors import ConfigError, DataError
+from rerank.prompts import load as load_prompt
+from rerank.rerankers._llm import LLMReranker, Settings
+from rerank.rerankers._parsing import parse
+from rerank.rerankers._strategies import Groups, PairSort, Pointwise, SetSort, SinglePass, SlidingWindow
+from rerank.rerankers._tasks import Pick, Prefer, Rank, Score, Scores, Think
+from rerank.rerankers.insertrank import InsertRank
+from rerank.rerankers.listwise import Listwise
+from rerank.rerankers.pairwise import PRP
+from rerank.rerankers.pointwise import YesNo
+from rerank.rerankers.setwise import Setwise
+
+RANKS = FakeBackend(generate=lambda p: "[2] > [1]")
+TASKS = {"order": Rank(), "pick": Pick(), "preference": Prefer(), "score": Score(), "scores": Scores()}
+STRATEGIES = {"order": SinglePass(), "pick": SetSort(), "preference": PairSort(), "score": Pointwise(), "scores": Groups()}
+
+
+@pytest.mark.parametrize("gives,takes", [(g, t) for g in TASKS for t in STRATEGIES if g != t])
+def test_a_task_whose_answers_the_strategy_cannot_read_is_refused(gives, takes):
+    task, strategy = TASKS[gives], STRATEGIES[takes]
+    with pytest.raises(ConfigError, match=rf"LLMReranker: a {type(task).__name__} task gives {gives} answers, "
+                                          rf"but a {type(strategy).__name__} strategy takes {takes} answers"):
+        LLMReranker(RANKS, "listwise/rankgpt", task=task, strategy=strategy)
+
+
+def test_a_users_strategy_that_declares_what_it_takes_fits_the_tasks_that_give_it():
+    @dataclasses.dataclass(frozen=True)
+    class Reverse(SinglePass):
+        """All candidates in one prompt; the answer's order, reversed."""
+
+        def plan(self, n):
+            return list(reversed((yield [list(range(n))])[0])) if n else []
+
+    assert LLMReranker(RANKS, "listwise/rankgpt", task=Rank(), strategy=Reverse()).rerank("q", ["a", "b"]).docids == ["0", "1"]
+
+    @dataclasses.dataclass(frozen=True)
+    class Undeclared:
+        pass
+
+    with pytest.raises(ConfigError, match="strategy must be a strategy object"):
+        LLMReranker(RANKS, "listwise/rankgpt", task=Rank(), strategy=Undeclared())
+
+
+@pytest.mark.parametrize("given,message", [
+    ({"task": "rank"}, "task must be a task object (a dataclass instance such as Rank()), got 'rank'"),
+    ({"task": Rank}, "task must be a task object"),
+    ({"strategy": SlidingWindow}, "strategy must be a strategy object"),
+    ({"strategy": None, "task": None}, "needs a task and a strategy"),
+])
+def test_a_part_that_is_not_a_task_or_strategy_object_is_refused(given, message):
+    parts = {"task": Rank(), "strategy": SinglePass(), **given}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        LLMReranker(RANKS, "listwise/rankgpt", **parts)
+
+
+def test_think_wraps_a_task_once():
+    with pytest.raises(ConfigError, match=r"Think wraps a task \(Rank\(\), Pick\(\), ...\), got Think"):
+        Think(Think(Rank()))
+
+
+def test_a_think_task_needs_a_budget_unless_zero_is_asked_for():
+    with pytest.raises(ConfigError, match="F: declares a Think task with no think budget"):
+        class F(LLMReranker):
+            task = Think(Rank())
+            strategy = SinglePass()
+            defaults = Settings(prompt="listwise/rankgpt")
+
+    with pytest.raises(ConfigError, match="a Think task needs think_tokens > 0"):
+        LLMReranker(RANKS, "listwise/rankgpt", task=Think(Rank()), strategy=SinglePass())
+    thinks = FakeBackend(generate=lambda p: "b first</think>" if p.endswith("<think>\n") else "2] > [1]")
+    res = LLMReranker(thinks, "listwise/rankgpt", task=Think(Rank()), strategy=SinglePass(), think_tokens=8).rerank("q", ["a", "b"])
+    assert res.docids == ["1", "0"] and res.info["reasoning"] == ["b first"]
+    plain = LLMReranker(RANKS, "listwise/rankgpt", task=Think(Rank()), strategy=SinglePass(), think_tokens=0)
+    assert "reasoning" not in plain.rerank("q", ["a", "b"]).info
+
+
+def test_argument_names_that_clash_are_refused_when_the_family_is_declared():
+    @dataclasses.dataclass(frozen=True)
+    class Deep(SinglePass):
+        depth: int = 3
+
+    with pytest.raises(ConfigError, match="D: argument 'depth' is a field of both the strategy and the settings"):
+        class D(LLMReranker):
+            task = Rank()
+            strategy = Deep()
+            defaults = Settings(prompt="listwise/rankgpt")
+
+    for renames in ({"mode": "nonexistent"}, {"depth": "read"}):
+        with pytest.raises(ConfigError, match=f"A: alias {next(iter(renames))!r}"):
+            class A(LLMReranker):
+                task = Rank()
+                strategy = SinglePass()
+                defaults = Settings(prompt="listwise/rankgpt")
+                aliases = renames
+
+
+@pytest.mark.parametrize("family,section,text,needed", [
+    (Listwise, "item", "[{index}]", "{text} and {index} in its item"),
+    (Listwise, "item", "{text}", "{text} and {index} in its item"),
+    (Setwise, "item", "[{index}] {text}", "{text} and {label} in its item"),
+    (PRP, "item", "Passage: {text}", "{text} and {label} or {index} in its item"),
+    (YesNo, "prefix", "Query: {query}\nRelevant?", "{text} in its prefix or item"),
+])
+def test_a_template_that_hides_the_documents_or_their_ids_is_refused(family, section, text, needed):
+    template = load_prompt(family.defaults.prompt).with_(**{section: text})
+    with pytest.raises(ConfigError, match=re.escape(needed)):
+        family(RANKS, prompt=template)
+
+
+def test_backend_specs_given_in_python_are_checked_when_the_reranker_is_built():
+    with pytest.raises(ConfigError, match=r"Listwise: backend spec 'nosuch:x' is not 'kind:model'"):
+        Listwise(backend="nosuch:x")
+
+
+@pytest.mark.parametrize("scores,message", [
+    ([np.nan, 1.0], "scores must be finite; score 0 is nan"),
+    ([1.0, np.inf], "scores must be finite; score 1 is inf"),
+    ([1.0], r"scores must be one number per document: 2 documents, scores of shape \(1,\)"),
+    (["x", 1.0], "scores must be numbers"),
+])
+def test_first_stage_scores_given_to_rerank_are_checked(scores, message):
+    with pytest.raises(DataError, match=message):
+        InsertRank(RANKS, normalize="minmax").rerank("q", ["a", "b"], scores=scores)
+
+
+@pytest.mark.parametrize("family,options", [
+    (YesNo, {}), (Setwise, {"scoring": "likelihood", "k": 1, "set_size": 2}), (PRP, {"variant": "allpair"}),
+])
+def test_non_finite_log_probabilities_are_counted_and_never_reach_the_scores(family, options):
+    broken = FakeBackend(score=lambda p, opts: [float("nan")] + [-1.0] * (len(opts) - 1))
+    res = family(broken, **options).rerank("q", ["a", "b", "c"])
+    assert all(np.isfinite(r.score) for r in res)
+    assert res.info["parse"]["problems"]["not_finite"] == res.info["parse"]["answers"] > 0
+
+
+def test_odd_answers_are_reported_not_taken_as_valid():
+    assert parse("rating", "9" * 400, 1).problems == ("not_finite",)
+    assert parse("scores", "[1]:", 2).problems == ("empty",)  # an empty answer after the answer prefix
+    assert parse("scores", "[1]: 5\n[1]: 9", 2).problems == ("duplicate", "missing")
+    assert parse("scores", "[2]: 1e3\n[1]: 2", 2).value == [2.0, 1000.0]
+
+
+def test_documents_cut_to_fit_the_context_are_counted_as_truncated():
+    small = FakeBackend(generate=lambda p: "[1] > [2]", max_context=150)
+    res = Listwise(small, window=2, step=1, max_words=100).rerank("q", [" ".join(["word"] * 60)] * 2)
+    assert res.info["truncated"] == 2
+
+
+def test_every_argument_reads_back_by_name_including_the_prompt():
+    assert Listwise(RANKS).prompt == "listwise/rankgpt" and Listwise(RANKS).window == 20
+
+
+@pytest.mark.parametrize("name,entry,message", [
+    ("my rr", Listwise, "cannot be written in an expression"),
+    ("import", Listwise, "cannot be written in an expression"),
+    ("2stage", Listwise, "cannot be written in an expression"),
+    ("bm25", Listwise, "would shadow or be shadowed by the retriever 'bm25'"),
+    ("list_wise", int, "must be a subclass of rerank.stage.Stage"),
+])
+def test_registry_names_must_be_writable_and_unambiguous_in_expressions(name, entry, message):
+    with pytest.raises(ConfigError, match=message):
+        register("reranker", name)(entry)
+
+
+def test_dash_and_underscore_spellings_of_one_name_cannot_name_two_stages():
+    class One(Listwise):
+        pass
+
+    class Two(Listwise):
+        pass
+
+    register("reranker", "decl-test-one")(One)
+    with pytest.raises(ConfigError, match="'decl_test_one' would shadow or be shadowed by the reranker 'decl-test-one'"):
+        register("reranker", "decl_test_one")(Two)
