@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from importlib import resources
 
 import numpy as np
 import pytest
@@ -188,3 +189,13 @@ def test_dash_and_underscore_spellings_of_one_name_cannot_name_two_stages():
     register("reranker", "decl-test-one")(One)
     with pytest.raises(ConfigError, match="'decl_test_one' would shadow or be shadowed by the reranker 'decl-test-one'"):
         register("reranker", "decl_test_one")(Two)
+
+
+def test_a_prompt_file_edited_between_two_builds_gives_unequal_rerankers(tmp_path):
+    path = tmp_path / "mine.yaml"
+    original = resources.files("rerank.prompts").joinpath("listwise__rankgpt.yaml").read_text(encoding="utf-8")
+    path.write_text(original, encoding="utf-8")
+    before = Listwise(RANKS, prompt=str(path))
+    path.write_text(original.replace("Rank the following", "Order the following"), encoding="utf-8")
+    after = Listwise(RANKS, prompt=str(path))
+    assert before != after and after == Listwise(RANKS, prompt=str(path))

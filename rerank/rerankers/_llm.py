@@ -130,7 +130,10 @@ class LLMReranker(Reranker):
         if self.settings.prompt is None:
             raise ConfigError(f"{type(self).__name__} needs a prompt (a template name, YAML path or PromptTemplate)")
         self.template = load_prompt(self.settings.prompt)
-        self.parser = self.task.check(self.template)
+        try:
+            self.parser = self.task.check(self.template)
+        except ConfigError as e:
+            raise ConfigError(f"{type(self).__name__}: {e}") from None
         self.progress = self.settings.progress
         self.answer_log = ParseLog(keep_reasoning=False)
         self._budgets: dict[int, int] = {}
@@ -179,6 +182,12 @@ class LLMReranker(Reranker):
             if not _same(value, getattr(self._declared[part], f)):
                 changed[name] = value
         return changed
+
+    def __eq__(self, other: object) -> bool:
+        """Equal arguments and equal templates (a YAML file edited between two builds differs)."""
+        return super().__eq__(other) and self.template == other.template  # type: ignore[attr-defined]
+
+    __hash__ = Reranker.__hash__
 
     # -- backend ------------------------------------------------------------------------------
     @property
