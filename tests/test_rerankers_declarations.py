@@ -199,3 +199,10 @@ def test_a_prompt_file_edited_between_two_builds_gives_unequal_rerankers(tmp_pat
     path.write_text(original.replace("Rank the following", "Order the following"), encoding="utf-8")
     after = Listwise(RANKS, prompt=str(path))
     assert before != after and after == Listwise(RANKS, prompt=str(path))
+
+
+@pytest.mark.parametrize("scoring", ["likelihood", "generate"])
+def test_setwise_ties_keep_the_first_stage_order_whichever_way_answers_are_read(scoring):
+    indifferent = FakeBackend(score=lambda p, opts: [-1.0] * len(opts), generate=lambda p: "none of them")
+    res = Setwise(indifferent, scoring=scoring, k=5, set_size=3).rerank("q", list("abcdef"))
+    assert res.docids == ["0", "1", "2", "3", "4", "5"]

@@ -118,24 +118,24 @@ class Task:
                               [self.language(r.template, n) if r.constrain_answers else None for n in sizes])
             return [self.from_text(r.parse(g, len(s)), s) for g, s in zip(gens, shown)]
         rows = r.score_options(prompts, [self.options(r.template, n) for n in sizes])
-        return [self._read_logprobs(r.template, np.asarray(row, dtype=np.float64)) for row in rows]
+        return [self._read_logprobs(r.template, np.asarray(row, dtype=np.float64), s) for row, s in zip(rows, shown)]
 
-    def _read_logprobs(self, template: PromptTemplate, row: np.ndarray) -> Parsed:
+    def _read_logprobs(self, template: PromptTemplate, row: np.ndarray, shown: list[int]) -> Parsed:
         """:meth:`from_logprobs`, with non-finite log-probabilities put below every finite one (all
         equal when none is finite) and reported as ``"not_finite"``."""
         finite = np.isfinite(row)
         if finite.all():
-            return self.from_logprobs(template, row)
+            return self.from_logprobs(template, row, shown)
         floor = row[finite].min() - 1e3 if finite.any() else 0.0
-        parsed = self.from_logprobs(template, np.where(finite, row, floor))
+        parsed = self.from_logprobs(template, np.where(finite, row, floor), shown)
         return replace(parsed, problems=(*parsed.problems, "not_finite"))
 
     def from_text(self, parsed: Parsed, shown: list[int]) -> Parsed:
         """The answer read from a parsed generation about the candidates at positions ``shown``."""
         return parsed
 
-    def from_logprobs(self, template: PromptTemplate, row: np.ndarray) -> Parsed:
-        """The answer read from the options' log-probabilities."""
+    def from_logprobs(self, template: PromptTemplate, row: np.ndarray, shown: list[int]) -> Parsed:
+        """The answer read from the options' log-probabilities about the candidates at positions ``shown``."""
         raise NotImplementedError(f"{type(self).__name__} has no log-probability read")
 
 
@@ -154,7 +154,7 @@ class Rank(Task):
         consumed = Permutation.OPEN if template.answer_prefix.endswith(Permutation.OPEN) else ""
         return Permutation(n, consumed=consumed)
 
-    def from_logprobs(self, template: PromptTemplate, row: np.ndarray) -> Parsed:
+    def from_logprobs(self, template: PromptTemplate, row: np.ndarray, shown: list[int]) -> Parsed:
         return Parsed(np.argsort(-row, kind="stable").tolist())
 
 
@@ -174,8 +174,9 @@ class Pick(Task):
     def from_text(self, parsed: Parsed, shown: list[int]) -> Parsed:
         return replace(parsed, value=shown.index(min(shown))) if "empty" in parsed.problems else parsed
 
-    def from_logprobs(self, template: PromptTemplate, row: np.ndarray) -> Parsed:
-        return Parsed(int(np.argmax(row)))
+    def from_logprobs(self, template: PromptTemplate, row: np.ndarray, shown: list[int]) -> Parsed:
+        best = np.flatnonzero(row == row.max())  # of tied labels, the first stage's higher-ranked document
+        return Parsed(int(min(best, key=lambda j: shown[j])))
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ class Prefer(Task):
     def from_text(self, parsed: Parsed, shown: list[int]) -> Parsed:
         return replace(parsed, value=0.5 if "empty" in parsed.problems else float(parsed.value == 0))
 
-    def from_logprobs(self, template: PromptTemplate, row: np.ndarray) -> Parsed:
+    def from_logprobs(self, template: PromptTemplate, row: np.ndarray, shown: list[int]) -> Parsed:
         return Parsed(float(0.5 + 0.5 * np.tanh((row[0] - row[1]) / 2)))  # the logistic of the difference, without overflow
 
 
@@ -228,7 +229,7 @@ class Score(Task):
             raise ConfigError(f"the expected rating needs at least two numeric options, {template.name!r} has {list(options)}")
         return super().check(template)
 
-    def from_logprobs(self, template: PromptTemplate, row: np.ndarray) -> Parsed:
+    def from_logprobs(self, template: PromptTemplate, row: np.ndarray, shown: list[int]) -> Parsed:
         if self.combine == "first":
             return Parsed(float(row[0] - np.logaddexp(row[0], row[1])))
         weights = np.exp(row - row.max())
