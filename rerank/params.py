@@ -37,9 +37,10 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
                      "group_size", "num_input_docs", "max_words", "max_new_tokens", "max_length", "doc_max_tokens",
                      "budget", "rounds", "num_anchor_queries", "num_anchor_items", "hnsw_m", "ef_search",
                      "concurrency", "top_logprobs", "max_context"), (1, None)),
-    **dict.fromkeys(("k1", "temperature", "think_tokens", "anchors", "decimals", "seed", "max_retries", "backoff"),
+    **dict.fromkeys(("k1", "temperature", "think_tokens", "anchors", "seed", "max_retries", "backoff"),
                     (0, None)),
     "b": (0, 1),
+    "decimals": (0, 10),
 }
 #: Parameters that must be strictly positive (seconds).
 POSITIVE = frozenset({"timeout", "probe_timeout"})
