@@ -28,6 +28,8 @@ def test_parse_spec():
     assert parse_spec("smollm2") == ("hf", {"model": "smollm2"})
     with pytest.raises(ConfigError, match="kind:model"):
         parse_spec("vlm:Qwen/Qwen2.5-7B-Instruct")
+    with pytest.raises(ConfigError, match="the model name ' smollm2' has spaces around it"):
+        parse_spec("hf: smollm2")
     fake = load_backend("fake", generate=str.upper)
     assert load_backend(fake) is fake and fake.generate(["a"])[0].text == "A"
     assert load_backend("fake", generate=str.upper) is fake  # one loaded model per spec and arguments

@@ -73,6 +73,8 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
                               "write openai:http://HOST:PORT/v1#MODEL")
         model, _, query = rest.partition("?")
         params = {}
+    if model != model.strip():
+        raise ConfigError(f"backend spec {spec!r}: the model name {model!r} has spaces around it")
     params.update({"model": model} if model else {})
     options = _options(query, spec)
     if clash := sorted(set(options) & set(params)):
