@@ -17,11 +17,13 @@ and equality and hashing follow it.
 from __future__ import annotations
 
 import inspect
+import math
 import numbers
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 
 from rerank.encoders import lend_embeddings
@@ -151,6 +153,14 @@ class Cutoff(Stage):
 FUSION_METHODS = {"rrf": "rrf", "wsum": "wsum", "combsum": "sum", "combmnz": "mnz", "max": "max", "min": "min"}
 """Fusion methods -> ranx's names for them (CombSUM and CombMNZ keep their names from the literature)."""
 FUSION_NORMS = (None, "min-max", "max", "sum", "zmuv", "rank")
+MAX_RRF_K = 10**9
+"""The largest rrf ``k``: ranx computes ``1 / (k + rank)`` in int64, so a huge k overflows or ties every rank."""
+_NORM_FLOOR = 1e-9
+"""ranx divides by ``max(scale, 1e-9)``: ``norm="max"`` needs best scores above it."""
+_NORM_SCALES: dict[str, Callable[[np.ndarray], float]] = {
+    "min-max": np.ptp, "max": np.max, "sum": lambda s: np.sum(s - s.min()), "zmuv": np.std,
+}
+"""What each score norm divides a query's scores by (``rank`` uses ranks only)."""
 
 
 class Fuse(Stage):
@@ -164,7 +174,7 @@ class Fuse(Stage):
 
     def __init__(self, stages: Sequence[Stage], method: str = "rrf", norm: str | None = None,
                  weights: Sequence[float] | None = None, k: int = 60):
-        stages = list(stages)
+        stages = _as_list(stages, "Fuse's stages", "Stages")
         weights = _check_fusion(len(stages), "stages", method, norm, weights, k)
         flat: list[Stage] = []
         for s in stages:  # (a | b) | c fuses three rankings at once, when the settings agree
@@ -203,7 +213,7 @@ def fuse(rankings: Sequence[Ranking], method: str = "rrf", norm: str | None = No
 
     if isinstance(rankings, Ranking):
         raise ConfigError("fuse takes a list of Rankings, got one Ranking")
-    rankings = list(rankings)
+    rankings = _as_list(rankings, "fuse's rankings", "Rankings")
     weights = _check_fusion(len(rankings), "rankings", method, norm, weights, k)
     if not all(isinstance(r, Ranking) and "docid" in r.columns for r in rankings):
         raise ConfigError(f"fuse takes Rankings of documents, got {[_kind(r) for r in rankings]}")
@@ -217,12 +227,15 @@ def fuse(rankings: Sequence[Ranking], method: str = "rrf", norm: str | None = No
     if method == "wsum":
         params["weights"] = [float(w) for w in weights] if weights is not None else [1.0 / len(rankings)] * len(rankings)
     norm = norm or ("min-max" if method != "rrf" else None)
+    if norm in _NORM_SCALES:
+        _check_scales(runs, norm)
     # ranx needs every query in every run: a query a ranking lacks gets a placeholder document,
     # which changes no other score (normalization is per run and query) and is dropped after
     padded = [Run({q: run.get(q) or {_ABSENT: 0.0} for q in qids}) for run in runs]
     with warnings.catch_warnings():  # numba's uint64->int64 notice inside ranx is harmless here
         warnings.simplefilter("ignore")
         fused = ranx_fuse(padded, norm=norm, method=FUSION_METHODS[method], params=params).to_dict()
+    _check_finite(fused, method, norm)
     return _attach_columns({q: {d: x for d, x in docs.items() if d != _ABSENT} for q, docs in fused.items()}, rankings)
 
 
@@ -237,11 +250,11 @@ def _check_fusion(n: int, what: str, method: str, norm: str | None, weights: Seq
         raise ConfigError(f"unknown fusion norm {norm!r}; choose one of {FUSION_NORMS}")
     if method == "rrf" and norm is not None:
         raise ConfigError("rrf fuses ranks, so it takes no norm (normalize with method='wsum')")
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ConfigError(f"fusion k must be an integer >= 1, got {k!r}")
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= MAX_RRF_K:
+        raise ConfigError(f"fusion k must be an integer >= 1 and <= {MAX_RRF_K}, got {k!r}")
     if weights is None:
         return None
-    weights = list(weights)
+    weights = _as_list(weights, "fusion weights", "numbers, one per ranking")
     if method != "wsum":
         raise ConfigError(f"weights apply to method='wsum' only, not {method!r}")
     if len(weights) != n:
@@ -249,6 +262,37 @@ def _check_fusion(n: int, what: str, method: str, norm: str | None, weights: Seq
     if not all(is_finite_number(w) and w >= 0 for w in weights) or not any(weights):
         raise ConfigError(f"fusion weights must be finite numbers >= 0, not all 0, got {weights}")
     return weights
+
+
+def _as_list(value: Any, name: str, of: str) -> list:
+    """``value`` (any sequence) as a list; :class:`ConfigError` naming ``name`` when it is none."""
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        raise ConfigError(f"{name} must be a list of {of}, got {type(value).__name__}: {value!r}")
+    return list(value)
+
+
+def _check_scales(runs: Sequence[Mapping[str, Mapping[str, float]]], norm: str) -> None:
+    """Refuse scores that ``norm`` would silently misnormalize: a scale that overflows a float (ranx
+    would divide by inf, zeroing that ranking) or, for ``max``, a best score below 1e-9 (log-probabilities)."""
+    for position, run in enumerate(runs):
+        for q, docs in run.items():
+            with np.errstate(over="ignore", invalid="ignore"):
+                scale = float(_NORM_SCALES[norm](np.fromiter(docs.values(), float)))
+            where = f"the ranking at position {position}, query {q!r}"
+            if not math.isfinite(scale):
+                raise DataError(f"{where}: its scores overflowed under norm={norm!r} (their scale is not a finite "
+                                "float); rescale them or use norm='rank'")
+            if norm == "max" and scale < _NORM_FLOOR:
+                raise DataError(f"{where}: norm='max' divides by the best score, which is {scale:g} (below {_NORM_FLOOR:g}, "
+                                "e.g. log-probabilities); use norm='min-max' or 'zmuv'")
+
+
+def _check_finite(fused: Mapping[str, Mapping[str, float]], method: str, norm: str | None) -> None:
+    """Refuse a fused score that overflowed (huge finite scores or weights), naming the norm."""
+    for q, docs in fused.items():
+        if not all(math.isfinite(x) for x in docs.values()):
+            raise DataError(f"query {q!r}: the inputs' scores overflowed under norm={norm!r} (method={method!r}), "
+                            "giving non-finite fused scores; rescale the scores or weights")
 
 
 _ABSENT = "\x00absent"
