@@ -28,7 +28,9 @@ Pointwise templates use ``prefix`` alone with ``{query}`` and ``{text}``.
 
 from __future__ import annotations
 
+import os
 import string
+from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -37,6 +39,7 @@ from typing import Any
 import yaml
 
 from rerank.errors import ConfigError
+from rerank.params import check_fields
 
 ALLOWED = {
     "system": {"num"},
@@ -48,6 +51,7 @@ ALLOWED = {
 CONSTRAINTS = {"": "free text", "permutation": "[i] > [j] > ... over all shown ids",
                "options": "exactly one of the template's options", "labels": "one item label: A, B, ..."}
 """Values of a template's ``constraint``: what constrained decoding lets the model answer."""
+YAML_SUFFIXES = (".yaml", ".yml")
 
 
 @dataclass(frozen=True)
@@ -106,27 +110,88 @@ def load(name_or_path: str | Path | PromptTemplate) -> PromptTemplate:
     """Load a template by built-in name (``"listwise/rankgpt"``) or from a YAML file path."""
     if isinstance(name_or_path, PromptTemplate):
         return name_or_path
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") and path.exists():
-        text, source = path.read_text(encoding="utf-8"), str(path)
+    path, name = Path(name_or_path), str(name_or_path)
+    if path.suffix in YAML_SUFFIXES and path.exists():
+        text, source = _read(path), name
     else:
-        res = resources.files(__name__).joinpath(f"{str(name_or_path).replace('/', '__')}.yaml")
+        res = resources.files(__name__).joinpath(f"{name.replace('/', '__')}.yaml")
         if not res.is_file():
-            raise ConfigError(f"unknown prompt {str(name_or_path)!r}; built-in prompts: {', '.join(names())}")
-        text, source = res.read_text(encoding="utf-8"), str(name_or_path)
-    data = yaml.safe_load(text)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: a prompt file must be a YAML mapping")
+            raise _not_found(name)
+        text, source = res.read_text(encoding="utf-8"), name
+    data = _parse(text, source)
     known = set(PromptTemplate.__dataclass_fields__)
     unknown = set(data) - known
     if unknown:
-        raise ConfigError(f"{source}: unknown sections {sorted(unknown)}; allowed: {sorted(known)}")
+        raise ConfigError(f"{source}: unknown sections {sorted(unknown, key=str)}; allowed: {sorted(known)}")
     for required in ("name", "paradigm", "prefix"):
         if required not in data:
             raise ConfigError(f"{source}: missing section {required!r}")
-    data["options"] = tuple(data.get("options", ()))
-    data["examples"] = tuple(data.get("examples") or ())
-    return _validate(PromptTemplate(**data))
+    for listed in ("options", "examples"):  # YAML lists -> the dataclass's tuples; other types are refused below
+        if isinstance(data.get(listed), list):
+            data[listed] = tuple(data[listed])
+    try:
+        return _validate(PromptTemplate(**data))
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *base' is merged by SafeLoader
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):  # SafeLoader refuses it
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _read(path: Path) -> str:
+    """The text of a prompt file; :class:`ConfigError` naming it when it cannot be read as UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the prompt file: {e.strerror or e}") from None
+
+
+def _parse(text: str, source: str) -> dict[Any, Any]:
+    """The YAML mapping in ``text``; :class:`ConfigError` naming ``source`` and the line and column."""
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: invalid YAML{_yaml_problem(e, text)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a prompt file must be a YAML mapping")
+    return data
+
+
+def _yaml_problem(e: yaml.YAMLError, text: str) -> str:
+    """`` at line L, column C: problem`` for a YAML error, on one line."""
+    if isinstance(e, yaml.reader.ReaderError):  # a character YAML refuses: it gives an offset only
+        line = text.count("\n", 0, e.position)
+        column = e.position - (text.rfind("\n", 0, e.position) + 1)
+        return f" at line {line + 1}, column {column + 1}: character #x{e.character:04x}: {e.reason}"
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or " ".join(str(e).split())
+    return f" at line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else f": {problem}"
+
+
+def _not_found(name: str) -> ConfigError:
+    """The error for a prompt that is neither a file nor built in: a path-like name is a missing file."""
+    builtin = f"built-in prompts: {', '.join(names())}"
+    if Path(name).suffix in YAML_SUFFIXES:
+        return ConfigError(f"prompt file {name!r} does not exist")
+    if os.sep in name:
+        return ConfigError(f"unknown prompt {name!r}: no such .yaml file exists and no built-in prompt has that name; {builtin}")
+    return ConfigError(f"unknown prompt {name!r}; {builtin}")
 
 
 def names() -> list[str]:
@@ -135,6 +200,10 @@ def names() -> list[str]:
 
 
 def _validate(t: PromptTemplate) -> PromptTemplate:
+    _check_types(t)
+    if len(set(t.options)) < len(t.options):
+        repeated = sorted({o for o in t.options if t.options.count(o) > 1})
+        raise ConfigError(f"prompt {t.name!r}: options must differ, but {repeated} repeat (options tie, so answers cannot be told apart)")
     if t.constraint not in CONSTRAINTS:
         raise ConfigError(f"prompt {t.name!r}: constraint {t.constraint!r} is not one of {sorted(CONSTRAINTS)}")
     if t.constraint == "options" and not t.options:
@@ -150,7 +219,7 @@ def _validate(t: PromptTemplate) -> PromptTemplate:
             raise ConfigError(f"prompt {t.name!r}, section {section!r}: unknown placeholders {sorted(bad)}; allowed: {sorted(allowed)}")
     for i, ex in enumerate(t.examples, 1):
         where = f"prompt {t.name!r}, example {i}"
-        answer = ex.get("answer") if isinstance(ex, dict) else None
+        answer = ex.get("answer")
         if isinstance(answer, bool) or not isinstance(answer, (str, int, float)) or answer != answer or not str(answer).strip():
             raise ConfigError(f"{where}: an example is a mapping of placeholder values with a non-empty text answer "
                               "(quote answers such as 'yes', which YAML reads as true)")
@@ -161,3 +230,16 @@ def _validate(t: PromptTemplate) -> PromptTemplate:
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
     return t
+
+
+def _check_types(t: PromptTemplate) -> None:
+    """Refuse sections of the wrong type (YAML reads yes, no, 1 and null as non-strings) before they are used."""
+    if not isinstance(t.options, tuple | list) or not all(isinstance(o, str) for o in t.options):
+        raise ConfigError(f"prompt {t.name!r}: options must be a list of strings, got {t.options!r}; quote options "
+                          "that YAML reads as booleans or numbers ('Yes', 'No', '0')")
+    if not isinstance(t.examples, tuple | list) or not all(isinstance(ex, dict) for ex in t.examples):
+        raise ConfigError(f"prompt {t.name!r}: examples must be a list, each a mapping of placeholder values, got {t.examples!r}")
+    try:
+        check_fields(t)
+    except ConfigError as e:
+        raise ConfigError(f"prompt {t.name!r}: section {str(e).removeprefix('PromptTemplate: ')}") from None

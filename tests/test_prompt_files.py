@@ -1,0 +1,120 @@
+"""Prompt template files: every bad file is one ConfigError naming the file and the problem, at load time."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from rerank import ConfigError
+from rerank.prompts import load, names
+from test_bad_input import beir, refused
+
+HEAD = "name: t\nparadigm: pointwise\nprefix: 'Q: {query} D: {text}'\n"
+
+
+@pytest.mark.parametrize("name", names())
+def test_every_built_in_prompt_loads(name):
+    template = load(name)
+    assert template.name and isinstance(template.prefix, str)
+    assert all(isinstance(o, str) for o in template.options) and len(set(template.options)) == len(template.options)
+
+
+def write(tmp_path, text: str | bytes, name: str = "p.yaml") -> str:
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return str(path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name: t\nparadigm: [pointwise\nprefix: x\n", "invalid YAML at line 3, column 7: expected ',' or ']', but got ':'"),
+    ("name: t\nprefix: 'unterminated\n", "invalid YAML at line 3, column 1: found unexpected end of stream"),
+    (HEAD + "system: a\x01b\n", "invalid YAML at line 4, column 10: character #x0001: special characters are not allowed"),
+    (HEAD.encode() + b"system: caf\xe9\n", "not UTF-8 text (byte 70: invalid continuation byte)"),
+    ("- a list\n", "a prompt file must be a YAML mapping"),
+    (HEAD + "1: x\nfoo: y\n", "unknown sections [1, 'foo']"),
+])
+def test_unreadable_files_name_the_file_and_where(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: {message}")):
+        load(path)
+
+
+def test_a_folder_named_like_a_prompt_file_is_refused(tmp_path):
+    (tmp_path / "x.yaml").mkdir()
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 'x.yaml'}: cannot read the prompt file: Is a directory")):
+        load(tmp_path / "x.yaml")
+
+
+@pytest.mark.parametrize("text, message", [
+    (HEAD + "parser: permutation\nparser: choice\n", "line 5, column 1: duplicate key 'parser'"),
+    (HEAD + "meta: {a: 1, a: 2}\n", "line 4, column 14: duplicate key 'a'"),
+    (HEAD + "examples:\n  - {text: x, answer: ' yes', answer: ' no'}\n", "line 5, column 31: duplicate key 'answer'"),
+])
+def test_duplicate_keys_are_refused_not_last_wins(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load(write(tmp_path, text))
+
+
+def test_yaml_merge_keys_still_work(tmp_path):
+    text = HEAD + "meta:\n  one: &b {x: 1, y: 2}\n  two: {<<: *b, y: 3}\n"
+    assert load(write(tmp_path, text)).meta["two"] == {"x": 1, "y": 3}
+
+
+@pytest.mark.parametrize("section, message", [
+    ("prefix: 5", "section prefix must be a string, got 5 (int)"),
+    ("system: null", "section system must be a string, got None (NoneType)"),
+    ("answer_prefix: 7", "section answer_prefix must be a string, got 7 (int)"),
+    ("separator: null", "section separator must be a string, got None"),
+    ("parser: [x]", "section parser must be a string, got ['x'] (list)"),
+    ("constraint: [options]", "section constraint must be a string"),
+    ("examples: 5", "examples must be a list, each a mapping of placeholder values, got 5"),
+    ("examples: [just a string]", "examples must be a list, each a mapping of placeholder values"),
+    ("options: [0, 1, 2]", "options must be a list of strings, got (0, 1, 2); quote options"),
+    ("options: [Yes, No]", "options must be a list of strings, got (True, False); quote options that YAML reads as booleans"),
+    ("options: ' yes'", "options must be a list of strings, got ' yes'"),
+    ("options: [' A', ' B', ' A']", "options must differ, but [' A'] repeat"),
+    ("max_new_tokens: -5", "section max_new_tokens must be >= 1, got -5"),
+    ("max_new_tokens: 0", "section max_new_tokens must be >= 1, got 0"),
+    ("max_new_tokens: true", "section max_new_tokens must be an integer or None, got True (bool)"),
+    ("max_new_tokens: 2.5", "section max_new_tokens must be an integer or None, got 2.5 (float)"),
+    ("max_new_tokens: abc", "section max_new_tokens must be an integer or None, got 'abc' (str)"),
+    ("meta: 5", "section meta must be a dict, got 5 (int)"),
+])
+def test_sections_of_the_wrong_type_are_refused_at_load(tmp_path, section, message):
+    text = HEAD.replace("prefix: 'Q: {query} D: {text}'", section) if section.startswith("prefix") else HEAD + section + "\n"
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: prompt 't': {message}")):
+        load(path)
+
+
+def test_well_typed_sections_load(tmp_path):
+    text = HEAD + "options: [' yes', ' no']\nmax_new_tokens: 3\nmeta: {a: 1}\nexamples: []\nsystem: ''\n"
+    template = load(write(tmp_path, text))
+    assert (template.options, template.max_new_tokens, template.meta, template.examples) == ((" yes", " no"), 3, {"a": 1}, ())
+
+
+def test_with_checks_types_too():
+    with pytest.raises(ConfigError, match="prompt 'pointwise/yes_no': section system must be a string, got None"):
+        load("pointwise/yes_no").with_(system=None)
+    with pytest.raises(ConfigError, match="options must differ"):
+        load("pointwise/yes_no").with_(options=("Yes", "Yes"))
+
+
+@pytest.mark.parametrize("name, message", [
+    ("/tmp/no-such-dir/nope.yaml", "prompt file '/tmp/no-such-dir/nope.yaml' does not exist"),
+    ("nope.yml", "prompt file 'nope.yml' does not exist"),
+    ("listwise/nope", "unknown prompt 'listwise/nope': no such .yaml file exists and no built-in prompt has that name; built-in prompts: "),
+    ("nope", "unknown prompt 'nope'; built-in prompts: e2rank/checkpoint"),
+])
+def test_a_missing_file_is_told_apart_from_an_unknown_built_in_name(name, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load(name)
+
+
+def test_the_cli_refuses_a_broken_prompt_file_with_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RERANK_CACHE", str(tmp_path / "cache"))
+    data = beir(tmp_path / "c")
+    path = write(tmp_path, "name: t\nparadigm: [pointwise\n")
+    err = refused(capsys, "eval", "--dataset", str(data), "--pipeline", f"bm25 >> yes-no(prompt={path!r}, backend='hf:no-such-model')")
+    assert f"{path}: invalid YAML at line 3, column 1" in err
