@@ -59,6 +59,10 @@ def env(tmp_path_factory):
     ({"generator": "gpt"}, "generator"), ({"num_negatives": 0}, "num_negatives"), ({"num_documents": 2.5}, "num_documents"),
     ({"teacher_docs": 50}, "teacher_docs"), ({"epochs": 0}, "epochs"), ({"learning_rate": float("nan")}, "learning_rate"),
     ({"nosuch": 1}, "unknown training settings"), ({"distill_loss": "bce"}, "labels in \\[0, 1\\]"),
+    ({"teacher_scale": float("nan")}, "teacher_scale must be a finite"), ({"teacher_scale": float("inf")}, "teacher_scale"),
+    ({"epochs": float("inf")}, "epochs must be a finite"), ({"epochs": -1.0}, "epochs must be >= 0"),
+    ({"seed": -1}, "seed must be >= 0"), ({"seed": 2**32}, "seed must be between 0 and 4294967295"),
+    ({"max_length": "64"}, "max_length must be an integer"), ({"data": 5}, "data must be"), ({"extra": ["fp16"]}, "extra must be"),
 ])
 def test_bad_settings_are_refused(changes, message):
     with pytest.raises(ConfigError, match=message):
@@ -109,6 +113,55 @@ def test_cli_bad_inputs_exit_2_with_one_line(env, tmp_path, capsys, kind, args, 
     code = main(["--quiet", "train", kind, "--dataset", str(env["folder"]), "--out", str(tmp_path / "m"), *args])
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", ""], "is empty; give a dataset name"),
+    (["--data", "distill", "--teacher", "cross-encoder"], "reranks but retrieves nothing"),
+    (["--data", "qrels", "--negatives", "cross-encoder"], "(--negatives) reranks but retrieves nothing"),
+    (["--from", "no/such/folder"], "no such folder"),
+    (["--from", "."], "a folder without config.json"),
+    (["--from", "nosuch-org/nosuch-model"], "cannot be loaded"),
+    (["--max-length", "100000"], "longer than"),
+    (["--seed", "-1"], "seed must be >= 0"),
+    (["--teacher-scale", "nan"], "teacher_scale must be a finite number"),
+])
+def test_cli_bad_model_and_stage_inputs_exit_2_before_any_work(env, tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)  # '.' is a folder without a model; nothing may be written here
+    argv = ["--quiet", "train", "cross-encoder", "--dataset", str(env["folder"]), "--out", "m", *args]
+    code = main(argv[:3] + argv[5:] if args[0] == "--dataset" else argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_must_be_a_new_folder_or_a_training_output(env, tmp_path):
+    s = TrainSettings(**TINY)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(ConfigError, match="exists and is not a folder"):
+        train_cross_encoder(env["dataset"], afile, s)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="does not hold a training output"):
+        train_cross_encoder(env["dataset"], tmp_path / "notes", s)
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "training_record.json").write_text('{"model_dir": ')
+    with pytest.raises(DataError, match="training_record.json is damaged"):
+        train_cross_encoder(env["dataset"], tmp_path / "damaged", s)
+    with pytest.raises(ConfigError, match="not training arguments"):
+        train_cross_encoder(env["dataset"], tmp_path / "new", s.with_(extra={"no_such_argument": 1}))
+    with pytest.raises(ConfigError, match="rerank sets \\['seed'\\]"):
+        train_cross_encoder(env["dataset"], tmp_path / "new", s.with_(extra={"seed": 1}))
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
+
+
+def test_a_non_finite_training_loss_is_refused():
+    from rerank.train.trainer import check_finite_loss
+
+    check_finite_loss([{"loss": 0.5, "step": 1}, {"train_loss": 0.4}], Path("ckpt"))
+    with pytest.raises(ConfigError, match="loss became nan at step 3"):
+        check_finite_loss([{"loss": 0.5, "step": 1}, {"loss": float("nan"), "step": 3}], Path("ckpt"))
 
 
 def test_cli_refuses_an_empty_corpus_and_qrels_naming_unknown_queries(env, tmp_path, capsys):
@@ -223,6 +276,12 @@ def test_training_changes_scores_saves_a_pipeline_model_and_resumes(env, tmp_pat
         train_cross_encoder(env["dataset"], out, s)
     resumed = train_cross_encoder(env["dataset"], out, s.with_(max_steps=3, resume=True))
     assert resumed.steps == 3
+
+    latest = max((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    weights = latest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a save cut off midway
+    with pytest.raises(ConfigError, match=f"checkpoint {latest} is damaged"):
+        train_cross_encoder(env["dataset"], out, s.with_(max_steps=4, resume=True))
 
 
 def test_bi_encoder_fine_tuning_changes_embeddings_and_loads_as_dense_and_biencoder(env, tmp_path):

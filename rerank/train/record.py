@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rerank.errors import DataError
+
 
 @dataclass
 class TrainingRecord:
@@ -37,9 +39,14 @@ class TrainingRecord:
 
     @classmethod
     def load(cls, folder: str | Path) -> TrainingRecord:
-        data = json.loads((Path(folder) / "training_record.json").read_text())
-        data["loss"] = [tuple(x) for x in data.get("loss", [])]
-        return cls(**data)
+        """The record saved in ``folder``; DataError when its file is damaged."""
+        path = Path(folder) / "training_record.json"
+        try:
+            data = json.loads(path.read_text())
+            data["loss"] = [tuple(x) for x in data.get("loss", [])]
+            return cls(**data)
+        except (ValueError, TypeError, AttributeError) as e:  # bad JSON or UTF-8, not a record's fields
+            raise DataError(f"{path} is damaged ({type(e).__name__}: {e}); delete it or choose another output folder") from None
 
 
 def plot_loss(points: list[tuple[int, float]], path: Path, title: str) -> None:

@@ -13,6 +13,7 @@ a bi-encoder (the dense retriever and rescorer).
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,26 +21,35 @@ from typing import Any
 import numpy as np
 
 from rerank.data import Dataset
-from rerank.errors import ConfigError, one_of
+from rerank.errors import ConfigError, RerankError, one_of
 from rerank.train import sources
 from rerank.train.examples import Group, layout, to_dataset
 from rerank.train.record import TrainingRecord, versions
 from rerank.train.settings import STUDENT_LOSSES, TrainSettings
-from rerank.train.trainer import warn_slow_bf16
+from rerank.train.trainer import check_base, check_checkpoint, last_checkpoint, training_arguments, warn_slow_bf16
 
 logger = logging.getLogger("rerank")
 
+OUTPUT_MARKERS = ("training_record.json", "config.json", "checkpoints")
+"""What a folder that a training run wrote (or began to write) holds."""
+
 
 def check_expressions(s: TrainSettings) -> None:
-    """Parse every stage expression the settings use, before any expensive work (raises ConfigError)."""
+    """Parse every stage expression the settings use, before any expensive work (raises ConfigError);
+    those that must find documents for bare queries must start with a retriever."""
     from rerank.expr import build
+    from rerank.serve.engine import starts_with_retrieval
 
-    used = {"qrels": [s.negatives], "synthetic": [s.encoder, s.roundtrip, s.negatives], "distill": [s.teacher]}
+    used = {"qrels": ["negatives"], "synthetic": ["encoder", "roundtrip", "negatives"], "distill": ["teacher"]}
     if s.data == ("distill",):
         used["distill"] += used["synthetic"]
     for source in s.data:
-        for expr in used[source]:
-            build(expr)
+        for name in used[source]:
+            expr = getattr(s, name)
+            stage = build(expr)
+            if name != "encoder" and not starts_with_retrieval(stage):  # the encoder has its own check (dense)
+                raise ConfigError(f"{name}={expr!r} (--{name}) reranks but retrieves nothing; give a first stage, "
+                                  f"e.g. 'bm25 % 100 >> {expr}'")
 
 
 def build_examples(dataset: Dataset, s: TrainSettings) -> tuple[dict[str, list[Group]], dict[str, dict[str, int]], dict[str, float]]:
@@ -100,18 +110,15 @@ def train_model(kind: str, dataset: str | Dataset, out: str | Path, settings: Tr
 
     s = (settings or TrainSettings()).with_(**changes)
     s = s.with_(loss=check_losses(kind, s)[0])  # before anything expensive
-    out = Path(out)
-    if (out / "config.json").exists() and not s.resume:
-        raise ConfigError(f"{out} already holds a model; choose another output folder (or resume=True)")
-    held = TrainingRecord.load(out).settings.get("model", "cross-encoder") if (out / "training_record.json").exists() else kind
-    if held != kind:
-        raise ConfigError(f"{out} holds a {held}, not a {kind}; resume it as a {held} or choose another output folder")
+    check_inputs(kind, dataset, s)
+    out = check_out(Path(out), kind, s)
     warn_slow_bf16(s.bf16)  # before the examples are built, so a user can stop at once
-    ds = load(dataset) if isinstance(dataset, str) else dataset
-    started = time.perf_counter()
     from rerank.backends import loaded_backends
 
     before = {id(b) for b in loaded_backends()}
+    ds = load(dataset) if isinstance(dataset, str) else dataset
+    started = time.perf_counter()
+    check_generator(s)
     groups, counts, seconds = build_examples(ds, s)
     for backend in loaded_backends():
         if id(backend) not in before:
@@ -138,6 +145,56 @@ def train_model(kind: str, dataset: str | Dataset, out: str | Path, settings: Tr
     record.save(out)
     logger.info("saved %s (%d steps, %.0f s); record in %s", out, steps, seconds["total"], out / "training_record.json")
     return record
+
+
+def check_inputs(kind: str, dataset: str | Dataset, s: TrainSettings) -> None:
+    """The checks that need no data: the dataset name, the stage expressions, the start checkpoint and its
+    ``max_length``, and the trainer's arguments with ``extra`` (ConfigError)."""
+    if isinstance(dataset, str) and not dataset.strip():
+        raise ConfigError(f"dataset={dataset!r} (--dataset) is empty; give a dataset name, a BEIR folder or irds:<id>")
+    check_expressions(s)
+    check_base(s.base, s.max_length)
+    training_arguments(kind, s, Path("checkpoints"), max(1, s.max_steps))
+
+
+def check_out(out: Path, kind: str, s: TrainSettings) -> Path:
+    """``out`` if the run may write there: absent, empty, or a previous training output of a ``kind`` (one
+    with a model only with ``resume``, whose latest checkpoint must be sound). Created now, so that an
+    unwritable path fails before any work (ConfigError; DataError for a damaged record)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} (--out) exists and is not a folder; choose a new folder for the model")
+    if out.is_dir() and any(out.iterdir()) and not any((out / m).exists() for m in OUTPUT_MARKERS):
+        raise ConfigError(f"{out} (--out) is a folder that does not hold a training output; choose a new or empty folder")
+    if (out / "config.json").exists() and not s.resume:
+        raise ConfigError(f"{out} already holds a model; choose another output folder (or resume=True)")
+    held = TrainingRecord.load(out).settings.get("model", "cross-encoder") if (out / "training_record.json").exists() else kind
+    if held != kind:
+        raise ConfigError(f"{out} holds a {held}, not a {kind}; resume it as a {held} or choose another output folder")
+    checkpoint = last_checkpoint(out / "checkpoints") if s.resume else None
+    if checkpoint is not None:
+        check_checkpoint(checkpoint, kind)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as e:
+        raise ConfigError(f"cannot write the model to {out} (--out): {e.strerror or e}") from None
+    return out
+
+
+def check_generator(s: TrainSettings) -> None:
+    """Load the ``llm`` generator's backend now (it stays loaded for the run), so that a model that cannot
+    be loaded fails before the documents are sampled (ConfigError naming ``backend``)."""
+    if s.generator != "llm" or not ("synthetic" in s.data or s.data == ("distill",)):
+        return
+    from rerank.backends import load_backend
+
+    try:
+        load_backend(s.backend)
+    except RerankError:
+        raise
+    except (OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"backend={s.backend!r} (--backend) cannot be loaded ({first})") from None
 
 
 def check_losses(kind: str, s: TrainSettings) -> tuple[str, str]:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rerank.errors import ConfigError, one_of
+from rerank.params import check_fields
 
 SOURCES = ("qrels", "synthetic", "distill")
 GENERATORS = ("sentence", "title", "llm")
@@ -13,6 +17,8 @@ STUDENT_LOSSES = {"cross-encoder": ("bce", "margin-mse", "listnet", "lambda"), "
 """The losses each kind of student trains with; the first is its default ``loss``."""
 LOSSES = tuple(dict.fromkeys(loss for losses in STUDENT_LOSSES.values() for loss in losses))
 TEACHER_NORMS = ("minmax", "zscore", "none")
+MAX_SEED = int(np.iinfo(np.uint32).max)
+"""The largest seed numpy's and transformers' seeding accept."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,7 @@ class TrainSettings:
     seed: int = 42
     save_steps: int = 200
     resume: bool = False
-    cache: str | None = None
+    cache: str | Path | None = None
     """SQLite file of the call cache (teacher scores, LLM generations); default ``$RERANK_CACHE/calls.sqlite``."""
     progress: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -83,8 +89,11 @@ class TrainSettings:
     ``SentenceTransformerTrainingArguments``, e.g. ``{"weight_decay": 0.01}``)."""
 
     def __post_init__(self) -> None:
-        data = (self.data,) if isinstance(self.data, str) else tuple(self.data)
+        data = (self.data,) if isinstance(self.data, str) else tuple(self.data) if isinstance(self.data, list | tuple) else self.data
         object.__setattr__(self, "data", data)
+        check_fields(self)  # every field's type, finite numbers, RANGES (seed >= 0, max_length >= 1)
+        if isinstance(self.cache, Path):
+            object.__setattr__(self, "cache", str(self.cache))
         unknown = [d for d in data if d not in SOURCES]
         if not data or unknown or len(set(data)) != len(data):
             raise ConfigError(f"data={list(data)}: give one or more distinct sources of {SOURCES}")
@@ -93,22 +102,28 @@ class TrainSettings:
             one_of("loss", self.loss, LOSSES)
         one_of("distill_loss", self.distill_loss, LOSSES)
         one_of("teacher_norm", self.teacher_norm, TEACHER_NORMS)
-        for name in ("negatives_depth", "num_negatives", "num_documents", "clusters", "queries_per_document",
-                     "roundtrip_k", "teacher_depth", "batch_size", "save_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if self.teacher_docs < 2 or self.teacher_docs > self.teacher_depth:
-            raise ConfigError(f"teacher_docs must be between 2 and teacher_depth ({self.teacher_depth}), got {self.teacher_docs}")
-        if not (self.epochs > 0 or self.max_steps > 0):
-            raise ConfigError("train for epochs > 0 or max_steps > 0")
-        if not (0 < self.learning_rate < 1) or not (0 <= self.warmup_ratio < 1) or self.teacher_scale <= 0:
-            raise ConfigError("learning_rate must be in (0, 1), warmup_ratio in [0, 1), teacher_scale > 0")
+        self._check_counts()
         if self.distill_loss == "bce" and not (self.teacher_norm == "minmax" and self.teacher_scale <= 1):
             raise ConfigError("distill_loss='bce' needs teacher labels in [0, 1]: teacher_norm='minmax' and "
                               f"teacher_scale <= 1 (got {self.teacher_norm!r}, {self.teacher_scale}); or use margin-mse")
+
+    def _check_counts(self) -> None:
+        """Ranges of the numbers (their types are checked already)."""
+        for name in ("negatives_depth", "num_negatives", "num_documents", "clusters", "queries_per_document",
+                     "roundtrip_k", "teacher_depth", "batch_size", "save_steps"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.teacher_docs < 2 or self.teacher_docs > self.teacher_depth:
+            raise ConfigError(f"teacher_docs must be between 2 and teacher_depth ({self.teacher_depth}), got {self.teacher_docs}")
+        if self.epochs < 0 or not (self.epochs > 0 or self.max_steps > 0):
+            raise ConfigError(f"train for epochs > 0 or max_steps > 0 (epochs must be >= 0), got epochs={self.epochs}, max_steps={self.max_steps}")
+        if not (0 < self.learning_rate < 1) or not (0 <= self.warmup_ratio < 1) or self.teacher_scale <= 0:
+            raise ConfigError("learning_rate must be in (0, 1), warmup_ratio in [0, 1), teacher_scale > 0")
         if self.max_length < 16 or self.min_words < 0:
             raise ConfigError("max_length must be at least 16 and min_words >= 0")
+        if self.seed > MAX_SEED:
+            raise ConfigError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}")
 
     def with_(self, **changes: Any) -> TrainSettings:
         """A copy with some settings changed (validated again)."""

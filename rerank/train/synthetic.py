@@ -37,7 +37,8 @@ def sample_documents(docs: Sequence[Doc], embeddings: np.ndarray, n: int, cluste
     idx = np.flatnonzero(eligible)
     k = max(1, min(clusters, len(idx) // 39))  # FAISS wants 39 points per centroid or more
     vectors = np.ascontiguousarray(embeddings[idx], dtype=np.float32)
-    kmeans = faiss.Kmeans(vectors.shape[1], k, niter=20, seed=seed, spherical=True, verbose=False)
+    faiss_seed = seed % (int(np.iinfo(np.int32).max) + 1)  # FAISS takes a C int; seeds up to 2**32-1 are valid settings
+    kmeans = faiss.Kmeans(vectors.shape[1], k, niter=20, seed=faiss_seed, spherical=True, verbose=False)
     kmeans.train(vectors)
     _, assign = kmeans.index.search(vectors, 1)
     per_cluster = -(-n // k)

@@ -8,8 +8,11 @@ and dropout.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,9 @@ from rerank.errors import ConfigError, require
 from rerank.train.settings import TrainSettings
 
 logger = logging.getLogger("rerank")
+
+STUDENT_CLASSES = {"cross-encoder": "CrossEncoder", "bi-encoder": "SentenceTransformer"}
+"""The sentence-transformers class of each kind of student (also the ``model_type`` its checkpoints record)."""
 
 
 def load_student(kind: str, base: str, max_length: int, seed: int) -> Any:
@@ -29,16 +35,50 @@ def load_student(kind: str, base: str, max_length: int, seed: int) -> Any:
     from rerank.encoders import resolve_encoder
 
     set_seed(seed)
+    student = getattr(st, STUDENT_CLASSES[kind])
     if kind == "bi-encoder":
-        model = st.SentenceTransformer(resolve_encoder(base))
+        model = student(resolve_encoder(base))
         model.max_seq_length = max_length
         return model
     for name in ("transformers.modeling_utils", "transformers.utils.loading_report"):
         logging.getLogger(name).setLevel(logging.ERROR)  # "newly initialized head" is expected here
-    model = st.CrossEncoder(resolve_encoder(base), num_labels=1, max_length=max_length)
+    model = student(resolve_encoder(base), num_labels=1, max_length=max_length)
     if model.num_labels != 1:
         raise ConfigError(f"{base} has {model.num_labels} output labels; start from an encoder or a one-score cross-encoder")
     return model
+
+
+def check_base(base: str, max_length: int) -> None:
+    """Refuse (ConfigError), before any example is built, a ``base`` that is no loadable model (a missing
+    folder, a folder without ``config.json``, a hub id that cannot be fetched) and a ``max_length`` beyond
+    what its position embeddings and tokenizer take."""
+    require("transformers", "train")
+    from transformers import AutoConfig, AutoTokenizer
+
+    from rerank.encoders import resolve_encoder
+
+    where = f"base={base!r} (--from)"
+    if not base.strip():
+        raise ConfigError(f"{where} is empty; give a model folder or a hub id")
+    path = resolve_encoder(base)
+    folder = Path(path).expanduser()
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        raise ConfigError(f"{where}: {folder} is a folder without config.json, not a model; give a model folder or a hub id")
+    if not folder.exists() and (folder.is_absolute() or path.startswith((".", "~")) or path.count("/") > 1):
+        raise ConfigError(f"{where}: no such folder")
+    try:
+        config = AutoConfig.from_pretrained(path)
+        tokenizer_limit = AutoTokenizer.from_pretrained(path).model_max_length
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"{where} cannot be loaded ({_first_line(e)}); give a model folder, or a hub id "
+                          "that is online or in the local cache") from None
+    limits = [n for n in (getattr(config, "max_position_embeddings", None), tokenizer_limit) if isinstance(n, int)]
+    if limits and max_length > min(limits):
+        raise ConfigError(f"max_length={max_length} (--max-length) is longer than {base} takes ({min(limits)} tokens)")
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def make_loss(kind: str, name: str, model: Any) -> Any:
@@ -55,31 +95,61 @@ def make_loss(kind: str, name: str, model: Any) -> Any:
     return table[name](model)
 
 
-def fit(kind: str, model: Any, tables: dict[str, tuple[Any, str]], out: Path, s: TrainSettings) -> tuple[list[tuple[int, float]], int]:
-    """Train ``model`` on ``{name: (datasets.Dataset, loss name)}``; returns the loss curve and the steps run."""
+def arguments_class(kind: str) -> type:
+    """sentence-transformers' training arguments of a ``kind`` student."""
+    require("sentence_transformers", "train")
     if kind == "bi-encoder":
-        from sentence_transformers import SentenceTransformerTrainer as Trainer
-        from sentence_transformers import SentenceTransformerTrainingArguments as Arguments
-        from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+        from sentence_transformers import SentenceTransformerTrainingArguments
 
-        # in-batch negatives must not be copies of a batch's positives
-        own: dict[str, Any] = {"batch_sampler": BatchSamplers.NO_DUPLICATES}
-    else:
-        from sentence_transformers.cross_encoder import CrossEncoderTrainer as Trainer
-        from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments as Arguments
+        return SentenceTransformerTrainingArguments
+    from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments
 
-        own = {}
-    checkpoints = out / "checkpoints"
-    total = sum(len(d) for d, _ in tables.values())
-    steps = s.max_steps if s.max_steps > 0 else max(1, int(s.epochs * -(-total // s.batch_size)))
-    args = Arguments(
+    return CrossEncoderTrainingArguments
+
+
+def training_arguments(kind: str, s: TrainSettings, checkpoints: Path, steps: int) -> Any:
+    """The trainer's arguments: those rerank sets from ``s``, then ``s.extra`` (ConfigError for an unknown
+    key, one rerank sets itself, or a value the arguments refuse)."""
+    own = dict(
         output_dir=str(checkpoints), num_train_epochs=s.epochs, max_steps=s.max_steps,
         per_device_train_batch_size=s.batch_size, learning_rate=s.learning_rate,
         warmup_steps=math.ceil(steps * s.warmup_ratio),  # steps, not a ratio: older transformers read 0.1 as 0.1 steps
         seed=s.seed, data_seed=s.seed, bf16=s.bf16, logging_steps=max(1, steps // 50), logging_first_step=True,
+        logging_nan_inf_filter=False,  # a NaN loss is logged as NaN (and refused), not hidden as 0.0
         save_strategy="steps", save_steps=s.save_steps, save_total_limit=2, report_to="none",
         disable_tqdm=not progress_enabled(s.progress, steps), dataloader_num_workers=0,
-        use_cpu=s.bf16 and not _cuda(), **{**own, **s.extra})  # transformers wants bf16 on CPU said explicitly
+        use_cpu=s.bf16 and not _cuda())  # transformers wants bf16 on CPU said explicitly
+    defaults: dict[str, Any] = {}
+    if kind == "bi-encoder":  # in-batch negatives must not be copies of a batch's positives (extra may change it)
+        from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+
+        defaults["batch_sampler"] = BatchSamplers.NO_DUPLICATES
+    arguments = arguments_class(kind)
+    known = {f.name for f in dataclasses.fields(arguments) if f.init}
+    unknown, taken = sorted(set(s.extra) - known), sorted(set(s.extra) & set(own))
+    if unknown:
+        raise ConfigError(f"extra: {unknown} are not training arguments of {arguments.__name__}")
+    if taken:
+        raise ConfigError(f"extra: rerank sets {taken} from its own settings (epochs, max_steps, batch_size, "
+                          "learning_rate, seed, bf16, save_steps, ...); change those instead")
+    try:
+        return arguments(**own, **{**defaults, **s.extra})
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"extra={s.extra!r}: {arguments.__name__} refuses it: {_first_line(e)}") from None
+
+
+def fit(kind: str, model: Any, tables: dict[str, tuple[Any, str]], out: Path, s: TrainSettings) -> tuple[list[tuple[int, float]], int]:
+    """Train ``model`` on ``{name: (datasets.Dataset, loss name)}``; returns the loss curve and the steps run.
+
+    ConfigError when the logged loss is not finite (the model is then not saved)."""
+    if kind == "bi-encoder":
+        from sentence_transformers import SentenceTransformerTrainer as Trainer
+    else:
+        from sentence_transformers.cross_encoder import CrossEncoderTrainer as Trainer
+    checkpoints = out / "checkpoints"
+    total = sum(len(d) for d, _ in tables.values())
+    steps = s.max_steps if s.max_steps > 0 else max(1, int(s.epochs * -(-total // s.batch_size)))
+    args = training_arguments(kind, s, checkpoints, steps)
     names = list(tables)
     if len(names) == 1:
         data, loss = tables[names[0]][0], make_loss(kind, tables[names[0]][1], model)
@@ -91,12 +161,57 @@ def fit(kind: str, model: Any, tables: dict[str, tuple[Any, str]], out: Path, s:
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)
-    resume = s.resume and any(checkpoints.glob("checkpoint-*"))
-    if s.resume and not resume:
+    resume = last_checkpoint(checkpoints) if s.resume else None
+    if s.resume and resume is None:
         logger.info("resume: no checkpoint in %s, starting from the beginning", checkpoints)
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    check_finite_loss(trainer.state.log_history, checkpoints)
     curve = [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h]
     return curve, int(trainer.state.global_step)
+
+
+def check_finite_loss(history: list[dict[str, Any]], checkpoints: Path) -> None:
+    """Refuse (ConfigError) a training whose logged loss is NaN or infinite: its weights are unusable."""
+    for entry in history:
+        for key in ("loss", "train_loss"):
+            if key in entry and not math.isfinite(entry[key]):
+                raise ConfigError(f"the training loss became {entry[key]} at step {entry.get('step', '?')}; the model was "
+                                  f"not saved and the checkpoints in {checkpoints} are unusable (delete them). Lower "
+                                  "learning_rate or teacher_scale, or check the teacher's scores")
+
+
+def last_checkpoint(checkpoints: Path) -> Path | None:
+    """The checkpoint ``resume`` continues from (the trainer's own choice), or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    found = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    return Path(found) if found else None
+
+
+def check_checkpoint(folder: Path, kind: str) -> None:
+    """Refuse (ConfigError) a checkpoint that ``resume`` cannot continue a ``kind`` from: a missing or
+    unreadable state, config or weights file, a truncated file, or a checkpoint of another kind of model."""
+    from safetensors import SafetensorError, safe_open
+
+    fix = "; delete it or drop --resume (resume=False)"
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text())
+        json.loads((folder / "config.json").read_text())
+        held = json.loads((folder / "config_sentence_transformers.json").read_text()).get("model_type")
+        weights = sorted(folder.glob("*.safetensors"))
+        if not weights or not isinstance(state, dict) or "global_step" not in state:
+            raise ValueError("no weights or no training state")
+        for path in weights:
+            with safe_open(str(path), "pt") as f:  # reads the header, which must cover the whole file
+                list(f.keys())
+        for path in (p for p in folder.iterdir() if p.suffix in (".pt", ".pth", ".bin")):
+            with zipfile.ZipFile(path) as z:  # torch.save's format; testzip checks every member's CRC
+                if z.testzip() is not None:
+                    raise ValueError(f"{path.name} is corrupt")
+    except (OSError, ValueError, AttributeError, zipfile.BadZipFile, SafetensorError) as e:
+        raise ConfigError(f"checkpoint {folder} is damaged ({type(e).__name__}: {_first_line(e)}){fix}") from None
+    if held != STUDENT_CLASSES[kind]:
+        raise ConfigError(f"checkpoint {folder} holds a {held}, not a {kind} ({STUDENT_CLASSES[kind]}){fix}")
 
 
 def warn_slow_bf16(bf16: bool) -> bool:
