@@ -18,12 +18,15 @@ from __future__ import annotations
 import difflib
 import importlib
 import keyword
+import logging
 import re
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, Literal, TypeVar
 
 from rerank.errors import ConfigError
+
+logger = logging.getLogger("rerank")
 
 Kind = Literal["retriever", "reranker", "backend"]
 KINDS: tuple[Kind, ...] = ("retriever", "reranker", "backend")
@@ -144,4 +147,7 @@ def _load_plugins() -> None:
     _plugins_loaded = True
     for ep in entry_points(group="rerank.plugins"):
         kind, _, name = ep.name.partition(":")
-        _add(kind, name, ep.value)
+        try:
+            _add(kind, name, ep.value)
+        except ConfigError as e:  # one bad plugin must not hide the registry, nor the other plugins
+            logger.warning("skipping plugin %r (%s): %s", ep.name, ep.value, e)

@@ -157,6 +157,11 @@ def test_odd_answers_are_reported_not_taken_as_valid():
     assert parse("scores", "[2]: 1e3\n[1]: 2", 2).value == [2.0, 1000.0]
 
 
+def test_insertrank_names_itself_once_for_a_prompt_without_scores():
+    with pytest.raises(ConfigError, match=r"^InsertRank: prompt 'listwise/rankgpt' must show \{score\} in its item"):
+        InsertRank(RANKS, prompt="listwise/rankgpt")
+
+
 def test_documents_cut_to_fit_the_context_are_counted_as_truncated():
     small = FakeBackend(generate=lambda p: "[1] > [2]", max_context=150)
     res = Listwise(small, window=2, step=1, max_words=100).rerank("q", [" ".join(["word"] * 60)] * 2)
@@ -177,6 +182,23 @@ def test_every_argument_reads_back_by_name_including_the_prompt():
 def test_registry_names_must_be_writable_and_unambiguous_in_expressions(name, entry, message):
     with pytest.raises(ConfigError, match=message):
         register("reranker", name)(entry)
+
+
+def test_an_installed_plugin_with_a_bad_name_is_skipped_with_a_warning(tmp_path, monkeypatch, caplog):
+    """Entry points of a real (tmp) distribution: the bad one must not hide the registry or the good one."""
+    from rerank import registry
+
+    info = tmp_path / "rerank_badplugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: rerank-badplugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[rerank.plugins]\nreranker:monot5.v2 = rerank.rerankers.listwise:Listwise\n"
+                                           "reranker:plugin-good-one = rerank.rerankers.listwise:Listwise\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    monkeypatch.setitem(registry._ENTRIES, "reranker", dict(registry._ENTRIES["reranker"]))
+    assert "bm25" in registry.names("retriever")
+    assert "plugin-good-one" in registry.names("reranker") and "monot5.v2" not in registry.names("reranker")
+    assert "skipping plugin 'reranker:monot5.v2'" in caplog.text and "cannot be written" in caplog.text
 
 
 def test_dash_and_underscore_spellings_of_one_name_cannot_name_two_stages():

@@ -68,7 +68,7 @@ class RankWithScores(Rank):
 
     def check(self, template: PromptTemplate) -> Parser:
         if "{score}" not in template.item:
-            raise ConfigError(f"InsertRank needs a prompt whose item shows {{score}}; {template.name!r} does not")
+            raise ConfigError(f"prompt {template.name!r} must show {{score}} in its item for a RankWithScores task")
         return super().check(template)
 
     def show_scores(self, scores: np.ndarray) -> list[str]:
