@@ -273,16 +273,18 @@ def _as_list(value: Any, name: str, of: str) -> list:
 
 def _check_scales(runs: Sequence[Mapping[str, Mapping[str, float]]], norm: str) -> None:
     """Refuse scores that ``norm`` would silently misnormalize: a scale that overflows a float (ranx
-    would divide by inf, zeroing that ranking) or, for ``max``, a best score below 1e-9 (log-probabilities)."""
+    would divide by inf, zeroing that ranking) or, for ``max``, a best score below 1e-9 (log-probabilities)
+    on a query whose scores are not all zero."""
     for position, run in enumerate(runs):
         for q, docs in run.items():
+            values = np.fromiter(docs.values(), float)
             with np.errstate(over="ignore", invalid="ignore"):
-                scale = float(_NORM_SCALES[norm](np.fromiter(docs.values(), float)))
+                scale = float(_NORM_SCALES[norm](values))
             where = f"the ranking at position {position}, query {q!r}"
             if not math.isfinite(scale):
                 raise DataError(f"{where}: its scores overflowed under norm={norm!r} (their scale is not a finite "
                                 "float); rescale them or use norm='rank'")
-            if norm == "max" and scale < _NORM_FLOOR:
+            if norm == "max" and scale < _NORM_FLOOR and values.any():  # all zeros stay zeros: nothing is misnormalized
                 raise DataError(f"{where}: norm='max' divides by the best score, which is {scale:g} (below {_NORM_FLOOR:g}, "
                                 "e.g. log-probabilities); use norm='min-max' or 'zmuv'")
 

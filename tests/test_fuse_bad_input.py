@@ -31,6 +31,12 @@ def test_max_norm_accepts_positive_best_scores_and_other_norms_accept_log_probab
         assert fuse([LOGPROBS, BM25_SCORES], method="wsum", norm=norm, weights=[0.99, 0.01]).top(1).to_dict()["q"].keys() == {"d1"}
 
 
+def test_max_norm_accepts_a_query_whose_scores_are_all_zero():
+    zeros = Ranking.from_run({"q": {"d1": 0.0, "d2": 0.0}, "r": {"d1": 3.0, "d2": 1.0}})
+    fused = fuse([BM25_SCORES, zeros], method="wsum", norm="max").to_dict()
+    assert fused["q"] == {"d1": 0.05, "d2": 0.5} and fused["r"] == {"d1": 0.5, "d2": 0.5 / 3}
+
+
 def test_a_query_one_ranking_lacks_is_no_best_score_of_zero_for_max_norm():
     other_query = Ranking.from_run({"q": {"d1": 2.0}, "r": {"d1": 4.0, "d2": 1.0}})
     fused = fuse([BM25_SCORES, other_query], method="wsum", norm="max").to_dict()
