@@ -94,6 +94,11 @@ def test_well_typed_sections_load(tmp_path):
     assert (template.options, template.max_new_tokens, template.meta, template.examples) == ((" yes", " no"), 3, {"a": 1}, ())
 
 
+def test_empty_list_sections_read_as_empty_lists(tmp_path):
+    template = load(write(tmp_path, HEAD + "options:\nexamples:\n"))
+    assert (template.options, template.examples) == ((), ())
+
+
 def test_with_checks_types_too():
     with pytest.raises(ConfigError, match="prompt 'pointwise/yes_no': section system must be a string, got None"):
         load("pointwise/yes_no").with_(system=None)
@@ -104,7 +109,9 @@ def test_with_checks_types_too():
 @pytest.mark.parametrize("name, message", [
     ("/tmp/no-such-dir/nope.yaml", "prompt file '/tmp/no-such-dir/nope.yaml' does not exist"),
     ("nope.yml", "prompt file 'nope.yml' does not exist"),
-    ("listwise/nope", "unknown prompt 'listwise/nope': no such .yaml file exists and no built-in prompt has that name; built-in prompts: "),
+    ("mine/nope", "unknown prompt 'mine/nope': no such .yaml file exists and no built-in prompt has that name; built-in prompts: "),
+    ("listwise/nope", "unknown prompt 'listwise/nope'; built-in prompts: e2rank/checkpoint"),
+    ("listwise/rankgtp", "unknown prompt 'listwise/rankgtp'; did you mean 'listwise/rankgpt'? built-in prompts: "),
     ("nope", "unknown prompt 'nope'; built-in prompts: e2rank/checkpoint"),
 ])
 def test_a_missing_file_is_told_apart_from_an_unknown_built_in_name(name, message):

@@ -28,6 +28,7 @@ Pointwise templates use ``prefix`` alone with ``{query}`` and ``{text}``.
 
 from __future__ import annotations
 
+import difflib
 import os
 import string
 from collections.abc import Hashable
@@ -127,6 +128,8 @@ def load(name_or_path: str | Path | PromptTemplate) -> PromptTemplate:
         if required not in data:
             raise ConfigError(f"{source}: missing section {required!r}")
     for listed in ("options", "examples"):  # YAML lists -> the dataclass's tuples; other types are refused below
+        if listed in data and data[listed] is None:  # an empty section ("examples:") is an empty list
+            data[listed] = ()
         if isinstance(data.get(listed), list):
             data[listed] = tuple(data[listed])
     try:
@@ -189,7 +192,10 @@ def _not_found(name: str) -> ConfigError:
     builtin = f"built-in prompts: {', '.join(names())}"
     if Path(name).suffix in YAML_SUFFIXES:
         return ConfigError(f"prompt file {name!r} does not exist")
-    if os.sep in name:
+    close = difflib.get_close_matches(name, names(), n=1, cutoff=0.8)
+    if close:
+        return ConfigError(f"unknown prompt {name!r}; did you mean {close[0]!r}? {builtin}")
+    if os.sep in name and name.split(os.sep)[0] not in {n.split("/")[0] for n in names()}:
         return ConfigError(f"unknown prompt {name!r}: no such .yaml file exists and no built-in prompt has that name; {builtin}")
     return ConfigError(f"unknown prompt {name!r}; {builtin}")
 
