@@ -69,6 +69,11 @@ def test_bad_settings_are_refused(changes, message):
         TrainSettings().with_(**changes)
 
 
+def test_paths_and_numpy_numbers_are_settings_too():
+    s = TrainSettings(base=Path("models/ce"), cache=Path("calls.sqlite"), seed=np.int64(3), teacher_scale=np.float32(2.0))
+    assert (s.base, s.cache, s.seed, s.teacher_scale) == ("models/ce", "calls.sqlite", 3, 2.0) and type(s.seed) is int
+
+
 def test_leakage_guard_refuses_overlapping_train_and_test_ids(env, tmp_path):
     ds = env["dataset"]
     queries, counts = labelled_queries(ds, training_split(ds))
@@ -133,6 +138,22 @@ def test_cli_bad_model_and_stage_inputs_exit_2_before_any_work(env, tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bi_encoder_may_start_from_a_sentence_transformers_folder_without_a_transformers_config(tmp_path):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+    from transformers import AutoTokenizer
+
+    from rerank.encoders import resolve_encoder
+    from rerank.train.trainer import check_base
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_encoder("all-MiniLM-L6-v2"))
+    SentenceTransformer(modules=[StaticEmbedding(tokenizer, embedding_dim=8)]).save(str(tmp_path / "static"))
+    assert not (tmp_path / "static" / "config.json").exists()
+    check_base("bi-encoder", str(tmp_path / "static"), 256)
+    with pytest.raises(ConfigError, match="a folder without config.json, not a model"):
+        check_base("cross-encoder", str(tmp_path / "static"), 256)
 
 
 def test_out_must_be_a_new_folder_or_a_training_output(env, tmp_path):

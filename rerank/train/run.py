@@ -153,7 +153,7 @@ def check_inputs(kind: str, dataset: str | Dataset, s: TrainSettings) -> None:
     if isinstance(dataset, str) and not dataset.strip():
         raise ConfigError(f"dataset={dataset!r} (--dataset) is empty; give a dataset name, a BEIR folder or irds:<id>")
     check_expressions(s)
-    check_base(s.base, s.max_length)
+    check_base(kind, s.base, s.max_length)
     training_arguments(kind, s, Path("checkpoints"), max(1, s.max_steps))
 
 

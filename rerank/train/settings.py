@@ -81,7 +81,7 @@ class TrainSettings:
     seed: int = 42
     save_steps: int = 200
     resume: bool = False
-    cache: str | Path | None = None
+    cache: str | None = None
     """SQLite file of the call cache (teacher scores, LLM generations); default ``$RERANK_CACHE/calls.sqlite``."""
     progress: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -91,9 +91,11 @@ class TrainSettings:
     def __post_init__(self) -> None:
         data = (self.data,) if isinstance(self.data, str) else tuple(self.data) if isinstance(self.data, list | tuple) else self.data
         object.__setattr__(self, "data", data)
+        for f in fields(self):  # paths (base, prompt, cache, ...) as text, numpy numbers as Python's
+            value = getattr(self, f.name)
+            if isinstance(value, Path | np.generic):
+                object.__setattr__(self, f.name, str(value) if isinstance(value, Path) else value.item())
         check_fields(self)  # every field's type, finite numbers, RANGES (seed >= 0, max_length >= 1)
-        if isinstance(self.cache, Path):
-            object.__setattr__(self, "cache", str(self.cache))
         unknown = [d for d in data if d not in SOURCES]
         if not data or unknown or len(set(data)) != len(data):
             raise ConfigError(f"data={list(data)}: give one or more distinct sources of {SOURCES}")

@@ -48,12 +48,13 @@ def load_student(kind: str, base: str, max_length: int, seed: int) -> Any:
     return model
 
 
-def check_base(base: str, max_length: int) -> None:
+def check_base(kind: str, base: str, max_length: int) -> None:
     """Refuse (ConfigError), before any example is built, a ``base`` that is no loadable model (a missing
-    folder, a folder without ``config.json``, a hub id that cannot be fetched) and a ``max_length`` beyond
-    what its position embeddings and tokenizer take."""
+    folder, a folder that holds no model, a hub id that cannot be fetched) and a ``max_length`` beyond its
+    position embeddings. A bi-encoder may also start from a sentence-transformers folder or repository
+    without a transformers config (``modules.json``: static embeddings, older layouts)."""
     require("transformers", "train")
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     from rerank.encoders import resolve_encoder
 
@@ -62,19 +63,34 @@ def check_base(base: str, max_length: int) -> None:
         raise ConfigError(f"{where} is empty; give a model folder or a hub id")
     path = resolve_encoder(base)
     folder = Path(path).expanduser()
-    if folder.is_dir() and not (folder / "config.json").is_file():
-        raise ConfigError(f"{where}: {folder} is a folder without config.json, not a model; give a model folder or a hub id")
+    markers = ("config.json", "modules.json") if kind == "bi-encoder" else ("config.json",)
+    if folder.is_dir() and not any((folder / m).is_file() for m in markers):
+        raise ConfigError(f"{where}: {folder} is a folder without {' or '.join(markers)}, not a model; give a model folder or a hub id")
     if not folder.exists() and (folder.is_absolute() or path.startswith((".", "~")) or path.count("/") > 1):
         raise ConfigError(f"{where}: no such folder")
     try:
         config = AutoConfig.from_pretrained(path)
-        tokenizer_limit = AutoTokenizer.from_pretrained(path).model_max_length
     except (OSError, ValueError, KeyError) as e:
+        if kind == "bi-encoder" and _has_file(path, "modules.json"):
+            return  # a sentence-transformers model without a transformers config: no position limit to check
         raise ConfigError(f"{where} cannot be loaded ({_first_line(e)}); give a model folder, or a hub id "
                           "that is online or in the local cache") from None
-    limits = [n for n in (getattr(config, "max_position_embeddings", None), tokenizer_limit) if isinstance(n, int)]
-    if limits and max_length > min(limits):
-        raise ConfigError(f"max_length={max_length} (--max-length) is longer than {base} takes ({min(limits)} tokens)")
+    limit = getattr(config, "max_position_embeddings", None)
+    if isinstance(limit, int) and max_length > limit:
+        raise ConfigError(f"max_length={max_length} (--max-length) is longer than {base} takes ({limit} positions)")
+
+
+def _has_file(path: str, name: str) -> bool:
+    """Whether the model folder or hub repository ``path`` holds ``name`` (from the local cache when offline)."""
+    if Path(path).expanduser().is_dir():
+        return (Path(path).expanduser() / name).is_file()
+    from huggingface_hub import hf_hub_download
+
+    try:
+        hf_hub_download(path, name)
+        return True
+    except Exception:  # any hub failure (offline, missing repo or file) means: not found
+        return False
 
 
 def _first_line(e: BaseException) -> str:
