@@ -553,13 +553,6 @@ def _chain(stage: Any, identity: bool) -> list[str]:
     names = [repr(s) for s in compiled(stage)]
     if not identity:
         return names
-    origins: list[str] = []
-    merges = False
-    for s in stage.stages if isinstance(stage, Pipeline) else [stage]:
-        if isinstance(s, Cutoff):  # holds no state; folded into a retriever before it, which compile() did too
-            if not (origins and merges):
-                origins.append("cut-off")
-            continue
-        origins.append(str(id(s)))
-        merges = hasattr(s, "with_num_results")
-    return [f"{name}@{origin}" for name, origin in zip(names, origins)]
+    stages = stage.stages if isinstance(stage, Pipeline) else [stage]
+    origins = ["cut-off" if isinstance(s, Cutoff) else str(id(s)) for s in stages]  # a cut-off holds no state
+    return [f"{name}@{origin}" for name, origin in zip(names, origins, strict=True)]

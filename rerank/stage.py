@@ -113,14 +113,15 @@ class Pipeline(Stage):
         return inp
 
     def compile(self) -> Pipeline:
-        """Let a retriever absorb the cut-off that follows it (``bm25 % 100`` retrieves 100)."""
+        """Let a retriever take the cut-off that follows it as its ``num_results`` (``bm25 % 100``
+        retrieves 100). The cut-off stays: a retriever given candidates rescores all of them, so
+        ``bm25 % 100 >> dense % 3`` needs it to keep 3."""
         out: list[Stage] = []
         for s in self.stages:
             prev = out[-1] if out else None
             if isinstance(s, Cutoff) and prev is not None and hasattr(prev, "with_num_results"):
                 out[-1] = prev.with_num_results(min(s.k, prev.num_results))
-            else:
-                out.append(s)
+            out.append(s)
         return Pipeline.__new_flat(out)
 
     @classmethod

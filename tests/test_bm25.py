@@ -201,3 +201,14 @@ def _memory_mapped(array: np.ndarray) -> bool:
     while array is not None and not isinstance(array, np.memmap):
         array = array.base
     return array is not None
+
+
+def test_a_cut_off_after_a_rescoring_retriever_keeps_its_k(bm25):
+    """``% k`` after a retriever that rescores candidates (it rescores all it gets) still keeps k,
+    also inside a fused branch, which gets the candidates too."""
+    other = BM25(k1=0.9).index(bm25.docs)
+    topics = Ranking.from_queries({"q1": "vitamin D and bone fractures", "q2": "cancer risk"})
+    for pipe, k in ((bm25 % 20 >> other % 3, 3), (bm25 >> bm25 % 2, 2), (bm25 % 20 >> (other % 4 | bm25 % 4), 8)):
+        sizes = pipe(topics).to_pandas().groupby("qid").size()
+        assert set(sizes.index) == {"q1", "q2"} and sizes.max() <= k, (pipe, sizes)
+    assert len((bm25 % 20 >> other % 3).search("vitamin D", k=8)) == 3
