@@ -77,7 +77,7 @@ def indexed(retriever: Any, dataset: Any, cache_dir: str | Path) -> Any:
 
 def load_entry(cls: Any, folder: Path, fingerprint: str) -> Any:
     """Load the index in ``folder`` with ``cls.load``, after checking that it was built on ``fingerprint``."""
-    meta = json.loads((folder / "params.json").read_text(encoding="utf-8"))
+    meta = read_index_header(folder)
     if meta.get("corpus") != fingerprint:
         raise DataError(f"{folder} was built on another corpus")
     return cls.load(folder)
@@ -106,13 +106,33 @@ def write_folder(path: str | Path, write: Callable[[Path], None], kind: str = "s
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def read_index_header(folder: Path) -> dict[str, Any]:
+    """The ``params.json`` of a saved index: a JSON object with rerank's ``class``, ``params`` and
+    ``rerank_version``; DataError for a folder without one, or with someone else's ``params.json``."""
+    meta_file = folder / "params.json"
+    if not meta_file.is_file():
+        raise DataError(f"{folder} is not a saved index (no params.json)")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{meta_file} is damaged ({_one_line(e)[:200]}); rebuild the index") from None
+    if not (isinstance(meta, dict) and isinstance(meta.get("class"), str) and isinstance(meta.get("params"), dict)
+            and "rerank_version" in meta):
+        raise DataError(f"{meta_file} is not the header of a rerank index (it needs class, params and rerank_version)")
+    return meta
+
+
 def check_target(path: str | Path, kind: str = "saved index") -> Path:
-    """``path`` if :func:`write_folder` may write there: absent, an empty folder, or a folder with a ``kind``."""
+    """``path`` if :func:`write_folder` may write there: absent, an empty folder, or a folder with a ``kind``
+    (whose ``params.json`` is rerank's: a model's ``params.json`` does not make its folder replaceable)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{path} exists and is not a folder; choose a new folder for the {kind}")
-    if path.is_dir() and any(path.iterdir()) and not (path / "params.json").is_file():
-        raise ConfigError(f"{path} is a folder that does not hold a {kind}; choose a new or empty folder")
+    if path.is_dir() and any(path.iterdir()):
+        try:
+            read_index_header(path)
+        except DataError:
+            raise ConfigError(f"{path} is a folder that does not hold a {kind}; choose a new or empty folder") from None
     return path
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 from rerank import __version__
 from rerank._progress import progress_bar
 from rerank.errors import ConfigError, DataError
-from rerank.index_cache import corpus_fingerprint, write_folder
+from rerank.index_cache import corpus_fingerprint, read_index_header, write_folder
 from rerank.stage import Stage
 from rerank.types import Doc, Ranking
 
@@ -129,24 +129,32 @@ class Retriever(Stage):
 
     @classmethod
     def load(cls, path: str | Path, *, mmap: bool = False) -> Self:
-        """Load an index written by :meth:`save` (``mmap=True`` maps large arrays from disk)."""
+        """Load an index written by :meth:`save` (``mmap=True`` maps large arrays from disk).
+
+        DataError for a folder that is no saved index, a class that is no retriever, documents that
+        are not the ones indexed (edited, reordered, missing) and damaged files."""
+        from rerank.io import read_corpus
+
         path = Path(path)
-        meta_file = path / "params.json"
-        if not meta_file.exists():
-            raise DataError(f"{path} is not a saved index (no params.json)")
-        meta = json.loads(meta_file.read_text())
+        meta = read_index_header(path)
         expected = f"{cls.__module__}:{cls.__name__}"
         if cls is not Retriever and meta["class"] != expected:
             raise DataError(f"{path} holds a {meta['class']} index, not {expected}")
-        module, _, name = meta["class"].partition(":")
-        import importlib
-
-        klass = getattr(importlib.import_module(module), name)
-        self = klass(**meta["params"])
-        from rerank.io import read_corpus
-
-        self._set_docs(read_corpus(path / "docs.jsonl.gz"))
-        self._load_index(path, mmap)
+        klass = _retriever_class(meta["class"], path)
+        try:
+            self = klass(**meta["params"])
+        except (TypeError, ValueError) as e:
+            raise DataError(f"{path}/params.json: its params do not build a {klass.__name__} ({e})") from None
+        docs = read_corpus(path / "docs.jsonl.gz")
+        if meta.get("corpus") is not None and corpus_fingerprint(docs) != meta["corpus"]:
+            raise DataError(f"{path}/docs.jsonl.gz is not the corpus this index was built on (edited, reordered or "
+                            "cut); rebuild the index")
+        self._set_docs(docs)
+        try:
+            self._load_index(path, mmap)
+        except (OSError, ValueError, RuntimeError, KeyError, EOFError) as e:
+            raise DataError(f"{path}: a file of the saved index is missing or damaged ({' '.join(str(e).split())[:200]}); "
+                            "rebuild the index") from None
         return self
 
     def _set_docs(self, docs: list[Doc]) -> None:
@@ -155,6 +163,21 @@ class Retriever(Stage):
         self._position = {d.docid: i for i, d in enumerate(docs)}
         if len(self._position) != len(docs):
             raise DataError(f"{self!r}: the corpus has duplicate docids")
+
+
+def _retriever_class(name: str, path: Path) -> type[Retriever]:
+    """The retriever class ``"module:Class"`` a saved index names; DataError for anything else (an
+    index folder must not make rerank call an arbitrary function)."""
+    import importlib
+
+    module, _, attr = name.partition(":")
+    try:
+        klass = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError):
+        raise DataError(f"{path}/params.json names the class {name!r}, which cannot be imported") from None
+    if not (isinstance(klass, type) and issubclass(klass, Retriever)):
+        raise DataError(f"{path}/params.json names {name!r}, which is not a retriever; refusing to load it")
+    return klass
 
 
 def _frame(qid: str, query: str, positions: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
