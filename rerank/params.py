@@ -35,8 +35,9 @@ from rerank.errors import ConfigError, one_of
 RANGES: dict[str, tuple[float | None, float | None]] = {
     **dict.fromkeys(("num_results", "batch_size", "depth", "window", "step", "passes", "top_k", "k", "set_size",
                      "group_size", "num_input_docs", "max_words", "max_new_tokens", "max_length", "doc_max_tokens",
-                     "budget", "rounds", "num_anchor_queries", "num_anchor_items", "hnsw_m", "ef_search",
-                     "concurrency", "top_logprobs", "max_context"), (1, None)),
+                     "budget", "rounds", "num_anchor_queries", "num_anchor_items", "ef_search", "nprobe",
+                     "nlist", "train_size", "concurrency", "top_logprobs", "max_context"), (1, None)),
+    "hnsw_m": (2, None),  # FAISS segfaults on 1
     **dict.fromkeys(("k1", "temperature", "think_tokens", "anchors", "seed", "max_retries", "backoff"),
                     (0, None)),
     "b": (0, 1),

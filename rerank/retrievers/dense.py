@@ -41,6 +41,12 @@ class Dense(Retriever):
         super().__init__(num_results, progress)
         if index not in INDEX_TYPES:
             raise ConfigError(f"unknown dense index {index!r}; choose one of {INDEX_TYPES}")
+        for name, value, low in (("hnsw_m", hnsw_m, 2), ("ef_search", ef_search, 1), ("nprobe", nprobe, 1),
+                                 ("nlist", nlist, 1), ("train_size", train_size, 1), ("batch_size", batch_size, 1)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low):
+                raise ConfigError(f"Dense: {name} must be an integer >= {low}, got {value!r}")  # FAISS crashes on hnsw_m=1
+        if nlist is not None and train_size is not None and train_size < nlist:
+            raise ConfigError(f"Dense: train_size ({train_size}) must be at least nlist ({nlist}): k-means needs a point per list")
         self.model, self.index_type, self.hnsw_m, self.ef_search = model, index, hnsw_m, ef_search
         self.batch_size, self.query_prefix, self.doc_prefix, self.max_length = batch_size, query_prefix, doc_prefix, max_length
         self.runtime, self.device = runtime, device
@@ -110,12 +116,14 @@ class Dense(Retriever):
             index = faiss.IndexHNSWFlat(emb.shape[1], self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = max(40, 2 * self.hnsw_m)
         else:
-            nlist = self.nlist or max(1, int(4 * np.sqrt(len(emb))))
+            nlist = self.nlist or min(len(emb), max(1, int(4 * np.sqrt(len(emb)))))
             if nlist > len(emb):
                 raise ConfigError(f"{self!r}: nlist={nlist} lists for {len(emb)} documents; use nlist <= {len(emb)}")
             index = faiss.IndexIVFFlat(faiss.IndexFlatIP(emb.shape[1]), emb.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
             index.cp.seed = IVF_SEED
             size = min(len(emb), self.train_size or 64 * nlist)
+            if size < nlist:
+                raise ConfigError(f"{self!r}: train_size={size} is below nlist={nlist}; k-means needs a point per list")
             sample = np.random.default_rng(IVF_SEED).choice(len(emb), size, replace=False)
             index.train(emb[np.sort(sample)])
             index.nprobe = self.nprobe
