@@ -461,3 +461,70 @@ def test_fixture_collection_has_the_expected_answer(tmp_path, capsys):
     code, out, _ = cli(capsys, "eval", "--dataset", str(beir(tmp_path / "c")), "--pipeline", "bm25",
                        "--metrics", "mrr@10", "recall@100")
     assert code == 0 and scores(out)["bm25"] == {"mrr@10": "1.0000", "recall@100": "1.0000", "W/L/T mrr@10": "baseline", "queries": "4"}
+
+
+# -- saved indexes: what a folder may hold ----------------------------------------------------------
+def test_a_saved_index_is_checked_before_it_is_used(tmp_path):
+    """A params.json naming another callable, documents edited or reordered after indexing, and damaged
+    files are DataErrors; loading never calls what the folder names unless it is a retriever."""
+    import gzip
+    import json
+
+    from rerank.retrievers.base import Retriever
+    from rerank.retrievers.bm25 import BM25
+    from rerank.types import Doc
+
+    docs = [Doc(d, x, t) for d, t, x in DOCS]
+    BM25().index(docs).save(tmp_path / "ix")
+    meta = json.loads((tmp_path / "ix" / "params.json").read_text())
+    (tmp_path / "evil").mkdir()
+    (tmp_path / "evil" / "params.json").write_text(json.dumps(
+        {**meta, "class": "pathlib:Path.touch", "params": {}}))
+    with pytest.raises(DataError, match="cannot be imported|not a retriever"):
+        Retriever.load(tmp_path / "evil")
+    (tmp_path / "evil" / "params.json").write_text(json.dumps({**meta, "class": "subprocess:run", "params": {"args": ["false"]}}))
+    with pytest.raises(DataError, match="'subprocess:run', which is not a retriever; refusing to load it"):
+        Retriever.load(tmp_path / "evil")
+    for text, message in (('{"class": "rerank.retrievers.bm25:BM25"', "params.json is damaged"), ("{}", "not the header of a rerank index"),
+                          ("[]", "not the header of a rerank index")):
+        (tmp_path / "evil" / "params.json").write_text(text)
+        with pytest.raises(DataError, match=message):
+            Retriever.load(tmp_path / "evil")
+
+    lines = gzip.decompress((tmp_path / "ix" / "docs.jsonl.gz").read_bytes()).decode().splitlines()
+    for edited in ([lines[1], lines[0], *lines[2:]], [lines[0].replace("a", "o"), *lines[1:]], lines[:-1]):
+        (tmp_path / "ix" / "docs.jsonl.gz").write_bytes(gzip.compress(("\n".join(edited) + "\n").encode()))
+        with pytest.raises(DataError, match="is not the corpus this index was built on"):
+            BM25.load(tmp_path / "ix")
+    BM25().index(docs).save(tmp_path / "ix")
+    (tmp_path / "ix" / "vocab.json").write_text('["a", ')
+    with pytest.raises(DataError, match="a file of the saved index is missing or damaged"):
+        BM25.load(tmp_path / "ix")
+
+
+def test_index_out_never_replaces_a_folder_with_someone_elses_params_json(tmp_path, capsys):
+    data = beir(tmp_path / "c")
+    model = tmp_path / "llama"
+    model.mkdir()
+    (model / "params.json").write_text('{"dim": 4096}')
+    (model / "consolidated.00.pth").write_bytes(b"weights")
+    err = refused(capsys, "index", "--dataset", str(data), "--retriever", "bm25", "--out", str(model))
+    assert "does not hold a saved index" in err and (model / "consolidated.00.pth").read_bytes() == b"weights"
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"index": "hnsw", "hnsw_m": 1}, "hnsw_m must be an integer >= 2"), ({"index": "ivf", "nprobe": 0}, "nprobe must be"),
+    ({"index": "ivf", "nlist": 0}, "nlist must be"), ({"index": "ivf", "train_size": -1}, "train_size must be"),
+    ({"index": "ivf", "nlist": 10, "train_size": 5}, "train_size \\(5\\) must be at least nlist \\(10\\)"),
+    ({"ef_search": True}, "ef_search must be"),
+])
+def test_dense_index_settings_that_faiss_would_crash_on_are_refused(args, message):
+    from rerank.retrievers.dense import Dense
+
+    with pytest.raises(ConfigError, match=message):
+        Dense(**args)
+
+
+def test_dense_hnsw_m_1_is_refused_in_an_expression_instead_of_crashing(tmp_path, capsys):
+    data = beir(tmp_path / "c")
+    assert "hnsw_m must be >= 2" in refused(capsys, "eval", "--dataset", str(data), "--pipeline", "dense(index='hnsw', hnsw_m=1)")

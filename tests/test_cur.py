@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from rerank import ConfigError
+from rerank import ConfigError, DataError
 from rerank.data import load
 from rerank.retrievers.cur import ANNCUR
 from rerank.scorers import CountingScorer, MaxSim, batched_scorer
@@ -90,3 +90,24 @@ def test_bad_configuration_is_refused(maxsim):
             [("a", "x"), ("b", "y"), ("c", "z")]).save("/tmp/never-written")
     with pytest.raises(ConfigError, match="a scorer must be"):
         ANNCUR(42)
+
+
+def test_bad_inputs_are_refused_before_the_anchor_matrix_is_scored():
+    counter = CountingScorer(lambda q, d: float(len(set(q.split()) & set(d.split()))))
+    with pytest.raises(ConfigError, match="first_stage"):
+        ANNCUR(counter, anchor_items="retriever", first_stage="run")
+    docs = [(f"d{i}", f"word{i} common") for i in range(6)]
+    small = dict(num_anchor_queries=2, num_anchor_items=2, budget=3)
+    with pytest.raises(ConfigError, match="anchor_queries must be a list of query strings"):
+        ANNCUR(counter, **small).index(docs, anchor_queries="w1 w2")
+    assert counter.calls == 0
+    with pytest.raises(DataError, match="NaN or infinite"):
+        ANNCUR(lambda q, d: float("nan"), **small).index(docs, anchor_queries=["a", "b"])
+
+
+def test_a_short_first_stage_list_is_topped_up_with_random_items_not_the_first_ones():
+    docs = [(f"d{i}", f"word{i} filler") for i in range(40)]
+    cur = ANNCUR(lambda q, d: float(len(set(q.split()) & set(d.split()))), num_anchor_queries=3, num_anchor_items=8,
+                 budget=8, anchor_items="retriever", seed=3).index(docs, anchor_queries=["word1", "word2", "filler"])
+    anchors = cur._first_anchors("zzz", 8)  # BM25 finds nothing for this query
+    assert len(set(anchors)) == 8 and anchors != list(range(8))

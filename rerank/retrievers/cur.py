@@ -71,6 +71,11 @@ class ANNCUR(Retriever):
             raise ConfigError("num_anchor_queries, num_anchor_items and rounds must be positive, rounds <= num_anchor_items")
         if budget < num_anchor_items:
             raise ConfigError(f"budget={budget} cannot pay for num_anchor_items={num_anchor_items} exact scores; raise it")
+        if anchor_items == "retriever":  # checked now, not after the anchor matrix has been scored
+            from rerank import registry
+
+            if not issubclass(registry.resolve("retriever", first_stage), Retriever):  # 'run' indexes nothing
+                raise ConfigError(f"first_stage={first_stage!r} is not a retriever that indexes documents")
         self.scorer, self.num_anchor_queries, self.num_anchor_items = scorer, num_anchor_queries, num_anchor_items
         self.budget, self.rounds, self.anchor_items, self.first_stage, self.seed = budget, rounds, anchor_items, first_stage, seed
         self._score = batched_scorer(scorer)
@@ -90,6 +95,8 @@ class ANNCUR(Retriever):
         """Score the anchor queries (given, else sampled from ``docs``) against every document."""
         docs = [d if isinstance(d, Doc) else Doc(*d) for d in docs]
         if anchor_queries is not None:
+            if isinstance(anchor_queries, str) or not all(isinstance(q, str) for q in anchor_queries):
+                raise ConfigError(f"anchor_queries must be a list of query strings, got {anchor_queries!r:.80}")
             anchor_queries = [q for q in anchor_queries if q.strip()]
             if not anchor_queries:
                 raise DataError("anchor_queries is empty")
@@ -104,6 +111,8 @@ class ANNCUR(Retriever):
         texts = [d.full_text() for d in docs]
         rows = [self._score([q] * len(texts), texts) for q in self.anchor_queries]
         self.matrix = np.asarray(rows, dtype=np.float32)
+        if not np.isfinite(self.matrix).all():
+            raise DataError(f"{self!r}: the scorer gave NaN or infinite scores for the anchor queries")
         self._pinv = None
         if self.anchor_items == "retriever":
             from rerank import registry
@@ -140,8 +149,9 @@ class ANNCUR(Retriever):
         if self.anchor_items == "retriever":
             positions, _ = self._first._retrieve([query], size)[0]
             chosen = [int(p) for p in positions]
-            rest = [p for p in self._random_items(len(self.docs)) if p not in set(chosen)]
-            return chosen + rest[: size - len(chosen)]  # a short first-stage list is topped up at random
+            taken = set(chosen)
+            shuffled = random.Random(self.seed).sample(range(len(self.docs)), len(self.docs))
+            return chosen + [p for p in shuffled if p not in taken][: size - len(chosen)]  # a short list is topped up at random
         return self._random_items(size)
 
     def _random_items(self, size: int) -> list[int]:
@@ -157,6 +167,8 @@ class ANNCUR(Retriever):
         else:
             pinv = self._pinv[1]
         s_anchor = np.array([exact[a] for a in anchors])
+        if not np.isfinite(s_anchor).all():
+            raise DataError(f"{self!r}: the scorer gave a NaN or infinite score")
         return (s_anchor @ pinv) @ self.matrix
 
     def _rescore(self, query: str, positions: np.ndarray) -> np.ndarray:
