@@ -55,10 +55,13 @@ class Stage:
 
     def search(self, query: str, k: int = 10) -> RankedResults:
         """Answer one query: the top ``k`` results with ids, scores and text."""
+        if not isinstance(query, str):
+            raise ConfigError(f"search takes one query string, got {type(query).__name__}: {query!r:.60}")
         if not query.strip():
             raise DataError("the query is empty")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ConfigError(f"k must be a positive number of results, got {k!r}")
+        k = int(k)
         out = self(Ranking.from_queries({"q": query})).top(k)
         return out.results("q") if len(out) else RankedResults(query, [])
 
@@ -140,9 +143,9 @@ class Cutoff(Stage):
     requires = ("qid", "query", "docid", "score")
 
     def __init__(self, k: int):
-        if not isinstance(k, int) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ConfigError(f"a cut-off needs a positive integer, got {k!r}")
-        self.k = k
+        self.k = int(k)
 
     def transform(self, inp: Ranking) -> Ranking:
         return inp.top(self.k)
@@ -335,8 +338,25 @@ def as_ranking(inp: StageInput) -> Ranking:
     if isinstance(inp, str):
         return Ranking.from_queries({"q": inp})
     if isinstance(inp, Mapping):
-        return Ranking.from_queries({str(k): str(v) for k, v in inp.items()})
-    return Ranking.from_queries([Query(*q) if not isinstance(q, Query) else q for q in inp])
+        bad = next(((k, v) for k, v in inp.items() if not isinstance(v, str) or not isinstance(k, str | int)), None)
+        if bad is not None:
+            raise ConfigError(f"a {{qid: query text}} mapping needs strings, got {bad[0]!r}: {bad[1]!r:.60} (for a run "
+                              "of scores use Ranking.from_run)")
+        return Ranking.from_queries({str(k): v for k, v in inp.items()})
+    if isinstance(inp, bytes) or not isinstance(inp, Iterable):
+        raise ConfigError(f"a stage takes a Ranking, a DataFrame, a query string, Query records or {{qid: text}}, "
+                          f"got {type(inp).__name__}")
+    return Ranking.from_queries([_as_query(q) for q in inp])
+
+
+def _as_query(q: Any) -> Query:
+    """A ``Query`` record, or a ``(qid, text)`` pair of strings."""
+    if isinstance(q, Query):
+        return q
+    if isinstance(q, tuple | list) and len(q) == 2 and isinstance(q[0], str | int) and isinstance(q[1], str):
+        return Query(str(q[0]), q[1])
+    raise ConfigError(f"queries must be Query records or (qid, text) pairs, got {q!r:.60}"
+                      + ("; for several query strings give {qid: text}" if isinstance(q, str) else ""))
 
 
 def _check_stage(s: object) -> Stage:

@@ -212,3 +212,13 @@ def test_a_cut_off_after_a_rescoring_retriever_keeps_its_k(bm25):
         sizes = pipe(topics).to_pandas().groupby("qid").size()
         assert set(sizes.index) == {"q1", "q2"} and sizes.max() <= k, (pipe, sizes)
     assert len((bm25 % 20 >> other % 3).search("vitamin D", k=8)) == 3
+
+
+@pytest.mark.parametrize("docs, message", [
+    ({"d1": "a text"}, "got dict"), ("one text", "got str"), (["text a", "text b"], "tuples of strings"),
+    ([("d1", 5)], "tuples of strings"), ([Doc(1, "x"), Doc("1", "y")], "docids must be strings"),
+])
+def test_index_refuses_documents_it_would_read_letter_by_letter(docs, message):
+    """A dict was iterated by key and Doc(*"d1") indexed docid "d" with text "1"."""
+    with pytest.raises(ConfigError, match=message):
+        BM25().index(docs)

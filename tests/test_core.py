@@ -168,3 +168,32 @@ def test_custom_stage_composes():
     r = Ranking.from_records([("q", "x", "a", 2.0), ("q", "x", "b", 1.0)])
     assert (Reverse() >> Cutoff(1))(r).to_pandas()["docid"].tolist() == ["b"]
     assert repr(Reverse() % 1) == "Reverse() >> Cutoff(1)"
+
+
+class Echo(Stage):
+    """A stage that returns its input (for the input checks)."""
+
+    requires = ("qid", "query")
+
+    def transform(self, inp):
+        return inp
+
+
+@pytest.mark.parametrize("inp, message", [
+    ({"q1": {"d1": 1.0}}, "mapping needs strings"), ({"q1": None}, "mapping needs strings"),
+    (["cats dogs"], "for several query strings give"), (["ab", "cd"], "Query records or \\(qid, text\\) pairs"),
+    ([("q1", 5)], "Query records or \\(qid, text\\) pairs"), (None, "got NoneType"), (b"x", "got bytes"),
+])
+def test_stage_inputs_of_the_wrong_shape_are_refused_not_read_as_text(inp, message):
+    """A dict-of-dicts run became a query whose text was "{'d1': 1.0}"; "ab" became Query("a", "b")."""
+    with pytest.raises(ConfigError, match=message):
+        Echo()(inp)
+
+
+def test_search_and_cut_offs_take_numpy_integers_and_refuse_non_strings():
+    r = Echo() % np.int64(2)
+    assert r.stages[-1] == Cutoff(2)
+    with pytest.raises(ConfigError, match="cut-off needs a positive integer, got True"):
+        Echo() % True
+    with pytest.raises(ConfigError, match="search takes one query string"):
+        Echo().search(None)

@@ -35,6 +35,7 @@ import scipy.sparse as sp
 
 from rerank.distributed.cluster import connect, import_ray, shutdown
 from rerank.errors import ConfigError, DataError
+from rerank.retrievers.base import as_docs
 from rerank.retrievers.bm25 import QUERY_BATCH, BM25, _top_k
 from rerank.stage import Stage
 from rerank.types import Doc, Ranking
@@ -246,11 +247,13 @@ def _stop(actors: Sequence[Any], cluster: bool) -> None:
 
 
 def _parts(corpus: Sequence[Any], shards: int | None) -> list[Any]:
+    if isinstance(corpus, str | Path):
+        raise ConfigError(f"build_bm25 takes a list of corpus files (one per shard) or documents, got one path {str(corpus)!r}")
     if all(isinstance(c, (str, Path)) for c in corpus):
         if shards is not None and shards != len(corpus):
             raise ConfigError(f"{len(corpus)} corpus files make {len(corpus)} shards, not {shards}")
         return list(corpus)
-    docs = [d if isinstance(d, Doc) else Doc(*d) for d in corpus]
+    docs = as_docs(corpus, "build_bm25")
     n = shards or 2
     if n < 1 or n > len(docs):
         raise ConfigError(f"cannot cut {len(docs)} documents into {n} shards")

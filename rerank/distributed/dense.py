@@ -21,6 +21,7 @@ import pandas as pd
 
 from rerank.distributed.cluster import connect, import_ray, shutdown
 from rerank.errors import ConfigError, DataError
+from rerank.retrievers.base import as_docs
 from rerank.retrievers.dense import Dense
 from rerank.types import Doc
 
@@ -72,7 +73,7 @@ def build_dense(docs: Sequence[Doc], dense: Dense | None = None, actors: int = 2
     ``options`` go to :func:`encode_corpus` (``batch_size``, ``num_cpus``, ``num_gpus``, ``address``).
     """
     dense = dense if dense is not None else Dense()
-    docs = [d if isinstance(d, Doc) else Doc(*d) for d in docs]
+    docs = as_docs(docs, "build_dense")
     embeddings = encode_corpus([d.full_text() for d in docs], dense, actors, **options)
     return dense.index_embeddings(docs, embeddings)
 

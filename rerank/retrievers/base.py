@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import gzip
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -65,7 +65,7 @@ class Retriever(Stage):
     # -- public API ---------------------------------------------------------------------------
     def index(self, docs: Iterable[Doc]) -> Self:
         """Index ``docs`` (any iterable of :class:`~rerank.types.Doc`); returns ``self``."""
-        docs = [d if isinstance(d, Doc) else Doc(*d) for d in docs]
+        docs = as_docs(docs, f"{self!r}")
         if not docs:
             raise DataError(f"{self!r}: the corpus is empty, nothing to index")
         self._set_docs(docs)
@@ -163,6 +163,23 @@ class Retriever(Stage):
         self._position = {d.docid: i for i, d in enumerate(docs)}
         if len(self._position) != len(docs):
             raise DataError(f"{self!r}: the corpus has duplicate docids")
+
+
+def as_docs(docs: Iterable[Any], owner: str) -> list[Doc]:
+    """``docs`` as Doc records: Docs, or ``(docid, text[, title])`` tuples of strings (ConfigError for
+    anything else: a dict's keys or a list of texts would be read letter by letter)."""
+    if isinstance(docs, str | bytes | Mapping) or not isinstance(docs, Iterable):
+        raise ConfigError(f"{owner}: index() takes Doc records or (docid, text[, title]) tuples, got {type(docs).__name__}")
+    out = []
+    for d in docs:
+        if not isinstance(d, Doc):
+            if not (isinstance(d, tuple | list) and 2 <= len(d) <= 3 and all(isinstance(x, str) for x in d)):
+                raise ConfigError(f"{owner}: documents must be Doc records or (docid, text[, title]) tuples of strings, got {d!r:.60}")
+            d = Doc(*d)
+        if not isinstance(d.docid, str):
+            raise ConfigError(f"{owner}: docids must be strings, got {d.docid!r}")
+        out.append(d)
+    return out
 
 
 def _retriever_class(name: str, path: Path) -> type[Retriever]:

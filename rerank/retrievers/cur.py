@@ -38,7 +38,7 @@ from typing import Any, Self
 import numpy as np
 
 from rerank.errors import ConfigError, DataError, one_of
-from rerank.retrievers.base import Retriever
+from rerank.retrievers.base import Retriever, as_docs
 from rerank.scorers import batched_scorer
 from rerank.types import Doc
 
@@ -93,7 +93,7 @@ class ANNCUR(Retriever):
     # -- indexing ---------------------------------------------------------------------------------
     def index(self, docs: Iterable[Doc], anchor_queries: Sequence[str] | None = None) -> Self:
         """Score the anchor queries (given, else sampled from ``docs``) against every document."""
-        docs = [d if isinstance(d, Doc) else Doc(*d) for d in docs]
+        docs = as_docs(docs, f"{self!r}")
         if anchor_queries is not None:
             if isinstance(anchor_queries, str) or not all(isinstance(q, str) for q in anchor_queries):
                 raise ConfigError(f"anchor_queries must be a list of query strings, got {anchor_queries!r:.80}")
