@@ -8,6 +8,7 @@ Queries without judgments are ignored. Inputs are never modified.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from rerank.report import CellResult, Report
 from rerank.types import Ranking
 
 Qrels = Mapping[str, Mapping[str, int]]
+logger = logging.getLogger("rerank")
 
 
 def evaluate(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[str] = DEFAULT_METRICS,
@@ -38,7 +40,17 @@ def evaluate(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[str] = DEFA
     {'mrr@10': 0.5}
     """
     per_query = evaluate_per_query(ranking, qrels, metrics, rel_threshold)
-    return {m: float(per_query[m].mean()) for m in per_query.columns}
+    return {m: mean_of(per_query[m], m) for m in per_query.columns}
+
+
+def mean_of(values: pd.Series, metric: str) -> float:
+    """The mean of a metric's per-query values; NaN (with a warning) when some query's value is
+    undefined (ranx's bpref on a query without judged non-relevant documents), never the mean of
+    the others."""
+    undefined = int(values.isna().sum())
+    if undefined:
+        logger.warning("%s is undefined (NaN) on %d of %d queries; its mean is NaN", metric, undefined, len(values))
+    return float(values.mean(skipna=False))
 
 
 def evaluate_per_query(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[str] = DEFAULT_METRICS,
@@ -50,9 +62,15 @@ def evaluate_per_query(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[s
 
     metrics = parse_metrics(metrics)
     qrels_dict, threshold, exclusions = _judgments(qrels, rel_threshold)
-    run = ranking.to_dict() if not ranking.is_query_set else {}
+    if not isinstance(ranking, Ranking):
+        raise ConfigError(f"evaluate takes a Ranking (a stage's output), got {type(ranking).__name__}")
+    if ranking.is_query_set:
+        raise DataError("the run holds queries but no ranked documents; run a pipeline on them first")
+    run = ranking.to_dict()
     qids = sorted(qrels_dict)
-    if not set(run) & set(qids) and run:
+    if not run:
+        raise DataError("the run is empty: no query has a ranked document")
+    if not set(run) & set(qids):
         raise DataError(f"none of the {len(run)} ranked queries has judgments (qids like {sorted(run)[:3]} vs {qids[:3]})")
     run = {q: {d: s for d, s in run.get(q, {}).items() if d not in exclusions.get(q, ())} for q in qids}
     judged = {q: docs for q, docs in qrels_dict.items() if any(r > 0 for r in docs.values())}
@@ -72,14 +90,22 @@ def evaluate_per_query(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[s
 
 def _judgments(qrels: Any, rel_threshold: int | None) -> tuple[dict[str, dict[str, int]], int, dict[str, set[str]]]:
     if hasattr(qrels, "qrels") and callable(qrels.qrels):
-        threshold = rel_threshold if rel_threshold is not None else qrels.rel_threshold
-        return qrels.qrels(), threshold, qrels.exclusions()
+        threshold = _threshold(rel_threshold if rel_threshold is not None else qrels.rel_threshold)
+        asked = {q.qid for q in qrels.queries()}  # judged queries missing from the queries are not evaluated
+        return {q: docs for q, docs in qrels.qrels().items() if q in asked}, threshold, qrels.exclusions()
     if not isinstance(qrels, Mapping):
         raise ConfigError(f"qrels must be a {{qid: {{docid: relevance}}}} mapping or a Dataset, got {type(qrels).__name__}")
     from rerank.io import relevance_grade
 
     graded = {str(q): {str(d): relevance_grade(r, f"qrels[{q!r}][{d!r}]") for d, r in docs.items()} for q, docs in qrels.items()}
-    return graded, rel_threshold or 1, {}
+    return graded, _threshold(rel_threshold if rel_threshold is not None else 1), {}
+
+
+def _threshold(value: Any) -> int:
+    """A relevance threshold: an integer >= 1 (0 would count judged non-relevant documents as relevant)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ConfigError(f"rel_threshold must be an integer >= 1, got {value!r}")
+    return int(value)
 
 
 class Experiment:

@@ -26,7 +26,7 @@ NAMES = ("ndcg", "ndcg_burges", "dcg", "dcg_burges", "map", "mrr", "recall", "pr
 BINARY = ("map", "mrr", "recall", "precision", "hit_rate", "hits", "r-precision", "bpref", "f1")
 """Measures that count a document as relevant or not (the dataset's relevance threshold applies)."""
 
-_SHAPE = re.compile(r"(?P<name>[a-z_-]+?)(?:@(?P<k>[^-]*|-\d+))?(?:-l(?P<level>.*))?")
+_SHAPE = re.compile(r"(?P<name>[a-z][a-z0-9_-]*?)(?:@(?P<k>[^-]*|-\d+))?(?:-l(?P<level>.*))?")
 
 
 def parse_metric(metric: object) -> str:
@@ -38,9 +38,9 @@ def parse_metric(metric: object) -> str:
     if found is None or found["name"] not in NAMES:
         name = found["name"] if found else text
         raise ConfigError(f"unknown metric {metric!r} ({name!r}); known: {', '.join(NAMES)}, as NAME@K, e.g. ndcg@10")
-    if found["k"] is not None and not (found["k"].isdigit() and int(found["k"]) > 0):
+    if found["k"] is not None and not (found["k"].isdecimal() and int(found["k"]) > 0):
         raise ConfigError(f"metric {metric!r}: the cut-off after '@' must be a positive integer")
-    if found["level"] is not None and not (found["level"].isdigit() and int(found["level"]) > 0):
+    if found["level"] is not None and not (found["level"].isdecimal() and int(found["level"]) > 0):
         raise ConfigError(f"metric {metric!r}: the relevance level after '-l' must be a positive integer")
     return text
 

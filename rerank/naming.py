@@ -10,15 +10,25 @@ rerank.errors.ConfigError: pipeline names 'A/B' and 'A B' both give the file nam
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 
 from rerank.errors import ConfigError
 
 
+MAX_SLUG = 120
+"""Longer slugs are cut and given a hash of the whole name: file names stop at 255 bytes, and the
+runner adds suffixes to them (locks, temporary files)."""
+
+
 def slug(name: str) -> str:
-    """``name`` as a safe file name: runs of other characters than letters, digits, ``_.-`` become ``_``."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_.") or "x"
+    """``name`` as a safe file name: runs of other characters than letters, digits, ``_.-`` become
+    ``_``; past :data:`MAX_SLUG` characters, the first 100 and a hash of the name."""
+    text = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_.") or "x"
+    if len(text) <= MAX_SLUG:
+        return text
+    return f"{text[:100]}-{hashlib.sha1(name.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
 
 
 def check_distinct(names: Iterable[str], what: str) -> None:

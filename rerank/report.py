@@ -105,7 +105,7 @@ class Report:
         rows = {}
         for p in self.systems:
             c = self.cells[dataset, p]
-            means = c.per_query.mean() if c.ok else pd.Series(np.nan, index=self.metrics)
+            means = c.per_query.mean(skipna=False) if c.ok else pd.Series(np.nan, index=self.metrics)
             rows[p] = {**{m: float(means[m]) for m in self.metrics}, "ms_per_query": c.ms_per_query,
                        "load_s": c.load_s, "tokens_per_query": c.tokens_per_query, "valid_rate": c.valid_rate,
                        "cache_hit_rate": c.cache_hit_rate, "queries": len(c.per_query) if c.ok else 0}
@@ -150,7 +150,7 @@ class Report:
         for p in self.systems:
             tables = [self.table(d).loc[p] for d in self.datasets if self.cells[d, p].ok]
             frame = pd.DataFrame(tables)
-            rows[p] = {**{m: frame[m].mean() if len(frame) else np.nan for m in [*self.metrics, "ms_per_query"]},
+            rows[p] = {**{m: frame[m].mean(skipna=False) if len(frame) else np.nan for m in [*self.metrics, "ms_per_query"]},
                        "datasets": len(frame)}
         return pd.DataFrame(rows).T.astype(float)
 
@@ -271,8 +271,8 @@ class Report:
         width = 0.8 / len(self.systems)
         x = np.arange(len(self.datasets))
         for i, p in enumerate(self.systems):
-            ax.bar(x + i * width - 0.4 + width / 2, np.nan_to_num(values[i]), width, label=p)
-        ax.set_xticks(x, self.datasets, rotation=20, ha="right")
+            ax.bar(x + i * width - 0.4 + width / 2, np.nan_to_num(values[i]), width, label=_literal(p))
+        ax.set_xticks(x, [_literal(d) for d in self.datasets], rotation=20, ha="right")
         ax.set_ylabel(first)
         ax.legend(fontsize=8)
         return _png(fig)
@@ -284,7 +284,7 @@ class Report:
         fig, ax = _subplots(6, 3.6)
         for p, row in avg.iterrows():
             ax.scatter(max(row["ms_per_query"], 1e-3), row[self.metrics[0]], s=40)
-            ax.annotate(str(p), (max(row["ms_per_query"], 1e-3), row[self.metrics[0]]), fontsize=8,
+            ax.annotate(_literal(str(p)), (max(row["ms_per_query"], 1e-3), row[self.metrics[0]]), fontsize=8,
                         xytext=(4, 4), textcoords="offset points")
         ax.set_xscale("log")
         ax.margins(x=0.35, y=0.15)  # room for the labels
@@ -313,9 +313,22 @@ img{max-width:100%}ul.errors li{color:#a40000}code{background:#f4f4f4;padding:0 
 """
 
 
+def _literal(name: str, width: int = 40) -> str:
+    """``name`` as matplotlib should print it: ``$`` is not math, a leading ``_`` does not hide a
+    legend entry, and a long name is cut to ``width`` characters (the tables keep it whole)."""
+    name = (name if len(name) <= width else name[: width - 1] + "…").replace("$", r"\$")
+    return " " + name if name.startswith("_") else name
+
+
 def _markdown(rows: list[list[str]]) -> str:
+    rows = [[_md_cell(c) for c in r] for r in rows]
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]])
+
+
+def _md_cell(text: str) -> str:
+    """A table cell's text: a ``|`` or a line break in a system name would start a new cell or row."""
+    return " ".join(str(text).replace("\\", "\\\\").replace("|", "\\|").split())
 
 
 def _html_table(rows: list[list[str]], cls: str) -> str:

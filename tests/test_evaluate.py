@@ -68,3 +68,47 @@ def test_experiment_compares_systems_with_significance(tmp_path):
     assert (runs / "BM25.trec").exists() and (runs / "reversed.trec").exists() and (tmp_path / "report.json").exists()
     with pytest.raises(ConfigError, match="baseline"):
         Experiment({"a": bm25}, ds, baseline="b")
+
+
+def test_judged_queries_missing_from_the_queries_are_not_averaged_in(tmp_path):
+    """The loader warns that such queries are not evaluated; evaluate() must not score them 0 either."""
+    import json
+
+    folder = tmp_path / "ds"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in
+                                                 enumerate(["cats purr", "dogs bark", "fish swim", "birds fly"])))
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in [("q1", "cats"), ("q2", "dogs")]))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td0\t1\nq2\td1\t1\nq9\td2\t1\n")
+    from rerank.retrievers.bm25 import BM25
+
+    ds = load(str(folder))
+    run = BM25(stopwords=None, stemmer=None).index(ds.corpus())(ds.topics())
+    assert evaluate(run, ds, ["ndcg@10", "mrr@10"]) == {"ndcg@10": 1.0, "mrr@10": 1.0}
+
+
+def test_an_undefined_per_query_value_makes_the_mean_nan_not_the_mean_of_the_others(caplog):
+    run = Ranking.from_records([("q1", "", "d1", 3.0), ("q1", "", "d2", 2.0), ("q2", "", "d4", 1.0), ("q2", "", "d9", 0.5)])
+    per_query = evaluate_per_query(run, {"q1": {"d2": 1}, "q2": {"d9": 1, "d4": 0}}, ["bpref"])
+    assert per_query["bpref"].isna().sum() == 1                       # ranx: bpref needs a judged non-relevant document
+    value = evaluate(run, {"q1": {"d2": 1}, "q2": {"d9": 1, "d4": 0}}, ["bpref"])["bpref"]
+    assert value != value and "bpref is undefined (NaN) on 1 of 2 queries" in caplog.text
+
+
+@pytest.mark.parametrize("run, qrels, kwargs, error, message", [
+    (Ranking.empty(), {"q1": {"a": 1}}, {}, DataError, "the run is empty"),
+    (Ranking.from_queries({"q1": "x"}), {"q1": {"a": 1}}, {}, DataError, "queries but no ranked documents"),
+    ({"q1": {"a": 1.0}}, {"q1": {"a": 1}}, {}, ConfigError, "evaluate takes a Ranking"),
+    (Ranking.from_records([("q1", "", "a", 1.0)]), {"q1": {"a": 1}}, {"rel_threshold": 0}, ConfigError, "rel_threshold must be an integer >= 1"),
+])
+def test_runs_that_would_score_zero_silently_are_refused(run, qrels, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        evaluate(run, qrels, ["ndcg@10"], **kwargs)
+
+
+def test_f1_is_a_metric_and_superscript_cut_offs_are_refused():
+    run = Ranking.from_records([("q1", "", "a", 2.0), ("q1", "", "b", 1.0)])
+    assert evaluate(run, {"q1": {"a": 1}}, ["f1@2"])["f1@2"] == pytest.approx(2 / 3)
+    for bad in ("ndcg@²", "ndcg@10-l²"):
+        with pytest.raises(ConfigError, match="must be a positive integer"):
+            evaluate(run, {"q1": {"a": 1}}, [bad])

@@ -77,3 +77,20 @@ def test_page_renders_in_headless_chromium(report, tmp_path):
     pixels = imread(shot)[..., :3]
     assert pixels.shape[:2] == (1600, 1200)
     assert pixels.std() > 0.05 and (pixels < 0.5).mean() > 0.005                 # text, tables and plots, not blank
+
+
+def test_system_names_with_table_and_math_characters_stay_literal(tmp_path):
+    """A '|' in a name shifted every Markdown column; '$\\x$' crashed matplotlib; a long name overflowed file names."""
+    from rerank import Experiment
+    from rerank.data import load
+
+    long_name = "A" * 300
+    names = {"a|b": "bm25", "price $\\x$": "bm25(k1=1.2)", "_hidden": "bm25(b=0.5)", long_name: "bm25(k1=0.8)"}
+    report = Experiment(names, load("scifact"), ["ndcg@10"], limit=3, save_dir=tmp_path / "runs").run()
+    md = report.to_markdown()
+    cells = [len(re.findall(r"(?<!\\)\|", line)) for line in md.splitlines() if line.startswith("| ")]
+    assert "| a\\|b | " in md and len(set(cells)) == 1   # every row has as many cells as the header
+    report.write(tmp_path / "out")
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "price $\\x$" in page and page.count("data:image/png;base64,") >= 1
+    assert max(len(p.name) for p in (tmp_path / "runs").rglob("*")) < 200
