@@ -67,6 +67,19 @@ def test_save_load_round_trip_with_mmap(flat, scifact_slice, tmp_path):
     assert repr(again) == repr(flat)
 
 
+def test_a_saved_index_with_a_row_missing_or_a_damaged_faiss_file_is_refused(flat, tmp_path):
+    from rerank.errors import DataError
+
+    flat.save(tmp_path / "ix")
+    np.save(tmp_path / "ix" / "embeddings.npy", flat.embeddings[:-1])
+    with pytest.raises(DataError, match="embeddings and .* indexed vectors for .* documents"):
+        Dense.load(tmp_path / "ix")
+    flat.save(tmp_path / "ix")
+    (tmp_path / "ix" / "flat.faiss").write_bytes((tmp_path / "ix" / "flat.faiss").read_bytes()[:100])
+    with pytest.raises(DataError, match="missing or damaged"):
+        Dense.load(tmp_path / "ix")
+
+
 def test_rescoring_given_candidates_and_search(flat, scifact_slice):
     queries, _, docs = scifact_slice
     cands = Ranking.from_records([(queries[0].qid, queries[0].text, d.docid, 0.0) for d in docs[:20]])

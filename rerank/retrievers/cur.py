@@ -190,6 +190,9 @@ class ANNCUR(Retriever):
     def _load_index(self, path: Path, mmap: bool) -> None:
         self.matrix = np.load(path / "anchor_scores.npy", mmap_mode="r" if mmap else None)
         self.anchor_queries = json.loads((path / "anchor_queries.json").read_text())
+        if self.matrix.shape != (len(self.anchor_queries), len(self.docs)):
+            raise DataError(f"{path}: an anchor matrix of shape {self.matrix.shape} for {len(self.anchor_queries)} anchor "
+                            f"queries and {len(self.docs)} documents; rebuild the index")
         if self.anchor_items == "retriever":
             self._first = Retriever.load(path / "first_stage", mmap=mmap)
 

@@ -161,3 +161,6 @@ class Dense(Retriever):
         self.embeddings = np.load(path / "embeddings.npy", mmap_mode="r" if mmap else None)
         flags = faiss.IO_FLAG_MMAP if mmap and self.index_type == "flat" else 0
         self._faiss = faiss.read_index(str(path / f"{self.index_type}.faiss"), flags)
+        if not len(self.embeddings) == self._faiss.ntotal == len(self.docs):
+            raise DataError(f"{path}: {len(self.embeddings)} embeddings and {self._faiss.ntotal} indexed vectors for "
+                            f"{len(self.docs)} documents; rebuild the index")
