@@ -20,6 +20,7 @@ import pandas as pd
 from rerank.errors import ConfigError, DataError
 from rerank.executors import Executor
 from rerank.metrics import DEFAULT_METRICS, parse_metrics, ranx_name
+from rerank.params import is_integer
 from rerank.report import CellResult, Report
 from rerank.types import Ranking
 
@@ -103,7 +104,7 @@ def _judgments(qrels: Any, rel_threshold: int | None) -> tuple[dict[str, dict[st
 
 def _threshold(value: Any) -> int:
     """A relevance threshold: an integer >= 1 (0 would count judged non-relevant documents as relevant)."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+    if not is_integer(value) or value < 1:
         raise ConfigError(f"rel_threshold must be an integer >= 1, got {value!r}")
     return int(value)
 

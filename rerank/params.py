@@ -79,6 +79,11 @@ def check_fields(obj: Any) -> None:
         _check_range(f.name, value, type(obj).__name__)
 
 
+def is_integer(value: Any) -> bool:
+    """True for an integer, Python's or numpy's, that is not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def is_finite_number(value: Any) -> bool:
     """True for a real number (not a bool) that is finite as a float: NaN, inf and ints too large
     for a float are not."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import numbers
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -28,7 +27,7 @@ import pandas as pd
 
 from rerank.encoders import lend_embeddings
 from rerank.errors import ConfigError, DataError
-from rerank.params import is_finite_number
+from rerank.params import is_finite_number, is_integer
 from rerank.types import Query, RankedResults, Ranking
 
 StageInput = Ranking | pd.DataFrame | str | Sequence[Query] | Mapping[str, str]
@@ -59,7 +58,7 @@ class Stage:
             raise ConfigError(f"search takes one query string, got {type(query).__name__}: {query!r:.60}")
         if not query.strip():
             raise DataError("the query is empty")
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        if not is_integer(k) or k < 1:
             raise ConfigError(f"k must be a positive number of results, got {k!r}")
         k = int(k)
         out = self(Ranking.from_queries({"q": query})).top(k)
@@ -143,7 +142,7 @@ class Cutoff(Stage):
     requires = ("qid", "query", "docid", "score")
 
     def __init__(self, k: int):
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        if not is_integer(k) or k < 1:
             raise ConfigError(f"a cut-off needs a positive integer, got {k!r}")
         self.k = int(k)
 
@@ -254,7 +253,7 @@ def _check_fusion(n: int, what: str, method: str, norm: str | None, weights: Seq
         raise ConfigError(f"unknown fusion norm {norm!r}; choose one of {FUSION_NORMS}")
     if method == "rrf" and norm is not None:
         raise ConfigError("rrf fuses ranks, so it takes no norm (normalize with method='wsum')")
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= MAX_RRF_K:
+    if not is_integer(k) or not 1 <= k <= MAX_RRF_K:
         raise ConfigError(f"fusion k must be an integer >= 1 and <= {MAX_RRF_K}, got {k!r}")
     if weights is None:
         return None

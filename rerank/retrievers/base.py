@@ -22,6 +22,7 @@ from rerank import __version__
 from rerank._progress import progress_bar
 from rerank.errors import ConfigError, DataError
 from rerank.index_cache import corpus_fingerprint, read_index_header, write_folder
+from rerank.params import is_integer
 from rerank.stage import Stage
 from rerank.types import Doc, Ranking
 
@@ -207,6 +208,6 @@ def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _positive_count(k: int, owner: str) -> int:
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+    if not is_integer(k) or k < 1:
         raise ConfigError(f"{owner}: num_results must be an integer >= 1, got {k!r}")
     return int(k)

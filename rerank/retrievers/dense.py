@@ -17,6 +17,7 @@ import numpy as np
 
 from rerank.encoders import DEFAULT_ENCODER, Encoder
 from rerank.errors import ConfigError, DataError
+from rerank.params import RANGES, is_integer
 from rerank.prebuilt import lookup
 from rerank.retrievers.base import Retriever
 from rerank.types import Doc
@@ -41,10 +42,11 @@ class Dense(Retriever):
         super().__init__(num_results, progress)
         if index not in INDEX_TYPES:
             raise ConfigError(f"unknown dense index {index!r}; choose one of {INDEX_TYPES}")
-        for name, value, low in (("hnsw_m", hnsw_m, 2), ("ef_search", ef_search, 1), ("nprobe", nprobe, 1),
-                                 ("nlist", nlist, 1), ("train_size", train_size, 1), ("batch_size", batch_size, 1)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low):
-                raise ConfigError(f"Dense: {name} must be an integer >= {low}, got {value!r}")  # FAISS crashes on hnsw_m=1
+        for name, value in (("hnsw_m", hnsw_m), ("ef_search", ef_search), ("nprobe", nprobe), ("nlist", nlist),
+                            ("train_size", train_size), ("batch_size", batch_size)):
+            low = RANGES[name][0]  # checked in Python as in expressions (FAISS crashes on hnsw_m=1)
+            if value is not None and (not is_integer(value) or value < low):
+                raise ConfigError(f"Dense: {name} must be an integer >= {low}, got {value!r}")
         if nlist is not None and train_size is not None and train_size < nlist:
             raise ConfigError(f"Dense: train_size ({train_size}) must be at least nlist ({nlist}): k-means needs a point per list")
         self.model, self.index_type, self.hnsw_m, self.ef_search = model, index, hnsw_m, ef_search
