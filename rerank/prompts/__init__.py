@@ -200,6 +200,12 @@ def _not_found(name: str) -> ConfigError:
     return ConfigError(f"unknown prompt {name!r}; {builtin}")
 
 
+def placeholders(section: str) -> set[str]:
+    """The replacement fields a template section uses, as written (``text``, ``index``, ``text.x``);
+    ValueError for unbalanced braces."""
+    return {f for _, f, _, _ in string.Formatter().parse(section) if f is not None}
+
+
 def names() -> list[str]:
     """Names of the built-in templates."""
     return sorted(p.name[: -len(".yaml")].replace("__", "/") for p in resources.files(__name__).iterdir() if p.name.endswith(".yaml"))
@@ -217,10 +223,9 @@ def _validate(t: PromptTemplate) -> PromptTemplate:
     for section, allowed in ALLOWED.items():
         text = getattr(t, section)
         try:
-            fields = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
+            bad = {f.split(".")[0].split("[")[0] for f in placeholders(text)} - allowed
         except ValueError as e:
             raise ConfigError(f"prompt {t.name!r}, section {section!r}: {e} (write literal braces as {{{{ }}}})") from None
-        bad = {f.split(".")[0].split("[")[0] for f in fields} - allowed
         if bad:
             raise ConfigError(f"prompt {t.name!r}, section {section!r}: unknown placeholders {sorted(bad)}; allowed: {sorted(allowed)}")
     for i, ex in enumerate(t.examples, 1):

@@ -21,7 +21,6 @@ task                   answer                               families
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, ClassVar, Literal
@@ -31,7 +30,7 @@ import numpy as np
 from rerank.constraints import Constraint, OneOf, Permutation
 from rerank.errors import ConfigError, one_of
 from rerank.params import check_fields
-from rerank.prompts import PromptTemplate
+from rerank.prompts import PromptTemplate, placeholders
 from rerank.rerankers._parsing import LABELS, Parsed, Parser, get_parser
 
 if TYPE_CHECKING:
@@ -82,7 +81,7 @@ class Task:
             parser = get_parser(template.parser, self.answer)
         except ConfigError as e:
             raise ConfigError(f"prompt {template.name!r} (paradigm {template.paradigm!r}) does not fit a {name} task: {e}") from None
-        item, shown = _placeholders(template.item), _placeholders(template.prefix + template.item)
+        item, shown = placeholders(template.item), placeholders(template.prefix + template.item)
         if "text" not in (item if self.ids else shown) or (self.ids and not item & set(self.ids)):
             needed = " and ".join(["{text}"] + ([" or ".join(f"{{{p}}}" for p in self.ids)] if self.ids else []))
             raise ConfigError(f"prompt {template.name!r} must show {needed} in its "
@@ -281,10 +280,6 @@ class Think:
         answering = [_answer_turn(p, self.OPEN + t + self.CLOSE + _answer_prefix(p)) for p, t in zip(prompts, thoughts)]
         answers = self.inner.ask(r, answering, shown)
         return [replace(a, reasoning=t, forced=g.finish_reason == "length") for a, t, g in zip(answers, thoughts, gens)]
-
-
-def _placeholders(section: str) -> set[str]:
-    return {f for _, f, _, _ in string.Formatter().parse(section) if f}
 
 
 def _answer_prefix(messages: Messages) -> str:
