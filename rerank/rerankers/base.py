@@ -24,7 +24,7 @@ import numpy as np
 
 from rerank._progress import progress_bar
 from rerank.errors import DataError
-from rerank.stage import Stage
+from rerank.stage import Cutoff, Pipeline, Stage
 from rerank.types import Candidates, Doc, RankedResults, Ranking
 
 
@@ -64,6 +64,12 @@ class Reranker(Stage):
 
     def transform(self, inp: Ranking) -> Ranking:
         return Ranking.from_candidates(self.rerank_many(list(inp.per_query())))
+
+
+def starts_with_retrieval(pipeline: Stage) -> bool:
+    """Whether the pipeline can answer a bare query (its first stage retrieves)."""
+    first = pipeline.stages[0] if isinstance(pipeline, Pipeline) else pipeline
+    return not isinstance(first, (Reranker, Cutoff))
 
 
 def _first_stage_scores(scores: Any, n: int) -> np.ndarray:

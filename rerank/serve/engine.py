@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from rerank.errors import ConfigError
-from rerank.rerankers.base import Reranker
+from rerank.rerankers.base import Reranker, starts_with_retrieval
 from rerank.retrievers.base import Retriever
 from rerank.stage import Cutoff, Pipeline, Stage
 from rerank.types import Candidates, RankedResults, Ranking
@@ -52,12 +52,6 @@ def rerank_part(pipeline: Stage) -> Stage | None:
     if not all(isinstance(s, (Reranker, Cutoff)) for s in rest):
         return None
     return rest[0] if len(rest) == 1 else Pipeline(rest)
-
-
-def starts_with_retrieval(pipeline: Stage) -> bool:
-    """Whether the pipeline can answer a bare query (its first stage retrieves)."""
-    first = pipeline.stages[0] if isinstance(pipeline, Pipeline) else pipeline
-    return not isinstance(first, (Reranker, Cutoff))
 
 
 def with_index(pipeline: Stage, path: str | Path) -> Stage:

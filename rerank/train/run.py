@@ -26,7 +26,8 @@ from rerank.train import sources
 from rerank.train.examples import Group, layout, to_dataset
 from rerank.train.record import TrainingRecord, versions
 from rerank.train.settings import STUDENT_LOSSES, TrainSettings
-from rerank.train.trainer import check_base, check_checkpoint, last_checkpoint, training_arguments, warn_slow_bf16
+from rerank.train.trainer import (check_base, check_checkpoint, first_line, last_checkpoint, training_arguments,
+                                  warn_slow_bf16)
 
 logger = logging.getLogger("rerank")
 
@@ -38,7 +39,7 @@ def check_expressions(s: TrainSettings) -> None:
     """Parse every stage expression the settings use, before any expensive work (raises ConfigError);
     those that must find documents for bare queries must start with a retriever."""
     from rerank.expr import build
-    from rerank.serve.engine import starts_with_retrieval
+    from rerank.rerankers.base import starts_with_retrieval
 
     used = {"qrels": ["negatives"], "synthetic": ["encoder", "roundtrip", "negatives"], "distill": ["teacher"]}
     if s.data == ("distill",):
@@ -193,8 +194,7 @@ def check_generator(s: TrainSettings) -> None:
     except RerankError:
         raise
     except (OSError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ConfigError(f"backend={s.backend!r} (--backend) cannot be loaded ({first})") from None
+        raise ConfigError(f"backend={s.backend!r} (--backend) cannot be loaded ({first_line(e)})") from None
 
 
 def check_losses(kind: str, s: TrainSettings) -> tuple[str, str]:
