@@ -1,8 +1,9 @@
 """Paired significance tests over per-query scores, with a multiple-comparison correction.
 
-Tests (as in ranx ``compare``, whose implementations are used): ``"student"`` -- the two-sided
-paired t-test (default) -- and ``"fisher"`` -- Fisher's randomization test (``permutations`` random
-swaps, seeded). Corrections over the comparisons of one table: ``None``, ``"bonferroni"`` or
+Tests: ``"student"`` -- the two-sided paired t-test (default; ranx's) -- and ``"fisher"`` --
+Fisher's randomization test: ``permutations`` seeded random swaps within pairs (scipy's
+``permutation_test``; exact when there are fewer swap patterns), so its p-value is never 0 and is
+the same on every run. (ranx's version draws in parallel threads whose seeds it does not set.) Corrections over the comparisons of one table: ``None``, ``"bonferroni"`` or
 ``"holm"``. Wins, losses and ties are counted on the same paired scores, one way everywhere:
 a difference within ``TIE`` is a tie.
 
@@ -51,10 +52,15 @@ def pvalue(a: np.ndarray, b: np.ndarray, test: str = "student", permutations: in
 
             p, _ = paired_student_t_test(a, b)
         else:
-            from ranx.statistical_tests import fisher_randomization_test
+            from scipy.stats import permutation_test
 
-            p, _ = fisher_randomization_test(a, b, permutations, 0.05, seed)
+            p = permutation_test((a, b), _mean_difference, permutation_type="samples", vectorized=True,
+                                 n_resamples=permutations, random_state=np.random.default_rng(seed)).pvalue
     return 1.0 if np.isnan(p) else float(p)
+
+
+def _mean_difference(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
+    return np.mean(a - b, axis=axis)
 
 
 def correct(pvalues: Sequence[float], method: str | None) -> list[float]:

@@ -284,6 +284,10 @@ def test_corrections_and_tests_and_ties():
     b = a - 0.2
     assert pvalue(a, b, "student") < 0.001 and pvalue(a, b, "fisher") < 0.01
     assert pvalue(a, a) == pvalue(a, a, "fisher") == 1.0
+    noisy = a + rng.normal(0.02, 0.1, 30)
+    assert pvalue(a, noisy, "fisher") == pvalue(a, noisy, "fisher")  # seeded: the same on every run
+    assert 0 < pvalue(a, b, "fisher", permutations=200) <= 2 / 201  # never 0: the observed split counts
+    assert pvalue(a[:5], b[:5], "fisher") == 2 / 32  # exact over the 2^5 swap patterns
     assert wins_losses_ties(np.array([0.5, 0.2, 0.3]), np.array([0.5 + 1e-12, 0.1, 0.4])) == (1, 1, 1)
     with pytest.raises(ConfigError, match="correction"):
         correct([0.1], "sidak")
