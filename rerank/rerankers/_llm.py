@@ -107,7 +107,7 @@ class LLMReranker(Reranker):
         task, strategy = (self._given.get(k) or getattr(type(self), k, None) for k in ("task", "strategy"))
         if task is None or strategy is None:
             raise ConfigError(f"{type(self).__name__} needs a task and a strategy (declare them, or pass task= and strategy=)")
-        self._declared, self._arguments = _declare_family(type(self), strategy, task)
+        self._declared, self._arguments = _declare(type(self), strategy, task)
         changes: dict[str, dict[str, Any]] = {part: {} for part in PARTS}
         for name, value in {"backend": backend, "prompt": prompt, **options}.items():
             if name not in self._arguments:
@@ -146,7 +146,7 @@ class LLMReranker(Reranker):
         task, strategy = getattr(cls, "task", None), getattr(cls, "strategy", None)
         if task is None or strategy is None or "__init__" in cls.__dict__:
             return
-        declared, arguments = _declare_family(cls, strategy, task)
+        declared, arguments = _declare(cls, strategy, task)
         if isinstance(task, Think) and cls.defaults.think_tokens == 0:
             raise ConfigError(f"{cls.__name__}: declares a Think task with no think budget; set think_tokens in its defaults")
         parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
@@ -209,11 +209,6 @@ class LLMReranker(Reranker):
         """Whether generated answers are decoded inside the task's language: ``constrained`` is on,
         the template declares a constraint and the task generates its answers."""
         return bool(self.settings.constrained and self.template.constraint and self.task.read == "generate")
-
-    @property
-    def constrained_by(self) -> str:
-        """How answers are constrained: the backend's ``constrains`` (exact, shape) or ``"no"``."""
-        return self.llm.constrains if self.constrain_answers else "no"
 
     def answer_tokens(self, n: int) -> int:
         """Answer cap about ``n`` documents: ``max_new_tokens``, else the template's, else the task's
@@ -305,8 +300,8 @@ class LLMReranker(Reranker):
     def _finish(self, cands: Candidates, top: int, result: Any, log: ParseLog, cut: set[int]) -> Candidates:
         """The candidates in the plan's order (or by its scores), the tail below ``top`` unchanged;
         ``cut``: the positions of the documents shown shortened."""
-        info: dict[str, Any] = {"parse": log.as_dict(), "constrained": self.constrained_by, "truncated": len(cut),
-                                **self.strategy.info(log)}
+        constrained = self.llm.constrains if self.constrain_answers else "no"  # exact, shape or no
+        info: dict[str, Any] = {"parse": log.as_dict(), "constrained": constrained, "truncated": len(cut), **self.strategy.info(log)}
         if log.reasoning:
             info["reasoning"] = list(log.reasoning)
         if isinstance(result, np.ndarray):
@@ -315,43 +310,34 @@ class LLMReranker(Reranker):
         return cands.reordered(list(result) + list(range(top, len(cands))), **info)
 
 
-def _declare_family(cls: type[LLMReranker], strategy: Any, task: Any) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
-    """:func:`_declare` for a family, its errors named after it."""
-    try:
-        return _declare(cls.defaults, strategy, task, cls.aliases)
-    except ConfigError as e:
-        raise ConfigError(f"{cls.__name__}: {e}") from None
-
-
-def _declare(defaults: Settings, strategy: Strategy, task: Task | Think,
-             aliases: dict[str, str]) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
+def _declare(cls: type[LLMReranker], strategy: Any, task: Any) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
     """The declared parts (a ``Think`` task unwrapped), and each public argument name -> (part, field):
     backend, prompt, the strategy's, the task's, the other settings. Refuses parts that are not a
     task and a strategy, a task whose answers the strategy does not read, and clashing names."""
     for part, value, kind in (("task", task, (Task, Think)), ("strategy", strategy, Strategy)):
         if not (isinstance(value, kind) and is_dataclass(value)):
-            raise ConfigError(f"{part} must be a {part} object (a dataclass instance such as "
+            raise ConfigError(f"{cls.__name__}: {part} must be a {part} object (a dataclass instance such as "
                               f"{'Rank()' if part == 'task' else 'SinglePass()'}), got {value!r}")
     inner = task.inner if isinstance(task, Think) else task
     gives, takes = getattr(inner, "gives", None), getattr(strategy, "takes", None)
     if gives is None or gives != takes:
-        raise ConfigError(f"a {type(inner).__name__} task gives {gives or 'undeclared'} answers, but a "
+        raise ConfigError(f"{cls.__name__}: a {type(inner).__name__} task gives {gives or 'undeclared'} answers, but a "
                           f"{type(strategy).__name__} strategy takes {takes or 'undeclared'} answers "
                           "(Task.gives and Strategy.takes must match)")
-    declared = {"settings": defaults, "strategy": strategy, "task": inner}
+    declared = {"settings": cls.defaults, "strategy": strategy, "task": inner}
     rows = [("settings", n) for n in SETTINGS[:2]] + [(part, f.name) for part in PARTS[1:] for f in fields(declared[part])]
     rows += [("settings", n) for n in SETTINGS[2:]]
     names = [f for _, f in rows]
-    for public, f in aliases.items():
+    for public, f in cls.aliases.items():
         if f not in names or public in names:
-            raise ConfigError(f"alias {public!r} -> {f!r}: the target must be a task or strategy field and the "
-                              "alias a new name")
-    renamed = {v: k for k, v in aliases.items()}
+            raise ConfigError(f"{cls.__name__}: alias {public!r} -> {f!r}: the target must be a task or strategy "
+                              "field and the alias a new name")
+    renamed = {v: k for k, v in cls.aliases.items()}
     arguments: dict[str, tuple[str, str]] = {}
     for part, f in rows:
         name = renamed.get(f, f)
         if name in arguments:
-            raise ConfigError(f"argument {name!r} is a field of both the {arguments[name][0]} and the {part}; "
-                              "rename one, or give one an alias")
+            raise ConfigError(f"{cls.__name__}: argument {name!r} is a field of both the {arguments[name][0]} "
+                              f"and the {part}; rename one, or give one an alias")
         arguments[name] = (part, f)
     return declared, arguments

@@ -1,9 +1,5 @@
-"""Groupwise reranking (GroupRank, Sun et al., 2025): the query and a group of documents go in
-together; the model compares them and returns one relevance score per document (JSON or
-``[i]: score`` lines, read by the ``scores`` parser).
-
-Groups are independent, so the groups of all queries go to the backend in batches. Scores from
-different groups are made comparable with *anchors* (:class:`~rerank.rerankers._strategies.Groups`).
+"""Groupwise reranking (GroupRank, Sun et al., 2025): the model scores each document of a group, and
+anchors shown in every group make the groups' scores comparable.
 
 >>> from rerank.backends.fake import FakeBackend
 >>> fake = FakeBackend(generate=lambda p: " 5\\n[2]: 9" if "fish" in p else " 3\\n[2]: 4")

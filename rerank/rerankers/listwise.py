@@ -1,12 +1,6 @@
-"""Listwise reranking: RankGPT's sliding window (generate a permutation) and FIRST (rank by the
-log-probability of each id as the first answer token).
-
-A window of ``window`` documents slides from the bottom of the top ``depth`` to the top, ``step``
-positions at a time, so strong documents bubble up; ``passes`` repeats the sweep. Windows of
-different queries at the same step go to the backend in one batch.
-
-Answers are parsed by the template's parser (``permutation``), which repairs missing, duplicate
-and out-of-range ids; how often that happened is in ``info["parse"]`` of each query, never hidden::
+"""Listwise reranking: RankGPT (Sun et al., 2023) generates a permutation of each window; FIRST
+(Reddy et al., 2024) ranks a window by each id's log-probability as the first answer token.
+Repaired answers are counted in ``info["parse"]``:
 
     >>> from rerank.backends.fake import FakeBackend
     >>> lw = Listwise(FakeBackend(generate=lambda p: "2] > [1]"), window=3, step=2)

@@ -1,13 +1,6 @@
-"""Pairwise ranking prompting (PRP, Qin et al. 2024): the LLM says which of two passages is better.
-
-Every pair is asked in both orders (A/B and B/A) and the two answers are averaged into a
-preference ``p(i over j)`` in [0, 1], which cancels the model's position bias: a model that always
-answers "A" prefers nothing (0.5). With ``method="score"`` an answer is the probability of the
-first option among the two; with ``method="generate"`` it is the parsed letter (an unparseable
-answer counts as no preference and is reported in ``info["parse"]``).
-
-Variants: ``"allpair"`` (all pairs, sorted by summed preference), ``"heapsort"`` (the first
-``top_k`` positions), ``"sliding"`` (``top_k`` bubble-sort passes). The tail keeps its order.
+"""Pairwise ranking prompting (PRP, Qin et al. 2024): the LLM says which of two passages is better,
+by the two options' log-probabilities (``method="score"``) or a generated letter (``"generate"``);
+pairs are asked in both orders and sorted as :class:`~rerank.rerankers._strategies.PairSort` says.
 
 >>> from rerank.backends.fake import FakeBackend
 >>> def judge(prompt):  # a stand-in for an LLM: the passage mentioning fleas wins

@@ -1,13 +1,6 @@
-"""Pointwise LLM relevance: one prompt per (query, document), scored from the backend's log-probs.
-
-* :class:`YesNo` -- "is the document relevant? Yes/No"; the score is log P(Yes) normalized over
-  the two options (prompt ``pointwise/yes_no``).
-* :class:`ERank` -- fine-grained 0-10 relevance; the score is the expected value of the options
-  under the softmax of their log-probabilities (prompt ``pointwise/fine_grained``; ERank, Cai et
-  al. 2025).
-
-With ``method="generate"`` (backends without log-probs) the answer is parsed instead: yes/no as
-1/0, the rating as its number; unparseable answers are counted in ``info["parse"]``.
+"""Pointwise LLM relevance, one prompt per document: Yes/No (``pointwise/yes_no``) or a 0-10 rating
+(``pointwise/fine_grained``; ERank, Cai et al. 2025), read from the options' log-probabilities or,
+with ``method="generate"``, parsed from the answer.
 
 >>> from rerank.backends.fake import FakeBackend
 >>> judge = YesNo(FakeBackend(score=lambda p, opts: [0.0, -3.0] if "lives" in p else [-3.0, 0.0]))

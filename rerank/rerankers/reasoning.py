@@ -1,16 +1,6 @@
-"""Reasoning rerankers: each answer follows a reasoning phase of at most ``think_tokens`` tokens
-(:class:`~rerank.rerankers._tasks.Think`). The model reasons inside ``<think>``; when it closes the
-block, or when the budget runs out (then the block is closed for it: budget forcing), the answer is
-decoded after ``<answer>`` under the task's constraint. The reasoning of every call is kept in
-``info["reasoning"]`` (in call order); ``info["parse"]["forced"]`` counts the answers whose
-reasoning ran out of budget.
-
-* :class:`ReasonRank` -- listwise (Liu et al., 2025): ``<answer>[3] > [1] > [2]``.
-* :class:`RankR1` -- setwise (Zhuang et al., 2025): ``<answer>[B]``.
-* :class:`ERankThink` -- pointwise, ERank-style: ``<answer>7``, a 0-10 score per document.
-
-Any other family reasons too when given ``think_tokens > 0`` (think-then-listwise is
-``Listwise(think_tokens=64)``), and these three with ``think_tokens=0`` answer at once.
+"""Reasoning rerankers: ReasonRank (Liu et al., 2025), Rank-R1 (Zhuang et al., 2025) and an ERank-style
+pointwise one reason within ``think_tokens`` before each answer (:class:`~rerank.rerankers._tasks.Think`;
+reasoning kept in ``info["reasoning"]``). Any family reasons when given ``think_tokens > 0``.
 
 >>> from rerank.backends.fake import FakeBackend
 >>> fake = FakeBackend(generate=lambda p: "doc 2 is about cats</think>" if p.endswith("<think>\\n") else "2] > [1]")

@@ -1,13 +1,6 @@
 """Setwise reranking (Zhuang et al., SIGIR 2024): the model picks the most relevant document of a
-small set, and a sorting algorithm built on that comparison finds the top ``k``.
-
-* ``method="heapsort"`` -- a heap whose nodes have ``set_size - 1`` children; building it and
-  extracting ``k`` documents costs about ``(depth + k log depth) / (set_size - 1)`` prompts.
-* ``method="bubblesort"`` -- ``k`` sweeps of a set sliding from the bottom up.
-
-``scoring="generate"`` parses the label the model writes; ``scoring="likelihood"`` takes the label
-with the highest log-probability, which never needs repair. Documents outside the top ``k`` keep
-their first-stage order below them.
+small set (``scoring="generate"`` parses the label it writes, ``"likelihood"`` takes the likeliest
+label), and a heapsort or bubblesort over those picks finds the top ``k``.
 
 >>> from rerank.backends.fake import FakeBackend
 >>> pick_longest = FakeBackend(generate=lambda p: "B" if "[B] cats cats" in p else "A")
