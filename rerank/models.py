@@ -130,14 +130,14 @@ def local_models(expression: str) -> dict[str, str]:
 def dense_location(name: str, dtype: str = "bfloat16", cache_dir: str | Path | None = None) -> str:
     """A folder or hub id with dense safetensors weights (what vLLM loads).
 
-    A packaged GGUF is converted once to ``<cache_dir>/models/<alias>-<dtype>`` (``cache_dir``
-    defaults to :func:`cache_root`) and reused afterwards.
+    A packaged GGUF is converted once to ``<cache_dir>/models/<alias>-<dtype>-<its weights_stamp>``
+    (``cache_dir`` defaults to :func:`cache_root`) and reused while that file stays the same.
     """
     found = local_gguf(name)
     if found is None:
         alias = lookup(name)
         return alias.hub if alias else name
-    out = Path(cache_dir or cache_root()) / "models" / f"{name}-{dtype}"
+    out = Path(cache_dir or cache_root()) / "models" / f"{name}-{dtype}-{weights_stamp(found)}"
     if not (out / "config.json").is_file():
         convert_gguf(found, out, dtype)
     return str(out)

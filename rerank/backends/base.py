@@ -7,15 +7,18 @@ A backend holds a model: :meth:`Backend.close` (or leaving a ``with`` block) fre
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from rerank.constraints import Constraint
-from rerank.models import weights_stamp
+from rerank.models import local_gguf, weights_stamp
 
 Message = dict[str, str]
 Prompt = str | list[Message]
@@ -79,10 +82,19 @@ class Backend(ABC):
 
 
 def weights_suffix(model: str | os.PathLike[str]) -> str:
-    """``"@<weights_stamp>"`` for a local model file or folder, else ``""``: what a backend's
-    ``cache_id`` adds so that its cached calls never answer for other weights saved under one path."""
-    stamp = weights_stamp(model)
+    """``"@<weights_stamp>"`` for a local model file or folder, or an alias's packaged GGUF, else ``""``:
+    what a backend's ``cache_id`` adds so that its cached calls never answer for other weights."""
+    stamp = weights_stamp(local_gguf(str(model)) or model)
     return f"@{stamp}" if stamp else ""
+
+
+def settings_suffix(settings: Mapping[str, Any]) -> str:
+    """``"#<digest>"`` of the settings besides model and dtype that change a backend's answers (a chat
+    template, a seed, engine options), those left at their default passed as None; ``""`` when all are."""
+    given = {k: v for k, v in settings.items() if v is not None}
+    if not given:
+        return ""
+    return "#" + hashlib.sha256(json.dumps(given, sort_keys=True, default=repr).encode()).hexdigest()[:12]
 
 
 def backend_id(backend: Backend) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from rerank.backends import _chat
-from rerank.backends.base import Backend, Generation, Prompt, weights_suffix
+from rerank.backends.base import Backend, Generation, Prompt, settings_suffix, weights_suffix
 from rerank.constraints import Constraint, Follower, Masks, pieces_by_decoding
 from rerank.errors import ConfigError, require
 from rerank.models import gguf_path
@@ -37,6 +37,7 @@ class LlamaCppBackend(Backend):
         self.model, self.max_context = model, n_ctx
         self.path = gguf_path(model)
         self._weights = weights_suffix(self.path)  # the file loaded now, whatever it holds later
+        self._settings = settings_suffix({"chat_template": chat_template, "seed": seed or None, **llama_kwargs})
         self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads,
                                    n_gpu_layers=n_gpu_layers, seed=seed, logits_all=True, verbose=False,
                                    **llama_kwargs)
@@ -54,7 +55,7 @@ class LlamaCppBackend(Backend):
 
     @property
     def cache_id(self) -> str:
-        return f"llamacpp:{self.path.name}{self._weights}"
+        return f"llamacpp:{self.path.name}{self._weights}{self._settings}"
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode(), add_bos=False, special=False))

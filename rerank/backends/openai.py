@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from rerank.backends import _chat
-from rerank.backends.base import Backend, Generation, Prompt
+from rerank.backends.base import Backend, Generation, Prompt, settings_suffix
 from rerank.constraints import CONSTRAINT_ARG, Constraint
 from rerank.errors import BackendError, ConfigError, require
 
@@ -48,6 +48,7 @@ T = TypeVar("T")
 TIMEOUT_ENV = "RERANK_HTTP_TIMEOUT"
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_PROBE_TIMEOUT = 5.0
+DEFAULT_TOP_LOGPROBS = 20
 GUIDED = ("auto", "xargs", "regex", "grammar", "off")
 _GUIDED_BY_OWNER = {"vllm": "regex", "llamacpp": "grammar", "me": "grammar"}  # "me": llama-cpp-python's server
 
@@ -83,7 +84,7 @@ class OpenAIBackend(Backend):
     def __init__(self, model: str | None = None, *, base_url: str | None = None, api_key: str | None = None,
                  timeout: float | None = None, probe_timeout: float = DEFAULT_PROBE_TIMEOUT, concurrency: int = 8,
                  max_retries: int = 3, backoff: float = 0.5, tokenizer: str | None = None, max_context: int = 8192,
-                 top_logprobs: int = 20, extra_body: dict[str, Any] | None = None, guided: str = "auto"):
+                 top_logprobs: int = DEFAULT_TOP_LOGPROBS, extra_body: dict[str, Any] | None = None, guided: str = "auto"):
         self._httpx = require("httpx", "openai")
         url = base_url or os.environ.get("OPENAI_BASE_URL")
         if not url:
@@ -103,6 +104,9 @@ class OpenAIBackend(Backend):
         if guided not in GUIDED:
             raise ConfigError(f"unknown guided={guided!r}; choose one of {', '.join(GUIDED)}")
         self._guided = guided
+        self._settings = settings_suffix({  # what changes answers besides the model (the defaults left out)
+            "tokenizer": tokenizer, "top_logprobs": None if top_logprobs == DEFAULT_TOP_LOGPROBS else top_logprobs,
+            "extra_body": self.extra_body or None, "guided": None if guided == "auto" else guided})
         self._ssl = self._httpx.create_ssl_context()  # built once: each sync call opens a short-lived client
         self.tokenizer = _load_tokenizer(tokenizer) if tokenizer else None
         self._tokenize_route: str | None = None
@@ -115,7 +119,7 @@ class OpenAIBackend(Backend):
 
     @property
     def cache_id(self) -> str:
-        return f"openai:{self.base_url}#{self.model}"
+        return f"openai:{self.base_url}#{self.model}{self._settings}"
 
     # ---- HTTP core -------------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:

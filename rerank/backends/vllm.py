@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from rerank.backends import _chat
-from rerank.backends.base import Backend, Generation, Prompt, weights_suffix
+from rerank.backends.base import Backend, Generation, Prompt, settings_suffix, weights_suffix
 from rerank.constraints import CONSTRAINT_ARG, Constraint
 from rerank.errors import BackendError, require
-from rerank.models import dense_location
+from rerank.models import dense_location, local_gguf
 
 def cpu_dtype() -> str:
     """The engine dtype on this CPU: bfloat16 where the CPU computes it natively (AVX512-BF16, AMX),
@@ -123,6 +123,8 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
         self._vllm = vllm
         self.model = model
         self._weights = weights_suffix(model)  # the files loaded now, whatever the folder holds later
+        converted = convert_dtype if local_gguf(model) else None  # a packaged GGUF's dense weights
+        self._settings = settings_suffix({"seed": seed or None, "convert_dtype": converted, **engine_kwargs})
         settings: dict[str, Any] = {
             "model": dense_location(model, convert_dtype, cache_dir), "seed": seed,
             "dtype": dtype or (cpu_dtype() if self.on_cpu else "auto"),
@@ -142,6 +144,7 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
         VLLMBackend._open.add(self)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_context = self.llm.llm_engine.model_config.max_model_len
+        self.dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")  # what "auto" became
 
     def __repr__(self) -> str:
         return f"VLLMBackend({self.model!r}, dtype={self.settings['dtype']!r})"
@@ -164,7 +167,7 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
 
     @property
     def cache_id(self) -> str:
-        return f"vllm:{self.model}:{self.settings['dtype']}{self._weights}"
+        return f"vllm:{self.model}:{self.dtype}{self._weights}{self._settings}"
 
     def _run(self, token_lists: list[list[int]], params: Any) -> list[Any]:
         from vllm.inputs import TokensPrompt
