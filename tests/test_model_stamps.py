@@ -120,3 +120,50 @@ def test_a_backend_of_a_model_folder_loads_again_and_caches_apart_after_it_chang
     assert first.cache_id.startswith(f"hf:{folder}:float32@")
     first.close()
     second.close()
+
+
+def test_teacher_scores_reading_a_shipped_run_are_asked_anew_after_it_is_edited(tiny, tmp_path):
+    run = tiny / "run.bm25.top100.trec.gz"
+    with gzip.open(run, "wt") as f:
+        f.write("q1 Q0 d0 1 9.0 bm25\nq1 Q0 d1 2 5.0 bm25\n")
+    cache = tmp_path / "calls.sqlite"
+    first = TeacherScores("run('bm25')", load(str(tiny)), depth=2, cache=cache).scores({"q1": "why do cats purr"})
+    assert first["q1"][0] == ("d0", 9.0)
+    with gzip.open(run, "wt") as f:                                         # edited in place; the corpus is the same
+        f.write("q1 Q0 d1 1 7.0 bm25\nq1 Q0 d0 2 2.0 bm25\n")
+    teacher = TeacherScores("run('bm25')", load(str(tiny)), depth=2, cache=cache)
+    assert teacher.scores({"q1": "why do cats purr"})["q1"][0] == ("d1", 7.0) and teacher.hits == 0
+
+
+def test_backend_settings_that_change_answers_are_in_the_call_cache_key():
+    from rerank.backends.base import weights_suffix
+    from rerank.backends.llamacpp import LlamaCppBackend
+    from rerank.backends.openai import OpenAIBackend
+    from rerank.models import local_gguf
+
+    packaged = local_gguf("smollm2")
+    assert weights_suffix("smollm2") == (f"@{weights_stamp(packaged)}" if packaged else "")  # the file an alias loads
+    plain, seeded = LlamaCppBackend("smollm2"), LlamaCppBackend("smollm2", seed=7)
+    templated = LlamaCppBackend("smollm2", chat_template="{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    assert plain.cache_id == f"llamacpp:{plain.path.name}{weights_suffix('smollm2')}"
+    assert len({plain.cache_id, seeded.cache_id, templated.cache_id}) == 3
+    for backend in (plain, seeded, templated):
+        backend.close()
+    url = "http://127.0.0.1:9/v1"                                           # never called: the model is named
+    variants = [{}, {"extra_body": {"top_k": 1}}, {"top_logprobs": 1}, {"guided": "off"}, {"tokenizer": "smollm2"}]
+    ids = [OpenAIBackend("m", base_url=url, **kw).cache_id for kw in variants]
+    assert ids[0] == f"openai:{url}#m" and len(set(ids)) == len(variants)
+
+
+def test_converted_weights_of_an_alias_are_reused_only_for_the_same_gguf(tmp_path):
+    from rerank.models import dense_location, local_gguf
+
+    packaged = local_gguf("smollm2")
+    if packaged is None:
+        pytest.skip("the packaged SmolLM2 GGUF is not installed")
+    old = tmp_path / "models" / "smollm2-bfloat16"                         # converted from another GGUF, unstamped
+    current = tmp_path / "models" / f"smollm2-bfloat16-{weights_stamp(packaged)}"
+    for folder in (old, current):
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text("{}")
+    assert dense_location("smollm2", "bfloat16", tmp_path) == str(current)

@@ -68,6 +68,16 @@ class Dataset(ABC):
         digest.update(json.dumps([tuple(q) for q in self.queries()]).encode("utf-8", "surrogatepass"))
         digest.update(json.dumps(sorted((q, sorted(d.items())) for q, d in self.qrels().items())).encode("utf-8", "surrogatepass"))
         digest.update(json.dumps(sorted((q, sorted(d)) for q, d in self.exclusions().items())).encode("utf-8", "surrogatepass"))
+        digest.update(self.runs_fingerprint.encode())
+        return digest.hexdigest()
+
+    @cached_property
+    def runs_fingerprint(self) -> str:
+        """A hash of the shipped runs (``""`` when there are none): what a cache of a stage that may read
+        them (``run('bm25')``) adds to the corpus :attr:`fingerprint`."""
+        if not self.run_names():
+            return ""
+        digest = hashlib.sha256()
         for name in self.run_names():
             frame = self.run(name).to_pandas()[["qid", "docid", "score"]]
             digest.update(name.encode() + frame.to_csv(index=False).encode("utf-8", "surrogatepass"))

@@ -2,8 +2,9 @@
 
 The teacher is any pipeline expression (``"bm25 % 100 | dense % 100"``, an LLM reranker on vLLM...).
 Its scores for one query are stored under a key made of the teacher's repr, a hash of the corpus
-content, the depth and the query text, so a re-run (or another run with the same teacher) costs
-nothing and a changed corpus never reuses old scores. A teacher model given as a local folder adds
+content (and of its shipped runs, which a ``run('bm25')`` teacher reads), the depth and the query
+text, so a re-run (or another run with the same teacher) costs nothing and changed data never reuses
+old scores. A teacher model given as a local folder adds
 the folder's :func:`~rerank.models.weights_stamp`, so weights trained again in place are asked anew.
 """
 
@@ -34,11 +35,12 @@ class TeacherScores:
         self.models = local_models(teacher)  # a teacher model folder trained again gives new scores
         self.store = CallStore(cache or default_path())
         self.fingerprint = dataset_fingerprint(dataset)
+        self.runs = dataset.runs_fingerprint  # a shipped run edited in place gives new scores
         self.hits = self.misses = 0
 
     def _key(self, query: str) -> str:
-        blob = json.dumps(["teacher", self.identity, self.fingerprint, self.depth, query, *([self.models] if self.models else [])],
-                          ensure_ascii=False, sort_keys=True)
+        extra = [part for part in (self.models, self.runs) if part]  # absent when empty: older keys stay valid
+        blob = json.dumps(["teacher", self.identity, self.fingerprint, self.depth, query, *extra], ensure_ascii=False, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def scores(self, queries: Mapping[str, str]) -> dict[str, list[tuple[str, float]]]:
