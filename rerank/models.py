@@ -105,11 +105,12 @@ def files_stamp(name: str | os.PathLike[str], skip: tuple[str, ...] = ()) -> str
 
 
 def weights_stamp(name: str | os.PathLike[str]) -> str:
-    """The :func:`files_stamp` of a local model (a folder or a file), so that a cache keyed on a model
-    never answers for other weights saved in the same place (a model trained again, or resumed, into
-    its folder). ``""`` for a hub id or alias. A folder's ``checkpoints/`` (written during training)
+    """The :func:`files_stamp` of a local model (a folder or a file, or the packaged GGUF of an alias such
+    as ``smollm2``), so that a cache keyed on a model never answers for other weights saved in the same
+    place (a model trained again, or resumed, into its folder; another package version). ``""`` for a
+    hub id or an alias without a packaged GGUF. A folder's ``checkpoints/`` (written during training)
     is left out."""
-    return files_stamp(name, skip=("checkpoints",))
+    return files_stamp(local_gguf(str(name)) or name, skip=("checkpoints",))
 
 
 def local_models(expression: str) -> dict[str, str]:

@@ -143,6 +143,7 @@ def test_backend_settings_that_change_answers_are_in_the_call_cache_key():
 
     packaged = local_gguf("smollm2")
     assert weights_suffix("smollm2") == (f"@{weights_stamp(packaged)}" if packaged else "")  # the file an alias loads
+    assert local_models("listwise(backend='hf:smollm2')") == ({"hf:smollm2": weights_stamp(packaged)} if packaged else {})
     plain, seeded = LlamaCppBackend("smollm2"), LlamaCppBackend("smollm2", seed=7)
     templated = LlamaCppBackend("smollm2", chat_template="{% for m in messages %}{{ m['content'] }}{% endfor %}")
     assert plain.cache_id == f"llamacpp:{plain.path.name}{weights_suffix('smollm2')}"

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from rerank.constraints import Constraint
-from rerank.models import local_gguf, weights_stamp
+from rerank.models import weights_stamp
 
 Message = dict[str, str]
 Prompt = str | list[Message]
@@ -84,7 +84,7 @@ class Backend(ABC):
 def weights_suffix(model: str | os.PathLike[str]) -> str:
     """``"@<weights_stamp>"`` for a local model file or folder, or an alias's packaged GGUF, else ``""``:
     what a backend's ``cache_id`` adds so that its cached calls never answer for other weights."""
-    stamp = weights_stamp(local_gguf(str(model)) or model)
+    stamp = weights_stamp(model)
     return f"@{stamp}" if stamp else ""
 
 
