@@ -34,6 +34,8 @@ def cpu_dtype() -> str:
     return "bfloat16" if native_bf16("cpu") else "float32"
 
 
+CONVERT_DTYPE = "bfloat16"
+"""The dtype a packaged GGUF is converted to by default."""
 CPU_ENV = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # engine in this process: no __main__ guard needed, no workers
     "OMP_NUM_THREADS": "1",                 # in-process decode is ~10x slower without it
@@ -113,7 +115,7 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
     def __init__(self, model: str = "smollm2", *, dtype: str | None = None, tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.9, max_model_len: int | None = None, seed: int = 0,
                  enforce_eager: bool | None = None, cpu_env: dict[str, str] | None = None,
-                 convert_dtype: str = "bfloat16", cache_dir: str | None = None, **engine_kwargs: Any):
+                 convert_dtype: str = CONVERT_DTYPE, cache_dir: str | None = None, **engine_kwargs: Any):
         torch = require("torch", "vllm")
         self.on_cpu = not torch.cuda.is_available()
         if self.on_cpu:
@@ -123,7 +125,7 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
         self._vllm = vllm
         self.model = model
         self._weights = weights_suffix(model)  # the files loaded now, whatever the folder holds later
-        converted = convert_dtype if local_gguf(model) else None  # a packaged GGUF's dense weights
+        converted = convert_dtype if local_gguf(model) and convert_dtype != CONVERT_DTYPE else None
         self._settings = settings_suffix({"seed": seed or None, "convert_dtype": converted, **engine_kwargs})
         settings: dict[str, Any] = {
             "model": dense_location(model, convert_dtype, cache_dir), "seed": seed,
