@@ -198,6 +198,11 @@ BAD = [
     (b'{"query": "  ", "documents": ["a"]}', 422, "the query is empty"),
     (b'{"query": "fleas", "documents": []}', 422, "the document list is empty"),
     (b'{"query": "fleas", "documents": ["a", " "]}', 422, "documents[1] is empty"),
+    # nothing visible: control (Cc) and format (Cf) characters are empty too
+    (b'{"query": "\\u0000", "documents": ["\\u200b", "Fleas feed on blood."]}', 422, "the query is empty"),
+    (b'{"query": "fleas", "documents": ["a", "\\u200b\\ufeff \\u0000"]}', 422, "documents[1] is empty"),
+    (b'{"query": "fleas", "documents": ["\\ufeff"]}', 422, "documents[0] is empty"),
+    (b'{"query": "\\ud800", "documents": ["a"]}', 400, "the body is not valid JSON: "),  # a lone surrogate
     (b'{"documents": ["a"]}', 422, "field 'query' is required"),
     (b'{"query": "fleas", "documents": ["a"], "qurey": "x"}', 422, "unknown field 'qurey'"),
     (b'{"query": "fleas", "documents": ["a"], "rank_fields": ["title"]}', 422, "rank_fields is not supported"),
@@ -284,6 +289,18 @@ def test_v2_cuts_documents_to_max_tokens_per_doc_and_says_so(bi_url, biencoder):
     cut = " ".join(long.split()[:7])
     assert_same_ranking([(r["index"], r["relevance_score"]) for r in out["results"]], biencoder.rerank(FLEA, [DOCS[0], cut]))
     assert "1 of 2 documents were cut to max_tokens_per_doc=7 words" in out["meta"]["warnings"]
+
+
+def test_a_query_cut_to_fit_the_bi_encoder_is_counted_in_the_warnings(biencoder):
+    long = "flea " * 400 + "eggs larvae"  # under max_query_chars, over the encoder's 256 tokens
+    cut = biencoder.encoder.count(long) - biencoder.encoder.max_tokens
+    with running(create_app(biencoder, ServeConfig(), warmup=False)) as url:
+        v2 = httpx.post(f"{url}/v2/rerank", json={"query": long, "documents": DOCS}, timeout=60).json()
+        jina = httpx.post(f"{url}/rerank", json={"query": long, "documents": DOCS}, timeout=60).json()
+        short = httpx.post(f"{url}/v2/rerank", json={"query": FLEA, "documents": DOCS}, timeout=60).json()
+    assert cut > 0 and f"{cut} tokens of the query were cut to fit the model" in v2["meta"]["warnings"]
+    assert f"{cut} tokens of the query were cut to fit the model" in jina["warnings"]
+    assert "warnings" not in short["meta"]
 
 
 def test_search_is_off_without_a_corpus_and_rerank_off_without_a_reranker(bi_url):
@@ -421,6 +438,19 @@ def test_config_file_and_set_flags(tmp_path):
         with pytest.raises(ConfigError, match=message):
             config_from_args(args)
     assert config_from_args(_parser().parse_args(["serve", "--set", "allow_public=true"])).allow_public is True
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--model-name", "x", "--set", "model_name=y"], "model_name is given twice (--model-name and --set model_name=y)"),
+    (["--port", "5", "--set", "port=6"], "port is given twice (--port and --set port=6)"),
+    (["--set", "max_queue=5", "--set", "max_queue=6"], "max_queue is given twice (--set max_queue=5 and --set max_queue=6)"),
+])
+def test_a_setting_given_twice_is_refused_in_one_line(argv, message, capsys):
+    from rerank.cli import main
+
+    assert main(["serve", "--pipeline", "biencoder", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
 
 
 # -- load: concurrent clients, nothing lost or mixed up -------------------------------------------
@@ -613,6 +643,25 @@ def test_any_other_model_failure_is_500_with_its_type_and_message():
     assert "ValueError: the scorer has a bug" in out.json()["message"] and after.status_code == 500  # still serving
 
 
+class ScoreInText(PointwiseReranker):
+    """A user's reranker that reads each score from the document text ("nan" and "inf" included)."""
+
+    def score_pairs(self, queries, texts):
+        return np.array([float(t) for t in texts])
+
+
+def test_a_non_finite_score_is_a_model_error_not_a_null():
+    with running(create_app(ScoreInText(), ServeConfig(), warmup=False)) as url:
+        post = lambda docs: httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": docs}, timeout=30)
+        nan, inf, fine = post(["1.5", "nan"]), post(["-inf", "2"]), post(["1", "2"])
+        metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    assert nan.status_code == 500 and nan.json()["type"] == "model_error"
+    assert "1 non-finite score(s), e.g. nan for documents[1]" in nan.json()["message"]
+    assert inf.status_code == 500 and "e.g. -inf for documents[0]" in inf.json()["message"]
+    assert fine.status_code == 200 and [r["index"] for r in fine.json()["results"]] == [1, 0]
+    assert 'rerank_errors_total{endpoint="/v1/rerank",type="model_error"} 2.0' in metrics
+
+
 def hung_up(sock) -> bool:
     """Whether the server closed the connection: more bytes sent meet an end of stream or a reset.
 
@@ -638,6 +687,24 @@ def test_a_body_that_trickles_in_gets_408_within_the_deadline():
             closed = hung_up(sock)  # the slow client holds no connection
     assert answer.startswith("HTTP/1.1 408") and "request_timeout=1" in answer and "connection: close" in answer.lower()
     assert closed and time.monotonic() - started < 10
+
+
+def test_a_client_that_hangs_up_mid_body_is_counted_as_499_not_500():
+    import socket
+
+    with running(create_app(Gate(), ServeConfig(), warmup=False)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"POST /v1/rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n" + b'{"query": "fleas", "')  # 20 of 100 bytes
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(65536):  # whatever comes back, until the server closes
+                pass
+        deadline = time.monotonic() + 10
+        while 'status="499"' not in (metrics := httpx.get(f"{url}/metrics", timeout=30).text) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert 'rerank_requests_total{endpoint="/v1/rerank",status="499"} 1.0' in metrics and 'status="500"' not in metrics
+    assert 'rerank_errors_total{endpoint="/v1/rerank",type="client_closed"} 1.0' in metrics
 
 
 class TimesOut(Gate):

@@ -12,8 +12,10 @@
 
 Model failures: the request's own problem found by the model (e.g. a query longer than the
 cross-encoder's window) is 422; a backend that failed (server down, timeout) is 502; anything else
-500 with the exception's type and message. A full queue is 429 with ``Retry-After``. Every request
-has ``request_timeout`` in all: a body that has not arrived by then is 408, an answer that has not is 504.
+500 with the exception's type and message (a NaN or infinite score too). A full queue is 429 with
+``Retry-After``. Every request has ``request_timeout`` in all: a body that has not arrived by then is 408,
+an answer that has not is 504. A client that hangs up before its body is complete is counted as 499
+(``client_closed``), as nginx does.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from rerank.errors import BackendError, ConfigError, DataError
 from rerank.serve.auth import BearerAuth
@@ -48,7 +51,8 @@ from rerank.types import Candidates
 logger = logging.getLogger("rerank")
 RERANK_PATHS = ("/v1/rerank", "/v2/rerank", "/rerank")
 COUNTED_REPAIRS = {"long_documents": "documents were longer than the model's input",
-                   "truncated": "documents were truncated to fit the model"}
+                   "truncated": "documents were truncated to fit the model",
+                   "query_tokens_cut": "tokens of the query were cut to fit the model"}
 ENDPOINTS = {*RERANK_PATHS, "/v1/search", "/health", "/v1/models", "/metrics"}
 
 
@@ -186,12 +190,15 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
 
 
 async def _body(request: Request, config: ServeConfig) -> bytes:
-    """The request body, read within ``request_timeout`` (a client that trickles its body gets 408)."""
+    """The request body, read within ``request_timeout`` (a client that trickles its body gets 408, one that
+    hangs up before sending it all 499)."""
     try:
         return await asyncio.wait_for(request.body(), config.request_timeout)
     except TimeoutError:
         raise ApiError(408, "timeout", f"the request body did not arrive within request_timeout={config.request_timeout} s",
                        limit="request_timeout", headers={"Connection": "close"}) from None
+    except ClientDisconnect:
+        raise ApiError(499, "client_closed", "the client closed the connection before its body was complete") from None
 
 
 async def _run(batcher: Batcher, job: Any, config: ServeConfig, started: float) -> Any:

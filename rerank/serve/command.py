@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key-file", help="require this file's first line as bearer key (else $RERANK_API_KEY, if set)")
     p.add_argument("--allow-public", action="store_true", default=None, help="bind a non-loopback address without a key")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any serve setting, e.g. max_documents=200, max_batch_requests=1 (repeatable)")
+                   help="any serve setting, e.g. max_documents=200, max_batch_requests=1 (repeatable; each setting once)")
     p.set_defaults(func=run_from_args)
 
 
@@ -34,9 +34,15 @@ def config_from_args(args: argparse.Namespace):
     from rerank.serve.config import ServeConfig
 
     config = ServeConfig.from_toml(args.config) if args.config else ServeConfig()
-    flags = {k: getattr(args, k) for k in ("pipeline", "dataset", "index", "host", "port", "model_name",
-                                           "api_key_file", "allow_public") if getattr(args, k) is not None}
-    return config.replace(**flags, **dict(_setting(s) for s in args.set))
+    given = [(f"--{k.replace('_', '-')}", k, getattr(args, k)) for k in ("pipeline", "dataset", "index", "host", "port",
+             "model_name", "api_key_file", "allow_public") if getattr(args, k) is not None]
+    given += [(f"--set {s.strip()}", *_setting(s)) for s in args.set]
+    changes: dict[str, tuple[str, object]] = {}  # key -> (how it was given, value)
+    for flag, key, value in given:
+        if key in changes:
+            raise ConfigError(f"serve setting {key} is given twice ({changes[key][0]} and {flag}); give it once")
+        changes[key] = (flag, value)
+    return config.replace(**{key: value for key, (_, value) in changes.items()})
 
 
 def run_from_args(args: argparse.Namespace) -> int:

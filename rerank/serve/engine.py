@@ -10,24 +10,33 @@
 Each request's documents become one :class:`~rerank.types.Candidates` with docids ``"0"``, ``"1"``,
 ... and the first-stage scores ``reranker.rerank(query, docs)`` uses, so a served answer equals the
 in-process one. Many requests go through one ``rerank_many`` call.
+
+Two checks the in-process call leaves to its caller: a query longer than a bi-encoder's token limit
+(the encoder reads its head only) is counted in ``info["query_tokens_cut"]``, and a NaN or infinite
+score raises :class:`NonFiniteScore` (JSON has no such numbers; no order can be made of them).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from rerank.errors import ConfigError
 from rerank.rerankers.base import Reranker, starts_with_retrieval
+from rerank.rerankers.biencoder import BiEncoderReranker
 from rerank.retrievers.base import Retriever
 from rerank.stage import Cutoff, Pipeline, Stage
 from rerank.types import Candidates, RankedResults, Ranking
 
 logger = logging.getLogger("rerank")
+
+
+class NonFiniteScore(Exception):
+    """The model scored a document NaN or infinite."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +99,9 @@ class Engine:
         stages = self.reranker.stages if isinstance(self.reranker, Pipeline) else [self.reranker]
         for stage in stages:  # on Candidates, so every stage's info (repairs, truncations) reaches the answer
             cands = stage.rerank_many(cands) if isinstance(stage, Reranker) else [c.top(stage.k) for c in cands]
-        return cands
+        for c in cands:
+            _check_finite(c)
+        return [replace(c, info={**c.info, "query_tokens_cut": self._query_tokens_cut(c.query, stages)}) for c in cands]
 
     def search(self, jobs: Sequence[SearchJob]) -> list[RankedResults]:
         queries = {f"s{i}": j.query for i, j in enumerate(jobs)}
@@ -98,3 +109,16 @@ class Engine:
         found = {c.qid: c for c in ranking.per_query()} if len(ranking) else {}
         return [found[qid].top(j.top_n).to_results() if qid in found else RankedResults(j.query, [])
                 for (qid, _), j in zip(queries.items(), jobs)]
+
+    @staticmethod
+    def _query_tokens_cut(query: str, stages: Sequence[Stage]) -> int:
+        """Tokens of ``query`` past the limit of the bi-encoder stages (which encode the query alone, cut to its head)."""
+        return max([s.encoder.count(s.query_prefix + query) - s.encoder.max_tokens for s in stages
+                    if isinstance(s, BiEncoderReranker)] + [0])
+
+
+def _check_finite(cands: Candidates) -> None:
+    """Raise :class:`NonFiniteScore` naming the first NaN or infinite score and how many there are."""
+    bad = [(d, s) for d, s in zip(cands.docids, cands.scores) if not np.isfinite(s)]
+    if bad:
+        raise NonFiniteScore(f"the model gave {len(bad)} non-finite score(s), e.g. {bad[0][1]} for documents[{bad[0][0]}]")

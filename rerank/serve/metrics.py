@@ -1,7 +1,7 @@
 """Prometheus metrics of one server (its own registry, so several apps can live in one process).
 
 =================================== ===========================================================
-``rerank_requests_total``           requests by ``endpoint`` and ``status``
+``rerank_requests_total``           requests by ``endpoint`` and ``status`` (499: the client hung up mid-body)
 ``rerank_errors_total``             error answers by ``endpoint`` and ``type`` (the JSON ``type``)
 ``rerank_request_duration_seconds`` latency histogram by ``endpoint`` (receipt to answer)
 ``rerank_batch_requests``           requests merged into each model call, by ``kind``

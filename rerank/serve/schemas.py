@@ -7,6 +7,7 @@ strict (``"5"`` is not a ``top_n``).
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError, field_validator
@@ -103,7 +104,8 @@ def parse(body: bytes, shape: type[_Request]) -> Any:
     except ValidationError as e:
         errors = e.errors(include_url=False)
         if any(err["type"] == "json_invalid" for err in errors):
-            raise ApiError(400, "invalid_json", f"the body is not valid JSON: {errors[0]['msg']}") from None
+            why = errors[0]["msg"].removeprefix("Invalid JSON: ")
+            raise ApiError(400, "invalid_json", f"the body is not valid JSON: {why}") from None
         raise ApiError(422, "invalid_request", "; ".join(_describe(err) for err in errors[:5])) from None
 
 
@@ -130,8 +132,14 @@ def document_texts(documents: list[Any]) -> list[str]:
     return texts
 
 
+def is_blank(text: str) -> bool:
+    """Whether ``text`` has no visible character: only whitespace, control (Cc) and format (Cf)
+    characters such as NUL, the zero-width space or a byte-order mark."""
+    return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf") for c in text)
+
+
 def check_query(query: str, config: ServeConfig) -> None:
-    if not query.strip():
+    if is_blank(query):
         raise ApiError(422, "invalid_request", "the query is empty")
     if len(query) > config.max_query_chars:
         raise limit_error("max_query_chars", config.max_query_chars, f"the query has {len(query)} characters")
@@ -146,7 +154,7 @@ def check_rerank(req: RerankRequest, config: ServeConfig) -> list[str]:
         raise limit_error("max_documents", config.max_documents, f"the request has {len(req.documents)} documents")
     texts = document_texts(req.documents)
     for i, t in enumerate(texts):
-        if not t.strip():
+        if is_blank(t):
             raise ApiError(422, "invalid_request", f"documents[{i}] is empty")
         if len(t) > config.max_doc_chars:
             raise limit_error("max_doc_chars", config.max_doc_chars, f"documents[{i}] has {len(t)} characters")
