@@ -293,7 +293,8 @@ def test_v2_cuts_documents_to_max_tokens_per_doc_and_says_so(bi_url, biencoder):
 
 def test_a_query_cut_to_fit_the_bi_encoder_is_counted_in_the_warnings(biencoder):
     long = "flea " * 400 + "eggs larvae"  # under max_query_chars, over the encoder's 256 tokens
-    cut = biencoder.encoder.count(long) - biencoder.encoder.max_tokens
+    cut = len(biencoder.encoder.tokenizer(long)["input_ids"]) - biencoder.encoder.max_tokens
+    assert biencoder.rerank(long, DOCS).info["query_tokens_cut"] == cut                     # in process too
     with running(create_app(biencoder, ServeConfig(), warmup=False)) as url:
         v2 = httpx.post(f"{url}/v2/rerank", json={"query": long, "documents": DOCS}, timeout=60).json()
         jina = httpx.post(f"{url}/rerank", json={"query": long, "documents": DOCS}, timeout=60).json()

