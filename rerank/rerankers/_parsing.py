@@ -3,9 +3,9 @@
 A prompt template names its parser (``parser: permutation``). A parser takes the answer text and
 the number ``n`` of items shown and returns a :class:`Parsed`: the usable value, the reasoning text
 (if any) and the problems it repaired. Nothing is repaired silently: :class:`ParseLog` counts the
-problems per query, and rerankers put ``log.as_dict()`` into the results' ``info``. Each parser
-says what kind of answer it ``reads`` (:data:`READS`); a task accepts only parsers of its kind, so
-a mismatch is refused when the reranker is built.
+problems per query, and rerankers put ``log.as_dict()`` into the results' ``info["parse"]``. Each
+parser says what kind of answer it ``reads`` (:data:`READS`); a task accepts only parsers of its
+kind, so a mismatch is refused when the reranker is built.
 
 >>> p = parse("permutation", "[2] > [2] > [9] > [1]", 3)
 >>> p.value, p.problems
@@ -143,14 +143,14 @@ def parse_scores(text: str, n: int) -> Parsed:
     """
     text = text.translate(_LOOKALIKES)
     lines = [(int(i) - 1, float(s)) for i, s in re.findall(_SCORE_LINE, text)]
-    found = dict(lines) or _scores_from_json(text) or {}
+    found = dict(lines) or _scores_from_json(text)
     scores = {i: s for i, s in found.items() if 0 <= i < n and math.isfinite(s)}
     if not scores:
         return Parsed([0.0] * n, problems=("empty",))
-    problems = ["out_of_range" if not 0 <= i < n else "not_finite" for i, s in found.items() if i not in scores]
-    problems += ["duplicate"] * (len(lines) > len(found))
+    problems = ["out_of_range" if not 0 <= i < n else "not_finite" for i in found if i not in scores]
+    problems += ["duplicate"] * (len(lines) > len(found)) + ["missing"] * (len(scores) < n)
     floor = min(scores.values()) - 1.0
-    return Parsed([scores.get(i, floor) for i in range(n)], problems=tuple(dict.fromkeys(problems + ["missing"] * (len(scores) < n))))
+    return Parsed([scores.get(i, floor) for i in range(n)], problems=tuple(dict.fromkeys(problems)))
 
 
 @register_parser("yes_no", reads="score")
@@ -173,8 +173,8 @@ def parse_rating(text: str, n: int = 1) -> Parsed:
     return Parsed(value) if math.isfinite(value) else Parsed(0.0, problems=("not_finite",))
 
 
-def _scores_from_json(text: str) -> dict[int, float] | None:
-    """Scores from a JSON object keyed by 1-based id, or a list of numbers, anywhere in ``text``."""
+def _scores_from_json(text: str) -> dict[int, float]:
+    """Scores from a JSON object keyed by 1-based id, or a list of numbers, anywhere in ``text``; ``{}`` if none."""
     m = re.search(r"\{.*\}", text, re.DOTALL) or re.search(r"\[.*\](?!\s*:)", text, re.DOTALL)
     try:
         data = json.loads(m.group()) if m else None
@@ -182,20 +182,17 @@ def _scores_from_json(text: str) -> dict[int, float] | None:
             return {int(re.sub(r"\D", "", str(k)) or -1) - 1: float(v) for k, v in data.items()}
         if isinstance(data, list) and all(isinstance(v, (int, float)) for v in data):
             return {i: float(v) for i, v in enumerate(data)}
-    except (json.JSONDecodeError, TypeError, ValueError):
-        return None
-    return None
+    except (TypeError, ValueError):  # json.JSONDecodeError is a ValueError
+        pass
+    return {}
 
 
 # -- reporting --------------------------------------------------------------------------------
 @dataclass
 class ParseLog:
-    """Counts of one query's answers: how many, how many valid, which problems were repaired.
-
-    ``as_dict()`` is what rerankers store under ``info["parse"]``; answers after a reasoning budget
-    add ``forced`` (how many had their reasoning closed by the budget). ``reasoning`` keeps the
-    reasoning texts unless ``keep_reasoning`` is False (a log spanning many queries keeps counts only).
-    """
+    """Counts of one query's answers: how many, how many valid, which problems were repaired, and
+    after a reasoning budget how many were ``forced``. ``reasoning`` keeps the reasoning texts
+    unless ``keep_reasoning`` is False (a log spanning many queries keeps counts only)."""
 
     keep_reasoning: bool = True
     answers: int = 0

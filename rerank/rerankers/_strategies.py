@@ -7,8 +7,8 @@ together, so step ``t`` of every query goes to the backend in one call while the
 query stay sequential.
 
 The two sorting strategies share one heapsort and one bubblesort, written over a *pick*: a
-sub-plan that chooses the best of a few shown positions. Setwise picks in one call; PRP picks by
-a tournament of pairwise preferences.
+sub-plan that returns the index of the best of a few shown positions. Setwise picks in one call;
+PRP picks by a tournament of pairwise preferences.
 
 >>> plan = SinglePass().plan(3)
 >>> next(plan)
@@ -32,7 +32,6 @@ from rerank.rerankers._parsing import LABELS, ParseLog
 
 Plan = Generator[list[list[int]], list[Any], Any]
 Pick = Callable[[list[int]], Generator[list[list[int]], list[Any], int]]
-"""A sub-plan choosing the best of the shown positions; it returns the index of the best one."""
 
 TIE = 1e-9
 """Preferences this close to 0.5 are ties (a model that always answers "A" gives 0.5 +- rounding)."""
@@ -43,8 +42,7 @@ class Strategy:
     their type hints and :data:`rerank.params.RANGES` when made."""
 
     takes: ClassVar[str]
-    """The kind of answer the plan reads (a task's ``gives``): ``"order"``, ``"pick"``,
-    ``"preference"``, ``"score"`` or ``"scores"``."""
+    """The kind of answer the plan reads: a task's :attr:`~rerank.rerankers._tasks.Task.gives`."""
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -107,8 +105,8 @@ class SlidingWindow(Strategy):
 
 @dataclass(frozen=True)
 class SetSort(Strategy):
-    """Setwise top-``k``: ``"heapsort"`` (a ``set_size - 1``-ary heap) or ``"bubblesort"`` (``k``
-    bottom-up sweeps of a sliding set); the answer is the index of the picked document."""
+    """Setwise top-``k`` by :func:`heapsort` (``set_size - 1`` children a node) or :func:`bubblesort`
+    (sets of ``set_size``); the answer is the index of the picked document."""
 
     takes: ClassVar[str] = "pick"
 
@@ -208,13 +206,13 @@ class Groups(Strategy):
     def plan(self, n: int) -> Plan:
         a, size = min(self.anchors, n), self.group_size - self.anchors
         shown = [list(range(a)) + list(range(s, min(s + size, n))) for s in range(a, n, size)] or [list(range(a))]
-        shown = [g for g in shown if g]
-        parts = [np.asarray(s, dtype=np.float64) for s in ((yield shown) if shown else [])]
-        calibrated = a and self.calibrate == "anchor"
-        anchor_mean = np.mean([s[:a].mean() for s in parts]) if calibrated else 0.0
+        parts = [np.asarray(s, dtype=np.float64) for s in ((yield shown) if n else [])]
+        if a and self.calibrate == "anchor":
+            anchor_mean = np.mean([s[:a].mean() for s in parts])
+            parts = [s + (anchor_mean - s[:a].mean()) for s in parts]
         sums, counts = np.zeros(n), np.zeros(n)
         for g, s in zip(shown, parts):
-            np.add.at(sums, g, s + (anchor_mean - s[:a].mean() if calibrated else 0.0))
+            np.add.at(sums, g, s)
             np.add.at(counts, g, 1)
         return sums / np.maximum(counts, 1)
 
@@ -226,42 +224,34 @@ def heapsort(n: int, k: int, arity: int, pick: Pick) -> Plan:
     heap = list(range(n))
 
     def sift_down(i: int, size: int) -> Plan:
-        while True:
-            group = [i] + [c for c in range(arity * i + 1, arity * i + arity + 1) if c < size]
-            if len(group) == 1:
-                return
+        """Swap node ``i`` down while one of its children is picked over it."""
+        while len(group := [i, *range(arity * i + 1, min(arity * i + arity + 1, size))]) > 1:
             best = group[(yield from pick([heap[g] for g in group]))]
             if best == i:
                 return
             heap[i], heap[best] = heap[best], heap[i]
             i = best
 
-    for parent in reversed(range((n - 2) // arity + 1 if n > 1 else 0)):
+    for parent in reversed(range((n - 2) // arity + 1)):  # the last node's parent (none if n < 2) up to the root
         yield from sift_down(parent, n)
     top: list[int] = []
     for size in range(n, max(n - k, 0), -1):
+        if top:  # the last node replaces the root just taken, and the heap shrinks to ``size``
+            heap[0] = heap[size]
+            yield from sift_down(0, size)
         top.append(heap[0])
-        if len(top) == k or size == 1:
-            break
-        heap[0] = heap[size - 1]
-        yield from sift_down(0, size - 1)
     chosen = set(top)
     return top + [i for i in range(n) if i not in chosen]
 
 
 def bubblesort(n: int, k: int, set_size: int, pick: Pick) -> Plan:
-    """Top-``k`` by ``k`` bottom-up sweeps of a sliding set; each sweep moves the pick of every
-    set to the set's top, so after sweep ``t`` position ``t`` is final."""
+    """Top-``k`` by ``k`` bottom-up sweeps of a sliding set (consecutive sets share one position);
+    each sweep moves the pick of every set to the set's top, so after sweep ``t`` position ``t`` is final."""
     order = list(range(n))
     for top in range(min(k, n - 1)):
-        end = n
-        while True:
-            start = max(top, end - set_size)
-            best = yield from pick(order[start:end])
-            order.insert(start, order.pop(start + best))
-            if start == top:
-                break
-            end = start + 1
+        for start, end in sliding_windows(n - top, set_size, set_size - 1):
+            best = yield from pick(order[top + start:top + end])
+            order.insert(top + start, order.pop(top + start + best))
     return order
 
 

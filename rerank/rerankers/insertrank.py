@@ -10,8 +10,7 @@ RankGPT. The paper also studies rescaling the scores; ``normalize`` picks how th
 * ``"rank"`` -- spaced by first-stage rank only: the top candidate gets ``score_range[1]``, the
   last of the ``depth`` gets ``score_range[0]``.
 
-Scores are rounded to ``decimals`` places. Everything else (windows, parsing, repair reports) is
-:class:`~rerank.rerankers.listwise.Listwise`; only the task's ``{score}`` differs.
+Scores are rounded to ``decimals`` places.
 
 >>> normalize_scores([10.0, 5.0, 0.0], "minmax", (0, 100))
 array([100.,  50.,   0.])
@@ -76,8 +75,8 @@ class RankWithScores(Rank):
 
 
 class InsertRank(Listwise):
-    """Listwise reranking that shows each candidate's first-stage score (``normalize``,
-    ``score_range``, ``decimals``), with every argument of :class:`Listwise`."""
+    """:class:`Listwise` reranking (every argument, the windows, parsing and repair reports) that also
+    shows each candidate's first-stage score (``normalize``, ``score_range``, ``decimals``)."""
 
     task = RankWithScores()
     defaults = replace(Listwise.defaults, prompt="insertrank/bm25")
