@@ -59,6 +59,8 @@ def test_choice(text, n, value, problems):
     ("[1]: 7\n[3]: 3", [7.0, 2.0, 3.0], ("missing",)),
     ("[1]: 7\n[9]: 3", [7.0, 6.0, 6.0], ("out_of_range", "missing")),
     ("no idea", [0.0, 0.0, 0.0], ("empty",)),
+    ('{"1": 7, "2": 1' + "0" * 400 + ', "3": -1' + "0" * 400 + '}', [7.0, 6.0, 6.0], ("not_finite", "missing")),  # beyond a float
+    ("[NaN, 4, 1]", [0.0, 4.0, 1.0], ("not_finite", "missing")),
 ])
 def test_scores(text, value, problems):
     p = parse("scores", text, 3)

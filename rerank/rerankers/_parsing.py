@@ -179,12 +179,20 @@ def _scores_from_json(text: str) -> dict[int, float]:
     try:
         data = json.loads(m.group()) if m else None
         if isinstance(data, dict):
-            return {int(re.sub(r"\D", "", str(k)) or -1) - 1: float(v) for k, v in data.items()}
+            return {int(re.sub(r"\D", "", str(k)) or -1) - 1: _as_float(v) for k, v in data.items()}
         if isinstance(data, list) and all(isinstance(v, (int, float)) for v in data):
-            return {i: float(v) for i, v in enumerate(data)}
+            return {i: _as_float(v) for i, v in enumerate(data)}
     except (TypeError, ValueError):  # json.JSONDecodeError is a ValueError
         pass
     return {}
+
+
+def _as_float(value: object) -> float:
+    """``float(value)``; a JSON integer too large for a float is infinite (so reported as not finite)."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except OverflowError:
+        return math.copysign(math.inf, value)  # type: ignore[arg-type]
 
 
 # -- reporting --------------------------------------------------------------------------------
