@@ -89,6 +89,15 @@ def test_rescoring_given_candidates_and_search(flat, scifact_slice):
     assert len(hits) == 3 and hits[0].text and hits[0].score >= hits[1].score
 
 
+def test_a_query_longer_than_the_encoder_reads_is_counted_in_a_warning(flat, caplog):
+    with caplog.at_level("WARNING", logger="rerank"):
+        flat.search("flea life cycle", k=1)
+    assert "truncated" not in caplog.text
+    with caplog.at_level("WARNING", logger="rerank"):
+        flat.search("flea " * 400 + "eggs", k=1)
+    assert "1 of 1 queries exceed 256 tokens and were truncated" in caplog.text
+
+
 def test_bad_settings_and_unindexed_use():
     with pytest.raises(ConfigError, match="dense index"):
         Dense(index="lsh")

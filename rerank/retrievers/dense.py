@@ -9,6 +9,7 @@ its embeddings (``encoder.json``) and refuses to load for an encoder that would 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from rerank.params import RANGES, is_integer
 from rerank.prebuilt import lookup
 from rerank.retrievers.base import Retriever
 from rerank.types import Doc
+
+logger = logging.getLogger("rerank")
 
 INDEX_TYPES = ("flat", "hnsw", "ivf")
 IVF_SEED = 1234  # the training sample and k-means start are fixed, so an IVF index is reproducible
@@ -133,6 +136,12 @@ class Dense(Retriever):
         return index
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
+        """Query embeddings; queries longer than the encoder's limit are read up to it, and counted in a warning."""
+        limit, prefix = self.encoder.max_tokens, self.encoder.query_prefix
+        long = sum(self.encoder.count(prefix + q) > limit for q in queries)
+        if long:
+            logger.warning("%s: %d of %d queries exceed %d tokens and were truncated by the encoder",
+                           self.encoder.model, long, len(queries), limit)
         return self.encoder.encode(list(queries), kind="query")
 
     def _retrieve(self, queries: Sequence[str], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
