@@ -107,7 +107,7 @@ def test_cross_encoder_empty_input_and_config_errors(tiny_cross_encoder):
 def test_biencoder_ranks_the_on_topic_passage_first_and_counts_truncation(dl19_top10):
     bi = BiEncoderReranker(batch_size=4)
     res = bi.rerank(FLEA, [*OFF_TOPIC, long_doc(400), FLEA_DOC])
-    assert res.docids[0] == "3" and res.info == {"truncated": 1}
+    assert res.docids[0] == "3" and res.info == {"truncated": 1, "query_tokens_cut": 0}
     assert all(-1.0 <= r.score <= 1.0 + 1e-6 for r in res)
     out = (get("reranker", "biencoder") % 3)(dl19_top10)
     assert len(out) == 6 and np.isfinite(out.to_pandas()["score"]).all()
