@@ -1,8 +1,9 @@
 """The files of an experiment's output folder: one run and one record per cell, and cell locks.
 
 ``<out>/<dataset>/<system>.trec`` holds a cell's run, ``<system>.json`` its record (settings,
-query ids, timings, LLM usage, versions, or the error). A cell whose record says it is done with the
-same settings is not run again. The output of a shared pipeline prefix is kept under
+query ids, timings, LLM usage, versions, or the error, and the SHA-256 of the run file). A cell whose
+record says it is done with the same settings, next to the run file it recorded, is not run again; a
+run file edited, cut or damaged since is run again (with a warning). The output of a shared pipeline prefix is kept under
 ``<out>/<dataset>/prefixes/`` (JSON, every column, exact floats) with its settings, and reused by a
 later run that needs the same prefix with the same settings. While a run works on a cell it holds
 ``<system>.lock`` (the owner's host and pid), so two runs of one grid into one folder never run a
@@ -18,6 +19,7 @@ import fcntl
 import gzip
 import hashlib
 import json
+import logging
 import os
 import socket
 from collections.abc import Iterator
@@ -30,12 +32,14 @@ import pandas as pd
 from rerank.io import atomic_file
 from rerank.naming import slug
 
+logger = logging.getLogger("rerank")
 
 class CellStore:
     """Runs, records and locks of the cells under ``out``."""
 
     def __init__(self, out: str | Path):
         self.out = Path(out)
+        self._changed: set[Path] = set()  # run files found changed (warned about once)
 
     def run_path(self, dataset: str, system: str) -> Path:
         return self.out / slug(dataset) / f"{slug(system)}.trec"
@@ -52,15 +56,32 @@ class CellStore:
         return found if isinstance(found, dict) else {}
 
     def done(self, dataset: str, system: str, settings: dict[str, Any]) -> bool:
-        """Whether the cell finished with these settings and its run file is there."""
+        """Whether the cell finished with these settings and its run file is the one it recorded."""
         record = self.read(dataset, system)
-        return (record.get("status") == "ok" and self.run_path(dataset, system).is_file()
-                and all(record.get(k) == v for k, v in settings.items()))
+        if record.get("status") != "ok" or any(record.get(k) != v for k, v in settings.items()):
+            return False
+        if self.intact(dataset, system, record):
+            return True
+        path = self.run_path(dataset, system)
+        if path not in self._changed:
+            self._changed.add(path)
+            logger.warning("%s is not the run file recorded for %s on %s (missing, edited, cut or from an older "
+                           "version of rerank); running the cell again", path, system, dataset)
+        return False
+
+    def intact(self, dataset: str, system: str, record: dict[str, Any]) -> bool:
+        """Whether the cell's run file is there and is the one ``record`` was saved with."""
+        found = _sha256(self.run_path(dataset, system))
+        return found is not None and record.get("run_sha256") == found
 
     def write(self, dataset: str, system: str, record: dict[str, Any]) -> None:
+        """Save the cell's record, with the SHA-256 of its run file when there is one."""
         path = self.record_path(dataset, system)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _replace(path, json.dumps(record, indent=1, default=str))
+        run = self.run_path(dataset, system)
+        self._changed.discard(run)
+        stamp = {"run_sha256": _sha256(run)} if record.get("status") == "ok" else {}
+        _replace(path, json.dumps({**record, **stamp}, indent=1, default=str))
 
     # -- shared prefixes -----------------------------------------------------------------------------
     def prefix_path(self, dataset: str, key: str) -> Path:
@@ -132,6 +153,13 @@ def _replace(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_file(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _read(path: Path) -> str:

@@ -509,6 +509,9 @@ class Runner:
             return CellRecord.from_json(data)
         if not path.is_file():
             return CellRecord(*key, cell.expression, "error", "the run file is missing")
+        if not self.store.intact(*key, data):
+            return CellRecord(*key, cell.expression, "error", "the run file is not the one recorded (edited, cut or "
+                              "damaged since); run the experiment again to recompute it")
         try:
             return CellRecord.from_json(data, Ranking.read_trec(path))
         except DataError as e:

@@ -395,7 +395,7 @@ def test_a_saved_cell_is_not_reused_after_its_data_changed(tmp_path):
     assert run(["caffeine", "bone fractures", "coffee beans"]) == 1.0            # edited: run again, not reused
 
 
-def test_saved_runs_keep_full_precision_and_an_unreadable_one_fails_its_cell(tmp_path):
+def test_saved_runs_keep_full_precision_and_a_changed_one_is_never_reused(tmp_path, caplog):
     ds = load("trec-dl-2019")
     frame = ds.run("bm25").to_pandas()
     frame["score"] = frame["score"] + 1e-9 * np.arange(len(frame))  # differences a 6-decimal file would lose
@@ -404,8 +404,15 @@ def test_saved_runs_keep_full_precision_and_an_unreadable_one_fails_its_cell(tmp
     saved = Ranking.read_trec(tmp_path / "trec-dl-2019" / "exact.trec").to_pandas()
     first = frame[frame["qid"].isin(set(saved["qid"]))].sort_values(["qid", "docid"])["score"].to_numpy()
     assert np.array_equal(saved.sort_values(["qid", "docid"])["score"].to_numpy(), first)
-    (tmp_path / "trec-dl-2019" / "exact.trec").write_text("264014 Q0 96852 1 nan exact\n")
-    assert "the saved run cannot be read" in experiment.collect().cells["trec-dl-2019", "exact"].error
+    run = tmp_path / "trec-dl-2019" / "exact.trec"
+    whole = run.read_text()
+    for changed in ("264014 Q0 96852 1 nan exact\n", "".join(whole.splitlines(keepends=True)[:50])):  # damaged; cut at a line
+        run.write_text(changed)
+        assert "not the one recorded" in experiment.collect().cells["trec-dl-2019", "exact"].error
+        with caplog.at_level("WARNING", logger="rerank"):
+            again = experiment.run().cells["trec-dl-2019", "exact"]                 # run again, with a warning
+        assert again.ok and run.read_text() == whole and "running the cell again" in caplog.text
+        caplog.clear()
 
 
 def test_an_executor_that_cannot_start_leaves_no_cell_locked(tmp_path):
