@@ -203,6 +203,11 @@ def _bench(args: argparse.Namespace) -> int:
         report = experiment.run(progress=False if args.quiet else None)
     print(report.to_markdown())
     print(f"\nreport: {out / 'report.html'}, {out / 'report.md'} and {out / 'report.json'}")
+    failed = [c for c in report.errors() if c.status == "error"]  # not cells --report-only finds not run
+    if failed:
+        print(f"rerank: error: {len(failed)} of {len(report.cells)} cells failed (listed in the report), e.g. "
+              f"{failed[0].system} on {failed[0].dataset}: {' '.join(str(failed[0].error).split())}", file=sys.stderr)
+        return 2
     return 0
 
 

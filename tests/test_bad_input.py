@@ -299,6 +299,15 @@ def test_a_grid_file_with_metrics_as_one_string_runs_them(tmp_path, capsys):
     assert code == 0 and "ndcg@10" in out and "mrr@10" in out
 
 
+def test_a_grid_whose_cells_fail_exits_2_with_one_line(tmp_path, capsys):
+    data = beir(tmp_path / "c")
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f'[grid]\ndatasets = ["{data}", "{tmp_path / "nope"}"]\n[pipelines]\nBM25 = "bm25"\n', encoding="utf-8")
+    code, out, err = cli(capsys, "bench", str(grid), "--out", str(tmp_path / "out"))
+    assert code == 2 and "| BM25 |" in out                                  # the other cells are still reported
+    assert err.startswith("rerank: error: 1 of 2 cells failed") and "nope" in err and err.count("\n") == 1
+
+
 # -- item 2: query sets, qrels, runs, rankings -------------------------------------------------------
 def test_duplicate_query_ids_with_different_texts_are_refused(tmp_path, capsys):
     data = beir(tmp_path / "c", queries=[*query_lines(), json.dumps({"_id": "q1", "text": "fractures"}) + "\n"])
