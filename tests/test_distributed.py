@@ -279,7 +279,7 @@ def test_killed_worker_loses_and_duplicates_nothing(cluster, tmp_path):
 def test_executor_bad_settings(cluster):
     from rerank.distributed.ray import RayExecutor
 
-    with pytest.raises(ConfigError, match="at least one worker"):
+    with pytest.raises(ConfigError, match="workers must be an integer >= 1"):
         RayExecutor(workers=0)
     with pytest.raises(ConfigError, match=">= 0"):
         RayExecutor(num_cpus=-1)

@@ -1,8 +1,15 @@
-"""The executor seam: specs, the local executor's order, and the hint when Ray is missing."""
+"""The executor seam: specs, the local executor's order, the hint when Ray is missing, and Ray's bad
+addresses and settings (refused without a running cluster)."""
 
 import importlib.util
+import os
+import re
+import subprocess
+import sys
+import time
 
 import pytest
+from conftest import optional
 
 from rerank.errors import ConfigError, MissingDependency
 from rerank.executors import Executor, LocalExecutor, executor_from_spec
@@ -46,3 +53,74 @@ def test_bad_specs_are_refused_in_one_line(spec):
 def test_ray_without_ray_names_the_extra():
     with pytest.raises(MissingDependency, match=r"rerank\[ray\]"):
         executor_from_spec("ray")
+
+
+# -- Ray: bad addresses and settings fail fast, in one line, and leave no cluster running ------------
+@pytest.mark.parametrize(("spec", "message"), [
+    ("ray:127.0.0.1:1", "no Ray cluster answers at '127.0.0.1:1'"),              # a closed port
+    ("ray:ray://127.0.0.1:1", "no Ray cluster answers at 'ray://127.0.0.1:1'"),  # a Ray client address
+    ("ray:garbage:abc", "bad Ray address 'garbage:abc'"),
+    ("ray:127.0.0.1:99999", "bad Ray address"),
+    ("ray:127.0.0.1", "bad Ray address"),
+    ("ray:local", "bad Ray address 'local'"),
+])
+def test_bad_ray_addresses_fail_fast_in_one_line(spec, message):
+    ray = optional("ray", "needs the ray extra (pip install 'rerank[ray]')")
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=re.escape(message)) as e:
+        executor_from_spec(spec)
+    assert time.monotonic() - started < 30 and "\n" not in str(e.value)
+    assert not ray.is_initialized()
+
+
+def test_ray_auto_without_a_cluster_is_a_config_error(monkeypatch):
+    ray = optional("ray", "needs the ray extra (pip install 'rerank[ray]')")
+    from ray._private.services import find_bootstrap_address, find_gcs_addresses
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # where "auto" points first: nothing listens there
+    with pytest.raises(ConfigError, match="no Ray cluster answers at 'auto'"):
+        executor_from_spec("ray:auto")
+    monkeypatch.delenv("RAY_ADDRESS")
+    if find_gcs_addresses() or find_bootstrap_address(None):
+        pytest.skip("a Ray cluster runs on this machine, so 'auto' finds one")
+    with pytest.raises(ConfigError, match="cannot join the Ray cluster at 'auto': Could not find any running Ray"):
+        executor_from_spec("ray:auto")
+    assert not ray.is_initialized()
+
+
+def test_cli_with_a_closed_ray_port_exits_2_in_one_line():
+    optional("ray", "needs the ray extra (pip install 'rerank[ray]')")
+    args = ["--quiet", "eval", "--dataset", "cranfield", "--pipeline", "bm25", "--limit", "2",
+            "--executor", "ray:127.0.0.1:1"]
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "rerank.cli", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    assert time.monotonic() - started < 30
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.count("\n") == 1 and "no Ray cluster answers at '127.0.0.1:1'" in proc.stderr
+
+
+@pytest.mark.parametrize("settings", [
+    {"workers": 2.5}, {"workers": True}, {"workers": 0}, {"workers": -1}, {"workers": "2"},
+    {"num_cpus": float("nan")}, {"num_cpus": float("inf")}, {"num_cpus": -1}, {"num_cpus": "1"}, {"num_cpus": None},
+    {"num_gpus": float("nan")}, {"num_gpus": True}, {"max_retries": 1.5}, {"max_retries": -1},
+    {"max_retries": None}, {"threads": 0}, {"threads": 2.0}, {"resources": {"big": float("nan")}},
+    {"resources": ["big"]}, {"resources": {"CPU": 1}}, {"address": 3}, {"address": ""},
+])
+def test_bad_ray_executor_settings_are_refused_before_ray_starts(settings):
+    ray = optional("ray", "needs the ray extra (pip install 'rerank[ray]')")
+    from rerank.distributed.ray import RayExecutor
+
+    with pytest.raises(ConfigError) as e:
+        RayExecutor(**settings)
+    assert "\n" not in str(e.value)
+    assert not ray.is_initialized()
+
+
+def test_a_setting_ray_refuses_after_starting_a_cluster_stops_that_cluster():
+    ray = optional("ray", "needs the ray extra (pip install 'rerank[ray]')")
+    from rerank.distributed.ray import RayExecutor
+
+    with pytest.raises(ConfigError, match="whole numbers"):  # Ray checks this when a worker starts
+        RayExecutor(num_gpus=1.5)
+    assert not ray.is_initialized()

@@ -5,15 +5,21 @@ A cluster started here binds every server to 127.0.0.1, runs no dashboard and se
 the machine's public one unless it runs as a single-machine cluster, the mode it uses on macOS and
 Windows (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``), which this module turns on for local clusters. Joining an existing cluster
 (``address="HOST:PORT"``, ``"auto"`` or ``"ray://HOST:10001"``) uses that cluster's own settings;
-the rerank variables of this process (cache folder, offline flags) are passed to its workers.
+the rerank variables of this process (cache folder, offline flags) are passed to its workers. An
+address of another form, or a ``HOST:PORT`` where nothing answers within a few seconds, is a
+:class:`ConfigError` before Ray is asked (Ray itself would retry for minutes).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 from rerank.errors import ConfigError, require
+
+PROBE_TIMEOUT = 3.0
+"""Seconds to wait for a TCP answer at a cluster's ``HOST:PORT`` before giving up."""
 
 PASSED_ENV = ("RERANK_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "TOKENIZERS_PARALLELISM", "PYTHONPATH")
 """Variables of the driver that every worker gets, so workers read the same caches and models."""
@@ -25,6 +31,25 @@ def import_ray() -> Any:
     return require("ray", "ray")
 
 
+def parse_address(address: Any) -> tuple[str, int] | None:
+    """The ``(host, port)`` of a Ray address ``"HOST:PORT"`` or ``"ray://HOST:PORT"``; None for ``"auto"``.
+
+    >>> parse_address("ray://10.0.0.5:10001")
+    ('10.0.0.5', 10001)
+    >>> parse_address("garbage:abc")
+    Traceback (most recent call last):
+    ...
+    rerank.errors.ConfigError: bad Ray address 'garbage:abc'; use HOST:PORT, ray://HOST:PORT or auto
+    """
+    if address == "auto":
+        return None
+    host, _, port = str(address).removeprefix("ray://").rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")  # [::1]:6379
+    if not isinstance(address, str) or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"bad Ray address {address!r}; use HOST:PORT, ray://HOST:PORT or auto")
+    return host, int(port)
+
+
 def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
             object_store_memory: int | None = None) -> bool:
     """Join the cluster at ``address``, or start a local one on loopback when ``address`` is None.
@@ -32,7 +57,9 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
     Does nothing when Ray is already initialized in this process. Returns True when this call
     initialized Ray, so the caller knows to :func:`shutdown` it.
     """
-    if address is None:
+    if address is not None:
+        parse_address(address)  # a bad form fails here, before Ray is asked
+    else:
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read when Ray is imported
     ray = import_ray()
     if ray.is_initialized():
@@ -44,8 +71,13 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
     env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
     common: dict[str, Any] = {"runtime_env": {"env_vars": env} if env else None, "log_to_driver": False,
                               "configure_logging": False}
-    if address:
-        ray.init(address=address, **common)
+    if address is not None:
+        _probe(address, *_target(address))
+        try:
+            ray.init(address=address, **common)
+        except (ConnectionError, ValueError) as e:
+            shutdown()
+            raise ConfigError(f"cannot join the Ray cluster at {address!r}: {e}") from None
     else:
         # "local" starts a new cluster: with no address Ray would join $RAY_ADDRESS or the last `ray start`
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, object_store_memory=object_store_memory,
@@ -55,6 +87,30 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
             ray.shutdown()
             raise ConfigError(f"the local Ray cluster came up on {exposed}, not 127.0.0.1; stopped it")
     return True
+
+
+def _target(address: str) -> tuple[str, int]:
+    """The host and port Ray connects to for ``address``: a client's as given; a cluster's as Ray
+    resolves it (``"auto"``: ``$RAY_ADDRESS`` or the running cluster; a loopback host: this machine's IP)."""
+    if address.startswith("ray://"):
+        return parse_address(address)  # type: ignore[return-value]
+    from ray._private.services import canonicalize_bootstrap_address_or_die
+
+    try:
+        found = canonicalize_bootstrap_address_or_die(address)
+    except (ConnectionError, ValueError) as e:
+        raise ConfigError(f"cannot join the Ray cluster at {address!r}: {e}") from None
+    return parse_address(found)  # type: ignore[return-value]  # HOST:PORT
+
+
+def _probe(address: str, host: str, port: int) -> None:
+    """Raise :class:`ConfigError` unless something accepts a TCP connection at ``host:port``."""
+    try:
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT).close()
+    except OSError as e:
+        via = "" if address.removeprefix("ray://") == f"{host}:{port}" else f" (Ray connects to {host}:{port})"
+        raise ConfigError(f"no Ray cluster answers at {address!r}{via}: {e or type(e).__name__}; "
+                          "start one (ray start --head) or check the address") from None
 
 
 def shutdown() -> None:

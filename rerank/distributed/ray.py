@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from rerank.distributed.cluster import connect, import_ray, shutdown
 from rerank.errors import ConfigError
+from rerank.params import is_finite_number, is_integer
 
 logger = logging.getLogger("rerank")
 T = TypeVar("T")
@@ -82,26 +83,32 @@ class RayExecutor:
     def __init__(self, address: str | None = None, *, workers: int | None = None, num_cpus: float = 1,
                  num_gpus: float = 0, resources: dict[str, float] | None = None, max_retries: int = 3,
                  threads: int | None = None):
-        if workers is not None and workers < 1:
-            raise ConfigError(f"RayExecutor needs at least one worker, got workers={workers}")
-        if num_cpus < 0 or num_gpus < 0 or max_retries < 0:
-            raise ConfigError("num_cpus, num_gpus and max_retries must be >= 0")
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise ConfigError(f"threads must be a positive integer, got {threads!r}")
+        _check_settings(workers=workers, num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+                        max_retries=max_retries, threads=threads)
         self.address, self.num_cpus, self.num_gpus, self.max_retries = address, num_cpus, num_gpus, max_retries
         self.resources = dict(resources or {})
-        self._started = connect(address)
-        fitting = _fitting_workers(num_cpus, num_gpus)
-        self.workers = workers or fitting
-        if self.workers > fitting:
-            logger.warning("%d workers of %s CPU and %s GPU each do not fit the cluster now (%d do): the others "
-                           "start only when it grows", self.workers, num_cpus, num_gpus, fitting)
-        ray = import_ray()
-        actor = ray.remote(Worker).options(num_cpus=num_cpus, num_gpus=num_gpus, resources=self.resources or None,
-                                           max_restarts=max_retries, max_task_retries=max_retries)
-        self._actors = [actor.remote(threads) for _ in range(self.workers)]
+        self._actors: list[Any] = []
         self._shipped: dict[int, tuple[Any, str, Any]] = {}
         self._keys = itertools.count()
+        ray = import_ray()
+        try:  # Ray's own checks of the resources, before a cluster starts
+            actor = ray.remote(Worker).options(num_cpus=num_cpus, num_gpus=num_gpus, resources=self.resources or None,
+                                               max_restarts=max_retries, max_task_retries=max_retries)
+        except ValueError as e:
+            raise ConfigError(f"RayExecutor: {_message(e)}") from None
+        self._started = connect(address)
+        try:
+            fitting = _fitting_workers(num_cpus, num_gpus)
+            self.workers = workers or fitting
+            if self.workers > fitting:
+                logger.warning("%d workers of %s CPU and %s GPU each do not fit the cluster now (%d do): the "
+                               "others start only when it grows", self.workers, num_cpus, num_gpus, fitting)
+            self._actors = [actor.remote(threads) for _ in range(self.workers)]
+        except BaseException as e:
+            self.close()  # and the local cluster, if this constructor started it
+            if isinstance(e, ValueError):  # Ray's own checks of the settings
+                raise ConfigError(f"RayExecutor: {_message(e)}") from None
+            raise
 
     def __repr__(self) -> str:
         where = f"{self.address!r}, " if self.address else ""
@@ -169,6 +176,26 @@ class RayExecutor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_settings(*, workers: Any, num_cpus: Any, num_gpus: Any, resources: Any, max_retries: Any,
+                    threads: Any) -> None:
+    """Raise :class:`ConfigError` for a setting of the wrong type or out of range (before Ray starts)."""
+    for name, value, low in (("workers", workers, 1), ("max_retries", max_retries, 0), ("threads", threads, 1)):
+        if (value is not None or name == "max_retries") and not (is_integer(value) and value >= low):
+            raise ConfigError(f"RayExecutor: {name} must be an integer >= {low}, got {value!r}")
+    if resources is not None and not isinstance(resources, dict):
+        raise ConfigError(f"RayExecutor: resources must be a dict of names to amounts, got {resources!r}")
+    amounts = {"num_cpus": num_cpus, "num_gpus": num_gpus,
+               **{f"resources[{k!r}]": v for k, v in (resources or {}).items()}}
+    for name, value in amounts.items():
+        if not is_finite_number(value) or value < 0:
+            raise ConfigError(f"RayExecutor: {name} must be a finite number >= 0, got {value!r}")
+
+
+def _message(e: Exception) -> str:
+    """Ray splits some messages over several arguments."""
+    return " ".join(str(a).strip() for a in e.args)
 
 
 def _fitting_workers(num_cpus: float, num_gpus: float) -> int:
