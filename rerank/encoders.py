@@ -216,6 +216,13 @@ class Encoder:
         """Tokens of ``text`` as this encoder feeds it (special tokens included for ``pooling="model"``)."""
         return len(self.tokenizer(text, add_special_tokens=self.pooling == "model", verbose=False)["input_ids"])
 
+    def lengths(self, texts: Sequence[str], *, kind: Kind) -> list[int]:
+        """Tokens of each of ``texts`` after the ``kind``'s prefix, counted as :meth:`count` does, in one call."""
+        if not texts:
+            return []
+        prefixed = [self._prefix(kind) + t for t in texts]
+        return [len(i) for i in self.tokenizer(prefixed, add_special_tokens=self.pooling == "model", verbose=False)["input_ids"]]
+
     def head(self, text: str, n: int) -> str:
         """The first ``n`` tokens of ``text``, cut at a token boundary of the original string."""
         offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]

@@ -63,9 +63,9 @@ class BiEncoderReranker(PointwiseReranker):
 
     def rerank_many(self, batch: Sequence[Candidates]) -> list[Candidates]:
         limit = self.encoder.max_tokens
-        truncated = [sum(n > limit for n in self._lengths(c.texts, self.doc_prefix)) for c in batch]
+        truncated = [sum(n > limit for n in self.encoder.lengths(c.texts, kind="doc")) for c in batch]
         queries = list(dict.fromkeys(c.query for c in batch))
-        cut = {q: max(n - limit, 0) for q, n in zip(queries, self._lengths(queries, self.query_prefix))}
+        cut = {q: max(n - limit, 0) for q, n in zip(queries, self.encoder.lengths(queries, kind="query"))}
         if sum(truncated):
             logger.warning("%s: %d documents exceed %d tokens and were truncated by the encoder",
                            self.model, sum(truncated), limit)
@@ -75,6 +75,3 @@ class BiEncoderReranker(PointwiseReranker):
         out = super().rerank_many(batch)
         return [replace(c, info={**c.info, "truncated": n, "query_tokens_cut": cut[c.query]}) for c, n in zip(out, truncated)]
 
-    def _lengths(self, texts: Sequence[str], prefix: str) -> list[int]:
-        """Token counts of ``prefix + text`` as the encoder sees them (special tokens included)."""
-        return [len(i) for i in self.encoder.tokenizer([prefix + t for t in texts], verbose=False)["input_ids"]] if texts else []

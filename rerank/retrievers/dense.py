@@ -137,8 +137,8 @@ class Dense(Retriever):
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         """Query embeddings; queries longer than the encoder's limit are read up to it, and counted in a warning."""
-        limit, prefix = self.encoder.max_tokens, self.encoder.query_prefix
-        long = sum(self.encoder.count(prefix + q) > limit for q in queries)
+        limit = self.encoder.max_tokens
+        long = sum(n > limit for n in self.encoder.lengths(list(queries), kind="query"))
         if long:
             logger.warning("%s: %d of %d queries exceed %d tokens and were truncated by the encoder",
                            self.encoder.model, long, len(queries), limit)
