@@ -13,7 +13,7 @@ Parsed answers (how many needed no repair) are read from a reranker's ``answer_l
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ import numpy as np
 
 from rerank.backends.base import Backend, BackendWrapper, Generation, Prompt, prompt_text
 from rerank.constraints import Constraint
+from rerank.stage import leaves
 
 
 @dataclass(frozen=True)
@@ -119,13 +120,3 @@ class Meter:
             log = getattr(r, "answer_log", None)
             total += Usage(answers=getattr(log, "answers", 0), valid=getattr(log, "valid", 0), forced=getattr(log, "forced", 0))
         return total
-
-
-def leaves(stage: Any) -> Iterator[Any]:
-    """The stages inside pipelines and fusions, depth first."""
-    inner = getattr(stage, "stages", None)
-    if isinstance(inner, list):
-        for s in inner:
-            yield from leaves(s)
-    else:
-        yield stage

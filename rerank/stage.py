@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -302,6 +302,16 @@ def _check_finite(fused: Mapping[str, Mapping[str, float]], method: str, norm: s
 
 _ABSENT = "\x00absent"
 """The placeholder docid of a query that a ranking lacks (see :func:`fuse`)."""
+
+
+def leaves(stage: Any) -> Iterator[Any]:
+    """The stages inside pipelines and fusions, depth first."""
+    inner = getattr(stage, "stages", None)
+    if isinstance(inner, list):
+        for s in inner:
+            yield from leaves(s)
+    else:
+        yield stage
 
 
 def _kind(obj: Any) -> str:

@@ -28,12 +28,13 @@ import pytest
 import uvicorn
 from servers import free_port
 
+from rerank.encoders import DEFAULT_ENCODER, resolve_encoder
 from rerank.errors import ConfigError
 from rerank.rerankers.base import PointwiseReranker
-from rerank.encoders import DEFAULT_ENCODER, resolve_encoder
 from rerank.rerankers.biencoder import BiEncoderReranker
 from rerank.serve.app import create_app
 from rerank.serve.config import ServeConfig
+from rerank.serve.engine import Engine, SearchJob
 
 pytestmark = pytest.mark.server
 
@@ -302,6 +303,25 @@ def test_a_query_cut_to_fit_the_bi_encoder_is_counted_in_the_warnings(biencoder)
     assert cut > 0 and f"{cut} tokens of the query were cut to fit the model" in v2["meta"]["warnings"]
     assert f"{cut} tokens of the query were cut to fit the model" in jina["warnings"]
     assert "warnings" not in short["meta"]
+
+
+def test_search_reports_a_query_cut_by_the_retrievers_encoder_and_the_rerankers_repairs(biencoder):
+    from rerank.retrievers.dense import Dense
+    from rerank.types import Doc
+
+    pipe = Dense(DEFAULT_ENCODER).index([Doc(str(i), t) for i, t in enumerate(DOCS)]) % 3 >> biencoder
+    long = "flea " * 400 + "eggs larvae"
+    cut = len(biencoder.encoder.tokenizer(long)["input_ids"]) - biencoder.encoder.max_tokens
+    with running(create_app(pipe, ServeConfig(), searchable=True, warmup=False)) as url:
+        got = httpx.post(f"{url}/v1/search", json={"query": long, "top_n": 2}, timeout=60).json()
+        short = httpx.post(f"{url}/v1/search", json={"query": FLEA, "top_n": 2}, timeout=60).json()
+    expected = pipe.search(long, k=2)
+    assert [r["docid"] for r in got["results"]] == expected.docids
+    np.testing.assert_allclose([r["score"] for r in got["results"]], [r.score for r in expected], atol=1e-4)
+    assert cut > 0 and got["meta"]["warnings"] == [f"{cut} tokens of the query were cut to fit the model"]
+    assert short["meta"]["warnings"] == []
+    first_stage_only = Engine(pipe.stages[0] % 3, searchable=True).search([SearchJob(long, 2)])[0]
+    assert first_stage_only.info == {"query_tokens_cut": cut} and len(first_stage_only) == 2
 
 
 def test_search_is_off_without_a_corpus_and_rerank_off_without_a_reranker(bi_url):
@@ -588,7 +608,7 @@ def test_a_bare_retriever_takes_the_saved_index_settings_and_says_so(tmp_path, c
 def test_repairs_of_every_reranker_in_a_served_pipeline_reach_the_answer():
     from rerank.backends.fake import FakeBackend
     from rerank.rerankers.listwise import Listwise
-    from rerank.serve.engine import Engine, RerankJob
+    from rerank.serve.engine import RerankJob
 
     fixing = Listwise(FakeBackend(generate=lambda prompt: "2] > [2]"), window=3, step=2)  # a duplicate id: repaired
     [out] = Engine(fixing % 2, searchable=False).rerank([RerankJob(FLEA, DOCS[:3])])

@@ -162,7 +162,8 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
         found = await _run(search_batcher, SearchJob(req.query, req.top_n), config, started)
         results = [{"docid": r.docid, "score": r.score, "rank": r.rank,
                     **({"text": r.text, "title": r.title} if req.return_documents else {})} for r in found]
-        return {"id": str(uuid.uuid4()), "results": results, "meta": {"warnings": _model_warnings(req.model, name)}}
+        warnings = _model_warnings(req.model, name) + _info_warnings(found.info)
+        return {"id": str(uuid.uuid4()), "results": results, "meta": {"warnings": warnings}}
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from rerank.errors import ConfigError
+from rerank.encoders import Encoder
+from rerank.errors import ConfigError, DataError
 from rerank.rerankers.base import Reranker, starts_with_retrieval
 from rerank.retrievers.base import Retriever
-from rerank.stage import Cutoff, Pipeline, Stage
+from rerank.stage import Cutoff, Pipeline, Stage, leaves
 from rerank.types import Candidates, RankedResults, Ranking
 
 logger = logging.getLogger("rerank")
@@ -94,19 +95,53 @@ class Engine:
         cands = [Candidates(f"r{i}", j.query, [str(k) for k in range(len(j.texts))], list(j.texts),
                             np.arange(len(j.texts), 0, -1, dtype=np.float64), titles=[""] * len(j.texts))
                  for i, j in enumerate(jobs)]
-        stages = self.reranker.stages if isinstance(self.reranker, Pipeline) else [self.reranker]
-        for stage in stages:  # on Candidates, so every stage's info (repairs, truncations) reaches the answer
-            cands = stage.rerank_many(cands) if isinstance(stage, Reranker) else [c.top(stage.k) for c in cands]
-        for c in cands:
-            _check_finite(c)
-        return cands
+        return _rerank(self.reranker.stages if isinstance(self.reranker, Pipeline) else [self.reranker], cands)
 
     def search(self, jobs: Sequence[SearchJob]) -> list[RankedResults]:
+        """The top ``top_n`` of the whole pipeline per job. The retrieval stages run on a Ranking, the
+        rerankers after them on Candidates (as :meth:`rerank`), so their ``info`` reaches the answer;
+        ``info["query_tokens_cut"]`` also counts the query tokens a retriever's encoder cut."""
         queries = {f"s{i}": j.query for i, j in enumerate(jobs)}
-        ranking = self.searcher(Ranking.from_queries(queries))
-        found = {c.qid: c for c in ranking.per_query()} if len(ranking) else {}
-        return [found[qid].top(j.top_n).to_results() if qid in found else RankedResults(j.query, [])
-                for (qid, _), j in zip(queries.items(), jobs)]
+        stages = self.searcher.compile().stages if isinstance(self.searcher, Pipeline) else [self.searcher]
+        split = next((i for i, s in enumerate(stages) if isinstance(s, Reranker)), len(stages))
+        if not all(isinstance(s, (Reranker, Cutoff)) for s in stages[split:]):
+            split = len(stages)
+        ranking = Ranking.from_queries(queries)
+        for stage in stages[:split]:
+            ranking = stage(ranking)
+        missing = [c for c in stages[split].requires if c not in ranking.columns] if split < len(stages) and len(ranking) else []
+        if missing:
+            raise DataError(f"{stages[split]!r} needs columns {list(stages[split].requires)}; its input lacks {missing}")
+        found = {c.qid: c for c in _rerank(stages[split:], list(ranking.per_query()) if len(ranking) else [])}
+        cut = _query_tokens_cut(stages[:split], list(queries.values()))
+        out = []
+        for (qid, query), j, n in zip(queries.items(), jobs, cut):
+            if qid not in found:
+                out.append(RankedResults(query, [], {"query_tokens_cut": n} if n else {}))
+                continue
+            res = found[qid].top(j.top_n).to_results()
+            n = max(n, res.info.get("query_tokens_cut", 0))
+            out.append(replace(res, info={**res.info, "query_tokens_cut": n}) if n else res)
+        return out
+
+
+def _rerank(stages: Sequence[Stage], cands: list[Candidates]) -> list[Candidates]:
+    """Rerankers and cut-offs run on Candidates, so every stage's info (repairs, truncations) is kept;
+    a non-finite score raises :class:`NonFiniteScore`."""
+    for stage in stages:
+        cands = stage.rerank_many(cands) if isinstance(stage, Reranker) else [c.top(stage.k) for c in cands]
+    for c in cands:
+        _check_finite(c)
+    return cands
+
+
+def _query_tokens_cut(stages: Sequence[Stage], queries: list[str]) -> list[int]:
+    """Per query, the most tokens any encoder of ``stages`` (a dense retriever's) cuts from it."""
+    cut = [0] * len(queries)
+    encoders = {id(e): e for s in stages for leaf in leaves(s) if isinstance(e := getattr(leaf, "encoder", None), Encoder)}
+    for encoder in encoders.values():
+        cut = [max(c, n - encoder.max_tokens) for c, n in zip(cut, encoder.lengths(queries, kind="query"))]
+    return cut
 
 
 def _check_finite(cands: Candidates) -> None:
