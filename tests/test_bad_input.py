@@ -379,6 +379,14 @@ def test_run_files_refuse_ambiguity_and_count_exact_repeats(tmp_path, caplog):
             read_trec_run(write_run(tmp_path / "c.trec", [ok[0], f"q1 Q0 d2 2 {bad} t\n"]))
 
 
+def test_a_shipped_run_is_read_once_so_its_repairs_are_reported_once(tmp_path, capsys, caplog):
+    folder = beir(tmp_path / "c")
+    write_run(folder / "run.bm25.trec", ["q1 Q0 d1 1 2.5 t\n", "q1 Q0 d1 1 2.5 t\n", "q2 Q0 d2 1 1.5 t\n"])
+    with caplog.at_level(logging.WARNING, logger="rerank"):   # the cell key hashes the run, the stage reads it
+        code, _, _ = cli(capsys, "eval", "--dataset", str(folder), "--pipeline", "run('bm25')", "--metrics", "recall@1")
+    assert code == 0 and caplog.text.count("1 repeated run lines dropped") == 1
+
+
 def test_rankings_refuse_repeated_documents_and_non_finite_scores():
     with pytest.raises(DataError, match="1 rows repeat a \\(qid, docid\\) pair .*query 'q1', document 'd1'"):
         Ranking.from_records([("q1", "x", "d1", 1.0), ("q1", "x", "d2", 0.5), ("q1", "x", "d1", 0.2)])

@@ -13,6 +13,8 @@ from rerank.types import Doc, Query, Ranking
 
 
 class BeirDataset(Dataset):
+    """The folder's files are read once per object, when first asked for."""
+
     def __init__(self, path: str | Path, name: str | None = None, split: str = "test", rel_threshold: int = 1):
         self.path = Path(path)
         self.name = name or self.path.name
@@ -47,6 +49,7 @@ class BeirDataset(Dataset):
     def run_names(self) -> list[str]:
         return sorted({p.name.split(".")[1] for p in self.path.glob("run.*.trec*")})
 
+    @cache
     def run(self, name: str = "bm25") -> Ranking:
         files = sorted(self.path.glob(f"run.{name}.*trec*")) or sorted(self.path.glob(f"run.{name}.trec*"))
         if not files:
