@@ -23,7 +23,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from rerank.errors import ConfigError, RerankError
+from rerank.errors import ConfigError, RerankError, one_line
 from rerank.metrics import DEFAULT_METRICS
 
 # Errors that name a problem with the user's input or paths: one line, exit status 2.
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         if args.debug:
             raise
-        print(_one_line(f"rerank: error: {e}"), file=sys.stderr)
+        print(one_line(f"rerank: error: {e}", limit=None), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rerank: interrupted", file=sys.stderr)
@@ -50,19 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if args.debug:
             raise
-        print(_one_line(f"rerank: unexpected {type(e).__name__}: {e} (re-run with --debug for the traceback)"), file=sys.stderr)
+        print(one_line(f"rerank: unexpected {type(e).__name__}: {e} (re-run with --debug for the traceback)", limit=None), file=sys.stderr)
         return 1
-
-
-def _one_line(message: str) -> str:
-    return " ".join(message.split())
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse with usage errors on one line (exit status 2), like every other error."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, _one_line(f"{self.prog}: error: {message} (see {self.prog} --help)") + "\n")
+        self.exit(2, one_line(f"{self.prog}: error: {message} (see {self.prog} --help)", limit=None) + "\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -206,7 +202,7 @@ def _bench(args: argparse.Namespace) -> int:
     failed = [c for c in report.errors() if c.status == "error"]  # not cells --report-only finds not run
     if failed:
         print(f"rerank: error: {len(failed)} of {len(report.cells)} cells failed (listed in the report), e.g. "
-              f"{failed[0].system} on {failed[0].dataset}: {' '.join(str(failed[0].error).split())}", file=sys.stderr)
+              f"{failed[0].system} on {failed[0].dataset}: {one_line(failed[0].error)}", file=sys.stderr)
         return 2
     return 0
 

@@ -35,6 +35,21 @@ class ParseError(BackendError):
     pass
 
 
+def one_line(e: BaseException | str, limit: int | None = 300) -> str:
+    """An exception's message (or a text) on one line, for a message of our own: whitespace runs
+    collapsed, the arguments joined when there are several strings (Ray splits its messages), the
+    type's name when it is empty, cut to ``limit`` characters.
+
+    >>> one_line(ValueError("bad\\n  value"))
+    'bad value'
+    """
+    if isinstance(e, BaseException):
+        several = len(e.args) > 1 and all(isinstance(a, str) for a in e.args)
+        e = (" ".join(e.args) if several else str(e)).strip() or type(e).__name__
+    text = " ".join(e.split())
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
 def one_of(name: str, value: object, choices: tuple) -> None:
     """Refuse ``value`` unless it is one of ``choices`` (the message names the argument and the choices)."""
     if value not in choices:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from rerank.errors import ConfigError, DataError
+from rerank.errors import ConfigError, DataError, one_line
 from rerank.naming import slug
 from rerank.types import Doc
 
@@ -61,7 +61,7 @@ def indexed(retriever: Any, dataset: Any, cache_dir: str | Path) -> Any:
             logger.info("index: %r on %s loaded from %s", retriever, dataset.name, folder)
             return loaded if loaded.num_results == retriever.num_results else loaded.with_num_results(retriever.num_results)
         except Exception as e:  # noqa: BLE001 -- a cache entry is disposable: whatever is wrong with it, rebuild
-            logger.warning("index cache %s is unreadable (%s); rebuilding it", folder, _one_line(e))
+            logger.warning("index cache %s is unreadable (%s: %s); rebuilding it", folder, type(e).__name__, one_line(e))
             shutil.rmtree(folder, ignore_errors=True)
     corpus = dataset.corpus()
     logger.info("index: %r on %s, %d documents ...", retriever, dataset.name, len(corpus))
@@ -71,7 +71,7 @@ def indexed(retriever: Any, dataset: Any, cache_dir: str | Path) -> Any:
     except NotImplementedError:
         pass
     except OSError as e:
-        logger.warning("could not write the index cache %s (%s); the index is kept in memory only", folder, _one_line(e))
+        logger.warning("could not write the index cache %s (%s); the index is kept in memory only", folder, one_line(e))
     return retriever
 
 
@@ -115,7 +115,7 @@ def read_index_header(folder: Path) -> dict[str, Any]:
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise DataError(f"{meta_file} is damaged ({_one_line(e)[:200]}); rebuild the index") from None
+        raise DataError(f"{meta_file} is damaged ({type(e).__name__}: {one_line(e, 200)}); rebuild the index") from None
     if not (isinstance(meta, dict) and isinstance(meta.get("class"), str) and isinstance(meta.get("params"), dict)
             and "rerank_version" in meta):
         raise DataError(f"{meta_file} is not the header of a rerank index (it needs class, params and rerank_version)")
@@ -135,6 +135,3 @@ def check_target(path: str | Path, kind: str = "saved index") -> Path:
             raise ConfigError(f"{path} is a folder that does not hold a {kind}; choose a new or empty folder") from None
     return path
 
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(f"{type(e).__name__}: {e}".split())

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from rerank.errors import one_line
 from rerank.index_cache import corpus_fingerprint
 from rerank.types import Doc
 
@@ -73,7 +74,7 @@ def lookup(docs: Sequence[Doc], identity: dict[str, Any]) -> np.ndarray | None:
                     raise ValueError("the array holds NaN or infinite values")
             except (OSError, ValueError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
                 logger.warning("prebuilt embeddings %s are unreadable (%s); encoding instead",
-                               meta_path.with_suffix(""), " ".join(str(e).split()))
+                               meta_path.with_suffix(""), one_line(e))
                 continue
             logger.info("dense: %d prebuilt document embeddings from %s", len(docs), meta_path.with_suffix(".npy.gz"))
             return embeddings

@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from rerank.errors import ConfigError
+from rerank.errors import ConfigError, one_line
 from rerank.params import check_fields
 
 ALLOWED = {
@@ -183,7 +183,7 @@ def _yaml_problem(e: yaml.YAMLError, text: str) -> str:
         column = e.position - (text.rfind("\n", 0, e.position) + 1)
         return f" at line {line + 1}, column {column + 1}: character #x{e.character:04x}: {e.reason}"
     mark = getattr(e, "problem_mark", None)
-    problem = getattr(e, "problem", None) or " ".join(str(e).split())
+    problem = getattr(e, "problem", None) or one_line(e)
     return f" at line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else f": {problem}"
 
 

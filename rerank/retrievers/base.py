@@ -20,7 +20,7 @@ import pandas as pd
 
 from rerank import __version__
 from rerank._progress import progress_bar
-from rerank.errors import ConfigError, DataError
+from rerank.errors import ConfigError, DataError, one_line
 from rerank.index_cache import corpus_fingerprint, read_index_header, write_folder
 from rerank.params import is_integer
 from rerank.stage import Stage
@@ -154,7 +154,7 @@ class Retriever(Stage):
         try:
             self._load_index(path, mmap)
         except (OSError, ValueError, RuntimeError, KeyError, EOFError) as e:
-            raise DataError(f"{path}: a file of the saved index is missing or damaged ({' '.join(str(e).split())[:200]}); "
+            raise DataError(f"{path}: a file of the saved index is missing or damaged ({one_line(e, 200)}); "
                             "rebuild the index") from None
         return self
 
