@@ -175,9 +175,10 @@ class Ranking:
         missing = [c for c in QUERY_COLUMNS if c not in frame.columns]
         if missing:
             raise ValueError(f"a Ranking needs columns {QUERY_COLUMNS}; missing {missing}")
-        frame = _one_text_per_query(frame.astype({"qid": str}))
+        ids = [c for c in ("qid", "query", "docid") if c in frame.columns]
+        frame = _one_text_per_query(frame.assign(**{c: _as_strings(frame[c], c) for c in ids}))
         if "docid" in frame.columns:
-            frame = _sorted(_checked(frame.astype({"docid": str, "score": np.float64})))
+            frame = _sorted(_checked(frame.astype({"score": np.float64})))
         self._frame = frame.reset_index(drop=True)
 
     # -- construction -------------------------------------------------------------------------
@@ -281,9 +282,9 @@ class Ranking:
                 qid=str(qid),
                 query=str(g["query"].iat[0]),
                 docids=g["docid"].tolist(),
-                texts=g["text"].tolist() if has_text else [""] * len(g),
+                texts=_texts(g, str(qid)) if has_text else [""] * len(g),
                 scores=g["score"].to_numpy(np.float64),
-                titles=g["title"].tolist() if has_title else None,
+                titles=g["title"].fillna("").astype(str).tolist() if has_title else None,
             )
 
     def results(self, qid: str) -> RankedResults:
@@ -305,6 +306,17 @@ class Ranking:
         return Ranking(self._frame.assign(**columns))
 
 
+def _texts(group: pd.DataFrame, qid: str) -> list[str]:
+    """The ``text`` of one query's rows; a row without one (a document a fused ranking took from a run
+    without texts) is refused."""
+    texts = group["text"].tolist()
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise DataError(f"query {qid!r}, document {group['docid'].iat[bad]!r} has no text ({texts[bad]!r}); "
+                        "give every ranking texts (a fused run without texts leaves its documents without)")
+    return texts
+
+
 def _one_text_per_query(frame: pd.DataFrame) -> pd.DataFrame:
     """Refuse a qid given two query texts; in a query set, drop exact repeats (with a warning that counts them)."""
     pairs = frame[["qid", "query"]].drop_duplicates()
@@ -318,6 +330,24 @@ def _one_text_per_query(frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     logger.warning("query set: %d repeated queries dropped", len(frame) - len(pairs))
     return frame.loc[pairs.index]
+
+
+def _as_strings(values: pd.Series, column: str) -> pd.Series:
+    """A ``qid``, ``query`` or ``docid`` column as strings. Whole numbers become their digits; a missing
+    value, a float (an id read as ``1.0`` would never match its qrels' ``1``) or any other type is refused."""
+    kind = pd.api.types.infer_dtype(values, skipna=False)
+    if kind in ("string", "empty") and not values.isna().any():  # pandas' str dtype holds NaN for a missing value
+        return values
+    if kind != "integer":
+        good = values.map(lambda v: isinstance(v, (str, int, np.integer)) and not isinstance(v, bool), na_action=None)
+        good = good.to_numpy(bool) & ~values.isna().to_numpy()
+        if not good.all():
+            first = values[~good].iloc[0]
+            first = first.item() if isinstance(first, np.generic) else first
+            what = "have none" if pd.isna(first) else f"hold a {type(first).__name__} (e.g. {first!r})"
+            hint = "; read ids as text (pandas: dtype=str)" if isinstance(first, float) and not pd.isna(first) else ""
+            raise DataError(f"a Ranking's {column} column must hold text or whole numbers; {int((~good).sum())} rows {what}{hint}")
+    return values.astype(str)
 
 
 def _checked(frame: pd.DataFrame) -> pd.DataFrame:

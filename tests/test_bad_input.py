@@ -397,6 +397,26 @@ def test_rankings_refuse_repeated_documents_and_non_finite_scores():
     assert len(same_doc_other_query) == 2
 
 
+def test_ranking_ids_and_texts_must_be_text_never_nan_or_float():
+    import pandas as pd
+
+    def frame(**columns):
+        return pd.DataFrame({"qid": ["q1", "q1"], "query": ["a", "a"], "docid": ["d1", "d2"], "score": [2.0, 1.0],
+                             "text": ["x", "y"], **columns})
+
+    for column, values, problem in (("qid", [None, "q1"], "1 rows have none"), ("docid", ["d1", float("nan")], "1 rows have none"),
+                                    ("query", [None, None], "2 rows have none"),
+                                    ("docid", [7.0, 8.0], "2 rows hold a float \\(e.g. 7.0\\); read ids as text")):
+        with pytest.raises(DataError, match=f"a Ranking's {column} column must hold text or whole numbers; {problem}"):
+            Ranking(frame(**{column: values}))
+    numbers = Ranking(frame(qid=[1, 1], docid=[7, 8]))              # whole numbers are ids, as their digits
+    assert numbers.to_pandas()[["qid", "docid"]].values.tolist() == [["1", "7"], ["1", "8"]]
+    untitled = next(Ranking(frame(title=[None, "T"])).per_query())
+    assert untitled.titles == ["", "T"]
+    with pytest.raises(DataError, match="query 'q1', document 'd2' has no text"):   # e.g. fused with a run without texts
+        next(Ranking(frame(text=["x", None])).per_query())
+
+
 def test_rankings_give_each_query_one_text(caplog):
     for make in (lambda: Ranking.from_queries([Query("q1", "caffeine"), Query("q1", "river")]),
                  lambda: Ranking.from_records([("q1", "caffeine", "d1", 1.0), ("q1", "river", "d2", 0.5)])):
