@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -219,12 +220,112 @@ def test_sharded_bm25_bad_inputs(cluster, tmp_path):
         build_bm25(docs, shards=4)
     with pytest.raises(ConfigError, match="unindexed"):
         build_bm25(docs, BM25().index(docs))
-    with pytest.raises(DataError, match="duplicate docids"):
-        build_bm25([*docs, Doc("d1", "again")], shards=2)
+    for repeated in ([*docs, Doc("d1", "again")], [*docs, docs[0]]):  # the error of BM25().index, before Ray
+        with pytest.raises(DataError, match="duplicate docids") as one:
+            BM25().index(repeated)
+        with pytest.raises(DataError) as sharded:
+            build_bm25(repeated, shards=2)
+        assert str(sharded.value) == str(one.value)
     part = tmp_path / "corpus.jsonl"
     part.write_text('{"_id": "x", "text": "cats"}\n{"_id": "y", "text": ')  # truncated file
     with pytest.raises(DataError, match="not valid JSON"):
         build_bm25([part])
+
+
+def write_corpus(path: Path, docs: list[Doc]) -> Path:
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("".join(json.dumps({"_id": d.docid, "title": d.title, "text": d.text}) + "\n" for d in docs))
+    return path
+
+
+def test_sharded_bm25_drops_repeated_records_of_corpus_files_as_a_dataset_does(cluster, scifact, tmp_path, caplog):
+    import logging
+
+    from rerank.data.beir import BeirDataset
+    from rerank.distributed.bm25 import build_bm25
+    from rerank.retrievers.bm25 import BM25
+
+    docs, topics = scifact.corpus()[:60], scifact.topics()
+    topics = topics.select(list(topics.queries())[:20])
+    first = [*docs[:30], docs[4], docs[4]]                 # repeated within the first shard
+    second = [docs[30], docs[9], *docs[31:], docs[40]]     # across shards (docs[9]) and within the second
+    files = [write_corpus(tmp_path / "a" / "corpus.jsonl", first), write_corpus(tmp_path / "b" / "corpus.jsonl", second)]
+    whole = write_corpus(tmp_path / "whole" / "corpus.jsonl", first + second)
+    with caplog.at_level(logging.WARNING, logger="rerank"):
+        corpus = BeirDataset(whole.parent).corpus()         # the one-process path: the dataset's loader
+        one = BM25().index(corpus).with_num_results(100)
+        with build_bm25(files) as sharded:
+            got = (sharded % 100)(topics).to_pandas()
+            merged = sharded.merge()
+    assert [d.docid for d in merged.docs] == [d.docid for d in corpus] == [d.docid for d in docs]  # first copies kept
+    expected = one(topics).to_pandas()
+    assert got["docid"].tolist() == expected["docid"].tolist()
+    assert np.array_equal(got["score"].to_numpy(), expected["score"].to_numpy())  # bit for bit
+    assert merged._vocab == one._vocab and (merged._scores != one._scores).nnz == 0
+    assert f"{whole}: 4 repeated document records dropped" in caplog.text
+    assert f"{files[0]} and 1 more corpus files: 4 repeated document records dropped" in caplog.text
+
+    other = [Doc(docs[9].docid, "another text")]  # one id, two different records: refused by both
+    message = f"two different document records have the id '{docs[9].docid}'"
+    with pytest.raises(DataError, match=message):
+        BeirDataset(write_corpus(tmp_path / "c" / "corpus.jsonl", first + other).parent).corpus()
+    with pytest.raises(DataError, match=message):
+        build_bm25([files[0], write_corpus(tmp_path / "d" / "corpus.jsonl", other)])
+
+
+def test_a_second_process_joins_by_the_gcs_address_and_is_refused_other_grpc_ports(cluster):
+    gcs = cluster.get_runtime_context().gcs_address  # 127.0.0.1:PORT
+    raylet = f"127.0.0.1:{cluster.nodes()[0]['NodeManagerPort']}"  # a gRPC server of Ray, but no GCS
+    probe = f"""
+import time, ray
+from rerank.distributed.cluster import connect
+from rerank.errors import ConfigError
+for wrong in ({raylet!r}, {"ray://" + gcs!r}):  # Ray would retry for 20 s and 30 s, with warnings
+    started = time.monotonic()
+    try:
+        connect(wrong)
+    except ConfigError as e:
+        print(round(time.monotonic() - started), e)
+print(connect({gcs!r}), ray.cluster_resources()["CPU"])
+"""
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # keep 127.0.0.1
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and out.stderr == "", out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith(f"0 {raylet!r} is not a Ray cluster") and "as a Ray GCS does" in lines[0]
+    assert lines[1].startswith(f"0 'ray://{gcs}' is not a Ray cluster") and "as a Ray client server does" in lines[1]
+    assert lines[2:] == ["True 4.0"]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Wait until ``proc`` accepts connections on ``port`` of 127.0.0.1."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"nothing listens on port {port} (exit code {proc.poll()})")
+
+
+def test_a_second_process_joins_through_a_ray_client_server(cluster, tmp_path):
+    from servers import free_port
+
+    port, gcs = free_port(), cluster.get_runtime_context().gcs_address
+    with open(tmp_path / "client-server.log", "wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "ray.util.client.server", "--host", "127.0.0.1", "--port", str(port),
+                                   "--address", gcs, "--mode", "legacy"], stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        wait_for_port(port, server)
+        probe = f"import ray\nfrom rerank.distributed.cluster import connect\nprint(connect('ray://127.0.0.1:{port}'), ray.cluster_resources()['CPU'])"
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+        assert out.returncode == 0 and out.stdout.split() == ["True", "4.0"], out.stderr[-2000:]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
 
 
 def test_build_bm25_stops_the_cluster_it_started_and_keeps_one_it_joined(cluster):

@@ -4,9 +4,13 @@ addresses and settings (refused without a running cluster)."""
 import importlib.util
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from conftest import optional
@@ -98,6 +102,54 @@ def test_cli_with_a_closed_ray_port_exits_2_in_one_line():
     assert time.monotonic() - started < 30
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.count("\n") == 1 and "no Ray cluster answers at '127.0.0.1:1'" in proc.stderr
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """Answers HTTP/1 requests (an HTTP/2 preface gets 505) and logs nothing."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(params=["socket", "http"])
+def not_ray_port(request) -> Iterator[int]:
+    """A port on 127.0.0.1 that accepts connections but is no Ray cluster: a listening socket that never
+    answers, or an HTTP/1 server."""
+    if request.param == "socket":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+            yield s.getsockname()[1]
+        return
+    server = HTTPServer(("127.0.0.1", 0), QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_a_port_that_is_no_ray_cluster_fails_fast_in_one_line(not_ray_port):
+    ray = optional("ray", "needs the ray extra (pip install 'rerank[ray]')")
+    address = f"ray://127.0.0.1:{not_ray_port}"
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=re.escape(f"{address!r} is not a Ray cluster")) as e:
+        executor_from_spec(f"ray:{address}")
+    assert time.monotonic() - started < 10 and "\n" not in str(e.value)
+    assert not ray.is_initialized()
+
+
+def test_cli_with_a_port_that_is_no_ray_cluster_exits_2_in_one_line(not_ray_port):
+    optional("ray", "needs the ray extra (pip install 'rerank[ray]')")
+    args = ["--quiet", "eval", "--dataset", "cranfield", "--pipeline", "bm25", "--limit", "2",
+            "--executor", f"ray:127.0.0.1:{not_ray_port}"]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # Ray keeps 127.0.0.1
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "rerank.cli", *args], capture_output=True, text=True, timeout=120, env=env)
+    assert time.monotonic() - started < 30  # Ray itself retries for minutes, printing a warning every few seconds
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.count("\n") == 1 and f"'127.0.0.1:{not_ray_port}' is not a Ray cluster" in proc.stderr
 
 
 @pytest.mark.parametrize("settings", [

@@ -102,14 +102,14 @@ class Dataset(ABC):
         empty = [q.qid for q in queries if not q.text.strip()]
         if empty:
             raise DataError(f"{where}: {len(empty)} queries have empty text (e.g. {empty[:3]})")
-        return _unique(queries, where, "query")
+        return unique_records(queries, where, "query")
 
     def _checked_corpus(self, docs: list[Doc], source: str | None = None) -> list[Doc]:
         """Documents with unique ids (exact repeats dropped, with a warning). Messages name ``source``, else the dataset."""
         where = source or self.name
         if not docs:
             raise DataError(f"{where}: the corpus is empty")
-        return _unique(docs, where, "document")
+        return unique_records(docs, where, "document")
 
     def _checked_qrels(self, qrels: dict[str, dict[str, int]], docids: set[str] | None = None) -> dict[str, dict[str, int]]:
         """Refuse qrels that match none of the queries (or, given ``docids``, none of the documents); warn,
@@ -135,7 +135,7 @@ class Dataset(ABC):
         return qrels
 
 
-def _unique(records: list[R], where: str, kind: str) -> list[R]:
+def unique_records(records: list[R], where: str, kind: str) -> list[R]:
     """``records`` (id first) without exact repeats; two different records with one id are refused."""
     seen: dict[str, R] = {}
     repeats = 0

@@ -11,6 +11,11 @@ Building (:func:`build_bm25`), with one actor per shard:
 Each shard then holds exactly its columns of the unsharded score matrix, so scores and top-k equal one
 unsharded :class:`~rerank.retrievers.bm25.BM25` (ties go to the earlier document, as there).
 
+Repeated docids are treated as the one-process path treats them: in a list of documents they are a
+:class:`DataError`, as for ``BM25().index(docs)``; in corpus files, as when a dataset loads its corpus,
+an exact repeat of an earlier record (same id, title and text) is dropped with one warning that counts
+them, and two different records with one id are a :class:`DataError`.
+
 Searching: :meth:`ShardedBM25.merge` joins the shards into one in-process ``BM25`` (the driver then
 needs the memory of the whole index); or :class:`ShardedBM25` itself is a retriever stage that sends
 each query batch to every shard actor and merges their top-k (memory per worker: its shard only).
@@ -33,9 +38,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from rerank.data.base import unique_records
 from rerank.distributed.cluster import connect, import_ray, shutdown
 from rerank.errors import ConfigError, DataError
-from rerank.retrievers.base import as_docs
+from rerank.retrievers.base import as_docs, check_unique_docids
 from rerank.retrievers.bm25 import QUERY_BATCH, BM25, _top_k
 from rerank.stage import Stage
 from rerank.types import Doc, Ranking
@@ -58,9 +64,16 @@ class BM25Shard:
         return list(self._vocab), np.diff(self._tf.indptr), int(self._lengths.sum()), len(self.docs)
 
     def docid_digests(self) -> np.ndarray:
-        """A 64-bit digest of each docid, to find duplicates across shards without moving the ids."""
+        """A 64-bit digest of each docid, to find repeated ids across shards without moving the ids."""
         return np.array([int.from_bytes(hashlib.blake2b(d.docid.encode(), digest_size=8).digest(), "little")
                          for d in self.docs], dtype=np.uint64)
+
+    def drop(self, positions: np.ndarray) -> None:
+        """Drop the documents at these positions of the shard (before :meth:`weigh`)."""
+        keep = np.ones(len(self.docs), dtype=bool)
+        keep[positions] = False
+        self.docs = [d for d, k in zip(self.docs, keep) if k]
+        self._tf, self._lengths = self._tf[:, keep], self._lengths[keep]
 
     def weigh(self, rows: np.ndarray, n_terms: int, idf: np.ndarray, avgdl: float, offset: int) -> int:
         """Number this shard's terms globally (``rows``), weigh with the global statistics; returns stored entries."""
@@ -185,7 +198,9 @@ def build_bm25(corpus: Sequence[Doc] | Sequence[str | Path], bm25: BM25 | None =
     ``corpus`` is a list of :class:`Doc` (cut into ``shards`` contiguous slices, default 2) or a
     list of corpus files in BEIR ``corpus.jsonl[.gz]`` layout, one shard each (the driver then
     never holds the documents). Each shard actor reserves ``num_cpus`` (default: 1, or the cluster's
-    share when it has fewer CPUs than shards, so that every shard can start).
+    share when it has fewer CPUs than shards, so that every shard can start). A repeated docid is a
+    :class:`DataError` in a list of documents; in corpus files an exact repeat is dropped with a counted
+    warning, as when a dataset loads its corpus (module docstring).
 
     >>> build_bm25([], shards=2)
     Traceback (most recent call last):
@@ -197,7 +212,7 @@ def build_bm25(corpus: Sequence[Doc] | Sequence[str | Path], bm25: BM25 | None =
     config = bm25 if bm25 is not None else BM25()
     if config.is_indexed:
         raise ConfigError(f"build_bm25 takes an unindexed BM25 configuration, got an indexed {config!r}")
-    parts = _parts(corpus, shards)
+    parts = _parts(corpus, shards, config)
     started = connect(address)
     ray = import_ray()
     handles: list[Any] = []
@@ -206,6 +221,8 @@ def build_bm25(corpus: Sequence[Doc] | Sequence[str | Path], bm25: BM25 | None =
             num_cpus = min(1.0, ray.cluster_resources().get("CPU", 1) / len(parts))
         actor = ray.remote(BM25Shard).options(num_cpus=num_cpus)
         handles = [actor.remote(config, ray.put(p) if not isinstance(p, (str, Path)) else p) for p in parts]
+        if isinstance(parts[0], (str, Path)):
+            _drop_repeats(handles, _files_name(parts))
         return _weighed(config, handles, owns_cluster=started)
     except ray.exceptions.RayError as e:  # a shard could not read, tokenize or weigh its part
         _stop(handles, started)
@@ -219,9 +236,6 @@ def _weighed(config: BM25, handles: list[Any], owns_cluster: bool) -> ShardedBM2
     """Collect the shards' statistics, give every shard the global ones, and wrap them as one index."""
     ray = import_ray()
     stats = ray.get([h.stats.remote() for h in handles])
-    digests = np.concatenate(ray.get([h.docid_digests.remote() for h in handles]))
-    if len(np.unique(digests)) < len(digests):
-        raise DataError("the corpus has duplicate docids (across or within shards)")
     vocab: dict[str, int] = {}
     shard_rows = [np.array([vocab.setdefault(t, len(vocab)) for t in terms], dtype=np.int64) for terms, *_ in stats]
     if not vocab:
@@ -237,6 +251,26 @@ def _weighed(config: BM25, handles: list[Any], owns_cluster: bool) -> ShardedBM2
     return ShardedBM25(config, handles, vocab, sizes, config.num_results, owns_cluster=owns_cluster)
 
 
+def _drop_repeats(handles: list[Any], where: str) -> None:
+    """Drop from the shards each exact repeat of an earlier record, with the counted warning of a dataset's
+    corpus (the first copy stays); :class:`DataError` for two different records with one id."""
+    ray = import_ray()
+    digests = ray.get([h.docid_digests.remote() for h in handles])
+    ids, counts = np.unique(np.concatenate(digests), return_counts=True)
+    if (counts == 1).all():
+        return
+    positions = [np.flatnonzero(np.isin(d, ids[counts > 1])) for d in digests]  # records that may share an id
+    fetched = ray.get([h.documents.remote(p) for h, p in zip(handles, positions)])  # before weigh: shard positions
+    kept = {id(d) for d in unique_records([d for docs in fetched for d in docs], where, "document")}
+    repeats = [p[np.array([id(d) not in kept for d in docs], dtype=bool)] for p, docs in zip(positions, fetched)]
+    ray.get([h.drop.remote(r) for h, r in zip(handles, repeats) if len(r)])
+
+
+def _files_name(files: Sequence[str | Path]) -> str:
+    """How messages name the corpus files: the file, or the first and how many."""
+    return str(files[0]) if len(files) == 1 else f"{files[0]} and {len(files) - 1} more corpus files"
+
+
 def _stop(actors: Sequence[Any], cluster: bool) -> None:
     """Kill ``actors``; also stop the local cluster when ``cluster`` (this process started it for them)."""
     ray = import_ray()
@@ -246,7 +280,7 @@ def _stop(actors: Sequence[Any], cluster: bool) -> None:
         shutdown()
 
 
-def _parts(corpus: Sequence[Any], shards: int | None) -> list[Any]:
+def _parts(corpus: Sequence[Any], shards: int | None, config: BM25) -> list[Any]:
     if isinstance(corpus, str | Path):
         raise ConfigError(f"build_bm25 takes a list of corpus files (one per shard) or documents, got one path {str(corpus)!r}")
     if all(isinstance(c, (str, Path)) for c in corpus):
@@ -254,6 +288,7 @@ def _parts(corpus: Sequence[Any], shards: int | None) -> list[Any]:
             raise ConfigError(f"{len(corpus)} corpus files make {len(corpus)} shards, not {shards}")
         return list(corpus)
     docs = as_docs(corpus, "build_bm25")
+    check_unique_docids(docs, repr(config))  # as BM25().index(docs)
     n = shards or 2
     if n < 1 or n > len(docs):
         raise ConfigError(f"cannot cut {len(docs)} documents into {n} shards")

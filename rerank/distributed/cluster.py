@@ -6,8 +6,13 @@ the machine's public one unless it runs as a single-machine cluster, the mode it
 Windows (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``), which this module turns on for local clusters. Joining an existing cluster
 (``address="HOST:PORT"``, ``"auto"`` or ``"ray://HOST:10001"``) uses that cluster's own settings;
 the rerank variables of this process (cache folder, offline flags) are passed to its workers. An
-address of another form, or a ``HOST:PORT`` where nothing answers within a few seconds, is a
-:class:`ConfigError` before Ray is asked (Ray itself would retry for minutes).
+address of another form, a ``HOST:PORT`` where nothing answers within a few seconds, or one where
+something answers but not as Ray does, is a :class:`ConfigError` before Ray is asked (Ray itself would
+retry for minutes, or for 20 s with a warning a second). "As Ray does": one gRPC call (grpcio) of a
+method that every Ray GCS (for ``ray://``, every Ray client server) serves gets a reply or a refusal
+other than "unimplemented"; a plain socket or an HTTP/1 server gives no gRPC answer, another gRPC
+server "unimplemented". The method names are Ray's wire protocol, not a Python API (checked against
+the pinned Ray 2.60 by the tests). With ``RAY_USE_TLS=1`` only the TCP answer is checked.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from typing import Any
 from rerank.errors import ConfigError, require
 
 PROBE_TIMEOUT = 3.0
-"""Seconds to wait for a TCP answer at a cluster's ``HOST:PORT`` before giving up."""
+"""Seconds to wait for a TCP answer at a cluster's ``HOST:PORT``, and for its answer to a gRPC call, before giving up."""
+
+GCS_METHOD, CLIENT_METHOD = "/ray.rpc.NodeInfoGcsService/GetClusterId", "/ray.rpc.RayletDriver/ClusterInfo"
+"""gRPC methods that every Ray GCS, and every Ray client server, serves: the probe calls one of them."""
 
 PASSED_ENV = ("RERANK_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "TOKENIZERS_PARALLELISM", "PYTHONPATH")
 """Variables of the driver that every worker gets, so workers read the same caches and models."""
@@ -104,13 +112,41 @@ def _target(address: str) -> tuple[str, int]:
 
 
 def _probe(address: str, host: str, port: int) -> None:
-    """Raise :class:`ConfigError` unless something accepts a TCP connection at ``host:port``."""
+    """Raise :class:`ConfigError` unless a Ray GCS (a Ray client server for ``ray://``) answers at ``host:port``."""
+    via = "" if address.removeprefix("ray://") == f"{host}:{port}" else f" (Ray connects to {host}:{port})"
     try:
-        socket.create_connection((host, port), timeout=PROBE_TIMEOUT).close()
+        conn = socket.create_connection((host, port), timeout=PROBE_TIMEOUT)
     except OSError as e:
-        via = "" if address.removeprefix("ray://") == f"{host}:{port}" else f" (Ray connects to {host}:{port})"
         raise ConfigError(f"no Ray cluster answers at {address!r}{via}: {e or type(e).__name__}; "
                           "start one (ray start --head) or check the address") from None
+    conn.close()
+    client = address.startswith("ray://")
+    if _tls() or _serves(host, port, CLIENT_METHOD if client else GCS_METHOD):
+        return
+    raise ConfigError(f"{address!r}{via} is not a Ray cluster: it accepts connections but does not answer as a "
+                      f"{'Ray client server' if client else 'Ray GCS'} does within {PROBE_TIMEOUT:g} s; check the address "
+                      "and port (HOST:PORT takes the GCS port, default 6379; ray://HOST:PORT the Ray client port, default 10001)")
+
+
+def _serves(host: str, port: int, method: str) -> bool:
+    """Whether the server at ``host:port`` serves the gRPC ``method``: a call of it with an empty request
+    gets a reply, or any status but UNIMPLEMENTED (a cluster with token authentication refuses the call,
+    but knows the method); a server that is not gRPC, or does not answer in time, is UNAVAILABLE or
+    DEADLINE_EXCEEDED."""
+    grpc = require("grpc", "ray")
+    options = [("grpc.enable_http_proxy", 0)]  # the probe goes where Ray will go, never through a proxy
+    with grpc.insecure_channel(f"{host}:{port}", options=options) as channel:
+        call = channel.unary_unary(method, request_serializer=bytes, response_deserializer=bytes)
+        try:
+            call(b"", timeout=PROBE_TIMEOUT)
+        except grpc.RpcError as e:
+            return e.code() not in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    return True
+
+
+def _tls() -> bool:
+    """Whether Ray talks TLS (``RAY_USE_TLS``): the GCS then answers only after a TLS handshake."""
+    return os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")
 
 
 def shutdown() -> None:

@@ -159,11 +159,19 @@ class Retriever(Stage):
         return self
 
     def _set_docs(self, docs: list[Doc]) -> None:
+        check_unique_docids(docs, repr(self))
         self._docs = docs
         self._texts = [d.full_text() for d in docs]
         self._position = {d.docid: i for i, d in enumerate(docs)}
-        if len(self._position) != len(docs):
-            raise DataError(f"{self!r}: the corpus has duplicate docids")
+
+
+def check_unique_docids(docs: Sequence[Doc], owner: str) -> None:
+    """DataError naming a docid that ``docs`` hold twice (an index maps each docid to one document)."""
+    seen: set[str] = set()
+    for d in docs:
+        if d.docid in seen:
+            raise DataError(f"{owner}: the corpus has duplicate docids (e.g. {d.docid!r})")
+        seen.add(d.docid)
 
 
 def as_docs(docs: Iterable[Any], owner: str) -> list[Doc]:
