@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from rerank.errors import DataError
+from rerank.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,15 @@ class Doc(NamedTuple):
     def full_text(self) -> str:
         """Title and text joined, the usual input of BEIR-style retrievers."""
         return f"{self.title} {self.text}".strip() if self.title else self.text
+
+
+def checked_doc(doc: Doc, where: str) -> Doc:
+    """``doc`` when its docid, text and title are strings, else ConfigError naming ``where``."""
+    for name, value in zip(Doc._fields, doc):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: a document's {name} must be a string, got {type(value).__name__} {value!r:.60} "
+                              f"(document {doc.docid!r:.40})")
+    return doc
 
 
 class Qrel(NamedTuple):

@@ -216,7 +216,8 @@ def test_a_cut_off_after_a_rescoring_retriever_keeps_its_k(bm25):
 
 @pytest.mark.parametrize("docs, message", [
     ({"d1": "a text"}, "got dict"), ("one text", "got str"), (["text a", "text b"], "tuples of strings"),
-    ([("d1", 5)], "tuples of strings"), ([Doc(1, "x"), Doc("1", "y")], "docids must be strings"),
+    ([("d1", 5)], "tuples of strings"), ([Doc(1, "x"), Doc("1", "y")], "a document's docid must be a string, got int 1"),
+    ([Doc("d1", None)], "a document's text must be a string, got NoneType"), ([Doc("d1", "x", float("nan"))], "title must be"),
 ])
 def test_index_refuses_documents_it_would_read_letter_by_letter(docs, message):
     """A dict was iterated by key and Doc(*"d1") indexed docid "d" with text "1"."""

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from rerank import Candidates, DataError, Ranking, get, register
+from rerank import Candidates, ConfigError, DataError, Doc, Ranking, get, register
 from rerank.data import load
 from rerank.rerankers.base import PointwiseReranker, Reranker
 from rerank.retrievers.run import RunRetriever
@@ -47,6 +47,27 @@ def test_pointwise_subclass_as_a_plain_object():
     assert len(TermOverlap().rerank("flea", [])) == 0
     with pytest.raises(DataError, match="empty"):
         TermOverlap().rerank("  ", ["a"])
+
+
+@pytest.mark.parametrize("query, docs, error, message", [
+    ("fleas", "one text", ConfigError, "a list of documents .*got str"),            # would be read letter by letter
+    ("fleas", {"d1": "a text"}, ConfigError, "a list of documents .*got dict"),
+    ("fleas", ["a", None], ConfigError, "a document's text must be a string, got NoneType None \\(document '1'\\)"),
+    ("fleas", ["a", float("nan")], ConfigError, "text must be a string, got float nan"),
+    ("fleas", [b"bytes"], ConfigError, "text must be a string, got bytes"),
+    ("fleas", [Doc("d", "x"), Doc("d", "y")], DataError, "'d' is given twice"),
+    (None, ["a"], ConfigError, "one query string, got NoneType"),
+    (" ", ["a"], DataError, "the query is empty"),
+])
+def test_rerank_refuses_documents_and_queries_it_would_misread(query, docs, error, message):
+    with pytest.raises(error, match=message):
+        TermOverlap().rerank(query, docs)
+
+
+def test_rerank_takes_any_iterable_of_texts():
+    texts = ["cats purr", "the life cycle of a flea"]
+    expected = TermOverlap().rerank("flea life", texts)
+    assert TermOverlap().rerank("flea life", (t for t in texts)) == TermOverlap().rerank("flea life", np.array(texts)) == expected
 
 
 def test_custom_rerankers_in_a_pipeline_on_trec_dl():

@@ -17,15 +17,16 @@ A user's own reranker is one subclass (see ``tests/test_custom_reranker.py``)::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from rerank._progress import progress_bar
-from rerank.errors import DataError
+from rerank.errors import ConfigError, DataError
 from rerank.stage import Cutoff, Pipeline, Stage
-from rerank.types import Candidates, Doc, RankedResults, Ranking
+from rerank.types import Candidates, Doc, RankedResults, Ranking, checked_doc
 
 
 class Reranker(Stage):
@@ -47,16 +48,24 @@ class Reranker(Stage):
         """Rerank many queries; override to batch model calls across queries."""
         return [self.rerank_candidates(c) for c in progress_bar(batch, repr(self)[:40], self.progress, unit="query")]
 
-    def rerank(self, query: str, docs: Sequence[str | Doc], scores: Sequence[float] | None = None) -> RankedResults:
+    def rerank(self, query: str, docs: Iterable[str | Doc], scores: Sequence[float] | None = None) -> RankedResults:
         """Rerank ``docs`` (texts or :class:`Doc`) for ``query``; ``scores`` are optional first-stage scores.
 
         Plain-text documents get docids ``"0"``, ``"1"``, ... in input order.
         """
+        if not isinstance(query, str):
+            raise ConfigError(f"rerank takes one query string, got {type(query).__name__}: {query!r:.60}")
         if not query.strip():
             raise DataError("the query is empty")
+        if isinstance(docs, str | bytes | Mapping) or not isinstance(docs, Iterable):
+            raise ConfigError(f"rerank takes a list of documents (texts or Doc records), got {type(docs).__name__}: {docs!r:.60}")
+        docs = list(docs)
         if not docs:
             return RankedResults(query, [])
-        records = [d if isinstance(d, Doc) else Doc(str(i), d) for i, d in enumerate(docs)]
+        records = [checked_doc(d if isinstance(d, Doc) else Doc(str(i), d), f"{type(self).__name__}.rerank") for i, d in enumerate(docs)]
+        twice = next((docid for docid, n in Counter(d.docid for d in records).items() if n > 1), None)
+        if twice is not None:
+            raise DataError(f"each document needs its own docid; {twice!r} is given twice")
         first = _first_stage_scores(scores, len(docs)) if scores is not None else np.arange(len(docs), 0, -1, dtype=np.float64)
         cands = Candidates("q", query, [d.docid for d in records], [d.full_text() for d in records], first,
                            titles=[d.title for d in records])

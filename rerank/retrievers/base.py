@@ -24,7 +24,7 @@ from rerank.errors import ConfigError, DataError, one_line
 from rerank.index_cache import corpus_fingerprint, read_index_header, write_folder
 from rerank.params import is_integer
 from rerank.stage import Stage
-from rerank.types import Doc, Ranking
+from rerank.types import Doc, Ranking, checked_doc
 
 
 class Retriever(Stage):
@@ -185,9 +185,7 @@ def as_docs(docs: Iterable[Any], owner: str) -> list[Doc]:
             if not (isinstance(d, tuple | list) and 2 <= len(d) <= 3 and all(isinstance(x, str) for x in d)):
                 raise ConfigError(f"{owner}: documents must be Doc records or (docid, text[, title]) tuples of strings, got {d!r:.60}")
             d = Doc(*d)
-        if not isinstance(d.docid, str):
-            raise ConfigError(f"{owner}: docids must be strings, got {d.docid!r}")
-        out.append(d)
+        out.append(checked_doc(d, owner))
     return out
 
 
