@@ -19,7 +19,7 @@ import pandas as pd
 
 from rerank.errors import ConfigError, DataError
 from rerank.executors import Executor
-from rerank.metrics import DEFAULT_METRICS, parse_metrics, ranx_name
+from rerank.metrics import DEFAULT_METRICS, MAX_NUMBER, parse_metrics, ranx_name
 from rerank.params import is_integer
 from rerank.report import CellResult, Report
 from rerank.types import Ranking
@@ -104,8 +104,8 @@ def _judgments(qrels: Any, rel_threshold: int | None) -> tuple[dict[str, dict[st
 
 def _threshold(value: Any) -> int:
     """A relevance threshold: an integer >= 1 (0 would count judged non-relevant documents as relevant)."""
-    if not is_integer(value) or value < 1:
-        raise ConfigError(f"rel_threshold must be an integer >= 1, got {value!r}")
+    if not is_integer(value) or not 1 <= value <= MAX_NUMBER:
+        raise ConfigError(f"rel_threshold must be an integer from 1 to {MAX_NUMBER:,}, got {value!r}")
     return int(value)
 
 
@@ -128,6 +128,9 @@ class Experiment:
         from rerank import significance
         from rerank.runner import DatasetSpec, Runner, Settings
 
+        if not isinstance(systems, Mapping):
+            raise ConfigError(f"an Experiment takes its systems as {{name: stage, Ranking or expression}}, got "
+                              f"{type(systems).__name__}: {systems!r:.60}")
         if not systems:
             raise ConfigError("an Experiment needs at least one system")
         self.metrics = parse_metrics(metrics)
@@ -136,6 +139,9 @@ class Experiment:
         if self.baseline not in systems:
             raise ConfigError(f"baseline {self.baseline!r} is not among the systems {list(systems)}")
         datasets = dataset if isinstance(dataset, (list, tuple)) else [dataset]
+        odd = [d for d in datasets if not (isinstance(d, (str, DatasetSpec)) or hasattr(d, "corpus"))]
+        if odd or not datasets:
+            raise ConfigError(f"an Experiment takes a Dataset, a dataset name or a list of them, got {odd[0] if odd else dataset!r:.60}")
         specs = [d if isinstance(d, DatasetSpec) else DatasetSpec(d) if isinstance(d, str) else DatasetSpec(d.name, loaded=d)
                  for d in datasets]
         self.runner = Runner(systems, specs, Settings(limit), save_dir, executor)

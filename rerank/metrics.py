@@ -8,7 +8,7 @@ A metric is ``NAME[@K][-lN]`` with a ranx NAME, a positive cut-off K and a relev
 >>> parse_metrics(["ndcg@0"])
 Traceback (most recent call last):
 ...
-rerank.errors.ConfigError: metric 'ndcg@0': the cut-off after '@' must be a positive integer
+rerank.errors.ConfigError: metric 'ndcg@0': the cut-off after '@' must be a positive integer up to 1,000,000,000
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ NAMES = ("ndcg", "ndcg_burges", "dcg", "dcg_burges", "map", "mrr", "recall", "pr
 BINARY = ("map", "mrr", "recall", "precision", "hit_rate", "hits", "r-precision", "bpref", "f1")
 """Measures that count a document as relevant or not (the dataset's relevance threshold applies)."""
 
+MAX_NUMBER = 10**9
+"""The largest cut-off or relevance level (ranx computes in 64-bit integers)."""
 _SHAPE = re.compile(r"(?P<name>[a-z][a-z0-9_-]*?)(?:@(?P<k>[^-]*|-\d+))?(?:-l(?P<level>.*))?")
 
 
@@ -38,10 +40,10 @@ def parse_metric(metric: object) -> str:
     if found is None or found["name"] not in NAMES:
         name = found["name"] if found else text
         raise ConfigError(f"unknown metric {metric!r} ({name!r}); known: {', '.join(NAMES)}, as NAME@K, e.g. ndcg@10")
-    if found["k"] is not None and not (found["k"].isdecimal() and int(found["k"]) > 0):
-        raise ConfigError(f"metric {metric!r}: the cut-off after '@' must be a positive integer")
-    if found["level"] is not None and not (found["level"].isdecimal() and int(found["level"]) > 0):
-        raise ConfigError(f"metric {metric!r}: the relevance level after '-l' must be a positive integer")
+    if found["k"] is not None and not (found["k"].isdecimal() and 0 < int(found["k"]) <= MAX_NUMBER):
+        raise ConfigError(f"metric {metric!r}: the cut-off after '@' must be a positive integer up to {MAX_NUMBER:,}")
+    if found["level"] is not None and not (found["level"].isdecimal() and 0 < int(found["level"]) <= MAX_NUMBER):
+        raise ConfigError(f"metric {metric!r}: the relevance level after '-l' must be a positive integer up to {MAX_NUMBER:,}")
     return text
 
 

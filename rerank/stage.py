@@ -17,6 +17,7 @@ and equality and hashing follow it.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -29,6 +30,8 @@ from rerank.encoders import lend_embeddings
 from rerank.errors import ConfigError, DataError
 from rerank.params import is_finite_number, is_integer
 from rerank.types import Query, RankedResults, Ranking
+
+logger = logging.getLogger("rerank")
 
 StageInput = Ranking | pd.DataFrame | str | Sequence[Query] | Mapping[str, str]
 
@@ -224,6 +227,9 @@ def fuse(rankings: Sequence[Ranking], method: str = "rrf", norm: str | None = No
     qids = list(dict.fromkeys(q for run in runs for q in run))
     if not qids:
         return Ranking.empty()
+    empty = [i + 1 for i, run in enumerate(runs) if not run]
+    if empty:
+        logger.warning("fuse: ranking %s of %d holds no documents; the others are fused", ", ".join(map(str, empty)), len(runs))
     if any(_ABSENT in docs for run in runs for docs in run.values()):
         raise DataError(f"a ranking holds the docid {_ABSENT!r}, which fuse reserves")
     params: dict[str, Any] = {"k": k} if method == "rrf" else {}

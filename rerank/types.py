@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from rerank.errors import ConfigError, DataError
+from rerank.errors import ConfigError, DataError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -181,13 +181,17 @@ class Ranking:
     """
 
     def __init__(self, frame: pd.DataFrame):
-        missing = [c for c in QUERY_COLUMNS if c not in frame.columns]
+        if not isinstance(frame, pd.DataFrame):
+            raise ConfigError(f"a Ranking wraps a DataFrame, got {type(frame).__name__}; see Ranking.from_records, from_run, from_queries")
+        ranked = "docid" in frame.columns
+        missing = [c for c in (*QUERY_COLUMNS, *(("score",) if ranked else ())) if c not in frame.columns]
         if missing:
-            raise ValueError(f"a Ranking needs columns {QUERY_COLUMNS}; missing {missing}")
+            raise DataError(f"a Ranking needs columns {list(QUERY_COLUMNS)} (a query set), and docid and score (a ranking); "
+                            f"missing {missing} (columns: {list(frame.columns)})")
         ids = [c for c in ("qid", "query", "docid") if c in frame.columns]
         frame = _one_text_per_query(frame.assign(**{c: _as_strings(frame[c], c) for c in ids}))
-        if "docid" in frame.columns:
-            frame = _sorted(_checked(frame.astype({"score": np.float64})))
+        if ranked:
+            frame = _sorted(_checked(frame.assign(score=_as_scores(frame["score"]))))
         self._frame = frame.reset_index(drop=True)
 
     # -- construction -------------------------------------------------------------------------
@@ -199,7 +203,11 @@ class Ranking:
     @classmethod
     def from_records(cls, records: Iterable[tuple[str, str, str, float]]) -> Ranking:
         """From ``(qid, query, docid, score)`` tuples; ranks are assigned by score."""
-        return cls(pd.DataFrame(list(records), columns=["qid", "query", "docid", "score"]))
+        records = list(records)
+        odd = next((r for r in records if not (isinstance(r, tuple | list) and len(r) == 4)), None)
+        if odd is not None:
+            raise ConfigError(f"Ranking.from_records takes (qid, query, docid, score) tuples, got {odd!r:.80}")
+        return cls(pd.DataFrame(records, columns=["qid", "query", "docid", "score"]))
 
     @classmethod
     def from_pandas(cls, df: pd.DataFrame) -> Ranking:
@@ -227,6 +235,8 @@ class Ranking:
     def from_run(cls, run: Any, queries: Mapping[str, str] | None = None) -> Ranking:
         """From a ranx ``Run`` (or its ``{qid: {docid: score}}`` dict)."""
         data = run.to_dict() if hasattr(run, "to_dict") else run
+        if not (isinstance(data, Mapping) and all(isinstance(docs, Mapping) for docs in data.values())):
+            raise ConfigError(f"Ranking.from_run takes a ranx Run or a {{qid: {{docid: score}}}} dict, got {type(run).__name__}: {run!r:.60}")
         rows = [(q, (queries or {}).get(q, ""), d, s) for q, docs in data.items() for d, s in docs.items()]
         return cls.from_records(rows)
 
@@ -339,6 +349,14 @@ def _one_text_per_query(frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     logger.warning("query set: %d repeated queries dropped", len(frame) - len(pairs))
     return frame.loc[pairs.index]
+
+
+def _as_scores(values: pd.Series) -> pd.Series:
+    """The ``score`` column as floats: numbers, or text that reads as one; anything else is refused."""
+    try:
+        return values.astype(np.float64)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"a Ranking's scores must be numbers; {one_line(e)}") from None
 
 
 def _as_strings(values: pd.Series, column: str) -> pd.Series:

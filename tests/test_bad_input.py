@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from rerank import ConfigError, DataError, Ranking
@@ -385,6 +386,34 @@ def test_a_shipped_run_is_read_once_so_its_repairs_are_reported_once(tmp_path, c
     with caplog.at_level(logging.WARNING, logger="rerank"):   # the cell key hashes the run, the stage reads it
         code, _, _ = cli(capsys, "eval", "--dataset", str(folder), "--pipeline", "run('bm25')", "--metrics", "recall@1")
     assert code == 0 and caplog.text.count("1 repeated run lines dropped") == 1
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: Ranking.from_records([("q", "x", "d1", "abc")]), DataError, "scores must be numbers; could not convert string to float: 'abc'"),
+    (lambda: Ranking.from_records([("q", "x", "d1")]), ConfigError, "takes \\(qid, query, docid, score\\) tuples, got \\('q', 'x', 'd1'\\)"),
+    (lambda: Ranking.from_run([1, 2]), ConfigError, "takes a ranx Run or a \\{qid: \\{docid: score\\}\\} dict, got list"),
+    (lambda: Ranking.from_pandas(pd.DataFrame({"qid": ["q"], "docno": ["d"], "rank": [1]})), DataError,
+     "missing \\['score'\\]"),                                                     # PyTerrier's columns, no score
+    (lambda: Ranking(pd.DataFrame({"docid": ["d"], "score": [1.0]})), DataError, "missing \\['qid', 'query'\\]"),
+    (lambda: Ranking({"q1": {"d1": 1.0}}), ConfigError, "a Ranking wraps a DataFrame, got dict"),
+    (lambda: evaluate(Ranking.from_records([("q1", "", "d1", 1.0)]), {"q1": {"d1": 1}}, ["ndcg@99999999999999999999"]),
+     ConfigError, "cut-off after '@' must be a positive integer up to 1,000,000,000"),
+    (lambda: Experiment([load("cranfield")], "cranfield"), ConfigError, "takes its systems as \\{name: stage"),
+    (lambda: Experiment({"bm25": "bm25"}, None), ConfigError, "takes a Dataset, a dataset name or a list of them, got None"),
+])
+def test_api_constructors_refuse_what_they_would_misread(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_fusing_a_ranking_without_documents_says_so(caplog):
+    from rerank import fuse
+
+    bm25 = Ranking.from_records([("q1", "x", "d1", 2.0), ("q1", "x", "d2", 1.0)])
+    with caplog.at_level(logging.WARNING, logger="rerank"):
+        fused = fuse([bm25, Ranking.empty()])
+    assert fused.to_pandas()["docid"].tolist() == ["d1", "d2"]
+    assert "fuse: ranking 2 of 2 holds no documents; the others are fused" in caplog.text
 
 
 def test_rankings_refuse_repeated_documents_and_non_finite_scores():

@@ -99,7 +99,7 @@ def test_an_undefined_per_query_value_makes_the_mean_nan_not_the_mean_of_the_oth
     (Ranking.empty(), {"q1": {"a": 1}}, {}, DataError, "the run is empty"),
     (Ranking.from_queries({"q1": "x"}), {"q1": {"a": 1}}, {}, DataError, "queries but no ranked documents"),
     ({"q1": {"a": 1.0}}, {"q1": {"a": 1}}, {}, ConfigError, "evaluate takes a Ranking"),
-    (Ranking.from_records([("q1", "", "a", 1.0)]), {"q1": {"a": 1}}, {"rel_threshold": 0}, ConfigError, "rel_threshold must be an integer >= 1"),
+    (Ranking.from_records([("q1", "", "a", 1.0)]), {"q1": {"a": 1}}, {"rel_threshold": 0}, ConfigError, "rel_threshold must be an integer from 1 to"),
 ])
 def test_runs_that_would_score_zero_silently_are_refused(run, qrels, kwargs, error, message):
     with pytest.raises(error, match=message):
