@@ -63,6 +63,7 @@ def env(tmp_path_factory):
     ({"epochs": float("inf")}, "epochs must be a finite"), ({"epochs": -1.0}, "epochs must be >= 0"),
     ({"seed": -1}, "seed must be >= 0"), ({"seed": 2**32}, "seed must be between 0 and 4294967295"),
     ({"max_length": "64"}, "max_length must be an integer"), ({"data": 5}, "data must be"), ({"extra": ["fp16"]}, "extra must be"),
+    ({"max_steps": 0}, "max_steps must be a positive integer, or -1"), ({"max_steps": -2}, "max_steps must be"),
 ])
 def test_bad_settings_are_refused(changes, message):
     with pytest.raises(ConfigError, match=message):
@@ -183,6 +184,84 @@ def test_a_non_finite_training_loss_is_refused():
     check_finite_loss([{"loss": 0.5, "step": 1}, {"train_loss": 0.4}], Path("ckpt"))
     with pytest.raises(ConfigError, match="loss became nan at step 3"):
         check_finite_loss([{"loss": 0.5, "step": 1}, {"loss": float("nan"), "step": 3}], Path("ckpt"))
+
+
+def test_a_really_diverging_training_is_refused_and_saves_no_model(env, tmp_path, capsys):
+    """Real short trainings whose loss leaves the float32 range. learning_rate is capped below 1 and, with
+    AdamW and gradient clipping, 0.99 only lifted the loss to ~40 in 4 steps; two settings do overflow it on CPU:
+    - teacher_scale=1e20 (CLI): the distillation margins' squares overflow, loss inf at step 1;
+    - plain SGD without clipping at learning_rate 0.99 (``extra``), teacher_scale 1e8: the loss grows
+      ~1e6x a step (1e16, 6e16, 5e22, 8e28, 1e35) and is inf at step 6; the last checkpoint's weights are not finite.
+      (rerank's default AdamW with clipping kept the loss flat, ~1e36, at teacher_scale 1e18.)"""
+    import torch
+    from safetensors.torch import load_file
+
+    from rerank.train.trainer import check_base
+
+    def no_model(out):
+        assert not any(out.glob("*.safetensors")) and not (out / "training_record.json").exists()
+        with pytest.raises(ConfigError, match="a folder without config.json, not a model"):
+            check_base("cross-encoder", str(out), 64)
+
+    out = tmp_path / "scaled"
+    code = main(["--quiet", "train", "cross-encoder", "--dataset", str(env["folder"]), "--out", str(out), "--data", "distill",
+                 "--teacher", "bm25", "--teacher-scale", "1e20", "--num-documents", "12", "--clusters", "3", "--roundtrip-k", "10",
+                 "--teacher-depth", "10", "--teacher-docs", "3", "--batch-size", "4", "--max-length", "64", "--max-steps", "1"])
+    err = capsys.readouterr().err.strip()  # transformers' own loading and saving bars come first, even with --quiet
+    line = err.splitlines()[-1]
+    assert code == 2 and err.count("rerank:") == 1, err
+    assert line.startswith("rerank: error: the training loss became inf at step 1; the model was not saved"), err
+    assert "Lower learning_rate or teacher_scale" in line
+    no_model(out)
+
+    out = tmp_path / "sgd"
+    s = TrainSettings(**{**TINY, "max_steps": 6, "save_steps": 100}, data=("distill",), teacher="bm25", teacher_scale=1e8,
+                      learning_rate=0.99, warmup_ratio=0.0, extra={"optim": "sgd", "max_grad_norm": 0.0, "lr_scheduler_type": "constant"})
+    with pytest.raises(ConfigError, match=r"the training loss became inf at step 6; the model was not saved.*Lower learning_rate"):
+        train_cross_encoder(env["dataset"], out, s)
+    no_model(out)
+    weights = load_file(out / "checkpoints" / "checkpoint-6" / "model.safetensors")  # the trainer's final save
+    assert not all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_a_model_broken_by_its_last_update_is_refused_though_its_logged_loss_was_finite(env, tmp_path):
+    """Each step's loss is computed before its update: at teacher_scale 1e11, one plain-SGD step at learning_rate
+    0.99 logs a finite loss (9.6e21) and leaves finite weights whose scores are NaN (this model used to be saved)."""
+    from rerank.train.trainer import check_base
+
+    out = tmp_path / "one-step"
+    s = TrainSettings(**{**TINY, "max_steps": 1, "save_steps": 100}, data=("distill",), teacher="bm25", teacher_scale=1e11,
+                      learning_rate=0.99, warmup_ratio=0.0, extra={"optim": "sgd", "max_grad_norm": 0.0})
+    with pytest.raises(ConfigError, match=r"the trained model's scores are not finite after step 1, though the logged loss was "
+                                          r"\(the last update broke it\); the model was not saved.*Lower learning_rate"):
+        train_cross_encoder(env["dataset"], out, s)
+    assert not (out / "model.safetensors").exists() and not (out / "training_record.json").exists()
+    with pytest.raises(ConfigError, match="a folder without config.json, not a model"):
+        check_base("cross-encoder", str(out), 64)
+
+
+def test_the_finite_model_check_reads_every_layout_and_checks_weights_and_embeddings():
+    import torch
+
+    from rerank.train.examples import Group, layout, to_dataset
+    from rerank.train.trainer import check_finite_model, first_pairs, load_student
+
+    groups = [Group("scurvy", ["Limes cure scurvy.", "Paris is in France.", "Dogs bark."], [1.0, 0.0, 0.0], "qrels")]
+    tables = {loss: (to_dataset(layout(groups, loss)[0], 0), loss) for loss in ("bce", "margin-mse", "listnet")}
+    pairs = first_pairs(tables)  # bce: the first 2 rows of one pair; margin-mse, listnet: a row of 3 documents
+    assert len(pairs) == 2 + 3 + 3 and set(pairs) == {("scurvy", text) for text in groups[0].texts}
+    model = load_student("bi-encoder", "all-MiniLM-L6-v2", 64, 0)
+    mnrl = {"mnrl": (to_dataset(layout(groups, "mnrl")[0], 0), "mnrl")}
+    check_finite_model("bi-encoder", model, mnrl, 1, Path("ckpt"))
+    norm = model[0].auto_model.encoder.layer[-1].output.LayerNorm.weight
+    with torch.no_grad():
+        norm.fill_(3e38)  # finite weights, infinite hidden states
+    with pytest.raises(ConfigError, match="the trained model's embeddings are not finite after step 1"):
+        check_finite_model("bi-encoder", model, mnrl, 1, Path("ckpt"))
+    with torch.no_grad():
+        norm[0] = float("nan")
+    with pytest.raises(ConfigError, match="the trained model's weights are not finite after step 1"):
+        check_finite_model("bi-encoder", model, mnrl, 1, Path("ckpt"))
 
 
 def test_cli_refuses_an_empty_corpus_and_qrels_naming_unknown_queries(env, tmp_path, capsys):

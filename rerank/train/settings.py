@@ -118,6 +118,8 @@ class TrainSettings:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.teacher_docs < 2 or self.teacher_docs > self.teacher_depth:
             raise ConfigError(f"teacher_docs must be between 2 and teacher_depth ({self.teacher_depth}), got {self.teacher_docs}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ConfigError(f"max_steps must be a positive integer, or -1 for no limit (the epochs decide), got {self.max_steps}")
         if self.epochs < 0 or not (self.epochs > 0 or self.max_steps > 0):
             raise ConfigError(f"train for epochs > 0 or max_steps > 0 (epochs must be >= 0), got epochs={self.epochs}, max_steps={self.max_steps}")
         if not (0 < self.learning_rate < 1) or not (0 <= self.warmup_ratio < 1) or self.teacher_scale <= 0:

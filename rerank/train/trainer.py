@@ -158,7 +158,8 @@ def training_arguments(kind: str, s: TrainSettings, checkpoints: Path, steps: in
 def fit(kind: str, model: Any, tables: dict[str, tuple[Any, str]], out: Path, s: TrainSettings) -> tuple[list[tuple[int, float]], int]:
     """Train ``model`` on ``{name: (datasets.Dataset, loss name)}``; returns the loss curve and the steps run.
 
-    ConfigError when the logged loss is not finite (the model is then not saved)."""
+    ConfigError when the logged loss, or the trained model's weights or scores, are not finite (the model
+    is then not saved)."""
     if kind == "bi-encoder":
         from sentence_transformers import SentenceTransformerTrainer as Trainer
     else:
@@ -183,6 +184,7 @@ def fit(kind: str, model: Any, tables: dict[str, tuple[Any, str]], out: Path, s:
         logger.info("resume: no checkpoint in %s, starting from the beginning", checkpoints)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     check_finite_loss(trainer.state.log_history, checkpoints)
+    check_finite_model(kind, model, tables, int(trainer.state.global_step), checkpoints)
     curve = [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h]
     return curve, int(trainer.state.global_step)
 
@@ -192,9 +194,49 @@ def check_finite_loss(history: list[dict[str, Any]], checkpoints: Path) -> None:
     for entry in history:
         for key in ("loss", "train_loss"):
             if key in entry and not math.isfinite(entry[key]):
-                raise ConfigError(f"the training loss became {entry[key]} at step {entry.get('step', '?')}; the model was "
-                                  f"not saved and the checkpoints in {checkpoints} are unusable (delete them). Lower "
-                                  "learning_rate or teacher_scale, or check the teacher's scores")
+                raise ConfigError(_diverged(f"the training loss became {entry[key]} at step {entry.get('step', '?')}", checkpoints))
+
+
+def check_finite_model(kind: str, model: Any, tables: dict[str, tuple[Any, str]], step: int, checkpoints: Path) -> None:
+    """Refuse (ConfigError) a trained ``model`` whose weights, or whose scores (embeddings for a bi-encoder) of
+    the first training examples, are not finite. Each step's loss is computed before its update, so the
+    logged loss never sees what the last update did: one update can break a model whose loss was finite."""
+    import numpy as np
+    import torch
+
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        broken = "weights"
+    else:
+        pairs, out = first_pairs(tables), np.zeros(0)
+        with torch.no_grad():
+            if pairs and kind == "bi-encoder":
+                out = model.encode([text for pair in pairs for text in pair], show_progress_bar=False)
+            elif pairs:
+                out = model.predict(pairs, activation_fn=torch.nn.Identity(), show_progress_bar=False)
+        finite = bool(np.isfinite(np.asarray(out, dtype=np.float64)).all())
+        broken = "" if finite else "embeddings" if kind == "bi-encoder" else "scores"
+    if broken:
+        raise ConfigError(_diverged(f"the trained model's {broken} are not finite after step {step}, though the logged loss "
+                                    "was (the last update broke it)", checkpoints))
+
+
+def first_pairs(tables: dict[str, tuple[Any, str]], rows: int = 2) -> list[tuple[str, str]]:
+    """(query, document) pairs of the first ``rows`` training examples of each table: its ``document``,
+    ``document_<i>`` (margin-mse, mnrl) or ``documents`` (listwise losses) columns."""
+    pairs = []
+    for data, _ in tables.values():
+        columns = data[:rows]
+        for i, query in enumerate(columns.get("query", [])):
+            for name in (n for n in columns if n.startswith("document")):
+                value = columns[name][i]
+                pairs += [(query, d) for d in (value if isinstance(value, list) else [value])]
+    return pairs
+
+
+def _diverged(what: str, checkpoints: Path) -> str:
+    """The message of a training that diverged: ``what`` went wrong, and what to do."""
+    return (f"{what}; the model was not saved and the checkpoints in {checkpoints} are unusable (delete them). Lower "
+            "learning_rate or teacher_scale, or check the teacher's scores")
 
 
 def last_checkpoint(checkpoints: Path) -> Path | None:
