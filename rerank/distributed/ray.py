@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from rerank.distributed.cluster import connect, import_ray, shutdown
-from rerank.errors import ConfigError
+from rerank.errors import ConfigError, one_line
 from rerank.params import is_finite_number, is_integer
 
 logger = logging.getLogger("rerank")
@@ -95,7 +95,7 @@ class RayExecutor:
             actor = ray.remote(Worker).options(num_cpus=num_cpus, num_gpus=num_gpus, resources=self.resources or None,
                                                max_restarts=max_retries, max_task_retries=max_retries)
         except ValueError as e:
-            raise ConfigError(f"RayExecutor: {_message(e)}") from None
+            raise ConfigError(f"RayExecutor: {one_line(e)}") from None
         self._started = connect(address)
         try:
             fitting = _fitting_workers(num_cpus, num_gpus)
@@ -107,7 +107,7 @@ class RayExecutor:
         except BaseException as e:
             self.close()  # and the local cluster, if this constructor started it
             if isinstance(e, ValueError):  # Ray's own checks of the settings
-                raise ConfigError(f"RayExecutor: {_message(e)}") from None
+                raise ConfigError(f"RayExecutor: {one_line(e)}") from None
             raise
 
     def __repr__(self) -> str:
@@ -191,11 +191,6 @@ def _check_settings(*, workers: Any, num_cpus: Any, num_gpus: Any, resources: An
     for name, value in amounts.items():
         if not is_finite_number(value) or value < 0:
             raise ConfigError(f"RayExecutor: {name} must be a finite number >= 0, got {value!r}")
-
-
-def _message(e: Exception) -> str:
-    """Ray splits some messages over several arguments."""
-    return " ".join(str(a).strip() for a in e.args)
 
 
 def _fitting_workers(num_cpus: float, num_gpus: float) -> int:

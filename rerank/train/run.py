@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 
 from rerank.data import Dataset
-from rerank.errors import ConfigError, RerankError, one_of
+from rerank.errors import ConfigError, RerankError, one_line, one_of
 from rerank.train import sources
 from rerank.train.examples import Group, layout, to_dataset
 from rerank.train.record import TrainingRecord, versions
 from rerank.train.settings import STUDENT_LOSSES, TrainSettings
-from rerank.train.trainer import (check_base, check_checkpoint, first_line, last_checkpoint, training_arguments,
+from rerank.train.trainer import (check_base, check_checkpoint, last_checkpoint, training_arguments,
                                   warn_slow_bf16)
 
 logger = logging.getLogger("rerank")
@@ -194,7 +194,7 @@ def check_generator(s: TrainSettings) -> None:
     except RerankError:
         raise
     except (OSError, ValueError) as e:
-        raise ConfigError(f"backend={s.backend!r} (--backend) cannot be loaded ({first_line(e)})") from None
+        raise ConfigError(f"backend={s.backend!r} (--backend) cannot be loaded ({one_line(e)})") from None
 
 
 def check_losses(kind: str, s: TrainSettings) -> tuple[str, str]:

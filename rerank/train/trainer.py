@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rerank._progress import progress_enabled
-from rerank.errors import ConfigError, require
+from rerank.errors import ConfigError, one_line, require
 from rerank.train.settings import TrainSettings
 
 logger = logging.getLogger("rerank")
@@ -73,7 +73,7 @@ def check_base(kind: str, base: str, max_length: int) -> None:
     except (OSError, ValueError, KeyError) as e:
         if kind == "bi-encoder" and _has_file(path, "modules.json"):
             return  # a sentence-transformers model without a transformers config: no position limit to check
-        raise ConfigError(f"{where} cannot be loaded ({first_line(e)}); give a model folder, or a hub id "
+        raise ConfigError(f"{where} cannot be loaded ({one_line(e)}); give a model folder, or a hub id "
                           "that is online or in the local cache") from None
     limit = getattr(config, "max_position_embeddings", None)
     if isinstance(limit, int) and max_length > limit:
@@ -91,11 +91,6 @@ def _has_file(path: str, name: str) -> bool:
         return True
     except Exception:  # any hub failure (offline, missing repo or file) means: not found
         return False
-
-
-def first_line(e: BaseException) -> str:
-    """The first line of an exception's message (its type name when the message is empty)."""
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def make_loss(kind: str, name: str, model: Any) -> Any:
@@ -152,7 +147,7 @@ def training_arguments(kind: str, s: TrainSettings, checkpoints: Path, steps: in
     try:
         return arguments(**own, **{**defaults, **s.extra})
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"extra={s.extra!r}: {arguments.__name__} refuses it: {first_line(e)}") from None
+        raise ConfigError(f"extra={s.extra!r}: {arguments.__name__} refuses it: {one_line(e)}") from None
 
 
 def fit(kind: str, model: Any, tables: dict[str, tuple[Any, str]], out: Path, s: TrainSettings) -> tuple[list[tuple[int, float]], int]:
@@ -268,7 +263,7 @@ def check_checkpoint(folder: Path, kind: str) -> None:
                 if z.testzip() is not None:
                     raise ValueError(f"{path.name} is corrupt")
     except (OSError, ValueError, AttributeError, zipfile.BadZipFile, SafetensorError) as e:
-        raise ConfigError(f"checkpoint {folder} is damaged ({type(e).__name__}: {first_line(e)}){fix}") from None
+        raise ConfigError(f"checkpoint {folder} is damaged ({type(e).__name__}: {one_line(e)}){fix}") from None
     if held != STUDENT_CLASSES[kind]:
         raise ConfigError(f"checkpoint {folder} holds a {held}, not a {kind} ({STUDENT_CLASSES[kind]}){fix}")
 
