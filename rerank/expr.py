@@ -25,6 +25,7 @@ rerank.errors.ConfigError: unknown stage 'nosuch' in 'bm25 >> nosuch'. Retriever
 from __future__ import annotations
 
 import ast
+import difflib
 import io
 import tokenize
 from pathlib import Path
@@ -152,7 +153,11 @@ class _Builder:
                 except TypeError as e:
                     return self.fail(f"bad arguments for {table[name]!r}: {e}")
                 return self.bind(stage)
-        return self.fail(f"unknown stage {name.replace('_', '-')!r}", listing=True)
+        typed = name if name in self.expr else name.replace("_", "-")  # the parser reads cross-encoder as cross_encoder
+        known = [n for kind in ("retriever", "reranker") for n in registry.names(kind)]
+        close = difflib.get_close_matches(typed, known, n=3, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+        return self.fail(f"unknown stage {typed!r}{hint}", listing=True)
 
     def bind(self, stage: Stage) -> Stage:
         if self.dataset is None:

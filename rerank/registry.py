@@ -90,7 +90,7 @@ def resolve(kind: Kind, name: str) -> type:
     if name not in table:
         close = difflib.get_close_matches(name, table, n=3, cutoff=0.6)
         hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise ConfigError(f"unknown {kind} {name!r}{hint} Known: {', '.join(sorted(table))}")
+        raise ConfigError(f"unknown {kind} {name!r}{hint or '.'} Known: {', '.join(sorted(table))}")
     entry = table[name]
     if isinstance(entry, str):
         module, _, attr = entry.partition(":")
