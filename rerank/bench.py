@@ -34,11 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from rerank.errors import ConfigError
 from rerank.evaluate import Experiment
 from rerank.executors import Executor
+from rerank.io import read_toml
 from rerank.metrics import DEFAULT_METRICS, parse_metrics
 from rerank.naming import check_distinct
 from rerank.report import Report
@@ -110,18 +109,6 @@ class Grid:
         return Experiment(self.pipelines, self.datasets, self.metrics, self.baseline, save_dir=out,
                           limit=limit if limit is not None else self.limit, executor=executor, test=self.test,
                           correction=self.correction, name=self.name)
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    """A TOML file's content, or one line naming the file and what is wrong."""
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read it: {e.strerror}") from None
 
 
 def pipeline_table(raw: dict[str, Any], where: str) -> dict[str, str]:

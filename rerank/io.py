@@ -14,6 +14,8 @@ import json
 import logging
 import math
 import os
+import re
+import tomllib
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -23,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from rerank.errors import DataError
+from rerank.errors import ConfigError, DataError
 from rerank.types import Doc, Query
 
 logger = logging.getLogger("rerank")
@@ -63,11 +65,23 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
 
 
 def find_file(folder: Path, stem: str) -> Path | None:
-    """``folder/stem`` or ``folder/stem.gz``, whichever exists."""
-    for candidate in (folder / stem, folder / f"{stem}.gz"):
-        if candidate.exists():
-            return candidate
-    return None
+    """``folder/stem`` or ``folder/stem.gz``, whichever exists; both is a :class:`DataError` (which one is meant?)."""
+    found = [c for c in (folder / stem, folder / f"{stem}.gz") if c.exists()]
+    if len(found) == 2:
+        raise DataError(f"both {found[0]} and {found[1]} exist; remove one")
+    return found[0] if found else None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's content (a leading byte-order mark dropped), or one line naming the file and what is wrong."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it: {e.strerror}") from None
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
@@ -138,12 +152,26 @@ def record_text(record: dict[str, Any], key: str, where: str, required: bool = F
     return value
 
 
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_NOT_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+PLAIN_NUMBER = "write plain decimal digits, as in 2, -0.5 or 1e-3"
+
+
+def plain_float(text: str) -> float:
+    """``float(text)`` for a plain decimal number (sign, digits, fraction, exponent) or a spelled-out NaN or
+    infinity; ``ValueError`` for anything else, even what ``float`` reads (``1_000``, ``١٢``, spaces around)."""
+    if not (_DECIMAL.fullmatch(text) or _NOT_FINITE.fullmatch(text)):
+        raise ValueError(f"not a plain decimal number: {text!r}")
+    return float(text)
+
+
 def relevance_grade(value: Any, where: str) -> int:
-    """A relevance label as an integer grade: integers and integral numbers pass, anything else is refused."""
+    """A relevance label as an integer grade: integers and integral numbers pass (text only as plain decimal
+    digits), anything else is refused."""
     try:
-        number = float(value)
+        number = plain_float(value) if isinstance(value, str) else float(value)
     except (TypeError, ValueError):
-        raise DataError(f"{where}: relevance {value!r} is not a number") from None
+        raise DataError(f"{where}: relevance {value!r} is not a number; {PLAIN_NUMBER}") from None
     if not math.isfinite(number) or number != int(number):
         raise DataError(f"{where}: relevance {value!r} is not an integer grade (qrels grade documents 0, 1, 2, ...)")
     return int(number)
@@ -152,13 +180,14 @@ def relevance_grade(value: Any, where: str) -> int:
 def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     """Read qrels in TREC format (``qid 0 docid rel``) or BEIR tsv (``query-id corpus-id score``, header).
 
-    A line repeated with the same grade is dropped (with a warning that counts them); a pair judged twice
-    with different grades is refused.
+    A line with a tab is split at tabs (BEIR: ids may hold spaces), any other at whitespace (TREC). A line
+    repeated with the same grade is dropped (with a warning that counts them); a pair judged twice with
+    different grades is refused.
     """
     qrels: dict[str, dict[str, int]] = {}
     repeated = 0
     for lineno, line in read_lines(path):
-        parts = line.split()
+        parts = _qrels_fields(line, f"{path}:{lineno}")
         if not parts or (lineno == 1 and parts[0] in ("query-id", "qid", "query_id")):
             continue
         if len(parts) == 4:
@@ -174,6 +203,17 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     if repeated:
         logger.warning("%s: %d repeated judgment lines dropped", path, repeated)
     return qrels
+
+
+def _qrels_fields(line: str, where: str) -> list[str]:
+    """A qrels line's fields: at tabs when it has one, else at whitespace; an empty or padded tab field is refused."""
+    line = line.strip()
+    if "\t" not in line:
+        return line.split()
+    parts = line.split("\t")
+    if any(not p or p != p.strip() for p in parts):
+        raise DataError(f"{where}: a tab-separated field is empty or has spaces around it: {line!r}")
+    return parts
 
 
 def read_trec_run(path: str | Path) -> dict[str, dict[str, float]]:
@@ -192,9 +232,9 @@ def read_trec_run(path: str | Path) -> dict[str, dict[str, float]]:
             raise DataError(f"{path}:{lineno}: expected 6 fields 'qid Q0 docid rank score tag', got {len(parts)}")
         qid, _, docid, _, score_text, _ = parts
         try:
-            score = float(score_text)
+            score = plain_float(score_text)
         except ValueError:
-            raise DataError(f"{path}:{lineno}: score {score_text!r} is not a number") from None
+            raise DataError(f"{path}:{lineno}: score {score_text!r} is not a number; {PLAIN_NUMBER}") from None
         if not math.isfinite(score):
             raise DataError(f"{path}:{lineno}: score {score_text!r} is not a finite number")
         repeated += _put_once(run, qid, docid, score, f"{path}:{lineno}", "ranks", "scores")
@@ -218,13 +258,24 @@ def _put_once(table: dict[str, dict[str, Any]], qid: str, docid: str, value: Any
 
 def write_trec_run(frame: pd.DataFrame, path: str | Path, tag: str) -> None:
     """Write ``qid Q0 docid rank score tag`` lines, ``tag`` with whitespace replaced; scores at full
-    precision (shortest round-trip form), so a run read back ranks and scores exactly as written."""
+    precision (shortest round-trip form), so a run read back ranks and scores exactly as written.
+    An id that is empty or holds whitespace, which would shift the fields, is refused."""
     tag = "_".join(tag.split()) or "rerank"
     path = Path(path)
+    for column, kind in (("qid", "query"), ("docid", "document")):
+        _check_run_ids(frame[column], kind, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for q, d, r, s in zip(frame["qid"], frame["docid"], frame["rank"], frame["score"]):
             f.write(f"{q} Q0 {d} {int(r)} {float(s)!r} {tag}\n")
+
+
+def _check_run_ids(ids: pd.Series, kind: str, path: Path) -> None:
+    """Refuse ids a run file cannot hold: its fields are separated by whitespace."""
+    bad = ids[ids.str.contains(r"\s") | (ids == "")]
+    if len(bad):
+        raise DataError(f"{path}: cannot write a TREC run file: {len(bad)} rows have a {kind} id that is empty or "
+                        f"holds whitespace (e.g. {bad.iloc[0]!r}), which would shift its whitespace-separated fields")
 
 
 @contextmanager

@@ -117,11 +117,13 @@ def strict_read(folder: Path) -> tuple[list[tuple], list[tuple], list[tuple]]:
         queries.append((r["_id"], r["text"]))
     judgments = []
     for n, line in enumerate(text_lines(folder / "qrels" / "test.tsv")):
-        parts = line.split()
+        parts = qrels_fields(line.strip())
         if not parts or (n == 0 and parts[0] == "query-id"):
             continue
         if len(parts) not in (3, 4):
             raise Refuse("qrels line")
+        if not set(parts[-1]) <= set("+-.0123456789eE"):
+            raise Refuse("grade")  # plain decimal digits only: float() would also read '1_0' or Arabic-Indic digits
         try:
             grade = float(parts[-1])
         except ValueError:
@@ -130,6 +132,16 @@ def strict_read(folder: Path) -> tuple[list[tuple], list[tuple], list[tuple]]:
             raise Refuse("grade")
         judgments.append((f"{parts[0]}\t{parts[-2]}", int(grade)))
     return unique(docs), unique(queries), unique(judgments)
+
+
+def qrels_fields(line: str) -> list[str]:
+    """BEIR lines (with a tab) split at tabs, every field non-empty and unpadded; TREC lines at whitespace."""
+    if "\t" not in line:
+        return line.split()
+    parts = line.split("\t")
+    if any(not p or p != p.strip() for p in parts):
+        raise Refuse("empty or padded qrels field")
+    return parts
 
 
 def rewrite(folder: Path, docs: list[tuple], queries: list[tuple], judgments: list[tuple]) -> Path:

@@ -3,13 +3,18 @@
 import gzip
 import json
 import logging
+import re
 
 import pytest
+from test_bad_input import DOCS, QRELS, QUERIES, beir, cli, corpus_lines, qrel_lines, query_lines, refused, table
 
-from rerank import DataError
-from rerank.data import load, names
+from rerank import ConfigError, DataError, Ranking
+from rerank.bench import Grid
+from rerank.data import dataset_dirs, load, names
 from rerank.data.bright import BrightDataset
+from rerank.evaluate import evaluate
 from rerank.io import read_qrels, read_trec_run
+from rerank.serve.config import ServeConfig
 
 COUNTS = {  # queries, judged pairs, documents (from each folder's SOURCE.md)
     "scifact": (300, 339, 5183),
@@ -172,3 +177,128 @@ def test_ir_datasets_pairs_judged_twice_keep_their_highest_grade(tmp_path, caplo
     with caplog.at_level(logging.WARNING):
         assert load("irds:rerank-test/rounds").qrels() == {"q1": {"d1": 2, "d2": 0}}
     assert "1 repeated judgments of a (query, document) pair; each pair keeps its highest grade" in caplog.text
+
+
+# -- ids with spaces, ambiguous files, numbers, shadowed names, TOML byte-order marks ------------------
+def spaced(folder, docid="d 9", qid="q4"):
+    """The test collection with d8 renamed ``docid`` and q4 renamed ``qid`` (in the corpus, queries and qrels)."""
+    docs = [(docid if d == "d8" else d, t, x) for d, t, x in DOCS]
+    queries = [(qid if q == "q4" else q, t) for q, t in QUERIES]
+    qrels = [(qid if q == "q4" else q, docid if d == "d8" else d, r) for q, d, r in QRELS]
+    return beir(folder, corpus=corpus_lines(docs), queries=query_lines(queries), qrels=qrel_lines(qrels))
+
+
+def test_beir_qrels_are_split_at_tabs_so_ids_may_hold_spaces(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RERANK_CACHE", str(tmp_path / "cache"))
+    qrels = tmp_path / "test.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\nq 5\td 9\t1\r\nq1\t0\td1\t2\n")
+    assert read_qrels(qrels) == {"q 5": {"d 9": 1}, "q1": {"d1": 2}}
+    qrels.write_text("q1 0 d1 1\nq1  0\td2 2\n")   # TREC lines still split at whitespace; a mixed line is refused
+    with pytest.raises(DataError, match="test.tsv:2: expected 'qid 0 docid relevance'"):
+        read_qrels(qrels)
+    for line in ("q1\t\td1\t1", "q1\td1 \t1"):
+        qrels.write_text(f"{line}\n")
+        with pytest.raises(DataError, match="test.tsv:1: a tab-separated field is empty or has spaces around it"):
+            read_qrels(qrels)
+    args = ("eval", "--pipeline", "bm25", "--metrics", "ndcg@10", "recall@100", "--dataset")
+    code, want, _ = cli(capsys, *args, str(spaced(tmp_path / "plain", docid="d9", qid="q5")))
+    code_spaced, got, _ = cli(capsys, *args, str(spaced(tmp_path / "spaced", docid="d 9", qid="q 5")))
+    assert code == code_spaced == 0 and table(got) == table(want)
+
+
+def test_run_files_are_not_written_with_ids_that_hold_whitespace(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RERANK_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "runs"
+    line = refused(capsys, "eval", "--dataset", str(spaced(tmp_path / "c")), "--pipeline", "bm25", "--save-runs", str(out))
+    assert "cannot write a TREC run file: 1 rows have a document id that is empty or holds whitespace (e.g. 'd 9')" in line
+    assert not list(out.rglob("*.trec"))
+    with pytest.raises(DataError, match="a query id that is empty or holds whitespace \\(e.g. 'q 1'\\)"):
+        Ranking.from_records([("q 1", "x", "d1", 1.0)]).write_trec(tmp_path / "r.trec")
+    (tmp_path / "r.trec").write_text("q1\tQ0\td 9\t1\t2.5\tt\n")   # such a line does not read as 6 fields either
+    with pytest.raises(DataError, match="r.trec:1: expected 6 fields"):
+        read_trec_run(tmp_path / "r.trec")
+
+
+@pytest.mark.parametrize("stem", ["corpus.jsonl", "queries.jsonl", "qrels/test.tsv"])
+def test_a_plain_and_a_gzip_copy_of_one_file_are_refused(tmp_path, capsys, stem):
+    folder = beir(tmp_path / "c")
+    (folder / f"{stem}.gz").write_bytes(gzip.compress((folder / stem).read_bytes()))
+    line = refused(capsys, "eval", "--dataset", str(folder), "--pipeline", "bm25")
+    assert f"both {folder / stem} and {folder / stem}.gz exist; remove one" in line
+
+
+def test_a_shipped_run_in_two_files_is_refused(tmp_path):
+    folder = beir(tmp_path / "c")
+    for name in ("run.bm25.trec", "run.bm25.top10.trec"):
+        (folder / name).write_text("q1 Q0 d1 1 2.5 t\n")
+    with pytest.raises(DataError, match="run 'bm25' has 2 files \\(run.bm25.top10.trec, run.bm25.trec\\); remove all but one"):
+        load(str(folder)).run("bm25")
+
+
+@pytest.mark.parametrize("text", ["1_000", "١٢", "１２", "0x10", "1e", ".", "--1", "1.5.2"])
+def test_run_scores_and_grades_are_plain_decimal_numbers(tmp_path, text):
+    (tmp_path / "r.trec").write_text(f"q1 Q0 d1 1 2.5 t\nq1 Q0 d2 2 {text} t\n")
+    with pytest.raises(DataError, match=f"r.trec:2: score '{re.escape(text)}' is not a number; write plain decimal digits"):
+        read_trec_run(tmp_path / "r.trec")
+    (tmp_path / "q.txt").write_text(f"q1 0 d1 1\nq1\td2\t{text}\n")
+    with pytest.raises(DataError, match=f"q.txt:2: relevance '{re.escape(text)}' is not a number; write plain decimal digits"):
+        read_qrels(tmp_path / "q.txt")
+    with pytest.raises(DataError, match=f"relevance '{re.escape(text)}' is not a number"):   # qrels given in Python, as text
+        evaluate(Ranking.from_records([("q1", "", "d1", 1.0)]), {"q1": {"d1": text}}, ["mrr@10"])
+
+
+def test_plain_decimal_numbers_pass_and_nan_and_infinity_keep_their_messages(tmp_path):
+    (tmp_path / "r.trec").write_text("q1 Q0 d1 1 +2.5 t\nq1 Q0 d2 2 -1e-3 t\nq1 Q0 d3 3 .5 t\nq1 Q0 d4 4 7. t\n")
+    assert read_trec_run(tmp_path / "r.trec") == {"q1": {"d1": 2.5, "d2": -0.001, "d3": 0.5, "d4": 7.0}}
+    (tmp_path / "q.txt").write_text("q1 0 d1 +1\nq1 0 d2 2.0\nq1 0 d3 1e1\n")
+    assert read_qrels(tmp_path / "q.txt") == {"q1": {"d1": 1, "d2": 2, "d3": 10}}
+    for text in ("NaN", "infinity", "-Infinity", "+inf", "1e999"):
+        (tmp_path / "r.trec").write_text(f"q1 Q0 d1 1 {text} t\n")
+        with pytest.raises(DataError, match=f"r.trec:1: score '{re.escape(text)}' is not a finite number"):
+            read_trec_run(tmp_path / "r.trec")
+        (tmp_path / "q.txt").write_text(f"q1 0 d1 {text}\n")
+        with pytest.raises(DataError, match=f"q.txt:1: relevance '{re.escape(text)}' is not an integer grade"):
+            read_qrels(tmp_path / "q.txt")
+
+
+def test_a_folder_named_like_a_bundled_dataset_is_named_in_one_warning(tmp_path, capsys, monkeypatch, caplog):
+    monkeypatch.setenv("RERANK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    beir(tmp_path / "scifact")
+    with caplog.at_level(logging.WARNING, logger="rerank"):
+        code, out, _ = cli(capsys, "eval", "--dataset", "scifact", "--pipeline", "bm25", "--limit", "1", "--metrics", "recall@100")
+    assert code == 0 and "## scifact" in out  # the bundled SciFact: the name wins
+    warnings = [r.getMessage() for r in caplog.records if "bundled dataset" in r.getMessage()]
+    assert warnings == [f"'scifact' is the bundled dataset 'scifact'; the folder {tmp_path / 'scifact'} of that name "
+                        "is not read (to read it, give its path: --dataset ./scifact)"]
+    assert len(load("./scifact").corpus()) == len(DOCS)
+    caplog.clear()
+    monkeypatch.chdir(next(d for d in dataset_dirs() if (d / "scifact").is_dir()))   # the bundled folder itself
+    with caplog.at_level(logging.WARNING, logger="rerank"):
+        load("scifact")
+    assert "bundled dataset" not in caplog.text
+
+
+BOM = "\ufeff"
+
+
+def test_toml_files_may_start_with_a_byte_order_mark(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RERANK_CACHE", str(tmp_path / "cache"))
+    folder = beir(tmp_path / "c")
+    pipelines = tmp_path / "p.toml"
+    pipelines.write_text(f'{BOM}[pipelines]\n"BM 25" = "bm25"\n', encoding="utf-8")
+    code, out, err = cli(capsys, "eval", "--dataset", str(folder), "--pipelines", str(pipelines), "--metrics", "recall@100")
+    assert code == 0 and table(out)[1][0] == "BM 25", err
+    grid = tmp_path / "g.toml"
+    grid.write_text(f'{BOM}[grid]\nlimit = 2\ndatasets = ["{folder}"]\n[pipelines]\nb = "bm25"\n', encoding="utf-8")
+    assert Grid.read(grid).pipelines == {"b": "bm25"} and Grid.read(grid).limit == 2
+    serve = tmp_path / "s.toml"
+    serve.write_text(f"{BOM}[serve]\nport = 8123\n", encoding="utf-8")
+    assert ServeConfig.from_toml(serve).port == 8123
+    serve.write_text(f"{BOM}[serve]\nbogus = 1\n", encoding="utf-8")   # read past the mark, through the CLI
+    assert "unknown serve setting(s) ['bogus']" in refused(capsys, "serve", "--config", str(serve))
+    serve.write_bytes(b"[serve]\nport = 1\xff\n")
+    with pytest.raises(ConfigError, match="s.toml: not UTF-8 text"):
+        ServeConfig.from_toml(serve)
+    with pytest.raises(ConfigError, match="cannot read it"):
+        ServeConfig.from_toml(tmp_path / "missing.toml")

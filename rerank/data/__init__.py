@@ -9,7 +9,8 @@ Traceback (most recent call last):
 rerank.errors.DataError: unknown dataset 'scifakt'; did you mean 'scifact' or 'beir/scifact'? Known: ...
 
 Names come from ``catalog.toml``; a path to a folder in BEIR layout and ``irds:<id>`` (an
-ir_datasets id whose files are available locally) load too. Bundled folders are searched in
+ir_datasets id whose files are available locally) load too; a catalog name wins over a folder of that
+name in the current directory (with a warning; ``./name`` reads the folder). Bundled folders are searched in
 ``$RERANK_DATASETS``, then in the installed package ``rerank_datasets`` (how a wheel ships the
 repository's ``datasets/``), then in ``datasets/`` of the checkout this code runs from.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import logging
 import os
 from importlib import resources
 from pathlib import Path
@@ -30,6 +32,8 @@ from rerank.data.beir import BeirDataset
 from rerank.errors import DataError
 
 __all__ = ["Dataset", "load", "names", "dataset_dirs"]
+
+logger = logging.getLogger("rerank")
 
 
 def _catalog() -> dict[str, dict[str, Any]]:
@@ -66,14 +70,23 @@ def load(name: str, **options: Any) -> Dataset:
     aliases = {a: key for key, entry in catalog.items() for a in entry.get("aliases", [])}
     key = aliases.get(name, name)
     if key in catalog:
+        _warn_if_shadowing(name, key, catalog[key]["folder"])
         return _from_catalog(key, catalog[key], options)
     path = Path(name).expanduser()
     if path.is_dir():
         return BeirDataset(path, name=path.name, **options)
     close = difflib.get_close_matches(name, list(catalog) + list(aliases), n=3, cutoff=0.6)
     hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-    raise DataError(f"unknown dataset {name!r}{hint} Known: {', '.join(sorted(catalog))}; "
+    raise DataError(f"unknown dataset {name!r}{hint or '.'} Known: {', '.join(sorted(catalog))}; "
                     "or pass a folder in BEIR layout, or irds:<ir_datasets id>")
+
+
+def _warn_if_shadowing(name: str, key: str, folder: str) -> None:
+    """Warn when ``name`` is also a local folder (other than the bundled one): the catalog name wins."""
+    path = Path(name).expanduser()
+    if path.is_dir() and all(path.resolve() != (d / folder).resolve() for d in dataset_dirs()):
+        logger.warning("%r is the bundled dataset %r; the folder %s of that name is not read (to read it, give "
+                       "its path: --dataset %s)", name, key, path.resolve(), os.path.join(".", name))
 
 
 def _from_catalog(key: str, entry: dict[str, Any], options: dict[str, Any]) -> Dataset:

@@ -51,9 +51,11 @@ class BeirDataset(Dataset):
 
     @cache
     def run(self, name: str = "bm25") -> Ranking:
-        files = sorted(self.path.glob(f"run.{name}.*trec*")) or sorted(self.path.glob(f"run.{name}.trec*"))
+        files = sorted(self.path.glob(f"run.{name}.*trec*"))
         if not files:
             raise DataError(f"{self.name}: no run named {name!r}; shipped runs: {', '.join(self.run_names()) or 'none'}")
+        if len(files) > 1:
+            raise DataError(f"{self.name}: run {name!r} has {len(files)} files ({', '.join(f.name for f in files)}); remove all but one")
         queries = {q.qid: q.text for q in self.queries()}
         ranking = Ranking.read_trec(files[0], queries)
         store = self.docstore

@@ -21,12 +21,12 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import math
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from rerank.errors import ConfigError
+from rerank.io import read_toml
 
 
 @dataclass(frozen=True)
@@ -96,10 +96,7 @@ class ServeConfig:
     @classmethod
     def from_toml(cls, path: str | Path) -> ServeConfig:
         """Read the ``[serve]`` table of a TOML file."""
-        try:
-            table = tomllib.loads(Path(path).read_text()).get("serve")
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        table = read_toml(Path(path)).get("serve")
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: expected a [serve] table")
         return cls().replace(**table)
