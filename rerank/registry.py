@@ -120,7 +120,7 @@ def _add(kind: str, name: str, entry: str | type) -> None:
                           "'-' and '_', starting with a letter, and no Python keyword")
     for other_kind in STAGES if kind in STAGES else (kind,):
         for other, other_entry in _ENTRIES[other_kind].items():
-            if other.replace("-", "_") == name.replace("-", "_") and other_entry != entry:
+            if other.replace("-", "_") == name.replace("-", "_") and not (other == name and _path(other_entry) == _path(entry)):
                 raise ConfigError(f"{kind} {name!r} would shadow or be shadowed by the {other_kind} {other!r} "
                                   f"({other_entry!r}); choose another name")
     if not isinstance(entry, str):
@@ -128,6 +128,12 @@ def _add(kind: str, name: str, entry: str | type) -> None:
         if not (isinstance(entry, type) and issubclass(entry, base)):
             raise ConfigError(f"{kind} {name!r} must be a subclass of {base.__module__}.{base.__name__}, got {entry!r}")
     _ENTRIES[kind][name] = entry
+
+
+def _path(entry: str | type) -> str:
+    """``module:QualifiedName`` of an entry: a class defined again under its old name (a notebook cell run
+    twice, a reloaded module) replaces its earlier self rather than clashing with it."""
+    return entry if isinstance(entry, str) else f"{entry.__module__}:{entry.__qualname__}"
 
 
 def _base_class(kind: str) -> type:

@@ -64,6 +64,18 @@ def test_rerank_refuses_documents_and_queries_it_would_misread(query, docs, erro
         TermOverlap().rerank(query, docs)
 
 
+def test_a_non_finite_score_is_refused_naming_the_reranker_the_document_and_the_query():
+    class Broken(TermOverlap):
+        def score_pairs(self, queries, texts):
+            return np.where(["flea" in t for t in texts], np.nan, super().score_pairs(queries, texts))
+
+    with pytest.raises(DataError, match="Broken gave a non-finite score \\(nan\\) to document '1' of query 'flea life'"):
+        Broken().rerank("flea life", ["cats purr", "the life cycle of a flea"])    # it used to be ranked last, as nan
+    ranking = Ranking.from_records([("q1", "flea", "a", 1.0), ("q1", "flea", "b", 0.5)]).assign(text=["cats", "flea facts"])
+    with pytest.raises(DataError, match="to document 'b' of query 'flea'"):
+        Broken()(ranking)
+
+
 def test_rerank_takes_any_iterable_of_texts():
     texts = ["cats purr", "the life cycle of a flea"]
     expected = TermOverlap().rerank("flea life", texts)
@@ -91,3 +103,16 @@ def test_registering_a_custom_reranker_by_name():
     assert isinstance(judge, TermOverlap) and repr(judge) == "TermOverlap(batch_size=4)"
     inp = Ranking.from_records([("q", "flea", "a", 1.0), ("q", "flea", "b", 0.5)]).assign(text=["cats", "flea facts"])
     assert judge(inp).to_pandas()["docid"].tolist() == ["b", "a"]
+
+
+def test_a_class_defined_again_under_its_name_replaces_its_registration():
+    """A notebook cell run twice defines the class anew; a different class under the name is refused."""
+    for weight in (1.0, 2.0):
+        @register("reranker", "weighted-overlap")
+        class WeightedOverlap(TermOverlap):
+            def score_pairs(self, queries, texts):
+                return weight * super().score_pairs(queries, texts)
+
+    assert get("reranker", "weighted-overlap").rerank("flea", ["a flea"])[0].score == 2.0
+    with pytest.raises(ConfigError, match="'weighted-overlap' would shadow or be shadowed"):
+        register("reranker", "weighted-overlap")(ShortestFirst)

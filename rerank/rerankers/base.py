@@ -69,10 +69,19 @@ class Reranker(Stage):
         first = _first_stage_scores(scores, len(docs)) if scores is not None else np.arange(len(docs), 0, -1, dtype=np.float64)
         cands = Candidates("q", query, [d.docid for d in records], [d.full_text() for d in records], first,
                            titles=[d.title for d in records])
-        return self.rerank_many([cands])[0].to_results()
+        return self._finite(self.rerank_many([cands]))[0].to_results()
 
     def transform(self, inp: Ranking) -> Ranking:
-        return Ranking.from_candidates(self.rerank_many(list(inp.per_query())))
+        return Ranking.from_candidates(self._finite(self.rerank_many(list(inp.per_query()))))
+
+    def _finite(self, batch: list[Candidates]) -> list[Candidates]:
+        """``batch``, refused (DataError naming this stage, the document and the query) when a score is NaN or infinite."""
+        for c in batch:
+            bad = np.flatnonzero(~np.isfinite(c.scores))
+            if len(bad):
+                raise DataError(f"{type(self).__name__} gave a non-finite score ({c.scores[bad[0]]}) to document "
+                                f"{c.docids[bad[0]]!r} of query {c.query!r:.80} ({len(bad)} such scores)")
+        return batch
 
 
 def starts_with_retrieval(pipeline: Stage) -> bool:
