@@ -414,6 +414,9 @@ def test_fusing_a_ranking_without_documents_says_so(caplog):
         fused = fuse([bm25, Ranking.empty()])
     assert fused.to_pandas()["docid"].tolist() == ["d1", "d2"]
     assert "fuse: ranking 2 of 2 holds no documents; the others are fused" in caplog.text
+    other_corpus = Ranking.from_records([("q1", "x", "d1", 1.0)]).assign(text=["a different text"])
+    with pytest.raises(DataError, match="give document 'd1' two texts \\('alpha' and 'a different text'\\); were their stages"):
+        fuse([bm25.assign(text=["alpha", "beta"]), other_corpus])
 
 
 def test_rankings_refuse_repeated_documents_and_non_finite_scores():
