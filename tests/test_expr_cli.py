@@ -68,6 +68,12 @@ def test_cli_errors_are_one_line_and_exit_2(args, message):
     assert proc.stderr.count("\n") == 1
 
 
+def test_quiet_cli_shows_no_progress_bars_of_the_model_libraries_either():
+    proc = subprocess.run([sys.executable, "-m", "rerank.cli", "--quiet", "search", "--dataset", "cranfield", "--pipeline",
+                           "bm25 % 3 >> biencoder", "boundary layer"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "Loading weights" not in proc.stderr and "%|" not in proc.stderr, proc.stderr
+
+
 def test_cli_index_saves_a_loadable_index(tmp_path, capsys):
     assert main(["--quiet", "index", "--dataset", "cranfield", "--retriever", "bm25", "--out", str(tmp_path / "ix")]) == 0
     from rerank.retrievers.bm25 import BM25
