@@ -493,7 +493,10 @@ class Runner:
             return
         cell = next(c for c in self.cells() if (c.dataset.label, c.system) == (record.dataset, record.system))
         if record.ranking is not None:
-            record.ranking.write_trec(self.store.run_path(record.dataset, record.system), tag=record.system)
+            try:
+                record.ranking.write_trec(self.store.run_path(record.dataset, record.system), tag=record.system)
+            except DataError as e:  # ids a run file cannot hold: this cell fails, the grid goes on
+                record.status, record.ranking, record.error = "error", None, f"DataError: {e}"
         self.store.write(record.dataset, record.system, {**self.saved_settings(cell), **record.to_json()})
 
     def saved(self, cell: Cell) -> CellRecord:

@@ -209,8 +209,10 @@ def test_beir_qrels_are_split_at_tabs_so_ids_may_hold_spaces(tmp_path, capsys, m
 def test_run_files_are_not_written_with_ids_that_hold_whitespace(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RERANK_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "runs"
-    line = refused(capsys, "eval", "--dataset", str(spaced(tmp_path / "c")), "--pipeline", "bm25", "--save-runs", str(out))
+    line = refused(capsys, "eval", "--dataset", str(spaced(tmp_path / "c")), "--pipeline", "bm25", "--pipeline", "bm25 % 3",
+                   "--save-runs", str(out))
     assert "cannot write a TREC run file: 1 rows have a document id that is empty or holds whitespace (e.g. 'd 9')" in line
+    assert line.count("DataError") == 2 and "; bm25 % 3: DataError" in line  # each cell fails on its own; the run goes on
     assert not list(out.rglob("*.trec"))
     with pytest.raises(DataError, match="a query id that is empty or holds whitespace \\(e.g. 'q 1'\\)"):
         Ranking.from_records([("q 1", "x", "d1", 1.0)]).write_trec(tmp_path / "r.trec")

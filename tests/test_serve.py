@@ -427,6 +427,8 @@ def test_the_key_comes_from_the_environment_or_a_file_and_a_key_allows_a_public_
     assert load_api_key(ServeConfig(api_key_env="MY_KEY")) == "env-key"
     (tmp_path / "key").write_text("file-key\nignored\n")
     assert load_api_key(ServeConfig(api_key_env="MY_KEY", api_key_file=str(tmp_path / "key"))) == "file-key"
+    (tmp_path / "key").write_text("\ufefffile-key\r\n", encoding="utf-8")              # a BOM is not part of the key
+    assert load_api_key(ServeConfig(api_key_file=str(tmp_path / "key"))) == "file-key"
     monkeypatch.delenv("MY_KEY")
     assert load_api_key(ServeConfig(api_key_env="MY_KEY")) is None
     public = ServeConfig(host="0.0.0.0")

@@ -25,7 +25,7 @@ def load_api_key(config: ServeConfig) -> str | None:
         path = Path(config.api_key_file)
         if not path.is_file():
             raise ConfigError(f"api_key_file {path} does not exist")
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
         key = lines[0].strip() if lines else ""
         if not key:
             raise ConfigError(f"api_key_file {path} is empty")
