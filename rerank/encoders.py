@@ -43,7 +43,7 @@ import numpy as np
 
 from rerank._progress import progress_enabled
 from rerank.errors import ConfigError, MissingDependency, one_of, require
-from rerank.models import weights_stamp
+from rerank.models import hf_location, loading, weights_stamp
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 _OFFLINE = {  # hub id -> (package, function returning the local folder)
@@ -115,6 +115,8 @@ class Encoder:
     def __init__(self, model: str = DEFAULT_ENCODER, *, pooling: str = "model", query_prefix: str = "",
                  doc_prefix: str = "", max_length: int | None = None, runtime: str = "auto", device: str | None = None,
                  batch_size: int = 64, progress: bool | None = None):
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigError(f"model must be a hub id, alias or folder, got {model!r}")
         one_of("pooling", pooling, POOLINGS)
         one_of("runtime", runtime, RUNTIMES)
         if pooling == "last" and runtime in ("onnx", "openvino"):
@@ -304,7 +306,9 @@ def runtime_kwargs(runtime: str) -> dict[str, Any]:
 def _load_sentence_transformer(model: str, runtime: str, device: str | None, stamp: str = "") -> _Loaded:
     """The model, loaded once per process for each ``weights_stamp`` of a local folder (new weights load anew)."""
     st = require("sentence_transformers", "dense")
-    loaded = st.SentenceTransformer(resolve_encoder(model), device=device, **runtime_kwargs(runtime))
+    source, kwargs = resolve_encoder(model), runtime_kwargs(runtime)
+    with loading("encoder model", model, source):
+        loaded = st.SentenceTransformer(source, device=device, **kwargs)
     positions = int(getattr(loaded[0].config, "max_position_embeddings", loaded.max_seq_length))
     return _Loaded(loaded, loaded.tokenizer, int(loaded.max_seq_length or positions), positions,
                    int(loaded.get_embedding_dimension()))
@@ -314,14 +318,14 @@ def _load_sentence_transformer(model: str, runtime: str, device: str | None, sta
 def _load_decoder(model: str, runtime: str, device: str | None, stamp: str = "") -> _Loaded:
     torch = require("torch", "dense")
     transformers = require("transformers", "dense")
-    from rerank.models import hf_location
-
     source, kwargs = hf_location(model)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(source, padding_side="left", **kwargs)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     dtype = torch.bfloat16 if runtime == "bf16" else torch.float32
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    net = transformers.AutoModel.from_pretrained(source, dtype=dtype, **kwargs).to(device).eval()
+    with loading("encoder model", model, source):
+        net = transformers.AutoModel.from_pretrained(source, dtype=dtype, **kwargs)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source, padding_side="left", **kwargs)
+    net = net.to(device).eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
     positions = int(getattr(net.config, "max_position_embeddings", 8192))
     return _Loaded(net, tokenizer, min(8192, positions), positions, int(net.config.hidden_size))

@@ -20,6 +20,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -27,7 +29,12 @@ from pathlib import Path
 
 import tomllib
 
-from rerank.errors import ConfigError
+from rerank.errors import ConfigError, RerankError, one_line
+
+#: What transformers, sentence-transformers and huggingface_hub raise for a model they cannot find or read:
+#: OSError (offline and not cached, no such repository, missing or unreadable files) and ValueError (an
+#: invalid repo id, a folder that holds no model).
+LOAD_ERRORS = (OSError, ValueError)
 
 
 @dataclass(frozen=True)
@@ -92,11 +99,55 @@ def hf_location(name: str) -> tuple[str, dict[str, str]]:
     return (alias.hub if alias else name), {}
 
 
+@contextmanager
+def loading(what: str, name: str, source: str | None = None) -> Iterator[None]:
+    """Load model ``name`` (found at ``source``, default ``name``) inside the block: a name that cannot be a
+    model, or a :data:`LOAD_ERRORS` failure, becomes one :class:`ConfigError` from :func:`cannot_load` naming
+    ``what``; anything else (our own errors, bugs) passes unchanged.
+
+    >>> with loading("cross-encoder model", "./missing"):
+    ...     pass
+    Traceback (most recent call last):
+    ...
+    rerank.errors.ConfigError: cross-encoder model './missing' cannot be loaded (no such folder); give a local model folder, ...
+    """
+    problem = unloadable(name if source is None else source)
+    if problem:
+        raise cannot_load(what, name, problem)
+    try:
+        yield
+    except RerankError:
+        raise
+    except LOAD_ERRORS as e:
+        raise cannot_load(what, name, e) from e
+
+
+def unloadable(source: object) -> str:
+    """Why ``source`` cannot be a model without trying to load it (not a string, empty, or a path to no
+    folder), else ``""``. A relative name with one slash may be a hub id, so only a name that starts with
+    ``/``, ``.`` or ``~``, or has two slashes, is taken for a path."""
+    if not isinstance(source, str) or not source.strip():
+        return f"the model name must be a non-empty string, got {source!r}"
+    path = Path(source).expanduser()
+    if not path.exists() and (path.is_absolute() or source.startswith((".", "~")) or source.count("/") > 1):
+        return "no such folder"
+    return ""
+
+
+def cannot_load(what: str, name: object, cause: BaseException | str) -> ConfigError:
+    """The error for ``what`` (``"cross-encoder model"``) ``name`` that cannot be loaded: the first line of
+    ``cause``, and what to give instead."""
+    first = str(cause).strip().split("\n", 1)[0] or type(cause).__name__
+    return ConfigError(f"{what} {name!r} cannot be loaded ({one_line(first, 200)}); give a local model folder, "
+                       "or a hub id (needs the network or a cached copy)")
+
+
 def files_stamp(name: str | os.PathLike[str], skip: tuple[str, ...] = ()) -> str:
     """A short hash of the files at ``name`` (a file, or a folder's files but those under the top-level
-    folders ``skip``): each one's relative path, size and modification time. ``""`` when nothing is there."""
+    folders ``skip``): each one's relative path, size and modification time. ``""`` when nothing is there
+    (also for an empty name, which ``Path`` would take for the working directory)."""
     path = Path(name).expanduser()
-    if not path.exists():
+    if not str(name).strip() or not path.exists():
         return ""
     files = [path] if path.is_file() else sorted(
         f for f in path.rglob("*") if f.is_file() and f.relative_to(path).parts[0] not in skip)

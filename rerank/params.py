@@ -1,4 +1,5 @@
-"""Checks for constructor arguments given as text (pipeline expressions, backend spec options).
+"""Checks for constructor arguments given as text (pipeline expressions, backend spec options), and
+for the same arguments given in Python to a class decorated with :func:`checked`.
 
 One path for every stage and backend: the arguments must bind to the constructor's signature,
 match its type hints, and fall inside the range that :data:`RANGES` declares for parameters of
@@ -26,8 +27,8 @@ import math
 import numbers
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, TypeVar
 
 from rerank.errors import ConfigError, one_of
 
@@ -38,18 +39,45 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
                      "budget", "rounds", "num_anchor_queries", "num_anchor_items", "ef_search", "nprobe",
                      "nlist", "train_size", "concurrency", "top_logprobs", "max_context"), (1, None)),
     "hnsw_m": (2, None),  # FAISS segfaults on 1
-    **dict.fromkeys(("k1", "temperature", "think_tokens", "anchors", "seed", "max_retries", "backoff"),
-                    (0, None)),
+    **dict.fromkeys(("temperature", "think_tokens", "anchors", "seed", "max_retries", "backoff"), (0, None)),
+    "k1": (0, 1000),  # BM25's tf saturation is all but gone long before 1000; huge k1 starves float32 scores to 0
     "b": (0, 1),
     "decimals": (0, 10),
 }
 #: Parameters that must be strictly positive (seconds).
 POSITIVE = frozenset({"timeout", "probe_timeout"})
+C = TypeVar("C", bound=type)
 
 
-def check_arguments(cls: type, args: Sequence[Any], kwargs: Mapping[str, Any], what: str) -> None:
+def checked(*own: str) -> Callable[[C], C]:
+    """Class decorator: ``cls(...)`` checks its arguments with :func:`check_arguments` (named by the class)
+    before its constructor runs, so Python refuses what a pipeline expression refuses. ``own``: parameters
+    the constructor checks itself, with a message of its own.
+
+    >>> from rerank.retrievers.bm25 import BM25
+    >>> BM25(k1=float("nan"))
+    Traceback (most recent call last):
+    ...
+    rerank.errors.ConfigError: BM25: k1 must be a finite number, got nan
+    """
+    def decorate(cls: C) -> C:
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            check_arguments(cls, args, kwargs, cls.__name__, skip=own)
+            init(self, *args, **kwargs)
+
+        cls.__init__ = __init__
+        return cls
+
+    return decorate
+
+
+def check_arguments(cls: type, args: Sequence[Any], kwargs: Mapping[str, Any], what: str,
+                    skip: Collection[str] = ()) -> None:
     """Raise :class:`ConfigError` naming ``what`` unless ``cls(*args, **kwargs)`` has well-typed, in-range
-    arguments."""
+    arguments (those named in ``skip`` only need to bind)."""
     signature = inspect.signature(cls.__init__)
     try:
         bound = signature.bind(None, *args, **kwargs)
@@ -59,7 +87,7 @@ def check_arguments(cls: type, args: Sequence[Any], kwargs: Mapping[str, Any], w
     hints = _hints(cls.__init__)
     for name, value in list(bound.arguments.items())[1:]:
         parameter = signature.parameters[name]
-        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD) or name in skip:
             continue
         _check_type(name, value, hints.get(name, Any), what)
         _check_range(name, value, what)
@@ -104,9 +132,9 @@ def _check_type(name: str, value: Any, hint: Any, what: str) -> None:
 
 
 def _check_range(name: str, value: Any, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return
-    if isinstance(value, float) and not math.isfinite(value):
+    if not is_integer(value) and not math.isfinite(value):
         raise ConfigError(f"{what}: {name} must be a finite number, got {value!r}")
     if name in POSITIVE and value <= 0:
         raise ConfigError(f"{what}: {name} must be > 0, got {value!r}")
@@ -149,9 +177,9 @@ def _matches(value: Any, hint: Any) -> bool:
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return is_integer(value)
     if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
     if origin is collections.abc.Callable or hint is Callable:
         return callable(value)
     if origin is tuple:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -223,3 +225,48 @@ def test_index_refuses_documents_it_would_read_letter_by_letter(docs, message):
     """A dict was iterated by key and Doc(*"d1") indexed docid "d" with text "1"."""
     with pytest.raises(ConfigError, match=message):
         BM25().index(docs)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"k1": float("inf")}, "BM25: k1 must be a finite number, got inf"),
+    ({"k1": float("nan")}, "BM25: k1 must be a finite number, got nan"),
+    ({"k1": 1e308}, "BM25: k1 must be between 0 and 1000, got 1e+308"),
+    ({"k1": -0.5}, "BM25: k1 must be between 0 and 1000, got -0.5"),
+    ({"k1": "abc"}, "BM25: k1 must be a number or None, got 'abc' (str)"),
+    ({"k1": "1.2"}, "BM25: k1 must be a number or None, got '1.2' (str)"),
+    ({"k1": [1]}, "BM25: k1 must be a number or None, got [1] (list)"),
+    ({"k1": True}, "BM25: k1 must be a number or None, got True (bool)"),
+    ({"b": float("nan")}, "BM25: b must be a finite number, got nan"),
+    ({"b": "0.5"}, "BM25: b must be a number or None, got '0.5' (str)"),
+    ({"lowercase": 1}, "BM25: lowercase must be True or False, got 1 (int)"),
+    ({"stopwords": {"the"}}, "BM25: stopwords must be a string or a list of strings or None, got {'the'} (set)"),
+    ({"k2": 1.2}, "BM25: bad arguments: got an unexpected keyword argument 'k2'; its parameters are k1, b, method,"),
+])
+def test_bm25_settings_from_python_are_refused_up_front(settings, message):
+    """The bug: k1=inf and k1=1e308 indexed and returned no results, k1=nan failed at search blaming the
+    Ranking, 'abc' and [1] raised raw ValueError/TypeError, '1.2' was silently converted."""
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        BM25(**settings)
+
+
+@pytest.mark.parametrize("arguments", ["k1=1e999", "k1=1e308", "k1='abc'", "k1=[1]", "k1=True", "b='0.5'",
+                                       "b=-1", "lowercase=1", "k2=1.2", "method='bm42'"])
+def test_bm25_in_python_and_in_an_expression_refuse_the_same_settings_alike(arguments):
+    """The expression names the stage 'bm25' and adds where; the rest of the message is the same."""
+    from rerank.expr import build
+
+    call = ast.parse(f"bm25({arguments})", mode="eval").body
+    with pytest.raises(ConfigError) as in_python:
+        BM25(**{k.arg: ast.literal_eval(k.value) for k in call.keywords})  # 1e999 is inf, as the parser reads it
+    with pytest.raises(ConfigError) as in_expression:
+        build(f"bm25({arguments})")
+    said = str(in_python.value).removeprefix("BM25: ")
+    assert said in str(in_expression.value), (str(in_python.value), str(in_expression.value))
+
+
+def test_bm25_accepts_every_number_in_range_and_numpy_numbers():
+    docs = [Doc("d1", "fleas bite dogs"), Doc("d2", "dogs bark at cats"), Doc("d3", "birds sing")]
+    for k1 in (0, 1, 1000, np.float32(1.2), np.int64(2)):
+        hits = BM25(k1=k1, b=np.float64(0.5), num_results=np.int64(5)).index(docs).search("dogs", k=3)
+        assert hits.docids == ["d1", "d2"] or hits.docids == ["d2", "d1"], (k1, hits.docids)
+        assert all(h.score > 0 and math.isfinite(h.score) for h in hits)

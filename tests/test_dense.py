@@ -1,6 +1,8 @@
 """Dense retrieval with the real offline MiniLM on a SciFact slice (judged documents + distractors)."""
 
+import ast
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +167,69 @@ def test_shipped_scifact_embeddings_match_a_fresh_encoding():
     sample = random.Random(1).sample(range(len(docs)), 24)
     fresh = dense.encoder.encode([docs[i].full_text() for i in sample], kind="doc")
     assert np.min(np.sum(fresh * shipped[sample], axis=1)) > 0.999
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"max_length": float("nan")}, "Dense: max_length must be an integer or None, got nan (float)"),
+    ({"max_length": "64"}, "Dense: max_length must be an integer or None, got '64' (str)"),
+    ({"max_length": 0}, "Dense: max_length must be >= 1, got 0"),
+    ({"hnsw_m": float("nan")}, "Dense: hnsw_m must be an integer >= 2, got nan"),
+    ({"ef_search": float("inf")}, "Dense: ef_search must be an integer >= 1, got inf"),
+    ({"nprobe": "3"}, "Dense: nprobe must be an integer >= 1, got '3'"),
+    ({"query_prefix": None}, "Dense: query_prefix must be a string, got None (NoneType)"),
+    ({"model": None}, "Dense: model must be a string, got None (NoneType)"),
+    ({"index": 3}, "Dense: index must be a string, got 3 (int)"),
+    ({"progress": "yes"}, "Dense: progress must be True or False or None, got 'yes' (str)"),
+    ({"num_results": float("inf")}, "Dense: num_results must be an integer >= 1, got inf"),
+    ({"pooling": "last"}, "Dense: bad arguments: got an unexpected keyword argument 'pooling'; its parameters are model,"),
+])
+def test_dense_settings_from_python_are_refused_up_front(settings, message):
+    """The bug: max_length=nan was accepted, max_length='64' raised a raw TypeError, a None prefix or an
+    unknown keyword got through to Python's own errors."""
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        Dense(**settings)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"budget": float("nan")}, "ANNCUR: budget must be an integer, got nan (float)"),
+    ({"budget": float("inf")}, "ANNCUR: budget must be an integer, got inf (float)"),
+    ({"budget": [5]}, "ANNCUR: budget must be an integer, got [5] (list)"),
+    ({"num_anchor_queries": 2.5}, "ANNCUR: num_anchor_queries must be an integer, got 2.5 (float)"),
+    ({"num_anchor_items": "2"}, "ANNCUR: num_anchor_items must be an integer, got '2' (str)"),
+    ({"rounds": True}, "ANNCUR: rounds must be an integer, got True (bool)"),
+    ({"rounds": 0}, "ANNCUR: rounds must be >= 1, got 0"),
+    ({"rounds": 3}, "rounds=3 must be at most num_anchor_items=2"),
+    ({"seed": -1}, "ANNCUR: seed must be >= 0, got -1"),
+    ({"anchor_items": ["random"]}, "ANNCUR: anchor_items must be a string, got ['random'] (list)"),
+    ({"k": 5}, "ANNCUR: bad arguments: got an unexpected keyword argument 'k'; its parameters are scorer,"),
+])
+def test_anncur_settings_from_python_are_refused_up_front(settings, message):
+    """ANNCUR, the other retriever with numeric settings (tests/test_cur.py is its home): budget=nan failed in
+    numpy at search, budget=inf, seed=nan and rounds=True were accepted."""
+    from rerank.retrievers.cur import ANNCUR
+
+    small = {"num_anchor_queries": 2, "num_anchor_items": 2, "budget": 3}
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        ANNCUR(lambda q, d: 0.0, **{**small, **settings})
+
+
+@pytest.mark.parametrize("expression", ["dense(max_length='64')", "dense(query_prefix=None)", "dense(max_length=0)",
+                                        "anncur(budget=1e999)", "anncur(seed=-1)", "anncur(rounds=True)"])
+def test_dense_and_anncur_in_python_and_in_an_expression_refuse_alike(expression):
+    """In Python the message names the class, in an expression the stage and where; the rest is the same."""
+    from rerank.expr import build
+    from rerank.retrievers.cur import ANNCUR
+
+    call = ast.parse(expression, mode="eval").body
+    cls = {"dense": Dense, "anncur": ANNCUR}[call.func.id]
+    with pytest.raises(ConfigError) as in_python:
+        cls(**{k.arg: ast.literal_eval(k.value) for k in call.keywords})
+    with pytest.raises(ConfigError) as in_expression:
+        build(expression)
+    said = str(in_python.value).removeprefix(f"{cls.__name__}: ")
+    assert said in str(in_expression.value), (str(in_python.value), str(in_expression.value))
+
+
+def test_dense_takes_numpy_integers_for_its_counts():
+    dense = Dense(hnsw_m=np.int64(8), ef_search=np.int32(64), batch_size=np.int64(16), max_length=np.int64(128))
+    assert dense.encoder.max_length == 128 and dense.hnsw_m == 8

@@ -1,12 +1,20 @@
 """The one encoder abstraction, on the real offline MiniLM: settings stay with their encoder, runtimes agree."""
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from rerank import ConfigError, DataError
+from rerank import ConfigError, DataError, Doc
+from rerank.backends.hf import HFBackend
 from rerank.data import load
 from rerank.encoders import DEFAULT_ENCODER, Encoder, resolve_encoder, resolve_runtime
 from rerank.errors import MissingDependency
+from rerank.models import loading
 from rerank.rerankers.biencoder import BiEncoderReranker
 from rerank.rerankers.cross_encoder import CrossEncoderReranker
 from rerank.rerankers.e2rank import E2Rank
@@ -128,3 +136,76 @@ def test_building_a_pipeline_loads_no_model():
 
     pipe = build("bm25 % 10 >> cross-encoder(model='no-such-org/no-such-model') >> e2rank")
     assert "encoder" not in vars(pipe.stages[-2])
+
+
+LOADERS = {  # each stage that loads a model, as a user calls it; what its error calls the model
+    "cross-encoder": ("cross-encoder model", lambda m: CrossEncoderReranker(m).rerank("fleas", ["Fleas bite."])),
+    "biencoder": ("encoder model", lambda m: BiEncoderReranker(m).rerank("fleas", ["Fleas bite."])),
+    "e2rank": ("encoder model", lambda m: E2Rank(m).rerank("fleas", ["Fleas bite."])),
+    "e2rank-last": ("encoder model", lambda m: E2Rank(m, pooling="last", runtime="torch").rerank("fleas", ["Fleas bite."])),
+    "dense": ("encoder model", lambda m: Dense(m).index([Doc("d1", "Fleas bite.")])),
+    "maxsim": ("encoder model", lambda m: MaxSim(m).score_pairs(["fleas"], ["Fleas bite."])),
+    "hf-backend": ("hf backend model", lambda m: HFBackend(m, device="cpu")),
+}
+
+
+@pytest.fixture
+def unloadable(tmp_path):
+    """Model names that name no model: (name, the start of the cause the error gives)."""
+    notes, weightless = tmp_path / "notes", tmp_path / "weightless"
+    notes.mkdir()
+    (notes / "README.md").write_text("no model here")
+    weightless.mkdir()
+    shutil.copy(Path(resolve_encoder(DEFAULT_ENCODER)) / "config.json", weightless)  # a config, no weights
+    return [("./missing", "no such folder"), (str(tmp_path / "gone" / "model"), "no such folder"),
+            (str(notes), "Unrecognized model in"), (str(weightless), "Error no file named model.safetensors")]
+
+
+@pytest.mark.parametrize("stage", LOADERS)
+def test_a_model_that_cannot_be_loaded_is_one_config_error_naming_it(stage, unloadable):
+    """The bug: a missing folder, a folder that holds no model or an invalid id raised Hugging Face's raw
+    OSError / HFValidationError / ValueError, often over several lines."""
+    what, load = LOADERS[stage]
+    for name, cause in unloadable:
+        with pytest.raises(ConfigError) as refused:
+            load(name)
+        message = str(refused.value)
+        assert message.startswith(f"{what} {name!r} cannot be loaded ({cause}"), message
+        assert message.endswith("give a local model folder, or a hub id (needs the network or a cached copy)")
+        assert "\n" not in message
+
+
+def test_only_failures_to_load_become_config_errors():
+    """Our own errors and bugs inside a load pass unchanged; nothing but a loading failure is rewritten."""
+    folder = resolve_encoder(DEFAULT_ENCODER)
+    with pytest.raises(TypeError, match="^a bug of ours$"):
+        with loading("encoder model", folder):
+            raise TypeError("a bug of ours")
+    with pytest.raises(ConfigError, match="^a message of ours$"):
+        with loading("encoder model", folder):
+            raise ConfigError("a message of ours")
+    with pytest.raises(ConfigError, match=r"^encoder model 'x' cannot be loaded \(OSError\)"):
+        with loading("encoder model", "x"):
+            raise OSError()
+    with loading("encoder model", folder):  # the offline MiniLM loads as before
+        assert Encoder(folder, runtime="torch").dim == 384
+    with pytest.raises(ConfigError, match="model must be a hub id, alias or folder, got ''"):
+        Encoder("")
+
+
+@pytest.mark.parametrize("command, pipeline", [
+    ("search", "bm25 >> cross-encoder(model='no-such-org/not-cached')"),
+    ("search", "bm25 >> yes-no(backend='hf:no-such-org/not-cached')"),
+    ("search", "bm25 >> e2rank(model='./missing')"),
+    ("eval", "bm25 % 5 >> biencoder(model='./missing')"),
+])
+def test_the_cli_refuses_a_model_it_cannot_load_in_one_line(command, pipeline, tmp_path):
+    """The bug: ``rerank search --pipeline "bm25 >> cross-encoder" ...`` offline printed
+    ``rerank: unexpected OSError: We couldn't connect to 'https://huggingface.co'...`` and exited 1."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RERANK_CACHE": str(tmp_path)}
+    args = [command, "--dataset", "cranfield", "--pipeline", pipeline] + (["wing flutter"] if command == "search" else [])
+    proc = subprocess.run([sys.executable, "-m", "rerank.cli", "--quiet", *args], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("rerank: error: "), proc.stderr
+    assert "cannot be loaded (" in proc.stderr and "Traceback" not in proc.stderr

@@ -168,3 +168,10 @@ def test_converted_weights_of_an_alias_are_reused_only_for_the_same_gguf(tmp_pat
         folder.mkdir(parents=True)
         (folder / "config.json").write_text("{}")
     assert dense_location("smollm2", "bfloat16", tmp_path) == str(current)
+
+
+def test_an_empty_model_name_stamps_nothing_rather_than_the_working_directory(tmp_path, monkeypatch):
+    """``Path("")`` is the working directory: ``HFBackend("")`` hashed every file under it before failing."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("not a model")
+    assert weights_stamp("") == weights_stamp("  ") == "" and weights_stamp(".") != ""

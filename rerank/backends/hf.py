@@ -15,7 +15,7 @@ from rerank.backends import _chat
 from rerank.backends.base import Backend, Generation, Prompt, weights_suffix
 from rerank.constraints import Constraint, Follower, TokenMask
 from rerank.errors import ConfigError, require
-from rerank.models import hf_location
+from rerank.models import hf_location, loading
 
 
 class HFBackend(_chat.HFTokenizerPrompts, Backend):
@@ -44,12 +44,14 @@ class HFBackend(_chat.HFTokenizerPrompts, Backend):
             raise ConfigError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
         self.dtype = dtype
         source, kwargs = hf_location(model)
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
+        with loading("hf backend model", model, source):
+            self.lm = transformers.AutoModelForCausalLM.from_pretrained(
+                source, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, **kwargs)
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
+        self.lm = self.lm.to(self.device).eval()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.lm = transformers.AutoModelForCausalLM.from_pretrained(
-            source, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, **kwargs).to(self.device).eval()
         self.max_context = max_context or getattr(self.lm.config, "max_position_embeddings", 2048)
 
     def __repr__(self) -> str:

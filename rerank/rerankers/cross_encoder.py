@@ -26,6 +26,7 @@ import numpy as np
 
 from rerank.encoders import RUNTIMES, resolve_runtime, runtime_kwargs
 from rerank.errors import ConfigError, one_of, require
+from rerank.models import loading
 from rerank.rerankers.base import PointwiseReranker
 from rerank.types import Candidates
 
@@ -64,8 +65,9 @@ class CrossEncoderReranker(PointwiseReranker):
     def encoder(self) -> Any:
         """The loaded ``sentence_transformers.CrossEncoder`` (loaded on first use)."""
         st = require("sentence_transformers", "cross-encoder")
-        ce = st.CrossEncoder(self.model, device=self.device, max_length=self.max_length,
-                             **runtime_kwargs(resolve_runtime(self.runtime, self.device)))
+        kwargs = runtime_kwargs(resolve_runtime(self.runtime, self.device))
+        with loading("cross-encoder model", self.model):
+            ce = st.CrossEncoder(self.model, device=self.device, max_length=self.max_length, **kwargs)
         if ce.num_labels != 1:
             raise ConfigError(f"{self.model} has {ce.num_labels} output labels; a reranker needs a model with one relevance score")
         return ce

@@ -33,6 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from rerank.errors import ConfigError, DataError
+from rerank.params import checked
 from rerank.retrievers.base import Retriever
 from rerank.text import WORD_PATTERN, Tokenizer
 from rerank.types import Doc
@@ -45,12 +46,13 @@ SIGN_BIT, LAST_POSITION = 0x8000_0000, 0xFFFF_FFFF  # 32-bit masks used by _top_
 INDEX_FILES = ("scores.data.npy", "scores.indices.npy", "scores.indptr.npy", "vocab.json")
 
 
+@checked("num_results")  # arguments checked as in a pipeline expression; num_results by Retriever, in its words
 class BM25(Retriever):
     """Okapi BM25 over ``title + text``.
 
     Args:
-        k1, b: saturation and length normalization; ``None`` takes the method's default
-            (0.9 and 0.4, or 1.5 and 0.75 for ``method="rank_bm25"``).
+        k1, b: saturation (0 to 1000) and length normalization (0 to 1); ``None`` takes the method's
+            default (0.9 and 0.4, or 1.5 and 0.75 for ``method="rank_bm25"``).
         method: ``"lucene"``, ``"robertson"`` or ``"rank_bm25"`` (see the module docstring).
         pattern, lowercase, stopwords, stemmer: the :class:`~rerank.text.Tokenizer` settings,
             applied to documents and queries alike.
@@ -68,8 +70,6 @@ class BM25(Retriever):
         default_k1, default_b = DEFAULT_K1_B[method]
         self._k1 = float(default_k1 if k1 is None else k1)
         self._b = float(default_b if b is None else b)
-        if self._k1 < 0 or not 0 <= self._b <= 1:
-            raise ConfigError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={self._k1}, b={self._b}")
         self.pattern, self.lowercase, self.stemmer = pattern, lowercase, stemmer
         self.stopwords = stopwords if stopwords is None or isinstance(stopwords, str) else tuple(stopwords)
         self.tokenizer = Tokenizer(pattern, lowercase, self.stopwords, stemmer)

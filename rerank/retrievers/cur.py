@@ -38,6 +38,7 @@ from typing import Any, Self
 import numpy as np
 
 from rerank.errors import ConfigError, DataError, one_of
+from rerank.params import checked
 from rerank.retrievers.base import Retriever, as_docs
 from rerank.scorers import batched_scorer
 from rerank.types import Doc
@@ -45,6 +46,7 @@ from rerank.types import Doc
 ANCHOR_STRATEGIES = ("random", "retriever")
 
 
+@checked("num_results")  # arguments checked as in a pipeline expression; num_results by Retriever, in its words
 class ANNCUR(Retriever):
     """Approximate top-k under a pairwise scorer with a fixed budget of scorer calls per query.
 
@@ -67,8 +69,8 @@ class ANNCUR(Retriever):
                  seed: int = 0, num_results: int = 1000, progress: bool | None = None):
         super().__init__(num_results, progress)
         one_of("anchor_items", anchor_items, ANCHOR_STRATEGIES)
-        if min(num_anchor_queries, num_anchor_items, rounds) < 1 or rounds > num_anchor_items:
-            raise ConfigError("num_anchor_queries, num_anchor_items and rounds must be positive, rounds <= num_anchor_items")
+        if rounds > num_anchor_items:
+            raise ConfigError(f"rounds={rounds} must be at most num_anchor_items={num_anchor_items}: each round scores an item")
         if budget < num_anchor_items:
             raise ConfigError(f"budget={budget} cannot pay for num_anchor_items={num_anchor_items} exact scores; raise it")
         if anchor_items == "retriever":  # checked now, not after the anchor matrix has been scored

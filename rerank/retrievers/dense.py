@@ -18,7 +18,7 @@ import numpy as np
 
 from rerank.encoders import DEFAULT_ENCODER, Encoder
 from rerank.errors import ConfigError, DataError
-from rerank.params import RANGES, is_integer
+from rerank.params import RANGES, checked, is_integer
 from rerank.prebuilt import lookup
 from rerank.retrievers.base import Retriever
 from rerank.types import Doc
@@ -27,8 +27,10 @@ logger = logging.getLogger("rerank")
 
 INDEX_TYPES = ("flat", "hnsw", "ivf")
 IVF_SEED = 1234  # the training sample and k-means start are fixed, so an IVF index is reproducible
+COUNTS = ("hnsw_m", "ef_search", "nprobe", "nlist", "train_size", "batch_size")
 
 
+@checked("num_results", *COUNTS)  # arguments checked as in a pipeline expression; COUNTS below, num_results by Retriever
 class Dense(Retriever):
     """Bi-encoder retrieval. ``index="flat"`` is exact; ``"hnsw"`` is approximate (``hnsw_m``, ``ef_search``);
     ``"ivf"`` clusters the documents into ``nlist`` lists (default ``4 * sqrt(N)``) with k-means trained on
@@ -45,9 +47,8 @@ class Dense(Retriever):
         super().__init__(num_results, progress)
         if index not in INDEX_TYPES:
             raise ConfigError(f"unknown dense index {index!r}; choose one of {INDEX_TYPES}")
-        for name, value in (("hnsw_m", hnsw_m), ("ef_search", ef_search), ("nprobe", nprobe), ("nlist", nlist),
-                            ("train_size", train_size), ("batch_size", batch_size)):
-            low = RANGES[name][0]  # checked in Python as in expressions (FAISS crashes on hnsw_m=1)
+        for name, value in zip(COUNTS, (hnsw_m, ef_search, nprobe, nlist, train_size, batch_size)):
+            low = RANGES[name][0]  # FAISS crashes on hnsw_m=1
             if value is not None and (not is_integer(value) or value < low):
                 raise ConfigError(f"Dense: {name} must be an integer >= {low}, got {value!r}")
         if nlist is not None and train_size is not None and train_size < nlist:
