@@ -18,6 +18,7 @@ from typing import Any
 
 from rerank._progress import progress_enabled
 from rerank.errors import ConfigError, one_line, require
+from rerank.models import LOAD_ERRORS, cannot_load, unloadable
 from rerank.train.settings import TrainSettings
 
 logger = logging.getLogger("rerank")
@@ -58,23 +59,20 @@ def check_base(kind: str, base: str, max_length: int) -> None:
 
     from rerank.encoders import resolve_encoder
 
-    where = f"base={base!r} (--from)"
-    if not base.strip():
-        raise ConfigError(f"{where} is empty; give a model folder or a hub id")
-    path = resolve_encoder(base)
+    what = "base (--from) model"
+    path = resolve_encoder(base) if base.strip() else base
+    if problem := unloadable(path):
+        raise cannot_load(what, base, problem)
     folder = Path(path).expanduser()
     markers = ("config.json", "modules.json") if kind == "bi-encoder" else ("config.json",)
     if folder.is_dir() and not any((folder / m).is_file() for m in markers):
-        raise ConfigError(f"{where}: {folder} is a folder without {' or '.join(markers)}, not a model; give a model folder or a hub id")
-    if not folder.exists() and (folder.is_absolute() or path.startswith((".", "~")) or path.count("/") > 1):
-        raise ConfigError(f"{where}: no such folder")
+        raise cannot_load(what, base, f"{folder} is a folder without {' or '.join(markers)}, not a model")
     try:
         config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError, KeyError) as e:
+    except LOAD_ERRORS as e:
         if kind == "bi-encoder" and _has_file(path, "modules.json"):
             return  # a sentence-transformers model without a transformers config: no position limit to check
-        raise ConfigError(f"{where} cannot be loaded ({one_line(e)}); give a model folder, or a hub id "
-                          "that is online or in the local cache") from None
+        raise cannot_load(what, base, e) from None
     limit = getattr(config, "max_position_embeddings", None)
     if isinstance(limit, int) and max_length > limit:
         raise ConfigError(f"max_length={max_length} (--max-length) is longer than {base} takes ({limit} positions)")
