@@ -33,6 +33,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property, lru_cache
@@ -112,9 +113,10 @@ class Encoder:
         progress: show a progress bar (``None``: only in a terminal at INFO level).
     """
 
-    def __init__(self, model: str = DEFAULT_ENCODER, *, pooling: str = "model", query_prefix: str = "",
+    def __init__(self, model: str | os.PathLike[str] = DEFAULT_ENCODER, *, pooling: str = "model", query_prefix: str = "",
                  doc_prefix: str = "", max_length: int | None = None, runtime: str = "auto", device: str | None = None,
                  batch_size: int = 64, progress: bool | None = None):
+        model = os.fspath(model) if isinstance(model, os.PathLike) else model
         if not isinstance(model, str) or not model.strip():
             raise ConfigError(f"model must be a hub id, alias or folder, got {model!r}")
         one_of("pooling", pooling, POOLINGS)

@@ -189,15 +189,17 @@ def _matches(value: Any, hint: Any) -> bool:
             return all(_matches(v, args[0]) for v in value)
         return not args or (len(args) == len(value) and all(_matches(v, a) for v, a in zip(value, args)))
     if origin in (list, collections.abc.Sequence, collections.abc.Iterable, collections.abc.Collection):
-        if isinstance(value, str) or not isinstance(value, list | tuple):
+        unordered = origin in (collections.abc.Iterable, collections.abc.Collection)  # a set or an array too
+        kinds = collections.abc.Collection if unordered else list | tuple
+        if isinstance(value, str | bytes | Mapping) or not isinstance(value, kinds):
             return False
         return not args or all(_matches(v, args[0]) for v in value)
     if origin in (dict, collections.abc.Mapping):
         if not isinstance(value, dict):
             return False
         return not args or all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
-    if isinstance(hint, type):
-        return isinstance(value, hint)
+    if isinstance(hint, type) or isinstance(origin, type):  # a class, or a generic one (os.PathLike[str])
+        return isinstance(value, origin or hint)
     return True  # a hint this checker does not know: the constructor decides
 
 

@@ -120,7 +120,7 @@ def _add(kind: str, name: str, entry: str | type) -> None:
                           "'-' and '_', starting with a letter, and no Python keyword")
     for other_kind in STAGES if kind in STAGES else (kind,):
         for other, other_entry in _ENTRIES[other_kind].items():
-            if other.replace("-", "_") == name.replace("-", "_") and not (other == name and _path(other_entry) == _path(entry)):
+            if other.replace("-", "_") == name.replace("-", "_") and _path(other_entry) != _path(entry):
                 raise ConfigError(f"{kind} {name!r} would shadow or be shadowed by the {other_kind} {other!r} "
                                   f"({other_entry!r}); choose another name")
     if not isinstance(entry, str):

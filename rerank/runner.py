@@ -495,8 +495,9 @@ class Runner:
         if record.ranking is not None:
             try:
                 record.ranking.write_trec(self.store.run_path(record.dataset, record.system), tag=record.system)
-            except DataError as e:  # ids a run file cannot hold: this cell fails, the grid goes on
-                record.status, record.ranking, record.error = "error", None, f"DataError: {e}"
+            except DataError as e:  # ids a run file cannot hold: the results stand, but nothing is kept to resume from
+                logger.warning("%s on %s is not saved, and will run again: %s", record.system, record.dataset, e)
+                return
         self.store.write(record.dataset, record.system, {**self.saved_settings(cell), **record.to_json()})
 
     def saved(self, cell: Cell) -> CellRecord:

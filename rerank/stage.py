@@ -342,8 +342,8 @@ def _attach_columns(fused: Mapping[str, Mapping[str, float]], outputs: Sequence[
             pool = pd.concat(pools).dropna(subset=[column]).drop_duplicates()
             clash = pool.duplicated(["qid", "docid"])
             if column == "text" and clash.any():
-                docid = pool.loc[clash, "docid"].iloc[0]
-                texts = pool.loc[pool["docid"] == docid, "text"].tolist()[:2]
+                qid, docid = pool.loc[clash, ["qid", "docid"]].iloc[0]
+                texts = pool.loc[(pool["qid"] == qid) & (pool["docid"] == docid), "text"].tolist()[:2]
                 raise DataError(f"the rankings give document {docid!r} two texts ({texts[0]!r:.50} and {texts[1]!r:.50}); "
                                 "were their stages indexed on different corpora?")
             rows = rows.merge(pool.drop_duplicates(["qid", "docid"]), on=["qid", "docid"], how="left")

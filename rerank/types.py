@@ -46,6 +46,8 @@ class Doc(NamedTuple):
 
 def checked_doc(doc: Doc, where: str) -> Doc:
     """``doc`` when its docid, text and title are strings, else ConfigError naming ``where``."""
+    if type(doc.docid) is str and type(doc.text) is str and type(doc.title) is str:  # the common case, fast
+        return doc
     for name, value in zip(Doc._fields, doc):
         if not isinstance(value, str):
             raise ConfigError(f"{where}: a document's {name} must be a string, got {type(value).__name__} {value!r:.60} "
@@ -204,7 +206,7 @@ class Ranking:
     def from_records(cls, records: Iterable[tuple[str, str, str, float]]) -> Ranking:
         """From ``(qid, query, docid, score)`` tuples; ranks are assigned by score."""
         records = list(records)
-        odd = next((r for r in records if not (isinstance(r, tuple | list) and len(r) == 4)), None)
+        odd = next((r for r in records if isinstance(r, str | bytes | Mapping) or not (hasattr(r, "__len__") and len(r) == 4)), None)
         if odd is not None:
             raise ConfigError(f"Ranking.from_records takes (qid, query, docid, score) tuples, got {odd!r:.80}")
         return cls(pd.DataFrame(records, columns=["qid", "query", "docid", "score"]))

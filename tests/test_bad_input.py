@@ -406,6 +406,11 @@ def test_api_constructors_refuse_what_they_would_misread(make, error, message):
         make()
 
 
+def test_records_may_be_any_rows_of_four():
+    frame = pd.DataFrame({"qid": ["q1", "q1"], "query": ["a", "a"], "docid": ["d1", "d2"], "score": [1.0, 2.0]})
+    assert Ranking.from_records(frame.to_numpy()).to_pandas()["docid"].tolist() == ["d2", "d1"]
+
+
 def test_fusing_a_ranking_without_documents_says_so(caplog):
     from rerank import fuse
 
@@ -417,6 +422,9 @@ def test_fusing_a_ranking_without_documents_says_so(caplog):
     other_corpus = Ranking.from_records([("q1", "x", "d1", 1.0)]).assign(text=["a different text"])
     with pytest.raises(DataError, match="give document 'd1' two texts \\('alpha' and 'a different text'\\); were their stages"):
         fuse([bm25.assign(text=["alpha", "beta"]), other_corpus])
+    two = Ranking.from_records([("q1", "x", "d1", 1.0), ("q2", "y", "d1", 1.0)])
+    with pytest.raises(DataError, match="two texts \\('A' and 'B'\\)"):                # the texts of the query that clashes
+        fuse([two.assign(text=["A", "A"]), two.assign(text=["A", "B"])])
 
 
 def test_rankings_refuse_repeated_documents_and_non_finite_scores():

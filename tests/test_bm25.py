@@ -239,7 +239,7 @@ def test_index_refuses_documents_it_would_read_letter_by_letter(docs, message):
     ({"b": float("nan")}, "BM25: b must be a finite number, got nan"),
     ({"b": "0.5"}, "BM25: b must be a number or None, got '0.5' (str)"),
     ({"lowercase": 1}, "BM25: lowercase must be True or False, got 1 (int)"),
-    ({"stopwords": {"the"}}, "BM25: stopwords must be a string or a list of strings or None, got {'the'} (set)"),
+    ({"stopwords": {"the": 1}}, "BM25: stopwords must be a string or a list of strings or None, got {'the': 1} (dict)"),
     ({"k2": 1.2}, "BM25: bad arguments: got an unexpected keyword argument 'k2'; its parameters are k1, b, method,"),
 ])
 def test_bm25_settings_from_python_are_refused_up_front(settings, message):
@@ -270,3 +270,11 @@ def test_bm25_accepts_every_number_in_range_and_numpy_numbers():
         hits = BM25(k1=k1, b=np.float64(0.5), num_results=np.int64(5)).index(docs).search("dogs", k=3)
         assert hits.docids == ["d1", "d2"] or hits.docids == ["d2", "d1"], (k1, hits.docids)
         assert all(h.score > 0 and math.isfinite(h.score) for h in hits)
+
+
+def test_stopwords_may_be_any_collection_and_a_set_gives_one_key():
+    words = BM25(stopwords=["the", "a"]).stopwords
+    assert BM25(stopwords={"the", "a"}).stopwords == BM25(stopwords=frozenset({"a", "the"})).stopwords == ("a", "the")
+    assert BM25(stopwords=np.array(["the", "a"])).stopwords == ("a", "the") and words == ("the", "a")
+    with pytest.raises(ConfigError, match="stopwords must be"):
+        BM25(stopwords=[1, 2])

@@ -116,3 +116,4 @@ def test_a_class_defined_again_under_its_name_replaces_its_registration():
     assert get("reranker", "weighted-overlap").rerank("flea", ["a flea"])[0].score == 2.0
     with pytest.raises(ConfigError, match="'weighted-overlap' would shadow or be shadowed"):
         register("reranker", "weighted-overlap")(ShortestFirst)
+    register("reranker", "weighted_overlap")(WeightedOverlap)                       # one class, both spellings

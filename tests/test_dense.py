@@ -177,7 +177,7 @@ def test_shipped_scifact_embeddings_match_a_fresh_encoding():
     ({"ef_search": float("inf")}, "Dense: ef_search must be an integer >= 1, got inf"),
     ({"nprobe": "3"}, "Dense: nprobe must be an integer >= 1, got '3'"),
     ({"query_prefix": None}, "Dense: query_prefix must be a string, got None (NoneType)"),
-    ({"model": None}, "Dense: model must be a string, got None (NoneType)"),
+    ({"model": None}, "Dense: model must be a string or a PathLike, got None (NoneType)"),
     ({"index": 3}, "Dense: index must be a string, got 3 (int)"),
     ({"progress": "yes"}, "Dense: progress must be True or False or None, got 'yes' (str)"),
     ({"num_results": float("inf")}, "Dense: num_results must be an integer >= 1, got inf"),
@@ -233,3 +233,12 @@ def test_dense_and_anncur_in_python_and_in_an_expression_refuse_alike(expression
 def test_dense_takes_numpy_integers_for_its_counts():
     dense = Dense(hnsw_m=np.int64(8), ef_search=np.int32(64), batch_size=np.int64(16), max_length=np.int64(128))
     assert dense.encoder.max_length == 128 and dense.hnsw_m == 8
+
+
+def test_a_model_folder_may_be_a_path():
+    from pathlib import Path
+
+    from rerank.encoders import DEFAULT_ENCODER, resolve_encoder
+
+    folder = resolve_encoder(DEFAULT_ENCODER)
+    assert Dense(model=Path(folder)).model == folder and Dense(model=Path(folder)).encoder.model == folder

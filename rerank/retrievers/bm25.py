@@ -26,7 +26,7 @@ made only of stopwords or unknown terms gives no results.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +61,7 @@ class BM25(Retriever):
 
     def __init__(self, k1: float | None = None, b: float | None = None, method: str = "lucene",
                  pattern: str = WORD_PATTERN, lowercase: bool = True,
-                 stopwords: str | Sequence[str] | None = "en", stemmer: str | None = "english",
+                 stopwords: str | Collection[str] | None = "en", stemmer: str | None = "english",
                  num_results: int = 1000, progress: bool | None = None):
         super().__init__(num_results=num_results, progress=progress)
         if method not in METHODS:
@@ -71,7 +71,9 @@ class BM25(Retriever):
         self._k1 = float(default_k1 if k1 is None else k1)
         self._b = float(default_b if b is None else b)
         self.pattern, self.lowercase, self.stemmer = pattern, lowercase, stemmer
-        self.stopwords = stopwords if stopwords is None or isinstance(stopwords, str) else tuple(stopwords)
+        if stopwords is not None and not isinstance(stopwords, str):  # a set's order would change the index key
+            stopwords = tuple(stopwords) if isinstance(stopwords, Sequence) else tuple(sorted(stopwords))
+        self.stopwords = stopwords
         self.tokenizer = Tokenizer(pattern, lowercase, self.stopwords, stemmer)
         self._vocab: dict[str, int] = {}
         self._scores: sp.csr_matrix | None = None  # terms x documents, float32

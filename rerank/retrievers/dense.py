@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ class Dense(Retriever):
     ``batch_size`` configure the :class:`~rerank.encoders.Encoder`.
     """
 
-    def __init__(self, model: str = DEFAULT_ENCODER, index: str = "flat", hnsw_m: int = 32, ef_search: int = 256,
+    def __init__(self, model: str | os.PathLike[str] = DEFAULT_ENCODER, index: str = "flat", hnsw_m: int = 32, ef_search: int = 256,
                  batch_size: int = 64, query_prefix: str = "", doc_prefix: str = "", max_length: int | None = None,
                  runtime: str = "auto", device: str | None = None, num_results: int = 1000, progress: bool | None = None,
                  nlist: int | None = None, nprobe: int = 16, train_size: int | None = None):
@@ -53,6 +54,7 @@ class Dense(Retriever):
                 raise ConfigError(f"Dense: {name} must be an integer >= {low}, got {value!r}")
         if nlist is not None and train_size is not None and train_size < nlist:
             raise ConfigError(f"Dense: train_size ({train_size}) must be at least nlist ({nlist}): k-means needs a point per list")
+        model = os.fspath(model)  # a folder given as a Path is its text, in the index key too (checked above)
         self.model, self.index_type, self.hnsw_m, self.ef_search = model, index, hnsw_m, ef_search
         self.batch_size, self.query_prefix, self.doc_prefix, self.max_length = batch_size, query_prefix, doc_prefix, max_length
         self.runtime, self.device = runtime, device
