@@ -180,8 +180,8 @@ def relevance_grade(value: Any, where: str) -> int:
 def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     """Read qrels in TREC format (``qid 0 docid rel``) or BEIR tsv (``query-id corpus-id score``, header).
 
-    A line with a tab is split at tabs (BEIR: ids may hold spaces), any other at whitespace (TREC). A line
-    repeated with the same grade is dropped (with a warning that counts them); a pair judged twice with
+    A line is split at tabs when that gives 3 or 4 fields (BEIR: ids may hold spaces), else at whitespace
+    (TREC). A line repeated with the same grade is dropped (with a warning that counts them); a pair judged twice with
     different grades is refused.
     """
     qrels: dict[str, dict[str, int]] = {}
