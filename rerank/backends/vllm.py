@@ -24,7 +24,7 @@ from rerank.backends import _chat
 from rerank.backends.base import Backend, Generation, Prompt, settings_suffix, weights_suffix
 from rerank.constraints import CONSTRAINT_ARG, Constraint
 from rerank.errors import BackendError, require
-from rerank.models import dense_location, local_gguf
+from rerank.models import dense_location, loading, local_gguf
 
 def cpu_dtype() -> str:
     """The engine dtype on this CPU: bfloat16 where the CPU computes it natively (AVX512-BF16, AMX),
@@ -141,7 +141,7 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
         from rerank.backends.vllm_logits import ConstrainedDecoding
 
         self.settings["logits_processors"] = [*self.settings.get("logits_processors", []), ConstrainedDecoding]
-        with _hidden_unscannable_modules():
+        with _hidden_unscannable_modules(), loading("vllm backend model", model, self.settings["model"]):
             self.llm = vllm.LLM(**self.settings)
         VLLMBackend._open.add(self)
         self.tokenizer = self.llm.get_tokenizer()
