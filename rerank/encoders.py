@@ -227,6 +227,10 @@ class Encoder:
         prefixed = [self._prefix(kind) + t for t in texts]
         return [len(i) for i in self.tokenizer(prefixed, add_special_tokens=self.pooling == "model", verbose=False)["input_ids"]]
 
+    def tokens_over(self, texts: Sequence[str], *, kind: Kind) -> list[int]:
+        """Tokens of each of ``texts`` past :attr:`max_tokens` (0 for a text that fits): what the encoder cuts."""
+        return [max(n - self.max_tokens, 0) for n in self.lengths(texts, kind=kind)]
+
     def head(self, text: str, n: int) -> str:
         """The first ``n`` tokens of ``text``, cut at a token boundary of the original string."""
         offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]

@@ -48,12 +48,16 @@ class Stage:
     # -- running ------------------------------------------------------------------------------
     def __call__(self, inp: StageInput) -> Ranking:
         ranking = as_ranking(inp)
-        missing = [c for c in self.requires if c not in ranking.columns]
-        if missing:
-            raise DataError(f"{self!r} needs columns {list(self.requires)}; the input lacks {missing} (columns: {list(ranking.columns)})")
+        self.check_columns(ranking)
         if len(ranking) == 0:
             return ranking if "docid" in ranking.columns else Ranking.empty()
         return self.transform(ranking)
+
+    def check_columns(self, ranking: Ranking) -> None:
+        """DataError unless ``ranking`` has the columns this stage :attr:`requires`."""
+        missing = [c for c in self.requires if c not in ranking.columns]
+        if missing:
+            raise DataError(f"{self!r} needs columns {list(self.requires)}; the input lacks {missing} (columns: {list(ranking.columns)})")
 
     def search(self, query: str, k: int = 10) -> RankedResults:
         """Answer one query: the top ``k`` results with ids, scores and text."""

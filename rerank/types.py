@@ -148,6 +148,10 @@ class Candidates:
             raise ValueError(f"order must be a permutation of range({len(self)}), got {order.tolist()}")
         return self._take(order, np.arange(len(self), 0, -1, dtype=np.float64), info)
 
+    def non_finite(self) -> np.ndarray:
+        """Positions whose score is NaN or infinite."""
+        return np.flatnonzero(~np.isfinite(self.scores))
+
     def top(self, k: int) -> Candidates:
         return self._take(np.arange(min(k, len(self))), self.scores[:k], {})
 

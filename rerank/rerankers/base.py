@@ -77,7 +77,7 @@ class Reranker(Stage):
     def _finite(self, batch: list[Candidates]) -> list[Candidates]:
         """``batch``, refused (DataError naming this stage, the document and the query) when a score is NaN or infinite."""
         for c in batch:
-            bad = np.flatnonzero(~np.isfinite(c.scores))
+            bad = c.non_finite()
             if len(bad):
                 raise DataError(f"{type(self).__name__} gave a non-finite score ({c.scores[bad[0]]}) to document "
                                 f"{c.docids[bad[0]]!r} of query {c.query!r:.80} ({len(bad)} such scores)")

@@ -63,9 +63,9 @@ class BiEncoderReranker(PointwiseReranker):
 
     def rerank_many(self, batch: Sequence[Candidates]) -> list[Candidates]:
         limit = self.encoder.max_tokens
-        truncated = [sum(n > limit for n in self.encoder.lengths(c.texts, kind="doc")) for c in batch]
+        truncated = [sum(map(bool, self.encoder.tokens_over(c.texts, kind="doc"))) for c in batch]
         queries = list(dict.fromkeys(c.query for c in batch))
-        cut = {q: max(n - limit, 0) for q, n in zip(queries, self.encoder.lengths(queries, kind="query"))}
+        cut = dict(zip(queries, self.encoder.tokens_over(queries, kind="query")))
         if sum(truncated):
             logger.warning("%s: %d documents exceed %d tokens and were truncated by the encoder",
                            self.model, sum(truncated), limit)

@@ -140,11 +140,10 @@ class Dense(Retriever):
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         """Query embeddings; queries longer than the encoder's limit are read up to it, and counted in a warning."""
-        limit = self.encoder.max_tokens
-        long = sum(n > limit for n in self.encoder.lengths(list(queries), kind="query"))
+        long = sum(map(bool, self.encoder.tokens_over(list(queries), kind="query")))
         if long:
             logger.warning("%s: %d of %d queries exceed %d tokens and were truncated by the encoder",
-                           self.encoder.model, long, len(queries), limit)
+                           self.encoder.model, long, len(queries), self.encoder.max_tokens)
         return self.encoder.encode(list(queries), kind="query")
 
     def _retrieve(self, queries: Sequence[str], k: int) -> list[tuple[np.ndarray, np.ndarray]]:

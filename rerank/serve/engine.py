@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from rerank.encoders import Encoder
-from rerank.errors import ConfigError, DataError
+from rerank.errors import ConfigError
 from rerank.rerankers.base import Reranker, starts_with_retrieval
 from rerank.retrievers.base import Retriever
 from rerank.stage import Cutoff, Pipeline, Stage, leaves
@@ -109,9 +109,8 @@ class Engine:
         ranking = Ranking.from_queries(queries)
         for stage in stages[:split]:
             ranking = stage(ranking)
-        missing = [c for c in stages[split].requires if c not in ranking.columns] if split < len(stages) and len(ranking) else []
-        if missing:
-            raise DataError(f"{stages[split]!r} needs columns {list(stages[split].requires)}; its input lacks {missing}")
+        if split < len(stages) and len(ranking):
+            stages[split].check_columns(ranking)
         found = {c.qid: c for c in _rerank(stages[split:], list(ranking.per_query()) if len(ranking) else [])}
         cut = _query_tokens_cut(stages[:split], list(queries.values()))
         out = []
@@ -140,12 +139,13 @@ def _query_tokens_cut(stages: Sequence[Stage], queries: list[str]) -> list[int]:
     cut = [0] * len(queries)
     encoders = {id(e): e for s in stages for leaf in leaves(s) if isinstance(e := getattr(leaf, "encoder", None), Encoder)}
     for encoder in encoders.values():
-        cut = [max(c, n - encoder.max_tokens) for c, n in zip(cut, encoder.lengths(queries, kind="query"))]
+        cut = [max(c, n) for c, n in zip(cut, encoder.tokens_over(queries, kind="query"))]
     return cut
 
 
 def _check_finite(cands: Candidates) -> None:
     """Raise :class:`NonFiniteScore` naming the first NaN or infinite score and how many there are."""
-    bad = [(d, s) for d, s in zip(cands.docids, cands.scores) if not np.isfinite(s)]
-    if bad:
-        raise NonFiniteScore(f"the model gave {len(bad)} non-finite score(s), e.g. {bad[0][1]} for documents[{bad[0][0]}]")
+    bad = cands.non_finite()
+    if len(bad):
+        raise NonFiniteScore(f"the model gave {len(bad)} non-finite score(s), e.g. {cands.scores[bad[0]]} for "
+                             f"documents[{cands.docids[bad[0]]}]")
