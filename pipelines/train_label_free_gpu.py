@@ -86,6 +86,8 @@ def train(args: argparse.Namespace) -> None:
     results: dict[str, Any] = json.loads(saved.read_text()) if saved.exists() else {}
     exports = [_read(path) | {"file": path.name} for path in sorted(args.data.glob("*.json.gz")) if not path.name.startswith("eval-")]
     exports = [e for e in exports if e["name"] in (args.only or [e["name"]]) and e["dataset"] in (args.datasets or [e["dataset"]])]
+    if not exports:
+        raise SystemExit(f"no export in {args.data} matches --only {args.only} --datasets {args.datasets}; run export first")
     exports.sort(key=lambda e: len(e["groups"]))  # smallest first, and every export at the first epochs first:
     for epochs in args.epochs:  # a run cut short keeps the cheap models
         for exported in exports:
@@ -134,6 +136,8 @@ def report(args: argparse.Namespace) -> None:
     from rerank.evaluate import evaluate_per_query
     from rerank.significance import pvalue
 
+    if not args.scores.is_file():
+        raise SystemExit(f"{args.scores} is missing; it is what train writes")
     results = json.loads(args.scores.read_text())
     print("| collection | queries | system | nDCG@10 | p vs BM25 | W/L | steps | train s |")
     print("|---|---|---|---|---|---|---|---|")
@@ -170,6 +174,8 @@ def _write(path: Path, data: Any) -> None:
 
 
 def _read(path: Path) -> Any:
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing; run this script's export for that collection first")
     with gzip.open(path, "rt", encoding="utf-8") as f:
         return json.load(f)
 
