@@ -60,7 +60,7 @@ def export(args: argparse.Namespace) -> None:
         groups, counts, seconds = build_examples(ds, settings)
         rows = [[g.query, [docid_of[t] for t in g.texts], [round(y, 5) for y in g.labels]] for g in groups["distill"]]
         _write(args.out / f"{args.name}-{ds.name}.json.gz",
-               {"name": args.name, "dataset": ds.name, "settings": {k: settings.to_dict()[k] for k in EXPORTED},
+               {"name": args.name, "dataset": ds.name, "settings": {k: v for k, v in settings.to_dict().items() if k in EXPORTED},
                 "counts": counts, "seconds": {**seconds, "export": time.perf_counter() - start}, "groups": rows})
         print(f"{args.name}-{ds.name}: {len(rows)} groups in {time.perf_counter() - start:.0f} s; {counts}", flush=True)
         evaluation = args.out / f"eval-{ds.name}.json.gz"
@@ -89,13 +89,14 @@ def train(args: argparse.Namespace) -> None:
     if not exports:
         raise SystemExit(f"no export in {args.data} matches --only {args.only} --datasets {args.datasets}; run export first")
     exports.sort(key=lambda e: len(e["groups"]))  # smallest first, and every export at the first epochs first:
+    collections = {name: load(name) for name in dict.fromkeys(e["dataset"] for e in exports)}  # each read once
+    evaluations = {name: _read(args.data / f"eval-{name}.json.gz") for name in collections}
+    examples = {e["file"]: [Group(q, [_shown(collections[e["dataset"]].docstore[d].full_text(), q, args.cut_source)
+                                      for d in ids], labels, "distill") for q, ids, labels in e["groups"]] for e in exports}
     for epochs in args.epochs:  # a run cut short keeps the cheap models
         for exported in exports:
-            ds = load(exported["dataset"])
-            docs = ds.docstore
-            evaluation = _read(args.data / f"eval-{ds.name}.json.gz")
-            groups = [Group(q, [_shown(docs[d].full_text(), q, args.cut_source) for d in ids], labels, "distill")
-                      for q, ids, labels in exported["groups"]]
+            ds, groups = collections[exported["dataset"]], examples[exported["file"]]
+            docs, evaluation = ds.docstore, evaluations[ds.name]
             s = TrainSettings(**{**exported["settings"], "data": tuple(exported["settings"]["data"])}, base=str(args.base),
                               epochs=epochs, learning_rate=args.learning_rate, max_length=args.max_length,
                               batch_size=args.batch_size, bf16=True, save_steps=10**6, progress=False)
