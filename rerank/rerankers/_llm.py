@@ -163,7 +163,6 @@ class LLMReranker(Reranker):
 
         __init__.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
         __init__.__annotations__ = hints
-        __init__.__doc__ = LLMReranker.__init__.__doc__
         cls.__init__ = __init__  # type: ignore[method-assign]
 
     def __getattr__(self, name: str) -> Any:
@@ -221,11 +220,9 @@ class LLMReranker(Reranker):
     def generate(self, prompts: Sequence[Prompt], caps: Sequence[int], constraints: Sequence[Constraint | None],
                  stop: Sequence[str] = ()) -> list[Generation]:
         """Generations, one backend call per batch of prompts sharing a cap and a constraint."""
-        def call(batch: list[Prompt], i: int) -> list[Generation]:
-            return self.llm.generate(batch, max_new_tokens=caps[i], temperature=self.settings.temperature, stop=stop,
-                                     constraint=constraints[i])
-
-        return self._batched(prompts, [(cap, c.key() if c else "") for cap, c in zip(caps, constraints)], call)
+        return self._batched(prompts, [(cap, c.key() if c else "") for cap, c in zip(caps, constraints)],
+                             lambda batch, i: self.llm.generate(batch, max_new_tokens=caps[i], stop=stop, constraint=constraints[i],
+                                                                temperature=self.settings.temperature))
 
     def score_options(self, prompts: Sequence[Prompt], options: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """Log-probability of each prompt's options, one backend call per batch sharing an option list."""

@@ -242,15 +242,11 @@ class Scores(Task):
     read: Literal["generate"] = "generate"
     gives: ClassVar[str] = "scores"
     answer: ClassVar[str] = "scores"
-    LINE: ClassVar[str] = "[{index}]: {score}"
-    """The line format the ``scores`` parser reads; the answer budget is ``n`` such lines at the
-    template's highest option (its score scale)."""
 
     def samples(self, template: PromptTemplate, n: int) -> list[str]:
+        """``n`` lines ``[i]: score`` (what the ``scores`` parser reads) at the template's highest option."""
         top = max(template.options, key=len, default="0")
-        text = "\n".join(self.LINE.format(index=j + 1, score=top) for j in range(n))
-        prefix = template.answer_prefix
-        return [text[len(prefix):] if text.startswith(prefix) else text]
+        return ["\n".join(f"[{j + 1}]: {top}" for j in range(n)).removeprefix(template.answer_prefix)]
 
 
 @dataclass(frozen=True)
