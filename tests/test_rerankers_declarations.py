@@ -24,7 +24,7 @@ from rerank.rerankers._tasks import Pick, Prefer, Rank, Score, Scores, Think
 from rerank.rerankers.insertrank import InsertRank
 from rerank.rerankers.listwise import Listwise
 from rerank.rerankers.pairwise import PRP
-from rerank.rerankers.pointwise import YesNo
+from rerank.rerankers.pointwise import ERank, YesNo
 from rerank.rerankers.setwise import Setwise
 
 RANKS = FakeBackend(generate=lambda p: "[2] > [1]")
@@ -68,6 +68,21 @@ def test_a_part_that_is_not_a_task_or_strategy_object_is_refused(given, message)
     parts = {"task": Rank(), "strategy": SinglePass(), **given}
     with pytest.raises(ConfigError, match=re.escape(message)):
         LLMReranker(RANKS, "listwise/rankgpt", **parts)
+
+
+@pytest.mark.parametrize("given", [{"prompt": "listwise/rankgpt"}, None, Settings])
+def test_defaults_that_are_not_a_settings_object_are_refused(given):
+    with pytest.raises(ConfigError, match=r"^E: defaults must be a Settings object \(Settings\(prompt=...\)\), got"):
+        class E(LLMReranker):
+            task = Rank()
+            strategy = SinglePass()
+            defaults = given
+
+
+@pytest.mark.parametrize("window,hint", [(10, "e.g. step=5"), (1, "so window must be at least 2")])
+def test_a_step_as_long_as_the_window_is_refused_with_a_way_out(window, hint):
+    with pytest.raises(ConfigError, match=rf"^Listwise: step \(\d+\) must be smaller than window \({window}\) so windows overlap \({hint}\)$"):
+        Listwise(RANKS, window=window, step=max(1, window))
 
 
 def test_think_wraps_a_task_once():
@@ -148,6 +163,26 @@ def test_non_finite_log_probabilities_are_counted_and_never_reach_the_scores(fam
     res = family(broken, **options).rerank("q", ["a", "b", "c"])
     assert all(np.isfinite(r.score) for r in res)
     assert res.info["parse"]["problems"]["not_finite"] == res.info["parse"]["answers"] > 0
+
+
+@pytest.mark.parametrize("family", [YesNo, ERank])
+def test_a_document_whose_log_probabilities_are_all_non_finite_ranks_last(family):
+    def score(prompt, options):
+        return [float("nan")] * len(options) if "broken" in prompt else [-3.0] + [-0.1] * (len(options) - 1)
+
+    res = family(FakeBackend(score=score)).rerank("q", ["good doc", "broken doc", "other doc"])
+    assert res.docids[-1] == "1" and all(np.isfinite(r.score) for r in res)
+    assert res.info["parse"]["problems"] == {"not_finite": 1}
+
+
+def test_reserved_tokens_that_fill_the_context_name_the_arguments():
+    for reranker in (YesNo(FakeBackend(score=lambda p, o: [0.0, -1.0]), think_tokens=5000),
+                     Listwise(RANKS, max_new_tokens=5000, window=3, step=1)):
+        with pytest.raises(ConfigError, match=r"think_tokens \(\d+\) and the answer cap \(\d+ tokens"):
+            reranker.rerank("q", ["a", "b"])
+    one = YesNo(FakeBackend(score=lambda p, o: [0.0, -1.0], max_context=60), max_words=300)
+    with pytest.raises(ConfigError, match=r"1 document\(s\) do not fit .*; use a longer-context model$"):
+        one.rerank("q", ["word " * 400])
 
 
 def test_odd_answers_are_reported_not_taken_as_valid():

@@ -154,7 +154,7 @@ class LLMReranker(Reranker):
         for name, (part, f) in arguments.items():
             first = name in SETTINGS[:2]
             parameters.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD if first else inspect.Parameter.KEYWORD_ONLY,
-                                                default=None if first else getattr(declared[part], f)))
+                                                default=getattr(declared[part], f)))
             hint = class_hints(type(declared[part])).get(f, Any)
             hints[name] = hint | None if first else hint
 
@@ -258,7 +258,13 @@ class LLMReranker(Reranker):
         ``cut`` gathers the positions of the documents shown shorter than they are.
         """
         scores = scores if scores is not None else self.task.show_scores(cands.scores)
-        budget = self.llm.max_context - self.settings.think_tokens - self.answer_tokens(len(shown)) - _CHAT_OVERHEAD
+        answer = self.answer_tokens(len(shown))
+        budget = self.llm.max_context - self.settings.think_tokens - answer - _CHAT_OVERHEAD
+        if budget <= 0:
+            raise ConfigError(f"{type(self).__name__}: think_tokens ({self.settings.think_tokens}) and the answer cap "
+                              f"({answer} tokens: max_new_tokens, the template's or the task's) leave no room for the "
+                              f"prompt in the backend's context of {self.llm.max_context} tokens; lower them or use a "
+                              "longer-context model")
         words = self.settings.max_words
         while True:
             items = [{"index": j + 1, "label": self.task.label(j), "text": truncate_words(cands.texts[p], words),
@@ -270,10 +276,10 @@ class LLMReranker(Reranker):
                     cut.update(p for p in shown if len(cands.texts[p].split()) > words)
                 return messages
             if words <= _MIN_WORDS:
-                raise ConfigError(f"{type(self).__name__}: {len(shown)} documents do not fit the backend's context of "
+                fewer = "show fewer documents per prompt (window, set_size, group_size) or " if len(shown) > 1 else ""
+                raise ConfigError(f"{type(self).__name__}: {len(shown)} document(s) do not fit the backend's context of "
                                   f"{self.llm.max_context} tokens ({used} prompt tokens, {self.llm.max_context - budget} "
-                                  f"reserved, even at {words} words per document); use a smaller window/set/group "
-                                  "or a longer-context model")
+                                  f"reserved, even at {words} words per document); {fewer}use a longer-context model")
             words = max(_MIN_WORDS, words * 2 // 3)
 
     # -- running ------------------------------------------------------------------------------
@@ -310,7 +316,9 @@ class LLMReranker(Reranker):
 def _declare(cls: type[LLMReranker], strategy: Any, task: Any) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
     """The declared parts (a ``Think`` task unwrapped), and each public argument name -> (part, field):
     backend, prompt, the strategy's, the task's, the other settings. Refuses parts that are not a
-    task and a strategy, a task whose answers the strategy does not read, and clashing names."""
+    task, a strategy and Settings, a task whose answers the strategy does not read, and clashing names."""
+    if not isinstance(cls.defaults, Settings):
+        raise ConfigError(f"{cls.__name__}: defaults must be a Settings object (Settings(prompt=...)), got {cls.defaults!r}")
     for part, value, kind in (("task", task, (Task, Think)), ("strategy", strategy, Strategy)):
         if not (isinstance(value, kind) and is_dataclass(value)):
             raise ConfigError(f"{cls.__name__}: {part} must be a {part} object (a dataclass instance such as "

@@ -58,13 +58,15 @@ class Strategy:
 
 @dataclass(frozen=True)
 class Pointwise(Strategy):
-    """Every candidate in its own prompt, all in one step; the answers are the scores."""
+    """Every candidate in its own prompt, all in one step; the answers are the scores. A score that
+    is not finite (an unreadable answer) goes below every finite one; ties keep the input order."""
 
     takes: ClassVar[str] = "score"
 
     def plan(self, n: int) -> Plan:
-        scores = (yield [[i] for i in range(n)]) if n else []
-        return np.asarray(scores, dtype=np.float64)
+        scores = np.asarray((yield [[i] for i in range(n)]) if n else [], dtype=np.float64)
+        read = np.isfinite(scores)
+        return np.where(read, scores, (scores[read].min() if read.any() else 0.0) - 1.0)
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,8 @@ class SlidingWindow(Strategy):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.step >= self.window:
-            raise ConfigError(f"step ({self.step}) must be smaller than window ({self.window}) so windows overlap")
+            hint = f"e.g. step={self.window // 2}" if self.window > 1 else "so window must be at least 2"
+            raise ConfigError(f"step ({self.step}) must be smaller than window ({self.window}) so windows overlap ({hint})")
 
     def plan(self, n: int) -> Plan:
         order = list(range(n))

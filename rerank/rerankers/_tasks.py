@@ -228,6 +228,13 @@ class Score(Task):
             raise ConfigError(f"the expected rating needs at least two numeric options, {template.name!r} has {list(options)}")
         return super().check(template)
 
+    def _read_logprobs(self, template: PromptTemplate, row: np.ndarray, shown: list[int]) -> Parsed:
+        """As :meth:`Task._read_logprobs`, but a row with no finite option scores ``-inf``, which the
+        :class:`~rerank.rerankers._strategies.Pointwise` plan puts below every readable score."""
+        if np.isfinite(row).any():
+            return super()._read_logprobs(template, row, shown)
+        return Parsed(-np.inf, problems=("not_finite",))
+
     def from_logprobs(self, template: PromptTemplate, row: np.ndarray, shown: list[int]) -> Parsed:
         if self.combine == "first":
             return Parsed(float(row[0] - np.logaddexp(row[0], row[1])))
