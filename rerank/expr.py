@@ -150,6 +150,8 @@ class _Builder:
                     return self.fail(str(e))
                 try:
                     stage = cls(*args, **kwargs)
+                except ConfigError as e:  # a check across arguments (step < window), made by the stage itself
+                    return self.fail(str(e))
                 except TypeError as e:
                     return self.fail(f"bad arguments for {table[name]!r}: {e}")
                 return self.bind(stage)

@@ -58,6 +58,16 @@ def test_unsupported_syntax_is_refused_by_name(expr, message):
 
 
 @pytest.mark.parametrize("expr, message", [
+    ("listwise(window=10)", r"^Listwise: step \(10\) must be smaller than window \(10\) .* in 'listwise\(window=10\)'$"),
+    ("setwise(set_size=27)", r"^Setwise: set_size must be between 2 and 26, got 27 in 'setwise\(set_size=27\)'$"),
+    ("insertrank(score_range=[5, 1])", r"^InsertRank: score_range must be finite .* in 'insertrank\(score_range=\[5, 1\]\)'$"),
+])
+def test_a_check_the_stage_makes_across_its_arguments_names_the_expression(expr, message):
+    with pytest.raises(ConfigError, match=message):
+        build(expr)
+
+
+@pytest.mark.parametrize("expr, message", [
     ("bm25(k1='abc')", "bm25: k1 must be a number or None, got 'abc' \\(str\\)"),
     ("bm25(num_results=0)", "bm25: num_results must be >= 1, got 0"),
     ("bm25(num_results=10.5)", "bm25: num_results must be an integer, got 10.5"),
