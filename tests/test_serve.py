@@ -420,6 +420,15 @@ def test_public_bind_without_a_key_is_refused(tmp_path):
     assert out.returncode == 2 and "is empty" in out.stderr
 
 
+def test_a_model_that_cannot_load_stops_the_command_in_one_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "HF_HUB_OFFLINE": "1"}
+    expr = f"cross-encoder(model='{tmp_path / 'no-such-model'}')"
+    out = subprocess.run([sys.executable, "-m", "rerank.cli", "--quiet", "serve", "--pipeline", expr, "--port", str(free_port())],
+                         capture_output=True, text=True, env=env, timeout=180)
+    assert out.returncode == 2 and "cannot be loaded" in out.stderr and "Traceback" not in out.stderr
+    assert out.stderr.count("\n") == 1, out.stderr
+
+
 def test_the_key_comes_from_the_environment_or_a_file_and_a_key_allows_a_public_bind(tmp_path, monkeypatch):
     from rerank.serve.auth import check_bind, load_api_key
 

@@ -46,6 +46,7 @@ def serve(config: ServeConfig) -> None:
     api_key = load_api_key(config)
     check_bind(config, api_key)
     uvicorn = require("uvicorn", "serve")
-    app = build_app(config, api_key)
+    app = build_app(config, api_key, warmup=False)
+    app.state.warm_up()  # load the models now: one that cannot load is a one-line error, not a failed startup
     uvicorn.run(app, host=config.host, port=config.port, log_level="info",
                 timeout_graceful_shutdown=int(config.request_timeout) + 5)

@@ -50,8 +50,8 @@ from rerank.types import Candidates
 
 logger = logging.getLogger("rerank")
 RERANK_PATHS = ("/v1/rerank", "/v2/rerank", "/rerank")
-COUNTED_REPAIRS = {"long_documents": "documents were longer than the model's input",
-                   "truncated": "documents were truncated to fit the model",
+COUNTED_REPAIRS = {"long_documents": "document(s) were longer than the model's input",
+                   "truncated": "document(s) were truncated to fit the model",
                    "query_tokens_cut": "tokens of the query were cut to fit the model"}
 ENDPOINTS = {*RERANK_PATHS, "/v1/search", "/health", "/v1/models", "/metrics"}
 
@@ -65,7 +65,8 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
         config: limits, batching and timeouts (host and port are the runner's business).
         searchable: the pipeline's retrievers are indexed on a corpus, so ``/v1/search`` may run it.
         api_key: when given, every path but ``/health`` needs it as a bearer token.
-        warmup: run one tiny request through each served part before accepting traffic.
+        warmup: run one tiny request through each served part before accepting traffic (or call
+            ``app.state.warm_up()`` before starting the server, so that a model that cannot load fails there).
     """
     engine = Engine(pipeline, searchable)
     if engine.reranker is None and engine.searcher is None:
@@ -92,6 +93,12 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
         executor.shutdown(wait=True)
 
     app = FastAPI(title="rerank serve", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    def warm_up() -> None:
+        """The lifespan's warm-up, called before a server starts (as :func:`rerank.serve.serve` does)."""
+        executor.submit(_warm_up, engine).result()
+
+    app.state.warm_up = warm_up
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError) -> JSONResponse:
