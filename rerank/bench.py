@@ -7,7 +7,7 @@ A grid is a TOML file (see ``pipelines/grid_*.toml``)::
     baseline = "BM25"                               # optional: the first pipeline
     limit = 50                                      # optional: first N judged queries per dataset
     test = "student"                                # optional: or "fisher"
-    correction = "holm"                             # optional: or "bonferroni"; none by default
+    correction = "holm"                             # optional: or "bonferroni" or "none" (the default)
 
     datasets = ["scifact", { name = "trec-dl-2019", first = "run" },
                 { name = "bright/biology", label = "bright/biology (long)", options = { long = true } }]
@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rerank import significance
 from rerank.errors import ConfigError
 from rerank.evaluate import Experiment
 from rerank.executors import Executor
@@ -43,7 +44,6 @@ from rerank.naming import check_distinct
 from rerank.report import Report
 from rerank.cellstore import CellStore
 from rerank.runner import DatasetSpec, check_limit
-from rerank.significance import CORRECTIONS, TESTS
 
 _SETTINGS = ("metrics", "baseline", "limit", "datasets", "test", "correction")
 
@@ -95,9 +95,8 @@ class Grid:
         baseline = settings.get("baseline")
         if baseline is not None and baseline not in pipelines:
             raise ConfigError(f"{where}: baseline {baseline!r} is not among the pipelines {list(pipelines)}")
-        test, correction = settings.get("test", "student"), settings.get("correction")
-        if test not in TESTS or correction not in CORRECTIONS:
-            raise ConfigError(f"{where}: test is one of {TESTS} and correction one of bonferroni, holm (got {test!r}, {correction!r})")
+        test = settings.get("test", "student")
+        correction = _within(where, significance.check, test, settings.get("correction"))
         return cls(datasets, pipelines, metrics, baseline, limit, name, test, correction)
 
     def expression(self, pipeline: str, dataset: DatasetSpec) -> str:

@@ -5,7 +5,9 @@ query ids, timings, LLM usage, versions, or the error, and the SHA-256 of the ru
 record says it is done with the same settings, next to the run file it recorded, is not run again; a
 run file edited, cut or damaged since is run again (with a warning). The output of a shared pipeline prefix is kept under
 ``<out>/<dataset>/prefixes/`` (JSON, every column, exact floats) with its settings, and reused by a
-later run that needs the same prefix with the same settings. While a run works on a cell it holds
+later run that needs the same prefix with the same settings. Records and prefixes carry the SHA-256
+of their own content (``content_sha256``): one edited or damaged since is not trusted (warned about
+once) and the cell or prefix runs again. While a run works on a cell it holds
 ``<system>.lock`` (the owner's host and pid), so two runs of one grid into one folder never run a
 cell twice; a lock left by a process that died is taken over. Locks are read, taken, taken over and
 released only while holding an OS file lock (``flock``) on ``<dataset>/.lock-guard``, so two runs
@@ -22,6 +24,7 @@ import json
 import logging
 import os
 import socket
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,7 +42,7 @@ class CellStore:
 
     def __init__(self, out: str | Path):
         self.out = Path(out)
-        self._changed: set[Path] = set()  # run files found changed (warned about once)
+        self._changed: set[Path] = set()  # files found changed (warned about once)
 
     def run_path(self, dataset: str, system: str) -> Path:
         return self.out / slug(dataset) / f"{slug(system)}.trec"
@@ -48,12 +51,12 @@ class CellStore:
         return self.run_path(dataset, system).with_suffix(".json")
 
     def read(self, dataset: str, system: str) -> dict[str, Any]:
-        """The saved record, or ``{}`` when there is none (or it cannot be read)."""
+        """The saved record, or ``{}`` when there is none (or it cannot be read, or was edited)."""
+        path = self.record_path(dataset, system)
         try:
-            found = json.loads(self.record_path(dataset, system).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            return self._unseal(path, path.read_text(encoding="utf-8"))
+        except OSError:
             return {}
-        return found if isinstance(found, dict) else {}
 
     def done(self, dataset: str, system: str, settings: dict[str, Any]) -> bool:
         """Whether the cell finished with these settings and its run file is the one it recorded."""
@@ -79,9 +82,9 @@ class CellStore:
         path = self.record_path(dataset, system)
         path.parent.mkdir(parents=True, exist_ok=True)
         run = self.run_path(dataset, system)
-        self._changed.discard(run)
+        self._changed -= {run, path}
         stamp = {"run_sha256": _sha256(run)} if record.get("status") == "ok" else {}
-        _replace(path, json.dumps({**record, **stamp}, indent=1, default=str))
+        _replace(path, _seal({**record, **stamp}, indent=1))
 
     # -- shared prefixes -----------------------------------------------------------------------------
     def prefix_path(self, dataset: str, key: str) -> Path:
@@ -89,13 +92,14 @@ class CellStore:
 
     def read_prefix(self, dataset: str, key: str, settings: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]] | None:
         """A saved prefix output and its record, when saved with these settings (None otherwise)."""
+        path = self.prefix_path(dataset, key)
         try:
-            with gzip.open(self.prefix_path(dataset, key), "rt", encoding="utf-8") as f:
-                saved = json.load(f)
-            if saved["key"] != key or any(saved["settings"].get(k) != v for k, v in settings.items()):
+            with gzip.open(path, "rt", encoding="utf-8") as f:
+                saved = self._unseal(path, f.read())
+            if saved.get("key") != key or any(saved["settings"].get(k) != v for k, v in settings.items()):
                 return None
             return pd.DataFrame(saved["columns"]), saved["record"]
-        except (OSError, ValueError, KeyError, TypeError, EOFError):
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zlib.error):
             return None  # absent, partial or unreadable: compute it again
 
     def write_prefix(self, dataset: str, key: str, settings: dict[str, Any], frame: pd.DataFrame,
@@ -105,11 +109,28 @@ class CellStore:
         data = {"key": key, "settings": settings, "record": record,
                 "columns": {c: frame[c].tolist() for c in frame.columns}}
         try:
-            text = json.dumps(data)
+            text = _seal(data, strict=True)
         except (TypeError, ValueError):
             return  # a column JSON cannot hold exactly (arrays): not kept, computed again when needed
         with atomic_file(path) as tmp, gzip.open(tmp, "wt", encoding="utf-8") as f:
             f.write(text)
+
+    def _unseal(self, path: Path, text: str) -> dict[str, Any]:
+        """The JSON object ``text`` when its ``content_sha256`` matches its content, else ``{}`` (an
+        edited or damaged one is warned about once)."""
+        try:
+            found = json.loads(text)
+        except ValueError:
+            return {}
+        if not isinstance(found, dict):
+            return {}
+        if found.pop(_SEAL, None) == _digest(found):
+            return found
+        if path not in self._changed:
+            self._changed.add(path)
+            logger.warning("%s was edited or damaged since it was saved (or comes from an older version of rerank); "
+                           "not using it", path)
+        return {}
 
     # -- locks ------------------------------------------------------------------------------------
     def lock_path(self, dataset: str, system: str) -> Path:
@@ -153,6 +174,20 @@ def _replace(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_file(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+_SEAL = "content_sha256"
+
+
+def _seal(data: dict[str, Any], indent: int | None = None, strict: bool = False) -> str:
+    """``data`` as JSON carrying the SHA-256 of its own content (``strict``: refuse values JSON
+    cannot hold, rather than writing them as strings)."""
+    canon = json.loads(json.dumps(data, default=None if strict else str))
+    return json.dumps({**canon, _SEAL: _digest(canon)}, indent=indent)
+
+
+def _digest(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 def _sha256(path: Path) -> str | None:

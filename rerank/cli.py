@@ -74,11 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate pipelines on a dataset and print a comparison table")
     e.add_argument("--dataset", required=True, help="dataset name, BEIR folder, or irds:<id>")
     e.add_argument("--pipeline", action="append", default=[], metavar="[NAME=]EXPR", help="repeatable; first is the baseline")
-    e.add_argument("--pipelines", type=Path, help="a TOML file with a [pipelines] table of name = expression")
+    e.add_argument("--pipelines", type=_path, help="a TOML file with a [pipelines] table of name = expression")
     e.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
     e.add_argument("--baseline", help="name of the baseline system (default: the first)")
     e.add_argument("--limit", type=int, help="evaluate on the first N judged queries only")
-    e.add_argument("--save-runs", type=Path, help="keep runs, records and the report in this folder (and resume from it)")
+    e.add_argument("--save-runs", type=_path, help="keep runs, records and the report in this folder (and resume from it)")
     _experiment_arguments(e)
     e.set_defaults(func=_eval)
 
@@ -92,12 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("index", help="index a dataset's corpus and save the index")
     i.add_argument("--dataset", required=True)
     i.add_argument("--retriever", required=True, help='e.g. bm25, "bm25(k1=1.2, b=0.75)", "dense(index=\'hnsw\')"')
-    i.add_argument("--out", type=Path, required=True)
+    i.add_argument("--out", type=_path, required=True)
     i.set_defaults(func=_index)
 
     b = sub.add_parser("bench", help="run a grid of pipelines x datasets (resumable) and write a report")
-    b.add_argument("grid", type=Path, help="a grid TOML file, e.g. pipelines/grid_smoke.toml")
-    b.add_argument("--out", type=Path, help="output folder (default: results/<grid name>)")
+    b.add_argument("grid", type=_path, help="a grid TOML file, e.g. pipelines/grid_smoke.toml")
+    b.add_argument("--out", type=_path, help="output folder (default: results/<grid name>)")
     b.add_argument("--limit", type=int, help="run on the first N judged queries of each dataset")
     b.add_argument("--report-only", action="store_true", help="do not run cells; rebuild the report from what is saved")
     _experiment_arguments(b, grid=True)
@@ -139,6 +139,12 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _path(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (give a file or folder)")
+    return Path(text)
+
+
 def _systems(args: argparse.Namespace) -> dict[str, str]:
     from rerank.bench import pipeline_table, read_toml
 
@@ -170,8 +176,8 @@ def _eval(args: argparse.Namespace) -> int:
     log.info("load: %s, %d documents, %d queries", dataset.name, len(dataset.corpus()), len(dataset.queries()))
     experiment = Experiment(systems, [spec], metrics, baseline=args.baseline,
                             save_dir=args.save_runs, limit=args.limit, executor=args.executor, test=args.test,
-                            correction=None if args.correction == "none" else args.correction, name=args.dataset)
-    log.info("evaluate: %d pipelines on %s ...", len(systems), dataset.name)
+                            correction=args.correction, name=args.dataset)
+    log.info("evaluate: %d pipeline%s on %s ...", len(systems), "" if len(systems) == 1 else "s", dataset.name)
     report = experiment.run(progress=False if args.quiet else None)
     failed = report.errors()
     if len(failed) == len(report.cells):
@@ -185,17 +191,21 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    from rerank import significance
     from rerank.bench import Grid
 
     grid = Grid.read(args.grid)
     if args.test is not None:
         grid = replace(grid, test=args.test)
     if args.correction is not None:
-        grid = replace(grid, correction=None if args.correction == "none" else args.correction)
+        grid = replace(grid, correction=significance.check(grid.test, args.correction))
     out = args.out or Path("results") / grid.name
     experiment = grid.experiment(out, args.limit, args.executor)
     if args.report_only:
         report = experiment.collect()
+        if all(c.status == "missing" for c in report.cells.values()):
+            raise ConfigError(f"--report-only: no cell saved under {out} matches this grid and these settings "
+                              "(another --out or --limit?); nothing written")
         report.write(out)
     else:
         report = experiment.run(progress=False if args.quiet else None)

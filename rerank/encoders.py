@@ -45,6 +45,7 @@ import numpy as np
 from rerank._progress import progress_enabled
 from rerank.errors import ConfigError, MissingDependency, one_of, require
 from rerank.models import hf_location, loading, weights_stamp
+from rerank.params import checked
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 _OFFLINE = {  # hub id -> (package, function returning the local folder)
@@ -98,6 +99,7 @@ class _Loaded:
     dim: int
 
 
+@checked()  # arguments checked as in a pipeline expression
 class Encoder:
     """Texts to L2-normalized float32 vectors.
 
@@ -172,7 +174,7 @@ class Encoder:
     def encode(self, texts: Sequence[str], *, kind: Kind, max_length: int | None = None) -> np.ndarray:
         """L2-normalized float32 embeddings of ``texts``; ``max_length`` overrides the token limit for this call."""
         limit = self._limit(max_length)
-        if not texts:
+        if not _check_texts(texts):
             return np.zeros((0, self.dim), dtype=np.float32)
         texts = [self._prefix(kind) + t for t in texts]
         if self.pooling == "last":
@@ -186,7 +188,7 @@ class Encoder:
         """Per-text token embeddings (tokens x dim, float32, not normalized); ``pooling="model"`` only."""
         if self.pooling != "model":
             raise ConfigError("token embeddings need pooling='model' (a sentence-transformers model)")
-        if not texts:
+        if not _check_texts(texts):
             return []
         out = self.loaded.model.encode([self._prefix(kind) + t for t in texts], batch_size=self.batch_size,
                                        output_value="token_embeddings", show_progress_bar=False,
@@ -282,6 +284,16 @@ def is_embedding_source(stage: Any) -> bool:
 
 def _offers(obj: Any, method: str) -> bool:
     return callable(inspect.getattr_static(obj, method, None))
+
+
+def _check_texts(texts: Any) -> int:
+    """How many texts ``texts`` holds; ConfigError unless it is a sequence of strings (one string is not)."""
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise ConfigError(f"texts must be a list of strings, got {type(texts).__name__}: {texts!r:.60}")
+    odd = next((t for t in texts if not isinstance(t, str)), None)
+    if odd is not None:
+        raise ConfigError(f"texts must be a list of strings, got an item {odd!r:.60} ({type(odd).__name__})")
+    return len(texts)
 
 
 def _unit(vectors: Any) -> np.ndarray:

@@ -20,7 +20,7 @@ import pandas as pd
 from rerank.errors import ConfigError, DataError
 from rerank.executors import Executor
 from rerank.metrics import DEFAULT_METRICS, MAX_NUMBER, parse_metrics, ranx_name
-from rerank.params import is_integer
+from rerank.params import is_finite_number, is_integer
 from rerank.report import CellResult, Report
 from rerank.types import Ranking
 
@@ -48,10 +48,13 @@ def mean_of(values: pd.Series, metric: str) -> float:
     """The mean of a metric's per-query values; NaN (with a warning) when some query's value is
     undefined (ranx's bpref on a query without judged non-relevant documents), never the mean of
     the others."""
-    undefined = int(values.isna().sum())
-    if undefined:
-        logger.warning("%s is undefined (NaN) on %d of %d queries; its mean is NaN", metric, undefined, len(values))
+    if values.isna().any():
+        logger.warning(_undefined(values, metric))
     return float(values.mean(skipna=False))
+
+
+def _undefined(values: pd.Series, metric: str) -> str:
+    return f"{metric} is undefined (NaN) on {int(values.isna().sum())} of {len(values)} queries; its mean is NaN"
 
 
 def evaluate_per_query(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[str] = DEFAULT_METRICS,
@@ -134,7 +137,11 @@ class Experiment:
         if not systems:
             raise ConfigError("an Experiment needs at least one system")
         self.metrics = parse_metrics(metrics)
-        significance.check(test, correction)
+        correction = significance.check(test, correction)
+        if save_dir is not None and not str(save_dir).strip():
+            raise ConfigError("save_dir must name a folder (or be None), got ''")
+        if not (is_finite_number(max_p) and 0 < max_p <= 1):
+            raise ConfigError(f"max_p must be a number in (0, 1], got {max_p!r}")
         self.baseline = baseline or next(iter(systems))
         if self.baseline not in systems:
             raise ConfigError(f"baseline {self.baseline!r} is not among the systems {list(systems)}")
@@ -182,5 +189,8 @@ def evaluate_record(record: Any, spec: Any, metrics: Sequence[str], load: Any) -
         frame = frame[frame.index.isin(record.qids)]
     except Exception as e:  # noqa: BLE001 -- reported in the cell
         return CellResult(**base, status="error", error=f"evaluation failed: {type(e).__name__}: {e}")
+    for m in frame.columns:
+        if frame[m].isna().any():
+            logger.warning("%s on %s: %s", record.system, record.dataset, _undefined(frame[m], m))
     return CellResult(**base, status="ok", per_query=frame, ms_per_query=record.ms_per_query, load_s=record.load_s,
                       usage=record.usage, timed_queries=record.timed_queries, prefix=(record.prefix or {}).get("stages"))

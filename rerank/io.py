@@ -62,6 +62,8 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise DataError(f"{path}: truncated or corrupt gzip data after line {lineno} ({e}); "
                         "re-create or re-download the file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path} is a folder, not a file") from None
 
 
 def find_file(folder: Path, stem: str) -> Path | None:
@@ -119,7 +121,21 @@ def jsonl_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
             raise DataError(f"{path}:{lineno}: {e}") from None
         if not isinstance(record, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+        if _SURROGATE_ESCAPE.search(line) and not _encodable(record):
+            raise DataError(f"{path}:{lineno}: a \\u escape names half of a surrogate pair, which is no character")
         yield f"{path}:{lineno}", record
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _encodable(record: dict[str, Any]) -> bool:
+    """Whether ``record`` holds only real characters (a lone surrogate escape decodes to none)."""
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_queries(path: str | Path) -> list[Query]:
@@ -133,12 +149,15 @@ def read_corpus(path: str | Path) -> list[Doc]:
             for where, r in jsonl_records(path)]
 
 
-def record_id(record: dict[str, Any], where: str) -> str:
-    """``record["_id"]`` as a string; a missing, empty or non-scalar id is a :class:`DataError`."""
-    value = record.get("_id")
+def record_id(record: dict[str, Any], where: str, key: str = "_id") -> str:
+    """``record[key]`` as a string; a missing, empty or non-scalar id is a :class:`DataError`."""
+    value = record.get(key)
     if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
-        got = "no '_id'" if value is None else f"'_id' {value!r}"
-        raise DataError(f"{where}: a record needs a non-empty string '_id', got {got}")
+        got = f"no {key!r}" if value is None else f"{key!r} {value!r}"
+        raise DataError(f"{where}: a record needs a non-empty string {key!r}, got {got}")
+    if str(value) != str(value).strip():
+        raise DataError(f"{where}: {key!r} {value!r} starts or ends with whitespace, which qrels and run files "
+                        "cannot hold; strip it")
     return str(value)
 
 
@@ -167,14 +186,22 @@ def plain_float(text: str) -> float:
 
 def relevance_grade(value: Any, where: str) -> int:
     """A relevance label as an integer grade: integers and integral numbers pass (text only as plain decimal
-    digits), anything else is refused."""
+    digits), up to :data:`MAX_GRADE` either way; anything else is refused."""
     try:
+        if isinstance(value, bool):
+            raise TypeError
         number = plain_float(value) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise DataError(f"{where}: relevance {value!r} is not a number; {PLAIN_NUMBER}") from None
     if not math.isfinite(number) or number != int(number):
         raise DataError(f"{where}: relevance {value!r} is not an integer grade (qrels grade documents 0, 1, 2, ...)")
+    if abs(number) > MAX_GRADE:
+        raise DataError(f"{where}: relevance {value!r} is out of range (grades go up to {MAX_GRADE:,})")
     return int(number)
+
+
+MAX_GRADE = 10**9
+"""The largest relevance grade (either sign): TREC grades are small, and the evaluator holds them in 64 bits."""
 
 
 def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:

@@ -144,14 +144,16 @@ def cannot_load(what: str, name: object, cause: BaseException | str) -> ConfigEr
 
 def files_stamp(name: str | os.PathLike[str], skip: tuple[str, ...] = ()) -> str:
     """A short hash of the files at ``name`` (a file, or a folder's files but those under the top-level
-    folders ``skip``): each one's relative path, size and modification time. ``""`` when nothing is there
-    (also for an empty name, which ``Path`` would take for the working directory)."""
+    folders ``skip``): each one's relative path, size, modification time and change time (which, unlike
+    the modification time, no tool can set back). ``""`` when nothing is there (also for an empty name,
+    which ``Path`` would take for the working directory)."""
     path = Path(name).expanduser()
     if not str(name).strip() or not path.exists():
         return ""
     files = [path] if path.is_file() else sorted(
         f for f in path.rglob("*") if f.is_file() and f.relative_to(path).parts[0] not in skip)
-    rows = [(f.name if f == path else str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    rows = [(f.name if f == path else str(f.relative_to(path)), st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            for f, st in ((f, f.stat()) for f in files)]
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
 
 

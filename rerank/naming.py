@@ -32,9 +32,11 @@ def slug(name: str) -> str:
 
 
 def check_distinct(names: Iterable[str], what: str) -> None:
-    """Refuse two names that give one file name (they would overwrite each other's results)."""
+    """Refuse an empty name, and two names that give one file name (they would overwrite each other's results)."""
     seen: dict[str, str] = {}
     for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{what} names must be non-empty strings, got {name!r}")
         key = slug(name).lower()  # case-insensitive file systems merge 'A' and 'a'
         if key in seen:
             raise ConfigError(f"{what} names {seen[key]!r} and {name!r} both give the file name {slug(name)!r}; rename one")

@@ -169,7 +169,7 @@ class Report:
         fix = f", {self.correction}-corrected over each table's comparisons" if self.correction else ""
         return (f"† {test} p < {self.max_p}{fix}, against {self.baseline!r} on the queries both ran; "
                 f"W/L/T: per-query wins/losses/ties on {self.metrics[0]}; ms/query after one warm-up query; "
-                "load s: building the pipeline (indexes, models).")
+                "load s: building the pipeline (indexes; models that load on first use count in the warm-up).")
 
     # -- Markdown ------------------------------------------------------------------------------
     def to_markdown(self, digits: int = 4) -> str:

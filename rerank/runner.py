@@ -7,7 +7,7 @@ locking, writing files and evaluating happen here, on the driver.
 
 What a cell measures:
 
-* ``load_s``: building the pipeline (indexing, or loading an index from the cache, loading models);
+* ``load_s``: building the pipeline (indexing, or loading an index from the cache, models a stage loads when built);
 * ``warmup_s``: the first query alone, run before the clock starts, so lazy loading is not timed;
 * ``run_s`` / ``ms_per_query``: the other queries (all of them when there is only one). The warm-up
   query is not run again, so its LLM calls cannot come back as cache hits in the timed figure;
@@ -246,16 +246,18 @@ def compiled(stage: Any) -> list[Any]:
 
 
 @lru_cache(maxsize=8)
-def _load(name: str, options: tuple[tuple[str, Any], ...], stamp: tuple[tuple[str, int, int], ...] = ()) -> Any:
+def _load(name: str, options: tuple[tuple[str, Any], ...], stamp: tuple[str, ...] = ()) -> Any:
     from rerank.data import load
 
     return load(name, **dict(options))
 
 
-def _stamp(name: str) -> str:
-    """The :func:`~rerank.models.files_stamp` of a dataset given as a folder, so that an edited folder
-    is loaded again rather than answered from the per-process cache."""
-    return files_stamp(name) if Path(name).is_dir() else ""
+def _stamp(spec: DatasetSpec) -> tuple[str, ...]:
+    """The :func:`~rerank.models.files_stamp` of each local folder or file the dataset is read from, so
+    that an edited dataset is loaded again rather than answered from the per-process cache."""
+    from rerank.data import local_sources
+
+    return tuple(files_stamp(path) for path in local_sources(spec.name, spec.options))
 
 
 def load_dataset(spec: DatasetSpec) -> Any:
@@ -263,7 +265,7 @@ def load_dataset(spec: DatasetSpec) -> Any:
     if spec.loaded is not None:
         return spec.loaded
     try:
-        return _load(spec.name, tuple(sorted(spec.options.items())), _stamp(spec.name))
+        return _load(spec.name, tuple(sorted(spec.options.items())), _stamp(spec))
     except TypeError as e:  # unhashable options
         if "unhashable" not in str(e):
             raise
@@ -292,10 +294,11 @@ def data_fingerprint(spec: DatasetSpec) -> str | None:
 
 
 def judged_topics(dataset: Any, limit: int | None) -> tuple[Ranking, list[str]]:
-    """The dataset's judged queries (the first ``limit`` of them) and their ids."""
+    """The dataset's judged queries with a relevant document (the first ``limit`` of them: the queries
+    evaluation counts) and their ids."""
     judged = dataset.qrels()
     topics = dataset.topics()
-    qids = [q for q in topics.queries() if q in judged][:limit]
+    qids = [q for q in topics.queries() if any(r > 0 for r in judged.get(q, {}).values())][:limit]
     if not qids:
         raise DataError(f"{dataset.name}: no query has judgments (qrels ids like {sorted(judged)[:3]})")
     return topics.select(qids), qids

@@ -29,12 +29,14 @@ CORRECTIONS = (None, "bonferroni", "holm")
 TIE = 1e-9
 
 
-def check(test: str, correction: str | None) -> None:
-    """Refuse an unknown test or correction name."""
+def check(test: str, correction: str | None) -> str | None:
+    """Refuse an unknown test or correction name; returns the correction, None for ``"none"``."""
     if test not in TESTS:
         raise ConfigError(f"unknown significance test {test!r}; choose one of {', '.join(TESTS)}")
+    correction = None if correction == "none" else correction
     if correction not in CORRECTIONS:
         raise ConfigError(f"unknown correction {correction!r}; choose bonferroni, holm or none")
+    return correction
 
 
 def pvalue(a: np.ndarray, b: np.ndarray, test: str = "student", permutations: int = 1000, seed: int = 42) -> float:

@@ -49,7 +49,7 @@ def test_cli_eval_prints_a_table(capsys, tmp_path):
 
 
 def test_cli_search_and_list(capsys):
-    assert main(["--quiet", "search", "--dataset", "trec-dl-2019", "--pipeline", "run % 3", "-k", "2", "anything"]) == 0
+    assert main(["--quiet", "search", "--dataset", "scifact", "--pipeline", "bm25 % 3", "-k", "2", "cells"]) == 0
     assert main(["list", "datasets"]) == 0
     out = capsys.readouterr().out
     assert "scifact" in out and "trec-dl-2019" in out

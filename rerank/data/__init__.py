@@ -21,19 +21,22 @@ import difflib
 import importlib.util
 import logging
 import os
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import tomllib
 
 from rerank.data.base import Dataset
 from rerank.data.beir import BeirDataset
-from rerank.errors import DataError
+from rerank.errors import ConfigError, DataError
+from rerank.params import check_arguments
 
 __all__ = ["Dataset", "load", "names", "dataset_dirs"]
 
 logger = logging.getLogger("rerank")
+D = TypeVar("D", bound=Dataset)
 
 
 def _catalog() -> dict[str, dict[str, Any]]:
@@ -62,23 +65,55 @@ def load(name: str, **options: Any) -> Dataset:
     Options: ``documents=`` (BRIGHT: a local copy of BRIGHT's documents), ``long=True``
     (BRIGHT long-document setting), ``rel_threshold=`` (override the catalog's).
     """
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"a dataset is a catalog name, a folder or irds:<id>, got {name!r}")
     if name.startswith("irds:"):
         from rerank.data.irds import IrDatasetsDataset
 
-        return IrDatasetsDataset(name[len("irds:"):], **options)
+        return _make(IrDatasetsDataset, name, name[len("irds:"):], **options)
     catalog = _catalog()
-    aliases = {a: key for key, entry in catalog.items() for a in entry.get("aliases", [])}
-    key = aliases.get(name, name)
-    if key in catalog:
+    key = _catalog_key(name)
+    if key is not None:
         _warn_if_shadowing(name, key, catalog[key]["folder"])
         return _from_catalog(key, catalog[key], options)
     path = Path(name).expanduser()
     if path.is_dir():
-        return BeirDataset(path, name=path.name, **options)
-    close = difflib.get_close_matches(name, list(catalog) + list(aliases), n=3, cutoff=0.6)
+        return _make(BeirDataset, name, path, name=path.resolve().name or str(path.resolve()), **options)
+    aliases = [a for entry in catalog.values() for a in entry.get("aliases", [])]
+    close = difflib.get_close_matches(name, list(catalog) + aliases, n=3, cutoff=0.6)
     hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
     raise DataError(f"unknown dataset {name!r}{hint or '.'} Known: {', '.join(sorted(catalog))}; "
                     "or pass a folder in BEIR layout, or irds:<ir_datasets id>")
+
+
+def _make(cls: type[D], what: str, *args: Any, **options: Any) -> D:
+    """``cls(*args, **options)``, its arguments checked first (an unknown or ill-typed option is a ConfigError)."""
+    check_arguments(cls, args, options, what)
+    return cls(*args, **options)
+
+
+def local_sources(name: str, options: Mapping[str, Any] | None = None) -> list[Path]:
+    """The local folders and files ``load(name, **options)`` reads (none for ir_datasets), so that a
+    cache of loaded datasets can notice an edit."""
+    if name.startswith("irds:"):
+        return []
+    key = _catalog_key(name)
+    if key is None:
+        return [Path(name).expanduser()]
+    entry = _catalog()[key]
+    found = [d / entry["folder"] for d in dataset_dirs() if (d / entry["folder"]).is_dir()][:1]
+    documents = (options or {}).get("documents") or os.environ.get("RERANK_BRIGHT")
+    if entry.get("layout") == "bright" and documents:
+        found.append(Path(documents))
+    return found
+
+
+def _catalog_key(name: str) -> str | None:
+    """The catalog entry ``name`` (or an alias of it) names, None when it names none."""
+    catalog = _catalog()
+    aliases = {a: key for key, entry in catalog.items() for a in entry.get("aliases", [])}
+    key = aliases.get(name, name)
+    return key if key in catalog else None
 
 
 def _warn_if_shadowing(name: str, key: str, folder: str) -> None:
@@ -97,11 +132,11 @@ def _from_catalog(key: str, entry: dict[str, Any], options: dict[str, Any]) -> D
 
         if folder is None:
             raise DataError(f"{key}: BRIGHT queries not found in {[str(d) for d in dataset_dirs()]}")
-        return BrightDataset(folder, name=key, **options)
+        return _make(BrightDataset, key, folder, name=key, **options)
     if folder is not None:
-        return BeirDataset(folder, name=key, **options)
+        return _make(BeirDataset, key, folder, name=key, **options)
     if "irds" in entry:
         from rerank.data.irds import IrDatasetsDataset
 
-        return IrDatasetsDataset(entry["irds"], name=key, **options)
+        return _make(IrDatasetsDataset, key, entry["irds"], name=key, **options)
     raise DataError(f"{key}: not bundled here and no ir_datasets id known; looked in {[str(d) for d in dataset_dirs()]}")

@@ -122,6 +122,10 @@ class Dataset(ABC):
         if orphans:
             logger.warning("%s: %d of %d judged queries are not among the queries and are not evaluated (e.g. %s)",
                            self.name, len(orphans), len(qrels), sorted(orphans)[:3])
+        hollow = [q for q, docs in qrels.items() if q in queries and not any(r > 0 for r in docs.values())]
+        if hollow:
+            logger.warning("%s: %d judged queries have no relevant document (every grade 0 or less), so no metric "
+                           "is defined for them; they are not evaluated (e.g. %s)", self.name, len(hollow), hollow[:3])
         if docids is not None:
             judged = {d for docs in qrels.values() for d in docs}
             if not judged & docids:

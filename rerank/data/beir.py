@@ -51,7 +51,7 @@ class BeirDataset(Dataset):
 
     @cache
     def run(self, name: str = "bm25") -> Ranking:
-        files = sorted(self.path.glob(f"run.{name}.*trec*"))
+        files = sorted(p for p in self.path.glob("run.*.trec*") if p.name.split(".")[1] == name)  # name is no pattern
         if not files:
             raise DataError(f"{self.name}: no run named {name!r}; shipped runs: {', '.join(self.run_names()) or 'none'}")
         if len(files) > 1:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import ast
 import os
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from rerank.data.base import Dataset
 from rerank.errors import DataError
-from rerank.io import find_file, jsonl_records, read_jsonl, read_qrels, record_id, record_text
+from rerank.io import find_file, jsonl_records, read_qrels, record_id, record_text
 from rerank.types import Doc, Query
 
 TASKS = ("biology", "earth-science", "economics", "psychology", "robotics", "stackoverflow", "sustainable-living",
@@ -48,7 +49,7 @@ class BrightDataset(Dataset):
     def from_published(cls, root: str | Path, task: str, long: bool = False) -> BrightDataset:
         """Read queries, gold ids, excluded ids and documents from a local copy of BRIGHT."""
         root = Path(root)
-        examples = list(_read_records(_task_files(root / "examples", task)))
+        examples = [r for _, r in _read_records(_task_files(root / "examples", task))]
         if not examples:
             raise DataError(f"{root}/examples has no records for task {task!r}")
         return cls(None, f"bright/{task}", documents=root, long=long, examples=examples)
@@ -106,7 +107,8 @@ class BrightDataset(Dataset):
                             "(a folder with documents/ and long_documents/, or a jsonl/parquet file) or set $RERANK_BRIGHT")
         sub = "long_documents" if self.long else "documents"
         files = [self.documents] if self.documents.is_file() else _task_files(self.documents / sub, self.task)
-        docs = [Doc(str(r["id"]), str(r["content"])) for r in _read_records(files)]
+        docs = [Doc(record_id(r, where, key="id"), record_text(r, "content", where, required=True))
+                for where, r in _read_records(files)]
         return self._checked_corpus(docs)
 
 
@@ -126,11 +128,12 @@ def _task_files(folder: Path, task: str) -> list[Path]:
     return files
 
 
-def _read_records(files: list[Path]):
+def _read_records(files: list[Path]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(where, record)`` per record of jsonl or parquet files (``where``: file and line or row)."""
     for f in files:
         if f.name.endswith(".parquet"):
             import pandas as pd
 
-            yield from pd.read_parquet(f).to_dict("records")
+            yield from ((f"{f}:row {i + 1}", r) for i, r in enumerate(pd.read_parquet(f).to_dict("records")))
         else:
-            yield from read_jsonl(f)
+            yield from jsonl_records(f)

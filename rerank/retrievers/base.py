@@ -153,6 +153,8 @@ class Retriever(Stage):
         self._set_docs(docs)
         try:
             self._load_index(path, mmap)
+        except DataError:
+            raise  # already says what is wrong (e.g. other encoder settings)
         except (OSError, ValueError, RuntimeError, KeyError, EOFError) as e:
             raise DataError(f"{path}: a file of the saved index is missing or damaged ({one_line(e, 200)}); "
                             "rebuild the index") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rerank.errors import ConfigError
+from rerank.errors import ConfigError, DataError
 from rerank.stage import Stage
 from rerank.types import Ranking
 
@@ -32,4 +32,8 @@ class RunRetriever(Stage):
             raise ConfigError(f"{self!r} is not bound to a dataset: RunRetriever(name, dataset=...)")
         if self._ranking is None:
             self._ranking = self.dataset.run(self.name)
-        return self._ranking.select(inp.queries())
+        asked, held = inp.queries(), self._ranking.queries()
+        if asked and not held.keys() & asked.keys():
+            raise DataError(f"{self!r} ranks only {self.dataset.name}'s own queries (ids like {sorted(held)[:3]}); "
+                            f"none of {sorted(asked)[:3]} is among them (use a retriever such as bm25 for new queries)")
+        return self._ranking.select(asked)
