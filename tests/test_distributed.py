@@ -94,7 +94,7 @@ def saved(out: Path) -> dict[str, object]:
         rows = [line.split() for line in path.read_text().splitlines()]
         found[str(path.relative_to(out))] = ([(q, d, r, tag) for q, _, d, r, _, tag in rows], [float(r[4]) for r in rows])
         record = json.loads(path.with_suffix(".json").read_text())
-        for key in TIMINGS:
+        for key in (*TIMINGS, "content_sha256"):  # the record's own hash covers its timings
             record.pop(key, None)
         if record.get("prefix"):
             record["prefix"] = {k: v for k, v in record["prefix"].items() if k not in ("ms_per_query", "load_s")}
@@ -391,6 +391,62 @@ def test_executor_bad_settings(cluster):
         list(ex.map(abs, [1]))
 
 
+def test_workers_that_cannot_all_start_on_a_local_cluster_are_refused_not_waited_for(cluster):
+    from rerank.distributed.bm25 import build_bm25
+    from rerank.distributed.dense import encode_corpus
+    from rerank.distributed.ray import RayExecutor
+    from rerank.retrievers.dense import Dense
+
+    with pytest.raises(ConfigError, match="do not fit the local Ray cluster"):
+        RayExecutor(workers=3, num_cpus=2)  # 6 CPUs of 4
+    with pytest.raises(ConfigError, match="has 0 GPUs"):
+        encode_corpus(["a text"], Dense(), actors=1, num_gpus=0.25)
+    docs = [Doc("d1", "cats purr"), Doc("d2", "dogs bark")]
+    with RayExecutor(workers=2, num_cpus=2) as ex:  # every CPU held
+        assert list(ex.map(abs, [-1, -2, -3])) == [1, 2, 3]
+        with pytest.raises(ConfigError, match="0 of 4 CPUs free"):
+            RayExecutor()
+        with build_bm25(docs, shards=2) as index:  # shards that take no CPU still start
+            assert len(index({"q": "cats"})) == 1
+        with pytest.raises(ConfigError, match="do not fit"):
+            build_bm25(docs, shards=2, num_cpus=1)
+
+
+def test_sharded_bm25_refuses_bad_shards_and_files_in_one_line(cluster, tmp_path):
+    from rerank.distributed.bm25 import build_bm25
+
+    docs = [Doc("d1", "cats purr"), Doc("d2", "dogs bark"), Doc("d3", "birds sing")]
+    for shards in (0, 2.5, "2"):
+        with pytest.raises(ConfigError, match="shards"):
+            build_bm25(docs, shards=shards)
+    with pytest.raises(DataError, match="corpus file .*nope.jsonl not found"):
+        build_bm25([tmp_path / "nope.jsonl"])
+    full, empty = write_corpus(tmp_path / "a" / "corpus.jsonl", docs), tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(DataError) as failed:
+        build_bm25([full, empty])
+    assert str(failed.value) == f"a BM25 shard failed: {empty}: the corpus file holds no documents (a shard would be empty)"
+    index = build_bm25(docs, shards=2)
+    index.close()
+    with pytest.raises(ConfigError, match="is closed"):
+        index({"q": "cats"})
+    with pytest.raises(ConfigError, match="is closed"):
+        index.merge()
+
+
+def test_a_worker_dead_for_good_is_one_rerank_error(cluster):
+    from rerank.distributed.ray import RayExecutor
+    from rerank.errors import RerankError
+
+    def die(x: int) -> int:
+        os.kill(os.getpid(), signal.SIGKILL)
+        return x
+
+    with RayExecutor(workers=1, max_retries=0) as ex, pytest.raises(RerankError) as dead:
+        list(ex.map(die, [1]))
+    assert str(dead.value).startswith("a Ray worker died and its 0 restarts are used up: ") and "\n" not in str(dead.value)
+
+
 # -- parallel(): a stage over query shards ----------------------------------------------------------
 def test_parallel_bm25_equals_local_and_ships_once(cluster, scifact):
     from rerank.distributed.parallel import parallel
@@ -413,8 +469,9 @@ def test_parallel_bad_inputs():
         parallel("bm25")
     from rerank.retrievers.bm25 import BM25
 
-    with pytest.raises(ConfigError, match="shards >= 1"):
-        parallel(BM25(), shards=0)
+    for shards in (0, 2.5, float("nan"), "3"):
+        with pytest.raises(ConfigError, match="shards to be an integer >= 1"):
+            parallel(BM25(), shards=shards)
 
 
 # -- dense encoding on Ray Data ---------------------------------------------------------------------

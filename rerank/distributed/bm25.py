@@ -39,8 +39,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from rerank.data.base import unique_records
-from rerank.distributed.cluster import connect, import_ray, shutdown
+from rerank.distributed.cluster import connect, fitting, import_ray, ray_reason, shutdown
 from rerank.errors import ConfigError, DataError
+from rerank.params import is_finite_number, is_integer
 from rerank.retrievers.base import as_docs, check_unique_docids
 from rerank.retrievers.bm25 import QUERY_BATCH, BM25, _top_k
 from rerank.stage import Stage
@@ -53,11 +54,17 @@ class BM25Shard:
     """One shard's documents and score columns (runs as a Ray actor)."""
 
     def __init__(self, config: BM25, part: Any):
-        self.bm25 = config
-        self.docs = _read_part(part)
-        self._vocab, self._tf, self._lengths = config._count(self.docs)
+        self.bm25, self.part_given = config, part
         self.offset = 0
         self.scores: sp.csr_matrix | None = None
+
+    def read(self) -> int:
+        """Read and count the shard's documents (a method, not the constructor, so that what goes wrong
+        comes back as the error itself); returns how many there are."""
+        self.docs = _read_part(self.part_given)
+        self._vocab, self._tf, self._lengths = self.bm25._count(self.docs)
+        self.part_given = None
+        return len(self.docs)
 
     def stats(self) -> tuple[list[str], np.ndarray, int, int]:
         """Terms (first-appearance order), their document frequencies, the length sum, the size."""
@@ -131,10 +138,16 @@ class ShardedBM25(Stage):
         other.num_results = k
         return other
 
+    def _open(self) -> Any:
+        """Ray, once this index is known to be open (a closed one would start or join a cluster anew)."""
+        if not self.shards:
+            raise ConfigError(f"{self!r} is closed (its shard actors were stopped); build it again")
+        return import_ray()
+
     def transform(self, inp: Ranking) -> Ranking:
         if not inp.is_query_set:
             raise ConfigError(f"{self!r} retrieves for a query set; to rescore given candidates use its .merge()")
-        ray = import_ray()
+        ray = self._open()
         queries = inp.queries()
         k = min(self.num_results, sum(self.sizes))
         texts = list(queries.values())
@@ -171,7 +184,7 @@ class ShardedBM25(Stage):
 
     def merge(self) -> BM25:
         """One in-process :class:`BM25` equal to an unsharded build (needs the whole index's memory)."""
-        ray = import_ray()
+        ray = self._open()
         parts = ray.get([s.part.remote() for s in self.shards])
         merged = copy.copy(self.config).with_num_results(self.num_results)
         merged._set_docs([d for docs, _ in parts for d in docs])
@@ -181,7 +194,7 @@ class ShardedBM25(Stage):
 
     def peak_memory(self) -> list[int]:
         """Peak resident memory of each shard's worker process, in bytes."""
-        ray = import_ray()
+        ray = self._open()
         return ray.get([s.peak_memory.remote() for s in self.shards])
 
     def close(self) -> None:
@@ -197,10 +210,12 @@ def build_bm25(corpus: Sequence[Doc] | Sequence[str | Path], bm25: BM25 | None =
 
     ``corpus`` is a list of :class:`Doc` (cut into ``shards`` contiguous slices, default 2) or a
     list of corpus files in BEIR ``corpus.jsonl[.gz]`` layout, one shard each (the driver then
-    never holds the documents). Each shard actor reserves ``num_cpus`` (default: 1, or the cluster's
-    share when it has fewer CPUs than shards, so that every shard can start). A repeated docid is a
-    :class:`DataError` in a list of documents; in corpus files an exact repeat is dropped with a counted
-    warning, as when a dataset loads its corpus (module docstring).
+    never holds the documents; on a local cluster a missing file fails before it starts, and a file
+    with no documents is a :class:`DataError`). Each shard actor reserves ``num_cpus`` (default: 1, or
+    the free CPUs' share when fewer are free than shards, none when none is, so that every shard can
+    start; a local cluster refuses shards that cannot). A repeated docid is a :class:`DataError` in a
+    list of documents; in corpus files an exact repeat is dropped with a counted warning, as when a
+    dataset loads its corpus (module docstring). A closed index refuses to search or merge.
 
     >>> build_bm25([], shards=2)
     Traceback (most recent call last):
@@ -213,20 +228,28 @@ def build_bm25(corpus: Sequence[Doc] | Sequence[str | Path], bm25: BM25 | None =
     if config.is_indexed:
         raise ConfigError(f"build_bm25 takes an unindexed BM25 configuration, got an indexed {config!r}")
     parts = _parts(corpus, shards, config)
+    if num_cpus is not None and not (is_finite_number(num_cpus) and num_cpus >= 0):
+        raise ConfigError(f"build_bm25: num_cpus must be a finite number >= 0, got {num_cpus!r}")
+    if address is None:  # files a local cluster would read: missing ones fail here, before it starts
+        missing = [str(p) for p in parts if isinstance(p, (str, Path)) and not Path(p).is_file()]
+        if missing:
+            raise DataError(f"corpus file {missing[0]} not found" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     started = connect(address)
     ray = import_ray()
     handles: list[Any] = []
     try:
-        if num_cpus is None:
-            num_cpus = min(1.0, ray.cluster_resources().get("CPU", 1) / len(parts))
+        if num_cpus is None:  # the free CPUs' share (none free: actors that take no CPU)
+            num_cpus = min(1.0, ray.available_resources().get("CPU", 0) / len(parts))
+        fitting(len(parts), num_cpus, 0, "build_bm25")
         actor = ray.remote(BM25Shard).options(num_cpus=num_cpus)
         handles = [actor.remote(config, ray.put(p) if not isinstance(p, (str, Path)) else p) for p in parts]
+        ray.get([h.read.remote() for h in handles])
         if isinstance(parts[0], (str, Path)):
             _drop_repeats(handles, _files_name(parts))
         return _weighed(config, handles, owns_cluster=started)
     except ray.exceptions.RayError as e:  # a shard could not read, tokenize or weigh its part
         _stop(handles, started)
-        raise DataError(f"a BM25 shard failed: {getattr(e, 'cause', None) or e}") from None
+        raise DataError(f"a BM25 shard failed: {ray_reason(e)}") from None
     except BaseException:  # a bad corpus, or Ctrl-C: no actor (and no cluster started here) outlives the build
         _stop(handles, started)
         raise
@@ -283,14 +306,16 @@ def _stop(actors: Sequence[Any], cluster: bool) -> None:
 def _parts(corpus: Sequence[Any], shards: int | None, config: BM25) -> list[Any]:
     if isinstance(corpus, str | Path):
         raise ConfigError(f"build_bm25 takes a list of corpus files (one per shard) or documents, got one path {str(corpus)!r}")
+    if shards is not None and not is_integer(shards):
+        raise ConfigError(f"build_bm25: shards must be an integer, got {shards!r}")
     if all(isinstance(c, (str, Path)) for c in corpus):
         if shards is not None and shards != len(corpus):
             raise ConfigError(f"{len(corpus)} corpus files make {len(corpus)} shards, not {shards}")
         return list(corpus)
     docs = as_docs(corpus, "build_bm25")
     check_unique_docids(docs, repr(config))  # as BM25().index(docs)
-    n = shards or 2
-    if n < 1 or n > len(docs):
+    n = 2 if shards is None else shards
+    if not is_integer(n) or n < 1 or n > len(docs):
         raise ConfigError(f"cannot cut {len(docs)} documents into {n} shards")
     return [docs[i * len(docs) // n:(i + 1) * len(docs) // n] for i in range(n)]
 
@@ -299,5 +324,8 @@ def _read_part(part: Any) -> list[Doc]:
     if isinstance(part, (str, Path)):
         from rerank.io import read_corpus
 
-        return read_corpus(part)  # the checks and null handling of the one-process path
+        docs = read_corpus(part)  # the checks and null handling of the one-process path
+        if not docs:
+            raise DataError(f"{part}: the corpus file holds no documents (a shard would be empty)")
+        return docs
     return list(part)

@@ -17,11 +17,14 @@ the pinned Ray 2.60 by the tests). With ``RAY_USE_TLS=1`` only the TCP answer is
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import socket
+import time
 from typing import Any
 
-from rerank.errors import ConfigError, require
+from rerank.errors import ConfigError, RerankError, one_line, require
 
 PROBE_TIMEOUT = 3.0
 """Seconds to wait for a TCP answer at a cluster's ``HOST:PORT``, and for its answer to a gRPC call, before giving up."""
@@ -147,6 +150,51 @@ def _serves(host: str, port: int, method: str) -> bool:
 def _tls() -> bool:
     """Whether Ray talks TLS (``RAY_USE_TLS``): the GCS then answers only after a TLS handshake."""
     return os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")
+
+
+ROOM_WAIT = 5.0
+"""Seconds :func:`fitting` waits on a local cluster for resources that actors being stopped still hold."""
+
+
+def fitting(count: int | None, num_cpus: float, num_gpus: float, what: str) -> int:
+    """How many actors of ``num_cpus`` and ``num_gpus`` each to start: ``count``, or (None) as many as
+    the cluster has free. A cluster on loopback only (a local one) never grows, so there actors that
+    could never all start are a :class:`ConfigError` rather than a wait without end (resources other
+    actors of this process are releasing get a few seconds). Elsewhere a warning says the others wait."""
+    ray = import_ray()
+    local = all(n["NodeManagerAddress"] == "127.0.0.1" for n in ray.nodes() if n.get("Alive", True))
+    total = ray.cluster_resources()
+    if num_gpus and total.get("GPU", 0) < num_gpus and local:
+        raise ConfigError(f"{what}: num_gpus={num_gpus:g} per actor, but the local Ray cluster has "
+                          f"{total.get('GPU', 0):g} GPUs")
+    deadline = time.monotonic() + ROOM_WAIT
+    while True:
+        free = ray.available_resources()
+        fits = [int(free.get("CPU", 0) // num_cpus + 1e-9)] if num_cpus else []
+        fits += [int(free.get("GPU", 0) // num_gpus + 1e-9)] if num_gpus else []
+        room = min(fits) if fits else (count or 1)
+        wanted = count or max(room, 1)
+        if room >= wanted or not local or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if room < wanted and local:
+        raise ConfigError(f"{what}: {wanted} actor(s) of {num_cpus:g} CPU and {num_gpus:g} GPU each do not fit the "
+                          f"local Ray cluster ({free.get('CPU', 0):g} of {total.get('CPU', 0):g} CPUs free; other actors "
+                          "of this process hold the rest): ask for fewer or smaller actors, or close the others first")
+    if room < wanted:
+        logging.getLogger("rerank").warning("%s: %d actors of %g CPU and %g GPU each do not fit the cluster now (%d do): "
+                                            "work goes to those that start", what, wanted, num_cpus, num_gpus, room)
+    return wanted
+
+
+def ray_reason(error: BaseException) -> str:
+    """One line for what went wrong in a Ray task or actor: the exception it raised (a rerank error's own
+    message), else the last line of Ray's report, without its colour codes."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, BaseException):
+        return one_line(cause if isinstance(cause, RerankError) else f"{type(cause).__name__}: {cause}")
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines() if line.strip()]
+    return one_line(lines[-1] if lines else type(error).__name__)
 
 
 def shutdown() -> None:

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rerank.distributed.cluster import connect, import_ray, shutdown
+from rerank.distributed.cluster import connect, fitting, import_ray, shutdown
 from rerank.errors import ConfigError, DataError
+from rerank.params import is_finite_number, is_integer
 from rerank.retrievers.base import as_docs
 from rerank.retrievers.dense import Dense
 from rerank.types import Doc
@@ -39,12 +40,17 @@ class EncodeBatch:
 def encode_corpus(texts: Sequence[str], dense: Dense, actors: int = 2, *, batch_size: int = 256,
                   num_cpus: float = 1, num_gpus: float = 0, address: str | None = None) -> np.ndarray:
     """Document embeddings of ``texts`` (in order) with ``dense``'s encoder, on ``actors`` Ray Data actors."""
-    if actors < 1 or batch_size < 1:
-        raise ConfigError(f"encode_corpus needs actors >= 1 and batch_size >= 1, got {actors} and {batch_size}")
+    for name, value in (("actors", actors), ("batch_size", batch_size)):
+        if not (is_integer(value) and value >= 1):
+            raise ConfigError(f"encode_corpus: {name} must be an integer >= 1, got {value!r}")
+    for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
+        if not (is_finite_number(value) and value >= 0):
+            raise ConfigError(f"encode_corpus: {name} must be a finite number >= 0, got {value!r}")
     if not texts:
         raise DataError("the corpus is empty, nothing to encode")
     started = connect(address)
     try:
+        fitting(actors, num_cpus, num_gpus, "encode_corpus")  # a local cluster without the GPUs asked: now, not never
         ray = import_ray()
         blocks = [pd.DataFrame({"i": np.arange(s, min(s + batch_size, len(texts))), "text": list(texts[s:s + batch_size])})
                   for s in range(0, len(texts), batch_size)]

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from rerank.errors import ConfigError
+from rerank.params import is_integer
 from rerank.stage import Stage
 from rerank.types import Ranking
 
@@ -37,8 +38,8 @@ class Parallel(Stage):
     def __init__(self, stage: Stage, executor: Any = None, shards: int | None = None, workers: int | None = None):
         if not isinstance(stage, Stage):
             raise ConfigError(f"parallel() needs a Stage, got {type(stage).__name__}")
-        if shards is not None and shards < 1:
-            raise ConfigError(f"parallel() needs shards >= 1, got {shards}")
+        if shards is not None and not (is_integer(shards) and shards >= 1):
+            raise ConfigError(f"parallel() needs shards to be an integer >= 1, got {shards!r}")
         self.stage, self.shards, self.workers = stage, shards, workers
         self.requires = stage.requires
         self._executor = executor if executor is not None and not isinstance(executor, str) else None

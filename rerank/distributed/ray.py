@@ -5,7 +5,8 @@ cached per process (:func:`rerank.backends.load_backend`), so a model loads once
 many cells or shards it runs; a stage shipped to the workers is deserialized once per worker.
 
 Faults: a worker that dies is restarted and its unfinished tasks are retried (``max_retries`` times),
-so every item is answered exactly once, in item order; when the retries run out, ``map`` raises.
+so every item is answered exactly once, in item order; when the retries run out, ``map`` raises a
+:class:`~rerank.errors.RerankError` of one line.
 
 >>> RayExecutor.__name__
 'RayExecutor'
@@ -20,8 +21,8 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from rerank.distributed.cluster import connect, import_ray, shutdown
-from rerank.errors import ConfigError, one_line
+from rerank.distributed.cluster import connect, fitting, import_ray, ray_reason, shutdown
+from rerank.errors import ConfigError, RerankError, one_line
 from rerank.params import is_finite_number, is_integer
 
 logger = logging.getLogger("rerank")
@@ -69,8 +70,9 @@ class RayExecutor:
     Args:
         address: a running cluster (``"HOST:PORT"``, ``"auto"``, ``"ray://HOST:10001"``); None starts
             (or reuses) a local cluster on 127.0.0.1.
-        workers: number of worker actors; default: as many as the cluster's CPUs (or GPUs, when
-            ``num_gpus`` is set) allow.
+        workers: number of worker actors; default: as many as the cluster's free CPUs (or GPUs, when
+            ``num_gpus`` is set) allow. On a local cluster, workers that cannot all start are a
+            ConfigError; on another, work goes to those that start (:func:`~rerank.distributed.cluster.fitting`).
         num_cpus, num_gpus: resources each worker reserves. ``num_gpus`` may be a fraction (0.5 puts two
             workers on one GPU); a vLLM backend with ``tensor_parallel_size=N`` needs ``num_gpus=N``.
         resources: custom Ray resources per worker (``{"big_memory": 1}``).
@@ -98,11 +100,7 @@ class RayExecutor:
             raise ConfigError(f"RayExecutor: {one_line(e)}") from None
         self._started = connect(address)
         try:
-            fitting = _fitting_workers(num_cpus, num_gpus)
-            self.workers = workers or fitting
-            if self.workers > fitting:
-                logger.warning("%d workers of %s CPU and %s GPU each do not fit the cluster now (%d do): the "
-                               "others start only when it grows", self.workers, num_cpus, num_gpus, fitting)
+            self.workers = fitting(workers, num_cpus, num_gpus, "RayExecutor")
             self._actors = [actor.remote(threads) for _ in range(self.workers)]
         except BaseException as e:
             self.close()  # and the local cluster, if this constructor started it
@@ -138,21 +136,38 @@ class RayExecutor:
         return self._schedule(submit, list(items))
 
     def _schedule(self, submit: Callable[[Any, Any], Any], items: list[Any]) -> Iterator[Any]:
+        """Items go only to workers that have started (on a cluster that must grow for the others,
+        those that fit work alone meanwhile)."""
         ray = import_ray()
-        idle, running, finished = list(self._actors), {}, {}
+        starting = {a.__ray_ready__.remote(): a for a in self._actors}
+        idle: list[Any] = []
+        running: dict[Any, tuple[int, Any]] = {}
+        finished: dict[int, Any] = {}
         todo, next_out = iter(enumerate(items)), 0
         while next_out < len(items):
             for i, item in itertools.islice(todo, len(idle)):
                 actor = idle.pop()
                 running[submit(actor, item)] = (i, actor)
-            ready, _ = ray.wait(list(running), num_returns=1)
+            ready, _ = ray.wait([*running, *starting], num_returns=1)
             for ref in ready:
+                if ref in starting:
+                    idle.append(starting.pop(ref))
+                    continue
                 i, actor = running.pop(ref)
                 finished[i] = ref
                 idle.append(actor)
             while next_out in finished:  # errors surface here, in order
-                yield ray.get(finished.pop(next_out))
+                yield self._result(finished.pop(next_out))
                 next_out += 1
+
+    def _result(self, ref: Any) -> Any:
+        """The result behind ``ref``; a worker dead for good is one :class:`RerankError` line (an
+        exception the task raised comes through as itself)."""
+        ray = import_ray()
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayActorError as e:
+            raise RerankError(f"a Ray worker died and its {self.max_retries} restarts are used up: {ray_reason(e)}") from None
 
     def info(self) -> list[dict[str, Any]]:
         """One :meth:`Worker.info` per worker: pid, node and model loads."""
@@ -191,12 +206,3 @@ def _check_settings(*, workers: Any, num_cpus: Any, num_gpus: Any, resources: An
     for name, value in amounts.items():
         if not is_finite_number(value) or value < 0:
             raise ConfigError(f"RayExecutor: {name} must be a finite number >= 0, got {value!r}")
-
-
-def _fitting_workers(num_cpus: float, num_gpus: float) -> int:
-    ray = import_ray()
-    total = ray.cluster_resources()
-    fits = [int(total.get("CPU", 1) // num_cpus)] if num_cpus else []
-    if num_gpus:
-        fits.append(int(total.get("GPU", 0) // num_gpus))
-    return max(1, min(fits) if fits else 1)
