@@ -63,7 +63,8 @@ class Grid:
     def read(cls, path: str | Path) -> Grid:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"grid file {path} not found (see pipelines/grid_*.toml)")
+            problem = "is a folder, not a grid file" if path.is_dir() else "not found"
+            raise ConfigError(f"grid file {path} {problem} (see pipelines/grid_*.toml)")
         return cls.from_dict(read_toml(path), name=path.stem, where=str(path))
 
     @classmethod

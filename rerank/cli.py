@@ -150,7 +150,12 @@ def _systems(args: argparse.Namespace) -> dict[str, str]:
 
     systems: dict[str, str] = {}
     if args.pipelines:
-        systems.update(pipeline_table(read_toml(args.pipelines), str(args.pipelines)))
+        raw = read_toml(args.pipelines)
+        stray = sorted(set(raw) - {"pipelines"})
+        if stray:  # a grid's settings or a misspelt table would be ignored here
+            raise ConfigError(f"{args.pipelines}: eval reads only a [pipelines] table, not {stray} "
+                              "(a grid file with [grid] settings runs with rerank bench)")
+        systems.update(pipeline_table(raw, str(args.pipelines)))
     for item in args.pipeline:
         name, sep, expr = item.partition("=")
         name, expr = (name.strip(), expr.strip()) if sep and name.strip() and "(" not in name else (item.strip(), item.strip())

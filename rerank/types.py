@@ -269,8 +269,8 @@ class Ranking:
         return len(self._frame)
 
     def __repr__(self) -> str:
-        kind = "queries" if self.is_query_set else "rows"
-        return f"Ranking({self._frame['qid'].nunique()} queries, {len(self)} {kind})"
+        queries = f"{self._frame['qid'].nunique()} queries"
+        return f"Ranking({queries})" if self.is_query_set else f"Ranking({queries}, {len(self)} rows)"
 
     def to_pandas(self) -> pd.DataFrame:
         return self._frame.copy()

@@ -243,6 +243,8 @@ def test_a_document_with_a_non_string_text_is_refused(tmp_path, capsys):
 @pytest.mark.parametrize("content, message", [
     (b'[pipelines]\nA = "bm25\n', "not valid TOML"),
     ('[pipelines]\nA = "bm25" # caf\xe9\n'.encode("latin-1"), "not UTF-8"),
+    (b'[pipelines]\nA = "bm25"\n[pipelinez]\nB = "dense"\n', "eval reads only a [pipelines] table, not ['pipelinez']"),
+    (b'[grid]\nlimit = 3\n[pipelines]\nA = "bm25"\n', "eval reads only a [pipelines] table, not ['grid']"),
 ])
 def test_a_bad_pipelines_file_is_one_line_naming_it(tmp_path, capsys, content, message):
     (tmp_path / "p.toml").write_bytes(content)
@@ -289,6 +291,11 @@ def test_bad_grid_files_are_one_line_from_the_cli(tmp_path, capsys, setting, mes
     grid.write_text(f'[grid]\n{setting}\ndatasets = ["{data}"]\n[pipelines]\nBM25 = "bm25"\n', encoding="utf-8")
     assert message in refused(capsys, "bench", str(grid), "--out", str(tmp_path / "out"))
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.trec"))
+
+
+def test_a_folder_or_a_missing_file_given_as_the_grid_is_named_for_what_it_is(tmp_path, capsys):
+    assert f"grid file {tmp_path} is a folder, not a grid file" in refused(capsys, "bench", str(tmp_path), "--out", str(tmp_path / "o"))
+    assert f"grid file {tmp_path / 'g.toml'} not found" in refused(capsys, "bench", str(tmp_path / "g.toml"), "--out", str(tmp_path / "o"))
 
 
 def test_a_grid_file_with_metrics_as_one_string_runs_them(tmp_path, capsys):

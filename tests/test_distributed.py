@@ -447,6 +447,26 @@ def test_a_worker_dead_for_good_is_one_rerank_error(cluster):
     assert str(dead.value).startswith("a Ray worker died and its 0 restarts are used up: ") and "\n" not in str(dead.value)
 
 
+def test_closing_an_executor_mid_map_and_a_dead_shard_are_one_line_each(cluster):
+    from rerank.distributed.bm25 import build_bm25
+    from rerank.distributed.ray import RayExecutor
+    from rerank.errors import RerankError
+
+    ex = RayExecutor(workers=1)
+    results = ex.map(abs, [-1, -2, -3])
+    assert next(results) == 1
+    ex.close()
+    with pytest.raises(ConfigError, match="was closed before its map finished"):
+        list(results)
+    import ray
+
+    with build_bm25([Doc("d1", "cats purr"), Doc("d2", "dogs bark")], shards=2) as index:
+        ray.kill(index.shards[1])
+        with pytest.raises(RerankError) as dead:
+            index({"q": "cats"})
+    assert "a shard actor died and its part of the index with it" in str(dead.value) and "\n" not in str(dead.value)
+
+
 # -- parallel(): a stage over query shards ----------------------------------------------------------
 def test_parallel_bm25_equals_local_and_ships_once(cluster, scifact):
     from rerank.distributed.parallel import parallel

@@ -40,7 +40,7 @@ import scipy.sparse as sp
 
 from rerank.data.base import unique_records
 from rerank.distributed.cluster import connect, fitting, import_ray, ray_reason, shutdown
-from rerank.errors import ConfigError, DataError
+from rerank.errors import ConfigError, DataError, RerankError
 from rerank.params import is_finite_number, is_integer
 from rerank.retrievers.base import as_docs, check_unique_docids
 from rerank.retrievers.bm25 import QUERY_BATCH, BM25, _top_k
@@ -144,17 +144,27 @@ class ShardedBM25(Stage):
             raise ConfigError(f"{self!r} is closed (its shard actors were stopped); build it again")
         return import_ray()
 
+    def _gather(self, refs: list[Any]) -> list[Any]:
+        """The shards' answers; a shard actor that died is one :class:`RerankError` line (it held its part
+        of the index, so the index cannot answer any more)."""
+        ray = import_ray()
+        try:
+            return ray.get(refs)
+        except ray.exceptions.RayActorError as e:
+            raise RerankError(f"{self!r}: a shard actor died and its part of the index with it ({ray_reason(e)}); "
+                              "build the index again") from None
+
     def transform(self, inp: Ranking) -> Ranking:
         if not inp.is_query_set:
             raise ConfigError(f"{self!r} retrieves for a query set; to rescore given candidates use its .merge()")
-        ray = self._open()
+        self._open()
         queries = inp.queries()
         k = min(self.num_results, sum(self.sizes))
         texts = list(queries.values())
         qids, hits = list(queries), []
         for start in range(0, len(texts), QUERY_BATCH):  # scatter the queries, gather each shard's top k
-            per_shard = ray.get([s.search.remote(self._head._query_matrix(texts[start:start + QUERY_BATCH]), k)
-                                 for s in self.shards])
+            per_shard = self._gather([s.search.remote(self._head._query_matrix(texts[start:start + QUERY_BATCH]), k)
+                                      for s in self.shards])
             for j in range(len(per_shard[0])):
                 pos = np.concatenate([r[j][0] for r in per_shard])
                 scores = np.concatenate([r[j][1] for r in per_shard])
@@ -173,19 +183,18 @@ class ShardedBM25(Stage):
 
     def _documents(self, positions: np.ndarray) -> list[Doc]:
         """Documents at global positions, each fetched once from the shard that holds it."""
-        ray = import_ray()
         unique, inverse = np.unique(positions, return_inverse=True)
         bounds = np.cumsum(self.sizes)
         owner = np.searchsorted(bounds, unique, side="right")
         asked = [(i, unique[owner == i]) for i in range(len(self.shards)) if (owner == i).any()]
-        fetched = ray.get([self.shards[i].documents.remote(p) for i, p in asked])
+        fetched = self._gather([self.shards[i].documents.remote(p) for i, p in asked])
         found = dict(zip(np.concatenate([p for _, p in asked]).tolist(), [d for part in fetched for d in part]))
         return [found[p] for p in unique[inverse].tolist()]
 
     def merge(self) -> BM25:
         """One in-process :class:`BM25` equal to an unsharded build (needs the whole index's memory)."""
-        ray = self._open()
-        parts = ray.get([s.part.remote() for s in self.shards])
+        self._open()
+        parts = self._gather([s.part.remote() for s in self.shards])
         merged = copy.copy(self.config).with_num_results(self.num_results)
         merged._set_docs([d for docs, _ in parts for d in docs])
         merged._vocab = dict(self._head._vocab)
@@ -194,8 +203,8 @@ class ShardedBM25(Stage):
 
     def peak_memory(self) -> list[int]:
         """Peak resident memory of each shard's worker process, in bytes."""
-        ray = self._open()
-        return ray.get([s.peak_memory.remote() for s in self.shards])
+        self._open()
+        return self._gather([s.peak_memory.remote() for s in self.shards])
 
     def close(self) -> None:
         """Stop the shard actors, and the local cluster when :func:`build_bm25` started it (then anything

@@ -145,6 +145,7 @@ class RayExecutor:
         finished: dict[int, Any] = {}
         todo, next_out = iter(enumerate(items)), 0
         while next_out < len(items):
+            self._still_open()
             for i, item in itertools.islice(todo, len(idle)):
                 actor = idle.pop()
                 running[submit(actor, item)] = (i, actor)
@@ -167,7 +168,12 @@ class RayExecutor:
         try:
             return ray.get(ref)
         except ray.exceptions.RayActorError as e:
+            self._still_open()
             raise RerankError(f"a Ray worker died and its {self.max_retries} restarts are used up: {ray_reason(e)}") from None
+
+    def _still_open(self) -> None:
+        if not self._actors:  # close() ran while a map was being read
+            raise ConfigError(f"{self!r} was closed before its map finished")
 
     def info(self) -> list[dict[str, Any]]:
         """One :meth:`Worker.info` per worker: pid, node and model loads."""
