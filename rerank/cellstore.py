@@ -147,10 +147,13 @@ class CellStore:
             return None
 
     def unlock(self, dataset: str, system: str) -> None:
-        """Release the cell's lock if this process holds it."""
+        """Release the cell's lock if this process holds it, or a process that is gone left it."""
         path = self.lock_path(dataset, system)
+        if not path.exists():
+            return
         with _guard(path.parent):
-            if _read(path) == _me():
+            owner = _read(path)
+            if owner == _me() or not _alive(owner):
                 path.unlink(missing_ok=True)
 
 

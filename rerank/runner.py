@@ -404,6 +404,7 @@ class Runner:
                     pending.append(cell)
                     continue
                 if self.store.done(cell.dataset.label, cell.system, self.saved_settings(cell)):
+                    self.store.unlock(cell.dataset.label, cell.system)  # one a killed run left behind
                     continue
                 holder = self.store.lock(cell.dataset.label, cell.system)
                 if holder is not None:

@@ -209,6 +209,9 @@ def test_concurrent_runs_never_run_a_locked_cell_and_a_dead_owner_lock_is_taken_
     assert report.cells["trec-dl-2019", "top 5"].ok and not store.lock_path("trec-dl-2019", "top 5").exists()
     assert store.lock("trec-dl-2019", "BM25") is None and store.lock("trec-dl-2019", "BM25") is None  # own lock: re-entrant
     store.unlock("trec-dl-2019", "BM25")
+    store.lock_path("trec-dl-2019", "BM25").write_text(f"{__import__('socket').gethostname()}:{other.pid}")
+    assert run_grid(grid, tmp_path, progress=False).cells["trec-dl-2019", "BM25"].ok  # done: a dead run's lock goes
+    assert not store.lock_path("trec-dl-2019", "BM25").exists()
 
 
 class _OtherProcess:
