@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from rerank.backends.base import Backend, BackendWrapper, Generation, Prompt
+from rerank.backends.base import Backend, BackendWrapper, Generation, Prompt, checked_generations, checked_scores
 from rerank.constraints import Constraint
 from rerank.errors import DataError
 
@@ -125,7 +125,7 @@ class CachedBackend(BackendWrapper):
         def compute(todo: list[Prompt]) -> list[dict[str, Any]]:
             made = self.inner.generate(todo, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop,
                                        constraint=constraint)
-            return [dataclasses.asdict(g) for g in made]
+            return [dataclasses.asdict(g) for g in checked_generations(self.inner, made, len(todo))]
 
         return [Generation(**fields) for fields in self._cached(prompts, keys, compute)]
 
@@ -133,7 +133,7 @@ class CachedBackend(BackendWrapper):
         keys = [self._key("score", p, list(options)) for p in prompts]
 
         def compute(todo: list[Prompt]) -> list[list[float]]:
-            return self.inner.score(todo, options).tolist()
+            return checked_scores(self.inner, self.inner.score(todo, options), len(todo), len(options)).tolist()
 
         rows = self._cached(prompts, keys, compute)
         return np.array(rows, dtype=np.float64).reshape(len(prompts), len(options))

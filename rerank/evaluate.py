@@ -30,7 +30,8 @@ logger = logging.getLogger("rerank")
 
 def evaluate(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[str] = DEFAULT_METRICS,
              rel_threshold: int | None = None) -> dict[str, float]:
-    """Mean of each metric over the judged queries.
+    """Mean of each metric over the judged queries (a judged query the run lacks counts as 0, as in
+    ``trec_eval -c``, with a warning that counts them).
 
     ``qrels`` is ``{qid: {docid: relevance}}`` or a :class:`~rerank.data.Dataset` (whose relevance
     threshold and excluded ids then apply).
@@ -41,6 +42,11 @@ def evaluate(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[str] = DEFA
     {'mrr@10': 0.5}
     """
     per_query = evaluate_per_query(ranking, qrels, metrics, rel_threshold)
+    ran = set(ranking.queries())
+    absent = [q for q in per_query.index if q not in ran]
+    if absent:
+        logger.warning("%d of %d judged queries are not in the run (e.g. %r): they count as 0 in the means; to score "
+                       "only the queries you ran, give the qrels of those queries", len(absent), len(per_query), absent[0])
     return {m: mean_of(per_query[m], m) for m in per_query.columns}
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from rerank.backends.base import Backend, BackendWrapper, Generation, Prompt, prompt_text
+from rerank.backends.base import Backend, BackendWrapper, Generation, Prompt, checked_generations, checked_scores, prompt_text
 from rerank.constraints import Constraint
 from rerank.stage import leaves
 
@@ -56,15 +56,15 @@ class MeteredBackend(BackendWrapper):
 
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
                  stop: Sequence[str] = (), constraint: Constraint | None = None) -> list[Generation]:
-        out = self.inner.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop,
-                                  constraint=constraint)
+        out = checked_generations(self.inner, self.inner.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                                                                  stop=stop, constraint=constraint), len(prompts))
         self.calls += len(out)
         self.prompt_tokens += sum(g.prompt_tokens for g in out)
         self.completion_tokens += sum(g.completion_tokens for g in out)
         return out
 
     def score(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:
-        out = self.inner.score(prompts, options)
+        out = checked_scores(self.inner, self.inner.score(prompts, options), len(prompts), len(options))
         self.calls += len(prompts)
         self.prompt_tokens += sum(self.count_tokens(prompt_text(p)) for p in prompts)
         return out

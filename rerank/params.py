@@ -147,6 +147,21 @@ def _check_range(name: str, value: Any, what: str) -> None:
         raise ConfigError(f"{what}: {name} must be <= {high}, got {value!r}")
 
 
+def constructor_arguments(obj: Any) -> dict[str, tuple[inspect.Parameter, str | None]]:
+    """Each constructor argument of ``obj``'s class -> (its parameter, the attribute that keeps it:
+    the class's ``kept_as[name]``, else ``name`` or ``_name``, a method of the class never counting;
+    None when none does)."""
+    out: dict[str, tuple[inspect.Parameter, str | None]] = {}
+    renamed = getattr(type(obj), "kept_as", {})
+    for name, p in inspect.signature(type(obj).__init__).parameters.items():
+        if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        kept = next((a for a in (renamed.get(name), name, f"_{name}") if a and hasattr(obj, a)
+                     and not inspect.isroutine(getattr(type(obj), a, None))), None)
+        out[name] = (p, kept)
+    return out
+
+
 @functools.cache
 def class_hints(cls: type) -> dict[str, Any]:
     """The resolved type hints of a class's fields (cached; none when they do not resolve)."""

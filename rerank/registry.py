@@ -94,7 +94,16 @@ def resolve(kind: Kind, name: str) -> type:
     entry = table[name]
     if isinstance(entry, str):
         module, _, attr = entry.partition(":")
-        entry = table[name] = getattr(importlib.import_module(module), attr)
+        try:
+            loaded = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            if module.startswith("rerank."):  # a built-in: a missing extra names what to install
+                raise
+            raise ConfigError(f"{kind} {name!r} ({entry}) cannot be loaded: {type(e).__name__}: {e}") from None
+        base = _base_class(kind)
+        if not (isinstance(loaded, type) and issubclass(loaded, base)):
+            raise ConfigError(f"{kind} {name!r} ({entry}) must be a subclass of {base.__module__}.{base.__name__}, got {loaded!r:.80}")
+        entry = table[name] = loaded
     return entry
 
 
@@ -123,11 +132,24 @@ def _add(kind: str, name: str, entry: str | type) -> None:
             if other.replace("-", "_") == name.replace("-", "_") and _path(other_entry) != _path(entry):
                 raise ConfigError(f"{kind} {name!r} would shadow or be shadowed by the {other_kind} {other!r} "
                                   f"({other_entry!r}); choose another name")
+    if kind == "backend" and (name.lower() in _URL_SCHEMES or _model_alias(name)):
+        clash = (f"a URL scheme (a server address {name}://... would be read as that backend)" if name.lower() in _URL_SCHEMES
+                 else f"a model alias of rerank/models.toml (the spec {name!r} would stop naming that model)")
+        raise ConfigError(f"backend {name!r} is {clash}; choose another name")
     if not isinstance(entry, str):
         base = _base_class(kind)
         if not (isinstance(entry, type) and issubclass(entry, base)):
             raise ConfigError(f"{kind} {name!r} must be a subclass of {base.__module__}.{base.__name__}, got {entry!r}")
     _ENTRIES[kind][name] = entry
+
+
+_URL_SCHEMES = ("http", "https", "file", "ws", "wss", "ray", "unix")
+
+
+def _model_alias(name: str) -> bool:
+    from rerank.models import lookup
+
+    return lookup(name) is not None
 
 
 def _path(entry: str | type) -> str:

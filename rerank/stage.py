@@ -28,7 +28,7 @@ import pandas as pd
 
 from rerank.encoders import lend_embeddings
 from rerank.errors import ConfigError, DataError
-from rerank.params import is_finite_number, is_integer
+from rerank.params import constructor_arguments, is_finite_number, is_integer
 from rerank.types import Query, RankedResults, Ranking
 
 logger = logging.getLogger("rerank")
@@ -83,12 +83,18 @@ class Stage:
 
     # -- identity -----------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
-        """Constructor arguments that differ from their defaults (drives repr, eq and hash)."""
+        """Constructor arguments that differ from their defaults (drives repr, eq and hash), each read
+        back from the attribute of its name (or ``_name``, or the one the class's ``kept_as`` maps it to:
+        ``{"index": "index_type"}``). An argument kept under none is a
+        :class:`ConfigError`: two stages built with different values would pass for one, and a run or
+        cache of one would answer for the other. Override ``params`` when identity needs more."""
         out = {}
-        for name, p in inspect.signature(type(self).__init__).parameters.items():
-            if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or not hasattr(self, name):
-                continue
-            value = getattr(self, name)
+        for name, (p, kept) in constructor_arguments(self).items():
+            if kept is None:
+                raise ConfigError(f"{type(self).__name__} keeps its argument {name!r} under no attribute self.{name} "
+                                  f"(or self._{name}): store it there, or override params(), so that stages built "
+                                  "with other values differ")
+            value = getattr(self, kept)
             if p.default is inspect.Parameter.empty or not _same(value, p.default):
                 out[name] = value
         return out

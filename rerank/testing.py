@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from rerank.backends.base import Backend, Generation
+from rerank.backends.base import Backend, Generation, backend_id
 from rerank.constraints import OneOf
 from rerank.errors import DataError
 from rerank.types import Candidates, Ranking
@@ -70,6 +70,11 @@ class RerankerContract:
             return
         raise AssertionError("an empty query must raise DataError")
 
+    def test_same_input_gives_same_output(self) -> None:
+        a, b = (self.make().rerank_many([self.candidates()])[0] for _ in range(2))
+        assert a.docids == b.docids and np.array_equal(a.scores, b.scores), \
+            f"two runs on the same input differ: {a.docids} vs {b.docids} (caches and resume rely on repeatable answers)"
+
     def test_identity_is_stable_and_names_no_memory_address(self) -> None:
         a, b = self.make(), self.make()
         assert repr(a) == repr(b) and a == b and hash(a) == hash(b), \
@@ -93,9 +98,11 @@ class BackendContract:
         assert all(g.finish_reason in ("stop", "length") for g in out)
         assert backend.generate([], max_new_tokens=4) == []
 
-    def test_score_shape(self) -> None:
-        rows = self.make().score(self.prompts, [" Yes", " No"])
-        assert np.asarray(rows).shape == (len(self.prompts), 2)
+    def test_scores_are_log_probabilities_one_row_per_prompt(self) -> None:
+        options = [" Yes", " No", " Maybe"]
+        rows = np.asarray(self.make().score(self.prompts, options), dtype=np.float64)
+        assert rows.shape == (len(self.prompts), len(options)), f"shape {rows.shape}, not (prompts, options)"
+        assert np.isfinite(rows).all() and (rows <= 1e-6).all(), f"log-probabilities are finite and <= 0: {rows}"
 
     def test_count_tokens(self) -> None:
         backend = self.make()
@@ -105,9 +112,14 @@ class BackendContract:
         backend = self.make()
         assert backend.constrains in ("exact", "shape", "no")
         if backend.constrains == "exact":
-            options = [" Yes", " No"]
-            for g in backend.generate(self.prompts[:1], max_new_tokens=4, constraint=OneOf(options)):
-                assert g.text in options, f"{backend!r} claims exact constraints but answered {g.text!r}"
+            for options in ([" Yes", " No"], [" 7", " 8", " 9"]):
+                for g in backend.generate(self.prompts[:1], max_new_tokens=4, constraint=OneOf(options)):
+                    assert g.text in options, f"{backend!r} claims exact constraints but answered {g.text!r} to {options}"
+
+    def test_cache_identity_is_stable(self) -> None:
+        a, b = backend_id(self.make()), backend_id(self.make())
+        assert a == b and not _ADDRESS.search(a), \
+            f"the call cache keys on {a!r} and {b!r}: give the backend a cache_id naming every setting that changes its answers"
 
     def test_identity_names_no_memory_address(self) -> None:
         backend = self.make()

@@ -69,6 +69,54 @@ def test_cache_persists_and_keys_on_settings(tmp_path):
     assert len(inner.calls) == 4 and (again.hits, again.misses) == (3, 0)
 
 
+class Flip(FakeBackend):
+    """A third-party backend whose option changes its answers (and which has no cache_id)."""
+
+    def __init__(self, model: str = "m", flip: bool = False):
+        super().__init__(generate=lambda p: p[::-1] if flip else p, model=model)
+        self.flip = flip
+
+
+class Unkept(Flip):
+    def __init__(self, model: str = "m", mode: str = "a"):
+        super().__init__(model, flip=mode == "b")  # ``mode`` is kept under no attribute
+
+
+def test_the_cache_keys_on_a_third_party_backends_options(tmp_path, caplog):
+    path = tmp_path / "calls.sqlite"
+    assert [g.text for g in CachedBackend(Flip(), path).generate(["ab"])] == ["ab"]
+    assert [g.text for g in CachedBackend(Flip(flip=True), path).generate(["ab"])] == ["ba"]  # not the first's answer
+    assert CachedBackend(Flip(flip=True), path).generate(["ab"])[0].text == "ba"
+    a, b = Unkept(mode="a"), Unkept(mode="b")
+    assert [CachedBackend(x, path).generate(["ab"])[0].text for x in (a, b)] == ["ab", "ba"]
+    assert "Unkept keeps its argument 'mode' under no attribute" in caplog.text
+
+
+@pytest.mark.parametrize("generate, score, message", [
+    (lambda self, prompts, **kw: [], None, r"generate returned 0 results for 2 prompts"),
+    (lambda self, prompts, **kw: ["x"] * len(prompts), None, r"generate returned 'x', not a Generation"),
+    (None, lambda self, prompts, options: np.zeros((len(options), len(prompts))), r"score returned shape \(1, 2\) for 2 prompts x 1 options"),
+    (None, lambda self, prompts, options: [["high"]] * len(prompts), r"score returned .*not numbers"),
+])
+def test_malformed_backend_answers_are_one_backend_error(tmp_path, generate, score, message):
+    from rerank.metering import MeteredBackend
+
+    methods = {k: v for k, v in (("generate", generate), ("score", score)) if v is not None}
+    broken = type("Broken", (FakeBackend,), methods)(generate=str.upper, score=lambda p, o: [0.0] * len(o))
+    for wrapper in (lambda b: CachedBackend(b, tmp_path / "calls.sqlite"), MeteredBackend):
+        with pytest.raises(BackendError, match=message):
+            if generate:
+                wrapper(broken).generate(["a", "b"])
+            else:
+                wrapper(broken).score(["a", "b"], [" x"])
+    assert not CachedBackend(broken, tmp_path / "calls.sqlite").store.get_many(["x"])  # nothing bad was kept
+    from rerank import get
+
+    family = get("reranker", "listwise" if generate else "yes-no", backend=broken)
+    with pytest.raises(BackendError, match=r"Broken\('fake'\)\.(generate|score) returned"):  # before a task reads it
+        family.rerank("a query", ["one document", "another document", "a third"])
+
+
 # ---- HTTP error paths against a real misbehaving server ------------------------------------------
 @pytest.mark.server
 def test_connection_refused_names_the_url():

@@ -32,9 +32,13 @@ class TestLLMFamilies(RerankerContract):
         return get("reranker", self.name, backend=any_answer_fake(), think_tokens=2)
 
 
+def even_scores(prompt: str, options: list[str]) -> list[float]:
+    return [0.0] * len(options)
+
+
 class TestFakeBackend(BackendContract):
     def make(self):
-        return FakeBackend(generate=str.upper, score=lambda p, options: [0.0] * len(options))
+        return FakeBackend(generate=str.upper, score=even_scores)
 
 
 @pytest.mark.slow

@@ -117,3 +117,71 @@ def test_a_class_defined_again_under_its_name_replaces_its_registration():
     with pytest.raises(ConfigError, match="'weighted-overlap' would shadow or be shadowed"):
         register("reranker", "weighted-overlap")(ShortestFirst)
     register("reranker", "weighted_overlap")(WeightedOverlap)                       # one class, both spellings
+
+
+def test_an_argument_kept_under_no_attribute_is_refused_not_mistaken_for_another_stage():
+    class Private(TermOverlap):
+        def __init__(self, weight: float = 1.0):
+            self.w = weight  # neither self.weight nor self._weight
+
+    class Kept(TermOverlap):
+        def __init__(self, weight: float = 1.0):
+            self._weight = weight
+
+    with pytest.raises(ConfigError, match="Private keeps its argument 'weight' under no attribute self.weight"):
+        repr(Private(weight=2.0))
+    assert Kept(weight=2.0) != Kept(weight=-1.0) and repr(Kept(weight=2.0)) == "Kept(weight=2.0)"
+
+
+class Drops(Reranker):
+    def rerank_candidates(self, cands):
+        return cands.top(len(cands) // 2)
+
+
+class Invents(Reranker):
+    def rerank_candidates(self, cands):
+        return Candidates(cands.qid, cands.query, [d + "x" for d in cands.docids], cands.texts, cands.scores)
+
+
+class Unsorted(Reranker):
+    def rerank_candidates(self, cands):
+        return Candidates(cands.qid, cands.query, cands.docids, cands.texts, np.array([len(t) for t in cands.texts], float))
+
+
+@pytest.mark.parametrize("cls, message", [
+    (Drops, "Drops must return every candidate of query 'q1' once; it dropped 2 \\(e.g. 'c'\\) of its 4 documents"),
+    (Invents, "Invents must return every candidate of query 'q1' once; it dropped 4 \\(e.g. 'a'\\), added 4"),
+])
+def test_a_reranker_that_loses_or_invents_documents_is_refused(cls, message):
+    ranking = Ranking.from_records([("q1", "flea", d, 4.0 - i) for i, d in enumerate("abcd")]).assign(text=["w"] * 4)
+    with pytest.raises(DataError, match=message):
+        cls()(ranking)
+    with pytest.raises(DataError, match=message.replace("'q1'", "'q'")):
+        cls().rerank("flea", [Doc(d, "w") for d in "abcd"])
+
+
+def test_scores_left_out_of_order_are_sorted_so_rerank_and_a_pipeline_agree():
+    texts = ["a", "bbbbbb", "cc"]
+    results = Unsorted().rerank("q", texts)
+    assert [r.docid for r in results] == ["1", "2", "0"] and [r.rank for r in results] == [1, 2, 3]
+    ranking = Ranking.from_records([("q1", "q", str(i), 1.0) for i in range(3)]).assign(text=texts)
+    assert Unsorted()(ranking).to_pandas()["docid"].tolist() == ["1", "2", "0"]
+
+
+def test_broken_plugin_entries_are_one_line_naming_them():
+    from rerank.registry import _ENTRIES, resolve
+
+    _ENTRIES["reranker"]["ghost"] = "tests.test_custom_reranker:DoesNotExist"
+    _ENTRIES["retriever"]["not-a-stage"] = "rerank.backends.fake:FakeBackend"
+    try:
+        with pytest.raises(ConfigError, match=r"reranker 'ghost' \(tests.test_custom_reranker:DoesNotExist\) cannot be loaded: AttributeError"):
+            resolve("reranker", "ghost")
+        with pytest.raises(ConfigError, match=r"retriever 'not-a-stage' .* must be a subclass of rerank.stage.Stage"):
+            resolve("retriever", "not-a-stage")
+    finally:
+        del _ENTRIES["reranker"]["ghost"], _ENTRIES["retriever"]["not-a-stage"]
+    for name, clash in (("http", "a URL scheme"), ("smollm2", "a model alias")):
+        with pytest.raises(ConfigError, match=f"backend '{name}' is {clash}"):
+            from rerank.backends.fake import FakeBackend
+
+            register("backend", name)(FakeBackend)

@@ -22,12 +22,13 @@ def test_trec_dl_binary_measures_use_relevance_two():
     assert strict["map@1000"] < loose["map@1000"] and strict["mrr@10"] <= loose["mrr@10"]
 
 
-def test_a_judged_query_without_results_scores_zero():
+def test_a_judged_query_without_results_scores_zero_and_is_counted(caplog):
     qrels = {"q1": {"a": 1}, "q2": {"b": 1}}
     run = Ranking.from_records([("q1", "", "a", 1.0)])
     per_query = evaluate_per_query(run, qrels, ["ndcg@10"])
     assert per_query["ndcg@10"].to_dict() == {"q1": 1.0, "q2": 0.0}
     assert evaluate(run, qrels, ["ndcg@10"])["ndcg@10"] == 0.5
+    assert "1 of 2 judged queries are not in the run (e.g. 'q2'): they count as 0" in caplog.text
 
 
 def test_inputs_are_not_modified_and_bad_qrels_are_refused():

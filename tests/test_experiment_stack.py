@@ -171,12 +171,17 @@ def test_a_saved_prefix_is_reused_by_a_later_run_with_the_same_settings(tmp_path
     assert len(asked) == 2
 
 
+def two_one_three(prompt: str) -> str:
+    """A listwise answer (a module-level function: the call cache knows it again in a new backend)."""
+    return "[2] > [1] > [3]"
+
+
 def test_records_keep_load_warmup_and_timed_phases_and_the_timed_run_is_not_a_cache_replay(tmp_path):
     ds = load("trec-dl-2019")
     calls = tmp_path / "calls.sqlite"
 
     def system():
-        fake = FakeBackend(generate=lambda prompt: "[2] > [1] > [3]")
+        fake = FakeBackend(generate=two_one_three)
         return RunRetriever("bm25", ds) % 3 >> get("reranker", "listwise", backend=CachedBackend(fake, calls), window=3, step=2)
 
     first = Experiment({"listwise": system()}, ds, ["ndcg@10"], limit=4, save_dir=tmp_path / "a").run()

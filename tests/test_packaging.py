@@ -57,5 +57,5 @@ def test_wheel_installs_into_a_new_environment_and_finds_bundled_data(tmp_path):
     lines = out.stderr.splitlines()
     assert "load: scifact, 5183 documents, 300 queries" in lines
     assert any(line.startswith("index: BM25() on scifact, 5183 documents") for line in lines)
-    assert "evaluate: 1 pipelines on scifact ..." in lines
+    assert "evaluate: 1 pipeline on scifact ..." in lines
     assert any(line.startswith("done: bm25 on scifact, 300 queries in ") for line in lines), lines

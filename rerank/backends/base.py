@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +20,11 @@ from typing import Any
 import numpy as np
 
 from rerank.constraints import Constraint
+from rerank.errors import BackendError
 from rerank.models import weights_stamp
+from rerank.params import constructor_arguments
+
+logger = logging.getLogger("rerank")
 
 Message = dict[str, str]
 Prompt = str | list[Message]
@@ -98,8 +104,59 @@ def settings_suffix(settings: Mapping[str, Any]) -> str:
 
 
 def backend_id(backend: Backend) -> str:
-    """What identifies a backend's numbers: its ``cache_id`` if it has one, else class and model."""
-    return getattr(backend, "cache_id", None) or f"{type(backend).__name__}:{backend.model}"
+    """What identifies a backend's numbers: its ``cache_id`` if it has one, else its class, model and a
+    digest of its other constructor arguments, read back from attributes of their names (or ``_name``).
+    A backend that keeps an argument under neither gets an id of its own object only (with a warning),
+    so that a call cache never answers for other settings."""
+    own = getattr(backend, "cache_id", None)
+    if own:
+        return own
+    settings: dict[str, Any] = {}
+    for name, (_, kept) in constructor_arguments(backend).items():
+        if name == "model":
+            continue
+        if kept is None:
+            if "_rerank_object_id" not in backend.__dict__:
+                logger.warning("%s keeps its argument %r under no attribute of that name, so its cached calls are "
+                               "kept for this object only; give it a cache_id naming every setting that changes "
+                               "its answers", type(backend).__name__, name)
+                backend.__dict__["_rerank_object_id"] = uuid.uuid4().hex
+            settings["object"] = backend.__dict__["_rerank_object_id"]
+        else:
+            settings[name] = _named(getattr(backend, kept))
+    return f"{type(backend).__name__}:{backend.model}{settings_suffix(settings)}"
+
+
+def _named(value: Any) -> Any:
+    """A function defined at a module's top level as ``module.name`` (its repr names a memory address);
+    anything else as itself (a lambda or local function keeps its address: an id for this process only)."""
+    name = getattr(value, "__qualname__", None)
+    if callable(value) and name and "<" not in name and getattr(value, "__module__", None):
+        return f"{value.__module__}.{name}"
+    return value
+
+
+def checked_generations(backend: Backend, made: Any, count: int) -> list[Generation]:
+    """``made``, refused (:class:`BackendError` naming the backend) unless it is ``count`` Generations with text."""
+    if not isinstance(made, (list, tuple)) or len(made) != count:
+        got = f"{len(made)} results" if isinstance(made, (list, tuple)) else f"a {type(made).__name__}"
+        raise BackendError(f"{backend!r}.generate returned {got} for {count} prompts (one Generation per prompt)")
+    bad = next((g for g in made if not (isinstance(g, Generation) and isinstance(g.text, str))), None)
+    if bad is not None:
+        raise BackendError(f"{backend!r}.generate returned {bad!r:.80}, not a Generation with text (a str)")
+    return list(made)
+
+
+def checked_scores(backend: Backend, rows: Any, count: int, options: int) -> np.ndarray:
+    """``rows`` as a float array of shape (count, options), refused (:class:`BackendError`) otherwise.
+    NaN is let through: readers count it as an invalid answer."""
+    try:
+        array = np.asarray(rows, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise BackendError(f"{backend!r}.score returned {rows!r:.80}, not numbers") from None
+    if array.shape != (count, options):
+        raise BackendError(f"{backend!r}.score returned shape {array.shape} for {count} prompts x {options} options")
+    return array
 
 
 class BackendWrapper(Backend):

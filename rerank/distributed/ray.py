@@ -104,7 +104,7 @@ class RayExecutor:
             self._actors = [actor.remote(threads) for _ in range(self.workers)]
         except BaseException as e:
             self.close()  # and the local cluster, if this constructor started it
-            if isinstance(e, ValueError):  # Ray's own checks of the settings
+            if isinstance(e, ValueError) and not isinstance(e, ConfigError):  # Ray's own checks of the settings
                 raise ConfigError(f"RayExecutor: {one_line(e)}") from None
             raise
 

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rerank.backends import parse_spec
-from rerank.backends.base import Backend, Generation, Prompt, prompt_text
+from rerank.backends.base import Backend, Generation, Prompt, checked_generations, checked_scores, prompt_text
 from rerank.constraints import Constraint
 from rerank.errors import ConfigError
 from rerank.params import check_fields, class_hints
@@ -221,12 +221,14 @@ class LLMReranker(Reranker):
                  stop: Sequence[str] = ()) -> list[Generation]:
         """Generations, one backend call per batch of prompts sharing a cap and a constraint."""
         return self._batched(prompts, [(cap, c.key() if c else "") for cap, c in zip(caps, constraints)],
-                             lambda batch, i: self.llm.generate(batch, max_new_tokens=caps[i], stop=stop, constraint=constraints[i],
-                                                                temperature=self.settings.temperature))
+                             lambda batch, i: checked_generations(self.llm, self.llm.generate(
+                                 batch, max_new_tokens=caps[i], stop=stop, constraint=constraints[i],
+                                 temperature=self.settings.temperature), len(batch)))
 
     def score_options(self, prompts: Sequence[Prompt], options: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """Log-probability of each prompt's options, one backend call per batch sharing an option list."""
-        return self._batched(prompts, [tuple(o) for o in options], lambda batch, i: self.llm.score(batch, options[i]))
+        return self._batched(prompts, [tuple(o) for o in options], lambda batch, i: checked_scores(
+            self.llm, self.llm.score(batch, options[i]), len(batch), len(options[i])))
 
     def _batched(self, prompts: Sequence[Prompt], kinds: Sequence[Any], call: Callable[[list[Prompt], int], list[Any]]) -> list[Any]:
         """``call(batch, first index)`` over batches of ``batch_size`` prompts of one kind, longest

@@ -69,10 +69,33 @@ class Reranker(Stage):
         first = _first_stage_scores(scores, len(docs)) if scores is not None else np.arange(len(docs), 0, -1, dtype=np.float64)
         cands = Candidates("q", query, [d.docid for d in records], [d.full_text() for d in records], first,
                            titles=[d.title for d in records])
-        return self._finite(self.rerank_many([cands]))[0].to_results()
+        return self._finite(self.rerank_checked([cands]))[0].to_results()
 
     def transform(self, inp: Ranking) -> Ranking:
-        return Ranking.from_candidates(self._finite(self.rerank_many(list(inp.per_query()))))
+        return Ranking.from_candidates(self._finite(self.rerank_checked(list(inp.per_query()))))
+
+    def rerank_checked(self, batch: Sequence[Candidates]) -> list[Candidates]:
+        """:meth:`rerank_many`, its answer held to the contract: one Candidates per query in order, each
+        with the query's documents once each (else :class:`DataError` naming this stage), and sorted by
+        score (ties keep the reranker's order) where the reranker left scores out of order, as a
+        Ranking would sort them."""
+        batch = list(batch)
+        out = self.rerank_many(batch)
+        name = type(self).__name__
+        if not isinstance(out, list) or len(out) != len(batch):
+            got = f"{len(out)} results" if isinstance(out, (list, tuple)) else f"a {type(out).__name__}"
+            raise DataError(f"{name}.rerank_many returned {got} for {len(batch)} queries (a list of Candidates, one per query)")
+        for given, made in zip(batch, out):
+            if not isinstance(made, Candidates) or made.qid != given.qid:
+                raise DataError(f"{name}.rerank_many answered query {given.qid!r} with {made!r:.80} (its Candidates, in order)")
+            if sorted(made.docids) != sorted(given.docids):
+                lost, new = set(given.docids) - set(made.docids), set(made.docids) - set(given.docids)
+                what = (f"dropped {len(lost)} (e.g. {min(lost)!r})" if lost else "") + (", " if lost and new else "") + \
+                       (f"added {len(new)} (e.g. {min(new)!r})" if new else "") or "repeated some"
+                raise DataError(f"{name} must return every candidate of query {given.qid!r} once; it {what} "
+                                f"of its {len(given)} documents")
+        return [c if not len(c) or (np.diff(c.scores) <= 0).all() or not np.isfinite(c.scores).all()
+                else c.with_scores(c.scores) for c in out]
 
     def _finite(self, batch: list[Candidates]) -> list[Candidates]:
         """``batch``, refused (DataError naming this stage, the document and the query) when a score is NaN or infinite."""

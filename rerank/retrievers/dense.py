@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -41,6 +41,8 @@ class Dense(Retriever):
     ``batch_size`` configure the :class:`~rerank.encoders.Encoder`.
     """
 
+    kept_as: ClassVar[dict[str, str]] = {"index": "index_type"}  # index() is Retriever's method
+
     def __init__(self, model: str | os.PathLike[str] = DEFAULT_ENCODER, index: str = "flat", hnsw_m: int = 32, ef_search: int = 256,
                  batch_size: int = 64, query_prefix: str = "", doc_prefix: str = "", max_length: int | None = None,
                  runtime: str = "auto", device: str | None = None, num_results: int = 1000, progress: bool | None = None,
@@ -65,10 +67,9 @@ class Dense(Retriever):
         self._faiss = None
 
     def params(self) -> dict:
-        out = super().params()  # `index` is also the name of Retriever.index(): report the index type instead
-        out.pop("index", None)
+        out = super().params()
         out.pop("device", None)  # where it runs, not what it computes
-        return {**out, "index": self.index_type} if self.index_type != "flat" else out
+        return out
 
     def index_identity(self) -> dict[str, Any]:
         """The parameters, and the document encoder with its runtime resolved (``"auto"`` is bf16 on

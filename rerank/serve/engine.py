@@ -128,7 +128,7 @@ def _rerank(stages: Sequence[Stage], cands: list[Candidates]) -> list[Candidates
     """Rerankers and cut-offs run on Candidates, so every stage's info (repairs, truncations) is kept;
     a non-finite score raises :class:`NonFiniteScore`."""
     for stage in stages:
-        cands = stage.rerank_many(cands) if isinstance(stage, Reranker) else [c.top(stage.k) for c in cands]
+        cands = stage.rerank_checked(cands) if isinstance(stage, Reranker) else [c.top(stage.k) for c in cands]
     for c in cands:
         _check_finite(c)
     return cands
