@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -60,10 +61,14 @@ def env(tmp_path_factory):
     ({"teacher_docs": 50}, "teacher_docs"), ({"epochs": 0}, "epochs"), ({"learning_rate": float("nan")}, "learning_rate"),
     ({"nosuch": 1}, "unknown training settings"), ({"distill_loss": "bce"}, "labels in \\[0, 1\\]"),
     ({"teacher_scale": float("nan")}, "teacher_scale must be a finite"), ({"teacher_scale": float("inf")}, "teacher_scale"),
-    ({"epochs": float("inf")}, "epochs must be a finite"), ({"epochs": -1.0}, "epochs must be >= 0"),
+    ({"epochs": float("inf")}, "epochs must be a finite"), ({"epochs": -1.0}, "epochs in \\(0, 10,000\\]"),
     ({"seed": -1}, "seed must be >= 0"), ({"seed": 2**32}, "seed must be between 0 and 4294967295"),
     ({"max_length": "64"}, "max_length must be an integer"), ({"data": 5}, "data must be"), ({"extra": ["fp16"]}, "extra must be"),
-    ({"max_steps": 0}, "max_steps must be a positive integer, or -1"), ({"max_steps": -2}, "max_steps must be"),
+    ({"max_steps": 0}, "max_steps must be an integer from 1 to 10,000,000, or -1"), ({"max_steps": -2}, "max_steps must be"),
+    ({"max_steps": 10**20}, "max_steps must be an integer from 1"), ({"epochs": 1e12}, "epochs in \\(0, 10,000\\]"),
+    ({"batch_size": 10**8}, "batch_size must be at most 65,536"), ({"learning_rate": 5.0}, "learning_rate must be in \\(0, 1\\), got 5.0"),
+    ({"warmup_ratio": 1.0}, "warmup_ratio must be in \\[0, 1\\), got 1.0"), ({"teacher_scale": -1.0}, "teacher_scale must be > 0"),
+    ({"min_words": -1}, "min_words must be >= 0"),
 ])
 def test_bad_settings_are_refused(changes, message):
     with pytest.raises(ConfigError, match=message):
@@ -175,6 +180,12 @@ def test_out_must_be_a_new_folder_or_a_training_output(env, tmp_path):
         train_cross_encoder(env["dataset"], tmp_path / "new", s.with_(extra={"no_such_argument": 1}))
     with pytest.raises(ConfigError, match="rerank sets \\['seed'\\]"):
         train_cross_encoder(env["dataset"], tmp_path / "new", s.with_(extra={"seed": 1}))
+    with pytest.raises(ConfigError, match="extra: weight_decay must be a finite number \\(its default is 0.0\\), got 'abc'"):
+        train_cross_encoder(env["dataset"], tmp_path / "new", s.with_(extra={"weight_decay": "abc"}))
+    with pytest.raises(ConfigError, match="settings must be a TrainSettings"):
+        train_cross_encoder(env["dataset"], tmp_path / "new", "synthetic")
+    with pytest.raises(ConfigError, match="out must be the folder"):
+        train_cross_encoder(env["dataset"], None, s)
     assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
 
 
@@ -376,6 +387,19 @@ def test_training_changes_scores_saves_a_pipeline_model_and_resumes(env, tmp_pat
         train_cross_encoder(env["dataset"], out, s)
     resumed = train_cross_encoder(env["dataset"], out, s.with_(max_steps=3, resume=True))
     assert resumed.steps == 3
+    with pytest.raises(ConfigError, match=r"is complete \(3 steps of 3\); raise max_steps or epochs"):
+        train_cross_encoder(env["dataset"], out, s.with_(max_steps=3, resume=True))  # not one step more
+    with pytest.raises(ConfigError, match="trained with other settings: data, learning_rate"):
+        train_cross_encoder(env["dataset"], out, s.with_(max_steps=4, resume=True, learning_rate=1e-3, data=["synthetic", "distill"]))
+    half = tmp_path / "half"  # a run stopped before it saved its model
+    shutil.copytree(out / "checkpoints", half / "checkpoints")
+    shutil.copy(out / "run_settings.json", half / "run_settings.json")
+    with pytest.raises(ConfigError, match="holds checkpoints of an earlier run .*; continue it with --resume"):
+        train_cross_encoder(env["dataset"], half, s)
+    latest = max((half / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    (latest / "optimizer.pt").unlink()
+    with pytest.raises(ConfigError, match=f"checkpoint {latest} is damaged .*optimizer.pt missing"):
+        train_cross_encoder(env["dataset"], half, s.with_(max_steps=4, resume=True))
 
     latest = max((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     weights = latest / "model.safetensors"

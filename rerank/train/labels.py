@@ -7,12 +7,15 @@ split's; training queries whose text equals a test query's are dropped and count
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from rerank.data import Dataset
 from rerank.data.beir import BeirDataset
 from rerank.errors import DataError
 from rerank.io import find_file
+
+logger = logging.getLogger("rerank")
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,8 @@ def test_qids(collection: Dataset) -> dict[str, str]:
     """``{qid: text}`` of the collection's evaluation queries (none when a BEIR folder has no qrels
     file for its split). Unreadable or mismatched qrels raise: the leakage guard never turns itself off."""
     if isinstance(collection, BeirDataset) and find_file(collection.path, f"qrels/{collection.split}.tsv") is None:
+        logger.warning("%s has no qrels/%s.tsv: the leakage guard has no test queries to keep out of training "
+                       "(evaluate only on queries you know were not trained on)", collection.name, collection.split)
         return {}
     judged = collection.qrels()
     texts = {q.qid: q.text for q in collection.queries()}
@@ -84,4 +89,10 @@ def labelled_queries(collection: Dataset, train: Dataset) -> tuple[list[Labelled
         out.append(LabelledQuery(qid, text, positives))
     if not out:
         raise DataError(f"{train.name}: no training query has a relevant document in {collection.name}'s corpus ({counts})")
+    if counts["dropped_test_text"]:
+        logger.warning("%s: %d training queries have the text of a test query of %s; dropped", train.name,
+                       counts["dropped_test_text"], collection.name)
+    if counts["dropped_unknown_docs"]:
+        logger.warning("%s: %d judgments name documents that are not in %s's corpus; dropped", train.name,
+                       counts["dropped_unknown_docs"], collection.name)
     return out, counts

@@ -12,6 +12,7 @@ a bi-encoder (the dense retriever and rescorer).
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -25,13 +26,15 @@ from rerank.errors import ConfigError, RerankError, one_line, one_of
 from rerank.train import sources
 from rerank.train.examples import Group, layout, to_dataset
 from rerank.train.record import TrainingRecord, versions
-from rerank.train.settings import STUDENT_LOSSES, TrainSettings
+from rerank.train.settings import RESUMABLE, STUDENT_LOSSES, TrainSettings
 from rerank.train.trainer import (check_base, check_checkpoint, last_checkpoint, training_arguments,
                                   warn_slow_bf16)
 
 logger = logging.getLogger("rerank")
 
-OUTPUT_MARKERS = ("training_record.json", "config.json", "checkpoints")
+RUN_SETTINGS = "run_settings.json"
+"""The settings a run's checkpoints were trained with (what ``resume`` must match), written before it trains."""
+OUTPUT_MARKERS = ("training_record.json", "config.json", "checkpoints", RUN_SETTINGS)
 """What a folder that a training run wrote (or began to write) holds."""
 
 
@@ -109,6 +112,12 @@ def train_model(kind: str, dataset: str | Dataset, out: str | Path, settings: Tr
     """Train a ``kind`` (``"cross-encoder"`` or ``"bi-encoder"``) student; see :func:`train_cross_encoder`."""
     from rerank.data import load
 
+    if settings is not None and not isinstance(settings, TrainSettings):
+        raise ConfigError(f"settings must be a TrainSettings (or give its fields as keywords: data=[...]), got {settings!r:.60}")
+    if not isinstance(dataset, str | Dataset):
+        raise ConfigError(f"dataset must be a dataset name, a folder or a Dataset, got {dataset!r:.60}")
+    if not isinstance(out, str | Path) or not str(out).strip():
+        raise ConfigError(f"out must be the folder to save the model in, got {out!r:.60}")
     s = (settings or TrainSettings()).with_(**changes)
     s = s.with_(loss=check_losses(kind, s)[0])  # before anything expensive
     check_inputs(kind, dataset, s)
@@ -133,10 +142,15 @@ def train_model(kind: str, dataset: str | Dataset, out: str | Path, settings: Tr
         if counts[name]["examples"]:
             tables[name] = (to_dataset(columns, s.seed), loss)
     if not tables:
-        raise ConfigError(f"no training example fits the chosen losses ({counts})")
+        short = counts.get("distill", {}).get("short_teacher_lists", 0)
+        hint = (f"; the teacher gave fewer than teacher_docs={s.teacher_docs} documents for {short} queries: give "
+                "it a deeper list (its cut-off, teacher_depth) or lower teacher_docs") if short else ""
+        raise ConfigError(f"no training example fits the chosen losses{hint} ({counts})")
     from rerank.train.trainer import fit, load_student
 
     model = load_student(kind, s.base, s.max_length, s.seed)
+    if not s.resume or last_checkpoint(out / "checkpoints") is None:
+        (out / RUN_SETTINGS).write_text(json.dumps(run_settings(kind, s), indent=2), encoding="utf-8")
     start = time.perf_counter()
     curve, steps = fit(kind, model, tables, out, s)
     seconds["training"] = time.perf_counter() - start
@@ -171,15 +185,44 @@ def check_out(out: Path, kind: str, s: TrainSettings) -> Path:
     held = TrainingRecord.load(out).settings.get("model", "cross-encoder") if (out / "training_record.json").exists() else kind
     if held != kind:
         raise ConfigError(f"{out} holds a {held}, not a {kind}; resume it as a {held} or choose another output folder")
-    checkpoint = last_checkpoint(out / "checkpoints") if s.resume else None
+    checkpoint = last_checkpoint(out / "checkpoints")
+    if checkpoint is not None and not s.resume:
+        raise ConfigError(f"{out} holds checkpoints of an earlier run ({checkpoint.name}); continue it with --resume "
+                          "(resume=True) or choose another output folder")
     if checkpoint is not None:
         check_checkpoint(checkpoint, kind)
+        check_same_run(out / RUN_SETTINGS, kind, s)
     try:
         out.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=out).close()
     except OSError as e:
         raise ConfigError(f"cannot write the model to {out} (--out): {e.strerror or e}") from None
     return out
+
+
+def check_same_run(path: Path, kind: str, s: TrainSettings) -> None:
+    """Refuse (ConfigError) to resume a run whose saved settings differ from ``s`` in more than
+    :data:`RESUMABLE` (its checkpoints hold another run's steps, which the record would misname)."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path.parent} holds checkpoints but not the settings they were trained with ({path.name}); "
+                          "they cannot be resumed safely: delete the checkpoints or choose another output folder") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path} is damaged ({one_line(e)}); delete the checkpoints or choose another output folder") from None
+    now = run_settings(kind, s)
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if changed:
+        first = changed[0]
+        raise ConfigError(f"--resume continues the run in {path.parent}, trained with other settings: {', '.join(changed)} "
+                          f"(e.g. {first}={saved.get(first)!r}, now {now.get(first)!r}); only "
+                          f"{', '.join(RESUMABLE[:3])} may change, or choose another output folder")
+
+
+def run_settings(kind: str, s: TrainSettings) -> dict[str, Any]:
+    """What identifies a run's checkpoints: the student's kind and every setting but :data:`RESUMABLE`."""
+    return json.loads(json.dumps({"model": kind, **{k: v for k, v in s.to_dict().items() if k not in RESUMABLE}},
+                                 default=str))
 
 
 def check_generator(s: TrainSettings) -> None:

@@ -19,6 +19,10 @@ LOSSES = tuple(dict.fromkeys(loss for losses in STUDENT_LOSSES.values() for loss
 TEACHER_NORMS = ("minmax", "zscore", "none")
 MAX_SEED = int(np.iinfo(np.uint32).max)
 """The largest seed numpy's and transformers' seeding accept."""
+MAX_STEPS, MAX_EPOCHS, MAX_BATCH = 10_000_000, 10_000, 65_536
+"""Upper bounds that catch a typo (``1e12`` epochs) before a run that would never end."""
+RESUMABLE = ("epochs", "max_steps", "save_steps", "resume", "progress", "cache")
+"""Settings a resumed run may change: how long it trains and how it reports; the rest must match."""
 
 
 @dataclass(frozen=True)
@@ -118,14 +122,21 @@ class TrainSettings:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.teacher_docs < 2 or self.teacher_docs > self.teacher_depth:
             raise ConfigError(f"teacher_docs must be between 2 and teacher_depth ({self.teacher_depth}), got {self.teacher_docs}")
-        if self.max_steps == 0 or self.max_steps < -1:
-            raise ConfigError(f"max_steps must be a positive integer, or -1 for no limit (the epochs decide), got {self.max_steps}")
-        if self.epochs < 0 or not (self.epochs > 0 or self.max_steps > 0):
-            raise ConfigError(f"train for epochs > 0 or max_steps > 0 (epochs must be >= 0), got epochs={self.epochs}, max_steps={self.max_steps}")
-        if not (0 < self.learning_rate < 1) or not (0 <= self.warmup_ratio < 1) or self.teacher_scale <= 0:
-            raise ConfigError("learning_rate must be in (0, 1), warmup_ratio in [0, 1), teacher_scale > 0")
-        if self.max_length < 16 or self.min_words < 0:
-            raise ConfigError("max_length must be at least 16 and min_words >= 0")
+        if self.max_steps == 0 or self.max_steps < -1 or self.max_steps > MAX_STEPS:
+            raise ConfigError(f"max_steps must be an integer from 1 to {MAX_STEPS:,}, or -1 for no limit (the epochs "
+                              f"decide), got {self.max_steps}")
+        if self.epochs < 0 or self.epochs > MAX_EPOCHS or not (self.epochs > 0 or self.max_steps > 0):
+            raise ConfigError(f"train for epochs in (0, {MAX_EPOCHS:,}] or max_steps > 0, got epochs={self.epochs}, "
+                              f"max_steps={self.max_steps}")
+        if self.batch_size > MAX_BATCH:
+            raise ConfigError(f"batch_size must be at most {MAX_BATCH:,} examples, got {self.batch_size}")
+        for name, ok, rule in (("learning_rate", 0 < self.learning_rate < 1, "in (0, 1)"),
+                               ("warmup_ratio", 0 <= self.warmup_ratio < 1, "in [0, 1)"),
+                               ("teacher_scale", self.teacher_scale > 0, "> 0"),
+                               ("max_length", self.max_length >= 16, "at least 16 tokens"),
+                               ("min_words", self.min_words >= 0, ">= 0")):
+            if not ok:
+                raise ConfigError(f"{name} must be {rule}, got {getattr(self, name)!r}")
         if self.seed > MAX_SEED:
             raise ConfigError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}")
 

@@ -43,6 +43,10 @@ def qrels_groups(dataset: Dataset, s: TrainSettings, rng: np.random.Generator) -
             groups.append(Group(q.text, [docs[p].full_text()] + [docs[n].full_text() for n in negs],
                                 [1.0] + [0.0] * len(negs), "qrels"))
     counts.update(groups=len(groups), no_negatives=no_negatives)
+    if no_negatives:
+        logger.warning("qrels: %d of %d training examples have no hard negative (%s's top %d holds only positives); "
+                       "raise negatives_depth or use another negatives stage", no_negatives, len(groups), s.negatives,
+                       s.negatives_depth)
     return groups, counts, {q.qid: q.text for q in queries}
 
 

@@ -142,10 +142,27 @@ def training_arguments(kind: str, s: TrainSettings, checkpoints: Path, steps: in
     if taken:
         raise ConfigError(f"extra: rerank sets {taken} from its own settings (epochs, max_steps, batch_size, "
                           "learning_rate, seed, bf16, save_steps, ...); change those instead")
+    for f in (f for f in dataclasses.fields(arguments) if f.name in s.extra):
+        _check_extra_type(f.name, s.extra[f.name], f.default)
     try:
         return arguments(**own, **{**defaults, **s.extra})
     except (TypeError, ValueError) as e:
         raise ConfigError(f"extra={s.extra!r}: {arguments.__name__} refuses it: {one_line(e)}") from None
+
+
+def _check_extra_type(name: str, value: Any, default: Any) -> None:
+    """Refuse (ConfigError) an ``extra`` value of another type than the argument's default: the
+    arguments class does not check types, and torch would fail deep inside the first step."""
+    if isinstance(default, bool):
+        ok, want = isinstance(value, bool), "true or false"
+    elif isinstance(default, int | float):
+        ok, want = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value), "a finite number"
+    elif isinstance(default, str):
+        ok, want = isinstance(value, str), "text"
+    else:
+        return
+    if not ok:
+        raise ConfigError(f"extra: {name} must be {want} (its default is {default!r}), got {value!r}")
 
 
 def fit(kind: str, model: Any, tables: dict[str, tuple[Any, str]], out: Path, s: TrainSettings) -> tuple[list[tuple[int, float]], int]:
@@ -175,6 +192,9 @@ def fit(kind: str, model: Any, tables: dict[str, tuple[Any, str]], out: Path, s:
     resume = last_checkpoint(checkpoints) if s.resume else None
     if s.resume and resume is None:
         logger.info("resume: no checkpoint in %s, starting from the beginning", checkpoints)
+    done = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0
+    if done >= steps:  # the trainer would run one more step and change the model
+        raise ConfigError(f"the run in {out} is complete ({done} steps of {steps}); raise max_steps or epochs to train on")
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     check_finite_loss(trainer.state.log_history, checkpoints)
     check_finite_model(kind, model, tables, int(trainer.state.global_step), checkpoints)
@@ -240,6 +260,10 @@ def last_checkpoint(checkpoints: Path) -> Path | None:
     return Path(found) if found else None
 
 
+RESUME_STATE = ("optimizer.pt", "scheduler.pt")
+"""Files of a checkpoint without which a resumed run would not continue the same training."""
+
+
 def check_checkpoint(folder: Path, kind: str) -> None:
     """Refuse (ConfigError) a checkpoint that ``resume`` cannot continue a ``kind`` from: a missing or
     unreadable state, config or weights file, a truncated file, or a checkpoint of another kind of model."""
@@ -253,6 +277,9 @@ def check_checkpoint(folder: Path, kind: str) -> None:
         weights = sorted(folder.glob("*.safetensors"))
         if not weights or not isinstance(state, dict) or "global_step" not in state:
             raise ValueError("no weights or no training state")
+        lost = [name for name in RESUME_STATE if not (folder / name).is_file()]
+        if lost:  # the trainer would go on with a fresh optimizer and schedule, and say nothing
+            raise ValueError(f"{', '.join(lost)} missing")
         for path in weights:
             with safe_open(str(path), "pt") as f:  # reads the header, which must cover the whole file
                 list(f.keys())
