@@ -185,3 +185,16 @@ def test_broken_plugin_entries_are_one_line_naming_them():
             from rerank.backends.fake import FakeBackend
 
             register("backend", name)(FakeBackend)
+
+
+@pytest.mark.parametrize("scores, message", [
+    (lambda n: ["high"] * n, "Wordy.score_pairs returned \\['high', 'high'\\], not numbers"),
+    (lambda n: [1.0] * (n + 1), "Wordy.score_pairs returned shape \\(3,\\) for 2 pairs"),
+])
+def test_scores_that_are_not_one_number_per_pair_are_refused_naming_the_reranker(scores, message):
+    class Wordy(TermOverlap):
+        def score_pairs(self, queries, texts):
+            return scores(len(texts))
+
+    with pytest.raises(DataError, match=message):
+        Wordy().rerank("flea", ["a flea", "a cat"])

@@ -149,9 +149,13 @@ class PointwiseReranker(Reranker):
         starts = range(0, len(order), self.batch_size)
         for s in progress_bar(starts, repr(self)[:40], self.progress, unit="batch"):
             idx = order[s : s + self.batch_size]
-            scores = np.asarray(self.score_pairs([pairs[i][0] for i in idx], [pairs[i][1] for i in idx]), dtype=np.float64)
+            made = self.score_pairs([pairs[i][0] for i in idx], [pairs[i][1] for i in idx])
+            try:
+                scores = np.asarray(made, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise DataError(f"{type(self).__name__}.score_pairs returned {made!r:.80}, not numbers") from None
             if scores.shape != (len(idx),):
-                raise ValueError(f"{type(self).__name__}.score_pairs returned shape {scores.shape} for {len(idx)} pairs")
+                raise DataError(f"{type(self).__name__}.score_pairs returned shape {scores.shape} for {len(idx)} pairs")
             out[idx] = scores
         return out
 
