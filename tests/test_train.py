@@ -111,7 +111,7 @@ def test_training_queries_equal_to_a_test_query_are_dropped_and_counted(env, tmp
 
 
 @pytest.mark.parametrize("kind, args, message", [
-    ("cross-encoder", ["--data", "qrels", "--train-split", "dev"], "qrels/dev.tsv"),
+    ("cross-encoder", ["--data", "qrels", "--train-split", "dev"], "has no qrels/dev.tsv: give the training queries as another dataset"),
     ("cross-encoder", ["--data", "qrels", "--train-split", "test"], "is the evaluation split"),
     ("cross-encoder", ["--data", "synthetic", "--num-negatives", "0"], "num_negatives"),
     ("cross-encoder", ["--data", "distill", "--teacher", "bm25 >> nosuch"], "unknown stage"),
@@ -124,6 +124,12 @@ def test_cli_bad_inputs_exit_2_with_one_line(env, tmp_path, capsys, kind, args, 
     code = main(["--quiet", "train", kind, "--dataset", str(env["folder"]), "--out", str(tmp_path / "m"), *args])
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "m").exists()  # a failed run leaves no empty folder behind
+
+
+def test_a_train_split_that_is_not_read_is_warned_about(env, caplog):
+    assert training_split(env["dataset"], "dev", str(env["folder"])).name
+    assert "train_split='dev' (--train-split) is not read" in caplog.text
 
 
 @pytest.mark.parametrize("args, message", [

@@ -30,11 +30,18 @@ def training_split(collection: Dataset, split: str = "train", train_dataset: str
     if train_dataset:
         from rerank.data import load
 
+        if split != "train":
+            logger.warning("train_split=%r (--train-split) is not read: the training queries come from train_dataset=%r",
+                           split, train_dataset)
         return load(train_dataset)
     if not isinstance(collection, BeirDataset):
         raise DataError(f"{collection.name}: pass train_dataset= (e.g. irds:<id of its train split>) for labelled training")
     if split == collection.split:
         raise DataError(f"{collection.name}: the training split {split!r} is the evaluation split; choose another")
+    if find_file(collection.path, f"qrels/{split}.tsv") is None:
+        raise DataError(f"{collection.name} has no qrels/{split}.tsv: give the training queries as another dataset "
+                        "(--train-dataset, train_dataset=, e.g. irds:beir/scifact/train online), or train without "
+                        "labels (--data synthetic)")
     return BeirDataset(collection.path, name=f"{collection.name}/{split}", split=split, rel_threshold=collection.rel_threshold)
 
 

@@ -110,8 +110,6 @@ def train_bi_encoder(dataset: str | Dataset, out: str | Path, settings: TrainSet
 def train_model(kind: str, dataset: str | Dataset, out: str | Path, settings: TrainSettings | None = None,
                 **changes: Any) -> TrainingRecord:
     """Train a ``kind`` (``"cross-encoder"`` or ``"bi-encoder"``) student; see :func:`train_cross_encoder`."""
-    from rerank.data import load
-
     if settings is not None and not isinstance(settings, TrainSettings):
         raise ConfigError(f"settings must be a TrainSettings (or give its fields as keywords: data=[...]), got {settings!r:.60}")
     if not isinstance(dataset, str | Dataset):
@@ -121,9 +119,22 @@ def train_model(kind: str, dataset: str | Dataset, out: str | Path, settings: Tr
     s = (settings or TrainSettings()).with_(**changes)
     s = s.with_(loss=check_losses(kind, s)[0])  # before anything expensive
     check_inputs(kind, dataset, s)
+    created = not Path(out).exists()
     out = check_out(Path(out), kind, s)
-    warn_slow_bf16(s.bf16)  # before the examples are built, so a user can stop at once
+    try:
+        return _train(kind, dataset, out, s)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a run that failed before it wrote anything leaves no empty folder behind
+        raise
+
+
+def _train(kind: str, dataset: str | Dataset, out: Path, s: TrainSettings) -> TrainingRecord:
+    """The run itself, once its settings and output folder are checked."""
     from rerank.backends import loaded_backends
+    from rerank.data import load
+
+    warn_slow_bf16(s.bf16)  # before the examples are built, so a user can stop at once
 
     before = {id(b) for b in loaded_backends()}
     ds = load(dataset) if isinstance(dataset, str) else dataset
@@ -181,7 +192,7 @@ def check_out(out: Path, kind: str, s: TrainSettings) -> Path:
     if out.is_dir() and any(out.iterdir()) and not any((out / m).exists() for m in OUTPUT_MARKERS):
         raise ConfigError(f"{out} (--out) is a folder that does not hold a training output; choose a new or empty folder")
     if (out / "config.json").exists() and not s.resume:
-        raise ConfigError(f"{out} already holds a model; choose another output folder (or resume=True)")
+        raise ConfigError(f"{out} already holds a model; choose another output folder (or continue it: --resume, resume=True)")
     held = TrainingRecord.load(out).settings.get("model", "cross-encoder") if (out / "training_record.json").exists() else kind
     if held != kind:
         raise ConfigError(f"{out} holds a {held}, not a {kind}; resume it as a {held} or choose another output folder")
