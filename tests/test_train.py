@@ -142,6 +142,8 @@ def test_a_train_split_that_is_not_read_is_warned_about(env, caplog):
     (["--max-length", "100000"], "longer than"),
     (["--seed", "-1"], "seed must be >= 0"),
     (["--teacher-scale", "nan"], "teacher_scale must be a finite number"),
+    (["--data", "distill", "--teacher", "bm25 % 100 >> cross-encoder(model='/no/such/model')"],
+     "teacher (--teacher) model '/no/such/model' cannot be loaded (no such folder)"),
 ])
 def test_cli_bad_model_and_stage_inputs_exit_2_before_any_work(env, tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)  # '.' is a folder without a model; nothing may be written here

@@ -42,7 +42,9 @@ def check_expressions(s: TrainSettings) -> None:
     """Parse every stage expression the settings use, before any expensive work (raises ConfigError);
     those that must find documents for bare queries must start with a retriever."""
     from rerank.expr import build
+    from rerank.models import cannot_load, unloadable
     from rerank.rerankers.base import starts_with_retrieval
+    from rerank.stage import leaves
 
     used = {"qrels": ["negatives"], "synthetic": ["encoder", "roundtrip", "negatives"], "distill": ["teacher"]}
     if s.data == ("distill",):
@@ -54,6 +56,9 @@ def check_expressions(s: TrainSettings) -> None:
             if name != "encoder" and not starts_with_retrieval(stage):  # the encoder has its own check (dense)
                 raise ConfigError(f"{name}={expr!r} (--{name}) reranks but retrieves nothing; give a first stage, "
                                   f"e.g. 'bm25 % 100 >> {expr}'")
+            for model in (m for leaf in leaves(stage) if isinstance(m := getattr(leaf, "model", None), str)):
+                if problem := unloadable(model):  # a model path that is not there: now, not after the examples
+                    raise cannot_load(f"{name} (--{name}) model", model, problem)
 
 
 def build_examples(dataset: Dataset, s: TrainSettings) -> tuple[dict[str, list[Group]], dict[str, dict[str, int]], dict[str, float]]:
