@@ -473,3 +473,14 @@ def test_bf16_on_a_cpu_that_emulates_it_is_warned_about(monkeypatch, caplog, nat
     expected = warned and not torch.cuda.is_available()
     assert warn_slow_bf16(True) is expected and ("emulated" in caplog.text) is expected
     assert warn_slow_bf16(False) is False
+
+
+def test_llm_generator_settings_that_a_run_does_not_read_are_warned_about(caplog):
+    from rerank.train.run import warn_unread
+
+    warn_unread(TrainSettings(prompt="nosuch/prompt"))
+    warn_unread(TrainSettings(backend="hf:other", data=("qrels",)))
+    warn_unread(TrainSettings(prompt="nosuch/prompt", generator="llm"))  # read: no warning
+    assert [r.getMessage() for r in caplog.records] == [
+        "prompt (--prompt) is read only by the llm generator; generator='sentence': not read",
+        "backend (--backend) is read only by the llm generator; no synthetic queries are made: not read"]

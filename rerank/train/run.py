@@ -123,6 +123,7 @@ def train_model(kind: str, dataset: str | Dataset, out: str | Path, settings: Tr
         raise ConfigError(f"out must be the folder to save the model in, got {out!r:.60}")
     s = (settings or TrainSettings()).with_(**changes)
     s = s.with_(loss=check_losses(kind, s)[0])  # before anything expensive
+    warn_unread(s)
     check_inputs(kind, dataset, s)
     created = not Path(out).exists()
     out = check_out(Path(out), kind, s)
@@ -176,6 +177,17 @@ def _train(kind: str, dataset: str | Dataset, out: Path, s: TrainSettings) -> Tr
     record.save(out)
     logger.info("saved %s (%d steps, %.0f s); record in %s", out, steps, seconds["total"], out / "training_record.json")
     return record
+
+
+def warn_unread(s: TrainSettings) -> None:
+    """Warn about the LLM generator's settings given to a run that does not generate with an LLM."""
+    generates = "synthetic" in s.data or s.data == ("distill",)
+    defaults = TrainSettings()
+    unread = [n for n in ("backend", "prompt") if getattr(s, n) != getattr(defaults, n)]
+    if unread and (s.generator != "llm" or not generates):
+        why = f"generator={s.generator!r}" if generates else "no synthetic queries are made"
+        logger.warning("%s (--%s) is read only by the llm generator; %s: not read",
+                       " and ".join(unread), " --".join(unread), why)
 
 
 def check_inputs(kind: str, dataset: str | Dataset, s: TrainSettings) -> None:
