@@ -101,11 +101,17 @@ def local_sources(name: str, options: Mapping[str, Any] | None = None) -> list[P
     if key is None:
         return [Path(name).expanduser()]
     entry = _catalog()[key]
-    found = [d / entry["folder"] for d in dataset_dirs() if (d / entry["folder"]).is_dir()][:1]
-    documents = (options or {}).get("documents") or os.environ.get("RERANK_BRIGHT")
-    if entry.get("layout") == "bright" and documents:
-        found.append(Path(documents))
+    found = [folder] if (folder := _bundled_folder(entry)) else []
+    if entry.get("layout") == "bright":
+        from rerank.data.bright import documents_location
+
+        found += [documents] if (documents := documents_location((options or {}).get("documents"))) else []
     return found
+
+
+def _bundled_folder(entry: dict[str, Any]) -> Path | None:
+    """The first of :func:`dataset_dirs` that holds the catalog entry's folder."""
+    return next((d / entry["folder"] for d in dataset_dirs() if (d / entry["folder"]).is_dir()), None)
 
 
 def _catalog_key(name: str) -> str | None:
@@ -126,7 +132,7 @@ def _warn_if_shadowing(name: str, key: str, folder: str) -> None:
 
 def _from_catalog(key: str, entry: dict[str, Any], options: dict[str, Any]) -> Dataset:
     options = {"rel_threshold": entry.get("rel_threshold", 1), **options}
-    folder = next((d / entry["folder"] for d in dataset_dirs() if (d / entry["folder"]).is_dir()), None)
+    folder = _bundled_folder(entry)
     if entry.get("layout") == "bright":
         from rerank.data.bright import BrightDataset
 

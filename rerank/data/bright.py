@@ -42,7 +42,7 @@ class BrightDataset(Dataset):
         self.long = long
         self.qrels_variant = qrels
         self.rel_threshold = rel_threshold
-        self.documents = Path(documents) if documents else (Path(os.environ["RERANK_BRIGHT"]) if os.environ.get("RERANK_BRIGHT") else None)
+        self.documents = documents_location(documents)
         self._examples = examples
 
     @classmethod
@@ -118,6 +118,12 @@ def _ids(value: Any) -> list[str]:
     if isinstance(value, str):
         value = ast.literal_eval(value) if value.startswith("[") else [value]
     return [str(v) for v in value]
+
+
+def documents_location(documents: str | Path | None) -> Path | None:
+    """Where BRIGHT's documents are read from: ``documents``, else ``$RERANK_BRIGHT``, else nowhere."""
+    given = documents or os.environ.get("RERANK_BRIGHT")
+    return Path(given) if given else None
 
 
 def _task_files(folder: Path, task: str) -> list[Path]:
