@@ -97,14 +97,15 @@ def check_arguments(cls: type, args: Sequence[Any], kwargs: Mapping[str, Any], w
             parse_spec(value)
 
 
-def check_fields(obj: Any) -> None:
+def check_fields(obj: Any, shown: Callable[[str], str] = str) -> None:
     """Check a dataclass's fields as :func:`check_arguments` checks text arguments: each value must
-    match its type hint and fall inside :data:`RANGES` (for settings objects built in Python)."""
+    match its type hint and fall inside :data:`RANGES` (for settings objects built in Python).
+    Messages name a field as ``shown(name)`` (e.g. with its command-line flag)."""
     hints = class_hints(type(obj))
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        _check_type(f.name, value, hints.get(f.name, Any), type(obj).__name__)
-        _check_range(f.name, value, type(obj).__name__)
+        _check_type(shown(f.name), value, hints.get(f.name, Any), type(obj).__name__)
+        _check_range(f.name, value, type(obj).__name__, shown(f.name))
 
 
 def is_integer(value: Any) -> bool:
@@ -131,14 +132,15 @@ def _check_type(name: str, value: Any, hint: Any, what: str) -> None:
     raise ConfigError(f"{what}: {name} must be {describe(hint)}, got {value!r} ({type(value).__name__})")
 
 
-def _check_range(name: str, value: Any, what: str) -> None:
+def _check_range(name: str, value: Any, what: str, shown: str | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return
+    low, high = RANGES.get(name, (None, None))
+    positive, name = name in POSITIVE, shown or name
     if not is_integer(value) and not math.isfinite(value):
         raise ConfigError(f"{what}: {name} must be a finite number, got {value!r}")
-    if name in POSITIVE and value <= 0:
+    if positive and value <= 0:
         raise ConfigError(f"{what}: {name} must be > 0, got {value!r}")
-    low, high = RANGES.get(name, (None, None))
     if low is not None and high is not None and not low <= value <= high:
         raise ConfigError(f"{what}: {name} must be between {low} and {high}, got {value!r}")
     if low is not None and value < low:

@@ -60,15 +60,15 @@ def env(tmp_path_factory):
     ({"generator": "gpt"}, "generator"), ({"num_negatives": 0}, "num_negatives"), ({"num_documents": 2.5}, "num_documents"),
     ({"teacher_docs": 50}, "teacher_docs"), ({"epochs": 0}, "epochs"), ({"learning_rate": float("nan")}, "learning_rate"),
     ({"nosuch": 1}, "unknown training settings"), ({"distill_loss": "bce"}, "labels in \\[0, 1\\]"),
-    ({"teacher_scale": float("nan")}, "teacher_scale must be a finite"), ({"teacher_scale": float("inf")}, "teacher_scale"),
-    ({"epochs": float("inf")}, "epochs must be a finite"), ({"epochs": -1.0}, "epochs in \\(0, 10,000\\]"),
-    ({"seed": -1}, "seed must be >= 0"), ({"seed": 2**32}, "seed must be between 0 and 4294967295"),
-    ({"max_length": "64"}, "max_length must be an integer"), ({"data": 5}, "data must be"), ({"extra": ["fp16"]}, "extra must be"),
-    ({"max_steps": 0}, "max_steps must be an integer from 1 to 10,000,000, or -1"), ({"max_steps": -2}, "max_steps must be"),
-    ({"max_steps": 10**20}, "max_steps must be an integer from 1"), ({"epochs": 1e12}, "epochs in \\(0, 10,000\\]"),
-    ({"batch_size": 10**8}, "batch_size must be at most 65,536"), ({"learning_rate": 5.0}, "learning_rate must be in \\(0, 1\\), got 5.0"),
-    ({"warmup_ratio": 1.0}, "warmup_ratio must be in \\[0, 1\\), got 1.0"), ({"teacher_scale": -1.0}, "teacher_scale must be > 0"),
-    ({"min_words": -1}, "min_words must be >= 0"),
+    ({"teacher_scale": float("nan")}, "teacher_scale \\(--teacher-scale\\) must be a finite"), ({"teacher_scale": float("inf")}, "teacher_scale"),
+    ({"epochs": float("inf")}, "epochs \\(--epochs\\) must be a finite"), ({"epochs": -1.0}, "epochs \\(--epochs\\) in \\(0, 10,000\\]"),
+    ({"seed": -1}, "seed \\(--seed\\) must be >= 0"), ({"seed": 2**32}, "seed \\(--seed\\) must be between 0 and 4294967295"),
+    ({"max_length": "64"}, "max_length \\(--max-length\\) must be an integer"), ({"data": 5}, "data \\(--data\\) must be"), ({"extra": ["fp16"]}, "extra must be"),
+    ({"max_steps": 0}, "max_steps \\(--max-steps\\) must be an integer from 1 to 10,000,000, or -1"), ({"max_steps": -2}, "max_steps \\(--max-steps\\) must be"),
+    ({"max_steps": 10**20}, "max_steps \\(--max-steps\\) must be an integer from 1"), ({"epochs": 1e12}, "epochs \\(--epochs\\) in \\(0, 10,000\\]"),
+    ({"batch_size": 10**8}, "batch_size \\(--batch-size\\) must be at most 65,536"), ({"learning_rate": 5.0}, "learning_rate \\(--learning-rate\\) must be in \\(0, 1\\), got 5.0"),
+    ({"warmup_ratio": 1.0}, "warmup_ratio \\(--warmup-ratio\\) must be in \\[0, 1\\), got 1.0"), ({"teacher_scale": -1.0}, "teacher_scale \\(--teacher-scale\\) must be > 0"),
+    ({"min_words": -1}, "min_words \\(--min-words\\) must be >= 0"),
 ])
 def test_bad_settings_are_refused(changes, message):
     with pytest.raises(ConfigError, match=message):
@@ -115,10 +115,10 @@ def test_training_queries_equal_to_a_test_query_are_dropped_and_counted(env, tmp
     ("cross-encoder", ["--data", "qrels", "--train-split", "test"], "is the evaluation split"),
     ("cross-encoder", ["--data", "synthetic", "--num-negatives", "0"], "num_negatives"),
     ("cross-encoder", ["--data", "distill", "--teacher", "bm25 >> nosuch"], "unknown stage"),
-    ("cross-encoder", ["--loss", "mnrl"], "loss='mnrl' does not train a cross-encoder"),
+    ("cross-encoder", ["--loss", "mnrl"], "loss='mnrl' (--loss) does not train a cross-encoder"),
     ("bi-encoder", ["--data", "qrels", "--train-split", "test"], "is the evaluation split"),
-    ("bi-encoder", ["--loss", "listnet"], "loss='listnet' does not train a bi-encoder"),
-    ("bi-encoder", ["--data", "distill", "--distill-loss", "bce", "--teacher-scale", "1"], "distill_loss='bce' does not train a bi-encoder"),
+    ("bi-encoder", ["--loss", "listnet"], "loss='listnet' (--loss) does not train a bi-encoder"),
+    ("bi-encoder", ["--data", "distill", "--distill-loss", "bce", "--teacher-scale", "1"], "distill_loss='bce' (--distill-loss) does not train a bi-encoder"),
 ])
 def test_cli_bad_inputs_exit_2_with_one_line(env, tmp_path, capsys, kind, args, message):
     code = main(["--quiet", "train", kind, "--dataset", str(env["folder"]), "--out", str(tmp_path / "m"), *args])
@@ -140,8 +140,8 @@ def test_a_train_split_that_is_not_read_is_warned_about(env, caplog):
     (["--from", "."], "a folder without config.json"),
     (["--from", "nosuch-org/nosuch-model"], "cannot be loaded"),
     (["--max-length", "100000"], "longer than"),
-    (["--seed", "-1"], "seed must be >= 0"),
-    (["--teacher-scale", "nan"], "teacher_scale must be a finite number"),
+    (["--seed", "-1"], "seed (--seed) must be >= 0"),
+    (["--teacher-scale", "nan"], "teacher_scale (--teacher-scale) must be a finite number"),
     (["--data", "distill", "--teacher", "bm25 % 100 >> cross-encoder(model='/no/such/model')"],
      "teacher (--teacher) model '/no/such/model' cannot be loaded (no such folder)"),
 ])
@@ -230,7 +230,7 @@ def test_a_really_diverging_training_is_refused_and_saves_no_model(env, tmp_path
     line = err.splitlines()[-1]
     assert code == 2 and err.count("rerank:") == 1, err
     assert line.startswith("rerank: error: the training loss became inf at step 1; the model was not saved"), err
-    assert "Lower learning_rate or teacher_scale" in line
+    assert "Lower learning_rate (--learning-rate) or teacher_scale (--teacher-scale)" in line
     no_model(out)
 
     out = tmp_path / "sgd"
@@ -395,9 +395,9 @@ def test_training_changes_scores_saves_a_pipeline_model_and_resumes(env, tmp_pat
         train_cross_encoder(env["dataset"], out, s)
     resumed = train_cross_encoder(env["dataset"], out, s.with_(max_steps=3, resume=True))
     assert resumed.steps == 3
-    with pytest.raises(ConfigError, match=r"is complete \(3 steps of 3\); raise max_steps or epochs"):
+    with pytest.raises(ConfigError, match=r"is complete \(3 steps of 3\); raise max_steps \(--max-steps\) or epochs"):
         train_cross_encoder(env["dataset"], out, s.with_(max_steps=3, resume=True))  # not one step more
-    with pytest.raises(ConfigError, match="trained with other settings: data, learning_rate"):
+    with pytest.raises(ConfigError, match=r"trained with other settings: data \(--data\), learning_rate \(--learning-rate\)"):
         train_cross_encoder(env["dataset"], out, s.with_(max_steps=4, resume=True, learning_rate=1e-3, data=["synthetic", "distill"]))
     half = tmp_path / "half"  # a run stopped before it saved its model
     shutil.copytree(out / "checkpoints", half / "checkpoints")

@@ -26,7 +26,7 @@ from rerank.errors import ConfigError, RerankError, one_line, one_of
 from rerank.train import sources
 from rerank.train.examples import Group, layout, to_dataset
 from rerank.train.record import TrainingRecord, versions
-from rerank.train.settings import RESUMABLE, STUDENT_LOSSES, TrainSettings
+from rerank.train.settings import RESUMABLE, STUDENT_LOSSES, TrainSettings, flag, named
 from rerank.train.trainer import (check_base, check_checkpoint, last_checkpoint, training_arguments,
                                   warn_slow_bf16)
 
@@ -242,7 +242,7 @@ def check_same_run(path: Path, kind: str, s: TrainSettings) -> None:
     changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if changed:
         first = changed[0]
-        raise ConfigError(f"--resume continues the run in {path.parent}, trained with other settings: {', '.join(changed)} "
+        raise ConfigError(f"--resume continues the run in {path.parent}, trained with other settings: {', '.join(map(named, changed))} "
                           f"(e.g. {first}={saved.get(first)!r}, now {now.get(first)!r}); only "
                           f"{', '.join(RESUMABLE[:3])} may change, or choose another output folder")
 
@@ -276,5 +276,5 @@ def check_losses(kind: str, s: TrainSettings) -> tuple[str, str]:
     chosen = (s.loss or allowed[0], s.distill_loss)
     for setting, loss in zip(("loss", "distill_loss"), chosen):
         if loss not in allowed:
-            raise ConfigError(f"{setting}={loss!r} does not train a {kind}; choose one of {', '.join(allowed)}")
+            raise ConfigError(f"{setting}={loss!r} ({flag(setting)}) does not train a {kind}; choose one of {', '.join(allowed)}")
     return chosen

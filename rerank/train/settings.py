@@ -21,6 +21,8 @@ MAX_SEED = int(np.iinfo(np.uint32).max)
 """The largest seed numpy's and transformers' seeding accept."""
 MAX_STEPS, MAX_EPOCHS, MAX_BATCH = 10_000_000, 10_000, 65_536
 """Upper bounds that catch a typo (``1e12`` epochs) before a run that would never end."""
+FLAGS = {"base": "--from", "progress": "--quiet", "extra": None}
+"""Settings whose command-line flag is not ``--`` and the name with dashes (None: Python only)."""
 RESUMABLE = ("epochs", "max_steps", "save_steps", "resume", "progress", "cache")
 """Settings a resumed run may change: how long it trains and how it reports; the rest must match."""
 
@@ -99,10 +101,10 @@ class TrainSettings:
             value = getattr(self, f.name)
             if isinstance(value, Path | np.generic):
                 object.__setattr__(self, f.name, str(value) if isinstance(value, Path) else value.item())
-        check_fields(self)  # every field's type, finite numbers, RANGES (seed >= 0, max_length >= 1)
+        check_fields(self, named)  # every field's type, finite numbers, RANGES (seed >= 0, max_length >= 1)
         unknown = [d for d in data if d not in SOURCES]
         if not data or unknown or len(set(data)) != len(data):
-            raise ConfigError(f"data={list(data)}: give one or more distinct sources of {SOURCES}")
+            raise ConfigError(f"data={list(data)} (--data): give one or more distinct sources of {SOURCES}")
         one_of("generator", self.generator, GENERATORS)
         if self.loss is not None:
             one_of("loss", self.loss, LOSSES)
@@ -110,8 +112,8 @@ class TrainSettings:
         one_of("teacher_norm", self.teacher_norm, TEACHER_NORMS)
         self._check_counts()
         if self.distill_loss == "bce" and not (self.teacher_norm == "minmax" and self.teacher_scale <= 1):
-            raise ConfigError("distill_loss='bce' needs teacher labels in [0, 1]: teacher_norm='minmax' and "
-                              f"teacher_scale <= 1 (got {self.teacher_norm!r}, {self.teacher_scale}); or use margin-mse")
+            raise ConfigError("distill_loss='bce' (--distill-loss) needs teacher labels in [0, 1]: --teacher-norm minmax "
+                              f"and --teacher-scale <= 1 (got {self.teacher_norm!r}, {self.teacher_scale}); or use margin-mse")
 
     def _check_counts(self) -> None:
         """Ranges of the numbers (their types are checked already)."""
@@ -119,26 +121,27 @@ class TrainSettings:
                      "roundtrip_k", "teacher_depth", "batch_size", "save_steps"):
             value = getattr(self, name)
             if value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+                raise ConfigError(f"{named(name)} must be a positive integer, got {value!r}")
         if self.teacher_docs < 2 or self.teacher_docs > self.teacher_depth:
-            raise ConfigError(f"teacher_docs must be between 2 and teacher_depth ({self.teacher_depth}), got {self.teacher_docs}")
+            raise ConfigError(f"{named('teacher_docs')} must be between 2 and {named('teacher_depth')} "
+                              f"({self.teacher_depth}), got {self.teacher_docs}")
         if self.max_steps == 0 or self.max_steps < -1 or self.max_steps > MAX_STEPS:
-            raise ConfigError(f"max_steps must be an integer from 1 to {MAX_STEPS:,}, or -1 for no limit (the epochs "
+            raise ConfigError(f"{named('max_steps')} must be an integer from 1 to {MAX_STEPS:,}, or -1 for no limit (the epochs "
                               f"decide), got {self.max_steps}")
         if self.epochs < 0 or self.epochs > MAX_EPOCHS or not (self.epochs > 0 or self.max_steps > 0):
-            raise ConfigError(f"train for epochs in (0, {MAX_EPOCHS:,}] or max_steps > 0, got epochs={self.epochs}, "
-                              f"max_steps={self.max_steps}")
+            raise ConfigError(f"train for {named('epochs')} in (0, {MAX_EPOCHS:,}] or {named('max_steps')} > 0, "
+                              f"got epochs={self.epochs}, max_steps={self.max_steps}")
         if self.batch_size > MAX_BATCH:
-            raise ConfigError(f"batch_size must be at most {MAX_BATCH:,} examples, got {self.batch_size}")
+            raise ConfigError(f"{named('batch_size')} must be at most {MAX_BATCH:,} examples, got {self.batch_size}")
         for name, ok, rule in (("learning_rate", 0 < self.learning_rate < 1, "in (0, 1)"),
                                ("warmup_ratio", 0 <= self.warmup_ratio < 1, "in [0, 1)"),
                                ("teacher_scale", self.teacher_scale > 0, "> 0"),
                                ("max_length", self.max_length >= 16, "at least 16 tokens"),
                                ("min_words", self.min_words >= 0, ">= 0")):
             if not ok:
-                raise ConfigError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+                raise ConfigError(f"{named(name)} must be {rule}, got {getattr(self, name)!r}")
         if self.seed > MAX_SEED:
-            raise ConfigError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}")
+            raise ConfigError(f"{named('seed')} must be between 0 and {MAX_SEED}, got {self.seed}")
 
     def with_(self, **changes: Any) -> TrainSettings:
         """A copy with some settings changed (validated again)."""
@@ -152,3 +155,13 @@ class TrainSettings:
         out = asdict(self)
         out["data"] = list(self.data)
         return out
+
+
+def flag(setting: str) -> str | None:
+    """A setting's command-line flag: ``--batch-size`` for ``batch_size``; None for a Python-only one."""
+    return FLAGS.get(setting, "--" + setting.replace("_", "-"))
+
+
+def named(setting: str) -> str:
+    """A setting's Python name and its flag, for messages that both API and CLI users read: ``batch_size (--batch-size)``."""
+    return f"{setting} ({flag(setting)})" if flag(setting) else setting

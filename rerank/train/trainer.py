@@ -194,7 +194,7 @@ def fit(kind: str, model: Any, tables: dict[str, tuple[Any, str]], out: Path, s:
         logger.info("resume: no checkpoint in %s, starting from the beginning", checkpoints)
     done = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0
     if done >= steps:  # the trainer would run one more step and change the model
-        raise ConfigError(f"the run in {out} is complete ({done} steps of {steps}); raise max_steps or epochs to train on")
+        raise ConfigError(f"the run in {out} is complete ({done} steps of {steps}); raise max_steps (--max-steps) or epochs (--epochs) to train on")
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     check_finite_loss(trainer.state.log_history, checkpoints)
     check_finite_model(kind, model, tables, int(trainer.state.global_step), checkpoints)
@@ -249,7 +249,7 @@ def first_pairs(tables: dict[str, tuple[Any, str]], rows: int = 2) -> list[tuple
 def _diverged(what: str, checkpoints: Path) -> str:
     """The message of a training that diverged: ``what`` went wrong, and what to do."""
     return (f"{what}; the model was not saved and the checkpoints in {checkpoints} are unusable (delete them). Lower "
-            "learning_rate or teacher_scale, or check the teacher's scores")
+            "learning_rate (--learning-rate) or teacher_scale (--teacher-scale), or check the teacher's scores")
 
 
 def last_checkpoint(checkpoints: Path) -> Path | None:
