@@ -354,7 +354,7 @@ def test_qrels_partly_outside_the_collection_are_evaluated_with_a_count(tmp_path
     with caplog.at_level(logging.WARNING, logger="rerank"):
         code, out, _ = cli(capsys, "eval", "--dataset", str(data), "--pipeline", "bm25", "--metrics", "mrr@10")
     assert code == 0 and scores(out)["bm25"]["mrr@10"] == "0.8000" and scores(out)["bm25"]["queries"] == "5"  # q5 scores 0: its document is absent
-    assert "2 of 7 judged queries are not among the queries" in caplog.text
+    assert "2 of 7 judged queries are not among its queries" in caplog.text
     assert "1 judged queries have none of their relevant documents in the corpus" in caplog.text
 
 

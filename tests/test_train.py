@@ -110,6 +110,17 @@ def test_training_queries_equal_to_a_test_query_are_dropped_and_counted(env, tmp
     assert [q.qid for q in queries] == ["tr2"] and counts["dropped_test_text"] == 1
 
 
+def test_training_qrels_of_queries_the_split_lacks_are_dropped_and_counted_with_one_warning(env, tmp_path, caplog):
+    folder = write_beir(tmp_path / "orphan", [json.loads(line) for line in (env["folder"] / "corpus.jsonl").read_text().splitlines()],
+                        [{"_id": "t1", "text": "a test query"}, {"_id": "tr1", "text": "cells and genes"}],
+                        {"test": [("t1", "4983", 1)], "train": [("tr1", "4983", 1), ("nosuch", "5836", 1)]})
+    ds = BeirDataset(folder)
+    queries, counts = labelled_queries(ds, training_split(ds))
+    assert [q.qid for q in queries] == ["tr1"] and counts["dropped_unknown_queries"] == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "orphan/train: 1 of 2 judged queries are not among its queries, so they are neither evaluated nor trained on (e.g. ['nosuch'])"]
+
+
 @pytest.mark.parametrize("kind, args, message", [
     ("cross-encoder", ["--data", "qrels", "--train-split", "dev"], "has no qrels/dev.tsv: give the training queries as another dataset"),
     ("cross-encoder", ["--data", "qrels", "--train-split", "test"], "is the evaluation split"),

@@ -120,7 +120,8 @@ class Dataset(ABC):
             raise DataError(f"{self.name}: none of the {len(qrels)} judged queries is among the {len(queries)} queries, "
                             f"so the qrels and the queries use different ids (qrels ids like {sorted(orphans)[:3]}, query ids like {sorted(queries)[:3]})")
         if orphans:
-            logger.warning("%s: %d of %d judged queries are not among the queries and are not evaluated (e.g. %s)",
+            logger.warning("%s: %d of %d judged queries are not among its queries, so they are neither evaluated nor "
+                           "trained on (e.g. %s)",
                            self.name, len(orphans), len(qrels), sorted(orphans)[:3])
         hollow = [q for q, docs in qrels.items() if q in queries and not any(r > 0 for r in docs.values())]
         if hollow:
