@@ -305,13 +305,20 @@ def judged_topics(dataset: Any, limit: int | None) -> tuple[Ranking, list[str]]:
 
 
 def check_ids(ranking: Ranking, dataset: Any) -> None:
-    """Fail when no retrieved document is judged at all: the corpus and qrels ids do not match."""
+    """Fail when no retrieved document is judged and the retrieved ids are not the corpus's (or there is
+    no corpus to tell): the run and the qrels use different ids. Judged ids are checked against the
+    corpus when the qrels load, so retrieved corpus ids that miss every judged one are a real score of 0."""
     judged = {d for docs in dataset.qrels().values() for d in docs}
     retrieved = set(ranking.to_pandas()["docid"])
-    if not judged & retrieved:
-        raise DataError(f"{dataset.name}: none of the {len(retrieved)} retrieved docids is in the qrels "
-                        f"(retrieved {sorted(retrieved)[:3]}, judged {sorted(judged)[:3]}): "
-                        "the corpus and the qrels use different ids")
+    if judged & retrieved:
+        return
+    if dataset.known_docids(retrieved):
+        logger.warning("%s: none of the %d retrieved documents is judged, so every measure is 0",
+                       dataset.name, len(retrieved))
+        return
+    raise DataError(f"{dataset.name}: none of the {len(retrieved)} retrieved docids is in the qrels "
+                    f"(retrieved {sorted(retrieved)[:3]}, judged {sorted(judged)[:3]}): "
+                    "the run and the qrels use different ids")
 
 
 def versions() -> dict[str, str]:

@@ -99,6 +99,17 @@ def test_judged_queries_without_a_relevant_document_are_left_out_with_a_count_an
     assert "1 judged queries have no relevant document" in caplog.text
 
 
+def test_a_system_that_retrieves_no_judged_document_scores_0_with_a_warning_not_an_id_error(tmp_path, capsys, caplog):
+    data = beir(tmp_path / "c", qrels=["query-id\tcorpus-id\tscore\n", "q4\td1\t1\n"])  # one query, one judgment
+    with caplog.at_level(logging.WARNING, logger="rerank"):
+        code, out, _ = cli(capsys, "eval", "--dataset", str(data), "--pipeline", "bm25 % 1")  # d8, not d1
+    assert code == 0 and scores(out)["bm25 % 1"]["ndcg@10"] == "0.0000"  # the corpus's ids: a real 0
+    assert "none of the 1 retrieved documents is judged, so every measure is 0" in caplog.text
+    foreign = Ranking.from_records([("q4", "long river", "x9", 1.0)])  # ids of another collection
+    error = Experiment({"run": foreign}, str(data), ["ndcg@10"]).run().cells[str(data), "run"].error
+    assert "none of the 1 retrieved docids is in the qrels" in error and "the run and the qrels use different ids" in error
+
+
 def test_an_undefined_metric_warns_through_experiments_too(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="rerank"):
         Experiment({"b": "bm25"}, str(beir(tmp_path / "c")), ["bpref", "mrr@10"]).run()

@@ -52,6 +52,14 @@ class Dataset(ABC):
         """Random access to documents by docid."""
         return {d.docid: d for d in self.corpus()}
 
+    def known_docids(self, docids: set[str]) -> set[str] | None:
+        """Those of ``docids`` that the corpus has; None when the corpus is not at hand."""
+        try:
+            store = self.docstore
+        except DataError:
+            return None
+        return {d for d in docids if d in store}
+
     @cached_property
     def fingerprint(self) -> str:
         """A hash of the corpus content (every docid, title and text): what index caches are keyed by."""

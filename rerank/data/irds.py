@@ -59,17 +59,16 @@ class IrDatasetsDataset(Dataset):
         if repeated:
             logger.warning("%s: %d repeated judgments of a (query, document) pair; each pair keeps its highest grade",
                            where, repeated)
-        return self._checked_qrels(out, self._judged_in_corpus(out))
+        return self._checked_qrels(out, self.known_docids({d for docs in out.values() for d in docs}))
 
-    def _judged_in_corpus(self, qrels: dict[str, dict[str, int]]) -> set[str] | None:
-        """The judged docids the corpus has, looked up in ir_datasets' document store (no full corpus
-        load); None when the documents are not at hand (then docids are not checked)."""
+    def known_docids(self, docids: set[str]) -> set[str] | None:
+        """Those of ``docids`` that the corpus has, looked up in ir_datasets' document store (no full
+        corpus load); None when the documents are not at hand (then docids are not checked)."""
         if not self._ds.has_docs():
             return None
-        judged = {d for docs in qrels.values() for d in docs}
         try:
-            return set(self._ds.docs_store().get_many(judged))
+            return set(self._ds.docs_store().get_many(docids))
         except Exception as e:  # noqa: BLE001 -- documents not downloaded (offline): evaluate without the check
-            logger.info("ir_datasets %r: judged docids not checked against the corpus (%s: %s)", self.irds_id,
+            logger.info("ir_datasets %r: docids not checked against the corpus (%s: %s)", self.irds_id,
                         type(e).__name__, e)
             return None
