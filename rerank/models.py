@@ -134,6 +134,20 @@ def unloadable(source: object) -> str:
     return ""
 
 
+def has_model_file(path: str, name: str) -> bool:
+    """Whether the model folder or hub repository ``path`` holds the file ``name`` (a hub file is looked
+    up in the local cache when offline, fetched when online)."""
+    if Path(path).expanduser().is_dir():
+        return (Path(path).expanduser() / name).is_file()
+    from huggingface_hub import hf_hub_download
+
+    try:
+        hf_hub_download(path, name)
+        return True
+    except Exception:  # noqa: BLE001 -- any hub failure (offline, missing repo or file) means: not found
+        return False
+
+
 def cannot_load(what: str, name: object, cause: BaseException | str) -> ConfigError:
     """The error for ``what`` (``"cross-encoder model"``) ``name`` that cannot be loaded: the first line of
     ``cause``, and what to give instead."""

@@ -155,6 +155,9 @@ def test_a_train_split_that_is_not_read_is_warned_about(env, caplog):
     (["--teacher-scale", "nan"], "teacher_scale (--teacher-scale) must be a finite number"),
     (["--data", "distill", "--teacher", "bm25 % 100 >> cross-encoder(model='/no/such/model')"],
      "teacher (--teacher) model '/no/such/model' cannot be loaded (no such folder)"),
+    (["--data", "distill", "--teacher", "bm25 % 100 >> cross-encoder(model='nosuch-org/nosuch-model')"],
+     "teacher (--teacher) model 'nosuch-org/nosuch-model' cannot be loaded (not a local folder, and neither in the hub cache"),
+    (["--data", "synthetic", "--encoder", "dense(model='nosuch-org/nosuch-model')"], "encoder (--encoder) model 'nosuch-org/nosuch-model'"),
 ])
 def test_cli_bad_model_and_stage_inputs_exit_2_before_any_work(env, tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)  # '.' is a folder without a model; nothing may be written here

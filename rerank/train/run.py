@@ -23,6 +23,7 @@ import numpy as np
 
 from rerank.data import Dataset
 from rerank.errors import ConfigError, RerankError, one_line, one_of
+from rerank.models import has_model_file
 from rerank.train import sources
 from rerank.train.examples import Group, layout, to_dataset
 from rerank.train.record import TrainingRecord, versions
@@ -41,6 +42,7 @@ OUTPUT_MARKERS = ("training_record.json", "config.json", "checkpoints", RUN_SETT
 def check_expressions(s: TrainSettings) -> None:
     """Parse every stage expression the settings use, before any expensive work (raises ConfigError);
     those that must find documents for bare queries must start with a retriever."""
+    from rerank.encoders import resolve_encoder
     from rerank.expr import build
     from rerank.models import cannot_load, unloadable
     from rerank.rerankers.base import starts_with_retrieval
@@ -57,8 +59,15 @@ def check_expressions(s: TrainSettings) -> None:
                 raise ConfigError(f"{name}={expr!r} (--{name}) reranks but retrieves nothing; give a first stage, "
                                   f"e.g. 'bm25 % 100 >> {expr}'")
             for model in (m for leaf in leaves(stage) if isinstance(m := getattr(leaf, "model", None), str)):
-                if problem := unloadable(model):  # a model path that is not there: now, not after the examples
+                if problem := unloadable(model) or _not_fetchable(resolve_encoder(model)):  # now, not after the examples
                     raise cannot_load(f"{name} (--{name}) model", model, problem)
+
+
+def _not_fetchable(model: str) -> str:
+    """Why the hub id ``model`` cannot be loaded (neither cached nor on the hub), else ``""`` (also for a folder)."""
+    if Path(model).expanduser().exists() or any(has_model_file(model, f) for f in ("config.json", "modules.json")):
+        return ""
+    return "not a local folder, and neither in the hub cache nor reachable on the hub"
 
 
 def build_examples(dataset: Dataset, s: TrainSettings) -> tuple[dict[str, list[Group]], dict[str, dict[str, int]], dict[str, float]]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from rerank._progress import progress_enabled
 from rerank.errors import ConfigError, one_line, require
-from rerank.models import LOAD_ERRORS, cannot_load, unloadable
+from rerank.models import LOAD_ERRORS, cannot_load, has_model_file, unloadable
 from rerank.train.settings import TrainSettings
 
 logger = logging.getLogger("rerank")
@@ -70,25 +70,12 @@ def check_base(kind: str, base: str, max_length: int) -> None:
     try:
         config = AutoConfig.from_pretrained(path)
     except LOAD_ERRORS as e:
-        if kind == "bi-encoder" and _has_file(path, "modules.json"):
+        if kind == "bi-encoder" and has_model_file(path, "modules.json"):
             return  # a sentence-transformers model without a transformers config: no position limit to check
         raise cannot_load(what, base, e) from None
     limit = getattr(config, "max_position_embeddings", None)
     if isinstance(limit, int) and max_length > limit:
         raise ConfigError(f"max_length={max_length} (--max-length) is longer than {base} takes ({limit} positions)")
-
-
-def _has_file(path: str, name: str) -> bool:
-    """Whether the model folder or hub repository ``path`` holds ``name`` (from the local cache when offline)."""
-    if Path(path).expanduser().is_dir():
-        return (Path(path).expanduser() / name).is_file()
-    from huggingface_hub import hf_hub_download
-
-    try:
-        hf_hub_download(path, name)
-        return True
-    except Exception:  # any hub failure (offline, missing repo or file) means: not found
-        return False
 
 
 def make_loss(kind: str, name: str, model: Any) -> Any:
