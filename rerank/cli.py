@@ -25,6 +25,7 @@ from pathlib import Path
 
 from rerank.errors import ConfigError, RerankError, one_line
 from rerank.metrics import DEFAULT_METRICS
+from rerank.registry import import_plugin
 
 # Errors that name a problem with the user's input or paths: one line, exit status 2.
 USER_ERRORS = (RerankError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.http_timeout is not None:  # read by every HTTP backend this command (and its workers) loads
         os.environ["RERANK_HTTP_TIMEOUT"] = str(args.http_timeout)
     try:
+        for plugin in args.plugin:
+            import_plugin(plugin)
         return args.func(args)
     except USER_ERRORS as e:
         if args.debug:
@@ -67,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="rerank", description="Retrieval and reranking pipelines, evaluated.")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE|FILE.py",
+                   help="import a module that registers stages or backends (@register), e.g. my_reranker.py (repeatable)")
     p.add_argument("--http-timeout", type=_seconds, metavar="SECONDS",
                    help="deadline of each request to an LLM server, retries included (default 60)")
     sub = p.add_subparsers(required=True, metavar="command")

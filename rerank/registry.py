@@ -19,9 +19,12 @@ import difflib
 import importlib
 import keyword
 import logging
+import os
 import re
+import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from rerank.errors import ConfigError
@@ -67,6 +70,9 @@ _ENTRIES: dict[str, dict[str, str | type]] = {
     },
 }
 _plugins_loaded = False
+PLUGINS_ENV = "RERANK_PLUGINS"
+"""Plugins imported by :func:`import_plugin` (module names and ``.py`` files, separated by ``os.pathsep``):
+the processes this one starts (servers, Ray workers) import them too."""
 
 
 def register(kind: Kind, name: str) -> Callable[[type[T]], type[T]]:
@@ -168,11 +174,54 @@ def _base_class(kind: str) -> type:
     return Stage
 
 
+def import_plugin(spec: str) -> None:
+    """Import a plugin that is not an installed package, so that its ``@register`` lines run: a module
+    name (found on ``sys.path`` or in the working directory) or a ``.py`` file. The processes this one
+    starts import it too (:data:`PLUGINS_ENV`); ConfigError, naming the plugin, when it cannot be imported."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"a plugin is a module name or a .py file, got {spec!r}")
+    path = Path(spec).expanduser()
+    if spec.endswith(".py"):
+        if not path.is_file():
+            raise ConfigError(f"plugin {spec!r}: no such file")
+        path, module = path.resolve(), path.stem
+        folder, entry = str(path.parent), str(path)
+    else:
+        folder, module, entry = os.getcwd(), spec, spec
+    if not all(part.isidentifier() for part in module.split(".")):
+        raise ConfigError(f"plugin {spec!r}: {module!r} is not a Python module name; rename it")
+    _on_path(folder)
+    try:
+        loaded = importlib.import_module(module)
+    except Exception as e:  # noqa: BLE001 -- whatever the plugin's code raises, named as the plugin's
+        detail = str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
+        raise ConfigError(f"plugin {spec!r} cannot be imported: {detail}") from None
+    if spec.endswith(".py") and Path(getattr(loaded, "__file__", "") or "").resolve() != path:
+        raise ConfigError(f"plugin {spec!r}: the module name {module!r} is taken by {loaded.__file__ or 'a built-in module'}; rename the file")
+    listed = [p for p in os.environ.get(PLUGINS_ENV, "").split(os.pathsep) if p]
+    if entry not in listed:
+        os.environ[PLUGINS_ENV] = os.pathsep.join([*listed, entry])
+
+
+def _on_path(folder: str) -> None:
+    """Make modules in ``folder`` importable here and in the processes this one starts (``PYTHONPATH``)."""
+    if folder not in sys.path:
+        sys.path.append(folder)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if folder not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([*paths, folder])
+
+
 def _load_plugins() -> None:
     global _plugins_loaded
     if _plugins_loaded:
         return
     _plugins_loaded = True
+    for spec in (p for p in os.environ.get(PLUGINS_ENV, "").split(os.pathsep) if p):
+        try:
+            import_plugin(spec)
+        except ConfigError as e:  # as an entry point: the registry and the other plugins still load
+            logger.warning("skipping %s (from $%s): %s", spec, PLUGINS_ENV, e)
     for ep in entry_points(group="rerank.plugins"):
         kind, _, name = ep.name.partition(":")
         try:

@@ -13,6 +13,9 @@ and can be registered under a name.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -198,3 +201,62 @@ def test_scores_that_are_not_one_number_per_pair_are_refused_naming_the_reranker
 
     with pytest.raises(DataError, match=message):
         Wordy().rerank("flea", ["a flea", "a cat"])
+
+
+# -- a plugin that is not a package: rerank --plugin FILE.py|MODULE -----------------------------------
+PLUGIN = '''
+import numpy as np
+from rerank import register
+from rerank.rerankers.base import PointwiseReranker
+
+@register("reranker", "{name}")
+class Overlap(PointwiseReranker):
+    def score_pairs(self, queries, texts):
+        return np.array([len(set(q.lower().split()) & set(t.lower().split())) for q, t in zip(queries, texts)], float)
+'''
+
+
+@pytest.fixture
+def plugin_env(monkeypatch):
+    """Keep the plugin list, PYTHONPATH and sys.path of this process as they were."""
+    monkeypatch.delenv("RERANK_PLUGINS", raising=False)
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+
+def test_a_plugin_file_or_module_registers_its_stages_for_the_command_line_and_its_child_processes(tmp_path, capsys, monkeypatch, plugin_env):
+    from rerank.cli import main
+
+    (tmp_path / "my_overlap_file.py").write_text(PLUGIN.format(name="file-overlap"))
+    code = main(["--quiet", "--plugin", str(tmp_path / "my_overlap_file.py"), "search", "--dataset", "scifact",
+                 "--pipeline", "bm25 % 5 >> file-overlap", "-k", "2", "vitamin D"])
+    assert code == 0 and len(capsys.readouterr().out.strip().splitlines()) >= 2
+    assert os.environ["RERANK_PLUGINS"] == str(tmp_path / "my_overlap_file.py")  # what child processes import
+    listed = subprocess.run([sys.executable, "-m", "rerank.cli", "list", "rerankers"], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": ""}, cwd=tmp_path)  # a child finds the file anywhere
+    assert listed.returncode == 0 and "file-overlap" in listed.stdout, listed.stderr
+    monkeypatch.chdir(tmp_path)  # a module name is looked up in the working directory too
+    (tmp_path / "my_overlap_module.py").write_text(PLUGIN.format(name="module-overlap"))
+    assert main(["--quiet", "--plugin", "my_overlap_module", "list", "rerankers"]) == 0
+    assert "module-overlap" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("file, text, message", [
+    ("nosuch_plugin.py", None, "plugin '{path}': no such file"),
+    ("broken_syntax.py", "def (:\n", "plugin '{path}' cannot be imported: SyntaxError"),
+    ("raises_at_import.py", "raise RuntimeError('no GPU here')\n", "cannot be imported: RuntimeError: no GPU here"),
+    ("bad_name_plugin.py", PLUGIN.format(name="bad name"), "cannot be imported: reranker name 'bad name' cannot be written"),
+    ("json.py", PLUGIN.format(name="json-overlap"), "the module name 'json' is taken by"),
+    ("my-plugin.py", PLUGIN.format(name="dash-overlap"), "'my-plugin' is not a Python module name; rename it"),
+])
+def test_a_plugin_that_cannot_be_imported_is_one_line_exit_2(tmp_path, capsys, plugin_env, file, text, message):
+    from rerank.cli import main
+
+    if text is not None:
+        (tmp_path / file).write_text(text)
+    path = str(tmp_path / file)
+    assert main(["--quiet", "--plugin", path, "list", "rerankers"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message.format(path=path) in err, err
+    assert main(["--quiet", "--plugin", "no_such_module_anywhere", "list"]) == 2
+    assert "plugin 'no_such_module_anywhere' cannot be imported: ModuleNotFoundError" in capsys.readouterr().err

@@ -297,6 +297,22 @@ print(connect({gcs!r}), ray.cluster_resources()["CPU"])
     assert lines[2:] == ["True 4.0"]
 
 
+def test_a_plugin_file_reaches_the_ray_workers(cluster, tmp_path):
+    """``rerank --plugin FILE.py``: the workers of a joined cluster import the file too (PYTHONPATH and
+    $RERANK_PLUGINS go with the job), so a stage defined there runs on them."""
+    (tmp_path / "ray_overlap_plugin.py").write_text(
+        "import numpy as np\nfrom rerank import register\nfrom rerank.rerankers.base import PointwiseReranker\n\n"
+        "@register('reranker', 'ray-overlap')\nclass Overlap(PointwiseReranker):\n"
+        "    def score_pairs(self, queries, texts):\n"
+        "        return np.array([len(set(q.split()) & set(t.split())) for q, t in zip(queries, texts)], float)\n")
+    gcs = cluster.get_runtime_context().gcs_address
+    out = subprocess.run([sys.executable, "-m", "rerank.cli", "--quiet", "--plugin", str(tmp_path / "ray_overlap_plugin.py"),
+                          "eval", "--dataset", "scifact", "--limit", "2", "--pipeline", "bm25 % 5 >> ray-overlap",
+                          "--executor", f"ray:{gcs}"], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    assert out.returncode == 0 and "| bm25 % 5 >> ray-overlap | " in out.stdout, out.stderr[-2000:]
+
+
 def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
     """Wait until ``proc`` accepts connections on ``port`` of 127.0.0.1."""
     deadline = time.monotonic() + timeout

@@ -32,7 +32,8 @@ PROBE_TIMEOUT = 3.0
 GCS_METHOD, CLIENT_METHOD = "/ray.rpc.NodeInfoGcsService/GetClusterId", "/ray.rpc.RayletDriver/ClusterInfo"
 """gRPC methods that every Ray GCS, and every Ray client server, serves: the probe calls one of them."""
 
-PASSED_ENV = ("RERANK_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "TOKENIZERS_PARALLELISM", "PYTHONPATH")
+PASSED_ENV = ("RERANK_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "TOKENIZERS_PARALLELISM", "PYTHONPATH",
+              "RERANK_PLUGINS")
 """Variables of the driver that every worker gets, so workers read the same caches and models."""
 
 
