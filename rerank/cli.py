@@ -36,8 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("rerank").setLevel(logging.WARNING if args.quiet else logging.INFO)
-    if args.quiet:  # Hugging Face's bars too ("Loading weights"), read when transformers is first imported
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if args.quiet:  # other libraries' bars too: Hugging Face's ("Loading weights"), read when transformers is
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # first imported, and tqdm's (ir_datasets')
+        os.environ.setdefault("TQDM_DISABLE", "1")
     if args.http_timeout is not None:  # read by every HTTP backend this command (and its workers) loads
         os.environ["RERANK_HTTP_TIMEOUT"] = str(args.http_timeout)
     try:

@@ -541,6 +541,17 @@ def test_the_probe_inputs_exit_2_with_one_line_in_a_real_process(tmp_path, index
         assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("rerank: error: "), proc.stderr
 
 
+def test_an_ir_datasets_download_that_fails_is_one_line_under_quiet(tmp_path, index_cache, monkeypatch):
+    """ir_datasets' own retry lines and bars are not shown with --quiet, only rerank's error (the download
+    goes to a closed loopback proxy, so it fails at once and nothing leaves the machine)."""
+    for proxy in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")
+    monkeypatch.setenv("IR_DATASETS_HOME", str(tmp_path / "irds"))  # nothing downloaded before
+    proc = subprocess_cli("eval", "--dataset", "irds:beir/nfcorpus/test", "--pipeline", "bm25", cache=index_cache)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("rerank: error: ir_datasets 'beir/nfcorpus/test': could not read"), proc.stderr
+
+
 def test_fixture_collection_has_the_expected_answer(tmp_path, capsys):
     code, out, _ = cli(capsys, "eval", "--dataset", str(beir(tmp_path / "c")), "--pipeline", "bm25",
                        "--metrics", "mrr@10", "recall@100")

@@ -18,6 +18,8 @@ class IrDatasetsDataset(Dataset):
     def __init__(self, irds_id: str, name: str | None = None, rel_threshold: int = 1):
         import ir_datasets
 
+        if logging.getLogger("rerank").level >= logging.WARNING:  # --quiet: rerank reports a failed read itself
+            ir_datasets.log.easy().logger().setLevel(logging.ERROR)  # its retries and "[starting]" lines
         try:
             self._ds = ir_datasets.load(irds_id)
         except KeyError:
