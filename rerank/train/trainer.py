@@ -13,6 +13,8 @@ import json
 import logging
 import math
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +43,32 @@ def load_student(kind: str, base: str, max_length: int, seed: int) -> Any:
         model = student(resolve_encoder(base))
         model.max_seq_length = max_length
         return model
-    for name in ("transformers.modeling_utils", "transformers.utils.loading_report"):
-        logging.getLogger(name).setLevel(logging.ERROR)  # "newly initialized head" is expected here
-    model = student(resolve_encoder(base), num_labels=1, max_length=max_length)
+    with _errors_only(*EXPECTED_LOAD_NOTICES):
+        model = student(resolve_encoder(base), num_labels=1, max_length=max_length)
     if model.num_labels != 1:
         raise ConfigError(f"{base} has {model.num_labels} output labels; start from an encoder or a one-score cross-encoder")
     return model
+
+
+EXPECTED_LOAD_NOTICES = ("transformers.modeling_utils", "transformers.utils.loading_report",
+                         "transformers.distributed.tensor_parallel", "sentence_transformers.base.model")
+"""Loggers whose warnings are expected when an encoder body becomes a cross-encoder: the new head is not
+in the checkpoint ("newly initialized"), the conversion itself, and transformers' tensor-parallel plan
+check, which lists every layer as "not sharded" on a single device."""
+
+
+@contextmanager
+def _errors_only(*names: str) -> Iterator[None]:
+    """Only errors from the loggers ``names`` inside the block; their levels are restored after it."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def check_base(kind: str, base: str, max_length: int) -> None:
@@ -116,7 +138,7 @@ def training_arguments(kind: str, s: TrainSettings, checkpoints: Path, steps: in
         save_strategy="steps", save_steps=s.save_steps, save_total_limit=2, report_to="none",
         disable_tqdm=not progress_enabled(s.progress, steps), dataloader_num_workers=0,
         use_cpu=s.bf16 and not _cuda())  # transformers wants bf16 on CPU said explicitly
-    defaults: dict[str, Any] = {}
+    defaults: dict[str, Any] = {"dataloader_pin_memory": _cuda()}  # pinning needs an accelerator (torch warns)
     if kind == "bi-encoder":  # in-batch negatives must not be copies of a batch's positives (extra may change it)
         from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 
