@@ -52,7 +52,19 @@ def build(expr: str, dataset: Any = None, cache_dir: str | Path | None = None) -
         raise ConfigError(f"cannot parse pipeline {expr!r}: {e.msg} (use >>, % k, | between stage names)") from None
     except (RecursionError, MemoryError):
         raise ConfigError(f"pipeline {expr[:80]!r}... is too long or too deeply nested") from None
-    return stage if dataset is None else _Builder(expr, dataset, cache_dir).visit(tree)
+    return stage if dataset is None else _Builder(expr, _as_dataset(dataset), cache_dir).visit(tree)
+
+
+def _as_dataset(dataset: Any) -> Any:
+    """A dataset object; a name, folder or ``irds:`` id (text or a path) is loaded (ConfigError for anything else)."""
+    if isinstance(dataset, str | Path):
+        from rerank.data import load
+
+        return load(str(dataset))
+    if not callable(getattr(dataset, "corpus", None)):
+        raise ConfigError(f"dataset must be a Dataset, a dataset name, a BEIR folder or irds:<id>, got {type(dataset).__name__} "
+                          f"{dataset!r:.40}; for your own documents build the stage and call .index(docs)")
+    return dataset
 
 
 def _dehyphenate(source: str) -> str:

@@ -30,6 +30,7 @@ import numpy as np
 
 from rerank.encoders import DEFAULT_ENCODER, Encoder
 from rerank.errors import ConfigError, require
+from rerank.params import checked
 
 BatchedScorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 
@@ -75,6 +76,7 @@ class CountingScorer:
         return self.scorer(queries, docs) if len(queries) else np.zeros(0)
 
 
+@checked()  # arguments checked as in a pipeline expression
 class MaxSim:
     """Late-interaction relevance over a sentence-transformers model's token embeddings.
 

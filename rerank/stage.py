@@ -16,6 +16,7 @@ and equality and hashing follow it.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -29,11 +30,26 @@ import pandas as pd
 from rerank.encoders import lend_embeddings
 from rerank.errors import ConfigError, DataError
 from rerank.params import constructor_arguments, is_finite_number, is_integer
-from rerank.types import Query, RankedResults, Ranking
+from rerank.types import Query, RankedResults, Ranking, half_surrogate
 
 logger = logging.getLogger("rerank")
 
 StageInput = Ranking | pd.DataFrame | str | Sequence[Query] | Mapping[str, str]
+
+
+def callable_directly(transform: Callable[[Any, Ranking], Ranking]) -> Callable[[Any, StageInput], Ranking]:
+    """Let a stage's ``transform`` be called directly, as PyTerrier users do, with anything a call of the
+    stage takes (a DataFrame, ``{qid: text}``, an empty Ranking): such input goes through the call's
+    checks and conversion first."""
+
+    @functools.wraps(transform)
+    def checked(self: Stage, inp: StageInput) -> Ranking:
+        if isinstance(inp, Ranking) and len(inp) and all(c in inp.columns for c in self.requires):
+            return transform(self, inp)
+        return self(inp)  # converts and checks, then comes back here with a valid, non-empty Ranking
+
+    return checked
+
 
 
 class Stage:
@@ -60,15 +76,14 @@ class Stage:
             raise DataError(f"{self!r} needs columns {list(self.requires)}; the input lacks {missing} (columns: {list(ranking.columns)})")
 
     def search(self, query: str, k: int = 10) -> RankedResults:
-        """Answer one query: the top ``k`` results with ids, scores and text."""
-        if not isinstance(query, str):
-            raise ConfigError(f"search takes one query string, got {type(query).__name__}: {query!r:.60}")
-        if not query.strip():
-            raise DataError("the query is empty")
+        """Answer one query: the top ``k`` results with ids, scores and text (a retriever asked for more
+        than its ``num_results`` retrieves ``k``)."""
+        check_query(query, "search")
         if not is_integer(k) or k < 1:
             raise ConfigError(f"k must be a positive number of results, got {k!r}")
         k = int(k)
-        out = self(Ranking.from_queries({"q": query})).top(k)
+        stage = self.with_num_results(k) if k > getattr(self, "num_results", k) and hasattr(self, "with_num_results") else self
+        out = stage(Ranking.from_queries({"q": query})).top(k)
         return out.results("q") if len(out) else RankedResults(query, [])
 
     # -- composition --------------------------------------------------------------------------
@@ -135,6 +150,9 @@ class Pipeline(Stage):
         for s in self.stages:
             prev = out[-1] if out else None
             if isinstance(s, Cutoff) and prev is not None and hasattr(prev, "with_num_results"):
+                if s.k > prev.num_results:
+                    logger.warning("%r retrieves at most its num_results=%d per query, fewer than the cut-off %d keeps; "
+                                   "give it num_results=%d", prev, prev.num_results, s.k, s.k)
                 out[-1] = prev.with_num_results(min(s.k, prev.num_results))
             out.append(s)
         return Pipeline.__new_flat(out)
@@ -159,6 +177,7 @@ class Cutoff(Stage):
             raise ConfigError(f"a cut-off needs a positive integer, got {k!r}")
         self.k = int(k)
 
+    @callable_directly
     def transform(self, inp: Ranking) -> Ranking:
         return inp.top(self.k)
 
@@ -199,6 +218,7 @@ class Fuse(Stage):
         self.stages, self.method, self.norm, self.k = flat, method, norm, k
         self.weights = weights
 
+    @callable_directly
     def transform(self, inp: Ranking) -> Ranking:
         return fuse([s(inp) for s in self.stages], self.method, self.norm, self.weights, self.k)
 
@@ -378,6 +398,30 @@ def as_ranking(inp: StageInput) -> Ranking:
         raise ConfigError(f"a stage takes a Ranking, a DataFrame, a query string, Query records or {{qid: text}}, "
                           f"got {type(inp).__name__}")
     return Ranking.from_queries([_as_query(q) for q in inp])
+
+
+def check_query(query: Any, where: str) -> str:
+    """``query`` when it is a string with text in it, of real characters (ConfigError, DataError)."""
+    if not isinstance(query, str):
+        raise ConfigError(f"{where} takes one query string, got {type(query).__name__}: {query!r:.60}")
+    if not query.strip():
+        raise DataError("the query is empty")
+    if half_surrogate(query):
+        raise DataError("the query holds half of a surrogate pair, which is no character")
+    return query
+
+
+def check_query_texts(ranking: Ranking, owner: object) -> None:
+    """DataError naming ``owner`` when a query of ``ranking`` has no text (a run read without its queries
+    has none) or holds half of a surrogate pair: a stage that reads queries would answer for another one."""
+    texts = ranking.queries()
+    empty = [q for q, t in texts.items() if not isinstance(t, str) or not t.strip()]
+    if empty:
+        raise DataError(f"{owner!r}: {len(empty)} queries have no text (e.g. {empty[:3]}); a run read from a file "
+                        "needs its queries: Ranking.read_trec(path, queries=...)")
+    odd = [q for q, t in texts.items() if half_surrogate(t)]
+    if odd:
+        raise DataError(f"{owner!r}: {len(odd)} queries hold half of a surrogate pair, which is no character (e.g. {odd[:3]})")
 
 
 def _as_query(q: Any) -> Query:

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from rerank.errors import ConfigError, DataError, one_line
+from rerank.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +45,39 @@ class Doc(NamedTuple):
 
 
 def checked_doc(doc: Doc, where: str) -> Doc:
-    """``doc`` when its docid, text and title are strings, else ConfigError naming ``where``."""
-    if type(doc.docid) is str and type(doc.text) is str and type(doc.title) is str:  # the common case, fast
-        return doc
-    for name, value in zip(Doc._fields, doc):
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: a document's {name} must be a string, got {type(value).__name__} {value!r:.60} "
-                              f"(document {doc.docid!r:.40})")
+    """``doc`` when its docid, text and title are strings (else ConfigError naming ``where``) of real
+    characters, with a docid that run and qrels files can hold: not empty, no whitespace around it
+    (else DataError)."""
+    if not (type(doc.docid) is str and type(doc.text) is str and type(doc.title) is str):  # the common case skips this
+        for name, value in zip(Doc._fields, doc):
+            if not isinstance(value, str):
+                raise ConfigError(f"{where}: a document's {name} must be a string, got {type(value).__name__} {value!r:.60} "
+                                  f"(document {doc.docid!r:.40})")
+    if not doc.docid.strip() or doc.docid != doc.docid.strip():
+        raise DataError(f"{where}: docid {doc.docid!r:.40} is empty or starts or ends with whitespace, which run and "
+                        "qrels files cannot hold")
+    bad = next((name for name, value in zip(Doc._fields, doc) if half_surrogate(value)), None)
+    if bad is not None:
+        raise DataError(f"{where}: the {bad} of document {doc.docid!r:.40} holds half of a surrogate pair, which is no character")
     return doc
+
+
+def half_surrogate(text: str) -> bool:
+    """Whether ``text`` holds half of a surrogate pair: no character, and no UTF-8 for it."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def positive_count(k: Any, what: str) -> int:
+    """``k`` as an int when it is a whole number >= 1 (not a bool), else ConfigError naming ``what``."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ConfigError(f"{what} must be a positive integer, got {k!r}")
+    return int(k)
 
 
 class Qrel(NamedTuple):
@@ -92,7 +117,7 @@ class RankedResults:
         return self.results[i]
 
     def top_k(self, k: int) -> list[Result]:
-        return self.results[:k]
+        return self.results[:positive_count(k, "top_k's k")]
 
     def get(self, docid: str) -> Result:
         for r in self.results:
@@ -204,7 +229,7 @@ class Ranking:
     @classmethod
     def from_queries(cls, queries: Iterable[Query] | Mapping[str, str]) -> Ranking:
         items = queries.items() if isinstance(queries, Mapping) else ((q.qid, q.text) for q in queries)
-        return cls(pd.DataFrame(list(items), columns=list(QUERY_COLUMNS)))
+        return cls(_table(list(items), list(QUERY_COLUMNS)))
 
     @classmethod
     def from_records(cls, records: Iterable[tuple[str, str, str, float]]) -> Ranking:
@@ -213,7 +238,7 @@ class Ranking:
         odd = next((r for r in records if isinstance(r, str | bytes | Mapping) or not (hasattr(r, "__len__") and len(r) == 4)), None)
         if odd is not None:
             raise ConfigError(f"Ranking.from_records takes (qid, query, docid, score) tuples, got {odd!r:.80}")
-        return cls(pd.DataFrame(records, columns=["qid", "query", "docid", "score"]))
+        return cls(_table(records, ["qid", "query", "docid", "score"]))
 
     @classmethod
     def from_pandas(cls, df: pd.DataFrame) -> Ranking:
@@ -321,9 +346,13 @@ class Ranking:
     # -- transformations ----------------------------------------------------------------------
     def top(self, k: int) -> Ranking:
         """The first ``k`` candidates of each query."""
-        return Ranking(self._frame[self._frame["rank"] <= k])
+        return Ranking(self._frame[self._frame["rank"] <= positive_count(k, "top's k")])
 
     def select(self, qids: Iterable[str]) -> Ranking:
+        """The rows of the queries ``qids`` (a collection of ids; one id is ``[qid]``)."""
+        if isinstance(qids, str | bytes) or not isinstance(qids, Iterable):
+            raise ConfigError(f"select takes a collection of query ids, got {type(qids).__name__} {qids!r:.40}"
+                              + ("; for one query give [qid]" if isinstance(qids, str) else ""))
         keep = set(map(str, qids))
         return Ranking(self._frame[self._frame["qid"].isin(keep)])
 
@@ -358,11 +387,30 @@ def _one_text_per_query(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _as_scores(values: pd.Series) -> pd.Series:
-    """The ``score`` column as floats: numbers, or text that reads as one; anything else is refused."""
-    try:
+    """The ``score`` column as floats: numbers, or text that reads as a plain decimal number; anything
+    else (booleans, ``1_000``, other scripts' digits, missing values) is refused, as in run files."""
+    from rerank.io import PLAIN_NUMBER, plain_float
+
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         return values.astype(np.float64)
-    except (TypeError, ValueError) as e:
-        raise DataError(f"a Ranking's scores must be numbers; {one_line(e)}") from None
+    out = []
+    for value in values:
+        try:
+            if isinstance(value, bool | np.bool_) or value is None:
+                raise TypeError
+            out.append(plain_float(value) if isinstance(value, str) else float(value))
+        except (TypeError, ValueError, OverflowError):
+            raise DataError(f"a Ranking's scores must be numbers; {value!r:.40} is not ({PLAIN_NUMBER})") from None
+    return pd.Series(out, index=values.index, dtype=np.float64)
+
+
+def _table(rows: list, columns: list[str]) -> pd.DataFrame:
+    """A frame of ``rows``; DataError for text that holds half of a surrogate pair (no character, no UTF-8)."""
+    try:
+        return pd.DataFrame(rows, columns=columns)
+    except UnicodeEncodeError:
+        raise DataError(f"a {', '.join(c for c in columns if c != 'score')} value holds half of a surrogate pair, "
+                        "which is no character") from None
 
 
 def _as_strings(values: pd.Series, column: str) -> pd.Series:

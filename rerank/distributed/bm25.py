@@ -44,7 +44,7 @@ from rerank.errors import ConfigError, DataError, RerankError
 from rerank.params import is_finite_number, is_integer
 from rerank.retrievers.base import as_docs, check_unique_docids
 from rerank.retrievers.bm25 import QUERY_BATCH, BM25, _top_k
-from rerank.stage import Stage
+from rerank.stage import Stage, callable_directly, check_query_texts
 from rerank.types import Doc, Ranking
 
 CorpusPart = Sequence[Doc] | str | Path
@@ -154,9 +154,11 @@ class ShardedBM25(Stage):
             raise RerankError(f"{self!r}: a shard actor died and its part of the index with it ({ray_reason(e)}); "
                               "build the index again") from None
 
+    @callable_directly
     def transform(self, inp: Ranking) -> Ranking:
         if not inp.is_query_set:
             raise ConfigError(f"{self!r} retrieves for a query set; to rescore given candidates use its .merge()")
+        check_query_texts(inp, self)
         self._open()
         queries = inp.queries()
         k = min(self.num_results, sum(self.sizes))

@@ -25,7 +25,7 @@ import numpy as np
 
 from rerank._progress import progress_bar
 from rerank.errors import ConfigError, DataError
-from rerank.stage import Cutoff, Pipeline, Stage
+from rerank.stage import Cutoff, Pipeline, Stage, callable_directly, check_query, check_query_texts
 from rerank.types import Candidates, Doc, RankedResults, Ranking, checked_doc
 
 
@@ -53,10 +53,7 @@ class Reranker(Stage):
 
         Plain-text documents get docids ``"0"``, ``"1"``, ... in input order.
         """
-        if not isinstance(query, str):
-            raise ConfigError(f"rerank takes one query string, got {type(query).__name__}: {query!r:.60}")
-        if not query.strip():
-            raise DataError("the query is empty")
+        check_query(query, "rerank")
         if isinstance(docs, str | bytes | Mapping) or not isinstance(docs, Iterable):
             raise ConfigError(f"rerank takes a list of documents (texts or Doc records), got {type(docs).__name__}: {docs!r:.60}")
         docs = list(docs)
@@ -71,7 +68,9 @@ class Reranker(Stage):
                            titles=[d.title for d in records])
         return self._finite(self.rerank_checked([cands]))[0].to_results()
 
+    @callable_directly
     def transform(self, inp: Ranking) -> Ranking:
+        check_query_texts(inp, self)
         return Ranking.from_candidates(self._finite(self.rerank_checked(list(inp.per_query()))))
 
     def rerank_checked(self, batch: Sequence[Candidates]) -> list[Candidates]:

@@ -22,12 +22,14 @@ import numpy as np
 
 from rerank.encoders import DEFAULT_ENCODER, Encoder
 from rerank.errors import ConfigError
+from rerank.params import checked
 from rerank.rerankers.base import PointwiseReranker
 from rerank.types import Candidates
 
 logger = logging.getLogger("rerank")
 
 
+@checked()  # arguments checked as in a pipeline expression
 class BiEncoderReranker(PointwiseReranker):
     """Rescore candidates by the cosine similarity of their embeddings with the query's.
 

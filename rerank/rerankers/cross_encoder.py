@@ -27,6 +27,7 @@ import numpy as np
 from rerank.encoders import RUNTIMES, resolve_runtime, runtime_kwargs
 from rerank.errors import ConfigError, one_of, require
 from rerank.models import loading
+from rerank.params import checked
 from rerank.rerankers.base import PointwiseReranker
 from rerank.types import Candidates
 
@@ -34,6 +35,7 @@ logger = logging.getLogger("rerank")
 TRUNCATION_MODES = ("maxp", "truncate")
 
 
+@checked()  # arguments checked as in a pipeline expression
 class CrossEncoderReranker(PointwiseReranker):
     """Score each (query, document) pair jointly with a cross-encoder.
 

@@ -41,6 +41,7 @@ import numpy as np
 from rerank.backends.base import prompt_text
 from rerank.encoders import DEFAULT_ENCODER, EmbeddingSource, Encoder, is_embedding_source
 from rerank.errors import ConfigError
+from rerank.params import checked
 from rerank.prompts import PromptTemplate
 from rerank.prompts import load as load_prompt
 from rerank.rerankers.base import Reranker
@@ -49,6 +50,7 @@ from rerank.types import Candidates
 logger = logging.getLogger("rerank")
 
 
+@checked()  # arguments checked as in a pipeline expression
 class E2Rank(Reranker):
     """Re-score candidates by cosine similarity with the embedding of a listwise prompt.
 

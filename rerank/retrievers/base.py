@@ -23,7 +23,7 @@ from rerank._progress import progress_bar
 from rerank.errors import ConfigError, DataError, one_line
 from rerank.index_cache import corpus_fingerprint, read_index_header, write_folder
 from rerank.params import is_integer
-from rerank.stage import Stage
+from rerank.stage import Stage, callable_directly, check_query_texts
 from rerank.types import Doc, Ranking, checked_doc
 
 
@@ -89,8 +89,10 @@ class Retriever(Stage):
         other.num_results = _positive_count(k, type(self).__name__)
         return other
 
+    @callable_directly
     def transform(self, inp: Ranking) -> Ranking:
         docs = self.docs
+        check_query_texts(inp, self)
         if inp.is_query_set:
             queries = inp.queries()
             hits = self._retrieve(list(queries.values()), min(self.num_results, len(docs)))

@@ -86,7 +86,13 @@ class Dense(Retriever):
     def _build(self, docs: Sequence[Doc]) -> None:
         """Encode ``docs``, unless :mod:`rerank.prebuilt` holds their embeddings under this encoder's identity."""
         prebuilt = lookup(docs, self.encoder.identity("doc"))
-        self.embeddings = prebuilt if prebuilt is not None else self.encoder.encode([d.full_text() for d in docs], kind="doc")
+        if prebuilt is None:
+            texts = [d.full_text() for d in docs]
+            long = sum(map(bool, self.encoder.tokens_over(texts, kind="doc")))
+            if long:  # the embedding reads each one's start only: say how many (chunk long documents to use them all)
+                logger.warning("%s: %d of %d documents exceed %d tokens; each is embedded from its first %d",
+                               self.encoder.model, long, len(docs), self.encoder.max_tokens, self.encoder.max_tokens)
+        self.embeddings = prebuilt if prebuilt is not None else self.encoder.encode(texts, kind="doc")
         self._faiss = self._make_index(self.embeddings)
 
     def index_embeddings(self, docs: Sequence[Doc], embeddings: np.ndarray) -> Dense:

@@ -1,0 +1,137 @@
+"""Bad input to the Python API on one's own documents, found by a new-user review: each is a
+ConfigError or DataError naming the problem, or a counted repair; never a silent wrong answer or an
+error from deep inside pandas, pyarrow or a tokenizer.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import pytest
+
+import rerank
+from rerank import ConfigError, Cutoff, DataError, Doc, Ranking
+from rerank.rerankers.biencoder import BiEncoderReranker
+from rerank.rerankers.cross_encoder import CrossEncoderReranker
+from rerank.rerankers.e2rank import E2Rank
+from rerank.retrievers.bm25 import BM25
+from rerank.retrievers.dense import Dense
+from rerank.types import RankedResults, Result
+
+DOCS = [Doc("d1", "The cat sat on the mat"), Doc("d2", "A kitten is a young cat"), Doc("d3", "Stocks fell sharply")]
+HALF = "\ud800"  # half of a surrogate pair: no character, no UTF-8
+
+
+@pytest.fixture(autouse=True)
+def index_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RERANK_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def bm25():
+    return BM25().index(DOCS)
+
+
+# -- queries ----------------------------------------------------------------------------------------
+def test_a_query_without_text_is_refused_by_every_stage_that_reads_it(bm25, tmp_path):
+    with pytest.raises(DataError, match=r"BM25\(\): 1 queries have no text \(e.g. \['q1'\]\)"):
+        bm25({"q1": "", "q2": "cat"})  # q1 used to vanish from the output
+    (tmp_path / "run.trec").write_text("q1 Q0 d1 1 2.0 x\nq1 Q0 d3 2 1.0 x\n")
+    run = Ranking.read_trec(tmp_path / "run.trec").assign(text=["cat", "stocks"])  # no queries given: no query text
+    with pytest.raises(DataError, match=r"needs its queries: Ranking.read_trec\(path, queries=...\)"):
+        BiEncoderReranker()(run)
+    assert len(Cutoff(1)(Ranking.read_trec(tmp_path / "run.trec"))) == 1  # a cut-off does not read the query
+    reranked = BiEncoderReranker()(Ranking.read_trec(tmp_path / "run.trec", queries={"q1": "stocks"}).assign(text=["cat", "stocks"]))
+    assert reranked.to_pandas()["docid"].tolist() == ["d3", "d1"]
+
+
+@pytest.mark.parametrize("call", [
+    lambda s: s.search(f"cat {HALF}"),
+    lambda s: s({"q1": f"cat {HALF}"}),
+    lambda s: BiEncoderReranker().rerank(f"cat {HALF}", ["a cat"]),
+])
+def test_a_query_with_half_a_surrogate_pair_is_refused(bm25, call):
+    with pytest.raises(DataError, match="half of a surrogate pair, which is no character"):
+        call(bm25)
+
+
+# -- documents ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("doc, message", [
+    (Doc("", "cat"), "docid '' is empty or starts or ends with whitespace"),
+    (Doc(" a b ", "cat"), "docid ' a b ' is empty or starts or ends with whitespace"),
+    (Doc("a", f"caf\u00e9 {HALF} x"), "the text of document 'a' holds half of a surrogate pair"),
+    (Doc("a", "cat", f"T{HALF}"), "the title of document 'a' holds half of a surrogate pair"),
+    (Doc(f"a{HALF}", "cat"), "the docid of document"),
+])
+def test_documents_that_run_files_or_utf_8_cannot_hold_are_refused_when_indexed_or_reranked(doc, message):
+    with pytest.raises(DataError, match=message):
+        BM25().index([doc, Doc("z", "dogs")])
+    with pytest.raises(DataError, match=message):
+        BiEncoderReranker().rerank("cat", [doc])
+
+
+def test_dense_counts_the_documents_it_embeds_from_their_start_only(caplog):
+    with caplog.at_level(logging.WARNING, logger="rerank"):
+        Dense().index([Doc("long", "cat " * 2000), Doc("short", "dog")])
+    assert "1 of 2 documents exceed 256 tokens; each is embedded from its first 256" in caplog.text
+
+
+# -- calling stages ---------------------------------------------------------------------------------
+def test_transform_takes_what_a_call_takes(bm25):
+    """PyTerrier's name for running a stage: a DataFrame, {qid: text} or an empty query set, as a call."""
+    frame = pd.DataFrame({"qid": ["q1"], "query": ["cat"]})
+    assert bm25.transform(frame).to_pandas()["docid"].tolist() == bm25(frame).to_pandas()["docid"].tolist()
+    assert len(bm25.transform({"q1": "cat"})) == 2 and len(bm25.transform(Ranking.from_queries({}))) == 0
+    assert len((bm25 % 1).transform({"q1": "cat"})) == 1 and len((bm25 | bm25).transform({"q1": "cat"})) == 2
+    with pytest.raises(DataError, match="needs columns"):
+        BiEncoderReranker().transform(frame)
+
+
+def test_asking_a_retriever_for_more_than_its_num_results(caplog):
+    many = BM25().index([Doc(f"d{i}", f"cat number {i}") for i in range(30)])
+    assert len(BM25(num_results=10).index(many.docs).search("cat", k=20)) == 20  # search(k) retrieves k
+    with caplog.at_level(logging.WARNING, logger="rerank"):
+        assert len((BM25(num_results=10).index(many.docs) % 20)({"q": "cat"})) == 10
+    assert "retrieves at most its num_results=10 per query, fewer than the cut-off 20 keeps" in caplog.text
+
+
+def test_pipeline_loads_a_dataset_given_by_name_and_refuses_other_objects():
+    assert len(rerank.pipeline("bm25 % 3", "scifact").search("vitamin D", k=3)) == 3
+    for wrong in (DOCS, 5):
+        with pytest.raises(ConfigError, match="dataset must be a Dataset, a dataset name, a BEIR folder or irds:<id>"):
+            rerank.pipeline("bm25", wrong)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: BiEncoderReranker(batch_size="8"), "BiEncoderReranker: batch_size must be an integer, got '8'"),
+    (lambda: CrossEncoderReranker(batch_size=True), "CrossEncoderReranker: batch_size must be an integer, got True"),
+    (lambda: E2Rank(num_input_docs=0), "E2Rank: num_input_docs must be >= 1, got 0"),
+])
+def test_reranker_arguments_are_checked_in_python_as_in_expressions(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
+# -- rankings and results ---------------------------------------------------------------------------
+@pytest.mark.parametrize("k", [0, -1, 1.5, True, "2"])
+def test_top_k_must_be_a_positive_integer(k):
+    run = Ranking.from_records([("q", "cat", "d1", 2.0), ("q", "cat", "d2", 1.0)])
+    with pytest.raises(ConfigError, match="k must be a positive integer"):
+        run.top(k)
+    with pytest.raises(ConfigError, match="k must be a positive integer"):
+        RankedResults("cat", [Result("d1", 2.0, 1), Result("d2", 1.0, 2)]).top_k(k)
+
+
+def test_select_takes_a_collection_of_query_ids():
+    run = Ranking.from_records([("q1", "cat", "d1", 2.0)])
+    with pytest.raises(ConfigError, match=r"select takes a collection of query ids, got str 'q1'; for one query give \[qid\]"):
+        run.select("q1")  # was read letter by letter: an empty Ranking
+    assert len(run.select(["q1"])) == 1
+
+
+@pytest.mark.parametrize("score", ["١٢", "1_000", True, " 2 "])
+def test_scores_given_as_text_follow_the_plain_number_rule_of_run_files(score):
+    with pytest.raises(DataError, match="a Ranking's scores must be numbers"):
+        Ranking.from_records([("q", "cat", "d1", score), ("q", "cat", "d2", 3.0)])
+    assert Ranking.from_records([("q", "cat", "d1", "1.5e0")]).to_dict() == {"q": {"d1": 1.5}}
