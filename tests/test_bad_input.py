@@ -396,7 +396,7 @@ def test_a_shipped_run_is_read_once_so_its_repairs_are_reported_once(tmp_path, c
 
 
 @pytest.mark.parametrize("make, error, message", [
-    (lambda: Ranking.from_records([("q", "x", "d1", "abc")]), DataError, "scores must be numbers; could not convert string to float: 'abc'"),
+    (lambda: Ranking.from_records([("q", "x", "d1", "abc")]), DataError, "scores must be numbers; 'abc' is not \\(write plain decimal digits"),
     (lambda: Ranking.from_records([("q", "x", "d1")]), ConfigError, "takes \\(qid, query, docid, score\\) tuples, got \\('q', 'x', 'd1'\\)"),
     (lambda: Ranking.from_run([1, 2]), ConfigError, "takes a ranx Run or a \\{qid: \\{docid: score\\}\\} dict, got list"),
     (lambda: Ranking.from_pandas(pd.DataFrame({"qid": ["q"], "docno": ["d"], "rank": [1]})), DataError,
