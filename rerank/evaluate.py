@@ -76,7 +76,7 @@ def evaluate_per_query(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[s
         raise ConfigError(f"evaluate takes a Ranking (a stage's output), got {type(ranking).__name__}")
     if ranking.is_query_set:
         raise DataError("the run holds queries but no ranked documents; run a pipeline on them first")
-    run = ranking.to_dict()
+    run = _by_rank(ranking)
     qids = sorted(qrels_dict)
     if not run:
         raise DataError("the run is empty: no query has a ranked document")
@@ -86,7 +86,8 @@ def evaluate_per_query(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[s
     judged = {q: docs for q, docs in qrels_dict.items() if any(r > 0 for r in docs.values())}
     if not judged:
         raise DataError("the qrels hold no relevant document")
-    scored = {q: (docs or {"__no_result__": -np.inf}) for q, docs in run.items() if q in judged}
+    none = _unjudged_id(judged)
+    scored = {q: (docs or {none: -np.inf}) for q, docs in run.items() if q in judged}
     ranx_names = [ranx_name(m, threshold) for m in metrics]
     with warnings.catch_warnings():  # numba's uint64->int64 notice inside ranx is harmless here
         warnings.simplefilter("ignore")
@@ -96,6 +97,25 @@ def evaluate_per_query(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[s
     frame = pd.DataFrame({m: np.asarray(values[r], dtype=np.float64) for m, r in zip(metrics, ranx_names)},
                          index=pd.Index(sorted(judged), name="qid"))
     return frame
+
+
+def _by_rank(ranking: Ranking) -> dict[str, dict[str, float]]:
+    """``{qid: {docid: -rank}}``: the Ranking's order, tied scores kept in the run's order, as ranx's score
+    sort (not stable for large groups of ties) would not keep them."""
+    frame = ranking.to_pandas()
+    out: dict[str, dict[str, float]] = {}
+    for q, d, r in zip(frame["qid"], frame["docid"], frame["rank"]):
+        out.setdefault(q, {})[d] = -float(r)
+    return out
+
+
+def _unjudged_id(judged: Mapping[str, Mapping[str, int]]) -> str:
+    """A docid that no judgment names: the stand-in ranx needs for a judged query without results."""
+    named = {d for docs in judged.values() for d in docs}
+    none = "__no_result__"
+    while none in named:
+        none += "_"
+    return none
 
 
 def _judgments(qrels: Any, rel_threshold: int | None) -> tuple[dict[str, dict[str, int]], int, dict[str, set[str]]]:
@@ -195,6 +215,11 @@ def evaluate_record(record: Any, spec: Any, metrics: Sequence[str], load: Any) -
         frame = frame[frame.index.isin(record.qids)]
     except Exception as e:  # noqa: BLE001 -- reported in the cell
         return CellResult(**base, status="error", error=f"evaluation failed: {type(e).__name__}: {e}")
+    ran = set(record.ranking.queries())
+    absent = [q for q in frame.index if q not in ran]
+    if absent:
+        logger.warning("%s on %s: %d of %d judged queries have no results (e.g. %r); they count as 0", record.system,
+                       record.dataset, len(absent), len(frame), absent[0])
     for m in frame.columns:
         if frame[m].isna().any():
             logger.warning("%s on %s: %s", record.system, record.dataset, _undefined(frame[m], m))

@@ -192,7 +192,7 @@ def relevance_grade(value: Any, where: str) -> int:
             raise TypeError
         number = plain_float(value) if isinstance(value, str) else float(value)
     except (TypeError, ValueError, OverflowError):
-        raise DataError(f"{where}: relevance {value!r} is not a number; {PLAIN_NUMBER}") from None
+        raise DataError(f"{where}: relevance {value!r} is not a number; write whole numbers, as in 0, 1 or 2") from None
     if not math.isfinite(number) or number != int(number):
         raise DataError(f"{where}: relevance {value!r} is not an integer grade (qrels grade documents 0, 1, 2, ...)")
     if abs(number) > MAX_GRADE:
@@ -208,21 +208,27 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     """Read qrels in TREC format (``qid 0 docid rel``) or BEIR tsv (``query-id corpus-id score``, header).
 
     A line is split at tabs when that gives 3 or 4 fields (BEIR: ids may hold spaces), else at whitespace
-    (TREC). A line repeated with the same grade is dropped (with a warning that counts them); a pair judged twice with
-    different grades is refused.
+    (TREC). The first judgment decides the file's form (4 fields: TREC, 3: BEIR); a line of the other
+    form is refused, so a TREC line cut short is never read as another judgment. A line repeated with
+    the same grade is dropped (with a warning that counts them); a pair judged twice with different
+    grades is refused.
     """
     qrels: dict[str, dict[str, int]] = {}
-    repeated = 0
+    repeated, form = 0, None
     for lineno, line in read_lines(path):
         parts = _qrels_fields(line)
         if not parts or (lineno == 1 and parts[0] in ("query-id", "qid", "query_id")):
             continue
+        if len(parts) not in (3, 4):
+            raise DataError(f"{path}:{lineno}: expected 'qid 0 docid relevance' or 'qid docid relevance', got {line.strip()!r}")
+        form = form or (len(parts), lineno)
+        if len(parts) != form[0]:
+            raise DataError(f"{path}:{lineno}: {len(parts)} fields where the file's first judgment (line {form[1]}) has "
+                            f"{form[0]}; a line cut short or joined? got {line.strip()!r}")
         if len(parts) == 4:
             qid, _, docid, rel = parts
-        elif len(parts) == 3:
-            qid, docid, rel = parts
         else:
-            raise DataError(f"{path}:{lineno}: expected 'qid 0 docid relevance' or 'qid docid relevance', got {line.strip()!r}")
+            qid, docid, rel = parts
         grade = relevance_grade(rel, f"{path}:{lineno}")
         repeated += _put_once(qrels, qid, docid, grade, f"{path}:{lineno}", "judges", "grades")
     if not qrels:

@@ -28,6 +28,12 @@ BINARY = ("map", "mrr", "recall", "precision", "hit_rate", "hits", "r-precision"
 
 MAX_NUMBER = 10**9
 """The largest cut-off or relevance level (ranx computes in 64-bit integers)."""
+NO_CUT_OFF = ("bpref", "r-precision")
+"""Measures that read the whole run (ranx ignores a cut-off on them)."""
+FOREIGN = {"p": "precision", "r": "recall", "rr": "mrr", "recip_rank": "mrr", "ap": "map", "ndcg_cut": "ndcg",
+           "map_cut": "map", "success": "hit_rate", "rprec": "r-precision", "r_prec": "r-precision"}
+"""Other tools' names (trec_eval, ir_measures, PyTerrier) -> rerank's, for a suggestion."""
+_FOREIGN_SHAPE = re.compile(r"(?P<name>[a-z_]+?)(?:[._@](?P<k>\d+))?")
 _SHAPE = re.compile(r"(?P<name>[a-z][a-z0-9_-]*?)(?:@(?P<k>[^-]*|-\d+))?(?:-l(?P<level>.*))?")
 
 
@@ -39,22 +45,39 @@ def parse_metric(metric: object) -> str:
     found = _SHAPE.fullmatch(text)
     if found is None or found["name"] not in NAMES:
         name = found["name"] if found else text
-        raise ConfigError(f"unknown metric {metric!r} ({name!r}); known: {', '.join(NAMES)}, as NAME@K, e.g. ndcg@10")
+        raise ConfigError(f"unknown metric {metric!r} ({name!r}){_suggestion(text)}; known: {', '.join(NAMES)}, "
+                          "as NAME@K, e.g. ndcg@10")
     if found["k"] is not None and not (found["k"].isdecimal() and 0 < int(found["k"]) <= MAX_NUMBER):
         raise ConfigError(f"metric {metric!r}: the cut-off after '@' must be a positive integer up to {MAX_NUMBER:,}")
+    if found["k"] is not None and found["name"] in NO_CUT_OFF:
+        raise ConfigError(f"metric {metric!r}: {found['name']} reads the whole run and takes no cut-off; "
+                          f"write {found['name']}" + (f"-l{found['level']}" if found["level"] else ""))
     if found["level"] is not None and not (found["level"].isdecimal() and 0 < int(found["level"]) <= MAX_NUMBER):
         raise ConfigError(f"metric {metric!r}: the relevance level after '-l' must be a positive integer up to {MAX_NUMBER:,}")
     return text
 
 
+def _suggestion(text: str) -> str:
+    """``; did you mean 'precision@10'?`` for another tool's name of a measure rerank has, else ``""``."""
+    found = _FOREIGN_SHAPE.fullmatch(text)
+    name = found and FOREIGN.get(found["name"], found["name"] if found["name"] in NAMES else None)
+    if not name:
+        return ""
+    k = f"@{found['k']}" if found["k"] and name not in NO_CUT_OFF else ""
+    return f"; did you mean {name + k!r}?"
+
+
 def parse_metrics(metrics: str | Sequence[str] | None) -> list[str]:
-    """A list of checked metric names; a string is split at commas and spaces; None gives the defaults."""
+    """A list of checked metric names; a string (or an item of a list) is split at commas and spaces;
+    None gives the defaults."""
     if metrics is None:
         return list(DEFAULT_METRICS)
     if isinstance(metrics, str):
         metrics = [m for m in re.split(r"[,\s]+", metrics) if m]
     elif not isinstance(metrics, Sequence):
         raise ConfigError(f"metrics must be a list of names such as ['ndcg@10'], got {type(metrics).__name__}")
+    else:  # --metrics ndcg@10,map: one item with commas
+        metrics = [part for m in metrics for part in (re.split(r"[,\s]+", m.strip()) if isinstance(m, str) and "," in m else [m])]
     names = [parse_metric(m) for m in metrics]
     if not names:
         raise ConfigError("no metric given; e.g. ndcg@10")

@@ -232,11 +232,12 @@ class Report:
                 cell, cmp = self.cells[d, p], self.compare(d, p)
                 systems[p] = {"status": cell.status, "error": cell.error, "expression": cell.expression,
                               "means": {m: _plain(table.at[p, m]) for m in self.metrics},
-                              "pvalues": cmp.pvalues if cmp else None,
+                              "pvalues": {m: _plain(v) for m, v in cmp.pvalues.items()} if cmp else None,
                               "wins_losses_ties": [cmp.wins, cmp.losses, cmp.ties] if cmp else None,
                               "ms_per_query": cell.ms_per_query, "load_s": cell.load_s, "usage": cell.usage,
                               "prefix": cell.prefix, "queries": int(table.at[p, "queries"]),
-                              "per_query": cell.per_query.to_dict() if cell.ok else None}
+                              "per_query": {m: {q: _plain(v) for q, v in values.items()}
+                                            for m, values in cell.per_query.to_dict().items()} if cell.ok else None}
             out["datasets"][d] = systems
         avg = self.averages()
         out["averages"] = {p: {k: _plain(avg.at[p, k]) for k in avg.columns} for p in self.systems}
@@ -299,7 +300,8 @@ class Report:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "report.md").write_text(self.to_markdown() + "\n", encoding="utf-8")
         (folder / "report.html").write_text(self.to_html(), encoding="utf-8")
-        (folder / "report.json").write_text(json.dumps(self.to_json(), indent=1, default=_plain), encoding="utf-8")
+        (folder / "report.json").write_text(json.dumps(self.to_json(), indent=1, default=_plain, allow_nan=False),
+                                            encoding="utf-8")
 
 
 _CSS = """

@@ -40,11 +40,14 @@ def check(test: str, correction: str | None) -> str | None:
 
 
 def pvalue(a: np.ndarray, b: np.ndarray, test: str = "student", permutations: int = 1000, seed: int = 42) -> float:
-    """Two-sided p-value of the paired difference between ``a`` and ``b`` (1.0 when they never differ)."""
+    """Two-sided p-value of the paired difference between ``a`` and ``b`` (1.0 when they never differ; NaN
+    when a score is undefined, NaN, as the measure's mean then is)."""
     check(test, None)
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if len(a) != len(b):
         raise ConfigError(f"paired scores differ in length: {len(a)} and {len(b)}")
+    if np.isnan(a).any() or np.isnan(b).any():
+        return float("nan")
     if len(a) < 2 or np.all(np.abs(a - b) <= TIE):
         return 1.0
     with warnings.catch_warnings():  # scipy's precision notice for near-constant differences
@@ -66,18 +69,19 @@ def _mean_difference(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
 
 
 def correct(pvalues: Sequence[float], method: str | None) -> list[float]:
-    """Adjusted p-values (capped at 1): Bonferroni multiplies by the count, Holm steps down."""
+    """Adjusted p-values (capped at 1): Bonferroni multiplies by the count, Holm steps down. An undefined
+    (NaN) p-value stays NaN and is not counted among the tests."""
     check("student", method)
     p = np.asarray(pvalues, dtype=np.float64)
-    if method is None or len(p) == 0:
+    defined = np.flatnonzero(~np.isnan(p))
+    if method is None or len(defined) == 0:
         return [float(x) for x in p]
-    n = len(p)
+    n, adjusted = len(defined), p.copy()
     if method == "bonferroni":
-        return [float(x) for x in np.minimum(p * n, 1.0)]
-    order = np.argsort(p, kind="stable")
-    adjusted = np.empty(n)
+        adjusted[defined] = np.minimum(p[defined] * n, 1.0)
+        return [float(x) for x in adjusted]
     running = 0.0
-    for rank, i in enumerate(order):
+    for rank, i in enumerate(defined[np.argsort(p[defined], kind="stable")]):
         running = max(running, min(1.0, (n - rank) * p[i]))
         adjusted[i] = running
     return [round(float(x), 12) for x in adjusted]

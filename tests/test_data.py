@@ -191,7 +191,9 @@ def spaced(folder, docid="d 9", qid="q4"):
 def test_beir_qrels_are_split_at_tabs_so_ids_may_hold_spaces(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RERANK_CACHE", str(tmp_path / "cache"))
     qrels = tmp_path / "test.tsv"
-    qrels.write_text("query-id\tcorpus-id\tscore\nq 5\td 9\t1\r\nq1\t0\td1\t2\n")
+    qrels.write_text("query-id\tcorpus-id\tscore\nq 5\td 9\t1\r\nq1\td1\t2\n")
+    assert read_qrels(qrels) == {"q 5": {"d 9": 1}, "q1": {"d1": 2}}
+    qrels.write_text("q 5\t0\td 9\t1\r\nq1\t0\td1\t2\n")  # TREC's four fields, at tabs
     assert read_qrels(qrels) == {"q 5": {"d 9": 1}, "q1": {"d1": 2}}
     qrels.write_text("q1 0 d1 1\nq1  0\td2 2\nq1 0 d3\t1\n")   # TREC lines, and lines mixing tabs and spaces, split at whitespace
     assert read_qrels(qrels) == {"q1": {"d1": 1, "d2": 2, "d3": 1}}
@@ -240,8 +242,8 @@ def test_run_scores_and_grades_are_plain_decimal_numbers(tmp_path, text):
     (tmp_path / "r.trec").write_text(f"q1 Q0 d1 1 2.5 t\nq1 Q0 d2 2 {text} t\n")
     with pytest.raises(DataError, match=f"r.trec:2: score '{re.escape(text)}' is not a number; write plain decimal digits"):
         read_trec_run(tmp_path / "r.trec")
-    (tmp_path / "q.txt").write_text(f"q1 0 d1 1\nq1\td2\t{text}\n")
-    with pytest.raises(DataError, match=f"q.txt:2: relevance '{re.escape(text)}' is not a number; write plain decimal digits"):
+    (tmp_path / "q.txt").write_text(f"q1\t0\td1\t1\nq1\t0\td2\t{text}\n")
+    with pytest.raises(DataError, match=f"q.txt:2: relevance '{re.escape(text)}' is not a number; write whole numbers"):
         read_qrels(tmp_path / "q.txt")
     with pytest.raises(DataError, match=f"relevance '{re.escape(text)}' is not a number"):   # qrels given in Python, as text
         evaluate(Ranking.from_records([("q1", "", "d1", 1.0)]), {"q1": {"d1": text}}, ["mrr@10"])

@@ -113,3 +113,93 @@ def test_f1_is_a_metric_and_superscript_cut_offs_are_refused():
     for bad in ("ndcg@²", "ndcg@10-l²"):
         with pytest.raises(ConfigError, match="must be a positive integer"):
             evaluate(run, {"q1": {"a": 1}}, [bad])
+
+
+# -- found by a review against trec_eval and ranx -----------------------------------------------------
+@pytest.mark.parametrize("n", [16, 32, 64, 100])
+def test_tied_scores_are_scored_in_the_runs_order_however_many(tmp_path, n):
+    """ranx sorts by score, and its sort does not keep large groups of ties in order: rerank hands it ranks."""
+    path = tmp_path / "tied.trec"
+    path.write_text("".join(f"q1 Q0 d{i:03d} {i + 1} 1.0 x\n" for i in range(n)))
+    run = Ranking.read_trec(path)
+    assert run.results("q1")[0].docid == "d000"
+    assert evaluate(run, {"q1": {"d000": 1}}, ["mrr", "ndcg@10", "precision@1"]) == {"mrr": 1.0, "ndcg@10": 1.0, "precision@1": 1.0}
+    assert evaluate(run, {"q1": {f"d{n - 1:03d}": 1}}, ["mrr"])["mrr"] == pytest.approx(1 / n)
+
+
+@pytest.mark.parametrize("lines, message", [
+    ("101 0 5001 1\n101 0 5002\n", ":2: 3 fields where the file's first judgment \\(line 1\\) has 4"),
+    ("101\t0\t5001\t1\n101\t0\t5002\n", ":2: 3 fields where the file's first judgment \\(line 1\\) has 4"),
+    ("q1\td1\t1\nq1\t0\td2\t1\n", ":2: 4 fields where the file's first judgment \\(line 1\\) has 3"),
+])
+def test_a_qrels_line_of_another_form_than_the_file_is_refused(tmp_path, lines, message):
+    from rerank.io import read_qrels
+
+    (tmp_path / "q.txt").write_text(lines)
+    with pytest.raises(DataError, match=message):
+        read_qrels(tmp_path / "q.txt")  # "101 0 5002" was document "0" with grade 5002
+
+
+def test_a_placeholder_for_a_query_without_results_never_meets_a_judged_docid():
+    run = Ranking.from_records([("q1", "", "d1", 2.0)])
+    assert evaluate(run, {"q1": {"d1": 1}, "q2": {"__no_result__": 1}}, ["ndcg@10", "mrr@10"]) == {"ndcg@10": 0.5, "mrr@10": 0.5}
+
+
+@pytest.mark.parametrize("metric, message", [
+    ("bpref@10", "bpref reads the whole run and takes no cut-off"),
+    ("r-precision@5", "r-precision reads the whole run and takes no cut-off"),
+    ("P@10", "did you mean 'precision@10'"), ("ndcg_cut_10", "did you mean 'ndcg@10'"), ("ndcg_cut.10", "did you mean 'ndcg@10'"),
+    ("RR@10", "did you mean 'mrr@10'"), ("recip_rank", "did you mean 'mrr'"), ("R@100", "did you mean 'recall@100'"),
+    ("AP", "did you mean 'map'"), ("recall_100", "did you mean 'recall@100'"), ("Rprec", "did you mean 'r-precision'"),
+])
+def test_metric_names_that_would_mislead_are_refused_with_the_right_name(metric, message):
+    from rerank.metrics import parse_metric
+
+    with pytest.raises(ConfigError, match=message):
+        parse_metric(metric)
+
+
+def test_metrics_given_with_commas_in_one_argument_are_split():
+    from rerank.metrics import parse_metrics
+
+    assert parse_metrics(["ndcg@10,map", "mrr@10"]) == ["ndcg@10", "map", "mrr@10"]
+
+
+def _mini(folder, qrels):
+    import json
+
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in
+                                                 enumerate(["cats purr", "dogs bark", "fish swim", "birds fly"])))
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in
+                                                  [("q1", "cats"), ("q2", "dogs"), ("q3", "fish")]))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + qrels)
+    (folder / "run.partial.trec").write_text("q2 Q0 d1 1 2.0 x\nq2 Q0 d0 2 1.0 x\nq3 Q0 d2 1 1.0 x\n")  # no q1
+    return folder
+
+
+def test_a_shipped_run_without_some_queries_scores_them_0_with_a_count(tmp_path, caplog):
+    data = _mini(tmp_path / "ds", "q1\td0\t1\nq2\td1\t1\nq3\td2\t1\n")
+    report = Experiment({"partial": "run('partial')"}, str(data), ["mrr@10"]).run()
+    cell = report.cells[str(data), "partial"]
+    assert cell.ok and cell.per_query["mrr@10"].to_dict() == {"q1": 0.0, "q2": 1.0, "q3": 1.0}
+    assert "has no results for 1 of the 1 queries asked (e.g. ['q1']); they count as 0" in caplog.text  # the warm-up query
+    assert "1 of 3 judged queries have no results (e.g. 'q1'); they count as 0" in caplog.text
+    with pytest.raises(DataError, match="1 are not among them"):
+        RunRetriever("partial", load(str(data)))({"new": "cats"})
+
+
+def test_an_undefined_measure_has_no_p_value_and_report_json_holds_no_bare_nan(tmp_path):
+    import json
+    import math
+
+    from rerank.significance import correct
+
+    data = _mini(tmp_path / "ds", "q1\td0\t1\nq2\td1\t1\nq2\td3\t0\nq3\td2\t1\nq3\td3\t0\n")  # q1: no judged non-relevant
+    report = Experiment({"BM25": "bm25", "partial": "run('partial')"}, str(data), ["mrr@10", "bpref"],
+                        save_dir=tmp_path / "out").run()
+    assert math.isnan(report.pvalues(str(data)).at["partial", "bpref"])
+    saved = json.loads((tmp_path / "out" / "report.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
+    assert saved["datasets"][str(data)]["partial"]["pvalues"]["bpref"] is None
+    assert saved["datasets"][str(data)]["BM25"]["per_query"]["bpref"]["q1"] is None
+    assert correct([0.01, float("nan"), 0.02], "holm")[0] == 0.02 and math.isnan(correct([0.01, float("nan")], "bonferroni")[1])

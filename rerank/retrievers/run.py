@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from rerank.errors import ConfigError, DataError
 from rerank.stage import Stage
 from rerank.types import Ranking
+
+logger = logging.getLogger("rerank")
 
 
 class RunRetriever(Stage):
@@ -33,7 +36,13 @@ class RunRetriever(Stage):
         if self._ranking is None:
             self._ranking = self.dataset.run(self.name)
         asked, held = inp.queries(), self._ranking.queries()
-        if asked and not held.keys() & asked.keys():
+        own = {q.qid for q in self.dataset.queries()}
+        new = [q for q in asked if q not in held and q not in own]
+        if new:
             raise DataError(f"{self!r} ranks only {self.dataset.name}'s own queries (ids like {sorted(held)[:3]}); "
-                            f"none of {sorted(asked)[:3]} is among them (use a retriever such as bm25 for new queries)")
+                            f"{len(new)} are not among them (e.g. {new[:3]}; use a retriever such as bm25 for new queries)")
+        lacking = [q for q in asked if q not in held]
+        if lacking:
+            logger.warning("%r has no results for %d of the %d queries asked (e.g. %s); they count as 0",
+                           self, len(lacking), len(asked), lacking[:3])
         return self._ranking.select(asked)
