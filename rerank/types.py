@@ -62,6 +62,30 @@ def checked_doc(doc: Doc, where: str) -> Doc:
     return doc
 
 
+DOC_ID_KEYS, DOC_TEXT_KEYS = ("_id", "docid", "id"), ("text", "contents")
+"""The keys a document given as a dict may hold its id and text under (BEIR, rerank, pyserini)."""
+
+
+def doc_from(item: Any, owner: str) -> Doc:
+    """A checked :class:`Doc` from a Doc, a ``(docid, text[, title])`` tuple of strings, or a dict with one
+    id (``_id``, ``docid`` or ``id``; a whole number becomes its digits), one text (``text``, or pyserini's
+    ``contents``) and optionally a ``title``; ConfigError naming ``owner`` for anything else."""
+    if isinstance(item, Mapping):
+        ids, texts = [k for k in DOC_ID_KEYS if k in item], [k for k in DOC_TEXT_KEYS if k in item]
+        if len(ids) != 1 or len(texts) != 1:
+            raise ConfigError(f"{owner}: a document dict needs one id key ({', '.join(DOC_ID_KEYS)}) and one text key "
+                              f"({', '.join(DOC_TEXT_KEYS)}); got keys {sorted(map(str, item))[:8]}")
+        docid = item[ids[0]]
+        docid = str(docid) if isinstance(docid, int | np.integer) and not isinstance(docid, bool) else docid
+        item = Doc(docid, item[texts[0]], "" if item.get("title") is None else item["title"])
+    elif not isinstance(item, Doc):
+        if not (isinstance(item, tuple | list) and 2 <= len(item) <= 3 and all(isinstance(x, str) for x in item)):
+            raise ConfigError(f"{owner}: documents must be Doc records, (docid, text[, title]) tuples of strings or "
+                              f"dicts with an id and a text, got {item!r:.60}")
+        item = Doc(*item)
+    return checked_doc(item, owner)
+
+
 def half_surrogate(text: str) -> bool:
     """Whether ``text`` holds half of a surrogate pair: no character, and no UTF-8 for it."""
     if text.isascii():

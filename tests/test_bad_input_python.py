@@ -135,3 +135,28 @@ def test_scores_given_as_text_follow_the_plain_number_rule_of_run_files(score):
     with pytest.raises(DataError, match="a Ranking's scores must be numbers"):
         Ranking.from_records([("q", "cat", "d1", score), ("q", "cat", "d2", 3.0)])
     assert Ranking.from_records([("q", "cat", "d1", "1.5e0")]).to_dict() == {"q": {"d1": 1.5}}
+
+
+# -- document forms ---------------------------------------------------------------------------------
+def test_documents_may_be_given_as_beir_dicts_pyserini_dicts_tuples_or_a_dataframe():
+    forms = {
+        "beir": [{"_id": "d1", "title": "Cats", "text": "The cat sat"}, {"_id": 2, "title": None, "text": "Stocks fell"}],
+        "pyserini": [{"id": "d1", "contents": "Cats The cat sat"}, {"id": "2", "contents": "Stocks fell"}],
+        "frame": pd.DataFrame({"docid": ["d1", "2"], "title": ["Cats", ""], "text": ["The cat sat", "Stocks fell"]}),
+    }
+    for name, docs in forms.items():
+        index = BM25().index(docs)
+        assert [d.docid for d in index.docs] == ["d1", "2"] and index.search("cat", k=1).docids == ["d1"], name
+    ranked = BiEncoderReranker().rerank("a cat", [("d1", "The cat sat"), {"docid": "d2", "text": "Stocks fell"}])
+    assert ranked.docids == ["d1", "d2"]
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"_id": "d1", "docid": "d1", "text": "x"}, "a document dict needs one id key"),
+    ({"_id": "d1", "body": "x"}, "a document dict needs one id key .* and one text key \\(text, contents\\); got keys \\['_id', 'body'\\]"),
+    ({"_id": True, "text": "x"}, "docid must be a string, got bool"),
+    ({"_id": "d1", "text": float("nan")}, "text must be a string, got float nan"),
+])
+def test_document_dicts_that_could_be_misread_are_refused(doc, message):
+    with pytest.raises(ConfigError, match=message):
+        BM25().index([doc])

@@ -22,11 +22,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from rerank._progress import progress_bar
 from rerank.errors import ConfigError, DataError
 from rerank.stage import Cutoff, Pipeline, Stage, callable_directly, check_query, check_query_texts
-from rerank.types import Candidates, Doc, RankedResults, Ranking, checked_doc
+from rerank.types import Candidates, Doc, RankedResults, Ranking, doc_from
 
 
 class Reranker(Stage):
@@ -48,18 +49,23 @@ class Reranker(Stage):
         """Rerank many queries; override to batch model calls across queries."""
         return [self.rerank_candidates(c) for c in progress_bar(batch, repr(self)[:40], self.progress, unit="query")]
 
-    def rerank(self, query: str, docs: Iterable[str | Doc], scores: Sequence[float] | None = None) -> RankedResults:
-        """Rerank ``docs`` (texts or :class:`Doc`) for ``query``; ``scores`` are optional first-stage scores.
-
-        Plain-text documents get docids ``"0"``, ``"1"``, ... in input order.
+    def rerank(self, query: str, docs: Iterable[Any], scores: Sequence[float] | None = None) -> RankedResults:
+        """Rerank ``docs`` for ``query``: texts, :class:`Doc` records, ``(docid, text[, title])`` tuples or
+        dicts with an id and a text, as :meth:`Retriever.index` takes; ``scores`` are optional first-stage
+        scores. Plain-text documents get docids ``"0"``, ``"1"``, ... in input order.
         """
         check_query(query, "rerank")
+        if isinstance(docs, pd.DataFrame):
+            docs = docs.to_dict("records")
         if isinstance(docs, str | bytes | Mapping) or not isinstance(docs, Iterable):
-            raise ConfigError(f"rerank takes a list of documents (texts or Doc records), got {type(docs).__name__}: {docs!r:.60}")
+            raise ConfigError(f"rerank takes a list of documents (texts, Doc records, (docid, text) tuples or dicts), "
+                              f"got {type(docs).__name__}: {docs!r:.60}")
         docs = list(docs)
         if not docs:
             return RankedResults(query, [])
-        records = [checked_doc(d if isinstance(d, Doc) else Doc(str(i), d), f"{type(self).__name__}.rerank") for i, d in enumerate(docs)]
+        owner = f"{type(self).__name__}.rerank"
+        records = [doc_from(d if isinstance(d, Doc | Mapping | tuple | list) else Doc(str(i), d), owner)  # else a text
+                   for i, d in enumerate(docs)]
         twice = next((docid for docid, n in Counter(d.docid for d in records).items() if n > 1), None)
         if twice is not None:
             raise DataError(f"each document needs its own docid; {twice!r} is given twice")

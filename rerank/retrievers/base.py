@@ -24,7 +24,7 @@ from rerank.errors import ConfigError, DataError, one_line
 from rerank.index_cache import corpus_fingerprint, read_index_header, write_folder
 from rerank.params import is_integer
 from rerank.stage import Stage, callable_directly, check_query_texts
-from rerank.types import Doc, Ranking, checked_doc
+from rerank.types import Doc, Ranking, doc_from
 
 
 class Retriever(Stage):
@@ -178,19 +178,16 @@ def check_unique_docids(docs: Sequence[Doc], owner: str) -> None:
         seen.add(d.docid)
 
 
-def as_docs(docs: Iterable[Any], owner: str) -> list[Doc]:
-    """``docs`` as Doc records: Docs, or ``(docid, text[, title])`` tuples of strings (ConfigError for
-    anything else: a dict's keys or a list of texts would be read letter by letter)."""
+def as_docs(docs: Iterable[Any] | pd.DataFrame, owner: str) -> list[Doc]:
+    """``docs`` as Doc records: Docs, ``(docid, text[, title])`` tuples of strings, dicts with an id and a
+    text (BEIR's ``{"_id", "title", "text"}``), or a DataFrame of such columns (:func:`~rerank.types.doc_from`;
+    ConfigError for anything else: a dict's keys or a string would be read letter by letter)."""
+    if isinstance(docs, pd.DataFrame):
+        docs = docs.to_dict("records")
     if isinstance(docs, str | bytes | Mapping) or not isinstance(docs, Iterable):
-        raise ConfigError(f"{owner}: index() takes Doc records or (docid, text[, title]) tuples, got {type(docs).__name__}")
-    out = []
-    for d in docs:
-        if not isinstance(d, Doc):
-            if not (isinstance(d, tuple | list) and 2 <= len(d) <= 3 and all(isinstance(x, str) for x in d)):
-                raise ConfigError(f"{owner}: documents must be Doc records or (docid, text[, title]) tuples of strings, got {d!r:.60}")
-            d = Doc(*d)
-        out.append(checked_doc(d, owner))
-    return out
+        raise ConfigError(f"{owner}: index() takes Doc records, (docid, text[, title]) tuples, dicts or a DataFrame, "
+                          f"got {type(docs).__name__}")
+    return [doc_from(d, owner) for d in docs]
 
 
 def _retriever_class(name: str, path: Path) -> type[Retriever]:
