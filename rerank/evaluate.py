@@ -33,8 +33,9 @@ def evaluate(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[str] = DEFA
     """Mean of each metric over the judged queries (a judged query the run lacks counts as 0, as in
     ``trec_eval -c``, with a warning that counts them).
 
-    ``qrels`` is ``{qid: {docid: relevance}}`` or a :class:`~rerank.data.Dataset` (whose relevance
-    threshold and excluded ids then apply).
+    ``qrels`` is a :class:`~rerank.data.Dataset` (whose relevance threshold and excluded ids then apply)
+    or judgments in any form :func:`rerank.data.memory.as_qrels` reads: ``{qid: {docid: relevance}}``,
+    ``(qid, docid, relevance)`` tuples or ``Qrel`` records, a DataFrame, a ranx ``Qrels``.
 
     >>> from rerank import Ranking
     >>> run = Ranking.from_records([("q1", "", "d1", 2.0), ("q1", "", "d2", 1.0)])
@@ -123,12 +124,9 @@ def _judgments(qrels: Any, rel_threshold: int | None) -> tuple[dict[str, dict[st
         threshold = _threshold(rel_threshold if rel_threshold is not None else qrels.rel_threshold)
         asked = {q.qid for q in qrels.queries()}  # judged queries missing from the queries are not evaluated
         return {q: docs for q, docs in qrels.qrels().items() if q in asked}, threshold, qrels.exclusions()
-    if not isinstance(qrels, Mapping):
-        raise ConfigError(f"qrels must be a {{qid: {{docid: relevance}}}} mapping or a Dataset, got {type(qrels).__name__}")
-    from rerank.io import relevance_grade
+    from rerank.data.memory import as_qrels
 
-    graded = {str(q): {str(d): relevance_grade(r, f"qrels[{q!r}][{d!r}]") for d, r in docs.items()} for q, docs in qrels.items()}
-    return graded, _threshold(rel_threshold if rel_threshold is not None else 1), {}
+    return as_qrels(qrels), _threshold(rel_threshold if rel_threshold is not None else 1), {}
 
 
 def _threshold(value: Any) -> int:

@@ -160,3 +160,42 @@ def test_documents_may_be_given_as_beir_dicts_pyserini_dicts_tuples_or_a_datafra
 def test_document_dicts_that_could_be_misread_are_refused(doc, message):
     with pytest.raises(ConfigError, match=message):
         BM25().index([doc])
+
+
+# -- a dataset made in Python -------------------------------------------------------------------------
+def test_your_own_documents_queries_and_qrels_make_a_dataset_for_experiments(tmp_path):
+    from ranx import Qrels
+
+    from rerank.data import InMemoryDataset
+    from rerank.types import Qrel
+
+    corpus = [{"_id": "d1", "title": "Cats", "text": "cats purr"}, {"_id": "d2", "text": "dogs bark"}, {"_id": "d3", "text": "fish swim"}]
+    queries = {"q1": "cats", "q2": "dogs"}
+    judged = pd.DataFrame({"qid": ["q1", "q2"], "docno": ["d1", "d3"], "label": [1, 1]})  # PyTerrier's columns
+    ds = InMemoryDataset("mine", corpus, queries, judged)
+    corpus.append({"_id": "d4", "text": "late"})  # copied: no effect
+    assert len(ds.corpus()) == 3 and ds.qrels() == {"q1": {"d1": 1}, "q2": {"d3": 1}}
+    report = rerank.Experiment({"bm25": "bm25", "bm25 % 1": "bm25 % 1"}, ds, ["mrr@10"], save_dir=tmp_path / "out").run()
+    assert report.table("mine").at["bm25", "mrr@10"] == 0.5  # q2's d3 shares no word with it: not retrieved
+    run = rerank.pipeline("bm25", ds)(ds.topics())
+    for qrels in ([Qrel("q1", "d1", 1)], [("q1", "d1", 1)], Qrels({"q1": {"d1": 1}}), judged.iloc[:1]):
+        assert rerank.evaluate(run, qrels, ["mrr@10"]) == {"mrr@10": 1.0}
+
+
+@pytest.mark.parametrize("corpus, queries, qrels, error, message", [
+    ([], {"q1": "x"}, [("q1", "d1", 1)], DataError, "the corpus is empty"),
+    ([("d1", "a"), ("d1", "b")], {"q1": "x"}, [("q1", "d1", 1)], DataError, "two different document records have the id 'd1'"),
+    ([("d1", "a")], {"q1": ""}, [("q1", "d1", 1)], DataError, "1 queries have empty text"),
+    ([("d1", "a")], {"q1": "x"}, [("q1", "d9", 1)], DataError, "none of the 1 judged documents is in the corpus"),
+    ([("d1", "a")], {"q1": "x"}, [("q1", "d1", 0.5)], DataError, "relevance 0.5 is not an integer grade"),
+    ([("d1", "a")], {"q1": "x"}, [("q1", "d1", float("nan"))], DataError, "relevance nan is not an integer grade"),
+    ([("d1", "a")], {"q1": "x"}, [("q1", "d1", 1), ("q1", "d1", 2)], ConfigError, "judged twice, 1 and 2"),
+    ([("d1", "a")], {"q1": "x"}, [(True, "d1", 1)], ConfigError, "a judgment is \\(qid, docid, relevance\\) with string ids"),
+    ([("d1", "a")], "q1 x", [("q1", "d1", 1)], ConfigError, "queries must be a list of records or a DataFrame, got str"),
+    ("d1 a", {"q1": "x"}, [("q1", "d1", 1)], ConfigError, "corpus must be a list of records or a DataFrame, got str"),
+])
+def test_a_dataset_made_in_python_is_checked_as_files_are(corpus, queries, qrels, error, message):
+    from rerank.data import InMemoryDataset
+
+    with pytest.raises(error, match=message):
+        InMemoryDataset("mine", corpus, queries, qrels)

@@ -30,10 +30,11 @@ import tomllib
 
 from rerank.data.base import Dataset
 from rerank.data.beir import BeirDataset
+from rerank.data.memory import InMemoryDataset
 from rerank.errors import ConfigError, DataError
 from rerank.params import check_arguments
 
-__all__ = ["Dataset", "load", "names", "dataset_dirs"]
+__all__ = ["Dataset", "InMemoryDataset", "load", "names", "dataset_dirs"]
 
 logger = logging.getLogger("rerank")
 D = TypeVar("D", bound=Dataset)
