@@ -22,6 +22,7 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from rerank.errors import ConfigError, RerankError, one_line
 from rerank.metrics import DEFAULT_METRICS
@@ -81,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--dataset", required=True, help="dataset name, BEIR folder, or irds:<id>")
     e.add_argument("--pipeline", action="append", default=[], metavar="[NAME=]EXPR", help="repeatable; first is the baseline")
     e.add_argument("--pipelines", type=_path, help="a TOML file with a [pipelines] table of name = expression")
+    e.add_argument("--run", action="append", default=[], metavar="[NAME=]FILE",
+                   help="a TREC run file made elsewhere, evaluated as a system (repeatable; after the pipelines)")
     e.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
     e.add_argument("--baseline", help="name of the baseline system (default: the first)")
     e.add_argument("--limit", type=int, help="evaluate on the first N judged queries only")
@@ -151,10 +154,12 @@ def _path(text: str) -> Path:
     return Path(text)
 
 
-def _systems(args: argparse.Namespace) -> dict[str, str]:
+def _systems(args: argparse.Namespace) -> dict[str, Any]:
+    """Name -> pipeline expression, from --pipelines, --pipeline, and Rankings read from --run files."""
     from rerank.bench import pipeline_table, read_toml
+    from rerank.types import Ranking
 
-    systems: dict[str, str] = {}
+    systems: dict[str, Any] = {}
     if args.pipelines:
         raw = read_toml(args.pipelines)
         stray = sorted(set(raw) - {"pipelines"})
@@ -168,9 +173,22 @@ def _systems(args: argparse.Namespace) -> dict[str, str]:
         if name in systems:
             raise ConfigError(f"pipeline name {name!r} is given twice; name each one (--pipeline NAME=EXPR)")
         systems[name] = expr
+    for item in getattr(args, "run", []):
+        name, sep, path = item.partition("=")
+        name, path = (name.strip(), path.strip()) if sep and name.strip() else (_run_name(item.strip()), item.strip())
+        if not path:
+            raise ConfigError(f"--run {item!r}: give a run file, as --run NAME=FILE or --run FILE")
+        if name in systems:
+            raise ConfigError(f"system name {name!r} is given twice; name each run (--run NAME=FILE)")
+        systems[name] = Ranking.read_trec(path)
     if not systems:
-        raise ConfigError("give at least one --pipeline (or --pipelines FILE)")
+        raise ConfigError("give at least one --pipeline (or --pipelines FILE, or --run FILE)")
     return systems
+
+
+def _run_name(path: str) -> str:
+    """A run file's default system name: its file name without ``.gz`` and its extension (``run.bm25``)."""
+    return Path(Path(path).name.removesuffix(".gz")).stem
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -204,3 +204,19 @@ def test_an_undefined_measure_has_no_p_value_and_report_json_holds_no_bare_nan(t
     assert saved["datasets"][str(data)]["partial"]["pvalues"]["bpref"] is None
     assert saved["datasets"][str(data)]["BM25"]["per_query"]["bpref"]["q1"] is None
     assert correct([0.01, float("nan"), 0.02], "holm")[0] == 0.02 and math.isnan(correct([0.01, float("nan")], "bonferroni")[1])
+
+
+def test_a_run_file_made_elsewhere_is_evaluated_from_the_command_line(tmp_path, capsys):
+    from rerank.cli import main
+
+    shipped = next((load("trec-dl-2019").path).glob("run.bm25*"))
+    assert main(["--quiet", "eval", "--dataset", "trec-dl-2019", "--pipeline", "BM25=run", "--run", f"file={shipped}",
+                 "--run", str(shipped), "--metrics", "ndcg@10"]) == 0
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and "ndcg" not in line}
+    assert rows["BM25"] == rows["file"] == rows["run.bm25.top100"] == "0.5058"
+    (tmp_path / "cut.trec").write_text("19335 Q0 1017759 1 10.0 x\n19335 Q0 8412684\n")
+    assert main(["--quiet", "eval", "--dataset", "trec-dl-2019", "--run", str(tmp_path / "cut.trec")]) == 2
+    assert "cut.trec:2" in capsys.readouterr().err
+    assert main(["--quiet", "eval", "--dataset", "trec-dl-2019", "--run", f"x={shipped}", "--run", f"x={shipped}"]) == 2
+    assert "system name 'x' is given twice" in capsys.readouterr().err
