@@ -153,6 +153,11 @@ class RankedResults:
     def docids(self) -> list[str]:
         return [r.docid for r in self.results]
 
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per result: ``query``, ``docid``, ``score``, ``rank``, ``text``, ``title``."""
+        return pd.DataFrame([r._asdict() for r in self.results], columns=list(Result._fields)).assign(query=self.query)[
+            ["query", *Result._fields]]
+
 
 @dataclass(frozen=True)
 class Candidates:
@@ -362,6 +367,8 @@ class Ranking:
             )
 
     def results(self, qid: str) -> RankedResults:
+        """One query's results (``qid`` as given to the stage; a whole number is its digits)."""
+        qid = str(qid)
         for c in self.per_query():
             if c.qid == qid:
                 return c.to_results()

@@ -199,3 +199,10 @@ def test_a_dataset_made_in_python_is_checked_as_files_are(corpus, queries, qrels
 
     with pytest.raises(error, match=message):
         InMemoryDataset("mine", corpus, queries, qrels)
+
+
+def test_results_as_a_dataframe_and_by_a_whole_number_qid(bm25):
+    frame = bm25.search("cat", k=2).to_pandas()
+    assert list(frame.columns) == ["query", "docid", "score", "rank", "text", "title"] and frame["rank"].tolist() == [1, 2]
+    assert bm25({7: "cat"}).results(7).docids == bm25.search("cat").docids
+    assert list(RankedResults("cat", []).to_pandas().columns) == ["query", "docid", "score", "rank", "text", "title"]
