@@ -182,12 +182,14 @@ def weights_stamp(name: str | os.PathLike[str]) -> str:
 
 def local_models(expression: str) -> dict[str, str]:
     """``{string: weights_stamp}`` for the quoted strings of a pipeline expression that name a local
-    model file or folder, also after a backend kind (``'hf:models/mine'``); what a cache keyed on the
-    expression must add so that it never answers for other weights under the same name."""
+    model file or folder, also after a backend kind and before a spec's options (``'hf:models/mine'``,
+    ``'hf:models/m.gguf?dtype=float32'``); what a cache keyed on the expression must add so that it
+    never answers for other weights under the same name."""
     found = {}
     for single, double in re.findall(r"'([^']*)'|\"([^\"]*)\"", expression):
         text = single or double
-        for candidate in (text, text.split(":", 1)[-1]):
+        after_kind = text.split(":", 1)[-1]
+        for candidate in (text, after_kind, re.split(r"[?#]", after_kind, maxsplit=1)[0]):
             stamp = weights_stamp(candidate) if candidate else ""
             if stamp:
                 found[text] = stamp

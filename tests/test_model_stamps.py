@@ -66,6 +66,8 @@ def test_a_stamp_follows_the_files_of_a_local_model_and_only_them(minilm):
     assert after != before and weights_stamp(weights) != ""                 # a single file (a .gguf) too
     expr = f"bm25 % 10 >> dense(model='{minilm}') >> listwise(backend=\"hf:{minilm}\", prompt='listwise/rankgpt')"
     assert local_models(expr) == {str(minilm): after, f"hf:{minilm}": after}
+    with_options = f"yes-no(backend='hf:{weights}?dtype=float32') >> yes-no(backend='llamacpp:{weights}#n_ctx=4096')"
+    assert set(local_models(with_options)) == {f"hf:{weights}?dtype=float32", f"llamacpp:{weights}#n_ctx=4096"}  # options cut off
 
 
 def test_a_dense_index_and_the_loaded_model_follow_weights_saved_again(minilm, tiny, tmp_path):
