@@ -103,7 +103,7 @@ class CachedBackend(BackendWrapper):
 
     def _key(self, *parts: Any) -> str:
         blob = json.dumps([self.cache_id, *parts], ensure_ascii=False, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()
+        return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()  # half a surrogate pair is no character
 
     def _cached(self, prompts: Sequence[Prompt], keys: list[str], compute: Callable[[list[Prompt]], list[Any]]) -> list[Any]:
         found = self.store.get_many(keys)

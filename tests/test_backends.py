@@ -69,6 +69,19 @@ def test_cache_persists_and_keys_on_settings(tmp_path):
     assert len(inner.calls) == 4 and (again.hits, again.misses) == (3, 0)
 
 
+def test_backends_of_lambdas_never_share_cached_calls_and_surrogates_do_not_break_the_key(tmp_path):
+    """A lambda's repr names a memory address, which Python reuses once it is freed: each such backend
+    is cached for its own object only."""
+    answers = []
+    for i in range(50):
+        cached = CachedBackend(FakeBackend(generate=lambda p, a=f"ANS{i}": a), tmp_path / "calls.sqlite")
+        answers.append(cached.generate(["same prompt"])[0].text)
+        del cached
+    assert answers == [f"ANS{i}" for i in range(50)]
+    cached = CachedBackend(FakeBackend(generate=str.upper), tmp_path / "calls.sqlite")
+    assert cached.generate(["a \ud800 b"])[0].text == "A \ud800 B"
+
+
 class Flip(FakeBackend):
     """A third-party backend whose option changes its answers (and which has no cache_id)."""
 

@@ -115,25 +115,30 @@ def backend_id(backend: Backend) -> str:
     for name, (_, kept) in constructor_arguments(backend).items():
         if name == "model":
             continue
-        if kept is None:
-            if "_rerank_object_id" not in backend.__dict__:
-                logger.warning("%s keeps its argument %r under no attribute of that name, so its cached calls are "
-                               "kept for this object only; give it a cache_id naming every setting that changes "
-                               "its answers", type(backend).__name__, name)
-                backend.__dict__["_rerank_object_id"] = uuid.uuid4().hex
-            settings["object"] = backend.__dict__["_rerank_object_id"]
+        if kept is None and "_rerank_object_id" not in backend.__dict__:
+            logger.warning("%s keeps its argument %r under no attribute of that name, so its cached calls are "
+                           "kept for this object only; give it a cache_id naming every setting that changes "
+                           "its answers", type(backend).__name__, name)
+        value = None if kept is None else _named(getattr(backend, kept))
+        if kept is None or _unnamed_function(value):  # a lambda's repr names an address, which Python reuses
+            settings["object"] = backend.__dict__.setdefault("_rerank_object_id", uuid.uuid4().hex)
         else:
-            settings[name] = _named(getattr(backend, kept))
+            settings[name] = value
     return f"{type(backend).__name__}:{backend.model}{settings_suffix(settings)}"
 
 
 def _named(value: Any) -> Any:
     """A function defined at a module's top level as ``module.name`` (its repr names a memory address);
-    anything else as itself (a lambda or local function keeps its address: an id for this process only)."""
+    anything else as itself."""
     name = getattr(value, "__qualname__", None)
     if callable(value) and name and "<" not in name and getattr(value, "__module__", None):
         return f"{value.__module__}.{name}"
     return value
+
+
+def _unnamed_function(value: Any) -> bool:
+    """A lambda or local function: no name that outlives it (its backend is cached for its object only)."""
+    return callable(value) and not isinstance(value, str | type) and "<" in getattr(value, "__qualname__", "<")
 
 
 def checked_generations(backend: Backend, made: Any, count: int) -> list[Generation]:
