@@ -93,7 +93,7 @@ def test_a_grid_cell_and_teacher_scores_with_a_model_folder_run_again_after_it_c
                            "pipelines": {"CE": expr}}, name="stamps")
     tiny = load(str(tiny))
     teacher = TeacherScores(expr, tiny, depth=3, cache=tmp_path / "calls.sqlite")
-    key = teacher._key("why do cats purr")
+    key = teacher._key("q1", "why do cats purr")
     out = tmp_path / "bench"
     record = cell_path(out, "tiny", "CE").with_suffix(".json")
     run_grid(grid, out, progress=False)
@@ -104,7 +104,7 @@ def test_a_grid_cell_and_teacher_scores_with_a_model_folder_run_again_after_it_c
     run_grid(grid, out, progress=False)
     assert json.loads(record.read_text())["started"] != started             # new weights: run again
     assert cell_path(out, "tiny", "CE").read_text() != scores
-    assert TeacherScores(expr, tiny, depth=3, cache=tmp_path / "calls.sqlite")._key("why do cats purr") != key
+    assert TeacherScores(expr, tiny, depth=3, cache=tmp_path / "calls.sqlite")._key("q1", "why do cats purr") != key
 
 
 def test_a_backend_of_a_model_folder_loads_again_and_caches_apart_after_it_changes(smollm2_dense_dir, tmp_path):
@@ -135,6 +135,19 @@ def test_teacher_scores_reading_a_shipped_run_are_asked_anew_after_it_is_edited(
         f.write("q1 Q0 d1 1 7.0 bm25\nq1 Q0 d0 2 2.0 bm25\n")
     teacher = TeacherScores("run('bm25')", load(str(tiny)), depth=2, cache=cache)
     assert teacher.scores({"q1": "why do cats purr"})["q1"][0] == ("d1", 7.0) and teacher.hits == 0
+
+
+def test_teacher_scores_of_two_queries_with_one_text_are_kept_apart(tiny, tmp_path):
+    """A run answers by query id: two ids with one text must get their own scores, in one call or two."""
+    (tiny / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": "why do cats purr"}) + "\n" for q in ("q1", "q3")))
+    with gzip.open(tiny / "run.bm25.top100.trec.gz", "wt") as f:
+        f.write("q1 Q0 d0 1 9.0 bm25\nq1 Q0 d1 2 5.0 bm25\nq3 Q0 d4 1 8.0 bm25\nq3 Q0 d3 2 4.0 bm25\n")
+    cache = tmp_path / "calls.sqlite"
+    teacher = TeacherScores("run('bm25')", load(str(tiny)), depth=2, cache=cache)
+    assert teacher.scores({"q1": "why do cats purr"})["q1"] == [("d0", 9.0), ("d1", 5.0)]
+    assert teacher.scores({"q3": "why do cats purr"})["q3"] == [("d4", 8.0), ("d3", 4.0)]  # not q1's, from the cache
+    both = TeacherScores("bm25", load(str(tiny)), depth=2, cache=cache).scores({"q1": "why do cats purr", "q3": "why do cats purr"})
+    assert both["q1"] == both["q3"] and len(both["q1"]) == 2  # one list each, not one merged list
 
 
 def test_backend_settings_that_change_answers_are_in_the_call_cache_key():

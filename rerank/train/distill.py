@@ -2,8 +2,8 @@
 
 The teacher is any pipeline expression (``"bm25 % 100 | dense % 100"``, an LLM reranker on vLLM...).
 Its scores for one query are stored under a key made of the teacher's repr, a hash of the corpus
-content (and of its shipped runs, which a ``run('bm25')`` teacher reads), the depth and the query
-text, so a re-run (or another run with the same teacher) costs nothing and changed data never reuses
+content (and of its shipped runs, which a ``run('bm25')`` teacher reads), the depth, and the query's
+id and text (a run answers by id), so a re-run (or another run with the same teacher) costs nothing and changed data never reuses
 old scores. A teacher model given as a local folder adds
 the folder's :func:`~rerank.models.weights_stamp`, so weights trained again in place are asked anew.
 """
@@ -38,15 +38,16 @@ class TeacherScores:
         self.runs = dataset.runs_fingerprint  # a shipped run edited in place gives new scores
         self.hits = self.misses = 0
 
-    def _key(self, query: str) -> str:
-        extra = [part for part in (self.models, self.runs) if part]  # absent when empty: older keys stay valid
-        blob = json.dumps(["teacher", self.identity, self.fingerprint, self.depth, query, *extra], ensure_ascii=False, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()
+    def _key(self, qid: str, query: str) -> str:
+        extra = [part for part in (self.models, self.runs) if part]  # absent when empty
+        blob = json.dumps(["teacher", self.identity, self.fingerprint, self.depth, qid, query, *extra], ensure_ascii=False,
+                          sort_keys=True)
+        return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
 
     def scores(self, queries: Mapping[str, str]) -> dict[str, list[tuple[str, float]]]:
         """``{qid: [(docid, score), ...]}``, best first; only queries missing from the cache run the teacher."""
-        keys = {qid: self._key(text) for qid, text in queries.items()}
-        found = self.store.get_many(list(set(keys.values())))
+        keys = {qid: self._key(qid, text) for qid, text in queries.items()}
+        found = self.store.get_many(list(keys.values()))
         todo = {qid: queries[qid] for qid, k in keys.items() if k not in found}
         self.hits, self.misses = len(queries) - len(todo), len(todo)
         if todo:
