@@ -164,11 +164,27 @@ def files_stamp(name: str | os.PathLike[str], skip: tuple[str, ...] = ()) -> str
     path = Path(name).expanduser()
     if not str(name).strip() or not path.exists():
         return ""
-    files = [path] if path.is_file() else sorted(
-        f for f in path.rglob("*") if f.is_file() and f.relative_to(path).parts[0] not in skip)
+    files = [path] if path.is_file() else _files_under(path, skip)
     rows = [(f.name if f == path else str(f.relative_to(path)), st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             for f, st in ((f, f.stat()) for f in files)]
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
+def _files_under(folder: Path, skip: tuple[str, ...]) -> list[Path]:
+    """The files under ``folder``, through linked folders too (each real folder once), but those under
+    its top-level folders ``skip``."""
+    seen: set[str] = set()
+    found: list[Path] = []
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        if Path(root) == folder:
+            dirs[:] = [d for d in dirs if d not in skip]
+        found += [Path(root) / n for n in names]
+    return sorted(f for f in found if f.is_file())
 
 
 def weights_stamp(name: str | os.PathLike[str]) -> str:

@@ -190,3 +190,17 @@ def test_an_empty_model_name_stamps_nothing_rather_than_the_working_directory(tm
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("not a model")
     assert weights_stamp("") == weights_stamp("  ") == "" and weights_stamp(".") != ""
+
+
+def test_a_stamp_sees_files_under_linked_folders_once_each(tmp_path):
+    from rerank.models import files_stamp
+
+    (tmp_path / "real_qrels").mkdir()
+    (tmp_path / "real_qrels" / "test.tsv").write_text("q1\td1\t1\n")
+    data = tmp_path / "ds"
+    data.mkdir()
+    (data / "qrels").symlink_to(tmp_path / "real_qrels")
+    (data / "loop").symlink_to(data)  # a cycle is walked once
+    before = files_stamp(data)
+    (tmp_path / "real_qrels" / "test.tsv").write_text("q1\td2\t1\n")
+    assert before and files_stamp(data) != before
