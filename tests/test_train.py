@@ -462,6 +462,22 @@ def test_bi_encoder_fine_tuning_changes_embeddings_and_loads_as_dense_and_bienco
         train_cross_encoder(env["dataset"], tmp_path / "bad", TrainSettings(**TINY, loss="mnrl"))
 
 
+def test_resuming_on_other_data_is_refused(env, tmp_path):
+    out, s = tmp_path / "ce", TrainSettings(**{**TINY, "max_steps": 1})
+    train_cross_encoder(env["dataset"], out, s)
+    (out / "config.json").unlink()  # as if stopped after its checkpoint, before the model was saved
+    docs = [json.loads(line) for line in (env["folder"] / "corpus.jsonl").read_text().splitlines()]
+    docs[0]["text"] = "edited since the first steps"
+    queries = [json.loads(line) for line in (env["folder"] / "queries.jsonl").read_text().splitlines()]
+    other = BeirDataset(write_beir(tmp_path / "other", docs, queries, {"test": [("1", docs[1]["_id"], 1)]}), name="scifact-slice")
+    with pytest.raises(ConfigError, match="trained on 'scifact-slice' as it was before its files changed; choose another"):
+        train_cross_encoder(other, out, s.with_(max_steps=2, resume=True))
+    renamed = BeirDataset(other.path, name="elsewhere")
+    with pytest.raises(ConfigError, match="trained on 'scifact-slice', not 'elsewhere'"):
+        train_cross_encoder(renamed, out, s.with_(max_steps=2, resume=True))
+    assert train_cross_encoder(env["dataset"], out, s.with_(max_steps=2, resume=True)).steps == 2
+
+
 def test_cli_trains_on_all_three_sources_combined(env, tmp_path, capfd):
     out = tmp_path / "all"
     with warnings.catch_warnings(record=True) as caught:

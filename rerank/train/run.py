@@ -23,7 +23,7 @@ import numpy as np
 
 from rerank.data import Dataset
 from rerank.errors import ConfigError, RerankError, one_line, one_of
-from rerank.models import has_model_file
+from rerank.models import has_model_file, weights_stamp
 from rerank.train import sources
 from rerank.train.examples import Group, layout, to_dataset
 from rerank.train.record import TrainingRecord, versions
@@ -153,6 +153,10 @@ def _train(kind: str, dataset: str | Dataset, out: Path, s: TrainSettings) -> Tr
 
     before = {id(b) for b in loaded_backends()}
     ds = load(dataset) if isinstance(dataset, str) else dataset
+    trained_on = {"dataset": ds.name, "content": ds.content_fingerprint}  # what a resumed run must train on again
+    resuming = s.resume and last_checkpoint(out / "checkpoints") is not None
+    if resuming:
+        check_same_data(out / RUN_SETTINGS, trained_on)
     started = time.perf_counter()
     check_generator(s)
     groups, counts, seconds = build_examples(ds, s)
@@ -175,8 +179,8 @@ def _train(kind: str, dataset: str | Dataset, out: Path, s: TrainSettings) -> Tr
     from rerank.train.trainer import fit, load_student
 
     model = load_student(kind, s.base, s.max_length, s.seed)
-    if not s.resume or last_checkpoint(out / "checkpoints") is None:
-        (out / RUN_SETTINGS).write_text(json.dumps(run_settings(kind, s), indent=2), encoding="utf-8")
+    if not resuming:
+        (out / RUN_SETTINGS).write_text(json.dumps({**run_settings(kind, s), **trained_on}, indent=2), encoding="utf-8")
     start = time.perf_counter()
     curve, steps = fit(kind, model, tables, out, s)
     seconds["training"] = time.perf_counter() - start
@@ -248,7 +252,7 @@ def check_same_run(path: Path, kind: str, s: TrainSettings) -> None:
     except (OSError, ValueError) as e:
         raise ConfigError(f"{path} is damaged ({one_line(e)}); delete the checkpoints or choose another output folder") from None
     now = run_settings(kind, s)
-    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    changed = sorted(k for k in (set(saved) | set(now)) - set(DATA_KEYS) if saved.get(k) != now.get(k))
     if changed:
         first = changed[0]
         raise ConfigError(f"--resume continues the run in {path.parent}, trained with other settings: {', '.join(map(named, changed))} "
@@ -257,9 +261,28 @@ def check_same_run(path: Path, kind: str, s: TrainSettings) -> None:
 
 
 def run_settings(kind: str, s: TrainSettings) -> dict[str, Any]:
-    """What identifies a run's checkpoints: the student's kind and every setting but :data:`RESUMABLE`."""
-    return json.loads(json.dumps({"model": kind, **{k: v for k, v in s.to_dict().items() if k not in RESUMABLE}},
-                                 default=str))
+    """What identifies a run's checkpoints before its data is read: the student's kind, every setting but
+    :data:`RESUMABLE`, and a stamp of a local start checkpoint (``--from``) folder."""
+    settings = {"model": kind, **{k: v for k, v in s.to_dict().items() if k not in RESUMABLE}}
+    if stamp := weights_stamp(s.base):
+        settings["base_stamp"] = stamp
+    return json.loads(json.dumps(settings, default=str))
+
+
+DATA_KEYS = ("dataset", "content")
+"""What :data:`RUN_SETTINGS` records of the data a run trained on (checked once the data is read)."""
+
+
+def check_same_data(path: Path, trained_on: dict[str, str]) -> None:
+    """Refuse (ConfigError) to resume a run whose checkpoints were trained on another dataset, or on
+    this one before its files changed (a run saved before this was recorded is not checked)."""
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    if saved.get("content", trained_on["content"]) != trained_on["content"]:
+        same_name = saved.get("dataset") == trained_on["dataset"]
+        raise ConfigError(f"--resume continues the run in {path.parent}, trained on "
+                          + (f"{saved.get('dataset')!r} as it was before its files changed" if same_name else
+                             f"{saved.get('dataset')!r}, not {trained_on['dataset']!r}")
+                          + "; choose another output folder")
 
 
 def check_generator(s: TrainSettings) -> None:
