@@ -103,8 +103,10 @@ class Misbehaving:
     ``slow`` (answers after ``delay`` s), ``flaky`` (503 twice, then a valid completion),
     ``nologprobs`` (a valid completion without logprobs), ``silent`` (reads the request, never answers,
     also to GET), ``trickle`` (a 200 whose body comes one byte every 0.5 s), ``busy`` (429 with
-    ``Retry-After: 1`` once, then a valid completion), ``busylong`` (429 with ``Retry-After: 3600``).
-    ``paths`` counts requests by path (``/<mode>/tokenize``, ...) and ``times`` keeps when each came.
+    ``Retry-After: 1`` once, then a valid completion), ``busylong`` (429 with ``Retry-After: 3600``),
+    and each name of :data:`CANNED` (that malformed or odd answer, 200).
+    ``paths`` counts requests by path (``/<mode>/tokenize``, ...), ``times`` keeps when each came and
+    ``bodies`` the JSON each POST sent.
     """
 
     port: int
@@ -112,6 +114,7 @@ class Misbehaving:
     hits: dict[str, int] = field(default_factory=dict)
     paths: dict[str, int] = field(default_factory=dict)
     times: dict[str, list[float]] = field(default_factory=dict)
+    bodies: list[dict] = field(default_factory=list)
     closing: threading.Event = field(default_factory=threading.Event)
     _httpd: ThreadingHTTPServer | None = None
 
@@ -127,6 +130,28 @@ class Misbehaving:
 
 VALID = {"choices": [{"text": "ok", "index": 0, "finish_reason": "stop", "logprobs": None}],
          "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+
+
+def _chat(message: dict, **extra) -> dict:
+    return {"choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": "stop", **extra}]}
+
+
+def _top(entries: list) -> dict:
+    return _chat({"content": "x"}, logprobs={"content": [{"token": "x", "logprob": -0.1, "top_logprobs": entries}]})
+
+
+CANNED = {
+    "usagelist": {**VALID, "usage": [1, 2]},
+    "usagestr": {**VALID, "usage": {"prompt_tokens": "many"}},
+    "reasoningdict": _chat({"content": "[1] > [2]", "reasoning_content": {"steps": 3}}),
+    "toptokenint": _top([{"token": 7, "logprob": -0.5}]),
+    "toplogprobstr": _top([{"token": "Yes", "logprob": "abc"}]),
+    "unlisted": _top([{"token": "The", "logprob": -0.2}, {"token": "A", "logprob": -1.9}]),
+    "listed": _top([{"token": " Yes", "logprob": -0.2}, {"token": "The", "logprob": -1.0}]),
+    "echonotokens": {"choices": [{"text": "x", "logprobs": {"token_logprobs": [-1.0], "text_offset": [0]}}]},
+    "echostrings": {"choices": [{"text": "x", "logprobs": {"tokens": ["a"], "token_logprobs": ["-1"], "text_offset": [0]}}]},
+}
+"""Answers of the OpenAI shape gone wrong (or odd), by mode name."""
 
 
 def start_misbehaving(delay: float = 3.0) -> Misbehaving:
@@ -174,8 +199,9 @@ def start_misbehaving(delay: float = 3.0) -> Misbehaving:
             self._send(200, json.dumps({"data": [{"id": "misbehaving"}]}).encode())
 
         def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             mode = self._count()
+            state.bodies.append(json.loads(body or b"{}"))
             if mode == "silent":
                 state.closing.wait(60)
             elif mode == "trickle":
@@ -186,6 +212,8 @@ def start_misbehaving(delay: float = 3.0) -> Misbehaving:
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"{}")
+            elif mode in CANNED:
+                self._send(200, json.dumps(CANNED[mode]).encode())
             elif mode == "garbage":
                 self._send(200, b"<html>definitely not json</html>", "text/html")
             elif mode == "shapeless":

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from rerank.backends import load_backend, parse_spec
@@ -103,7 +104,7 @@ def test_retry_after_is_honoured_within_the_deadline(misbehaving_server):
 @pytest.mark.server
 def test_retry_after_beyond_the_deadline_fails_at_once(misbehaving_server):
     backend = OpenAIBackend("m", base_url=misbehaving_server.url("busylong"), timeout=2, max_retries=3)
-    with pytest.raises(BackendError, match="429.*retry after 3600 s, beyond the request's deadline of 2 s"):
+    with pytest.raises(BackendError, match="429.*retry after 3600 s, which would end past the request's deadline of 2 s"):
         backend.generate(["hi"])
     assert misbehaving_server.hits["busylong"] == 1
 
@@ -162,3 +163,48 @@ def test_listwise_on_a_dead_server_fails_after_one_short_probe(misbehaving_serve
     with pytest.raises(BackendError, match="tokenize did not answer within 0.5 s"):
         Listwise(backend, window=3, step=1).rerank_candidates(candidates)
     assert time.monotonic() - started < 10 and misbehaving_server.hits["silent"] == before + 1
+
+
+# -- answers of the OpenAI shape gone wrong (review helper-47) -----------------------------------------
+@pytest.mark.server
+@pytest.mark.parametrize("mode, call, message", [
+    ("usagelist", "generate", "without a completion of the OpenAI shape"),
+    ("usagestr", "generate", "without a completion of the OpenAI shape"),
+    ("reasoningdict", "chat", "without a completion of the OpenAI shape"),
+    ("toptokenint", "score", "top_logprobs of an unexpected shape"),
+    ("toplogprobstr", "score", "top_logprobs of an unexpected shape"),
+    ("echonotokens", "echo", "echoed logprobs of an unexpected shape"),
+    ("echostrings", "echo", "echoed logprobs of an unexpected shape"),
+])
+def test_a_malformed_answer_is_one_backend_error_naming_the_server(misbehaving_server, mode, call, message):
+    backend = OpenAIBackend("m", base_url=misbehaving_server.url(mode), timeout=5, max_retries=0)
+    chat = [{"role": "user", "content": "Is it relevant?"}]
+    run = {"generate": lambda: backend.generate(["hi"]), "chat": lambda: backend.generate([chat]),
+           "score": lambda: backend.score([chat], ["Yes", "No"]), "echo": lambda: backend.score(["Is it? "], ["Yes"])}[call]
+    with pytest.raises(BackendError, match=f"{misbehaving_server.url(mode)}.* answered {message}"):
+        run()
+
+
+@pytest.mark.server
+def test_options_none_of_which_the_server_lists_are_unknown_not_tied(misbehaving_server):
+    """An option outside the top_logprobs gets the lowest listed value; when no option is listed the row
+    is NaN, which the rerankers count as an invalid answer ("not_finite") and repair."""
+    from rerank.rerankers.pointwise import YesNo
+
+    chat = [{"role": "user", "content": "Is it relevant?"}]
+    listed = OpenAIBackend("m", base_url=misbehaving_server.url("listed"), timeout=5).score([chat], ["Yes", "No"])
+    assert listed.tolist() == [[-0.2, -1.0]]
+    unlisted = OpenAIBackend("m", base_url=misbehaving_server.url("unlisted"), timeout=5)
+    assert np.isnan(unlisted.score([chat], ["Yes", "No"])).all()
+    ranked = YesNo(unlisted).rerank("cats", ["cats purr", "dogs bark"])
+    assert ranked.info["parse"]["problems"] == {"not_finite": 2} and ranked.info["parse"]["valid"] == 0
+
+
+@pytest.mark.server
+def test_an_unfinished_answer_is_continued_when_scoring_as_when_generating(misbehaving_server):
+    backend = OpenAIBackend("m", base_url=misbehaving_server.url("listed"), timeout=5)
+    backend.score([[{"role": "user", "content": "Which passage?"}, {"role": "assistant", "content": "Passage"}]], ["A", "B"])
+    sent = misbehaving_server.bodies[-1]
+    assert sent["continue_final_message"] is True and sent["add_generation_prompt"] is False
+    backend.score([[{"role": "user", "content": "Which passage?"}]], ["A", "B"])
+    assert "continue_final_message" not in misbehaving_server.bodies[-1]

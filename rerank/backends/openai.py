@@ -15,8 +15,11 @@ Scoring:
   chat template) use ``/completions`` with ``echo`` and ``logprobs``: the option is appended to the
   prompt and the log-probabilities of its tokens are summed (exact, any option length);
 * other chat prompts use ``/chat/completions`` with ``top_logprobs``: each option is matched to one
-  token of the first answer position; an option outside the top ``top_logprobs`` gets the smallest
-  listed log-probability (an upper bound of its true value).
+  token of the first answer position (after the prompt's unfinished assistant turn, when it ends with
+  one); an option outside the top ``top_logprobs`` gets the smallest listed log-probability (an upper
+  bound of its true value). When none of the options is listed (an option of several tokens, or a
+  model that would start its answer otherwise), the row is NaN: unknown, which the rerankers count
+  as an invalid answer and repair, never a tie of every option.
 
 Servers differ in what they return: vLLM's server gives exact echoed logprobs; llama-cpp-python's
 server (0.3.36) echoes wrong prompt logprobs (abetlen/llama-cpp-python#1983), so for llama.cpp
@@ -161,11 +164,12 @@ class OpenAIBackend(Backend):
                 if response.status_code != 429 and response.status_code < 500:
                     return response
                 error = BackendError(f"{url} answered {response.status_code}: {response.text[:300]}")
-                asked = _retry_after(response.headers.get("Retry-After"))
-                if asked is not None:
+                asked = _retry_after(response.headers.get("Retry-After")) if response.status_code in (429, 503) else None
+                if asked is not None and attempt < retries:
                     if loop.time() + asked > deadline:
-                        raise BackendError(f"{error} and asked to retry after {asked:g} s, beyond the request's "
-                                           f"deadline of {timeout:g} s (raise timeout= to wait)")
+                        raise BackendError(f"{error} and asked to retry after {asked:g} s, which would end past the "
+                                           f"request's deadline of {timeout:g} s ({loop.time() - started:.1f} s spent; "
+                                           "raise timeout= to wait)")
                     wait = asked
             attempt += 1
             if attempt > retries:
@@ -291,14 +295,14 @@ class OpenAIBackend(Backend):
             text = message["content"] if message is not None else choice["text"]
             reasoning = (message or {}).get("reasoning_content") or (message or {}).get("reasoning")
             usage = data.get("usage") or {}
-            if not isinstance(text, str | None):
+            if not isinstance(text, str | None) or not isinstance(reasoning, str | None):
                 raise TypeError
-        except (KeyError, IndexError, TypeError, AttributeError):
-            raise BackendError(f"{self.base_url} answered without a completion text: {str(data)[:300]}") from None
+            tokens = [_count(usage.get(k)) for k in ("prompt_tokens", "completion_tokens")]
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+            raise BackendError(f"{self.base_url} answered without a completion of the OpenAI shape (text, reasoning "
+                               f"and usage): {str(data)[:300]}") from None
         answer, inline = _chat.split_reasoning(text or "")
-        return Generation(answer, reasoning or inline, int(usage.get("prompt_tokens") or 0),
-                          int(usage.get("completion_tokens") or 0),
-                          "length" if choice.get("finish_reason") == "length" else "stop")
+        return Generation(answer, reasoning or inline, *tokens, "length" if choice.get("finish_reason") == "length" else "stop")
 
     # ---- score -----------------------------------------------------------------------------------
     async def ascore(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:
@@ -310,9 +314,11 @@ class OpenAIBackend(Backend):
         requests: list[tuple[str, dict[str, Any]]] = []
         for prompt, chat in zip(prompts, by_chat):
             if chat:
-                requests.append(("/chat/completions", {
-                    "model": self.model, "messages": list(prompt), "max_tokens": 1, "temperature": 0.0,
-                    "logprobs": True, "top_logprobs": self.top_logprobs}))
+                body = {"model": self.model, "messages": list(prompt), "max_tokens": 1, "temperature": 0.0,
+                        "logprobs": True, "top_logprobs": self.top_logprobs}
+                if _chat.continues(prompt):  # score the options where the unfinished answer goes on
+                    body.update(continue_final_message=True, add_generation_prompt=False)
+                requests.append(("/chat/completions", body))
             else:
                 text = self._text(prompt)
                 requests += [("/completions", {"model": self.model, "prompt": text + option, "max_tokens": 1,
@@ -341,9 +347,14 @@ class OpenAIBackend(Backend):
             lp = data["choices"][0]["logprobs"]
         except (KeyError, IndexError, TypeError):
             raise self._no_logprobs(data) from None
-        if not lp or not lp.get("token_logprobs") or not lp.get("text_offset"):
+        if not isinstance(lp, dict) or not lp.get("token_logprobs") or not lp.get("text_offset"):
             raise self._no_logprobs(data)
-        tokens, values, offsets = lp["tokens"], lp["token_logprobs"], lp["text_offset"]
+        tokens, values, offsets = lp.get("tokens"), lp["token_logprobs"], lp["text_offset"]
+        if not (isinstance(tokens, list) and isinstance(values, list) and isinstance(offsets, list)
+                and all(isinstance(t, str) for t in tokens) and all(isinstance(o, int) for o in offsets)
+                and all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in values)):
+            raise BackendError(f"{self.base_url} answered echoed logprobs of an unexpected shape (lists of tokens, "
+                               f"token_logprobs and text_offset): {str(lp)[:200]}")
         end = prompt_chars + len(option)
         picked = [v for t, v, o in zip(tokens, values, offsets) if o < end and o + max(len(t), 1) > prompt_chars]
         if not picked or any(v is None for v in picked):
@@ -352,16 +363,25 @@ class OpenAIBackend(Backend):
         return float(sum(picked))
 
     def _first_token_scores(self, data: dict[str, Any], options: Sequence[str]) -> list[float]:
+        """Each option's log-probability at the first answer token; NaN for all when none is listed."""
         try:
             top = data["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
-            table: dict[str, float] = {}
-            for entry in top:
-                key = entry["token"].strip()
-                table[key] = max(table.get(key, -math.inf), float(entry["logprob"]))
         except (KeyError, IndexError, TypeError):
             raise self._no_logprobs(data) from None
+        table: dict[str, float] = {}
+        try:
+            for entry in top:
+                value = entry["logprob"]
+                if not isinstance(entry["token"], str) or isinstance(value, bool) or not isinstance(value, int | float):
+                    raise TypeError
+                table[entry["token"].strip()] = max(table.get(entry["token"].strip(), -math.inf), float(value))
+        except (KeyError, TypeError):
+            raise BackendError(f"{self.base_url} answered top_logprobs of an unexpected shape (token text and number "
+                               f"logprob per entry): {str(top)[:200]}") from None
         if not table:
             raise self._no_logprobs(data)
+        if not any(o.strip() in table for o in options):
+            return [math.nan] * len(options)
         floor = min(table.values())
         return [table.get(o.strip(), floor) for o in options]
 
@@ -438,6 +458,15 @@ def check_base_url(url: str, what: str) -> str:
     if parts.query or parts.fragment:
         raise ConfigError(f"{what}: base URL {url!r} must not have a query (?) or a fragment (#)")
     return url.rstrip("/")
+
+
+def _count(value: Any) -> int:
+    """A token count of a ``usage`` answer: a whole number >= 0, 0 when absent (TypeError otherwise)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TypeError(value)
+    return value
 
 
 def _positive(value: float) -> bool:
