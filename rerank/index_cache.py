@@ -57,9 +57,9 @@ def indexed(retriever: Any, dataset: Any, cache_dir: str | Path) -> Any:
     folder = index_folder(retriever, dataset, cache_dir)
     if folder.exists():
         try:
-            loaded = load_entry(type(retriever), folder, dataset_fingerprint(dataset))
+            loaded = load_entry(retriever, folder, dataset_fingerprint(dataset))
             logger.info("index: %r on %s loaded from %s", retriever, dataset.name, folder)
-            return loaded if loaded.num_results == retriever.num_results else loaded.with_num_results(retriever.num_results)
+            return loaded
         except Exception as e:  # noqa: BLE001 -- a cache entry is disposable: whatever is wrong with it, rebuild
             logger.warning("index cache %s is unreadable (%s: %s); rebuilding it", folder, type(e).__name__, one_line(e))
             shutil.rmtree(folder, ignore_errors=True)
@@ -75,12 +75,15 @@ def indexed(retriever: Any, dataset: Any, cache_dir: str | Path) -> Any:
     return retriever
 
 
-def load_entry(cls: Any, folder: Path, fingerprint: str) -> Any:
-    """Load the index in ``folder`` with ``cls.load``, after checking that it was built on ``fingerprint``."""
+def load_entry(retriever: Any, folder: Path, fingerprint: str) -> Any:
+    """``retriever`` with the index in ``folder`` read into it (its own settings kept: device, results,
+    progress), after checking that the index was built on ``fingerprint`` by a retriever of its class."""
     meta = read_index_header(folder)
     if meta.get("corpus") != fingerprint:
         raise DataError(f"{folder} was built on another corpus")
-    return cls.load(folder)
+    if meta.get("class") != f"{type(retriever).__module__}:{type(retriever).__name__}":
+        raise DataError(f"{folder} holds a {meta.get('class')} index, not a {type(retriever).__name__}")
+    return retriever.read_index(folder, meta=meta)
 
 
 def write_folder(path: str | Path, write: Callable[[Path], None], kind: str = "saved index") -> None:

@@ -155,6 +155,22 @@ def test_dense_cache_entries_are_keyed_by_the_resolved_runtime(tmp_path, index_c
     assert index_folder(auto, ds, index_cache) != index_folder(other, ds, index_cache)
 
 
+def test_a_retriever_from_the_cache_keeps_its_own_settings_and_settings_are_fixed_once_built(tmp_path, index_cache):
+    from rerank.index_cache import indexed
+    from rerank.retrievers.bm25 import BM25
+    from rerank.retrievers.dense import Dense
+
+    ds = load(str(beir(tmp_path / "c")))
+    indexed(Dense(), ds, index_cache)
+    again = indexed(Dense(device="cpu", num_results=3), ds, index_cache)  # read from the cache
+    assert again.device == "cpu" and again.encoder.device == "cpu" and again.num_results == 3 and again.is_indexed
+    bm25 = BM25()
+    with pytest.raises(ConfigError, match=r"BM25.k1 is fixed when the retriever is built .* BM25\(k1=...\)"):
+        bm25.k1 = 5.0  # the index would be built with 0.9 and cached under k1=5.0
+    assert indexed(BM25(k1=5.0), ds, index_cache).search("long river", k=1)[0].score != indexed(BM25(), ds, index_cache).search(
+        "long river", k=1)[0].score
+
+
 def test_the_fingerprint_covers_ids_titles_and_texts():
     from rerank.index_cache import corpus_fingerprint
     from rerank.types import Doc

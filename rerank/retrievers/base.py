@@ -9,7 +9,9 @@ reads) and ``title``.
 from __future__ import annotations
 
 import copy
+import functools
 import gzip
+import inspect
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -57,6 +59,14 @@ class Retriever(Stage):
 
     def _load_index(self, path: Path, mmap: bool) -> None:
         raise NotImplementedError(f"{type(self).__name__} cannot be loaded")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """A setting a retriever is built with is fixed once set: its index, its cache key and its repr
+        follow it, so changing it afterwards would let the cache answer for other settings."""
+        if name in _built_with(type(self)) and name in self.__dict__:
+            raise ConfigError(f"{type(self).__name__}.{name} is fixed when the retriever is built (its index, cache "
+                              f"key and repr follow it); build a new one: {type(self).__name__}({name}=...)")
+        super().__setattr__(name, value)
 
     def index_identity(self) -> dict[str, Any]:
         """Everything that changes the index built from a corpus (the index cache's key): the
@@ -136,8 +146,6 @@ class Retriever(Stage):
 
         DataError for a folder that is no saved index, a class that is no retriever, documents that
         are not the ones indexed (edited, reordered, missing) and damaged files."""
-        from rerank.io import read_corpus
-
         path = Path(path)
         meta = read_index_header(path)
         expected = f"{cls.__module__}:{cls.__name__}"
@@ -148,6 +156,16 @@ class Retriever(Stage):
             self = klass(**meta["params"])
         except (TypeError, ValueError) as e:
             raise DataError(f"{path}/params.json: its params do not build a {klass.__name__} ({e})") from None
+        return self.read_index(path, mmap=mmap, meta=meta)
+
+    def read_index(self, path: str | Path, *, mmap: bool = False, meta: dict[str, Any] | None = None) -> Self:
+        """Read the index saved in ``path`` into this retriever, whose settings stay (its ``device``,
+        ``num_results``, progress); the caller checks that they are the ones the index was built with
+        (the index cache keys its folders on them). DataError as for :meth:`load`."""
+        from rerank.io import read_corpus
+
+        path = Path(path)
+        meta = meta if meta is not None else read_index_header(path)
         docs = read_corpus(path / "docs.jsonl.gz")
         if meta.get("corpus") is not None and corpus_fingerprint(docs) != meta["corpus"]:
             raise DataError(f"{path}/docs.jsonl.gz is not the corpus this index was built on (edited, reordered or "
@@ -167,6 +185,16 @@ class Retriever(Stage):
         self._docs = docs
         self._texts = [d.full_text() for d in docs]
         self._position = {d.docid: i for i, d in enumerate(docs)}
+
+
+@functools.cache
+def _built_with(cls: type) -> frozenset[str]:
+    """The attributes that keep ``cls``'s constructor arguments, but ``num_results`` and ``progress``
+    (how many results it returns and how it reports, which :meth:`Retriever.with_num_results` changes)."""
+    kept = getattr(cls, "kept_as", {})
+    names = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+             if n not in ("self", "num_results", "progress") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return frozenset(kept.get(n, n) for n in names)
 
 
 def check_unique_docids(docs: Sequence[Doc], owner: str) -> None:
