@@ -213,6 +213,31 @@ def local_models(expression: str) -> dict[str, str]:
     return found
 
 
+def code_stamps(expression: str) -> dict[str, str]:
+    """``{module:Class: files_stamp}`` of the source file of each stage class in ``expression`` that is
+    not rerank's own (a plugin's, a user's module): what a cache keyed on the expression must add so
+    that it never answers for code edited since. ``{}`` for an expression that does not build."""
+    import inspect
+
+    from rerank.errors import RerankError
+    from rerank.expr import build
+    from rerank.stage import leaves
+
+    try:
+        stage = build(expression)
+    except RerankError:
+        return {}
+    found = {}
+    for cls in {type(leaf) for leaf in leaves(stage)}:
+        if cls.__module__.partition(".")[0] != "rerank":
+            try:
+                source = inspect.getsourcefile(cls) or ""
+            except TypeError:  # a class defined in the interpreter: nothing to stamp
+                source = ""
+            found[f"{cls.__module__}:{cls.__qualname__}"] = files_stamp(source) if source else ""
+    return found
+
+
 def dense_location(name: str, dtype: str = "bfloat16", cache_dir: str | Path | None = None) -> str:
     """A folder or hub id with dense safetensors weights (what vLLM loads).
 

@@ -40,7 +40,7 @@ from rerank.cellstore import CellStore
 from rerank.errors import ConfigError, DataError
 from rerank.executors import Executor, executor_from_spec
 from rerank.metering import Meter, Usage
-from rerank.models import files_stamp, local_models
+from rerank.models import code_stamps, files_stamp, local_models
 from rerank.naming import check_distinct
 from rerank.stage import Cutoff, Pipeline, Stage
 from rerank.types import Ranking
@@ -355,6 +355,7 @@ class Runner:
         self.store = CellStore(out) if out is not None else None
         self.executor = executor
         self._session = uuid.uuid4().hex  # what saved cells of Python stage objects must match: this runner
+        self._code: dict[str, dict[str, str]] = {}  # expression -> code_stamps, read once per runner
         self._pinned: dict[str, str | None] | None = None  # data hashes as a run first saw them (see _data)
 
     def _check_expressions(self) -> None:
@@ -385,14 +386,23 @@ class Runner:
         models = local_models(cell.expression)  # a model folder trained again gives new numbers
         if models:
             settings["models"] = models
-        return {**settings, "session": self._session} if isinstance(cell.stage, Stage) else settings
+        if isinstance(cell.stage, Stage):
+            return {**settings, "session": self._session}
+        if code := self._code_of(cell.expression):  # a plugin's code edited since gives new numbers
+            settings["code"] = code
+        return settings
 
     def prefix_settings(self, cell: Cell) -> dict[str, Any]:
         """What a saved prefix output must match: its stages are in its key (the job's ``system``),
         and so are the local models among them."""
-        settings = {k: v for k, v in self.saved_settings(cell).items() if k not in ("expression", "models")}
-        models = local_models(cell.system)
-        return {**settings, "models": models} if models else settings
+        settings = {k: v for k, v in self.saved_settings(cell).items() if k not in ("expression", "models", "code")}
+        models, code = local_models(cell.system), self._code_of(cell.system)
+        return {**settings, **({"models": models} if models else {}), **({"code": code} if code else {})}
+
+    def _code_of(self, expression: str) -> dict[str, str]:
+        if expression not in self._code:
+            self._code[expression] = code_stamps(expression)
+        return self._code[expression]
 
     def run(self, progress: bool | None = None) -> dict[tuple[str, str], CellRecord]:
         """Run every cell not done yet; return the records of all cells (saved ones included)."""

@@ -260,3 +260,23 @@ def test_a_plugin_that_cannot_be_imported_is_one_line_exit_2(tmp_path, capsys, p
     assert err.count("\n") == 1 and message.format(path=path) in err, err
     assert main(["--quiet", "--plugin", "no_such_module_anywhere", "list"]) == 2
     assert "plugin 'no_such_module_anywhere' cannot be imported: ModuleNotFoundError" in capsys.readouterr().err
+
+
+def test_a_saved_cell_runs_again_after_its_plugins_code_changes(tmp_path, capsys, plugin_env, caplog):
+    import logging
+
+    from rerank.cli import main
+
+    plugin = tmp_path / "stamped_overlap.py"
+    plugin.write_text(PLUGIN.format(name="stamped-overlap"))
+    args = ["--plugin", str(plugin), "eval", "--dataset", "scifact", "--limit", "2", "--save-runs", str(tmp_path / "out"),
+            "--pipeline", "bm25 % 3 >> stamped-overlap"]
+
+    def runs() -> int:
+        return caplog.text.count("done: bm25 % 3 >> stamped-overlap")
+
+    with caplog.at_level(logging.INFO, logger="rerank"):
+        assert main(args) == 0 and runs() == 1
+        assert main(args) == 0 and runs() == 1  # nothing changed: the saved cell stands
+        plugin.write_text(PLUGIN.format(name="stamped-overlap").replace("len(set(q", "-len(set(q"))
+        assert main(args) == 0 and runs() == 2  # its code changed: the saved cell is not trusted
