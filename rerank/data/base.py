@@ -21,6 +21,10 @@ class Dataset(ABC):
 
     ``rel_threshold`` is the lowest relevance that counts as relevant for binary measures
     (MAP, MRR, recall): 2 for TREC-DL, 1 elsewhere. nDCG uses the graded labels.
+
+    A dataset object's content must not change during its life: its fingerprints (what the index cache
+    and saved cells key on) are computed once. A subclass whose data changes makes a new object;
+    ``load`` reads files edited since into a new one.
     """
 
     name: str
