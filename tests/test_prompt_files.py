@@ -125,3 +125,31 @@ def test_the_cli_refuses_a_broken_prompt_file_with_one_line(tmp_path, capsys, mo
     path = write(tmp_path, "name: t\nparadigm: [pointwise\n")
     err = refused(capsys, "eval", "--dataset", str(data), "--pipeline", f"bm25 >> yes-no(prompt={path!r}, backend='hf:no-such-model')")
     assert f"{path}: invalid YAML at line 3, column 1" in err
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name: t\nparadigm: pointwise\nprefix: 'Q: {query} D: {text:d}'\n", "placeholder {text:d} is more than a name"),
+    ("name: t\nparadigm: pointwise\nprefix: 'Q: {query!r} D: {text}'\n", "placeholder {query!r} is more than a name"),
+    ("name: t\nparadigm: listwise\nprefix: '{query}'\nitem: '[{index}] {text.upper}'\n", "placeholder {text.upper} is more than a name"),
+    (HEAD + "options: ['', 'No']\n", "options must be non-empty strings"),
+    ("meta: " + "[" * 3000 + "]" * 3000 + "\n" + HEAD, "the YAML is nested too deeply to be a prompt"),
+])
+def test_placeholders_options_and_nesting_that_would_fail_mid_run_are_refused_at_load(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load(path)
+
+
+def test_a_prompt_that_fits_only_one_document_per_call_is_refused_by_families_that_show_several(tmp_path):
+    from rerank.backends.fake import FakeBackend
+    from rerank.rerankers.listwise import Listwise
+    from rerank.rerankers.setwise import Setwise
+
+    one = write(tmp_path, "name: one\nparadigm: listwise\nparser: permutation\nprefix: 'Q: {query} first: {text}'\n"
+                          "item: '[{index}] {text}'\n", "one.yaml")
+    with pytest.raises(ConfigError, match=r"uses \['text'\] in its prefix or suffix, which have a value only when a prompt shows one"):
+        Listwise(FakeBackend(generate=lambda p: "[1]"), prompt=one)
+    bogus = write(tmp_path, "name: s\nparadigm: setwise\nparser: choice\nprefix: '{query}'\nitem: '[{label}] {text}'\n"
+                            "meta: {option: '{bogus}'}\n", "s.yaml")
+    with pytest.raises(ConfigError, match=r"meta.option must be text whose only placeholders are \{index\} and \{label\}"):
+        Setwise(FakeBackend(generate=lambda p: "A"), prompt=bogus)

@@ -171,6 +171,8 @@ def _parse(text: str, source: str) -> dict[Any, Any]:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         raise ConfigError(f"{source}: invalid YAML{_yaml_problem(e, text)}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: the YAML is nested too deeply to be a prompt") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a prompt file must be a YAML mapping")
     return data
@@ -213,6 +215,8 @@ def names() -> list[str]:
 
 def _validate(t: PromptTemplate) -> PromptTemplate:
     _check_types(t)
+    if any(not o.strip() for o in t.options):
+        raise ConfigError(f"prompt {t.name!r}: options must be non-empty strings, got {list(t.options)}")
     if len(set(t.options)) < len(t.options):
         repeated = sorted({o for o in t.options if t.options.count(o) > 1})
         raise ConfigError(f"prompt {t.name!r}: options must differ, but {repeated} repeat (options tie, so answers cannot be told apart)")
@@ -223,9 +227,15 @@ def _validate(t: PromptTemplate) -> PromptTemplate:
     for section, allowed in ALLOWED.items():
         text = getattr(t, section)
         try:
-            bad = {f.split(".")[0].split("[")[0] for f in placeholders(text)} - allowed
+            fields = list(string.Formatter().parse(text))
         except ValueError as e:
             raise ConfigError(f"prompt {t.name!r}, section {section!r}: {e} (write literal braces as {{{{ }}}})") from None
+        odd = next((f"{{{f}{'!' + c if c else ''}{':' + s if s else ''}}}" for _, f, s, c in fields
+                    if f is not None and (s or c or not f.isidentifier())), None)
+        if odd:
+            raise ConfigError(f"prompt {t.name!r}, section {section!r}: placeholder {odd} is more than a name; write "
+                              "{name} alone (no format spec, conversion, attribute or index)")
+        bad = placeholders(text) - allowed
         if bad:
             raise ConfigError(f"prompt {t.name!r}, section {section!r}: unknown placeholders {sorted(bad)}; allowed: {sorted(allowed)}")
     for i, ex in enumerate(t.examples, 1):

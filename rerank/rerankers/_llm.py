@@ -30,7 +30,7 @@ from rerank.backends.base import Backend, Generation, Prompt, checked_generation
 from rerank.constraints import Constraint
 from rerank.errors import ConfigError
 from rerank.params import check_fields, class_hints
-from rerank.prompts import PromptTemplate
+from rerank.prompts import PromptTemplate, placeholders
 from rerank.prompts import load as load_prompt
 from rerank.rerankers._parsing import Parsed, ParseLog
 from rerank.rerankers._strategies import Strategy, lockstep
@@ -45,6 +45,8 @@ PromptSpec = str | Path | PromptTemplate
 
 _CHAT_OVERHEAD = 32
 """Tokens reserved for the chat template's role markers when checking the context budget."""
+ONE_DOCUMENT = frozenset({"text", "score", "docid", "index", "label"})
+"""Item placeholders that a prefix or suffix may use only in a prompt that shows one document."""
 _MIN_WORDS = 8
 """Documents are never cut below this many words to fit a prompt into the context."""
 
@@ -134,6 +136,11 @@ class LLMReranker(Reranker):
             self.parser = self.task.check(self.template)
         except ConfigError as e:
             raise ConfigError(f"{type(self).__name__}: {e}") from None
+        one_each = placeholders(self.template.prefix + self.template.suffix) & ONE_DOCUMENT
+        if one_each and self.strategy.takes != "score":  # only a pointwise prompt shows one document
+            raise ConfigError(f"{type(self).__name__}: prompt {self.template.name!r} uses {sorted(one_each)} in its prefix "
+                              "or suffix, which have a value only when a prompt shows one document; this family shows "
+                              "several per prompt: put them in the item section")
         self.progress = self.settings.progress
         self.answer_log = ParseLog(keep_reasoning=False)
         self._budgets: dict[int, int] = {}

@@ -81,6 +81,11 @@ class Task:
             parser = get_parser(template.parser, self.answer)
         except ConfigError as e:
             raise ConfigError(f"prompt {template.name!r} (paradigm {template.paradigm!r}) does not fit a {name} task: {e}") from None
+        option = template.meta.get("option")
+        if option is not None and (not isinstance(option, str) or not placeholders(option) <= {"index", "label"}
+                                   or not option.strip()):
+            raise ConfigError(f"prompt {template.name!r}: meta.option must be text whose only placeholders are "
+                              f"{{index}} and {{label}} (the answer for each shown document), got {option!r}")
         item, shown = placeholders(template.item), placeholders(template.prefix + template.item)
         if "text" not in (item if self.ids else shown) or (self.ids and not item & set(self.ids)):
             needed = " and ".join(["{text}"] + ([" or ".join(f"{{{p}}}" for p in self.ids)] if self.ids else []))
