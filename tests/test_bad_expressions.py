@@ -107,7 +107,7 @@ def test_cli_refuses_bad_expressions_in_one_line(expr):
 
 @pytest.mark.parametrize("k", [0, -3, 2.5, True])
 def test_retrievers_refuse_a_bad_num_results_from_python_too(k):
-    with pytest.raises(ConfigError, match="BM25: num_results must be an integer >= 1"):
+    with pytest.raises(ConfigError, match="BM25: num_results must be a positive integer"):
         BM25(num_results=k)
-    with pytest.raises(ConfigError, match="BM25: num_results must be an integer >= 1"):
+    with pytest.raises(ConfigError, match="BM25: num_results must be a positive integer"):
         BM25().with_num_results(k)

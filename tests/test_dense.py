@@ -180,7 +180,7 @@ def test_shipped_scifact_embeddings_match_a_fresh_encoding():
     ({"model": None}, "Dense: model must be a string or a PathLike, got None (NoneType)"),
     ({"index": 3}, "Dense: index must be a string, got 3 (int)"),
     ({"progress": "yes"}, "Dense: progress must be True or False or None, got 'yes' (str)"),
-    ({"num_results": float("inf")}, "Dense: num_results must be an integer >= 1, got inf"),
+    ({"num_results": float("inf")}, "Dense: num_results must be a positive integer, got inf"),
     ({"pooling": "last"}, "Dense: bad arguments: got an unexpected keyword argument 'pooling'; its parameters are model,"),
 ])
 def test_dense_settings_from_python_are_refused_up_front(settings, message):

@@ -24,9 +24,8 @@ from rerank import __version__
 from rerank._progress import progress_bar
 from rerank.errors import ConfigError, DataError, one_line
 from rerank.index_cache import corpus_fingerprint, read_index_header, write_folder
-from rerank.params import is_integer
 from rerank.stage import Stage, callable_directly, check_query_texts
-from rerank.types import Doc, Ranking, doc_from
+from rerank.types import Doc, Ranking, doc_from, positive_count
 
 
 class Retriever(Stage):
@@ -38,7 +37,7 @@ class Retriever(Stage):
     progress: bool | None = None
 
     def __init__(self, num_results: int = 1000, progress: bool | None = None):
-        self.num_results, self.progress = _positive_count(num_results, type(self).__name__), progress
+        self.num_results, self.progress = positive_count(num_results, f"{type(self).__name__}: num_results"), progress
         self._docs: list[Doc] | None = None
         self._texts: list[str] = []
         self._position: dict[str, int] = {}
@@ -96,7 +95,7 @@ class Retriever(Stage):
     def with_num_results(self, k: int) -> Self:
         """A shallow copy (sharing the index) that retrieves ``k`` per query."""
         other = copy.copy(self)
-        other.num_results = _positive_count(k, type(self).__name__)
+        other.num_results = positive_count(k, f"{type(self).__name__}: num_results")
         return other
 
     @callable_directly
@@ -241,8 +240,3 @@ def _frame(qid: str, query: str, positions: np.ndarray, scores: np.ndarray) -> p
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}
 
-
-def _positive_count(k: int, owner: str) -> int:
-    if not is_integer(k) or k < 1:
-        raise ConfigError(f"{owner}: num_results must be an integer >= 1, got {k!r}")
-    return int(k)
