@@ -149,6 +149,7 @@ CANNED = {
     "unlisted": _top([{"token": "The", "logprob": -0.2}, {"token": "A", "logprob": -1.9}]),
     "listed": _top([{"token": " Yes", "logprob": -0.2}, {"token": "The", "logprob": -1.0}]),
     "echonotokens": {"choices": [{"text": "x", "logprobs": {"token_logprobs": [-1.0], "text_offset": [0]}}]},
+    "verbose": _chat({"content": "[1] > [2] " * 2000}),  # ignores max_tokens
     "echostrings": {"choices": [{"text": "x", "logprobs": {"tokens": ["a"], "token_logprobs": ["-1"], "text_offset": [0]}}]},
 }
 """Answers of the OpenAI shape gone wrong (or odd), by mode name."""

@@ -186,6 +186,14 @@ def test_a_malformed_answer_is_one_backend_error_naming_the_server(misbehaving_s
 
 
 @pytest.mark.server
+def test_a_server_that_ignores_max_tokens_is_refused(misbehaving_server):
+    backend = OpenAIBackend("m", base_url=misbehaving_server.url("verbose"), timeout=5)
+    with pytest.raises(BackendError, match="answered 20,000 characters for max_tokens=8; the server ignores max_tokens"):
+        backend.generate([[{"role": "user", "content": "rank"}]], max_new_tokens=8)
+    assert backend.generate([[{"role": "user", "content": "rank"}]], max_new_tokens=400)[0].text.startswith("[1] > [2]")
+
+
+@pytest.mark.server
 def test_options_none_of_which_the_server_lists_are_unknown_not_tied(misbehaving_server):
     """An option outside the top_logprobs gets the lowest listed value; when no option is listed the row
     is NaN, which the rerankers count as an invalid answer ("not_finite") and repair."""

@@ -281,7 +281,12 @@ class OpenAIBackend(Backend):
     async def agenerate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
                         stop: Sequence[str] = (), constraint: Constraint | None = None) -> list[Generation]:
         requests = [self._generation_request(p, max_new_tokens, temperature, stop, constraint) for p in prompts]
-        return [self._parse_generation(d) for d in await self._post_all(requests)]
+        made = [self._parse_generation(d) for d in await self._post_all(requests)]
+        longest = max((len(g.text) + len(g.reasoning or "") for g in made), default=0)
+        if longest > max_new_tokens * MAX_CHARS_PER_TOKEN:  # kept in answers, logs and caches: refuse it
+            raise BackendError(f"{self.base_url} answered {longest:,} characters for max_tokens={max_new_tokens}; "
+                               "the server ignores max_tokens")
+        return made
 
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
                  stop: Sequence[str] = (), constraint: Constraint | None = None) -> list[Generation]:
@@ -458,6 +463,10 @@ def check_base_url(url: str, what: str) -> str:
     if parts.query or parts.fragment:
         raise ConfigError(f"{what}: base URL {url!r} must not have a query (?) or a fragment (#)")
     return url.rstrip("/")
+
+
+MAX_CHARS_PER_TOKEN = 64
+"""More characters per asked token than any tokenizer makes: an answer longer than that ignored ``max_tokens``."""
 
 
 def _count(value: Any) -> int:
