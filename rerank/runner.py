@@ -254,10 +254,13 @@ def _load(name: str, options: tuple[tuple[str, Any], ...], stamp: tuple[str, ...
 
 def _stamp(spec: DatasetSpec) -> tuple[str, ...]:
     """The :func:`~rerank.models.files_stamp` of each local folder or file the dataset is read from, so
-    that an edited dataset is loaded again rather than answered from the per-process cache."""
+    that an edited dataset is loaded again rather than answered from the per-process cache, and the
+    folder of the dataset's name in the working directory, if any (loading warns that a catalog name
+    wins over it)."""
     from rerank.data import local_sources
 
-    return tuple(files_stamp(path) for path in local_sources(spec.name, spec.options))
+    here = Path(spec.name).expanduser()
+    return (*(files_stamp(path) for path in local_sources(spec.name, spec.options)), str(here.resolve()) if here.is_dir() else "")
 
 
 def load_dataset(spec: DatasetSpec) -> Any:

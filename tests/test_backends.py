@@ -143,7 +143,7 @@ def test_connection_refused_names_the_url():
 
 @pytest.mark.server
 @pytest.mark.parametrize("mode, message", [
-    ("garbage", "not JSON"), ("shapeless", "without a completion text"), ("notfound", "404 .not retried")])
+    ("garbage", "not JSON"), ("shapeless", "without a completion of the OpenAI shape"), ("notfound", "404 .not retried")])
 def test_bad_answers_raise_without_retry(misbehaving_server, mode, message):
     backend = OpenAIBackend("m", base_url=misbehaving_server.url(mode), max_retries=3, backoff=0.01)
     before = misbehaving_server.hits.get(mode, 0)
