@@ -84,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--pipelines", type=_path, help="a TOML file with a [pipelines] table of name = expression")
     e.add_argument("--run", action="append", default=[], metavar="[NAME=]FILE",
                    help="a TREC run file made elsewhere, evaluated as a system (repeatable; after the pipelines)")
-    e.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
+    e.add_argument("--metrics", nargs="+", action="extend", metavar="METRIC",
+                   help=f"metrics (repeatable, or split at commas); default: {' '.join(DEFAULT_METRICS)}")
     e.add_argument("--baseline", help="name of the baseline system (default: the first)")
     e.add_argument("--limit", type=int, help="evaluate on the first N judged queries only")
     e.add_argument("--save-runs", type=_path, help="keep runs, records and the report in this folder (and resume from it)")
@@ -175,7 +176,8 @@ def _systems(args: argparse.Namespace) -> dict[str, Any]:
         systems[name] = expr
     for item in getattr(args, "run", []):
         name, sep, path = item.partition("=")
-        name, path = (name.strip(), path.strip()) if sep and name.strip() else (_run_name(item.strip()), item.strip())
+        whole = sep and Path(item.strip()).is_file()  # runs/a=b.trec: a file, not NAME=FILE
+        name, path = (name.strip(), path.strip()) if sep and name.strip() and not whole else (_run_name(item.strip()), item.strip())
         if not path:
             raise ConfigError(f"--run {item!r}: give a run file, as --run NAME=FILE or --run FILE")
         if name in systems:
@@ -202,7 +204,8 @@ def _eval(args: argparse.Namespace) -> int:
     log = logging.getLogger("rerank")  # one line per stage, also when stdout is not a terminal (make demo in CI)
     log.info("load: %s ...", args.dataset)
     dataset = load_dataset(spec)  # a dataset that does not load is one error, not one per system
-    log.info("load: %s, %d documents, %d queries", dataset.name, len(dataset.corpus()), len(dataset.queries()))
+    log.info("load: %s, %d documents, %d queries, %d judged", dataset.name, len(dataset.corpus()), len(dataset.queries()),
+             len(dataset.qrels()))  # its qrels too: damaged ones are one error
     experiment = Experiment(systems, [spec], metrics, baseline=args.baseline,
                             save_dir=args.save_runs, limit=args.limit, executor=args.executor, test=args.test,
                             correction=args.correction, name=args.dataset)

@@ -34,6 +34,7 @@ FOREIGN = {"p": "precision", "r": "recall", "rr": "mrr", "recip_rank": "mrr", "a
            "map_cut": "map", "success": "hit_rate", "rprec": "r-precision", "r_prec": "r-precision"}
 """Other tools' names (trec_eval, ir_measures, PyTerrier) -> rerank's, for a suggestion."""
 _FOREIGN_SHAPE = re.compile(r"(?P<name>[a-z_]+?)(?:[._@](?P<k>\d+))?")
+_ASCII_DIGITS = re.compile(r"[0-9]+")
 _SHAPE = re.compile(r"(?P<name>[a-z][a-z0-9_-]*?)(?:@(?P<k>[^-]*|-\d+))?(?:-l(?P<level>.*))?")
 
 
@@ -47,14 +48,14 @@ def parse_metric(metric: object) -> str:
         name = found["name"] if found else text
         raise ConfigError(f"unknown metric {metric!r} ({name!r}){_suggestion(text)}; known: {', '.join(NAMES)}, "
                           "as NAME@K, e.g. ndcg@10")
-    if found["k"] is not None and not (found["k"].isdecimal() and 0 < int(found["k"]) <= MAX_NUMBER):
+    if found["k"] is not None and not (_ASCII_DIGITS.fullmatch(found["k"]) and 0 < int(found["k"]) <= MAX_NUMBER):
         raise ConfigError(f"metric {metric!r}: the cut-off after '@' must be a positive integer up to {MAX_NUMBER:,}")
     if found["k"] is not None and found["name"] in NO_CUT_OFF:
         raise ConfigError(f"metric {metric!r}: {found['name']} reads the whole run and takes no cut-off; "
                           f"write {found['name']}" + (f"-l{found['level']}" if found["level"] else ""))
-    if found["level"] is not None and not (found["level"].isdecimal() and 0 < int(found["level"]) <= MAX_NUMBER):
+    if found["level"] is not None and not (_ASCII_DIGITS.fullmatch(found["level"]) and 0 < int(found["level"]) <= MAX_NUMBER):
         raise ConfigError(f"metric {metric!r}: the relevance level after '-l' must be a positive integer up to {MAX_NUMBER:,}")
-    return text
+    return found["name"] + (f"@{int(found['k'])}" if found["k"] else "") + (f"-l{int(found['level'])}" if found["level"] else "")
 
 
 def _suggestion(text: str) -> str:
@@ -76,8 +77,9 @@ def parse_metrics(metrics: str | Sequence[str] | None) -> list[str]:
         metrics = [m for m in re.split(r"[,\s]+", metrics) if m]
     elif not isinstance(metrics, Sequence):
         raise ConfigError(f"metrics must be a list of names such as ['ndcg@10'], got {type(metrics).__name__}")
-    else:  # --metrics ndcg@10,map: one item with commas
-        metrics = [part for m in metrics for part in (re.split(r"[,\s]+", m.strip()) if isinstance(m, str) and "," in m else [m])]
+    else:  # --metrics "ndcg@10,map": an item is split too; an empty part between commas is no metric
+        metrics = [part for m in metrics for part in (re.split(r"[,\s]+", m.strip()) if isinstance(m, str) and m.strip()
+                                                      else [m]) if part != ""]
     names = [parse_metric(m) for m in metrics]
     if not names:
         raise ConfigError("no metric given; e.g. ndcg@10")

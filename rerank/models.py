@@ -214,10 +214,12 @@ def local_models(expression: str) -> dict[str, str]:
 
 
 def code_stamps(expression: str) -> dict[str, str]:
-    """``{module:Class: files_stamp}`` of the source file of each stage class in ``expression`` that is
-    not rerank's own (a plugin's, a user's module): what a cache keyed on the expression must add so
-    that it never answers for code edited since. ``{}`` for an expression that does not build."""
+    """``{module: files_stamp}`` of the source file of each module, not rerank's own (a plugin's, a
+    user's), that defines a class of ``expression``'s stages, one of their base classes, or the class
+    of a backend they name: what a cache keyed on the expression must add so that it never answers for
+    code edited since. ``{}`` for an expression that does not build."""
     import inspect
+    import sys
 
     from rerank.errors import RerankError
     from rerank.expr import build
@@ -227,15 +229,31 @@ def code_stamps(expression: str) -> dict[str, str]:
         stage = build(expression)
     except RerankError:
         return {}
+    classes = {type(leaf) for leaf in leaves(stage)} | {backend_class(leaf) for leaf in leaves(stage)} - {None}
+    own = {"rerank", *sys.stdlib_module_names}
+    modules = {k.__module__ for cls in classes for k in cls.__mro__ if k.__module__.partition(".")[0] not in own}
     found = {}
-    for cls in {type(leaf) for leaf in leaves(stage)}:
-        if cls.__module__.partition(".")[0] != "rerank":
-            try:
-                source = inspect.getsourcefile(cls) or ""
-            except TypeError:  # a class defined in the interpreter: nothing to stamp
-                source = ""
-            found[f"{cls.__module__}:{cls.__qualname__}"] = files_stamp(source) if source else ""
+    for name in sorted(modules):
+        try:
+            source = inspect.getsourcefile(sys.modules[name]) or ""
+        except (KeyError, TypeError):  # defined in the interpreter: nothing to stamp
+            source = ""
+        found[name] = files_stamp(source) if source else ""
     return found
+
+
+def backend_class(stage: object) -> type | None:
+    """The class of the backend an LLM stage is given (as an object or a spec, ``'constb:m'``), or None."""
+    spec = getattr(getattr(stage, "settings", None), "backend", None)
+    if spec is None or not isinstance(spec, str):
+        return None if spec is None else type(spec)
+    from rerank import registry
+    from rerank.backends import parse_spec
+
+    try:
+        return registry.resolve("backend", parse_spec(spec)[0])
+    except Exception:  # noqa: BLE001 -- a spec that does not resolve fails when the stage runs
+        return None
 
 
 def dense_location(name: str, dtype: str = "bfloat16", cache_dir: str | Path | None = None) -> str:

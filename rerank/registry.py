@@ -181,6 +181,9 @@ def import_plugin(spec: str) -> None:
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError(f"a plugin is a module name or a .py file, got {spec!r}")
     path = Path(spec).expanduser()
+    if os.pathsep in spec:
+        raise ConfigError(f"plugin {spec!r}: a plugin's name or path cannot hold {os.pathsep!r}, which separates "
+                          f"${PLUGINS_ENV}; rename it")
     if spec.endswith(".py"):
         if not path.is_file():
             raise ConfigError(f"plugin {spec!r}: no such file")
@@ -193,11 +196,15 @@ def import_plugin(spec: str) -> None:
     _on_path(folder)
     try:
         loaded = importlib.import_module(module)
-    except Exception as e:  # noqa: BLE001 -- whatever the plugin's code raises, named as the plugin's
-        detail = str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
+    except (Exception, SystemExit) as e:  # noqa: BLE001 -- whatever the plugin's code raises, named as the plugin's
+        detail = (str(e) if isinstance(e, ConfigError) else f"it called sys.exit({e.code!r})" if isinstance(e, SystemExit)
+                  else f"{type(e).__name__}: {e}")
         raise ConfigError(f"plugin {spec!r} cannot be imported: {detail}") from None
-    if spec.endswith(".py") and Path(getattr(loaded, "__file__", "") or "").resolve() != path:
-        raise ConfigError(f"plugin {spec!r}: the module name {module!r} is taken by {loaded.__file__ or 'a built-in module'}; rename the file")
+    here = path if spec.endswith(".py") else next(
+        (p for p in (Path(folder) / f"{module}.py", Path(folder) / module / "__init__.py") if p.is_file()), None)
+    if here is not None and Path(getattr(loaded, "__file__", "") or "").resolve() != here.resolve():
+        raise ConfigError(f"plugin {spec!r}: the module name {module!r} is taken by {loaded.__file__ or 'a built-in module'}; "
+                          "rename the file")
     listed = [p for p in os.environ.get(PLUGINS_ENV, "").split(os.pathsep) if p]
     if entry not in listed:
         os.environ[PLUGINS_ENV] = os.pathsep.join([*listed, entry])

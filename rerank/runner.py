@@ -165,6 +165,10 @@ def run_cell(cell: Cell) -> CellRecord:
         else:
             _run_stages(cell, dataset, topics, qids, record)
         if len(record.ranking) == 0:
+            if isinstance(cell.stage, Ranking):
+                held = sorted(cell.stage.queries())
+                raise DataError(f"the run {cell.system!r} has none of the {len(qids)} judged queries (run qids like "
+                                f"{held[:3]}, query ids like {qids[:3]})")
             raise DataError(f"{cell.expression!r} returned no results for the {len(qids)} queries")
         if cell.stop_after is None:
             check_ids(record.ranking, dataset)

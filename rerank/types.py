@@ -62,14 +62,15 @@ def checked_doc(doc: Doc, where: str) -> Doc:
     return doc
 
 
-DOC_ID_KEYS, DOC_TEXT_KEYS = ("_id", "docid", "id"), ("text", "contents")
-"""The keys a document given as a dict may hold its id and text under (BEIR, rerank, pyserini)."""
+DOC_ID_KEYS, DOC_TEXT_KEYS = ("_id", "docid", "docno", "id"), ("text", "contents")
+"""The keys a document given as a dict may hold its id and text under (BEIR, rerank, PyTerrier, pyserini)."""
 
 
 def doc_from(item: Any, owner: str) -> Doc:
     """A checked :class:`Doc` from a Doc, a ``(docid, text[, title])`` tuple of strings, or a dict with one
-    id (``_id``, ``docid`` or ``id``; a whole number becomes its digits), one text (``text``, or pyserini's
-    ``contents``) and optionally a ``title``; ConfigError naming ``owner`` for anything else."""
+    id (``_id``, ``docid``, ``docno`` or ``id``; a whole number becomes its digits), one text (``text``, or
+    pyserini's ``contents``) and optionally a ``title`` (missing: None, or NaN in a DataFrame); ConfigError
+    naming ``owner`` for anything else."""
     if isinstance(item, Mapping):
         ids, texts = [k for k in DOC_ID_KEYS if k in item], [k for k in DOC_TEXT_KEYS if k in item]
         if len(ids) != 1 or len(texts) != 1:
@@ -77,7 +78,8 @@ def doc_from(item: Any, owner: str) -> Doc:
                               f"({', '.join(DOC_TEXT_KEYS)}); got keys {sorted(map(str, item))[:8]}")
         docid = item[ids[0]]
         docid = str(docid) if isinstance(docid, int | np.integer) and not isinstance(docid, bool) else docid
-        item = Doc(docid, item[texts[0]], "" if item.get("title") is None else item["title"])
+        title = item.get("title")
+        item = Doc(docid, item[texts[0]], "" if title is None or (isinstance(title, float) and title != title) else title)
     elif not isinstance(item, Doc):
         if not (isinstance(item, tuple | list) and 2 <= len(item) <= 3 and all(isinstance(x, str) for x in item)):
             raise ConfigError(f"{owner}: documents must be Doc records, (docid, text[, title]) tuples of strings or "
@@ -377,6 +379,8 @@ class Ranking:
     # -- transformations ----------------------------------------------------------------------
     def top(self, k: int) -> Ranking:
         """The first ``k`` candidates of each query."""
+        if self.is_query_set:
+            raise ConfigError("top(k) cuts ranked documents; this Ranking is a query set (run a retriever on it first)")
         return Ranking(self._frame[self._frame["rank"] <= positive_count(k, "top's k")])
 
     def select(self, qids: Iterable[str]) -> Ranking:

@@ -639,3 +639,9 @@ def test_dense_index_settings_that_faiss_would_crash_on_are_refused(args, messag
 def test_dense_hnsw_m_1_is_refused_in_an_expression_instead_of_crashing(tmp_path, capsys):
     data = beir(tmp_path / "c")
     assert "hnsw_m must be >= 2" in refused(capsys, "eval", "--dataset", str(data), "--pipeline", "dense(index='hnsw', hnsw_m=1)")
+
+
+def test_a_damaged_qrels_file_is_one_error_however_many_systems(tmp_path, capsys):
+    data = beir(tmp_path / "c", qrels=["q1\t0\td1\t1\n", "q1\t0\td7\t1\n", "q2\td3\t1\n"])
+    line = refused(capsys, "eval", "--dataset", str(data), "--pipeline", "bm25", "--pipeline", "bm25(k1=2.0)", "--pipeline", "bm25 % 3")
+    assert line.count("3 fields where the file's first judgment") == 1

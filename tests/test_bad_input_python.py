@@ -206,3 +206,17 @@ def test_results_as_a_dataframe_and_by_a_whole_number_qid(bm25):
     assert list(frame.columns) == ["query", "docid", "score", "rank", "text", "title"] and frame["rank"].tolist() == [1, 2]
     assert bm25({7: "cat"}).results(7).docids == bm25.search("cat").docids
     assert list(RankedResults("cat", []).to_pandas().columns) == ["query", "docid", "score", "rank", "text", "title"]
+
+
+def test_more_inputs_that_would_be_misread(bm25, tmp_path):
+    from rerank.data import InMemoryDataset
+
+    with pytest.raises(ConfigError, match="mine: rel_threshold must be a positive integer, got 0"):
+        InMemoryDataset("mine", [("d1", "a")], {"q1": "x"}, [("q1", "d1", 1)], rel_threshold=0)
+    for wrong in (0, -3, "abc", None, 1.5):
+        with pytest.raises(ConfigError, match="num_results must be a positive integer"):
+            bm25.with_num_results(5).num_results = wrong
+    with pytest.raises(ConfigError, match="top\\(k\\) cuts ranked documents; this Ranking is a query set"):
+        Ranking.from_queries({"q1": "x"}).top(1)
+    frame = pd.DataFrame({"docno": ["1", "2"], "text": ["cats purr", "dogs bark"], "title": ["Cats", None]})  # PyTerrier's
+    assert [(d.docid, d.title) for d in BM25().index(frame).docs] == [("1", "Cats"), ("2", "")]     # None: NaN in pandas

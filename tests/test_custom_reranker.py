@@ -280,3 +280,33 @@ def test_a_saved_cell_runs_again_after_its_plugins_code_changes(tmp_path, capsys
         assert main(args) == 0 and runs() == 1  # nothing changed: the saved cell stands
         plugin.write_text(PLUGIN.format(name="stamped-overlap").replace("len(set(q", "-len(set(q"))
         assert main(args) == 0 and runs() == 2  # its code changed: the saved cell is not trusted
+
+
+def test_code_stamps_cover_base_classes_in_other_modules(tmp_path, plugin_env):
+    from rerank.models import code_stamps
+    from rerank.registry import import_plugin
+
+    (tmp_path / "stamped_base.py").write_text(PLUGIN.format(name="stamped-base-unused").replace("class Overlap", "class Base"))
+    (tmp_path / "stamped_leaf.py").write_text("from rerank import register\nfrom stamped_base import Base\n\n"
+                                              "@register('reranker', 'stamped-leaf')\nclass Leaf(Base):\n    pass\n")
+    import_plugin(str(tmp_path / "stamped_leaf.py"))
+    before = code_stamps("bm25 >> stamped-leaf")
+    assert set(before) == {"stamped_base", "stamped_leaf"}
+    (tmp_path / "stamped_base.py").write_text((tmp_path / "stamped_base.py").read_text() + "\n# edited\n")
+    assert code_stamps("bm25 >> stamped-leaf")["stamped_base"] != before["stamped_base"]
+
+
+@pytest.mark.parametrize("files, spec, message", [
+    ({"test.py": PLUGIN.format(name="shadowed-overlap")}, "test", "the module name 'test' is taken by"),
+    ({"exits_plugin.py": "raise SystemExit(5)\n"}, "exits_plugin.py", "cannot be imported: it called sys.exit(5)"),
+    ({}, "a:b.py", "cannot hold ':', which separates $RERANK_PLUGINS"),
+])
+def test_plugins_that_would_be_misread_are_one_line(tmp_path, capsys, monkeypatch, plugin_env, files, spec, message):
+    from rerank.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert main(["--quiet", "--plugin", spec, "list", "rerankers"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err

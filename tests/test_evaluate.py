@@ -220,3 +220,25 @@ def test_a_run_file_made_elsewhere_is_evaluated_from_the_command_line(tmp_path, 
     assert "cut.trec:2" in capsys.readouterr().err
     assert main(["--quiet", "eval", "--dataset", "trec-dl-2019", "--run", f"x={shipped}", "--run", f"x={shipped}"]) == 2
     assert "system name 'x' is given twice" in capsys.readouterr().err
+
+
+def test_metric_lists_and_cut_offs_are_read_one_way(tmp_path, capsys):
+    from rerank.cli import main
+    from rerank.metrics import parse_metrics
+
+    assert parse_metrics(["ndcg@10 map", "mrr@10,", "recall@010"]) == ["ndcg@10", "map", "mrr@10", "recall@10"]
+    for repeated in (["recall@1,recall@01"], ["ndcg@10", "ndcg@010"]):
+        with pytest.raises(ConfigError, match="metrics repeat"):
+            parse_metrics(repeated)
+    for foreign_digits in ("ndcg@١٠", "recall@１", "ndcg@10-l２"):
+        with pytest.raises(ConfigError, match="must be a positive integer"):
+            parse_metrics([foreign_digits])
+    shipped = next((load("trec-dl-2019").path).glob("run.bm25*"))
+    odd = tmp_path / "a=b.trec"  # a run file whose name holds '='
+    odd.write_bytes(__import__("gzip").decompress(shipped.read_bytes()))
+    assert main(["--quiet", "eval", "--dataset", "trec-dl-2019", "--run", str(odd), "--metrics", "ndcg@10", "--metrics", "mrr@10"]) == 0
+    out = capsys.readouterr().out
+    assert "| a=b | 0.5058 |" in out and "mrr@10" in out  # --metrics accumulates
+    (tmp_path / "other.trec").write_text("nope Q0 d1 1 1.0 x\n")
+    assert main(["--quiet", "eval", "--dataset", "trec-dl-2019", "--run", str(tmp_path / "other.trec")]) == 2
+    assert "the run 'other' has none of the 43 judged queries (run qids like ['nope']" in capsys.readouterr().err

@@ -15,7 +15,7 @@ import pandas as pd
 from rerank.data.base import Dataset
 from rerank.errors import ConfigError
 from rerank.io import relevance_grade
-from rerank.types import Doc, Query, doc_from
+from rerank.types import Doc, Query, doc_from, positive_count
 
 QRELS_COLUMNS = {"qid": ("qid", "query_id", "query-id"), "docid": ("docid", "docno", "doc_id", "corpus-id"),
                  "relevance": ("relevance", "label", "score", "grade")}
@@ -33,7 +33,7 @@ class InMemoryDataset(Dataset):
     def __init__(self, name: str, corpus: Any, queries: Any, qrels: Any, rel_threshold: int = 1):
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"a dataset needs a name, got {name!r}")
-        self.name, self.rel_threshold = name, rel_threshold
+        self.name, self.rel_threshold = name, positive_count(rel_threshold, f"{name}: rel_threshold")
         self._corpus = self._checked_corpus([doc_from(d, f"{name} corpus") for d in _rows(corpus, "corpus")])
         self._queries = self._checked_queries(_queries(queries, name))
         self._qrels = self._checked_qrels(as_qrels(qrels, f"{name} qrels"), {d.docid for d in self._corpus})

@@ -37,7 +37,7 @@ class Retriever(Stage):
     progress: bool | None = None
 
     def __init__(self, num_results: int = 1000, progress: bool | None = None):
-        self.num_results, self.progress = positive_count(num_results, f"{type(self).__name__}: num_results"), progress
+        self.num_results, self.progress = num_results, progress  # num_results is checked as it is set
         self._docs: list[Doc] | None = None
         self._texts: list[str] = []
         self._position: dict[str, int] = {}
@@ -65,6 +65,8 @@ class Retriever(Stage):
         if name in _built_with(type(self)) and name in self.__dict__:
             raise ConfigError(f"{type(self).__name__}.{name} is fixed when the retriever is built (its index, cache "
                               f"key and repr follow it); build a new one: {type(self).__name__}({name}=...)")
+        if name == "num_results":
+            value = positive_count(value, f"{type(self).__name__}: num_results")
         super().__setattr__(name, value)
 
     def index_identity(self) -> dict[str, Any]:
@@ -95,7 +97,7 @@ class Retriever(Stage):
     def with_num_results(self, k: int) -> Self:
         """A shallow copy (sharing the index) that retrieves ``k`` per query."""
         other = copy.copy(self)
-        other.num_results = positive_count(k, f"{type(self).__name__}: num_results")
+        other.num_results = k
         return other
 
     @callable_directly
