@@ -61,10 +61,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+GLOBAL_FLAGS = ("--quiet", "--debug", "--plugin", "--http-timeout")
+"""Options of ``rerank`` itself, written before the command."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with usage errors on one line (exit status 2), like every other error."""
 
     def error(self, message: str):  # type: ignore[override]
+        if "unrecognized arguments" in message and any(f in message.split() for f in GLOBAL_FLAGS):
+            message += f"; {', '.join(GLOBAL_FLAGS)} go before the command (rerank --plugin my.py eval ...)"
         self.exit(2, one_line(f"{self.prog}: error: {message} (see {self.prog} --help)", limit=None) + "\n")
 
 

@@ -645,3 +645,10 @@ def test_a_damaged_qrels_file_is_one_error_however_many_systems(tmp_path, capsys
     data = beir(tmp_path / "c", qrels=["q1\t0\td1\t1\n", "q1\t0\td7\t1\n", "q2\td3\t1\n"])
     line = refused(capsys, "eval", "--dataset", str(data), "--pipeline", "bm25", "--pipeline", "bm25(k1=2.0)", "--pipeline", "bm25 % 3")
     assert line.count("3 fields where the file's first judgment") == 1
+
+
+def test_a_global_flag_after_the_command_says_where_it_goes(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["eval", "--dataset", "scifact", "--pipeline", "bm25", "--plugin", "x.py"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and "go before the command (rerank --plugin my.py eval ...)" in err
