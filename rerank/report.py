@@ -232,16 +232,15 @@ class Report:
                 cell, cmp = self.cells[d, p], self.compare(d, p)
                 systems[p] = {"status": cell.status, "error": cell.error, "expression": cell.expression,
                               "means": {m: _plain(table.at[p, m]) for m in self.metrics},
-                              "pvalues": {m: _plain(v) for m, v in cmp.pvalues.items()} if cmp else None,
+                              "pvalues": cmp.pvalues if cmp else None,
                               "wins_losses_ties": [cmp.wins, cmp.losses, cmp.ties] if cmp else None,
                               "ms_per_query": cell.ms_per_query, "load_s": cell.load_s, "usage": cell.usage,
                               "prefix": cell.prefix, "queries": int(table.at[p, "queries"]),
-                              "per_query": {m: {q: _plain(v) for q, v in values.items()}
-                                            for m, values in cell.per_query.to_dict().items()} if cell.ok else None}
+                              "per_query": cell.per_query.to_dict() if cell.ok else None}
             out["datasets"][d] = systems
         avg = self.averages()
         out["averages"] = {p: {k: _plain(avg.at[p, k]) for k in avg.columns} for p in self.systems}
-        return out
+        return _json_safe(out)
 
     # -- HTML ----------------------------------------------------------------------------------
     def to_html(self) -> str:
@@ -364,10 +363,19 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with every number in it made JSON-safe (:func:`_plain`), through dicts and lists."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return _plain(value)
+
+
 def _plain(value: Any) -> Any:
-    """A JSON-safe number: NaN becomes None, numpy scalars become Python ones."""
+    """A JSON-safe number: NaN and infinities become None (JSON has none), numpy scalars become Python ones."""
     if isinstance(value, (np.floating, float)):
-        return None if math.isnan(value) else float(value)
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, np.integer):
         return int(value)
     return value
