@@ -72,7 +72,7 @@ _ENTRIES: dict[str, dict[str, str | type]] = {
 _plugins_loaded = False
 PLUGINS_ENV = "RERANK_PLUGINS"
 """Plugins imported by :func:`import_plugin` (module names and ``.py`` files, separated by ``os.pathsep``):
-the processes this one starts (servers, Ray workers) import them too."""
+the processes this one starts (Ray workers, subprocesses) import them too."""
 
 
 def register(kind: Kind, name: str) -> Callable[[type[T]], type[T]]:

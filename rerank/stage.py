@@ -51,7 +51,6 @@ def callable_directly(transform: Callable[[Any, Ranking], Ranking]) -> Callable[
     return checked
 
 
-
 class Stage:
     """Base class of every pipeline stage. Subclasses implement :meth:`transform`."""
 

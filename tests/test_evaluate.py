@@ -37,7 +37,7 @@ def test_inputs_are_not_modified_and_bad_qrels_are_refused():
     evaluate(run, qrels)
     assert qrels == {"q1": {"a": 1}} and run.to_dict() == {"q1": {"a": 1.0}}
     assert evaluate(run, [("q1", "a", 1)]) == evaluate(run, qrels)  # (qid, docid, relevance) tuples are judgments too
-    with pytest.raises(ConfigError, match="qrels must be a list of records or a DataFrame, got str"):
+    with pytest.raises(ConfigError, match="qrels must be .*, a DataFrame or a ranx Qrels, got str"):
         evaluate(run, "q1 0 a 1")
     with pytest.raises(DataError, match="no relevant"):
         evaluate(run, {"q1": {"a": 0}})

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from rerank.data.base import Dataset
@@ -60,11 +61,14 @@ def as_qrels(qrels: Any, where: str = "qrels") -> dict[str, dict[str, int]]:
         rows: Iterable[Any] = ((q, d, r) for q, docs in qrels.items() for d, r in docs.items())
     elif isinstance(qrels, pd.DataFrame):
         rows = qrels[[_column(qrels, key, where) for key in QRELS_COLUMNS]].itertuples(index=False, name=None)
+    elif isinstance(qrels, str | bytes) or not isinstance(qrels, Iterable):
+        raise ConfigError(f"{where} must be {{qid: {{docid: relevance}}}}, (qid, docid, relevance) tuples or Qrel "
+                          f"records, a DataFrame or a ranx Qrels, got {type(qrels).__name__}")
     else:
-        rows = _rows(qrels, "qrels")
+        rows = list(qrels)
     out: dict[str, dict[str, int]] = {}
     for row in rows:
-        if not (isinstance(row, tuple | list) and len(row) == 3) or any(isinstance(x, bool) or not isinstance(x, str | int)
+        if not (isinstance(row, tuple | list) and len(row) == 3) or any(isinstance(x, bool) or not isinstance(x, str | int | np.integer)
                                                                           for x in row[:2]):
             raise ConfigError(f"{where}: a judgment is (qid, docid, relevance) with string ids, got {row!r:.60}")
         qid, docid, grade = str(row[0]), str(row[1]), relevance_grade(row[2], f"{where} ({row[0]!r}, {row[1]!r})")
