@@ -246,6 +246,9 @@ class Ranking:
         if not isinstance(frame, pd.DataFrame):
             raise ConfigError(f"a Ranking wraps a DataFrame, got {type(frame).__name__}; see Ranking.from_records, from_run, from_queries")
         ranked = "docid" in frame.columns
+        if not ranked and "docno" in frame.columns:  # PyTerrier's name: would be read as a query set, its documents lost
+            raise DataError("a Ranking's documents are in a docid column; this frame has PyTerrier's docno: "
+                            "read it with Ranking.from_pandas, which renames foreign columns")
         missing = [c for c in (*QUERY_COLUMNS, *(("score",) if ranked else ())) if c not in frame.columns]
         if missing:
             raise DataError(f"a Ranking needs columns {list(QUERY_COLUMNS)} (a query set), and docid and score (a ranking); "

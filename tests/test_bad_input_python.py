@@ -220,3 +220,10 @@ def test_more_inputs_that_would_be_misread(bm25, tmp_path):
         Ranking.from_queries({"q1": "x"}).top(1)
     frame = pd.DataFrame({"docno": ["1", "2"], "text": ["cats purr", "dogs bark"], "title": ["Cats", None]})  # PyTerrier's
     assert [(d.docid, d.title) for d in BM25().index(frame).docs] == [("1", "Cats"), ("2", "")]     # None: NaN in pandas
+
+
+def test_a_pyterrier_frame_given_to_ranking_is_not_read_as_a_query_set():
+    frame = pd.DataFrame({"qid": ["q1"], "query": ["cats"], "docno": ["d1"], "score": [1.0]})
+    with pytest.raises(DataError, match="this frame has PyTerrier's docno: read it with Ranking.from_pandas"):
+        Ranking(frame)
+    assert len(Ranking.from_pandas(frame)) == 1
