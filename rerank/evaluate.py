@@ -43,12 +43,17 @@ def evaluate(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[str] = DEFA
     {'mrr@10': 0.5}
     """
     per_query = evaluate_per_query(ranking, qrels, metrics, rel_threshold)
-    ran = set(ranking.queries())
-    absent = [q for q in per_query.index if q not in ran]
+    absent = without_results(per_query, ranking)
     if absent:
         logger.warning("%d of %d judged queries are not in the run (e.g. %r): they count as 0 in the means; to score "
                        "only the queries you ran, give the qrels of those queries", len(absent), len(per_query), absent[0])
     return {m: mean_of(per_query[m], m) for m in per_query.columns}
+
+
+def without_results(per_query: pd.DataFrame, ranking: Ranking) -> list[str]:
+    """The judged queries of ``per_query`` that ``ranking`` has no results for (they count as 0)."""
+    ran = set(ranking.queries())
+    return [q for q in per_query.index if q not in ran]
 
 
 def mean_of(values: pd.Series, metric: str) -> float:
@@ -213,8 +218,7 @@ def evaluate_record(record: Any, spec: Any, metrics: Sequence[str], load: Any) -
         frame = frame[frame.index.isin(record.qids)]
     except Exception as e:  # noqa: BLE001 -- reported in the cell
         return CellResult(**base, status="error", error=f"evaluation failed: {type(e).__name__}: {e}")
-    ran = set(record.ranking.queries())
-    absent = [q for q in frame.index if q not in ran]
+    absent = without_results(frame, record.ranking)
     if absent:
         logger.warning("%s on %s: %d of %d judged queries have no results (e.g. %r); they count as 0", record.system,
                        record.dataset, len(absent), len(frame), absent[0])

@@ -229,7 +229,7 @@ def code_stamps(expression: str) -> dict[str, str]:
         stage = build(expression)
     except RerankError:
         return {}
-    classes = {type(leaf) for leaf in leaves(stage)} | {backend_class(leaf) for leaf in leaves(stage)} - {None}
+    classes = {c for leaf in leaves(stage) for c in (type(leaf), backend_class(leaf)) if c is not None}
     own = {"rerank", *sys.stdlib_module_names}
     modules = {k.__module__ for cls in classes for k in cls.__mro__ if k.__module__.partition(".")[0] not in own}
     found = {}
@@ -245,7 +245,7 @@ def code_stamps(expression: str) -> dict[str, str]:
 def backend_class(stage: object) -> type | None:
     """The class of the backend an LLM stage is given (as an object or a spec, ``'constb:m'``), or None."""
     spec = getattr(getattr(stage, "settings", None), "backend", None)
-    if spec is None or not isinstance(spec, str):
+    if not isinstance(spec, str):
         return None if spec is None else type(spec)
     from rerank import registry
     from rerank.backends import parse_spec
