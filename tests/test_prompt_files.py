@@ -119,6 +119,14 @@ def test_a_missing_file_is_told_apart_from_an_unknown_built_in_name(name, messag
         load(name)
 
 
+def test_a_file_that_is_not_yaml_and_a_built_in_name_with_a_suffix_are_named(tmp_path):
+    (tmp_path / "mine.txt").write_text("name: t\nparadigm: pointwise\nprefix: '{query} {text}'\n")
+    with pytest.raises(ConfigError, match=re.escape(f"prompt file '{tmp_path / 'mine.txt'}' is not YAML: a template file must end in .yaml or .yml")):
+        load(tmp_path / "mine.txt")
+    with pytest.raises(ConfigError, match=re.escape("(the built-in prompt is named 'listwise/rankgpt', without .yaml)")):
+        load("listwise/rankgpt.yaml")
+
+
 def test_the_cli_refuses_a_broken_prompt_file_with_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RERANK_CACHE", str(tmp_path / "cache"))
     data = beir(tmp_path / "c")

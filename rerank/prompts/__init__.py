@@ -192,8 +192,13 @@ def _yaml_problem(e: yaml.YAMLError, text: str) -> str:
 def _not_found(name: str) -> ConfigError:
     """The error for a prompt that is neither a file nor built in: a path-like name is a missing file."""
     builtin = f"built-in prompts: {', '.join(names())}"
-    if Path(name).suffix in YAML_SUFFIXES:
-        return ConfigError(f"prompt file {name!r} does not exist")
+    path = Path(name)
+    if path.suffix in YAML_SUFFIXES:
+        stem = name.removesuffix(path.suffix)
+        hint = f" (the built-in prompt is named {stem!r}, without {path.suffix})" if stem in names() else ""
+        return ConfigError(f"prompt file {name!r} does not exist{hint}")
+    if path.is_file():
+        return ConfigError(f"prompt file {name!r} is not YAML: a template file must end in {' or '.join(YAML_SUFFIXES)}")
     close = difflib.get_close_matches(name, names(), n=1, cutoff=0.8)
     if close:
         return ConfigError(f"unknown prompt {name!r}; did you mean {close[0]!r}? {builtin}")
