@@ -387,7 +387,8 @@ class Ranking:
         return Ranking(self._frame[self._frame["rank"] <= positive_count(k, "top's k")])
 
     def select(self, qids: Iterable[str]) -> Ranking:
-        """The rows of the queries ``qids`` (a collection of ids; one id is ``[qid]``)."""
+        """The rows of the queries ``qids`` (a collection of ids; one id is ``[qid]``). An id with no
+        rows gives none, as a query a retriever found nothing for does: compare with :meth:`queries`."""
         if isinstance(qids, str | bytes) or not isinstance(qids, Iterable):
             raise ConfigError(f"select takes a collection of query ids, got {type(qids).__name__} {qids!r:.40}"
                               + ("; for one query give [qid]" if isinstance(qids, str) else ""))

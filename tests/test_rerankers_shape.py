@@ -97,6 +97,22 @@ def test_a_template_must_name_a_parser_that_fits_the_task():
         Listwise(fake(), prompt=rankgpt.with_(constraint="labels"))
 
 
+def test_a_template_must_show_the_query_and_demonstrate_well_formed_answers():
+    rankgpt = load_prompt("listwise/rankgpt")
+    with pytest.raises(ConfigError, match=r"never shows the query: put \{query\} in its prefix or suffix"):
+        Listwise(fake(), prompt=rankgpt.with_(prefix="Rank these {num} passages.\n", suffix="Answer:"))
+    items = [{"index": 1, "text": "a"}, {"index": 2, "text": "b"}]
+    shot = {"query": "q", "items": items}
+    assert Listwise(fake(), prompt=rankgpt.with_(examples=({**shot, "answer": "[2] > [1]"},)))
+    assert Listwise(fake(), prompt=rankgpt.with_(answer_prefix="[", examples=({**shot, "answer": "2] > [1]"},)))
+    with pytest.raises(ConfigError, match=r"example 1: answer '\[2\] > \[3\]' is not a well-formed 'permutation' "
+                                          r"answer \(out_of_range, missing\)"):
+        Listwise(fake(), prompt=rankgpt.with_(examples=({**shot, "answer": "[2] > [3]"},)))
+    yes_no = load_prompt("pointwise/yes_no")
+    with pytest.raises(ConfigError, match="example 1: answer 'maybe' .* \\(empty\\)"):
+        get("reranker", "yes-no", backend=fake(), prompt=yes_no.with_(examples=({"query": "q", "text": "d", "answer": "maybe"},)))
+
+
 def test_parsers_resolve_without_importing_their_family(tmp_path):
     """``yes_no`` and ``rating`` live with the other parsers, so no import order can hide them."""
     import subprocess

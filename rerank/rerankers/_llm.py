@@ -34,7 +34,7 @@ from rerank.prompts import PromptTemplate, placeholders
 from rerank.prompts import load as load_prompt
 from rerank.rerankers._parsing import Parsed, ParseLog
 from rerank.rerankers._strategies import Strategy, lockstep
-from rerank.rerankers._tasks import Messages, Task, Think
+from rerank.rerankers._tasks import Messages, Task, Think, with_answer_prefix
 from rerank.rerankers.base import Reranker
 from rerank.stage import _same
 from rerank.text import truncate_words
@@ -253,9 +253,7 @@ class LLMReranker(Reranker):
     def parse(self, gen: Generation, n: int) -> Parsed:
         """Parse a generation with the template's parser, its ``answer_prefix`` put back in front
         (unless the answer repeats it)."""
-        prefix = self.template.answer_prefix
-        repeated = prefix.strip() and gen.text.lstrip().startswith(prefix.strip())
-        return self.parser(gen.text if repeated else prefix + gen.text, n)
+        return self.parser(with_answer_prefix(gen.text, self.template.answer_prefix), n)
 
     # -- prompts ------------------------------------------------------------------------------
     def messages(self, cands: Candidates, shown: Sequence[int], scores: Sequence[str] | None = None,

@@ -81,6 +81,14 @@ class Task:
             parser = get_parser(template.parser, self.answer)
         except ConfigError as e:
             raise ConfigError(f"prompt {template.name!r} (paradigm {template.paradigm!r}) does not fit a {name} task: {e}") from None
+        if "query" not in placeholders(template.prefix + template.suffix):
+            raise ConfigError(f"prompt {template.name!r} never shows the query: put {{query}} in its prefix or suffix")
+        for i, ex in enumerate(template.examples, 1):
+            answer = with_answer_prefix(str(ex["answer"]), template.answer_prefix)
+            problems = parser(answer, len(ex.get("items", [])) or 1).problems
+            if problems:
+                raise ConfigError(f"prompt {template.name!r}, example {i}: answer {answer!r:.60} is not a well-formed "
+                                  f"{template.parser!r} answer ({', '.join(problems)}); a demonstration must show one")
         option = template.meta.get("option")
         if option is not None and (not isinstance(option, str) or not placeholders(option) <= {"index", "label"}
                                    or not option.strip()):
@@ -288,6 +296,11 @@ class Think:
         answering = [_answer_turn(p, self.OPEN + t + self.CLOSE + _answer_prefix(p)) for p, t in zip(prompts, thoughts)]
         answers = self.inner.ask(r, answering, shown)
         return [replace(a, reasoning=t, forced=g.finish_reason == "length") for a, t, g in zip(answers, thoughts, gens)]
+
+
+def with_answer_prefix(answer: str, prefix: str) -> str:
+    """``answer`` after the template's ``answer_prefix``, unless it repeats the prefix itself."""
+    return answer if prefix.strip() and answer.lstrip().startswith(prefix.strip()) else prefix + answer
 
 
 def _answer_prefix(messages: Messages) -> str:
