@@ -3,9 +3,10 @@
 An entry is the folder ``<cache>/indexes/<dataset>-<class>-<key>`` written by ``Retriever.save``. The
 key hashes the retriever's class and parameters and the corpus *content*: every docid, title and text
 (:func:`corpus_fingerprint`), so an edited document never gets an old index. ``params.json`` records
-the fingerprint too and is checked on load. Entries are written to a temporary folder and renamed into
-place (:func:`write_folder`), so a partial entry is never read; an entry that cannot be read is
-rebuilt.
+the fingerprint too and is checked on load, with a seal over the header and every file
+(:func:`sealed`), so an edited or damaged file is never read as the index. Entries are written
+to a temporary folder and renamed into place (:func:`write_folder`), so a partial entry is never
+read; an entry that cannot be read is rebuilt.
 
 >>> from rerank.types import Doc
 >>> corpus_fingerprint([Doc("d1", "a")]) == corpus_fingerprint([Doc("d1", "b")])
@@ -36,6 +37,38 @@ def corpus_fingerprint(docs: Iterable[Doc]) -> str:
     for d in docs:
         digest.update(f"{len(d.docid)}:{d.docid}{len(d.title)}:{d.title}{len(d.text)}:{d.text}".encode("utf-8", "surrogatepass"))
     return digest.hexdigest()
+
+
+def sealed(folder: Path, header: dict[str, Any]) -> dict[str, Any]:
+    """``header`` with the SHA-256 of every file under ``folder`` but ``params.json`` (``files``) and a
+    ``seal`` over the rest of the header, so that no edited, swapped or damaged file is read as the index."""
+    files = {f.relative_to(folder).as_posix(): _file_digest(f)
+             for f in sorted(folder.rglob("*")) if f.is_file() and f != folder / "params.json"}
+    return {**header, "files": files, "seal": _seal({**header, "files": files})}
+
+
+def check_seal(folder: Path, header: dict[str, Any]) -> None:
+    """DataError unless ``folder`` holds the files its header was :func:`sealed` with."""
+    files = header.get("files")
+    if not isinstance(header.get("seal"), str) or not isinstance(files, dict):
+        raise DataError(f"{folder}/params.json has no seal (saved by an older rerank, or edited); rebuild the index")
+    if _seal(header) != header["seal"]:
+        raise DataError(f"{folder}/params.json was edited since the index was saved; rebuild the index")
+    missing = sorted(f for f in files if not (folder / f).is_file())
+    changed = sorted(f for f in files if f not in missing and _file_digest(folder / f) != files[f])
+    problems = [f"{', '.join(missing)} missing"] if missing else []
+    problems += [f"{', '.join(changed)} changed since the index was saved (edited, swapped or damaged)"] if changed else []
+    if problems:
+        raise DataError(f"{folder}: {'; '.join(problems)}; rebuild the index")
+
+
+def _seal(header: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps({k: v for k, v in header.items() if k != "seal"}, sort_keys=True).encode()).hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def dataset_fingerprint(dataset: Any) -> str:
@@ -77,12 +110,10 @@ def indexed(retriever: Any, dataset: Any, cache_dir: str | Path) -> Any:
 
 def load_entry(retriever: Any, folder: Path, fingerprint: str) -> Any:
     """``retriever`` with the index in ``folder`` read into it (its own settings kept: device, results,
-    progress), after checking that the index was built on ``fingerprint`` by a retriever of its class."""
+    progress), after checking that the index was built on ``fingerprint`` (``read_index`` checks the rest)."""
     meta = read_index_header(folder)
     if meta.get("corpus") != fingerprint:
         raise DataError(f"{folder} was built on another corpus")
-    if meta.get("class") != f"{type(retriever).__module__}:{type(retriever).__name__}":
-        raise DataError(f"{folder} holds a {meta.get('class')} index, not a {type(retriever).__name__}")
     return retriever.read_index(folder, meta=meta)
 
 

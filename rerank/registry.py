@@ -117,6 +117,11 @@ def names(kind: Kind) -> list[str]:
     return sorted(_table(kind))
 
 
+def registered_paths(kind: Kind) -> set[str]:
+    """``module:Class`` of every entry of ``kind``, imported or not."""
+    return {_path(e) for e in _table(kind).values()}
+
+
 def _table(kind: str) -> dict[str, str | type]:
     if kind not in _ENTRIES:
         raise ConfigError(f"unknown registry kind {kind!r}; choose one of {KINDS}")

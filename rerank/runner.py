@@ -42,6 +42,7 @@ from rerank.executors import Executor, executor_from_spec
 from rerank.metering import Meter, Usage
 from rerank.models import code_stamps, files_stamp, local_models
 from rerank.naming import check_distinct
+from rerank.retrievers.base import check_indexed_on
 from rerank.stage import Cutoff, Pipeline, Stage
 from rerank.types import Ranking
 
@@ -187,6 +188,7 @@ def _run_stages(cell: Cell, dataset: Any, topics: Ranking, qids: list[str], reco
     t0 = time.perf_counter()
     if cell.stage is not None:
         built = cell.stage
+        check_indexed_on(built, dataset)
     else:
         from rerank.expr import build
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from rerank.encoders import DEFAULT_ENCODER, Encoder
-from rerank.errors import ConfigError, require
+from rerank.errors import ConfigError, DataError, require
 from rerank.params import checked
 
 BatchedScorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
@@ -42,13 +42,27 @@ def batched_scorer(scorer: Any) -> BatchedScorer:
     if isinstance(scorer, CountingScorer):
         return scorer
     if hasattr(scorer, "predict") and hasattr(scorer, "score_pairs"):  # a PointwiseReranker: batched, length-sorted
-        return lambda qs, ds: np.asarray(scorer.predict(list(zip(qs, ds))), dtype=np.float64)
-    if hasattr(scorer, "score_pairs"):
-        return lambda qs, ds: np.asarray(scorer.score_pairs(list(qs), list(ds)), dtype=np.float64)
-    if callable(scorer):
-        return lambda qs, ds: np.array([float(scorer(q, d)) for q, d in zip(qs, ds)], dtype=np.float64)
-    raise ConfigError(f"a scorer must be a name, an object with score_pairs(queries, docs) or a callable (query, doc) -> float; "
-                      f"got {type(scorer).__name__}")
+        raw = lambda qs, ds: scorer.predict(list(zip(qs, ds)))
+    elif hasattr(scorer, "score_pairs"):
+        raw = lambda qs, ds: scorer.score_pairs(list(qs), list(ds))
+    elif callable(scorer):
+        raw = lambda qs, ds: [scorer(q, d) for q, d in zip(qs, ds)]
+    else:
+        raise ConfigError(f"a scorer must be a name, an object with score_pairs(queries, docs) or a callable (query, doc) -> float; "
+                          f"got {type(scorer).__name__}")
+
+    def numbers(queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
+        """The scores as floats, one per pair; DataError naming the scorer otherwise."""
+        scores = raw(queries, docs)
+        try:
+            out = np.asarray(scores, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DataError(f"the scorer {scorer!r:.60} gave scores that are not numbers (e.g. {next(iter(scores), None)!r:.40})") from None
+        if out.shape != (len(queries),):
+            raise DataError(f"the scorer {scorer!r:.60} gave scores of shape {out.shape} for {len(queries)} pairs")
+        return out
+
+    return numbers
 
 
 def resolve_scorer(name: str) -> Any:

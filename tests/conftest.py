@@ -19,6 +19,18 @@ def optional(module: str, reason: str):
     return pytest.importorskip(module, reason=reason)
 
 
+def resealed(folder: Path) -> None:
+    """Seal a saved index again over its files as they are now: a damaged but consistent folder, whose
+    arrays a loader must still check itself."""
+    import json
+
+    from rerank.index_cache import sealed
+
+    meta = json.loads((folder / "params.json").read_text())
+    header = {k: v for k, v in meta.items() if k not in ("files", "seal")}
+    (folder / "params.json").write_text(json.dumps(sealed(folder, header)))
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     """SmolLM2-135M-Instruct (the packaged GGUF) on the HF backend, CPU."""

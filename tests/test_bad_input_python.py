@@ -182,6 +182,30 @@ def test_your_own_documents_queries_and_qrels_make_a_dataset_for_experiments(tmp
         assert rerank.evaluate(run, qrels, ["mrr@10"]) == {"mrr@10": 1.0}
 
 
+def test_an_experiment_refuses_a_retriever_indexed_on_other_documents_than_the_datasets():
+    from rerank.data import InMemoryDataset
+
+    queries, qrels = {"q1": "cats"}, [("q1", "d1", 1)]
+    mine = InMemoryDataset("mine", [("d1", "cats purr"), ("d2", "dogs bark"), ("d3", "fish swim")], queries, qrels)
+    other = InMemoryDataset("other", [("d1", "stock report"), ("d2", "cats purr"), ("d3", "rain")], queries, qrels)
+    systems = {"whole": BM25().index(mine.corpus()), "part": BM25().index(mine.corpus()[:2])}
+    report = rerank.Experiment(systems, [mine, other], ["mrr@10"]).run()
+    assert report.table("mine").at["whole", "mrr@10"] == 1.0
+    failed = {key: c.error for key, c in report.cells.items() if not c.ok}
+    assert set(failed) == {("mine", "part"), ("other", "whole"), ("other", "part")}
+    assert "BM25() holds an index of 3 documents that are not other's corpus" in failed["other", "whole"]
+    assert "index it on this dataset's corpus" in failed["mine", "part"]
+
+
+def test_a_retriever_rescoring_candidates_of_another_corpus_refuses_them():
+    mine = BM25().index([("d1", "the cat sat"), ("d2", "dogs bark at cats"), ("d3", "birds sing")])
+    other = BM25(k1=1.1).index([("d1", "stock report"), ("d2", "rain"), ("d3", "cat food review")])
+    with pytest.raises(DataError, match="candidate 'd1' of query 'q' comes with another text than the index holds"):
+        (mine % 2 >> other)({"q": "cat"})
+    same = BM25(k1=1.1).index([("d1", "the cat sat"), ("d2", "dogs bark at cats"), ("d3", "birds sing")])
+    assert (mine % 2 >> same)({"q": "cat"}).to_pandas()["docid"].tolist() == ["d1", "d2"]
+
+
 @pytest.mark.parametrize("corpus, queries, qrels, error, message", [
     ([], {"q1": "x"}, [("q1", "d1", 1)], DataError, "the corpus is empty"),
     ([("d1", "a"), ("d1", "b")], {"q1": "x"}, [("q1", "d1", 1)], DataError, "two different document records have the id 'd1'"),

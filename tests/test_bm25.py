@@ -127,7 +127,23 @@ def test_non_default_params_survive_save_load(tmp_path):
 def test_load_rejects_incomplete_index(bm25, tmp_path):
     bm25.save(tmp_path)
     (tmp_path / "vocab.json").unlink()
-    with pytest.raises(DataError, match="vocab.json"):
+    with pytest.raises(DataError, match="vocab.json missing; rebuild the index"):
+        BM25.load(tmp_path)
+
+
+@pytest.mark.parametrize("part, damaged", [("indices", lambda a: np.r_[2**31 - 1, a[1:]]), ("indptr", lambda a: np.r_[a[0], -5, a[2:]]),
+                                           ("data", lambda a: a[:-1])])
+def test_a_score_matrix_that_does_not_fit_the_index_is_refused_not_read(bm25, tmp_path, part, damaged):
+    """A consistent seal over arrays that index outside the matrix (which scipy would read out of bounds)."""
+    from conftest import resealed
+
+    bm25.save(tmp_path)
+    array = np.load(tmp_path / f"scores.{part}.npy")
+    np.save(tmp_path / f"scores.{part}.npy", damaged(array).astype(array.dtype))
+    with pytest.raises(DataError, match=f"scores.{part}.npy changed since the index was saved"):
+        BM25.load(tmp_path)
+    resealed(tmp_path)
+    with pytest.raises(DataError, match="the score matrix's arrays do not describe"):
         BM25.load(tmp_path)
 
 

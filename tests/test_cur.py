@@ -80,6 +80,26 @@ def test_stage_save_and_load_round_trip(slice_, tmp_path):
     assert np.allclose(np.sort(rescored.to_pandas()["score"].to_numpy()), np.sort(out.to_pandas()["score"].to_numpy()))
 
 
+def test_a_saved_first_stage_must_index_the_same_documents(slice_, tmp_path):
+    """A first stage over the same documents in another order would mix up positions across the two indexes."""
+    import shutil
+
+    from conftest import resealed
+
+    from rerank.retrievers.bm25 import BM25
+
+    anchors, _, docs, _ = slice_
+    ANNCUR("maxsim", num_anchor_queries=10, num_anchor_items=10, budget=20, anchor_items="retriever").index(
+        docs[:30], anchor_queries=anchors).save(tmp_path / "idx")
+    shutil.rmtree(tmp_path / "idx" / "first_stage")
+    BM25().index(docs[:30][::-1]).save(tmp_path / "idx" / "first_stage")
+    with pytest.raises(DataError, match="first_stage/.* changed since the index was saved"):
+        ANNCUR.load(tmp_path / "idx")
+    resealed(tmp_path / "idx")
+    with pytest.raises(DataError, match="first_stage indexes other documents than the ANNCUR index"):
+        ANNCUR.load(tmp_path / "idx")
+
+
 def test_bad_configuration_is_refused(maxsim):
     with pytest.raises(ConfigError, match="budget"):
         ANNCUR(maxsim, num_anchor_items=50, budget=10)
@@ -103,6 +123,16 @@ def test_bad_inputs_are_refused_before_the_anchor_matrix_is_scored():
     assert counter.calls == 0
     with pytest.raises(DataError, match="NaN or infinite"):
         ANNCUR(lambda q, d: float("nan"), **small).index(docs, anchor_queries=["a", "b"])
+    with pytest.raises(DataError, match="gave scores that are not numbers \\(e.g. 'x'\\)"):
+        ANNCUR(lambda q, d: "x", **small).index(docs, anchor_queries=["a", "b"])
+    with pytest.raises(DataError, match="gave scores of shape \\(6, 2\\) for 6 pairs"):
+        ANNCUR(lambda q, d: [1.0, 2.0], **small).index(docs, anchor_queries=["a", "b"])
+    with pytest.raises(ConfigError, match="first_stage='anncur' is not a retriever that indexes documents on its own"):
+        ANNCUR(counter, anchor_items="retriever", first_stage="anncur", **small)
+    with pytest.raises(DataError, match="no document has a title or text to make an anchor query from"):
+        ANNCUR(counter, **small).index([(f"d{i}", " ") for i in range(4)])
+    holes = [(f"d{i}", f"word{i} common" if i % 2 else " ") for i in range(6)]
+    assert "" not in ANNCUR(counter, **small).index(holes).anchor_queries  # documents without text give no anchor query
 
 
 def test_a_short_first_stage_list_is_topped_up_with_random_items_not_the_first_ones():

@@ -72,12 +72,18 @@ def test_save_load_round_trip_with_mmap(flat, scifact_slice, tmp_path):
 def test_a_saved_index_with_a_row_missing_or_a_damaged_faiss_file_is_refused(flat, tmp_path):
     from rerank.errors import DataError
 
+    from conftest import resealed
+
     flat.save(tmp_path / "ix")
     np.save(tmp_path / "ix" / "embeddings.npy", flat.embeddings[:-1])
+    with pytest.raises(DataError, match="embeddings.npy changed since the index was saved"):
+        Dense.load(tmp_path / "ix")
+    resealed(tmp_path / "ix")  # a folder sealed again as it is: the arrays themselves are checked
     with pytest.raises(DataError, match="embeddings and .* indexed vectors for .* documents"):
         Dense.load(tmp_path / "ix")
     flat.save(tmp_path / "ix")
     (tmp_path / "ix" / "flat.faiss").write_bytes((tmp_path / "ix" / "flat.faiss").read_bytes()[:100])
+    resealed(tmp_path / "ix")
     with pytest.raises(DataError, match="missing or damaged"):
         Dense.load(tmp_path / "ix")
 

@@ -100,13 +100,21 @@ def test_a_runtime_that_is_not_installed_names_what_to_install():
 
 
 def test_a_saved_index_refuses_other_encoder_settings(scifact_docs, tmp_path):
+    """encoder.json records the encoder as resolved where the index was built ("auto" may be bf16
+    there and float32 here); the folder's seal covers it, and the loader compares it too."""
+    from conftest import resealed
+
     Dense(runtime="torch").index(scifact_docs[:8]).save(tmp_path / "ix")
     assert Dense.load(tmp_path / "ix").runtime == "torch"
     saved = tmp_path / "ix" / "encoder.json"
     saved.write_text(saved.read_text().replace('"max_length": null', '"max_length": 64'))
+    with pytest.raises(DataError, match="encoder.json changed since the index was saved"):
+        Dense.load(tmp_path / "ix")
+    resealed(tmp_path / "ix")
     with pytest.raises(DataError, match="encoder settings"):
         Dense.load(tmp_path / "ix")
-    saved.unlink()  # an index saved before encoders were recorded
+    saved.unlink()
+    resealed(tmp_path / "ix")
     with pytest.raises(DataError, match="encoder settings"):
         Dense.load(tmp_path / "ix")
 

@@ -23,8 +23,8 @@ import pandas as pd
 from rerank import __version__
 from rerank._progress import progress_bar
 from rerank.errors import ConfigError, DataError, one_line
-from rerank.index_cache import corpus_fingerprint, read_index_header, write_folder
-from rerank.stage import Stage, callable_directly, check_query_texts
+from rerank.index_cache import check_seal, corpus_fingerprint, dataset_fingerprint, read_index_header, sealed, write_folder
+from rerank.stage import Stage, callable_directly, check_query_texts, leaves
 from rerank.types import Doc, Ranking, doc_from, positive_count
 
 
@@ -41,6 +41,7 @@ class Retriever(Stage):
         self._docs: list[Doc] | None = None
         self._texts: list[str] = []
         self._position: dict[str, int] = {}
+        self._fingerprint: str | None = None
 
     # -- subclass hooks -----------------------------------------------------------------------
     def _build(self, docs: Sequence[Doc]) -> None:
@@ -115,6 +116,10 @@ class Retriever(Stage):
                 if len(known) < len(c.docids):
                     raise DataError(f"{self!r}: {len(c.docids) - len(known)} candidate docids of query {c.qid!r} are not in the index")
                 pos = np.array([self._position[d] for d in c.docids], dtype=np.int64)
+                other = next((d for d, t, p in zip(c.docids, c.texts, pos) if t and t not in (self._texts[p], docs[p].text)), None)
+                if other is not None:
+                    raise DataError(f"{self!r}: candidate {other!r} of query {c.qid!r} comes with another text than the "
+                                    "index holds for that docid; were the stages indexed on different corpora?")
                 frames.append(_frame(c.qid, c.query, pos, self._rescore(c.query, pos)))
         frame = pd.concat(frames, ignore_index=True)
         pos = frame.pop("pos").to_numpy()
@@ -133,13 +138,13 @@ class Retriever(Stage):
         write_folder(path, self._write)
 
     def _write(self, path: Path) -> None:
-        params = {"class": f"{type(self).__module__}:{type(self).__name__}", "rerank_version": __version__,
-                  "params": _jsonable(self.params()), "corpus": corpus_fingerprint(self.docs)}
-        (path / "params.json").write_text(json.dumps(params, indent=2))
         with gzip.open(path / "docs.jsonl.gz", "wt", encoding="utf-8") as f:
             for d in self.docs:
                 f.write(json.dumps({"_id": d.docid, "title": d.title, "text": d.text}) + "\n")
         self._save_index(path)
+        header = {"class": _class_path(type(self)), "rerank_version": __version__,
+                  "params": _jsonable(self.params()), "corpus": self.corpus_fingerprint}
+        (path / "params.json").write_text(json.dumps(sealed(path, header), indent=2))
 
     @classmethod
     def load(cls, path: str | Path, *, mmap: bool = False) -> Self:
@@ -149,29 +154,37 @@ class Retriever(Stage):
         are not the ones indexed (edited, reordered, missing) and damaged files."""
         path = Path(path)
         meta = read_index_header(path)
-        expected = f"{cls.__module__}:{cls.__name__}"
+        expected = _class_path(cls)
         if cls is not Retriever and meta["class"] != expected:
             raise DataError(f"{path} holds a {meta['class']} index, not {expected}")
-        klass = _retriever_class(meta["class"], path)
-        try:
-            self = klass(**meta["params"])
-        except (TypeError, ValueError) as e:
-            raise DataError(f"{path}/params.json: its params do not build a {klass.__name__} ({e})") from None
-        return self.read_index(path, mmap=mmap, meta=meta)
+        return _built_by(_retriever_class(meta["class"], path), meta, path).read_index(path, mmap=mmap, meta=meta)
 
     def read_index(self, path: str | Path, *, mmap: bool = False, meta: dict[str, Any] | None = None) -> Self:
         """Read the index saved in ``path`` into this retriever, whose settings stay (its ``device``,
-        ``num_results``, progress); the caller checks that they are the ones the index was built with
-        (the index cache keys its folders on them). DataError as for :meth:`load`."""
+        ``num_results``, progress); DataError when the index was built by another class or with other
+        settings, and as for :meth:`load`."""
         from rerank.io import read_corpus
 
         path = Path(path)
         meta = meta if meta is not None else read_index_header(path)
+        if meta["class"] != _class_path(type(self)):
+            raise DataError(f"{path} holds a {meta['class']} index, not a {type(self).__name__} one")
+        built, mine = _jsonable(_built_by(type(self), meta, path).index_identity()), _jsonable(self.index_identity())
+        other = sorted(k for k in mine.keys() | built.keys() if k not in mine or k not in built or mine[k] != built[k])
+        if other:
+            def shown(values: dict[str, Any]) -> str:
+                return ", ".join(f"{k}={values[k]!r}" if k in values else f"{k} at its default" for k in other)
+
+            raise DataError(f"{path} was built with {shown(built)}, not {shown(mine)}; construct {type(self).__name__} "
+                            f"with the settings it was built with, or use {type(self).__name__}.load(path)")
+        if not isinstance(meta.get("corpus"), str):
+            raise DataError(f"{path}/params.json names no corpus fingerprint; rebuild the index")
         docs = read_corpus(path / "docs.jsonl.gz")
-        if meta.get("corpus") is not None and corpus_fingerprint(docs) != meta["corpus"]:
+        if corpus_fingerprint(docs) != meta["corpus"]:
             raise DataError(f"{path}/docs.jsonl.gz is not the corpus this index was built on (edited, reordered or "
                             "cut); rebuild the index")
-        self._set_docs(docs)
+        check_seal(path, meta)
+        self._set_docs(docs, meta["corpus"])
         try:
             self._load_index(path, mmap)
         except DataError:
@@ -181,9 +194,16 @@ class Retriever(Stage):
                             "rebuild the index") from None
         return self
 
-    def _set_docs(self, docs: list[Doc]) -> None:
+    @property
+    def corpus_fingerprint(self) -> str:
+        """The :func:`~rerank.index_cache.corpus_fingerprint` of the indexed documents (computed once)."""
+        if self._fingerprint is None:
+            self._fingerprint = corpus_fingerprint(self.docs)
+        return self._fingerprint
+
+    def _set_docs(self, docs: list[Doc], fingerprint: str | None = None) -> None:
         check_unique_docids(docs, repr(self))
-        self._docs = docs
+        self._docs, self._fingerprint = docs, fingerprint
         self._texts = [d.full_text() for d in docs]
         self._position = {d.docid: i for i, d in enumerate(docs)}
 
@@ -196,6 +216,17 @@ def _built_with(cls: type) -> frozenset[str]:
     names = [n for n, p in inspect.signature(cls.__init__).parameters.items()
              if n not in ("self", "num_results", "progress") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     return frozenset(kept.get(n, n) for n in names)
+
+
+def check_indexed_on(stage: Stage, dataset: Any) -> None:
+    """DataError when a retriever inside ``stage`` holds an index of other documents than ``dataset``'s
+    corpus: its results would be scored as the dataset's."""
+    for leaf in leaves(stage):
+        if isinstance(leaf, Retriever) and leaf.is_indexed and leaf.corpus_fingerprint != dataset_fingerprint(dataset):
+            raise DataError(f"{leaf!r} holds an index of {len(leaf.docs)} documents that are not {dataset.name}'s corpus "
+                            "(another corpus, part of it, or edited since); index it on this dataset's corpus "
+                            f"({type(leaf).__name__}(...).index(dataset.corpus())), or give the system as an expression "
+                            "string, which is indexed on each dataset")
 
 
 def check_unique_docids(docs: Sequence[Doc], owner: str) -> None:
@@ -219,12 +250,31 @@ def as_docs(docs: Iterable[Any] | pd.DataFrame, owner: str) -> list[Doc]:
     return [doc_from(d, owner) for d in docs]
 
 
+def _built_by(klass: type[Retriever], meta: dict[str, Any], path: Path) -> Retriever:
+    """A retriever built with the params a saved index's header names."""
+    try:
+        return klass(**meta["params"])
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{path}/params.json: its params do not build a {klass.__name__} ({e})") from None
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__name__}"
+
+
 def _retriever_class(name: str, path: Path) -> type[Retriever]:
-    """The retriever class ``"module:Class"`` a saved index names; DataError for anything else (an
-    index folder must not make rerank call an arbitrary function)."""
+    """The retriever class ``"module:Class"`` a saved index names; DataError for anything else. Only a
+    registered retriever's module, or one imported already, is imported: an index folder must not make
+    rerank run or call arbitrary code."""
     import importlib
+    import sys
+
+    from rerank.registry import registered_paths
 
     module, _, attr = name.partition(":")
+    if module not in sys.modules and name not in registered_paths("retriever"):
+        raise DataError(f"{path}/params.json names the class {name!r}, which is neither a registered retriever nor "
+                        "imported; import or register its module first (rerank --plugin)")
     try:
         klass = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError, ValueError):

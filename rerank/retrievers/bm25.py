@@ -181,6 +181,9 @@ class BM25(Retriever):
         shape = (len(terms), len(self.docs))
         if len(indptr) != shape[0] + 1:
             raise DataError(f"{path}: the score matrix has {len(indptr) - 1} rows but vocab.json lists {shape[0]} terms")
+        if not (len(data) == len(indices) == indptr[-1] and indptr[0] == 0 and (np.diff(indptr) >= 0).all()
+                and (not len(indices) or 0 <= indices.min() <= indices.max() < shape[1])):
+            raise DataError(f"{path}: the score matrix's arrays do not describe {shape[0]} terms x {shape[1]} documents")
         self._scores = sp.csr_matrix((data, indices, indptr), shape=shape, copy=False)
 
 

@@ -76,8 +76,9 @@ class ANNCUR(Retriever):
         if anchor_items == "retriever":  # checked now, not after the anchor matrix has been scored
             from rerank import registry
 
-            if not issubclass(registry.resolve("retriever", first_stage), Retriever):  # 'run' indexes nothing
-                raise ConfigError(f"first_stage={first_stage!r} is not a retriever that indexes documents")
+            first = registry.resolve("retriever", first_stage)
+            if not issubclass(first, Retriever) or issubclass(first, ANNCUR):  # 'run' indexes nothing; ANNCUR needs anchors itself
+                raise ConfigError(f"first_stage={first_stage!r} is not a retriever that indexes documents on its own (bm25, dense)")
         self.scorer, self.num_anchor_queries, self.num_anchor_items = scorer, num_anchor_queries, num_anchor_items
         self.budget, self.rounds, self.anchor_items, self.first_stage, self.seed = budget, rounds, anchor_items, first_stage, seed
         self._score = batched_scorer(scorer)
@@ -197,12 +198,17 @@ class ANNCUR(Retriever):
                             f"queries and {len(self.docs)} documents; rebuild the index")
         if self.anchor_items == "retriever":
             self._first = Retriever.load(path / "first_stage", mmap=mmap)
+            if [d.docid for d in self._first.docs] != [d.docid for d in self.docs]:
+                raise DataError(f"{path}/first_stage indexes other documents than the ANNCUR index; rebuild the index")
 
 
 def sample_pseudo_queries(docs: Sequence[Doc], n: int, seed: int = 0, max_words: int = 16) -> list[str]:
-    """``n`` pseudo-queries from random documents: the title, else the first ``max_words`` words."""
-    picked = random.Random(seed).sample(list(docs), min(n, len(docs)))
-    return [d.title.strip() or " ".join(d.text.split()[:max_words]) for d in picked]
+    """``n`` pseudo-queries from random documents: the title, else the first ``max_words`` words
+    (documents with neither give none)."""
+    pseudo = [q for d in docs if (q := d.title.strip() or " ".join(d.text.split()[:max_words]))]
+    if not pseudo:
+        raise DataError("no document has a title or text to make an anchor query from; give anchor_queries")
+    return random.Random(seed).sample(pseudo, min(n, len(pseudo)))
 
 
 def _best_unscored(approx: np.ndarray, exact: dict[int, float], size: int) -> list[int]:
