@@ -44,7 +44,7 @@ import numpy as np
 
 from rerank._progress import progress_enabled
 from rerank.errors import ConfigError, MissingDependency, one_of, require
-from rerank.models import hf_location, loading, weights_stamp
+from rerank.models import check_device, hf_location, loading, weights_stamp
 from rerank.params import checked
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -324,6 +324,7 @@ def runtime_kwargs(runtime: str) -> dict[str, Any]:
 def _load_sentence_transformer(model: str, runtime: str, device: str | None, stamp: str = "") -> _Loaded:
     """The model, loaded once per process for each ``weights_stamp`` of a local folder (new weights load anew)."""
     st = require("sentence_transformers", "dense")
+    check_device(device)
     source, kwargs = resolve_encoder(model), runtime_kwargs(runtime)
     with loading("encoder model", model, source):
         loaded = st.SentenceTransformer(source, device=device, **kwargs)
@@ -336,6 +337,7 @@ def _load_sentence_transformer(model: str, runtime: str, device: str | None, sta
 def _load_decoder(model: str, runtime: str, device: str | None, stamp: str = "") -> _Loaded:
     torch = require("torch", "dense")
     transformers = require("transformers", "dense")
+    check_device(device)
     source, kwargs = hf_location(model)
     dtype = torch.bfloat16 if runtime == "bf16" else torch.float32
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

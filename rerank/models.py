@@ -122,6 +122,22 @@ def loading(what: str, name: str, source: str | None = None) -> Iterator[None]:
         raise cannot_load(what, name, e) from e
 
 
+def check_device(device: str | None) -> None:
+    """ConfigError unless ``device`` (None: the library's choice) is a torch device this machine has."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        kind, index = torch.device(device).type, torch.device(device).index or 0
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {device!r} is not a torch device such as 'cpu', 'cuda', 'cuda:1' or 'mps'") from None
+    if kind == "cuda" and index >= (count := torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        raise ConfigError(f"device {device!r} is not on this machine, which has {count} CUDA device(s){'' if count else ': use cpu'}")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r} is not on this machine (no Apple MPS): use cpu")
+
+
 def unloadable(source: object) -> str:
     """Why ``source`` cannot be a model without trying to load it (not a string, empty, or a path to no
     folder), else ``""``. A relative name with one slash may be a hub id, so only a name that starts with

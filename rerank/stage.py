@@ -392,7 +392,7 @@ def as_ranking(inp: StageInput) -> Ranking:
         if bad is not None:
             raise ConfigError(f"a {{qid: query text}} mapping needs strings, got {bad[0]!r}: {bad[1]!r:.60} (for a run "
                               "of scores use Ranking.from_run)")
-        return Ranking.from_queries({str(k): v for k, v in inp.items()})
+        return Ranking.from_queries([(str(k), v) for k, v in inp.items()])  # 1 and "1" are one qid: a clash is refused
     if isinstance(inp, bytes) or not isinstance(inp, Iterable):
         raise ConfigError(f"a stage takes a Ranking, a DataFrame, a query string, Query records or {{qid: text}}, "
                           f"got {type(inp).__name__}")

@@ -261,8 +261,9 @@ class Ranking:
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_queries(cls, queries: Iterable[Query] | Mapping[str, str]) -> Ranking:
-        items = queries.items() if isinstance(queries, Mapping) else ((q.qid, q.text) for q in queries)
+    def from_queries(cls, queries: Iterable[Query | tuple[str, str]] | Mapping[str, str]) -> Ranking:
+        """From ``{qid: text}`` or ``Query`` records (``(qid, text)`` pairs)."""
+        items = queries.items() if isinstance(queries, Mapping) else queries
         return cls(_table(list(items), list(QUERY_COLUMNS)))
 
     @classmethod
@@ -276,10 +277,13 @@ class Ranking:
 
     @classmethod
     def from_pandas(cls, df: pd.DataFrame) -> Ranking:
-        """From a DataFrame in rerank's vocabulary or a foreign one (see :mod:`rerank.io`)."""
+        """From a DataFrame in rerank's vocabulary or a foreign one (see :mod:`rerank.io`). A frame without
+        documents whose query text is in ``text`` (BEIR's and Hugging Face's query sets) is a query set."""
         from rerank.io import normalize_columns
 
         frame = normalize_columns(df)
+        if "query" not in frame.columns and "docid" not in frame.columns and "text" in frame.columns:
+            frame = frame.rename(columns={"text": "query"})
         if "query" not in frame.columns:
             frame = frame.assign(query="")
         return cls(frame)

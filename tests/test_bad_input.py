@@ -596,6 +596,10 @@ def test_a_saved_index_is_checked_before_it_is_used(tmp_path):
     (tmp_path / "evil" / "params.json").write_text(json.dumps({**meta, "class": "subprocess:run", "params": {"args": ["false"]}}))
     with pytest.raises(DataError, match="'subprocess:run', which is not a retriever; refusing to load it"):
         Retriever.load(tmp_path / "evil")
+    (tmp_path / "evil" / "params.json").write_text(json.dumps({**meta, "class": "antigravity:Retriever"}))
+    with pytest.raises(DataError, match="'antigravity:Retriever', which is neither a registered retriever nor imported"):
+        Retriever.load(tmp_path / "evil")  # refused before importing it (it would open a web browser)
+    assert "antigravity" not in sys.modules
     for text, message in (('{"class": "rerank.retrievers.bm25:BM25"', "params.json is damaged"), ("{}", "not the header of a rerank index"),
                           ("[]", "not the header of a rerank index")):
         (tmp_path / "evil" / "params.json").write_text(text)
@@ -609,7 +613,7 @@ def test_a_saved_index_is_checked_before_it_is_used(tmp_path):
             BM25.load(tmp_path / "ix")
     BM25().index(docs).save(tmp_path / "ix")
     (tmp_path / "ix" / "vocab.json").write_text('["a", ')
-    with pytest.raises(DataError, match="a file of the saved index is missing or damaged"):
+    with pytest.raises(DataError, match="vocab.json changed since the index was saved"):
         BM25.load(tmp_path / "ix")
 
 
@@ -639,6 +643,21 @@ def test_dense_index_settings_that_faiss_would_crash_on_are_refused(args, messag
 def test_dense_hnsw_m_1_is_refused_in_an_expression_instead_of_crashing(tmp_path, capsys):
     data = beir(tmp_path / "c")
     assert "hnsw_m must be >= 2" in refused(capsys, "eval", "--dataset", str(data), "--pipeline", "dense(index='hnsw', hnsw_m=1)")
+
+
+@pytest.mark.parametrize("device, message", [("cuda:99", "device 'cuda:99' is not on this machine, which has"),
+                                             ("nonsense", "device 'nonsense' is not a torch device such as 'cpu'")])
+def test_a_device_the_machine_lacks_is_one_line_for_every_model_kind(tmp_path, capsys, device, message):
+    from rerank.backends.hf import HFBackend
+    from rerank.rerankers.cross_encoder import CrossEncoderReranker
+
+    data = beir(tmp_path / "c")
+    assert message in refused(capsys, "index", "--dataset", str(data), "--retriever", f"dense(device={device!r})",
+                              "--out", str(tmp_path / "ix"))
+    with pytest.raises(ConfigError, match=message):
+        CrossEncoderReranker(device=device).rerank("q", ["a"])
+    with pytest.raises(ConfigError, match=message):
+        HFBackend("smollm2", device=device)
 
 
 def test_a_damaged_qrels_file_is_one_error_however_many_systems(tmp_path, capsys):

@@ -154,6 +154,11 @@ def test_run_names_are_not_patterns_and_a_run_answers_only_its_queries(tmp_path,
         load("trec-dl-2019").run("*")
     message = refused(capsys, "search", "--dataset", "trec-dl-2019", "--pipeline", "run", "how long do fleas live")
     assert "ranks only trec-dl-2019's own queries" in message
+    from rerank.retrievers.run import RunRetriever
+
+    with pytest.raises(DataError, match="answers trec-dl-2019's query '264014' \\('how long is life cycle of flea'\\), but "
+                                        "the text asked under that id is 'how to bake sourdough bread'"):
+        RunRetriever("bm25", load("trec-dl-2019"))({"264014": "how to bake sourdough bread"})
 
 
 def test_empty_paths_are_refused_on_the_command_line(tmp_path, capsys, monkeypatch):
@@ -261,7 +266,10 @@ def test_a_saved_dense_index_names_the_settings_it_was_built_with(tmp_path):
     Dense(runtime="torch").index(load(str(beir(tmp_path / "c"))).corpus()).save(tmp_path / "idx")
     params = tmp_path / "idx" / "params.json"
     meta = json.loads(params.read_text())
+    with pytest.raises(DataError, match=r"was built with encoder=\{.*'max_length': None\}, max_length at its default, not "
+                                        r"encoder=\{.*'max_length': 32\}, max_length=32; construct Dense with the settings"):
+        Dense(runtime="torch", max_length=32).read_index(tmp_path / "idx")
     meta["params"]["max_length"] = 32
     params.write_text(json.dumps(meta))
-    with pytest.raises(DataError, match="construct Dense with the settings it was built with"):
+    with pytest.raises(DataError, match="params.json was edited since the index was saved"):
         Dense.load(tmp_path / "idx")

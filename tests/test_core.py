@@ -190,6 +190,16 @@ def test_stage_inputs_of_the_wrong_shape_are_refused_not_read_as_text(inp, messa
         Echo()(inp)
 
 
+def test_a_query_frame_with_its_text_in_a_text_column_is_a_query_set():
+    frame = pd.DataFrame({"_id": ["1"], "text": ["cats"]}).rename(columns={"_id": "qid"})  # BEIR's queries.jsonl
+    assert Echo()(frame).queries() == {"1": "cats"}
+
+
+def test_a_mapping_whose_keys_name_one_qid_twice_is_refused_not_collapsed():
+    with pytest.raises(DataError, match="query '1': 'cats' and 'dogs'"):
+        Echo()({1: "cats", "1": "dogs"})
+
+
 def test_search_and_cut_offs_take_numpy_integers_and_refuse_non_strings():
     r = Echo() % np.int64(2)
     assert r.stages[-1] == Cutoff(2)

@@ -15,7 +15,7 @@ from rerank.backends import _chat
 from rerank.backends.base import Backend, Generation, Prompt, weights_suffix
 from rerank.constraints import Constraint, Follower, TokenMask
 from rerank.errors import ConfigError, require
-from rerank.models import hf_location, loading
+from rerank.models import check_device, hf_location, loading
 
 
 class HFBackend(_chat.HFTokenizerPrompts, Backend):
@@ -38,6 +38,7 @@ class HFBackend(_chat.HFTokenizerPrompts, Backend):
         self._torch, self._transformers = torch, transformers
         self.model, self.batch_size = model, batch_size
         self._weights = weights_suffix(model)  # the files loaded now, whatever the folder holds later
+        check_device(device)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = dtype or ("float32" if self.device == "cpu" else "bfloat16")
         if not isinstance(getattr(torch, dtype, None), torch.dtype):

@@ -26,7 +26,7 @@ import numpy as np
 
 from rerank.encoders import RUNTIMES, resolve_runtime, runtime_kwargs
 from rerank.errors import ConfigError, one_of, require
-from rerank.models import loading
+from rerank.models import check_device, loading
 from rerank.params import checked
 from rerank.rerankers.base import PointwiseReranker
 from rerank.types import Candidates
@@ -67,6 +67,7 @@ class CrossEncoderReranker(PointwiseReranker):
     def encoder(self) -> Any:
         """The loaded ``sentence_transformers.CrossEncoder`` (loaded on first use)."""
         st = require("sentence_transformers", "cross-encoder")
+        check_device(self.device)
         kwargs = runtime_kwargs(resolve_runtime(self.runtime, self.device))
         with loading("cross-encoder model", self.model):
             ce = st.CrossEncoder(self.model, device=self.device, max_length=self.max_length, **kwargs)

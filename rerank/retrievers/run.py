@@ -36,11 +36,15 @@ class RunRetriever(Stage):
         if self._ranking is None:
             self._ranking = self.dataset.run(self.name)
         asked, held = inp.queries(), self._ranking.queries()
-        own = {q.qid for q in self.dataset.queries()}
+        own = {q.qid: q.text for q in self.dataset.queries()}
         new = [q for q in asked if q not in held and q not in own]
         if new:
             raise DataError(f"{self!r} ranks only {self.dataset.name}'s own queries (ids like {sorted(held)[:3]}); "
                             f"{len(new)} are not among them (e.g. {new[:3]}; use a retriever such as bm25 for new queries)")
+        other = next((q for q, text in asked.items() if q in own and text != own[q]), None)
+        if other is not None:
+            raise DataError(f"{self!r} answers {self.dataset.name}'s query {other!r} ({own[other]!r:.60}), but the text asked "
+                            f"under that id is {asked[other]!r:.60}; use a retriever such as bm25 for new queries")
         lacking = [q for q in asked if q not in held]
         if lacking:
             logger.warning("%r has no results for %d of the %d queries asked (e.g. %s); they count as 0",
