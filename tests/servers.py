@@ -221,6 +221,11 @@ def start_misbehaving(delay: float = 3.0) -> Misbehaving:
                 self._send(200, b'{"result": 42}')
             elif mode == "notfound":
                 self._send(404, b'{"error": {"message": "The model does not exist."}}')
+            elif mode == "moved":
+                self.send_response(301)
+                self.send_header("Location", "https://api.example.com/v1/completions")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
             elif mode == "slow":
                 time.sleep(state.delay)
                 self._send(200, json.dumps(VALID).encode())
