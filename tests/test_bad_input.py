@@ -660,6 +660,16 @@ def test_a_device_the_machine_lacks_is_one_line_for_every_model_kind(tmp_path, c
         HFBackend("smollm2", device=device)
 
 
+def test_documents_without_text_are_counted_and_a_corpus_of_only_such_is_refused(tmp_path, capsys, caplog):
+    data = beir(tmp_path / "c")
+    with open(data / "corpus.jsonl", "a") as f:
+        f.write('{"_id": "e1", "text": null}\n{"_id": "e2", "title": ""}\n')
+    code, _, _ = cli(capsys, "eval", "--dataset", str(data), "--pipeline", "bm25")
+    assert code == 0 and "2 of 10 documents have neither text nor title" in caplog.text
+    (data / "corpus.jsonl").write_text('{"_id": "d1", "contents": "cats"}\n{"_id": "d2", "contents": "dogs"}\n')
+    assert "none of the 2 documents has a text or a title" in refused(capsys, "eval", "--dataset", str(data), "--pipeline", "bm25")
+
+
 def test_a_damaged_qrels_file_is_one_error_however_many_systems(tmp_path, capsys):
     data = beir(tmp_path / "c", qrels=["q1\t0\td1\t1\n", "q1\t0\td7\t1\n", "q2\td3\t1\n"])
     line = refused(capsys, "eval", "--dataset", str(data), "--pipeline", "bm25", "--pipeline", "bm25(k1=2.0)", "--pipeline", "bm25 % 3")

@@ -117,10 +117,19 @@ class Dataset(ABC):
         return unique_records(queries, where, "query")
 
     def _checked_corpus(self, docs: list[Doc], source: str | None = None) -> list[Doc]:
-        """Documents with unique ids (exact repeats dropped, with a warning). Messages name ``source``, else the dataset."""
+        """Documents with unique ids (exact repeats dropped, with a warning); documents with neither text
+        nor title are kept and counted in a warning, and a corpus of only such is refused. Messages name
+        ``source``, else the dataset."""
         where = source or self.name
         if not docs:
             raise DataError(f"{where}: the corpus is empty")
+        blank = [d.docid for d in docs if not d.text.strip() and not d.title.strip()]
+        if len(blank) == len(docs):
+            raise DataError(f"{where}: none of the {len(docs)} documents has a text or a title (a corpus record "
+                            "holds them under 'text' and 'title')")
+        if blank:
+            logger.warning("%s: %d of %d documents have neither text nor title (null, missing or empty); they are kept, "
+                           "and no retriever can find them by their words (e.g. %s)", where, len(blank), len(docs), blank[:3])
         return unique_records(docs, where, "document")
 
     def _checked_qrels(self, qrels: dict[str, dict[str, int]], docids: set[str] | None = None) -> dict[str, dict[str, int]]:
