@@ -93,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--metrics", nargs="+", action="extend", metavar="METRIC",
                    help=f"metrics (repeatable, or split at commas); default: {' '.join(DEFAULT_METRICS)}")
     e.add_argument("--baseline", help="name of the baseline system (default: the first)")
-    e.add_argument("--limit", type=int, help="evaluate on the first N judged queries only")
+    e.add_argument("--limit", type=_positive, help="evaluate on the first N judged queries only")
     e.add_argument("--save-runs", type=_path, help="keep runs, records and the report in this folder (and resume from it)")
     _experiment_arguments(e)
     e.set_defaults(func=_eval)
@@ -102,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", required=True)
     s.add_argument("--pipeline", required=True)
     s.add_argument("query")
-    s.add_argument("-k", type=int, default=10)
+    s.add_argument("-k", type=_positive, default=10)
     s.set_defaults(func=_search)
 
     i = sub.add_parser("index", help="index a dataset's corpus and save the index")
@@ -114,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="run a grid of pipelines x datasets (resumable) and write a report")
     b.add_argument("grid", type=_path, help="a grid TOML file, e.g. pipelines/grid_smoke.toml")
     b.add_argument("--out", type=_path, help="output folder (default: results/<grid name>)")
-    b.add_argument("--limit", type=int, help="run on the first N judged queries of each dataset")
+    b.add_argument("--limit", type=_positive, help="run on the first N judged queries of each dataset")
     b.add_argument("--report-only", action="store_true", help="do not run cells; rebuild the report from what is saved")
     _experiment_arguments(b, grid=True)
     b.set_defaults(func=_bench)
@@ -152,6 +152,17 @@ def _seconds(text: str) -> float:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def _positive(text: str) -> int:
+    """A positive whole number, checked before anything loads."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return value
 
 

@@ -448,11 +448,15 @@ def _as_scores(values: pd.Series) -> pd.Series:
 
 
 def _table(rows: list, columns: list[str]) -> pd.DataFrame:
-    """A frame of ``rows``; DataError for text that holds half of a surrogate pair (no character, no UTF-8)."""
+    """A frame of ``rows``; DataError naming the value that holds half of a surrogate pair (no character,
+    no UTF-8)."""
     try:
         return pd.DataFrame(rows, columns=columns)
     except UnicodeEncodeError:
-        raise DataError(f"a {', '.join(c for c in columns if c != 'score')} value holds half of a surrogate pair, "
+        bad = next(((dict(zip(columns, r)), c) for r in rows for c, v in zip(columns, r) if isinstance(v, str) and half_surrogate(v)), None)
+        if bad is None:
+            raise
+        raise DataError(f"the {bad[1]} {bad[0][bad[1]]!r:.60} (in {bad[0]!r:.120}) holds half of a surrogate pair, "
                         "which is no character") from None
 
 

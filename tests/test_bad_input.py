@@ -374,10 +374,20 @@ def test_qrels_partly_outside_the_collection_are_evaluated_with_a_count(tmp_path
     assert "1 judged queries have none of their relevant documents in the corpus" in caplog.text
 
 
-@pytest.mark.parametrize("limit", ["0", "-2"])
-def test_eval_limit_must_be_positive(tmp_path, capsys, limit):
-    assert f"limit must be a positive number of queries, got {limit}" in refused(
+def usage_refused(capsys, *args: str) -> str:
+    """Run the CLI, assert argparse refused it with one line (exit status 2) before anything loaded."""
+    with pytest.raises(SystemExit) as stop:
+        main(["--quiet", *args])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("limit", ["0", "-2", "two"])
+def test_eval_limit_must_be_positive(tmp_path, capsys, limit, index_cache):
+    assert "argument --limit: must be a positive integer, got " in usage_refused(
         capsys, "eval", "--dataset", str(beir(tmp_path / "c")), "--pipeline", "bm25", "--limit", limit)
+    assert not index_cache.exists()  # refused before the dataset was read or indexed
 
 
 def test_eval_limit_keeps_the_first_judged_queries(tmp_path, capsys):
@@ -518,9 +528,10 @@ def test_search_without_hits_says_so(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("k", ["0", "-3"])
-def test_search_refuses_a_k_below_one(tmp_path, capsys, k):
-    assert f"k must be a positive number of results, got {k}" in refused(
+def test_search_refuses_a_k_below_one(tmp_path, capsys, k, index_cache):
+    assert f"argument -k: must be a positive integer, got {k}" in usage_refused(
         capsys, "search", "--dataset", str(beir(tmp_path / "c")), "--pipeline", "bm25", "coffee", "-k", k)
+    assert not index_cache.exists()
 
 
 # -- the CLI: one line, always -----------------------------------------------------------------------
@@ -554,7 +565,7 @@ def test_the_probe_inputs_exit_2_with_one_line_in_a_real_process(tmp_path, index
                  ["--dataset", str(beir(tmp_path / "c")), "--pipeline", "bm25", "--limit", "-1"]):
         proc = subprocess_cli("eval", *args, cache=index_cache)
         assert proc.returncode == 2 and proc.stdout == "", proc.stderr
-        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("rerank: error: "), proc.stderr
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(("rerank: error: ", "rerank eval: error: ")), proc.stderr
 
 
 def test_an_ir_datasets_download_that_fails_is_one_line_under_quiet(tmp_path, index_cache, monkeypatch):

@@ -127,6 +127,14 @@ def test_load_refuses_bad_names_and_options_with_config_errors(name, options, me
         load(name, **options)
 
 
+def test_a_file_given_as_a_dataset_and_a_bundled_set_without_a_corpus_say_so(tmp_path):
+    data = beir(tmp_path / "c")
+    with pytest.raises(DataError, match=f"dataset '{data / 'corpus.jsonl'}' is a file; a dataset is a folder in BEIR layout"):
+        load(str(data / "corpus.jsonl"))
+    with pytest.raises(DataError, match="the folder holds no corpus .* give a BEIR folder with its corpus by path, or an irds: id"):
+        load("arguana").corpus()
+
+
 def test_a_folder_where_a_file_belongs_is_a_data_error(tmp_path):
     data = beir(tmp_path / "c")
     (data / "queries.jsonl").unlink()

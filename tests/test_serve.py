@@ -552,6 +552,7 @@ def test_cli_serves_search_with_a_key_file_and_drains_on_sigterm(tmp_path):
         queries = ["what similarity laws must be obeyed when constructing aeroelastic models",
                    "boundary layer transition at high speeds", "heat transfer in hypersonic flow"]
         assert httpx.post(f"{url}/v1/search", json={"query": queries[0]}, timeout=60).status_code == 401
+        assert httpx.get(f"{url}/v1/models", headers=auth, timeout=10).json()["data"][0]["id"] == expr  # the expression as written
         with ThreadPoolExecutor(3) as pool:
             futures = [pool.submit(httpx.post, f"{url}/v1/search", json={"query": q, "top_n": 5}, headers=auth, timeout=60)
                        for q in queries]

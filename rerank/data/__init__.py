@@ -80,6 +80,9 @@ def load(name: str, **options: Any) -> Dataset:
     path = Path(name).expanduser()
     if path.is_dir():
         return _make(BeirDataset, name, path, name=path.resolve().name or str(path.resolve()), **options)
+    if path.is_file():
+        raise DataError(f"dataset {name!r} is a file; a dataset is a folder in BEIR layout (corpus.jsonl, queries.jsonl, "
+                        f"qrels/), here perhaps {str(path.parent)!r}, a catalog name or irds:<id>")
     aliases = [a for entry in catalog.values() for a in entry.get("aliases", [])]
     close = difflib.get_close_matches(name, list(catalog) + aliases, n=3, cutoff=0.6)
     hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""

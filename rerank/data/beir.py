@@ -26,7 +26,9 @@ class BeirDataset(Dataset):
     def _file(self, stem: str) -> Path:
         found = find_file(self.path, stem)
         if found is None:
-            raise DataError(f"{self.name}: {self.path / stem}[.gz] not found")
+            hint = ("; the folder holds no corpus (a bundled BEIR set may ship only its queries and qrels): give a BEIR "
+                    "folder with its corpus by path, or an irds: id") if stem == "corpus.jsonl" else ""
+            raise DataError(f"{self.name}: {self.path / stem}[.gz] not found{hint}")
         return found
 
     @cache

@@ -72,7 +72,7 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
     if engine.reranker is None and engine.searcher is None:
         raise ConfigError(f"{pipeline!r} has neither a reranking part nor a searchable first stage: end it with a reranker, "
                           "or start it with a retriever and give --dataset or --index")
-    name = config.model_name or repr(pipeline)
+    name = config.model_name or config.pipeline or repr(pipeline)  # as the user wrote it, else the stage's form
     metrics = Metrics()
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rerank-model")  # one model call at a time
     batching = dict(max_requests=config.max_batch_requests, max_documents=config.max_batch_documents,
