@@ -251,8 +251,9 @@ class EmbeddingSource(Protocol):
 
     encoder: Encoder
 
-    def embeddings_for(self, docids: Sequence[str]) -> dict[str, np.ndarray]:
-        """The stored embedding of each of ``docids`` it holds (others are left out)."""
+    def embeddings_for(self, docids: Sequence[str], texts: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """The stored embedding of each of ``docids`` it holds (others are left out); given the documents'
+        ``texts``, it refuses a docid whose text is not the one it embedded."""
         ...
 
 

@@ -39,21 +39,36 @@ def corpus_fingerprint(docs: Iterable[Doc]) -> str:
     return digest.hexdigest()
 
 
+def unordered_fingerprint(docs: Iterable[Doc]) -> str:
+    """A SHA-256 over the :func:`corpus_fingerprint` of each document, sorted: the same for the same
+    documents in any order."""
+    digest = hashlib.sha256()
+    for one in sorted(corpus_fingerprint([d]) for d in docs):
+        digest.update(one.encode())
+    return digest.hexdigest()
+
+
 def sealed(folder: Path, header: dict[str, Any]) -> dict[str, Any]:
-    """``header`` with the SHA-256 of every file under ``folder`` but ``params.json`` (``files``) and a
-    ``seal`` over the rest of the header, so that no edited, swapped or damaged file is read as the index."""
+    """``header`` with the SHA-256 of every file under ``folder`` but ``params.json`` (``files``; of a
+    large file's samples, :data:`SAMPLED_ABOVE`) and a ``seal`` over the rest of the header, so that no
+    edited, swapped or damaged file is read as the index."""
     files = {f.relative_to(folder).as_posix(): _file_digest(f)
              for f in sorted(folder.rglob("*")) if f.is_file() and f != folder / "params.json"}
     return {**header, "files": files, "seal": _seal({**header, "files": files})}
 
 
 def check_seal(folder: Path, header: dict[str, Any]) -> None:
-    """DataError unless ``folder`` holds the files its header was :func:`sealed` with."""
-    files = header.get("files")
-    if not isinstance(header.get("seal"), str) or not isinstance(files, dict):
+    """DataError unless the header of the index in ``folder`` is as :func:`sealed` wrote it (cheap: the
+    files are checked by :func:`check_files`)."""
+    if not isinstance(header.get("seal"), str) or not isinstance(header.get("files"), dict):
         raise DataError(f"{folder}/params.json has no seal (saved by an older rerank, or edited); rebuild the index")
     if _seal(header) != header["seal"]:
         raise DataError(f"{folder}/params.json was edited since the index was saved; rebuild the index")
+
+
+def check_files(folder: Path, header: dict[str, Any]) -> None:
+    """DataError unless ``folder`` holds the files its (sealed) header lists, unchanged."""
+    files = header["files"]
     missing = sorted(f for f in files if not (folder / f).is_file())
     changed = sorted(f for f in files if f not in missing and _file_digest(folder / f) != files[f])
     problems = [f"{', '.join(missing)} missing"] if missing else []
@@ -66,9 +81,21 @@ def _seal(header: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps({k: v for k, v in header.items() if k != "seal"}, sort_keys=True).encode()).hexdigest()
 
 
+SAMPLED_ABOVE, SAMPLE = 64 << 20, 4 << 20
+"""Files above 64 MiB are sealed by their size and three 4 MiB samples (start, middle, end), so that
+loading a large index (memory-mapped, perhaps) reads a few MiB of it, not all of it."""
+
+
 def _file_digest(path: Path) -> str:
     with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        size = path.stat().st_size
+        if size <= SAMPLED_ABOVE:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+        digest = hashlib.sha256(f"{size}:".encode())
+        for start in (0, size // 2, size - SAMPLE):
+            f.seek(start)
+            digest.update(f.read(SAMPLE))
+        return f"sampled:{digest.hexdigest()}"
 
 
 def dataset_fingerprint(dataset: Any) -> str:

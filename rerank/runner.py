@@ -188,7 +188,6 @@ def _run_stages(cell: Cell, dataset: Any, topics: Ranking, qids: list[str], reco
     t0 = time.perf_counter()
     if cell.stage is not None:
         built = cell.stage
-        check_indexed_on(built, dataset)
     else:
         from rerank.expr import build
 
@@ -196,6 +195,9 @@ def _run_stages(cell: Cell, dataset: Any, topics: Ranking, qids: list[str], reco
     stages = compiled(built)
     skip = cell.prefix.stages if cell.prefix else 0
     todo = stages[skip:cell.stop_after or len(stages)]
+    if cell.stage is not None:  # a Python object may hold an index of other documents (an expression is built here)
+        for stage in todo:
+            check_indexed_on(stage, dataset)
     # the call cache goes only around pipelines built here; a Python stage keeps the backend it was given
     meter = Meter().attach(Pipeline(todo) if todo else built, call_cache=cell.settings.call_cache and cell.stage is None)
     record.stage = repr(built)[:2000]

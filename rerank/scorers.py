@@ -52,15 +52,21 @@ def batched_scorer(scorer: Any) -> BatchedScorer:
                           f"got {type(scorer).__name__}")
 
     def numbers(queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
-        """The scores as floats, one per pair; DataError naming the scorer otherwise."""
+        """The scores as floats, one per pair (a column of them too, as ``CrossEncoder.predict`` may give);
+        DataError naming the scorer otherwise."""
         scores = raw(queries, docs)
         try:
-            out = np.asarray(scores, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise DataError(f"the scorer {scorer!r:.60} gave scores that are not numbers (e.g. {next(iter(scores), None)!r:.40})") from None
-        if out.shape != (len(queries),):
+            if isinstance(scores, list) and any(s is None for s in scores):  # numpy would read None as NaN
+                raise TypeError
+            try:
+                out = np.asarray(scores, dtype=np.float64)
+            except (TypeError, ValueError, RuntimeError):  # e.g. tensors that need grad: one float each
+                out = np.asarray([float(s) for s in scores], dtype=np.float64)
+        except (TypeError, ValueError, RuntimeError):
+            raise DataError(f"the scorer {scorer!r:.60} gave scores that are not numbers: {scores!r:.80}") from None
+        if out.size != len(queries) or out.ndim > 2:
             raise DataError(f"the scorer {scorer!r:.60} gave scores of shape {out.shape} for {len(queries)} pairs")
-        return out
+        return out.reshape(len(queries))
 
     return numbers
 

@@ -263,8 +263,11 @@ class Ranking:
     @classmethod
     def from_queries(cls, queries: Iterable[Query | tuple[str, str]] | Mapping[str, str]) -> Ranking:
         """From ``{qid: text}`` or ``Query`` records (``(qid, text)`` pairs)."""
-        items = queries.items() if isinstance(queries, Mapping) else queries
-        return cls(_table(list(items), list(QUERY_COLUMNS)))
+        items = list(queries.items() if isinstance(queries, Mapping) else queries)
+        odd = next((q for q in items if not isinstance(q, tuple) or len(q) != 2), None)
+        if odd is not None:
+            raise ConfigError(f"Ranking.from_queries takes {{qid: text}}, Query records or (qid, text) pairs, got {odd!r:.60}")
+        return cls(_table(items, list(QUERY_COLUMNS)))
 
     @classmethod
     def from_records(cls, records: Iterable[tuple[str, str, str, float]]) -> Ranking:
@@ -283,7 +286,7 @@ class Ranking:
 
         frame = normalize_columns(df)
         if "query" not in frame.columns and "docid" not in frame.columns and "text" in frame.columns:
-            frame = frame.rename(columns={"text": "query"})
+            frame = frame.rename(columns={"text": "query", **({"_id": "qid"} if "qid" not in frame.columns else {})})
         if "query" not in frame.columns:
             frame = frame.assign(query="")
         return cls(frame)

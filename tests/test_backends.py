@@ -144,7 +144,7 @@ def test_connection_refused_names_the_url():
 @pytest.mark.server
 @pytest.mark.parametrize("mode, message", [
     ("garbage", "not JSON"), ("shapeless", "without a completion of the OpenAI shape"), ("notfound", "404 .not retried"),
-    ("moved", "answered 301, a redirect to 'https://api.example.com/v1/completions'; give the address it names as base_url")])
+    ("moved", "answered 301, a redirect to 'https://api.example.com/v1/completions'; give base_url='https://api.example.com/v1'")])
 def test_bad_answers_raise_without_retry(misbehaving_server, mode, message):
     backend = OpenAIBackend("m", base_url=misbehaving_server.url(mode), max_retries=3, backoff=0.01)
     before = misbehaving_server.hits.get(mode, 0)

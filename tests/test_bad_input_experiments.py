@@ -167,6 +167,7 @@ def test_run_names_are_not_patterns_and_a_run_answers_only_its_queries(tmp_path,
     with pytest.raises(DataError, match="answers trec-dl-2019's query '264014' \\('how long is life cycle of flea'\\), but "
                                         "the text asked under that id is 'how to bake sourdough bread'"):
         RunRetriever("bm25", load("trec-dl-2019"))({"264014": "how to bake sourdough bread"})
+    assert len(RunRetriever("bm25", load("trec-dl-2019"))({"264014": "how long is life cycle of flea "})) == 100  # whitespace aside
 
 
 def test_empty_paths_are_refused_on_the_command_line(tmp_path, capsys, monkeypatch):

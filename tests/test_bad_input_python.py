@@ -195,6 +195,41 @@ def test_an_experiment_refuses_a_retriever_indexed_on_other_documents_than_the_d
     assert set(failed) == {("mine", "part"), ("other", "whole"), ("other", "part")}
     assert "BM25() holds an index of 3 documents that are not other's corpus" in failed["other", "whole"]
     assert "index it on this dataset's corpus" in failed["mine", "part"]
+    shuffled = BM25().index(mine.corpus()[::-1])  # the same documents in another order: the same results
+    wrong = Dense().index(other.corpus())
+    shared = {"reordered": shuffled, "bad": shuffled % 2 >> wrong, "good": shuffled % 2 >> Dense().index(mine.corpus())}
+    report = rerank.Experiment(shared, mine, ["mrr@10"]).run()  # "bad" and "good" share the prefix shuffled % 2
+    assert {key[1] for key, c in report.cells.items() if not c.ok} == {"bad"}
+    assert report.table("mine").at["good", "mrr@10"] == 1.0
+
+
+def test_saved_bm25_settings_compare_resolved_and_large_files_are_sealed_by_samples(tmp_path, monkeypatch):
+    from rerank.retrievers.base import Retriever
+
+    docs = [("d1", "cats purr"), ("d2", "dogs bark"), ("d3", "fish swim")]
+    BM25().index(docs).save(tmp_path / "ix")
+    assert BM25(k1=0.9, b=0.4).read_index(tmp_path / "ix").search("cats").docids == ["d1"]  # the defaults, written out
+    monkeypatch.setattr("rerank.index_cache.SAMPLED_ABOVE", 16)
+    monkeypatch.setattr("rerank.index_cache.SAMPLE", 8)
+    BM25().index(docs).save(tmp_path / "big")
+    assert json_of(tmp_path / "big" / "params.json")["files"]["vocab.json"].startswith("sampled:")
+    vocab = tmp_path / "big" / "vocab.json"
+    vocab.write_text(vocab.read_text().replace("cat", "dog"))
+    with pytest.raises(DataError, match="vocab.json changed since the index was saved"):
+        Retriever.load(tmp_path / "big")
+
+
+def json_of(path):
+    import json
+
+    return json.loads(path.read_text())
+
+
+def test_stored_embeddings_are_lent_only_for_the_documents_they_embed():
+    dense = Dense().index([("d1", "cats purr"), ("d2", "dogs bark")])
+    assert set(dense.embeddings_for(["d1", "d2"], ["cats purr", "dogs"])) == {"d1", "d2"}  # a truncated text is the same document
+    with pytest.raises(DataError, match="candidate 'd2' comes with another text than the index holds"):
+        dense.embeddings_for(["d1", "d2"], ["cats purr", "stock report"])
 
 
 def test_a_retriever_rescoring_candidates_of_another_corpus_refuses_them():

@@ -191,8 +191,10 @@ def test_stage_inputs_of_the_wrong_shape_are_refused_not_read_as_text(inp, messa
 
 
 def test_a_query_frame_with_its_text_in_a_text_column_is_a_query_set():
-    frame = pd.DataFrame({"_id": ["1"], "text": ["cats"]}).rename(columns={"_id": "qid"})  # BEIR's queries.jsonl
-    assert Echo()(frame).queries() == {"1": "cats"}
+    for frame in (pd.DataFrame({"_id": ["1"], "text": ["cats"]}), pd.DataFrame({"qid": ["1"], "text": ["cats"]})):  # BEIR's, HF's
+        assert Echo()(frame).queries() == {"1": "cats"}
+    with pytest.raises(ConfigError, match="from_queries takes \\{qid: text\\}, Query records or \\(qid, text\\) pairs, got 'what is x'"):
+        Ranking.from_queries(["what is x"])
 
 
 def test_a_mapping_whose_keys_name_one_qid_twice_is_refused_not_collapsed():

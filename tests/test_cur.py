@@ -1,6 +1,7 @@
 """ANNCUR over the real MaxSim scorer (offline MiniLM token embeddings) on a SciFact slice."""
 
 import random
+import re
 
 import numpy as np
 import pytest
@@ -123,10 +124,13 @@ def test_bad_inputs_are_refused_before_the_anchor_matrix_is_scored():
     assert counter.calls == 0
     with pytest.raises(DataError, match="NaN or infinite"):
         ANNCUR(lambda q, d: float("nan"), **small).index(docs, anchor_queries=["a", "b"])
-    with pytest.raises(DataError, match="gave scores that are not numbers \\(e.g. 'x'\\)"):
-        ANNCUR(lambda q, d: "x", **small).index(docs, anchor_queries=["a", "b"])
+    for odd in ("x", None):
+        with pytest.raises(DataError, match=f"gave scores that are not numbers: \\[{re.escape(repr(odd))}"):
+            ANNCUR(lambda q, d: odd, **small).index(docs, anchor_queries=["a", "b"])
     with pytest.raises(DataError, match="gave scores of shape \\(6, 2\\) for 6 pairs"):
         ANNCUR(lambda q, d: [1.0, 2.0], **small).index(docs, anchor_queries=["a", "b"])
+    column = ANNCUR(lambda q, d: np.array([float(q in d)]), **small).index(docs, anchor_queries=["word1", "word2"])
+    assert column.matrix.shape == (2, 6)  # a one-element array per pair, as CrossEncoder.predict([pair]) gives
     with pytest.raises(ConfigError, match="first_stage='anncur' is not a retriever that indexes documents on its own"):
         ANNCUR(counter, anchor_items="retriever", first_stage="anncur", **small)
     with pytest.raises(DataError, match="no document has a title or text to make an anchor query from"):

@@ -88,6 +88,23 @@ def test_a_saved_index_with_a_row_missing_or_a_damaged_faiss_file_is_refused(fla
         Dense.load(tmp_path / "ix")
 
 
+def test_a_saved_index_reads_into_other_search_settings_and_its_own_recorded_runtime(flat, scifact_slice, tmp_path, monkeypatch):
+    """Search-time settings (probes, ef_search, batch size) may differ from the saved index's; the encoder
+    is compared as it was resolved where the index was built, so runtime="auto" with a device whose bf16
+    support differs from the default one's still reads its own index."""
+    from rerank.errors import DataError
+
+    flat.save(tmp_path / "ix")
+    again = Dense(ef_search=512, nprobe=4, batch_size=8, num_results=100).read_index(tmp_path / "ix")
+    query = scifact_slice[0][0].text
+    assert again.search(query, k=5).docids == flat.search(query, k=5).docids
+    with pytest.raises(DataError, match="was built with doc_prefix at its default, .* not doc_prefix='passage: '"):
+        Dense(doc_prefix="passage: ").read_index(tmp_path / "ix")
+    monkeypatch.setattr("rerank.encoders.native_bf16", lambda device=None: device is None)  # bf16 only on the default device
+    Dense(device="cpu", num_results=100).index(scifact_slice[2][:20]).save(tmp_path / "cpu")
+    assert Dense(device="cpu").read_index(tmp_path / "cpu").encoder.identity("doc")["runtime"] == "torch"
+
+
 def test_rescoring_given_candidates_and_search(flat, scifact_slice):
     queries, _, docs = scifact_slice
     cands = Ranking.from_records([(queries[0].qid, queries[0].text, d.docid, 0.0) for d in docs[:20]])

@@ -125,6 +125,8 @@ def test_a_file_that_is_not_yaml_and_a_built_in_name_with_a_suffix_are_named(tmp
         load(tmp_path / "mine.txt")
     with pytest.raises(ConfigError, match=re.escape("(the built-in prompt is named 'listwise/rankgpt', without .yaml)")):
         load("listwise/rankgpt.yaml")
+    (tmp_path / "MINE.YAML").write_text("name: mine\nparadigm: pointwise\nprefix: '{query} {text}'\n")
+    assert load(tmp_path / "MINE.YAML").name == "mine"
 
 
 def test_the_cli_refuses_a_broken_prompt_file_with_one_line(tmp_path, capsys, monkeypatch):

@@ -29,7 +29,7 @@ import uvicorn
 from servers import free_port
 
 from rerank.encoders import DEFAULT_ENCODER, resolve_encoder
-from rerank.errors import ConfigError
+from rerank.errors import ConfigError, DataError
 from rerank.rerankers.base import PointwiseReranker
 from rerank.rerankers.biencoder import BiEncoderReranker
 from rerank.serve.app import create_app
@@ -599,8 +599,9 @@ def test_search_over_a_saved_index_with_a_reranker(tmp_path, biencoder):
     with running(build_app(config, warmup=False)) as url:
         no_rerank = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"]}, timeout=30)
     assert no_rerank.status_code == 501 and "no reranking part" in no_rerank.json()["message"]
-    with pytest.raises(ConfigError, match="was indexed with BM25"):
+    with pytest.raises(DataError, match="was built with k1=0.9, not k1=2.0; construct BM25 with the settings it was built with"):
         build_app(config.replace(pipeline="bm25(k1=2.0)"), warmup=False)
+    assert build_app(config.replace(pipeline="bm25(k1=0.9, b=0.4) % 10"), warmup=False)  # the defaults, written out
     with pytest.raises(ConfigError, match="needs a pipeline that starts with a retriever"):
         build_app(config.replace(pipeline="biencoder"), warmup=False)
 

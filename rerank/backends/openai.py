@@ -192,8 +192,10 @@ class OpenAIBackend(Backend):
             raise BackendError(f"{url} answered {response.status_code} (not retried; check model name "
                                f"{self.model!r} and request settings): {response.text[:300]}")
         if response.is_redirect:  # not followed: a request must go only where base_url says
-            raise BackendError(f"{url} answered {response.status_code}, a redirect to {response.headers.get('location')!r}; "
-                               "give the address it names as base_url if you trust it (redirects are not followed)")
+            location = response.headers.get("location", "")
+            base = location.removesuffix(path) if location.endswith(path) else location
+            raise BackendError(f"{url} answered {response.status_code}, a redirect to {location!r}; give base_url={base!r} "
+                               "if you trust it (redirects are not followed)")
         try:
             data = response.json()
         except ValueError:

@@ -118,8 +118,8 @@ class Dataset(ABC):
 
     def _checked_corpus(self, docs: list[Doc], source: str | None = None) -> list[Doc]:
         """Documents with unique ids (exact repeats dropped, with a warning); documents with neither text
-        nor title are kept and counted in a warning, and a corpus of only such is refused. Messages name
-        ``source``, else the dataset."""
+        nor title are kept and counted (a warning when they are over 1% of the corpus, else an info
+        line), and a corpus of only such is refused. Messages name ``source``, else the dataset."""
         where = source or self.name
         if not docs:
             raise DataError(f"{where}: the corpus is empty")
@@ -127,9 +127,10 @@ class Dataset(ABC):
         if len(blank) == len(docs):
             raise DataError(f"{where}: none of the {len(docs)} documents has a text or a title (a corpus record "
                             "holds them under 'text' and 'title')")
-        if blank:
-            logger.warning("%s: %d of %d documents have neither text nor title (null, missing or empty); they are kept, "
-                           "and no retriever can find them by their words (e.g. %s)", where, len(blank), len(docs), blank[:3])
+        if blank:  # a few are a collection's own (Cranfield has 2); more may be text under another key
+            logger.log(logging.WARNING if len(blank) > len(docs) / 100 else logging.INFO,
+                       "%s: %d of %d documents have neither text nor title (null, missing or empty); they are kept, "
+                       "and no retriever can find them by their words (e.g. %s)", where, len(blank), len(docs), blank[:3])
         return unique_records(docs, where, "document")
 
     def _checked_qrels(self, qrels: dict[str, dict[str, int]], docids: set[str] | None = None) -> dict[str, dict[str, int]]:

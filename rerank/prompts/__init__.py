@@ -112,7 +112,7 @@ def load(name_or_path: str | Path | PromptTemplate) -> PromptTemplate:
     if isinstance(name_or_path, PromptTemplate):
         return name_or_path
     path, name = Path(name_or_path), str(name_or_path)
-    if path.suffix in YAML_SUFFIXES and path.exists():
+    if path.suffix.lower() in YAML_SUFFIXES and path.exists():
         text, source = _read(path), name
     else:
         res = resources.files(__name__).joinpath(f"{name.replace('/', '__')}.yaml")
@@ -193,7 +193,7 @@ def _not_found(name: str) -> ConfigError:
     """The error for a prompt that is neither a file nor built in: a path-like name is a missing file."""
     builtin = f"built-in prompts: {', '.join(names())}"
     path = Path(name)
-    if path.suffix in YAML_SUFFIXES:
+    if path.suffix.lower() in YAML_SUFFIXES:
         stem = name.removesuffix(path.suffix)
         hint = f" (the built-in prompt is named {stem!r}, without {path.suffix})" if stem in names() else ""
         return ConfigError(f"prompt file {name!r} does not exist{hint}")

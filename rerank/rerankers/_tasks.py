@@ -84,10 +84,12 @@ class Task:
         if "query" not in placeholders(template.prefix + template.suffix):
             raise ConfigError(f"prompt {template.name!r} never shows the query: put {{query}} in its prefix or suffix")
         for i, ex in enumerate(template.examples, 1):
-            answer = with_answer_prefix(str(ex["answer"]), template.answer_prefix)
-            problems = parser(answer, len(ex.get("items", [])) or 1).problems
+            written = str(ex["answer"])
+            answer = written.split(Think.CLOSE.strip())[-1]  # after a reasoning block, as Think reads answers
+            n = len(ex.get("items", [])) or 1
+            problems = min((parser(a, n).problems for a in (answer, with_answer_prefix(answer, template.answer_prefix))), key=len)
             if problems:
-                raise ConfigError(f"prompt {template.name!r}, example {i}: answer {answer!r:.60} is not a well-formed "
+                raise ConfigError(f"prompt {template.name!r}, example {i}: answer {written!r:.60} is not a well-formed "
                                   f"{template.parser!r} answer ({', '.join(problems)}); a demonstration must show one")
         option = template.meta.get("option")
         if option is not None and (not isinstance(option, str) or not placeholders(option) <= {"index", "label"}

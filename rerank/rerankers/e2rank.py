@@ -170,16 +170,16 @@ class E2Rank(Reranker):
         """Embeddings of every candidate of ``batch`` in order: looked up, memoized or encoded now."""
         suffix = self.template.meta.get("doc_suffix", "")
         keys = [(d, t + suffix) for c in batch for d, t in zip(c.docids, c.texts)]
-        found = dict(self._lookup([d for d, _ in keys]))
+        found = dict(self._lookup([d for c in batch for d in c.docids], [t for c in batch for t in c.texts]))
         todo = list(dict.fromkeys(t for d, t in keys if d not in found and t not in self._memo))
         if todo:
             self._memo.update(zip(todo, self.encoder.encode(todo, kind="doc")))
         return np.stack([found[d] if d in found else self._memo[t] for d, t in keys]).astype(np.float32)
 
-    def _lookup(self, docids: Sequence[str]) -> dict[str, np.ndarray]:
+    def _lookup(self, docids: Sequence[str], texts: Sequence[str]) -> dict[str, np.ndarray]:
         source = self.doc_embeddings
         if is_embedding_source(source):
-            return source.embeddings_for(docids)
+            return source.embeddings_for(docids, texts)
         if source is not None:
             return {d: np.asarray(source[d]) for d in docids if d in source}
         return {}

@@ -23,7 +23,16 @@ import pandas as pd
 from rerank import __version__
 from rerank._progress import progress_bar
 from rerank.errors import ConfigError, DataError, one_line
-from rerank.index_cache import check_seal, corpus_fingerprint, dataset_fingerprint, read_index_header, sealed, write_folder
+from rerank.index_cache import (
+    check_files,
+    check_seal,
+    corpus_fingerprint,
+    dataset_fingerprint,
+    read_index_header,
+    sealed,
+    unordered_fingerprint,
+    write_folder,
+)
 from rerank.stage import Stage, callable_directly, check_query_texts, leaves
 from rerank.types import Doc, Ranking, doc_from, positive_count
 
@@ -35,6 +44,9 @@ class Retriever(Stage):
     requires = ("qid", "query")
     num_results: int = 1000
     progress: bool | None = None
+    search_settings: tuple[str, ...] = ()
+    """Settings used only when searching (a FAISS probe count, a scorer budget): not part of the
+    index's identity, so a saved index reads into a retriever with other values of them."""
 
     def __init__(self, num_results: int = 1000, progress: bool | None = None):
         self.num_results, self.progress = num_results, progress  # num_results is checked as it is set
@@ -71,9 +83,10 @@ class Retriever(Stage):
         super().__setattr__(name, value)
 
     def index_identity(self) -> dict[str, Any]:
-        """Everything that changes the index built from a corpus (the index cache's key): the
-        parameters but the result count and progress bars."""
-        return {k: v for k, v in self.params().items() if k not in ("num_results", "progress")}
+        """Everything that changes the index built from a corpus (the index cache's key, recorded in a
+        saved index): the parameters but the result count, progress bars and :attr:`search_settings`."""
+        skip = ("num_results", "progress", *self.search_settings)
+        return {k: v for k, v in self.params().items() if k not in skip}
 
     # -- public API ---------------------------------------------------------------------------
     def index(self, docs: Iterable[Doc]) -> Self:
@@ -116,10 +129,7 @@ class Retriever(Stage):
                 if len(known) < len(c.docids):
                     raise DataError(f"{self!r}: {len(c.docids) - len(known)} candidate docids of query {c.qid!r} are not in the index")
                 pos = np.array([self._position[d] for d in c.docids], dtype=np.int64)
-                other = next((d for d, t, p in zip(c.docids, c.texts, pos) if t and t not in (self._texts[p], docs[p].text)), None)
-                if other is not None:
-                    raise DataError(f"{self!r}: candidate {other!r} of query {c.qid!r} comes with another text than the "
-                                    "index holds for that docid; were the stages indexed on different corpora?")
+                check_same_documents(self, c.docids, c.texts, f" of query {c.qid!r}")
                 frames.append(_frame(c.qid, c.query, pos, self._rescore(c.query, pos)))
         frame = pd.concat(frames, ignore_index=True)
         pos = frame.pop("pos").to_numpy()
@@ -142,9 +152,9 @@ class Retriever(Stage):
             for d in self.docs:
                 f.write(json.dumps({"_id": d.docid, "title": d.title, "text": d.text}) + "\n")
         self._save_index(path)
-        header = {"class": _class_path(type(self)), "rerank_version": __version__,
-                  "params": _jsonable(self.params()), "corpus": self.corpus_fingerprint}
-        (path / "params.json").write_text(json.dumps(sealed(path, header), indent=2))
+        header = {"class": _class_path(type(self)), "rerank_version": __version__, "params": _jsonable(self.params()),
+                  "identity": _canonical(self.index_identity()), "corpus": self.corpus_fingerprint}
+        (path / "params.json").write_text(json.dumps(sealed(path, header), indent=2, default=str))
 
     @classmethod
     def load(cls, path: str | Path, *, mmap: bool = False) -> Self:
@@ -157,7 +167,12 @@ class Retriever(Stage):
         expected = _class_path(cls)
         if cls is not Retriever and meta["class"] != expected:
             raise DataError(f"{path} holds a {meta['class']} index, not {expected}")
-        return _built_by(_retriever_class(meta["class"], path), meta, path).read_index(path, mmap=mmap, meta=meta)
+        klass = _retriever_class(meta["class"], path)
+        try:
+            self = klass(**meta["params"])
+        except (TypeError, ValueError) as e:
+            raise DataError(f"{path}/params.json: its params do not build a {klass.__name__} ({e})") from None
+        return self.read_index(path, mmap=mmap, meta=meta)
 
     def read_index(self, path: str | Path, *, mmap: bool = False, meta: dict[str, Any] | None = None) -> Self:
         """Read the index saved in ``path`` into this retriever, whose settings stay (its ``device``,
@@ -169,7 +184,8 @@ class Retriever(Stage):
         meta = meta if meta is not None else read_index_header(path)
         if meta["class"] != _class_path(type(self)):
             raise DataError(f"{path} holds a {meta['class']} index, not a {type(self).__name__} one")
-        built, mine = _jsonable(_built_by(type(self), meta, path).index_identity()), _jsonable(self.index_identity())
+        check_seal(path, meta)
+        built, mine = meta["identity"], _canonical(self.index_identity())
         other = sorted(k for k in mine.keys() | built.keys() if k not in mine or k not in built or mine[k] != built[k])
         if other:
             def shown(values: dict[str, Any]) -> str:
@@ -177,13 +193,11 @@ class Retriever(Stage):
 
             raise DataError(f"{path} was built with {shown(built)}, not {shown(mine)}; construct {type(self).__name__} "
                             f"with the settings it was built with, or use {type(self).__name__}.load(path)")
-        if not isinstance(meta.get("corpus"), str):
-            raise DataError(f"{path}/params.json names no corpus fingerprint; rebuild the index")
         docs = read_corpus(path / "docs.jsonl.gz")
         if corpus_fingerprint(docs) != meta["corpus"]:
             raise DataError(f"{path}/docs.jsonl.gz is not the corpus this index was built on (edited, reordered or "
                             "cut); rebuild the index")
-        check_seal(path, meta)
+        check_files(path, meta)
         self._set_docs(docs, meta["corpus"])
         try:
             self._load_index(path, mmap)
@@ -200,6 +214,11 @@ class Retriever(Stage):
         if self._fingerprint is None:
             self._fingerprint = corpus_fingerprint(self.docs)
         return self._fingerprint
+
+    def document(self, docid: str) -> Doc | None:
+        """The indexed document ``docid``, or None."""
+        position = self._position.get(docid)
+        return None if position is None else self.docs[position]
 
     def _set_docs(self, docs: list[Doc], fingerprint: str | None = None) -> None:
         check_unique_docids(docs, repr(self))
@@ -220,13 +239,26 @@ def _built_with(cls: type) -> frozenset[str]:
 
 def check_indexed_on(stage: Stage, dataset: Any) -> None:
     """DataError when a retriever inside ``stage`` holds an index of other documents than ``dataset``'s
-    corpus: its results would be scored as the dataset's."""
+    corpus (in any order): its results would be scored as the dataset's."""
     for leaf in leaves(stage):
-        if isinstance(leaf, Retriever) and leaf.is_indexed and leaf.corpus_fingerprint != dataset_fingerprint(dataset):
+        if (isinstance(leaf, Retriever) and leaf.is_indexed and leaf.corpus_fingerprint != dataset_fingerprint(dataset)
+                and unordered_fingerprint(leaf.docs) != unordered_fingerprint(dataset.corpus())):
             raise DataError(f"{leaf!r} holds an index of {len(leaf.docs)} documents that are not {dataset.name}'s corpus "
                             "(another corpus, part of it, or edited since); index it on this dataset's corpus "
                             f"({type(leaf).__name__}(...).index(dataset.corpus())), or give the system as an expression "
                             "string, which is indexed on each dataset")
+
+
+def check_same_documents(index: Retriever, docids: Sequence[str], texts: Sequence[str], where: str = "") -> None:
+    """DataError when a candidate's text cannot stand for the document ``index`` holds under its docid:
+    the stages were indexed on different corpora. A text stands for a document when it is empty, or,
+    whitespace aside, the start of the document's title and text, its text or its title (a truncated or
+    title-only copy, as PyTerrier's metadata may hold)."""
+    for docid, given in zip(docids, texts):
+        doc, words = index.document(docid), " ".join(given.split())
+        if doc is not None and words and not any(" ".join(t.split()).startswith(words) for t in (doc.full_text(), doc.text, doc.title) if t):
+            raise DataError(f"{index!r}: candidate {docid!r}{where} comes with another text than the index holds for that "
+                            f"docid ({given!r:.40} against {doc.full_text()!r:.40}); were the stages indexed on different corpora?")
 
 
 def check_unique_docids(docs: Sequence[Doc], owner: str) -> None:
@@ -248,14 +280,6 @@ def as_docs(docs: Iterable[Any] | pd.DataFrame, owner: str) -> list[Doc]:
         raise ConfigError(f"{owner}: index() takes Doc records, (docid, text[, title]) tuples, dicts or a DataFrame, "
                           f"got {type(docs).__name__}")
     return [doc_from(d, owner) for d in docs]
-
-
-def _built_by(klass: type[Retriever], meta: dict[str, Any], path: Path) -> Retriever:
-    """A retriever built with the params a saved index's header names."""
-    try:
-        return klass(**meta["params"])
-    except (TypeError, ValueError) as e:
-        raise DataError(f"{path}/params.json: its params do not build a {klass.__name__} ({e})") from None
 
 
 def _class_path(cls: type) -> str:
@@ -291,4 +315,10 @@ def _frame(qid: str, query: str, positions: np.ndarray, scores: np.ndarray) -> p
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}
+
+
+def _canonical(identity: dict[str, Any]) -> dict[str, Any]:
+    """``identity`` as it reads back from JSON (tuples as lists, paths as text), so that a recorded
+    identity and a computed one compare equal when they are."""
+    return json.loads(json.dumps(identity, default=str))
 

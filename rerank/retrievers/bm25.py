@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -77,6 +78,11 @@ class BM25(Retriever):
         self.tokenizer = Tokenizer(pattern, lowercase, self.stopwords, stemmer)
         self._vocab: dict[str, int] = {}
         self._scores: sp.csr_matrix | None = None  # terms x documents, float32
+
+    def index_identity(self) -> dict[str, Any]:
+        """As :meth:`Retriever.index_identity`, with ``k1`` and ``b`` resolved: ``BM25(k1=0.9, b=0.4)``
+        builds the index ``BM25()`` does."""
+        return {**super().index_identity(), "k1": self._k1, "b": self._b}
 
     # -- indexing -----------------------------------------------------------------------------
     def _build(self, docs: Sequence[Doc]) -> None:

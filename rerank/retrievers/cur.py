@@ -64,6 +64,8 @@ class ANNCUR(Retriever):
         progress: show a progress bar (``None``: only in a terminal at INFO level).
     """
 
+    search_settings = ("num_anchor_items", "budget", "rounds")
+
     def __init__(self, scorer: Any = "cross-encoder", num_anchor_queries: int = 50, num_anchor_items: int = 50,
                  budget: int = 100, rounds: int = 1, anchor_items: str = "random", first_stage: str = "bm25",
                  seed: int = 0, num_results: int = 1000, progress: bool | None = None):
@@ -191,6 +193,8 @@ class ANNCUR(Retriever):
             self._first.save(path / "first_stage")
 
     def _load_index(self, path: Path, mmap: bool) -> None:
+        if self.num_anchor_items > len(self.docs):
+            raise ConfigError(f"num_anchor_items={self.num_anchor_items} exceeds the {len(self.docs)} documents of {path}")
         self.matrix = np.load(path / "anchor_scores.npy", mmap_mode="r" if mmap else None)
         self.anchor_queries = json.loads((path / "anchor_queries.json").read_text())
         if self.matrix.shape != (len(self.anchor_queries), len(self.docs)):

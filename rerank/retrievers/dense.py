@@ -3,12 +3,12 @@
 Document embeddings are kept with the index, so rescoring given candidates (``bm25 >> dense``) and
 later stages that use document embeddings (E2Rank, through :class:`~rerank.encoders.EmbeddingSource`)
 reuse them without encoding documents again. A saved index records the encoder settings that made
-its embeddings (``encoder.json``) and refuses to load for an encoder that would compute others.
+its embeddings (in its :meth:`index_identity`, the runtime resolved where it was built) and refuses
+to load for an encoder that would compute others.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -21,7 +21,7 @@ from rerank.encoders import DEFAULT_ENCODER, Encoder
 from rerank.errors import ConfigError, DataError
 from rerank.params import RANGES, checked, is_integer
 from rerank.prebuilt import lookup
-from rerank.retrievers.base import Retriever
+from rerank.retrievers.base import Retriever, check_same_documents
 from rerank.types import Doc
 
 logger = logging.getLogger("rerank")
@@ -42,6 +42,7 @@ class Dense(Retriever):
     """
 
     kept_as: ClassVar[dict[str, str]] = {"index": "index_type"}  # index() is Retriever's method
+    search_settings = ("ef_search", "nprobe", "query_prefix", "batch_size")
 
     def __init__(self, model: str | os.PathLike[str] = DEFAULT_ENCODER, index: str = "flat", hnsw_m: int = 32, ef_search: int = 256,
                  batch_size: int = 64, query_prefix: str = "", doc_prefix: str = "", max_length: int | None = None,
@@ -77,10 +78,13 @@ class Dense(Retriever):
         own = {k: v for k, v in super().index_identity().items() if k != "runtime"}  # as asked: resolved below
         return {**own, "encoder": self.encoder.identity("doc")}
 
-    def embeddings_for(self, docids: Sequence[str]) -> dict[str, np.ndarray]:
-        """Stored embeddings of the indexed documents among ``docids`` (the :class:`EmbeddingSource` protocol)."""
+    def embeddings_for(self, docids: Sequence[str], texts: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Stored embeddings of the indexed documents among ``docids`` (the :class:`EmbeddingSource` protocol);
+        with their ``texts``, DataError for one that is not the document indexed under its docid."""
         if self.embeddings is None:
             return {}
+        if texts is not None:
+            check_same_documents(self, docids, texts)
         return {d: np.asarray(self.embeddings[self._position[d]]) for d in docids if d in self._position}
 
     def _build(self, docs: Sequence[Doc]) -> None:
@@ -168,16 +172,11 @@ class Dense(Retriever):
         import faiss
 
         np.save(path / "embeddings.npy", self.embeddings)
-        (path / "encoder.json").write_text(json.dumps(self.encoder.identity("doc"), indent=2))
         faiss.write_index(self._faiss, str(path / f"{self.index_type}.faiss"))
 
     def _load_index(self, path: Path, mmap: bool) -> None:
         import faiss
 
-        saved = json.loads((path / "encoder.json").read_text()) if (path / "encoder.json").exists() else None
-        if saved != self.encoder.identity("doc"):
-            raise DataError(f"{path}: its embeddings were made by encoder settings {saved}, not {self.encoder.identity('doc')}; "
-                            "re-index, or construct Dense with the settings it was built with")
         self.embeddings = np.load(path / "embeddings.npy", mmap_mode="r" if mmap else None)
         flags = faiss.IO_FLAG_MMAP if mmap and self.index_type == "flat" else 0
         self._faiss = faiss.read_index(str(path / f"{self.index_type}.faiss"), flags)

@@ -41,7 +41,7 @@ class RunRetriever(Stage):
         if new:
             raise DataError(f"{self!r} ranks only {self.dataset.name}'s own queries (ids like {sorted(held)[:3]}); "
                             f"{len(new)} are not among them (e.g. {new[:3]}; use a retriever such as bm25 for new queries)")
-        other = next((q for q, text in asked.items() if q in own and text != own[q]), None)
+        other = next((q for q, text in asked.items() if q in own and text.split() != own[q].split()), None)
         if other is not None:
             raise DataError(f"{self!r} answers {self.dataset.name}'s query {other!r} ({own[other]!r:.60}), but the text asked "
                             f"under that id is {asked[other]!r:.60}; use a retriever such as bm25 for new queries")

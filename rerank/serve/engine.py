@@ -26,6 +26,7 @@ import numpy as np
 
 from rerank.encoders import Encoder
 from rerank.errors import ConfigError
+from rerank.index_cache import read_index_header
 from rerank.rerankers.base import Reranker, starts_with_retrieval
 from rerank.retrievers.base import Retriever
 from rerank.stage import Cutoff, Pipeline, Stage, leaves
@@ -63,22 +64,24 @@ def rerank_part(pipeline: Stage) -> Stage | None:
 
 
 def with_index(pipeline: Stage, path: str | Path) -> Stage:
-    """``pipeline`` with its first stage, a retriever, replaced by the index saved at ``path``."""
-    loaded = Retriever.load(path)
+    """``pipeline`` with the index saved at ``path`` read into its first stage, a retriever of the index's
+    class: one written with arguments keeps them (those that change the index must be the index's); a
+    bare one (``bm25``) takes the index's settings, with a warning naming them."""
+    kind = read_index_header(Path(path))["class"]
     stages = list(pipeline.stages) if isinstance(pipeline, Pipeline) else [pipeline]
     first = stages[0]
     if not isinstance(first, Retriever):
         raise ConfigError(f"--index needs a pipeline that starts with a retriever, e.g. "
-                          f"'{type(loaded).__name__.lower()} % 100 >> {pipeline!r}'")
-    if type(first) is not type(loaded):
-        raise ConfigError(f"{path} holds a {type(loaded).__name__} index but the pipeline starts with {first!r}")
-    asked = {k: v for k, v in first.params().items() if k not in ("num_results", "progress")}
-    saved = {k: v for k, v in loaded.params().items() if k not in ("num_results", "progress")}
-    if asked and asked != saved:
-        raise ConfigError(f"{path} was indexed with {type(loaded).__name__}({saved}) but the pipeline asks for {first!r}")
-    if saved and not asked:
-        logger.warning("--index: %s was built with %r; the pipeline's %r takes its settings", path, loaded, first)
-    stages[0] = loaded.with_num_results(first.num_results)
+                          f"'{kind.rpartition(':')[2].lower()} % 100 >> {pipeline!r}'")
+    if kind != f"{type(first).__module__}:{type(first).__name__}":
+        raise ConfigError(f"{path} holds a {kind.rpartition(':')[2]} index but the pipeline starts with {first!r}")
+    if any(k not in ("num_results", "progress") for k in first.params()):
+        stages[0] = first.read_index(path)
+    else:
+        loaded = Retriever.load(path)
+        if loaded.index_identity() != first.index_identity():
+            logger.warning("--index: %s was built with %r; the pipeline's %r takes its settings", path, loaded, first)
+        stages[0] = loaded.with_num_results(first.num_results)
     return stages[0] if len(stages) == 1 else Pipeline(stages)
 
 
