@@ -192,7 +192,7 @@ class Retriever(Stage):
                 return ", ".join(f"{k}={values[k]!r}" if k in values else f"{k} at its default" for k in other)
 
             raise DataError(f"{path} was built with {shown(built)}, not {shown(mine)}; construct {type(self).__name__} "
-                            f"with the settings it was built with, or use {type(self).__name__}.load(path)")
+                            "with the settings it was built with to read it")
         docs = read_corpus(path / "docs.jsonl.gz")
         if corpus_fingerprint(docs) != meta["corpus"]:
             raise DataError(f"{path}/docs.jsonl.gz is not the corpus this index was built on (edited, reordered or "
