@@ -1,10 +1,12 @@
 """The on-disk cache of retriever indexes (BM25, dense, ANNCUR; E2Rank takes document embeddings from a Dense stage).
 
 An entry is the folder ``<cache>/indexes/<dataset>-<class>-<key>`` written by ``Retriever.save``. The
-key hashes the retriever's class and parameters and the corpus *content*: every docid, title and text
-(:func:`corpus_fingerprint`), so an edited document never gets an old index. ``params.json`` records
+key hashes the retriever's class and ``index_identity()`` (its settings but those that do not change
+the index) and the corpus *content*: every docid, title and text (:func:`corpus_fingerprint`), so an
+edited document never gets an old index. ``params.json`` records
 the fingerprint too and is checked on load, with a seal over the header and every file
-(:func:`sealed`), so an edited or damaged file is never read as the index. Entries are written
+(:func:`sealed`; a large file by samples), so that a file edited, swapped or damaged by accident is
+not read as the index (the seal is no signature: whoever rewrites it is trusted). Entries are written
 to a temporary folder and renamed into place (:func:`write_folder`), so a partial entry is never
 read; an entry that cannot be read is rebuilt.
 
@@ -50,8 +52,8 @@ def unordered_fingerprint(docs: Iterable[Doc]) -> str:
 
 def sealed(folder: Path, header: dict[str, Any]) -> dict[str, Any]:
     """``header`` with the SHA-256 of every file under ``folder`` but ``params.json`` (``files``; of a
-    large file's samples, :data:`SAMPLED_ABOVE`) and a ``seal`` over the rest of the header, so that no
-    edited, swapped or damaged file is read as the index."""
+    large file's samples, :data:`SAMPLED_ABOVE`) and a ``seal`` over the rest of the header, so that a
+    file edited, swapped or damaged by accident is not read as the index."""
     files = {f.relative_to(folder).as_posix(): _file_digest(f)
              for f in sorted(folder.rglob("*")) if f.is_file() and f != folder / "params.json"}
     return {**header, "files": files, "seal": _seal({**header, "files": files})}
@@ -60,7 +62,8 @@ def sealed(folder: Path, header: dict[str, Any]) -> dict[str, Any]:
 def check_seal(folder: Path, header: dict[str, Any]) -> None:
     """DataError unless the header of the index in ``folder`` is as :func:`sealed` wrote it (cheap: the
     files are checked by :func:`check_files`)."""
-    if not isinstance(header.get("seal"), str) or not isinstance(header.get("files"), dict):
+    if not (isinstance(header.get("seal"), str) and isinstance(header.get("files"), dict)
+            and isinstance(header.get("identity"), dict) and isinstance(header.get("corpus"), str)):
         raise DataError(f"{folder}/params.json has no seal (saved by an older rerank, or edited); rebuild the index")
     if _seal(header) != header["seal"]:
         raise DataError(f"{folder}/params.json was edited since the index was saved; rebuild the index")

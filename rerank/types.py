@@ -263,19 +263,14 @@ class Ranking:
     @classmethod
     def from_queries(cls, queries: Iterable[Query | tuple[str, str]] | Mapping[str, str]) -> Ranking:
         """From ``{qid: text}`` or ``Query`` records (``(qid, text)`` pairs)."""
-        items = list(queries.items() if isinstance(queries, Mapping) else queries)
-        odd = next((q for q in items if not isinstance(q, tuple) or len(q) != 2), None)
-        if odd is not None:
-            raise ConfigError(f"Ranking.from_queries takes {{qid: text}}, Query records or (qid, text) pairs, got {odd!r:.60}")
+        items = _rows(queries.items() if isinstance(queries, Mapping) else queries, 2,
+                      "Ranking.from_queries takes {qid: text}, Query records or (qid, text) pairs")
         return cls(_table(items, list(QUERY_COLUMNS)))
 
     @classmethod
     def from_records(cls, records: Iterable[tuple[str, str, str, float]]) -> Ranking:
         """From ``(qid, query, docid, score)`` tuples; ranks are assigned by score."""
-        records = list(records)
-        odd = next((r for r in records if isinstance(r, str | bytes | Mapping) or not (hasattr(r, "__len__") and len(r) == 4)), None)
-        if odd is not None:
-            raise ConfigError(f"Ranking.from_records takes (qid, query, docid, score) tuples, got {odd!r:.80}")
+        records = _rows(records, 4, "Ranking.from_records takes (qid, query, docid, score) tuples")
         return cls(_table(records, ["qid", "query", "docid", "score"]))
 
     @classmethod
@@ -448,6 +443,16 @@ def _as_scores(values: pd.Series) -> pd.Series:
         except (TypeError, ValueError, OverflowError):
             raise DataError(f"a Ranking's scores must be numbers; {value!r:.40} is not ({PLAIN_NUMBER})") from None
     return pd.Series(out, index=values.index, dtype=np.float64)
+
+
+def _rows(items: Iterable[Any], width: int, takes: str) -> list[Any]:
+    """``items`` as a list of rows of ``width`` values each; ConfigError starting with ``takes`` otherwise
+    (a string or a mapping would be read as its letters or keys)."""
+    rows = list(items)
+    odd = next((r for r in rows if isinstance(r, str | bytes | Mapping) or not (hasattr(r, "__len__") and len(r) == width)), None)
+    if odd is not None:
+        raise ConfigError(f"{takes}, got {odd!r:.80}")
+    return rows
 
 
 def _table(rows: list, columns: list[str]) -> pd.DataFrame:

@@ -375,7 +375,7 @@ def test_qrels_partly_outside_the_collection_are_evaluated_with_a_count(tmp_path
 
 
 def usage_refused(capsys, *args: str) -> str:
-    """Run the CLI, assert argparse refused it with one line (exit status 2) before anything loaded."""
+    """Run the CLI, assert argparse refused it (a usage error) with one line and exit status 2."""
     with pytest.raises(SystemExit) as stop:
         main(["--quiet", *args])
     err = capsys.readouterr().err
@@ -592,6 +592,8 @@ def test_a_saved_index_is_checked_before_it_is_used(tmp_path):
     import gzip
     import json
 
+    from conftest import resealed
+
     from rerank.retrievers.base import Retriever
     from rerank.retrievers.bm25 import BM25
     from rerank.types import Doc
@@ -600,17 +602,17 @@ def test_a_saved_index_is_checked_before_it_is_used(tmp_path):
     BM25().index(docs).save(tmp_path / "ix")
     meta = json.loads((tmp_path / "ix" / "params.json").read_text())
     (tmp_path / "evil").mkdir()
-    (tmp_path / "evil" / "params.json").write_text(json.dumps(
-        {**meta, "class": "pathlib:Path.touch", "params": {}}))
-    with pytest.raises(DataError, match="cannot be imported|not a retriever"):
+    (tmp_path / "evil" / "params.json").write_text(json.dumps({**meta, "class": "pathlib:Path.touch", "params": {}}))
+    with pytest.raises(DataError, match="params.json was edited since the index was saved"):
         Retriever.load(tmp_path / "evil")
-    (tmp_path / "evil" / "params.json").write_text(json.dumps({**meta, "class": "subprocess:run", "params": {"args": ["false"]}}))
-    with pytest.raises(DataError, match="'subprocess:run', which is not a retriever; refusing to load it"):
-        Retriever.load(tmp_path / "evil")
-    (tmp_path / "evil" / "params.json").write_text(json.dumps({**meta, "class": "antigravity:Retriever"}))
-    with pytest.raises(DataError, match="'antigravity:Retriever', which is neither a registered retriever nor imported"):
-        Retriever.load(tmp_path / "evil")  # refused before importing it (it would open a web browser)
-    assert "antigravity" not in sys.modules
+    for evil, message in (({"class": "pathlib:Path.touch", "params": {}}, "cannot be imported|not a retriever"),
+                          ({"class": "subprocess:run", "params": {"args": ["false"]}}, "'subprocess:run', which is not a retriever; refusing"),
+                          ({"class": "antigravity:Retriever"}, "'antigravity:Retriever', which is neither a registered retriever nor imported")):
+        (tmp_path / "evil" / "params.json").write_text(json.dumps({**meta, **evil}))
+        resealed(tmp_path / "evil")  # the seal is no signature: the class is checked as well
+        with pytest.raises(DataError, match=message):
+            Retriever.load(tmp_path / "evil")
+    assert "antigravity" not in sys.modules  # refused before importing it (it would open a web browser)
     for text, message in (('{"class": "rerank.retrievers.bm25:BM25"', "params.json is damaged"), ("{}", "not the header of a rerank index"),
                           ("[]", "not the header of a rerank index")):
         (tmp_path / "evil" / "params.json").write_text(text)
@@ -620,6 +622,9 @@ def test_a_saved_index_is_checked_before_it_is_used(tmp_path):
     lines = gzip.decompress((tmp_path / "ix" / "docs.jsonl.gz").read_bytes()).decode().splitlines()
     for edited in ([lines[1], lines[0], *lines[2:]], [lines[0].replace("a", "o"), *lines[1:]], lines[:-1]):
         (tmp_path / "ix" / "docs.jsonl.gz").write_bytes(gzip.compress(("\n".join(edited) + "\n").encode()))
+        with pytest.raises(DataError, match="docs.jsonl.gz changed since the index was saved"):
+            BM25.load(tmp_path / "ix")
+        resealed(tmp_path / "ix")  # as a large file, sealed by samples, could pass: the corpus fingerprint is checked too
         with pytest.raises(DataError, match="is not the corpus this index was built on"):
             BM25.load(tmp_path / "ix")
     BM25().index(docs).save(tmp_path / "ix")

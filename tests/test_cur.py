@@ -77,6 +77,10 @@ def test_stage_save_and_load_round_trip(slice_, tmp_path):
     assert again == cur and again.anchor_queries == cur.anchor_queries
     a, b = again({"t1": tests[0], "t2": tests[1]}).to_pandas(), out.to_pandas()
     assert a["docid"].tolist() == b["docid"].tolist() and np.allclose(a["score"], b["score"], atol=1e-5)
+    wider = ANNCUR("maxsim", num_anchor_queries=10, num_anchor_items=15, budget=25, num_results=5).read_index(tmp_path / "idx")
+    assert len(wider({"t1": tests[0]})) == 5  # the budget and anchor items are search settings: any may read the index
+    with pytest.raises(ConfigError, match="num_anchor_items=40 exceeds the 30 indexed documents"):
+        ANNCUR("maxsim", num_anchor_queries=10, num_anchor_items=40, budget=40).read_index(tmp_path / "idx")({"t1": tests[0]})
     rescored = cur(out)  # given candidates: exact scores
     assert np.allclose(np.sort(rescored.to_pandas()["score"].to_numpy()), np.sort(out.to_pandas()["score"].to_numpy()))
 

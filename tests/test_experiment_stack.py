@@ -125,7 +125,7 @@ def test_a_shared_first_stage_runs_once_per_dataset(tmp_path, monkeypatch):
     assert alone.table("scifact").at["MiniLM short", "ndcg@10"] == report.table("scifact").at["MiniLM short", "ndcg@10"]
 
 
-def test_python_stages_with_one_repr_but_different_indexes_are_not_shared():
+def test_python_stages_with_one_repr_but_different_indexes_are_not_shared_and_a_partial_one_is_refused():
     ds = load("cranfield")
     docs = list(ds.corpus())
     full, half = BM25().index(docs), BM25().index(docs[: len(docs) // 2])
@@ -430,7 +430,7 @@ def test_an_executor_that_cannot_start_leaves_no_cell_locked(tmp_path):
     assert not list(tmp_path.rglob("*.lock"))
 
 
-def test_a_saved_cell_never_stands_for_another_run_or_another_python_object(tmp_path):
+def test_a_saved_cell_never_stands_for_another_run_or_another_python_object_with_its_repr(tmp_path):
     ds = load("trec-dl-2019")
     run = ds.run("bm25")
     frame = run.to_pandas()

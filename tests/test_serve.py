@@ -616,6 +616,11 @@ def test_a_bare_retriever_takes_the_saved_index_settings_and_says_so(tmp_path, c
     with caplog.at_level("WARNING", logger="rerank"):
         pipe = with_index(build("bm25 % 5"), tmp_path / "idx")
     assert pipe.stages[0].k1 == 2.0 and "was built with BM25(k1=2.0" in caplog.text
+    from rerank.retrievers.dense import Dense
+
+    Dense(runtime="torch", ef_search=64).index(load("cranfield").corpus()[:30]).save(tmp_path / "dense")
+    pipe = with_index(build("dense(device='cpu', ef_search=128) % 5"), tmp_path / "dense")  # where and how it searches stay
+    assert (pipe.stages[0].device, pipe.stages[0].ef_search, pipe.stages[0].runtime) == ("cpu", 128, "torch")
 
 
 def test_repairs_of_every_reranker_in_a_served_pipeline_reach_the_answer():

@@ -192,7 +192,7 @@ class OpenAIBackend(Backend):
             raise BackendError(f"{url} answered {response.status_code} (not retried; check model name "
                                f"{self.model!r} and request settings): {response.text[:300]}")
         if response.is_redirect:  # not followed: a request must go only where base_url says
-            location = response.headers.get("location", "")
+            location = str(response.url.join(response.headers.get("location", "")))  # a relative one against the URL asked
             base = location.removesuffix(path) if location.endswith(path) else location
             raise BackendError(f"{url} answered {response.status_code}, a redirect to {location!r}; give base_url={base!r} "
                                "if you trust it (redirects are not followed)")

@@ -123,6 +123,7 @@ class Dataset(ABC):
         where = source or self.name
         if not docs:
             raise DataError(f"{where}: the corpus is empty")
+        docs = unique_records(docs, where, "document")
         blank = [d.docid for d in docs if not d.text.strip() and not d.title.strip()]
         if len(blank) == len(docs):
             raise DataError(f"{where}: none of the {len(docs)} documents has a text or a title (a corpus record "
@@ -131,7 +132,7 @@ class Dataset(ABC):
             logger.log(logging.WARNING if len(blank) > len(docs) / 100 else logging.INFO,
                        "%s: %d of %d documents have neither text nor title (null, missing or empty); they are kept, "
                        "and no retriever can find them by their words (e.g. %s)", where, len(blank), len(docs), blank[:3])
-        return unique_records(docs, where, "document")
+        return docs
 
     def _checked_qrels(self, qrels: dict[str, dict[str, int]], docids: set[str] | None = None) -> dict[str, dict[str, int]]:
         """Refuse qrels that match none of the queries (or, given ``docids``, none of the documents); warn,

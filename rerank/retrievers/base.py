@@ -22,7 +22,7 @@ import pandas as pd
 
 from rerank import __version__
 from rerank._progress import progress_bar
-from rerank.errors import ConfigError, DataError, one_line
+from rerank.errors import ConfigError, DataError, RerankError, one_line
 from rerank.index_cache import (
     check_files,
     check_seal,
@@ -45,8 +45,8 @@ class Retriever(Stage):
     num_results: int = 1000
     progress: bool | None = None
     search_settings: tuple[str, ...] = ()
-    """Settings used only when searching (a FAISS probe count, a scorer budget): not part of the
-    index's identity, so a saved index reads into a retriever with other values of them."""
+    """Settings that do not change the index built (a FAISS probe count, a scorer budget, an encoding
+    batch size): not part of its identity, so a saved index reads into a retriever with other values."""
 
     def __init__(self, num_results: int = 1000, progress: bool | None = None):
         self.num_results, self.progress = num_results, progress  # num_results is checked as it is set
@@ -152,9 +152,9 @@ class Retriever(Stage):
             for d in self.docs:
                 f.write(json.dumps({"_id": d.docid, "title": d.title, "text": d.text}) + "\n")
         self._save_index(path)
-        header = {"class": _class_path(type(self)), "rerank_version": __version__, "params": _jsonable(self.params()),
-                  "identity": _canonical(self.index_identity()), "corpus": self.corpus_fingerprint}
-        (path / "params.json").write_text(json.dumps(sealed(path, header), indent=2, default=str))
+        header = {"class": _class_path(type(self)), "rerank_version": __version__, "params": _json_ready(self.params()),
+                  "identity": _json_ready(self.index_identity()), "corpus": self.corpus_fingerprint}
+        (path / "params.json").write_text(json.dumps(sealed(path, header), indent=2))
 
     @classmethod
     def load(cls, path: str | Path, *, mmap: bool = False) -> Self:
@@ -164,9 +164,9 @@ class Retriever(Stage):
         are not the ones indexed (edited, reordered, missing) and damaged files."""
         path = Path(path)
         meta = read_index_header(path)
-        expected = _class_path(cls)
-        if cls is not Retriever and meta["class"] != expected:
-            raise DataError(f"{path} holds a {meta['class']} index, not {expected}")
+        check_seal(path, meta)
+        if cls is not Retriever:
+            check_class(meta, cls, path)
         klass = _retriever_class(meta["class"], path)
         try:
             self = klass(**meta["params"])
@@ -182,10 +182,9 @@ class Retriever(Stage):
 
         path = Path(path)
         meta = meta if meta is not None else read_index_header(path)
-        if meta["class"] != _class_path(type(self)):
-            raise DataError(f"{path} holds a {meta['class']} index, not a {type(self).__name__} one")
         check_seal(path, meta)
-        built, mine = meta["identity"], _canonical(self.index_identity())
+        check_class(meta, type(self), path)
+        built, mine = meta["identity"], _json_ready(self.index_identity())
         other = sorted(k for k in mine.keys() | built.keys() if k not in mine or k not in built or mine[k] != built[k])
         if other:
             def shown(values: dict[str, Any]) -> str:
@@ -193,16 +192,16 @@ class Retriever(Stage):
 
             raise DataError(f"{path} was built with {shown(built)}, not {shown(mine)}; construct {type(self).__name__} "
                             "with the settings it was built with to read it")
+        check_files(path, meta)
         docs = read_corpus(path / "docs.jsonl.gz")
-        if corpus_fingerprint(docs) != meta["corpus"]:
+        if corpus_fingerprint(docs) != meta["corpus"]:  # a large docs file is sealed by samples only
             raise DataError(f"{path}/docs.jsonl.gz is not the corpus this index was built on (edited, reordered or "
                             "cut); rebuild the index")
-        check_files(path, meta)
         self._set_docs(docs, meta["corpus"])
         try:
             self._load_index(path, mmap)
-        except DataError:
-            raise  # already says what is wrong (e.g. other encoder settings)
+        except RerankError:
+            raise  # already says what is wrong (e.g. arrays that do not fit the documents)
         except (OSError, ValueError, RuntimeError, KeyError, EOFError) as e:
             raise DataError(f"{path}: a file of the saved index is missing or damaged ({one_line(e, 200)}); "
                             "rebuild the index") from None
@@ -255,8 +254,11 @@ def check_same_documents(index: Retriever, docids: Sequence[str], texts: Sequenc
     whitespace aside, the start of the document's title and text, its text or its title (a truncated or
     title-only copy, as PyTerrier's metadata may hold)."""
     for docid, given in zip(docids, texts):
-        doc, words = index.document(docid), " ".join(given.split())
-        if doc is not None and words and not any(" ".join(t.split()).startswith(words) for t in (doc.full_text(), doc.text, doc.title) if t):
+        doc = index.document(docid)
+        if doc is None or not given or given in (doc.text, doc.full_text()):  # the usual case, cheaply
+            continue
+        words = " ".join(given.split())
+        if words and not any(" ".join(t.split()).startswith(words) for t in (doc.full_text(), doc.text, doc.title) if t):
             raise DataError(f"{index!r}: candidate {docid!r}{where} comes with another text than the index holds for that "
                             f"docid ({given!r:.40} against {doc.full_text()!r:.40}); were the stages indexed on different corpora?")
 
@@ -286,6 +288,12 @@ def _class_path(cls: type) -> str:
     return f"{cls.__module__}:{cls.__name__}"
 
 
+def check_class(meta: dict[str, Any], cls: type, path: Path) -> None:
+    """DataError unless the saved index's header names ``cls``."""
+    if meta["class"] != _class_path(cls):
+        raise DataError(f"{path} holds a {meta['class']} index, not a {cls.__name__} one")
+
+
 def _retriever_class(name: str, path: Path) -> type[Retriever]:
     """The retriever class ``"module:Class"`` a saved index names; DataError for anything else. Only a
     registered retriever's module, or one imported already, is imported: an index folder must not make
@@ -313,12 +321,8 @@ def _frame(qid: str, query: str, positions: np.ndarray, scores: np.ndarray) -> p
                          "score": np.asarray(scores, dtype=np.float64)})
 
 
-def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}
-
-
-def _canonical(identity: dict[str, Any]) -> dict[str, Any]:
-    """``identity`` as it reads back from JSON (tuples as lists, paths as text), so that a recorded
-    identity and a computed one compare equal when they are."""
-    return json.loads(json.dumps(identity, default=str))
+def _json_ready(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` as they read back from JSON (tuples as lists, paths as text), so that recorded
+    settings and computed ones compare equal when they are."""
+    return json.loads(json.dumps(settings, default=str))
 

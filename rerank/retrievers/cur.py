@@ -126,6 +126,8 @@ class ANNCUR(Retriever):
 
     # -- search -----------------------------------------------------------------------------------
     def _retrieve(self, queries: Sequence[str], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        if self.num_anchor_items > len(self.docs):  # a search setting: a saved index may be read with any
+            raise ConfigError(f"num_anchor_items={self.num_anchor_items} exceeds the {len(self.docs)} indexed documents")
         return [self.search_positions(q, k) for q in queries]
 
     def search_positions(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -193,8 +195,6 @@ class ANNCUR(Retriever):
             self._first.save(path / "first_stage")
 
     def _load_index(self, path: Path, mmap: bool) -> None:
-        if self.num_anchor_items > len(self.docs):
-            raise ConfigError(f"num_anchor_items={self.num_anchor_items} exceeds the {len(self.docs)} documents of {path}")
         self.matrix = np.load(path / "anchor_scores.npy", mmap_mode="r" if mmap else None)
         self.anchor_queries = json.loads((path / "anchor_queries.json").read_text())
         if self.matrix.shape != (len(self.anchor_queries), len(self.docs)):

@@ -28,7 +28,8 @@ from rerank.encoders import Encoder
 from rerank.errors import ConfigError
 from rerank.index_cache import read_index_header
 from rerank.rerankers.base import Reranker, starts_with_retrieval
-from rerank.retrievers.base import Retriever
+from rerank.params import constructor_arguments
+from rerank.retrievers.base import Retriever, check_class
 from rerank.stage import Cutoff, Pipeline, Stage, leaves
 from rerank.types import Candidates, RankedResults, Ranking
 
@@ -67,21 +68,22 @@ def with_index(pipeline: Stage, path: str | Path) -> Stage:
     """``pipeline`` with the index saved at ``path`` read into its first stage, a retriever of the index's
     class: one written with arguments keeps them (those that change the index must be the index's); a
     bare one (``bm25``) takes the index's settings, with a warning naming them."""
-    kind = read_index_header(Path(path))["class"]
+    meta = read_index_header(Path(path))
     stages = list(pipeline.stages) if isinstance(pipeline, Pipeline) else [pipeline]
     first = stages[0]
     if not isinstance(first, Retriever):
         raise ConfigError(f"--index needs a pipeline that starts with a retriever, e.g. "
-                          f"'{kind.rpartition(':')[2].lower()} % 100 >> {pipeline!r}'")
-    if kind != f"{type(first).__module__}:{type(first).__name__}":
-        raise ConfigError(f"{path} holds a {kind.rpartition(':')[2]} index but the pipeline starts with {first!r}")
-    if any(k not in ("num_results", "progress") for k in first.params()):
-        stages[0] = first.read_index(path)
+                          f"'{meta['class'].rpartition(':')[2].lower()} % 100 >> {pipeline!r}'")
+    check_class(meta, type(first), Path(path))
+    runs = ("num_results", "progress", "device", *first.search_settings)  # how it searches, not what it indexed
+    if set(first.params()) - set(runs):
+        stages[0] = first.read_index(path, meta=meta)
     else:
-        loaded = Retriever.load(path)
-        if loaded.index_identity() != first.index_identity():
-            logger.warning("--index: %s was built with %r; the pipeline's %r takes its settings", path, loaded, first)
-        stages[0] = loaded.with_num_results(first.num_results)
+        given = {name: getattr(first, kept) for name, (_, kept) in constructor_arguments(first).items() if kept}
+        taking = type(first)(**{**given, **{k: v for k, v in meta["params"].items() if k not in runs}})
+        if taking.index_identity() != first.index_identity():
+            logger.warning("--index: %s was built with %r; the pipeline's %r takes its settings", path, taking, first)
+        stages[0] = taking.read_index(path, meta=meta)
     return stages[0] if len(stages) == 1 else Pipeline(stages)
 
 
