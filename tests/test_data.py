@@ -304,3 +304,20 @@ def test_toml_files_may_start_with_a_byte_order_mark(tmp_path, capsys, monkeypat
         ServeConfig.from_toml(serve)
     with pytest.raises(ConfigError, match="cannot read it"):
         ServeConfig.from_toml(tmp_path / "missing.toml")
+
+
+def test_a_dataset_reads_its_files_once_and_is_freed_when_dropped(tmp_path):
+    """Its memo lives on the object (functools.cache on a method kept every dataset alive) and is not
+    pickled: a copy sent to a worker reads the files again."""
+    import gc
+    import pickle
+    import weakref
+
+    ds = load(str(beir(tmp_path / "c")))
+    assert ds.corpus() is ds.corpus() and ds.qrels() is ds.qrels()
+    copy = pickle.loads(pickle.dumps(ds))
+    assert "_memo" not in copy.__dict__ and copy.corpus() == ds.corpus()
+    alive = weakref.ref(ds)
+    del ds, copy
+    gc.collect()
+    assert alive() is None

@@ -6,14 +6,30 @@ import hashlib
 import json
 import logging
 from abc import ABC, abstractmethod
-from functools import cached_property
-from typing import TypeVar
+from collections.abc import Callable
+from functools import cached_property, wraps
+from typing import Any, TypeVar
 
 from rerank.errors import DataError
 from rerank.types import Doc, Query, Ranking
 
 logger = logging.getLogger("rerank")
 R = TypeVar("R", Query, Doc)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def memoized(method: F) -> F:
+    """Keep what ``method`` returns on its dataset object, per arguments (``functools.cache`` on a method
+    would keep every dataset it saw alive). The memo is not pickled: a copy sent to a worker reads anew."""
+    @wraps(method)
+    def remembered(self: Dataset, *args: Any) -> Any:
+        memo = self.__dict__.setdefault("_memo", {})
+        key = (method.__name__, *args)
+        if key not in memo:
+            memo[key] = method(self, *args)
+        return memo[key]
+
+    return remembered  # type: ignore[return-value]
 
 
 class Dataset(ABC):
@@ -29,6 +45,9 @@ class Dataset(ABC):
 
     name: str
     rel_threshold: int = 1
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_memo"}
 
     @abstractmethod
     def queries(self) -> list[Query]: ...

@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-from functools import cache
 from pathlib import Path
 
-from rerank.data.base import Dataset
+from rerank.data.base import Dataset, memoized
 from rerank.errors import DataError
 from rerank.io import find_file, read_corpus, read_qrels, read_queries
 from rerank.types import Doc, Query, Ranking
@@ -31,17 +30,17 @@ class BeirDataset(Dataset):
             raise DataError(f"{self.name}: {self.path / stem}[.gz] not found{hint}")
         return found
 
-    @cache
+    @memoized
     def queries(self) -> list[Query]:
         path = self._file("queries.jsonl")
         return self._checked_queries(read_queries(path), str(path))
 
-    @cache
+    @memoized
     def corpus(self) -> list[Doc]:
         path = self._file("corpus.jsonl")
         return self._checked_corpus(read_corpus(path), str(path))
 
-    @cache
+    @memoized
     def qrels(self) -> dict[str, dict[str, int]]:
         """The split's judgments, checked against the queries and (when the folder has one) the corpus."""
         qrels = read_qrels(self._file(f"qrels/{self.split}.tsv"))
@@ -51,7 +50,7 @@ class BeirDataset(Dataset):
     def run_names(self) -> list[str]:
         return sorted({p.name.split(".")[1] for p in self.path.glob("run.*.trec*")})
 
-    @cache
+    @memoized
     def run(self, name: str = "bm25") -> Ranking:
         files = sorted(p for p in self.path.glob("run.*.trec*") if p.name.split(".")[1] == name)  # name is no pattern
         if not files:

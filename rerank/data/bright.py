@@ -17,11 +17,10 @@ from __future__ import annotations
 import ast
 import os
 from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-from rerank.data.base import Dataset
+from rerank.data.base import Dataset, memoized
 from rerank.errors import DataError
 from rerank.io import find_file, jsonl_records, read_qrels, record_id, record_text
 from rerank.types import Doc, Query
@@ -55,7 +54,7 @@ class BrightDataset(Dataset):
         return cls(None, f"bright/{task}", documents=root, long=long, examples=examples)
 
     # -- queries and judgments ----------------------------------------------------------------
-    @cache
+    @memoized
     def _records(self) -> list[dict[str, Any]]:
         """Examples as dicts with id, query, gold_ids, gold_ids_long, excluded_ids."""
         if self._examples is not None:
@@ -78,7 +77,7 @@ class BrightDataset(Dataset):
     def queries(self) -> list[Query]:
         return self._checked_queries([Query(e["id"], e["query"]) for e in self._records()])
 
-    @cache
+    @memoized
     def qrels(self) -> dict[str, dict[str, int]]:
         """The judgments, checked against the queries and, when documents were given, the corpus."""
         if self.long:
@@ -100,7 +99,7 @@ class BrightDataset(Dataset):
         return {e["id"]: set(_ids(e["excluded_ids"])) - {"N/A"} for e in self._records() if e["excluded_ids"]}
 
     # -- documents ----------------------------------------------------------------------------
-    @cache
+    @memoized
     def corpus(self) -> list[Doc]:
         if self.documents is None:
             raise DataError(f"{self.name}: BRIGHT documents are not bundled; pass documents=<local copy of BRIGHT> "

@@ -4,9 +4,8 @@ in its cache (``$IR_DATASETS_HOME``), or the dataset must be registered from loc
 from __future__ import annotations
 
 import logging
-from functools import cache
 
-from rerank.data.base import Dataset
+from rerank.data.base import Dataset, memoized
 from rerank.errors import DataError
 from rerank.io import relevance_grade
 from rerank.types import Doc, Query
@@ -35,16 +34,16 @@ class IrDatasetsDataset(Dataset):
             raise DataError(f"ir_datasets {self.irds_id!r}: could not read {what} ({type(e).__name__}: {e}). "
                             "Offline, place its files in $IR_DATASETS_HOME or load a BEIR folder by path.") from e
 
-    @cache
+    @memoized
     def queries(self) -> list[Query]:
         return self._checked_queries([Query(q.query_id, q.default_text()) for q in self._iterate("queries")])
 
-    @cache
+    @memoized
     def corpus(self) -> list[Doc]:
         return self._checked_corpus([Doc(d.doc_id, getattr(d, "text", None) or d.default_text(), getattr(d, "title", "") or "")
                                      for d in self._iterate("docs")])
 
-    @cache
+    @memoized
     def qrels(self) -> dict[str, dict[str, int]]:
         """Judgments through the checks of a qrels file: integer grades, ids that match the queries and,
         when the documents are at hand, the corpus. A pair judged more than once (multi-round or
