@@ -255,12 +255,15 @@ def check_same_documents(index: Retriever, docids: Sequence[str], texts: Sequenc
     title-only copy, as PyTerrier's metadata may hold)."""
     for docid, given in zip(docids, texts):
         doc = index.document(docid)
-        if doc is None or not given or given in (doc.text, doc.full_text()):  # the usual case, cheaply
+        if doc is None or not given:
+            continue
+        full = doc.full_text()  # starts with the title: a title-only copy is its start too
+        if given in (full, doc.text):  # the usual case, cheaply
             continue
         words = " ".join(given.split())
-        if words and not any(" ".join(t.split()).startswith(words) for t in (doc.full_text(), doc.text, doc.title) if t):
+        if words and not any(" ".join(t.split()).startswith(words) for t in (full, doc.text)):
             raise DataError(f"{index!r}: candidate {docid!r}{where} comes with another text than the index holds for that "
-                            f"docid ({given!r:.40} against {doc.full_text()!r:.40}); were the stages indexed on different corpora?")
+                            f"docid ({given!r:.40} against {full!r:.40}); were the stages indexed on different corpora?")
 
 
 def check_unique_docids(docs: Sequence[Doc], owner: str) -> None:

@@ -202,7 +202,7 @@ class ANNCUR(Retriever):
                             f"queries and {len(self.docs)} documents; rebuild the index")
         if self.anchor_items == "retriever":
             self._first = Retriever.load(path / "first_stage", mmap=mmap)
-            if [d.docid for d in self._first.docs] != [d.docid for d in self.docs]:
+            if self._first.corpus_fingerprint != self.corpus_fingerprint:  # both as their headers record them
                 raise DataError(f"{path}/first_stage indexes other documents than the ANNCUR index; rebuild the index")
 
 

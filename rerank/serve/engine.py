@@ -75,7 +75,7 @@ def with_index(pipeline: Stage, path: str | Path) -> Stage:
         raise ConfigError(f"--index needs a pipeline that starts with a retriever, e.g. "
                           f"'{meta['class'].rpartition(':')[2].lower()} % 100 >> {pipeline!r}'")
     check_class(meta, type(first), Path(path))
-    runs = ("num_results", "progress", "device", *first.search_settings)  # how it searches, not what it indexed
+    runs = ("num_results", "progress", *first.search_settings)  # how it searches, not what it indexed (params() has no device)
     if set(first.params()) - set(runs):
         stages[0] = first.read_index(path, meta=meta)
     else:
