@@ -171,6 +171,20 @@ def test_backend_settings_that_change_answers_are_in_the_call_cache_key():
     assert ids[0] == f"openai:{url}#m" and len(set(ids)) == len(variants)
 
 
+def test_an_openai_backend_rendering_with_a_tokenizer_folder_caches_apart_after_it_is_saved_again(smollm2_dense_dir, tmp_path):
+    """The local tokenizer renders chat prompts, so its chat template changes what the server is sent."""
+    from rerank.backends.openai import OpenAIBackend
+
+    folder = tmp_path / "tok"
+    shutil.copytree(smollm2_dense_dir, folder, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.gguf"))
+    url = "http://127.0.0.1:9/v1"                                           # never called: the model is named
+    first = OpenAIBackend("m", base_url=url, tokenizer=str(folder)).cache_id
+    assert OpenAIBackend("m", base_url=url, tokenizer=str(folder)).cache_id == first
+    config = folder / "tokenizer_config.json"
+    config.write_text(config.read_text())                                   # saved again (another chat template, maybe)
+    assert OpenAIBackend("m", base_url=url, tokenizer=str(folder)).cache_id != first
+
+
 def test_converted_weights_of_an_alias_are_reused_only_for_the_same_gguf(tmp_path):
     from rerank.models import dense_location, local_gguf
 

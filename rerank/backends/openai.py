@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from rerank.backends import _chat
-from rerank.backends.base import Backend, Generation, Prompt, settings_suffix
+from rerank.backends.base import Backend, Generation, Prompt, settings_suffix, weights_suffix
 from rerank.constraints import CONSTRAINT_ARG, Constraint
 from rerank.errors import BackendError, ConfigError, require
 
@@ -108,7 +108,7 @@ class OpenAIBackend(Backend):
             raise ConfigError(f"unknown guided={guided!r}; choose one of {', '.join(GUIDED)}")
         self._guided = guided
         self._settings = settings_suffix({  # what changes answers besides the model (the defaults left out)
-            "tokenizer": tokenizer, "top_logprobs": None if top_logprobs == DEFAULT_TOP_LOGPROBS else top_logprobs,
+            "tokenizer": tokenizer and tokenizer + weights_suffix(tokenizer), "top_logprobs": None if top_logprobs == DEFAULT_TOP_LOGPROBS else top_logprobs,
             "extra_body": self.extra_body or None, "guided": None if guided == "auto" else guided})
         self._ssl = self._httpx.create_ssl_context()  # built once: each sync call opens a short-lived client
         self.tokenizer = _load_tokenizer(tokenizer) if tokenizer else None
