@@ -65,8 +65,28 @@ GLOBAL_FLAGS = ("--quiet", "--debug", "--plugin", "--http-timeout")
 """Options of ``rerank`` itself, written before the command."""
 
 
+class _Once(argparse.Action):
+    """Store a single-valued option, refusing it a second time (argparse keeps the last silently, so
+    ``--dataset a --dataset b`` would evaluate ``b`` alone)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        given = namespace.__dict__.setdefault("_given", set())
+        if self.dest in given:
+            parser.error(f"{option_string} given twice ({getattr(namespace, self.dest)!r} and {values!r}); "
+                         f"{'/'.join(self.option_strings)} takes one value")
+        given.add(self.dest)
+        setattr(namespace, self.dest, values)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with usage errors on one line (exit status 2), like every other error."""
+    """argparse with usage errors on one line (exit status 2), like every other error, and single-valued
+    options refused when repeated."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _Once)
+        self.register("action", "store", _Once)
 
     def error(self, message: str):  # type: ignore[override]
         if "unrecognized arguments" in message and any(f in message.split() for f in GLOBAL_FLAGS):

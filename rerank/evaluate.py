@@ -89,9 +89,14 @@ def evaluate_per_query(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[s
     if not set(run) & set(qids):
         raise DataError(f"none of the {len(run)} ranked queries has judgments (qids like {sorted(run)[:3]} vs {qids[:3]})")
     run = {q: {d: s for d, s in run.get(q, {}).items() if d not in exclusions.get(q, ())} for q in qids}
-    judged = {q: docs for q, docs in qrels_dict.items() if any(r > 0 for r in docs.values())}
+    judged = {q: {d: r for d, r in docs.items() if r >= 0}  # a negative grade is unjudged, as in trec_eval (bpref tells)
+              for q, docs in qrels_dict.items() if any(r > 0 for r in docs.values())}
     if not judged:
         raise DataError("the qrels hold no relevant document")
+    if len(judged) < len(qrels_dict) and not hasattr(qrels, "qrels"):  # a dataset says so when it loads
+        logger.warning("%d of %d judged queries have no relevant document (every grade 0 or less), so no metric is "
+                       "defined for them; they are not evaluated (trec_eval would count them as 0)",
+                       len(qrels_dict) - len(judged), len(qrels_dict))
     none = _unjudged_id(judged)
     scored = {q: (docs or {none: -np.inf}) for q, docs in run.items() if q in judged}
     ranx_names = [ranx_name(m, threshold) for m in metrics]
@@ -109,6 +114,12 @@ def _by_rank(ranking: Ranking) -> dict[str, dict[str, float]]:
     """``{qid: {docid: -rank}}``: the Ranking's order, tied scores kept in the run's order, as ranx's score
     sort (not stable for large groups of ties) would not keep them."""
     frame = ranking.to_pandas()
+    for column in ("qid", "docid"):
+        ids = pd.Series(frame[column].unique())
+        bad = ids[(ids.str.strip() != ids) | (ids == "")]
+        if len(bad):
+            raise DataError(f"the run has a {column} that is empty or starts or ends with whitespace ({bad.iloc[0]!r:.40}), "
+                            "which qrels and run files cannot hold (it would match no judgment as written); strip it")
     out: dict[str, dict[str, float]] = {}
     for q, d, r in zip(frame["qid"], frame["docid"], frame["rank"]):
         out.setdefault(q, {})[d] = -float(r)
@@ -203,9 +214,18 @@ class Experiment:
 
         specs = {d.label: d for d in self.runner.datasets}
         cells = {key: evaluate_record(rec, specs[key[0]], self.metrics, load_dataset) for key, rec in records.items()}
-        info = {"limit": self.runner.settings.limit} if self.runner.settings.limit else {}
+        info: dict[str, Any] = {"limit": self.runner.settings.limit} if self.runner.settings.limit else {}
+        info["rel_threshold"] = {label: _threshold_of(spec, load_dataset) for label, spec in specs.items()}
         return Report(self.name, list(specs), list(self.runner.systems), self.metrics, self.baseline, cells,
                       test=self.test, correction=self.correction, max_p=self.max_p, info=info)
+
+
+def _threshold_of(spec: Any, load: Any) -> int | None:
+    """The relevance threshold the dataset's binary measures use (None when it does not load: its cells say why)."""
+    try:
+        return load(spec).rel_threshold
+    except Exception:  # noqa: BLE001 - reported by the dataset's cells
+        return None
 
 
 def evaluate_record(record: Any, spec: Any, metrics: Sequence[str], load: Any) -> CellResult:

@@ -169,7 +169,19 @@ class Report:
         fix = f", {self.correction}-corrected over each table's comparisons" if self.correction else ""
         return (f"† {test} p < {self.max_p}{fix}, against {self.baseline!r} on the queries both ran; "
                 f"W/L/T: per-query wins/losses/ties on {self.metrics[0]}; ms/query after one warm-up query; "
-                "load s: building the pipeline (indexes; models that load on first use count in the warm-up).")
+                "load s: building the pipeline (indexes; models that load on first use count in the warm-up)"
+                f"{self._relevant()}.")
+
+    def _relevant(self) -> str:
+        """Which grades the binary measures (MAP, MRR, recall, ...) count as relevant, per dataset."""
+        by_grade: dict[int, list[str]] = {}
+        for d, grade in self.info.get("rel_threshold", {}).items():
+            if grade is not None:
+                by_grade.setdefault(grade, []).append(d)
+        if not by_grade:
+            return ""
+        parts = [f"grade >= {g}" + (f" on {', '.join(ds)}" if len(by_grade) > 1 else "") for g, ds in sorted(by_grade.items())]
+        return f"; binary measures count as relevant {'; '.join(parts)} (nDCG uses the grades)"
 
     # -- Markdown ------------------------------------------------------------------------------
     def to_markdown(self, digits: int = 4) -> str:

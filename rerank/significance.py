@@ -84,7 +84,7 @@ def correct(pvalues: Sequence[float], method: str | None) -> list[float]:
     for rank, i in enumerate(defined[np.argsort(p[defined], kind="stable")]):
         running = max(running, min(1.0, (n - rank) * p[i]))
         adjusted[i] = running
-    return [round(float(x), 12) for x in adjusted]
+    return [float(x) for x in adjusted]  # unrounded: a tiny p-value (1e-14) is no 0
 
 
 def wins_losses_ties(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int]:

@@ -390,6 +390,19 @@ def test_eval_limit_must_be_positive(tmp_path, capsys, limit, index_cache):
     assert not index_cache.exists()  # refused before the dataset was read or indexed
 
 
+@pytest.mark.parametrize("args, message", [
+    (["eval", "--dataset", "scifact", "--dataset", "nfcorpus", "--pipeline", "bm25"],
+     "--dataset given twice ('scifact' and 'nfcorpus'); --dataset takes one value"),
+    (["eval", "--dataset", "scifact", "--pipeline", "bm25", "--limit", "2", "--limit", "3"], "--limit given twice (2 and 3)"),
+    (["search", "--dataset", "scifact", "--pipeline", "bm25", "--pipeline", "dense", "q"], "--pipeline given twice"),
+    (["--http-timeout", "5", "--http-timeout", "9", "list"], "--http-timeout given twice"),
+])
+def test_an_option_of_one_value_given_twice_is_refused(capsys, args, message, index_cache):
+    """argparse keeps the last silently: ``--dataset a --dataset b`` would evaluate b alone."""
+    assert message in usage_refused(capsys, *args)
+    assert not index_cache.exists()
+
+
 def test_eval_limit_keeps_the_first_judged_queries(tmp_path, capsys):
     code, out, _ = cli(capsys, "eval", "--dataset", str(beir(tmp_path / "c")), "--pipeline", "bm25", "--limit", "2",
                        "--metrics", "recall@1")

@@ -242,3 +242,71 @@ def test_metric_lists_and_cut_offs_are_read_one_way(tmp_path, capsys):
     (tmp_path / "other.trec").write_text("nope Q0 d1 1 1.0 x\n")
     assert main(["--quiet", "eval", "--dataset", "trec-dl-2019", "--run", str(tmp_path / "other.trec")]) == 2
     assert "the run 'other' has none of the 43 judged queries (run qids like ['nope']" in capsys.readouterr().err
+
+
+# -- found by a second review against trec_eval (pytrec_eval) --------------------------------------------
+def test_the_relevance_threshold_travels_with_the_folder_and_the_irds_id(tmp_path):
+    import shutil
+
+    import rerank.data as data
+
+    copy = tmp_path / "my-dl19"
+    shutil.copytree(data.dataset_dirs()[-1] / "trec-dl-2019", copy)
+    bundled = load("trec-dl-2019")
+    assert load(str(copy)).rel_threshold == bundled.rel_threshold == 2      # a copy by path is still TREC-DL
+    metrics = ["map", "mrr@10", "recall@100"]
+    assert evaluate(bundled.run("bm25"), load(str(copy)), metrics) == evaluate(bundled.run("bm25"), bundled, metrics)
+    assert load(str(copy), rel_threshold=1).rel_threshold == 1             # an explicit threshold wins
+    assert load("irds:msmarco-passage/trec-dl-2019/judged").rel_threshold == 2   # ir_datasets is not asked for files
+    (copy / "dataset.toml").unlink()
+    assert load(str(copy)).rel_threshold == 1
+
+
+@pytest.mark.parametrize("text, message", [
+    ("rel_threshold = 0", "rel_threshold must be a positive integer, got 0"),
+    ("rel_threshold = '2'", "rel_threshold must be a positive integer, got '2'"),
+    ("rel_threshold = true", "rel_threshold must be a positive integer, got True"),
+    ("rel_threshold = 2.5", "rel_threshold must be a positive integer, got 2.5"),
+    ("rel_treshold = 2", r"holds only rel_threshold .*, got \['rel_treshold'\]"),
+    ("", r"holds only rel_threshold .*, got nothing"),
+    ("rel_threshold = ", "not a TOML file"),
+])
+def test_a_bad_dataset_toml_is_refused_naming_the_file(tmp_path, text, message):
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "dataset.toml").write_text(text)
+    with pytest.raises(DataError, match=f"dataset.toml: {message}"):
+        load(str(tmp_path))
+
+
+def test_negative_grades_are_unjudged_as_in_trec_eval():
+    """trec_eval (pytrec_eval 0.5) gives bpref 1.0 here: d1's -1 is unjudged, so no non-relevant document ranks above."""
+    run = Ranking.from_run({"q1": {"d1": 3.0, "d2": 2.0, "d3": 1.0}})
+    qrels = {"q1": {"d1": -1, "d2": 1, "d3": 2, "d4": 0}}
+    values = evaluate(run, qrels, ["bpref", "map", "ndcg"])
+    assert values["bpref"] == 1.0
+    assert values["map"] == pytest.approx((1 / 2 + 2 / 3) / 2) and values["ndcg"] == pytest.approx(evaluate(
+        run, {"q1": {"d2": 1, "d3": 2, "d4": 0}}, ["ndcg"])["ndcg"])   # only bpref tells unjudged from non-relevant
+
+
+def test_judged_queries_without_a_relevant_document_are_counted_when_given_as_judgments(caplog):
+    run = Ranking.from_run({"q1": {"d1": 1.0}, "q2": {"a": 1.0}})
+    assert evaluate(run, {"q1": {"d1": 1}, "q2": {"a": 0, "b": -1}}, ["map"]) == {"map": 1.0}
+    assert "1 of 2 judged queries have no relevant document" in caplog.text and "trec_eval would count them as 0" in caplog.text
+
+
+@pytest.mark.parametrize("run, qrels, where", [
+    ({"q1": {"d1 ": 1.0, "d2": 0.5}}, {"q1": {"d1": 1}}, "the run has a docid"),
+    ({"q1 ": {"d1": 1.0}}, {"q1": {"d1": 1}}, "the run has a qid"),
+    ({"q1": {"": 1.0, "d1": 0.5}}, {"q1": {"d1": 1}}, "the run has a docid"),
+    ({"q1": {"d1": 1.0, "d2": 0.5}}, {"q1": {" d1": 1, "d2": 1}}, "qrels: docid ' d1'"),
+    ({"q1": {"d1": 1.0}}, {"": {"d1": 1}}, "qrels: qid ''"),
+])
+def test_ids_that_would_match_nothing_as_written_are_refused(run, qrels, where):
+    with pytest.raises(DataError, match=f"{where}.*empty or starts or ends with whitespace"):
+        evaluate(Ranking.from_run(run), qrels, ["mrr"])
+
+
+def test_a_report_states_the_threshold_of_each_dataset(tmp_path):
+    report = Experiment({"BM25": "run"}, load("trec-dl-2019"), ["map"], limit=3).run()
+    assert report.info["rel_threshold"] == {"trec-dl-2019": 2}
+    assert "binary measures count as relevant grade >= 2" in report.to_markdown()

@@ -285,7 +285,8 @@ def test_a_cell_run_on_other_data_than_the_driver_sees_fails(tmp_path, systems):
 # -- significance ------------------------------------------------------------------------------------
 def test_corrections_and_tests_and_ties():
     assert correct([0.01, 0.02, 0.04], "bonferroni") == [0.03, 0.06, 0.12]
-    assert correct([0.01, 0.04, 0.03], "holm") == [0.03, 0.06, 0.06]
+    assert correct([0.01, 0.04, 0.03], "holm") == pytest.approx([0.03, 0.06, 0.06], rel=1e-12)
+    assert correct([6.78e-15, 0.5], "holm") == pytest.approx([1.356e-14, 0.5], rel=1e-12)  # never rounded to 0
     assert correct([0.5, 0.01], None) == [0.5, 0.01]
     rng = np.random.default_rng(0)
     a = rng.random(30)

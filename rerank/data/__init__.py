@@ -64,14 +64,18 @@ def load(name: str, **options: Any) -> Dataset:
     """Load a dataset by catalog name, folder path, or ``irds:<ir_datasets id>``.
 
     Options: ``documents=`` (BRIGHT: a local copy of BRIGHT's documents), ``long=True``
-    (BRIGHT long-document setting), ``rel_threshold=`` (override the catalog's).
+    (BRIGHT long-document setting), ``rel_threshold=`` (override the catalog's, which an ir_datasets id
+    of a catalog entry also gets, or a folder's ``dataset.toml``).
     """
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"a dataset is a catalog name, a folder or irds:<id>, got {name!r}")
     if name.startswith("irds:"):
         from rerank.data.irds import IrDatasetsDataset
 
-        return _make(IrDatasetsDataset, name, name[len("irds:"):], **options)
+        irds_id = name[len("irds:"):]
+        known = next((e for e in _catalog().values() if irds_id in (e.get("irds"), *e.get("aliases", []))), {})
+        options = {"rel_threshold": known.get("rel_threshold", 1), **options}  # TREC-DL's 2 also by its irds id
+        return _make(IrDatasetsDataset, name, irds_id, **options)
     catalog = _catalog()
     key = _catalog_key(name)
     if key is not None:

@@ -1,26 +1,33 @@
 """A folder in BEIR layout: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv`` (each optionally
-``.gz``), plus optional first-stage runs ``run.<name>*.trec[.gz]``."""
+``.gz``), plus optional first-stage runs ``run.<name>*.trec[.gz]`` and an optional ``dataset.toml``
+holding the collection's relevance threshold (``rel_threshold = 2`` for TREC-DL), so that a copy of
+the folder is evaluated as the collection is."""
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 from rerank.data.base import Dataset, memoized
-from rerank.errors import DataError
+from rerank.errors import ConfigError, DataError
 from rerank.io import find_file, read_corpus, read_qrels, read_queries
-from rerank.types import Doc, Query, Ranking
+from rerank.types import Doc, Query, Ranking, positive_count
+
+SETTINGS_FILE = "dataset.toml"
 
 
 class BeirDataset(Dataset):
-    """The folder's files are read once per object, when first asked for."""
+    """The folder's files are read once per object, when first asked for. ``rel_threshold``: the
+    folder's ``dataset.toml``'s when not given, else 1."""
 
-    def __init__(self, path: str | Path, name: str | None = None, split: str = "test", rel_threshold: int = 1):
+    def __init__(self, path: str | Path, name: str | None = None, split: str = "test", rel_threshold: int | None = None):
         self.path = Path(path)
         self.name = name or self.path.name
         self.split = split
-        self.rel_threshold = rel_threshold
         if not self.path.is_dir():
             raise DataError(f"{self.path} is not a folder")
+        self.rel_threshold = rel_threshold if rel_threshold is not None else folder_threshold(self.path)
+
 
     def _file(self, stem: str) -> Path:
         found = find_file(self.path, stem)
@@ -69,3 +76,22 @@ class BeirDataset(Dataset):
             raise DataError(f"{self.name}: run {name!r} has queries absent from queries.jsonl: {sorted(unknown)[:3]}")
         docs = [store[d] for d in frame["docid"]]
         return Ranking(frame.assign(text=[d.full_text() for d in docs], title=[d.title for d in docs]))
+
+
+def folder_threshold(folder: Path) -> int:
+    """The ``rel_threshold`` of ``folder/dataset.toml``, 1 without one; DataError naming the file when it
+    is not TOML holding only a positive integer ``rel_threshold``."""
+    path = folder / SETTINGS_FILE
+    if not path.is_file():
+        return 1
+    try:
+        settings = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a TOML file ({e})") from None
+    if set(settings) != {"rel_threshold"}:
+        raise DataError(f"{path}: holds only rel_threshold (the lowest grade binary measures count as relevant), "
+                        f"got {sorted(settings) or 'nothing'}")
+    try:
+        return positive_count(settings["rel_threshold"], f"{path}: rel_threshold")
+    except ConfigError as e:
+        raise DataError(str(e)) from None
