@@ -44,7 +44,7 @@ import numpy as np
 
 from rerank._progress import progress_enabled
 from rerank.errors import ConfigError, MissingDependency, one_of, require
-from rerank.models import check_device, hf_location, loading, weights_stamp
+from rerank.models import check_device, content_stamp, files_stamp, hf_location, loading, weights_stamp
 from rerank.params import checked
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -145,8 +145,13 @@ class Encoder:
 
     @cached_property
     def _stamp(self) -> str:
-        """The local model's :func:`~rerank.models.weights_stamp`, read once: an encoder keeps the
-        weights it first saw (a new encoder sees weights saved again), and token counting never stats files."""
+        """The local model's :func:`~rerank.models.weights_stamp`, or the packaged model's
+        :func:`~rerank.models.content_stamp` (the same wherever that package is installed), read once:
+        an encoder keeps the weights it first saw (a new encoder sees weights saved again), and token
+        counting never stats files."""
+        packaged = resolve_encoder(self.model)
+        if packaged != _ALIASES.get(self.model, self.model):
+            return "package:" + content_stamp(packaged, files_stamp(packaged))
         return weights_stamp(self.model)
 
     # -- the shared model -------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def sealed(folder: Path, header: dict[str, Any]) -> dict[str, Any]:
     """``header`` with the SHA-256 of every file under ``folder`` but ``params.json`` (``files``; of a
     large file's samples, :data:`SAMPLED_ABOVE`) and a ``seal`` over the rest of the header, so that a
     file edited, swapped or damaged by accident is not read as the index."""
-    files = {f.relative_to(folder).as_posix(): _file_digest(f)
+    files = {f.relative_to(folder).as_posix(): file_digest(f)
              for f in sorted(folder.rglob("*")) if f.is_file() and f != folder / "params.json"}
     return {**header, "files": files, "seal": _seal({**header, "files": files})}
 
@@ -73,7 +73,7 @@ def check_files(folder: Path, header: dict[str, Any]) -> None:
     """DataError unless ``folder`` holds the files its (sealed) header lists, unchanged."""
     files = header["files"]
     missing = sorted(f for f in files if not (folder / f).is_file())
-    changed = sorted(f for f in files if f not in missing and _file_digest(folder / f) != files[f])
+    changed = sorted(f for f in files if f not in missing and file_digest(folder / f) != files[f])
     problems = [f"{', '.join(missing)} missing"] if missing else []
     problems += [f"{', '.join(changed)} changed since the index was saved (edited, swapped or damaged)"] if changed else []
     if problems:
@@ -89,7 +89,8 @@ SAMPLED_ABOVE, SAMPLE = 64 << 20, 4 << 20
 loading a large index (memory-mapped, perhaps) reads a few MiB of it, not all of it."""
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file; of a file over :data:`SAMPLED_ABOVE` bytes, of its size and three samples."""
     with path.open("rb") as f:
         size = path.stat().st_size
         if size <= SAMPLED_ABOVE:
@@ -109,8 +110,13 @@ def dataset_fingerprint(dataset: Any) -> str:
 
 
 def index_folder(retriever: Any, dataset: Any, cache_dir: str | Path) -> Path:
-    """Where :func:`indexed` keeps ``retriever``'s index of ``dataset`` (the folder may not exist yet)."""
-    key = f"{type(retriever).__name__}{sorted(retriever.index_identity().items())}|{dataset_fingerprint(dataset)}"
+    """Where :func:`indexed` keeps ``retriever``'s index of ``dataset`` (the folder may not exist yet): by
+    its class and index settings, the code of a plugin's class (edited since: indexed anew), what its
+    settings resolve to here (:func:`~rerank.models.resolved_stamps`) and the corpus."""
+    from rerank.models import code_stamps, resolved_stamps
+
+    stamps = json.dumps([code_stamps(retriever), resolved_stamps(retriever)], sort_keys=True, default=str)
+    key = f"{type(retriever).__name__}{sorted(retriever.index_identity().items())}|{stamps}|{dataset_fingerprint(dataset)}"
     name = f"{slug(dataset.name)}-{type(retriever).__name__.lower()}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     return Path(cache_dir) / "indexes" / name
 

@@ -20,12 +20,14 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import tomllib
 
@@ -203,6 +205,19 @@ def _files_under(folder: Path, skip: tuple[str, ...]) -> list[Path]:
     return sorted(f for f in found if f.is_file())
 
 
+@cache
+def content_stamp(folder: str, seen: str = "") -> str:
+    """A short hash of the files under ``folder``: each one's relative path and content digest
+    (:func:`rerank.index_cache.file_digest`; a large file by samples). Unlike :func:`files_stamp` it is
+    the same on every machine that installed the same files (a packaged model, whose stamp prebuilt
+    embeddings record). ``seen``: the folder's :func:`files_stamp`, so that files changed since are read again."""
+    from rerank.index_cache import file_digest
+
+    root = Path(folder)
+    rows = [(f.relative_to(root).as_posix(), file_digest(f)) for f in _files_under(root, ())]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
 def weights_stamp(name: str | os.PathLike[str]) -> str:
     """The :func:`files_stamp` of a local model (a folder or a file, or the packaged GGUF of an alias such
     as ``smollm2``), so that a cache keyed on a model never answers for other weights saved in the same
@@ -229,33 +244,142 @@ def local_models(expression: str) -> dict[str, str]:
     return found
 
 
-def code_stamps(expression: str) -> dict[str, str]:
-    """``{module: files_stamp}`` of the source file of each module, not rerank's own (a plugin's, a
-    user's), that defines a class of ``expression``'s stages, one of their base classes, or the class
-    of a backend they name: what a cache keyed on the expression must add so that it never answers for
-    code edited since. ``{}`` for an expression that does not build."""
-    import inspect
-    import sys
+_SESSION = uuid.uuid4().hex[:16]
+"""Stands for the code of a module with no source file (a notebook's or ``python -``'s ``__main__``):
+it is known only to this process, so nothing saved by another one answers for it."""
 
+
+def _stages(target: str | object) -> list[Any]:
+    """The leaf stages of an expression (none when it does not build), a stage or a list of stages."""
     from rerank.errors import RerankError
     from rerank.expr import build
     from rerank.stage import leaves
 
-    try:
-        stage = build(expression)
-    except RerankError:
-        return {}
-    classes = {c for leaf in leaves(stage) for c in (type(leaf), backend_class(leaf)) if c is not None}
+    if isinstance(target, str):
+        try:
+            target = build(target)
+        except RerankError:
+            return []
+    return [leaf for stage in (target if isinstance(target, list) else [target]) for leaf in leaves(stage)]
+
+
+def code_stamps(target: str | object) -> dict[str, str]:
+    """``{module: files_stamp}`` of the source file of each module, not rerank's own (a plugin's, a
+    user's), that defines a class of the stages of ``target`` (an expression, a stage or a list of
+    them), one of their base classes, the class of a backend they name, or a class they name by its
+    registry name in an argument (ANNCUR's ``scorer='my-reranker'``): what a cache keyed on them must
+    add so that it never answers for code edited since. A module without a source file gets this
+    process's stamp. ``{}`` for an expression that does not build."""
+    classes = {c for leaf in _stages(target) for c in (type(leaf), backend_class(leaf), *named_classes(leaf)) if c is not None}
+    return class_stamps(classes)
+
+
+def class_stamps(classes: Iterable[type]) -> dict[str, str]:
+    """``{module: files_stamp}`` of the modules, not rerank's own, that define ``classes`` or their bases."""
+    import inspect
+    import sys
+
     own = {"rerank", *sys.stdlib_module_names}
     modules = {k.__module__ for cls in classes for k in cls.__mro__ if k.__module__.partition(".")[0] not in own}
     found = {}
     for name in sorted(modules):
         try:
             source = inspect.getsourcefile(sys.modules[name]) or ""
-        except (KeyError, TypeError):  # defined in the interpreter: nothing to stamp
+        except (KeyError, TypeError):  # defined in the interpreter or a notebook
             source = ""
-        found[name] = files_stamp(source) if source else ""
+        found[name] = (files_stamp(source) if source else "") or f"session {_SESSION}"
     return found
+
+
+def named_classes(stage: object) -> set[type]:
+    """The registered classes that ``stage``'s string arguments name (``scorer='my-reranker'``)."""
+    import inspect
+
+    from rerank import registry
+
+    found = set()
+    for name in inspect.signature(type(stage)).parameters:
+        value = getattr(stage, name, None)
+        for kind in registry.KINDS if isinstance(value, str) else ():
+            if value in registry.names(kind):
+                try:
+                    found.add(registry.resolve(kind, value))
+                except RerankError:  # fails when the stage runs
+                    pass
+    return found
+
+
+def resolved_stamps(target: str | object) -> list[dict[str, Any]]:
+    """What the results of ``target``'s stages depend on beyond their written arguments and code, as
+    this process resolves it, loading nothing; one entry per stage that has any: the weights stamp of
+    its backend spec (a default one too: ``yes-no`` runs ``hf:smollm2``), the server an ``openai:``
+    spec reaches (``$OPENAI_BASE_URL``), whether a GPU is there to take a backend's default device,
+    and its encoder's identity (the runtime resolved: ``"auto"`` is bf16 or float32 by machine; a
+    packaged model's version); the same for the stages ANNCUR builds from names."""
+    found: list[dict[str, Any]] = []
+    for leaf in _stages(target):
+        entry: dict[str, Any] = {}
+        spec = getattr(getattr(leaf, "settings", None), "backend", None)
+        if isinstance(spec, str):
+            entry["backend"] = {"spec": spec, **_backend_stamp(spec)}
+        encoder, model, runtime = (vars(leaf).get(a) for a in ("encoder", "model", "runtime"))  # never a loading property
+        if hasattr(encoder, "identity"):
+            entry["encoder"] = encoder.identity("doc")
+        elif isinstance(model, str) and isinstance(runtime, str):  # a cross-encoder
+            from rerank.encoders import resolve_runtime
+
+            entry["model"] = {"model": model, "runtime": resolve_runtime(runtime, vars(leaf).get("device")),
+                              "weights": weights_stamp(model)}
+        for attr, nested in _named_stages(leaf):
+            if inner := resolved_stamps(nested):
+                entry[attr] = inner
+        if entry:
+            found.append({"stage": type(leaf).__name__, **entry})
+    return found
+
+
+def _named_stages(stage: object) -> list[tuple[str, Any]]:
+    """The stages ``stage`` builds from registry names in its arguments (ANNCUR's ``scorer`` and
+    ``first_stage``, with their defaults), or holds there as objects, by argument."""
+    from rerank import registry
+    from rerank.stage import Stage
+
+    built = []
+    for attr, kind in (("scorer", "reranker"), ("first_stage", "retriever")):
+        value = vars(stage).get(attr)
+        if isinstance(value, Stage):
+            built.append((attr, value))
+        elif isinstance(value, str) and value in registry.names(kind):
+            try:
+                built.append((attr, registry.get(kind, value)))
+            except RerankError:  # fails when the stage runs
+                pass
+    return built
+
+
+def _backend_stamp(spec: str) -> dict[str, Any]:
+    from rerank.backends import parse_spec
+
+    try:
+        kind, params = parse_spec(spec)
+    except RerankError:  # fails when the stage runs
+        return {}
+    if kind == "openai":
+        return {"base_url": params.get("base_url") or os.environ.get("OPENAI_BASE_URL")}
+    out: dict[str, Any] = {"weights": weights_stamp(str(params.get("model", "")))}
+    if "device" not in params and kind in ("hf", "vllm"):
+        out["gpu"] = _gpu()
+    return out
+
+
+@cache
+def _gpu() -> bool:
+    """Whether torch sees a CUDA device (where a backend's default device and dtype differ)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
 
 
 def backend_class(stage: object) -> type | None:

@@ -40,7 +40,7 @@ from rerank.cellstore import CellStore
 from rerank.errors import ConfigError, DataError
 from rerank.executors import Executor, executor_from_spec
 from rerank.metering import Meter, Usage
-from rerank.models import code_stamps, files_stamp, local_models
+from rerank.models import code_stamps, files_stamp, local_models, resolved_stamps
 from rerank.naming import check_distinct
 from rerank.retrievers.base import check_indexed_on
 from rerank.stage import Cutoff, Pipeline, Stage
@@ -366,7 +366,7 @@ class Runner:
         self.store = CellStore(out) if out is not None else None
         self.executor = executor
         self._session = uuid.uuid4().hex  # what saved cells of Python stage objects must match: this runner
-        self._code: dict[str, dict[str, str]] = {}  # expression -> code_stamps, read once per runner
+        self._code: dict[tuple[str, int | None], dict[str, Any]] = {}  # see _stamps_of
         self._pinned: dict[str, str | None] | None = None  # data hashes as a run first saw them (see _data)
 
     def _check_expressions(self) -> None:
@@ -399,21 +399,31 @@ class Runner:
             settings["models"] = models
         if isinstance(cell.stage, Stage):
             return {**settings, "session": self._session}
-        if code := self._code_of(cell.expression):  # a plugin's code edited since gives new numbers
-            settings["code"] = code
-        return settings
+        return {**settings, **self._stamps_of(cell.expression)}
 
     def prefix_settings(self, cell: Cell) -> dict[str, Any]:
         """What a saved prefix output must match: its stages are in its key (the job's ``system``),
-        and so are the local models among them."""
-        settings = {k: v for k, v in self.saved_settings(cell).items() if k not in ("expression", "models", "code")}
-        models, code = local_models(cell.system), self._code_of(cell.system)
-        return {**settings, **({"models": models} if models else {}), **({"code": code} if code else {})}
+        and so are the local models among them, their code and what they resolve to here."""
+        settings = {k: v for k, v in self.saved_settings(cell).items() if k not in ("expression", "models", "code", "resolved")}
+        models = local_models(cell.system)
+        return {**settings, **({"models": models} if models else {}), **self._stamps_of(cell.expression, cell.stop_after)}
 
-    def _code_of(self, expression: str) -> dict[str, str]:
-        if expression not in self._code:
-            self._code[expression] = code_stamps(expression)
-        return self._code[expression]
+    def _stamps_of(self, expression: str, stages: int | None = None) -> dict[str, Any]:
+        """The code stamps (a plugin's code edited since) and resolved stamps (default weights, the
+        runtime or server this machine resolves to) of the expression's stages (its first ``stages``
+        compiled ones), each only when there are any; read once per runner."""
+        key = (expression, stages)
+        if key not in self._code:
+            from rerank.errors import RerankError
+            from rerank.expr import build
+
+            try:
+                target: Any = compiled(build(expression))[:stages] if stages is not None else build(expression)
+            except RerankError:  # the cell fails on its own
+                target = []
+            code, resolved = code_stamps(target), resolved_stamps(target)
+            self._code[key] = {**({"code": code} if code else {}), **({"resolved": resolved} if resolved else {})}
+        return self._code[key]
 
     def run(self, progress: bool | None = None) -> dict[tuple[str, str], CellRecord]:
         """Run every cell not done yet; return the records of all cells (saved ones included)."""

@@ -275,8 +275,8 @@ def test_a_saved_dense_index_names_the_settings_it_was_built_with(tmp_path):
     Dense(runtime="torch").index(load(str(beir(tmp_path / "c"))).corpus()).save(tmp_path / "idx")
     params = tmp_path / "idx" / "params.json"
     meta = json.loads(params.read_text())
-    with pytest.raises(DataError, match=r"was built with encoder=\{.*'max_length': None\}, max_length at its default, not "
-                                        r"encoder=\{.*'max_length': 32\}, max_length=32; construct Dense with the settings"):
+    with pytest.raises(DataError, match=r"was built with encoder=\{.*'max_length': None.*\}, max_length at its default, not "
+                                        r"encoder=\{.*'max_length': 32.*\}, max_length=32; construct Dense with the settings"):
         Dense(runtime="torch", max_length=32).read_index(tmp_path / "idx")
     meta["params"]["max_length"] = 32
     params.write_text(json.dumps(meta))

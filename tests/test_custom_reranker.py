@@ -14,14 +14,17 @@ and can be registered under a name.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
 from rerank import Candidates, ConfigError, DataError, Doc, Ranking, get, register
+from rerank.backends.fake import FakeBackend
 from rerank.data import load
 from rerank.rerankers.base import PointwiseReranker, Reranker
 from rerank.retrievers.run import RunRetriever
@@ -294,6 +297,84 @@ def test_code_stamps_cover_base_classes_in_other_modules(tmp_path, plugin_env):
     assert set(before) == {"stamped_base", "stamped_leaf"}
     (tmp_path / "stamped_base.py").write_text((tmp_path / "stamped_base.py").read_text() + "\n# edited\n")
     assert code_stamps("bm25 >> stamped-leaf")["stamped_base"] != before["stamped_base"]
+
+
+# -- found by an adversarial review of the caches (helper-53): every cache follows a plugin's code ------
+def _edit(path) -> None:
+    path.write_text(path.read_text() + "\n# edited\n")
+
+
+def test_a_saved_shared_prefix_runs_again_after_its_plugins_code_changes(tmp_path, plugin_env, caplog):
+    """The prefix's key is its stages' description, which does not parse: its stamps come from the stages."""
+    import logging
+
+    from rerank.cli import main
+
+    plugin = tmp_path / "prefix_overlap.py"
+    plugin.write_text(PLUGIN.format(name="prefix-overlap"))
+    args = ["--plugin", str(plugin), "eval", "--dataset", "scifact", "--limit", "2", "--save-runs", str(tmp_path / "out"),
+            "--pipeline", "A=bm25 % 3 >> prefix-overlap", "--pipeline", "B=bm25 % 3 >> prefix-overlap % 2"]
+
+    def prefixes() -> int:
+        return caplog.text.count("shared prefix on scifact")
+
+    with caplog.at_level(logging.INFO, logger="rerank"):
+        assert main(args) == 0 and prefixes() == 1
+        shutil.rmtree(tmp_path / "out" / "scifact" / "A", ignore_errors=True)
+        for record in (tmp_path / "out").rglob("A.json"):
+            record.unlink()                                   # A runs again: its prefix is read from disk
+        assert main(args) == 0 and prefixes() == 1
+        _edit(plugin)
+        assert main(args) == 0 and prefixes() == 2            # edited: the saved prefix is not trusted
+
+
+def test_the_index_cache_call_cache_and_teacher_scores_follow_a_plugins_code(tmp_path, plugin_env):
+    from rerank.backends.base import backend_id
+    from rerank.index_cache import index_folder
+    from rerank.registry import import_plugin
+    from rerank.train.distill import TeacherScores
+
+    plugin = tmp_path / "stamped_stages.py"
+    plugin.write_text(PLUGIN.format(name="stamped-teacher") + textwrap.dedent("""
+        from rerank.backends.fake import FakeBackend
+        from rerank.retrievers.bm25 import BM25
+
+        class TitleBM25(BM25):  # not registered: the registry's doctests list the retrievers
+            pass
+
+        class MyFake(FakeBackend):
+            pass
+        """))
+    import_plugin(str(plugin))
+    ds = load("scifact")
+    module = sys.modules["stamped_stages"]
+    retriever, backend = module.TitleBM25(), module.MyFake()
+    teacher = TeacherScores("bm25 % 3 >> stamped-teacher", ds, depth=3, cache=tmp_path / "calls.sqlite")
+    before = (index_folder(retriever, ds, tmp_path), backend_id(backend), teacher._key("q1", "why"))
+    _edit(plugin)
+    teacher = TeacherScores("bm25 % 3 >> stamped-teacher", ds, depth=3, cache=tmp_path / "calls.sqlite")
+    after = (index_folder(retriever, ds, tmp_path), backend_id(backend), teacher._key("q1", "why"))
+    assert all(b != a for b, a in zip(before, after)), (before, after)
+    assert "~" not in backend_id(FakeBackend())              # rerank's own backends keep their ids
+
+
+def test_a_class_named_by_an_argument_and_a_class_without_a_source_file_are_stamped(tmp_path, plugin_env):
+    import types
+
+    from rerank.models import class_stamps, code_stamps
+    from rerank.registry import import_plugin
+
+    (tmp_path / "anncur_scorer.py").write_text(PLUGIN.format(name="anncur-scorer"))
+    import_plugin(str(tmp_path / "anncur_scorer.py"))
+    assert "anncur_scorer" in code_stamps("anncur(scorer='anncur-scorer')")   # ANNCUR builds it from its name
+    notebook = types.ModuleType("a_notebook_cell")                        # as in Jupyter or `python -`
+    scorer = type("Scorer", (), {"__module__": "a_notebook_cell"})
+    sys.modules["a_notebook_cell"] = notebook
+    try:
+        stamp = class_stamps([scorer])["a_notebook_cell"]
+    finally:
+        del sys.modules["a_notebook_cell"]
+    assert stamp.startswith("session ")                                  # this process's: never another's saved cells
 
 
 @pytest.mark.parametrize("files, spec, message", [

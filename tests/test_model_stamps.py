@@ -218,3 +218,49 @@ def test_a_stamp_sees_files_under_linked_folders_once_each(tmp_path):
     before = files_stamp(data)
     (tmp_path / "real_qrels" / "test.tsv").write_text("q1\td2\t1\n")
     assert before and files_stamp(data) != before
+
+
+# -- what a stage resolves to on this machine (review helper-53) ------------------------------------
+def test_a_default_backend_and_an_openai_server_from_the_environment_are_in_the_keys(monkeypatch):
+    from rerank.models import resolved_stamps
+
+    assert resolved_stamps("bm25 % 4 >> yes-no") == [{"stage": "YesNo", "backend": {
+        "spec": "hf:smollm2", "weights": weights_stamp("smollm2"), "gpu": False}}]    # the default names no model
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    first = resolved_stamps("bm25 >> yes-no(backend='openai:m')")
+    a = load_backend("openai:m")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:10/v1")
+    assert resolved_stamps("bm25 >> yes-no(backend='openai:m')") != first
+    assert load_backend("openai:m").base_url == "http://127.0.0.1:10/v1" != a.base_url  # not the first server's
+
+
+def test_a_grid_cell_and_an_index_follow_the_runtime_auto_resolves_to(monkeypatch, tmp_path):
+    """A results folder or cache copied to a machine without bfloat16 must not answer with bf16 numbers."""
+    import rerank.encoders as encoders
+    from rerank.models import resolved_stamps
+    from rerank.runner import DatasetSpec, Runner
+
+    tiny = load("scifact")
+    runner = Runner({"D": "dense"}, [DatasetSpec("scifact")])
+    monkeypatch.setattr(encoders, "native_bf16", lambda device=None: True)
+    bf16 = (resolved_stamps("dense"), runner.saved_settings(runner.cells()[0]), index_folder(Dense(), tiny, tmp_path))
+    monkeypatch.setattr(encoders, "native_bf16", lambda device=None: False)
+    runner = Runner({"D": "dense"}, [DatasetSpec("scifact")])
+    f32 = (resolved_stamps("dense"), runner.saved_settings(runner.cells()[0]), index_folder(Dense(), tiny, tmp_path))
+    assert bf16[0][0]["encoder"]["runtime"] == "bf16" and f32[0][0]["encoder"]["runtime"] == "torch"
+    assert bf16[1] != f32[1] and bf16[2] != f32[2]
+
+
+def test_a_packaged_encoders_identity_names_its_files_the_same_on_every_machine(tmp_path):
+    """Prebuilt embeddings record it; another version of the package (other pooling, other weights) differs."""
+    from rerank.encoders import Encoder
+    from rerank.models import content_stamp, files_stamp
+
+    packaged = resolve_encoder("all-MiniLM-L6-v2")
+    stamp = Encoder().identity("doc")["weights"]
+    assert stamp == "package:" + content_stamp(packaged, files_stamp(packaged))
+    copy = shutil.copytree(packaged, tmp_path / "copy")
+    assert content_stamp(str(copy), files_stamp(copy)) == stamp.removeprefix("package:")   # where it lies is no part
+    pooling = copy / "1_Pooling" / "config.json"
+    pooling.write_text(pooling.read_text().replace('"pooling_mode_cls_token": false', '"pooling_mode_cls_token": true'))
+    assert content_stamp(str(copy), files_stamp(copy)) != stamp.removeprefix("package:")

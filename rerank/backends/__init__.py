@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from typing import Any
@@ -131,7 +132,10 @@ def load_backend(spec: str | Backend, **kwargs: Any) -> Backend:
     from rerank.registry import get
 
     kind, params = parse_spec(spec)
-    stamp = weights_stamp(str(params.get("model", ""))) if kind != "openai" else ""  # new weights in a folder load anew
+    if kind == "openai":  # the server $OPENAI_BASE_URL names now, when the spec names none
+        stamp = "" if "base_url" in params or "base_url" in kwargs else os.environ.get("OPENAI_BASE_URL", "")
+    else:
+        stamp = weights_stamp(str(params.get("model", "")))  # new weights in a folder load anew
     key: tuple | None = (spec, tuple(sorted(kwargs.items())), stamp)
     try:
         hash(key)

@@ -105,12 +105,14 @@ def settings_suffix(settings: Mapping[str, Any]) -> str:
 
 def backend_id(backend: Backend) -> str:
     """What identifies a backend's numbers: its ``cache_id`` if it has one, else its class, model and a
-    digest of its other constructor arguments, read back from attributes of their names (or ``_name``).
+    digest of its other constructor arguments, read back from attributes of their names (or ``_name``);
+    for a class that is not rerank's own, a digest of its code too (:func:`code_suffix`).
     A backend that keeps an argument under neither gets an id of its own object only (with a warning),
     so that a call cache never answers for other settings."""
+    code = code_suffix(type(backend))
     own = getattr(backend, "cache_id", None)
     if own:
-        return own
+        return own + code
     settings: dict[str, Any] = {}
     for name, (_, kept) in constructor_arguments(backend).items():
         if name == "model":
@@ -124,7 +126,16 @@ def backend_id(backend: Backend) -> str:
             settings["object"] = backend.__dict__.setdefault("_rerank_object_id", uuid.uuid4().hex)
         else:
             settings[name] = value
-    return f"{type(backend).__name__}:{backend.model}{settings_suffix(settings)}"
+    return f"{type(backend).__name__}:{backend.model}{settings_suffix(settings)}{code}"
+
+
+def code_suffix(cls: type) -> str:
+    """``"~<digest>"`` of the code of a backend class that is not rerank's own (a plugin's: edited since,
+    its cached calls are not answers), ``""`` for rerank's."""
+    from rerank.models import class_stamps
+
+    stamps = class_stamps([cls])
+    return "~" + hashlib.sha256(json.dumps(stamps, sort_keys=True).encode()).hexdigest()[:12] if stamps else ""
 
 
 def _named(value: Any) -> Any:

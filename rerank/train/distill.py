@@ -20,7 +20,7 @@ import numpy as np
 from rerank.cache import CallStore, default_path
 from rerank.data import Dataset
 from rerank.index_cache import dataset_fingerprint
-from rerank.models import local_models
+from rerank.models import code_stamps, local_models, resolved_stamps
 from rerank.types import Ranking
 
 
@@ -31,15 +31,17 @@ class TeacherScores:
         from rerank.expr import build
 
         self.expr, self.dataset, self.depth = teacher, dataset, depth
-        self.identity = repr(build(teacher))  # validates the expression without indexing anything
+        stage = build(teacher)  # validates the expression without indexing anything
+        self.identity = repr(stage)
         self.models = local_models(teacher)  # a teacher model folder trained again gives new scores
+        self.stamps = [code_stamps(stage), resolved_stamps(stage)]  # a plugin edited; default weights, a server
         self.store = CallStore(cache or default_path())
         self.fingerprint = dataset_fingerprint(dataset)
         self.runs = dataset.runs_fingerprint  # a shipped run edited in place gives new scores
         self.hits = self.misses = 0
 
     def _key(self, qid: str, query: str) -> str:
-        extra = [part for part in (self.models, self.runs) if part]  # absent when empty
+        extra = [part for part in (self.models, self.runs, *self.stamps) if part]  # absent when empty
         blob = json.dumps(["teacher", self.identity, self.fingerprint, self.depth, qid, query, *extra], ensure_ascii=False,
                           sort_keys=True)
         return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
