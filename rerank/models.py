@@ -292,14 +292,15 @@ def class_stamps(classes: Iterable[type]) -> dict[str, str]:
 
 
 def named_classes(stage: object) -> set[type]:
-    """The registered classes that ``stage``'s string arguments name (``scorer='my-reranker'``)."""
+    """The registered classes that ``stage``'s string arguments, as kept under their names (or
+    ``_name``), name (``scorer='my-reranker'``); never a property, which might load something."""
     import inspect
 
     from rerank import registry
 
-    found = set()
+    found, kept = set(), vars(stage)
     for name in inspect.signature(type(stage)).parameters:
-        value = getattr(stage, name, None)
+        value = kept.get(name, kept.get(f"_{name}"))
         for kind in registry.KINDS if isinstance(value, str) else ():
             if value in registry.names(kind):
                 try:
