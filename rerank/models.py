@@ -316,7 +316,7 @@ def resolved_stamps(target: str | object) -> list[dict[str, Any]]:
     its backend spec (a default one too: ``yes-no`` runs ``hf:smollm2``), the server an ``openai:``
     spec reaches (``$OPENAI_BASE_URL``), whether a GPU is there to take a backend's default device,
     and its encoder's identity (the runtime resolved: ``"auto"`` is bf16 or float32 by machine; a
-    packaged model's version); the same for the stages ANNCUR builds from names."""
+    packaged model's :func:`content_stamp`); the same for the stages ANNCUR builds from names."""
     found: list[dict[str, Any]] = []
     for leaf in _stages(target):
         entry: dict[str, Any] = {}

@@ -28,7 +28,6 @@ class BeirDataset(Dataset):
             raise DataError(f"{self.path} is not a folder")
         self.rel_threshold = rel_threshold if rel_threshold is not None else folder_threshold(self.path)
 
-
     def _file(self, stem: str) -> Path:
         found = find_file(self.path, stem)
         if found is None:
