@@ -73,7 +73,11 @@ class _Once(argparse.Action):
                  option_string: str | None = None) -> None:
         given = namespace.__dict__.setdefault("_given", set())
         if self.dest in given:
-            parser.error(f"{option_string} given twice ({getattr(namespace, self.dest)!r} and {values!r}); "
+            before, now = getattr(namespace, self.dest), values
+            if isinstance(values, list):  # nargs: its values go after one option
+                parser.error(f"{option_string} given twice; give all its values after one: {option_string} "
+                             + " ".join(map(str, [*before, *now])))
+            parser.error(f"{option_string} given twice ({str(before)!r} and {str(now)!r}); "
                          f"{'/'.join(self.option_strings)} takes one value")
         given.add(self.dest)
         setattr(namespace, self.dest, values)

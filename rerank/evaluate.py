@@ -93,7 +93,7 @@ def evaluate_per_query(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[s
               for q, docs in qrels_dict.items() if any(r > 0 for r in docs.values())}
     if not judged:
         raise DataError("the qrels hold no relevant document")
-    if len(judged) < len(qrels_dict) and not hasattr(qrels, "qrels"):  # a dataset says so when it loads
+    if len(judged) < len(qrels_dict) and not _is_dataset(qrels):  # a dataset says so when it loads
         logger.warning("%d of %d judged queries have no relevant document (every grade 0 or less), so no metric is "
                        "defined for them; they are not evaluated (trec_eval would count them as 0)",
                        len(qrels_dict) - len(judged), len(qrels_dict))
@@ -135,8 +135,14 @@ def _unjudged_id(judged: Mapping[str, Mapping[str, int]]) -> str:
     return none
 
 
+def _is_dataset(qrels: Any) -> bool:
+    """A :class:`~rerank.data.Dataset` (or any object with a ``qrels()`` method), not judgments themselves
+    (a ranx ``Qrels`` has a ``qrels`` attribute, a dict)."""
+    return callable(getattr(qrels, "qrels", None))
+
+
 def _judgments(qrels: Any, rel_threshold: int | None) -> tuple[dict[str, dict[str, int]], int, dict[str, set[str]]]:
-    if hasattr(qrels, "qrels") and callable(qrels.qrels):
+    if _is_dataset(qrels):
         threshold = _threshold(rel_threshold if rel_threshold is not None else qrels.rel_threshold)
         asked = {q.qid for q in qrels.queries()}  # judged queries missing from the queries are not evaluated
         return {q: docs for q, docs in qrels.qrels().items() if q in asked}, threshold, qrels.exclusions()

@@ -283,11 +283,13 @@ def class_stamps(classes: Iterable[type]) -> dict[str, str]:
     modules = {k.__module__ for cls in classes for k in cls.__mro__ if k.__module__.partition(".")[0] not in own}
     found = {}
     for name in sorted(modules):
+        module = sys.modules.get(name)
         try:
-            source = inspect.getsourcefile(sys.modules[name]) or ""
-        except (KeyError, TypeError):  # defined in the interpreter or a notebook
-            source = ""
-        found[name] = (files_stamp(source) if source else "") or f"session {_SESSION}"
+            candidates = [inspect.getsourcefile(module), getattr(module, "__file__", None)]  # else its .pyc or .so
+        except TypeError:  # defined in the interpreter or a notebook
+            candidates = []
+        stamps = [files_stamp(c) for c in candidates if c]
+        found[name] = next((s for s in stamps if s), f"session {_SESSION}")
     return found
 
 
@@ -326,7 +328,7 @@ def resolved_stamps(target: str | object) -> list[dict[str, Any]]:
         encoder, model, runtime = (vars(leaf).get(a) for a in ("encoder", "model", "runtime"))  # never a loading property
         if hasattr(encoder, "identity"):
             entry["encoder"] = encoder.identity("doc")
-        elif isinstance(model, str) and isinstance(runtime, str):  # a cross-encoder
+        elif isinstance(model, str) and runtime in _runtimes():  # a cross-encoder (a plugin's own runtimes are its own)
             from rerank.encoders import resolve_runtime
 
             entry["model"] = {"model": model, "runtime": resolve_runtime(runtime, vars(leaf).get("device")),
@@ -337,6 +339,12 @@ def resolved_stamps(target: str | object) -> list[dict[str, Any]]:
         if entry:
             found.append({"stage": type(leaf).__name__, **entry})
     return found
+
+
+def _runtimes() -> tuple[str, ...]:
+    from rerank.encoders import RUNTIMES
+
+    return RUNTIMES
 
 
 def _named_stages(stage: object) -> list[tuple[str, Any]]:
@@ -366,11 +374,24 @@ def _backend_stamp(spec: str) -> dict[str, Any]:
     except RerankError:  # fails when the stage runs
         return {}
     if kind == "openai":
-        return {"base_url": params.get("base_url") or os.environ.get("OPENAI_BASE_URL")}
+        return {"server": _server(params.get("base_url") or os.environ.get("OPENAI_BASE_URL") or "")}
     out: dict[str, Any] = {"weights": weights_stamp(str(params.get("model", "")))}
     if "device" not in params and kind in ("hf", "vllm"):
         out["gpu"] = _gpu()
     return out
+
+
+def _server(url: str) -> str:
+    """A server URL as a record may show it: no user, password or query (they may hold secrets), and a
+    digest of the whole URL, so that two URLs differing only there still differ."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        shown = f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"
+    except ValueError:
+        shown = "?"
+    return f"{shown}#{hashlib.sha256(url.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}" if url else ""
 
 
 @cache

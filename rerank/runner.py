@@ -37,7 +37,7 @@ from typing import Any
 import pandas as pd
 
 from rerank.cellstore import CellStore
-from rerank.errors import ConfigError, DataError
+from rerank.errors import ConfigError, DataError, RerankError
 from rerank.executors import Executor, executor_from_spec
 from rerank.metering import Meter, Usage
 from rerank.models import code_stamps, files_stamp, local_models, resolved_stamps
@@ -136,6 +136,7 @@ class CellRecord:
     started: float = 0.0
     versions: dict[str, str] = field(default_factory=dict)
     ran_on: str | None = None                    # content hash of the dataset where the cell ran
+    resolved: list[dict[str, Any]] | None = None  # what its stages resolved to where it ran (resolved_stamps)
 
     @property
     def ok(self) -> bool:
@@ -157,6 +158,8 @@ def run_cell(cell: Cell) -> CellRecord:
     started = time.time()
     record = CellRecord(cell.dataset.label, cell.system, cell.expression, "error", started=started, versions=versions())
     try:
+        if cell.stage is None:  # an expression: saved under what it resolved to here (a worker may differ)
+            record.resolved = resolved_stamps(cell_stages(cell.expression, cell.stop_after)) or None
         dataset = load_dataset(cell.dataset)
         record.ran_on = getattr(dataset, "content_fingerprint", None)
         topics, qids = judged_topics(dataset, cell.settings.limit)
@@ -246,6 +249,18 @@ def _added(a: dict[str, int] | None, b: dict[str, int] | None) -> dict[str, int]
     if a is None or b is None:
         return a if b is None else b
     return (Usage(**a) + Usage(**b)).to_dict()
+
+
+def cell_stages(expression: str, stop_after: int | None = None) -> list[Any]:
+    """The stages of ``expression``, or its first ``stop_after`` compiled ones (a prefix); none when it
+    does not build (its cell fails on its own)."""
+    from rerank.expr import build
+
+    try:
+        stage = build(expression)
+    except RerankError:
+        return []
+    return compiled(stage)[:stop_after] if stop_after is not None else [stage]
 
 
 def compiled(stage: Any) -> list[Any]:
@@ -366,7 +381,7 @@ class Runner:
         self.store = CellStore(out) if out is not None else None
         self.executor = executor
         self._session = uuid.uuid4().hex  # what saved cells of Python stage objects must match: this runner
-        self._code: dict[tuple[str, int | None], dict[str, Any]] = {}  # see _stamps_of
+        self._stamps: dict[tuple[str, int | None], dict[str, Any]] = {}  # see _stamps_of
         self._pinned: dict[str, str | None] | None = None  # data hashes as a run first saw them (see _data)
 
     def _check_expressions(self) -> None:
@@ -413,17 +428,11 @@ class Runner:
         runtime or server this machine resolves to) of the expression's stages (its first ``stages``
         compiled ones), each only when there are any; read once per runner."""
         key = (expression, stages)
-        if key not in self._code:
-            from rerank.errors import RerankError
-            from rerank.expr import build
-
-            try:
-                target: Any = compiled(build(expression))[:stages] if stages is not None else build(expression)
-            except RerankError:  # the cell fails on its own
-                target = []
+        if key not in self._stamps:
+            target = cell_stages(expression, stages)
             code, resolved = code_stamps(target), resolved_stamps(target)
-            self._code[key] = {**({"code": code} if code else {}), **({"resolved": resolved} if resolved else {})}
-        return self._code[key]
+            self._stamps[key] = {**({"code": code} if code else {}), **({"resolved": resolved} if resolved else {})}
+        return self._stamps[key]
 
     def run(self, progress: bool | None = None) -> dict[tuple[str, str], CellRecord]:
         """Run every cell not done yet; return the records of all cells (saved ones included)."""
@@ -493,8 +502,9 @@ class Runner:
                 prefixes[key] = Prefix(key, jobs[key].stop_after, rec.ranking, rec.ms_per_query or 0.0, rec.load_s,  # type: ignore[arg-type]
                                        usage=rec.usage, warmup_usage=rec.warmup_usage)
                 logger.info("shared prefix on %s, %d queries: %s", rec.dataset, len(rec.qids), key)
-                if self.store is not None:
-                    self.store.write_prefix(rec.dataset, key, self.prefix_settings(jobs[key]), rec.ranking.to_pandas(),
+                if self.store is not None:  # under what its stages resolved to where it ran
+                    settings = {**self.prefix_settings(jobs[key]), **({"resolved": rec.resolved} if rec.resolved else {})}
+                    self.store.write_prefix(rec.dataset, key, settings, rec.ranking.to_pandas(),
                                             {"ms_per_query": rec.ms_per_query or 0.0, "load_s": rec.load_s, "qids": rec.qids,
                                              "usage": rec.usage, "warmup_usage": rec.warmup_usage})
             else:

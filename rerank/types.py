@@ -44,6 +44,11 @@ class Doc(NamedTuple):
         return f"{self.title} {self.text}".strip() if self.title else self.text
 
 
+def unwritable_id(value: str) -> bool:
+    """An id that run and qrels files cannot hold as written: empty, or with whitespace around it."""
+    return not value.strip() or value != value.strip()
+
+
 def checked_doc(doc: Doc, where: str) -> Doc:
     """``doc`` when its docid, text and title are strings (else ConfigError naming ``where``) of real
     characters, with a docid that run and qrels files can hold: not empty, no whitespace around it
@@ -53,7 +58,7 @@ def checked_doc(doc: Doc, where: str) -> Doc:
             if not isinstance(value, str):
                 raise ConfigError(f"{where}: a document's {name} must be a string, got {type(value).__name__} {value!r:.60} "
                                   f"(document {doc.docid!r:.40})")
-    if not doc.docid.strip() or doc.docid != doc.docid.strip():
+    if unwritable_id(doc.docid):
         raise DataError(f"{where}: docid {doc.docid!r:.40} is empty or starts or ends with whitespace, which run and "
                         "qrels files cannot hold")
     bad = next((name for name, value in zip(Doc._fields, doc) if half_surrogate(value)), None)

@@ -393,9 +393,12 @@ def test_eval_limit_must_be_positive(tmp_path, capsys, limit, index_cache):
 @pytest.mark.parametrize("args, message", [
     (["eval", "--dataset", "scifact", "--dataset", "nfcorpus", "--pipeline", "bm25"],
      "--dataset given twice ('scifact' and 'nfcorpus'); --dataset takes one value"),
-    (["eval", "--dataset", "scifact", "--pipeline", "bm25", "--limit", "2", "--limit", "3"], "--limit given twice (2 and 3)"),
+    (["eval", "--dataset", "scifact", "--pipeline", "bm25", "--limit", "2", "--limit", "3"], "--limit given twice ('2' and '3')"),
     (["search", "--dataset", "scifact", "--pipeline", "bm25", "--pipeline", "dense", "q"], "--pipeline given twice"),
     (["--http-timeout", "5", "--http-timeout", "9", "list"], "--http-timeout given twice"),
+    (["index", "--dataset", "scifact", "--retriever", "bm25", "--out", "a", "--out", "b"], "--out given twice ('a' and 'b')"),
+    (["train", "cross-encoder", "--dataset", "scifact", "--out", "m", "--data", "qrels", "--data", "synthetic"],
+     "--data given twice; give all its values after one: --data qrels synthetic"),
 ])
 def test_an_option_of_one_value_given_twice_is_refused(capsys, args, message, index_cache):
     """argparse keeps the last silently: ``--dataset a --dataset b`` would evaluate b alone."""

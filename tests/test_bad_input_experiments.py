@@ -282,3 +282,18 @@ def test_a_saved_dense_index_names_the_settings_it_was_built_with(tmp_path):
     params.write_text(json.dumps(meta))
     with pytest.raises(DataError, match="params.json was edited since the index was saved"):
         Dense.load(tmp_path / "idx")
+
+
+def test_a_dense_index_saved_before_encoders_recorded_their_weights_says_rebuild_it(tmp_path):
+    from conftest import resealed
+
+    from rerank.retrievers.dense import Dense
+
+    Dense(runtime="torch").index(load(str(beir(tmp_path / "c"))).corpus()).save(tmp_path / "idx")
+    params = tmp_path / "idx" / "params.json"
+    meta = json.loads(params.read_text())
+    del meta["identity"]["encoder"]["weights"]                              # as an index saved before 2026-12-05
+    params.write_text(json.dumps(meta))
+    resealed(tmp_path / "idx")
+    with pytest.raises(DataError, match="was saved by an earlier rerank, which did not record the encoder's weights stamp; rebuild"):
+        Dense(runtime="torch").read_index(tmp_path / "idx")

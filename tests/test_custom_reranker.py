@@ -329,7 +329,7 @@ def test_a_saved_shared_prefix_runs_again_after_its_plugins_code_changes(tmp_pat
 
 
 def test_the_index_cache_call_cache_and_teacher_scores_follow_a_plugins_code(tmp_path, plugin_env):
-    from rerank.backends.base import backend_id
+    from rerank.backends.base import backend_id, code_suffix
     from rerank.index_cache import index_folder
     from rerank.registry import import_plugin
     from rerank.train.distill import TeacherScores
@@ -352,6 +352,7 @@ def test_the_index_cache_call_cache_and_teacher_scores_follow_a_plugins_code(tmp
     teacher = TeacherScores("bm25 % 3 >> stamped-teacher", ds, depth=3, cache=tmp_path / "calls.sqlite")
     before = (index_folder(retriever, ds, tmp_path), backend_id(backend), teacher._key("q1", "why"))
     _edit(plugin)
+    code_suffix.cache_clear()  # read once per class, the code that runs: as a new process would see the edit
     teacher = TeacherScores("bm25 % 3 >> stamped-teacher", ds, depth=3, cache=tmp_path / "calls.sqlite")
     after = (index_folder(retriever, ds, tmp_path), backend_id(backend), teacher._key("q1", "why"))
     assert all(b != a for b, a in zip(before, after)), (before, after)
@@ -375,6 +376,36 @@ def test_a_class_named_by_an_argument_and_a_class_without_a_source_file_are_stam
     finally:
         del sys.modules["a_notebook_cell"]
     assert stamp.startswith("session ")                                  # this process's: never another's saved cells
+
+
+def test_a_plugin_with_a_runtime_of_its_own_is_stamped_and_runs(tmp_path, capsys, plugin_env):
+    """resolved_stamps reads rerank's runtimes only: another name is the plugin's business (review helper-55)."""
+    from rerank.cli import main
+
+    plugin = tmp_path / "own_runtime.py"
+    plugin.write_text(PLUGIN.format(name="own-runtime").replace(
+        "    def score_pairs", "    def __init__(self, model='my/model', runtime='ctranslate2'):\n"
+        "        self.model, self.runtime = model, runtime\n\n    def score_pairs"))
+    assert main(["--quiet", "--plugin", str(plugin), "eval", "--dataset", "scifact", "--limit", "2", "--pipeline", "bm25",
+                 "--pipeline", "bm25 % 5 >> own-runtime", "--save-runs", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+
+
+def test_a_module_without_source_is_stamped_by_its_compiled_file(tmp_path, plugin_env):
+    """A plugin shipped as .pyc (or .so) keeps its stamp across processes; only code with no file at all is
+    this process's."""
+    import py_compile
+
+    from rerank.models import class_stamps
+
+    source = tmp_path / "compiled_only.py"
+    source.write_text("class Scorer:\n    pass\n")
+    py_compile.compile(str(source), cfile=str(tmp_path / "compiled_only.pyc"))
+    source.unlink()
+    sys.path.insert(0, str(tmp_path))
+    import compiled_only
+
+    stamp = class_stamps([compiled_only.Scorer])["compiled_only"]
+    assert stamp and not stamp.startswith("session ") and class_stamps([compiled_only.Scorer])["compiled_only"] == stamp
 
 
 @pytest.mark.parametrize("files, spec, message", [

@@ -263,19 +263,53 @@ def test_the_relevance_threshold_travels_with_the_folder_and_the_irds_id(tmp_pat
 
 
 @pytest.mark.parametrize("text, message", [
-    ("rel_threshold = 0", "rel_threshold must be a positive integer, got 0"),
-    ("rel_threshold = '2'", "rel_threshold must be a positive integer, got '2'"),
-    ("rel_threshold = true", "rel_threshold must be a positive integer, got True"),
-    ("rel_threshold = 2.5", "rel_threshold must be a positive integer, got 2.5"),
+    ("rel_threshold = 0", "rel_threshold must be an integer from 1 to 1,000,000,000, got 0"),
+    ("rel_threshold = 99999999999", "rel_threshold must be an integer from 1 to 1,000,000,000, got 99999999999"),
+    ("rel_threshold = '2'", "rel_threshold must be an integer from 1 to 1,000,000,000, got '2'"),
+    ("rel_threshold = true", "rel_threshold must be an integer from 1 to 1,000,000,000, got True"),
+    ("rel_threshold = 2.5", "rel_threshold must be an integer from 1 to 1,000,000,000, got 2.5"),
     ("rel_treshold = 2", r"holds only rel_threshold .*, got \['rel_treshold'\]"),
     ("", r"holds only rel_threshold .*, got nothing"),
-    ("rel_threshold = ", "not a TOML file"),
+    ("rel_threshold = ", "not valid TOML"),
+    (b"rel_threshold = \xff", "not UTF-8 text"),
+    (None, "not a file"),                                                   # a folder of that name
+    ("dangling", "not a file"),
 ])
 def test_a_bad_dataset_toml_is_refused_naming_the_file(tmp_path, text, message):
     (tmp_path / "qrels").mkdir()
-    (tmp_path / "dataset.toml").write_text(text)
+    settings = tmp_path / "dataset.toml"
+    if text is None:
+        settings.mkdir()
+    elif text == "dangling":
+        settings.symlink_to(tmp_path / "nowhere.toml")
+    elif isinstance(text, bytes):
+        settings.write_bytes(text)
+    else:
+        settings.write_text(text)
     with pytest.raises(DataError, match=f"dataset.toml: {message}"):
         load(str(tmp_path))
+
+
+def test_a_dataset_toml_reads_as_toml_files_do_and_must_agree_with_the_catalog(tmp_path, monkeypatch):
+    import shutil
+
+    import rerank.data as data
+
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "dataset.toml").write_bytes(b"\xef\xbb\xbfrel_threshold = 2  # TREC-DL\r\n")   # a byte-order mark, CRLF
+    assert load(str(tmp_path)).rel_threshold == 2
+    with pytest.raises(DataError, match="rel_threshold must be an integer from 1"):
+        load(str(tmp_path), rel_threshold=0)
+    mine = tmp_path / "mine"
+    shutil.copytree(data.dataset_dirs()[-1] / "scifact", mine / "scifact")
+    (mine / "scifact" / "dataset.toml").write_text("rel_threshold = 2\n")
+    monkeypatch.setenv("RERANK_DATASETS", str(mine))                        # the catalog name finds this folder first
+    assert load("scifact").rel_threshold == load(str(mine / "scifact")).rel_threshold == 2   # by name as by path
+    (mine / "trec-dl-2019").mkdir()
+    shutil.copytree(data.dataset_dirs()[-1] / "trec-dl-2019", mine / "trec-dl-2019", dirs_exist_ok=True)
+    (mine / "trec-dl-2019" / "dataset.toml").write_text("rel_threshold = 1\n")
+    with pytest.raises(DataError, match="says rel_threshold = 1, the catalog 2; make them agree"):
+        load("trec-dl-2019")
 
 
 def test_negative_grades_are_unjudged_as_in_trec_eval():
@@ -292,6 +326,11 @@ def test_judged_queries_without_a_relevant_document_are_counted_when_given_as_ju
     run = Ranking.from_run({"q1": {"d1": 1.0}, "q2": {"a": 1.0}})
     assert evaluate(run, {"q1": {"d1": 1}, "q2": {"a": 0, "b": -1}}, ["map"]) == {"map": 1.0}
     assert "1 of 2 judged queries have no relevant document" in caplog.text and "trec_eval would count them as 0" in caplog.text
+    caplog.clear()
+    from ranx import Qrels
+
+    evaluate(run, Qrels({"q1": {"d1": 1}, "q2": {"a": 0}}), ["map"])       # a ranx Qrels is judgments, not a dataset
+    assert "1 of 2 judged queries have no relevant document" in caplog.text
 
 
 @pytest.mark.parametrize("run, qrels, where", [

@@ -226,7 +226,12 @@ def test_a_default_backend_and_an_openai_server_from_the_environment_are_in_the_
 
     assert resolved_stamps("bm25 % 4 >> yes-no") == [{"stage": "YesNo", "backend": {
         "spec": "hf:smollm2", "weights": weights_stamp("smollm2"), "gpu": False}}]    # the default names no model
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://user:s3cret@127.0.0.1:9/v1?key=abc")
+    first = resolved_stamps("bm25 >> yes-no(backend='openai:m')")
+    server = first[0]["backend"]["server"]
+    assert server.startswith("http://127.0.0.1:9/v1#") and "s3cret" not in server and "abc" not in server  # records are shared
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    assert resolved_stamps("bm25 >> yes-no(backend='openai:m')") != first
     first = resolved_stamps("bm25 >> yes-no(backend='openai:m')")
     a = load_backend("openai:m")
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:10/v1")
@@ -264,3 +269,19 @@ def test_a_packaged_encoders_identity_names_its_files_the_same_on_every_machine(
     pooling = copy / "1_Pooling" / "config.json"
     pooling.write_text(pooling.read_text().replace('"pooling_mode_cls_token": false', '"pooling_mode_cls_token": true'))
     assert content_stamp(str(copy), files_stamp(copy)) != stamp.removeprefix("package:")
+
+
+def test_a_cell_is_saved_under_what_its_stages_resolved_to_where_it_ran(tiny, tmp_path, monkeypatch):
+    """On Ray a worker may resolve "auto" otherwise than the driver: the record says what it ran with, so
+    a later run here does not take it for its own (review helper-55)."""
+    import rerank.encoders as encoders
+    from rerank.runner import Cell, DatasetSpec, Runner, Settings, run_cell
+
+    monkeypatch.setattr(encoders, "native_bf16", lambda device=None: False)
+    monkeypatch.setenv("RERANK_CACHE", str(tmp_path / "cache"))
+    record = run_cell(Cell(DatasetSpec(str(tiny)), "D", "dense", Settings(limit=1)))   # a worker without bf16
+    assert record.ok and record.resolved[0]["encoder"]["runtime"] == "torch"
+    monkeypatch.setattr(encoders, "native_bf16", lambda device=None: True)             # the driver has it
+    runner = Runner({"D": "dense"}, [DatasetSpec(str(tiny))], Settings(limit=1), out=tmp_path / "out")
+    runner._save(record)
+    assert runner.saved(runner.cells()[0]).status == "missing"                         # not this machine's numbers

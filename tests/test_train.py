@@ -475,6 +475,9 @@ def test_resuming_on_other_data_is_refused(env, tmp_path):
     renamed = BeirDataset(other.path, name="elsewhere")
     with pytest.raises(ConfigError, match="trained on 'scifact-slice', not 'elsewhere'"):
         train_cross_encoder(renamed, out, s.with_(max_steps=2, resume=True))
+    stricter = BeirDataset(env["folder"], name="scifact-slice", rel_threshold=2)   # other positives (a dataset.toml added)
+    with pytest.raises(ConfigError, match="trained on 'scifact-slice' as it was before its files changed"):
+        train_cross_encoder(stricter, out, s.with_(max_steps=2, resume=True))
     assert train_cross_encoder(env["dataset"], out, s.with_(max_steps=2, resume=True)).steps == 2
 
 

@@ -15,6 +15,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -129,9 +130,10 @@ def backend_id(backend: Backend) -> str:
     return f"{type(backend).__name__}:{backend.model}{settings_suffix(settings)}{code}"
 
 
+@cache
 def code_suffix(cls: type) -> str:
     """``"~<digest>"`` of the code of a backend class that is not rerank's own (a plugin's: edited since,
-    its cached calls are not answers), ``""`` for rerank's."""
+    its cached calls are not answers), ``""`` for rerank's; read once per class, which is the code that runs."""
     from rerank.models import class_stamps
 
     stamps = class_stamps([cls])

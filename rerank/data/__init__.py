@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import tomllib
 
 from rerank.data.base import Dataset
-from rerank.data.beir import BeirDataset
+from rerank.data.beir import SETTINGS_FILE, BeirDataset, folder_threshold
 from rerank.data.memory import InMemoryDataset
 from rerank.errors import ConfigError, DataError
 from rerank.params import check_arguments
@@ -139,8 +139,12 @@ def _warn_if_shadowing(name: str, key: str, folder: str) -> None:
 
 
 def _from_catalog(key: str, entry: dict[str, Any], options: dict[str, Any]) -> Dataset:
-    options = {"rel_threshold": entry.get("rel_threshold", 1), **options}
     folder = _bundled_folder(entry)
+    own = folder_threshold(folder) if folder is not None and entry.get("layout") != "bright" else None
+    if own is not None and own != entry.get("rel_threshold", own):
+        raise DataError(f"{key}: {folder / SETTINGS_FILE} says rel_threshold = {own}, the catalog "
+                        f"{entry['rel_threshold']}; make them agree")
+    options = {"rel_threshold": own or entry.get("rel_threshold", 1), **options}
     if entry.get("layout") == "bright":
         from rerank.data.bright import BrightDataset
 

@@ -92,10 +92,11 @@ class Dataset(ABC):
 
     @cached_property
     def content_fingerprint(self) -> str:
-        """A hash of everything a run and its evaluation read: the corpus, queries, qrels, excluded ids and
-        shipped runs.
-        What saved experiment records are keyed by, so an edited file never reuses an old result."""
-        digest = hashlib.sha256(self.fingerprint.encode())
+        """A hash of everything a run, its evaluation and training read: the corpus, queries, qrels, the
+        relevance threshold, excluded ids and shipped runs.
+        What saved experiment records and training resumes are keyed by, so an edited file (or
+        ``dataset.toml``) never reuses an old result."""
+        digest = hashlib.sha256(f"{self.fingerprint}|rel_threshold={self.rel_threshold}".encode())
         digest.update(json.dumps([tuple(q) for q in self.queries()]).encode("utf-8", "surrogatepass"))
         digest.update(json.dumps(sorted((q, sorted(d.items())) for q, d in self.qrels().items())).encode("utf-8", "surrogatepass"))
         digest.update(json.dumps(sorted((q, sorted(d)) for q, d in self.exclusions().items())).encode("utf-8", "surrogatepass"))

@@ -5,13 +5,13 @@ the folder is evaluated as the collection is."""
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 from rerank.data.base import Dataset, memoized
 from rerank.errors import ConfigError, DataError
-from rerank.io import find_file, read_corpus, read_qrels, read_queries
-from rerank.types import Doc, Query, Ranking, positive_count
+from rerank.io import find_file, read_corpus, read_qrels, read_queries, read_toml
+from rerank.metrics import MAX_NUMBER
+from rerank.types import Doc, Query, Ranking
 
 SETTINGS_FILE = "dataset.toml"
 
@@ -26,7 +26,8 @@ class BeirDataset(Dataset):
         self.split = split
         if not self.path.is_dir():
             raise DataError(f"{self.path} is not a folder")
-        self.rel_threshold = rel_threshold if rel_threshold is not None else folder_threshold(self.path)
+        given = checked_threshold(rel_threshold, self.name) if rel_threshold is not None else None
+        self.rel_threshold = given or folder_threshold(self.path) or 1
 
     def _file(self, stem: str) -> Path:
         found = find_file(self.path, stem)
@@ -77,20 +78,27 @@ class BeirDataset(Dataset):
         return Ranking(frame.assign(text=[d.full_text() for d in docs], title=[d.title for d in docs]))
 
 
-def folder_threshold(folder: Path) -> int:
-    """The ``rel_threshold`` of ``folder/dataset.toml``, 1 without one; DataError naming the file when it
-    is not TOML holding only a positive integer ``rel_threshold``."""
+def folder_threshold(folder: Path) -> int | None:
+    """The ``rel_threshold`` of ``folder/dataset.toml``, None without one; DataError naming the file when it
+    is not a readable TOML file holding only an integer ``rel_threshold`` from 1 to :data:`MAX_NUMBER`."""
     path = folder / SETTINGS_FILE
-    if not path.is_file():
-        return 1
+    if not (path.exists() or path.is_symlink()):
+        return None
     try:
-        settings = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not a TOML file ({e})") from None
+        if not path.is_file():
+            raise ConfigError(f"{path}: not a file")
+        settings = read_toml(path)
+    except ConfigError as e:
+        raise DataError(str(e)) from None
     if set(settings) != {"rel_threshold"}:
         raise DataError(f"{path}: holds only rel_threshold (the lowest grade binary measures count as relevant), "
                         f"got {sorted(settings) or 'nothing'}")
-    try:
-        return positive_count(settings["rel_threshold"], f"{path}: rel_threshold")
-    except ConfigError as e:
-        raise DataError(str(e)) from None
+    return checked_threshold(settings["rel_threshold"], str(path))
+
+
+def checked_threshold(value: object, where: str) -> int:
+    """``value`` as a relevance threshold: an integer from 1 to :data:`MAX_NUMBER` (0 would count judged
+    non-relevant documents as relevant); DataError naming ``where`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_NUMBER:
+        raise DataError(f"{where}: rel_threshold must be an integer from 1 to {MAX_NUMBER:,}, got {value!r}")
+    return value

@@ -16,7 +16,7 @@ import pandas as pd
 from rerank.data.base import Dataset
 from rerank.errors import ConfigError, DataError
 from rerank.io import relevance_grade
-from rerank.types import Doc, Query, doc_from, positive_count
+from rerank.types import Doc, Query, doc_from, positive_count, unwritable_id
 
 QRELS_COLUMNS = {"qid": ("qid", "query_id", "query-id"), "docid": ("docid", "docno", "doc_id", "corpus-id"),
                  "relevance": ("relevance", "label", "score", "grade")}
@@ -73,7 +73,7 @@ def as_qrels(qrels: Any, where: str = "qrels") -> dict[str, dict[str, int]]:
             raise ConfigError(f"{where}: a judgment is (qid, docid, relevance) with string ids, got {row!r:.60}")
         qid, docid, grade = str(row[0]), str(row[1]), relevance_grade(row[2], f"{where} ({row[0]!r}, {row[1]!r})")
         for kind, value in (("qid", qid), ("docid", docid)):
-            if not value.strip() or value != value.strip():
+            if unwritable_id(value):
                 raise DataError(f"{where}: {kind} {value!r:.40} is empty or starts or ends with whitespace, which qrels "
                                 "and run files cannot hold (it would match nothing as written); strip it")
         if out.setdefault(qid, {}).setdefault(docid, grade) != grade:

@@ -186,6 +186,9 @@ class Retriever(Stage):
         check_class(meta, type(self), path)
         built, mine = meta["identity"], _json_ready(self.index_identity())
         other = sorted(k for k in mine.keys() | built.keys() if k not in mine or k not in built or mine[k] != built[k])
+        if other and all(_unstamped(built.get(k), mine.get(k)) for k in other):
+            raise DataError(f"{path} was saved by an earlier rerank, which did not record the encoder's weights "
+                            "stamp; rebuild the index (rerank index, or .index(docs).save(path))")
         if other:
             def shown(values: dict[str, Any]) -> str:
                 return ", ".join(f"{k}={values[k]!r}" if k in values else f"{k} at its default" for k in other)
@@ -234,6 +237,12 @@ def _built_with(cls: type) -> frozenset[str]:
     names = [n for n, p in inspect.signature(cls.__init__).parameters.items()
              if n not in ("self", "num_results", "progress") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     return frozenset(kept.get(n, n) for n in names)
+
+
+def _unstamped(built: Any, mine: Any) -> bool:
+    """An encoder identity saved before weights stamps, which is ``mine`` but its ``weights``."""
+    return (isinstance(built, dict) and isinstance(mine, dict) and "weights" not in built and "weights" in mine
+            and built == {k: v for k, v in mine.items() if k != "weights"})
 
 
 def check_indexed_on(stage: Stage, dataset: Any) -> None:
