@@ -135,6 +135,10 @@ def indexed(retriever: Any, dataset: Any, cache_dir: str | Path) -> Any:
     corpus = dataset.corpus()
     logger.info("index: %r on %s, %d documents ...", retriever, dataset.name, len(corpus))
     retriever.index(corpus)
+    if _of_this_process(retriever):
+        logger.info("index: %s is defined without a source file (a notebook?), so no other process could reuse "
+                    "its index; it is kept in memory only", type(retriever).__name__)
+        return retriever
     try:
         retriever.save(folder)
     except NotImplementedError:
@@ -142,6 +146,13 @@ def indexed(retriever: Any, dataset: Any, cache_dir: str | Path) -> Any:
     except OSError as e:
         logger.warning("could not write the index cache %s (%s); the index is kept in memory only", folder, one_line(e))
     return retriever
+
+
+def _of_this_process(retriever: Any) -> bool:
+    """Whether code stamped for this process only (:func:`~rerank.models.class_stamps`) builds ``retriever``."""
+    from rerank.models import code_stamps
+
+    return any(stamp.startswith("session ") for stamp in code_stamps(retriever).values())
 
 
 def load_entry(retriever: Any, folder: Path, fingerprint: str) -> Any:

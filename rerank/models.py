@@ -288,7 +288,10 @@ def class_stamps(classes: Iterable[type]) -> dict[str, str]:
             candidates = [inspect.getsourcefile(module), getattr(module, "__file__", None)]  # else its .pyc or .so
         except TypeError:  # defined in the interpreter or a notebook
             candidates = []
-        stamps = [files_stamp(c) for c in candidates if c]
+        try:
+            stamps = [files_stamp(c) for c in candidates if c]
+        except (OSError, RuntimeError):  # a file that cannot be read here: this process's, as no file
+            stamps = []
         found[name] = next((s for s in stamps if s), f"session {_SESSION}")
     return found
 
@@ -314,55 +317,58 @@ def named_classes(stage: object) -> set[type]:
 
 def resolved_stamps(target: str | object) -> list[dict[str, Any]]:
     """What the results of ``target``'s stages depend on beyond their written arguments and code, as
-    this process resolves it, loading nothing; one entry per stage that has any: the weights stamp of
+    this process resolves it, loading no model; one entry per stage that has any: the weights stamp of
     its backend spec (a default one too: ``yes-no`` runs ``hf:smollm2``), the server an ``openai:``
     spec reaches (``$OPENAI_BASE_URL``), whether a GPU is there to take a backend's default device,
     and its encoder's identity (the runtime resolved: ``"auto"`` is bf16 or float32 by machine; a
-    packaged model's :func:`content_stamp`); the same for the stages ANNCUR builds from names."""
+    packaged model's :func:`content_stamp`); the same for the stages ANNCUR builds from the names it is
+    given (built again here, with their defaults). A stage whose stamps cannot be read here (torch
+    missing, say) is marked ``unresolved`` with the reason: stamping never fails a run."""
     found: list[dict[str, Any]] = []
     for leaf in _stages(target):
-        entry: dict[str, Any] = {}
-        spec = getattr(getattr(leaf, "settings", None), "backend", None)
-        if isinstance(spec, str):
-            entry["backend"] = {"spec": spec, **_backend_stamp(spec)}
-        encoder, model, runtime = (vars(leaf).get(a) for a in ("encoder", "model", "runtime"))  # never a loading property
-        if hasattr(encoder, "identity"):
-            entry["encoder"] = encoder.identity("doc")
-        elif isinstance(model, str) and runtime in _runtimes():  # a cross-encoder (a plugin's own runtimes are its own)
-            from rerank.encoders import resolve_runtime
-
-            entry["model"] = {"model": model, "runtime": resolve_runtime(runtime, vars(leaf).get("device")),
-                              "weights": weights_stamp(model)}
-        for attr, nested in _named_stages(leaf):
-            if inner := resolved_stamps(nested):
-                entry[attr] = inner
+        try:
+            entry = _leaf_stamps(leaf)
+        except Exception as e:  # noqa: BLE001 -- the stage fails on its own when it runs, if it must
+            entry = {"unresolved": one_line(f"{type(e).__name__}: {e}", 200)}
         if entry:
             found.append({"stage": type(leaf).__name__, **entry})
     return found
 
 
-def _runtimes() -> tuple[str, ...]:
-    from rerank.encoders import RUNTIMES
+def _leaf_stamps(leaf: object) -> dict[str, Any]:
+    entry: dict[str, Any] = {}
+    spec = getattr(getattr(leaf, "settings", None), "backend", None)
+    if isinstance(spec, str):
+        entry["backend"] = {"spec": spec, **_backend_stamp(spec)}
+    encoder, model, runtime = (vars(leaf).get(a) for a in ("encoder", "model", "runtime"))  # never a loading property
+    if hasattr(encoder, "identity"):
+        entry["encoder"] = encoder.identity("doc")
+    elif type(leaf).__module__.startswith("rerank.") and isinstance(model, str) and isinstance(runtime, str):
+        from rerank.encoders import resolve_runtime  # rerank's cross-encoder (a plugin's runtime is its own)
 
-    return RUNTIMES
+        entry["model"] = {"model": model, "runtime": resolve_runtime(runtime, vars(leaf).get("device")),
+                          "weights": weights_stamp(model)}
+    for attr, nested in _named_stages(leaf):
+        if inner := resolved_stamps(nested):
+            entry[attr] = inner
+    return entry
 
 
 def _named_stages(stage: object) -> list[tuple[str, Any]]:
-    """The stages ``stage`` builds from registry names in its arguments (ANNCUR's ``scorer`` and
-    ``first_stage``, with their defaults), or holds there as objects, by argument."""
+    """The stages ``stage`` builds from names in its arguments (ANNCUR's ``scorer``, as
+    :func:`rerank.scorers.resolve_scorer` reads it, and ``first_stage``, with their defaults), or holds
+    there as objects, by argument."""
     from rerank import registry
+    from rerank.scorers import resolve_scorer
     from rerank.stage import Stage
 
     built = []
     for attr, kind in (("scorer", "reranker"), ("first_stage", "retriever")):
         value = vars(stage).get(attr)
-        if isinstance(value, Stage):
+        if isinstance(value, str) and (value in registry.names(kind) or (attr == "scorer" and value == "maxsim")):
+            value = resolve_scorer(value) if attr == "scorer" else registry.get(kind, value)
+        if isinstance(value, Stage) or hasattr(value, "encoder"):
             built.append((attr, value))
-        elif isinstance(value, str) and value in registry.names(kind):
-            try:
-                built.append((attr, registry.get(kind, value)))
-            except RerankError:  # fails when the stage runs
-                pass
     return built
 
 
@@ -382,16 +388,19 @@ def _backend_stamp(spec: str) -> dict[str, Any]:
 
 
 def _server(url: str) -> str:
-    """A server URL as a record may show it: no user, password or query (they may hold secrets), and a
-    digest of the whole URL, so that two URLs differing only there still differ."""
+    """A server URL as a record may show it and key on it: without user and password (a digest of a
+    URL holding a password would let anyone holding the record test guesses), the query shown only
+    as a digest (it may hold a key, or pick a deployment)."""
     from urllib.parse import urlsplit
 
     try:
         parts = urlsplit(url)
-        shown = f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"
+        host = parts.netloc.rpartition("@")[2]
     except ValueError:
-        shown = "?"
-    return f"{shown}#{hashlib.sha256(url.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}" if url else ""
+        return "unreadable URL"
+    shown = f"{parts.scheme}://{host}{parts.path}"
+    query = f"?sha256={hashlib.sha256(parts.query.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}" if parts.query else ""
+    return shown + query if url else ""
 
 
 @cache

@@ -23,6 +23,7 @@ system's ``ms_per_query`` then adds the prefix's per-query time, so figures stay
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import platform
 import time
@@ -136,7 +137,7 @@ class CellRecord:
     started: float = 0.0
     versions: dict[str, str] = field(default_factory=dict)
     ran_on: str | None = None                    # content hash of the dataset where the cell ran
-    resolved: list[dict[str, Any]] | None = None  # what its stages resolved to where it ran (resolved_stamps)
+    ran_with: list[dict[str, Any]] | None = None  # what its stages resolved to where it ran (resolved_stamps)
 
     @property
     def ok(self) -> bool:
@@ -158,8 +159,8 @@ def run_cell(cell: Cell) -> CellRecord:
     started = time.time()
     record = CellRecord(cell.dataset.label, cell.system, cell.expression, "error", started=started, versions=versions())
     try:
-        if cell.stage is None:  # an expression: saved under what it resolved to here (a worker may differ)
-            record.resolved = resolved_stamps(cell_stages(cell.expression, cell.stop_after)) or None
+        if cell.stage is None:  # an expression: what it resolved to here (a worker may differ from the driver)
+            record.ran_with = resolved_stamps(cell_stages(cell.expression, cell.stop_after)) or None
         dataset = load_dataset(cell.dataset)
         record.ran_on = getattr(dataset, "content_fingerprint", None)
         topics, qids = judged_topics(dataset, cell.settings.limit)
@@ -502,9 +503,8 @@ class Runner:
                 prefixes[key] = Prefix(key, jobs[key].stop_after, rec.ranking, rec.ms_per_query or 0.0, rec.load_s,  # type: ignore[arg-type]
                                        usage=rec.usage, warmup_usage=rec.warmup_usage)
                 logger.info("shared prefix on %s, %d queries: %s", rec.dataset, len(rec.qids), key)
-                if self.store is not None:  # under what its stages resolved to where it ran
-                    settings = {**self.prefix_settings(jobs[key]), **({"resolved": rec.resolved} if rec.resolved else {})}
-                    self.store.write_prefix(rec.dataset, key, settings, rec.ranking.to_pandas(),
+                if self.store is not None:
+                    self.store.write_prefix(rec.dataset, key, self.prefix_settings(jobs[key]), rec.ranking.to_pandas(),
                                             {"ms_per_query": rec.ms_per_query or 0.0, "load_s": rec.load_s, "qids": rec.qids,
                                              "usage": rec.usage, "warmup_usage": rec.warmup_usage})
             else:
@@ -538,6 +538,11 @@ class Runner:
         error = self._other_data(cell.dataset, record)
         if error:
             record.status, record.ranking, record.error = "error", None, error
+        here = self._stamps_of(cell.expression).get("resolved") if cell.stage is None else None
+        if record.ok and record.ran_with and _but_weights(record.ran_with) != _but_weights(here or []):
+            logger.warning("%s on %s ran where its stages resolve otherwise than here (its record's ran_with: %s); it is "
+                           "saved under this machine's settings", record.system, record.dataset,
+                           json.dumps(_but_weights(record.ran_with))[:200])
         return record
 
     def _save(self, record: CellRecord) -> None:
@@ -572,6 +577,13 @@ class Runner:
             return CellRecord.from_json(data, Ranking.read_trec(path))
         except DataError as e:
             return CellRecord(*key, cell.expression, "error", f"the saved run cannot be read: {e}")
+
+
+def _but_weights(stamps: Any) -> Any:
+    """Resolved stamps without the weights stamps, which differ between installs of the same files."""
+    if isinstance(stamps, dict):
+        return {k: _but_weights(v) for k, v in stamps.items() if k != "weights"}
+    return [_but_weights(v) for v in stamps] if isinstance(stamps, list) else stamps
 
 
 def plan_prefixes(cells: Sequence[Cell]) -> list[tuple[str, int] | None]:

@@ -270,7 +270,7 @@ def test_results_as_a_dataframe_and_by_a_whole_number_qid(bm25):
 def test_more_inputs_that_would_be_misread(bm25, tmp_path):
     from rerank.data import InMemoryDataset
 
-    with pytest.raises(ConfigError, match="mine: rel_threshold must be a positive integer, got 0"):
+    with pytest.raises(ConfigError, match="mine: rel_threshold must be an integer from 1 to 1,000,000,000, got 0"):
         InMemoryDataset("mine", [("d1", "a")], {"q1": "x"}, [("q1", "d1", 1)], rel_threshold=0)
     for wrong in (0, -3, "abc", None, 1.5):
         with pytest.raises(ConfigError, match="num_results must be a positive integer"):

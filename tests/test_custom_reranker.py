@@ -378,16 +378,38 @@ def test_a_class_named_by_an_argument_and_a_class_without_a_source_file_are_stam
     assert stamp.startswith("session ")                                  # this process's: never another's saved cells
 
 
-def test_a_plugin_with_a_runtime_of_its_own_is_stamped_and_runs(tmp_path, capsys, plugin_env):
-    """resolved_stamps reads rerank's runtimes only: another name is the plugin's business (review helper-55)."""
+@pytest.mark.parametrize("runtime", ["ctranslate2", "auto"])
+def test_a_plugin_with_a_runtime_of_its_own_is_stamped_by_its_code_and_runs(tmp_path, capsys, plugin_env, runtime):
+    """resolved_stamps resolves rerank's own cross-encoder's runtime only: a plugin's is its business,
+    and may not need torch (reviews helper-55, helper-56)."""
     from rerank.cli import main
+    from rerank.models import code_stamps, resolved_stamps
 
-    plugin = tmp_path / "own_runtime.py"
-    plugin.write_text(PLUGIN.format(name="own-runtime").replace(
-        "    def score_pairs", "    def __init__(self, model='my/model', runtime='ctranslate2'):\n"
+    name = f"own-runtime-{runtime}"
+    plugin = tmp_path / f"own_runtime_{runtime}.py"
+    plugin.write_text(PLUGIN.format(name=name).replace(
+        "    def score_pairs", f"    def __init__(self, model='my/model', runtime='{runtime}'):\n"
         "        self.model, self.runtime = model, runtime\n\n    def score_pairs"))
     assert main(["--quiet", "--plugin", str(plugin), "eval", "--dataset", "scifact", "--limit", "2", "--pipeline", "bm25",
-                 "--pipeline", "bm25 % 5 >> own-runtime", "--save-runs", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+                 "--pipeline", f"bm25 % 5 >> {name}", "--save-runs", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    assert resolved_stamps(f"bm25 % 5 >> {name}") == [] and f"own_runtime_{runtime}" in code_stamps(f"bm25 % 5 >> {name}")
+
+
+def test_an_index_of_a_retriever_defined_without_a_source_file_is_not_cached_on_disk(tmp_path):
+    """No other process could reuse it (its code is stamped for this one): a notebook would leave a new
+    folder per kernel restart (review helper-56)."""
+    import types
+
+    from rerank.index_cache import index_folder, indexed
+    from rerank.retrievers.bm25 import BM25
+
+    sys.modules["a_notebook_index"] = types.ModuleType("a_notebook_index")
+    try:
+        retriever = type("NotebookBM25", (BM25,), {"__module__": "a_notebook_index"})()
+        ds = load("scifact")
+        assert indexed(retriever, ds, tmp_path).is_indexed and not index_folder(retriever, ds, tmp_path).exists()
+    finally:
+        del sys.modules["a_notebook_index"]
 
 
 def test_a_module_without_source_is_stamped_by_its_compiled_file(tmp_path, plugin_env):

@@ -298,7 +298,7 @@ def test_a_dataset_toml_reads_as_toml_files_do_and_must_agree_with_the_catalog(t
     (tmp_path / "qrels").mkdir()
     (tmp_path / "dataset.toml").write_bytes(b"\xef\xbb\xbfrel_threshold = 2  # TREC-DL\r\n")   # a byte-order mark, CRLF
     assert load(str(tmp_path)).rel_threshold == 2
-    with pytest.raises(DataError, match="rel_threshold must be an integer from 1"):
+    with pytest.raises(ConfigError, match="rel_threshold must be an integer from 1"):
         load(str(tmp_path), rel_threshold=0)
     mine = tmp_path / "mine"
     shutil.copytree(data.dataset_dirs()[-1] / "scifact", mine / "scifact")

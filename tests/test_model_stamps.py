@@ -229,7 +229,7 @@ def test_a_default_backend_and_an_openai_server_from_the_environment_are_in_the_
     monkeypatch.setenv("OPENAI_BASE_URL", "http://user:s3cret@127.0.0.1:9/v1?key=abc")
     first = resolved_stamps("bm25 >> yes-no(backend='openai:m')")
     server = first[0]["backend"]["server"]
-    assert server.startswith("http://127.0.0.1:9/v1#") and "s3cret" not in server and "abc" not in server  # records are shared
+    assert server.startswith("http://127.0.0.1:9/v1?sha256=") and "s3cret" not in server and "abc" not in server  # records are shared
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     assert resolved_stamps("bm25 >> yes-no(backend='openai:m')") != first
     first = resolved_stamps("bm25 >> yes-no(backend='openai:m')")
@@ -271,17 +271,34 @@ def test_a_packaged_encoders_identity_names_its_files_the_same_on_every_machine(
     assert content_stamp(str(copy), files_stamp(copy)) != stamp.removeprefix("package:")
 
 
-def test_a_cell_is_saved_under_what_its_stages_resolved_to_where_it_ran(tiny, tmp_path, monkeypatch):
-    """On Ray a worker may resolve "auto" otherwise than the driver: the record says what it ran with, so
-    a later run here does not take it for its own (review helper-55)."""
+def test_a_cell_records_what_its_stages_resolved_to_where_it_ran(tiny, tmp_path, monkeypatch, caplog):
+    """On Ray a worker may resolve "auto" otherwise than the driver: the record says what it ran with and
+    the driver warns; the cell is saved under the driver's settings, so that a resume there finds it."""
     import rerank.encoders as encoders
     from rerank.runner import Cell, DatasetSpec, Runner, Settings, run_cell
 
-    monkeypatch.setattr(encoders, "native_bf16", lambda device=None: False)
     monkeypatch.setenv("RERANK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(encoders, "native_bf16", lambda device=None: False)
     record = run_cell(Cell(DatasetSpec(str(tiny)), "D", "dense", Settings(limit=1)))   # a worker without bf16
-    assert record.ok and record.resolved[0]["encoder"]["runtime"] == "torch"
+    assert record.ok and record.ran_with[0]["encoder"]["runtime"] == "torch"
     monkeypatch.setattr(encoders, "native_bf16", lambda device=None: True)             # the driver has it
     runner = Runner({"D": "dense"}, [DatasetSpec(str(tiny))], Settings(limit=1), out=tmp_path / "out")
-    runner._save(record)
-    assert runner.saved(runner.cells()[0]).status == "missing"                         # not this machine's numbers
+    runner._save(runner._same_data(record))
+    assert "ran where its stages resolve otherwise than here" in caplog.text
+    assert runner.saved(runner.cells()[0]).status == "ok"                               # a resume here finds it
+
+
+def test_a_stage_whose_stamps_cannot_be_read_here_is_marked_and_still_runs(tiny, tmp_path, monkeypatch):
+    """A Ray head without torch, say: stamping never fails the experiment (review helper-56)."""
+    import rerank.encoders as encoders
+    from rerank.errors import MissingDependency
+    from rerank.models import resolved_stamps
+    from rerank.runner import DatasetSpec, Runner, Settings
+
+    def no_torch(device=None):
+        raise MissingDependency("torch is not installed")
+
+    monkeypatch.setattr(encoders, "native_bf16", no_torch)
+    assert resolved_stamps("bm25 >> dense") == [{"stage": "Dense", "unresolved": "MissingDependency: torch is not installed"}]
+    runner = Runner({"B": "bm25"}, [DatasetSpec(str(tiny))], Settings(limit=1), out=tmp_path / "out")
+    assert runner.saved_settings(runner.cells()[0])["data"]                              # the key is made

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from functools import cached_property, wraps
 from typing import Any, TypeVar
 
-from rerank.errors import DataError
+from rerank.errors import ConfigError, DataError
 from rerank.types import Doc, Query, Ranking
 
 logger = logging.getLogger("rerank")
@@ -30,6 +30,16 @@ def memoized(method: F) -> F:
         return memo[key]
 
     return remembered  # type: ignore[return-value]
+
+
+def checked_threshold(value: object, where: str) -> int:
+    """``value`` as a relevance threshold: an integer from 1 to :data:`~rerank.metrics.MAX_NUMBER` (0 would
+    count judged non-relevant documents as relevant); ConfigError naming ``where`` otherwise."""
+    from rerank.metrics import MAX_NUMBER
+
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_NUMBER:
+        raise ConfigError(f"{where}: rel_threshold must be an integer from 1 to {MAX_NUMBER:,}, got {value!r}")
+    return value
 
 
 class Dataset(ABC):

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rerank.data.base import Dataset, memoized
+from rerank.data.base import Dataset, checked_threshold, memoized
 from rerank.errors import ConfigError, DataError
 from rerank.io import find_file, read_corpus, read_qrels, read_queries, read_toml
-from rerank.metrics import MAX_NUMBER
 from rerank.types import Doc, Query, Ranking
 
 SETTINGS_FILE = "dataset.toml"
@@ -80,7 +79,7 @@ class BeirDataset(Dataset):
 
 def folder_threshold(folder: Path) -> int | None:
     """The ``rel_threshold`` of ``folder/dataset.toml``, None without one; DataError naming the file when it
-    is not a readable TOML file holding only an integer ``rel_threshold`` from 1 to :data:`MAX_NUMBER`."""
+    is not a readable TOML file holding only a threshold :func:`~rerank.data.base.checked_threshold` accepts."""
     path = folder / SETTINGS_FILE
     if not (path.exists() or path.is_symlink()):
         return None
@@ -93,12 +92,8 @@ def folder_threshold(folder: Path) -> int | None:
     if set(settings) != {"rel_threshold"}:
         raise DataError(f"{path}: holds only rel_threshold (the lowest grade binary measures count as relevant), "
                         f"got {sorted(settings) or 'nothing'}")
-    return checked_threshold(settings["rel_threshold"], str(path))
+    try:
+        return checked_threshold(settings["rel_threshold"], str(path))
+    except ConfigError as e:
+        raise DataError(str(e)) from None
 
-
-def checked_threshold(value: object, where: str) -> int:
-    """``value`` as a relevance threshold: an integer from 1 to :data:`MAX_NUMBER` (0 would count judged
-    non-relevant documents as relevant); DataError naming ``where`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_NUMBER:
-        raise DataError(f"{where}: rel_threshold must be an integer from 1 to {MAX_NUMBER:,}, got {value!r}")
-    return value

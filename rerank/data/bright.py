@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rerank.data.base import Dataset, memoized
+from rerank.data.base import Dataset, checked_threshold, memoized
 from rerank.errors import DataError
 from rerank.io import find_file, jsonl_records, read_qrels, record_id, record_text
 from rerank.types import Doc, Query
@@ -40,7 +40,7 @@ class BrightDataset(Dataset):
             raise DataError(f"unknown BRIGHT task {self.task!r}; tasks: {', '.join(TASKS)}")
         self.long = long
         self.qrels_variant = qrels
-        self.rel_threshold = rel_threshold
+        self.rel_threshold = checked_threshold(rel_threshold, self.name)
         self.documents = documents_location(documents)
         self._examples = examples
 

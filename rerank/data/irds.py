@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from rerank.data.base import Dataset, memoized
+from rerank.data.base import Dataset, checked_threshold, memoized
 from rerank.errors import DataError
 from rerank.io import relevance_grade
 from rerank.types import Doc, Query
@@ -23,7 +23,8 @@ class IrDatasetsDataset(Dataset):
             self._ds = ir_datasets.load(irds_id)
         except KeyError:
             raise DataError(f"ir_datasets has no dataset {irds_id!r}") from None
-        self.irds_id, self.name, self.rel_threshold = irds_id, name or irds_id, rel_threshold
+        self.irds_id, self.name = irds_id, name or irds_id
+        self.rel_threshold = checked_threshold(rel_threshold, self.name)
 
     def _iterate(self, what: str):
         if not getattr(self._ds, f"has_{what}")():

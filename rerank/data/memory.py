@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rerank.data.base import Dataset
+from rerank.data.base import Dataset, checked_threshold
 from rerank.errors import ConfigError, DataError
 from rerank.io import relevance_grade
-from rerank.types import Doc, Query, doc_from, positive_count, unwritable_id
+from rerank.types import Doc, Query, doc_from, unwritable_id
 
 QRELS_COLUMNS = {"qid": ("qid", "query_id", "query-id"), "docid": ("docid", "docno", "doc_id", "corpus-id"),
                  "relevance": ("relevance", "label", "score", "grade")}
@@ -34,7 +34,7 @@ class InMemoryDataset(Dataset):
     def __init__(self, name: str, corpus: Any, queries: Any, qrels: Any, rel_threshold: int = 1):
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"a dataset needs a name, got {name!r}")
-        self.name, self.rel_threshold = name, positive_count(rel_threshold, f"{name}: rel_threshold")
+        self.name, self.rel_threshold = name, checked_threshold(rel_threshold, name)
         self._corpus = self._checked_corpus([doc_from(d, f"{name} corpus") for d in _rows(corpus, "corpus")])
         self._queries = self._checked_queries(_queries(queries, name))
         self._qrels = self._checked_qrels(as_qrels(qrels, f"{name} qrels"), {d.docid for d in self._corpus})
