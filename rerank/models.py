@@ -296,22 +296,37 @@ def class_stamps(classes: Iterable[type]) -> dict[str, str]:
     return found
 
 
-def named_classes(stage: object) -> set[type]:
-    """The registered classes that ``stage``'s string arguments, as kept under their names (or
-    ``_name``), name (``scorer='my-reranker'``); never a property, which might load something."""
+def _arguments(stage: object) -> Iterator[tuple[str, Any]]:
+    """``stage``'s constructor arguments as it keeps them under their names (or ``_name``); never
+    through a property, which might load something."""
     import inspect
 
+    kept = vars(stage)
+    for name in inspect.signature(type(stage)).parameters:
+        if name in kept or f"_{name}" in kept:
+            yield name, kept.get(name, kept.get(f"_{name}"))
+
+
+def _registered(value: object) -> Iterator[tuple[str, str]]:
+    """``(kind, name)`` for each registry kind in which ``value`` is a registered name."""
     from rerank import registry
 
-    found, kept = set(), vars(stage)
-    for name in inspect.signature(type(stage)).parameters:
-        value = kept.get(name, kept.get(f"_{name}"))
-        for kind in registry.KINDS if isinstance(value, str) else ():
-            if value in registry.names(kind):
-                try:
-                    found.add(registry.resolve(kind, value))
-                except RerankError:  # fails when the stage runs
-                    pass
+    for kind in registry.KINDS if isinstance(value, str) else ():
+        if value in registry.names(kind):
+            yield kind, value  # type: ignore[misc]
+
+
+def named_classes(stage: object) -> set[type]:
+    """The registered classes that ``stage``'s string arguments name (``scorer='my-reranker'``)."""
+    from rerank import registry
+
+    found = set()
+    for _, value in _arguments(stage):
+        for kind, name in _registered(value):
+            try:
+                found.add(registry.resolve(kind, name))  # type: ignore[arg-type]
+            except RerankError:  # fails when the stage runs
+                pass
     return found
 
 
@@ -355,18 +370,19 @@ def _leaf_stamps(leaf: object) -> dict[str, Any]:
 
 
 def _named_stages(stage: object) -> list[tuple[str, Any]]:
-    """The stages ``stage`` builds from names in its arguments (ANNCUR's ``scorer``, as
-    :func:`rerank.scorers.resolve_scorer` reads it, and ``first_stage``, with their defaults), or holds
-    there as objects, by argument."""
+    """The stages ``stage`` holds in its arguments, or builds from the names of stages there (with
+    their defaults; a ``scorer`` as :func:`rerank.scorers.resolve_scorer` reads it, ``"maxsim"``
+    too), by argument."""
     from rerank import registry
     from rerank.scorers import resolve_scorer
     from rerank.stage import Stage
 
     built = []
-    for attr, kind in (("scorer", "reranker"), ("first_stage", "retriever")):
-        value = vars(stage).get(attr)
-        if isinstance(value, str) and (value in registry.names(kind) or (attr == "scorer" and value == "maxsim")):
-            value = resolve_scorer(value) if attr == "scorer" else registry.get(kind, value)
+    for attr, value in _arguments(stage):
+        if attr == "scorer" and isinstance(value, str) and (value == "maxsim" or value in registry.names("reranker")):
+            value = resolve_scorer(value)
+        else:
+            value = next((registry.get(kind, name) for kind, name in _registered(value) if kind != "backend"), value)
         if isinstance(value, Stage) or hasattr(value, "encoder"):
             built.append((attr, value))
     return built

@@ -395,6 +395,20 @@ def test_a_plugin_with_a_runtime_of_its_own_is_stamped_by_its_code_and_runs(tmp_
     assert resolved_stamps(f"bm25 % 5 >> {name}") == [] and f"own_runtime_{runtime}" in code_stamps(f"bm25 % 5 >> {name}")
 
 
+def test_a_stage_named_by_any_argument_is_stamped_with_what_it_resolves_to(tmp_path, plugin_env):
+    """A plugin wrapping ``inner='yes-no'`` runs SmolLM2 through it: its weights are in the keys too."""
+    from rerank.models import code_stamps, resolved_stamps, weights_stamp
+    from rerank.registry import import_plugin
+
+    plugin = tmp_path / "wrapping.py"
+    plugin.write_text(PLUGIN.format(name="wrapping").replace(
+        "    def score_pairs", "    def __init__(self, inner='yes-no'):\n        self.inner = inner\n\n    def score_pairs"))
+    import_plugin(str(plugin))
+    assert resolved_stamps("bm25 >> wrapping") == [{"stage": "Overlap", "inner": [{"stage": "YesNo", "backend": {
+        "spec": "hf:smollm2", "weights": weights_stamp("smollm2"), "gpu": False}}]}]
+    assert "wrapping" in code_stamps("bm25 >> wrapping")
+
+
 def test_an_index_of_a_retriever_defined_without_a_source_file_is_not_cached_on_disk(tmp_path):
     """No other process could reuse it (its code is stamped for this one): a notebook would leave a new
     folder per kernel restart (review helper-56)."""
