@@ -96,4 +96,3 @@ def folder_threshold(folder: Path) -> int | None:
         return checked_threshold(settings["rel_threshold"], str(path))
     except ConfigError as e:
         raise DataError(str(e)) from None
-
