@@ -301,8 +301,12 @@ def _arguments(stage: object) -> Iterator[tuple[str, Any]]:
     through a property, which might load something."""
     import inspect
 
-    kept = vars(stage)
-    for name in inspect.signature(type(stage)).parameters:
+    kept = getattr(stage, "__dict__", {})  # a class with __slots__ keeps none there
+    try:
+        names = inspect.signature(type(stage)).parameters
+    except (TypeError, ValueError):  # a class whose signature cannot be read (built in C, say)
+        names = {}
+    for name in names:
         if name in kept or f"_{name}" in kept:
             yield name, kept.get(name, kept.get(f"_{name}"))
 
@@ -355,13 +359,14 @@ def _leaf_stamps(leaf: object) -> dict[str, Any]:
     spec = getattr(getattr(leaf, "settings", None), "backend", None)
     if isinstance(spec, str):
         entry["backend"] = {"spec": spec, **_backend_stamp(spec)}
-    encoder, model, runtime = (vars(leaf).get(a) for a in ("encoder", "model", "runtime"))  # never a loading property
+    kept = getattr(leaf, "__dict__", {})  # never a loading property
+    encoder, model, runtime = (kept.get(a) for a in ("encoder", "model", "runtime"))
     if hasattr(encoder, "identity"):
         entry["encoder"] = encoder.identity("doc")
     elif type(leaf).__module__.startswith("rerank.") and isinstance(model, str) and isinstance(runtime, str):
         from rerank.encoders import resolve_runtime  # rerank's cross-encoder (a plugin's runtime is its own)
 
-        entry["model"] = {"model": model, "runtime": resolve_runtime(runtime, vars(leaf).get("device")),
+        entry["model"] = {"model": model, "runtime": resolve_runtime(runtime, kept.get("device")),
                           "weights": weights_stamp(model)}
     for attr, nested in _named_stages(leaf):
         if inner := resolved_stamps(nested):

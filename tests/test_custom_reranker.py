@@ -409,6 +409,21 @@ def test_a_stage_named_by_any_argument_is_stamped_with_what_it_resolves_to(tmp_p
     assert "wrapping" in code_stamps("bm25 >> wrapping")
 
 
+class Slotted:
+    """A stage-like object that keeps its arguments in slots: no ``__dict__`` to read them from."""
+
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: str = "yes-no"):
+        self.inner = inner
+
+
+def test_stamping_an_object_without_a_dict_reads_no_arguments_and_does_not_fail():
+    from rerank.models import code_stamps, resolved_stamps
+
+    assert set(code_stamps(Slotted())) == {__name__} and resolved_stamps(Slotted()) == []
+
+
 def test_an_index_of_a_retriever_defined_without_a_source_file_is_not_cached_on_disk(tmp_path):
     """No other process could reuse it (its code is stamped for this one): a notebook would leave a new
     folder per kernel restart (review helper-56)."""
