@@ -22,7 +22,7 @@ from rerank.executors import Executor
 from rerank.metrics import DEFAULT_METRICS, MAX_NUMBER, parse_metrics, ranx_name
 from rerank.params import is_finite_number, is_integer
 from rerank.report import CellResult, Report
-from rerank.types import Ranking
+from rerank.types import Ranking, unwritable_id
 
 Qrels = Mapping[str, Mapping[str, int]]
 logger = logging.getLogger("rerank")
@@ -116,7 +116,7 @@ def _by_rank(ranking: Ranking) -> dict[str, dict[str, float]]:
     frame = ranking.to_pandas()
     for column in ("qid", "docid"):
         ids = pd.Series(frame[column].unique())
-        bad = ids[(ids.str.strip() != ids) | (ids == "")]
+        bad = ids[ids.map(unwritable_id)]
         if len(bad):
             raise DataError(f"the run has a {column} that is empty or starts or ends with whitespace ({bad.iloc[0]!r:.40}), "
                             "which qrels and run files cannot hold (it would match no judgment as written); strip it")

@@ -340,9 +340,9 @@ def resolved_stamps(target: str | object) -> list[dict[str, Any]]:
     its backend spec (a default one too: ``yes-no`` runs ``hf:smollm2``), the server an ``openai:``
     spec reaches (``$OPENAI_BASE_URL``), whether a GPU is there to take a backend's default device,
     and its encoder's identity (the runtime resolved: ``"auto"`` is bf16 or float32 by machine; a
-    packaged model's :func:`content_stamp`); the same for the stages ANNCUR builds from the names it is
-    given (built again here, with their defaults). A stage whose stamps cannot be read here (torch
-    missing, say) is marked ``unresolved`` with the reason: stamping never fails a run."""
+    packaged model's :func:`content_stamp`); the same for the stages its arguments hold or name
+    (ANNCUR's ``scorer``; built again here, with their defaults). A stage whose stamps cannot be read
+    here (torch missing, say) is marked ``unresolved`` with the reason: stamping never fails a run."""
     found: list[dict[str, Any]] = []
     for leaf in _stages(target):
         try:
@@ -355,6 +355,7 @@ def resolved_stamps(target: str | object) -> list[dict[str, Any]]:
 
 
 def _leaf_stamps(leaf: object) -> dict[str, Any]:
+    """:func:`resolved_stamps` of one stage (``{}`` when it has none)."""
     entry: dict[str, Any] = {}
     spec = getattr(getattr(leaf, "settings", None), "backend", None)
     if isinstance(spec, str):

@@ -83,16 +83,13 @@ def folder_threshold(folder: Path) -> int | None:
     path = folder / SETTINGS_FILE
     if not (path.exists() or path.is_symlink()):
         return None
-    try:
+    try:  # what is wrong is the file's, a DataError
         if not path.is_file():
             raise ConfigError(f"{path}: not a file")
         settings = read_toml(path)
-    except ConfigError as e:
-        raise DataError(str(e)) from None
-    if set(settings) != {"rel_threshold"}:
-        raise DataError(f"{path}: holds only rel_threshold (the lowest grade binary measures count as relevant), "
-                        f"got {sorted(settings) or 'nothing'}")
-    try:
+        if set(settings) != {"rel_threshold"}:
+            raise ConfigError(f"{path}: holds only rel_threshold (the lowest grade binary measures count as relevant), "
+                              f"got {sorted(settings) or 'nothing'}")
         return checked_threshold(settings["rel_threshold"], str(path))
     except ConfigError as e:
         raise DataError(str(e)) from None
