@@ -58,8 +58,7 @@ def without_results(per_query: pd.DataFrame, ranking: Ranking) -> list[str]:
 
 def mean_of(values: pd.Series, metric: str) -> float:
     """The mean of a metric's per-query values; NaN (with a warning) when some query's value is
-    undefined (ranx's bpref on a query without judged non-relevant documents), never the mean of
-    the others."""
+    undefined, never the mean of the others."""
     if values.isna().any():
         logger.warning(_undefined(values, metric))
     return float(values.mean(skipna=False))
@@ -99,15 +98,39 @@ def evaluate_per_query(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[s
                        len(qrels_dict) - len(judged), len(qrels_dict))
     none = _unjudged_id(judged)
     scored = {q: (docs or {none: -np.inf}) for q, docs in run.items() if q in judged}
-    ranx_names = [ranx_name(m, threshold) for m in metrics]
-    with warnings.catch_warnings():  # numba's uint64->int64 notice inside ranx is harmless here
-        warnings.simplefilter("ignore")
-        values = ranx_evaluate(RanxQrels(judged), Run(scored), ranx_names, return_mean=False, make_comparable=True)
-    if len(metrics) == 1:
-        values = {ranx_names[0]: values}
-    frame = pd.DataFrame({m: np.asarray(values[r], dtype=np.float64) for m, r in zip(metrics, ranx_names)},
-                         index=pd.Index(sorted(judged), name="qid"))
-    return frame
+    evaluated = sorted(judged)
+    columns = {"bpref": [bpref(judged[q], scored[q], threshold) for q in evaluated]} if "bpref" in metrics else {}
+    ranx_names = {ranx_name(m, threshold): m for m in metrics if m not in columns}
+    if ranx_names:
+        with warnings.catch_warnings():  # numba's uint64->int64 notice inside ranx is harmless here
+            warnings.simplefilter("ignore")
+            values = ranx_evaluate(RanxQrels(judged), Run(scored), list(ranx_names), return_mean=False, make_comparable=True)
+        columns |= {m: values[r] if len(ranx_names) > 1 else values for r, m in ranx_names.items()}
+    return pd.DataFrame({m: np.asarray(columns[m], dtype=np.float64) for m in metrics}, index=pd.Index(evaluated, name="qid"))
+
+
+def bpref(judgments: Mapping[str, int], run: Mapping[str, float], threshold: int = 1) -> float:
+    """trec_eval's bpref of one query: the judged documents of ``run`` (docid -> score) from the highest
+    score down; each relevant one adds 1 - min(non-relevant above it, R) / min(N, R), or 1 when none is
+    above it (so 0 judged non-relevant documents gives the share of the R relevant ones retrieved).
+
+    Not ranx's: it is undefined without a judged non-relevant document, and in ranx 0.3.21 a query with
+    no relevant document at the threshold gives 0 to every query sorted after it.
+
+    >>> bpref({"a": 1, "b": 0, "c": 1}, {"b": 3.0, "a": 2.0, "x": 1.0})
+    0.0
+    >>> bpref({"a": 1, "c": 1}, {"b": 3.0, "a": 2.0})
+    0.5
+    """
+    relevant = sum(r >= threshold for r in judgments.values())
+    nonrelevant = len(judgments) - relevant
+    total, above = 0.0, 0
+    for d in sorted((d for d in run if d in judgments), key=lambda d: -run[d]):
+        if judgments[d] < threshold:
+            above += 1
+        else:
+            total += 1.0 - min(above, relevant) / min(nonrelevant, relevant) if above else 1.0
+    return total / relevant if relevant else 0.0
 
 
 def _by_rank(ranking: Ranking) -> dict[str, dict[str, float]]:

@@ -110,10 +110,11 @@ def test_a_system_that_retrieves_no_judged_document_scores_0_with_a_warning_not_
     assert "none of the 1 retrieved docids is in the qrels" in error and "the run and the qrels use different ids" in error
 
 
-def test_an_undefined_metric_warns_through_experiments_too(tmp_path, caplog):
+def test_bpref_on_judgments_of_relevant_documents_only_is_defined_through_experiments(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="rerank"):
-        Experiment({"b": "bm25"}, str(beir(tmp_path / "c")), ["bpref", "mrr@10"]).run()
-    assert "bpref is undefined (NaN)" in caplog.text
+        data = str(beir(tmp_path / "c"))
+        table = Experiment({"b": "bm25"}, data, ["bpref", "mrr@10"]).run().table(data)
+    assert "undefined" not in caplog.text and table[["bpref", "mrr@10"]].notna().all().all()
 
 
 @pytest.mark.parametrize("name, options, message", [

@@ -89,11 +89,22 @@ def test_judged_queries_missing_from_the_queries_are_not_averaged_in(tmp_path):
     assert evaluate(run, ds, ["ndcg@10", "mrr@10"]) == {"ndcg@10": 1.0, "mrr@10": 1.0}
 
 
+def test_bpref_without_a_judged_non_relevant_document_is_trec_evals(caplog):
+    """trec_eval counts each retrieved relevant document 1 when no non-relevant one is judged (BEIR's
+    qrels judge only relevant documents); ranx leaves it undefined."""
+    run = Ranking.from_records([("q1", "", "d1", 3.0), ("q1", "", "d2", 2.0), ("q2", "", "d4", 1.0), ("q2", "", "d9", 0.5),
+                                ("q3", "", "d5", 1.0)])
+    qrels = {"q1": {"d2": 1}, "q2": {"d9": 1, "d4": 0}, "q3": {"d5": 2, "d6": 1, "d7": -1}}
+    assert evaluate_per_query(run, qrels, ["bpref"])["bpref"].to_dict() == {"q1": 1.0, "q2": 0.0, "q3": 0.5}
+    assert evaluate_per_query(run, qrels, ["bpref"], rel_threshold=2).at["q3", "bpref"] == 1.0   # d6 is non-relevant at 2
+
+
 def test_an_undefined_per_query_value_makes_the_mean_nan_not_the_mean_of_the_others(caplog):
-    run = Ranking.from_records([("q1", "", "d1", 3.0), ("q1", "", "d2", 2.0), ("q2", "", "d4", 1.0), ("q2", "", "d9", 0.5)])
-    per_query = evaluate_per_query(run, {"q1": {"d2": 1}, "q2": {"d9": 1, "d4": 0}}, ["bpref"])
-    assert per_query["bpref"].isna().sum() == 1                       # ranx: bpref needs a judged non-relevant document
-    value = evaluate(run, {"q1": {"d2": 1}, "q2": {"d9": 1, "d4": 0}}, ["bpref"])["bpref"]
+    import pandas as pd
+
+    from rerank.evaluate import mean_of
+
+    value = mean_of(pd.Series([0.5, float("nan")]), "bpref")
     assert value != value and "bpref is undefined (NaN) on 1 of 2 queries" in caplog.text
 
 
@@ -190,19 +201,21 @@ def test_a_shipped_run_without_some_queries_scores_them_0_with_a_count(tmp_path,
         RunRetriever("partial", load(str(data)))({"new": "cats"})
 
 
-def test_an_undefined_measure_has_no_p_value_and_report_json_holds_no_bare_nan(tmp_path):
+def test_a_failed_cell_has_no_p_value_and_report_json_holds_no_bare_nan(tmp_path):
     import json
     import math
 
-    from rerank.significance import correct
+    from rerank.significance import correct, pvalue
 
-    data = _mini(tmp_path / "ds", "q1\td0\t1\nq2\td1\t1\nq2\td3\t0\nq3\td2\t1\nq3\td3\t0\n")  # q1: no judged non-relevant
-    report = Experiment({"BM25": "bm25", "partial": "run('partial')"}, str(data), ["mrr@10", "bpref"],
-                        save_dir=tmp_path / "out").run()
-    assert math.isnan(report.pvalues(str(data)).at["partial", "bpref"])
+    data = _mini(tmp_path / "ds", "q1\td0\t1\nq2\td1\t1\nq2\td3\t0\nq3\td2\t1\nq3\td3\t0\n")
+    report = Experiment({"BM25": "bm25", "partial": "run('partial')", "absent": "run('absent')"}, str(data),
+                        ["mrr@10", "bpref"], save_dir=tmp_path / "out").run()
+    assert math.isnan(report.pvalues(str(data)).at["absent", "bpref"])
+    assert not math.isnan(report.pvalues(str(data)).at["partial", "bpref"])     # q1 judges no non-relevant document
     saved = json.loads((tmp_path / "out" / "report.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
-    assert saved["datasets"][str(data)]["partial"]["pvalues"]["bpref"] is None
-    assert saved["datasets"][str(data)]["BM25"]["per_query"]["bpref"]["q1"] is None
+    assert saved["datasets"][str(data)]["absent"]["means"]["bpref"] is None
+    assert saved["datasets"][str(data)]["BM25"]["per_query"]["bpref"]["q1"] == 1.0
+    assert math.isnan(pvalue([0.5, float("nan")], [0.5, 0.2]))                  # an undefined score has no p-value
     assert correct([0.01, float("nan"), 0.02], "holm")[0] == 0.02 and math.isnan(correct([0.01, float("nan")], "bonferroni")[1])
 
 
