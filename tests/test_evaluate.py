@@ -1,5 +1,7 @@
 """Evaluator: published numbers of the shipped TREC-DL BM25 runs, thresholds, comparisons."""
 
+import logging
+
 import pytest
 
 from rerank import ConfigError, DataError, Experiment, Ranking, evaluate
@@ -273,6 +275,15 @@ def test_the_relevance_threshold_travels_with_the_folder_and_the_irds_id(tmp_pat
     assert load("irds:msmarco-passage/trec-dl-2019/judged").rel_threshold == 2   # ir_datasets is not asked for files
     (copy / "dataset.toml").unlink()
     assert load(str(copy)).rel_threshold == 1
+
+
+def test_an_irds_id_without_a_catalog_entry_gets_the_level_of_its_official_measures(caplog):
+    assert load("irds:msmarco-passage/trec-dl-hard").rel_threshold == 2          # nDCG@10, RR(rel=2)
+    assert load("irds:msmarco-document/trec-dl-2019").rel_threshold == 1        # nDCG@10, RR, MAP
+    assert load("irds:msmarco-passage-v2/trec-dl-2021", rel_threshold=2).rel_threshold == 2 and not caplog.text
+    with caplog.at_level(logging.WARNING):
+        assert load("irds:msmarco-document-v2/trec-dl-2021").rel_threshold == 1  # AP@100, P@10, RR(rel=2)
+    assert "official measures use different relevance levels (AP@100, P@10, RR(rel=2)); rel_threshold is 1" in caplog.text
 
 
 @pytest.mark.parametrize("text, message", [

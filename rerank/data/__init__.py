@@ -65,7 +65,8 @@ def load(name: str, **options: Any) -> Dataset:
 
     Options: ``documents=`` (BRIGHT: a local copy of BRIGHT's documents), ``long=True``
     (BRIGHT long-document setting), ``rel_threshold=`` (override the catalog's, which an ir_datasets id
-    of a catalog entry also gets, or a folder's ``dataset.toml``).
+    of a catalog entry also gets, a folder's ``dataset.toml``, or the level of an ir_datasets id's
+    official measures).
     """
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"a dataset is a catalog name, a folder or irds:<id>, got {name!r}")
@@ -74,7 +75,8 @@ def load(name: str, **options: Any) -> Dataset:
 
         irds_id = name[len("irds:"):]
         known = next((e for e in _catalog().values() if irds_id in (e.get("irds"), *e.get("aliases", []))), {})
-        options = {"rel_threshold": known.get("rel_threshold", 1), **options}  # TREC-DL's 2 also by its irds id
+        if "rel_threshold" in known:  # else ir_datasets' official measures say
+            options = {"rel_threshold": known["rel_threshold"], **options}
         return _make(IrDatasetsDataset, name, irds_id, **options)
     catalog = _catalog()
     key = _catalog_key(name)

@@ -4,6 +4,7 @@ in its cache (``$IR_DATASETS_HOME``), or the dataset must be registered from loc
 from __future__ import annotations
 
 import logging
+import re
 
 from rerank.data.base import Dataset, checked_threshold, memoized
 from rerank.errors import DataError
@@ -14,7 +15,11 @@ logger = logging.getLogger(__name__)
 
 
 class IrDatasetsDataset(Dataset):
-    def __init__(self, irds_id: str, name: str | None = None, rel_threshold: int = 1):
+    """``rel_threshold``: the lowest grade binary measures count as relevant; default: the one
+    ir_datasets' documentation gives its official measures (``RR(rel=2)`` on the TREC-DL passage
+    collections, see :func:`official_threshold`)."""
+
+    def __init__(self, irds_id: str, name: str | None = None, rel_threshold: int | None = None):
         import ir_datasets
 
         if logging.getLogger("rerank").level >= logging.WARNING:  # --quiet: rerank reports a failed read itself
@@ -24,6 +29,9 @@ class IrDatasetsDataset(Dataset):
         except KeyError:
             raise DataError(f"ir_datasets has no dataset {irds_id!r}") from None
         self.irds_id, self.name = irds_id, name or irds_id
+        if rel_threshold is None:
+            documented = self._ds.documentation() if hasattr(self._ds, "documentation") else {}  # none for a local one
+            rel_threshold = official_threshold(documented.get("official_measures", []), self.name)
         self.rel_threshold = checked_threshold(rel_threshold, self.name)
 
     def _iterate(self, what: str):
@@ -74,3 +82,27 @@ class IrDatasetsDataset(Dataset):
             logger.info("ir_datasets %r: docids not checked against the corpus (%s: %s)", self.irds_id,
                         type(e).__name__, e)
             return None
+
+
+BINARY_MEASURES = frozenset({"AP", "RR", "P", "R", "SetP", "SetR", "SetF", "Success", "Bpref", "Rprec", "infAP", "NumRelRet"})
+"""ir_measures' measures that read relevance as yes/no, at their ``rel=`` level (1 unless named)."""
+
+
+def official_threshold(measures: list[str], name: str) -> int:
+    """The ``rel=`` level of a dataset's official binary measures (ir_measures names, e.g. ``RR(rel=2)``),
+    1 when they name none. When they differ (``AP@100`` at 1, ``RR(rel=2)``), 1 with a warning, as one
+    threshold cannot give both.
+
+    >>> official_threshold(["nDCG@10", "RR(rel=2)", "AP(rel=2)"], "dl19")
+    2
+    >>> official_threshold(["nDCG@10", "RR@10"], "x")
+    1
+    """
+    levels = {m: int(level.group(1)) if (level := re.search(r"\brel=(\d+)", m)) else 1
+              for m in measures if re.split(r"[@(]", m)[0] in BINARY_MEASURES}
+    if len(set(levels.values())) > 1:
+        logger.warning("%s: ir_datasets' official measures use different relevance levels (%s); rel_threshold is 1 "
+                       "here (pass rel_threshold= to evaluate binary measures at another level)", name,
+                       ", ".join(levels))
+        return 1
+    return next(iter(levels.values()), 1)
