@@ -265,8 +265,9 @@ class EmbeddingSource(Protocol):
 class EmbeddingUser(Protocol):
     """A stage that can use an earlier stage's document embeddings instead of encoding documents (E2Rank)."""
 
-    def with_embedding_source(self, source: EmbeddingSource) -> Any:
-        """A copy that reads document embeddings from ``source`` if they are the ones it would compute, else ``self``."""
+    def with_embedding_source(self, source: EmbeddingSource | None) -> Any:
+        """A copy that reads document embeddings from ``source`` if they are the ones it would compute, else
+        ``self``; with None, one that reads none (its candidates come from no index: a server's documents)."""
         ...
 
 
@@ -280,6 +281,12 @@ def lend_embeddings(stages: Sequence[Any]) -> list[Any]:
             source = stage
         out.append(stage)
     return out
+
+
+def without_embeddings(stages: Sequence[Any]) -> list[Any]:
+    """``stages`` with each :class:`EmbeddingUser` embedding its candidates itself: for candidates that
+    come from no index, whose docids (a request's positions) name none of its documents."""
+    return [s.with_embedding_source(None) if _offers(s, "with_embedding_source") else s for s in stages]
 
 
 def is_embedding_source(stage: Any) -> bool:

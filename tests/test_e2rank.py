@@ -50,7 +50,7 @@ def test_prompt_follows_the_paper_and_fits_the_model():
 def test_reuses_dense_embeddings_and_matches_encoding_itself(dense, first_stage):
     reused, encoded = E2Rank(doc_embeddings=dense, runtime=FP32), E2Rank(runtime=FP32)
     a, b = reused(first_stage), encoded(first_stage)
-    assert reused._memo == {} and len(encoded._memo) > 0  # reuse: no document was embedded again
+    assert len(reused._memo) == 0 and len(encoded._memo) > 0  # reuse: no document was embedded again
     assert a.to_pandas()["docid"].tolist() == b.to_pandas()["docid"].tolist()
     assert np.allclose(a.to_pandas()["score"], b.to_pandas()["score"], atol=1e-5)
     assert reused == encoded and repr(reused) == "E2Rank(runtime='torch')"  # the lookup changes cost, not identity
@@ -81,7 +81,7 @@ def test_pipeline_takes_document_embeddings_from_its_dense_stage(scifact_slice, 
     dense, e2 = pipe.stages[0], pipe.stages[-1]
     assert isinstance(e2, E2Rank) and e2.doc_embeddings is dense and dense.is_indexed
     out = pipe(scifact_slice[0][:3])
-    assert len(out) == 30 and e2._memo == {}  # no document was embedded again
+    assert len(out) == 30 and len(e2._memo) == 0  # no document was embedded again
     assert any((tmp_path / "elsewhere" / "indexes").iterdir()) and not default.exists()
     alone = build("bm25 % 10 >> e2rank", dataset=dataset, cache_dir=tmp_path / "elsewhere").stages[-1]
     assert alone.doc_embeddings is None  # no dense stage: candidates are embedded on demand
@@ -118,3 +118,28 @@ def test_last_token_pooling_with_a_chat_template():
     assert prompt.rstrip().endswith("assistant") and "[2] Paris is in France.\nSearch Query: what do fleas eat" in prompt
     res = e2.rerank("what do fleas eat", ["Fleas feed on blood.", "Paris is in France.", "Cats carry fleas."])
     assert sorted(res.docids) == ["0", "1", "2"] and all(-1.0 <= r.score <= 1.0 for r in res)
+
+
+def test_a_server_scores_request_documents_itself_not_the_index_documents_their_positions_name(scifact_slice):
+    """Review helper-58: served as ``dense % 20 >> e2rank``, request document "1" was scored with the
+    stored embedding of the corpus document named "1" when its text was the start of that document."""
+    from rerank.serve.engine import Engine, RerankJob
+    from rerank.types import Doc
+
+    corpus = [Doc(str(i), d.text, d.title) for i, d in enumerate(scifact_slice[2][:20])]   # docids "0", "1", ...
+    dense = Dense(runtime=FP32).index(corpus)
+    engine = Engine(dense % 20 >> E2Rank(runtime=FP32), searchable=True)
+    texts = ["Paris is the capital of France.", " ".join(corpus[1].full_text().split()[:3])]
+    served = engine.rerank([RerankJob("what is a vaccine?", texts)])[0]
+    alone = E2Rank(runtime=FP32).rerank("what is a vaccine?", texts)
+    assert served.docids == alone.docids and np.allclose(served.scores, [r.score for r in alone], atol=1e-5)
+    assert engine.pipeline.stages[-1].doc_embeddings is dense and engine.reranker.doc_embeddings is None
+
+
+def test_the_embedding_memo_keeps_the_most_recently_used_within_its_budget(monkeypatch):
+    from rerank.rerankers import e2rank
+
+    monkeypatch.setattr(e2rank._Memo, "BYTES", 3 * 384 * 4)   # three MiniLM vectors
+    e2 = E2Rank(runtime=FP32)
+    e2.rerank("q", ["a b", "c d", "e f", "g h", "i j"])       # a batch larger than the memo is scored whole
+    assert len(e2._memo) == 3 and "g h" in e2._memo and "a b" not in e2._memo

@@ -16,7 +16,8 @@ Where document embeddings come from (``doc_embeddings=``):
 * a mapping ``docid -> vector`` (L2-normalized, from the same model);
 * otherwise, or for docids the lookup lacks, the reranker embeds the candidate texts itself and
   memoizes them by text, so a document shared by several queries is embedded once
-  (``bm25 >> e2rank`` never indexes the whole corpus).
+  (``bm25 >> e2rank`` never indexes the whole corpus); the memo keeps the most recently used
+  256 MiB of vectors.
 
 Truncation: the prompt must fit ``max_length`` tokens (default: the model's limit, 256 for MiniLM).
 Each document in the prompt gets an equal share of what the instruction and query leave, capped by
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -91,7 +93,7 @@ class E2Rank(Reranker):
         self.runtime, self.template = runtime, template
         self.encoder = Encoder(model, pooling=pooling, runtime=runtime, device=device, batch_size=batch_size)
         self.doc_embeddings = None
-        self._memo: dict[str, np.ndarray] = {}
+        self._memo = _Memo()
         if doc_embeddings is not None:
             self._check_lookup(doc_embeddings)
             self.doc_embeddings = doc_embeddings
@@ -103,12 +105,13 @@ class E2Rank(Reranker):
         return out
 
     # -- document embeddings from an earlier stage ------------------------------------------------
-    def with_embedding_source(self, source: EmbeddingSource) -> E2Rank:
-        """A copy that reads document embeddings from ``source`` when they are the ones it would compute, else ``self``."""
-        if self.doc_embeddings is not None or not self._same_vectors(source):
+    def with_embedding_source(self, source: EmbeddingSource | None) -> E2Rank:
+        """A copy that reads document embeddings from ``source`` when they are the ones it would compute, else
+        ``self``; with None, a copy that embeds every candidate itself (``doc_embeddings`` dropped)."""
+        if (self.doc_embeddings is None) if source is None else (self.doc_embeddings is not None or not self._same_vectors(source)):
             return self
         other = copy.copy(self)
-        other.doc_embeddings, other._memo = source, {}
+        other.doc_embeddings, other._memo = source, _Memo()
         return other
 
     def _same_vectors(self, source: EmbeddingSource) -> bool:
@@ -172,9 +175,11 @@ class E2Rank(Reranker):
         keys = [(d, t + suffix) for c in batch for d, t in zip(c.docids, c.texts)]
         found = dict(self._lookup([d for c in batch for d in c.docids], [t for c in batch for t in c.texts]))
         todo = list(dict.fromkeys(t for d, t in keys if d not in found and t not in self._memo))
-        if todo:
-            self._memo.update(zip(todo, self.encoder.encode(todo, kind="doc")))
-        return np.stack([found[d] if d in found else self._memo[t] for d, t in keys]).astype(np.float32)
+        made = dict(zip(todo, self.encoder.encode(todo, kind="doc"))) if todo else {}
+        vectors = np.stack([found[d] if d in found else made[t] if t in made else self._memo[t]
+                            for d, t in keys]).astype(np.float32)
+        self._memo.update(made)  # after reading: a batch larger than the memo is still whole
+        return vectors
 
     def _lookup(self, docids: Sequence[str], texts: Sequence[str]) -> dict[str, np.ndarray]:
         source = self.doc_embeddings
@@ -183,3 +188,31 @@ class E2Rank(Reranker):
         if source is not None:
             return {d: np.asarray(source[d]) for d in docids if d in source}
         return {}
+
+
+class _Memo:
+    """Document embeddings by text, the most recently used kept up to :attr:`BYTES` of vectors (a
+    long-running server sees ever new documents)."""
+
+    BYTES = 256 << 20
+
+    def __init__(self) -> None:
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._bytes = 0
+
+    def __contains__(self, text: str) -> bool:
+        return text in self._vectors
+
+    def __getitem__(self, text: str) -> np.ndarray:
+        self._vectors.move_to_end(text)
+        return self._vectors[text]
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def update(self, made: Mapping[str, np.ndarray]) -> None:
+        for text, vector in made.items():
+            self._bytes += vector.nbytes - (self._vectors[text].nbytes if text in self._vectors else 0)
+            self._vectors[text] = vector
+        while self._bytes > self.BYTES and self._vectors:
+            self._bytes -= self._vectors.popitem(last=False)[1].nbytes

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rerank.encoders import Encoder
+from rerank.encoders import Encoder, without_embeddings
 from rerank.errors import ConfigError
 from rerank.index_cache import read_index_header
 from rerank.rerankers.base import Reranker, starts_with_retrieval
@@ -53,12 +53,14 @@ class SearchJob:
 
 
 def rerank_part(pipeline: Stage) -> Stage | None:
-    """The stages after the leading retrieval stages, when they are rerankers and cut-offs only."""
+    """The stages after the leading retrieval stages, when they are rerankers and cut-offs only. They
+    take no document embeddings from those stages (``dense % 20 >> e2rank``): a request's documents
+    are not the index's, and their docids (positions) name other documents there."""
     stages = list(pipeline.stages) if isinstance(pipeline, Pipeline) else [pipeline]
     first = next((i for i, s in enumerate(stages) if isinstance(s, Reranker)), None)
     if first is None:
         return None
-    rest = stages[first:]
+    rest = without_embeddings(stages[first:])
     if not all(isinstance(s, (Reranker, Cutoff)) for s in rest):
         return None
     return rest[0] if len(rest) == 1 else Pipeline(rest)
