@@ -31,6 +31,11 @@ class BackendError(RerankError, RuntimeError):
     pass
 
 
+class InputRefused(BackendError):
+    """The backend refused one input (a 4xx such as a prompt over its context length): the input is at
+    fault, not the backend, so a call that merged several requests' inputs is retried per request."""
+
+
 class ParseError(BackendError):
     pass
 

@@ -32,6 +32,7 @@ from typing import Any
 import tomllib
 
 from rerank.errors import ConfigError, RerankError, one_line
+from rerank.naming import shown_url
 
 #: What transformers, sentence-transformers and huggingface_hub raise for a model they cannot find or read:
 #: OSError (offline and not cached, no such repository, missing or unreadable files) and ValueError (an
@@ -402,27 +403,11 @@ def _backend_stamp(spec: str) -> dict[str, Any]:
     except RerankError:  # fails when the stage runs
         return {}
     if kind == "openai":
-        return {"server": _server(params.get("base_url") or os.environ.get("OPENAI_BASE_URL") or "")}
+        return {"server": shown_url(params.get("base_url") or os.environ.get("OPENAI_BASE_URL") or "")}
     out: dict[str, Any] = {"weights": weights_stamp(str(params.get("model", "")))}
     if "device" not in params and kind in ("hf", "vllm"):
         out["gpu"] = _gpu()
     return out
-
-
-def _server(url: str) -> str:
-    """A server URL as a record may show it and key on it: without user and password (a digest of a
-    URL holding a password would let anyone holding the record test guesses), the query shown only
-    as a digest (it may hold a key, or pick a deployment)."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(url)
-        host = parts.netloc.rpartition("@")[2]
-    except ValueError:
-        return "unreadable URL"
-    shown = f"{parts.scheme}://{host}{parts.path}"
-    query = f"?sha256={hashlib.sha256(parts.query.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}" if parts.query else ""
-    return shown + query if url else ""
 
 
 @cache

@@ -1,4 +1,5 @@
-"""File names for systems and datasets: the one slug function, and the check that names stay apart.
+"""Names as files and records show them: the one slug function, the check that names stay apart,
+and server URLs shown without their secrets.
 
 >>> slug("BM25 % 100 >> MiniLM")
 'BM25_100_MiniLM'
@@ -41,3 +42,32 @@ def check_distinct(names: Iterable[str], what: str) -> None:
         if key in seen:
             raise ConfigError(f"{what} names {seen[key]!r} and {name!r} both give the file name {slug(name)!r}; rename one")
         seen[key] = name
+
+
+def shown_url(url: str) -> str:
+    """A server URL as a record or a client may see it and key on it: without user and password (a digest
+    of a URL holding a password would let anyone holding it test guesses), the query only as a digest
+    (it may hold a key, or pick a deployment).
+
+    >>> shown_url("http://me:pw@127.0.0.1:8000/v1?api_key=sk-1")
+    'http://127.0.0.1:8000/v1?sha256=...'
+    """
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return "unreadable URL"
+    shown = f"{parts.scheme}://{host}{parts.path}"
+    query = f"?sha256={hashlib.sha256(parts.query.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}" if parts.query else ""
+    return shown + query if url else ""
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with every ``http(s)://`` URL in it as :func:`shown_url` shows it (an expression, a message).
+
+    >>> redact_urls("yes-no(backend='openai:http://me:pw@127.0.0.1:9/v1#m')")
+    "yes-no(backend='openai:http://127.0.0.1:9/v1#m')"
+    """
+    return re.sub(r"https?://[^\s'\"#,)]+", lambda m: shown_url(m.group()), text)

@@ -104,7 +104,8 @@ class Misbehaving:
     ``nologprobs`` (a valid completion without logprobs), ``silent`` (reads the request, never answers,
     also to GET), ``trickle`` (a 200 whose body comes one byte every 0.5 s), ``busy`` (429 with
     ``Retry-After: 1`` once, then a valid completion), ``busylong`` (429 with ``Retry-After: 3600``),
-    and each name of :data:`CANNED` (that malformed or odd answer, 200).
+    ``toolong`` (400 to a prompt holding ``POISON``, as vLLM refuses one over its context; else a valid
+    completion), and each name of :data:`CANNED` (that malformed or odd answer, 200).
     ``paths`` counts requests by path (``/<mode>/tokenize``, ...), ``times`` keeps when each came and
     ``bodies`` the JSON each POST sent.
     """
@@ -221,6 +222,8 @@ def start_misbehaving(delay: float = 3.0) -> Misbehaving:
                 self._send(200, b'{"result": 42}')
             elif mode == "notfound":
                 self._send(404, b'{"error": {"message": "The model does not exist."}}')
+            elif mode == "toolong" and b"POISON" in body:  # as vLLM refuses a prompt over its context
+                self._send(400, b'{"error": {"message": "This model\'s maximum context length is 2048 tokens."}}')
             elif mode == "moved":
                 self.send_response(301)
                 self.send_header("Location", "https://api.example.com/v1/completions")

@@ -209,6 +209,9 @@ BAD = [
     (b'{"query": "fleas", "documents": ["a"], "rank_fields": ["title"]}', 422, "rank_fields is not supported"),
     (b'{"query": "fleas", "query": "dogs", "documents": ["a"]}', 422, "the key 'query' appears twice"),
     (b'{"query": "fleas", "documents": [{"text": "a", "text": "b"}]}', 422, "the key 'text' appears twice"),
+    (b'{"query": "fleas", "documents": ' + b"[" * 1000 + b"]" * 1000 + b"}", 400, "nests arrays or objects too deeply"),
+    (b'{"\xff": 1, "\xfe": 2, "query": "fleas", "documents": ["a"]}', 400, "the body is not UTF-8 (byte 2 is b'\\xff')"),
+    (b'{"query": "fleas", "documents": [{"title": "x"}], "rank_fields": ["title"]}', 422, "rank_fields is not supported"),
 ]
 
 
@@ -226,6 +229,10 @@ def test_bad_input_gets_a_clear_error(bi_url, body, status, message):
     ("/v2/rerank", {"query": "fleas", "documents": ["a"], "return_documents": True}, 422, "unknown field 'return_documents'"),
     ("/rerank", {"query": "fleas", "documents": ["a"], "top_n": -1}, 422, "top_n must be at least 1"),
     ("/rerank", {"query": "fleas", "documents": ["a"], "max_tokens_per_query": -2}, 422, "max_tokens_per_query must be"),
+    ("/rerank", {"query": "\u200b fleas", "documents": ["a"], "max_tokens_per_query": 1}, 422,
+     "the query has no visible character in its first 1 word(s) (max_tokens_per_query=1)"),
+    ("/v2/rerank", {"query": "fleas", "documents": ["a", "\u200b Fleas feed on blood."], "max_tokens_per_doc": 1}, 422,
+     "documents[1] has no visible character in its first 1 word(s) (max_tokens_per_doc=1)"),
     ("/rerank", {"query": "", "documents": ["a"]}, 422, "the query is empty"),
     ("/rerank", {"query": "fleas", "documents": [{"text": 5}]}, 422, "documents[0] must be a string or an object"),
     ("/rerank", {"query": "fleas", "documents": ["a"], "return_documents": "yes"}, 422, "return_documents: Input should be"),
@@ -396,6 +403,24 @@ def test_model_failures_are_5xx_with_the_cause_and_stay_with_their_request(ce_ur
     assert "answered with something that is not JSON" in out.json()["message"]
 
 
+def test_clients_never_see_a_backend_urls_user_password_or_query(misbehaving_server):
+    """Review helper-58: the open /health, the served name and 502 messages showed them."""
+    from rerank.backends.openai import OpenAIBackend
+    from rerank.rerankers.pointwise import YesNo
+
+    secret_url = misbehaving_server.url("garbage").replace("http://", "http://user:hunter2@")
+    backend = OpenAIBackend("smollm2", base_url=secret_url, max_retries=0)
+    written = f"yes-no(backend='openai:{secret_url}?api_key=sk-SECRET#smollm2', method='generate')"
+    app = create_app(YesNo(backend, method="generate"), ServeConfig(pipeline=written), api_key="k", warmup=False)
+    with running(app) as url:
+        seen = [httpx.get(f"{url}/health", timeout=30).text,
+                httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer k"}, timeout=30).text,
+                failed := httpx.post(f"{url}/v1/rerank", json={"query": FLEA, "documents": DOCS[:1]},
+                                     headers={"Authorization": "Bearer k"}, timeout=60).text]
+    assert "not JSON" in failed and "127.0.0.1" in seen[0] and "sha256=" in seen[0]
+    assert not [text for text in seen if "hunter2" in text or "sk-SECRET" in text or "user:" in text]
+
+
 # -- auth and binding -----------------------------------------------------------------------------
 def test_api_key_is_required_when_set(biencoder):
     with running(create_app(biencoder, ServeConfig(), api_key="s3cret", warmup=False)) as url:
@@ -418,6 +443,26 @@ def test_public_bind_without_a_key_is_refused(tmp_path):
     out = subprocess.run([sys.executable, "-m", "rerank.cli", "serve", "--pipeline", "biencoder",
                           "--api-key-file", str(tmp_path / "key")], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 2 and "is empty" in out.stderr
+
+
+@pytest.mark.parametrize("where, message", [
+    (["--port", "BUSY"], "cannot serve on 127.0.0.1:BUSY: Address already in use"),
+    (["--host", "999.1.1.1", "--allow-public"], "cannot serve on 999.1.1.1:8000: "),
+    (["--api-key-file", "."], "api_key_file . is a folder, not a file"),
+])
+def test_an_address_that_cannot_be_bound_stops_the_command_in_one_line_before_any_model_loads(where, message):
+    """Review helper-58: uvicorn's multi-line error and exit 3, after the whole pipeline had loaded."""
+    import socket
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "RERANK_API_KEY": ""}
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        where = [w.replace("BUSY", port) for w in where]
+        out = subprocess.run([sys.executable, "-m", "rerank.cli", "serve", "--pipeline", "cross-encoder(model='no/such')",
+                              *where], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 2 and message.replace("BUSY", port) in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
 def test_a_model_that_cannot_load_stops_the_command_in_one_line(tmp_path):
@@ -665,6 +710,22 @@ def test_a_backend_that_is_down_fails_a_merged_batch_once_not_once_per_request()
         down.gate.set()
         assert [f.result().status_code for f in (first, *queued)] == [502] * 4
     assert down.calls == [1, 3]  # the merged call of three failed once; nobody asked the backend again alone
+
+
+def test_an_input_the_backend_refuses_fails_its_own_request_not_those_merged_with_it(misbehaving_server):
+    """Review helper-58: a 400 for one request's prompt (over the context) failed every request merged with it."""
+    from rerank.backends.openai import OpenAIBackend
+    from rerank.rerankers.pointwise import YesNo
+
+    backend = OpenAIBackend("smollm2", base_url=misbehaving_server.url("toolong"), max_retries=0)
+    config = ServeConfig(max_batch_requests=4, batch_wait_ms=1000, request_timeout=60)
+    post = lambda docs: httpx.post(f"{url}/v1/rerank", json={"query": FLEA, "documents": docs}, timeout=60)
+    with running(create_app(YesNo(backend, method="generate"), config, warmup=False)) as url, ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(post, [["a flea"], ["POISON flea"], ["a dog"]]))
+        calls = httpx.get(f"{url}/metrics", timeout=30).text
+    assert [a.status_code for a in answers] == [200, 502, 200], [a.text for a in answers]
+    assert "maximum context length is 2048 tokens" in answers[1].json()["message"]
+    assert 'rerank_batch_requests_sum{kind="rerank"} 3.0' in calls and 'rerank_batch_requests_count{kind="rerank"} 1.0' in calls
 
 
 class Fails(Gate):

@@ -44,7 +44,8 @@ import numpy as np
 from rerank.backends import _chat
 from rerank.backends.base import Backend, Generation, Prompt, settings_suffix, weights_suffix
 from rerank.constraints import CONSTRAINT_ARG, Constraint
-from rerank.errors import BackendError, ConfigError, require
+from rerank.errors import BackendError, ConfigError, InputRefused, require
+from rerank.naming import shown_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -118,7 +119,7 @@ class OpenAIBackend(Backend):
         self.model = model or self._served_model()
 
     def __repr__(self) -> str:
-        return f"OpenAIBackend({self.model!r}, base_url={self.base_url!r})"
+        return f"OpenAIBackend({self.model!r}, base_url={shown_url(self.base_url)!r})"
 
     @property
     def cache_id(self) -> str:
@@ -189,7 +190,7 @@ class OpenAIBackend(Backend):
             raise BackendError(f"{url} answered {response.status_code}: {response.text[:300]} "
                                f"(after {self.max_retries + 1} attempts)")
         if response.status_code >= 400:
-            raise BackendError(f"{url} answered {response.status_code} (not retried; check model name "
+            raise InputRefused(f"{url} answered {response.status_code} (not retried; check model name "
                                f"{self.model!r} and request settings): {response.text[:300]}")
         if response.is_redirect:  # not followed: a request must go only where base_url says
             location = str(response.url.join(response.headers.get("location", "")))  # a relative one against the URL asked

@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from rerank.errors import BackendError, ConfigError, DataError
+from rerank.naming import redact_urls
 from rerank.serve.auth import BearerAuth
 from rerank.serve.batching import Batcher, QueueFull
 from rerank.serve.config import ServeConfig
@@ -43,7 +44,7 @@ from rerank.serve.errors import ApiError
 from rerank.serve.limits import BodyLimit
 from rerank.serve.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from rerank.serve.schemas import (CohereV1Request, CohereV2Request, JinaRequest, RerankRequest, SearchRequest,
-                                  check_rerank, check_search, parse)
+                                  check_rerank, check_search, is_blank, parse)
 from rerank.stage import Stage
 from rerank.text import truncate_words
 from rerank.types import Candidates
@@ -72,7 +73,8 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
     if engine.reranker is None and engine.searcher is None:
         raise ConfigError(f"{pipeline!r} has neither a reranking part nor a searchable first stage: end it with a reranker, "
                           "or start it with a retriever and give --dataset or --index")
-    name = config.model_name or config.pipeline or repr(pipeline)  # as the user wrote it, else the stage's form
+    # as the user wrote it, else the stage's form; a backend URL's user, password and query never shown to clients
+    name, shown = redact_urls(config.model_name or config.pipeline or repr(pipeline)), redact_urls(repr(pipeline))
     metrics = Metrics()
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rerank-model")  # one model call at a time
     batching = dict(max_requests=config.max_batch_requests, max_documents=config.max_batch_documents,
@@ -126,12 +128,12 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
         warnings = _model_warnings(req.model, name) + (req.ignored() if isinstance(req, JinaRequest) else [])
         query = req.query
         if getattr(req, "max_tokens_per_query", None):
-            query = truncate_words(query, req.max_tokens_per_query)
+            query = _cut(query, req.max_tokens_per_query, "the query", "max_tokens_per_query")
             if query != req.query:
                 warnings.append(f"the query was cut to max_tokens_per_query={req.max_tokens_per_query} words")
         job_texts = texts
         if getattr(req, "max_tokens_per_doc", None):
-            job_texts = [truncate_words(t, req.max_tokens_per_doc) for t in texts]
+            job_texts = [_cut(t, req.max_tokens_per_doc, f"documents[{i}]", "max_tokens_per_doc") for i, t in enumerate(texts)]
             cut = sum(a != b for a, b in zip(texts, job_texts))
             if cut:
                 warnings.append(f"{cut} of {len(texts)} documents were cut to max_tokens_per_doc={req.max_tokens_per_doc} words")
@@ -174,7 +176,7 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": name, "pipeline": repr(pipeline),
+        return {"status": "ok", "model": name, "pipeline": shown,
                 "endpoints": {"rerank": engine.reranker is not None, "search": engine.searcher is not None},
                 "limits": config.limits(), "queue_depth": rerank_batcher.depth + search_batcher.depth}
 
@@ -226,6 +228,14 @@ async def _run(batcher: Batcher, job: Any, config: ServeConfig, started: float) 
         raise ApiError(502, "backend_error", f"the model backend failed: {e}") from None
     except Exception as e:
         raise ApiError(500, "model_error", f"the model failed: {type(e).__name__}: {e}") from None
+
+
+def _cut(text: str, words: int, what: str, cap: str) -> str:
+    """``text`` cut to its first ``words`` words; 422 when nothing visible is left (``"\\u200b fleas"`` at 1)."""
+    kept = truncate_words(text, words)
+    if is_blank(kept):
+        raise ApiError(422, "invalid_request", f"{what} has no visible character in its first {words} word(s) ({cap}={words})")
+    return kept
 
 
 def _results(ranked: Candidates, texts: list[str], top_n: int | None, documents: bool) -> list[dict[str, Any]]:

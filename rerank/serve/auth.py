@@ -1,4 +1,5 @@
-"""Optional bearer-key auth, and the rule that a public bind needs it.
+"""Optional bearer-key auth, the rule that a public bind needs it, and the bind checked before any
+model loads.
 
 The key comes from a file (``api_key_file``, first line) or an environment variable (``api_key_env``,
 default ``RERANK_API_KEY``). Every path except ``GET /health`` then needs
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import socket
 from pathlib import Path
 
 from rerank.errors import ConfigError
@@ -24,7 +26,7 @@ def load_api_key(config: ServeConfig) -> str | None:
     if config.api_key_file:
         path = Path(config.api_key_file)
         if not path.is_file():
-            raise ConfigError(f"api_key_file {path} does not exist")
+            raise ConfigError(f"api_key_file {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}")
         lines = path.read_text(encoding="utf-8-sig").splitlines()
         key = lines[0].strip() if lines else ""
         if not key:
@@ -34,7 +36,15 @@ def load_api_key(config: ServeConfig) -> str | None:
 
 
 def check_bind(config: ServeConfig, api_key: str | None) -> None:
-    """Refuse a non-loopback bind without a key unless ``allow_public`` is set."""
+    """Refuse an address that cannot be bound now (a port in use, an address of no interface here),
+    and a non-loopback bind without a key unless ``allow_public`` is set."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as e:  # socket.gaierror included
+        raise ConfigError(f"cannot serve on {config.host}:{config.port}: {e.strerror or e}") from None
     if not config.is_loopback and api_key is None and not config.allow_public:
         raise ConfigError(f"refusing to serve on {config.host} without an API key: set {config.api_key_env} or "
                           f"--api-key-file, bind to 127.0.0.1, or pass --allow-public to serve without auth")

@@ -18,7 +18,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from rerank.errors import BackendError
+from rerank.errors import BackendError, InputRefused
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -160,12 +160,16 @@ class Batcher(Generic[T, R]):
     def _call(self, batch: list[_Waiting[T]]) -> list[Any]:
         """Results of the batch's items; after a failed merged call, each item alone (result or
         exception), skipping those whose caller has gone. A backend failure fails them all at once:
-        asking a backend that is down once per item would hold the model thread that many times."""
+        asking a backend that is down once per item would hold the model thread that many times; one
+        that refused an input (:class:`~rerank.errors.InputRefused`) is asked per item."""
         try:
             out = list(self.run([w.item for w in batch]))
             if len(out) != len(batch):
                 raise RuntimeError(f"the model returned {len(out)} results for {len(batch)} requests")
             return out
+        except InputRefused as e:
+            if len(batch) == 1:
+                return [e]
         except (BackendError, TimeoutError) as e:
             if isinstance(e, TimeoutError):  # the model's own timeout: not the request deadline (504)
                 e = BackendError(f"a model call timed out: {e or type(e).__name__}")

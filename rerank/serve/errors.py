@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from rerank.naming import redact_urls
+
 
 class ApiError(Exception):
-    """An answer with a 4xx/5xx status: ``type`` is a stable word, ``message`` says what to do."""
+    """An answer with a 4xx/5xx status: ``type`` is a stable word, ``message`` says what to do (server
+    URLs in it without user, password or query, as :func:`~rerank.naming.shown_url` shows them)."""
 
     def __init__(self, status: int, type: str, message: str, *, limit: str | None = None,
                  headers: dict[str, str] | None = None):
+        message = redact_urls(message)
         super().__init__(message)
         self.status, self.type, self.message, self.limit = status, type, message, limit
         self.headers = headers or {}

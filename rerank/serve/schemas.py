@@ -94,9 +94,13 @@ def parse(body: bytes, shape: type[_Request]) -> Any:
     if not body.strip():
         raise ApiError(400, "invalid_json", "the request body is empty; send a JSON object")
     try:
-        decode_json(body.decode("utf-8", "replace"))
+        decode_json(body.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ApiError(400, "invalid_json", f"the body is not UTF-8 (byte {e.start} is {body[e.start:e.start + 1]!r})") from None
     except RepeatedKey as e:
         raise ApiError(422, "invalid_request", str(e)) from None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "the body nests arrays or objects too deeply") from None
     except ValueError:
         pass  # not JSON: the validation below says where
     try:
@@ -148,6 +152,11 @@ def check_query(query: str, config: ServeConfig) -> None:
 def check_rerank(req: RerankRequest, config: ServeConfig) -> list[str]:
     """Check a rerank request against the shape rules and the limits; return the document texts."""
     check_query(req.query, config)
+    spans = getattr(req, "relevant_spans", None)
+    if spans and spans.get("mode") != "disabled":
+        raise ApiError(422, "invalid_request", "relevant_spans is not supported; leave it out or set mode='disabled'")
+    if getattr(req, "rank_fields", None):
+        raise ApiError(422, "invalid_request", "rank_fields is not supported; send each document's text as 'text'")
     if not req.documents:
         raise ApiError(422, "invalid_request", "the document list is empty; send at least one document")
     if len(req.documents) > config.max_documents:
@@ -163,11 +172,6 @@ def check_rerank(req: RerankRequest, config: ServeConfig) -> list[str]:
     for cap in ("max_tokens_per_doc", "max_tokens_per_query"):
         if getattr(req, cap, None) is not None and getattr(req, cap) < 1:
             raise ApiError(422, "invalid_request", f"{cap} must be at least 1, got {getattr(req, cap)}")
-    spans = getattr(req, "relevant_spans", None)
-    if spans and spans.get("mode") != "disabled":
-        raise ApiError(422, "invalid_request", "relevant_spans is not supported; leave it out or set mode='disabled'")
-    if getattr(req, "rank_fields", None):
-        raise ApiError(422, "invalid_request", "rank_fields is not supported; send each document's text as 'text'")
     return texts
 
 
