@@ -336,6 +336,38 @@ def test_a_dataset_toml_reads_as_toml_files_do_and_must_agree_with_the_catalog(t
         load("trec-dl-2019")
 
 
+TREC_EVAL_NAMES = {"ndcg@10": "ndcg_cut_10", "ndcg": "ndcg", "map": "map", "map@10": "map_cut_10", "mrr": "recip_rank",
+                   "recall@10": "recall_10", "precision@5": "P_5", "r-precision": "Rprec", "bpref": "bpref",
+                   "hit_rate@5": "success_5"}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_every_measure_equals_trec_eval_on_random_judgments(seed):
+    """trec_eval itself (pytrec_eval) as the reference: graded, negative (unjudged) and missing judgments,
+    thresholds 1 and 2, queries without relevant documents at the threshold, short and empty runs. At
+    dec3c44, bpref differed on 136 of 300 such trials (ranx's)."""
+    import random
+
+    import pytrec_eval
+
+    rng = random.Random(seed)
+    for _ in range(60):
+        threshold, qrels, run = rng.choice([1, 2]), {}, {}
+        for q in rng.sample(range(40), rng.randint(1, 8)):
+            qrels[f"q{q}"] = {f"d{i}": rng.choice([-1, 0, 0, 1, 2, 3]) for i in rng.sample(range(25), rng.randint(1, 10))}
+            run[f"q{q}"] = {f"d{d}": float(20 - r) for r, d in enumerate(rng.sample(range(25), rng.randint(0, 20)))}
+        judged = {q: docs for q, docs in qrels.items() if any(g > 0 for g in docs.values())}   # as rerank evaluates
+        if not judged or not any(run.values()):
+            continue
+        ours = evaluate_per_query(Ranking.from_run({q: docs for q, docs in run.items() if docs}), qrels,
+                                  list(TREC_EVAL_NAMES), rel_threshold=threshold)
+        reference = pytrec_eval.RelevanceEvaluator(judged, {"ndcg_cut", "ndcg", "map", "map_cut", "recip_rank", "recall", "P",
+                                                            "Rprec", "bpref", "success"}, relevance_level=threshold)
+        expected = reference.evaluate({q: docs or {"none": 0.0} for q, docs in run.items() if q in judged})
+        for metric, name in TREC_EVAL_NAMES.items():
+            assert ours[metric].to_dict() == pytest.approx({q: expected[q][name] for q in judged}, abs=1e-4), (metric, qrels, run)
+
+
 def test_negative_grades_are_unjudged_as_in_trec_eval():
     """trec_eval (pytrec_eval 0.5) gives bpref 1.0 here: d1's -1 is unjudged, so no non-relevant document ranks above."""
     run = Ranking.from_run({"q1": {"d1": 3.0, "d2": 2.0, "d3": 1.0}})
