@@ -281,6 +281,15 @@ def test_streamed_body_over_the_limit_is_cut_off(bi_url):
     chunks = iter([b'{"query": "fleas", "documents": ["', b"y" * 15_000, b"y" * 15_000, b'"]}'])
     out = httpx.post(f"{bi_url}/v1/rerank", content=chunks, timeout=30)  # chunked: no Content-Length
     assert out.status_code == 413 and out.json()["limit"] == "max_body_bytes"
+    before = _errors(bi_url, "/v2/rerank", "limit_exceeded")
+    assert httpx.post(f"{bi_url}/v2/rerank", json={"query": "q", "documents": ["y" * 30_000]}, timeout=30).status_code == 413
+    assert _errors(bi_url, "/v2/rerank", "limit_exceeded") == before + 1   # refused by Content-Length, before the app
+
+
+def _errors(url: str, endpoint: str, kind: str) -> float:
+    line = f'rerank_errors_total{{endpoint="{endpoint}",type="{kind}"}} '
+    found = [row for row in httpx.get(f"{url}/metrics", timeout=30).text.splitlines() if row.startswith(line)]
+    return float(found[0].split()[-1]) if found else 0.0
 
 
 def test_cohere_client_sees_the_error_message(bi_url):
@@ -432,6 +441,10 @@ def test_api_key_is_required_when_set(biencoder):
         assert httpx.get(f"{url}/metrics").status_code == 401 and httpx.get(f"{url}/health").status_code == 200
         res = cohere.ClientV2(base_url=url, api_key="s3cret").rerank(model="m", query=FLEA, documents=DOCS)
         assert len(res.results) == len(DOCS)
+        counted = httpx.get(f"{url}/metrics", headers={"Authorization": "Bearer s3cret"}).text
+    # the middleware's own answers are counted as errors too (review helper-58)
+    assert 'rerank_errors_total{endpoint="/v1/rerank",type="unauthorized"} 2.0' in counted
+    assert 'rerank_errors_total{endpoint="/metrics",type="unauthorized"} 1.0' in counted
 
 
 def test_public_bind_without_a_key_is_refused(tmp_path):

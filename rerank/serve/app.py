@@ -36,6 +36,7 @@ from starlette.requests import ClientDisconnect
 
 from rerank.errors import BackendError, ConfigError, DataError
 from rerank.naming import redact_urls
+from rerank.serve.asgi import ERROR_TYPE
 from rerank.serve.auth import BearerAuth
 from rerank.serve.batching import Batcher, QueueFull
 from rerank.serve.config import ServeConfig
@@ -104,10 +105,15 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError) -> JSONResponse:
-        metrics.errors.labels(request.url.path if request.url.path in ENDPOINTS else "other", e.type).inc()
+        request.scope[ERROR_TYPE] = e.type  # counted by the metrics middleware, as the middlewares' own errors are
         if e.status >= 500:
             logger.warning("%s %s -> %d %s", request.method, request.url.path, e.status, e.message)
         return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, e: Exception) -> JSONResponse:
+        """A bug anywhere but the model call (which :func:`_run` turns into 500 model_error) answers JSON too."""
+        return await api_error(request, ApiError(500, "internal_error", f"the server failed: {type(e).__name__}: {e}"))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:

@@ -64,5 +64,5 @@ class BearerAuth:
         if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key):
             return await self.app(scope, receive, send)
         reason = "missing" if not given else "wrong"
-        await send_error(send, ApiError(401, "unauthorized", f"the API key is {reason}: send 'Authorization: Bearer <key>'",
+        await send_error(scope, send, ApiError(401, "unauthorized", f"the API key is {reason}: send 'Authorization: Bearer <key>'",
                                         headers={"WWW-Authenticate": "Bearer"}))

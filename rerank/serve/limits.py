@@ -25,7 +25,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await send_error(send, self.error(int(length)))
+            return await send_error(scope, send, self.error(int(length)))
         seen = 0
 
         async def counted():

@@ -19,6 +19,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from rerank.serve.asgi import ERROR_TYPE
 from rerank.serve.batching import BatchStats
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -80,4 +81,6 @@ class MetricsMiddleware:
         finally:
             self.metrics.in_progress.dec()
             self.metrics.requests.labels(endpoint, str(status["code"])).inc()
+            if status["code"] >= 400:
+                self.metrics.errors.labels(endpoint, scope.get(ERROR_TYPE, "internal_error")).inc()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
