@@ -438,12 +438,14 @@ def test_api_key_is_required_when_set(biencoder):
         wrong = httpx.post(f"{url}/v1/rerank", json=body, headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"] == "Bearer"
         assert "the API key is wrong" in wrong.json()["message"]
+        twice = httpx.post(f"{url}/v1/rerank", json=body, headers=[("Authorization", "Bearer nope"), ("Authorization", "Bearer s3cret")])
+        assert twice.status_code == 401 and "the API key is sent 2 times" in twice.json()["message"]
         assert httpx.get(f"{url}/metrics").status_code == 401 and httpx.get(f"{url}/health").status_code == 200
         res = cohere.ClientV2(base_url=url, api_key="s3cret").rerank(model="m", query=FLEA, documents=DOCS)
         assert len(res.results) == len(DOCS)
         counted = httpx.get(f"{url}/metrics", headers={"Authorization": "Bearer s3cret"}).text
     # the middleware's own answers are counted as errors too (review helper-58)
-    assert 'rerank_errors_total{endpoint="/v1/rerank",type="unauthorized"} 2.0' in counted
+    assert 'rerank_errors_total{endpoint="/v1/rerank",type="unauthorized"} 3.0' in counted
     assert 'rerank_errors_total{endpoint="/metrics",type="unauthorized"} 1.0' in counted
 
 

@@ -59,10 +59,10 @@ class BearerAuth:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             return await self.app(scope, receive, send)
-        given = dict(scope["headers"]).get(b"authorization", b"")
-        scheme, _, token = given.partition(b" ")
+        sent = [value for name, value in scope["headers"] if name == b"authorization"]
+        scheme, _, token = (sent[0] if len(sent) == 1 else b"").partition(b" ")
         if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key):
             return await self.app(scope, receive, send)
-        reason = "missing" if not given else "wrong"
+        reason = "missing" if not sent else "wrong" if len(sent) == 1 else f"sent {len(sent)} times"
         await send_error(scope, send, ApiError(401, "unauthorized", f"the API key is {reason}: send 'Authorization: Bearer <key>'",
                                         headers={"WWW-Authenticate": "Bearer"}))
