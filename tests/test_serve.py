@@ -204,6 +204,7 @@ BAD = [
     (b'{"query": "fleas", "documents": ["a", "\\u200b\\ufeff \\u0000"]}', 422, "documents[1] is empty"),
     (b'{"query": "fleas", "documents": ["\\ufeff"]}', 422, "documents[0] is empty"),
     (b'{"query": "\\ud800", "documents": ["a"]}', 400, "the body is not valid JSON: "),  # a lone surrogate
+    (b'{"query": "q", "documents": [{"text": "a", "x": "\\ud800"}]}', 400, "that is not half of a pair is no character"),
     (b'{"documents": ["a"]}', 422, "field 'query' is required"),
     (b'{"query": "fleas", "documents": ["a"], "qurey": "x"}', 422, "unknown field 'qurey'"),
     (b'{"query": "fleas", "documents": ["a"], "rank_fields": ["title"]}', 422, "rank_fields is not supported"),

@@ -93,8 +93,10 @@ def parse(body: bytes, shape: type[_Request]) -> Any:
     """Validate a JSON body against ``shape``: malformed JSON is 400, anything else wrong is 422."""
     if not body.strip():
         raise ApiError(400, "invalid_json", "the request body is empty; send a JSON object")
+    readable = False  # by Python's json, which lets a lone surrogate escape through
     try:
         decode_json(body.decode("utf-8"))
+        readable = True
     except UnicodeDecodeError as e:
         raise ApiError(400, "invalid_json", f"the body is not UTF-8 (byte {e.start} is {body[e.start:e.start + 1]!r})") from None
     except RepeatedKey as e:
@@ -109,6 +111,8 @@ def parse(body: bytes, shape: type[_Request]) -> Any:
         errors = e.errors(include_url=False)
         if any(err["type"] == "json_invalid" for err in errors):
             why = errors[0]["msg"].removeprefix("Invalid JSON: ")
+            if readable:
+                why += " (an escape from \\ud800 to \\udfff that is not half of a pair is no character)"
             raise ApiError(400, "invalid_json", f"the body is not valid JSON: {why}") from None
         raise ApiError(422, "invalid_request", "; ".join(_describe(err) for err in errors[:5])) from None
 
