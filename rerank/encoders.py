@@ -44,7 +44,7 @@ import numpy as np
 
 from rerank._progress import progress_enabled
 from rerank.errors import ConfigError, MissingDependency, one_of, require
-from rerank.models import check_device, content_stamp, files_stamp, hf_location, loading, weights_stamp
+from rerank.models import check_device, check_kind, content_stamp, files_stamp, hf_location, loading, weights_stamp
 from rerank.params import checked
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -339,6 +339,7 @@ def _load_sentence_transformer(model: str, runtime: str, device: str | None, sta
     st = require("sentence_transformers", "dense")
     check_device(device)
     source, kwargs = resolve_encoder(model), runtime_kwargs(runtime)
+    check_kind(source, "bi-encoder", "an encoder")
     with loading("encoder model", model, source):
         loaded = st.SentenceTransformer(source, device=device, **kwargs)
     positions = int(getattr(loaded[0].config, "max_position_embeddings", loaded.max_seq_length))

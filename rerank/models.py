@@ -219,6 +219,26 @@ def content_stamp(folder: str, seen: str = "") -> str:
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
 
 
+def trained_kind(model: str) -> str | None:
+    """``"cross-encoder"`` or ``"bi-encoder"`` for a folder ``rerank train`` wrote (its ``training_record.json``
+    says which), else None: what keeps one kind from being loaded as the other, which would load without
+    a word and score at random."""
+    try:
+        settings = json.loads((Path(model) / "training_record.json").read_text(encoding="utf-8")).get("settings", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    return settings.get("model", "cross-encoder") if isinstance(settings, dict) else None
+
+
+def check_kind(model: str, wanted: str, stage: str) -> None:
+    """ConfigError when ``model`` is a ``rerank train`` output of another kind than ``wanted``."""
+    held = trained_kind(model)
+    if held is not None and held != wanted:
+        raise ConfigError(f"{model} is a {held} trained by rerank (its training_record.json says so), not a {wanted}: "
+                          f"{stage} would load it with a new, untrained head or pooling; load it as "
+                          f"{'cross-encoder' if held == 'cross-encoder' else 'dense or biencoder'}(model=...)")
+
+
 def weights_stamp(name: str | os.PathLike[str]) -> str:
     """The :func:`files_stamp` of a local model (a folder or a file, or the packaged GGUF of an alias such
     as ``smollm2``), so that a cache keyed on a model never answers for other weights saved in the same

@@ -103,12 +103,15 @@ def test_leakage_guard_refuses_overlapping_train_and_test_ids(env, tmp_path):
 
 
 def test_training_queries_equal_to_a_test_query_are_dropped_and_counted(env, tmp_path):
+    """Case, punctuation and spacing aside (review helper-59: only case and outer spaces were)."""
+    copies = ["same words ", "Same  words.", "same words?", "SAME\twords"]
     folder = write_beir(tmp_path / "dup", [json.loads(line) for line in (env["folder"] / "corpus.jsonl").read_text().splitlines()],
-                        [{"_id": "t1", "text": "Same words"}, {"_id": "tr1", "text": "same words "}, {"_id": "tr2", "text": "other"}],
-                        {"test": [("t1", "4983", 1)], "train": [("tr1", "4983", 1), ("tr2", "5836", 1)]})
+                        [{"_id": "t1", "text": "Same words"}, {"_id": "tr2", "text": "other words"},
+                         *({"_id": f"tr{i}", "text": t} for i, t in enumerate(copies, 3))],
+                        {"test": [("t1", "4983", 1)], "train": [("tr2", "5836", 1), *((f"tr{i}", "4983", 1) for i in range(3, 7))]})
     ds = BeirDataset(folder)
     queries, counts = labelled_queries(ds, training_split(ds))
-    assert [q.qid for q in queries] == ["tr2"] and counts["dropped_test_text"] == 1
+    assert [q.qid for q in queries] == ["tr2"] and counts["dropped_test_text"] == 4
 
 
 def test_training_qrels_of_queries_the_split_lacks_are_dropped_and_counted_with_one_warning(env, tmp_path, caplog):
@@ -408,6 +411,8 @@ def test_training_changes_scores_saves_a_pipeline_model_and_resumes(env, tmp_pat
 
     with pytest.raises(ConfigError, match="already holds a model"):
         train_cross_encoder(env["dataset"], out, s)
+    with pytest.raises(ConfigError, match="is a cross-encoder trained by rerank .*, not a bi-encoder"):   # review helper-59
+        build(f"dense(model='{out}')", env["dataset"])
     resumed = train_cross_encoder(env["dataset"], out, s.with_(max_steps=3, resume=True))
     assert resumed.steps == 3
     with pytest.raises(ConfigError, match=r"is complete \(3 steps of 3\); raise max_steps \(--max-steps\) or epochs"):
@@ -456,6 +461,8 @@ def test_bi_encoder_fine_tuning_changes_embeddings_and_loads_as_dense_and_bienco
     assert np.isclose(ranked["score"].iloc[0], query @ (doc / np.linalg.norm(doc)), atol=1e-3)   # the trained weights
     with pytest.raises(ConfigError, match="holds a bi-encoder, not a cross-encoder"):
         train_cross_encoder(env["dataset"], out, TrainSettings(**TINY, resume=True))
+    with pytest.raises(ConfigError, match="is a bi-encoder trained by rerank .*, not a cross-encoder"):   # review helper-59
+        build(f"bm25 % 5 >> cross-encoder(model='{out}')", env["dataset"])({"q": texts[0]})
     with pytest.raises(ConfigError, match="does not train a bi-encoder"):
         train_bi_encoder(env["dataset"], tmp_path / "bad", TrainSettings(**TINY, loss="bce"))
     with pytest.raises(ConfigError, match="does not train a cross-encoder"):
@@ -467,18 +474,66 @@ def test_resuming_on_other_data_is_refused(env, tmp_path):
     train_cross_encoder(env["dataset"], out, s)
     (out / "config.json").unlink()  # as if stopped after its checkpoint, before the model was saved
     docs = [json.loads(line) for line in (env["folder"] / "corpus.jsonl").read_text().splitlines()]
-    docs[0]["text"] = "edited since the first steps"
+    docs = [{**d, "text": d["text"] + " Edited since the first steps."} for d in docs]
     queries = [json.loads(line) for line in (env["folder"] / "queries.jsonl").read_text().splitlines()]
     other = BeirDataset(write_beir(tmp_path / "other", docs, queries, {"test": [("1", docs[1]["_id"], 1)]}), name="scifact-slice")
-    with pytest.raises(ConfigError, match="trained on 'scifact-slice' as it was before its files changed; choose another"):
+    with pytest.raises(ConfigError, match="trained on other examples from 'scifact-slice' .*; choose another"):
         train_cross_encoder(other, out, s.with_(max_steps=2, resume=True))
     renamed = BeirDataset(other.path, name="elsewhere")
     with pytest.raises(ConfigError, match="trained on 'scifact-slice', not 'elsewhere'"):
         train_cross_encoder(renamed, out, s.with_(max_steps=2, resume=True))
-    stricter = BeirDataset(env["folder"], name="scifact-slice", rel_threshold=2)   # other positives (a dataset.toml added)
-    with pytest.raises(ConfigError, match="trained on 'scifact-slice' as it was before its files changed"):
-        train_cross_encoder(stricter, out, s.with_(max_steps=2, resume=True))
     assert train_cross_encoder(env["dataset"], out, s.with_(max_steps=2, resume=True)).steps == 2
+
+
+def test_resuming_after_the_training_judgments_changed_is_refused(env, tmp_path):
+    """Review helper-59: the resume check hashed the evaluation split only, so edited training qrels (or a
+    teacher's weights) went on silently; now it compares the examples themselves."""
+    folder = tmp_path / "slice"
+    shutil.copytree(env["folder"], folder)
+    out, s = tmp_path / "ce", TrainSettings(**{**TINY, "max_steps": 1, "data": ("qrels",)})
+    train_cross_encoder(BeirDataset(folder, name="slice"), out, s)
+    (out / "config.json").unlink()
+    rows = (folder / "qrels" / "train.tsv").read_text().splitlines()
+    moved = [rows[0]] + [f"{q}\t{rows[(i + 1) % (len(rows) - 1) + 1].split(chr(9))[1]}\t1" for i, q in
+                         enumerate(r.split("\t")[0] for r in rows[1:])]   # each query judged relevant to another document
+    (folder / "qrels" / "train.tsv").write_text("\n".join(moved) + "\n")
+    with pytest.raises(ConfigError, match="trained on other examples from 'slice'"):
+        train_cross_encoder(BeirDataset(folder, name="slice"), out, s.with_(max_steps=2, resume=True))
+
+
+def test_resume_never_overwrites_a_model_it_has_no_checkpoint_of(env, tmp_path):
+    """Review helper-59: --resume on a folder with a model but no checkpoints trained anew over it."""
+    out, s = tmp_path / "ce", TrainSettings(**{**TINY, "max_steps": 1})
+    train_cross_encoder(env["dataset"], out, s)
+    shutil.rmtree(out / "checkpoints")
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a model, and no checkpoint to resume; choose another output folder$"):
+        train_cross_encoder(env["dataset"], out, s.with_(resume=True, seed=7))
+    with pytest.raises(ConfigError, match="already holds a model; choose another output folder$"):
+        train_cross_encoder(env["dataset"], out, s)   # no "--resume" advice where nothing can be resumed
+    assert (out / "model.safetensors").read_bytes() == before
+
+
+def test_label_free_training_needs_only_a_corpus_and_counts_steps_as_the_trainer_runs_them(env, tmp_path):
+    """Review helper-59: a folder of a corpus alone was refused (its queries were hashed for resume), and two
+    sources were counted as one (10 steps of 11: an interrupted last step could not be resumed)."""
+    folder = tmp_path / "corpus-only"
+    folder.mkdir()
+    shutil.copy(env["folder"] / "corpus.jsonl", folder / "corpus.jsonl")
+    s = TrainSettings(**{**TINY, "max_steps": -1, "epochs": 1, "batch_size": 5, "data": ("synthetic", "distill"), "teacher": "bm25"})
+    record = train_cross_encoder(BeirDataset(folder, name="mine"), tmp_path / "ce", s)
+    per_source = [-(-record.counts[n]["examples"] // 5) for n in ("synthetic", "distill")]
+    assert record.steps == sum(per_source) and record.counts["synthetic"]["examples"] > 0
+
+
+def test_a_training_dataset_with_another_corpus_is_refused(env, tmp_path):
+    """Review helper-59: its judgments named documents by id, and were read against the collection's corpus."""
+    docs = [{"_id": d["_id"], "title": "", "text": f"chocolate cake recipe {i}"} for i, d in
+            enumerate(json.loads(line) for line in (env["folder"] / "corpus.jsonl").read_text().splitlines())]
+    queries = [{"_id": f"c{i}", "text": f"chocolate cake recipe {i}"} for i in range(20)]
+    cake = write_beir(tmp_path / "cake", docs, queries, {"test": [(f"c{i}", docs[i]["_id"], 1) for i in range(20)]})
+    with pytest.raises(DataError, match="holds another corpus than scifact-slice; its judgments name documents by id"):
+        labelled_queries(env["dataset"], training_split(env["dataset"], "train", str(cake)))
 
 
 def test_cli_trains_on_all_three_sources_combined(env, tmp_path, capfd):

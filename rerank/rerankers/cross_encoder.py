@@ -26,7 +26,7 @@ import numpy as np
 
 from rerank.encoders import RUNTIMES, resolve_runtime, runtime_kwargs
 from rerank.errors import ConfigError, one_of, require
-from rerank.models import check_device, loading
+from rerank.models import check_device, check_kind, loading
 from rerank.params import checked
 from rerank.rerankers.base import PointwiseReranker
 from rerank.types import Candidates
@@ -69,6 +69,7 @@ class CrossEncoderReranker(PointwiseReranker):
         st = require("sentence_transformers", "cross-encoder")
         check_device(self.device)
         kwargs = runtime_kwargs(resolve_runtime(self.runtime, self.device))
+        check_kind(self.model, "cross-encoder", "cross-encoder")
         with loading("cross-encoder model", self.model):
             ce = st.CrossEncoder(self.model, device=self.device, max_length=self.max_length, **kwargs)
         if ce.num_labels != 1:

@@ -1,13 +1,15 @@
 """Labelled training queries: the qrels of a training split, checked against the test split for leakage.
 
 The training split is ``qrels/<split>.tsv`` of the same BEIR folder, or a separate dataset
-(``irds:beir/scifact/train`` online). Training refuses a split whose query ids overlap the test
-split's; training queries whose text equals a test query's are dropped and counted.
+(``irds:beir/scifact/train`` online) with the same corpus. Training refuses a split whose query ids
+overlap the test split's; training queries whose words equal a test query's (case, punctuation and
+spacing aside) are dropped and counted.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 from rerank.data import Dataset
@@ -72,8 +74,9 @@ def labelled_queries(collection: Dataset, train: Dataset) -> tuple[list[Labelled
     if overlap:
         raise DataError(f"{train.name}: {len(overlap)} training query ids are also test query ids of {collection.name} "
                         f"(e.g. {overlap[:3]}); refusing to train on evaluation queries")
+    check_same_corpus(collection, train)
     texts = {q.qid: q.text for q in train.queries()}
-    test_texts = {t.strip().lower() for t in tests.values() if t}
+    test_texts = {_words(t) for t in tests.values() if t}
     docs = collection.docstore
     counts = {"queries": 0, "positives": 0, "dropped_no_positive": 0, "dropped_test_text": 0, "dropped_unknown_docs": 0,
               "dropped_unknown_queries": sum(q not in texts for q in qrels)}
@@ -82,7 +85,7 @@ def labelled_queries(collection: Dataset, train: Dataset) -> tuple[list[Labelled
         text = texts.get(qid)
         if text is None:
             continue
-        if text.strip().lower() in test_texts:
+        if _words(text) in test_texts:
             counts["dropped_test_text"] += 1
             continue
         unknown = [d for d in judged if d not in docs]
@@ -103,3 +106,25 @@ def labelled_queries(collection: Dataset, train: Dataset) -> tuple[list[Labelled
         logger.warning("%s: %d judgments name documents that are not in %s's corpus; dropped", train.name,
                        counts["dropped_unknown_docs"], collection.name)
     return out, counts
+
+
+def _words(text: str) -> str:
+    """A query's words as the leakage guard compares them: case, punctuation and spacing aside."""
+    return " ".join(re.findall(r"[^\W_]+", text.casefold()))
+
+
+def check_same_corpus(collection: Dataset, train: Dataset) -> None:
+    """DataError when the training dataset holds a corpus other than the collection's: its judgments name
+    documents by id, and would pair its queries with the collection's documents of those ids. A training
+    split of the same folder, or a dataset without its own corpus at hand, is judged against the collection's."""
+    if train is collection or (isinstance(train, BeirDataset) and isinstance(collection, BeirDataset)
+                               and train.path.resolve() == collection.path.resolve()):
+        return
+    try:
+        theirs = train.fingerprint
+    except DataError:
+        return
+    if theirs != collection.fingerprint:
+        raise DataError(f"{train.name} holds another corpus than {collection.name}; its judgments name documents by id, "
+                        f"so they would pair its queries with {collection.name}'s documents of those ids: train on the "
+                        "collection the judgments were made for")

@@ -12,6 +12,7 @@ a bi-encoder (the dense retriever and rescorer).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -153,10 +154,7 @@ def _train(kind: str, dataset: str | Dataset, out: Path, s: TrainSettings) -> Tr
 
     before = {id(b) for b in loaded_backends()}
     ds = load(dataset) if isinstance(dataset, str) else dataset
-    trained_on = {"dataset": ds.name, "content": ds.content_fingerprint}  # what a resumed run must train on again
     resuming = s.resume and last_checkpoint(out / "checkpoints") is not None
-    if resuming:
-        check_same_data(out / RUN_SETTINGS, trained_on)
     started = time.perf_counter()
     check_generator(s)
     groups, counts, seconds = build_examples(ds, s)
@@ -164,6 +162,7 @@ def _train(kind: str, dataset: str | Dataset, out: Path, s: TrainSettings) -> Tr
         if id(backend) not in before:
             backend.close()  # the generator's and the teacher's models: free them before the student trains
     tables: dict[str, tuple[Any, str]] = {}
+    examples = hashlib.sha256()  # what a resumed run must train on again: every example, whatever it was made from
     for name, gs in groups.items():
         loss = s.distill_loss if name == "distill" else s.loss
         columns, left_out = layout(gs, loss)
@@ -171,6 +170,10 @@ def _train(kind: str, dataset: str | Dataset, out: Path, s: TrainSettings) -> Tr
         counts[name]["examples"] = len(next(iter(columns.values()), []))
         if counts[name]["examples"]:
             tables[name] = (to_dataset(columns, s.seed), loss)
+            examples.update(json.dumps([name, loss, columns], default=str).encode("utf-8", "surrogatepass"))
+    trained_on = {"dataset": ds.name, "examples": examples.hexdigest()}
+    if resuming:
+        check_same_data(out / RUN_SETTINGS, trained_on)
     if not tables:
         short = counts.get("distill", {}).get("short_teacher_lists", 0)
         hint = (f"; the teacher gave fewer than teacher_docs={s.teacher_docs} documents for {short} queries: give "
@@ -221,12 +224,14 @@ def check_out(out: Path, kind: str, s: TrainSettings) -> Path:
         raise ConfigError(f"{out} (--out) exists and is not a folder; choose a new folder for the model")
     if out.is_dir() and any(out.iterdir()) and not any((out / m).exists() for m in OUTPUT_MARKERS):
         raise ConfigError(f"{out} (--out) is a folder that does not hold a training output; choose a new or empty folder")
-    if (out / "config.json").exists() and not s.resume:
-        raise ConfigError(f"{out} already holds a model; choose another output folder (or continue it: --resume, resume=True)")
+    checkpoint = last_checkpoint(out / "checkpoints")
+    if (out / "config.json").exists() and (checkpoint is None or not s.resume):
+        resumable = " (or continue its run: --resume, resume=True)" if checkpoint is not None else ""
+        unresumable = ", and no checkpoint to resume" if s.resume and checkpoint is None else ""
+        raise ConfigError(f"{out} already holds a model{unresumable}; choose another output folder{resumable}")
     held = TrainingRecord.load(out).settings.get("model", "cross-encoder") if (out / "training_record.json").exists() else kind
     if held != kind:
         raise ConfigError(f"{out} holds a {held}, not a {kind}; resume it as a {held} or choose another output folder")
-    checkpoint = last_checkpoint(out / "checkpoints")
     if checkpoint is not None and not s.resume:
         raise ConfigError(f"{out} holds checkpoints of an earlier run ({checkpoint.name}); continue it with --resume "
                           "(resume=True) or choose another output folder")
@@ -269,20 +274,25 @@ def run_settings(kind: str, s: TrainSettings) -> dict[str, Any]:
     return json.loads(json.dumps(settings, default=str))
 
 
-DATA_KEYS = ("dataset", "content")
-"""What :data:`RUN_SETTINGS` records of the data a run trained on (checked once the data is read)."""
+DATA_KEYS = ("dataset", "content", "examples")
+"""What :data:`RUN_SETTINGS` records of the data a run trained on (checked once the examples are built;
+``content``: a dataset hash that runs saved before the examples' digest recorded)."""
 
 
 def check_same_data(path: Path, trained_on: dict[str, str]) -> None:
-    """Refuse (ConfigError) to resume a run whose checkpoints were trained on another dataset, or on
-    this one before its files changed (a run saved before this was recorded is not checked)."""
+    """Refuse (ConfigError) to resume a run whose checkpoints were trained on another dataset or on other
+    examples: this dataset before its files, its training judgments, or a teacher's or a negative miner's
+    model changed."""
     saved = json.loads(path.read_text(encoding="utf-8"))
-    if saved.get("content", trained_on["content"]) != trained_on["content"]:
-        same_name = saved.get("dataset") == trained_on["dataset"]
-        raise ConfigError(f"--resume continues the run in {path.parent}, trained on "
-                          + (f"{saved.get('dataset')!r} as it was before its files changed" if same_name else
-                             f"{saved.get('dataset')!r}, not {trained_on['dataset']!r}")
-                          + "; choose another output folder")
+    where = f"--resume continues the run in {path.parent}"
+    if saved.get("dataset") != trained_on["dataset"]:
+        raise ConfigError(f"{where}, trained on {saved.get('dataset')!r}, not {trained_on['dataset']!r}; choose another output folder")
+    if "examples" not in saved:
+        raise ConfigError(f"{where}, saved by an earlier rerank that did not record its examples, so it cannot be "
+                          "continued safely; choose another output folder")
+    if saved["examples"] != trained_on["examples"]:
+        raise ConfigError(f"{where}, trained on other examples from {saved['dataset']!r} (its files, training judgments, "
+                          "or a teacher's or negative miner's model changed since); choose another output folder")
 
 
 def check_generator(s: TrainSettings) -> None:

@@ -194,6 +194,10 @@ def fit(kind: str, model: Any, tables: dict[str, tuple[Any, str]], out: Path, s:
         data = {n: tables[n][0] for n in names}
         loss = {n: make_loss(kind, tables[n][1], model) for n in names}
     trainer = Trainer(model=model, args=args, train_dataset=data, loss=loss)
+    if s.max_steps <= 0:  # the trainer's own count, as it will run: several sources are batched each apart
+        per_epoch = max(len(trainer.get_train_dataloader()) // args.gradient_accumulation_steps, 1)
+        steps = max(1, math.ceil(s.epochs * per_epoch))
+        args.warmup_steps, args.logging_steps = math.ceil(steps * s.warmup_ratio), max(1, steps // 50)
     if args.disable_tqdm:  # without bars, transformers prints every log line to stdout instead
         from transformers.trainer_callback import PrinterCallback
 
