@@ -575,6 +575,10 @@ def test_llm_generator_settings_that_a_run_does_not_read_are_warned_about(caplog
     warn_unread(TrainSettings(prompt="nosuch/prompt"))
     warn_unread(TrainSettings(backend="hf:other", data=("qrels",)))
     warn_unread(TrainSettings(prompt="nosuch/prompt", generator="llm"))  # read: no warning
+    warn_unread(TrainSettings(train_dataset="irds:beir/scifact/train", teacher="bm25", distill_loss="listnet"))
+    warn_unread(TrainSettings(train_dataset="x", teacher="bm25", data=("qrels", "distill")))  # read: no warning
     assert [r.getMessage() for r in caplog.records] == [
         "prompt (--prompt) is read only by the llm generator; generator='sentence': not read",
-        "backend (--backend) is read only by the llm generator; no synthetic queries are made: not read"]
+        "backend (--backend) is read only by the llm generator; no synthetic queries are made: not read",
+        "train_dataset (--train-dataset): read only by --data qrels, which this run does not use: not read",  # review helper-59
+        "teacher (--teacher), distill_loss (--distill-loss): read only by --data distill, which this run does not use: not read"]

@@ -195,8 +195,14 @@ def _train(kind: str, dataset: str | Dataset, out: Path, s: TrainSettings) -> Tr
     return record
 
 
+READ_BY = {("train_split", "train_dataset"): "qrels", ("teacher", "teacher_depth", "teacher_docs", "teacher_norm",
+           "teacher_scale", "distill_loss"): "distill"}
+"""Settings only one data source reads."""
+
+
 def warn_unread(s: TrainSettings) -> None:
-    """Warn about the LLM generator's settings given to a run that does not generate with an LLM."""
+    """Warn about settings given to a run that does not read them: the LLM generator's without it, a
+    source's without that source (``--train-dataset`` without ``--data qrels`` trains on no labels)."""
     generates = "synthetic" in s.data or s.data == ("distill",)
     defaults = TrainSettings()
     unread = [n for n in ("backend", "prompt") if getattr(s, n) != getattr(defaults, n)]
@@ -204,6 +210,11 @@ def warn_unread(s: TrainSettings) -> None:
         why = f"generator={s.generator!r}" if generates else "no synthetic queries are made"
         logger.warning("%s (--%s) is read only by the llm generator; %s: not read",
                        " and ".join(unread), " --".join(unread), why)
+    for names, source in READ_BY.items():
+        given = [n for n in names if getattr(s, n) != getattr(defaults, n)]
+        if given and source not in s.data:
+            logger.warning("%s: read only by --data %s, which this run does not use: not read",
+                           ", ".join(named(n) for n in given), source)
 
 
 def check_inputs(kind: str, dataset: str | Dataset, s: TrainSettings) -> None:
