@@ -323,6 +323,8 @@ def test_generators_without_llm():
     assert title[0][0].query == "Scurvy in sailors" and "Scurvy in sailors" not in title[0][0].passage and title[1] == []
     unpunctuated = Doc("d3", " ".join(f"w{i}" for i in range(40)))
     assert len(SentenceGenerator().generate([unpunctuated], 1, rng)[0][0].query.split()) == 12
+    spaced = SentenceGenerator().generate([Doc("d4", "  ".join(f"w{i}" for i in range(40)), "T")], 1, rng)[0][0]
+    assert spaced.query.split()[0] not in spaced.passage.split()   # cut however the words were spaced (review helper-59)
 
 
 def test_llm_generator_answers_are_cleaned_and_unusable_ones_counted():

@@ -41,7 +41,9 @@ class PseudoQuery:
 
 
 def _without(text: str, span: str) -> str:
-    return re.sub(r"\s{2,}", " ", text.replace(span, " ")).strip()
+    """``text`` with ``span`` cut out wherever its words stand, however they are spaced there."""
+    words = r"\s+".join(map(re.escape, span.split()))
+    return re.sub(r"\s{2,}", " ", re.sub(words, " ", text)).strip()
 
 
 @dataclass
