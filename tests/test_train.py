@@ -377,6 +377,15 @@ def test_synthetic_path_reads_only_the_corpus_and_is_deterministic(env):
     assert all(g.labels[0] == 1.0 and set(g.labels[1:]) <= {0.0} for g in groups["synthetic"])
 
 
+def test_a_copy_of_the_source_document_is_never_its_negative(env, tmp_path):
+    """Review helper-59: in a corpus holding a document twice, the copy was a negative of its own query."""
+    docs = [json.loads(line) for line in (env["folder"] / "corpus.jsonl").read_text().splitlines()][:40]
+    folder = write_beir(tmp_path / "dups", docs + [{**d, "_id": d["_id"] + "-copy"} for d in docs], [], {})
+    groups, counts, _ = build_examples(BeirDataset(folder, name="dups"), TrainSettings(**{**TINY, "num_negatives": 4}))
+    assert counts["synthetic"]["copies_not_negatives"] > 0
+    assert not [g for g in groups["synthetic"] if any(g.query in t for t in g.texts[1:])]
+
+
 def test_qrels_and_distill_sources_from_python_with_cached_teacher(env):
     s = TrainSettings(**TINY, data=("qrels", "distill"), teacher="bm25")
     groups, counts, _ = build_examples(env["dataset"], s)

@@ -35,14 +35,17 @@ def qrels_groups(dataset: Dataset, s: TrainSettings, rng: np.random.Generator) -
     logger.info("qrels: %d training queries; mining negatives with %s", len(queries), s.negatives)
     ranked = ranked_docids(_stage(s.negatives, dataset), {q.qid: q.text for q in queries}, s.negatives_depth)
     docs = dataset.docstore
-    groups, no_negatives = [], 0
+    groups, no_negatives, copies = [], 0, 0
     for q in queries:
+        positives = {docs[p].full_text() for p in q.positives}
+        pool = [d for d in ranked[q.qid] if docs[d].full_text() not in positives]  # a copy of a positive is none
+        copies += len(ranked[q.qid]) - len(pool) - sum(d in q.positives for d in ranked[q.qid])
         for p in q.positives:
-            negs = sample_negatives(ranked[q.qid], set(q.positives), s.num_negatives, rng)
+            negs = sample_negatives(pool, set(q.positives), s.num_negatives, rng)
             no_negatives += not negs
             groups.append(Group(q.text, [docs[p].full_text()] + [docs[n].full_text() for n in negs],
                                 [1.0] + [0.0] * len(negs), "qrels"))
-    counts.update(groups=len(groups), no_negatives=no_negatives)
+    counts.update(groups=len(groups), no_negatives=no_negatives, few_negatives=_few(groups, s), copies_not_negatives=copies)
     if no_negatives:
         logger.warning("qrels: %d of %d training examples have no hard negative (%s's top %d holds only positives); "
                        "raise negatives_depth or use another negatives stage", no_negatives, len(groups), s.negatives,
@@ -84,11 +87,20 @@ def synthetic_queries(dataset: Dataset, s: TrainSettings, rng: np.random.Generat
 def synthetic_groups(dataset: Dataset, kept: list[tuple[PseudoQuery, list[str]]], s: TrainSettings,
                      rng: np.random.Generator) -> tuple[list[Group], dict[str, int]]:
     docs = dataset.docstore
-    groups = []
+    groups, copies = [], 0
     for q, pool in kept:
-        negs = sample_negatives(pool, {q.docid}, s.num_negatives, rng)
+        source = docs[q.docid].full_text()
+        distinct = [d for d in pool if d == q.docid or docs[d].full_text() != source]  # a copy of the source is no negative
+        copies += len(pool) - len(distinct)
+        negs = sample_negatives(distinct, {q.docid}, s.num_negatives, rng)
         groups.append(Group(q.query, [q.passage] + [docs[n].full_text() for n in negs], [1.0] + [0.0] * len(negs), "synthetic"))
-    return groups, {"groups": len(groups), "no_negatives": sum(len(g.texts) == 1 for g in groups)}
+    return groups, {"groups": len(groups), "no_negatives": sum(len(g.texts) == 1 for g in groups),
+                    "few_negatives": _few(groups, s), "copies_not_negatives": copies}
+
+
+def _few(groups: list[Group], s: TrainSettings) -> int:
+    """Groups with some negatives but fewer than ``num_negatives`` (a shallow or small first stage)."""
+    return sum(1 < len(g.texts) < s.num_negatives + 1 for g in groups)
 
 
 def distill_groups(dataset: Dataset, queries: Mapping[str, str], s: TrainSettings,
