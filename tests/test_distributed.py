@@ -400,6 +400,11 @@ def test_executor_bad_settings(cluster):
         RayExecutor(workers=0)
     with pytest.raises(ConfigError, match=">= 0"):
         RayExecutor(num_cpus=-1)
+    with pytest.raises(ConfigError, match="already connected to the Ray cluster at .*; it cannot also use '127.0.0.1:1'"):
+        RayExecutor("127.0.0.1:1", workers=1)   # review helper-60: ran on this process's cluster, whatever was asked
+    joined = cluster.get_runtime_context().gcs_address
+    with RayExecutor(joined, workers=1) as same:   # the cluster it is connected to, by its address
+        assert list(same.map(abs, [-2])) == [2]
     ex = RayExecutor(workers=1)
     ex.close()
     ex.close()  # twice is fine
@@ -415,6 +420,13 @@ def test_workers_that_cannot_all_start_on_a_local_cluster_are_refused_not_waited
 
     with pytest.raises(ConfigError, match="do not fit the local Ray cluster"):
         RayExecutor(workers=3, num_cpus=2)  # 6 CPUs of 4
+    with pytest.raises(ConfigError, match="resources \\{'big_memory': 1\\} per actor, but the local Ray cluster has"):
+        RayExecutor(workers=1, resources={"big_memory": 1})   # review helper-60: waited for ever
+    with pytest.raises(ConfigError, match="num_cpus=1e-05 is finer than Ray counts resources"):
+        encode_corpus(["a text"], Dense(), actors=1, num_cpus=1e-5)
+    from rerank.distributed.cluster import ray_share
+
+    assert ray_share(0.0002 / 3) == 0 and ray_share(2 / 3) == 0.6666   # build_bm25's default share of what is free
     with pytest.raises(ConfigError, match="has 0 GPUs"):
         encode_corpus(["a text"], Dense(), actors=1, num_gpus=0.25)
     docs = [Doc("d1", "cats purr"), Doc("d2", "dogs bark")]
@@ -424,6 +436,9 @@ def test_workers_that_cannot_all_start_on_a_local_cluster_are_refused_not_waited
             RayExecutor()
         with build_bm25(docs, shards=2) as index:  # shards that take no CPU still start
             assert len(index({"q": "cats"})) == 1
+            from rerank.retrievers.bm25 import BM25
+
+            assert index({"q": "zzz"}).columns == BM25().index(docs)({"q": "zzz"}).columns   # none found (review helper-60)
         with pytest.raises(ConfigError, match="do not fit"):
             build_bm25(docs, shards=2, num_cpus=1)
 
@@ -496,6 +511,11 @@ def test_parallel_bm25_equals_local_and_ships_once(cluster, scifact):
         assert stage(topics).to_pandas().equals(bm25(topics).to_pandas())
         assert stage(topics).to_pandas().equals(bm25(topics).to_pandas())
         assert len(ex._shipped) == 1
+        bm25.index(scifact.corpus()[:2000])  # in place (review helper-60: the workers kept answering from the old index)
+        assert stage(topics).to_pandas().equals(bm25(topics).to_pandas())
+        with pytest.raises(DataError) as raised:   # as itself, in one line, not Ray's remote traceback
+            stage({"a": "", "b": "cats"})
+        assert type(raised.value) is DataError and "\n" not in str(raised.value) and "ray::" not in str(raised.value)
 
 
 def test_parallel_bad_inputs():
@@ -550,3 +570,12 @@ def test_dense_and_bm25_pickle_with_their_indexes():
         assert dense._faiss.ntotal == 3 and dense._faiss.search(emb[1:2], 1)[1][0, 0] == 1
     bm25 = BM25().index(docs)
     assert pickle.loads(pickle.dumps(bm25)).search("barking dogs").docids == ["b"]
+
+
+def test_a_loopback_address_ray_rewrites_names_the_way_in():
+    """Review helper-60: a second process asking for a rerank-started cluster by 127.0.0.1:PORT read "no Ray
+    cluster answers" (Ray had rewritten the address to the machine's), with no way to join it."""
+    from rerank.distributed.cluster import _probe
+
+    with pytest.raises(ConfigError, match=r"\(Ray connects to 127.0.0.2:1\): .*joined through a Ray client server"):
+        _probe("127.0.0.1:1", "127.0.0.2", 1)

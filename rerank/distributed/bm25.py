@@ -39,7 +39,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from rerank.data.base import unique_records
-from rerank.distributed.cluster import connect, fitting, import_ray, ray_reason, shutdown
+from rerank.distributed.cluster import check_ray_amount, connect, fitting, import_ray, ray_reason, ray_share, shutdown
 from rerank.errors import ConfigError, DataError, RerankError
 from rerank.params import is_finite_number, is_integer
 from rerank.retrievers.base import as_docs, check_unique_docids
@@ -172,10 +172,10 @@ class ShardedBM25(Stage):
                 scores = np.concatenate([r[j][1] for r in per_shard])
                 best = np.lexsort((pos, -scores))[:k]  # as one index: score, then the earlier document
                 hits.append((pos[best], scores[best]))
-        if not any(len(p) for p, _ in hits):
+        if not hits:
             return Ranking.empty()
         positions = np.concatenate([p for p, _ in hits])
-        docs = self._documents(positions)
+        docs = self._documents(positions) if len(positions) else []  # none found: the columns of a local BM25's
         frame = pd.DataFrame({"qid": np.repeat(qids, [len(p) for p, _ in hits]),
                               "query": np.repeat([queries[q] for q in qids], [len(p) for p, _ in hits]),
                               "score": np.concatenate([s for _, s in hits]).astype(np.float64),
@@ -241,6 +241,8 @@ def build_bm25(corpus: Sequence[Doc] | Sequence[str | Path], bm25: BM25 | None =
     parts = _parts(corpus, shards, config)
     if num_cpus is not None and not (is_finite_number(num_cpus) and num_cpus >= 0):
         raise ConfigError(f"build_bm25: num_cpus must be a finite number >= 0, got {num_cpus!r}")
+    if num_cpus is not None:
+        check_ray_amount(num_cpus, "num_cpus", "build_bm25")
     if address is None:  # files a local cluster would read: missing ones fail here, before it starts
         missing = [str(p) for p in parts if isinstance(p, (str, Path)) and not Path(p).is_file()]
         if missing:
@@ -250,7 +252,7 @@ def build_bm25(corpus: Sequence[Doc] | Sequence[str | Path], bm25: BM25 | None =
     handles: list[Any] = []
     try:
         if num_cpus is None:  # the free CPUs' share (none free: actors that take no CPU)
-            num_cpus = min(1.0, ray.available_resources().get("CPU", 0) / len(parts))
+            num_cpus = ray_share(min(1.0, ray.available_resources().get("CPU", 0) / len(parts)))
         fitting(len(parts), num_cpus, 0, "build_bm25")
         actor = ray.remote(BM25Shard).options(num_cpus=num_cpus)
         handles = [actor.remote(config, ray.put(p) if not isinstance(p, (str, Path)) else p) for p in parts]

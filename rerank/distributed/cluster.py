@@ -18,6 +18,7 @@ the pinned Ray 2.60 by the tests). With ``RAY_USE_TLS=1`` only the TCP answer is
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import socket
@@ -66,8 +67,9 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
             object_store_memory: int | None = None) -> bool:
     """Join the cluster at ``address``, or start a local one on loopback when ``address`` is None.
 
-    Does nothing when Ray is already initialized in this process. Returns True when this call
-    initialized Ray, so the caller knows to :func:`shutdown` it.
+    Does nothing when Ray is already initialized in this process, but refuses (ConfigError) an
+    ``address`` other than the cluster it is connected to. Returns True when this call initialized
+    Ray, so the caller knows to :func:`shutdown` it.
     """
     if address is not None:
         parse_address(address)  # a bad form fails here, before Ray is asked
@@ -75,6 +77,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read when Ray is imported
     ray = import_ray()
     if ray.is_initialized():
+        _check_joined(ray, address)
         return False
     if address is None:
         from ray._private import ray_constants
@@ -101,6 +104,29 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
     return True
 
 
+def _check_joined(ray: Any, address: str | None) -> None:
+    """ConfigError when ``address`` names another cluster than the one this process is connected to (Ray
+    joins one cluster per process; the work would otherwise run on the first, whatever was asked)."""
+    if address in (None, "auto") or address.startswith("ray://"):
+        return
+    try:
+        joined = ray.get_runtime_context().gcs_address
+    except Exception:  # a client connection has no GCS address here
+        return
+    asked, (host, port) = parse_address(address), parse_address(joined)
+    same_host = asked[0] == host or {asked[0], host} <= {"127.0.0.1", "localhost", _this_ip()}
+    if asked[1] != port or not same_host:
+        raise ConfigError(f"this process is already connected to the Ray cluster at {joined}; it cannot also use "
+                          f"{address!r} (one cluster per process): use that one, or run in a new process")
+
+
+def _this_ip() -> str:
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
 def _target(address: str) -> tuple[str, int]:
     """The host and port Ray connects to for ``address``: a client's as given; a cluster's as Ray
     resolves it (``"auto"``: ``$RAY_ADDRESS`` or the running cluster; a loopback host: this machine's IP)."""
@@ -121,8 +147,12 @@ def _probe(address: str, host: str, port: int) -> None:
     try:
         conn = socket.create_connection((host, port), timeout=PROBE_TIMEOUT)
     except OSError as e:
+        rewritten = (" (Ray rewrites a loopback address to this machine's: a cluster that listens on 127.0.0.1 only, as "
+                     "the one rerank starts, is joined through a Ray client server started beside it, python -m "
+                     "ray.util.client.server --host 127.0.0.1 --port P --address GCS, as ray://127.0.0.1:P)") if via and \
+                    (parse_address(address) or ("",))[0] in ("127.0.0.1", "localhost") else ""
         raise ConfigError(f"no Ray cluster answers at {address!r}{via}: {e or type(e).__name__}; "
-                          "start one (ray start --head) or check the address") from None
+                          f"start one (ray start --head) or check the address{rewritten}") from None
     conn.close()
     client = address.startswith("ray://")
     if _tls() or _serves(host, port, CLIENT_METHOD if client else GCS_METHOD):
@@ -157,14 +187,34 @@ ROOM_WAIT = 5.0
 """Seconds :func:`fitting` waits on a local cluster for resources that actors being stopped still hold."""
 
 
-def fitting(count: int | None, num_cpus: float, num_gpus: float, what: str) -> int:
-    """How many actors of ``num_cpus`` and ``num_gpus`` each to start: ``count``, or (None) as many as
-    the cluster has free. A cluster on loopback only (a local one) never grows, so there actors that
-    could never all start are a :class:`ConfigError` rather than a wait without end (resources other
-    actors of this process are releasing get a few seconds). Elsewhere a warning says the others wait."""
+RAY_STEP = 1e-4
+"""Ray counts a fractional resource in steps of this (0.00005 CPU is refused with a raw ValueError)."""
+
+
+def ray_share(amount: float) -> float:
+    """``amount`` of a resource rounded down to a step Ray takes (a computed share such as 1/3 of what is free)."""
+    return amount if amount >= 1 else round(math.floor(amount / RAY_STEP + 1e-9) * RAY_STEP, 4)
+
+
+def check_ray_amount(value: float, name: str, what: str) -> None:
+    """ConfigError for an amount below 1 that is not a multiple of :data:`RAY_STEP` (Ray's own error is a traceback)."""
+    if 0 < value < 1 and abs(value / RAY_STEP - round(value / RAY_STEP)) > 1e-6:
+        raise ConfigError(f"{what}: {name}={value:g} is finer than Ray counts resources (steps of {RAY_STEP:g}); round it")
+
+
+def fitting(count: int | None, num_cpus: float, num_gpus: float, what: str, resources: dict[str, float] | None = None) -> int:
+    """How many actors of ``num_cpus``, ``num_gpus`` and custom ``resources`` each to start: ``count``, or
+    (None) as many as the cluster has free. A cluster on loopback only (a local one) never grows, so there
+    actors that could never all start, or that ask for a resource it lacks, are a :class:`ConfigError`
+    rather than a wait without end (resources other actors of this process are releasing get a few
+    seconds). Elsewhere a warning says the others wait."""
     ray = import_ray()
     local = all(n["NodeManagerAddress"] == "127.0.0.1" for n in ray.nodes() if n.get("Alive", True))
     total = ray.cluster_resources()
+    lacking = {k: v for k, v in (resources or {}).items() if total.get(k, 0) < v}
+    if lacking and local:
+        raise ConfigError(f"{what}: resources {lacking} per actor, but the local Ray cluster has "
+                          f"{ {k: total.get(k, 0) for k in lacking} } (start it with those resources, or leave them out)")
     if num_gpus and total.get("GPU", 0) < num_gpus and local:
         raise ConfigError(f"{what}: num_gpus={num_gpus:g} per actor, but the local Ray cluster has "
                           f"{total.get('GPU', 0):g} GPUs")

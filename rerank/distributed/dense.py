@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rerank.distributed.cluster import connect, fitting, import_ray, shutdown
+from rerank.distributed.cluster import check_ray_amount, connect, fitting, import_ray, shutdown
 from rerank.errors import ConfigError, DataError
 from rerank.params import is_finite_number, is_integer
 from rerank.retrievers.base import as_docs
@@ -46,6 +46,7 @@ def encode_corpus(texts: Sequence[str], dense: Dense, actors: int = 2, *, batch_
     for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
         if not (is_finite_number(value) and value >= 0):
             raise ConfigError(f"encode_corpus: {name} must be a finite number >= 0, got {value!r}")
+        check_ray_amount(value, name, "encode_corpus")
     if not texts:
         raise DataError("the corpus is empty, nothing to encode")
     started = connect(address)

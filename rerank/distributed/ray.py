@@ -90,7 +90,7 @@ class RayExecutor:
         self.address, self.num_cpus, self.num_gpus, self.max_retries = address, num_cpus, num_gpus, max_retries
         self.resources = dict(resources or {})
         self._actors: list[Any] = []
-        self._shipped: dict[int, tuple[Any, str, Any]] = {}
+        self._shipped: dict[int, tuple[Any, tuple[str, ...], str, Any]] = {}
         self._keys = itertools.count()
         ray = import_ray()
         try:  # Ray's own checks of the resources, before a cluster starts
@@ -100,7 +100,7 @@ class RayExecutor:
             raise ConfigError(f"RayExecutor: {one_line(e)}") from None
         self._started = connect(address)
         try:
-            self.workers = fitting(workers, num_cpus, num_gpus, "RayExecutor")
+            self.workers = fitting(workers, num_cpus, num_gpus, "RayExecutor", self.resources)
             self._actors = [actor.remote(threads) for _ in range(self.workers)]
         except BaseException as e:
             self.close()  # and the local cluster, if this constructor started it
@@ -122,11 +122,13 @@ class RayExecutor:
         return self._ordered(lambda actor, item: actor.call.remote(fn, item), items)
 
     def transform(self, stage: Any, rankings: Sequence[Any]) -> Iterator[Any]:
-        """``stage(r)`` for every Ranking, each on some worker; the stage is shipped once per worker."""
+        """``stage(r)`` for every Ranking, each on some worker; the stage is shipped once per worker, and
+        again once one of its retrievers is indexed anew (``bm25.index(other_docs)`` changes it in place)."""
         ray = import_ray()
-        if id(stage) not in self._shipped:
-            self._shipped[id(stage)] = (stage, f"stage-{next(self._keys)}", ray.put(stage))
-        _, key, ref = self._shipped[id(stage)]
+        state = _indexed_corpora(stage)
+        if id(stage) not in self._shipped or self._shipped[id(stage)][1] != state:
+            self._shipped[id(stage)] = (stage, state, f"stage-{next(self._keys)}", ray.put(stage))
+        _, _, key, ref = self._shipped[id(stage)]
         return self._ordered(lambda actor, r: actor.transform.remote(key, [ref], r), rankings)
 
     def _ordered(self, submit: Callable[[Any, Any], Any], items: Sequence[Any]) -> Iterator[Any]:
@@ -170,6 +172,9 @@ class RayExecutor:
         except ray.exceptions.RayActorError as e:
             self._still_open()
             raise RerankError(f"a Ray worker died and its {self.max_retries} restarts are used up: {ray_reason(e)}") from None
+        except ray.exceptions.RayTaskError as e:  # its text is Ray's remote traceback: raise what the task raised
+            cause = getattr(e, "cause", None)
+            raise (cause if isinstance(cause, Exception) else RerankError(ray_reason(e))) from None
 
     def _still_open(self) -> None:
         if not self._actors:  # close() ran while a map was being read
@@ -212,3 +217,12 @@ def _check_settings(*, workers: Any, num_cpus: Any, num_gpus: Any, resources: An
     for name, value in amounts.items():
         if not is_finite_number(value) or value < 0:
             raise ConfigError(f"RayExecutor: {name} must be a finite number >= 0, got {value!r}")
+
+
+def _indexed_corpora(stage: Any) -> tuple[str, ...]:
+    """The corpus fingerprint of each indexed retriever among ``stage``'s leaves: what changes when one is
+    indexed anew in place, so a worker's copy of the stage would answer for the old corpus."""
+    from rerank.retrievers.base import Retriever
+    from rerank.stage import leaves
+
+    return tuple(leaf.corpus_fingerprint for leaf in leaves(stage) if isinstance(leaf, Retriever) and leaf.is_indexed)
