@@ -516,6 +516,9 @@ def test_parallel_bm25_equals_local_and_ships_once(cluster, scifact):
         with pytest.raises(DataError) as raised:   # as itself, in one line, not Ray's remote traceback
             stage({"a": "", "b": "cats"})
         assert type(raised.value) is DataError and "\n" not in str(raised.value) and "ray::" not in str(raised.value)
+    with parallel(bm25, workers=1) as own, pytest.raises(DataError):   # its own executor, stopped though the run fails
+        own({"a": ""})
+    assert own._executor is None
 
 
 def test_parallel_bad_inputs():

@@ -71,6 +71,13 @@ class Parallel(Stage):
             self._executor.close()
             self._executor, self._owned = None, False
 
+    def __enter__(self) -> Parallel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """``with parallel(stage) as p:`` stops the executor it started, also when a run fails."""
+        self.close()
+
 
 def parallel(stage: Stage, executor: Any = None, *, shards: int | None = None, workers: int | None = None) -> Parallel:
     """``stage`` with its queries sharded across Ray workers (see :class:`Parallel`).
