@@ -108,7 +108,11 @@ class E2Rank(Reranker):
     def with_embedding_source(self, source: EmbeddingSource | None) -> E2Rank:
         """A copy that reads document embeddings from ``source`` when they are the ones it would compute, else
         ``self``; with None, a copy that embeds every candidate itself (``doc_embeddings`` dropped)."""
-        if (self.doc_embeddings is None) if source is None else (self.doc_embeddings is not None or not self._same_vectors(source)):
+        if source is None:
+            unchanged = self.doc_embeddings is None
+        else:
+            unchanged = self.doc_embeddings is not None or not self._same_vectors(source)
+        if unchanged:
             return self
         other = copy.copy(self)
         other.doc_embeddings, other._memo = source, _Memo()
