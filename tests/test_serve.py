@@ -133,6 +133,9 @@ def test_cohere_v1_client_with_documents(bi_url, biencoder):
     assert_same_ranking([(r.index, r.relevance_score) for r in res.results], expected.top_k(3))
     assert [r.document.text for r in res.results] == [DOCS[int(r.docid)] for r in expected.top_k(3)]
     assert client.models.list().models[0].name == "BiEncoderReranker()"
+    titled = [{"text": d, "title": f"t{i}"} for i, d in enumerate(DOCS)]  # as in Cohere's v1: the object as sent
+    out = httpx.post(f"{bi_url}/v1/rerank", json={"query": FLEA, "documents": titled, "return_documents": True}, timeout=60)
+    assert [r["document"] for r in out.json()["results"]] == [titled[int(r.docid)] for r in expected]
 
 
 def test_jina_and_vllm_request_shapes(ce_url, cross_encoder):
@@ -255,6 +258,7 @@ def test_vllm_clients_optional_fields_are_accepted_and_the_ignored_ones_said(bi_
             "truncate_prompt_tokens": 512, "instruction": "Judge relevance"}
     out = httpx.post(f"{bi_url}/rerank", json=body, timeout=30).json()
     assert out["id"] == "req-7"
+    assert httpx.post(f"{bi_url}/rerank", json={**body, "request_id": ""}, timeout=30).json()["id"] == ""
     assert_same_ranking([(r["index"], r["relevance_score"]) for r in out["results"]], biencoder.rerank(FLEA, DOCS))
     assert "the query was cut to max_tokens_per_query=9 words" in out["warnings"]
     assert {w.split(" ")[0] for w in out["warnings"] if "is ignored" in w} == {"truncate_prompt_tokens", "instruction"}

@@ -1,7 +1,7 @@
 """The FastAPI application: routes, response shapes, and how failures become status codes.
 
 =================  ===========================================================================
-``POST /v1/rerank``  Cohere v1 rerank (``return_documents`` adds ``document.text``)
+``POST /v1/rerank``  Cohere v1 rerank (``return_documents`` adds each document as it was sent)
 ``POST /v2/rerank``  Cohere v2 rerank (``max_tokens_per_doc`` cuts documents to that many words)
 ``POST /rerank``     Jina / vLLM rerank (documents come back by default, ``top_n: 0`` is all; ``usage`` counts words)
 ``POST /v1/search``  query -> top ``top_n`` of the whole pipeline over its corpus
@@ -152,19 +152,21 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
     @app.post("/v1/rerank")
     async def cohere_v1(request: Request) -> dict[str, Any]:
         req, texts, ranked, warnings, _ = await rerank(request, CohereV1Request)
-        return {"id": str(uuid.uuid4()), "results": _results(ranked, texts, req.top_n, req.return_documents),
-                "meta": _meta("1", warnings)}
+        shown = req.documents if req.return_documents else None  # Cohere v1 returns each document as sent
+        return {"id": str(uuid.uuid4()), "results": _results(ranked, texts, req.top_n, shown), "meta": _meta("1", warnings)}
 
     @app.post("/v2/rerank")
     async def cohere_v2(request: Request) -> dict[str, Any]:
         req, texts, ranked, warnings, _ = await rerank(request, CohereV2Request)
-        return {"id": str(uuid.uuid4()), "results": _results(ranked, texts, req.top_n, False), "meta": _meta("2", warnings)}
+        return {"id": str(uuid.uuid4()), "results": _results(ranked, texts, req.top_n, None), "meta": _meta("2", warnings)}
 
     @app.post("/rerank")
     async def jina(request: Request) -> dict[str, Any]:
         req, texts, ranked, warnings, sent = await rerank(request, JinaRequest)
-        return {"id": req.request_id or str(uuid.uuid4()), "model": name, "usage": {"prompt_tokens": sent, "total_tokens": sent},
-                "results": _results(ranked, texts, req.top_n, req.return_documents), **({"warnings": warnings} if warnings else {})}
+        answer_id = str(uuid.uuid4()) if req.request_id is None else req.request_id
+        return {"id": answer_id, "model": name, "usage": {"prompt_tokens": sent, "total_tokens": sent},
+                "results": _results(ranked, texts, req.top_n, texts if req.return_documents else None),
+                **({"warnings": warnings} if warnings else {})}
 
     @app.post("/v1/search")
     async def search(request: Request) -> dict[str, Any]:
@@ -244,12 +246,14 @@ def _cut(text: str, words: int, what: str, cap: str) -> str:
     return kept
 
 
-def _results(ranked: Candidates, texts: list[str], top_n: int | None, documents: bool) -> list[dict[str, Any]]:
+def _results(ranked: Candidates, texts: list[str], top_n: int | None, documents: list[Any] | None) -> list[dict[str, Any]]:
+    """The ``top_n`` results; with ``documents``, each carries its document: an object as is, a string as ``{text}``."""
     out = []
     for docid, score in zip(ranked.docids[:top_n], ranked.scores[:top_n]):
         item: dict[str, Any] = {"index": int(docid), "relevance_score": float(score)}
-        if documents:
-            item["document"] = {"text": texts[int(docid)]}
+        if documents is not None:
+            sent = documents[int(docid)]
+            item["document"] = sent if isinstance(sent, dict) else {"text": sent}
         out.append(item)
     return out
 
