@@ -67,6 +67,7 @@ def test_ray_without_ray_names_the_extra():
     ("ray:127.0.0.1:99999", "bad Ray address"),
     ("ray:127.0.0.1", "bad Ray address"),
     ("ray:local", "bad Ray address 'local'"),
+    ("ray:http://127.0.0.1:8265", "not http://"),                               # the dashboard's address
 ])
 def test_bad_ray_addresses_fail_fast_in_one_line(spec, message):
     ray = optional("ray", "needs the ray extra (pip install 'rerank[ray]')")

@@ -56,6 +56,10 @@ def parse_address(address: Any) -> tuple[str, int] | None:
     """
     if address == "auto":
         return None
+    scheme, sep, rest = str(address).partition("://")
+    if sep and scheme != "ray":  # http://HOST:8265 is the dashboard's, for job submission, not a cluster's
+        raise ConfigError(f"bad Ray address {address!r}: a cluster is joined at HOST:PORT (its GCS, port 6379 by "
+                          f"default) or ray://HOST:PORT (its client server, 10001), not {scheme}://")
     host, _, port = str(address).removeprefix("ray://").rpartition(":")
     host = host.removeprefix("[").removesuffix("]")  # [::1]:6379
     if not isinstance(address, str) or not host or not port.isdigit() or not 0 < int(port) < 65536:
