@@ -70,6 +70,7 @@ def env(tmp_path_factory):
     ({"batch_size": 10**8}, "batch_size \\(--batch-size\\) must be at most 65,536"), ({"learning_rate": 5.0}, "learning_rate \\(--learning-rate\\) must be in \\(0, 1\\), got 5.0"),
     ({"warmup_ratio": 1.0}, "warmup_ratio \\(--warmup-ratio\\) must be in \\[0, 1\\), got 1.0"), ({"teacher_scale": -1.0}, "teacher_scale \\(--teacher-scale\\) must be > 0"),
     ({"min_words": -1}, "min_words \\(--min-words\\) must be >= 0"),
+    ({"generator": "llm", "queries_per_document": 2}, "queries_per_document \\(--queries-per-document\\) 1, got 2"),
 ])
 def test_bad_settings_are_refused(changes, message):
     with pytest.raises(ConfigError, match=message):

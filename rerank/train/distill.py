@@ -70,8 +70,12 @@ def normalize(scores: Sequence[float], how: str, scale: float) -> list[float]:
 
     >>> normalize([3.0, 1.0, 2.0], "minmax", 10.0)
     [10.0, 0.0, 5.0]
+    >>> normalize([1e300, 3e300, 2e300], "zscore", 1.0)  # no overflow: scaled by a power of two first
+    [-1.224744871391589, 1.224744871391589, 0.0]
     """
     s = np.asarray(scores, dtype=np.float64)
+    if how != "none" and s.any():
+        s = np.ldexp(s, -np.frexp(np.abs(s).max())[1])  # exact; both norms are blind to scale
     if how == "minmax":
         span = s.max() - s.min()
         s = (s - s.min()) / span if span > 0 else np.zeros_like(s)

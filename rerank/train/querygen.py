@@ -134,8 +134,7 @@ class LLMGenerator:
         return CachedBackend(load_backend(self.backend), self.cache)
 
     def generate(self, docs: Sequence[Doc], per_doc: int, rng: np.random.Generator) -> list[list[PseudoQuery]]:
-        if per_doc != 1:
-            raise ConfigError("the LLM generator writes one query per document (greedy decoding); use queries_per_document=1")
+        assert per_doc == 1, "TrainSettings refuses more for the llm generator"
         llm = self.llm()
         prompts = [self.template.render("", text=" ".join(d.full_text().split()[: self.doc_words])) for d in docs]
         cap = self.template.max_new_tokens or 32

@@ -122,6 +122,9 @@ class TrainSettings:
             value = getattr(self, name)
             if value < 1:
                 raise ConfigError(f"{named(name)} must be a positive integer, got {value!r}")
+        if self.generator == "llm" and self.queries_per_document > 1:
+            raise ConfigError(f"the llm generator (--generator llm) writes one query per document (greedy decoding); "
+                              f"use {named('queries_per_document')} 1, got {self.queries_per_document}")
         if self.teacher_docs < 2 or self.teacher_docs > self.teacher_depth:
             raise ConfigError(f"{named('teacher_docs')} must be between 2 and {named('teacher_depth')} "
                               f"({self.teacher_depth}), got {self.teacher_docs}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -120,6 +121,9 @@ def distill_groups(dataset: Dataset, queries: Mapping[str, str], s: TrainSetting
         if len(ranked) < s.teacher_docs:
             short += 1
             continue
+        if not all(math.isfinite(sc) for _, sc in ranked):
+            raise DataError(f"the teacher {s.teacher!r} gave query {qid!r} a score that is not a finite number; "
+                            "distillation needs finite scores")
         labels = normalize([sc for _, sc in ranked], s.teacher_norm, s.teacher_scale)
         rest = np.sort(rng.choice(np.arange(1, len(ranked)), size=s.teacher_docs - 1, replace=False))
         picked = [0, *rest.tolist()]
