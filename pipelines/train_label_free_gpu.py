@@ -105,7 +105,7 @@ def train(args: argparse.Namespace) -> None:
             columns, left_out = layout(groups, s.distill_loss)
             started = time.perf_counter()
             model = load_student("cross-encoder", s.base, s.max_length, s.seed)
-            curve, steps = fit("cross-encoder", model, {"distill": (to_dataset(columns, s.seed), s.distill_loss)}, folder, s)
+            curve, _, steps = fit("cross-encoder", model, {"distill": (to_dataset(columns, s.seed), s.distill_loss)}, folder, s)
             model.save(str(folder))
             trained = time.perf_counter() - started
             reranker = CrossEncoderReranker(model=str(folder), truncation="truncate", batch_size=512, progress=False)

@@ -563,8 +563,14 @@ def test_cli_trains_on_all_three_sources_combined(env, tmp_path, capfd):
     # the expected notices of turning an encoder body into a cross-encoder on a CPU are not shown
     assert not any(n in err for n in ("not sharded", "newly initialized", "Converting")), err
     assert not [w for w in caught if "pin_memory" in str(w.message)]
-    counts = TrainingRecord.load(out).counts
-    assert set(counts) == {"qrels", "synthetic", "distill"} and all(c["examples"] > 0 for c in counts.values())
+    record = TrainingRecord.load(out)
+    assert set(record.counts) == {"qrels", "synthetic", "distill"} and all(c["examples"] > 0 for c in record.counts.values())
+    # each source's loss is logged apart (its own loss, on its own scale): a step logs its batch's source only
+    by_step = {step: loss for step, loss in record.loss}
+    logged = sorted((step, name, loss) for name, curve in record.loss_by_source.items() for step, loss in curve)
+    assert set(record.loss_by_source) <= set(record.counts) and [s for s, _, _ in logged] == sorted(by_step)
+    assert all(loss == pytest.approx(by_step[step], abs=1e-3) for step, _, loss in logged)
+    assert (out / "loss.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("native, warned", [(False, True), (True, False)])

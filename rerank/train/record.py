@@ -26,6 +26,8 @@ class TrainingRecord:
     steps: int = 0
     model_dir: str = ""
     versions: dict[str, str] = field(default_factory=dict)
+    loss_by_source: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    """(step, loss) of each data source's batches, when several are trained on (each has its own loss)."""
 
     def save(self, folder: str | Path) -> Path:
         """Write ``training_record.json`` and ``loss.png`` into ``folder``; returns the JSON path."""
@@ -34,7 +36,8 @@ class TrainingRecord:
         path = folder / "training_record.json"
         path.write_text(json.dumps(asdict(self), indent=2, default=str))
         if self.loss:
-            plot_loss(self.loss, folder / "loss.png", f"{self.dataset}: {', '.join(self.settings.get('data', []))}")
+            plot_loss(self.loss_by_source or {"": self.loss}, folder / "loss.png",
+                      f"{self.dataset}: {', '.join(self.settings.get('data', []))}")
         return path
 
     @classmethod
@@ -44,19 +47,24 @@ class TrainingRecord:
         try:
             data = json.loads(path.read_text())
             data["loss"] = [tuple(x) for x in data.get("loss", [])]
+            data["loss_by_source"] = {n: [tuple(x) for x in c] for n, c in data.get("loss_by_source", {}).items()}
             return cls(**data)
         except (ValueError, TypeError, AttributeError) as e:  # bad JSON or UTF-8, not a record's fields
             raise DataError(f"{path} is damaged ({type(e).__name__}: {e}); delete it or choose another output folder") from None
 
 
-def plot_loss(points: list[tuple[int, float]], path: Path, title: str) -> None:
+def plot_loss(curves: dict[str, list[tuple[int, float]]], path: Path, title: str) -> None:
+    """One line per curve, labelled by its name where it has one (a data source)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 50 else None)
+    for name, points in curves.items():
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 50 else None, label=name or None)
+    if any(curves):
+        ax.legend(fontsize=8)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_title(title, fontsize=10)

@@ -185,11 +185,11 @@ def _train(kind: str, dataset: str | Dataset, out: Path, s: TrainSettings) -> Tr
     if not resuming:
         (out / RUN_SETTINGS).write_text(json.dumps({**run_settings(kind, s), **trained_on}, indent=2), encoding="utf-8")
     start = time.perf_counter()
-    curve, steps = fit(kind, model, tables, out, s)
+    curve, curves, steps = fit(kind, model, tables, out, s)
     seconds["training"] = time.perf_counter() - start
     model.save(str(out))
     seconds["total"] = time.perf_counter() - started
-    record = TrainingRecord(ds.name, {"model": kind, **s.to_dict()}, counts, curve, seconds, steps, str(out), versions())
+    record = TrainingRecord(ds.name, {"model": kind, **s.to_dict()}, counts, curve, seconds, steps, str(out), versions(), curves)
     record.save(out)
     logger.info("saved %s (%d steps, %.0f s); record in %s", out, steps, seconds["total"], out / "training_record.json")
     return record

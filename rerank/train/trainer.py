@@ -174,8 +174,13 @@ def _check_extra_type(name: str, value: Any, default: Any) -> None:
         raise ConfigError(f"extra: {name} must be {want} (its default is {default!r}), got {value!r}")
 
 
-def fit(kind: str, model: Any, tables: dict[str, tuple[Any, str]], out: Path, s: TrainSettings) -> tuple[list[tuple[int, float]], int]:
-    """Train ``model`` on ``{name: (datasets.Dataset, loss name)}``; returns the loss curve and the steps run.
+Curve = list[tuple[int, float]]
+"""(step, training loss) as the trainer logs it: the mean over the batches since the last log."""
+
+
+def fit(kind: str, model: Any, tables: dict[str, tuple[Any, str]], out: Path, s: TrainSettings) -> tuple[Curve, dict[str, Curve], int]:
+    """Train ``model`` on ``{name: (datasets.Dataset, loss name)}``; returns the loss curve, the curve of
+    each table when there are several (each its own loss, on its own scale), and the steps run.
 
     ConfigError when the logged loss, or the trained model's weights or scores, are not finite (the model
     is then not saved)."""
@@ -193,6 +198,7 @@ def fit(kind: str, model: Any, tables: dict[str, tuple[Any, str]], out: Path, s:
     else:
         data = {n: tables[n][0] for n in names}
         loss = {n: make_loss(kind, tables[n][1], model) for n in names}
+        Trainer = logging_each_source(Trainer)
     trainer = Trainer(model=model, args=args, train_dataset=data, loss=loss)
     if s.max_steps <= 0:  # the trainer's own count, as it will run: several sources are batched each apart
         per_epoch = max(len(trainer.get_train_dataloader()) // args.gradient_accumulation_steps, 1)
@@ -211,8 +217,34 @@ def fit(kind: str, model: Any, tables: dict[str, tuple[Any, str]], out: Path, s:
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     check_finite_loss(trainer.state.log_history, checkpoints)
     check_finite_model(kind, model, tables, int(trainer.state.global_step), checkpoints)
-    curve = [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h]
-    return curve, int(trainer.state.global_step)
+    history = trainer.state.log_history  # kept in checkpoints, so a resumed run has the whole curve
+    curves = {n: [(int(h["step"]), float(h[key])) for h in history if key in h]
+              for n, key in [("", "loss"), *((n, f"loss_{n}") for n in names if len(names) > 1)]}
+    return curves.pop(""), curves, int(trainer.state.global_step)
+
+
+def logging_each_source(trainer_class: type) -> type:
+    """``trainer_class`` that also logs ``loss_<source>``, the mean loss of each source's batches since
+    the last log (a multi-dataset trainer logs only their mean over all sources)."""
+
+    class EachSource(trainer_class):
+        def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            source = inputs.get("dataset_name")  # the trainer pops it from the batch
+            loss = super().compute_loss(model, inputs, *args, **kwargs)
+            if model.training and source is not None:
+                value = float((loss[0] if isinstance(loss, tuple) else loss).detach())
+                self.source_sums = getattr(self, "source_sums", {})
+                total, count = self.source_sums.get(source, (0.0, 0))
+                self.source_sums[source] = (total + value, count + 1)
+            return loss
+
+        def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+            if "loss" in logs:
+                logs = {**logs, **{f"loss_{n}": total / count for n, (total, count) in getattr(self, "source_sums", {}).items()}}
+                self.source_sums = {}
+            super().log(logs, *args, **kwargs)
+
+    return EachSource
 
 
 def check_finite_loss(history: list[dict[str, Any]], checkpoints: Path) -> None:
