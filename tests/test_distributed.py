@@ -511,6 +511,8 @@ def test_parallel_bm25_equals_local_and_ships_once(cluster, scifact):
         assert stage(topics).to_pandas().equals(bm25(topics).to_pandas())
         assert stage(topics).to_pandas().equals(bm25(topics).to_pandas())
         assert len(ex._shipped) == 1
+        nothing = {"z": "qqqzzzxxx", "y": "xxxzzzqqq"}  # no document has these words: the local columns all the same
+        assert stage(nothing).to_pandas().equals(bm25(nothing).to_pandas())
         bm25.index(scifact.corpus()[:2000])  # in place (review helper-60: the workers kept answering from the old index)
         assert stage(topics).to_pandas().equals(bm25(topics).to_pandas())
         with pytest.raises(DataError) as raised:   # as itself, in one line, not Ray's remote traceback

@@ -62,8 +62,11 @@ class Parallel(Stage):
         qids = list(inp.queries())
         n = min(len(qids), self.shards or self.executor.workers)
         parts = [inp.select(qids[i * len(qids) // n:(i + 1) * len(qids) // n]) for i in range(n)]
-        outputs = [o.to_pandas() for o in self.executor.transform(self.stage, parts) if len(o)]
-        return Ranking(pd.concat(outputs, ignore_index=True)) if outputs else Ranking.empty()
+        outputs = list(self.executor.transform(self.stage, parts))
+        found = [o.to_pandas() for o in outputs if len(o)]
+        if found:
+            return Ranking(pd.concat(found, ignore_index=True))
+        return outputs[0] if outputs else Ranking.empty()  # a stage's empty answer has the stage's columns
 
     def close(self) -> None:
         """Stop the executor if this stage started it."""
