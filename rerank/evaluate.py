@@ -19,7 +19,7 @@ import pandas as pd
 
 from rerank.errors import ConfigError, DataError
 from rerank.executors import Executor
-from rerank.metrics import DEFAULT_METRICS, MAX_NUMBER, parse_metrics, ranx_name
+from rerank.metrics import DEFAULT_METRICS, MAX_NUMBER, has_relevant, parse_metrics, ranx_name
 from rerank.params import is_finite_number, is_integer
 from rerank.report import CellResult, Report
 from rerank.types import Ranking, unwritable_id
@@ -89,7 +89,7 @@ def evaluate_per_query(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[s
         raise DataError(f"none of the {len(run)} ranked queries has judgments (qids like {sorted(run)[:3]} vs {qids[:3]})")
     run = {q: {d: s for d, s in run.get(q, {}).items() if d not in exclusions.get(q, ())} for q in qids}
     judged = {q: {d: r for d, r in docs.items() if r >= 0}  # a negative grade is unjudged, as in trec_eval (bpref tells)
-              for q, docs in qrels_dict.items() if any(r > 0 for r in docs.values())}
+              for q, docs in qrels_dict.items() if has_relevant(docs)}
     if not judged:
         raise DataError("the qrels hold no relevant document")
     if len(judged) < len(qrels_dict) and not _is_dataset(qrels):  # a dataset says so when it loads

@@ -14,7 +14,7 @@ rerank.errors.ConfigError: metric 'ndcg@0': the cut-off after '@' must be a posi
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from rerank.errors import ConfigError
 
@@ -30,6 +30,14 @@ MAX_NUMBER = 10**9
 """The largest cut-off or relevance level (ranx computes in 64-bit integers)."""
 NO_CUT_OFF = ("bpref", "r-precision")
 """Measures that read the whole run (ranx ignores a cut-off on them)."""
+
+
+def has_relevant(grades: Mapping[str, int]) -> bool:
+    """Whether a query's judgments ``{docid: grade}`` hold a relevant document (a grade above 0): the
+    queries a measure is defined for, and that are evaluated (trec_eval would count the others as 0)."""
+    return any(grade > 0 for grade in grades.values())
+
+
 FOREIGN = {"p": "precision", "r": "recall", "rr": "mrr", "recip_rank": "mrr", "ap": "map", "ndcg_cut": "ndcg",
            "map_cut": "map", "success": "hit_rate", "rprec": "r-precision", "r_prec": "r-precision"}
 """Other tools' names (trec_eval, ir_measures, PyTerrier) -> rerank's, for a suggestion."""

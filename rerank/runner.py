@@ -42,6 +42,7 @@ from rerank.errors import ConfigError, DataError, RerankError
 from rerank.executors import Executor, executor_from_spec
 from rerank.metering import Meter, Usage
 from rerank.models import code_stamps, files_stamp, local_models, resolved_stamps
+from rerank.metrics import has_relevant
 from rerank.naming import check_distinct
 from rerank.retrievers.base import check_indexed_on
 from rerank.stage import Cutoff, Pipeline, Stage
@@ -325,7 +326,7 @@ def judged_topics(dataset: Any, limit: int | None) -> tuple[Ranking, list[str]]:
     evaluation counts) and their ids."""
     judged = dataset.qrels()
     topics = dataset.topics()
-    qids = [q for q in topics.queries() if any(r > 0 for r in judged.get(q, {}).values())][:limit]
+    qids = [q for q in topics.queries() if has_relevant(judged.get(q, {}))][:limit]
     if not qids:
         raise DataError(f"{dataset.name}: no query has judgments (qrels ids like {sorted(judged)[:3]})")
     return topics.select(qids), qids

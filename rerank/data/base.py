@@ -11,6 +11,7 @@ from functools import cached_property, wraps
 from typing import Any, TypeVar
 
 from rerank.errors import ConfigError, DataError
+from rerank.metrics import MAX_NUMBER, has_relevant
 from rerank.types import Doc, Query, Ranking
 
 logger = logging.getLogger("rerank")
@@ -35,8 +36,6 @@ def memoized(method: F) -> F:
 def checked_threshold(value: object, where: str) -> int:
     """``value`` as a relevance threshold: an integer from 1 to :data:`~rerank.metrics.MAX_NUMBER` (0 would
     count judged non-relevant documents as relevant); ConfigError naming ``where`` otherwise."""
-    from rerank.metrics import MAX_NUMBER
-
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_NUMBER:
         raise ConfigError(f"{where}: rel_threshold must be an integer from 1 to {MAX_NUMBER:,}, got {value!r}")
     return value
@@ -176,7 +175,7 @@ class Dataset(ABC):
             logger.warning("%s: %d of %d judged queries are not among its queries, so they are neither evaluated nor "
                            "trained on (e.g. %s)",
                            self.name, len(orphans), len(qrels), sorted(orphans)[:3])
-        hollow = [q for q, docs in qrels.items() if q in queries and not any(r > 0 for r in docs.values())]
+        hollow = [q for q, docs in qrels.items() if q in queries and not has_relevant(docs)]
         if hollow:
             logger.warning("%s: %d judged queries have no relevant document (every grade 0 or less), so no metric "
                            "is defined for them; they are not evaluated (e.g. %s)", self.name, len(hollow), hollow[:3])
@@ -186,7 +185,7 @@ class Dataset(ABC):
                 raise DataError(f"{self.name}: none of the {len(judged)} judged documents is in the corpus, so the qrels "
                                 f"and the corpus use different ids (qrels ids like {sorted(judged)[:3]}, corpus ids like {sorted(docids)[:3]})")
             blind = [q for q, docs in qrels.items() if q in queries and
-                     not any(r > 0 and d in docids for d, r in docs.items()) and any(r > 0 for r in docs.values())]
+                     has_relevant(docs) and not has_relevant({d: r for d, r in docs.items() if d in docids})]
             if blind:
                 logger.warning("%s: %d judged queries have none of their relevant documents in the corpus, so they "
                                "score 0 for every system (e.g. %s)", self.name, len(blind), blind[:3])
