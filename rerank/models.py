@@ -417,13 +417,14 @@ def _named_stages(stage: object) -> list[tuple[str, Any]]:
 
 def _backend_stamp(spec: str) -> dict[str, Any]:
     from rerank.backends import parse_spec
+    from rerank.backends.base import server_url
 
     try:
         kind, params = parse_spec(spec)
     except RerankError:  # fails when the stage runs
         return {}
     if kind == "openai":
-        return {"server": shown_url(params.get("base_url") or os.environ.get("OPENAI_BASE_URL") or "")}
+        return {"server": shown_url(server_url(params.get("base_url")))}
     out: dict[str, Any] = {"weights": weights_stamp(str(params.get("model", "")))}
     if "device" not in params and kind in ("hf", "vllm"):
         out["gpu"] = _gpu()

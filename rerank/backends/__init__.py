@@ -22,13 +22,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from typing import Any
 from urllib.parse import unquote
 
-from rerank.backends.base import Backend, Generation, Message, Prompt
+from rerank.backends.base import Backend, Generation, Message, Prompt, server_url
 from rerank.errors import ConfigError
 from rerank.models import weights_stamp
 
@@ -133,7 +132,7 @@ def load_backend(spec: str | Backend, **kwargs: Any) -> Backend:
 
     kind, params = parse_spec(spec)
     if kind == "openai":  # the server $OPENAI_BASE_URL names now, when the spec names none
-        stamp = "" if "base_url" in params or "base_url" in kwargs else os.environ.get("OPENAI_BASE_URL", "")
+        stamp = server_url(params.get("base_url") or kwargs.get("base_url"))
     else:
         stamp = weights_stamp(str(params.get("model", "")))  # new weights in a folder load anew
     key: tuple | None = (spec, tuple(sorted(kwargs.items())), stamp)

@@ -95,6 +95,12 @@ def weights_suffix(model: str | os.PathLike[str]) -> str:
     return f"@{stamp}" if stamp else ""
 
 
+def server_url(base_url: str | None) -> str:
+    """An OpenAI-compatible server's URL: ``base_url``, else the one ``$OPENAI_BASE_URL`` names now, else ""
+    (there is no default endpoint)."""
+    return base_url or os.environ.get("OPENAI_BASE_URL", "")
+
+
 def settings_suffix(settings: Mapping[str, Any]) -> str:
     """``"#<digest>"`` of the settings besides model and dtype that change a backend's answers (a chat
     template, a seed, engine options), those left at their default passed as None; ``""`` when all are."""

@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from rerank.backends import _chat
-from rerank.backends.base import Backend, Generation, Prompt, settings_suffix, weights_suffix
+from rerank.backends.base import Backend, Generation, Prompt, server_url, settings_suffix, weights_suffix
 from rerank.constraints import CONSTRAINT_ARG, Constraint
 from rerank.errors import BackendError, ConfigError, InputRefused, require
 from rerank.naming import shown_url
@@ -90,7 +90,7 @@ class OpenAIBackend(Backend):
                  max_retries: int = 3, backoff: float = 0.5, tokenizer: str | None = None, max_context: int = 8192,
                  top_logprobs: int = DEFAULT_TOP_LOGPROBS, extra_body: dict[str, Any] | None = None, guided: str = "auto"):
         self._httpx = require("httpx", "openai")
-        url = base_url or os.environ.get("OPENAI_BASE_URL")
+        url = server_url(base_url)
         if not url:
             raise ConfigError("OpenAIBackend needs base_url= (or $OPENAI_BASE_URL): rerank never defaults to a public "
                               "endpoint; for OpenAI's API pass base_url='https://api.openai.com/v1'")
