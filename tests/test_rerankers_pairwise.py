@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import rerank.prompts
 from rerank import Ranking, get
 from rerank.backends.fake import FakeBackend
 from rerank.errors import ConfigError
 from rerank.rerankers._strategies import PairSort
 from rerank.rerankers.pairwise import PRP
+
+PROMPTS = Path(rerank.prompts.__file__).parent
 
 SHUFFLED = [3, 7, 1, 9, 0, 5, 8, 2, 6, 4]
 
@@ -110,8 +114,12 @@ def test_plans_are_plain_generators():
     assert run(plan("allpair", 1), reverse) == [0] and run(plan("heapsort", 0, 3), reverse) == []
 
 
-def test_config_errors_and_repr():
+def test_config_errors_and_repr(tmp_path):
     backend = FakeBackend(score=larger_wins)
+    swapped = tmp_path / "swapped.yaml"  # scored, P(' B') would say "the first is better"; generated, B is the second
+    swapped.write_text((PROMPTS / "pairwise__prp.yaml").read_text().replace('options: [" A", " B"]', 'options: [" B", " A"]'))
+    with pytest.raises(ConfigError, match="reads option ' A' above ' B'.* the first option to mean the first document"):
+        PRP(backend, prompt=str(swapped))
     with pytest.raises(ConfigError, match="choose one of"):
         PRP(backend, variant="bubble")
     with pytest.raises(ConfigError, match="paradigm"):

@@ -163,6 +163,10 @@ def test_user_prompt_override_and_option_checks(tmp_path):
     assert backend.calls == ["Q: q D: d Relevant?"]
     with pytest.raises(ConfigError, match="two options"):
         YesNo(backend, prompt="pointwise/fine_grained")
+    reversed_ = tmp_path / "reversed.yaml"  # scored, P('No') would be the relevance; generated, a 'yes' is 1.0
+    reversed_.write_text(custom.read_text().replace("[' true', ' false']", "[' No', ' Yes']"))
+    with pytest.raises(ConfigError, match="reads option ' Yes' above ' No', but the log-probability read takes the first option to mean relevant"):
+        YesNo(backend, prompt=str(reversed_))
     with pytest.raises(ConfigError, match="numeric options"):
         ERank(backend, prompt="pointwise/yes_no")
     with pytest.raises(ConfigError, match="paradigm"):

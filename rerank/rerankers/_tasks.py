@@ -103,6 +103,17 @@ class Task:
                               f"{'item' if self.ids else 'prefix or item'} for a {name} task")
         return parser
 
+    def check_first_option(self, template: PromptTemplate, parser: Parser, meaning: str) -> Parser:
+        """``parser``, unless it reads the template's second option above its first, which the
+        log-probability read takes to mean ``meaning``: the two reads would disagree (ConfigError)."""
+        first, second = (self.from_text(parser(with_answer_prefix(o, template.answer_prefix), 2), [0, 1])
+                         for o in template.options[:2])
+        if not first.problems and not second.problems and first.value < second.value:
+            raise ConfigError(f"prompt {template.name!r}: its parser {template.parser!r} reads option "
+                              f"{template.options[1]!r} above {template.options[0]!r}, but the log-probability read "
+                              f"takes the first option to mean {meaning}; list that option first")
+        return parser
+
     def label(self, j: int) -> str:
         return self.labels[j] if self.labels else str(j + 1)
 
@@ -211,7 +222,7 @@ class Prefer(Task):
         if len(template.options) != 2:
             raise ConfigError(f"a Prefer task needs a prompt with two options (the first meaning the first document), "
                               f"{template.name!r} has {list(template.options)}")
-        return super().check(template)
+        return self.check_first_option(template, super().check(template), "the first document")
 
     def from_text(self, parsed: Parsed, shown: list[int]) -> Parsed:
         return replace(parsed, value=0.5 if "empty" in parsed.problems else float(parsed.value == 0))
@@ -241,7 +252,8 @@ class Score(Task):
                               f"{template.name!r} has {list(options)}")
         if self.combine == "expected" and (len(options) < 2 or not all(re.fullmatch(r"-?\d+(\.\d+)?", o) for o in options)):
             raise ConfigError(f"the expected rating needs at least two numeric options, {template.name!r} has {list(options)}")
-        return super().check(template)
+        parser = super().check(template)
+        return self.check_first_option(template, parser, "relevant") if self.combine == "first" else parser
 
     def _read_logprobs(self, template: PromptTemplate, row: np.ndarray, shown: list[int]) -> Parsed:
         """As :meth:`Task._read_logprobs`, but a row with no finite option scores ``-inf``, which the
