@@ -20,7 +20,6 @@ import functools
 import inspect
 import logging
 import math
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -184,21 +183,25 @@ class Cutoff(Stage):
         return f"Cutoff({self.k})"
 
 
-FUSION_METHODS = {"rrf": "rrf", "wsum": "wsum", "combsum": "sum", "combmnz": "mnz", "max": "max", "min": "min"}
-"""Fusion methods -> ranx's names for them (CombSUM and CombMNZ keep their names from the literature)."""
+_COMBINE: dict[str, Callable[[list[float]], float]] = {
+    "combsum": sum, "combmnz": lambda s: sum(s) * len(s), "max": max, "min": min,
+}
+"""How a document's normalized scores in the rankings that hold it combine (CombSUM and CombMNZ keep
+their names from the literature)."""
+FUSION_METHODS = ("rrf", "wsum", *_COMBINE)
 FUSION_NORMS = (None, "min-max", "max", "sum", "zmuv", "rank")
 MAX_RRF_K = 10**9
-"""The largest rrf ``k``: ranx computes ``1 / (k + rank)`` in int64, so a huge k overflows or ties every rank."""
-_NORM_FLOOR = 1e-9
-"""ranx divides by ``max(scale, 1e-9)``: ``norm="max"`` needs best scores above it."""
-_NORM_SCALES: dict[str, Callable[[np.ndarray], float]] = {
-    "min-max": np.ptp, "max": np.max, "sum": lambda s: np.sum(s - s.min()), "zmuv": np.std,
+"""The largest rrf ``k``: beyond it ``1 / (k + rank)`` no longer tells long rankings' ranks apart."""
+_NORMS: dict[str, Callable[[np.ndarray], tuple[float, float]]] = {
+    "min-max": lambda s: (s.min(), np.ptp(s)), "max": lambda s: (0.0, s.max()),
+    "sum": lambda s: (s.min(), np.sum(s - s.min())), "zmuv": lambda s: (s.mean(), s.std()),
 }
-"""What each score norm divides a query's scores by (``rank`` uses ranks only)."""
+"""What each score norm subtracts from a query's scores and divides them by (``rank`` reads
+positions only)."""
 
 
 class Fuse(Stage):
-    """Fuse the rankings of several stages run on the same input (through ``ranx.fuse``).
+    """Fuse the rankings of several stages run on the same input (see :func:`fuse`).
 
     ``method="rrf"`` (default, ``k=60``) is reciprocal rank fusion; ``method="wsum"`` with
     ``norm="min-max"`` is normalized score fusion (``weights`` default to equal); ``combsum``,
@@ -233,53 +236,58 @@ class Fuse(Stage):
 def fuse(rankings: Sequence[Ranking], method: str = "rrf", norm: str | None = None,
          weights: Sequence[float] | None = None, k: int = 60) -> Ranking:
     """Fuse rankings already computed for the same queries, as :class:`Fuse` fuses its stages'
-    outputs (through ``ranx.fuse``): ``rrf`` with ``k``, or ``wsum`` of scores normalized by ``norm``
-    (default ``"min-max"``) with ``weights`` (default equal). A query some rankings lack is fused
-    from the others. Query text, document text and titles are carried over (rankings that disagree
-    on a query's text are refused).
+    outputs: ``rrf`` with ``k``, or ``wsum`` of scores normalized by ``norm`` (default ``"min-max"``)
+    with ``weights`` (default equal). A query some rankings lack is fused from the others. Query text,
+    document text and titles are carried over (rankings that disagree on a query's text are refused).
+
+    The methods and norms are ranx's, computed here: ranks are each ranking's own (its ties in its
+    order), norms are exact at any scale, and ties in the fused scores keep the order in which the
+    rankings first hold the documents.
 
     >>> a = Ranking.from_run({"q": {"d1": 3.0, "d2": 1.0}})
     >>> b = Ranking.from_run({"q": {"d1": 0.0, "d2": 5.0}})
     >>> fuse([a, b], method="wsum", weights=[0.75, 0.25]).to_dict()
     {'q': {'d1': 0.75, 'd2': 0.25}}
     """
-    from ranx import Run
-    from ranx import fuse as ranx_fuse
-
     if isinstance(rankings, Ranking):
         raise ConfigError("fuse takes a list of Rankings, got one Ranking")
     rankings = _as_list(rankings, "fuse's rankings", "Rankings")
     weights = _check_fusion(len(rankings), "rankings", method, norm, weights, k)
     if not all(isinstance(r, Ranking) and "docid" in r.columns for r in rankings):
         raise ConfigError(f"fuse takes Rankings of documents, got {[_kind(r) for r in rankings]}")
-    runs = [r.to_dict() for r in rankings]
+    runs = [r.to_dict() for r in rankings]  # each query's documents in rank order
     qids = list(dict.fromkeys(q for run in runs for q in run))
     if not qids:
         return Ranking.empty()
     empty = [i + 1 for i, run in enumerate(runs) if not run]
     if empty:
         logger.warning("fuse: ranking %s of %d holds no documents; the others are fused", ", ".join(map(str, empty)), len(runs))
-    if any(_ABSENT in docs for run in runs for docs in run.values()):
-        raise DataError(f"a ranking holds the docid {_ABSENT!r}, which fuse reserves")
-    params: dict[str, Any] = {"k": k} if method == "rrf" else {}
-    if method == "wsum":
-        params["weights"] = [float(w) for w in weights] if weights is not None else [1.0 / len(rankings)] * len(rankings)
-    norm = norm or ("min-max" if method != "rrf" else None)
-    if norm in _NORM_SCALES:
-        _check_scales(runs, norm)
-    # ranx needs every query in every run: a query a ranking lacks gets a placeholder document,
-    # which changes no other score (normalization is per run and query) and is dropped after
-    padded = [Run({q: run.get(q) or {_ABSENT: 0.0} for q in qids}) for run in runs]
-    with warnings.catch_warnings():  # numba's uint64->int64 notice inside ranx is harmless here
-        warnings.simplefilter("ignore")
-        fused = ranx_fuse(padded, norm=norm, method=FUSION_METHODS[method], params=params).to_dict()
+    if method == "rrf":
+        runs = [{q: {d: 1 / (k + rank) for rank, d in enumerate(docs, 1)} for q, docs in run.items()} for run in runs]
+    else:
+        norm = norm or "min-max"
+        runs = [{q: _normalized(docs, norm, f"the ranking at position {i}, query {q!r}") for q, docs in run.items()}
+                for i, run in enumerate(runs)]
+    equal = [1.0 / len(runs)] * len(runs)
+    fused = {q: _combined([run.get(q, {}) for run in runs], method, [float(w) for w in weights or equal]) for q in qids}
     _check_finite(fused, method, norm)
-    return _attach_columns({q: {d: x for d, x in docs.items() if d != _ABSENT} for q, docs in fused.items()}, rankings)
+    return _attach_columns(fused, rankings)
+
+
+def _combined(scores: list[dict[str, float]], method: str, weights: list[float]) -> dict[str, float]:
+    """One query's fused scores from each ranking's (rrf: ``1 / (k + rank)``; else normalized), in the
+    order the rankings first hold the documents: rrf and combsum add them, wsum weighs them."""
+    docs = dict.fromkeys(d for run in scores for d in run)
+    if method in ("rrf", "wsum"):
+        weights = weights if method == "wsum" else [1.0] * len(scores)
+        return {d: sum(w * run.get(d, 0.0) for w, run in zip(weights, scores)) for d in docs}
+    combine = _COMBINE[method]
+    return {d: float(combine([run[d] for run in scores if d in run])) for d in docs}
 
 
 def _check_fusion(n: int, what: str, method: str, norm: str | None, weights: Sequence[float] | None,
                   k: int) -> list[float] | None:
-    """Refuse settings ranx would misread; returns the weights as a list (None: equal)."""
+    """Refuse settings that would not fuse as asked; returns the weights as a list (None: equal)."""
     if n < 2:
         raise ConfigError(f"fusion needs at least two {what}")
     if not isinstance(method, str) or method not in FUSION_METHODS:
@@ -309,22 +317,23 @@ def _as_list(value: Any, name: str, of: str) -> list:
     return list(value)
 
 
-def _check_scales(runs: Sequence[Mapping[str, Mapping[str, float]]], norm: str) -> None:
-    """Refuse scores that ``norm`` would silently misnormalize: a scale that overflows a float (ranx
-    would divide by inf, zeroing that ranking) or, for ``max``, a best score below 1e-9 (log-probabilities)
-    on a query whose scores are not all zero."""
-    for position, run in enumerate(runs):
-        for q, docs in run.items():
-            values = np.fromiter(docs.values(), float)
-            with np.errstate(over="ignore", invalid="ignore"):
-                scale = float(_NORM_SCALES[norm](values))
-            where = f"the ranking at position {position}, query {q!r}"
-            if not math.isfinite(scale):
-                raise DataError(f"{where}: its scores overflowed under norm={norm!r} (their scale is not a finite "
-                                "float); rescale them or use norm='rank'")
-            if norm == "max" and scale < _NORM_FLOOR and values.any():  # all zeros stay zeros: nothing is misnormalized
-                raise DataError(f"{where}: norm='max' divides by the best score, which is {scale:g} (below {_NORM_FLOOR:g}, "
-                                "e.g. log-probabilities); use norm='min-max' or 'zmuv'")
+def _normalized(docs: Mapping[str, float], norm: str, where: str) -> dict[str, float]:
+    """One query's scores (best first) under ``norm``: ``rank`` gives ``1 - i/n`` by position, ties
+    in the ranking's order; the score norms are exact at any scale (scaled by a power of two first,
+    which they are blind to, so nothing overflows). ``max`` refuses a best score that is not positive."""
+    values = np.fromiter(docs.values(), float, len(docs))
+    if norm == "rank":
+        out = 1 - np.arange(len(values)) / len(values)
+    else:
+        if norm == "max" and values.max() <= 0 and values.any():  # all zeros stay zeros: nothing is misnormalized
+            raise DataError(f"{where}: norm='max' divides by the best score, which is {values.max():g} (not above 0, "
+                            "e.g. log-probabilities); use norm='min-max' or 'zmuv'")
+        if values.any():
+            values = np.ldexp(values, -np.frexp(np.abs(values).max())[1])
+        shift, scale = _NORMS[norm](values)
+        with np.errstate(over="ignore"):  # max: a score far below a tiny best one; the fused check names it
+            out = (values - shift) / scale if scale > 0 else np.zeros_like(values)
+    return dict(zip(docs, out.tolist()))
 
 
 def _check_finite(fused: Mapping[str, Mapping[str, float]], method: str, norm: str | None) -> None:
@@ -333,10 +342,6 @@ def _check_finite(fused: Mapping[str, Mapping[str, float]], method: str, norm: s
         if not all(math.isfinite(x) for x in docs.values()):
             raise DataError(f"query {q!r}: the inputs' scores overflowed under norm={norm!r} (method={method!r}), "
                             "giving non-finite fused scores; rescale the scores or weights")
-
-
-_ABSENT = "\x00absent"
-"""The placeholder docid of a query that a ranking lacks (see :func:`fuse`)."""
 
 
 def leaves(stage: Any) -> Iterator[Any]:

@@ -74,14 +74,36 @@ EXTREME = Ranking.from_run({"q": {"d1": 1e308, "d2": -1e308}})
 HUGE_SUM = Ranking.from_run({"q": {"d1": 1e308, "d2": 1e308, "d3": 0.0}})
 
 
-@pytest.mark.parametrize("ranking, norm", [
-    (EXTREME, "min-max"), (EXTREME, "sum"), (EXTREME, "zmuv"),  # ranx got nan, or zmuv silently zeroed the ranking
-    (HUGE_SUM, "sum"), (HUGE_SUM, "zmuv"),  # sum: a sum of inf silently zeroed every score
+@pytest.mark.parametrize("ranking, norm, expected", [
+    (EXTREME, "min-max", {"d1": 1.0, "d2": 0.0}), (EXTREME, "sum", {"d1": 1.0, "d2": 0.0}),
+    (EXTREME, "zmuv", {"d1": 1.0, "d2": -1.0}), (HUGE_SUM, "sum", {"d1": 0.5, "d2": 0.5, "d3": 0.0}),
+    (HUGE_SUM, "zmuv", {"d1": 2**-0.5, "d2": 2**-0.5, "d3": -2**0.5}),  # ranx gave nan, or zeroed the ranking
 ])
-def test_scores_that_overflow_a_norm_are_blamed_on_the_inputs(ranking, norm):
-    for position, rankings in enumerate([[ranking, SMALL], [SMALL, ranking]]):
-        with pytest.raises(DataError, match=f"ranking at position {position}, query 'q': its scores overflowed under norm='{norm}'"):
-            fuse(rankings, method="wsum", norm=norm)
+def test_scores_at_the_ends_of_the_float_range_are_normalized_exactly(ranking, norm, expected):
+    fused = fuse([ranking, SMALL], method="wsum", norm=norm, weights=[1, 0]).to_dict()["q"]
+    assert fused == pytest.approx({**expected, "d3": expected.get("d3", 0.0)}, abs=1e-12)
+
+
+@pytest.mark.parametrize("norm", ["min-max", "sum", "zmuv", "max"])
+@pytest.mark.parametrize("scale", [1e-10, 1e-300, 1e300])
+def test_a_norm_is_blind_to_the_scale_of_the_scores(norm, scale):
+    """ranx divides by max(scale, 1e-9): a ranking of a small span counted for less in the fusion."""
+    scores = {"d1": 3.0, "d2": 2.5, "d3": 1.0}
+    other = Ranking.from_run({"q": {"d3": 2.0, "d2": 1.5, "d1": 1.0}})
+    scaled = Ranking.from_run({"q": {d: x * scale for d, x in scores.items()}})
+    want = fuse([Ranking.from_run({"q": scores}), other], method="wsum", norm=norm).to_dict()["q"]
+    assert fuse([scaled, other], method="wsum", norm=norm).to_dict()["q"] == pytest.approx(want, rel=1e-12)
+
+
+def test_rrf_and_rank_norm_read_each_rankings_own_ranks_ties_in_its_order():
+    """ranx re-sorted each ranking with an unstable sort, so tied documents got other ranks than theirs."""
+    tied = Ranking.from_run({"q": {f"d{i:02d}": 1.0 for i in range(40)}})  # ranks 1..40 in this order
+    strict = Ranking.from_run({"q": {f"d{i:02d}": 40.0 - i for i in range(40)}})
+    fused = fuse([tied, strict], k=60).to_dict()["q"]
+    assert fused == pytest.approx({f"d{i:02d}": 2 / (60 + i + 1) for i in range(40)})
+    assert list(fused) == [f"d{i:02d}" for i in range(40)]
+    by_rank = fuse([tied, tied], method="wsum", norm="rank").to_dict()["q"]
+    assert by_rank == pytest.approx({f"d{i:02d}": 1 - i / 40 for i in range(40)})
 
 
 def test_a_fused_score_that_overflows_names_the_norm_not_the_output():
