@@ -47,6 +47,22 @@ def test_flat_index_is_exact_and_effective(flat, scifact_slice):
     assert evaluate(run, qrels, ["ndcg@10"])["ndcg@10"] > 0.6  # all-MiniLM-L6-v2 on SciFact: 0.645 published
 
 
+def test_tied_scores_go_to_the_earlier_document_at_any_cut_off(flat, scifact_slice):
+    """Copies of one vector score alike; FAISS picked among them at random, so `dense % 5` kept other
+    documents than `dense` ranked first (review helper-62)."""
+    docs = scifact_slice[2][:90]
+    dense = Dense(num_results=50)
+    dense.embeddings = np.concatenate([np.repeat(flat.embeddings[:1], 30, axis=0), flat.embeddings[30:90]])
+    dense._faiss = dense._make_index(dense.embeddings)
+    dense._set_docs(docs)
+    copies = [d.docid for d in docs[:30]]
+    topics = {"q": docs[0].text[:200], "r": "bone density"}
+    assert dense(topics).select(["q"]).to_pandas().docid.tolist()[:30] == copies
+    assert dense.search(topics["q"], k=5).docids == copies[:5]
+    for k in (1, 5, 29):
+        assert (dense % k)(topics).select(["q"]).to_pandas().docid.tolist() == copies[:k]
+
+
 def test_hnsw_agrees_with_flat(flat, scifact_slice):
     queries, _, docs = scifact_slice
     hnsw = Dense(index="hnsw", num_results=10)

@@ -158,12 +158,28 @@ class Dense(Retriever):
         return self.encoder.encode(list(queries), kind="query")
 
     def _retrieve(self, queries: Sequence[str], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The ``k`` best (position, score) pairs per query, equal scores going to the earlier document,
+        as BM25's: FAISS picks among ties at random, so a tie across the cut is searched deeper, and
+        ``dense % k`` keeps the documents ``dense`` ranks first."""
+        vectors = self.encode_queries(queries)
+        out = []
+        for vector, (positions, scores) in zip(vectors, self._search(vectors, k + 1)):
+            depth = k + 1
+            while len(positions) == depth < self._faiss.ntotal and scores[k - 1] == scores[-1]:
+                depth = min(2 * depth, self._faiss.ntotal)
+                positions, scores = self._search(vector[None], depth)[0]
+            out.append((positions[:k], scores[:k]))
+        return out
+
+    def _search(self, vectors: np.ndarray, depth: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """FAISS's ``depth`` best per vector, sorted by score and then position."""
         if self.index_type == "hnsw":
-            self._faiss.hnsw.efSearch = max(self.ef_search, k)
+            self._faiss.hnsw.efSearch = max(self.ef_search, depth)
         elif self.index_type == "ivf":
             self._faiss.nprobe = self.nprobe
-        scores, ids = self._faiss.search(self.encode_queries(queries), k)
-        return [(i[i >= 0], s[i >= 0]) for i, s in zip(ids, scores)]
+        scores, ids = self._faiss.search(vectors, depth)
+        hits = [(i[i >= 0], s[i >= 0]) for i, s in zip(ids, scores)]
+        return [(i[order], s[order]) for i, s in hits for order in [np.lexsort((i, -s))]]
 
     def _rescore(self, query: str, positions: np.ndarray) -> np.ndarray:
         return self.embeddings[positions] @ self.encode_queries([query])[0]
