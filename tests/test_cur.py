@@ -83,6 +83,10 @@ def test_stage_save_and_load_round_trip(slice_, tmp_path):
         ANNCUR("maxsim", num_anchor_queries=10, num_anchor_items=40, budget=40).read_index(tmp_path / "idx")({"t1": tests[0]})
     rescored = cur(out)  # given candidates: exact scores
     assert np.allclose(np.sort(rescored.to_pandas()["score"].to_numpy()), np.sort(out.to_pandas()["score"].to_numpy()))
+    other = tmp_path / "other"  # same settings and size, other documents: the used stage must not keep its memo
+    ANNCUR("maxsim", num_anchor_queries=10, num_anchor_items=10, budget=20, num_results=5).index(docs[30:60], anchor_queries=anchors).save(other)
+    topics = {"t3": tests[2], "t4": tests[3]}
+    assert cur.read_index(other)(topics).to_pandas().equals(ANNCUR.load(other)(topics).to_pandas())  # (review helper-62)
 
 
 def test_a_saved_first_stage_must_index_the_same_documents(slice_, tmp_path):

@@ -87,7 +87,7 @@ class ANNCUR(Retriever):
         self.anchor_queries: list[str] = []
         self.matrix: np.ndarray | None = None  # R: anchor queries x items
         self._first: Retriever | None = None
-        self._pinv: tuple[tuple[int, ...], np.ndarray] | None = None
+        self._pinv: tuple[tuple[np.ndarray, tuple[int, ...]], np.ndarray] | None = None
 
     def params(self) -> dict[str, Any]:
         out = super().params()
@@ -118,7 +118,6 @@ class ANNCUR(Retriever):
         self.matrix = np.asarray(rows, dtype=np.float32)
         if not np.isfinite(self.matrix).all():
             raise DataError(f"{self!r}: the scorer gave NaN or infinite scores for the anchor queries")
-        self._pinv = None
         if self.anchor_items == "retriever":
             from rerank import registry
 
@@ -166,8 +165,8 @@ class ANNCUR(Retriever):
 
     def _approximate(self, anchors: Sequence[int], exact: dict[int, float]) -> np.ndarray:
         """CUR approximation of every item's score from the exact scores of the anchor items."""
-        key = tuple(anchors)
-        if self._pinv is None or self._pinv[0] != key:
+        key = (self.matrix, tuple(anchors))  # the matrix itself: an index built or read anew is another
+        if self._pinv is None or self._pinv[0][0] is not key[0] or self._pinv[0][1] != key[1]:
             pinv = np.linalg.pinv(self.matrix[:, list(anchors)].astype(np.float64))  # (items I) x (anchor queries)
             if self.anchor_items == "random" and self.rounds == 1:
                 self._pinv = (key, pinv)  # the same anchor items for every query: keep it
