@@ -52,7 +52,7 @@ class ModelAlias:
 @cache
 def aliases() -> dict[str, ModelAlias]:
     """All aliases of ``rerank/models.toml``."""
-    table = tomllib.loads(resources.files("rerank").joinpath("models.toml").read_text())
+    table = tomllib.loads(resources.files("rerank").joinpath("models.toml").read_text(encoding="utf-8"))
     return {name: ModelAlias(name, **fields) for name, fields in table.items()}
 
 

@@ -46,14 +46,15 @@ class Tokenizer:
                  stopwords: str | Sequence[str] | None = "en", stemmer: str | None = "english"):
         self.pattern, self.lowercase, self.stemmer = pattern, lowercase, stemmer
         self.stopwords = frozenset(resolve_stopwords(stopwords))
-        self._split = str.split if pattern == WHITESPACE else _compile(pattern).findall
+        self._dropped = self.stopwords | {""}  # an empty match (\b) is no token
+        self._split = str.split if pattern == WHITESPACE else _matches(_compile(pattern))
         self._stem = _stemmer(stemmer)
         self._cache: dict[str, str] = {}
 
     def __call__(self, text: str) -> list[str]:
         if self.lowercase:
             text = text.lower()
-        stop, cache = self.stopwords, self._cache
+        stop, cache = self._dropped, self._cache
         tokens = [t for t in self._split(text) if t not in stop]
         if self._stem is None:
             return tokens
@@ -93,10 +94,21 @@ def resolve_stopwords(stopwords: str | Sequence[str] | None) -> tuple[str, ...]:
 
 def _compile(pattern: str) -> re.Pattern[str]:
     try:
-        return re.compile(pattern)
+        compiled = re.compile(pattern)
     except re.error as e:
         raise ConfigError(f"tokenizer pattern {pattern!r} is not a valid regular expression ({e}); "
                           f"use a regex or {WHITESPACE!r}") from None
+    if compiled.match(""):
+        raise ConfigError(f"tokenizer pattern {pattern!r} matches the empty string, so every text would share a token; "
+                          "make a token at least one character (\\w+, not \\w*)")
+    return compiled
+
+
+def _matches(compiled: re.Pattern[str]) -> Callable[[str], list[str]]:
+    """The whole matches of ``compiled`` in a text (``findall`` gives a pattern's groups instead)."""
+    if not compiled.groups:
+        return compiled.findall
+    return lambda text: [m.group(0) for m in compiled.finditer(text)]
 
 
 def _stemmer(language: str | None) -> Callable[[str], str] | None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ast
 import math
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -208,6 +211,30 @@ def test_params_repr_is_stable():
 def test_bad_params_raise_config_error(bad):
     with pytest.raises(ConfigError):
         BM25(**bad)
+
+
+@pytest.mark.parametrize("pattern", ["", "a*", r"\w*"])
+def test_a_pattern_that_matches_the_empty_string_is_refused(pattern):
+    """The empty token matched every document: any query returned the whole corpus (review helper-62)."""
+    with pytest.raises(ConfigError, match="matches the empty string"):
+        BM25(pattern=pattern)
+
+
+def test_a_pattern_with_groups_gives_its_whole_matches():
+    """findall gave the groups: first letters only (cats matched café), or a raw TypeError (review helper-62)."""
+    docs = [("1", "cats purr"), ("2", "café noir"), ("3", "dogs bark")]
+    for pattern in (r"(\w)\w+", r"(\w)(\w+)"):
+        assert BM25(pattern=pattern, stemmer=None).index(docs).search("cats", k=3).docids == ["1"]
+
+
+def test_an_index_with_non_ascii_terms_saves_and_loads_under_an_ascii_locale(tmp_path):
+    """vocab.json was written in the locale's encoding: a raw UnicodeEncodeError there (review helper-62)."""
+    script = (f"from rerank.retrievers.bm25 import BM25; from rerank.retrievers.base import Retriever\n"  # ASCII, as the locale
+              f"BM25().index([('1', {ascii('Müller à Genève')}), ('2', 'plain words')]).save({str(tmp_path / 'idx')!r})\n"
+              f"print(Retriever.load({str(tmp_path / 'idx')!r}).search({ascii('genève')}, k=1).docids)")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "['1']", out.stderr
 
 
 def test_not_indexed_is_an_error():

@@ -154,7 +154,7 @@ class Retriever(Stage):
         self._save_index(path)
         header = {"class": _class_path(type(self)), "rerank_version": __version__, "params": _json_ready(self.params()),
                   "identity": _json_ready(self.index_identity()), "corpus": self.corpus_fingerprint}
-        (path / "params.json").write_text(json.dumps(sealed(path, header), indent=2))
+        (path / "params.json").write_text(json.dumps(sealed(path, header), indent=2), encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path, *, mmap: bool = False) -> Self:

@@ -174,7 +174,7 @@ class BM25(Retriever):
         np.save(path / "scores.indices.npy", m.indices)
         np.save(path / "scores.indptr.npy", m.indptr)
         terms = sorted(self._vocab, key=self._vocab.__getitem__)
-        (path / "vocab.json").write_text(json.dumps(terms, ensure_ascii=False))
+        (path / "vocab.json").write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
 
     def _load_index(self, path: Path, mmap: bool) -> None:
         missing = [f for f in INDEX_FILES if not (path / f).exists()]
@@ -182,7 +182,7 @@ class BM25(Retriever):
             raise DataError(f"{path} is not a complete BM25 index: missing {missing}")
         mode = "r" if mmap else None
         data, indices, indptr = (np.load(path / f"scores.{part}.npy", mmap_mode=mode) for part in ("data", "indices", "indptr"))
-        terms = json.loads((path / "vocab.json").read_text())
+        terms = json.loads((path / "vocab.json").read_text(encoding="utf-8"))
         self._vocab = {t: i for i, t in enumerate(terms)}
         shape = (len(terms), len(self.docs))
         if len(indptr) != shape[0] + 1:

@@ -189,13 +189,13 @@ class ANNCUR(Retriever):
 
     def _save_index(self, path: Path) -> None:
         np.save(path / "anchor_scores.npy", self.matrix)
-        (path / "anchor_queries.json").write_text(json.dumps(self.anchor_queries))
+        (path / "anchor_queries.json").write_text(json.dumps(self.anchor_queries), encoding="utf-8")
         if self._first is not None:
             self._first.save(path / "first_stage")
 
     def _load_index(self, path: Path, mmap: bool) -> None:
         self.matrix = np.load(path / "anchor_scores.npy", mmap_mode="r" if mmap else None)
-        self.anchor_queries = json.loads((path / "anchor_queries.json").read_text())
+        self.anchor_queries = json.loads((path / "anchor_queries.json").read_text(encoding="utf-8"))
         if self.matrix.shape != (len(self.anchor_queries), len(self.docs)):
             raise DataError(f"{path}: an anchor matrix of shape {self.matrix.shape} for {len(self.anchor_queries)} anchor "
                             f"queries and {len(self.docs)} documents; rebuild the index")

@@ -34,7 +34,7 @@ class TrainingRecord:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "training_record.json"
-        path.write_text(json.dumps(asdict(self), indent=2, default=str))
+        path.write_text(json.dumps(asdict(self), indent=2, default=str), encoding="utf-8")
         if self.loss:
             plot_loss(self.loss_by_source or {"": self.loss}, folder / "loss.png",
                       f"{self.dataset}: {', '.join(self.settings.get('data', []))}")
@@ -45,7 +45,7 @@ class TrainingRecord:
         """The record saved in ``folder``; DataError when its file is damaged."""
         path = Path(folder) / "training_record.json"
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
             data["loss"] = [tuple(x) for x in data.get("loss", [])]
             data["loss_by_source"] = {n: [tuple(x) for x in c] for n, c in data.get("loss_by_source", {}).items()}
             return cls(**data)

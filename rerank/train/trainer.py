@@ -211,7 +211,7 @@ def fit(kind: str, model: Any, tables: dict[str, tuple[Any, str]], out: Path, s:
     resume = last_checkpoint(checkpoints) if s.resume else None
     if s.resume and resume is None:
         logger.info("resume: no checkpoint in %s, starting from the beginning", checkpoints)
-    done = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0
+    done = json.loads((resume / "trainer_state.json").read_text(encoding="utf-8"))["global_step"] if resume else 0
     if done >= steps:  # the trainer would run one more step and change the model
         raise ConfigError(f"the run in {out} is complete ({done} steps of {steps}); raise max_steps (--max-steps) or epochs (--epochs) to train on")
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -316,9 +316,9 @@ def check_checkpoint(folder: Path, kind: str) -> None:
 
     fix = "; delete it or drop --resume (resume=False)"
     try:
-        state = json.loads((folder / "trainer_state.json").read_text())
-        json.loads((folder / "config.json").read_text())
-        held = json.loads((folder / "config_sentence_transformers.json").read_text()).get("model_type")
+        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+        json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        held = json.loads((folder / "config_sentence_transformers.json").read_text(encoding="utf-8")).get("model_type")
         weights = sorted(folder.glob("*.safetensors"))
         if not weights or not isinstance(state, dict) or "global_step" not in state:
             raise ValueError("no weights or no training state")
