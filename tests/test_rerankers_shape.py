@@ -46,6 +46,21 @@ def test_every_registered_llm_family_accepts_every_shared_setting():
         assert all(n == 0 or kw["temperature"] == 0.5 for n, kw in backend.batches), name
 
 
+@pytest.mark.parametrize("name", LLM_FAMILIES)
+def test_rerank_with_scores_orders_the_documents_as_a_pipeline_does(name):
+    """rerank(query, docs, scores) kept the input order, so depth kept the weakest documents and the
+    result differed from the same candidates in a Ranking (review helper-61)."""
+    from rerank import Ranking
+
+    docs, scores = ["weak a", "weak b", "strong c", "strong d", "middling e"], [0.1, 0.2, 0.9, 0.8, 0.5]
+    reranker = get("reranker", name, backend=fake(), depth=2)
+    run = Ranking.from_records([("q", "query", str(i), s) for i, s in enumerate(scores)])
+    run = Ranking(run.to_pandas().assign(text=[docs[int(d)] for d in run.to_pandas()["docid"]]))
+    expected = reranker(run).to_pandas()
+    got = reranker.rerank("query", docs, scores=scores)
+    assert got.docids == expected["docid"].tolist() and [r.score for r in got] == expected["score"].tolist()
+
+
 def test_unknown_arguments_and_bad_settings_are_refused():
     with pytest.raises(ConfigError, match="has no argument 'windw'; arguments: .*window"):
         Listwise(fake(), windw=3)

@@ -52,7 +52,8 @@ class Reranker(Stage):
     def rerank(self, query: str, docs: Iterable[Any], scores: Sequence[float] | None = None) -> RankedResults:
         """Rerank ``docs`` for ``query``: texts, :class:`Doc` records, ``(docid, text[, title])`` tuples or
         dicts with an id and a text, as :meth:`Retriever.index` takes; ``scores`` are optional first-stage
-        scores. Plain-text documents get docids ``"0"``, ``"1"``, ... in input order.
+        scores, which order the documents as a pipeline's candidates are (best first, ties in input
+        order). Plain-text documents get docids ``"0"``, ``"1"``, ... in input order.
         """
         check_query(query, "rerank")
         if isinstance(docs, pd.DataFrame):
@@ -70,6 +71,8 @@ class Reranker(Stage):
         if twice is not None:
             raise DataError(f"each document needs its own docid; {twice!r} is given twice")
         first = _first_stage_scores(scores, len(docs)) if scores is not None else np.arange(len(docs), 0, -1, dtype=np.float64)
+        order = np.argsort(-first, kind="stable")  # best first, as a Ranking holds them: depth and ties read it
+        records, first = [records[i] for i in order], first[order]
         cands = Candidates("q", query, [d.docid for d in records], [d.full_text() for d in records], first,
                            titles=[d.title for d in records])
         return self._finite(self.rerank_checked([cands]))[0].to_results()
