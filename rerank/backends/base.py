@@ -81,7 +81,10 @@ class Backend(ABC):
 
     @abstractmethod
     def score(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:
-        """Log-probability of each option as the continuation of each prompt; shape (prompts, options)."""
+        """Log-probability of each option as the continuation of each prompt; shape (prompts, options).
+
+        The options are alternative answers: one whose tokens begin another's counts only the answers
+        that stop there (``_chat.exclusive``), so P("1") leaves out P("10")."""
 
     @abstractmethod
     def count_tokens(self, text: str) -> int:

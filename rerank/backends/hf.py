@@ -114,7 +114,7 @@ class HFBackend(_chat.HFTokenizerPrompts, Backend):
             seqs = [p + opts[j] for p in encoded for j in multi]
             spans = [len(opts[j]) - 1 for _ in encoded for j in multi]
             out[:, multi] += self._continuation_logprobs(seqs, spans).reshape(len(encoded), len(multi))
-        return out
+        return _chat.exclusive(out, opts)
 
     def _forward_logprobs(self, seqs: Sequence[list[int]]):
         ids, mask = self._pad(seqs)

@@ -127,7 +127,7 @@ class LlamaCppBackend(Backend):
                     rows = self.llm.scores[len(ids):len(ids) + len(option) - 1]
                     total += sum(float(_log_softmax(r)[t]) for r, t in zip(rows, option[1:]))
                 out[i, j] = total
-        return out
+        return _chat.exclusive(out, opts)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

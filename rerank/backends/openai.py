@@ -341,7 +341,8 @@ class OpenAIBackend(Backend):
                 rows.append(self._first_token_scores(next(answers), options))
             else:
                 text = self._text(prompt)
-                rows.append([self._echo_score(next(answers), len(text), option) for option in options])
+                scored = [self._echo_score(next(answers), len(text), option) for option in options]
+                rows.append(_chat.exclusive(np.array([[s for s, _ in scored]]), [t for _, t in scored])[0].tolist())
         return np.array(rows, dtype=np.float64)
 
     def score(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:
@@ -352,8 +353,9 @@ class OpenAIBackend(Backend):
                             f"with it; use a backend that gives them: {_chat.LOGPROB_BACKENDS}. "
                             f"Answer: {str(data)[:200]}")
 
-    def _echo_score(self, data: dict[str, Any], prompt_chars: int, option: str) -> float:
-        """Sum of the logprobs of the tokens that start at or after the prompt's end (or straddle it)."""
+    def _echo_score(self, data: dict[str, Any], prompt_chars: int, option: str) -> tuple[float, tuple[str, ...]]:
+        """Sum of the logprobs of the tokens that start at or after the prompt's end (or straddle it),
+        and those tokens."""
         try:
             lp = data["choices"][0]["logprobs"]
         except (KeyError, IndexError, TypeError):
@@ -367,11 +369,11 @@ class OpenAIBackend(Backend):
             raise BackendError(f"{self.base_url} answered echoed logprobs of an unexpected shape (lists of tokens, "
                                f"token_logprobs and text_offset): {str(lp)[:200]}")
         end = prompt_chars + len(option)
-        picked = [v for t, v, o in zip(tokens, values, offsets) if o < end and o + max(len(t), 1) > prompt_chars]
-        if not picked or any(v is None for v in picked):
+        picked = [(t, v) for t, v, o in zip(tokens, values, offsets) if o < end and o + max(len(t), 1) > prompt_chars]
+        if not picked or any(v is None for _, v in picked):
             raise BackendError(f"{self.base_url} did not echo the prompt's logprobs (needs echo=True support); "
                                f"use a backend that gives them: {_chat.LOGPROB_BACKENDS}")
-        return float(sum(picked))
+        return float(sum(v for _, v in picked)), tuple(t for t, _ in picked)
 
     def _first_token_scores(self, data: dict[str, Any], options: Sequence[str]) -> list[float]:
         """Each option's log-probability at the first answer token; NaN for all when none is listed."""

@@ -199,13 +199,13 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
         encoded = [self._encode(p) for p in prompts]
         opts = _chat.option_ids(self.tokenizer, options)
         if all(len(o) == 1 for o in opts):
-            return self._score_chunk(encoded, opts)
+            return _chat.exclusive(self._score_chunk(encoded, opts), opts)
         # A later option token needs the prompt again; prompts go in chunks whose KV fits in half the
         # cache, so that second request finds its prompt in the prefix cache instead of recomputing it.
         out = np.empty((len(encoded), len(opts)))
         for chunk in _chunks([len(e) for e in encoded], self._cache_tokens() // 2):
             out[chunk] = self._score_chunk([encoded[i] for i in chunk], opts)
-        return out
+        return _chat.exclusive(out, opts)
 
     def _score_chunk(self, encoded: list[list[int]], opts: list[list[int]]) -> np.ndarray:
         firsts = sorted({o[0] for o in opts})
