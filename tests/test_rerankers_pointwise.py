@@ -149,9 +149,10 @@ def test_generate_method_parses_answers_and_counts_failures():
     answers = {"flea": "Yes.", "stock": "No", "Paris": "I cannot tell"}
     backend = FakeBackend(generate=lambda p: next(v for k, v in answers.items() if k in p.split("Document:")[1]))
     res = YesNo(backend, method="generate").rerank(FLEA, [*OFF_TOPIC, FLEA_DOC])
-    assert res.docids == ["2", "1", "0"] and [r.score for r in res] == [1.0, 0.5, 0.0]
+    assert res.docids == ["2", "0", "1"] and [r.score for r in res] == [1.0, 0.0, -1.0]  # unreadable below "No" (review helper-61)
     assert res.info["parse"] == {"answers": 3, "valid": 2, "repaired": 1, "problems": {"empty": 1}}
     assert parse_yes_no("yes").value == 1.0 and parse_rating("Relevance: 7/10").value == 7.0
+    assert parse_rating("I cannot tell").value == parse_yes_no("maybe").value == -np.inf
 
 
 def test_user_prompt_override_and_option_checks(tmp_path):

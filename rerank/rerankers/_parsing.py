@@ -155,22 +155,23 @@ def parse_scores(text: str, n: int) -> Parsed:
 
 @register_parser("yes_no", reads="score")
 def parse_yes_no(text: str, n: int = 1) -> Parsed:
-    """1.0 for an answer starting with yes, 0.0 for no; anything else 0.5 (problem ``"empty"``)."""
+    """1.0 for an answer starting with yes, 0.0 for no; anything else ``-inf`` (problem ``"empty"``),
+    which a pointwise plan puts below every readable answer."""
     m = re.search(r"\b(yes|no)\b", text, re.IGNORECASE)
     if m is None:
-        return Parsed(0.5, problems=("empty",))
+        return Parsed(-math.inf, problems=("empty",))
     return Parsed(1.0 if m.group(1).lower() == "yes" else 0.0)
 
 
 @register_parser("rating", reads="score")
 def parse_rating(text: str, n: int = 1) -> Parsed:
-    """The first number of the answer; none gives 0.0 (problem ``"empty"``), and so does one too
-    large for a float (``"not_finite"``)."""
+    """The first number of the answer; none gives ``-inf`` (problem ``"empty"``), and so does one too
+    large for a float (``"not_finite"``): a pointwise plan puts them below every readable rating."""
     m = re.search(_NUMBER, text.translate(_LOOKALIKES))
     if m is None:
-        return Parsed(0.0, problems=("empty",))
+        return Parsed(-math.inf, problems=("empty",))
     value = float(m.group())
-    return Parsed(value) if math.isfinite(value) else Parsed(0.0, problems=("not_finite",))
+    return Parsed(value) if math.isfinite(value) else Parsed(-math.inf, problems=("not_finite",))
 
 
 def _scores_from_json(text: str) -> dict[int, float]:
