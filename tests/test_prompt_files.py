@@ -142,6 +142,8 @@ def test_the_cli_refuses_a_broken_prompt_file_with_one_line(tmp_path, capsys, mo
     ("name: t\nparadigm: pointwise\nprefix: 'Q: {query!r} D: {text}'\n", "placeholder {query!r} is more than a name"),
     ("name: t\nparadigm: listwise\nprefix: '{query}'\nitem: '[{index}] {text.upper}'\n", "placeholder {text.upper} is more than a name"),
     (HEAD + "options: ['', 'No']\n", "options must be non-empty strings"),
+    ("name: t\nparadigm: listwise\nprefix: '{query}, from {min_score}'\nitem: '[{index}] {text}'\n",
+     "unknown placeholders ['min_score']"),  # allowed once, given a value nowhere (review helper-61)
     ("meta: " + "[" * 3000 + "]" * 3000 + "\n" + HEAD, "the YAML is nested too deeply to be a prompt"),
 ])
 def test_placeholders_options_and_nesting_that_would_fail_mid_run_are_refused_at_load(tmp_path, text, message):

@@ -14,9 +14,9 @@ rendered, when the file is loaded, so a typo fails at load time, not in the midd
 section     placeholders it may use
 ==========  =============================================================
 system      {num}
-prefix      {query} {num} {text} {score} {docid} {index} {min_score} {max_score}
+prefix      {query} {num} {text} {score} {docid} {index}
 item        {index} {text} {score} {docid} {label}
-suffix      {query} {num} {min_score} {max_score}
+suffix      {query} {num}
 ==========  =============================================================
 
 Pointwise templates use ``prefix`` alone with ``{query}`` and ``{text}``.
@@ -44,9 +44,9 @@ from rerank.params import check_fields
 
 ALLOWED = {
     "system": {"num"},
-    "prefix": {"query", "num", "text", "score", "docid", "index", "min_score", "max_score"},
+    "prefix": {"query", "num", "text", "score", "docid", "index"},
     "item": {"index", "text", "score", "docid", "label"},
-    "suffix": {"query", "num", "min_score", "max_score"},
+    "suffix": {"query", "num"},
     "answer_prefix": {"num"},
 }
 CONSTRAINTS = {"": "free text", "permutation": "[i] > [j] > ... over all shown ids",
