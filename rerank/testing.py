@@ -55,7 +55,7 @@ class RerankerContract:
         assert len(reranker(Ranking.from_candidates([self.candidates()]).select([]))) == 0
 
     def test_one_document(self) -> None:
-        assert self.make().rerank(self.query, self.docs[:1]).docids == ["0"]
+        assert self.make().rerank(self.query, self.docs[:1], scores=[1.0]).docids == ["0"]
 
     def test_input_is_not_changed(self) -> None:
         ranking = Ranking.from_candidates([self.candidates()])

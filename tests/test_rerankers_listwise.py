@@ -178,6 +178,15 @@ def test_insertrank_needs_a_score_placeholder():
         InsertRank(FakeBackend(generate=by_number), prompt="listwise/rankgpt")
 
 
+def test_a_reranker_that_shows_scores_needs_them_in_rerank():
+    """Without scores=, InsertRank showed the position stand-ins n..1 as BM25 scores (review helper-61)."""
+    fake = FakeBackend(generate=by_number)
+    with pytest.raises(ConfigError, match="InsertRank shows the model each document's first-stage score; pass them as scores="):
+        InsertRank(fake).rerank("numbers", ["passage 1", "passage 2"])
+    assert len(InsertRank(fake).rerank("numbers", ["passage 1", "passage 2"], scores=[3.0, 1.0])) == 2
+    assert len(Listwise(fake).rerank("numbers", ["passage 1", "passage 2"])) == 2  # shows no scores: none needed
+
+
 # -- end to end on the real small model ---------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("name, params", [

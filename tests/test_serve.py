@@ -664,6 +664,13 @@ def test_search_over_a_saved_index_with_a_reranker(tmp_path, biencoder):
     with running(build_app(config, warmup=False)) as url:
         no_rerank = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"]}, timeout=30)
     assert no_rerank.status_code == 501 and "no reranking part" in no_rerank.json()["message"]
+    shows = build("insertrank(backend='hf:smollm2')")  # it would show the model made-up BM25 scores (review helper-61)
+    with running(create_app(with_index(build("bm25 % 10"), tmp_path / "idx") >> shows, ServeConfig(), searchable=True,
+                            warmup=False)) as url:
+        refused = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"]}, timeout=30)
+    assert refused.status_code == 501 and "shows the model first-stage scores, which a rerank request" in refused.json()["message"]
+    with pytest.raises(ConfigError, match="shows the model first-stage scores"):
+        create_app(shows, ServeConfig(), warmup=False)
     with pytest.raises(DataError, match="was built with k1=0.9, not k1=2.0; construct BM25 with the settings it was built with"):
         build_app(config.replace(pipeline="bm25(k1=2.0)"), warmup=False)
     assert build_app(config.replace(pipeline="bm25(k1=0.9, b=0.4) % 10"), warmup=False)  # the defaults, written out

@@ -142,6 +142,7 @@ class LLMReranker(Reranker):
                               "or suffix, which have a value only when a prompt shows one document; this family shows "
                               "several per prompt: put them in the item section")
         self.progress = self.settings.progress
+        self.shows_scores = "score" in placeholders(self.template.prefix + self.template.item)
         self.answer_log = ParseLog(keep_reasoning=False)
         self._budgets: dict[int, int] = {}
         self._backend: Backend | None = self.settings.backend if isinstance(self.settings.backend, Backend) else None

@@ -35,6 +35,8 @@ class Reranker(Stage):
 
     requires = ("qid", "query", "docid", "text")
     progress: bool | None = None
+    shows_scores = False
+    """Whether the model is shown each document's first-stage score: ``rerank()`` then needs ``scores=``."""
 
     def rerank_candidates(self, cands: Candidates) -> Candidates:
         """Rerank one query's candidates; return them in the new order with new scores.
@@ -70,6 +72,9 @@ class Reranker(Stage):
         twice = next((docid for docid, n in Counter(d.docid for d in records).items() if n > 1), None)
         if twice is not None:
             raise DataError(f"each document needs its own docid; {twice!r} is given twice")
+        if scores is None and self.shows_scores:
+            raise ConfigError(f"{type(self).__name__} shows the model each document's first-stage score; pass them "
+                              "as scores= (e.g. BM25's), or it would show made-up ones")
         first = _first_stage_scores(scores, len(docs)) if scores is not None else np.arange(len(docs), 0, -1, dtype=np.float64)
         order = np.argsort(-first, kind="stable")  # best first, as a Ranking holds them: depth and ties read it
         records, first = [records[i] for i in order], first[order]

@@ -71,9 +71,11 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
             ``app.state.warm_up()`` before starting the server, so that a model that cannot load fails there).
     """
     engine = Engine(pipeline, searchable)
+    unscored = (f"{engine.shows_scores!r} shows the model first-stage scores, which a rerank request does not carry"
+                if engine.shows_scores is not None else "")
     if engine.reranker is None and engine.searcher is None:
         raise ConfigError(f"{pipeline!r} has neither a reranking part nor a searchable first stage: end it with a reranker, "
-                          "or start it with a retriever and give --dataset or --index")
+                          "or start it with a retriever and give --dataset or --index" + (f" ({unscored})" if unscored else ""))
     # as the user wrote it, else the stage's form; a backend URL's user, password and query never shown to clients
     name, shown = redact_urls(config.model_name or config.pipeline or repr(pipeline)), redact_urls(repr(pipeline))
     metrics = Metrics()
@@ -127,7 +129,7 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
     async def rerank(request: Request, shape: type[RerankRequest]) -> tuple[RerankRequest, list[str], Candidates, list[str], int]:
         """The request, its document texts, the reranked candidates, warnings, and the words the model was sent."""
         if engine.reranker is None:
-            raise ApiError(501, "not_supported", f"{pipeline!r} has no reranking part; use /v1/search")
+            raise ApiError(501, "not_supported", f"{pipeline!r} {unscored or 'has no reranking part'}; use /v1/search")
         started = time.monotonic()
         req = parse(await _body(request, config), shape)
         texts = check_rerank(req, config)

@@ -94,7 +94,11 @@ class Engine:
 
     def __init__(self, pipeline: Stage, searchable: bool):
         self.pipeline = pipeline
-        self.reranker = rerank_part(pipeline)
+        part = rerank_part(pipeline)
+        stages = part.stages if isinstance(part, Pipeline) else [part]
+        self.shows_scores = next((s for s in stages if getattr(s, "shows_scores", False)), None)
+        """A reranker of the part that shows the model first-stage scores, which rerank requests lack."""
+        self.reranker = part if self.shows_scores is None else None
         self.searcher = pipeline if searchable and starts_with_retrieval(pipeline) else None
 
     def rerank(self, jobs: Sequence[RerankJob]) -> list[Candidates]:
