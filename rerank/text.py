@@ -121,7 +121,9 @@ def _stemmer(language: str | None) -> Callable[[str], str] | None:
     return Stemmer.Stemmer(language).stemWord
 
 
-def truncate_words(text: str, max_words: int) -> str:
-    """The first ``max_words`` whitespace-separated words of ``text`` (``text`` itself when shorter)."""
+def truncate_words(text: str, max_words: int, max_chars: int | None = None) -> str:
+    """The first ``max_words`` whitespace-separated words of ``text`` (``text`` itself when shorter),
+    and at most ``max_chars`` characters: a text without spaces (Chinese, Thai, a URL) is one word."""
     words = text.split()
-    return text if len(words) <= max_words else " ".join(words[:max_words])
+    kept = text if len(words) <= max_words else " ".join(words[:max_words])
+    return kept if max_chars is None or len(kept) <= max_chars else kept[:max_chars]

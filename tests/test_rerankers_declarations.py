@@ -203,6 +203,17 @@ def test_documents_cut_to_fit_the_context_are_counted_as_truncated():
     assert res.info["truncated"] == 2
 
 
+def test_a_long_text_without_spaces_is_cut_by_characters_to_fit():
+    """A Chinese document is one whitespace word: it could not be cut, and the run stopped (review helper-61)."""
+    class ByCharacter(FakeBackend):
+        def count_tokens(self, text: str) -> int:
+            return len(text)
+
+    chinese = "跳蚤的生命周期很短" * 1200  # 10,800 characters, one "word"
+    res = YesNo(ByCharacter(score=lambda p, o: [0.0, -1.0], max_context=2000)).rerank("跳蚤", [chinese, "短文"])
+    assert len(res) == 2 and res.info["truncated"] == 1
+
+
 def test_every_argument_reads_back_by_name_including_the_prompt():
     assert Listwise(RANKS).prompt == "listwise/rankgpt" and Listwise(RANKS).window == 20
 

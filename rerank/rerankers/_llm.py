@@ -48,6 +48,9 @@ _CHAT_OVERHEAD = 32
 ONE_DOCUMENT = frozenset({"text", "score", "docid", "index", "label"})
 """Item placeholders that a prefix or suffix may use only in a prompt that shows one document."""
 _MIN_WORDS = 8
+_CHARS_PER_WORD = 20
+"""Characters a document keeps per word it may keep: far above natural text, so only a long run
+without spaces (Chinese or Thai text, a URL) is cut by it."""
 """Documents are never cut below this many words to fit a prompt into the context."""
 
 
@@ -275,13 +278,13 @@ class LLMReranker(Reranker):
                               "longer-context model")
         words = self.settings.max_words
         while True:
-            items = [{"index": j + 1, "label": self.task.label(j), "text": truncate_words(cands.texts[p], words),
-                      "docid": cands.docids[p], "score": scores[p]} for j, p in enumerate(shown)]
+            items = [{"index": j + 1, "label": self.task.label(j), "docid": cands.docids[p], "score": scores[p],
+                      "text": truncate_words(cands.texts[p], words, words * _CHARS_PER_WORD)} for j, p in enumerate(shown)]
             messages = self.template.render(cands.query, items, **(items[0] if len(items) == 1 else {}))
             used = self.llm.count_tokens(prompt_text(messages))
             if used <= budget:
                 if cut is not None:
-                    cut.update(p for p in shown if len(cands.texts[p].split()) > words)
+                    cut.update(p for p, item in zip(shown, items) if item["text"] != cands.texts[p])
                 return messages
             if words <= _MIN_WORDS:
                 fewer = "show fewer documents per prompt (window, set_size, group_size) or " if len(shown) > 1 else ""
