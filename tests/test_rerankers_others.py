@@ -171,6 +171,22 @@ def test_groupwise_repairs_missing_scores():
     assert out.info["parse"]["problems"] == {"missing": 1}
 
 
+def test_groupwise_calibrates_no_group_by_a_missing_anchor_and_ranks_unscored_documents_last():
+    """The parser's stand-in for a left-out anchor was read as its score: that group was shifted and
+    documents rated 3 and 2 came out above one rated 6 (review helper-61)."""
+    def answer(prompt):
+        if "[2] good" in prompt:   # anchor 5, good 6, ok 5
+            return " 5\n[2]: 6\n[3]: 5"
+        if "[2] poor1" in prompt:  # the anchor left out; poor1 3, poor2 2
+            return " \n[2]: 3\n[3]: 2"
+        return "nothing to read"     # a group with no score at all
+    names = ["anchor", "good", "ok", "poor1", "poor2", "lost1", "lost2"]
+    c = Candidates("q", "query", names, names, np.arange(7, 0, -1.0))
+    out = Groupwise(FakeBackend(generate=answer), group_size=3, anchors=1).rerank_candidates(c)
+    assert out.docids == ["good", "anchor", "ok", "poor1", "poor2", "lost1", "lost2"]
+    assert list(out.scores[:5]) == [6.0, 5.0, 5.0, 3.0, 2.0] and out.info["parse"]["problems"] == {"missing": 1, "empty": 1}
+
+
 def test_groupwise_config_errors():
     fake = FakeBackend(generate=number_scores)
     with pytest.raises(ConfigError, match="anchors"):

@@ -41,7 +41,7 @@ def test_every_registered_llm_family_accepts_every_shared_setting():
         assert isinstance(reranker.asker, Think) == (changed["think_tokens"] > 0), name
         for k in changed:
             assert f"{k}=" in repr(reranker), (name, k)
-        out = reranker.rerank("q", ["a", "b", "c", "d"])
+        out = reranker.rerank("q", ["a", "b", "c", "d"], scores=[4.0, 3.0, 2.0, 1.0])
         assert sorted(out.docids) == ["0", "1", "2", "3"] and out.info["truncated"] == 0
         assert all(n == 0 or kw["temperature"] == 0.5 for n, kw in backend.batches), name
 

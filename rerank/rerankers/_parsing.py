@@ -138,19 +138,19 @@ def parse_choice(text: str, n: int) -> Parsed:
 def parse_scores(text: str, n: int) -> Parsed:
     """One score per item from JSON (an object keyed by 1-based id, or a list) or ``[i]: s`` lines.
 
-    Missing items get the lowest score found minus one (problem ``"missing"``), so they rank below
-    the scored ones; non-finite values count as missing.
+    Missing items are NaN (problem ``"missing"``; all of them: ``"empty"``), for the plan to repair:
+    a groupwise plan ranks them below every scored one and calibrates no group by a missing anchor.
+    Non-finite values count as missing.
     """
     text = text.translate(_LOOKALIKES)
     lines = [(int(i) - 1, float(s)) for i, s in re.findall(_SCORE_LINE, text)]
     found = dict(lines) or _scores_from_json(text)
     scores = {i: s for i, s in found.items() if 0 <= i < n and math.isfinite(s)}
     if not scores:
-        return Parsed([0.0] * n, problems=("empty",))
+        return Parsed([math.nan] * n, problems=("empty",))
     problems = ["out_of_range" if not 0 <= i < n else "not_finite" for i in found if i not in scores]
     problems += ["duplicate"] * (len(lines) > len(found)) + ["missing"] * (len(scores) < n)
-    floor = min(scores.values()) - 1.0
-    return Parsed([scores.get(i, floor) for i in range(n)], problems=tuple(dict.fromkeys(problems)))
+    return Parsed([scores.get(i, math.nan) for i in range(n)], problems=tuple(dict.fromkeys(problems)))
 
 
 @register_parser("yes_no", reads="score")

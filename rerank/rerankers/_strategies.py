@@ -191,7 +191,9 @@ class PairSort(Strategy):
 class Groups(Strategy):
     """GroupRank: groups of ``group_size`` scored in one step; the first-stage top ``anchors`` are
     shown in every group, and ``calibrate="anchor"`` shifts each group's scores so its anchors
-    score the same everywhere (an anchor's own score is its mean); ``"none"`` keeps raw scores."""
+    score the same everywhere (an anchor's own score is its mean); ``"none"`` keeps raw scores.
+    A score the answer left out (NaN) is not read: a group whose anchors were not all scored is not
+    shifted, and a document no group scored goes below every scored one (ties in input order)."""
 
     takes: ClassVar[str] = "scores"
 
@@ -211,13 +213,17 @@ class Groups(Strategy):
         shown = [list(range(a)) + list(range(s, min(s + size, n))) for s in range(a, n, size)] or [list(range(a))]
         parts = [np.asarray(s, dtype=np.float64) for s in ((yield shown) if n else [])]
         if a and self.calibrate == "anchor":
-            anchor_mean = np.mean([s[:a].mean() for s in parts])
-            parts = [s + (anchor_mean - s[:a].mean()) for s in parts]
+            anchored = [np.isfinite(s[:a]).all() for s in parts]
+            anchor_mean = np.mean([s[:a].mean() for s, ok in zip(parts, anchored) if ok] or [0.0])
+            parts = [s + (anchor_mean - s[:a].mean()) if ok else s for s, ok in zip(parts, anchored)]
         sums, counts = np.zeros(n), np.zeros(n)
         for g, s in zip(shown, parts):
-            np.add.at(sums, g, s)
-            np.add.at(counts, g, 1)
-        return sums / np.maximum(counts, 1)
+            read = np.isfinite(s)
+            np.add.at(sums, np.asarray(g)[read], s[read])
+            np.add.at(counts, np.asarray(g)[read], 1)
+        scored = counts > 0
+        floor = (sums[scored] / counts[scored]).min() - 1.0 if scored.any() else 0.0
+        return np.where(scored, sums / np.maximum(counts, 1), floor)
 
 
 # -- the shared sorts and windows ---------------------------------------------------------------
