@@ -175,6 +175,17 @@ def test_a_document_whose_log_probabilities_are_all_non_finite_ranks_last(family
     assert res.info["parse"]["problems"] == {"not_finite": 1}
 
 
+def test_an_unknown_option_is_no_certain_answer_and_a_zero_probability_is_no_repair():
+    """[finite, NaN] read as P(No) far below P(Yes): the document looked certainly relevant (review
+    helper-61). -inf is a probability of 0, which exclusive option scores can give."""
+    def score(prompt, options):
+        return {"unknown": [-0.1, float("nan")], "sure": [-0.1, -np.inf]}.get(prompt.split("Document: ")[1].split("\n")[0],
+                                                                             [-1.0, -0.5])
+    res = YesNo(FakeBackend(score=score)).rerank("q", ["unknown", "sure", "plain"])
+    assert res.docids == ["1", "2", "0"] and res[0].score == 0.0
+    assert res.info["parse"]["problems"] == {"not_finite": 1}
+
+
 def test_reserved_tokens_that_fill_the_context_name_the_arguments():
     for reranker in (YesNo(FakeBackend(score=lambda p, o: [0.0, -1.0]), think_tokens=5000),
                      Listwise(RANKS, max_new_tokens=5000, window=3, step=1)):

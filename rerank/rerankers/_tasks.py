@@ -147,13 +147,14 @@ class Task:
 
     def _read_logprobs(self, template: PromptTemplate, row: np.ndarray, shown: list[int]) -> Parsed:
         """:meth:`from_logprobs`, with non-finite log-probabilities put below every finite one (all
-        equal when none is finite) and reported as ``"not_finite"``."""
+        equal when none is finite). NaN and +inf (unknown) are reported as ``"not_finite"``; -inf is
+        a probability of 0 (an option that begins another may leave none for itself)."""
         finite = np.isfinite(row)
         if finite.all():
             return self.from_logprobs(template, row, shown)
         floor = row[finite].min() - 1e3 if finite.any() else 0.0
         parsed = self.from_logprobs(template, np.where(finite, row, floor), shown)
-        return replace(parsed, problems=(*parsed.problems, "not_finite"))
+        return replace(parsed, problems=(*parsed.problems, "not_finite")) if _unknown(row).any() else parsed
 
     def from_text(self, parsed: Parsed, shown: list[int]) -> Parsed:
         """The answer read from a parsed generation about the candidates at positions ``shown``."""
@@ -256,9 +257,10 @@ class Score(Task):
         return self.check_first_option(template, parser, "relevant") if self.combine == "first" else parser
 
     def _read_logprobs(self, template: PromptTemplate, row: np.ndarray, shown: list[int]) -> Parsed:
-        """As :meth:`Task._read_logprobs`, but a row with no finite option scores ``-inf``, which the
-        :class:`~rerank.rerankers._strategies.Pointwise` plan puts below every readable score."""
-        if np.isfinite(row).any():
+        """As :meth:`Task._read_logprobs`, but a row with an unknown option, or no finite one, scores
+        ``-inf``, which the :class:`~rerank.rerankers._strategies.Pointwise` plan puts below every
+        readable score (an unknown P(No) must not read as a certain Yes)."""
+        if np.isfinite(row).any() and not _unknown(row).any():
             return super()._read_logprobs(template, row, shown)
         return Parsed(-np.inf, problems=("not_finite",))
 
@@ -310,6 +312,11 @@ class Think:
         answering = [_answer_turn(p, self.OPEN + t + self.CLOSE + _answer_prefix(p)) for p, t in zip(prompts, thoughts)]
         answers = self.inner.ask(r, answering, shown)
         return [replace(a, reasoning=t, forced=g.finish_reason == "length") for a, t, g in zip(answers, thoughts, gens)]
+
+
+def _unknown(row: np.ndarray) -> np.ndarray:
+    """Log-probabilities that are no probability: NaN and +inf."""
+    return np.isnan(row) | np.isposinf(row)
 
 
 def with_answer_prefix(answer: str, prefix: str) -> str:
