@@ -214,8 +214,8 @@ class Fuse(Stage):
         stages = _as_list(stages, "Fuse's stages", "Stages")
         weights = _check_fusion(len(stages), "stages", method, norm, weights, k)
         flat: list[Stage] = []
-        for s in stages:  # (a | b) | c fuses three rankings at once, when the settings agree
-            same = isinstance(s, Fuse) and (s.method, s.norm, s.weights, s.k) == (method, norm, None, k) and weights is None
+        for s in stages:  # a | b | c is one rrf of three rankings; score fusions nest as written
+            same = isinstance(s, Fuse) and method == s.method == "rrf" and s.k == k
             flat.extend(s.stages if same else [_check_stage(s)])
         self.stages, self.method, self.norm, self.k = flat, method, norm, k
         self.weights = weights

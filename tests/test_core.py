@@ -94,6 +94,18 @@ def test_fusion_of_a_run_with_itself_keeps_its_order(bm25_run, dl19):
     assert len(wsum) == len(base)
 
 
+def test_rrf_chains_are_one_fusion_and_score_fusions_nest_as_written(bm25_run, dl19):
+    """A nested wsum was flattened into an equal-weight fusion of all the leaves (review helper-62)."""
+    topics = dl19.topics().select(["19335", "47923"])
+    a, b, c = bm25_run, bm25_run % 20, bm25_run % 5
+    assert (a | b | c).stages == [a, b, c] and (a | (b | c)).stages == [a, b, c]
+    inner = Fuse([a, b], method="wsum", norm="min-max")
+    nested = Fuse([inner, c], method="wsum", norm="min-max")
+    assert nested.stages == [inner, c]
+    by_hand = fuse([fuse([a(topics), b(topics)], method="wsum"), c(topics)], method="wsum")
+    assert nested(topics).to_dict() == by_hand.to_dict()
+
+
 def test_fuse_of_computed_rankings_is_what_the_fuse_stage_gives(bm25_run, dl19):
     topics = dl19.topics().select(["19335", "47923", "87181"])
     first, second = bm25_run(topics), (bm25_run % 20)(topics)
