@@ -560,6 +560,14 @@ def test_dense_index_embeddings_bad_inputs():
         Dense().index_embeddings(docs, np.array([[np.nan, 0], [0, 1]], dtype=np.float32))
     with pytest.raises(ConfigError, match="nlist"):
         Dense(index="ivf", nlist=5).index_embeddings(docs, np.eye(2, dtype=np.float32))
+    # checked as index() checks documents; another encoder's embeddings are named at search (review helper-62)
+    with pytest.raises(DataError, match="the corpus is empty"):
+        Dense().index_embeddings([], np.zeros((0, 4), dtype=np.float32))
+    assert Dense().index_embeddings([("a", "x"), ("b", "y")], np.eye(2, dtype=np.float32)).docs == docs
+    with pytest.raises(DataError, match="docid"):
+        Dense().index_embeddings([Doc(" a", "x"), Doc("b", "y")], np.eye(2, dtype=np.float32))
+    with pytest.raises(DataError, match="the index holds 2-dimensional embeddings and the encoder gives 384"):
+        Dense().index_embeddings(docs, np.eye(2, dtype=np.float32)).search("x")
 
 
 def test_dense_and_bm25_pickle_with_their_indexes():

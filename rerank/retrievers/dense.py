@@ -21,7 +21,7 @@ from rerank.encoders import DEFAULT_ENCODER, Encoder
 from rerank.errors import ConfigError, DataError
 from rerank.params import RANGES, checked, is_integer
 from rerank.prebuilt import lookup
-from rerank.retrievers.base import Retriever, check_same_documents
+from rerank.retrievers.base import Retriever, as_docs, check_same_documents
 from rerank.types import Doc
 
 logger = logging.getLogger("rerank")
@@ -100,13 +100,17 @@ class Dense(Retriever):
         self._faiss = self._make_index(self.embeddings)
 
     def index_embeddings(self, docs: Sequence[Doc], embeddings: np.ndarray) -> Dense:
-        """Index ``docs`` whose embeddings were computed elsewhere (e.g. on a cluster); returns ``self``."""
+        """Index ``docs`` whose embeddings were computed elsewhere (e.g. on a cluster); returns ``self``.
+        The documents are checked as :meth:`index` checks them."""
+        docs = as_docs(docs, f"{self!r}")
+        if not docs:
+            raise DataError(f"{self!r}: the corpus is empty, nothing to index")
         embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or len(embeddings) != len(docs):
             raise DataError(f"{self!r}: {len(docs)} documents but embeddings of shape {embeddings.shape}")
         if not np.isfinite(embeddings).all():
             raise DataError(f"{self!r}: the embeddings hold NaN or infinite values")
-        self._set_docs(list(docs))
+        self._set_docs(docs)
         self.embeddings = embeddings
         self._faiss = self._make_index(embeddings)
         return self
@@ -177,6 +181,9 @@ class Dense(Retriever):
             self._faiss.hnsw.efSearch = max(self.ef_search, depth)
         elif self.index_type == "ivf":
             self._faiss.nprobe = self.nprobe
+        if vectors.shape[1] != self._faiss.d:
+            raise DataError(f"{self!r}: the index holds {self._faiss.d}-dimensional embeddings and the encoder gives "
+                            f"{vectors.shape[1]}; index embeddings made by this encoder")
         scores, ids = self._faiss.search(vectors, depth)
         hits = [(i[i >= 0], s[i >= 0]) for i, s in zip(ids, scores)]
         return [(i[order], s[order]) for i, s in hits for order in [np.lexsort((i, -s))]]
