@@ -300,7 +300,8 @@ def _check_fusion(n: int, what: str, method: str, norm: str | None, weights: Seq
         raise ConfigError(f"fusion k must be an integer >= 1 and <= {MAX_RRF_K}, got {k!r}")
     if weights is None:
         return None
-    weights = _as_list(weights, "fusion weights", "numbers, one per ranking")
+    weights = [w.item() if isinstance(w, np.generic) else w  # NumPy's repr of its numbers would enter the stage's key
+               for w in _as_list(weights, "fusion weights", "numbers, one per ranking")]
     if method != "wsum":
         raise ConfigError(f"weights apply to method='wsum' only, not {method!r}")
     if len(weights) != n:

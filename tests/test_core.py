@@ -106,6 +106,12 @@ def test_rrf_chains_are_one_fusion_and_score_fusions_nest_as_written(bm25_run, d
     assert nested(topics).to_dict() == by_hand.to_dict()
 
 
+def test_numpy_weights_name_a_fusion_as_python_numbers_do(bm25_run):
+    given = Fuse([bm25_run, bm25_run % 5], method="wsum", weights=np.array([0.25, 0.75]))
+    assert repr(given) == repr(Fuse([bm25_run, bm25_run % 5], method="wsum", weights=[0.25, 0.75]))
+    assert "np.float64" not in repr(given)
+
+
 def test_fuse_of_computed_rankings_is_what_the_fuse_stage_gives(bm25_run, dl19):
     topics = dl19.topics().select(["19335", "47923", "87181"])
     first, second = bm25_run(topics), (bm25_run % 20)(topics)
