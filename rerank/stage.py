@@ -148,7 +148,7 @@ class Pipeline(Stage):
         for s in self.stages:
             prev = out[-1] if out else None
             if isinstance(s, Cutoff) and prev is not None and hasattr(prev, "with_num_results"):
-                if s.k > prev.num_results:
+                if s.k > prev.num_results and len(out) == 1:  # a later retriever rescores what it is given
                     logger.warning("%r retrieves at most its num_results=%d per query, fewer than the cut-off %d keeps; "
                                    "give it num_results=%d", prev, prev.num_results, s.k, s.k)
                 out[-1] = prev.with_num_results(min(s.k, prev.num_results))

@@ -94,6 +94,10 @@ def test_asking_a_retriever_for_more_than_its_num_results(caplog):
     with caplog.at_level(logging.WARNING, logger="rerank"):
         assert len((BM25(num_results=10).index(many.docs) % 20)({"q": "cat"})) == 10
     assert "retrieves at most its num_results=10 per query, fewer than the cut-off 20 keeps" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rerank"):  # a later retriever rescores all it is given: no limit applies
+        assert len((many % 20 >> BM25(num_results=10).index(many.docs) % 15)({"q": "cat"})) == 15
+    assert "num_results" not in caplog.text
 
 
 def test_pipeline_loads_a_dataset_given_by_name_and_refuses_other_objects():
