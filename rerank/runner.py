@@ -226,12 +226,15 @@ def _run_timed(cell: Cell, todo: list[Any], topics: Ranking, qids: list[str], me
             record.usage, record.warmup_usage = cell.prefix.usage, cell.prefix.warmup_usage
         return
     runnable = todo[0] if len(todo) == 1 else Pipeline(todo)
-    warm = qids[:1] if len(qids) > 1 else []
-    timed = qids[len(warm):]
     before = meter.usage()
     t1 = time.perf_counter()
-    parts = [runnable(inp.select(warm))] if warm else []
+    parts: list[Ranking] = []
+    for q in qids[:-1]:  # warm up until a query gives results: one with no candidates loads no model
+        parts.append(runnable(inp.select([q])))
+        if len(parts[-1]):
+            break
     t2 = time.perf_counter()
+    timed = qids[len(parts):]
     after_warmup = meter.usage()
     parts.append(runnable(inp.select(timed)))
     t3 = time.perf_counter()

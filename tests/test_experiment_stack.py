@@ -195,6 +195,30 @@ def test_records_keep_load_warmup_and_timed_phases_and_the_timed_run_is_not_a_ca
     assert cell.cache_hit_rate == 1.0 and "| 100% | 4 |" in again.to_markdown()  # a replay, and the table says so
 
 
+def test_a_warm_up_query_that_gives_no_results_is_followed_by_one_that_does(tmp_path):
+    """A first query the first stage found nothing for warmed nothing up: the model loaded during the
+    timed queries, inflating ms/query 6x (review helper-63)."""
+    from rerank.stage import Stage
+
+    ds = load("trec-dl-2019")
+    run = RunRetriever("bm25", ds)
+    first = ds.topics().queries()  # the first judged query the grid takes
+    skipped = next(q for q in first if q in {c.qid for c in run(ds.topics()).per_query()})
+
+    class FindsNothingFirst(Stage):
+        def transform(self, inp):
+            out = run(inp)
+            return out.select([q for q in out.queries() if q != skipped])
+
+        def __repr__(self):
+            return "FindsNothingFirst()"
+
+    reranker = get("reranker", "listwise", backend=FakeBackend(generate=two_one_three), window=3, step=2)
+    Experiment({"listwise": FindsNothingFirst() % 3 >> reranker}, ds, ["ndcg@10"], limit=4, save_dir=tmp_path).run()
+    record = json.loads((tmp_path / "trec-dl-2019" / "listwise.json").read_text())
+    assert record["warmup_usage"]["calls"] == 1 and record["timed_queries"] == 2 and record["usage"]["calls"] == 2
+
+
 def test_concurrent_runs_never_run_a_locked_cell_and_a_dead_owner_lock_is_taken_over(tmp_path):
     grid = Grid.from_dict({"grid": {"limit": 2}, "datasets": [{"name": "trec-dl-2019", "first": "run"}],
                            "pipelines": {"BM25": "{first}", "top 5": "{first} % 5"}}, name="locks")
