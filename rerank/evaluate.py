@@ -263,7 +263,12 @@ def evaluate_record(record: Any, spec: Any, metrics: Sequence[str], load: Any) -
     if not record.ok:
         return CellResult(**base, status=record.status, error=record.error)
     try:
-        frame = evaluate_per_query(record.ranking, load(spec), metrics)
+        dataset = load(spec)
+        now = getattr(dataset, "content_fingerprint", None)
+        if record.ran_on is not None and now is not None and now != record.ran_on:  # edited since: other judgments
+            return CellResult(**base, status="error", error=f"DataError: {spec.name!r} changed since this cell ran "
+                              f"(content hash {record.ran_on[:12]} then, {now[:12]} now); run it again")
+        frame = evaluate_per_query(record.ranking, dataset, metrics)
         frame = frame[frame.index.isin(record.qids)]
     except Exception as e:  # noqa: BLE001 -- reported in the cell
         return CellResult(**base, status="error", error=f"evaluation failed: {type(e).__name__}: {e}")

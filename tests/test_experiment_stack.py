@@ -306,6 +306,29 @@ def test_a_cell_run_on_other_data_than_the_driver_sees_fails(tmp_path, systems):
     assert all(again.cells[str(data), name].ok for name in systems) and any((tmp_path / "out").rglob("*.trec"))
 
 
+def test_judgments_edited_after_a_cell_ran_make_it_an_error_not_a_score_on_other_data(tmp_path, monkeypatch):
+    """The report reloaded the dataset: a qrels edit during a long grid scored the cells on judgments
+    they did not run with, and the record said otherwise (review helper-63)."""
+    from rerank.runner import Runner
+
+    data = tmp_path / "c"
+    (data / "qrels").mkdir(parents=True)
+    (data / "corpus.jsonl").write_text('{"_id": "d1", "text": "cats purr"}\n{"_id": "d2", "text": "dogs bark"}\n')
+    (data / "queries.jsonl").write_text('{"_id": "q1", "text": "cats"}\n{"_id": "q2", "text": "dogs"}\n')
+    qrels = data / "qrels" / "test.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
+    ran = Runner.run
+
+    def run_then_edit(self, progress=None):
+        records = ran(self, progress)
+        qrels.write_text("query-id\tcorpus-id\tscore\nq1\td2\t1\nq2\td2\t1\n")
+        return records
+
+    monkeypatch.setattr(Runner, "run", run_then_edit)
+    cell = Experiment({"BM25": "bm25"}, str(data), ["ndcg@10"], save_dir=tmp_path / "out").run().cells[str(data), "BM25"]
+    assert not cell.ok and f"{str(data)!r} changed since this cell ran" in cell.error
+
+
 # -- significance ------------------------------------------------------------------------------------
 def test_corrections_and_tests_and_ties():
     assert correct([0.01, 0.02, 0.04], "bonferroni") == [0.03, 0.06, 0.12]
