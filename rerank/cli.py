@@ -284,10 +284,11 @@ def _bench(args: argparse.Namespace) -> int:
         report = experiment.run(progress=False if args.quiet else None)
     print(report.to_markdown())
     print(f"\nreport: {out / 'report.html'}, {out / 'report.md'} and {out / 'report.json'}")
-    failed = [c for c in report.errors() if c.status == "error"]  # not cells --report-only finds not run
+    # not cells --report-only finds not run; a run that left cells to another run's lock is not complete
+    failed = [c for c in report.errors() if c.status == "error" or (c.status == "missing" and not args.report_only)]
     if failed:
-        print(f"rerank: error: {len(failed)} of {len(report.cells)} cells failed (listed in the report), e.g. "
-              f"{failed[0].system} on {failed[0].dataset}: {one_line(failed[0].error)}", file=sys.stderr)
+        print(f"rerank: error: {len(failed)} of {len(report.cells)} cells failed or were not run (listed in the report), "
+              f"e.g. {failed[0].system} on {failed[0].dataset}: {one_line(failed[0].error)}", file=sys.stderr)
         return 2
     return 0
 

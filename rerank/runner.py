@@ -460,7 +460,9 @@ class Runner:
                     continue
                 holder = self.store.lock(cell.dataset.label, cell.system)
                 if holder is not None:
-                    records[key] = CellRecord(*key, cell.expression, "missing", f"being run by {holder}")
+                    lock = self.store.lock_path(cell.dataset.label, cell.system)
+                    records[key] = CellRecord(*key, cell.expression, "missing", f"being run by {holder} (its lock is "
+                                              f"{lock}; delete it if that run has stopped)")
                     continue
                 locked.append(cell)
                 if self.store.done(cell.dataset.label, cell.system, self.saved_settings(cell)):

@@ -243,6 +243,21 @@ def test_concurrent_runs_never_run_a_locked_cell_and_a_dead_owner_lock_is_taken_
     assert not store.lock_path("trec-dl-2019", "BM25").exists()
 
 
+def test_bench_that_leaves_a_cell_to_another_runs_lock_exits_2_and_names_the_lock(tmp_path, capsys):
+    """It exited 0 after writing an incomplete report, with no word on how to clear the lock (review helper-63)."""
+    grid = tmp_path / "g.toml"
+    grid.write_text('[grid]\nlimit = 2\ndatasets = [{ name = "trec-dl-2019", first = "run" }]\n'
+                    '[pipelines]\n"BM25" = "{first}"\n"top 5" = "{first} % 5"\n')
+    lock = CellStore(tmp_path / "out").lock_path("trec-dl-2019", "top 5")
+    lock.parent.mkdir(parents=True)
+    lock.write_text("otherhost:4242")  # a run on another machine, perhaps long gone
+    assert main(["--quiet", "bench", str(grid), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "1 of 2 cells failed or were not run" in err and f"its lock is {lock}; delete it if that run has stopped" in err
+    lock.unlink()
+    assert main(["--quiet", "bench", str(grid), "--out", str(tmp_path / "out")]) == 0
+
+
 class _OtherProcess:
     """An executor that runs each cell in a spawned process: what Ray needs (picklable cells and records)."""
 
