@@ -211,7 +211,7 @@ class Experiment:
             raise ConfigError("save_dir must name a folder (or be None), got ''")
         if not (is_finite_number(max_p) and 0 < max_p <= 1):
             raise ConfigError(f"max_p must be a number in (0, 1], got {max_p!r}")
-        self.baseline = baseline or next(iter(systems))
+        self.baseline = next(iter(systems)) if baseline is None else baseline
         if self.baseline not in systems:
             raise ConfigError(f"baseline {self.baseline!r} is not among the systems {list(systems)}")
         datasets = dataset if isinstance(dataset, (list, tuple)) else [dataset]

@@ -312,6 +312,8 @@ def _describe(name: str, system: Any) -> str:
         return repr(system)
     if not isinstance(system, Ranking):
         raise ConfigError(f"system {name!r} is neither a stage, a Ranking nor an expression string")
+    if system.is_query_set:
+        raise ConfigError(f"system {name!r} is a Ranking of queries without documents; give a run (a stage's output)")
     frame = system.to_pandas()[["qid", "docid", "score"]]
     return f"precomputed run {hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()[:16]}"
 

@@ -72,6 +72,10 @@ def test_experiment_compares_systems_with_significance(tmp_path):
     assert (runs / "BM25.trec").exists() and (runs / "reversed.trec").exists() and (tmp_path / "report.json").exists()
     with pytest.raises(ConfigError, match="baseline"):
         Experiment({"a": bm25}, ds, baseline="b")
+    with pytest.raises(ConfigError, match="baseline '' is not among"):  # not the first system (review helper-63)
+        Experiment({"a": bm25}, ds, baseline="")
+    with pytest.raises(ConfigError, match="system 'qs' is a Ranking of queries without documents"):
+        Experiment({"a": bm25, "qs": Ranking.from_queries({"q1": "cats"})}, ds)
 
 
 def test_judged_queries_missing_from_the_queries_are_not_averaged_in(tmp_path):
