@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from rerank import significance
+from rerank.io import atomic_file
 
 
 @dataclass
@@ -306,13 +307,15 @@ class Report:
 
     # -- files -----------------------------------------------------------------------------------
     def write(self, folder: str | Path) -> None:
-        """Write ``report.md``, ``report.html`` and ``report.json`` into ``folder``."""
+        """Write ``report.md``, ``report.html`` and ``report.json`` into ``folder``, each whole or not at
+        all (two runs writing one folder never interleave a file)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "report.md").write_text(self.to_markdown() + "\n", encoding="utf-8")
-        (folder / "report.html").write_text(self.to_html(), encoding="utf-8")
-        (folder / "report.json").write_text(json.dumps(self.to_json(), indent=1, default=_plain, allow_nan=False),
-                                            encoding="utf-8")
+        texts = {"report.md": self.to_markdown() + "\n", "report.html": self.to_html(),
+                 "report.json": json.dumps(self.to_json(), indent=1, default=_plain, allow_nan=False)}
+        for name, text in texts.items():
+            with atomic_file(folder / name) as tmp:
+                tmp.write_text(text, encoding="utf-8")
 
 
 _CSS = """
