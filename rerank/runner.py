@@ -582,9 +582,12 @@ class Runner:
             return CellRecord(*key, cell.expression, "error", "the run file is not the one recorded (edited, cut or "
                               "damaged since); run the experiment again to recompute it")
         try:
-            return CellRecord.from_json(data, Ranking.read_trec(path))
+            ranking = Ranking.read_trec(path)
         except DataError as e:
             return CellRecord(*key, cell.expression, "error", f"the saved run cannot be read: {e}")
+        if not self.store.intact(*key, data):  # replaced while it was read (another run of this cell)
+            return CellRecord(*key, cell.expression, "missing", "its run file was replaced while it was read")
+        return CellRecord.from_json(data, ranking)
 
 
 def _but_weights(stamps: Any) -> Any:
