@@ -182,7 +182,8 @@ class Report:
         if not by_grade:
             return ""
         parts = [f"grade >= {g}" + (f" on {', '.join(ds)}" if len(by_grade) > 1 else "") for g, ds in sorted(by_grade.items())]
-        return f"; binary measures count as relevant {'; '.join(parts)} (nDCG uses the grades)"
+        own = "; a measure ending in -lN counts grade >= N" if any("-l" in m for m in self.metrics) else ""
+        return f"; binary measures count as relevant {'; '.join(parts)} (nDCG uses the grades){own}"
 
     # -- Markdown ------------------------------------------------------------------------------
     def to_markdown(self, digits: int = 4) -> str:
