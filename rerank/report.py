@@ -168,6 +168,8 @@ class Report:
     def _legend(self) -> str:
         test = "paired t-test" if self.test == "student" else "Fisher's randomization test"
         fix = f", {self.correction}-corrected over each table's comparisons" if self.correction else ""
+        failed = [d for d in self.datasets if (d, self.baseline) in self.cells and not self.cells[d, self.baseline].ok]
+        fix += f" (none on {', '.join(failed)}, where the baseline has no result)" if failed else ""
         return (f"† {test} p < {self.max_p}{fix}, against {self.baseline!r} on the queries both ran; "
                 f"W/L/T: per-query wins/losses/ties on {self.metrics[0]}; ms/query after one warm-up query; "
                 "load s: building the pipeline (indexes; models that load on first use count in the warm-up)"
