@@ -276,7 +276,8 @@ def fuse(rankings: Sequence[Ranking], method: str = "rrf", norm: str | None = No
 
 def _combined(scores: list[dict[str, float]], method: str, weights: list[float]) -> dict[str, float]:
     """One query's fused scores from each ranking's (rrf: ``1 / (k + rank)``; else normalized), in the
-    order the rankings first hold the documents: rrf and combsum add them, wsum weighs them."""
+    order the rankings first hold the documents: rrf adds them, wsum weighs them, and the ``_COMBINE``
+    methods combine those of the rankings that hold the document."""
     docs = dict.fromkeys(d for run in scores for d in run)
     if method in ("rrf", "wsum"):
         weights = weights if method == "wsum" else [1.0] * len(scores)

@@ -48,10 +48,10 @@ _CHAT_OVERHEAD = 32
 ONE_DOCUMENT = frozenset({"text", "score", "docid", "index", "label"})
 """Item placeholders that a prefix or suffix may use only in a prompt that shows one document."""
 _MIN_WORDS = 8
+"""Documents are never cut below this many words to fit a prompt into the context."""
 _CHARS_PER_WORD = 20
 """Characters a document keeps per word it may keep: far above natural text, so only a long run
 without spaces (Chinese or Thai text, a URL) is cut by it."""
-"""Documents are never cut below this many words to fit a prompt into the context."""
 
 
 @dataclass(frozen=True)
