@@ -299,9 +299,10 @@ class Report:
             return None
         fig, ax = _subplots(6, 3.6)
         for p, row in avg.iterrows():
-            ax.scatter(max(row["ms_per_query"], 1e-3), row[self.metrics[0]], s=40)
-            ax.annotate(_literal(str(p)), (max(row["ms_per_query"], 1e-3), row[self.metrics[0]]), fontsize=8,
-                        xytext=(4, 4), textcoords="offset points")
+            partial = f" ({int(row['datasets'])}/{len(self.datasets)})" if row["datasets"] < len(self.datasets) else ""
+            ax.scatter(max(row["ms_per_query"], 1e-3), row[self.metrics[0]], s=40, marker="o" if not partial else "x")
+            ax.annotate(_literal(str(p)) + partial, (max(row["ms_per_query"], 1e-3), row[self.metrics[0]]), fontsize=8,
+                        xytext=(4, 4), textcoords="offset points")  # an average over fewer datasets says so
         ax.set_xscale("log")
         ax.margins(x=0.35, y=0.15)  # room for the labels
         ax.set_xlabel("ms per query (log scale)")
