@@ -258,7 +258,8 @@ class EmbeddingSource(Protocol):
 
     def embeddings_for(self, docids: Sequence[str], texts: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """The stored embedding of each of ``docids`` it holds (others are left out); given the documents'
-        ``texts``, it refuses a docid whose text is not the one it embedded."""
+        ``texts``, only of those whose text is exactly the one it embedded, and it refuses a docid whose
+        text is another document's."""
         ...
 
 

@@ -1,12 +1,13 @@
 """E2Rank with the real offline MiniLM on a SciFact slice (judged documents + distractors)."""
 
 import random
+import re
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from rerank import ConfigError, evaluate
+from rerank import ConfigError, DataError, evaluate
 from rerank.data import load
 from rerank.expr import build
 from rerank.rerankers.e2rank import E2Rank
@@ -94,6 +95,47 @@ def test_python_pipelines_lend_embeddings_too(dense, first_stage):
     assert pipe.stages[-1].doc_embeddings is dense
     assert repr(pipe) == "Dense(runtime='torch', num_results=20) >> Cutoff(10) >> E2Rank(num_input_docs=5, runtime='torch')"
     assert (Dense(runtime="torch") >> E2Rank(runtime="bf16")).stages[-1].doc_embeddings is None
+
+
+def test_a_candidate_shown_otherwise_than_indexed_is_scored_by_its_own_text(dense, first_stage):
+    """Cut, title-less or empty texts of indexed documents were scored with the stored vector of the
+    whole document (review helper-64)."""
+    frame = first_stage.to_pandas()
+    for shown in (lambda t: " ".join(t.split()[:3]), lambda t: t[: len(t) // 2], lambda t: ""):
+        ranking = type(first_stage)(frame.assign(text=frame["text"].map(shown)))
+        lent, own = E2Rank(doc_embeddings=dense, runtime=FP32)(ranking), E2Rank(runtime=FP32)(ranking)
+        assert lent.to_pandas()[["docid", "score"]].equals(own.to_pandas()[["docid", "score"]])
+
+
+def test_copies_of_one_document_score_alike_and_keep_their_order():
+    """BLAS rounded copies of one row differently, so a later copy could outrank an earlier one (review helper-64)."""
+    for texts, order in ((["cats purr", "dogs bark", "cats purr"], ["0", "2", "1"]),
+                         (["cats purr", "dogs bark", "cats purr", "cats purr"], ["0", "2", "3", "1"])):
+        res = E2Rank(runtime=FP32).rerank("cats", texts)
+        assert res.docids == order and len({r.score for r in res if r.docid != "1"}) == 1
+
+
+def test_a_users_embedding_mapping_must_hold_unit_vectors_of_the_encoders_size():
+    good = E2Rank(runtime=FP32).encoder.encode(["cats purr"], kind="doc")[0]
+    for bad, got in ((good[:100], "float32 of shape (100,)"), (good * 10, "norm 10"), (np.stack([good]), "shape (1, 384)"),
+                     ("abc", "of shape ()")):
+        with pytest.raises(DataError, match=rf"doc_embeddings\['0'\] must be a unit vector of 384 numbers.*{re.escape(got)}"):
+            E2Rank(doc_embeddings={"0": bad}, runtime=FP32).rerank("cats", ["cats purr", "dogs bark"])
+
+
+def test_an_interrupted_reindex_leaves_no_documents_over_the_old_embeddings(scifact_slice, monkeypatch):
+    """Docids and texts of the new corpus stood over the old vectors, which E2Rank then borrowed (review helper-64)."""
+    dense = Dense(runtime=FP32).index(scifact_slice[2][:5])
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dense.encoder, "encode", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        dense.index(scifact_slice[2][5:10])
+    assert not dense.is_indexed and dense.embeddings_for([d.docid for d in scifact_slice[2][5:10]]) == {}
+    with pytest.raises(ConfigError, match="has no index yet"):
+        dense.search("anything")
 
 
 def test_bad_configuration_is_refused(dense):

@@ -42,7 +42,7 @@ import numpy as np
 
 from rerank.backends.base import prompt_text
 from rerank.encoders import DEFAULT_ENCODER, EmbeddingSource, Encoder, is_embedding_source
-from rerank.errors import ConfigError
+from rerank.errors import ConfigError, DataError
 from rerank.params import checked
 from rerank.prompts import PromptTemplate
 from rerank.prompts import load as load_prompt
@@ -147,10 +147,13 @@ class E2Rank(Reranker):
             return list(batch)
         prompts = [self.listwise_prompt(c.query, c.texts) for c in batch]
         pseudo = self.encoder.encode(prompts, kind="query", max_length=self.prompt_tokens)
-        docs = self._doc_vectors(batch)
+        docs = self._doc_vectors(batch, pseudo.shape[1])
         out, start = [], 0
         for c, q in zip(batch, pseudo):
-            out.append(c.with_scores(docs[start:start + len(c)] @ q, input_docs=min(self.num_input_docs, len(c))))
+            # each distinct vector scored once: BLAS rounds copies of one row differently, and ties keep input order
+            unique, inverse = np.unique(docs[start:start + len(c)], axis=0, return_inverse=True)
+            scores = (unique @ q)[inverse.reshape(-1)]
+            out.append(c.with_scores(scores, input_docs=min(self.num_input_docs, len(c))))
             start += len(c)
         return out
 
@@ -173,11 +176,11 @@ class E2Rank(Reranker):
             return self.encoder.chat(messages)
         return prompt_text(messages)
 
-    def _doc_vectors(self, batch: Sequence[Candidates]) -> np.ndarray:
+    def _doc_vectors(self, batch: Sequence[Candidates], dim: int) -> np.ndarray:
         """Embeddings of every candidate of ``batch`` in order: looked up, memoized or encoded now."""
         suffix = self.template.meta.get("doc_suffix", "")
         keys = [(d, t + suffix) for c in batch for d, t in zip(c.docids, c.texts)]
-        found = dict(self._lookup([d for c in batch for d in c.docids], [t for c in batch for t in c.texts]))
+        found = dict(self._lookup([d for c in batch for d in c.docids], [t for c in batch for t in c.texts], dim))
         todo = list(dict.fromkeys(t for d, t in keys if d not in found and t not in self._memo))
         made = dict(zip(todo, self.encoder.encode(todo, kind="doc"))) if todo else {}
         vectors = np.stack([found[d] if d in found else made[t] if t in made else self._memo[t]
@@ -185,13 +188,18 @@ class E2Rank(Reranker):
         self._memo.update(made)  # after reading: a batch larger than the memo is still whole
         return vectors
 
-    def _lookup(self, docids: Sequence[str], texts: Sequence[str]) -> dict[str, np.ndarray]:
+    def _lookup(self, docids: Sequence[str], texts: Sequence[str], dim: int) -> dict[str, np.ndarray]:
         source = self.doc_embeddings
         if is_embedding_source(source):
             return source.embeddings_for(docids, texts)
-        if source is not None:
-            return {d: np.asarray(source[d]) for d in docids if d in source}
-        return {}
+        found = {d: np.asarray(source[d]) for d in docids if d in source} if source is not None else {}
+        for d, v in found.items():  # a mapping given by the user: unit vectors of this encoder's size
+            if v.shape != (dim,) or not np.issubdtype(v.dtype, np.number) or abs(np.linalg.norm(v) - 1) > 1e-3:
+                got = f"norm {np.linalg.norm(v):.4g}" if v.shape == (dim,) and np.issubdtype(v.dtype, np.number) else \
+                    f"{v.dtype} of shape {v.shape}"
+                raise DataError(f"doc_embeddings[{d!r}] must be a unit vector of {dim} numbers, as {self.model!r} "
+                                f"embeds (E2Rank scores by cosine), got {got}")
+        return found
 
 
 class _Memo:

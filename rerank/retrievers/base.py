@@ -95,7 +95,11 @@ class Retriever(Stage):
         if not docs:
             raise DataError(f"{self!r}: the corpus is empty, nothing to index")
         self._set_docs(docs)
-        self._build(docs)
+        try:
+            self._build(docs)
+        except BaseException:  # interrupted or failed: no documents over the old index (nor its embeddings lent)
+            self._docs, self._texts, self._position = None, [], {}
+            raise
         return self
 
     @property

@@ -80,12 +80,15 @@ class Dense(Retriever):
 
     def embeddings_for(self, docids: Sequence[str], texts: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Stored embeddings of the indexed documents among ``docids`` (the :class:`EmbeddingSource` protocol);
-        with their ``texts``, DataError for one that is not the document indexed under its docid."""
+        with their ``texts``, DataError for one that is not the document indexed under its docid, and only
+        those whose text is the one embedded (a document shown cut or without its title is left out)."""
         if self.embeddings is None:
             return {}
-        if texts is not None:
-            check_same_documents(self, docids, texts)
-        return {d: np.asarray(self.embeddings[self._position[d]]) for d in docids if d in self._position}
+        if texts is None:
+            return {d: np.asarray(self.embeddings[self._position[d]]) for d in docids if d in self._position}
+        check_same_documents(self, docids, texts)
+        return {d: np.asarray(self.embeddings[self._position[d]]) for d, t in zip(docids, texts)
+                if d in self._position and t == self._texts[self._position[d]]}
 
     def _build(self, docs: Sequence[Doc]) -> None:
         """Encode ``docs``, unless :mod:`rerank.prebuilt` holds their embeddings under this encoder's identity."""
