@@ -330,12 +330,23 @@ def _normalized(docs: Mapping[str, float], norm: str, where: str) -> dict[str, f
         if norm == "max" and values.max() <= 0 and values.any():  # all zeros stay zeros: nothing is misnormalized
             raise DataError(f"{where}: norm='max' divides by the best score, which is {values.max():g} (not above 0, "
                             "e.g. log-probabilities); use norm='min-max' or 'zmuv'")
-        if values.any():
-            values = np.ldexp(values, -np.frexp(np.abs(values).max())[1])
-        shift, scale = _NORMS[norm](values)
-        with np.errstate(over="ignore"):  # max: a score far below a tiny best one; the fused check names it
-            out = (values - shift) / scale if scale > 0 else np.zeros_like(values)
+        out = normalized_scores(values, norm)
     return dict(zip(docs, out.tolist()))
+
+
+def normalized_scores(values: np.ndarray, norm: str) -> np.ndarray:
+    """``values`` under the score norm ``norm`` (``min-max``, ``max``, ``sum``, ``zmuv``), exact at any
+    scale: scaled by a power of two first, which the norms are blind to, so nothing overflows; all
+    zeros where the norm's divisor is 0.
+
+    >>> normalized_scores(np.array([1e300, 3e300, 2e300]), "min-max").tolist()
+    [0.0, 1.0, 0.5]
+    """
+    if values.any():
+        values = np.ldexp(values, -np.frexp(np.abs(values).max())[1])
+    shift, scale = _NORMS[norm](values)
+    with np.errstate(over="ignore"):  # max: a score far below a tiny best one; the fused check names it
+        return (values - shift) / scale if scale > 0 else np.zeros_like(values)
 
 
 def _check_finite(fused: Mapping[str, Mapping[str, float]], method: str, norm: str | None) -> None:

@@ -21,6 +21,7 @@ from rerank.cache import CallStore, default_path
 from rerank.data import Dataset
 from rerank.index_cache import dataset_fingerprint
 from rerank.models import code_stamps, local_models, resolved_stamps
+from rerank.stage import normalized_scores
 from rerank.types import Ranking
 
 
@@ -74,11 +75,6 @@ def normalize(scores: Sequence[float], how: str, scale: float) -> list[float]:
     [-1.224744871391589, 1.224744871391589, 0.0]
     """
     s = np.asarray(scores, dtype=np.float64)
-    if how != "none" and s.any():
-        s = np.ldexp(s, -np.frexp(np.abs(s).max())[1])  # exact; both norms are blind to scale
-    if how == "minmax":
-        span = s.max() - s.min()
-        s = (s - s.min()) / span if span > 0 else np.zeros_like(s)
-    elif how == "zscore":
-        s = (s - s.mean()) / s.std() if s.std() > 0 else np.zeros_like(s)
-    return (s * scale).tolist() if how != "none" else s.tolist()
+    if how == "none":
+        return s.tolist()
+    return (normalized_scores(s, {"minmax": "min-max", "zscore": "zmuv"}[how]) * scale).tolist()
