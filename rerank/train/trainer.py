@@ -218,9 +218,13 @@ def fit(kind: str, model: Any, tables: dict[str, tuple[Any, str]], out: Path, s:
     check_finite_loss(trainer.state.log_history, checkpoints)
     check_finite_model(kind, model, tables, int(trainer.state.global_step), checkpoints)
     history = trainer.state.log_history  # kept in checkpoints, so a resumed run has the whole curve
-    curves = {n: [(int(h["step"]), float(h[key])) for h in history if key in h]
-              for n, key in [("", "loss"), *((n, f"loss_{n}") for n in names if len(names) > 1)]}
-    return curves.pop(""), curves, int(trainer.state.global_step)
+    by_source = {n: _curve(history, f"loss_{n}") for n in names} if len(names) > 1 else {}
+    return _curve(history, "loss"), by_source, int(trainer.state.global_step)
+
+
+def _curve(history: list[dict[str, Any]], key: str) -> Curve:
+    """(step, value) of ``key`` in the trainer's log history."""
+    return [(int(h["step"]), float(h[key])) for h in history if key in h]
 
 
 def logging_each_source(trainer_class: type) -> type:
@@ -228,19 +232,22 @@ def logging_each_source(trainer_class: type) -> type:
     the last log (a multi-dataset trainer logs only their mean over all sources)."""
 
     class EachSource(trainer_class):
+        def __init__(self, *args: Any, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.source_sums: dict[str, tuple[float, int]] = {}  # since the last log: (sum of losses, batches)
+
         def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
             source = inputs.get("dataset_name")  # the trainer pops it from the batch
             loss = super().compute_loss(model, inputs, *args, **kwargs)
             if model.training and source is not None:
                 value = float((loss[0] if isinstance(loss, tuple) else loss).detach())
-                self.source_sums = getattr(self, "source_sums", {})
                 total, count = self.source_sums.get(source, (0.0, 0))
                 self.source_sums[source] = (total + value, count + 1)
             return loss
 
         def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
             if "loss" in logs:
-                logs = {**logs, **{f"loss_{n}": total / count for n, (total, count) in getattr(self, "source_sums", {}).items()}}
+                logs = {**logs, **{f"loss_{n}": total / count for n, (total, count) in self.source_sums.items()}}
                 self.source_sums = {}
             super().log(logs, *args, **kwargs)
 
