@@ -41,8 +41,8 @@ from rerank.cellstore import CellStore
 from rerank.errors import ConfigError, DataError, RerankError
 from rerank.executors import Executor, executor_from_spec
 from rerank.metering import Meter, Usage
-from rerank.models import code_stamps, files_stamp, local_models, resolved_stamps
 from rerank.metrics import has_relevant
+from rerank.models import code_stamps, files_stamp, local_models, resolved_stamps
 from rerank.naming import check_distinct
 from rerank.retrievers.base import check_indexed_on
 from rerank.stage import Cutoff, Pipeline, Stage

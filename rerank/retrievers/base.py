@@ -50,10 +50,7 @@ class Retriever(Stage):
 
     def __init__(self, num_results: int = 1000, progress: bool | None = None):
         self.num_results, self.progress = num_results, progress  # num_results is checked as it is set
-        self._docs: list[Doc] | None = None
-        self._texts: list[str] = []
-        self._position: dict[str, int] = {}
-        self._fingerprint: str | None = None
+        self._forget_docs()
 
     # -- subclass hooks -----------------------------------------------------------------------
     def _build(self, docs: Sequence[Doc]) -> None:
@@ -98,7 +95,7 @@ class Retriever(Stage):
         try:
             self._build(docs)
         except BaseException:  # interrupted or failed: no documents over the old index (nor its embeddings lent)
-            self._docs, self._texts, self._position = None, [], {}
+            self._forget_docs()
             raise
         return self
 
@@ -225,6 +222,13 @@ class Retriever(Stage):
         """The indexed document ``docid``, or None."""
         position = self._position.get(docid)
         return None if position is None else self.docs[position]
+
+    def _forget_docs(self) -> None:
+        """No indexed documents: as built, and after an index() that did not finish."""
+        self._docs: list[Doc] | None = None
+        self._texts: list[str] = []
+        self._position: dict[str, int] = {}
+        self._fingerprint: str | None = None
 
     def _set_docs(self, docs: list[Doc], fingerprint: str | None = None) -> None:
         check_unique_docids(docs, repr(self))

@@ -87,7 +87,7 @@ class ANNCUR(Retriever):
         self.anchor_queries: list[str] = []
         self.matrix: np.ndarray | None = None  # R: anchor queries x items
         self._first: Retriever | None = None
-        self._pinv: tuple[tuple[np.ndarray, tuple[int, ...]], np.ndarray] | None = None
+        self._pinv: tuple[np.ndarray, tuple[int, ...], np.ndarray] | None = None  # (matrix, anchor items, pinv)
 
     def params(self) -> dict[str, Any]:
         out = super().params()
@@ -165,13 +165,13 @@ class ANNCUR(Retriever):
 
     def _approximate(self, anchors: Sequence[int], exact: dict[int, float]) -> np.ndarray:
         """CUR approximation of every item's score from the exact scores of the anchor items."""
-        key = (self.matrix, tuple(anchors))  # the matrix itself: an index built or read anew is another
-        if self._pinv is None or self._pinv[0][0] is not key[0] or self._pinv[0][1] != key[1]:
+        memo = self._pinv  # kept with the matrix itself: an index built or read anew is another
+        if memo is not None and memo[0] is self.matrix and memo[1] == tuple(anchors):
+            pinv = memo[2]
+        else:
             pinv = np.linalg.pinv(self.matrix[:, list(anchors)].astype(np.float64))  # (items I) x (anchor queries)
             if self.anchor_items == "random" and self.rounds == 1:
-                self._pinv = (key, pinv)  # the same anchor items for every query: keep it
-        else:
-            pinv = self._pinv[1]
+                self._pinv = (self.matrix, tuple(anchors), pinv)  # the same anchor items for every query: keep it
         s_anchor = np.array([exact[a] for a in anchors])
         if not np.isfinite(s_anchor).all():
             raise DataError(f"{self!r}: the scorer gave a NaN or infinite score")
