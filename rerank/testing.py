@@ -22,6 +22,7 @@ import numpy as np
 from rerank.backends.base import Backend, Generation, backend_id
 from rerank.constraints import OneOf
 from rerank.errors import DataError
+from rerank.rerankers.base import position_scores
 from rerank.types import Candidates, Ranking
 
 _ADDRESS = re.compile(r" at 0x[0-9a-f]+")
@@ -40,7 +41,7 @@ class RerankerContract:
 
     def candidates(self, qid: str = "q1") -> Candidates:
         return Candidates(qid, self.query, [f"d{i}" for i in range(len(self.docs))], list(self.docs),
-                          np.arange(len(self.docs), 0, -1, dtype=np.float64))
+                          position_scores(len(self.docs)))
 
     def test_reorders_every_candidate_once_with_falling_scores(self) -> None:
         out = self.make().rerank_many([self.candidates("a"), self.candidates("b")])

@@ -75,7 +75,7 @@ class Reranker(Stage):
         if scores is None and self.shows_scores:
             raise ConfigError(f"{type(self).__name__} shows the model each document's first-stage score; pass them "
                               "as scores= (e.g. BM25's), or it would show made-up ones")
-        first = _first_stage_scores(scores, len(docs)) if scores is not None else np.arange(len(docs), 0, -1, dtype=np.float64)
+        first = _first_stage_scores(scores, len(docs)) if scores is not None else position_scores(len(docs))
         order = np.argsort(-first, kind="stable")  # best first, as a Ranking holds them: depth and ties read it
         records, first = [records[i] for i in order], first[order]
         cands = Candidates("q", query, [d.docid for d in records], [d.full_text() for d in records], first,
@@ -124,6 +124,11 @@ def starts_with_retrieval(pipeline: Stage) -> bool:
     """Whether the pipeline can answer a bare query (its first stage retrieves)."""
     first = pipeline.stages[0] if isinstance(pipeline, Pipeline) else pipeline
     return not isinstance(first, (Reranker, Cutoff))
+
+
+def position_scores(n: int) -> np.ndarray:
+    """Stand-in first-stage scores ``n, n-1, ..., 1`` of documents given without any: their input order."""
+    return np.arange(n, 0, -1, dtype=np.float64)
 
 
 def _first_stage_scores(scores: Any, n: int) -> np.ndarray:

@@ -8,8 +8,9 @@
   (``--dataset``, or ``--index`` for a saved index).
 
 Each request's documents become one :class:`~rerank.types.Candidates` with docids ``"0"``, ``"1"``,
-... and the first-stage scores ``reranker.rerank(query, docs)`` uses, so a served answer equals the
-in-process one. Many requests go through one ``rerank_many`` call.
+... and the first-stage scores ``reranker.rerank(query, docs)`` uses
+(:func:`~rerank.rerankers.base.position_scores`), so a served answer equals the in-process one.
+Many requests go through one ``rerank_many`` call.
 
 A NaN or infinite score raises :class:`NonFiniteScore` (JSON has no such numbers; no order can be
 made of them).
@@ -22,12 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
 from rerank.encoders import Encoder, without_embeddings
 from rerank.errors import ConfigError
 from rerank.index_cache import read_index_header
-from rerank.rerankers.base import Reranker, starts_with_retrieval
+from rerank.rerankers.base import Reranker, position_scores, starts_with_retrieval
 from rerank.params import constructor_arguments
 from rerank.retrievers.base import Retriever, check_class
 from rerank.stage import Cutoff, Pipeline, Stage, leaves
@@ -104,7 +103,7 @@ class Engine:
     def rerank(self, jobs: Sequence[RerankJob]) -> list[Candidates]:
         """One reranked :class:`Candidates` per job (docids are the input positions as strings)."""
         cands = [Candidates(f"r{i}", j.query, [str(k) for k in range(len(j.texts))], list(j.texts),
-                            np.arange(len(j.texts), 0, -1, dtype=np.float64), titles=[""] * len(j.texts))
+                            position_scores(len(j.texts)), titles=[""] * len(j.texts))
                  for i, j in enumerate(jobs)]
         return _rerank(self.reranker.stages if isinstance(self.reranker, Pipeline) else [self.reranker], cands)
 
