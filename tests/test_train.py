@@ -397,6 +397,16 @@ def test_qrels_and_distill_sources_from_python_with_cached_teacher(env):
     assert again["distill"]["teacher_cache_hits"] == 30 and again["distill"]["teacher_cache_misses"] == 0
 
 
+@pytest.mark.parametrize("setting", ["teacher", "negatives"])
+def test_an_error_of_a_stage_names_the_setting_that_gave_it(env, setting):
+    """Review helper-59: the teacher's max_length refusal did not say it was the teacher's (the
+    clustering encoder has a max_length too)."""
+    s = TrainSettings(**{**TINY, setting: "bm25 % 10 >> dense(max_length=100000)"}, data=("qrels", "distill"))
+    with pytest.raises(ConfigError, match=f"^{setting} \\(--{setting}\\) 'bm25 % 10 >> dense\\(max_length=100000\\)': "
+                                          "max_length=100000 exceeds the 512 positions"):
+        build_examples(env["dataset"], s)
+
+
 # -- real training ---------------------------------------------------------------------------------------
 
 def test_training_changes_scores_saves_a_pipeline_model_and_resumes(env, tmp_path):

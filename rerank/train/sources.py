@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
 from rerank.data import Dataset
-from rerank.errors import ConfigError, DataError
+from rerank.errors import ConfigError, DataError, RerankError, one_line
 from rerank.train.examples import Group
 from rerank.train.negatives import ranked_docids, sample_negatives
 from rerank.train.querygen import PseudoQuery, make_generator
-from rerank.train.settings import TrainSettings
+from rerank.train.settings import TrainSettings, named
 
 logger = logging.getLogger("rerank")
 
@@ -23,6 +24,15 @@ def _stage(expr: str, dataset: Dataset) -> Any:
     from rerank.expr import build
 
     return build(expr, dataset)
+
+
+@contextmanager
+def _naming(setting: str, expr: str) -> Iterator[None]:
+    """Errors of the stage that a setting names say which one it is (the teacher's max_length, not any)."""
+    try:
+        yield
+    except RerankError as e:
+        raise type(e)(f"{named(setting)} {expr!r}: {one_line(e, limit=None)}") from e
 
 
 def qrels_groups(dataset: Dataset, s: TrainSettings, rng: np.random.Generator) -> tuple[list[Group], dict[str, int], dict[str, str]]:
@@ -34,7 +44,8 @@ def qrels_groups(dataset: Dataset, s: TrainSettings, rng: np.random.Generator) -
 
     queries, counts = labelled_queries(dataset, training_split(dataset, s.train_split, s.train_dataset))
     logger.info("qrels: %d training queries; mining negatives with %s", len(queries), s.negatives)
-    ranked = ranked_docids(_stage(s.negatives, dataset), {q.qid: q.text for q in queries}, s.negatives_depth)
+    with _naming("negatives", s.negatives):
+        ranked = ranked_docids(_stage(s.negatives, dataset), {q.qid: q.text for q in queries}, s.negatives_depth)
     docs = dataset.docstore
     groups, no_negatives, copies = [], 0, 0
     for q in queries:
@@ -62,7 +73,8 @@ def synthetic_queries(dataset: Dataset, s: TrainSettings, rng: np.random.Generat
     """
     from rerank.train.synthetic import roundtrip_filter, sample_documents
 
-    encoder = _stage(s.encoder, dataset)
+    with _naming("encoder", s.encoder):
+        encoder = _stage(s.encoder, dataset)
     if getattr(encoder, "embeddings", None) is None:
         raise ConfigError(f"encoder={s.encoder!r} is not a dense retriever with document embeddings (e.g. 'dense')")
     sample, counts = sample_documents(encoder.docs, np.asarray(encoder.embeddings), s.num_documents, s.clusters,
@@ -74,13 +86,16 @@ def synthetic_queries(dataset: Dataset, s: TrainSettings, rng: np.random.Generat
                   **{f"generator_{k}": getattr(gen, k) for k in ("cache_hits", "cache_misses") if hasattr(gen, k)})
     if not made:
         raise DataError(f"the {gen.name} generator made no query from {len(sample)} documents ({dict(gen.dropped)})")
-    kept, filtered = roundtrip_filter(made, _stage(s.roundtrip, dataset), s.roundtrip_k, s.negatives_depth)
+    with _naming("roundtrip", s.roundtrip):
+        kept, filtered = roundtrip_filter(made, _stage(s.roundtrip, dataset), s.roundtrip_k, s.negatives_depth)
     counts.update(filtered)
     if not kept:
         raise DataError(f"no generated query kept its source document in the top {s.roundtrip_k} of {s.roundtrip} "
                         f"({len(made)} generated); raise roundtrip_k or change the generator")
     if s.negatives != s.roundtrip:
-        ranked = ranked_docids(_stage(s.negatives, dataset), {f"syn{i}": q.query for i, (q, _) in enumerate(kept)}, s.negatives_depth)
+        with _naming("negatives", s.negatives):
+            ranked = ranked_docids(_stage(s.negatives, dataset), {f"syn{i}": q.query for i, (q, _) in enumerate(kept)},
+                                   s.negatives_depth)
         kept = [(q, ranked[f"syn{i}"]) for i, (q, _) in enumerate(kept)]
     return kept, counts
 
@@ -111,9 +126,10 @@ def distill_groups(dataset: Dataset, queries: Mapping[str, str], s: TrainSetting
 
     if not queries:
         raise DataError("distillation has no queries: combine it with qrels or synthetic data")
-    teacher = TeacherScores(s.teacher, dataset, s.teacher_depth, s.cache)
     logger.info("distill: teacher %s over %d queries", s.teacher, len(queries))
-    scored = teacher.scores(queries)
+    with _naming("teacher", s.teacher):
+        teacher = TeacherScores(s.teacher, dataset, s.teacher_depth, s.cache)
+        scored = teacher.scores(queries)
     docs = dataset.docstore
     groups, short = [], 0
     for qid, text in queries.items():
