@@ -92,10 +92,35 @@ class _Parser(argparse.ArgumentParser):
         self.register("action", None, _Once)
         self.register("action", "store", _Once)
 
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        return super().parse_known_args(_negative_values_joined(sys.argv[1:] if args is None else list(args)), namespace)
+
     def error(self, message: str):  # type: ignore[override]
         if "unrecognized arguments" in message and any(f in message.split() for f in GLOBAL_FLAGS):
             message += f"; {', '.join(GLOBAL_FLAGS)} go before the command (rerank --plugin my.py eval ...)"
         self.exit(2, one_line(f"{self.prog}: error: {message} (see {self.prog} --help)", limit=None) + "\n")
+
+
+def _negative_values_joined(args: list[str]) -> list[str]:
+    """``--learning-rate -1e-5`` as ``--learning-rate=-1e-5``: argparse takes a negative number in
+    scientific notation (or ``-inf``) for an unknown option, and answers "expected one argument"
+    where the value's own check would name the problem."""
+    out: list[str] = []
+    for arg in args:
+        option = out[-1] if out and "--" not in out else ""
+        if option.startswith("--") and option != "--" and "=" not in option and arg.startswith("-") and _is_number(arg):
+            out[-1] = f"{option}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -405,6 +405,18 @@ def test_an_option_of_one_value_given_twice_is_refused(capsys, args, message, in
     assert message in usage_refused(capsys, *args)
     assert not index_cache.exists()
 
+@pytest.mark.parametrize("args, message", [
+    (["--learning-rate", "-1e-5"], "learning_rate (--learning-rate) must be in (0, 1), got -1e-05"),
+    (["--teacher-scale", "-inf"], "teacher_scale (--teacher-scale) must be a finite number, got -inf"),
+    (["--warmup-ratio", "-.5"], "warmup_ratio (--warmup-ratio) must be in [0, 1), got -0.5"),
+])
+def test_a_negative_value_in_any_notation_reaches_its_own_check(tmp_path, capsys, args, message, index_cache):
+    """Review helper-59: argparse took ``-1e-5`` for an unknown option ("expected one argument")."""
+    assert message in refused(capsys, "train", "cross-encoder", "--dataset", str(beir(tmp_path / "c")), "--out",
+                              str(tmp_path / "m"), *args)
+    assert not index_cache.exists()
+
+
 
 def test_eval_limit_keeps_the_first_judged_queries(tmp_path, capsys):
     code, out, _ = cli(capsys, "eval", "--dataset", str(beir(tmp_path / "c")), "--pipeline", "bm25", "--limit", "2",
