@@ -217,8 +217,11 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     repeated, form = 0, None
     for lineno, line in read_lines(path):
         parts = _qrels_fields(line)
-        if not parts or (lineno == 1 and parts[0] in ("query-id", "qid", "query_id")):
+        if not parts or (lineno == 1 and parts[0].lower() in ("query-id", "qid", "query_id")):
             continue
+        if lineno == 1 and parts[-1] and not _DECIMAL.fullmatch(parts[-1]) and not _NOT_FINITE.fullmatch(parts[-1]):
+            raise DataError(f"{path}:1: {line.strip()!r} is neither a judgment (its relevance {parts[-1]!r} is not a "
+                            "number) nor a header rerank reads (one whose first column is query-id, qid or query_id)")
         if len(parts) not in (3, 4):
             raise DataError(f"{path}:{lineno}: expected 'qid 0 docid relevance' or 'qid docid relevance', got {line.strip()!r}")
         form = form or (len(parts), lineno)

@@ -333,7 +333,9 @@ def judged_topics(dataset: Any, limit: int | None) -> tuple[Ranking, list[str]]:
     topics = dataset.topics()
     qids = [q for q in topics.queries() if has_relevant(judged.get(q, {}))][:limit]
     if not qids:
-        raise DataError(f"{dataset.name}: no query has judgments (qrels ids like {sorted(judged)[:3]})")
+        why = ("no judged query has a relevant document (every grade 0 or less)" if any(q in judged for q in topics.queries())
+               else f"no query has judgments (qrels ids like {sorted(judged)[:3]})")
+        raise DataError(f"{dataset.name}: {why}")
     return topics.select(qids), qids
 
 

@@ -20,6 +20,7 @@ import pytest
 from rerank import ConfigError, DataError, Ranking
 from rerank.cli import main
 from rerank.data import load
+from rerank.data.beir import BeirDataset
 from rerank.evaluate import Experiment, evaluate
 from rerank.io import read_qrels, read_trec_run
 from rerank.types import Query
@@ -358,6 +359,10 @@ def test_exact_repeats_are_dropped_and_counted(tmp_path, capsys, caplog):
     ([*qrel_lines(), "q4\td7\tnan\n"], "relevance 'nan' is not an integer grade"),
     (["query-id\tcorpus-id\tscore\n", "x1\td1\t1\n", "x2\td3\t1\n"], "none of the 2 judged queries is among the 4 queries"),
     (["query-id\tcorpus-id\tscore\n", "q1\tz1\t1\n", "q2\tz3\t1\n"], "none of the 2 judged documents is in the corpus"),
+    # review helper-65: a header of other names was reported as a bad grade ("relevance 'rel' is not a number")
+    (["topic\tdocid\trel\n", *qrel_lines()[1:]], "'topic\\tdocid\\trel' is neither a judgment (its relevance 'rel' is not a "
+                                                "number) nor a header rerank reads"),
+    (["query-id\tcorpus-id\tscore\n", "q1\td1\t0\n", "q2\td3\t0\n"], "no judged query has a relevant document (every grade 0"),
 ])
 def test_qrels_that_would_change_the_result_are_refused(tmp_path, capsys, qrels, message):
     data = beir(tmp_path / "c", qrels=qrels)
@@ -372,6 +377,10 @@ def test_qrels_partly_outside_the_collection_are_evaluated_with_a_count(tmp_path
     assert code == 0 and scores(out)["bm25"]["mrr@10"] == "0.8000" and scores(out)["bm25"]["queries"] == "5"  # q5 scores 0: its document is absent
     assert "2 of 7 judged queries are not among its queries" in caplog.text
     assert "1 judged queries have none of their relevant documents in the corpus" in caplog.text
+    # review helper-65: relevant documents the corpus lacks are counted (an info line) even where a query keeps others
+    with caplog.at_level(logging.INFO, logger="rerank"):
+        BeirDataset(data).qrels()  # a new object: load() gives the one read above
+    assert "1 of 8 relevant judgments name documents that are not in the corpus; they count as relevant" in caplog.text
 
 
 def usage_refused(capsys, *args: str) -> str:

@@ -257,6 +257,8 @@ def test_a_retriever_rescoring_candidates_of_another_corpus_refuses_them():
     ([("d1", "a")], {"q1": "x"}, [(True, "d1", 1)], ConfigError, "a judgment is \\(qid, docid, relevance\\) with string ids"),
     ([("d1", "a")], "q1 x", [("q1", "d1", 1)], ConfigError, "queries must be a list of records or a DataFrame, got str"),
     ("d1 a", {"q1": "x"}, [("q1", "d1", 1)], ConfigError, "corpus must be a list of records or a DataFrame, got str"),
+    ([("d1", "a")], {"q1": "x", "q2 ": "y"}, [("q1", "d1", 1)], DataError, "1 query ids are not strings, are empty or start or end"),
+    ([("d1", "a")], {"q1": "x", "": "y"}, [("q1", "d1", 1)], DataError, "1 query ids are not strings, are empty"),
 ])
 def test_a_dataset_made_in_python_is_checked_as_files_are(corpus, queries, qrels, error, message):
     from rerank.data import InMemoryDataset

@@ -130,6 +130,65 @@ def test_bright_excluded_ids_and_published_layout(tmp_path):
         BrightDataset.from_published(tmp_path, "pony").qrels()
 
 
+def published(tmp_path, examples: list[dict], fmt: str = "jsonl"):
+    """BRIGHT's published layout for task pony with ``examples`` and three documents."""
+    import pandas as pd
+
+    (tmp_path / "examples").mkdir(exist_ok=True)
+    (tmp_path / "documents").mkdir(exist_ok=True)
+    if fmt == "parquet":
+        pd.DataFrame(examples).to_parquet(tmp_path / "examples" / "pony.parquet")
+    else:
+        (tmp_path / "examples" / "pony.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
+    (tmp_path / "documents" / "pony.jsonl").write_text("".join(json.dumps({"id": d, "content": d}) + "\n" for d in "abc"))
+    return BrightDataset.from_published(tmp_path, "pony")
+
+
+def example(qid="1", query="cats", gold=("a",), excluded=("N/A",)) -> dict:
+    return {"id": qid, "query": query, "gold_ids": list(gold), "gold_ids_long": ["N/A"], "excluded_ids": list(excluded)}
+
+
+def test_bright_examples_from_parquet_keep_every_excluded_id(tmp_path):
+    """Review helper-65: parquet gives lists as NumPy arrays, and two or more excluded ids crashed."""
+    ds = published(tmp_path, [example(excluded=("b", "c")), example("2", "dogs", ("b",))], "parquet")
+    assert ds.qrels() == {"1": {"a": 1}, "2": {"b": 1}} and ds.exclusions() == {"1": {"b", "c"}}
+
+
+@pytest.mark.parametrize("examples, message", [
+    ([example(), example(gold=("b",))], "two different example records have the id '1'"),  # review helper-65: the last one won
+    ([{**example(), "gold_ids": '["a",'}], "example 1: '\\[\"a\",' is not a list of ids"),
+    ([{**example(), "gold_ids": 5}], "example 1: ids must be a list of strings, got 5"),
+    ([{k: v for k, v in example().items() if k != "id"}], "example 1: a record needs a non-empty string 'id'"),
+    ([{k: v for k, v in example().items() if k != "query"}], "example 1: 'query' must be a string, got nothing"),
+    ([example(excluded=("a",))], "1 queries exclude a document judged relevant to them"),
+])
+def test_bright_examples_that_would_be_misread_are_refused(tmp_path, examples, message):
+    with pytest.raises(DataError, match=message):
+        ds = published(tmp_path, examples)
+        ds.qrels(), ds.exclusions()
+
+
+def test_bright_repeats_are_dropped_with_a_count_and_conflicts_refused(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="rerank"):
+        assert published(tmp_path, [example(), example()]).qrels() == {"1": {"a": 1}}
+    assert "bright/pony: 1 repeated example records dropped" in caplog.text
+    folder = tmp_path / "bundled" / "pony"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "queries.jsonl").write_text(json.dumps({"_id": "1", "text": "cats"}) + "\n")
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n1\ta\t1\n")
+    (folder / "excluded_ids.jsonl").write_text(json.dumps({"_id": "1", "excluded_ids": ["b"]}) + "\n"
+                                               + json.dumps({"_id": "1", "excluded_ids": []}) + "\n")
+    with pytest.raises(DataError, match="excluded_ids.jsonl: two different excluded_ids records have the id '1'"):
+        BrightDataset(folder, "bright/pony").exclusions()  # review helper-65: the last one won, dropping b's exclusion
+
+
+def test_a_corrupt_parquet_file_is_named(tmp_path):
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "examples" / "pony.parquet").write_bytes(b"PAR1 cut short")
+    with pytest.raises(DataError, match="pony.parquet: not a readable parquet file"):
+        BrightDataset.from_published(tmp_path, "pony")
+
+
 def test_ir_datasets_ids_load_from_local_files(tmp_path):
     import ir_datasets
 
@@ -161,8 +220,29 @@ def test_ir_datasets_qrels_go_through_the_same_checks(tmp_path, qrels, message):
     if name not in ir_datasets.registry:
         ir_datasets.registry.register(name, ir_datasets.create_dataset(
             docs_tsv=str(tmp_path / "docs.tsv"), queries_tsv=str(tmp_path / "queries.tsv"), qrels_trec=str(tmp_path / "qrels.txt")))
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(DataError, match=message) as refused:
         load(f"irds:{name}").qrels()
+    assert "Offline" not in str(refused.value)  # review helper-65: a bad record is not a missing download
+
+
+@pytest.mark.parametrize("docs, queries, message", [
+    ("d1\tthe cat sat\nd2 \tdogs bark\n", "q1\tcat\n", "docs: docid 'd2 ' is empty or starts or ends with whitespace"),
+    ("d1\tthe cat sat\nd2\tdogs bark\n", "q1\tcat\n q2\tdog\n", "1 query ids are not strings, are empty or start or end with whitespace"),
+])
+def test_ir_datasets_ids_are_checked_as_files_are(tmp_path, docs, queries, message):
+    """Review helper-65: a docid with whitespace around it loaded from ir_datasets (BEIR files refuse it)."""
+    import ir_datasets
+
+    (tmp_path / "docs.tsv").write_text(docs)
+    (tmp_path / "queries.tsv").write_text(queries)
+    (tmp_path / "qrels.txt").write_text("q1 0 d1 1\n")
+    name = f"rerank-test/ids-{abs(hash(docs + queries))}"
+    if name not in ir_datasets.registry:
+        ir_datasets.registry.register(name, ir_datasets.create_dataset(
+            docs_tsv=str(tmp_path / "docs.tsv"), queries_tsv=str(tmp_path / "queries.tsv"), qrels_trec=str(tmp_path / "qrels.txt")))
+    with pytest.raises(DataError, match=message):
+        ds = load(f"irds:{name}")
+        ds.queries(), ds.corpus()
 
 
 def test_ir_datasets_pairs_judged_twice_keep_their_highest_grade(tmp_path, caplog):

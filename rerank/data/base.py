@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from rerank.errors import ConfigError, DataError
 from rerank.metrics import MAX_NUMBER, has_relevant
-from rerank.types import Doc, Query, Ranking
+from rerank.types import Doc, Query, Ranking, unwritable_id
 
 logger = logging.getLogger("rerank")
 R = TypeVar("R", Query, Doc)
@@ -132,11 +132,16 @@ class Dataset(ABC):
         return f"{type(self).__name__}({self.name!r})"
 
     def _checked_queries(self, queries: list[Query], source: str | None = None) -> list[Query]:
-        """Queries with non-empty string text and unique ids (exact repeats dropped, with a warning).
+        """Queries with non-empty string text and unique ids that run and qrels files can hold (exact
+        repeats dropped, with a warning).
         Messages name ``source`` (the file read), else the dataset."""
         where = source or self.name
         if not queries:
             raise DataError(f"{where}: no queries")
+        unwritable = [q.qid for q in queries if not isinstance(q.qid, str) or unwritable_id(q.qid)]
+        if unwritable:
+            raise DataError(f"{where}: {len(unwritable)} query ids are not strings, are empty or start or end with "
+                            f"whitespace, which run and qrels files cannot hold (e.g. {unwritable[:3]})")
         odd = [q.qid for q in queries if not isinstance(q.text, str)]
         if odd:
             raise DataError(f"{where}: {len(odd)} queries have a text that is not a string (e.g. {odd[:3]})")
@@ -165,7 +170,8 @@ class Dataset(ABC):
 
     def _checked_qrels(self, qrels: dict[str, dict[str, int]], docids: set[str] | None = None) -> dict[str, dict[str, int]]:
         """Refuse qrels that match none of the queries (or, given ``docids``, none of the documents); warn,
-        with counts, about judged queries that cannot be evaluated or can only score 0."""
+        with counts, about judged queries that cannot be evaluated or can only score 0, and count (an info
+        line) relevant judgments of documents the corpus lacks."""
         queries = {q.qid for q in self.queries()}
         orphans = [q for q in qrels if q not in queries]
         if len(orphans) == len(qrels):
@@ -184,6 +190,12 @@ class Dataset(ABC):
             if not judged & docids:
                 raise DataError(f"{self.name}: none of the {len(judged)} judged documents is in the corpus, so the qrels "
                                 f"and the corpus use different ids (qrels ids like {sorted(judged)[:3]}, corpus ids like {sorted(docids)[:3]})")
+            relevant = [d for q, docs in qrels.items() if q in queries for d, r in docs.items() if r > 0]
+            absent = [d for d in relevant if d not in docids]
+            if absent:  # as in trec_eval, they count and are never retrieved (a corpus cut to a pool, as TREC-DL's here)
+                logger.info("%s: %d of %d relevant judgments name documents that are not in the corpus; they count as "
+                            "relevant and are never retrieved, so recall stays below 1 (e.g. %s)", self.name, len(absent),
+                            len(relevant), sorted(set(absent))[:3])
             blind = [q for q, docs in qrels.items() if q in queries and
                      has_relevant(docs) and not has_relevant({d: r for d, r in docs.items() if d in docids})]
             if blind:

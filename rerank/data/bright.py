@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rerank.data.base import Dataset, checked_threshold, memoized
-from rerank.errors import DataError
+from rerank.data.base import Dataset, checked_threshold, memoized, unique_records
+from rerank.errors import DataError, one_line
 from rerank.io import find_file, jsonl_records, read_qrels, record_id, record_text
 from rerank.types import Doc, Query
 
@@ -48,7 +48,7 @@ class BrightDataset(Dataset):
     def from_published(cls, root: str | Path, task: str, long: bool = False) -> BrightDataset:
         """Read queries, gold ids, excluded ids and documents from a local copy of BRIGHT."""
         root = Path(root)
-        examples = [r for _, r in _read_records(_task_files(root / "examples", task))]
+        examples = [r for _, r in _read_records(_task_files(root / "examples", task))]  # checked by _records
         if not examples:
             raise DataError(f"{root}/examples has no records for task {task!r}")
         return cls(None, f"bright/{task}", documents=root, long=long, examples=examples)
@@ -56,24 +56,27 @@ class BrightDataset(Dataset):
     # -- queries and judgments ----------------------------------------------------------------
     @memoized
     def _records(self) -> list[dict[str, Any]]:
-        """Examples as dicts with id, query, gold_ids, gold_ids_long, excluded_ids."""
+        """Examples as dicts with id, query and the lists gold_ids, gold_ids_long, excluded_ids; a record
+        repeated exactly is dropped (counted), two different ones with one id are refused."""
         if self._examples is not None:
-            return [{**e, "id": str(e["id"])} for e in self._examples]
-        assert self.folder is not None
-        qfile = find_file(self.folder, "queries.jsonl")
-        if qfile is None:
-            raise DataError(f"{self.name}: no queries.jsonl in {self.folder}")
-        excluded: dict[str, list[str]] = {}
-        efile = find_file(self.folder, "excluded_ids.jsonl")
-        if efile is not None:
-            excluded = {record_id(r, where): _ids(r.get("excluded_ids")) for where, r in jsonl_records(efile)}
-        out = []
-        for where, r in jsonl_records(qfile):
-            meta, qid = r.get("metadata") or {}, record_id(r, where)
-            out.append({"id": qid, "query": record_text(r, "text", where, required=True), "gold_ids": _ids(meta.get("gold_ids")),
-                        "gold_ids_long": _ids(meta.get("gold_ids_long")), "excluded_ids": excluded.get(qid, [])})
-        return out
+            rows = [_example(e, f"{self.name} example {i + 1}") for i, e in enumerate(self._examples)]
+        else:
+            assert self.folder is not None
+            qfile = find_file(self.folder, "queries.jsonl")
+            if qfile is None:
+                raise DataError(f"{self.name}: no queries.jsonl in {self.folder}")
+            efile = find_file(self.folder, "excluded_ids.jsonl")
+            excluded = dict(unique_records([(record_id(r, where), _ids(r.get("excluded_ids"), where))
+                                            for where, r in jsonl_records(efile)], str(efile), "excluded_ids")) if efile else {}
+            rows = []
+            for where, r in jsonl_records(qfile):
+                meta, qid = r.get("metadata") or {}, record_id(r, where)
+                rows.append((qid, {"id": qid, "query": record_text(r, "text", where, required=True),
+                                   "gold_ids": _ids(meta.get("gold_ids"), where), "gold_ids_long": _ids(meta.get("gold_ids_long"), where),
+                                   "excluded_ids": excluded.get(qid, [])}))
+        return [e for _, e in unique_records(rows, self.name, "example")]
 
+    @memoized
     def queries(self) -> list[Query]:
         return self._checked_queries([Query(e["id"], e["query"]) for e in self._records()])
 
@@ -81,7 +84,7 @@ class BrightDataset(Dataset):
     def qrels(self) -> dict[str, dict[str, int]]:
         """The judgments, checked against the queries and, when documents were given, the corpus."""
         if self.long:
-            qrels = {e["id"]: {d: 1 for d in _ids(e["gold_ids_long"]) if d != "N/A"} for e in self._records()}
+            qrels = {e["id"]: {d: 1 for d in e["gold_ids_long"] if d != "N/A"} for e in self._records()}
             qrels = {q: docs for q, docs in qrels.items() if docs}
             if not qrels:
                 raise DataError(f"{self.name}: BRIGHT has no long-document setting for this task")
@@ -92,11 +95,19 @@ class BrightDataset(Dataset):
                 raise DataError(f"{self.name}: {self.folder / stem} not found (variants: original, anserini-fixed)")
             qrels = read_qrels(path)
         else:
-            qrels = {e["id"]: {d: 1 for d in _ids(e["gold_ids"])} for e in self._records()}
+            qrels = {e["id"]: {d: 1 for d in e["gold_ids"]} for e in self._records()}
         return self._checked_qrels(qrels, {d.docid for d in self.corpus()} if self.documents is not None else None)
 
+    @memoized
     def exclusions(self) -> dict[str, set[str]]:
-        return {e["id"]: set(_ids(e["excluded_ids"])) - {"N/A"} for e in self._records() if e["excluded_ids"]}
+        """Excluded ids per query; one that is judged relevant to its query is refused, as in BRIGHT's scorer."""
+        out = {e["id"]: ids for e in self._records() if (ids := set(e["excluded_ids"]) - {"N/A"})}
+        qrels = self.qrels()
+        clash = sorted(q for q, ids in out.items() if any(qrels.get(q, {}).get(d, 0) > 0 for d in ids))
+        if clash:
+            raise DataError(f"{self.name}: {len(clash)} queries exclude a document judged relevant to them (e.g. "
+                            f"{clash[:3]}); excluded ids are dropped from rankings, so they cannot be relevant")
+        return out
 
     # -- documents ----------------------------------------------------------------------------
     @memoized
@@ -111,11 +122,28 @@ class BrightDataset(Dataset):
         return self._checked_corpus(docs)
 
 
-def _ids(value: Any) -> list[str]:
+def _example(record: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
+    """``(id, example)`` of a record of BRIGHT's published examples, its id lists checked."""
+    qid = record_id(record, where, key="id")
+    return qid, {"id": qid, "query": record_text(record, "query", where, required=True),
+                 **{key: _ids(record.get(key), where) for key in ("gold_ids", "gold_ids_long", "excluded_ids")}}
+
+
+def _ids(value: Any, where: str) -> list[str]:
+    """A list of ids: a list (a NumPy array from parquet), a string holding a Python list, one id, or None."""
     if value is None:
         return []
-    if isinstance(value, str):
-        value = ast.literal_eval(value) if value.startswith("[") else [value]
+    if isinstance(value, str) and value.startswith("["):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            raise DataError(f"{where}: {value[:60]!r} is not a list of ids") from None
+    elif isinstance(value, str):
+        value = [value]
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str | int) and not isinstance(v, bool) for v in value):
+        raise DataError(f"{where}: ids must be a list of strings, got {value!r:.60}")
     return [str(v) for v in value]
 
 
@@ -139,6 +167,10 @@ def _read_records(files: list[Path]) -> Iterator[tuple[str, dict[str, Any]]]:
         if f.name.endswith(".parquet"):
             import pandas as pd
 
-            yield from ((f"{f}:row {i + 1}", r) for i, r in enumerate(pd.read_parquet(f).to_dict("records")))
+            try:
+                frame = pd.read_parquet(f)
+            except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+                raise DataError(f"{f}: not a readable parquet file ({one_line(e)})") from None
+            yield from ((f"{f}:row {i + 1}", r) for i, r in enumerate(frame.to_dict("records")))
         else:
             yield from jsonl_records(f)

@@ -9,7 +9,7 @@ import re
 from rerank.data.base import Dataset, checked_threshold, memoized
 from rerank.errors import DataError
 from rerank.io import relevance_grade
-from rerank.types import Doc, Query
+from rerank.types import Doc, Query, checked_doc
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +39,9 @@ class IrDatasetsDataset(Dataset):
             raise DataError(f"ir_datasets {self.irds_id!r} provides no {what}")
         try:
             yield from getattr(self._ds, f"{what}_iter")()
-        except Exception as e:  # downloads fail offline; say what to do
-            raise DataError(f"ir_datasets {self.irds_id!r}: could not read {what} ({type(e).__name__}: {e}). "
-                            "Offline, place its files in $IR_DATASETS_HOME or load a BEIR folder by path.") from e
+        except Exception as e:  # downloads fail offline (OSError): say what to do; else its files hold a bad record
+            hint = " Offline, place its files in $IR_DATASETS_HOME or load a BEIR folder by path." if isinstance(e, OSError) else ""
+            raise DataError(f"ir_datasets {self.irds_id!r}: could not read {what} ({type(e).__name__}: {e}).{hint}") from e
 
     @memoized
     def queries(self) -> list[Query]:
@@ -49,8 +49,9 @@ class IrDatasetsDataset(Dataset):
 
     @memoized
     def corpus(self) -> list[Doc]:
-        return self._checked_corpus([Doc(d.doc_id, getattr(d, "text", None) or d.default_text(), getattr(d, "title", "") or "")
-                                     for d in self._iterate("docs")])
+        where = f"ir_datasets {self.irds_id!r} docs"
+        return self._checked_corpus([checked_doc(Doc(d.doc_id, getattr(d, "text", None) or d.default_text(),
+                                                     getattr(d, "title", "") or ""), where) for d in self._iterate("docs")])
 
     @memoized
     def qrels(self) -> dict[str, dict[str, int]]:
