@@ -19,7 +19,9 @@ import argparse
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,16 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TQDM_DISABLE", "1")
     if args.http_timeout is not None:  # read by every HTTP backend this command (and its workers) loads
         os.environ["RERANK_HTTP_TIMEOUT"] = str(args.http_timeout)
+    terminated: list[int] = []
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        """SIGTERM stops the command as Ctrl-C does, so its clean-ups run (a Ray cluster it started is
+        stopped); noted here, as Ray turns any exception raised while it waits into KeyboardInterrupt."""
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, on_sigterm) if main_thread else None
     try:
         for plugin in args.plugin:
             import_plugin(plugin)
@@ -52,13 +64,16 @@ def main(argv: list[str] | None = None) -> int:
         print(one_line(f"rerank: error: {e}", limit=None), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("rerank: interrupted", file=sys.stderr)
-        return 130
+        print(f"rerank: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     except Exception as e:
         if args.debug:
             raise
         print(one_line(f"rerank: unexpected {type(e).__name__}: {e} (re-run with --debug for the traceback)", limit=None), file=sys.stderr)
         return 1
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
 
 
 GLOBAL_FLAGS = ("--quiet", "--debug", "--plugin", "--http-timeout")

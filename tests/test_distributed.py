@@ -366,6 +366,37 @@ print(ray.is_initialized())
     assert ray.is_initialized()  # the module's cluster is still up
 
 
+def test_sigterm_stops_a_ray_command_as_ctrl_c_does(tmp_path):
+    """Review helper-60: SIGTERM to a command on a cluster it started printed Ray's C++ stack dump and
+    exited 1. It now stops as Ctrl-C does: the cluster is stopped, one line, exit status 143."""
+    started = tmp_path / "started"
+    (tmp_path / "ray_sleep_plugin.py").write_text(
+        "import pathlib, time\nfrom rerank import register\nfrom rerank.rerankers.base import PointwiseReranker\n\n"
+        "@register('reranker', 'ray-sleep')\nclass Sleep(PointwiseReranker):\n"
+        "    def score_pairs(self, queries, texts):\n"
+        f"        pathlib.Path({str(started)!r}).touch()\n"
+        "        time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-m", "rerank.cli", "--quiet", "--plugin", str(tmp_path / "ray_sleep_plugin.py"),
+                             "eval", "--dataset", "scifact", "--limit", "1", "--pipeline", "bm25 % 2 >> ray-sleep",
+                             "--executor", "ray"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert started.exists(), proc.communicate(timeout=60)[1][-2000:]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signal.SIGTERM and err.strip().endswith("rerank: terminated"), err[-2000:]
+    assert "SIGTERM received" not in err
+    time.sleep(5)  # the cluster's processes exit after the driver
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)  # nothing of the cluster it started is left
+
+
 # -- executor: order, retries -----------------------------------------------------------------------
 def test_killed_worker_loses_and_duplicates_nothing(cluster, tmp_path):
     from rerank.distributed.ray import RayExecutor

@@ -21,7 +21,9 @@ import logging
 import math
 import os
 import re
+import signal
 import socket
+import threading
 import time
 from typing import Any
 
@@ -93,19 +95,29 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
     if address is not None:
         _probe(address, *_target(address))
         try:
-            ray.init(address=address, **common)
+            _init(ray, address=address, **common)
         except (ConnectionError, ValueError) as e:
             shutdown()
             raise ConfigError(f"cannot join the Ray cluster at {address!r}: {e}") from None
     else:
         # "local" starts a new cluster: with no address Ray would join $RAY_ADDRESS or the last `ray start`
-        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, object_store_memory=object_store_memory,
+        _init(ray, address="local", num_cpus=num_cpus, num_gpus=num_gpus, object_store_memory=object_store_memory,
                  include_dashboard=False, _node_ip_address="127.0.0.1", **common)
         exposed = [n["NodeManagerAddress"] for n in ray.nodes() if n["NodeManagerAddress"] != "127.0.0.1"]
         if exposed:
             ray.shutdown()
             raise ConfigError(f"the local Ray cluster came up on {exposed}, not 127.0.0.1; stopped it")
     return True
+
+
+def _init(ray: Any, **options: Any) -> None:
+    """``ray.init``, keeping this process's own SIGTERM handling: Ray's sets ``sys.exit`` and its core
+    worker a C++ handler that prints a stack dump, so a terminated command died without its clean-ups."""
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGTERM) if main else None
+    ray.init(**options)
+    if before is not None:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _check_joined(ray: Any, address: str | None) -> None:
