@@ -149,8 +149,12 @@ def test_bad_configuration_is_refused(dense):
         E2Rank(prompt="e2rank/checkpoint", doc_embeddings=dense)  # a doc_suffix changes the vectors
     with pytest.raises(ConfigError, match="chat template"):
         E2Rank(prompt="e2rank/checkpoint").rerank("q", ["a", "b"])
-    with pytest.raises(ConfigError, match="lower num_input_docs"):
+    with pytest.raises(ConfigError, match="needs 1.. tokens before any document text, over max_length=64; lower num_input_docs"):
         E2Rank(num_input_docs=50, max_length=64).rerank("q " * 20, ["a"] * 50)
+    # review helper-64: a long query was told to lower num_input_docs, which cannot help it
+    with pytest.raises(DataError, match="the query 'q q .* takes 40 tokens and leaves no room for its 2 documents .*; "
+                                        "shorten the query or raise max_length"):
+        E2Rank(num_input_docs=2, max_length=64).rerank("q " * 40, ["a", "b"])
 
 
 def test_last_token_pooling_with_a_chat_template():

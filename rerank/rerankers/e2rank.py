@@ -166,7 +166,12 @@ class E2Rank(Reranker):
         if self.doc_max_tokens is not None:
             share = min(share, self.doc_max_tokens)
         if texts and share < 1:
-            raise ConfigError(f"the E2Rank prompt for {len(texts)} documents needs {fixed} tokens before any document text, "
+            bare = self.encoder.count(self._render("", [""] * len(texts)))
+            if bare + len(texts) <= self.prompt_tokens:  # it is the query that leaves no room
+                raise DataError(f"the query {query[:60]!r}... takes {fixed - bare} tokens and leaves no room for its "
+                                f"{len(texts)} documents in the E2Rank prompt of max_length={self.prompt_tokens}; "
+                                "shorten the query or raise max_length")
+            raise ConfigError(f"the E2Rank prompt for {len(texts)} documents needs {bare} tokens before any document text, "
                               f"over max_length={self.prompt_tokens}; lower num_input_docs or raise max_length")
         return self._render(query, [self.encoder.head(t, share) for t in texts])
 
