@@ -37,6 +37,7 @@ from typing import Any
 from rerank import significance
 from rerank.errors import ConfigError
 from rerank.evaluate import Experiment
+from rerank.expr import with_first
 from rerank.executors import Executor
 from rerank.io import read_toml
 from rerank.metrics import DEFAULT_METRICS, parse_metrics
@@ -101,7 +102,7 @@ class Grid:
         return cls(datasets, pipelines, metrics, baseline, limit, name, test, correction)
 
     def expression(self, pipeline: str, dataset: DatasetSpec) -> str:
-        return self.pipelines[pipeline].replace("{first}", dataset.first)
+        return with_first(self.pipelines[pipeline], dataset.first)
 
     def experiment(self, out: str | Path | None, limit: int | None = None,
                    executor: str | Executor | None = None) -> Experiment:

@@ -67,6 +67,20 @@ def _as_dataset(dataset: Any) -> Any:
     return dataset
 
 
+def with_first(expression: str, first: str) -> str:
+    """``expression`` with ``{first}`` replaced by a dataset's first stage, in parentheses unless it is one
+    stage, so that ``{first} % 100`` cuts a first stage ``bm25 | dense`` as a whole.
+
+    >>> with_first("{first} % 100 >> dense", "bm25 | run")
+    '(bm25 | run) % 100 >> dense'
+    """
+    try:
+        one = isinstance(ast.parse(_dehyphenate(first).strip(), mode="eval").body, ast.Name | ast.Call)
+    except SyntaxError:
+        one = False  # building the expression names the problem
+    return expression.replace("{first}", first if one else f"({first})")
+
+
 def _dehyphenate(source: str) -> str:
     """``cross-encoder`` -> ``cross_encoder``: join names written with hyphens (stage names), touching
     nothing else: strings are kept verbatim, and a spaced ``a - b`` stays a (refused) subtraction.

@@ -403,11 +403,13 @@ class Runner:
 
     def cells(self) -> list[Cell]:
         """Every cell, datasets outer, systems inner."""
+        from rerank.expr import with_first
+
         out = []
         for spec in self.datasets:
             for name, system in self.systems.items():
                 if isinstance(system, str):
-                    out.append(Cell(spec, name, system.replace("{first}", spec.first), self.settings))
+                    out.append(Cell(spec, name, with_first(system, spec.first), self.settings))
                 else:
                     out.append(Cell(spec, name, self._described[name], self.settings, stage=system))
         return out
