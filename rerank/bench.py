@@ -17,7 +17,8 @@ A grid is a TOML file (see ``pipelines/grid_*.toml``)::
     "BM25 >> MiniLM" = "{first} % 20 >> biencoder"
 
 ``{first}`` in an expression is the dataset's first stage: ``bm25`` unless the dataset says otherwise
-(``first = "run"`` uses TREC-DL's shipped BM25 run). ``options`` go to :func:`rerank.data.load`.
+(``first = "run"`` uses TREC-DL's shipped BM25 run), as a whole: ``first = "bm25 | dense"`` goes in
+parentheses. ``options`` go to :func:`rerank.data.load`.
 
 The grid runs through the same runner as ``rerank eval`` (:mod:`rerank.runner`): each cell
 (dataset, pipeline) writes ``<out>/<dataset>/<pipeline>.trec`` and a ``.json`` record beside it,
