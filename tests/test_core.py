@@ -18,6 +18,7 @@ from rerank import (
     fuse,
 )
 from rerank.data import load
+from rerank.expr import build
 from rerank.retrievers.run import RunRetriever
 
 
@@ -75,6 +76,14 @@ def test_cutoff_and_pipeline_on_real_run(bm25_run, dl19):
     assert len(out) == 43 * 10 and out.to_pandas()["rank"].max() == 10
     assert "text" in out.columns and out.to_pandas()["text"].str.len().min() > 0
     assert repr(bm25_run % 10) == "RunRetriever(name='bm25', dataset='trec-dl-2019') >> Cutoff(10)"
+
+
+def test_a_shipped_run_is_a_first_stage_only(bm25_run, dl19):
+    """Review helper-66: ``bm25 % 5 >> run`` scored exactly as ``run``, the candidates thrown away."""
+    with pytest.raises(ConfigError, match="replays a shipped first-stage run; it cannot rescore given candidates"):
+        (bm25_run % 5 >> bm25_run)(dl19.topics())
+    with pytest.raises(ConfigError, match="takes a Dataset, got str 'x'"):  # an AttributeError, exit 1
+        build("run(dataset='x')")
 
 
 def test_pipelines_flatten_and_compare_by_repr(bm25_run):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from rerank.data.base import Dataset
 from rerank.errors import ConfigError, DataError
 from rerank.stage import Stage
 from rerank.types import Ranking
@@ -21,6 +22,9 @@ class RunRetriever(Stage):
     """
 
     def __init__(self, name: str = "bm25", dataset: Any = None):
+        if dataset is not None and not isinstance(dataset, Dataset):
+            raise ConfigError(f"run(dataset=...) takes a Dataset, got {type(dataset).__name__} {dataset!r:.40}; in an "
+                              "expression the pipeline's dataset is bound by itself")
         self.name, self.dataset = name, dataset
         self._ranking: Ranking | None = None
 
@@ -33,6 +37,9 @@ class RunRetriever(Stage):
     def transform(self, inp: Ranking) -> Ranking:
         if self.dataset is None:
             raise ConfigError(f"{self!r} is not bound to a dataset: RunRetriever(name, dataset=...)")
+        if not inp.is_query_set:  # it has no score for a candidate outside the run
+            raise ConfigError(f"{self!r} replays a shipped first-stage run; it cannot rescore given candidates "
+                              "(put it first, as in 'run % 100 >> dense')")
         if self._ranking is None:
             self._ranking = self.dataset.run(self.name)
         asked, held = inp.queries(), self._ranking.queries()
