@@ -27,6 +27,7 @@ from __future__ import annotations
 import ast
 import difflib
 import io
+import re
 import tokenize
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,20 @@ def with_first(expression: str, first: str) -> str:
     except SyntaxError:
         one = False  # building the expression names the problem
     return expression.replace("{first}", first if one else f"({first})")
+
+
+def literal_strings(expression: str) -> list[str]:
+    """The string values of an expression as it is built (``'m' 'odel'`` is ``'model'``, escapes decoded);
+    the quoted texts when it does not parse.
+
+    >>> literal_strings("cross-encoder(model='models/' 'ce') >> x(p='a\\x2eyaml')")
+    ['models/ce', 'a.yaml']
+    """
+    try:
+        tree = ast.parse(_dehyphenate(expression).strip(), mode="eval")
+    except SyntaxError:
+        return [single or double for single, double in re.findall(r"'([^']*)'|\"([^\"]*)\"", expression)]
+    return [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)]
 
 
 def _dehyphenate(source: str) -> str:

@@ -253,9 +253,10 @@ def local_models(expression: str) -> dict[str, str]:
     model file or folder, also after a backend kind and before a spec's options (``'hf:models/mine'``,
     ``'hf:models/m.gguf?dtype=float32'``); what a cache keyed on the expression must add so that it
     never answers for other weights under the same name."""
+    from rerank.expr import literal_strings
+
     found = {}
-    for single, double in re.findall(r"'([^']*)'|\"([^\"]*)\"", expression):
-        text = single or double
+    for text in literal_strings(expression):
         after_kind = text.split(":", 1)[-1]
         for candidate in (text, after_kind, re.split(r"[?#]", after_kind, maxsplit=1)[0]):
             stamp = weights_stamp(candidate) if candidate else ""

@@ -68,6 +68,10 @@ def test_a_stamp_follows_the_files_of_a_local_model_and_only_them(minilm):
     assert local_models(expr) == {str(minilm): after, f"hf:{minilm}": after}
     with_options = f"yes-no(backend='hf:{weights}?dtype=float32') >> yes-no(backend='llamacpp:{weights}#n_ctx=4096')"
     assert set(local_models(with_options)) == {f"hf:{weights}?dtype=float32", f"llamacpp:{weights}#n_ctx=4096"}  # options cut off
+    # review helper-66: a name written in pieces or with escapes is read as the expression is (a saved cell
+    # answered for an edited prompt file)
+    pieces = f"dense(model='{minilm.parent}/' '{minilm.name}') >> listwise(backend='hf:{str(minilm).replace('/', chr(92) + 'x2f')}')"
+    assert local_models(pieces) == {str(minilm): after, f"hf:{minilm}": after}
 
 
 def test_a_dense_index_and_the_loaded_model_follow_weights_saved_again(minilm, tiny, tmp_path):
