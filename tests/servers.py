@@ -152,6 +152,12 @@ CANNED = {
     "echonotokens": {"choices": [{"text": "x", "logprobs": {"token_logprobs": [-1.0], "text_offset": [0]}}]},
     "verbose": _chat({"content": "[1] > [2] " * 2000}),  # ignores max_tokens
     "echostrings": {"choices": [{"text": "x", "logprobs": {"tokens": ["a"], "token_logprobs": ["-1"], "text_offset": [0]}}]},
+    "topnan": _top([{"token": "Yes", "logprob": -3.0}, {"token": "No", "logprob": float("nan")}]),
+    "topinf": _top([{"token": "Yes", "logprob": float("inf")}]),
+    "toppositive": _top([{"token": "Yes", "logprob": 5.0}]),
+    "echonan": {"choices": [{"text": "x", "logprobs": {"tokens": ["a", "b"], "token_logprobs": [None, float("nan")],
+                                                       "text_offset": [0, 1]}}]},
+    "filtered": {"choices": [{"index": 0, "message": {"role": "assistant", "content": None}, "finish_reason": "content_filter"}]},
 }
 """Answers of the OpenAI shape gone wrong (or odd), by mode name."""
 

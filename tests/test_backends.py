@@ -69,6 +69,15 @@ def test_cache_persists_and_keys_on_settings(tmp_path):
     assert len(inner.calls) == 4 and (again.hits, again.misses) == (3, 0)
 
 
+def test_plus_infinity_is_no_log_probability_and_is_never_cached(tmp_path):
+    """Review helper-67: a +inf row was stored, and answered every later run after the backend was mended."""
+    broken = FakeBackend(score=lambda p, opts: [float("inf"), -1.0])
+    with pytest.raises(BackendError, match="score returned \\+inf, which is no log-probability"):
+        CachedBackend(broken, tmp_path / "calls.sqlite").score(["ab"], ["x", "y"])
+    mended = CachedBackend(FakeBackend(score=lambda p, opts: [-0.5, -1.0]), tmp_path / "calls.sqlite")
+    assert mended.score(["ab"], ["x", "y"]).tolist() == [[-0.5, -1.0]] and mended.misses == 1
+
+
 def test_backends_of_lambdas_never_share_cached_calls_and_surrogates_do_not_break_the_key(tmp_path):
     """A lambda's repr names a memory address, which Python reuses once it is freed: each such backend
     is cached for its own object only."""

@@ -175,6 +175,12 @@ def test_listwise_on_a_dead_server_fails_after_one_short_probe(misbehaving_serve
     ("toplogprobstr", "score", "top_logprobs of an unexpected shape"),
     ("echonotokens", "echo", "echoed logprobs of an unexpected shape"),
     ("echostrings", "echo", "echoed logprobs of an unexpected shape"),
+    # review helper-67: NaN read as -inf (a certain Yes for yes-no), +inf and positive values as log-probabilities
+    ("topnan", "score", "top_logprobs of an unexpected shape"),
+    ("topinf", "score", "top_logprobs of an unexpected shape"),
+    ("toppositive", "score", "top_logprobs of an unexpected shape"),
+    ("echonan", "echo", "echoed logprobs of an unexpected shape"),
+    ("filtered", "chat", "without the model's answer: it stopped it \\(finish_reason 'content_filter'\\)"),  # was kept as an empty answer
 ])
 def test_a_malformed_answer_is_one_backend_error_naming_the_server(misbehaving_server, mode, call, message):
     backend = OpenAIBackend("m", base_url=misbehaving_server.url(mode), timeout=5, max_retries=0)

@@ -175,14 +175,16 @@ def checked_generations(backend: Backend, made: Any, count: int) -> list[Generat
 
 
 def checked_scores(backend: Backend, rows: Any, count: int, options: int) -> np.ndarray:
-    """``rows`` as a float array of shape (count, options), refused (:class:`BackendError`) otherwise.
-    NaN is let through: readers count it as an invalid answer."""
+    """``rows`` as a float array of shape (count, options) without +inf, refused (:class:`BackendError`)
+    otherwise. NaN is let through: readers count it as an invalid answer."""
     try:
         array = np.asarray(rows, dtype=np.float64)
     except (TypeError, ValueError):
         raise BackendError(f"{backend!r}.score returned {rows!r:.80}, not numbers") from None
     if array.shape != (count, options):
         raise BackendError(f"{backend!r}.score returned shape {array.shape} for {count} prompts x {options} options")
+    if np.isposinf(array).any():  # never a log-probability; kept in a cache, it would answer every later run
+        raise BackendError(f"{backend!r}.score returned +inf, which is no log-probability")
     return array
 
 

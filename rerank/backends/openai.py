@@ -312,6 +312,9 @@ class OpenAIBackend(Backend):
         except (KeyError, IndexError, TypeError, AttributeError, ValueError):
             raise BackendError(f"{self.base_url} answered without a completion of the OpenAI shape (text, reasoning "
                                f"and usage): {str(data)[:300]}") from None
+        if choice.get("finish_reason") in CUT_OFF:  # no answer, and none to keep in a cache
+            raise BackendError(f"{self.base_url} answered without the model's answer: it stopped it (finish_reason "
+                               f"{choice['finish_reason']!r})")
         answer, inline = _chat.split_reasoning(text or "")
         return Generation(answer, reasoning or inline, *tokens, "length" if choice.get("finish_reason") == "length" else "stop")
 
@@ -365,9 +368,9 @@ class OpenAIBackend(Backend):
         tokens, values, offsets = lp.get("tokens"), lp["token_logprobs"], lp["text_offset"]
         if not (isinstance(tokens, list) and isinstance(values, list) and isinstance(offsets, list)
                 and all(isinstance(t, str) for t in tokens) and all(isinstance(o, int) for o in offsets)
-                and all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in values)):
+                and all(v is None or _is_logprob(v) for v in values)):
             raise BackendError(f"{self.base_url} answered echoed logprobs of an unexpected shape (lists of tokens, "
-                               f"token_logprobs and text_offset): {str(lp)[:200]}")
+                               f"token_logprobs of numbers up to 0, not NaN, and text_offset): {str(lp)[:200]}")
         end = prompt_chars + len(option)
         picked = [(t, v) for t, v, o in zip(tokens, values, offsets) if o < end and o + max(len(t), 1) > prompt_chars]
         if not picked or any(v is None for _, v in picked):
@@ -385,12 +388,12 @@ class OpenAIBackend(Backend):
         try:
             for entry in top:
                 value = entry["logprob"]
-                if not isinstance(entry["token"], str) or isinstance(value, bool) or not isinstance(value, int | float):
+                if not isinstance(entry["token"], str) or not _is_logprob(value):
                     raise TypeError
                 table[entry["token"].strip()] = max(table.get(entry["token"].strip(), -math.inf), float(value))
         except (KeyError, TypeError):
-            raise BackendError(f"{self.base_url} answered top_logprobs of an unexpected shape (token text and number "
-                               f"logprob per entry): {str(top)[:200]}") from None
+            raise BackendError(f"{self.base_url} answered top_logprobs of an unexpected shape (token text and a logprob, "
+                               f"a number up to 0 and not NaN, per entry): {str(top)[:200]}") from None
         if not table:
             raise self._no_logprobs(data)
         if not any(o.strip() in table for o in options):
@@ -475,6 +478,18 @@ def check_base_url(url: str, what: str) -> str:
 
 MAX_CHARS_PER_TOKEN = 64
 """More characters per asked token than any tokenizer makes: an answer longer than that ignored ``max_tokens``."""
+
+
+CUT_OFF = ("content_filter", "abort")
+"""Finish reasons of an answer the server stopped (a content filter, vLLM's abort): not the model's answer."""
+
+LOGPROB_SLACK = 1e-4
+"""How far above 0 a server's log-probability may be, as rounding (llama.cpp gives 0.0 and tiny positives)."""
+
+
+def _is_logprob(value: Any) -> bool:
+    """A log-probability as a server gives one: a number up to 0 (-inf included: probability 0), not NaN."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value) and value <= LOGPROB_SLACK
 
 
 def _count(value: Any) -> int:
