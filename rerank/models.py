@@ -242,10 +242,23 @@ def check_kind(model: str, wanted: str, stage: str) -> None:
 def weights_stamp(name: str | os.PathLike[str]) -> str:
     """The :func:`files_stamp` of a local model (a folder or a file, or the packaged GGUF of an alias such
     as ``smollm2``), so that a cache keyed on a model never answers for other weights saved in the same
-    place (a model trained again, or resumed, into its folder; another package version). ``""`` for a
-    hub id or an alias without a packaged GGUF. A folder's ``checkpoints/`` (written during training)
-    is left out."""
-    return files_stamp(local_gguf(str(name)) or name, skip=("checkpoints",))
+    place (a model trained again, or resumed, into its folder; another package version); for a hub id,
+    the revision its local hub cache holds (:func:`hub_revision`). ``""`` for a hub id not in that cache
+    or an alias without a packaged GGUF. A folder's ``checkpoints/`` (written during training) is left out."""
+    return files_stamp(local_gguf(str(name)) or name, skip=("checkpoints",)) or hub_revision(str(name))
+
+
+def hub_revision(name: str) -> str:
+    """``"hub:<commit>"``: the revision of the hub model ``name`` that the local hub cache resolves (what
+    a load reads offline; an online load that fetched a new revision moved it), ``""`` when the cache
+    holds none (or ``name`` is no hub id)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(name, "config.json")
+    except Exception:  # noqa: BLE001 -- not a valid repository id: no revision
+        return ""
+    return f"hub:{Path(found).parent.name}" if isinstance(found, str) else ""
 
 
 def local_models(expression: str) -> dict[str, str]:

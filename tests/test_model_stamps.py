@@ -74,6 +74,28 @@ def test_a_stamp_follows_the_files_of_a_local_model_and_only_them(minilm):
     assert local_models(pieces) == {str(minilm): after, f"hf:{minilm}": after}
 
 
+def test_a_hub_id_is_stamped_with_the_revision_its_cache_resolves(tmp_path, monkeypatch):
+    """Review helper-68: a dense index built at one revision of a hub model answered after the cache
+    moved to another (document vectors of one, query vectors of the other)."""
+    from huggingface_hub import constants
+
+    from rerank.encoders import Encoder
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    repo = tmp_path / "models--acme--mini"
+    for commit in ("aaaa1111", "bbbb2222"):
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        (repo / "snapshots" / commit / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    assert weights_stamp("acme/mini") == ""  # no revision resolved yet
+    (repo / "refs" / "main").write_text("aaaa1111")
+    before = Encoder("acme/mini").identity("doc")
+    assert weights_stamp("acme/mini") == "hub:aaaa1111" == before["weights"]
+    (repo / "refs" / "main").write_text("bbbb2222")
+    assert Encoder("acme/mini").identity("doc")["weights"] == "hub:bbbb2222"
+    assert local_models("dense(model='acme/mini')") == {"acme/mini": "hub:bbbb2222"}
+
+
 def test_a_dense_index_and_the_loaded_model_follow_weights_saved_again(minilm, tiny, tmp_path):
     cache = tmp_path / "cache"
     tiny = load(str(tiny))
