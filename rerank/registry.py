@@ -35,7 +35,7 @@ Kind = Literal["retriever", "reranker", "backend"]
 KINDS: tuple[Kind, ...] = ("retriever", "reranker", "backend")
 STAGES = ("retriever", "reranker")
 """Kinds an expression names: one name space, ``-`` and ``_`` alike."""
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_][A-Za-z0-9]+)*")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:(?:-[A-Za-z]|_[A-Za-z0-9])[A-Za-z0-9]*)*")  # a '-' joins two names: rr-2 is rr - 2
 T = TypeVar("T")
 
 _ENTRIES: dict[str, dict[str, str | type]] = {
@@ -137,7 +137,7 @@ def _add(kind: str, name: str, entry: str | type) -> None:
         raise ConfigError(f"unknown registry kind {kind!r}; choose one of {KINDS}")
     if not isinstance(name, str) or not _NAME.fullmatch(name) or keyword.iskeyword(name.replace("-", "_")):
         raise ConfigError(f"{kind} name {name!r} cannot be written in an expression: use letters, digits, "
-                          "'-' and '_', starting with a letter, and no Python keyword")
+                          "'-' and '_', starting with a letter, a letter after each '-', and no Python keyword")
     for other_kind in STAGES if kind in STAGES else (kind,):
         for other, other_entry in _ENTRIES[other_kind].items():
             if other.replace("-", "_") == name.replace("-", "_") and _path(other_entry) != _path(entry):

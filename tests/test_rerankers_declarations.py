@@ -233,6 +233,8 @@ def test_every_argument_reads_back_by_name_including_the_prompt():
     ("my rr", Listwise, "cannot be written in an expression"),
     ("import", Listwise, "cannot be written in an expression"),
     ("2stage", Listwise, "cannot be written in an expression"),
+    ("rr-2", Listwise, "a letter after each '-'"),  # review helper-66: an expression reads rr - 2
+    ("rr-0x1", Listwise, "a letter after each '-'"),
     ("bm25", Listwise, "would shadow or be shadowed by the retriever 'bm25'"),
     ("list_wise", int, "must be a subclass of rerank.stage.Stage"),
 ])
