@@ -251,7 +251,8 @@ def _systems(args: argparse.Namespace) -> dict[str, Any]:
         systems.update(pipeline_table(raw, str(args.pipelines)))
     for item in args.pipeline:
         name, sep, expr = item.partition("=")
-        name, expr = (name.strip(), expr.strip()) if sep and name.strip() and "(" not in name else (item.strip(), item.strip())
+        named = sep and name.strip() and _closed(name)  # bm25(k1=0.9) is an expression, "Dense (MiniLM)=dense" named
+        name, expr = (name.strip(), expr.strip()) if named else (item.strip(), item.strip())
         if name in systems:
             raise ConfigError(f"pipeline name {name!r} is given twice; name each one (--pipeline NAME=EXPR)")
         systems[name] = expr
@@ -267,6 +268,12 @@ def _systems(args: argparse.Namespace) -> dict[str, Any]:
     if not systems:
         raise ConfigError("give at least one --pipeline (or --pipelines FILE, or --run FILE)")
     return systems
+
+
+def _closed(text: str) -> bool:
+    """Whether ``text`` opens no bracket or quote that it does not close (the ``=`` after it is no argument's)."""
+    return (text.count("(") == text.count(")") and text.count("[") == text.count("]")
+            and text.count("'") % 2 == 0 and text.count('"') % 2 == 0)
 
 
 def _run_name(path: str) -> str:

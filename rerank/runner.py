@@ -399,7 +399,12 @@ class Runner:
 
         for cell in self.cells():
             if cell.stage is None:
-                build(cell.expression)
+                try:
+                    build(cell.expression)
+                except ConfigError as e:  # from a file of many pipelines: say which
+                    if cell.system == cell.expression:
+                        raise
+                    raise ConfigError(f"pipeline {cell.system!r}: {e}") from None
 
     def cells(self) -> list[Cell]:
         """Every cell, datasets outer, systems inner."""

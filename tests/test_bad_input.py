@@ -269,6 +269,13 @@ def test_a_bad_pipelines_file_is_one_line_naming_it(tmp_path, capsys, content, m
     assert f"{tmp_path / 'p.toml'}: {message}" in err
 
 
+def test_a_bad_expression_among_many_names_its_pipeline(tmp_path, capsys):
+    """Review helper-66: the message named neither the file nor the pipeline."""
+    (tmp_path / "p.toml").write_text('[pipelines]\nA = "bm25"\nB = "bm25 % 0"\n')
+    err = refused(capsys, "eval", "--dataset", str(beir(tmp_path / "c")), "--pipelines", str(tmp_path / "p.toml"))
+    assert "pipeline 'B': a cut-off needs a positive integer, got 0 in 'bm25 % 0'" in err
+
+
 def test_a_damaged_call_cache_names_the_file_before_any_model_loads(tmp_path):
     from rerank.backends.fake import FakeBackend
     from rerank.metering import Meter
@@ -431,6 +438,13 @@ def test_eval_limit_keeps_the_first_judged_queries(tmp_path, capsys):
     code, out, _ = cli(capsys, "eval", "--dataset", str(beir(tmp_path / "c")), "--pipeline", "bm25", "--limit", "2",
                        "--metrics", "recall@1")
     assert code == 0 and scores(out)["bm25"]["recall@1"] == "0.5000" and scores(out)["bm25"]["queries"] == "2"  # q1 and q2: one of two relevant documents each
+
+
+def test_a_pipeline_name_may_hold_brackets_and_an_argument_may_hold_an_equals_sign(tmp_path, capsys):
+    """Review helper-66: "Dense (MiniLM)=bm25" was read as an expression ("cannot assign to function call")."""
+    code, out, _ = cli(capsys, "eval", "--dataset", str(beir(tmp_path / "c")), "--pipeline", "BM25 (tuned)=bm25(k1=0.9)",
+                       "--pipeline", "bm25(k1=0.9, b=0.4)", "--metrics", "mrr@10")
+    assert code == 0 and set(scores(out)) == {"BM25 (tuned)", "bm25(k1=0.9, b=0.4)"}
 
 
 def write_run(path: Path, lines: list[str]) -> Path:
@@ -695,7 +709,7 @@ def test_dense_index_settings_that_faiss_would_crash_on_are_refused(args, messag
 
 def test_dense_hnsw_m_1_is_refused_in_an_expression_instead_of_crashing(tmp_path, capsys):
     data = beir(tmp_path / "c")
-    assert "hnsw_m must be >= 2" in refused(capsys, "eval", "--dataset", str(data), "--pipeline", "dense(index='hnsw', hnsw_m=1)")
+    assert "hnsw_m must be between 2 and 1024" in refused(capsys, "eval", "--dataset", str(data), "--pipeline", "dense(index='hnsw', hnsw_m=1)")
 
 
 @pytest.mark.parametrize("device, message", [("cuda:99", "device 'cuda:99' is not on this machine, which has"),
