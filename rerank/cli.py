@@ -220,14 +220,10 @@ def _seconds(text: str) -> float:
 
 
 def _positive(text: str) -> int:
-    """A positive whole number, checked before anything loads."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+    """A positive whole number in ASCII digits (as metric cut-offs are), checked before anything loads."""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer in digits 0-9, got {text}")
+    return int(text)
 
 
 def _path(text: str) -> Path:

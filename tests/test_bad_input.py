@@ -399,9 +399,9 @@ def usage_refused(capsys, *args: str) -> str:
     return err
 
 
-@pytest.mark.parametrize("limit", ["0", "-2", "two"])
+@pytest.mark.parametrize("limit", ["0", "-2", "two", "١٠", "1_0", " +2 "])  # review helper-66: the last three were read as numbers
 def test_eval_limit_must_be_positive(tmp_path, capsys, limit, index_cache):
-    assert "argument --limit: must be a positive integer, got " in usage_refused(
+    assert "argument --limit: must be a positive integer in digits 0-9, got " in usage_refused(
         capsys, "eval", "--dataset", str(beir(tmp_path / "c")), "--pipeline", "bm25", "--limit", limit)
     assert not index_cache.exists()  # refused before the dataset was read or indexed
 
@@ -580,7 +580,7 @@ def test_search_without_hits_says_so(tmp_path, capsys):
 
 @pytest.mark.parametrize("k", ["0", "-3"])
 def test_search_refuses_a_k_below_one(tmp_path, capsys, k, index_cache):
-    assert f"argument -k: must be a positive integer, got {k}" in usage_refused(
+    assert f"argument -k: must be a positive integer in digits 0-9, got {k}" in usage_refused(
         capsys, "search", "--dataset", str(beir(tmp_path / "c")), "--pipeline", "bm25", "coffee", "-k", k)
     assert not index_cache.exists()
 

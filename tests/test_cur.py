@@ -141,6 +141,8 @@ def test_bad_inputs_are_refused_before_the_anchor_matrix_is_scored():
     assert column.matrix.shape == (2, 6)  # a one-element array per pair, as CrossEncoder.predict([pair]) gives
     with pytest.raises(ConfigError, match="first_stage='anncur' is not a retriever that indexes documents on its own"):
         ANNCUR(counter, anchor_items="retriever", first_stage="anncur", **small)
+    with pytest.raises(ConfigError, match="no retriever named 'nosuch'|unknown retriever 'nosuch'"):  # review helper-66: unread, so unchecked
+        ANNCUR(counter, first_stage="nosuch", **small)
     with pytest.raises(DataError, match="no document has a title or text to make an anchor query from"):
         ANNCUR(counter, **small).index([(f"d{i}", " ") for i in range(4)])
     holes = [(f"d{i}", f"word{i} common" if i % 2 else " ") for i in range(6)]

@@ -432,7 +432,7 @@ def test_malformed_grid_files_give_one_line_and_exit_2(tmp_path, content, messag
     (["--metrics", "ndcg@0"], "positive integer"),
     (["--pipeline", "bm25"], "given twice"),
     (["--pipeline", "A/B=bm25", "--pipeline", "A B=bm25 % 5"], "both give the file name"),
-    (["--limit", "0"], "argument --limit: must be a positive integer, got 0"),
+    (["--limit", "0"], "argument --limit: must be a positive integer in digits 0-9, got 0"),
 ])
 def test_eval_refuses_bad_metrics_and_names_before_any_system_runs(tmp_path, args, message):
     proc = _cli("eval", "--dataset", "scifact", "--pipeline", "bm25", *args, "--save-runs", str(tmp_path / "out"))

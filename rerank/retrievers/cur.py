@@ -75,12 +75,11 @@ class ANNCUR(Retriever):
             raise ConfigError(f"rounds={rounds} must be at most num_anchor_items={num_anchor_items}: each round scores an item")
         if budget < num_anchor_items:
             raise ConfigError(f"budget={budget} cannot pay for num_anchor_items={num_anchor_items} exact scores; raise it")
-        if anchor_items == "retriever":  # checked now, not after the anchor matrix has been scored
-            from rerank import registry
+        from rerank import registry  # first_stage checked now (also where unread: a typo is no setting), not after scoring
 
-            first = registry.resolve("retriever", first_stage)
-            if not issubclass(first, Retriever) or issubclass(first, ANNCUR):  # 'run' indexes nothing; ANNCUR needs anchors itself
-                raise ConfigError(f"first_stage={first_stage!r} is not a retriever that indexes documents on its own (bm25, dense)")
+        first = registry.resolve("retriever", first_stage)
+        if not issubclass(first, Retriever) or issubclass(first, ANNCUR):  # 'run' indexes nothing; ANNCUR needs anchors itself
+            raise ConfigError(f"first_stage={first_stage!r} is not a retriever that indexes documents on its own (bm25, dense)")
         self.scorer, self.num_anchor_queries, self.num_anchor_items = scorer, num_anchor_queries, num_anchor_items
         self.budget, self.rounds, self.anchor_items, self.first_stage, self.seed = budget, rounds, anchor_items, first_stage, seed
         self._score = batched_scorer(scorer)
