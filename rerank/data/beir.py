@@ -1,10 +1,11 @@
 """A folder in BEIR layout: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv`` (each optionally
-``.gz``), plus optional first-stage runs ``run.<name>*.trec[.gz]`` and an optional ``dataset.toml``
+``.gz``), plus optional first-stage runs ``run.<name>[.<more>].trec[.gz]`` and an optional ``dataset.toml``
 holding the collection's relevance threshold (``rel_threshold = 2`` for TREC-DL), so that a copy of
 the folder is evaluated as the collection is."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from rerank.data.base import Dataset, checked_threshold, memoized
@@ -13,6 +14,8 @@ from rerank.io import find_file, read_corpus, read_qrels, read_queries, read_tom
 from rerank.types import Doc, Query, Ranking
 
 SETTINGS_FILE = "dataset.toml"
+RUN_FILE = re.compile(r"run\.([^.]+)(?:\.[^.]+)*\.trec(?:\.gz)?")
+"""A shipped run's file name, its name first: ``run.bm25.top100.trec.gz`` is the run ``bm25``."""
 
 
 class BeirDataset(Dataset):
@@ -53,12 +56,17 @@ class BeirDataset(Dataset):
         has_corpus = find_file(self.path, "corpus.jsonl") is not None
         return self._checked_qrels(qrels, {d.docid for d in self.corpus()} if has_corpus else None)
 
+    def _run_files(self) -> dict[Path, str]:
+        """``{file: run name}`` of ``run.<name>[.<more>].trec[.gz]`` (a ``run.x.trec.bak`` beside them is none)."""
+        found = (RUN_FILE.fullmatch(p.name) for p in sorted(self.path.glob("run.*.trec*")))
+        return {self.path / m.group(0): m.group(1) for m in found if m}
+
     def run_names(self) -> list[str]:
-        return sorted({p.name.split(".")[1] for p in self.path.glob("run.*.trec*")})
+        return sorted(set(self._run_files().values()))
 
     @memoized
     def run(self, name: str = "bm25") -> Ranking:
-        files = sorted(p for p in self.path.glob("run.*.trec*") if p.name.split(".")[1] == name)  # name is no pattern
+        files = [f for f, own in self._run_files().items() if own == name]
         if not files:
             raise DataError(f"{self.name}: no run named {name!r}; shipped runs: {', '.join(self.run_names()) or 'none'}")
         if len(files) > 1:
