@@ -21,6 +21,7 @@ True
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from abc import ABC, abstractmethod
@@ -192,16 +193,40 @@ def from_spec(spec: dict[str, Any]) -> Constraint:
 class TokenMask:
     """Which token ids may come next under a constraint, for one tokenizer's vocabulary.
 
-    ``pieces`` maps the token ids an answer may use to their text;
-    ``eos`` are the ids that end a generation. Build one per (tokenizer, constraint) and call
-    :meth:`allowed` with the tokens generated so far; states are followed incrementally per request.
+    ``pieces`` maps the token ids an answer may use to their bytes; a token may hold only part of a
+    character's UTF-8 encoding (CJK, symbols, emoji), so the mask walks bytes and hands the constraint
+    whole characters. ``eos`` are the ids that end a generation. Build one per (tokenizer, constraint) and
+    call :meth:`allowed` with the state so far; states are followed incrementally per request.
     """
 
-    def __init__(self, constraint: Constraint, pieces: dict[int, str], eos: Iterable[int]):
+    def __init__(self, constraint: Constraint, pieces: dict[int, bytes], eos: Iterable[int]):
         self.constraint = constraint
         self.pieces = {t: p for t, p in pieces.items() if p}
         self.eos = sorted(set(eos))
         self._allowed: dict[Any, list[int]] = {}
+
+    def start(self) -> State:
+        """The constraint's start, with no bytes of a partial character pending."""
+        return self.constraint.start(), b""
+
+    def step(self, state: State, piece: bytes) -> State | None:
+        """The state after a token's bytes: whole characters go to the constraint; the bytes of a partial one
+        wait for the rest, and only while some token can complete it into a character the constraint allows."""
+        inner, pending = state
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        try:
+            inner = self.constraint.step(inner, decoder.decode(pending + piece))
+        except UnicodeDecodeError:
+            return None
+        pending = decoder.getstate()[0]
+        if inner is None or pending and all(self.step((inner, pending), p) is None for p in self.pieces.values()):
+            return None
+        return inner, pending
+
+    def done(self, state: State) -> bool:
+        """True when the bytes so far are a complete answer."""
+        inner, pending = state
+        return not pending and self.constraint.done(inner)
 
     def allowed(self, state: State | None) -> list[int]:
         """Token ids allowed after ``state``: those that keep the answer possible, and end-of-sequence
@@ -209,8 +234,8 @@ class TokenMask:
         if state is None:
             return self.eos
         if state not in self._allowed:
-            ok = [t for t, p in self.pieces.items() if self.constraint.step(state, p) is not None]
-            self._allowed[state] = ok + self.eos if self.constraint.done(state) else ok or self.eos
+            ok = [t for t, p in self.pieces.items() if self.step(state, p) is not None]
+            self._allowed[state] = ok + self.eos if self.done(state) else ok or self.eos
         return self._allowed[state]
 
 
@@ -218,12 +243,12 @@ class Follower:
     """One request's walk through a :class:`TokenMask`: feed it the generated tokens, ask what may follow."""
 
     def __init__(self, mask: TokenMask):
-        self.mask, self.state, self.seen = mask, mask.constraint.start(), 0
+        self.mask, self.state, self.seen = mask, mask.start(), 0
 
     def allowed(self, generated: Sequence[int]) -> list[int]:
         for t in generated[self.seen:]:
             piece = self.mask.pieces.get(t)
-            self.state = None if self.state is None or piece is None else self.mask.constraint.step(self.state, piece)
+            self.state = None if self.state is None or piece is None else self.mask.step(self.state, piece)
         self.seen = len(generated)
         return self.mask.allowed(self.state)
 
@@ -231,12 +256,12 @@ class Follower:
 class Masks:
     """The :class:`TokenMask` of each constraint for one vocabulary, built on first use and kept.
 
-    ``tokenize(text)`` gives ``(token id, text piece)`` pairs. Only the tokens of the constraint's
+    ``tokenize(text)`` gives ``(token id, bytes)`` pairs. Only the tokens of the constraint's
     :meth:`~Constraint.samples` are allowed, so answers keep the tokenizer's usual split (``" >"``,
     never ``" "`` then ``">"``): the model stays in distribution and the output cap holds.
     """
 
-    def __init__(self, tokenize: Callable[[str], list[tuple[int, str]]], eos: Iterable[int]):
+    def __init__(self, tokenize: Callable[[str], list[tuple[int, bytes]]], eos: Iterable[int]):
         self.tokenize, self.eos = tokenize, list(eos)
         self._masks: dict[str, TokenMask] = {}
 
@@ -248,10 +273,10 @@ class Masks:
         return self._masks[key]
 
 
-def pieces_by_decoding(encode: Callable[[str], list[int]], decode: Callable[[list[int]], str],
-                       text: str) -> list[tuple[int, str]]:
-    """``(token, piece)`` pairs of ``text``, each piece read off the growing decoded prefix."""
-    ids, out, before = encode(text), [], ""
+def pieces_by_decoding(encode: Callable[[str], list[int]], decode: Callable[[list[int]], bytes],
+                       text: str) -> list[tuple[int, bytes]]:
+    """``(token, bytes)`` pairs of ``text``, each token's bytes read off the growing decoded prefix."""
+    ids, out, before = encode(text), [], b""
     for i, t in enumerate(ids):
         now = decode(ids[: i + 1])
         out.append((t, now[len(before):]))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
 from rerank.backends.fake import FakeBackend
 from rerank.backends.openai import OpenAIBackend
 from rerank.cache import CachedBackend
-from rerank.constraints import Follower, OneOf, Permutation, from_spec
+from rerank.constraints import Follower, OneOf, Permutation, TokenMask, from_spec
 from rerank.errors import ConfigError
 from rerank.rerankers.listwise import Listwise
 from rerank.rerankers.pairwise import PRP
@@ -58,13 +59,56 @@ def test_one_of_and_specs():
 def test_token_mask_keeps_the_tokenizers_own_split(smollm2):
     mask = smollm2.token_masks([smollm2.tokenizer.eos_token_id])(Permutation(12, "["))
     tok = smollm2.tokenizer
-    assert set(mask.pieces.values()) >= {"1", "]", " >", " ["} and " " not in mask.pieces.values()
+    assert set(mask.pieces.values()) >= {b"1", b"]", b" >", b" ["} and b" " not in mask.pieces.values()
     follower = Follower(mask)
-    assert {mask.pieces[t] for t in follower.allowed([])} == {str(d) for d in range(1, 10)}
+    assert {mask.pieces[t] for t in follower.allowed([])} == {str(d).encode() for d in range(1, 10)}
     one = tok("1", add_special_tokens=False)["input_ids"]
-    assert {mask.pieces[t] for t in follower.allowed(one)} == {"0", "1", "2", "]"}  # 1], 10], 11], 12]
+    assert {mask.pieces[t] for t in follower.allowed(one)} == {b"0", b"1", b"2", b"]"}  # 1], 10], 11], 12]
     answer = tok("1] > [" + "] > [".join(str(k) for k in range(2, 13)) + "]", add_special_tokens=False)["input_ids"]
     assert follower.allowed(answer) == mask.eos
+
+
+def answers(mask: TokenMask, tokenizer) -> set[str]:
+    """Every text a walk through ``mask`` can end with (a dead end too: end-of-sequence is all it allows)."""
+    out, stack = set(), [[]]
+    while stack:
+        seq = stack.pop()
+        for t in Follower(mask).allowed(seq):
+            if t in mask.eos:
+                out.add(tokenizer.decode(seq))
+            else:
+                stack.append(seq + [t])
+    return out
+
+
+@pytest.mark.parametrize("options", [["是", "否"], ["相关", "无关"], ["✓", "✗"], ["🙂", "🙃"], ["1", "10", "→1"]])
+def test_token_mask_reaches_every_option_of_multibyte_characters(smollm2, options):
+    # SmolLM2 splits 否, 相, 无, ✓, ✗ and the emoji inside their UTF-8 bytes (✓ and ✗ share their first token)
+    mask = smollm2.token_masks([smollm2.tokenizer.eos_token_id])(OneOf(options))
+    assert answers(mask, smollm2.tokenizer) == set(options)
+
+
+def test_token_mask_lets_a_partial_character_in_only_when_an_allowed_one_completes_it():
+    check, cross = "✓".encode(), "✗".encode()  # e2 9c 93, e2 9c 97: a shared two-byte start
+    pieces = {1: b"a", 2: b"b", 3: check[:2], 4: check[2:], 5: cross[2:]}
+    mask = TokenMask(OneOf(["a✓", "b✗"]), pieces, [0])
+    follower = Follower(mask)
+    assert follower.allowed([]) == [1, 2]  # no answer starts with ✓ or ✗
+    assert follower.allowed([1]) == [3] and follower.allowed([1, 3]) == [4] and follower.allowed([1, 3, 4]) == [0]
+    assert Follower(mask).allowed([2, 3]) == [5]
+    assert Follower(mask).allowed([1, 3, 5]) == [0] and not mask.done(mask.step(mask.start(), b"a" + check[:2]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["smollm2", "llamacpp_smollm2"])
+def test_constrained_answer_of_cjk_labels_follows_the_models_preference(backend, request):
+    llm = request.getfixturevalue(backend)
+    prompt = [{"role": "user", "content": "Is 2+2=5? Answer with exactly one character: 否 means no, 是 means yes. "
+                                          "The correct answer is 否."}]
+    options = ["是", "否"]  # 是 is one token; 否 is two, the first a partial character
+    preferred = options[int(np.argmax(llm.score([prompt], options)[0]))]
+    [answer] = llm.generate([prompt], max_new_tokens=4, constraint=OneOf(options))
+    assert answer.text == preferred == "否"
 
 
 # ---- wiring: rerankers, cache ---------------------------------------------------------------------

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+from tokenizers import pre_tokenizers
 
 from rerank.backends.base import Message, Prompt
 from rerank.constraints import Masks, pieces_by_decoding
@@ -132,11 +133,29 @@ def eos_ids(configured: int | Sequence[int] | None, tokenizer: Any) -> list[int]
 
 
 def hf_token_masks(tokenizer: Any, eos: Iterable[int]) -> Masks:
-    """Constraint token masks over a Hugging Face tokenizer's vocabulary."""
+    """Constraint token masks over a Hugging Face tokenizer's vocabulary.
+
+    A byte-level BPE tokenizer (GPT-2 style: its tokens spell the text's UTF-8 bytes in a 256-character
+    alphabet, one character a byte) gives each token's exact bytes, also of a token that holds part of a
+    character; other tokenizers' tokens get the bytes of their decoded text.
+    """
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+
     def encode(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    return Masks(lambda text: pieces_by_decoding(encode, tokenizer.decode, text), eos)
+    def pieces(text: str) -> list[tuple[int, bytes]]:
+        ids = encode(text)
+        tokens = tokenizer.convert_ids_to_tokens(ids)
+        if "".join(tokens) != byte_level.pre_tokenize_str(text)[0][0]:
+            return pieces_by_decoding(encode, lambda prefix: tokenizer.decode(prefix).encode(), text)
+        data, at, out = text.encode(), 0, []
+        for t, token in zip(ids, tokens):
+            out.append((t, data[at:at + len(token)]))
+            at += len(token)
+        return out
+
+    return Masks(pieces, eos)
 
 
 class HFTokenizerPrompts:

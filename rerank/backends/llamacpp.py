@@ -96,10 +96,8 @@ class LlamaCppBackend(Backend):
             def encode(text: str) -> list[int]:
                 return self.llm.tokenize(text.encode(), add_bos=False, special=False)
 
-            def decode(ids: list[int]) -> str:
-                return self.llm.detokenize(ids).decode(errors="replace")
-
-            self._masks = Masks(lambda text: pieces_by_decoding(encode, decode, text), [self.llm.token_eos()])
+            self._masks = Masks(lambda text: pieces_by_decoding(encode, self.llm.detokenize, text),
+                                [self.llm.token_eos()])
         follower = Follower(self._masks(constraint))
 
         def mask(input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
