@@ -320,6 +320,16 @@ def test_llamacpp_generate_and_score(llamacpp_smollm2, smollm2):
     assert llamacpp_smollm2.count_tokens("hello world") == smollm2.count_tokens("hello world") == 2
 
 
+@pytest.mark.slow
+def test_llamacpp_continues_a_partial_answer_that_looks_like_the_end_of_turn(llamacpp_smollm2):
+    """The prompt was cut at the last match of the partial answer, inside <|im_end|> for "im" or ">"."""
+    from rerank.backends._chat import render_template
+
+    for partial in ("im", "|", "end", ">", "\n", ""):
+        text = render_template(llamacpp_smollm2.chat_template, [*CAPITAL, {"role": "assistant", "content": partial}])
+        assert text.endswith("France?<|im_end|>\n<|im_start|>assistant\n" + partial)
+
+
 # ---- real servers: the HTTP backend ----------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.server

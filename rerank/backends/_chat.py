@@ -24,6 +24,7 @@ from rerank.constraints import Masks, pieces_by_decoding
 from rerank.errors import BackendError, ConfigError
 
 THINK_END = "</think>"
+CONTINUE_MARK = "RerankContinuesHere"  # letters only: no template filter (trim, escape, tojson) changes it
 LOGPROB_BACKENDS = "hf, vllm, llamacpp, or openai against a vLLM or llama.cpp server"
 
 
@@ -62,14 +63,15 @@ def render_template(template: str, messages: Sequence[Message], bos_token: str =
 
     env.globals["raise_exception"] = raise_exception
     cont = continues(messages)
+    if cont:  # mark the end of the partial answer, to cut what the template appends after it (end-of-turn markers)
+        messages = [*messages[:-1], {**messages[-1], "content": messages[-1]["content"] + CONTINUE_MARK}]
     text = env.from_string(template).render(messages=list(messages), add_generation_prompt=not cont,
                                             bos_token=bos_token, eos_token=eos_token)
-    if cont:  # cut what the template appends after the partial answer (end-of-turn markers)
-        last = messages[-1]["content"]
-        end = text.rfind(last)
+    if cont:
+        end = text.find(CONTINUE_MARK)
         if end < 0:
             raise ConfigError("chat template dropped the final assistant message; cannot continue it")
-        text = text[:end + len(last)]
+        text = text[:end]
     return text
 
 
