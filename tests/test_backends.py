@@ -320,6 +320,19 @@ def test_llamacpp_generate_and_score(llamacpp_smollm2, smollm2):
     assert llamacpp_smollm2.count_tokens("hello world") == smollm2.count_tokens("hello world") == 2
 
 
+def test_llamacpp_options_are_checked_against_llama_cpp():
+    """llama_cpp.Llama takes any keyword: a misspelt option was ignored, one rerank passes itself a TypeError."""
+    optional("llama_cpp", "needs the llamacpp extra (.ci/install_llm.sh)")
+    from rerank.backends.llamacpp import LlamaCppBackend
+
+    with pytest.raises(ConfigError, match="unknown option 'n_ctxx'; did you mean n_ctx\\?"):
+        parse_spec("llamacpp:smollm2?n_ctxx=4096")
+    for option in ("verbose", "logits_all"):
+        with pytest.raises(ConfigError, match=f"rerank sets '{option}' itself"):
+            LlamaCppBackend("smollm2", **{option: False})
+    assert parse_spec("llamacpp:smollm2?n_batch=64") == ("llamacpp", {"model": "smollm2", "n_batch": 64})
+
+
 @pytest.mark.slow
 def test_llamacpp_continues_a_partial_answer_that_looks_like_the_end_of_turn(llamacpp_smollm2):
     """The prompt was cut at the last match of the partial answer, inside <|im_end|> for "im" or ">"."""

@@ -22,13 +22,16 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import re
 from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
 from rerank.backends.base import Backend, Generation, Message, Prompt, server_url
-from rerank.errors import ConfigError
+from rerank.errors import ConfigError, MissingDependency
 from rerank.models import weights_stamp
 
 __all__ = ["Backend", "Generation", "Message", "Prompt", "forget", "load_backend", "parse_spec"]
@@ -80,8 +83,40 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     if clash := sorted(set(options) & set(params)):
         raise ConfigError(f"backend spec {spec!r}: {', '.join(clash)} given twice (in the spec and as an option)")
     params.update(options)
-    check_arguments(resolve("backend", kind), [], params, f"backend spec {spec!r}")
+    cls = resolve("backend", kind)
+    check_arguments(cls, [], params, f"backend spec {spec!r}")
+    check_engine_options(cls, params, f"backend spec {spec!r}")
     return kind, params
+
+
+def keyword_names(function: Callable) -> set[str]:
+    """The names ``function`` takes as keyword arguments (not its ``**kwargs``)."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {n for n, p in inspect.signature(function).parameters.items() if p.kind in kinds}
+
+
+def check_engine_options(cls: type, options: Mapping[str, Any], what: str) -> None:
+    """Refuse the options of ``cls(**options)`` that its ``**kwargs`` passes on to an engine (a library
+    that would swallow unknown names or fail with a TypeError) unless the engine takes them
+    (``cls.engine_options()``: the engine's name and its option names) and rerank does not set them
+    (``cls.rerank_sets``). Without the engine installed only the latter are checked."""
+    named = keyword_names(cls.__init__)
+    extra = sorted(set(options) - named)
+    if not extra or not hasattr(cls, "engine_options"):
+        return
+    for option in extra:
+        if option in cls.rerank_sets:
+            raise ConfigError(f"{what}: rerank sets {option!r} itself; leave the option out")
+    try:
+        engine, accepted = cls.engine_options()
+    except MissingDependency:
+        return
+    for option in extra:
+        if option not in accepted:
+            close = difflib.get_close_matches(option, accepted | named, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(f"{what}: unknown option {option!r}; {hint}options are {cls.__name__}'s "
+                              f"parameters and those of {engine}")
 
 
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")

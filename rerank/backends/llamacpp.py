@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from rerank.backends import _chat
+from rerank.backends import _chat, check_engine_options, keyword_names
 from rerank.backends.base import Backend, Generation, Prompt, settings_suffix, weights_suffix
 from rerank.constraints import Constraint, Follower, Masks, pieces_by_decoding
 from rerank.errors import ConfigError, require
@@ -30,10 +30,12 @@ class LlamaCppBackend(Backend):
     """
 
     constrains = "exact"
+    rerank_sets = ("model_path", "logits_all", "verbose")
 
     def __init__(self, model: str = "smollm2", *, n_ctx: int = 2048, n_threads: int | None = None,
                  n_gpu_layers: int = 0, seed: int = 0, chat_template: str | None = None, **llama_kwargs: Any):
         llama_cpp = require("llama_cpp", "llamacpp")
+        check_engine_options(type(self), llama_kwargs, type(self).__name__)
         self.model, self.max_context = model, n_ctx
         self.path = gguf_path(model)
         self._weights = weights_suffix(self.path)  # the file loaded now, whatever it holds later
@@ -44,6 +46,11 @@ class LlamaCppBackend(Backend):
         self.chat_template = chat_template or self.llm.metadata.get("tokenizer.chat_template")
         self._llama_cpp = llama_cpp
         self._masks: Masks | None = None
+
+    @staticmethod
+    def engine_options() -> tuple[str, set[str]]:
+        """What ``**llama_kwargs`` goes to, and the options it takes."""
+        return "llama_cpp.Llama", keyword_names(require("llama_cpp", "llamacpp").Llama.__init__)
 
     def __repr__(self) -> str:
         return f"LlamaCppBackend({self.model!r})"
