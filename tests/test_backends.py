@@ -264,6 +264,14 @@ def test_a_vllm_model_that_cannot_be_loaded_is_one_config_error(tmp_path):
         VLLMBackend("./no-such-model")                                  # refused before an engine starts
 
 
+def test_vllm_options_are_checked_against_the_engine():
+    """vllm.LLM passed unknown options on to its EngineArgs, a TypeError only once the weights were converted."""
+    optional("vllm", "needs the vllm extra (.ci/install_llm.sh)")
+    with pytest.raises(ConfigError, match="unknown option 'max_model_length'; did you mean max_model_len\\?"):
+        parse_spec("vllm:smollm2?max_model_length=4096")
+    assert parse_spec("vllm:smollm2?max_num_seqs=4") == ("vllm", {"model": "smollm2", "max_num_seqs": 4})
+
+
 @pytest.mark.parametrize("native, dtype", [(True, "bfloat16"), (False, "float32")])
 def test_vllm_on_cpu_decodes_in_bfloat16_only_where_the_cpu_computes_it(monkeypatch, native, dtype):
     """Emulated bfloat16 decoded 5.8x slower than float32 on an AVX2 CPU: the engine's CPU default follows the hardware."""

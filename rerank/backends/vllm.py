@@ -10,6 +10,7 @@ option's tokens before it (the prompt comes from the prefix cache; prompts go in
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import sys
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from rerank.backends import _chat
+from rerank.backends import _chat, check_engine_options, keyword_names
 from rerank.backends.base import Backend, Generation, Prompt, settings_suffix, weights_suffix
 from rerank.constraints import CONSTRAINT_ARG, Constraint
 from rerank.errors import BackendError, require
@@ -110,6 +111,7 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
     """
 
     constrains = "exact"
+    rerank_sets = ()
     _open: weakref.WeakSet[VLLMBackend] = weakref.WeakSet()  # engines of this process share its distributed state
 
     def __init__(self, model: str = "smollm2", *, dtype: str | None = None, tensor_parallel_size: int = 1,
@@ -122,6 +124,7 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
             for key, value in {**CPU_ENV, **(cpu_env or {})}.items():
                 os.environ.setdefault(key, value)
         vllm = require("vllm", "vllm")
+        check_engine_options(type(self), engine_kwargs, type(self).__name__)
         self._vllm = vllm
         self.model = model
         self._weights = weights_suffix(model)  # the files loaded now, whatever the folder holds later
@@ -147,6 +150,12 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
         self.tokenizer = self.llm.get_tokenizer()
         self.max_context = self.llm.llm_engine.model_config.max_model_len
         self.dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")  # what "auto" became
+
+    @staticmethod
+    def engine_options() -> tuple[str, set[str]]:
+        """What ``**engine_kwargs`` goes to, and the options it takes."""
+        vllm = require("vllm", "vllm")
+        return "vllm.LLM and vllm.EngineArgs", keyword_names(vllm.LLM.__init__) | {f.name for f in dataclasses.fields(vllm.EngineArgs)}
 
     def __repr__(self) -> str:
         return f"VLLMBackend({self.model!r}, dtype={self.settings['dtype']!r})"
