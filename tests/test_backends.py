@@ -342,6 +342,17 @@ def test_llamacpp_options_are_checked_against_llama_cpp():
 
 
 @pytest.mark.slow
+def test_llamacpp_context_is_the_one_loaded(llamacpp_smollm2):
+    """n_ctx=0 is the model's own context (8192), not 0 tokens; a prompt too long names n_ctx, the option to raise."""
+    from rerank.backends.llamacpp import LlamaCppBackend
+
+    with LlamaCppBackend("smollm2", n_ctx=0) as backend:
+        assert backend.max_context == 8192 and backend.generate([CAPITAL], max_new_tokens=2)[0].completion_tokens == 2
+    with pytest.raises(BackendError, match=r"context of 'smollm2' \(2048\).* raise n_ctx"):
+        llamacpp_smollm2.score(["word " * 3000], YES_NO)
+
+
+@pytest.mark.slow
 def test_llamacpp_continues_a_partial_answer_that_looks_like_the_end_of_turn(llamacpp_smollm2):
     """The prompt was cut at the last match of the partial answer, inside <|im_end|> for "im" or ">"."""
     from rerank.backends._chat import render_template

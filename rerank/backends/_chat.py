@@ -122,10 +122,11 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     return (text[:min(cuts)], True) if cuts else (text, False)
 
 
-def check_length(n_tokens: int, max_context: int, model: str) -> None:
+def check_length(n_tokens: int, max_context: int, model: str, option: str = "max_context") -> None:
+    """Refuse a prompt longer than the context; the message names the backend's ``option`` that sets it."""
     if n_tokens > max_context:
         raise BackendError(f"prompt of {n_tokens} tokens exceeds the context of {model!r} ({max_context}); "
-                           "shorten the passages (Backend.count_tokens) or raise max_context")
+                           f"shorten the passages (Backend.count_tokens) or raise {option}")
 
 
 def eos_ids(configured: int | Sequence[int] | None, tokenizer: Any) -> list[int]:
@@ -165,6 +166,7 @@ class HFTokenizerPrompts:
 
     tokenizer: Any
     max_context: int
+    context_option = "max_context"  # the constructor's option that sets max_context
     model: str
     _masks: Masks | None = None
 
@@ -179,5 +181,5 @@ class HFTokenizerPrompts:
 
     def _encode(self, prompt: Prompt) -> list[int]:
         ids = encode_hf(self.tokenizer, prompt)
-        check_length(len(ids), self.max_context, self.model)
+        check_length(len(ids), self.max_context, self.model, self.context_option)
         return ids

@@ -24,7 +24,7 @@ class LlamaCppBackend(Backend):
 
     Args:
         model: alias with a packaged GGUF, or a ``.gguf`` path.
-        n_ctx: context length; n_threads: CPU threads (default: llama.cpp's choice);
+        n_ctx: context length (0: the model's own); n_threads: CPU threads (default: llama.cpp's choice);
         n_gpu_layers: layers offloaded to a GPU build (-1: all); seed: sampling seed.
         chat_template: Jinja template overriding the one in the GGUF metadata.
     """
@@ -36,13 +36,16 @@ class LlamaCppBackend(Backend):
                  n_gpu_layers: int = 0, seed: int = 0, chat_template: str | None = None, **llama_kwargs: Any):
         llama_cpp = require("llama_cpp", "llamacpp")
         check_engine_options(type(self), llama_kwargs, type(self).__name__)
-        self.model, self.max_context = model, n_ctx
+        if n_ctx < 0:
+            raise ConfigError(f"LlamaCppBackend: n_ctx must be >= 0 (0: the model's own context), got {n_ctx}")
+        self.model = model
         self.path = gguf_path(model)
         self._weights = weights_suffix(self.path)  # the file loaded now, whatever it holds later
         self._settings = settings_suffix({"chat_template": chat_template, "seed": seed or None, **llama_kwargs})
         self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads,
                                    n_gpu_layers=n_gpu_layers, seed=seed, logits_all=True, verbose=False,
                                    **llama_kwargs)
+        self.max_context = self.llm.n_ctx()  # n_ctx=0 is the model's own context
         self.chat_template = chat_template or self.llm.metadata.get("tokenizer.chat_template")
         self._llama_cpp = llama_cpp
         self._masks: Masks | None = None
@@ -79,7 +82,7 @@ class LlamaCppBackend(Backend):
             ids = self.llm.tokenize(text.encode(), add_bos=False, special=True)
         else:
             ids = self.llm.tokenize(prompt.encode(), add_bos=True, special=False)
-        _chat.check_length(len(ids), self.max_context, self.model)
+        _chat.check_length(len(ids), self.max_context, self.model, "n_ctx (0: the model's own context)")
         return ids
 
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,

@@ -111,6 +111,7 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
     """
 
     constrains = "exact"
+    context_option = "max_model_len"
     rerank_sets = ()
     _open: weakref.WeakSet[VLLMBackend] = weakref.WeakSet()  # engines of this process share its distributed state
 
