@@ -340,7 +340,7 @@ def _load_sentence_transformer(model: str, runtime: str, device: str | None, sta
     st = require("sentence_transformers", "dense")
     check_device(device)
     source, kwargs = resolve_encoder(model), runtime_kwargs(runtime)
-    check_kind(source, "bi-encoder", "an encoder")
+    check_kind(model, "bi-encoder", "an encoder", source)
     with loading("encoder model", model, source):
         loaded = st.SentenceTransformer(source, device=device, **kwargs)
     positions = int(getattr(loaded[0].config, "max_position_embeddings", loaded.max_seq_length))

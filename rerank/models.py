@@ -156,15 +156,20 @@ def unloadable(source: object) -> str:
 def has_model_file(path: str, name: str) -> bool:
     """Whether the model folder or hub repository ``path`` holds the file ``name`` (a hub file is looked
     up in the local cache when offline, fetched when online)."""
-    if Path(path).expanduser().is_dir():
-        return (Path(path).expanduser() / name).is_file()
+    return model_file(path, name) is not None
+
+
+def model_file(path: str, name: str) -> Path | None:
+    """The file ``name`` of the model folder or hub repository ``path``, as :func:`has_model_file` finds it, or None."""
+    folder = Path(path).expanduser()
+    if folder.is_dir():
+        return folder / name if (folder / name).is_file() else None
     from huggingface_hub import hf_hub_download
 
     try:
-        hf_hub_download(path, name)
-        return True
+        return Path(hf_hub_download(path, name))
     except Exception:  # noqa: BLE001 -- any hub failure (offline, missing repo or file) means: not found
-        return False
+        return None
 
 
 def cannot_load(what: str, name: object, cause: BaseException | str) -> ConfigError:
@@ -219,24 +224,54 @@ def content_stamp(folder: str, seen: str = "") -> str:
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
 
 
-def trained_kind(model: str) -> str | None:
-    """``"cross-encoder"`` or ``"bi-encoder"`` for a folder ``rerank train`` wrote (its ``training_record.json``
-    says which), else None: what keeps one kind from being loaded as the other, which would load without
-    a word and score at random."""
+def model_kind(model: str) -> tuple[str, str] | None:
+    """``(kind, why)`` for a model folder or hub repository whose files say what it is: ``"cross-encoder"``,
+    ``"bi-encoder"`` or ``"body"`` (a transformers model with no head, such as ``BertModel``), and which file
+    says so; None when none does. What keeps one kind from being loaded as the other, which would load
+    without a word and score at random."""
+    record = _model_json(model, "training_record.json")
+    if isinstance(record, dict) and isinstance(settings := record.get("settings", {}), dict):
+        kind = "bi-encoder" if settings.get("model") == "bi-encoder" else "cross-encoder"
+        return kind, "trained by rerank (its training_record.json says so)"
+    st_config = _model_json(model, "config_sentence_transformers.json")
+    st_type = st_config.get("model_type") if isinstance(st_config, dict) else None
+    if st_type in ("CrossEncoder", "SentenceTransformer"):
+        kind = "cross-encoder" if st_type == "CrossEncoder" else "bi-encoder"
+        return kind, f"(its config_sentence_transformers.json says model_type {st_type})"
+    modules = _model_json(model, "modules.json")
+    if isinstance(modules, list) and any(isinstance(m, dict) and str(m.get("type")).endswith("Pooling") for m in modules):
+        return "bi-encoder", "(its modules.json has a Pooling module)"
+    config = _model_json(model, "config.json")
+    names = config.get("architectures") if isinstance(config, dict) else None
+    names = [str(n) for n in names] if isinstance(names, list) else []
+    if any(n.endswith("ForSequenceClassification") for n in names):
+        return "cross-encoder", f"(its config.json names {names[0]})"
+    if names and all(n.endswith("Model") for n in names):
+        return "body", f"(its config.json names {names[0]})"
+    return None
+
+
+def _model_json(model: str, name: str) -> Any:
+    """The JSON in the file ``name`` of ``model`` (see :func:`model_file`), None when it is missing or not JSON."""
+    found = model_file(model, name)
     try:
-        settings = json.loads((Path(model) / "training_record.json").read_text(encoding="utf-8")).get("settings", {})
-    except (OSError, ValueError, AttributeError):
+        return json.loads(found.read_text(encoding="utf-8")) if found else None
+    except (OSError, ValueError):
         return None
-    return settings.get("model", "cross-encoder") if isinstance(settings, dict) else None
 
 
-def check_kind(model: str, wanted: str, stage: str) -> None:
-    """ConfigError when ``model`` is a ``rerank train`` output of another kind than ``wanted``."""
-    held = trained_kind(model)
-    if held is not None and held != wanted:
-        raise ConfigError(f"{model} is a {held} trained by rerank (its training_record.json says so), not a {wanted}: "
-                          f"{stage} would load it with a new, untrained head or pooling; load it as "
-                          f"{'cross-encoder' if held == 'cross-encoder' else 'dense or biencoder'}(model=...)")
+def check_kind(model: str, wanted: str, stage: str, source: str | None = None) -> None:
+    """ConfigError when the files of ``model`` (found at ``source``, default ``model``) say it is another kind
+    than ``wanted`` (see :func:`model_kind`); a model with no head passes as a bi-encoder (mean pooling)."""
+    found = model_kind(source or model)
+    if found is None or found[0] == wanted or found[0] == "body" and wanted == "bi-encoder":
+        return
+    held, why = found
+    shown, advice = {"cross-encoder": ("a cross-encoder", "load it as cross-encoder(model=...)"),
+                     "bi-encoder": ("a bi-encoder", "load it as dense or biencoder(model=...)"),
+                     "body": ("a model with no scoring head", "train a cross-encoder from it (rerank train cross-encoder --from ...)")}[held]
+    raise ConfigError(f"{model} is {shown} {why}, not a {wanted}: {stage} would load it with a new, untrained head "
+                      f"or pooling; {advice}")
 
 
 def weights_stamp(name: str | os.PathLike[str]) -> str:

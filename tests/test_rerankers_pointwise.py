@@ -103,6 +103,27 @@ def test_cross_encoder_empty_input_and_config_errors(tiny_cross_encoder):
     assert get("reranker", "cross-encoder").model == "cross-encoder/ms-marco-MiniLM-L-6-v2"
 
 
+def test_a_model_of_the_other_kind_is_refused_not_scored_at_random(tiny_cross_encoder, tmp_path):   # review helper-68
+    from transformers import AutoModel, AutoTokenizer
+
+    bi, body, hf_ce = resolve_encoder(DEFAULT_ENCODER), tmp_path / "body", tmp_path / "hf-ce"
+    AutoModel.from_pretrained(bi).save_pretrained(body)   # plain transformers checkpoints, no sentence-transformers files
+    CrossEncoderReranker(tiny_cross_encoder).encoder.model.save_pretrained(hf_ce)
+    for folder in (body, hf_ce):
+        AutoTokenizer.from_pretrained(bi).save_pretrained(folder)
+    for name in (bi, "minilm"):
+        with pytest.raises(ConfigError, match=r"is a bi-encoder \(its modules.json has a Pooling module\), not a cross-encoder"):
+            CrossEncoderReranker(name).rerank(FLEA, [FLEA_DOC])
+    with pytest.raises(ConfigError, match=r"is a model with no scoring head \(its config.json names BertModel\).*rerank train"):
+        CrossEncoderReranker(str(body)).rerank(FLEA, [FLEA_DOC])
+    with pytest.raises(ConfigError, match="is a cross-encoder .*model_type CrossEncoder.*, not a bi-encoder"):
+        BiEncoderReranker(tiny_cross_encoder).rerank(FLEA, [FLEA_DOC])
+    with pytest.raises(ConfigError, match=r"is a cross-encoder \(its config.json names BertForSequenceClassification\)"):
+        BiEncoderReranker(str(hf_ce)).rerank(FLEA, [FLEA_DOC])
+    assert len(CrossEncoderReranker(str(hf_ce)).rerank(FLEA, [FLEA_DOC])) == 1   # a transformers cross-encoder loads
+    assert len(BiEncoderReranker(str(body)).rerank(FLEA, [FLEA_DOC])) == 1      # a bare body gets mean pooling, as before
+
+
 # -- bi-encoder -------------------------------------------------------------------------------------
 def test_biencoder_ranks_the_on_topic_passage_first_and_counts_truncation(dl19_top10):
     bi = BiEncoderReranker(batch_size=4)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from rerank.encoders import RUNTIMES, resolve_runtime, runtime_kwargs
+from rerank.encoders import RUNTIMES, resolve_encoder, resolve_runtime, runtime_kwargs
 from rerank.errors import ConfigError, one_of, require
 from rerank.models import check_device, check_kind, loading
 from rerank.params import checked
@@ -68,10 +68,10 @@ class CrossEncoderReranker(PointwiseReranker):
         """The loaded ``sentence_transformers.CrossEncoder`` (loaded on first use)."""
         st = require("sentence_transformers", "cross-encoder")
         check_device(self.device)
-        kwargs = runtime_kwargs(resolve_runtime(self.runtime, self.device))
-        check_kind(self.model, "cross-encoder", "cross-encoder")
-        with loading("cross-encoder model", self.model):
-            ce = st.CrossEncoder(self.model, device=self.device, max_length=self.max_length, **kwargs)
+        kwargs, source = runtime_kwargs(resolve_runtime(self.runtime, self.device)), resolve_encoder(self.model)
+        with loading("cross-encoder model", self.model, source):
+            ce = st.CrossEncoder(source, device=self.device, max_length=self.max_length, **kwargs)
+        check_kind(self.model, "cross-encoder", "cross-encoder", source)  # after loading: a hub id's files are cached now
         if ce.num_labels != 1:
             raise ConfigError(f"{self.model} has {ce.num_labels} output labels; a reranker needs a model with one relevance score")
         return ce
