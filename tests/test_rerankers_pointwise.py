@@ -103,6 +103,17 @@ def test_cross_encoder_empty_input_and_config_errors(tiny_cross_encoder):
     assert get("reranker", "cross-encoder").model == "cross-encoder/ms-marco-MiniLM-L-6-v2"
 
 
+def test_cross_encoder_bounds_name_the_setting_at_fault(tiny_cross_encoder):   # review helper-68
+    with pytest.raises(ConfigError, match="^CrossEncoderReranker: max_length must be an integer >= 8, got 7$"):
+        CrossEncoderReranker(tiny_cross_encoder, max_length=7)
+    with pytest.raises(ConfigError, match="^CrossEncoderReranker: stride must be >= 1, got 0$"):
+        CrossEncoderReranker(tiny_cross_encoder, stride=0)
+    with pytest.raises(ConfigError, match="^max_length=600 exceeds the 512 positions of "):   # not torch's size mismatch
+        CrossEncoderReranker(tiny_cross_encoder, max_length=600).rerank(FLEA, [long_doc(700)])
+    with pytest.raises(ConfigError, match=r"stride=1000 is longer than a passage \(\d+ tokens next to this query\)"):
+        CrossEncoderReranker(tiny_cross_encoder, max_length=32, stride=1000).rerank(FLEA, [long_doc(200)])
+
+
 def test_a_model_of_the_other_kind_is_refused_not_scored_at_random(tiny_cross_encoder, tmp_path):   # review helper-68
     from transformers import AutoModel, AutoTokenizer
 

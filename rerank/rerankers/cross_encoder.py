@@ -27,7 +27,7 @@ import numpy as np
 from rerank.encoders import RUNTIMES, resolve_encoder, resolve_runtime, runtime_kwargs
 from rerank.errors import ConfigError, one_of, require
 from rerank.models import check_device, check_kind, loading
-from rerank.params import checked
+from rerank.params import checked, is_integer
 from rerank.rerankers.base import PointwiseReranker
 from rerank.types import Candidates
 
@@ -35,7 +35,7 @@ logger = logging.getLogger("rerank")
 TRUNCATION_MODES = ("maxp", "truncate")
 
 
-@checked()  # arguments checked as in a pipeline expression
+@checked("max_length")  # arguments checked as in a pipeline expression; max_length below (at least 8)
 class CrossEncoderReranker(PointwiseReranker):
     """Score each (query, document) pair jointly with a cross-encoder.
 
@@ -44,8 +44,8 @@ class CrossEncoderReranker(PointwiseReranker):
         batch_size: pairs per forward pass (pairs of all queries are batched together, longest first).
         max_length: tokens per (query, passage) input; default: the model's own limit.
         truncation: ``"maxp"`` or ``"truncate"`` (see the module docstring).
-        stride: in ``"maxp"`` mode, tokens between the starts of consecutive passages;
-            default: half a passage (50% overlap).
+        stride: in ``"maxp"`` mode, tokens between the starts of consecutive passages, at most a
+            passage (longer would skip text); default: half a passage (50% overlap).
         runtime: one of :data:`rerank.encoders.RUNTIMES`; float32 ``"torch"`` by default (no trained
             cross-encoder is at hand here to measure what bf16 costs in effectiveness).
         device: torch device (``"cpu"``, ``"cuda"``); default: sentence-transformers' choice.
@@ -56,8 +56,10 @@ class CrossEncoderReranker(PointwiseReranker):
                  max_length: int | None = None, truncation: str = "maxp", stride: int | None = None,
                  runtime: str = "torch", device: str | None = None, progress: bool | None = None):
         one_of("truncation", truncation, TRUNCATION_MODES)
-        if batch_size < 1 or (max_length is not None and max_length < 8) or (stride is not None and stride < 1):
-            raise ConfigError("batch_size and stride must be positive and max_length at least 8")
+        if max_length is not None and (not is_integer(max_length) or max_length < 8):
+            raise ConfigError(f"CrossEncoderReranker: max_length must be an integer >= 8, got {max_length!r}")
+        if stride is not None and stride < 1:
+            raise ConfigError(f"CrossEncoderReranker: stride must be >= 1, got {stride!r}")
         one_of("runtime", runtime, RUNTIMES)
         self.runtime = runtime
         self.model, self.batch_size, self.max_length = model, batch_size, max_length
@@ -74,6 +76,9 @@ class CrossEncoderReranker(PointwiseReranker):
         check_kind(self.model, "cross-encoder", "cross-encoder", source)  # after loading: a hub id's files are cached now
         if ce.num_labels != 1:
             raise ConfigError(f"{self.model} has {ce.num_labels} output labels; a reranker needs a model with one relevance score")
+        positions = getattr(ce.config, "max_position_embeddings", None)
+        if self.max_length and isinstance(positions, int) and self.max_length > positions:
+            raise ConfigError(f"max_length={self.max_length} exceeds the {positions} positions of {self.model}")
         return ce
 
     @property
@@ -111,6 +116,9 @@ class CrossEncoderReranker(PointwiseReranker):
     def _passages(self, query: str, text: str) -> list[str]:
         """``text`` itself when it fits, else overlapping passages cut at token boundaries."""
         room = self._room(query)
+        if self.stride and self.stride > room:
+            raise ConfigError(f"stride={self.stride} is longer than a passage ({room} tokens next to this query), so text "
+                              f"between passages would go unread; give stride <= {room} or raise max_length")
         offsets = self.encoder.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
                                          verbose=False)["offset_mapping"]
         if len(offsets) <= room:
