@@ -45,7 +45,7 @@ import numpy as np
 from rerank._progress import progress_enabled
 from rerank.errors import ConfigError, MissingDependency, one_of, require
 from rerank.models import check_device, check_kind, content_stamp, files_stamp, hf_location, loading, weights_stamp
-from rerank.params import checked
+from rerank.params import checked, is_integer
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 _OFFLINE = {  # hub id -> (package, function returning the local folder)
@@ -99,16 +99,17 @@ class _Loaded:
     dim: int
 
 
-@checked()  # arguments checked as in a pipeline expression
+@checked("max_length")  # arguments checked as in a pipeline expression; max_length below (at least 2)
 class Encoder:
     """Texts to L2-normalized float32 vectors.
 
     Args:
         model: hub id, local folder or alias (``"minilm"``).
         pooling: ``"model"`` (the sentence-transformers model's own pooling) or ``"last"``
-            (last-token hidden state of a decoder, as E2Rank and Qwen3-Embedding).
+            (last-token hidden state of a decoder, as E2Rank and Qwen3-Embedding; a text of no tokens,
+            such as ``""``, is read as the end-of-text token alone (EOS, else SEP), whatever its batch).
         query_prefix, doc_prefix: strings put before queries and documents (``"query: "`` for E5).
-        max_length: token limit per text; default: the model's own.
+        max_length: token limit per text, at least 2; default: the model's own.
         runtime: one of :data:`RUNTIMES`.
         device: torch device; default: the library's choice.
         batch_size: texts per forward pass.
@@ -125,8 +126,8 @@ class Encoder:
         one_of("runtime", runtime, RUNTIMES)
         if pooling == "last" and runtime in ("onnx", "openvino"):
             raise ConfigError(f"runtime={runtime!r} needs pooling='model' (a sentence-transformers model)")
-        if batch_size < 1 or (max_length is not None and max_length < 2):
-            raise ConfigError("batch_size must be positive and max_length at least 2")
+        if max_length is not None and (not is_integer(max_length) or max_length < 2):
+            raise ConfigError(f"Encoder: max_length must be an integer >= 2, got {max_length!r}")
         self.model, self.pooling, self.runtime, self.device = model, pooling, runtime, device
         self.query_prefix, self.doc_prefix, self.max_length = query_prefix, doc_prefix, max_length
         self.batch_size, self.progress = batch_size, progress
@@ -214,9 +215,12 @@ class Encoder:
     def _encode_last(self, texts: list[str], limit: int) -> np.ndarray:
         torch = require("torch", "dense")
         loaded, out = self.loaded, []
+        end = loaded.tokenizer.eos_token_id if loaded.tokenizer.eos_token_id is not None else loaded.tokenizer.sep_token_id
         for s in range(0, len(texts), self.batch_size):
-            enc = loaded.tokenizer(texts[s:s + self.batch_size], padding=True, truncation=True, max_length=limit,
-                                   add_special_tokens=False, return_tensors="pt").to(loaded.model.device)
+            ids = loaded.tokenizer(texts[s:s + self.batch_size], truncation=True, max_length=limit,
+                                   add_special_tokens=False)["input_ids"]
+            ids = [i or [end] for i in ids]  # never an all-padding row, whose last position is no token of its text
+            enc = loaded.tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(loaded.model.device)
             with torch.inference_mode():
                 hidden = loaded.model(**enc).last_hidden_state[:, -1]  # left padding: the last position is real
             out.append(_unit(hidden))
@@ -353,7 +357,7 @@ def _load_decoder(model: str, runtime: str, device: str | None, stamp: str = "")
     torch = require("torch", "dense")
     transformers = require("transformers", "dense")
     check_device(device)
-    source, kwargs = hf_location(model)
+    source, kwargs = hf_location(resolve_encoder(model))
     dtype = torch.bfloat16 if runtime == "bf16" else torch.float32
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     with loading("encoder model", model, source):

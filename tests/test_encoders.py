@@ -80,6 +80,23 @@ def test_bad_settings_are_refused():
     assert resolve_runtime("torch") == "torch" and resolve_runtime("auto") in ("torch", "bf16")
 
 
+def test_max_length_has_one_bound_and_one_message():   # review helper-68: 0 said ">= 1", 1 said "at least 2"
+    for bad in (0, 1):
+        with pytest.raises(ConfigError, match=f"^Encoder: max_length must be an integer >= 2, got {bad}$"):
+            Encoder(max_length=bad)
+
+
+def test_last_token_pooling_reads_an_empty_text_as_the_end_token_in_any_batch():   # review helper-68
+    enc = Encoder("smollm2", pooling="last", runtime="torch")
+    alone, mixed = enc.encode([""], kind="doc"), enc.encode(["Fleas feed on blood.", "", "Paris."], kind="doc")
+    assert np.allclose(alone[0], mixed[1], atol=1e-5)   # alone it crashed; among others it read a padding position
+    assert np.allclose(alone, enc.encode([enc.tokenizer.eos_token], kind="doc"), atol=1e-6)
+
+
+def test_last_token_pooling_finds_an_alias_offline():   # review helper-68: it asked the hub for "minilm"
+    assert Encoder("minilm", pooling="last", runtime="torch").encode(["", "fleas"], kind="doc").shape == (2, 384)
+
+
 def test_runtimes_agree_on_real_documents(scifact_docs):
     texts = [d.full_text() for d in scifact_docs]
     fp32 = Encoder(runtime="torch").encode(texts, kind="doc")
