@@ -78,7 +78,8 @@ def evaluate_per_query(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[s
     metrics = parse_metrics(metrics)
     qrels_dict, threshold, exclusions = _judgments(qrels, rel_threshold)
     if not isinstance(ranking, Ranking):
-        raise ConfigError(f"evaluate takes a Ranking (a stage's output), got {type(ranking).__name__}")
+        raise ConfigError(f"evaluate takes a Ranking (a stage's output), got {type(ranking).__name__}; make one "
+                          "with Ranking.from_run (a ranx Run or {qid: {docid: score}}), from_pandas or read_trec")
     if ranking.is_query_set:
         raise DataError("the run holds queries but no ranked documents; run a pipeline on them first")
     run = _by_rank(ranking)
@@ -99,7 +100,8 @@ def evaluate_per_query(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[s
     none = _unjudged_id(judged)
     scored = {q: (docs or {none: -np.inf}) for q, docs in run.items() if q in judged}
     evaluated = sorted(judged)
-    columns = {"bpref": [bpref(judged[q], scored[q], threshold) for q in evaluated]} if "bpref" in metrics else {}
+    columns = {m: [bpref(judged[q], scored[q], int(m.partition("-l")[2] or threshold)) for q in evaluated]
+               for m in metrics if m.split("-l")[0] == "bpref"}  # bpref-l2 too: never ranx's
     ranx_names = {ranx_name(m, threshold): m for m in metrics if m not in columns}
     if ranx_names:
         with warnings.catch_warnings():  # numba's uint64->int64 notice inside ranx is harmless here

@@ -41,7 +41,8 @@ def check(test: str, correction: str | None) -> str | None:
 
 def pvalue(a: np.ndarray, b: np.ndarray, test: str = "student", permutations: int = 1000, seed: int = 42) -> float:
     """Two-sided p-value of the paired difference between ``a`` and ``b`` (1.0 when they never differ; NaN
-    when a score is undefined, NaN, as the measure's mean then is)."""
+    when a score is undefined, NaN, as the measure's mean then is, and for Student's test when every
+    difference is the same and not 0: its t is infinite, a p of 0 on two queries that no test supports)."""
     check(test, None)
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if len(a) != len(b):
@@ -54,6 +55,9 @@ def pvalue(a: np.ndarray, b: np.ndarray, test: str = "student", permutations: in
         warnings.simplefilter("ignore")
         if test == "student":
             from ranx.statistical_tests import paired_student_t_test
+
+            if np.ptp(a - b) <= TIE:  # no variance: t is infinite
+                return float("nan")
 
             p, _ = paired_student_t_test(a, b)
         else:

@@ -103,6 +103,7 @@ def test_bpref_without_a_judged_non_relevant_document_is_trec_evals(caplog):
     qrels = {"q1": {"d2": 1}, "q2": {"d9": 1, "d4": 0}, "q3": {"d5": 2, "d6": 1, "d7": -1}}
     assert evaluate_per_query(run, qrels, ["bpref"])["bpref"].to_dict() == {"q1": 1.0, "q2": 0.0, "q3": 0.5}
     assert evaluate_per_query(run, qrels, ["bpref"], rel_threshold=2).at["q3", "bpref"] == 1.0   # d6 is non-relevant at 2
+    assert evaluate_per_query(run, qrels, ["bpref-l2"]).at["q3", "bpref-l2"] == 1.0   # review helper-72: it was ranx's (0.0)
 
 
 def test_an_undefined_per_query_value_makes_the_mean_nan_not_the_mean_of_the_others(caplog):
@@ -222,6 +223,8 @@ def test_a_failed_cell_has_no_p_value_and_report_json_holds_no_bare_nan(tmp_path
     assert saved["datasets"][str(data)]["absent"]["means"]["bpref"] is None
     assert saved["datasets"][str(data)]["BM25"]["per_query"]["bpref"]["q1"] == 1.0
     assert math.isnan(pvalue([0.5, float("nan")], [0.5, 0.2]))                  # an undefined score has no p-value
+    # review helper-72: differences that do not vary gave Student's p = 0.0 (significant) on two queries
+    assert math.isnan(pvalue([1.0, 1.0], [0.5, 0.5])) and pvalue([1.0, 1.0], [0.5, 0.5], "fisher") == 0.5
     assert correct([0.01, float("nan"), 0.02], "holm")[0] == 0.02 and math.isnan(correct([0.01, float("nan")], "bonferroni")[1])
 
 
