@@ -250,6 +250,11 @@ class Ranking:
     def __init__(self, frame: pd.DataFrame):
         if not isinstance(frame, pd.DataFrame):
             raise ConfigError(f"a Ranking wraps a DataFrame, got {type(frame).__name__}; see Ranking.from_records, from_run, from_queries")
+        if frame.columns.duplicated().any():  # from_pandas names doc_id and docno alike docid
+            raise DataError(f"a Ranking's columns must have distinct names; {sorted(set(frame.columns[frame.columns.duplicated()]))} "
+                            f"repeat (columns: {list(frame.columns)}); keep one of each")
+        if not frame.index.is_unique:  # rows are picked by label below (a frame concatenated without ignore_index)
+            frame = frame.reset_index(drop=True)
         ranked = "docid" in frame.columns
         if not ranked and "docno" in frame.columns:  # PyTerrier's name: would be read as a query set, its documents lost
             raise DataError("a Ranking's documents are in a docid column; this frame has PyTerrier's docno: "
@@ -261,7 +266,7 @@ class Ranking:
         ids = [c for c in ("qid", "query", "docid") if c in frame.columns]
         frame = _one_text_per_query(frame.assign(**{c: _as_strings(frame[c], c) for c in ids}))
         if ranked:
-            frame = _sorted(_checked(frame.assign(score=_as_scores(frame["score"]))))
+            frame = _sorted(_checked(frame.assign(score=as_scores(frame["score"]))))
         self._frame = frame.reset_index(drop=True)
 
     # -- construction -------------------------------------------------------------------------
@@ -285,6 +290,8 @@ class Ranking:
         from rerank.io import normalize_columns
 
         frame = normalize_columns(df)
+        if "rank" in frame.columns and "docid" in frame.columns and "score" in frame.columns and not frame.empty:
+            frame = _by_given_rank(frame)
         if "query" not in frame.columns and "docid" not in frame.columns and "text" in frame.columns:
             frame = frame.rename(columns={"text": "query", **({"_id": "qid"} if "qid" not in frame.columns else {})})
         if "query" not in frame.columns:
@@ -432,7 +439,23 @@ def _one_text_per_query(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.loc[pairs.index]
 
 
-def _as_scores(values: pd.Series) -> pd.Series:
+def _by_given_rank(frame: pd.DataFrame) -> pd.DataFrame:
+    """A frame's rows in each query's given ``rank`` order, which then breaks ties of equal scores; ranks
+    that disagree with the scores (a later rank scored higher) are counted in a warning: scores decide."""
+    ranks = pd.to_numeric(frame["rank"], errors="coerce")
+    if ranks.isna().any() or not np.isfinite(ranks.to_numpy(np.float64)).all():
+        raise DataError(f"a Ranking's rank column must hold numbers; {int(ranks.isna().sum())} rows do not (drop the "
+                        "column to rank by score alone)")
+    qorder = pd.Series(range(frame["qid"].nunique()), index=frame["qid"].unique())
+    frame = frame.iloc[np.lexsort((np.arange(len(frame)), ranks.to_numpy(), frame["qid"].map(qorder).to_numpy()))]
+    higher = as_scores(frame["score"]).groupby(frame["qid"].to_numpy(), sort=False).diff().to_numpy() > 0
+    if higher.any():
+        logger.warning("%d queries have a rank column that disagrees with their scores (a later rank scored higher); "
+                       "they are ranked by score, equal scores in the given rank order", frame["qid"][higher].nunique())
+    return frame
+
+
+def as_scores(values: pd.Series) -> pd.Series:
     """The ``score`` column as floats: numbers, or text that reads as a plain decimal number; anything
     else (booleans, ``1_000``, other scripts' digits, missing values) is refused, as in run files."""
     from rerank.io import PLAIN_NUMBER, plain_float

@@ -288,6 +288,20 @@ def test_more_inputs_that_would_be_misread(bm25, tmp_path):
     assert [(d.docid, d.title) for d in BM25().index(frame).docs] == [("1", "Cats"), ("2", "")]     # None: NaN in pandas
 
 
+def test_frames_that_a_ranking_would_misread_review_helper_72(caplog):
+    both = pd.DataFrame({"qid": ["q1"], "query": ["cats"], "doc_id": ["d1"], "docno": ["d2"], "score": [1.0]})
+    with pytest.raises(DataError, match="columns must have distinct names; \\['docid'\\] repeat"):  # a raw pandas error
+        Ranking.from_pandas(both)
+    topics = pd.concat([pd.DataFrame({"qid": ["q1"], "query": ["cats"]}), pd.DataFrame({"qid": ["q2", "q1"], "query": ["dogs", "cats"]})])
+    assert Ranking(topics).to_pandas()["qid"].tolist() == ["q1", "q2"]  # repeated index labels: 3 rows came out
+    tied = pd.DataFrame({"qid": ["q"] * 3, "query": ["a"] * 3, "docid": ["d1", "d2", "d3"], "score": [0.0] * 3, "rank": [3, 1, 2]})
+    assert Ranking.from_pandas(tied).to_pandas()["docid"].tolist() == ["d2", "d3", "d1"]  # equal scores: the given ranks
+    distance = pd.DataFrame({"qid": ["q"] * 2, "query": ["a"] * 2, "docid": ["near", "far"], "score": [0.1, 0.9], "rank": [1, 2]})
+    with caplog.at_level(logging.WARNING, logger="rerank"):
+        assert Ranking.from_pandas(distance).to_pandas()["docid"].tolist() == ["far", "near"]
+    assert "1 queries have a rank column that disagrees with their scores" in caplog.text
+
+
 def test_a_pyterrier_frame_given_to_ranking_is_not_read_as_a_query_set():
     frame = pd.DataFrame({"qid": ["q1"], "query": ["cats"], "docno": ["d1"], "score": [1.0]})
     with pytest.raises(DataError, match="this frame has PyTerrier's docno: read it with Ranking.from_pandas"):

@@ -149,6 +149,9 @@ def test_backend_specs_given_in_python_are_checked_when_the_reranker_is_built():
     ([1.0, np.inf], "scores must be finite; score 1 is inf"),
     ([1.0], r"scores must be one number per document: 2 documents, scores of shape \(1,\)"),
     (["x", 1.0], "scores must be numbers"),
+    (["1_000", "2"], "scores must be numbers; '1_000' is not"),  # review helper-72: read as 1000, as True as 1
+    ([True, False], "scores must be numbers; True is not"),
+    ("12", "scores must be one number per document"),
 ])
 def test_first_stage_scores_given_to_rerank_are_checked(scores, message):
     with pytest.raises(DataError, match=message):

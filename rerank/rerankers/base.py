@@ -27,7 +27,7 @@ import pandas as pd
 from rerank._progress import progress_bar
 from rerank.errors import ConfigError, DataError
 from rerank.stage import Cutoff, Pipeline, Stage, callable_directly, check_query, check_query_texts
-from rerank.types import Candidates, Doc, RankedResults, Ranking, doc_from
+from rerank.types import Candidates, Doc, RankedResults, Ranking, as_scores, doc_from
 
 
 class Reranker(Stage):
@@ -133,12 +133,10 @@ def position_scores(n: int) -> np.ndarray:
 
 def _first_stage_scores(scores: Any, n: int) -> np.ndarray:
     """``scores`` as one finite float per document, else DataError."""
-    try:
-        first = np.asarray(scores, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DataError(f"scores must be numbers, got {scores!r:.80}") from None
-    if first.shape != (n,):
-        raise DataError(f"scores must be one number per document: {n} documents, scores of shape {first.shape}")
+    shape = np.shape(np.asarray(scores, dtype=object)) if not isinstance(scores, str | bytes | Mapping) else ()
+    if shape != (n,):
+        raise DataError(f"scores must be one number per document: {n} documents, scores of shape {shape}")
+    first = as_scores(pd.Series(list(scores))).to_numpy()  # as a Ranking reads them: no booleans, no 1_000
     if not np.isfinite(first).all():
         bad = int(np.flatnonzero(~np.isfinite(first))[0])
         raise DataError(f"scores must be finite; score {bad} is {first[bad]}")
