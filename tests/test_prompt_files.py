@@ -7,7 +7,7 @@ import re
 import pytest
 
 from rerank import ConfigError
-from rerank.prompts import load, names
+from rerank.prompts import PromptTemplate, load, names
 from test_bad_input import beir, refused
 
 HEAD = "name: t\nparadigm: pointwise\nprefix: 'Q: {query} D: {text}'\n"
@@ -165,3 +165,18 @@ def test_a_prompt_that_fits_only_one_document_per_call_is_refused_by_families_th
                             "meta: {option: '{bogus}'}\n", "s.yaml")
     with pytest.raises(ConfigError, match=r"meta.option must be text whose only placeholders are \{index\} and \{label\}"):
         Setwise(FakeBackend(generate=lambda p: "A"), prompt=bogus)
+
+
+@pytest.mark.parametrize("sections, message", [
+    ({"prefix": "Q: {query} D: {text.upper}"}, ", section 'prefix': placeholder {text.upper} is more than a name"),
+    ({"prefix": "Q: {query!r} D: {text}"}, ", section 'prefix': placeholder {query!r} is more than a name"),
+    ({"system": "judge for {query}"}, ", section 'system': unknown placeholders ['query']"),
+    ({"options": "YN"}, ": options must be a list of strings, got 'YN'"),
+    ({"examples": ({"query": "q", "text": "d"},)}, ", example 1: an example is a mapping of placeholder values with a non-empty text answer"),
+])
+def test_a_template_given_in_python_is_checked_as_a_file_is(sections, message):
+    """load() returned a PromptTemplate as it was: {text.upper} sent a bound method's repr to the model (review helper-72)."""
+    template = PromptTemplate(**{"name": "mine", "paradigm": "pointwise", "prefix": "Q: {query} D: {text}", **sections})
+    with pytest.raises(ConfigError, match=re.escape(f"a PromptTemplate given in Python: prompt 'mine'{message}")):
+        load(template)
+    assert load(PromptTemplate("mine", "pointwise", "Q: {query} D: {text}")).prefix == "Q: {query} D: {text}"

@@ -110,7 +110,7 @@ class _Defaults(dict):
 def load(name_or_path: str | Path | PromptTemplate) -> PromptTemplate:
     """Load a template by built-in name (``"listwise/rankgpt"``) or from a YAML file path."""
     if isinstance(name_or_path, PromptTemplate):
-        return name_or_path
+        return _checked(name_or_path, "a PromptTemplate given in Python")
     path, name = Path(name_or_path), str(name_or_path)
     if path.suffix.lower() in YAML_SUFFIXES and path.exists():
         text, source = _read(path), name
@@ -132,8 +132,13 @@ def load(name_or_path: str | Path | PromptTemplate) -> PromptTemplate:
             data[listed] = ()
         if isinstance(data.get(listed), list):
             data[listed] = tuple(data[listed])
+    return _checked(PromptTemplate(**data), source)
+
+
+def _checked(template: PromptTemplate, source: str) -> PromptTemplate:
+    """``template``, validated; a :class:`ConfigError` names ``source`` (its file)."""
     try:
-        return _validate(PromptTemplate(**data))
+        return _validate(template)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
 
