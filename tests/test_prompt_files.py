@@ -180,3 +180,21 @@ def test_a_template_given_in_python_is_checked_as_a_file_is(sections, message):
     with pytest.raises(ConfigError, match=re.escape(f"a PromptTemplate given in Python: prompt 'mine'{message}")):
         load(template)
     assert load(PromptTemplate("mine", "pointwise", "Q: {query} D: {text}")).prefix == "Q: {query} D: {text}"
+
+
+LIST = "name: t\nparadigm: listwise\nprefix: 'Rank the {num} passages for {query}\n'\nitem: '[{index}] {text}'\nexamples:\n  - "
+
+
+@pytest.mark.parametrize("text, message", [
+    (HEAD + "examples:\n  - {text: d, answer: ' yes'}\n", "example 1: prompt placeholder {query} has no value here"),
+    (HEAD + "examples:\n  - {querry: q, query: q, text: d, answer: ' yes'}\n",
+     "example 1: unknown keys ['querry']; an example gives ['answer', 'query', 'text']"),
+    (LIST + "{query: q, item: [{index: 1, text: a}], answer: '[1]'}\n", "example 1: unknown keys ['item']"),
+    (LIST + "{query: q, answer: '[1]'}\n", "example 1: no items; an example shows its documents as items"),
+    (LIST + "{query: q, items: [{index: 1, txt: a}], answer: '[1]'}\n", "example 1: unknown item keys ['txt']; an item gives ['index', 'text']"),
+])
+def test_example_keys_that_the_template_does_not_show_are_refused(tmp_path, text, message):
+    """A misspelt key was ignored: the example showed an empty query, or 'Rank the 0 passages' (review helper-72)."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: prompt 't', {message}")):
+        load(path)

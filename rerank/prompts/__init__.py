@@ -4,9 +4,9 @@ A template has named sections. ``system`` becomes the system message; the user m
 ``prefix`` + ``item`` (once per document, joined by ``separator``) + ``suffix``; ``answer_prefix``
 (optional) starts the assistant's answer; ``constraint`` (optional, :data:`CONSTRAINTS`) names
 the answer's language for constrained decoding. ``examples`` (optional) are few-shot
-demonstrations given as earlier chat turns: each is a mapping of placeholder values (and ``items``,
-a list of item values) rendered through the same sections as a user turn, then its ``answer`` as
-the assistant's turn. Small instruct models follow turns far better than examples pasted into one
+demonstrations given as earlier chat turns: each maps the placeholders of the prefix and suffix (and
+``items``, a list of item values, where the template has an ``item``), rendered through the same
+sections as a user turn, then its ``answer`` as the assistant's turn. Small instruct models follow turns far better than examples pasted into one
 message, which they tend to copy. Placeholders are checked per section, and every example is
 rendered, when the file is loaded, so a typo fails at load time, not in the middle of a benchmark.
 
@@ -79,7 +79,7 @@ class PromptTemplate:
         messages = [{"role": "system", "content": self.system.format_map(_Defaults(common))}] if self.system else []
         for ex in self.examples:
             messages += self._turns(ex)
-        messages.append({"role": "user", "content": self._user(query, items, values)})
+        messages.append({"role": "user", "content": self._user(items, {"query": query, **values})})
         if self.answer_prefix:
             messages.append({"role": "assistant", "content": self.answer_prefix.format_map(_Defaults(common))})
         return messages
@@ -87,11 +87,11 @@ class PromptTemplate:
     def _turns(self, example: dict[str, Any]) -> list[dict[str, str]]:
         """A few-shot example as a user turn and the assistant's answer."""
         shown = {k: v for k, v in example.items() if k not in ("answer", "items")}
-        return [{"role": "user", "content": self._user(shown.pop("query", ""), example.get("items", []), shown)},
+        return [{"role": "user", "content": self._user(example.get("items", []), shown)},
                 {"role": "assistant", "content": str(example["answer"])}]
 
-    def _user(self, query: str, items: list[dict[str, Any]], values: dict[str, Any]) -> str:
-        common = _Defaults({"query": query, "num": len(items), **values})
+    def _user(self, items: list[dict[str, Any]], values: dict[str, Any]) -> str:
+        common = _Defaults({"num": len(items), **values})
         body = self.prefix.format_map(common)
         if self.item:
             body += self.separator.join(self.item.format_map(_Defaults(it)) for it in items)
@@ -254,8 +254,18 @@ def _validate(t: PromptTemplate) -> PromptTemplate:
         if isinstance(answer, bool) or not isinstance(answer, (str, int, float)) or answer != answer or not str(answer).strip():
             raise ConfigError(f"{where}: an example is a mapping of placeholder values with a non-empty text answer "
                               "(quote answers such as 'yes', which YAML reads as true)")
-        if not isinstance(ex.get("items", []), list) or not all(isinstance(it, dict) for it in ex.get("items", [])):
+        items = ex.get("items", [])
+        if not isinstance(items, list) or not all(isinstance(it, dict) for it in items):
             raise ConfigError(f"{where}: items must be a list of mappings of item values")
+        keys = (placeholders(t.prefix + t.suffix) - {"num"}) | {"answer"} | ({"items"} if t.item else set())
+        unknown = set(ex) - keys
+        if unknown:
+            raise ConfigError(f"{where}: unknown keys {sorted(unknown, key=str)}; an example gives {sorted(keys)}")
+        if t.item and not items:
+            raise ConfigError(f"{where}: no items; an example shows its documents as items, as the template's item does")
+        unknown = {k for it in items for k in it} - placeholders(t.item)
+        if unknown:
+            raise ConfigError(f"{where}: unknown item keys {sorted(unknown, key=str)}; an item gives {sorted(placeholders(t.item))}")
         try:
             t._turns(ex)
         except ConfigError as e:
