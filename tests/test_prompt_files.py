@@ -57,8 +57,19 @@ def test_duplicate_keys_are_refused_not_last_wins(tmp_path, text, message):
 
 
 def test_yaml_merge_keys_still_work(tmp_path):
-    text = HEAD + "meta:\n  one: &b {x: 1, y: 2}\n  two: {<<: *b, y: 3}\n"
-    assert load(write(tmp_path, text)).meta["two"] == {"x": 1, "y": 3}
+    text = HEAD + "examples:\n  - {<<: {query: q, text: x}, text: d, answer: ' yes'}\n"
+    assert load(write(tmp_path, text)).examples == ({"query": "q", "text": "d", "answer": " yes"},)
+
+
+@pytest.mark.parametrize("text, where", [
+    (HEAD + "system: &s hi\n", "line 4, column 9"),
+    (HEAD + "examples:\n  - {query: q, answer: ' yes', text: [&a [lol, lol], [*a, *a], [*a, *a]]}\n", "line 5, column 39"),
+])
+def test_yaml_anchors_and_aliases_are_refused_before_they_expand(tmp_path, text, where):
+    """Nested aliases in 578 bytes ('billion laughs') expanded to gigabytes when the example was rendered (review helper-72)."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: invalid YAML at {where}: anchors and aliases (&name, *name) are not allowed")):
+        load(path)
 
 
 @pytest.mark.parametrize("section, message", [

@@ -144,12 +144,20 @@ def _checked(template: PromptTemplate, source: str) -> PromptTemplate:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one)."""
+    """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one), and
+    anchors and aliases, which a prompt has no need for (nested aliases expand exponentially)."""
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()
+        if getattr(event, "anchor", None):
+            raise yaml.composer.ComposerError(None, None, "anchors and aliases (&name, *name) are not allowed in a prompt file",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *base' is merged by SafeLoader
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: {...}' is merged by SafeLoader
                 continue
             key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, Hashable):  # SafeLoader refuses it
