@@ -91,6 +91,7 @@ def test_yaml_anchors_and_aliases_are_refused_before_they_expand(tmp_path, text,
     ("max_new_tokens: 2.5", "section max_new_tokens must be an integer or None, got 2.5 (float)"),
     ("max_new_tokens: abc", "section max_new_tokens must be an integer or None, got 'abc' (str)"),
     ("meta: 5", "section meta must be a dict, got 5 (int)"),
+    ("meta: {opton: '({index})'}", "unknown meta keys ['opton']; known: ['chat_template', 'doc_suffix', 'option']"),
 ])
 def test_sections_of_the_wrong_type_are_refused_at_load(tmp_path, section, message):
     text = HEAD.replace("prefix: 'Q: {query} D: {text}'", section) if section.startswith("prefix") else HEAD + section + "\n"
@@ -100,9 +101,9 @@ def test_sections_of_the_wrong_type_are_refused_at_load(tmp_path, section, messa
 
 
 def test_well_typed_sections_load(tmp_path):
-    text = HEAD + "options: [' yes', ' no']\nmax_new_tokens: 3\nmeta: {a: 1}\nexamples: []\nsystem: ''\n"
+    text = HEAD + "options: [' yes', ' no']\nmax_new_tokens: 3\nmeta: {doc_suffix: x}\nexamples: []\nsystem: ''\n"
     template = load(write(tmp_path, text))
-    assert (template.options, template.max_new_tokens, template.meta, template.examples) == ((" yes", " no"), 3, {"a": 1}, ())
+    assert (template.options, template.max_new_tokens, template.meta, template.examples) == ((" yes", " no"), 3, {"doc_suffix": "x"}, ())
 
 
 def test_empty_list_sections_read_as_empty_lists(tmp_path):
@@ -209,3 +210,14 @@ def test_example_keys_that_the_template_does_not_show_are_refused(tmp_path, text
     path = write(tmp_path, text)
     with pytest.raises(ConfigError, match=re.escape(f"{path}: prompt 't', {message}")):
         load(path)
+
+
+def test_every_meta_key_the_code_reads_is_known():
+    """Unknown meta keys are refused, so a key a family reads must be listed in META."""
+    from pathlib import Path
+
+    import rerank
+    from rerank.prompts import META
+
+    source = "".join(p.read_text() for p in Path(rerank.__file__).parent.rglob("*.py"))
+    assert set(re.findall(r"\.meta\.get\(\"(\w+)\"", source)) == set(META)

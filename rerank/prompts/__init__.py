@@ -3,7 +3,8 @@
 A template has named sections. ``system`` becomes the system message; the user message is
 ``prefix`` + ``item`` (once per document, joined by ``separator``) + ``suffix``; ``answer_prefix``
 (optional) starts the assistant's answer; ``constraint`` (optional, :data:`CONSTRAINTS`) names
-the answer's language for constrained decoding. ``examples`` (optional) are few-shot
+the answer's language for constrained decoding; ``meta`` (optional, :data:`META`) holds settings
+that only some families read. ``examples`` (optional) are few-shot
 demonstrations given as earlier chat turns: each maps the placeholders of the prefix and suffix (and
 ``items``, a list of item values, where the template has an ``item``), rendered through the same
 sections as a user turn, then its ``answer`` as the assistant's turn. Small instruct models follow turns far better than examples pasted into one
@@ -52,6 +53,10 @@ ALLOWED = {
 CONSTRAINTS = {"": "free text", "permutation": "[i] > [j] > ... over all shown ids",
                "options": "exactly one of the template's options", "labels": "one item label: A, B, ..."}
 """Values of a template's ``constraint``: what constrained decoding lets the model answer."""
+META = {"option": "how a document's answer is written for the log-probability read ({index}, {label}): FIRST, setwise, Rank-R1",
+        "chat_template": "E2Rank: the prompt goes through the model's chat template",
+        "doc_suffix": "E2Rank: text added to each document before it is embedded on its own"}
+"""Keys of a template's ``meta``: settings that only the families named read."""
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
@@ -238,6 +243,9 @@ def _validate(t: PromptTemplate) -> PromptTemplate:
     if len(set(t.options)) < len(t.options):
         repeated = sorted({o for o in t.options if t.options.count(o) > 1})
         raise ConfigError(f"prompt {t.name!r}: options must differ, but {repeated} repeat (options tie, so answers cannot be told apart)")
+    unknown = set(t.meta) - set(META)
+    if unknown:
+        raise ConfigError(f"prompt {t.name!r}: unknown meta keys {sorted(unknown)}; known: {sorted(META)}")
     if t.constraint not in CONSTRAINTS:
         raise ConfigError(f"prompt {t.name!r}: constraint {t.constraint!r} is not one of {sorted(CONSTRAINTS)}")
     if t.constraint == "options" and not t.options:
