@@ -11,12 +11,13 @@ from rerank.prompts import PromptTemplate, load, names
 from test_bad_input import beir, refused
 
 HEAD = "name: t\nparadigm: pointwise\nprefix: 'Q: {query} D: {text}'\n"
+LIST = "name: t\nparadigm: listwise\nprefix: 'Rank the {num} passages for {query}\n'\nitem: '[{index}] {text}'\nexamples:\n  - "
 
 
 @pytest.mark.parametrize("name", names())
 def test_every_built_in_prompt_loads(name):
     template = load(name)
-    assert template.name and isinstance(template.prefix, str)
+    assert template.name and isinstance(template.prefix, str) and template.paradigm == name.split("/")[0]  # paradigms() reads it
     assert all(isinstance(o, str) for o in template.options) and len(set(template.options)) == len(template.options)
 
 
@@ -157,11 +158,19 @@ def test_the_cli_refuses_a_broken_prompt_file_with_one_line(tmp_path, capsys, mo
     ("name: t\nparadigm: listwise\nprefix: '{query}, from {min_score}'\nitem: '[{index}] {text}'\n",
      "unknown placeholders ['min_score']"),  # allowed once, given a value nowhere (review helper-61)
     ("meta: " + "[" * 3000 + "]" * 3000 + "\n" + HEAD, "the YAML is nested too deeply to be a prompt"),
+    (HEAD.replace("pointwise", "listwize"), "prompt 't': paradigm 'listwize' is not one of ['e2rank', 'groupwise', 'insertrank', 'listwise'"),
+    (LIST + "{query: q, items: [{index: 1, text: a}], answer: '[1]'}\nseparator: '\n-- {num} --\n'\n",
+     "prompt 't', section 'separator': unknown placeholders ['num']; allowed: []"),  # joined as written (review helper-72)
 ])
 def test_placeholders_options_and_nesting_that_would_fail_mid_run_are_refused_at_load(tmp_path, text, message):
     path = write(tmp_path, text)
     with pytest.raises(ConfigError, match=re.escape(message)):
         load(path)
+
+
+def test_a_separator_is_written_as_every_section_is():
+    template = load("listwise/rankgpt").with_(separator="\n{{-}}\n")
+    assert "[1] a\n{-}\n[2] b" in template.render("q", [{"index": 1, "text": "a"}, {"index": 2, "text": "b"}])[-2]["content"]
 
 
 def test_a_prompt_that_fits_only_one_document_per_call_is_refused_by_families_that_show_several(tmp_path):
@@ -193,8 +202,6 @@ def test_a_template_given_in_python_is_checked_as_a_file_is(sections, message):
         load(template)
     assert load(PromptTemplate("mine", "pointwise", "Q: {query} D: {text}")).prefix == "Q: {query} D: {text}"
 
-
-LIST = "name: t\nparadigm: listwise\nprefix: 'Rank the {num} passages for {query}\n'\nitem: '[{index}] {text}'\nexamples:\n  - "
 
 
 @pytest.mark.parametrize("text, message", [

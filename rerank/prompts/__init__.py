@@ -1,13 +1,14 @@
 """Prompts as data: one YAML file per method, loaded by name (``"listwise/rankgpt"``) or by path.
 
-A template has named sections. ``system`` becomes the system message; the user message is
-``prefix`` + ``item`` (once per document, joined by ``separator``) + ``suffix``; ``answer_prefix``
-(optional) starts the assistant's answer; ``constraint`` (optional, :data:`CONSTRAINTS`) names
-the answer's language for constrained decoding; ``meta`` (optional, :data:`META`) holds settings
-that only some families read. ``examples`` (optional) are few-shot
-demonstrations given as earlier chat turns: each maps the placeholders of the prefix and suffix (and
-``items``, a list of item values, where the template has an ``item``), rendered through the same
-sections as a user turn, then its ``answer`` as the assistant's turn. Small instruct models follow turns far better than examples pasted into one
+A template has named sections. ``paradigm`` is one of :func:`paradigms`. ``system`` becomes the
+system message; the user message is ``prefix`` + ``item`` (once per document, joined by
+``separator``) + ``suffix``; ``answer_prefix`` (optional) starts the assistant's answer;
+``constraint`` (optional, :data:`CONSTRAINTS`) names the answer's language for constrained
+decoding; ``meta`` (optional, :data:`META`) holds settings that only some families read.
+``examples`` (optional) are few-shot demonstrations given as earlier chat turns: each maps the
+placeholders of the prefix and suffix (and ``items``, a list of item values, where the template has
+an ``item``), rendered through the same sections as a user turn, then its ``answer`` as the
+assistant's turn. Small instruct models follow turns far better than examples pasted into one
 message, which they tend to copy. Placeholders are checked per section, and every example is
 rendered, when the file is loaded, so a typo fails at load time, not in the middle of a benchmark.
 
@@ -17,6 +18,7 @@ section     placeholders it may use
 system      {num}
 prefix      {query} {num} {text} {score} {docid} {index}
 item        {index} {text} {score} {docid} {label}
+separator   none (literal braces doubled, as in every section)
 suffix      {query} {num}
 ==========  =============================================================
 
@@ -47,6 +49,7 @@ ALLOWED = {
     "system": {"num"},
     "prefix": {"query", "num", "text", "score", "docid", "index"},
     "item": {"index", "text", "score", "docid", "label"},
+    "separator": set(),
     "suffix": {"query", "num"},
     "answer_prefix": {"num"},
 }
@@ -99,7 +102,7 @@ class PromptTemplate:
         common = _Defaults({"num": len(items), **values})
         body = self.prefix.format_map(common)
         if self.item:
-            body += self.separator.join(self.item.format_map(_Defaults(it)) for it in items)
+            body += self.separator.format_map(_Defaults()).join(self.item.format_map(_Defaults(it)) for it in items)
         return body + self.suffix.format_map(common)
 
     def with_(self, **changes: Any) -> PromptTemplate:
@@ -220,7 +223,7 @@ def _not_found(name: str) -> ConfigError:
     close = difflib.get_close_matches(name, names(), n=1, cutoff=0.8)
     if close:
         return ConfigError(f"unknown prompt {name!r}; did you mean {close[0]!r}? {builtin}")
-    if os.sep in name and name.split(os.sep)[0] not in {n.split("/")[0] for n in names()}:
+    if os.sep in name and name.split(os.sep)[0] not in paradigms():
         return ConfigError(f"unknown prompt {name!r}: no such .yaml file exists and no built-in prompt has that name; {builtin}")
     return ConfigError(f"unknown prompt {name!r}; {builtin}")
 
@@ -236,8 +239,15 @@ def names() -> list[str]:
     return sorted(p.name[: -len(".yaml")].replace("__", "/") for p in resources.files(__name__).iterdir() if p.name.endswith(".yaml"))
 
 
+def paradigms() -> set[str]:
+    """Paradigms a template may name: those of the built-in templates (the first part of their names)."""
+    return {n.split("/")[0] for n in names()}
+
+
 def _validate(t: PromptTemplate) -> PromptTemplate:
     _check_types(t)
+    if t.paradigm not in paradigms():
+        raise ConfigError(f"prompt {t.name!r}: paradigm {t.paradigm!r} is not one of {sorted(paradigms())}")
     if any(not o.strip() for o in t.options):
         raise ConfigError(f"prompt {t.name!r}: options must be non-empty strings, got {list(t.options)}")
     if len(set(t.options)) < len(t.options):
