@@ -1,10 +1,11 @@
 """Prompts as data: one YAML file per method, loaded by name (``"listwise/rankgpt"``) or by path.
 
-A template has named sections. ``paradigm`` is one of :func:`paradigms`. ``system`` becomes the
-system message; the user message is ``prefix`` + ``item`` (once per document, joined by
-``separator``) + ``suffix``; ``answer_prefix`` (optional) starts the assistant's answer;
-``constraint`` (optional, :data:`CONSTRAINTS`) names the answer's language for constrained
-decoding; ``meta`` (optional, :data:`META`) holds settings that only some families read.
+A template has named sections. ``paradigm`` names the family it is written for (any name: a plugin's
+family may have its own; a family checks that a template fits its task, the paradigm aside, and E2Rank
+its paradigm). ``system`` becomes the system message; the user message is
+``prefix`` + ``item`` (once per document, joined by ``separator``) + ``suffix``; ``answer_prefix``
+(optional) starts the assistant's answer; ``constraint`` (optional, :data:`CONSTRAINTS`) names the
+answer's language for constrained decoding; ``meta`` (optional, :data:`META`) holds settings that only some families read.
 ``examples`` (optional) are few-shot demonstrations given as earlier chat turns: each maps the
 placeholders of the prefix and suffix (and ``items``, a list of item values, where the template has
 an ``item``), rendered through the same sections as a user turn, then its ``answer`` as the
@@ -240,14 +241,12 @@ def names() -> list[str]:
 
 
 def paradigms() -> set[str]:
-    """Paradigms a template may name: those of the built-in templates (the first part of their names)."""
+    """The paradigms of the built-in templates (the first part of their names)."""
     return {n.split("/")[0] for n in names()}
 
 
 def _validate(t: PromptTemplate) -> PromptTemplate:
     _check_types(t)
-    if t.paradigm not in paradigms():
-        raise ConfigError(f"prompt {t.name!r}: paradigm {t.paradigm!r} is not one of {sorted(paradigms())}")
     if any(not o.strip() for o in t.options):
         raise ConfigError(f"prompt {t.name!r}: options must be non-empty strings, got {list(t.options)}")
     if len(set(t.options)) < len(t.options):
