@@ -47,7 +47,7 @@ def build(expr: str, dataset: Any = None, cache_dir: str | Path | None = None) -
     if not expr.strip():
         raise ConfigError("the pipeline expression is empty")
     try:
-        tree = ast.parse(f"(\n{_dehyphenate(expr.strip())}\n)", mode="eval").body  # may span lines
+        tree = ast.parse(_wrapped(_dehyphenate(expr.strip())), mode="eval").body  # may span lines
         stage = _Builder(expr, None, cache_dir).visit(tree)  # validate everything before indexing anything
     except SyntaxError as e:
         raise ConfigError(f"cannot parse pipeline {expr!r}: {e.msg} (use >>, % k, | between stage names)") from None
@@ -124,6 +124,11 @@ def _dehyphenate(source: str) -> str:
 _OPERATORS = {ast.RShift: ">>", ast.Mod: "%", ast.BitOr: "|"}
 
 
+def _wrapped(expr: str) -> str:
+    """The text parsed for ``expr``: in brackets, so that it may span lines (a ``)(`` in it is refused before)."""
+    return f"(\n{expr.strip()}\n)"
+
+
 class _Builder:
     def __init__(self, expr: str, dataset: Any, cache_dir: str | Path | None):
         self.expr, self.dataset = expr, dataset
@@ -135,7 +140,7 @@ class _Builder:
             if isinstance(node.op, ast.Mod):
                 k = self.literal(node.right)
                 if type(k) is not int:  # not a bool, not a float
-                    return self.fail(f"'%' needs an integer, got {ast.unparse(node.right)!r}")
+                    return self.fail(f"'%' needs an integer, got {self.written(node.right)}")
                 try:
                     return left % k
                 except ConfigError as e:
@@ -147,7 +152,7 @@ class _Builder:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             for keyword in node.keywords:
                 if keyword.arg is None:
-                    return self.fail(f"'**' argument unpacking is not supported, got {ast.unparse(keyword)!r}")
+                    return self.fail(f"'**' argument unpacking is not supported, got {self.written(keyword)}")
             names = [kw.arg for kw in node.keywords]
             repeated = sorted({n for n in names if names.count(n) > 1})
             if repeated:
@@ -156,8 +161,8 @@ class _Builder:
             kwargs = {kw.arg: self.literal(kw.value) for kw in node.keywords if kw.arg}
             return self.stage(node.func.id, args, kwargs)
         if isinstance(node, ast.BinOp | ast.BoolOp | ast.UnaryOp | ast.Compare):
-            return self.fail(f"{ast.unparse(node)!r} is not supported: a pipeline joins stages with >>, % INT and | only")
-        return self.fail(f"{ast.unparse(node)!r} is not a stage: write a stage name, or name(arguments)")
+            return self.fail(f"{self.written(node)} is not supported: a pipeline joins stages with >>, % INT and | only")
+        return self.fail(f"{self.written(node)} is not a stage: write a stage name, or name(arguments)")
 
     def literal(self, node: ast.AST) -> Any:
         """A literal argument: a number, a string, True/False/None, or a list, tuple or dict of these."""
@@ -172,13 +177,13 @@ class _Builder:
         if isinstance(node, ast.Dict) and all(isinstance(k, ast.Constant) and isinstance(k.value, str) for k in node.keys):
             keys = [k.value for k in node.keys]  # type: ignore[union-attr]
             if len(set(keys)) < len(keys):
-                return self.fail(f"a dict argument repeats a key: {ast.unparse(node)!r}")
+                return self.fail(f"a dict argument repeats a key: {self.written(node)}")
             return {k.value: self.literal(v) for k, v in zip(node.keys, node.values)}  # type: ignore[union-attr]
         if isinstance(node, ast.Starred):
-            return self.fail(f"'*' argument unpacking is not supported, got {ast.unparse(node)!r}")
+            return self.fail(f"'*' argument unpacking is not supported, got {self.written(node)}")
         return self.fail(f"arguments must be literal values (numbers, strings, True/False/None, lists, dicts with "
                          f"string keys), "
-                         f"got {ast.unparse(node)!r}")
+                         f"got {self.written(node)}")
 
     def stage(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Stage:
         for kind in ("retriever", "reranker"):
@@ -210,6 +215,10 @@ class _Builder:
         if hasattr(stage, "index") and hasattr(stage, "load"):
             return indexed(stage, self.dataset, self.cache_dir)
         return stage
+
+    def written(self, node: ast.AST) -> str:
+        """``node`` as the user wrote it (names with hyphens, spacing), quoted."""
+        return repr(ast.get_source_segment(_wrapped(self.expr), node) or ast.unparse(node))
 
     def fail(self, message: str, listing: bool = False) -> Any:
         extra = ""

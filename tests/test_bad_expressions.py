@@ -36,6 +36,7 @@ def test_strings_are_kept_verbatim_and_hyphenated_names_still_work():
     ("bm25 + dense", "'bm25 \\+ dense' is not supported"),
     ("bm25 - dense", "'bm25 - dense' is not supported"),
     ("-bm25", "'-bm25' is not supported"),
+    ("bm25 >> -cross-encoder", "'-cross-encoder' is not supported"),  # review helper-66: quoted as -cross_encoder
     ("bm25.x", "'bm25.x' is not a stage"),
     ("bm25()()", "'bm25\\(\\)\\(\\)' is not a stage"),
     ("5 % bm25", "'5' is not a stage"),
