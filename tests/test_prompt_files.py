@@ -202,7 +202,6 @@ def test_a_template_given_in_python_is_checked_as_a_file_is(sections, message):
     assert load(PromptTemplate("mine", "pointwise", "Q: {query} D: {text}")).prefix == "Q: {query} D: {text}"
 
 
-
 @pytest.mark.parametrize("text, message", [
     (HEAD + "examples:\n  - {text: d, answer: ' yes'}\n", "example 1: prompt placeholder {query} has no value here"),
     (HEAD + "examples:\n  - {querry: q, query: q, text: d, answer: ' yes'}\n",
