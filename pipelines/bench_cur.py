@@ -29,6 +29,8 @@ from rerank.retrievers.cur import ANNCUR
 from rerank.retrievers.dense import Dense
 from rerank.scorers import CountingScorer, MaxSim
 
+from _args import non_negative, positive, positive_list, within  # pipelines/_args.py
+
 
 def recall_at(found: list[int], exact_row: np.ndarray, k: int) -> float:
     return len(set(found[:k]) & set(np.argsort(-exact_row)[:k].tolist())) / k
@@ -37,20 +39,30 @@ def recall_at(found: list[int], exact_row: np.ndarray, k: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="scifact")
-    p.add_argument("--docs", type=int, default=300, help="items in the slice (0: the whole corpus)")
-    p.add_argument("--anchor-queries", type=int, default=50, help="dataset queries used as anchor queries")
-    p.add_argument("--test-queries", type=int, default=10)
-    p.add_argument("--budgets", default="20,40,80", help="scorer calls per query")
-    p.add_argument("--k", type=int, default=10, help="recall of the exact top-k")
+    p.add_argument("--docs", type=non_negative, default=300, help="items in the slice (0: the whole corpus)")
+    p.add_argument("--anchor-queries", type=positive, default=50, help="dataset queries used as anchor queries")
+    p.add_argument("--test-queries", type=positive, default=10, help="other dataset queries, the ones evaluated")
+    p.add_argument("--budgets", type=positive_list, default=[20, 40, 80],
+                   help="scorer calls per query, comma-separated, each from 4 (2 adaptive rounds of B/2 anchor items) "
+                        "to the items in the slice")
+    p.add_argument("--k", type=positive, default=10, help="recall of the exact top-k")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", default="results/cur_recall_vs_cost.png")
     args = p.parse_args()
+    if min(args.budgets) < 4:
+        p.error(f"argument --budgets: {min(args.budgets)} is below 4 (anncur-adaptive scores B/2 anchor items in 2 rounds)")
 
     ds = load(args.dataset)
     queries = [q.text for q in ds.queries()]
+    within(p, "--anchor-queries plus --test-queries", args.anchor_queries + args.test_queries, len(queries),
+           f"queries of {ds.name}")
+    corpus = ds.corpus()
+    within(p, "--docs", args.docs, len(corpus), f"documents of {ds.name}")
+    items = args.docs or len(corpus)
+    within(p, "--budgets", max(args.budgets), items, "items in the slice")
+    within(p, "--k", args.k, items, "items in the slice")
     random.Random(args.seed).shuffle(queries)
     anchors, tests = queries[: args.anchor_queries], queries[args.anchor_queries: args.anchor_queries + args.test_queries]
-    corpus = ds.corpus()
     docs = corpus if not args.docs else random.Random(args.seed).sample(corpus, args.docs)
     texts = [d.full_text() for d in docs]
     print(f"{ds.name}: {len(docs)} items, {len(anchors)} anchor queries, {len(tests)} test queries, top-{args.k}")
@@ -61,7 +73,7 @@ def main() -> None:
     print(f"exact scores ({len(tests)} x {len(docs)}): {time.perf_counter() - start:.1f} s")
     bm25, dense = BM25().index(docs), Dense().index(docs)
 
-    budgets = [int(b) for b in args.budgets.split(",")]
+    budgets = args.budgets
     methods = {
         "anncur": lambda b: ANNCUR(scorer, args.anchor_queries, b // 2, b, seed=args.seed),
         "anncur-adaptive": lambda b: ANNCUR(scorer, args.anchor_queries, b // 2, b, rounds=2, seed=args.seed),
