@@ -33,6 +33,9 @@ from rerank.encoders import DEFAULT_ENCODER, RUNTIMES, resolve_encoder, runtime_
 from rerank.errors import MissingDependency
 from rerank.rerankers.cross_encoder import CrossEncoderReranker
 from rerank.retrievers.dense import Dense
+from rerank.types import Doc
+
+from _args import positive, within  # pipelines/_args.py
 
 os.environ["RERANK_PREBUILT"] = "off"  # encoding time is measured here: never read prebuilt embeddings
 TRIED = [r for r in RUNTIMES if r != "auto"]
@@ -53,15 +56,23 @@ def available(runtime: str) -> str | None:
     return None
 
 
-def bench_dense(n_docs: int) -> None:
+def scifact_docs(n_docs: int | None, parser: argparse.ArgumentParser) -> list[Doc]:
+    """SciFact's corpus, or (``n_docs`` below its size) every judged document plus random others up to ``n_docs``."""
+    docs = load("scifact").corpus()
+    within(parser, "--docs", n_docs, len(docs), "SciFact documents")
+    if n_docs is None or n_docs == len(docs):
+        return docs
+    judged = {d for rels in load("scifact").qrels().values() for d in rels}
+    kept, others = [d for d in docs if d.docid in judged], [d for d in docs if d.docid not in judged]
+    if n_docs < len(kept):
+        parser.error(f"argument --docs: {n_docs} is below the {len(kept)} judged SciFact documents, which every slice keeps")
+    return kept + random.Random(0).sample(others, n_docs - len(kept))
+
+
+def bench_dense(docs: list[Doc]) -> None:
     from sentence_transformers import SentenceTransformer
 
     ds = load("scifact")
-    docs = ds.corpus()
-    if n_docs < len(docs):
-        judged = {d for rels in ds.qrels().values() for d in rels}
-        others = [d for d in docs if d.docid not in judged]
-        docs = [d for d in docs if d.docid in judged] + random.Random(0).sample(others, max(0, n_docs - len(judged)))
     texts = [d.full_text() for d in docs]
     raw = SentenceTransformer(resolve_encoder(DEFAULT_ENCODER), device="cpu")
     raw.encode(texts[:64], batch_size=64)  # warm-up
@@ -116,17 +127,21 @@ def bench_cross_encoder(n_queries: int, top: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--docs", type=int, default=10**9, help="SciFact documents to encode (default: all)")
-    p.add_argument("--queries", type=int, default=43, help="TREC-DL 2019 queries for the cross-encoder")
-    p.add_argument("--top", type=int, default=100, help="BM25 candidates per query for the cross-encoder")
+    p.add_argument("--docs", type=positive, help="SciFact documents to encode, at least the judged ones (default: all)")
+    p.add_argument("--queries", type=positive, default=43, help="TREC-DL 2019 queries for the cross-encoder")
+    p.add_argument("--top", type=positive, default=100, help="BM25 candidates per query for the cross-encoder")
     p.add_argument("--skip-dense", action="store_true")
     p.add_argument("--skip-cross", action="store_true")
     args = p.parse_args()
+    docs = None if args.skip_dense else scifact_docs(args.docs, p)
+    run = load("trec-dl-2019").run("bm25")
+    within(p, "--queries", args.queries, len(run.queries()), "TREC-DL 2019 queries")
+    within(p, "--top", args.top, max(len(c) for c in run.per_query()), "BM25 candidates per query")
     import torch
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    if not args.skip_dense:
-        bench_dense(args.docs)
+    if docs is not None:
+        bench_dense(docs)
     if not args.skip_cross:
         bench_cross_encoder(args.queries, args.top)
 

@@ -21,6 +21,8 @@ from rerank.backends import load_backend
 from rerank.data import load
 from rerank.registry import get
 
+from _args import positive, within  # pipelines/_args.py
+
 METHODS = {
     "listwise": lambda a: {"window": a.window, "step": a.step},
     "first": lambda a: {"window": a.window, "step": a.step},
@@ -32,21 +34,26 @@ METHODS = {
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--limit", type=int, default=5, help="number of queries (first N judged queries)")
-    ap.add_argument("--depth", type=int, default=20, help="BM25 candidates reranked per query")
+    ap.add_argument("--limit", type=positive, default=5, help="number of queries (first N judged queries)")
+    ap.add_argument("--depth", type=positive, default=20, help="BM25 candidates reranked per query")
     ap.add_argument("--backend", default="hf:smollm2", help="backend spec, e.g. hf:smollm2 or vllm:Qwen/Qwen2.5-7B-Instruct")
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
-    ap.add_argument("--window", type=int, default=10, help="listwise window (FIRST, InsertRank too)")
-    ap.add_argument("--step", type=int, default=5, help="listwise step")
-    ap.add_argument("--set-size", type=int, default=4, help="setwise set size (groupwise groups are one larger)")
+    ap.add_argument("--window", type=positive, default=10, help="listwise window (FIRST, InsertRank too)")
+    ap.add_argument("--step", type=positive, default=5, help="listwise step")
+    ap.add_argument("--set-size", type=positive, default=4, help="setwise set size (groupwise groups are one larger)")
     ap.add_argument("--normalize", default="minmax", choices=["raw", "minmax", "rank"], help="InsertRank score display")
-    ap.add_argument("--max-words", type=int, default=60, help="words kept per passage")
-    ap.add_argument("--batch-size", type=int, default=8, help="prompts per backend call")
+    ap.add_argument("--max-words", type=positive, default=60, help="words kept per passage")
+    ap.add_argument("--batch-size", type=positive, default=8, help="prompts per backend call")
     args = ap.parse_args()
+    if unknown := set(args.methods.split(",")) - set(METHODS):
+        ap.error(f"argument --methods: unknown {', '.join(sorted(unknown))} (choose from {', '.join(METHODS)})")
 
     ds = load("trec-dl-2019")
     run = ds.run("bm25")
-    qids = [q for q in run.queries() if q in ds.qrels()][: args.limit]
+    judged = [q for q in run.queries() if q in ds.qrels()]
+    within(ap, "--limit", args.limit, len(judged), "judged queries of the BM25 run")
+    within(ap, "--depth", args.depth, max(len(c) for c in run.per_query()), "candidates per query of the BM25 run")
+    qids = judged[: args.limit]
     first_stage = run.select(qids).top(args.depth)
     qrels = {q: ds.qrels()[q] for q in qids}  # judged queries outside the slice would count as 0
     t = time.perf_counter()

@@ -19,6 +19,8 @@ from rerank.backends import load_backend
 from rerank.data import load
 from rerank.evaluate import evaluate
 
+from _args import positive, within  # pipelines/_args.py
+
 METHODS = {
     "yes-no": ("yes-no", {}),
     "erank": ("erank", {}),
@@ -31,15 +33,17 @@ METHODS = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backend", default="hf:smollm2", help="backend spec (default: hf:smollm2)")
-    ap.add_argument("--limit", type=int, default=43, help="number of queries (default: all 43)")
-    ap.add_argument("--depth", type=int, default=20, help="BM25 candidates reranked per query (default: 20)")
-    ap.add_argument("--top-k", type=int, default=10, help="positions sorted by PRP heapsort/sliding (default: 10)")
-    ap.add_argument("--batch-size", type=int, default=16, help="prompts per backend call (default: 16)")
+    ap.add_argument("--limit", type=positive, default=43, help="number of queries (default: all 43)")
+    ap.add_argument("--depth", type=positive, default=20, help="BM25 candidates reranked per query (default: 20)")
+    ap.add_argument("--top-k", type=positive, default=10, help="positions sorted by PRP heapsort/sliding (default: 10)")
+    ap.add_argument("--batch-size", type=positive, default=16, help="prompts per backend call (default: 16)")
     ap.add_argument("--methods", nargs="+", default=["yes-no", "erank", "prp-heapsort"], choices=sorted(METHODS))
     args = ap.parse_args()
 
     ds = load("trec-dl-2019")
     bm25 = ds.run("bm25")
+    within(ap, "--limit", args.limit, len(bm25.queries()), "queries of the BM25 run")
+    within(ap, "--depth", args.depth, max(len(c) for c in bm25.per_query()), "candidates per query of the BM25 run")
     qids = list(bm25.queries())[: args.limit]
     candidates = bm25.select(qids).top(args.depth)
     all_qrels = ds.qrels()

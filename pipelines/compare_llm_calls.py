@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _args import positive, within  # pipelines/_args.py
+
 FAMILIES = {
     "yes-no": {"batch_size": 128},
     "erank": {"batch_size": 128},
@@ -127,13 +129,16 @@ def _signature(calls: list[dict], *fields: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--limit", type=int, default=10, help="first N queries of TREC-DL 2019")
+    parser.add_argument("--limit", type=positive, default=10, help="first N queries of TREC-DL 2019 (at most 43)")
     parser.add_argument("--out", type=Path, help="where to write the calls and rankings (JSON)")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("OLD", "NEW"))
     args = parser.parse_args(argv)
     if args.compare:
         compare(*args.compare)
     elif args.out:
+        from rerank.data import load
+
+        within(parser, "--limit", args.limit, len(load("trec-dl-2019").run("bm25").queries()), "TREC-DL 2019 queries")
         run(args.limit, args.out)
     else:
         parser.error("give --out or --compare")
