@@ -24,6 +24,8 @@ from rerank.expr import build
 from rerank.rerankers.e2rank import E2Rank
 from rerank.retrievers.dense import Dense
 
+from _args import non_negative, positive  # pipelines/_args.py
+
 
 def slice_dataset(ds, args):
     queries = ds.queries()
@@ -51,11 +53,11 @@ def timed(stage, inp):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="scifact")
-    p.add_argument("--queries", type=int, default=50, help="queries in the slice")
-    p.add_argument("--distractors", type=int, default=500, help="SciFact: unjudged documents added to the judged ones")
-    p.add_argument("--depth", type=int, default=20, help="candidates reranked per query")
-    p.add_argument("--k", type=int, default=10, help="E2Rank: documents in the listwise prompt")
-    p.add_argument("--llm-queries", type=int, default=2, help="queries timed with the LLM rerankers (0: skip)")
+    p.add_argument("--queries", type=positive, default=50, help="queries in the slice")
+    p.add_argument("--distractors", type=non_negative, default=500, help="SciFact: unjudged documents added to the judged ones")
+    p.add_argument("--depth", type=positive, default=20, help="candidates reranked per query")
+    p.add_argument("--k", type=positive, default=10, help="E2Rank: documents in the listwise prompt")
+    p.add_argument("--llm-queries", type=non_negative, default=2, help="queries timed with the LLM rerankers (0: skip)")
     p.add_argument("--full", action="store_true", help="every query and the whole corpus")
     args = p.parse_args()
 

@@ -53,6 +53,8 @@ from rerank.models import dense_location, gguf_path
 from rerank.registry import get
 from rerank.types import Candidates
 
+from _args import positive  # pipelines/_args.py
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVED_NAME = "smollm2"
 METHODS = ("listwise", "listwise_free", "listwise_engine", "yes_no", "rank_llm")
@@ -151,13 +153,13 @@ def run_rankllm(python: Path, base_url: str, cands: list[Candidates], qrels, arg
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--limit", type=int, default=5, help="number of queries (first N judged queries)")
-    ap.add_argument("--depth", type=int, default=20, help="BM25 candidates reranked per query")
-    ap.add_argument("--window", type=int, default=20, help="listwise window")
-    ap.add_argument("--step", type=int, default=10, help="listwise step (rank_llm's stride)")
-    ap.add_argument("--max-words", type=int, default=100, help="words kept per passage (both sides)")
-    ap.add_argument("--n-ctx", type=int, default=4096, help="server context length (both sides fit prompts to it)")
-    ap.add_argument("--concurrency", type=int, default=8, help="requests in flight (our backend, rank_llm's threads)")
+    ap.add_argument("--limit", type=positive, default=5, help="number of queries (first N judged queries)")
+    ap.add_argument("--depth", type=positive, default=20, help="BM25 candidates reranked per query")
+    ap.add_argument("--window", type=positive, default=20, help="listwise window")
+    ap.add_argument("--step", type=positive, default=10, help="listwise step (rank_llm's stride)")
+    ap.add_argument("--max-words", type=positive, default=100, help="words kept per passage (both sides)")
+    ap.add_argument("--n-ctx", type=positive, default=4096, help="server context length (both sides fit prompts to it)")
+    ap.add_argument("--concurrency", type=positive, default=8, help="requests in flight (our backend, rank_llm's threads)")
     ap.add_argument("--tokenizer", default=None,
                     help="render chat prompts locally with this tokenizer (e.g. smollm2) and send them to /completions, "
                          "so the answer prefix '[' is honored; default: /chat/completions, where llama.cpp ignores it")

@@ -39,6 +39,8 @@ from typing import Any
 from rerank.data import load
 from rerank.train import TrainSettings
 
+from _args import positive  # pipelines/_args.py
+
 EXPORTED = ("data", "teacher", "teacher_scale", "generator", "num_documents", "clusters", "seed")
 """The export's settings (the examples depend on them); training settings are given to ``train``."""
 
@@ -188,9 +190,9 @@ def main() -> None:
     e.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus", "cranfield"])
     e.add_argument("--name", required=True, help="names this export's files")
     e.add_argument("--teacher", default=TrainSettings.teacher)
-    e.add_argument("--num-documents", type=int, default=600)
-    e.add_argument("--clusters", type=int, default=50)
-    e.add_argument("--depth", type=int, default=100)
+    e.add_argument("--num-documents", type=positive, default=600)
+    e.add_argument("--clusters", type=positive, default=50)
+    e.add_argument("--depth", type=positive, default=100)
     e.add_argument("--seed", type=int, default=42)
     e.add_argument("--out", type=Path, required=True)
     t = sub.add_parser("train", help="train and rerank (on the GPU machine)")
@@ -198,8 +200,8 @@ def main() -> None:
     t.add_argument("--base", default=TrainSettings.base, help="start checkpoint (default: the offline MiniLM body)")
     t.add_argument("--epochs", type=float, nargs="+", default=[3.0])
     t.add_argument("--learning-rate", type=float, default=1e-4)
-    t.add_argument("--max-length", type=int, default=128)
-    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--max-length", type=positive, default=128)
+    t.add_argument("--batch-size", type=positive, default=16)
     t.add_argument("--out", type=Path, required=True, help="scores.json goes here")
     t.add_argument("--only", nargs="+", help="train on these exports only (their --name)")
     t.add_argument("--datasets", nargs="+", help="train on these collections only")
@@ -209,7 +211,7 @@ def main() -> None:
     r = sub.add_parser("report", help="evaluate the scores (here)")
     r.add_argument("--data", type=Path, required=True)
     r.add_argument("--scores", type=Path, required=True)
-    r.add_argument("--eval-limit", type=int, default=100)
+    r.add_argument("--eval-limit", type=positive, default=100)
     args = p.parse_args()
     {"export": export, "train": train, "report": report}[args.command](args)
 
