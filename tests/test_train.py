@@ -77,6 +77,17 @@ def test_bad_settings_are_refused(changes, message):
         TrainSettings().with_(**changes)
 
 
+def test_training_without_the_train_extra_names_it(tmp_path, monkeypatch, capsys):
+    """README walkthrough (helper-74): a plain install built the examples, then died of an unexpected
+    ModuleNotFoundError for accelerate (exit 1)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "accelerate", None)  # not installed
+    assert main(["--quiet", "train", "cross-encoder", "--dataset", "scifact", "--out", str(tmp_path / "m")]) == 2
+    assert "accelerate is not installed: pip install 'rerank[train]'" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
 def test_paths_and_numpy_numbers_are_settings_too():
     s = TrainSettings(base=Path("models/ce"), cache=Path("calls.sqlite"), seed=np.int64(3), teacher_scale=np.float32(2.0))
     assert (s.base, s.cache, s.seed, s.teacher_scale) == ("models/ce", "calls.sqlite", 3, 2.0) and type(s.seed) is int

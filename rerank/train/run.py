@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from rerank.data import Dataset
-from rerank.errors import ConfigError, RerankError, one_line, one_of
+from rerank.errors import ConfigError, RerankError, one_line, one_of, require
 from rerank.models import has_model_file, weights_stamp
 from rerank.train import sources
 from rerank.train.examples import Group, layout, to_dataset
@@ -132,7 +132,9 @@ def train_model(kind: str, dataset: str | Dataset, out: str | Path, settings: Tr
     if not isinstance(out, str | Path) or not str(out).strip():
         raise ConfigError(f"out must be the folder to save the model in, got {out!r:.60}")
     s = (settings or TrainSettings()).with_(**changes)
-    s = s.with_(loss=check_losses(kind, s)[0])  # before anything expensive
+    for module in ("datasets", "accelerate", "matplotlib"):  # the train extra, before anything expensive
+        require(module, "train")
+    s = s.with_(loss=check_losses(kind, s)[0])
     warn_unread(s)
     check_inputs(kind, dataset, s)
     created = not Path(out).exists()
