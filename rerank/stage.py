@@ -123,6 +123,16 @@ class Stage:
         return hash(repr(self))
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Log ``message`` as a warning the first time this process meets it (a pipeline compiles per run)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logger.warning(message)
+
+
 class Pipeline(Stage):
     """Stages run in order; nested pipelines are flattened."""
 
@@ -149,8 +159,8 @@ class Pipeline(Stage):
             prev = out[-1] if out else None
             if isinstance(s, Cutoff) and prev is not None and hasattr(prev, "with_num_results"):
                 if s.k > prev.num_results and len(out) == 1:  # a later retriever rescores what it is given
-                    logger.warning("%r retrieves at most its num_results=%d per query, fewer than the cut-off %d keeps; "
-                                   "give it num_results=%d", prev, prev.num_results, s.k, s.k)
+                    _warn_once(f"{prev!r} retrieves at most its num_results={prev.num_results} per query, fewer than "
+                               f"the cut-off {s.k} keeps; give it num_results={s.k}")
                 out[-1] = prev.with_num_results(min(s.k, prev.num_results))
             out.append(s)
         return Pipeline.__new_flat(out)
