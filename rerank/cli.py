@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rerank.errors import ConfigError, RerankError, one_line
-from rerank.metrics import DEFAULT_METRICS
+from rerank.metrics import DEFAULT_METRICS, has_relevant
 from rerank.registry import import_plugin
 
 # Errors that name a problem with the user's input or paths: one line, exit status 2.
@@ -288,8 +288,9 @@ def _eval(args: argparse.Namespace) -> int:
     log = logging.getLogger("rerank")  # one line per stage, also when stdout is not a terminal (make demo in CI)
     log.info("load: %s ...", args.dataset)
     dataset = load_dataset(spec)  # a dataset that does not load is one error, not one per system
-    log.info("load: %s, %d documents, %d queries, %d judged", dataset.name, len(dataset.corpus()), len(dataset.queries()),
-             len(dataset.qrels()))  # its qrels too: damaged ones are one error
+    qrels, qids = dataset.qrels(), {q.qid for q in dataset.queries()}  # its qrels too: damaged ones are one error
+    log.info("load: %s, %d documents, %d queries, %d judged (with a relevant document)", dataset.name,
+             len(dataset.corpus()), len(qids), sum(q in qids and has_relevant(docs) for q, docs in qrels.items()))
     experiment = Experiment(systems, [spec], metrics, baseline=args.baseline,
                             save_dir=args.save_runs, limit=args.limit, executor=args.executor, test=args.test,
                             correction=args.correction, name=args.dataset)

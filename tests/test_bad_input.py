@@ -384,6 +384,9 @@ def test_qrels_partly_outside_the_collection_are_evaluated_with_a_count(tmp_path
     assert code == 0 and scores(out)["bm25"]["mrr@10"] == "0.8000" and scores(out)["bm25"]["queries"] == "5"  # q5 scores 0: its document is absent
     assert "2 of 7 judged queries are not among its queries" in caplog.text
     assert "1 judged queries have none of their relevant documents in the corpus" in caplog.text
+    with caplog.at_level(logging.INFO, logger="rerank"):  # README walkthrough (helper-74): it said 7 judged
+        main(["eval", "--dataset", str(data), "--pipeline", "bm25", "--metrics", "mrr@10"])
+    assert "5 queries, 5 judged (with a relevant document)" in caplog.text
     # review helper-65: relevant documents the corpus lacks are counted (an info line) even where a query keeps others
     with caplog.at_level(logging.INFO, logger="rerank"):
         BeirDataset(data).qrels()  # a new object: load() gives the one read above

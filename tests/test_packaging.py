@@ -55,7 +55,7 @@ def test_wheel_installs_into_a_new_environment_and_finds_bundled_data(tmp_path):
     assert "0.6762" in out.stdout
     # Not a terminal (as make demo in CI): one progress line per stage, on stderr.
     lines = out.stderr.splitlines()
-    assert "load: scifact, 5183 documents, 300 queries, 300 judged" in lines
+    assert "load: scifact, 5183 documents, 300 queries, 300 judged (with a relevant document)" in lines
     assert any(line.startswith("index: BM25() on scifact, 5183 documents") for line in lines)
     assert "evaluate: 1 pipeline on scifact ..." in lines
     assert any(line.startswith("done: bm25 on scifact, 300 queries in ") for line in lines), lines
