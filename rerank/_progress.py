@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -29,3 +30,18 @@ def progress_bar(items: Iterable[T], desc: str, progress: bool | None, total: in
     from tqdm.auto import tqdm
 
     yield from tqdm(items, desc=desc, total=total, unit=unit, leave=False)
+
+
+@contextmanager
+def library_bars(progress: bool | None) -> Iterator[None]:
+    """Hugging Face's own bars (a checkpoint's "Writing model shards") off inside, unless progress is on."""
+    from transformers.utils import logging as hf_logging
+
+    off = not progress_enabled(progress) and hf_logging.is_progress_bar_enabled()
+    if off:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if off:
+            hf_logging.enable_progress_bar()

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from rerank._progress import library_bars
 from rerank.data import Dataset
 from rerank.errors import ConfigError, RerankError, one_line, one_of, require
 from rerank.models import has_model_file, weights_stamp
@@ -183,13 +184,14 @@ def _train(kind: str, dataset: str | Dataset, out: Path, s: TrainSettings) -> Tr
         raise ConfigError(f"no training example fits the chosen losses{hint} ({counts})")
     from rerank.train.trainer import fit, load_student
 
-    model = load_student(kind, s.base, s.max_length, s.seed)
     if not resuming:
         (out / RUN_SETTINGS).write_text(json.dumps({**run_settings(kind, s), **trained_on}, indent=2), encoding="utf-8")
-    start = time.perf_counter()
-    curve, curves, steps = fit(kind, model, tables, out, s)
-    seconds["training"] = time.perf_counter() - start
-    model.save(str(out))
+    with library_bars(s.progress):
+        model = load_student(kind, s.base, s.max_length, s.seed)
+        start = time.perf_counter()
+        curve, curves, steps = fit(kind, model, tables, out, s)
+        seconds["training"] = time.perf_counter() - start
+        model.save(str(out))
     seconds["total"] = time.perf_counter() - started
     record = TrainingRecord(ds.name, {"model": kind, **s.to_dict()}, counts, curve, seconds, steps, str(out), versions(), curves)
     record.save(out)
