@@ -41,8 +41,9 @@ def check(test: str, correction: str | None) -> str | None:
 
 def pvalue(a: np.ndarray, b: np.ndarray, test: str = "student", permutations: int = 1000, seed: int = 42) -> float:
     """Two-sided p-value of the paired difference between ``a`` and ``b`` (1.0 when they never differ; NaN
-    when a score is undefined, NaN, as the measure's mean then is, and for Student's test when every
-    difference is the same and not 0: its t is infinite, a p of 0 on two queries that no test supports)."""
+    when a score is undefined, NaN, as the measure's mean then is). Where every difference is the same
+    and not 0, Student's t is infinite (p = 0, even on two queries); the p-value is then the exact
+    sign-flip test's, 2 / 2^n (0.5 on two queries)."""
     check(test, None)
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if len(a) != len(b):
@@ -56,8 +57,8 @@ def pvalue(a: np.ndarray, b: np.ndarray, test: str = "student", permutations: in
         if test == "student":
             from ranx.statistical_tests import paired_student_t_test
 
-            if np.ptp(a - b) <= TIE:  # no variance: t is infinite
-                return float("nan")
+            if np.ptp(a - b) <= TIE:  # t is infinite: the exact sign-flip p, 2 of the 2^n signs as extreme
+                return min(1.0, 2.0 / 2.0 ** len(a))
 
             p, _ = paired_student_t_test(a, b)
         else:

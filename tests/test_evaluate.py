@@ -224,7 +224,8 @@ def test_a_failed_cell_has_no_p_value_and_report_json_holds_no_bare_nan(tmp_path
     assert saved["datasets"][str(data)]["BM25"]["per_query"]["bpref"]["q1"] == 1.0
     assert math.isnan(pvalue([0.5, float("nan")], [0.5, 0.2]))                  # an undefined score has no p-value
     # review helper-72: differences that do not vary gave Student's p = 0.0 (significant) on two queries
-    assert math.isnan(pvalue([1.0, 1.0], [0.5, 0.5])) and pvalue([1.0, 1.0], [0.5, 0.5], "fisher") == 0.5
+    assert pvalue([1.0, 1.0], [0.5, 0.5]) == 0.5 == pvalue([1.0, 1.0], [0.5, 0.5], "fisher")
+    assert pvalue([1.0] * 3, [0.5] * 3) == 0.25 and pvalue([1.0] * 20, [0.5] * 20) < 1e-5
     assert correct([0.01, float("nan"), 0.02], "holm")[0] == 0.02 and math.isnan(correct([0.01, float("nan")], "bonferroni")[1])
 
 
