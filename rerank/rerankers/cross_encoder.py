@@ -44,8 +44,9 @@ class CrossEncoderReranker(PointwiseReranker):
         batch_size: pairs per forward pass (pairs of all queries are batched together, longest first).
         max_length: tokens per (query, passage) input; default: the model's own limit.
         truncation: ``"maxp"`` or ``"truncate"`` (see the module docstring).
-        stride: in ``"maxp"`` mode, tokens between the starts of consecutive passages, at most a
-            passage (longer would skip text); default: half a passage (50% overlap).
+        stride: in ``"maxp"`` mode, tokens between the starts of consecutive passages; default: half a
+            passage (50% overlap). Where it is longer than a passage (next to a long query), passages
+            start a passage apart instead, with a warning, so that no text goes unread.
         runtime: one of :data:`rerank.encoders.RUNTIMES`; float32 ``"torch"`` by default (no trained
             cross-encoder is at hand here to measure what bf16 costs in effectiveness).
         device: torch device (``"cpu"``, ``"cuda"``); default: sentence-transformers' choice.
@@ -64,6 +65,7 @@ class CrossEncoderReranker(PointwiseReranker):
         self.runtime = runtime
         self.model, self.batch_size, self.max_length = model, batch_size, max_length
         self.truncation, self.stride, self.device, self.progress = truncation, stride, device, progress
+        self._stride_warned = False
 
     @cached_property
     def encoder(self) -> Any:
@@ -116,14 +118,15 @@ class CrossEncoderReranker(PointwiseReranker):
     def _passages(self, query: str, text: str) -> list[str]:
         """``text`` itself when it fits, else overlapping passages cut at token boundaries."""
         room = self._room(query)
-        if self.stride and self.stride > room:
-            raise ConfigError(f"stride={self.stride} is longer than a passage ({room} tokens next to this query), so text "
-                              f"between passages would go unread; give stride <= {room} or raise max_length")
         offsets = self.encoder.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
                                          verbose=False)["offset_mapping"]
         if len(offsets) <= room:
             return [text]
-        stride = self.stride or max(1, room // 2)
+        if self.stride and self.stride > room and not self._stride_warned:  # a long query leaves less room
+            self._stride_warned = True
+            logger.warning("%s: stride=%d is longer than a passage next to a query of this length (%d tokens); its "
+                           "passages start %d tokens apart, so that no text goes unread", self.model, self.stride, room, room)
+        stride = min(self.stride or max(1, room // 2), room)
         starts = list(range(0, len(offsets) - room, stride)) + [len(offsets) - room]
         return [text[offsets[s][0] : offsets[s + room - 1][1]] for s in starts]
 
