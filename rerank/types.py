@@ -290,7 +290,7 @@ class Ranking:
         from rerank.io import normalize_columns
 
         frame = normalize_columns(df)
-        if "rank" in frame.columns and "docid" in frame.columns and "score" in frame.columns and not frame.empty:
+        if {"qid", "docid", "score", "rank"} <= set(frame.columns) and not frame.empty:
             frame = _by_given_rank(frame)
         if "query" not in frame.columns and "docid" not in frame.columns and "text" in frame.columns:
             frame = frame.rename(columns={"text": "query", **({"_id": "qid"} if "qid" not in frame.columns else {})})
@@ -441,23 +441,30 @@ def _one_text_per_query(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _by_given_rank(frame: pd.DataFrame) -> pd.DataFrame:
     """A frame's rows in each query's given ``rank`` order, which then breaks ties of equal scores; ranks
-    that disagree with the scores (a later rank scored higher) are counted in a warning: scores decide."""
-    ranks = pd.to_numeric(frame["rank"], errors="coerce")
-    if ranks.isna().any() or not np.isfinite(ranks.to_numpy(np.float64)).all():
-        raise DataError(f"a Ranking's rank column must hold numbers; {int(ranks.isna().sum())} rows do not (drop the "
-                        "column to rank by score alone)")
-    qorder = pd.Series(range(frame["qid"].nunique()), index=frame["qid"].unique())
-    frame = frame.iloc[np.lexsort((np.arange(len(frame)), ranks.to_numpy(), frame["qid"].map(qorder).to_numpy()))]
-    higher = as_scores(frame["score"]).groupby(frame["qid"].to_numpy(), sort=False).diff().to_numpy() > 0
+    that disagree with the scores (a later rank scored higher) are counted in a warning: scores decide. A
+    frame the constructor refuses (repeated columns, missing qids) is left to it, to name the problem."""
+    if frame.columns.duplicated().any() or frame["qid"].isna().any():
+        return frame
+    ranks = pd.to_numeric(frame["rank"], errors="coerce").to_numpy(np.float64)
+    if not np.isfinite(ranks).all():
+        raise DataError(f"a Ranking's rank column must hold finite numbers; {int((~np.isfinite(ranks)).sum())} rows do "
+                        "not (drop the column to rank by score alone)")
+    qids = frame["qid"].astype(str).to_numpy()  # as the constructor will have them: 7 and "7" are one query
+    first = pd.unique(qids)
+    qorder = pd.Series(range(len(first)), index=first)
+    frame = frame.iloc[np.lexsort((np.arange(len(frame)), ranks, qorder[qids].to_numpy()))]
+    qids = frame["qid"].astype(str).to_numpy()
+    higher = as_scores(frame["score"]).groupby(qids, sort=False).diff().to_numpy() > 0
     if higher.any():
         logger.warning("%d queries have a rank column that disagrees with their scores (a later rank scored higher); "
-                       "they are ranked by score, equal scores in the given rank order", frame["qid"][higher].nunique())
+                       "they are ranked by score, equal scores in the given rank order", len(set(qids[higher])))
     return frame
 
 
-def as_scores(values: pd.Series) -> pd.Series:
+def as_scores(values: pd.Series, what: str = "a Ranking's scores") -> pd.Series:
     """The ``score`` column as floats: numbers, or text that reads as a plain decimal number; anything
-    else (booleans, ``1_000``, other scripts' digits, missing values) is refused, as in run files."""
+    else (booleans, ``1_000``, other scripts' digits, missing values) is refused, as in run files, in a
+    message about ``what``."""
     from rerank.io import PLAIN_NUMBER, plain_float
 
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
@@ -469,7 +476,7 @@ def as_scores(values: pd.Series) -> pd.Series:
                 raise TypeError
             out.append(plain_float(value) if isinstance(value, str) else float(value))
         except (TypeError, ValueError, OverflowError):
-            raise DataError(f"a Ranking's scores must be numbers; {value!r:.40} is not ({PLAIN_NUMBER})") from None
+            raise DataError(f"{what} must be numbers; {value!r:.40} is not ({PLAIN_NUMBER})") from None
     return pd.Series(out, index=values.index, dtype=np.float64)
 
 

@@ -300,6 +300,10 @@ def test_frames_that_a_ranking_would_misread_review_helper_72(caplog):
     assert Ranking(topics).to_pandas()["qid"].tolist() == ["q1", "q2"]  # repeated index labels: 3 rows came out
     tied = pd.DataFrame({"qid": ["q"] * 3, "query": ["a"] * 3, "docid": ["d1", "d2", "d3"], "score": [0.0] * 3, "rank": [3, 1, 2]})
     assert Ranking.from_pandas(tied).to_pandas()["docid"].tolist() == ["d2", "d3", "d1"]  # equal scores: the given ranks
+    mixed = pd.DataFrame({"qid": [7, "7"], "query": ["a", "a"], "docid": ["a", "b"], "score": [1.0, 1.0], "rank": [2, 1]})
+    assert Ranking.from_pandas(mixed).to_pandas()["docid"].tolist() == ["b", "a"]  # 7 and "7" are one query (helper-77)
+    with pytest.raises(DataError, match="needs columns .* missing \\['qid'\\]"):  # not a raw KeyError (helper-77)
+        Ranking.from_pandas(tied.drop(columns="qid"))
     distance = pd.DataFrame({"qid": ["q"] * 2, "query": ["a"] * 2, "docid": ["near", "far"], "score": [0.1, 0.9], "rank": [1, 2]})
     with caplog.at_level(logging.WARNING, logger="rerank"):
         assert Ranking.from_pandas(distance).to_pandas()["docid"].tolist() == ["far", "near"]

@@ -136,7 +136,7 @@ def _first_stage_scores(scores: Any, n: int) -> np.ndarray:
     shape = np.shape(np.asarray(scores, dtype=object)) if not isinstance(scores, str | bytes | Mapping) else ()
     if shape != (n,):
         raise DataError(f"scores must be one number per document: {n} documents, scores of shape {shape}")
-    first = as_scores(pd.Series(list(scores))).to_numpy()  # as a Ranking reads them: no booleans, no 1_000
+    first = as_scores(pd.Series(list(scores)), "scores").to_numpy()  # as a Ranking reads them: no booleans, no 1_000
     if not np.isfinite(first).all():
         bad = int(np.flatnonzero(~np.isfinite(first))[0])
         raise DataError(f"scores must be finite; score {bad} is {first[bad]}")
