@@ -267,9 +267,12 @@ def _systems(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _closed(text: str) -> bool:
-    """Whether ``text`` opens no bracket or quote that it does not close (the ``=`` after it is no argument's)."""
-    return (text.count("(") == text.count(")") and text.count("[") == text.count("]")
-            and text.count("'") % 2 == 0 and text.count('"') % 2 == 0)
+    """Whether ``text`` leaves no bracket open, so the ``=`` after it is no argument's (``bm25(k1=0.9)``);
+    a name may hold closed brackets, a lone closing one or a quote ("Bob's BM25 :)")."""
+    depth = 0
+    for char in text:
+        depth = depth + 1 if char in "([{" else max(0, depth - 1) if char in ")]}" else depth
+    return depth == 0
 
 
 def _run_name(path: str) -> str:

@@ -79,7 +79,9 @@ def with_first(expression: str, first: str) -> str:
         one = isinstance(ast.parse(_dehyphenate(first).strip(), mode="eval").body, ast.Name | ast.Call)
     except SyntaxError:
         one = False  # building the expression names the problem
-    return expression.replace("{first}", first if one else f"({first})")
+    if one and "#" not in first:
+        return expression.replace("{first}", first)
+    return expression.replace("{first}", f"({first}\n)" if "#" in first else f"({first})")  # a comment ends at the line
 
 
 def literal_strings(expression: str) -> list[str]:

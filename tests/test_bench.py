@@ -110,12 +110,13 @@ def test_bad_grids_say_what_is_wrong(raw, message):
 def test_a_first_stage_of_several_is_cut_and_fed_as_a_whole(tmp_path):
     """Review helper-66: ``{first}`` was pasted as text, so ``{first} % 2 >> x`` with ``first = "bm25 | run"``
     fused an uncut BM25 with the cut, rescored run."""
-    from rerank.expr import build
+    from rerank.expr import build, with_first
     from rerank.runner import Runner, Settings
 
     g = Grid.from_dict({"datasets": [{"name": "trec-dl-2019", "first": "bm25 | run"}, {"name": "trec-dl-2020", "first": "run('bm25')"}],
                         "pipelines": {"A": "{first} % 2 >> bm25(k1=2)"}})
     assert [g.expression("A", d) for d in g.datasets] == ["(bm25 | run) % 2 >> bm25(k1=2)", "run('bm25') % 2 >> bm25(k1=2)"]
+    assert repr(build(with_first("{first} % 2 >> dense", "bm25  # tuned"))) == "BM25() >> Cutoff(2) >> Dense()"  # helper-77: the comment ate the rest
     assert repr(build(g.expression("A", g.datasets[0]))).startswith("(BM25() | RunRetriever(name='bm25')) >> Cutoff(2)")
     cells = Runner(g.pipelines, g.datasets, Settings(), tmp_path).cells()
     assert [c.expression for c in cells] == [g.expression("A", d) for d in g.datasets]
