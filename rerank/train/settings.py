@@ -21,7 +21,7 @@ MAX_SEED = int(np.iinfo(np.uint32).max)
 """The largest seed numpy's and transformers' seeding accept."""
 MAX_STEPS, MAX_EPOCHS, MAX_BATCH = 10_000_000, 10_000, 65_536
 """Upper bounds that catch a typo (``1e12`` epochs) before a run that would never end."""
-FLAGS = {"base": "--from", "progress": "--quiet", "extra": None}
+FLAGS = {"base": "--from", "base_stamp": "--from", "progress": "--quiet", "extra": None}
 """Settings whose command-line flag is not ``--`` and the name with dashes (None: Python only)."""
 RESUMABLE = ("epochs", "max_steps", "save_steps", "resume", "progress", "cache")
 """Settings a resumed run may change: how long it trains and how it reports; the rest must match."""
