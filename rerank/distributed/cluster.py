@@ -102,7 +102,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
     else:
         # "local" starts a new cluster: with no address Ray would join $RAY_ADDRESS or the last `ray start`
         _init(ray, address="local", num_cpus=num_cpus, num_gpus=num_gpus, object_store_memory=object_store_memory,
-                 include_dashboard=False, _node_ip_address="127.0.0.1", **common)
+              include_dashboard=False, _node_ip_address="127.0.0.1", **common)
         exposed = [n["NodeManagerAddress"] for n in ray.nodes() if n["NodeManagerAddress"] != "127.0.0.1"]
         if exposed:
             ray.shutdown()
