@@ -27,6 +27,13 @@ def write(tmp_path, text: str | bytes, name: str = "p.yaml") -> str:
     return str(path)
 
 
+def refused_at_load(tmp_path, text: str | bytes, message: str) -> None:
+    """Loading the prompt file ``text`` is a ConfigError naming the file, then ``message``."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: {message}")):
+        load(path)
+
+
 @pytest.mark.parametrize("text, message", [
     ("name: t\nparadigm: [pointwise\nprefix: x\n", "invalid YAML at line 3, column 7: expected ',' or ']', but got ':'"),
     ("name: t\nprefix: 'unterminated\n", "invalid YAML at line 3, column 1: found unexpected end of stream"),
@@ -34,11 +41,13 @@ def write(tmp_path, text: str | bytes, name: str = "p.yaml") -> str:
     (HEAD.encode() + b"system: caf\xe9\n", "not UTF-8 text (byte 70: invalid continuation byte)"),
     ("- a list\n", "a prompt file must be a YAML mapping"),
     (HEAD + "1: x\nfoo: y\n", "unknown sections [1, 'foo']"),
+    # nested aliases in 578 bytes ('billion laughs') expanded to gigabytes when an example was rendered (review helper-72)
+    (HEAD + "system: &s hi\n", "invalid YAML at line 4, column 9: anchors and aliases (&name, *name) are not allowed"),
+    (HEAD + "examples:\n  - {query: q, answer: ' yes', text: [&a [lol, lol], [*a, *a], [*a, *a]]}\n",
+     "invalid YAML at line 5, column 39: anchors and aliases (&name, *name) are not allowed"),
 ])
 def test_unreadable_files_name_the_file_and_where(tmp_path, text, message):
-    path = write(tmp_path, text)
-    with pytest.raises(ConfigError, match=re.escape(f"{path}: {message}")):
-        load(path)
+    refused_at_load(tmp_path, text, message)
 
 
 def test_a_folder_named_like_a_prompt_file_is_refused(tmp_path):
@@ -60,17 +69,6 @@ def test_duplicate_keys_are_refused_not_last_wins(tmp_path, text, message):
 def test_yaml_merge_keys_still_work(tmp_path):
     text = HEAD + "examples:\n  - {<<: {query: q, text: x}, text: d, answer: ' yes'}\n"
     assert load(write(tmp_path, text)).examples == ({"query": "q", "text": "d", "answer": " yes"},)
-
-
-@pytest.mark.parametrize("text, where", [
-    (HEAD + "system: &s hi\n", "line 4, column 9"),
-    (HEAD + "examples:\n  - {query: q, answer: ' yes', text: [&a [lol, lol], [*a, *a], [*a, *a]]}\n", "line 5, column 39"),
-])
-def test_yaml_anchors_and_aliases_are_refused_before_they_expand(tmp_path, text, where):
-    """Nested aliases in 578 bytes ('billion laughs') expanded to gigabytes when the example was rendered (review helper-72)."""
-    path = write(tmp_path, text)
-    with pytest.raises(ConfigError, match=re.escape(f"{path}: invalid YAML at {where}: anchors and aliases (&name, *name) are not allowed")):
-        load(path)
 
 
 @pytest.mark.parametrize("section, message", [
@@ -96,9 +94,7 @@ def test_yaml_anchors_and_aliases_are_refused_before_they_expand(tmp_path, text,
 ])
 def test_sections_of_the_wrong_type_are_refused_at_load(tmp_path, section, message):
     text = HEAD.replace("prefix: 'Q: {query} D: {text}'", section) if section.startswith("prefix") else HEAD + section + "\n"
-    path = write(tmp_path, text)
-    with pytest.raises(ConfigError, match=re.escape(f"{path}: prompt 't': {message}")):
-        load(path)
+    refused_at_load(tmp_path, text, f"prompt 't': {message}")
 
 
 def test_well_typed_sections_load(tmp_path):
@@ -212,9 +208,7 @@ def test_a_template_given_in_python_is_checked_as_a_file_is(sections, message):
 ])
 def test_example_keys_that_the_template_does_not_show_are_refused(tmp_path, text, message):
     """A misspelt key was ignored: the example showed an empty query, or 'Rank the 0 passages' (review helper-72)."""
-    path = write(tmp_path, text)
-    with pytest.raises(ConfigError, match=re.escape(f"{path}: prompt 't', {message}")):
-        load(path)
+    refused_at_load(tmp_path, text, f"prompt 't', {message}")
 
 
 def test_every_meta_key_the_code_reads_is_known():
