@@ -44,7 +44,8 @@ import numpy as np
 
 from rerank._progress import progress_enabled
 from rerank.errors import ConfigError, MissingDependency, one_of, require
-from rerank.models import check_device, check_kind, content_stamp, files_stamp, hf_location, loading, weights_stamp
+from rerank.models import (check_device, check_kind, check_positions, content_stamp, files_stamp, hf_location, loading,
+                           weights_stamp)
 from rerank.params import checked, is_integer
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -208,8 +209,7 @@ class Encoder:
 
     def _limit(self, max_length: int | None) -> int:
         limit = max_length or self.max_tokens
-        if limit > self.loaded.positions:
-            raise ConfigError(f"max_length={limit} exceeds the {self.loaded.positions} positions of {self.model}")
+        check_positions(limit, self.loaded.positions, self.model)
         return limit
 
     def _encode_last(self, texts: list[str], limit: int) -> np.ndarray:

@@ -172,6 +172,12 @@ def model_file(path: str, name: str) -> Path | None:
         return None
 
 
+def check_positions(max_length: int, positions: int, model: str) -> None:
+    """ConfigError when ``max_length`` tokens are more than the position embeddings of ``model``."""
+    if max_length > positions:
+        raise ConfigError(f"max_length={max_length} exceeds the {positions} positions of {model}")
+
+
 def cannot_load(what: str, name: object, cause: BaseException | str) -> ConfigError:
     """The error for ``what`` (``"cross-encoder model"``) ``name`` that cannot be loaded: the first line of
     ``cause``, and what to give instead."""

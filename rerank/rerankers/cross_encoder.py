@@ -26,7 +26,7 @@ import numpy as np
 
 from rerank.encoders import RUNTIMES, resolve_encoder, resolve_runtime, runtime_kwargs
 from rerank.errors import ConfigError, one_of, require
-from rerank.models import check_device, check_kind, loading
+from rerank.models import check_device, check_kind, check_positions, loading
 from rerank.params import checked, is_integer
 from rerank.rerankers.base import PointwiseReranker
 from rerank.types import Candidates
@@ -79,8 +79,8 @@ class CrossEncoderReranker(PointwiseReranker):
         if ce.num_labels != 1:
             raise ConfigError(f"{self.model} has {ce.num_labels} output labels; a reranker needs a model with one relevance score")
         positions = getattr(ce.config, "max_position_embeddings", None)
-        if self.max_length and isinstance(positions, int) and self.max_length > positions:
-            raise ConfigError(f"max_length={self.max_length} exceeds the {positions} positions of {self.model}")
+        if self.max_length and isinstance(positions, int):
+            check_positions(self.max_length, positions, self.model)
         return ce
 
     @property
