@@ -450,10 +450,8 @@ def _by_given_rank(frame: pd.DataFrame) -> pd.DataFrame:
         raise DataError(f"a Ranking's rank column must hold finite numbers; {int((~np.isfinite(ranks)).sum())} rows do "
                         "not (drop the column to rank by score alone)")
     qids = frame["qid"].astype(str).to_numpy()  # as the constructor will have them: 7 and "7" are one query
-    first = pd.unique(qids)
-    qorder = pd.Series(range(len(first)), index=first)
-    frame = frame.iloc[np.lexsort((np.arange(len(frame)), ranks, qorder[qids].to_numpy()))]
-    qids = frame["qid"].astype(str).to_numpy()
+    order = np.lexsort((np.arange(len(frame)), ranks, pd.factorize(qids)[0]))  # queries in first-appearance order
+    frame, qids = frame.iloc[order], qids[order]
     higher = as_scores(frame["score"]).groupby(qids, sort=False).diff().to_numpy() > 0
     if higher.any():
         logger.warning("%d queries have a rank column that disagrees with their scores (a later rank scored higher); "
@@ -540,8 +538,6 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     """Sort by query (first-appearance order) then score descending; recompute 1-based ranks."""
     if frame.empty:
         return frame.assign(rank=pd.Series(dtype=np.int64))
-    qorder = pd.Series(range(frame["qid"].nunique()), index=frame["qid"].unique())
-    key = frame["qid"].map(qorder).to_numpy()
-    order = np.lexsort((np.arange(len(frame)), -frame["score"].to_numpy(), key))
+    order = np.lexsort((np.arange(len(frame)), -frame["score"].to_numpy(), pd.factorize(frame["qid"])[0]))
     frame = frame.iloc[order]
     return frame.assign(rank=frame.groupby("qid", sort=False).cumcount().to_numpy() + 1)

@@ -199,9 +199,9 @@ class E2Rank(Reranker):
             return source.embeddings_for(docids, texts)
         found = {d: np.asarray(source[d]) for d in docids if d in source} if source is not None else {}
         for d, v in found.items():  # a mapping given by the user: unit vectors of this encoder's size
-            if v.shape != (dim,) or not np.issubdtype(v.dtype, np.number) or abs(np.linalg.norm(v) - 1) > 1e-3:
-                got = f"norm {np.linalg.norm(v):.4g}" if v.shape == (dim,) and np.issubdtype(v.dtype, np.number) else \
-                    f"{v.dtype} of shape {v.shape}"
+            numbers = v.shape == (dim,) and np.issubdtype(v.dtype, np.number)
+            if not numbers or abs(np.linalg.norm(v) - 1) > 1e-3:
+                got = f"norm {np.linalg.norm(v):.4g}" if numbers else f"{v.dtype} of shape {v.shape}"
                 raise DataError(f"doc_embeddings[{d!r}] must be a unit vector of {dim} numbers, as {self.model!r} "
                                 f"embeds (E2Rank scores by cosine), got {got}")
         return found
