@@ -61,6 +61,16 @@ def test_rerank_with_scores_orders_the_documents_as_a_pipeline_does(name):
     assert got.docids == expected["docid"].tolist() and [r.score for r in got] == expected["score"].tolist()
 
 
+@pytest.mark.parametrize("name", LLM_FAMILIES)
+def test_one_candidate_is_asked_about_only_when_the_family_scores_it(name):
+    """A listwise window, or a single pass, over one candidate asked the model to order it."""
+    backend = fake()
+    reranker = get("reranker", name, backend=backend)
+    out = reranker.rerank("q", ["the only document"], scores=[1.0])
+    assert out.docids == ["0"]
+    assert bool(backend.calls) == (reranker.strategy.takes in ("score", "scores")), name
+
+
 def test_unknown_arguments_and_bad_settings_are_refused():
     with pytest.raises(ConfigError, match="has no argument 'windw'; arguments: .*window"):
         Listwise(fake(), windw=3)

@@ -71,18 +71,18 @@ class Pointwise(Strategy):
 
 @dataclass(frozen=True)
 class SinglePass(Strategy):
-    """All candidates in one prompt; the answer is their order."""
+    """All candidates in one prompt; the answer is their order (one candidate needs no call)."""
 
     takes: ClassVar[str] = "order"
 
     def plan(self, n: int) -> Plan:
-        return (yield [list(range(n))])[0] if n else []
+        return (yield [list(range(n))])[0] if n > 1 else list(range(n))
 
 
 @dataclass(frozen=True)
 class SlidingWindow(Strategy):
     """RankGPT: a window of ``window`` slides from the bottom to the top, ``step`` at a time,
-    ``passes`` times; each window's answer is a permutation of it."""
+    ``passes`` times; each window's answer is a permutation of it (one candidate needs no call)."""
 
     takes: ClassVar[str] = "order"
 
@@ -98,7 +98,7 @@ class SlidingWindow(Strategy):
 
     def plan(self, n: int) -> Plan:
         order = list(range(n))
-        for _ in range(self.passes):
+        for _ in range(self.passes if n > 1 else 0):
             for start, end in sliding_windows(n, self.window, self.step):
                 shown = order[start:end]
                 perm = (yield [shown])[0]
