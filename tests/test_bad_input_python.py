@@ -237,6 +237,7 @@ def test_stored_embeddings_are_lent_only_for_the_documents_they_embed():
     dense = Dense().index([("d1", "cats purr"), ("d2", "dogs bark")])
     # a cut text is the same document, but not the text embedded: its vector is not lent (review helper-64)
     assert set(dense.embeddings_for(["d1", "d2"], ["cats purr", "dogs"])) == {"d1"}
+    assert set(dense.embeddings_for(["d2", "unknown"])) == {"d2"}  # without texts: every indexed docid
     with pytest.raises(DataError, match="candidate 'd2' comes with another text than the index holds"):
         dense.embeddings_for(["d1", "d2"], ["cats purr", "stock report"])
 

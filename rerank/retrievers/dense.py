@@ -84,11 +84,11 @@ class Dense(Retriever):
         those whose text is the one embedded (a document shown cut or without its title is left out)."""
         if self.embeddings is None:
             return {}
-        if texts is None:
-            return {d: np.asarray(self.embeddings[self._position[d]]) for d in docids if d in self._position}
-        check_same_documents(self, docids, texts)
-        return {d: np.asarray(self.embeddings[self._position[d]]) for d, t in zip(docids, texts)
-                if d in self._position and t == self._texts[self._position[d]]}
+        if texts is not None:
+            check_same_documents(self, docids, texts)
+        pairs = zip(docids, texts) if texts is not None else ((d, None) for d in docids)
+        return {d: np.asarray(self.embeddings[self._position[d]]) for d, t in pairs
+                if d in self._position and (t is None or t == self._texts[self._position[d]])}
 
     def _build(self, docs: Sequence[Doc]) -> None:
         """Encode ``docs``, unless :mod:`rerank.prebuilt` holds their embeddings under this encoder's identity."""
