@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+from rerank.backends._chat import hf_token_masks
 from rerank.backends.fake import FakeBackend
 from rerank.backends.openai import OpenAIBackend
 from rerank.cache import CachedBackend
@@ -86,6 +87,37 @@ def test_token_mask_reaches_every_option_of_multibyte_characters(smollm2, option
     # SmolLM2 splits 否, 相, 无, ✓, ✗ and the emoji inside their UTF-8 bytes (✓ and ✗ share their first token)
     mask = smollm2.token_masks([smollm2.tokenizer.eos_token_id])(OneOf(options))
     assert answers(mask, smollm2.tokenizer) == set(options)
+
+
+def sentencepiece_tokenizer(dummy_prefix: bool):
+    """A real SentencePiece-style fast tokenizer: BPE with byte fallback over a vocabulary that has 是 but not
+    否, ✓ or ✗ (they go to <0xNN> byte tokens), ``▁`` for a space, with Llama's dummy prefix or without it (Gemma)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = ["<unk>", "</s>", *(f"<0x{b:02X}>" for b in range(256)), "\u2581", "A", "\u2581A", "是", "\u2581是"]
+    bpe = models.BPE({t: i for i, t in enumerate(vocab)}, [("\u2581", "A"), ("\u2581", "是")], unk_token="<unk>",
+                     byte_fallback=True, fuse_unk=True)
+    tok = Tokenizer(bpe)
+    scheme = "first" if dummy_prefix else "never"
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme=scheme, split=False)
+    tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Metaspace(prepend_scheme=scheme, split=False)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="</s>")
+
+
+@pytest.mark.parametrize("dummy_prefix", [True, False])
+def test_sentencepiece_byte_fallback_tokens_get_their_exact_bytes(dummy_prefix):
+    tok = sentencepiece_tokenizer(dummy_prefix)
+    masks = hf_token_masks(tok, [tok.eos_token_id])
+    ids = tok("A是否", add_special_tokens=False)["input_ids"]
+    assert tok.convert_ids_to_tokens(ids) == ["\u2581A" if dummy_prefix else "A", "是", "<0xE5>", "<0x90>", "<0xA6>"]
+    assert masks.tokenize("A是否") == list(zip(ids, [b"A", "是".encode(), b"\xe5", b"\x90", b"\xa6"]))
+    assert [p for _, p in masks.tokenize(" A")] == [b" A"]  # a space of the text is no dummy prefix
+    for options in (["是", "否"], ["✓", "✗"], ["否", "是否"]):  # every walk ends at a whole option, none earlier
+        assert answers(masks(OneOf(options)), tok) == set(options)
+    mask, no, [yes] = masks(OneOf(["是", "否"])), ids[-3:], tok("是", add_special_tokens=False)["input_ids"]
+    assert [set(Follower(mask).allowed(no[:k])) for k in range(4)] == [{yes, no[0]}, {no[1]}, {no[2]}, {tok.eos_token_id}]
 
 
 def test_token_mask_lets_a_partial_character_in_only_when_an_allowed_one_completes_it():

@@ -13,6 +13,7 @@ answer); any other chat prompt gets the generation prompt, so the answer starts 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -135,14 +136,43 @@ def eos_ids(configured: int | Sequence[int] | None, tokenizer: Any) -> list[int]
     return ids + [tokenizer.eos_token_id]
 
 
+_BYTE_LEVEL = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+def byte_level_bytes(tokens: Sequence[str], text: str) -> list[bytes] | None:
+    """Each token's bytes under a byte-level BPE tokenizer (GPT-2 style: its tokens spell the text's UTF-8 bytes
+    in a 256-character alphabet, one character a byte); None when ``tokens`` do not spell ``text`` that way."""
+    if "".join(tokens) != _BYTE_LEVEL.pre_tokenize_str(text)[0][0]:
+        return None
+    data, at, out = text.encode(), 0, []
+    for token in tokens:
+        out.append(data[at:at + len(token)])
+        at += len(token)
+    return out
+
+
+def sentencepiece_bytes(tokens: Sequence[str], text: str) -> list[bytes] | None:
+    """Each token's bytes under a SentencePiece tokenizer with byte fallback (Llama, Mistral, Gemma): ``<0xE5>``
+    is that byte, any other token its text with ``▁`` as a space. The dummy-prefix space that such a tokenizer
+    puts before the text (and its decoder drops) is dropped from the first token. None when ``tokens`` do not
+    spell ``text`` that way."""
+    out = [bytes([int(m[1], 16)]) if (m := _BYTE_TOKEN.fullmatch(t)) else t.replace("▁", " ").encode()
+           for t in tokens]
+    joined, data = b"".join(out), text.encode()
+    if joined == b" " + data:
+        out[0] = out[0][1:]
+    elif joined != data:
+        return None
+    return out
+
+
 def hf_token_masks(tokenizer: Any, eos: Iterable[int]) -> Masks:
     """Constraint token masks over a Hugging Face tokenizer's vocabulary.
 
-    A byte-level BPE tokenizer (GPT-2 style: its tokens spell the text's UTF-8 bytes in a 256-character
-    alphabet, one character a byte) gives each token's exact bytes, also of a token that holds part of a
-    character; other tokenizers' tokens get the bytes of their decoded text.
+    Byte-level BPE and SentencePiece byte-fallback tokenizers give each token's exact bytes, also of a token
+    that holds part of a character; other tokenizers' tokens get the bytes of their decoded text.
     """
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
 
     def encode(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -150,13 +180,11 @@ def hf_token_masks(tokenizer: Any, eos: Iterable[int]) -> Masks:
     def pieces(text: str) -> list[tuple[int, bytes]]:
         ids = encode(text)
         tokens = tokenizer.convert_ids_to_tokens(ids)
-        if "".join(tokens) != byte_level.pre_tokenize_str(text)[0][0]:
-            return pieces_by_decoding(encode, lambda prefix: tokenizer.decode(prefix).encode(), text)
-        data, at, out = text.encode(), 0, []
-        for t, token in zip(ids, tokens):
-            out.append((t, data[at:at + len(token)]))
-            at += len(token)
-        return out
+        for exact in (byte_level_bytes, sentencepiece_bytes):
+            found = exact(tokens, text)
+            if found is not None:
+                return list(zip(ids, found))
+        return pieces_by_decoding(encode, lambda prefix: tokenizer.decode(prefix).encode(), text)
 
     return Masks(pieces, eos)
 
