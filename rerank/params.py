@@ -166,6 +166,24 @@ def constructor_arguments(obj: Any) -> dict[str, tuple[inspect.Parameter, str | 
 
 
 @functools.cache
+def keyword_catchall(cls: type) -> str | None:
+    """The name of the ``**`` parameter of ``cls``'s own constructor (whose arguments no identity read
+    from its parameters can see), None when it has none."""
+    if cls.__init__ is object.__init__:
+        return None
+    return next((n for n, p in inspect.signature(cls.__init__).parameters.items() if p.kind is p.VAR_KEYWORD), None)
+
+
+def refuse_catchall(cls: type, remedy: str) -> None:
+    """ConfigError naming ``cls`` if its constructor takes ``**`` arguments, for a class whose identity is
+    read from the constructor's parameters (``remedy``: how the class could name them itself)."""
+    catchall = keyword_catchall(cls)
+    if catchall:
+        raise ConfigError(f"{cls.__name__} takes **{catchall}, which its identity (repr, ==, caches) cannot see, so "
+                          f"objects built with other values would pass for one (list the arguments, or {remedy})")
+
+
+@functools.cache
 def class_hints(cls: type) -> dict[str, Any]:
     """The resolved type hints of a class's fields (cached; none when they do not resolve)."""
     return _hints(cls)

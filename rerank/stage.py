@@ -28,7 +28,7 @@ import pandas as pd
 
 from rerank.encoders import lend_embeddings
 from rerank.errors import ConfigError, DataError
-from rerank.params import constructor_arguments, is_finite_number, is_integer
+from rerank.params import constructor_arguments, is_finite_number, is_integer, refuse_catchall
 from rerank.types import Query, RankedResults, Ranking, half_surrogate
 
 logger = logging.getLogger("rerank")
@@ -54,6 +54,12 @@ class Stage:
     """Base class of every pipeline stage. Subclasses implement :meth:`transform`."""
 
     requires: ClassVar[tuple[str, ...]] = ("qid", "query")
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Stage:
+        """Refuse a class whose constructor takes ``**`` arguments that :meth:`params` cannot see."""
+        if cls.params is Stage.params:
+            refuse_catchall(cls, "override params()")
+        return super().__new__(cls)
 
     def transform(self, inp: Ranking) -> Ranking:
         """Map a validated, non-empty input to a new Ranking."""
@@ -100,7 +106,8 @@ class Stage:
         back from the attribute of its name (or ``_name``, or the one the class's ``kept_as`` maps it to:
         ``{"index": "index_type"}``). An argument kept under none is a
         :class:`ConfigError`: two stages built with different values would pass for one, and a run or
-        cache of one would answer for the other. Override ``params`` when identity needs more."""
+        cache of one would answer for the other; so is a constructor taking ``**`` arguments, when the
+        stage is built. Override ``params`` when identity needs more."""
         out = {}
         for name, (p, kept) in constructor_arguments(self).items():
             if kept is None:

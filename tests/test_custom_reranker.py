@@ -139,6 +139,20 @@ def test_an_argument_kept_under_no_attribute_is_refused_not_mistaken_for_another
     assert Kept(weight=2.0) != Kept(weight=-1.0) and repr(Kept(weight=2.0)) == "Kept(weight=2.0)"
 
 
+def test_a_constructor_taking_keyword_options_is_refused_unless_the_class_names_its_identity():
+    class Options(TermOverlap):
+        def __init__(self, **options: float):
+            self.options = options
+
+    class Named(Options):
+        def params(self):
+            return dict(self.options)
+
+    with pytest.raises(ConfigError, match=r"Options takes \*\*options, which its identity \(repr, ==, caches\) cannot see"):
+        Options(sign=1.0)  # else Options(sign=-1.0) would pass for it, and an Experiment would share its scores
+    assert Named(sign=1.0) != Named(sign=-1.0) and repr(Named(sign=1.0)) == "Named(sign=1.0)"
+
+
 class Drops(Reranker):
     def rerank_candidates(self, cands):
         return cands.top(len(cands) // 2)
