@@ -114,6 +114,27 @@ def test_the_cache_keys_on_a_third_party_backends_options(tmp_path, caplog):
     assert "Unkept keeps its argument 'mode' under no attribute" in caplog.text
 
 
+class Sampled(FakeBackend):
+    """A third-party backend configured through keyword options."""
+
+    def __init__(self, model: str = "m", **sampling: bool):
+        super().__init__(generate=lambda p: p[::-1] if sampling.get("flip") else p, model=model)
+        self.sampling = sampling
+
+
+class NamedSampled(Sampled):
+    @property
+    def cache_id(self) -> str:
+        return f"named-sampled:{self.model}:{sorted(self.sampling.items())}"
+
+
+def test_a_third_party_backend_taking_keyword_options_is_refused_unless_it_gives_a_cache_id(tmp_path):
+    with pytest.raises(ConfigError, match=r"Sampled takes \*\*sampling, which its identity \(repr, ==, caches\) cannot see"):
+        Sampled(flip=True)  # else Sampled(flip=False)'s cached calls would answer for it
+    path = tmp_path / "calls.sqlite"
+    assert [CachedBackend(NamedSampled(flip=f), path).generate(["ab"])[0].text for f in (False, True)] == ["ab", "ba"]
+
+
 @pytest.mark.parametrize("generate, score, message", [
     (lambda self, prompts, **kw: [], None, r"generate returned 0 results for 2 prompts"),
     (lambda self, prompts, **kw: ["x"] * len(prompts), None, r"generate returned 'x', not a Generation"),

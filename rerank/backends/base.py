@@ -23,7 +23,7 @@ import numpy as np
 from rerank.constraints import Constraint
 from rerank.errors import BackendError
 from rerank.models import weights_stamp
-from rerank.params import constructor_arguments
+from rerank.params import constructor_arguments, refuse_catchall
 
 logger = logging.getLogger("rerank")
 
@@ -53,6 +53,13 @@ class Backend(ABC):
     constrains: str = "no"
     """How ``generate`` honours a constraint: ``"exact"`` (token masks), ``"shape"`` (a grammar
     without the each-id-once rule) or ``"no"`` (the default: a backend must claim more itself)."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Backend:
+        """Refuse a class without a ``cache_id`` whose constructor takes ``**`` arguments, which
+        :func:`backend_id` cannot see."""
+        if not hasattr(cls, "cache_id"):
+            refuse_catchall(cls, "give it a cache_id naming every setting that changes its answers")
+        return super().__new__(cls)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({getattr(self, 'model', '?')!r})"
