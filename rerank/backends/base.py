@@ -121,7 +121,8 @@ def settings_suffix(settings: Mapping[str, Any]) -> str:
 
 
 def backend_id(backend: Backend) -> str:
-    """What identifies a backend's numbers: its ``cache_id`` if it has one, else its class, model and a
+    """What identifies a backend's numbers: its ``cache_id`` if it has one, else its class, model (with
+    :func:`weights_suffix` when it names a local file or folder, as rerank's backends add it) and a
     digest of its other constructor arguments, read back from attributes of their names (or ``_name``);
     for a class that is not rerank's own, a digest of its code too (:func:`code_suffix`).
     A backend that keeps an argument under neither gets an id of its own object only (with a warning),
@@ -143,7 +144,17 @@ def backend_id(backend: Backend) -> str:
             settings["object"] = backend.__dict__.setdefault("_rerank_object_id", uuid.uuid4().hex)
         else:
             settings[name] = value
-    return f"{type(backend).__name__}:{backend.model}{settings_suffix(settings)}{code}"
+    return f"{type(backend).__name__}:{backend.model}{_local_weights(backend)}{settings_suffix(settings)}{code}"
+
+
+def _local_weights(backend: Backend) -> str:
+    """:func:`weights_suffix` of the backend's model when it names a local file or folder, else ``""``;
+    taken when its id is first read (the files it loaded, whatever the folder holds later)."""
+    if "_rerank_weights" not in backend.__dict__:
+        model = backend.model
+        local = isinstance(model, str | os.PathLike) and str(model).strip() and os.path.exists(os.path.expanduser(model))
+        backend.__dict__["_rerank_weights"] = weights_suffix(model) if local else ""
+    return backend.__dict__["_rerank_weights"]
 
 
 @cache
