@@ -305,11 +305,9 @@ def load_dataset(spec: DatasetSpec) -> Any:
         return load(spec.name, **spec.options)
 
 
-def _describe(name: str, system: Any) -> str:
-    """The expression recorded for a system given from Python: a stage's repr, or a precomputed run
-    named by a content hash of its query ids, document ids and scores."""
-    if isinstance(system, Stage):
-        return repr(system)
+def _describe_run(name: str, system: Any) -> str:
+    """The expression recorded for a precomputed run given from Python: a content hash of its query
+    ids, document ids and scores."""
     if not isinstance(system, Ranking):
         raise ConfigError(f"system {name!r} is neither a stage, a Ranking nor an expression string")
     if system.is_query_set:
@@ -385,7 +383,8 @@ class Runner:
         check_distinct(systems, "system")
         check_distinct([d.label for d in datasets], "dataset")
         self.systems, self.datasets, self.settings = dict(systems), list(datasets), settings
-        self._described = {name: _describe(name, s) for name, s in self.systems.items() if not isinstance(s, str)}
+        # a Ranking's hash, taken once (a Ranking never changes); a stage's repr is read as its cells are built
+        self._runs = {name: _describe_run(name, s) for name, s in self.systems.items() if not isinstance(s, str | Stage)}
         self._check_expressions()
         self.store = CellStore(out) if out is not None else None
         self.executor = executor
@@ -416,7 +415,8 @@ class Runner:
                 if isinstance(system, str):
                     out.append(Cell(spec, name, with_first(system, spec.first), self.settings))
                 else:
-                    out.append(Cell(spec, name, self._described[name], self.settings, stage=system))
+                    described = repr(system) if isinstance(system, Stage) else self._runs[name]  # read now: a stage changed since is another cell
+                    out.append(Cell(spec, name, described, self.settings, stage=system))
         return out
 
     def saved_settings(self, cell: Cell) -> dict[str, Any]:

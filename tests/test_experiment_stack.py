@@ -17,6 +17,7 @@ from rerank.cellstore import CellStore
 from rerank.cli import main
 from rerank.data import load
 from rerank.metrics import parse_metrics
+from rerank.rerankers.base import PointwiseReranker
 from rerank.retrievers.bm25 import BM25
 from rerank.types import Ranking
 from rerank.retrievers.run import RunRetriever
@@ -507,6 +508,25 @@ def test_a_saved_cell_never_stands_for_another_run_or_another_python_object_with
     other = Experiment({"B": half % 10}, "cranfield", ["recall@100"], limit=5, save_dir=tmp_path).run()
     assert one.at["B", "recall@100"] > 0 and "holds an index of 700 documents" in other.cells["cranfield", "B"].error  # the same repr,
     # not the same index: the saved cell does not stand for it, and it is refused as indexed on part of the corpus
+
+
+class _Overlap(PointwiseReranker):
+    def __init__(self, weight: float = 1.0):
+        self.weight = weight
+
+    def score_pairs(self, queries, texts):
+        return self.weight * np.array([len(set(q.split()) & set(t.split())) for q, t in zip(queries, texts)], float)
+
+
+def test_a_python_stage_changed_after_a_run_runs_again_not_read_from_its_saved_cell(tmp_path):
+    ds, rr = load("trec-dl-2019"), _Overlap()
+    first = RunRetriever("bm25", ds)
+    experiment = Experiment({"BM25": first, "RR": first % 5 >> rr}, ds, ["mrr@3"], limit=4, save_dir=tmp_path)
+    before = experiment.run().cells["trec-dl-2019", "RR"]
+    rr.weight = -1.0
+    after = experiment.run().cells["trec-dl-2019", "RR"]
+    assert after.expression.endswith("_Overlap(weight=-1.0)") and before.expression.endswith("_Overlap()")
+    assert after.per_query["mrr@3"].tolist() != before.per_query["mrr@3"].tolist(), before.per_query
 
 
 def test_llm_calls_inside_a_shared_prefix_count_in_every_system_that_starts_with_it(tmp_path):
