@@ -34,9 +34,9 @@ class Tokenizer:
 
     Args:
         pattern: a regular expression whose matches are the tokens, or ``"whitespace"``.
-        lowercase: lowercase the text before splitting.
+        lowercase: lowercase the text (and a custom stopword list) before splitting.
         stopwords: a list name (``"en"``), ``None`` for none, or a custom sequence of words.
-            Stopwords are matched after lowercasing and before stemming.
+            Stopwords are matched after lowercasing and before stemming (a list is not stemmed).
         stemmer: a PyStemmer (Snowball) language such as ``"english"``, or ``None``.
 
     Stems are cached per distinct token, so tokenizing a corpus stems each word once.
@@ -45,7 +45,7 @@ class Tokenizer:
     def __init__(self, pattern: str = WORD_PATTERN, lowercase: bool = True,
                  stopwords: str | Sequence[str] | None = "en", stemmer: str | None = "english"):
         self.pattern, self.lowercase, self.stemmer = pattern, lowercase, stemmer
-        self.stopwords = frozenset(resolve_stopwords(stopwords))
+        self.stopwords = frozenset(resolve_stopwords(stopwords, lowercase))
         self._dropped = self.stopwords | {""}  # an empty match (\b) is no token
         self._split = str.split if pattern == WHITESPACE else _matches(_compile(pattern))
         self._stem = _stemmer(stemmer)
@@ -78,8 +78,9 @@ class Tokenizer:
         self.__init__(**state)
 
 
-def resolve_stopwords(stopwords: str | Sequence[str] | None) -> tuple[str, ...]:
-    """The stopword tuple for a list name, ``None`` or a custom sequence."""
+def resolve_stopwords(stopwords: str | Sequence[str] | None, lowercase: bool = False) -> tuple[str, ...]:
+    """The stopword tuple for a list name, ``None`` or a custom sequence (lowercased with ``lowercase``,
+    as the text they are matched in)."""
     if stopwords is None:
         return ()
     if isinstance(stopwords, str):
@@ -89,7 +90,7 @@ def resolve_stopwords(stopwords: str | Sequence[str] | None) -> tuple[str, ...]:
     words = tuple(stopwords)
     if not all(isinstance(w, str) for w in words):
         raise ConfigError("stopwords must be a list name, None, or a sequence of strings")
-    return words
+    return tuple(w.lower() for w in words) if lowercase else words
 
 
 def _compile(pattern: str) -> re.Pattern[str]:

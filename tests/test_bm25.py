@@ -321,3 +321,13 @@ def test_stopwords_may_be_any_collection_and_a_set_gives_one_key():
     assert BM25(stopwords=np.array(["the", "a"])).stopwords == ("a", "the") and words == ("the", "a")
     with pytest.raises(ConfigError, match="stopwords must be"):
         BM25(stopwords=[1, 2])
+
+
+def test_custom_stopwords_are_lowercased_with_the_text_and_keyed_as_matched():
+    docs = [Doc("d1", "The cats purr"), Doc("d2", "the dogs bark")]
+    mixed, lower = BM25(stopwords=["The", "Cats"]), BM25(stopwords=["the", "cats"])
+    assert mixed.tokenizer("The cats purr") == ["purr"]
+    assert mixed == lower and mixed.index_identity() == lower.index_identity()  # the index cache's key
+    assert mixed.index(docs).search("cats", k=2).docids == []
+    assert BM25(stopwords=["The"], lowercase=False).tokenizer("The the") == ["the"]  # not lowercased, matched as given
+    assert BM25(stopwords={"Cats", "a"}).stopwords == ("a", "cats")

@@ -36,7 +36,7 @@ import scipy.sparse as sp
 from rerank.errors import ConfigError, DataError
 from rerank.params import checked
 from rerank.retrievers.base import Retriever
-from rerank.text import WORD_PATTERN, Tokenizer
+from rerank.text import WORD_PATTERN, Tokenizer, resolve_stopwords
 from rerank.types import Doc
 
 METHODS = ("lucene", "robertson", "rank_bm25")
@@ -72,8 +72,9 @@ class BM25(Retriever):
         self._k1 = float(default_k1 if k1 is None else k1)
         self._b = float(default_b if b is None else b)
         self.pattern, self.lowercase, self.stemmer = pattern, lowercase, stemmer
-        if stopwords is not None and not isinstance(stopwords, str):  # a set's order would change the index key
-            stopwords = tuple(stopwords) if isinstance(stopwords, Sequence) else tuple(sorted(stopwords))
+        if stopwords is not None and not isinstance(stopwords, str):  # as matched (the index key); a set in one order
+            words = resolve_stopwords(tuple(stopwords), lowercase)
+            stopwords = words if isinstance(stopwords, Sequence) else tuple(sorted(words))
         self.stopwords = stopwords
         self.tokenizer = Tokenizer(pattern, lowercase, self.stopwords, stemmer)
         self._vocab: dict[str, int] = {}
