@@ -51,10 +51,10 @@ class CellStore:
         return self.run_path(dataset, system).with_suffix(".json")
 
     def read(self, dataset: str, system: str) -> dict[str, Any]:
-        """The saved record, or ``{}`` when there is none (or it cannot be read, or was edited)."""
+        """The saved record, or ``{}`` when there is none (or it cannot be read, or was edited or damaged)."""
         path = self.record_path(dataset, system)
-        try:
-            return self._unseal(path, path.read_text(encoding="utf-8"))
+        try:  # bytes that are not UTF-8 cannot be the sealed text: damaged
+            return self._unseal(path, path.read_text(encoding="utf-8", errors="replace"))
         except OSError:
             return {}
 
@@ -121,10 +121,8 @@ class CellStore:
         try:
             found = json.loads(text)
         except ValueError:
-            return {}
-        if not isinstance(found, dict):
-            return {}
-        if found.pop(_SEAL, None) == _digest(found):
+            found = None
+        if isinstance(found, dict) and found.pop(_SEAL, None) == _digest(found):
             return found
         if path not in self._changed:
             self._changed.add(path)
@@ -202,7 +200,7 @@ def _sha256(path: Path) -> str | None:
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8").strip()
+        return path.read_text(encoding="utf-8", errors="replace").strip()  # not UTF-8: damaged, as other text
     except OSError:
         return ""
 

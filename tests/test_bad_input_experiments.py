@@ -253,6 +253,23 @@ def test_a_damaged_prefix_is_computed_again(tmp_path):
     assert _scores(run_grid(grid, out, progress=False)).equals(clean)
 
 
+def test_a_record_or_lock_that_is_not_utf8_is_damaged_not_a_crash(tmp_path, capsys, caplog):
+    """Every later run died with 'unexpected UnicodeDecodeError' (exit 1; review helper-81)."""
+    data, out = beir(tmp_path / "c"), tmp_path / "out"
+    grid = _grid(data, out)
+    assert cli(capsys, "bench", str(grid), "--out", str(out), "--limit", "2")[0] == 0
+    [record] = out.glob("*/top_5.json")
+    record.write_bytes(b"\xff\xfe garbage")
+    with caplog.at_level(logging.WARNING, logger="rerank"):
+        code, _, err = cli(capsys, "bench", str(grid), "--out", str(out), "--limit", "2")
+    assert code == 0 and "Traceback" not in err and json.loads(record.read_text())["status"] == "ok"  # run again
+    assert caplog.text.count("edited or damaged since it was saved") == 1
+    record.unlink()
+    lock = record.with_suffix(".lock")
+    lock.write_bytes(b"\xff\xfe garbage")  # as any other damaged lock: held, and named so that it can be deleted
+    assert f"its lock is {lock}; delete it" in refused(capsys, "bench", str(grid), "--out", str(out), "--limit", "2")
+
+
 # -- encoders ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("options, message", [
     ({"batch_size": 2.5}, "batch_size must be an integer"),
