@@ -96,6 +96,8 @@ class Grid:
         _within(where, check_limit, limit)
         metrics = _within(where, parse_metrics, settings.get("metrics"))
         baseline = settings.get("baseline")
+        if baseline is not None and not isinstance(baseline, str):  # before the look-up: a list is unhashable
+            raise ConfigError(f"{where}: baseline must be a pipeline name (a string), got {baseline!r}")
         if baseline is not None and baseline not in pipelines:
             raise ConfigError(f"{where}: baseline {baseline!r} is not among the pipelines {list(pipelines)}")
         test = settings.get("test", "student")

@@ -214,6 +214,8 @@ class Experiment:
         if not (is_finite_number(max_p) and 0 < max_p <= 1):
             raise ConfigError(f"max_p must be a number in (0, 1], got {max_p!r}")
         self.baseline = next(iter(systems)) if baseline is None else baseline
+        if not isinstance(self.baseline, str):  # before the look-up: a list is unhashable
+            raise ConfigError(f"baseline must be a system name (a string), got {self.baseline!r}")
         if self.baseline not in systems:
             raise ConfigError(f"baseline {self.baseline!r} is not among the systems {list(systems)}")
         datasets = dataset if isinstance(dataset, (list, tuple)) else [dataset]

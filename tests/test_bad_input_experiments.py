@@ -213,6 +213,16 @@ def test_report_only_with_no_matching_cell_leaves_the_report_alone(tmp_path, cap
     assert cli(capsys, "bench", str(grid), "--out", str(out), "--limit", "2", "--report-only")[0] == 0
 
 
+def test_a_grid_baseline_that_is_not_a_name_is_one_line(tmp_path, capsys):
+    """``baseline = ["top 5"]`` died with 'unexpected TypeError: unhashable type' (exit 1; review helper-81)."""
+    grid = _grid(beir(tmp_path / "c"), tmp_path / "out")
+    for bad in ('["top 5"]', '{ name = "top 5" }'):
+        grid.write_text(grid.read_text().replace("[grid]\n", f"[grid]\nbaseline = {bad}\n"))
+        err = refused(capsys, "bench", str(grid), "--out", str(tmp_path / "out"))
+        assert f"{grid}: baseline must be a pipeline name (a string), got" in err
+        grid.write_text(grid.read_text().replace(f"baseline = {bad}\n", ""))
+
+
 SHARED = {"grid": {"limit": 3, "metrics": ["mrr@10"]}, "datasets": [{"name": "trec-dl-2019", "first": "run"}],
           "pipelines": {"top 10": "{first} % 10", "top 5": "{first} % 5"}}  # the shipped run is a shared prefix
 

@@ -97,6 +97,8 @@ def test_command_line_runs_a_grid_file_with_limit(tmp_path, capsys):
     ({"datasets": ["scifact"]}, r"\[pipelines\]"),
     ({"pipelines": {"a": "bm25"}}, "datasets"),
     ({"datasets": ["scifact"], "pipelines": {"a": "bm25"}, "grid": {"baseline": "b"}}, "baseline 'b'"),
+    ({"datasets": ["scifact"], "pipelines": {"a": "bm25"}, "grid": {"baseline": ["a"]}}, r"baseline must be a pipeline name \(a string\), got \['a'\]"),
+    ({"datasets": ["scifact"], "pipelines": {"a": "bm25"}, "grid": {"baseline": {"a": 1}}}, "baseline must be a pipeline name"),
     ({"datasets": ["scifact"], "pipelines": {"a": "bm25"}, "grid": {"limt": 3}}, "unknown"),
     ({"datasets": ["scifact", "scifact"], "pipelines": {"a": "bm25"}}, "labels repeat"),
     ({"limit": 5, "datasets": ["scifact"], "pipelines": {"a": "bm25"}}, r"unknown top-level keys \['limit'\]"),

@@ -74,6 +74,8 @@ def test_experiment_compares_systems_with_significance(tmp_path):
         Experiment({"a": bm25}, ds, baseline="b")
     with pytest.raises(ConfigError, match="baseline '' is not among"):  # not the first system (review helper-63)
         Experiment({"a": bm25}, ds, baseline="")
+    with pytest.raises(ConfigError, match=r"baseline must be a system name \(a string\), got \['a'\]"):  # not a TypeError
+        Experiment({"a": bm25}, ds, baseline=["a"])
     with pytest.raises(ConfigError, match="system 'qs' is a Ranking of queries without documents"):
         Experiment({"a": bm25, "qs": Ranking.from_queries({"q1": "cats"})}, ds)
 
