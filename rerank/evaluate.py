@@ -231,22 +231,41 @@ class Experiment:
     def run(self, progress: bool | None = None) -> Report:
         """Run every cell not done yet, evaluate all, and return the :class:`~rerank.report.Report`.
 
-        With ``save_dir``, the report is also written there (``report.md``, ``.html``, ``.json``).
+        With ``save_dir``, the report is also written there (``report.md``, ``.html``, ``.json``), with
+        the cells this run left to another run's lock as that folder holds them by then: two runs of one
+        grid into one folder, the report written last shows every cell either finished. The report
+        returned is this run's (a cell it left is missing).
         """
-        report = self._report(self.runner.run(progress))
+        records = self.runner.run(progress)
+        report = self._report(records)
         if self.save_dir:
-            report.write(self.save_dir)
+            self._as_saved(records, report).write(self.save_dir)
         return report
 
     def collect(self) -> Report:
         """The report of what ``save_dir`` holds, running nothing (cells not run show as missing)."""
         return self._report({(c.dataset.label, c.system): self.runner.saved(c) for c in self.runner.cells()})
 
-    def _report(self, records: Mapping[tuple[str, str], Any]) -> Report:
+    def _as_saved(self, records: Mapping[tuple[str, str], Any], report: Report) -> Report:
+        """``report`` with its missing cells read again from ``save_dir`` (as :meth:`collect` does), those
+        saved since by another run in place; the other cells are not evaluated again."""
+        again = {(c.dataset.label, c.system): self.runner.saved(c) for c in self.runner.cells()
+                 if records[c.dataset.label, c.system].status == "missing"}
+        finished = {key: rec for key, rec in again.items() if rec.ok}
+        if not finished:
+            return report
+        kept = {key: cell for key, cell in report.cells.items() if key not in finished}
+        return self._report({**records, **finished}, kept)
+
+    def _report(self, records: Mapping[tuple[str, str], Any],
+                evaluated: Mapping[tuple[str, str], CellResult] | None = None) -> Report:
+        """The report of ``records``, taking the cells in ``evaluated`` as they are."""
         from rerank.runner import load_dataset
 
         specs = {d.label: d for d in self.runner.datasets}
-        cells = {key: evaluate_record(rec, specs[key[0]], self.metrics, load_dataset) for key, rec in records.items()}
+        known = evaluated or {}
+        cells = {key: known[key] if key in known else evaluate_record(rec, specs[key[0]], self.metrics, load_dataset)
+                 for key, rec in records.items()}
         info: dict[str, Any] = {"limit": self.runner.settings.limit} if self.runner.settings.limit else {}
         info["rel_threshold"] = {label: _threshold_of(spec, load_dataset) for label, spec in specs.items()}
         return Report(self.name, list(specs), list(self.runner.systems), self.metrics, self.baseline, cells,

@@ -259,6 +259,35 @@ def test_bench_that_leaves_a_cell_to_another_runs_lock_exits_2_and_names_the_loc
     assert main(["--quiet", "bench", str(grid), "--out", str(tmp_path / "out")]) == 0
 
 
+def test_the_report_written_shows_a_cell_another_run_finished_after_this_one_left_it(tmp_path):
+    """Two runs into one folder: the run that left a cell to the other's lock wrote its report last, showing the
+    finished cell as missing (review helper-81). The other run finishes the cell while this one runs its own."""
+    import shutil
+
+    from rerank.executors import LocalExecutor
+
+    grid = Grid.from_dict({"grid": {"limit": 2}, "datasets": [{"name": "trec-dl-2019", "first": "run"}],
+                           "pipelines": {"BM25": "{first}", "top 5": "{first} % 5"}}, name="two runs")
+    run_grid(grid, tmp_path / "other", progress=False)  # what the other run saves for "top 5"
+    out, store = tmp_path / "out", CellStore(tmp_path / "out")
+    lock = store.lock_path("trec-dl-2019", "top 5")
+    lock.parent.mkdir(parents=True)
+    lock.write_text("otherhost:4242")
+
+    class OtherRunFinishes(LocalExecutor):
+        def map(self, fn, items):
+            yield from super().map(fn, items)
+            for done in ("top_5.trec", "top_5.json"):  # the run before its record, as the runner saves them
+                shutil.copy(tmp_path / "other" / "trec-dl-2019" / done, lock.parent / done)
+
+    report = run_grid(grid, out, progress=False, executor=OtherRunFinishes())
+    assert report.cells["trec-dl-2019", "top 5"].status == "missing"  # this run's view: it left the cell (exit 2)
+    written = json.loads((out / "report.json").read_text())["datasets"]["trec-dl-2019"]
+    assert written["top 5"]["status"] == "ok" and written["BM25"]["status"] == "ok"
+    assert written["top 5"]["means"] == json.loads((tmp_path / "other" / "report.json").read_text())["datasets"]["trec-dl-2019"]["top 5"]["means"]
+    assert "| top 5 | " in (out / "report.md").read_text() and "being run by" not in (out / "report.md").read_text()
+
+
 class _OtherProcess:
     """An executor that runs each cell in a spawned process: what Ray needs (picklable cells and records)."""
 
