@@ -56,7 +56,7 @@ def batched_scorer(scorer: Any) -> BatchedScorer:
         DataError naming the scorer otherwise."""
         scores = raw(queries, docs)
         try:
-            if isinstance(scores, list) and any(s is None for s in scores):  # numpy would read None as NaN
+            if _not_numbers(scores):
                 raise TypeError
             try:
                 out = np.asarray(scores, dtype=np.float64)
@@ -69,6 +69,17 @@ def batched_scorer(scorer: Any) -> BatchedScorer:
         return out.reshape(len(queries))
 
     return numbers
+
+
+def _not_numbers(scores: Any) -> bool:
+    """Whether ``scores`` (an array, a list or tuple, perhaps of columns, or one score) holds None, a boolean
+    or text: numpy would read them as NaN, 1.0 or the number written."""
+    kind = getattr(getattr(scores, "dtype", None), "kind", None)  # a numpy array or scalar
+    if kind is not None:
+        return kind in "bSU" or (kind == "O" and any(_not_numbers(s) for s in np.ravel(scores)))
+    if isinstance(scores, list | tuple):
+        return any(_not_numbers(s) for s in scores)
+    return scores is None or isinstance(scores, bool | str | bytes)
 
 
 def resolve_scorer(name: str) -> Any:

@@ -2,6 +2,7 @@
 
 import random
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -132,9 +133,12 @@ def test_bad_inputs_are_refused_before_the_anchor_matrix_is_scored():
     assert counter.calls == 0
     with pytest.raises(DataError, match="NaN or infinite"):
         ANNCUR(lambda q, d: float("nan"), **small).index(docs, anchor_queries=["a", "b"])
-    for odd in ("x", None):
+    for odd in ("x", None, "1.5", True, np.True_):  # numpy read text and booleans as numbers (review helper-81)
         with pytest.raises(DataError, match=f"gave scores that are not numbers: \\[{re.escape(repr(odd))}"):
             ANNCUR(lambda q, d: odd, **small).index(docs, anchor_queries=["a", "b"])
+    for odd in (np.array([True, False]), np.array(["1.5", "2"]), [0.5, True]):  # from score_pairs, a batch at a time
+        with pytest.raises(DataError, match="gave scores that are not numbers"):
+            batched_scorer(SimpleNamespace(score_pairs=lambda qs, ds, odd=odd: odd))(["a", "b"], ["c", "d"])
     with pytest.raises(DataError, match="gave scores of shape \\(6, 2\\) for 6 pairs"):
         ANNCUR(lambda q, d: [1.0, 2.0], **small).index(docs, anchor_queries=["a", "b"])
     column = ANNCUR(lambda q, d: np.array([float(q in d)]), **small).index(docs, anchor_queries=["word1", "word2"])
