@@ -31,6 +31,7 @@ import numpy as np
 from rerank.encoders import DEFAULT_ENCODER, Encoder
 from rerank.errors import ConfigError, DataError, require
 from rerank.params import checked
+from rerank.types import number_array
 
 BatchedScorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 
@@ -56,11 +57,9 @@ def batched_scorer(scorer: Any) -> BatchedScorer:
         DataError naming the scorer otherwise."""
         scores = raw(queries, docs)
         try:
-            if _not_numbers(scores):
-                raise TypeError
             try:
-                out = np.asarray(scores, dtype=np.float64)
-            except (TypeError, ValueError, RuntimeError):  # e.g. tensors that need grad: one float each
+                out = number_array(scores)
+            except (ValueError, RuntimeError):  # e.g. tensors that need grad: one float each
                 out = np.asarray([float(s) for s in scores], dtype=np.float64)
         except (TypeError, ValueError, RuntimeError):
             raise DataError(f"the scorer {scorer!r:.60} gave scores that are not numbers: {scores!r:.80}") from None
@@ -69,17 +68,6 @@ def batched_scorer(scorer: Any) -> BatchedScorer:
         return out.reshape(len(queries))
 
     return numbers
-
-
-def _not_numbers(scores: Any) -> bool:
-    """Whether ``scores`` (an array, a list or tuple, perhaps of columns, or one score) holds None, a boolean
-    or text: numpy would read them as NaN, 1.0 or the number written."""
-    kind = getattr(getattr(scores, "dtype", None), "kind", None)  # a numpy array or scalar
-    if kind is not None:
-        return kind in "bSU" or (kind == "O" and any(_not_numbers(s) for s in np.ravel(scores)))
-    if isinstance(scores, list | tuple):
-        return any(_not_numbers(s) for s in scores)
-    return scores is None or isinstance(scores, bool | str | bytes)
 
 
 def resolve_scorer(name: str) -> Any:

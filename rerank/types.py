@@ -478,6 +478,24 @@ def as_scores(values: pd.Series, what: str = "a Ranking's scores") -> pd.Series:
     return pd.Series(out, index=values.index, dtype=np.float64)
 
 
+def number_array(values: Any) -> np.ndarray:
+    """``values`` (scores a plugin returned: an array, a list or tuple, perhaps of columns) as a float
+    array; TypeError when they hold None, a boolean or text, which numpy would read as NaN, 1.0 or the
+    number written, and as ``np.asarray`` raises for anything else that is no number."""
+    if _not_numbers(values):
+        raise TypeError("scores must be numbers")
+    return np.asarray(values, dtype=np.float64)
+
+
+def _not_numbers(values: Any) -> bool:
+    kind = getattr(getattr(values, "dtype", None), "kind", None)  # a numpy array or scalar
+    if kind is not None:
+        return kind in "bSU" or (kind == "O" and any(_not_numbers(v) for v in np.ravel(values)))
+    if isinstance(values, list | tuple):
+        return any(_not_numbers(v) for v in values)
+    return values is None or isinstance(values, bool | str | bytes)
+
+
 def _rows(items: Iterable[Any], width: int, takes: str) -> list[Any]:
     """``items`` as a list of rows of ``width`` values each; ConfigError starting with ``takes`` otherwise
     (a string or a mapping would be read as its letters or keys)."""

@@ -160,6 +160,8 @@ def test_a_third_party_backend_over_local_weights_is_not_answered_from_the_cache
     (lambda self, prompts, **kw: ["x"] * len(prompts), None, r"generate returned 'x', not a Generation"),
     (None, lambda self, prompts, options: np.zeros((len(options), len(prompts))), r"score returned shape \(1, 2\) for 2 prompts x 1 options"),
     (None, lambda self, prompts, options: [["high"]] * len(prompts), r"score returned .*not numbers"),
+    (None, lambda self, prompts, options: [["-0.5"]] * len(prompts), r"score returned .*not numbers"),  # read as -0.5
+    (None, lambda self, prompts, options: [[False]] * len(prompts), r"score returned .*not numbers"),  # read as 0.0
 ])
 def test_malformed_backend_answers_are_one_backend_error(tmp_path, generate, score, message):
     from rerank.metering import MeteredBackend

@@ -209,6 +209,9 @@ def test_broken_plugin_entries_are_one_line_naming_them():
 
 @pytest.mark.parametrize("scores, message", [
     (lambda n: ["high"] * n, "Wordy.score_pairs returned \\['high', 'high'\\], not numbers"),
+    (lambda n: ["1.5"] * n, "Wordy.score_pairs returned \\['1.5', '1.5'\\], not numbers"),  # numpy read it as 1.5
+    (lambda n: [True, False][:n], "Wordy.score_pairs returned \\[True, False\\], not numbers"),  # and these as 1, 0
+    (lambda n: np.array([True, False])[:n], "Wordy.score_pairs returned array\\(\\[ True, False\\]\\), not numbers"),
     (lambda n: [1.0] * (n + 1), "Wordy.score_pairs returned shape \\(3,\\) for 2 pairs"),
 ])
 def test_scores_that_are_not_one_number_per_pair_are_refused_naming_the_reranker(scores, message):

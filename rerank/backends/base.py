@@ -24,6 +24,7 @@ from rerank.constraints import Constraint
 from rerank.errors import BackendError
 from rerank.models import weights_stamp
 from rerank.params import constructor_arguments, refuse_catchall
+from rerank.types import number_array
 
 logger = logging.getLogger("rerank")
 
@@ -196,7 +197,7 @@ def checked_scores(backend: Backend, rows: Any, count: int, options: int) -> np.
     """``rows`` as a float array of shape (count, options) without +inf, refused (:class:`BackendError`)
     otherwise. NaN is let through: readers count it as an invalid answer."""
     try:
-        array = np.asarray(rows, dtype=np.float64)
+        array = number_array(rows)
     except (TypeError, ValueError):
         raise BackendError(f"{backend!r}.score returned {rows!r:.80}, not numbers") from None
     if array.shape != (count, options):

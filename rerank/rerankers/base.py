@@ -27,7 +27,7 @@ import pandas as pd
 from rerank._progress import progress_bar
 from rerank.errors import ConfigError, DataError
 from rerank.stage import Cutoff, Pipeline, Stage, callable_directly, check_query, check_query_texts
-from rerank.types import Candidates, Doc, RankedResults, Ranking, as_scores, doc_from
+from rerank.types import Candidates, Doc, RankedResults, Ranking, as_scores, doc_from, number_array
 
 
 class Reranker(Stage):
@@ -167,7 +167,7 @@ class PointwiseReranker(Reranker):
             idx = order[s : s + self.batch_size]
             made = self.score_pairs([pairs[i][0] for i in idx], [pairs[i][1] for i in idx])
             try:
-                scores = np.asarray(made, dtype=np.float64)
+                scores = number_array(made)
             except (TypeError, ValueError):
                 raise DataError(f"{type(self).__name__}.score_pairs returned {made!r:.80}, not numbers") from None
             if scores.shape != (len(idx),):
