@@ -19,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -178,6 +179,36 @@ def test_a_reranker_that_loses_or_invents_documents_is_refused(cls, message):
         cls()(ranking)
     with pytest.raises(DataError, match=message.replace("'q1'", "'q'")):
         cls().rerank("flea", [Doc(d, "w") for d in "abcd"])
+
+
+class TextsLeftBehind(Reranker):
+    def rerank_candidates(self, cands):
+        return replace(cands, docids=cands.docids[::-1], scores=np.arange(len(cands), 0, -1.0))
+
+
+class NewQuery(Reranker):
+    def rerank_candidates(self, cands):
+        return replace(cands, query=cands.query.upper())
+
+
+class ShortTitles(Reranker):
+    def rerank_candidates(self, cands):
+        return replace(cands, titles=[t[:1] for t in cands.titles])
+
+
+@pytest.mark.parametrize("cls, message", [
+    (TextsLeftBehind, "TextsLeftBehind returned document 'd' of query 'q1' with another text than it was given"),
+    (NewQuery, "NewQuery changed the text of query 'q1' \\('flea' to 'FLEA'\\)"),
+    (ShortTitles, "ShortTitles returned document 'a' of query 'q1' with another title"),
+])
+def test_a_reranker_that_pairs_docids_with_other_texts_or_changes_the_query_is_refused(cls, message):
+    """A reranker that reversed docids but left texts in place paired them with other passages, silently (review helper-80)."""
+    ranking = Ranking.from_records([("q1", "flea", d, 4.0 - i) for i, d in enumerate("abcd")]).assign(
+        text=[f"text {d}" for d in "abcd"], title=[f"title {d}" for d in "abcd"])
+    with pytest.raises(DataError, match=message):
+        cls()(ranking)
+    with pytest.raises(DataError, match=message.replace("'q1'", "'q'")):
+        cls().rerank("flea", [Doc(d, f"text {d}", f"title {d}") for d in "abcd"])
 
 
 def test_scores_left_out_of_order_are_sorted_so_rerank_and_a_pipeline_agree():

@@ -89,7 +89,8 @@ class Reranker(Stage):
 
     def rerank_checked(self, batch: Sequence[Candidates]) -> list[Candidates]:
         """:meth:`rerank_many`, its answer held to the contract: one Candidates per query in order, each
-        with the query's documents once each (else :class:`DataError` naming this stage), and sorted by
+        with the query's documents once each, its query and each docid's text and title unchanged
+        (else :class:`DataError` naming this stage), and sorted by
         score (ties keep the reranker's order) where the reranker left scores out of order, as a
         Ranking would sort them."""
         batch = list(batch)
@@ -107,6 +108,7 @@ class Reranker(Stage):
                        (f"added {len(new)} (e.g. {min(new)!r})" if new else "") or "repeated some"
                 raise DataError(f"{name} must return every candidate of query {given.qid!r} once; it {what} "
                                 f"of its {len(given)} documents")
+            _check_pairs(name, given, made)
         return [c if not len(c) or (np.diff(c.scores) <= 0).all() or not np.isfinite(c.scores).all()
                 else c.with_scores(c.scores) for c in out]
 
@@ -118,6 +120,22 @@ class Reranker(Stage):
                 raise DataError(f"{type(self).__name__} gave a non-finite score ({c.scores[bad[0]]}) to document "
                                 f"{c.docids[bad[0]]!r} of query {c.query!r:.80} ({len(bad)} such scores)")
         return batch
+
+
+def _check_pairs(name: str, given: Candidates, made: Candidates) -> None:
+    """DataError naming reranker ``name`` when ``made`` changed the query of ``given`` or pairs a docid
+    with another text or title than ``given`` does (a reranker that reordered docids but not texts)."""
+    if made.query != given.query:
+        raise DataError(f"{name} changed the text of query {given.qid!r} ({given.query!r:.60} to {made.query!r:.60}); "
+                        "a reranker returns its input's query")
+    texts = dict(zip(given.docids, given.texts))
+    titles = dict(zip(given.docids, given.titles)) if given.titles is not None and made.titles is not None else {}
+    for docid, text, title in zip(made.docids, made.texts, made.titles or made.texts):
+        what = "text" if text != texts[docid] else "title" if titles and title != titles[docid] else None
+        if what:
+            raise DataError(f"{name} returned document {docid!r} of query {given.qid!r} with another {what} than it was "
+                            "given; a reranker moves each document's text and title with its docid (as "
+                            "cands.reordered(order) and cands.with_scores(scores) do)")
 
 
 def starts_with_retrieval(pipeline: Stage) -> bool:
