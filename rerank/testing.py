@@ -34,21 +34,40 @@ class RerankerContract:
     query = "how long does a flea live"
     docs = ["A flea lives for about three months.", "Paris is the capital of France.",
             "Fleas are small insects that feed on blood.", "Bananas are yellow."]
+    other_query = "what is the capital of France"
+    other_docs = ["Berlin is the capital of Germany.", "Paris is the capital of France.", "Cats sleep a lot."]
+    """A second query with other documents: a batch of the two tells a reranker that mixes queries up."""
 
     def make(self) -> Any:
         """The reranker under test (a fresh one per call)."""
         raise NotImplementedError("subclass the contract and return your reranker from make()")
 
-    def candidates(self, qid: str = "q1") -> Candidates:
-        return Candidates(qid, self.query, [f"d{i}" for i in range(len(self.docs))], list(self.docs),
-                          position_scores(len(self.docs)))
+    def candidates(self, qid: str = "q1", other: bool = False) -> Candidates:
+        """The candidates of :attr:`query` (``other``: of :attr:`other_query`, with docids of their own)."""
+        query, docs, prefix = (self.other_query, self.other_docs, "o") if other else (self.query, self.docs, "d")
+        return Candidates(qid, query, [f"{prefix}{i}" for i in range(len(docs))], list(docs), position_scores(len(docs)))
+
+    def batch(self) -> list[Candidates]:
+        return [self.candidates("a"), self.candidates("b", other=True)]
 
     def test_reorders_every_candidate_once_with_falling_scores(self) -> None:
-        out = self.make().rerank_many([self.candidates("a"), self.candidates("b")])
+        batch = self.batch()
+        out = self.make().rerank_many(batch)
         assert [c.qid for c in out] == ["a", "b"]
-        for c in out:
-            assert sorted(c.docids) == sorted(self.candidates().docids)
+        for given, c in zip(batch, out):
+            assert sorted(c.docids) == sorted(given.docids)
+            assert c.query == given.query and dict(zip(c.docids, c.texts)) == dict(zip(given.docids, given.texts)), \
+                f"query {given.qid!r}: return the query as given and move each text with its docid (cands.reordered, cands.with_scores)"
             assert np.isfinite(c.scores).all() and list(c.scores) == sorted(c.scores, reverse=True)
+
+    def test_a_batch_answers_each_query_as_alone(self) -> None:
+        batch = self.batch()
+        together = self.make().rerank_many(batch)
+        for given, made in zip(batch, together):
+            alone = self.make().rerank_many([given])[0]
+            scores = dict(zip(alone.docids, alone.scores))
+            assert np.allclose([scores.get(d, np.nan) for d in made.docids], made.scores, rtol=1e-4, atol=1e-5), \
+                f"query {given.qid!r} is answered otherwise in a batch ({made.docids}) than alone ({alone.docids}): are queries mixed up?"
 
     def test_empty_input_gives_empty_output(self) -> None:
         reranker = self.make()

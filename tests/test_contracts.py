@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import pytest
 
-from rerank import get
+from rerank import DataError, get
 from rerank.backends.fake import FakeBackend
 from rerank.registry import names, resolve
 from rerank.rerankers._llm import LLMReranker
+from rerank.rerankers.base import Reranker
 from rerank.testing import BackendContract, RerankerContract
 
 LLM_FAMILIES = [n for n in names("reranker") if issubclass(resolve("reranker", n), LLMReranker)]
@@ -30,6 +34,40 @@ class TestLLMFamilies(RerankerContract):
 
     def make(self):
         return get("reranker", self.name, backend=any_answer_fake(), think_tokens=2)
+
+
+class SwappedBatch(Reranker):
+    """Scores each query's documents by their words in common with the next query of the batch (an off-by-one)."""
+
+    def rerank_many(self, batch):
+        queries = [c.query for c in batch[1:] + batch[:1]]
+        return [c.with_scores([len(set(q.split()) & set(t.split())) for t in c.texts]) for c, q in zip(batch, queries)]
+
+
+class TextsLeftBehind(Reranker):
+    def rerank_candidates(self, cands):
+        return replace(cands, docids=cands.docids[::-1], scores=np.arange(len(cands), 0, -1.0))
+
+
+def failed_contract_tests(make) -> list[str]:
+    kit = RerankerContract()
+    kit.make = make
+    failed = []
+    for name in [n for n in dir(kit) if n.startswith("test_")]:
+        try:
+            getattr(kit, name)()
+        except (AssertionError, DataError):
+            failed.append(name)
+    return failed
+
+
+@pytest.mark.parametrize("cls, failing", [
+    (SwappedBatch, ["test_a_batch_answers_each_query_as_alone"]),
+    (TextsLeftBehind, ["test_input_is_not_changed", "test_reorders_every_candidate_once_with_falling_scores"]),
+])
+def test_the_kit_fails_a_reranker_that_mixes_up_queries_or_texts(cls, failing):
+    """Two queries of one text and one set of documents let an off-by-one batch pass every test (review helper-80)."""
+    assert failed_contract_tests(cls) == failing
 
 
 def even_scores(prompt: str, options: list[str]) -> list[float]:
