@@ -240,7 +240,10 @@ class Ranking:
 
     Columns: ``qid``, ``query``, ``docid``, ``score``, ``rank`` and optionally ``text``, ``title``
     and stage-specific extras. A Ranking with only ``qid`` and ``query`` is a query set. Every
-    method returns a new Ranking; the underlying frame is never modified in place.
+    method returns a new Ranking; the underlying frame is never modified in place. A Ranking made by
+    rerankers keeps their per-query notes (``Candidates.info``: parse repairs, truncations) beside
+    the frame: :meth:`per_query` and :meth:`results` give them back, ``top``, ``select`` and
+    ``assign`` keep them, :meth:`to_pandas` has no room for them.
 
     >>> r = Ranking.from_records([("q1", "cats", "d1", 0.5), ("q1", "cats", "d2", 0.9)])
     >>> r.top(1).to_pandas()[["qid", "docid", "rank"]].values.tolist()
@@ -268,6 +271,7 @@ class Ranking:
         if ranked:
             frame = _sorted(_checked(frame.assign(score=as_scores(frame["score"]))))
         self._frame = frame.reset_index(drop=True)
+        self._info: dict[str, Mapping[str, Any]] = {}
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -300,15 +304,19 @@ class Ranking:
 
     @classmethod
     def from_candidates(cls, cands: Iterable[Candidates]) -> Ranking:
-        parts = []
+        parts, info = [], {}
         for c in cands:
+            if c.info:
+                info[c.qid] = dict(c.info)
             part = {"qid": c.qid, "query": c.query, "docid": c.docids, "score": c.scores, "text": c.texts}
             if c.titles is not None:
                 part["title"] = c.titles
             parts.append(pd.DataFrame(part))
         if not parts:
             return cls.empty()
-        return cls(pd.concat(parts, ignore_index=True))
+        out = cls(pd.concat(parts, ignore_index=True))
+        out._info = info
+        return out
 
     @classmethod
     def from_run(cls, run: Any, queries: Mapping[str, str] | None = None) -> Ranking:
@@ -383,6 +391,7 @@ class Ranking:
                 texts=_texts(g, str(qid)) if has_text else [""] * len(g),
                 scores=g["score"].to_numpy(np.float64),
                 titles=g["title"].fillna("").astype(str).tolist() if has_title else None,
+                info=self._info.get(str(qid), {}),
             )
 
     def results(self, qid: str) -> RankedResults:
@@ -398,7 +407,7 @@ class Ranking:
         """The first ``k`` candidates of each query."""
         if self.is_query_set:
             raise ConfigError("top(k) cuts ranked documents; this Ranking is a query set (run a retriever on it first)")
-        return Ranking(self._frame[self._frame["rank"] <= positive_count(k, "top's k")])
+        return self._derived(self._frame[self._frame["rank"] <= positive_count(k, "top's k")])
 
     def select(self, qids: Iterable[str]) -> Ranking:
         """The rows of the queries ``qids`` (a collection of ids; one id is ``[qid]``). An id with no
@@ -407,10 +416,18 @@ class Ranking:
             raise ConfigError(f"select takes a collection of query ids, got {type(qids).__name__} {qids!r:.40}"
                               + ("; for one query give [qid]" if isinstance(qids, str) else ""))
         keep = set(map(str, qids))
-        return Ranking(self._frame[self._frame["qid"].isin(keep)])
+        return self._derived(self._frame[self._frame["qid"].isin(keep)])
 
     def assign(self, **columns: Any) -> Ranking:
-        return Ranking(self._frame.assign(**columns))
+        return self._derived(self._frame.assign(**columns))
+
+    def _derived(self, frame: pd.DataFrame) -> Ranking:
+        """A Ranking of ``frame`` (rows of this one) with the per-query notes of the queries it keeps."""
+        out = Ranking(frame)
+        if self._info:
+            kept = set(out._frame["qid"])
+            out._info = {q: info for q, info in self._info.items() if q in kept}
+        return out
 
 
 def _texts(group: pd.DataFrame, qid: str) -> list[str]:

@@ -17,8 +17,11 @@ from rerank import (
     Stage,
     fuse,
 )
+from rerank.backends.fake import FakeBackend
 from rerank.data import load
 from rerank.expr import build
+from rerank.rerankers.listwise import Listwise
+from rerank.retrievers.bm25 import BM25
 from rerank.retrievers.run import RunRetriever
 
 
@@ -69,6 +72,18 @@ def test_candidates_reorder_keeps_scores_decreasing():
     with pytest.raises(ValueError, match="permutation"):
         c.reordered([0, 0, 1])
     assert c.with_scores([0.1, 0.9, 0.5]).docids == ["b", "c", "a"]
+
+
+def test_a_pipelines_output_and_search_keep_its_rerankers_per_query_info():
+    """README: repairs are reported in info["parse"]; a pipeline's search() answered {} (review helper-80)."""
+    docs = [("d1", "cats purr softly at night"), ("d2", "dogs bark loudly"), ("d3", "cats and dogs play")]
+    lw = Listwise(FakeBackend(generate=lambda p: "[2] > [1]"), window=3, step=1)  # [3] missing: repaired
+    pipe = BM25().index(docs) % 3 >> lw % 2
+    found = pipe.search("cats dogs at night")
+    assert found.info["parse"]["repaired"] == 1 and found.info["parse"]["problems"] == {"missing": 1}
+    out = pipe({"q1": "dogs", "q2": "cats dogs at night"})
+    assert [c.info["parse"]["answers"] for c in out.per_query()] == [1, 1]
+    assert out.select(["q2"]).results("q2").info["parse"]["repaired"] == 1 and not Ranking.from_pandas(out.to_pandas()).results("q2").info
 
 
 def test_cutoff_and_pipeline_on_real_run(bm25_run, dl19):
