@@ -29,7 +29,7 @@ import pandas as pd
 from rerank.encoders import lend_embeddings
 from rerank.errors import ConfigError, DataError
 from rerank.params import constructor_arguments, is_finite_number, is_integer, refuse_catchall
-from rerank.types import Query, RankedResults, Ranking, half_surrogate
+from rerank.types import RANK_COLUMNS, Query, RankedResults, Ranking, half_surrogate
 
 logger = logging.getLogger("rerank")
 
@@ -400,16 +400,19 @@ def _attach_columns(fused: Mapping[str, Mapping[str, float]], outputs: Sequence[
         [(q, queries.get(q, ""), d, s) for q, docs in fused.items() for d, s in docs.items()],
         columns=["qid", "query", "docid", "score"],
     )
-    for column in ("text", "title"):  # from the first ranking that has it for a document
+    extra = [c for o in outputs for c in o.columns if c not in (*RANK_COLUMNS, "text", "title")]
+    for column in ("text", "title", *dict.fromkeys(extra)):  # from the first ranking that has it for a document
         pools = [o.to_pandas()[["qid", "docid", column]] for o in outputs if column in o.columns]
         if pools:
-            pool = pd.concat(pools).dropna(subset=[column]).drop_duplicates()
-            clash = pool.duplicated(["qid", "docid"])
-            if column == "text" and clash.any():
-                qid, docid = pool.loc[clash, ["qid", "docid"]].iloc[0]
-                texts = pool.loc[(pool["qid"] == qid) & (pool["docid"] == docid), "text"].tolist()[:2]
-                raise DataError(f"the rankings give document {docid!r} two texts ({texts[0]!r:.50} and {texts[1]!r:.50}); "
-                                "were their stages indexed on different corpora?")
+            pool = pd.concat(pools).dropna(subset=[column])
+            if column == "text":  # any other column: the first ranking's value (extra ones may hold lists)
+                pool = pool.drop_duplicates()
+                clash = pool.duplicated(["qid", "docid"])
+                if clash.any():
+                    qid, docid = pool.loc[clash, ["qid", "docid"]].iloc[0]
+                    texts = pool.loc[(pool["qid"] == qid) & (pool["docid"] == docid), "text"].tolist()[:2]
+                    raise DataError(f"the rankings give document {docid!r} two texts ({texts[0]!r:.50} and "
+                                    f"{texts[1]!r:.50}); were their stages indexed on different corpora?")
             rows = rows.merge(pool.drop_duplicates(["qid", "docid"]), on=["qid", "docid"], how="left")
     return Ranking(rows)
 

@@ -421,6 +421,14 @@ class Ranking:
     def assign(self, **columns: Any) -> Ranking:
         return self._derived(self._frame.assign(**columns))
 
+    def with_columns_of(self, source: Ranking) -> Ranking:
+        """This ranking with the columns of ``source`` it lacks (not ``rank``), joined by (qid, docid):
+        a stage that builds its output anew keeps its input's extra columns (a ``url``), as a cut-off does."""
+        extra = [c for c in source.columns if c not in self.columns and c != "rank"]
+        if not extra or self.is_query_set or source.is_query_set:
+            return self
+        return self._derived(self._frame.merge(source._frame[["qid", "docid", *extra]], on=["qid", "docid"], how="left"))
+
     def _derived(self, frame: pd.DataFrame) -> Ranking:
         """A Ranking of ``frame`` (rows of this one) with the per-query notes of the queries it keeps."""
         out = Ranking(frame)

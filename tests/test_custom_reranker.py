@@ -22,9 +22,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from rerank import Candidates, ConfigError, DataError, Doc, Ranking, get, register
+from rerank import Candidates, ConfigError, Cutoff, DataError, Doc, Fuse, Ranking, get, register
 from rerank.backends.fake import FakeBackend
 from rerank.data import load
 from rerank.rerankers.base import PointwiseReranker, Reranker
@@ -209,6 +210,17 @@ def test_a_reranker_that_pairs_docids_with_other_texts_or_changes_the_query_is_r
         cls()(ranking)
     with pytest.raises(DataError, match=message.replace("'q1'", "'q'")):
         cls().rerank("flea", [Doc(d, f"text {d}", f"title {d}") for d in "abcd"])
+
+
+def test_rerankers_and_fusion_keep_the_inputs_other_columns_as_a_cutoff_does():
+    """PyTerrier keeps extra columns; a reranker and Fuse dropped them (review helper-80)."""
+    frame = pd.DataFrame({"qid": ["q1"] * 3, "query": ["cats at night"] * 3, "docid": ["a", "b", "c"], "score": [3.0, 2.0, 1.0],
+                          "text": ["dogs", "cats at night", "cats"], "url": ["u-a", "u-b", "u-c"], "tags": [["x"], ["y"], []]})
+    overlap = TermOverlap()
+    for stage in (Cutoff(2), overlap, overlap % 2 >> overlap, Fuse([overlap, Cutoff(2)]), Fuse([overlap, Cutoff(2)], method="wsum")):
+        out = stage(frame).to_pandas()
+        assert dict(zip(out["docid"], out["url"])) == {d: f"u-{d}" for d in out["docid"]}, repr(stage)
+        assert dict(zip(out["docid"], out["tags"])) == {d: t for d, t in zip("abc", [["x"], ["y"], []]) if d in set(out["docid"])}
 
 
 def test_scores_left_out_of_order_are_sorted_so_rerank_and_a_pipeline_agree():

@@ -85,7 +85,7 @@ class Reranker(Stage):
     @callable_directly
     def transform(self, inp: Ranking) -> Ranking:
         check_query_texts(inp, self)
-        return Ranking.from_candidates(self._finite(self.rerank_checked(list(inp.per_query()))))
+        return Ranking.from_candidates(self._finite(self.rerank_checked(list(inp.per_query())))).with_columns_of(inp)
 
     def rerank_checked(self, batch: Sequence[Candidates]) -> list[Candidates]:
         """:meth:`rerank_many`, its answer held to the contract: one Candidates per query in order, each
