@@ -157,6 +157,10 @@ class Pipeline(Stage):
             inp = stage(inp)
         return inp
 
+    def check_columns(self, ranking: Ranking) -> None:
+        """The first stage's check: its message names what it needs."""
+        self.stages[0].check_columns(ranking)
+
     def compile(self) -> Pipeline:
         """Let a retriever take the cut-off that follows it as its ``num_results`` (``bm25 % 100``
         retrieves 100). The cut-off stays: a retriever given candidates rescores all of them, so
@@ -449,13 +453,17 @@ def check_query(query: Any, where: str) -> str:
 
 
 def check_query_texts(ranking: Ranking, owner: object) -> None:
-    """DataError naming ``owner`` when a query of ``ranking`` has no text (a run read without its queries
-    has none) or holds half of a surrogate pair: a stage that reads queries would answer for another one."""
+    """DataError naming ``owner`` and the first query of ``ranking`` that has no text (a run read without
+    its queries has none: the message says so) or holds half of a surrogate pair: a stage that reads
+    queries would answer for another one."""
     texts = ranking.queries()
     empty = [q for q, t in texts.items() if not isinstance(t, str) or not t.strip()]
-    if empty:
+    if empty and not ranking.is_query_set and len(empty) == len(texts):
         raise DataError(f"{owner!r}: {len(empty)} queries have no text (e.g. {empty[:3]}); a run read from a file "
                         "needs its queries: Ranking.read_trec(path, queries=...)")
+    if empty:
+        raise DataError(f"{owner!r}: query {empty[0]!r} has no text (queries without text: {len(empty)} of {len(texts)}); "
+                        "give each query a text, or leave it out")
     odd = [q for q, t in texts.items() if half_surrogate(t)]
     if odd:
         raise DataError(f"{owner!r}: {len(odd)} queries hold half of a surrogate pair, which is no character (e.g. {odd[:3]})")

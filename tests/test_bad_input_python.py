@@ -35,8 +35,9 @@ def bm25():
 
 # -- queries ----------------------------------------------------------------------------------------
 def test_a_query_without_text_is_refused_by_every_stage_that_reads_it(bm25, tmp_path):
-    with pytest.raises(DataError, match=r"BM25\(\): 1 queries have no text \(e.g. \['q1'\]\)"):
-        bm25({"q1": "", "q2": "cat"})  # q1 used to vanish from the output
+    with pytest.raises(DataError, match=r"^BM25\(\): query 'q1' has no text \(queries without text: 1 of 2\); give each "
+                                         r"query a text, or leave it out$"):  # not a run file's hint (review helper-80)
+        (bm25 >> BiEncoderReranker())({"q1": "", "q2": "cat"})  # q1 used to vanish from the output
     (tmp_path / "run.trec").write_text("q1 Q0 d1 1 2.0 x\nq1 Q0 d3 2 1.0 x\n")
     run = Ranking.read_trec(tmp_path / "run.trec").assign(text=["cat", "stocks"])  # no queries given: no query text
     with pytest.raises(DataError, match=r"needs its queries: Ranking.read_trec\(path, queries=...\)"):
@@ -85,7 +86,18 @@ def test_transform_takes_what_a_call_takes(bm25):
     assert len(bm25.transform({"q1": "cat"})) == 2 and len(bm25.transform(Ranking.from_queries({}))) == 0
     assert len((bm25 % 1).transform({"q1": "cat"})) == 1 and len((bm25 | bm25).transform({"q1": "cat"})) == 2
     with pytest.raises(DataError, match="needs columns"):
-        BiEncoderReranker().transform(frame)
+        BiEncoderReranker().transform(frame.assign(docid="d1", score=1.0))
+
+
+@pytest.mark.parametrize("call", [
+    lambda: BiEncoderReranker().search("cat"), lambda: (BiEncoderReranker() % 2).search("cat"),
+    lambda: BiEncoderReranker().transform(pd.DataFrame({"qid": ["q1"], "query": ["cat"]})),
+])
+def test_a_reranker_given_queries_only_asks_for_a_retriever_in_front(call):
+    """It reported missing docid and text columns (review helper-80)."""
+    with pytest.raises(DataError, match=r"^BiEncoderReranker\(\) reranks candidates and was given queries only; put a "
+                                        r"retriever in front \(bm25 >> reranker\) or call reranker.rerank\(query, docs\)$"):
+        call()
 
 
 def test_asking_a_retriever_for_more_than_its_num_results(caplog, monkeypatch):

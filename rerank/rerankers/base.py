@@ -82,6 +82,12 @@ class Reranker(Stage):
                            titles=[d.title for d in records])
         return self._finite(self.rerank_checked([cands]))[0].to_results()
 
+    def check_columns(self, ranking: Ranking) -> None:
+        if ranking.is_query_set:
+            raise DataError(f"{self!r} reranks candidates and was given queries only; put a retriever in front "
+                            "(bm25 >> reranker) or call reranker.rerank(query, docs)")
+        super().check_columns(ranking)
+
     @callable_directly
     def transform(self, inp: Ranking) -> Ranking:
         check_query_texts(inp, self)
