@@ -46,7 +46,7 @@ from rerank._progress import progress_enabled
 from rerank.errors import ConfigError, MissingDependency, one_of, require
 from rerank.models import (check_device, check_kind, check_positions, content_stamp, files_stamp, hf_location, loading,
                            weights_stamp)
-from rerank.params import checked, is_integer
+from rerank.params import checked
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 _OFFLINE = {  # hub id -> (package, function returning the local folder)
@@ -100,7 +100,7 @@ class _Loaded:
     dim: int
 
 
-@checked("max_length")  # arguments checked as in a pipeline expression; max_length below (at least 2)
+@checked()  # arguments checked as in a pipeline expression (max_length at least 2, as RANGES says)
 class Encoder:
     """Texts to L2-normalized float32 vectors.
 
@@ -127,8 +127,6 @@ class Encoder:
         one_of("runtime", runtime, RUNTIMES)
         if pooling == "last" and runtime in ("onnx", "openvino"):
             raise ConfigError(f"runtime={runtime!r} needs pooling='model' (a sentence-transformers model)")
-        if max_length is not None and (not is_integer(max_length) or max_length < 2):
-            raise ConfigError(f"Encoder: max_length must be an integer >= 2, got {max_length!r}")
         self.model, self.pooling, self.runtime, self.device = model, pooling, runtime, device
         self.query_prefix, self.doc_prefix, self.max_length = query_prefix, doc_prefix, max_length
         self.batch_size, self.progress = batch_size, progress

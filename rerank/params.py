@@ -35,10 +35,11 @@ from rerank.errors import ConfigError, one_of
 #: Inclusive (low, high) bounds by parameter name, shared by all stages and backends; None: open.
 RANGES: dict[str, tuple[float | None, float | None]] = {
     **dict.fromkeys(("num_results", "batch_size", "depth", "window", "step", "passes", "top_k", "k", "set_size",
-                     "group_size", "num_input_docs", "max_words", "max_new_tokens", "max_length", "doc_max_tokens",
+                     "group_size", "num_input_docs", "max_words", "max_new_tokens", "doc_max_tokens",
                      "budget", "rounds", "num_anchor_queries", "num_anchor_items", "train_size", "concurrency",
                      "top_logprobs", "max_context"), (1, None)),
     **dict.fromkeys(("ef_search", "nprobe", "nlist"), (1, 2**31 - 1)),  # FAISS holds them in a C int
+    "max_length": (2, None),  # an encoder's text needs 2 tokens; the cross-encoder and E2Rank ask more, in their own checks
     "hnsw_m": (2, 1024),  # FAISS segfaults on 1; its graph holds 2 * hnsw_m links per vector
     **dict.fromkeys(("temperature", "think_tokens", "anchors", "seed", "max_retries", "backoff"), (0, None)),
     "k1": (0, 1000),  # BM25's tf saturation is all but gone long before 1000; huge k1 starves float32 scores to 0

@@ -212,7 +212,7 @@ def test_shipped_scifact_embeddings_match_a_fresh_encoding():
 @pytest.mark.parametrize("settings, message", [
     ({"max_length": float("nan")}, "Dense: max_length must be an integer or None, got nan (float)"),
     ({"max_length": "64"}, "Dense: max_length must be an integer or None, got '64' (str)"),
-    ({"max_length": 0}, "Dense: max_length must be >= 1, got 0"),
+    ({"max_length": 0}, "Dense: max_length must be >= 2, got 0"),
     ({"hnsw_m": float("nan")}, "Dense: hnsw_m must be an integer >= 2, got nan"),
     ({"ef_search": float("inf")}, "Dense: ef_search must be an integer >= 1, got inf"),
     ({"nprobe": "3"}, "Dense: nprobe must be an integer >= 1, got '3'"),

@@ -14,6 +14,7 @@ from rerank.backends.hf import HFBackend
 from rerank.data import load
 from rerank.encoders import DEFAULT_ENCODER, Encoder, resolve_encoder, resolve_runtime
 from rerank.errors import MissingDependency
+from rerank.expr import build
 from rerank.models import loading
 from rerank.rerankers.biencoder import BiEncoderReranker
 from rerank.rerankers.cross_encoder import CrossEncoderReranker
@@ -81,9 +82,11 @@ def test_bad_settings_are_refused():
 
 
 def test_max_length_has_one_bound_and_one_message():   # review helper-68: 0 said ">= 1", 1 said "at least 2"
-    for bad in (0, 1):
-        with pytest.raises(ConfigError, match=f"^Encoder: max_length must be an integer >= 2, got {bad}$"):
-            Encoder(max_length=bad)
+    for bad in (0, 1):   # helper-78: Dense and dense(...) still said ">= 1" for 0, and named the Encoder for 1
+        for what, make in (("Encoder", lambda: Encoder(max_length=bad)), ("Dense", lambda: Dense(max_length=bad)),
+                           ("dense", lambda: build(f"dense(max_length={bad})"))):
+            with pytest.raises(ConfigError, match=f"^{what}: max_length must be >= 2, got {bad}( in |$)"):
+                make()
 
 
 def test_last_token_pooling_reads_an_empty_text_as_the_end_token_in_any_batch():   # review helper-68

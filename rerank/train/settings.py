@@ -101,7 +101,7 @@ class TrainSettings:
             value = getattr(self, f.name)
             if isinstance(value, Path | np.generic):
                 object.__setattr__(self, f.name, str(value) if isinstance(value, Path) else value.item())
-        check_fields(self, named)  # every field's type, finite numbers, RANGES (seed >= 0, max_length >= 1)
+        check_fields(self, named)  # every field's type, finite numbers, RANGES (seed >= 0, max_length >= 2)
         unknown = [d for d in data if d not in SOURCES]
         if not data or unknown or len(set(data)) != len(data):
             raise ConfigError(f"data={list(data)} (--data): give one or more distinct sources of {SOURCES}")
