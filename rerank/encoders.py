@@ -44,8 +44,8 @@ import numpy as np
 
 from rerank._progress import progress_enabled
 from rerank.errors import ConfigError, MissingDependency, one_of, require
-from rerank.models import (check_device, check_kind, check_positions, content_stamp, files_stamp, hf_location, loading,
-                           weights_stamp)
+from rerank.models import (check_device, check_kind, check_last_token, check_positions, content_stamp, files_stamp,
+                           hf_location, loading, weights_stamp)
 from rerank.params import checked
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -108,7 +108,8 @@ class Encoder:
         model: hub id, local folder or alias (``"minilm"``).
         pooling: ``"model"`` (the sentence-transformers model's own pooling) or ``"last"``
             (last-token hidden state of a decoder, as E2Rank and Qwen3-Embedding; a text of no tokens,
-            such as ``""``, is read as the end-of-text token alone (EOS, else SEP), whatever its batch).
+            such as ``""``, is read as the end-of-text token alone (EOS, else SEP), whatever its batch; a
+            model whose files say it pools otherwise, or is a cross-encoder, is refused).
         query_prefix, doc_prefix: strings put before queries and documents (``"query: "`` for E5).
         max_length: token limit per text, at least 2; default: the model's own.
         runtime: one of :data:`RUNTIMES`.
@@ -356,6 +357,7 @@ def _load_decoder(model: str, runtime: str, device: str | None, stamp: str = "")
     transformers = require("transformers", "dense")
     check_device(device)
     source, kwargs = hf_location(resolve_encoder(model))
+    check_last_token(model, source)
     dtype = torch.bfloat16 if runtime == "bf16" else torch.float32
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     with loading("encoder model", model, source):

@@ -280,6 +280,37 @@ def check_kind(model: str, wanted: str, stage: str, source: str | None = None) -
                       f"or pooling; {advice}")
 
 
+def pooling_modes(model: str) -> tuple[list[str], str] | None:
+    """``(modes, why)``: how the sentence-transformers Pooling module of ``model`` pools (``["mean"]``), in
+    its ``pooling_mode`` or its older ``pooling_mode_*`` flags (none set: mean), and which file says so; None
+    when the model has no Pooling module or its config cannot be read."""
+    modules = _model_json(model, "modules.json")
+    modules = modules if isinstance(modules, list) else []
+    pooling = next((m for m in modules if isinstance(m, dict) and str(m.get("type")).endswith("Pooling")), None)
+    if pooling is None:
+        return None
+    name = "/".join(p for p in (str(pooling.get("path") or "").strip("/"), "config.json") if p)
+    config = _model_json(model, name)
+    if not isinstance(config, dict):
+        return None
+    mode = config.get("pooling_mode")
+    if mode is None:
+        mode = [k.removeprefix("pooling_mode_").removesuffix("_tokens").removesuffix("_token")
+                for k, v in config.items() if k.startswith("pooling_mode_") and v is True] or ["mean"]
+    return [str(m) for m in ([mode] if isinstance(mode, str) else mode)], f"(its {name} says so)"
+
+
+def check_last_token(model: str, source: str | None = None) -> None:
+    """ConfigError when the files of ``model`` (at ``source``, default ``model``) say its embedding is not
+    the last token's hidden state: a cross-encoder (its head dropped), or a sentence-transformers model
+    whose Pooling module pools otherwise (mean, CLS); either would give vectors without a word."""
+    check_kind(model, "bi-encoder", "pooling='last'", source)
+    found = pooling_modes(source or model)
+    if found and "lasttoken" not in found[0]:
+        raise ConfigError(f"{model} pools by {'+'.join(found[0])} {found[1]}, not by its last token: pooling='last' "
+                          "would read another vector than the model gives; use pooling='model'")
+
+
 def weights_stamp(name: str | os.PathLike[str]) -> str:
     """The :func:`files_stamp` of a local model (a folder or a file, or the packaged GGUF of an alias such
     as ``smollm2``), so that a cache keyed on a model never answers for other weights saved in the same

@@ -97,7 +97,26 @@ def test_last_token_pooling_reads_an_empty_text_as_the_end_token_in_any_batch():
 
 
 def test_last_token_pooling_finds_an_alias_offline():   # review helper-68: it asked the hub for "minilm"
-    assert Encoder("minilm", pooling="last", runtime="torch").encode(["", "fleas"], kind="doc").shape == (2, 384)
+    with pytest.raises(ConfigError, match="^minilm pools by mean"):   # its packaged files read (helper-78: not encoded by them)
+        Encoder("minilm", pooling="last", runtime="torch").encode(["", "fleas"], kind="doc")
+
+
+def test_last_token_pooling_refuses_a_model_whose_files_say_it_pools_otherwise(tmp_path):   # helper-78
+    """The bug: a mean-pooled bi-encoder or a cross-encoder (its head dropped) with pooling='last' gave vectors
+    without a word; a folder whose Pooling module pools by the last token still loads."""
+    from sentence_transformers import CrossEncoder
+
+    bi, ce, last = resolve_encoder(DEFAULT_ENCODER), tmp_path / "ce", tmp_path / "last"
+    CrossEncoder(bi, num_labels=1).save(str(ce))
+    shutil.copytree(bi, last)
+    (last / "1_Pooling" / "config.json").write_text('{"embedding_dimension": 384, "pooling_mode": "lasttoken"}')
+    with pytest.raises(ConfigError, match=r"pools by mean \(its 1_Pooling/config.json says so\), not by its last token: "
+                                          r"pooling='last' would read another vector .*; use pooling='model'$"):
+        Encoder(bi, pooling="last").encode(["Paris."], kind="doc")
+    with pytest.raises(ConfigError, match=r"is a cross-encoder \(its config_sentence_transformers.json says model_type "
+                                          r"CrossEncoder\), not a bi-encoder: pooling='last' would"):
+        E2Rank(str(ce), pooling="last").encoder.encode(["Paris."], kind="doc")
+    assert Encoder(str(last), pooling="last").encode(["Paris."], kind="doc").shape == (1, 384)
 
 
 def test_runtimes_agree_on_real_documents(scifact_docs):
