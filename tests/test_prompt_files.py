@@ -91,6 +91,11 @@ def test_yaml_merge_keys_still_work(tmp_path):
     ("max_new_tokens: abc", "section max_new_tokens must be an integer or None, got 'abc' (str)"),
     ("meta: 5", "section meta must be a dict, got 5 (int)"),
     ("meta: {opton: '({index})'}", "unknown meta keys ['opton']; known: ['chat_template', 'doc_suffix', 'option']"),
+    # helper-78: meta values were not checked: 'false' quoted turned E2Rank's chat template on, a number failed mid-run
+    ("meta: {chat_template: 'false'}", "meta.chat_template must be True or False, got 'false' (str)"),
+    ("meta: {doc_suffix: 5}", "meta.doc_suffix must be a string, got 5 (int)"),
+    ("meta: {doc_suffix: null}", "meta.doc_suffix must be a string, got None (NoneType)"),
+    ("meta: {option: [1]}", "meta.option must be a string, got [1] (list)"),
 ])
 def test_sections_of_the_wrong_type_are_refused_at_load(tmp_path, section, message):
     text = HEAD.replace("prefix: 'Q: {query} D: {text}'", section) if section.startswith("prefix") else HEAD + section + "\n"

@@ -44,7 +44,7 @@ from typing import Any
 import yaml
 
 from rerank.errors import ConfigError, one_line
-from rerank.params import check_fields
+from rerank.params import check_fields, describe
 
 ALLOWED = {
     "system": {"num"},
@@ -57,10 +57,10 @@ ALLOWED = {
 CONSTRAINTS = {"": "free text", "permutation": "[i] > [j] > ... over all shown ids",
                "options": "exactly one of the template's options", "labels": "one item label: A, B, ..."}
 """Values of a template's ``constraint``: what constrained decoding lets the model answer."""
-META = {"option": "how a document's answer is written for the log-probability read ({index}, {label}): FIRST, setwise, Rank-R1",
-        "chat_template": "E2Rank: the prompt goes through the model's chat template",
-        "doc_suffix": "E2Rank: text added to each document before it is embedded on its own"}
-"""Keys of a template's ``meta``: settings that only the families named read."""
+META = {"option": (str, "how a document's answer is written for the log-probability read ({index}, {label}): FIRST, setwise, Rank-R1"),
+        "chat_template": (bool, "E2Rank: the prompt goes through the model's chat template"),
+        "doc_suffix": (str, "E2Rank: text added to each document before it is embedded on its own")}
+"""Keys of a template's ``meta`` -> (the type of its value, what it means): settings that only the families named read."""
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
@@ -255,6 +255,10 @@ def _validate(t: PromptTemplate) -> PromptTemplate:
     unknown = set(t.meta) - set(META)
     if unknown:
         raise ConfigError(f"prompt {t.name!r}: unknown meta keys {sorted(unknown)}; known: {sorted(META)}")
+    wrong = next((k for k, v in t.meta.items() if not isinstance(v, META[k][0])), None)
+    if wrong is not None:  # YAML reads 'false' quoted as text, which is true
+        raise ConfigError(f"prompt {t.name!r}: meta.{wrong} must be {describe(META[wrong][0])}, got {t.meta[wrong]!r} "
+                          f"({type(t.meta[wrong]).__name__})")
     if t.constraint not in CONSTRAINTS:
         raise ConfigError(f"prompt {t.name!r}: constraint {t.constraint!r} is not one of {sorted(CONSTRAINTS)}")
     if t.constraint == "options" and not t.options:

@@ -92,8 +92,7 @@ class Task:
                 raise ConfigError(f"prompt {template.name!r}, example {i}: answer {written!r:.60} is not a well-formed "
                                   f"{template.parser!r} answer ({', '.join(problems)}); a demonstration must show one")
         option = template.meta.get("option")
-        if option is not None and (not isinstance(option, str) or not placeholders(option) <= {"index", "label"}
-                                   or not option.strip()):
+        if option is not None and (not placeholders(option) <= {"index", "label"} or not option.strip()):
             raise ConfigError(f"prompt {template.name!r}: meta.option must be text whose only placeholders are "
                               f"{{index}} and {{label}} (the answer for each shown document), got {option!r}")
         item, shown = placeholders(template.item), placeholders(template.prefix + template.item)
