@@ -465,12 +465,13 @@ def _one_text_per_query(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _by_given_rank(frame: pd.DataFrame) -> pd.DataFrame:
-    """A frame's rows in each query's given ``rank`` order, which then breaks ties of equal scores; ranks
-    that disagree with the scores (a later rank scored higher) are counted in a warning: scores decide. A
-    frame the constructor refuses (repeated columns, missing qids) is left to it, to name the problem."""
+    """A frame's rows in each query's given ``rank`` order, which then breaks ties of equal scores (ranks are
+    read as :func:`as_scores` reads scores: numbers or plain-number text, no booleans); ranks that disagree
+    with the scores (a later rank scored higher) are counted in a warning: scores decide. A frame the
+    constructor refuses (repeated columns, missing qids) is left to it, to name the problem."""
     if frame.columns.duplicated().any() or frame["qid"].isna().any():
         return frame
-    ranks = pd.to_numeric(frame["rank"], errors="coerce").to_numpy(np.float64)
+    ranks = as_scores(frame["rank"], "a Ranking's rank column").to_numpy()  # read as scores are: True is no rank 1
     if not np.isfinite(ranks).all():
         raise DataError(f"a Ranking's rank column must hold finite numbers; {int((~np.isfinite(ranks)).sum())} rows do "
                         "not (drop the column to rank by score alone)")

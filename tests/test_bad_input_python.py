@@ -321,6 +321,12 @@ def test_frames_that_a_ranking_would_misread_review_helper_72(caplog):
     with caplog.at_level(logging.WARNING, logger="rerank"):
         assert Ranking.from_pandas(distance).to_pandas()["docid"].tolist() == ["far", "near"]
     assert "1 queries have a rank column that disagrees with their scores" in caplog.text
+    for odd, named in (([False, True, True], "False"), (["1", "x", "3"], "'x'")):   # helper-78: False and True were
+        with pytest.raises(DataError, match=f"^a Ranking's rank column must be numbers; {named} is not"):  # ranks 0 and 1
+            Ranking.from_pandas(tied.assign(rank=odd))
+    assert Ranking.from_pandas(tied.assign(rank=["3", "1", "2"])).to_pandas()["docid"].tolist() == ["d2", "d3", "d1"]
+    with pytest.raises(DataError, match="^a Ranking's scores must be numbers; (True|False) is not"):   # as before
+        Ranking.from_pandas(tied.assign(score=[True, False, True]))
 
 
 def test_a_pyterrier_frame_given_to_ranking_is_not_read_as_a_query_set():
