@@ -3,6 +3,7 @@ against real servers on loopback (vllm serve, llama-cpp-python's server, a misbe
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -392,6 +393,21 @@ def test_llamacpp_context_is_the_one_loaded(llamacpp_smollm2):
         assert backend.max_context == 8192 and backend.generate([CAPITAL], max_new_tokens=2)[0].completion_tokens == 2
     with pytest.raises(BackendError, match=r"context of 'smollm2' \(2048\).* raise n_ctx"):
         llamacpp_smollm2.score(["word " * 3000], YES_NO)
+
+
+@pytest.mark.slow
+def test_an_empty_prompt_and_no_new_tokens_are_refused_alike(smollm2, llamacpp_smollm2):   # helper-78
+    """HF raised torch's dtype error for "" (alone) or read padding (among others); llama.cpp asserted in
+    generate and scored "" from stale logits, and took max_new_tokens=0 as no limit (94 tokens)."""
+    offline = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")   # refused before any request
+    for backend in (smollm2, llamacpp_smollm2, offline, FakeBackend(generate=lambda p: "x")):
+        for bad in (0, -1, 2.5):
+            with pytest.raises(ConfigError, match=rf"^{re.escape(repr(backend))}: max_new_tokens must be an integer >= 1, got {bad}$"):
+                backend.generate(["Hello"], max_new_tokens=bad)
+    for backend in (smollm2, llamacpp_smollm2):
+        for call in (lambda: backend.generate(["", "Hello"], max_new_tokens=2), lambda: backend.score([""], YES_NO)):
+            with pytest.raises(ConfigError, match="^a prompt of no tokens for 'smollm2': there is nothing to continue"):
+                call()
 
 
 @pytest.mark.slow

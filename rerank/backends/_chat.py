@@ -124,7 +124,10 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
 
 
 def check_length(n_tokens: int, max_context: int, model: str, option: str = "max_context") -> None:
-    """Refuse a prompt longer than the context; the message names the backend's ``option`` that sets it."""
+    """Refuse a prompt of no tokens (the model would continue nothing: raw errors, or answers read from
+    padding or stale logits) or longer than the context; the message names the backend's ``option`` that sets it."""
+    if n_tokens == 0:
+        raise ConfigError(f"a prompt of no tokens for {model!r}: there is nothing to continue; give it text")
     if n_tokens > max_context:
         raise BackendError(f"prompt of {n_tokens} tokens exceeds the context of {model!r} ({max_context}); "
                            f"shorten the passages (Backend.count_tokens) or raise {option}")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from rerank.backends.base import Backend, Generation, Prompt, prompt_text
+from rerank.backends.base import Backend, Generation, Prompt, check_max_new_tokens, prompt_text
 from rerank.constraints import Constraint
 from rerank.errors import ConfigError
 
@@ -38,6 +38,7 @@ class FakeBackend(Backend):
 
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
                  stop: Sequence[str] = (), constraint: Constraint | None = None) -> list[Generation]:
+        check_max_new_tokens(self, max_new_tokens)
         if self._generate is None:
             raise ConfigError("this FakeBackend was built without a generate function")
         texts = [prompt_text(p) for p in prompts]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from rerank.backends import _chat
-from rerank.backends.base import Backend, Generation, Prompt, weights_suffix
+from rerank.backends.base import Backend, Generation, Prompt, check_max_new_tokens, weights_suffix
 from rerank.constraints import Constraint, Follower, TokenMask
 from rerank.errors import ConfigError, require
 from rerank.models import check_device, hf_location, loading
@@ -79,6 +79,7 @@ class HFBackend(_chat.HFTokenizerPrompts, Backend):
 
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
                  stop: Sequence[str] = (), constraint: Constraint | None = None) -> list[Generation]:
+        check_max_new_tokens(self, max_new_tokens)
         encoded = [self._encode(p) for p in prompts]
         out: list[Generation | None] = [None] * len(prompts)
         for batch in _length_batches(encoded, self.batch_size):

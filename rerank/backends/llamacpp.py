@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from rerank.backends import _chat, check_engine_options, keyword_names
-from rerank.backends.base import Backend, Generation, Prompt, settings_suffix, weights_suffix
+from rerank.backends.base import (Backend, Generation, Prompt, check_max_new_tokens, settings_suffix,
+                                  weights_suffix)
 from rerank.constraints import Constraint, Follower, Masks, pieces_by_decoding
 from rerank.errors import ConfigError, require
 from rerank.models import gguf_path
@@ -87,6 +88,7 @@ class LlamaCppBackend(Backend):
 
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
                  stop: Sequence[str] = (), constraint: Constraint | None = None) -> list[Generation]:
+        check_max_new_tokens(self, max_new_tokens)
         out = []
         for prompt in prompts:
             ids = self._encode(prompt)

@@ -42,7 +42,8 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from rerank.backends import _chat
-from rerank.backends.base import Backend, Generation, Prompt, server_url, settings_suffix, weights_suffix
+from rerank.backends.base import (Backend, Generation, Prompt, check_max_new_tokens, server_url, settings_suffix,
+                                  weights_suffix)
 from rerank.constraints import CONSTRAINT_ARG, Constraint
 from rerank.errors import BackendError, ConfigError, InputRefused, require
 from rerank.naming import shown_url
@@ -286,6 +287,7 @@ class OpenAIBackend(Backend):
 
     async def agenerate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
                         stop: Sequence[str] = (), constraint: Constraint | None = None) -> list[Generation]:
+        check_max_new_tokens(self, max_new_tokens)
         requests = [self._generation_request(p, max_new_tokens, temperature, stop, constraint) for p in prompts]
         made = [self._parse_generation(d) for d in await self._post_all(requests)]
         longest = max((len(g.text) + len(g.reasoning or "") for g in made), default=0)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from rerank.backends import _chat, check_engine_options, keyword_names
-from rerank.backends.base import Backend, Generation, Prompt, settings_suffix, weights_suffix
+from rerank.backends.base import Backend, Generation, Prompt, check_max_new_tokens, settings_suffix, weights_suffix
 from rerank.constraints import CONSTRAINT_ARG, Constraint
 from rerank.errors import BackendError, require
 from rerank.models import dense_location, loading, local_gguf
@@ -193,6 +193,7 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
 
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
                  stop: Sequence[str] = (), constraint: Constraint | None = None) -> list[Generation]:
+        check_max_new_tokens(self, max_new_tokens)
         encoded = [self._encode(p) for p in prompts]
         extra = {CONSTRAINT_ARG: constraint.key()} if constraint is not None else None
         params = self._vllm.SamplingParams(temperature=temperature, max_tokens=max_new_tokens, stop=list(stop) or None,
