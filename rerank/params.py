@@ -42,6 +42,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "max_length": (2, None),  # an encoder's text needs 2 tokens; the cross-encoder and E2Rank ask more, in their own checks
     "hnsw_m": (2, 1024),  # FAISS segfaults on 1; its graph holds 2 * hnsw_m links per vector
     **dict.fromkeys(("temperature", "think_tokens", "anchors", "seed", "max_retries", "backoff"), (0, None)),
+    "n_ctx": (0, None),  # llama.cpp's context; 0: the model's own
     "k1": (0, 1000),  # BM25's tf saturation is all but gone long before 1000; huge k1 starves float32 scores to 0
     "b": (0, 1),
     "decimals": (0, 10),

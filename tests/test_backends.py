@@ -34,6 +34,12 @@ def test_parse_spec():
         parse_spec("vlm:Qwen/Qwen2.5-7B-Instruct")
     with pytest.raises(ConfigError, match="the model name ' smollm2' has spaces around it"):
         parse_spec("hf: smollm2")
+    with pytest.raises(ConfigError, match=r"^backend spec 'llamacpp:smollm2\?n_ctx=-1': n_ctx must be >= 0, got -1$"):
+        parse_spec("llamacpp:smollm2?n_ctx=-1")   # helper-78: refused only when llama.cpp loaded the model
+    from rerank.backends.llamacpp import LlamaCppBackend
+
+    with pytest.raises(ConfigError, match=r"^LlamaCppBackend: n_ctx must be >= 0, got -1$"):   # the same check
+        LlamaCppBackend("smollm2", n_ctx=-1)
     fake = load_backend("fake", generate=str.upper)
     assert load_backend(fake) is fake and fake.generate(["a"])[0].text == "A"
     assert load_backend("fake", generate=str.upper) is fake  # one loaded model per spec and arguments

@@ -90,6 +90,8 @@ def test_a_check_the_stage_makes_across_its_arguments_names_the_expression(expr,
     ("insertrank(score_range=(0, 'x'))", "insertrank: score_range must be a pair"),
     ("prp(top_k=None)", "prp: top_k must be an integer, got None"),
     ("listwise(backend=3)", "listwise: backend must be "),
+    # helper-78: refused only once llama.cpp loaded the model, after the first stage had run
+    ("yes-no(backend='llamacpp:smollm2?n_ctx=-1')", "backend spec 'llamacpp:smollm2\\?n_ctx=-1': n_ctx must be >= 0, got -1"),
 ])
 def test_stage_parameters_are_checked_against_the_constructor(expr, message):
     with pytest.raises(ConfigError, match=message):

@@ -18,8 +18,10 @@ from rerank.backends.base import (Backend, Generation, Prompt, check_max_new_tok
 from rerank.constraints import Constraint, Follower, Masks, pieces_by_decoding
 from rerank.errors import ConfigError, require
 from rerank.models import gguf_path
+from rerank.params import checked
 
 
+@checked()  # arguments checked as in a backend spec (n_ctx >= 0, as RANGES says)
 class LlamaCppBackend(Backend):
     """A GGUF model run in-process by llama.cpp.
 
@@ -37,8 +39,6 @@ class LlamaCppBackend(Backend):
                  n_gpu_layers: int = 0, seed: int = 0, chat_template: str | None = None, **llama_kwargs: Any):
         llama_cpp = require("llama_cpp", "llamacpp")
         check_engine_options(type(self), llama_kwargs, type(self).__name__)
-        if n_ctx < 0:
-            raise ConfigError(f"LlamaCppBackend: n_ctx must be >= 0 (0: the model's own context), got {n_ctx}")
         self.model = model
         self.path = gguf_path(model)
         self._weights = weights_suffix(self.path)  # the file loaded now, whatever it holds later
