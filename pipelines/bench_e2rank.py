@@ -24,14 +24,15 @@ from rerank.expr import build
 from rerank.rerankers.e2rank import E2Rank
 from rerank.retrievers.dense import Dense
 
-from _args import non_negative, positive  # pipelines/_args.py
+from _args import non_negative, positive, within  # pipelines/_args.py
 
 
-def slice_dataset(ds, args):
+def slice_dataset(ds, args, parser):
     queries = ds.queries()
     qrels = ds.qrels()
     queries = [q for q in queries if q.qid in qrels]
     if not args.full:
+        within(parser, "--queries", args.queries, len(queries), f"judged queries of {ds.name}")
         queries = queries[: args.queries]
     if ds.name.startswith("trec-dl") or args.full:
         run = ds.run("bm25").select([q.qid for q in queries]).top(args.depth) if ds.name.startswith("trec-dl") else None
@@ -40,7 +41,8 @@ def slice_dataset(ds, args):
         return queries, docs, run
     judged = {d for q in queries for d in qrels.get(q.qid, {})}
     others = [d for d in ds.corpus() if d.docid not in judged]
-    docs = [ds.docstore[d] for d in sorted(judged) if d in ds.docstore] + random.Random(0).sample(others, min(args.distractors, len(others)))
+    within(parser, "--distractors", args.distractors, len(others), f"documents of {ds.name} not judged for the slice's queries")
+    docs = [ds.docstore[d] for d in sorted(judged) if d in ds.docstore] + random.Random(0).sample(others, args.distractors)
     return queries, docs, None
 
 
@@ -62,7 +64,8 @@ def main() -> None:
     args = p.parse_args()
 
     ds = load(args.dataset)
-    queries, docs, bm25_run = slice_dataset(ds, args)
+    queries, docs, bm25_run = slice_dataset(ds, args, p)
+    within(p, "--llm-queries", args.llm_queries, len(queries), "queries in the slice")
     print(f"{ds.name}: {len(queries)} queries, {len(docs)} documents, depth {args.depth}, K={args.k}")
     start = time.perf_counter()
     dense = build("dense", ds) if args.full else Dense().index(docs)  # full: the cached index of the dataset

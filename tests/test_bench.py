@@ -154,3 +154,20 @@ def test_llm_cells_report_tokens_and_the_valid_answer_rate(tmp_path):
     assert cells["constrained"].valid_rate == 1.0 and cells["free"].valid_rate < 1.0
     assert cells["constrained"].tokens_per_query > 0 and report.cells["trec-dl-2019", "BM25"].valid_rate is None
     assert "| valid answers |" in report.to_markdown() and "| 100% |" in report.to_markdown()
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--queries", "301"], "argument --queries: 301 is more than the 300 judged queries of scifact"),
+    (["--llm-queries", "6", "--queries", "5"], "argument --llm-queries: 6 is more than the 5 queries in the slice"),
+])
+def test_bench_e2rank_refuses_counts_above_what_there_is(options, message):   # helper-78: it cut them to size silently
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, str(root / "pipelines" / "bench_e2rank.py"), *options],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().endswith(f"error: {message}"), proc.stderr
