@@ -380,6 +380,16 @@ def test_llamacpp_generate_and_score(llamacpp_smollm2, smollm2):
     assert llamacpp_smollm2.count_tokens("hello world") == smollm2.count_tokens("hello world") == 2
 
 
+def test_llama_cpp_is_built_without_the_amx_kernels_that_crash_it():
+    """On a Sapphire Rapids CPU, llama.cpp's AMX kernels crashed every evaluation (ggml-org/llama.cpp#20824):
+    .ci/install_llm.sh builds without them, and a build that has them is warned about."""
+    llama_cpp = optional("llama_cpp", "needs the llamacpp extra (.ci/install_llm.sh)")
+    from rerank.backends.llamacpp import uses_amx
+
+    assert uses_amx(b"CPU : AVX512_BF16 = 1 | AMX_INT8 = 1 | LLAMAFILE = 1 | ") and not uses_amx(b"CPU : AVX2 = 1 | ")
+    assert not uses_amx(llama_cpp.llama_print_system_info())
+
+
 def test_llamacpp_options_are_checked_against_llama_cpp():
     """llama_cpp.Llama takes any keyword: a misspelt option was ignored, one rerank passes itself a TypeError."""
     optional("llama_cpp", "needs the llamacpp extra (.ci/install_llm.sh)")

@@ -7,6 +7,7 @@ each option after it, reusing the prompt's KV cache; logits of every position ar
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from rerank.errors import ConfigError, require
 from rerank.models import gguf_path
 from rerank.params import checked
 
+logger = logging.getLogger("rerank")
 
 @checked()  # arguments checked as in a backend spec (n_ctx >= 0, as RANGES says)
 class LlamaCppBackend(Backend):
@@ -39,6 +41,10 @@ class LlamaCppBackend(Backend):
                  n_gpu_layers: int = 0, seed: int = 0, chat_template: str | None = None, **llama_kwargs: Any):
         llama_cpp = require("llama_cpp", "llamacpp")
         check_engine_options(type(self), llama_kwargs, type(self).__name__)
+        if uses_amx(llama_cpp.llama_print_system_info()):
+            logger.warning("this llama-cpp-python build uses AMX kernels, which crash the process on the first "
+                           "evaluation on some Intel CPUs (ggml-org/llama.cpp#20824); if it crashes, build it "
+                           "without them (README: LLM backends)")
         self.model = model
         self.path = gguf_path(model)
         self._weights = weights_suffix(self.path)  # the file loaded now, whatever it holds later
@@ -143,3 +149,8 @@ class LlamaCppBackend(Backend):
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64) - logits.max()
     return z - np.log(np.exp(z).sum())
+
+
+def uses_amx(system_info: bytes) -> bool:
+    """Whether llama.cpp's ``llama_print_system_info()`` says its CPU backend runs AMX kernels."""
+    return b"AMX_INT8 = 1" in system_info
