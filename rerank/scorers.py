@@ -31,7 +31,7 @@ import numpy as np
 from rerank.encoders import DEFAULT_ENCODER, Encoder
 from rerank.errors import ConfigError, DataError, require
 from rerank.params import checked
-from rerank.types import number_array
+from rerank.types import NotNumbers, number_array
 
 BatchedScorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 
@@ -59,7 +59,9 @@ def batched_scorer(scorer: Any) -> BatchedScorer:
         try:
             try:
                 out = number_array(scores)
-            except (ValueError, RuntimeError):  # e.g. tensors that need grad: one float each
+            except NotNumbers:
+                raise
+            except (TypeError, ValueError, RuntimeError):  # e.g. bfloat16 or GPU tensors: one float each
                 out = np.asarray([float(s) for s in scores], dtype=np.float64)
         except (TypeError, ValueError, RuntimeError):
             raise DataError(f"the scorer {scorer!r:.60} gave scores that are not numbers: {scores!r:.80}") from None

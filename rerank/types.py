@@ -506,20 +506,29 @@ def as_scores(values: pd.Series, what: str = "a Ranking's scores") -> pd.Series:
 
 def number_array(values: Any) -> np.ndarray:
     """``values`` (scores a plugin returned: an array, a list or tuple, perhaps of columns) as a float
-    array; TypeError when they hold None, a boolean or text, which numpy would read as NaN, 1.0 or the
-    number written, and as ``np.asarray`` raises for anything else that is no number."""
-    if _not_numbers(values):
-        raise TypeError("scores must be numbers")
+    array; :class:`NotNumbers` when they hold None, booleans, text, times or complex numbers, which numpy
+    would read as NaN, 1.0, the number written, a count or the real part; what ``np.asarray`` raises
+    for anything else it cannot read."""
+    if not_numbers(values):
+        raise NotNumbers(f"{values!r:.80} are not numbers")
     return np.asarray(values, dtype=np.float64)
 
 
-def _not_numbers(values: Any) -> bool:
-    kind = getattr(getattr(values, "dtype", None), "kind", None)  # a numpy array or scalar
+class NotNumbers(TypeError):
+    """Scores that hold something other than real numbers (see :func:`number_array`)."""
+
+
+def not_numbers(values: Any) -> bool:
+    """Whether ``values`` hold None, a boolean, text, a time or a complex number (NumPy or torch)."""
+    dtype = getattr(values, "dtype", None)
+    kind = getattr(dtype, "kind", None)  # a numpy array or scalar
     if kind is not None:
-        return kind in "bSU" or (kind == "O" and any(_not_numbers(v) for v in np.ravel(values)))
+        return kind in "bSUmMc" or (kind == "O" and any(not_numbers(v) for v in np.ravel(values)))
+    if dtype is not None:  # a torch tensor: its dtype has no kind
+        return str(dtype) == "torch.bool" or getattr(values, "is_complex", lambda: False)()
     if isinstance(values, list | tuple):
-        return any(_not_numbers(v) for v in values)
-    return values is None or isinstance(values, bool | str | bytes)
+        return any(not_numbers(v) for v in values)
+    return values is None or isinstance(values, bool | str | bytes | complex)
 
 
 def _rows(items: Iterable[Any], width: int, takes: str) -> list[Any]:

@@ -136,11 +136,16 @@ def test_bad_inputs_are_refused_before_the_anchor_matrix_is_scored():
     for odd in ("x", None, "1.5", True, np.True_):  # numpy read text and booleans as numbers (review helper-81)
         with pytest.raises(DataError, match=f"gave scores that are not numbers: \\[{re.escape(repr(odd))}"):
             ANNCUR(lambda q, d: odd, **small).index(docs, anchor_queries=["a", "b"])
-    for odd in (np.array([True, False]), np.array(["1.5", "2"]), [0.5, True]):  # from score_pairs, a batch at a time
+    import torch
+
+    for odd in (np.array([True, False]), np.array(["1.5", "2"]), [0.5, True], torch.tensor([True, False]),
+                np.array([1 + 2j, 3j]), np.array([1, 2], dtype="timedelta64[s]")):  # from score_pairs, a batch at a time
         with pytest.raises(DataError, match="gave scores that are not numbers"):
             batched_scorer(SimpleNamespace(score_pairs=lambda qs, ds, odd=odd: odd))(["a", "b"], ["c", "d"])
     with pytest.raises(DataError, match="gave scores of shape \\(6, 2\\) for 6 pairs"):
         ANNCUR(lambda q, d: [1.0, 2.0], **small).index(docs, anchor_queries=["a", "b"])
+    half = torch.tensor([1.0, 2.0], dtype=torch.bfloat16)  # numpy reads no bfloat16: one float each (review helper-85)
+    assert batched_scorer(SimpleNamespace(score_pairs=lambda qs, ds: half))(["a", "b"], ["c", "d"]).tolist() == [1.0, 2.0]
     column = ANNCUR(lambda q, d: np.array([float(q in d)]), **small).index(docs, anchor_queries=["word1", "word2"])
     assert column.matrix.shape == (2, 6)  # a one-element array per pair, as CrossEncoder.predict([pair]) gives
     with pytest.raises(ConfigError, match="first_stage='anncur' is not a retriever that indexes documents on its own"):
