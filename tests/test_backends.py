@@ -142,9 +142,18 @@ class NamedSampled(Sampled):
 
 def test_a_third_party_backend_taking_keyword_options_is_refused_unless_it_gives_a_cache_id(tmp_path):
     with pytest.raises(ConfigError, match=r"Sampled takes \*\*sampling, which its identity \(repr, ==, caches\) cannot see"):
-        Sampled(flip=True)  # else Sampled(flip=False)'s cached calls would answer for it
+        CachedBackend(Sampled(flip=True), tmp_path / "calls.sqlite").generate(["ab"])  # else the cache answers for other options
     path = tmp_path / "calls.sqlite"
     assert [CachedBackend(NamedSampled(flip=f), path).generate(["ab"])[0].text for f in (False, True)] == ["ab", "ba"]
+    assert [CachedBackend(OwnSampled(flip=f), path).generate(["ab"])[0].text for f in (False, True)] == ["ab", "ba"]
+
+
+class OwnSampled(Sampled):
+    """A cache_id set on the object, not the class (review helper-85)."""
+
+    def __init__(self, model: str = "m", **sampling: bool):
+        super().__init__(model, **sampling)
+        self.cache_id = f"own-sampled:{model}:{sorted(sampling.items())}"
 
 
 class FromFolder(FakeBackend):

@@ -55,13 +55,6 @@ class Backend(ABC):
     """How ``generate`` honours a constraint: ``"exact"`` (token masks), ``"shape"`` (a grammar
     without the each-id-once rule) or ``"no"`` (the default: a backend must claim more itself)."""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Backend:
-        """Refuse a class without a ``cache_id`` whose constructor takes ``**`` arguments, which
-        :func:`backend_id` cannot see."""
-        if not hasattr(cls, "cache_id"):
-            refuse_catchall(cls, "give it a cache_id naming every setting that changes its answers")
-        return super().__new__(cls)
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}({getattr(self, 'model', '?')!r})"
 
@@ -136,11 +129,13 @@ def backend_id(backend: Backend) -> str:
     digest of its other constructor arguments, read back from attributes of their names (or ``_name``);
     for a class that is not rerank's own, a digest of its code too (:func:`code_suffix`).
     A backend that keeps an argument under neither gets an id of its own object only (with a warning),
-    so that a call cache never answers for other settings."""
+    so that a call cache never answers for other settings; one whose constructor takes ``**`` arguments,
+    which no attribute names, is a ConfigError."""
     code = code_suffix(type(backend))
     own = getattr(backend, "cache_id", None)
     if own:
         return own + code
+    refuse_catchall(type(backend), "give it a cache_id naming every setting that changes its answers")
     settings: dict[str, Any] = {}
     for name, (_, kept) in constructor_arguments(backend).items():
         if name == "model":
