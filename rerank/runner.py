@@ -238,7 +238,7 @@ def _run_timed(cell: Cell, todo: list[Any], topics: Ranking, qids: list[str], me
     after_warmup = meter.usage()
     parts.append(runnable(inp.select(timed)))
     t3 = time.perf_counter()
-    record.ranking = Ranking(pd.concat([p.to_pandas() for p in parts], ignore_index=True))
+    record.ranking = Ranking.concat(parts)
     record.warmup_s, record.run_s, record.timed_queries = t2 - t1, t3 - t2, len(timed)
     record.ms_per_query = 1000 * record.run_s / len(timed) + (cell.prefix.ms_per_query if cell.prefix else 0.0)
     if meter.active:

@@ -334,6 +334,13 @@ class Ranking:
         return cls.from_run(read_trec_run(path), queries)
 
     @classmethod
+    def concat(cls, parts: Sequence[Ranking]) -> Ranking:
+        """The rows of rankings of different queries (shards of one ranking) as one, with their per-query notes."""
+        out = cls(pd.concat([p._frame for p in parts], ignore_index=True))
+        out._info = {q: info for p in parts for q, info in p._info.items()}
+        return out
+
+    @classmethod
     def empty(cls) -> Ranking:
         return cls(pd.DataFrame({c: pd.Series(dtype=object if c != "score" else np.float64) for c in RANK_COLUMNS[:-1]}))
 

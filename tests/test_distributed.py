@@ -532,7 +532,9 @@ def test_closing_an_executor_mid_map_and_a_dead_shard_are_one_line_each(cluster)
 # -- parallel(): a stage over query shards ----------------------------------------------------------
 def test_parallel_bm25_equals_local_and_ships_once(cluster, scifact):
     from rerank.distributed.parallel import parallel
+    from rerank.backends.fake import FakeBackend
     from rerank.distributed.ray import RayExecutor
+    from rerank.rerankers.listwise import Listwise
     from rerank.retrievers.bm25 import BM25
 
     bm25 = BM25().index(scifact.corpus()).with_num_results(50)
@@ -549,6 +551,9 @@ def test_parallel_bm25_equals_local_and_ships_once(cluster, scifact):
         with pytest.raises(DataError) as raised:   # as itself, in one line, not Ray's remote traceback
             stage({"a": "", "b": "cats"})
         assert type(raised.value) is DataError and "\n" not in str(raised.value) and "ray::" not in str(raised.value)
+        listwise = Listwise(FakeBackend(generate=str.upper), window=3, step=1)  # answers it cannot parse: repaired
+        shards = parallel(bm25 % 3 >> listwise, ex, shards=2)(topics.select(list(topics.queries())[:4]))
+        assert all(shards.results(q).info["parse"]["repaired"] for q in shards.queries())  # the shards' notes kept
     with parallel(bm25, workers=1) as own, pytest.raises(DataError):   # its own executor, stopped though the run fails
         own({"a": ""})
     assert own._executor is None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pandas as pd
 
 from rerank.errors import ConfigError
 from rerank.params import is_integer
@@ -63,9 +62,9 @@ class Parallel(Stage):
         n = min(len(qids), self.shards or self.executor.workers)
         parts = [inp.select(qids[i * len(qids) // n:(i + 1) * len(qids) // n]) for i in range(n)]
         outputs = list(self.executor.transform(self.stage, parts))
-        found = [o.to_pandas() for o in outputs if len(o)]
+        found = [o for o in outputs if len(o)]
         if found:
-            return Ranking(pd.concat(found, ignore_index=True))
+            return Ranking.concat(found)
         return outputs[0] if outputs else Ranking.empty()  # a stage's empty answer has the stage's columns
 
     def close(self) -> None:
