@@ -27,13 +27,18 @@ from rerank.retrievers.dense import Dense
 from _args import non_negative, positive, within  # pipelines/_args.py
 
 
+QUERIES = 50
+"""Judged queries in the slice unless ``--queries`` says."""
+
+
 def slice_dataset(ds, args, parser):
     queries = ds.queries()
     qrels = ds.qrels()
     queries = [q for q in queries if q.qid in qrels]
     if not args.full:
-        within(parser, "--queries", args.queries, len(queries), f"judged queries of {ds.name}")
-        queries = queries[: args.queries]
+        if args.queries is not None:  # asked for: refused beyond what there is; the default takes what there is
+            within(parser, "--queries", args.queries, len(queries), f"judged queries of {ds.name}")
+        queries = queries[: args.queries or QUERIES]
     if ds.name.startswith("trec-dl") or args.full:
         run = ds.run("bm25").select([q.qid for q in queries]).top(args.depth) if ds.name.startswith("trec-dl") else None
         keep = set(run.to_pandas()["docid"]) if run is not None and not args.full else None
@@ -55,7 +60,7 @@ def timed(stage, inp):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="scifact")
-    p.add_argument("--queries", type=positive, default=50, help="queries in the slice")
+    p.add_argument("--queries", type=positive, help=f"queries in the slice (default: {QUERIES}, or all judged ones when fewer)")
     p.add_argument("--distractors", type=non_negative, default=500, help="SciFact: unjudged documents added to the judged ones")
     p.add_argument("--depth", type=positive, default=20, help="candidates reranked per query")
     p.add_argument("--k", type=positive, default=10, help="E2Rank: documents in the listwise prompt")
