@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import codecs
 import json
+import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from rerank.errors import ConfigError
+
+logger = logging.getLogger("rerank")
 
 CONSTRAINT_ARG = "rerank_constraint"
 """Request ``extra_args`` key (``vllm_xargs`` over HTTP) of a constraint's JSON spec, read by
@@ -268,7 +271,14 @@ class Masks:
     def __call__(self, constraint: Constraint) -> TokenMask:
         key = constraint.key()
         if key not in self._masks:
-            pieces = {t: piece for sample in constraint.samples() for t, piece in self.tokenize(sample)}
+            pairs = [pair for sample in constraint.samples() for pair in self.tokenize(sample)]
+            pieces = dict(pairs)
+            clashes = {t for t, piece in pairs if pieces[t] != piece}
+            if clashes:  # e.g. a SentencePiece "▁[" that opens an answer as "[" and goes on as " ["
+                logger.warning("constraint %s: %d token(s) of this tokenizer stand for other bytes at the start of an "
+                               "answer than inside one, so some answers may be cut short or unreachable under the "
+                               "constraint; use constrained=False or the log-probability read", constraint,
+                               len(clashes))
             self._masks[key] = TokenMask(constraint, pieces, self.eos)
         return self._masks[key]
 

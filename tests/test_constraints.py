@@ -120,6 +120,16 @@ def test_sentencepiece_byte_fallback_tokens_get_their_exact_bytes(dummy_prefix):
     assert [set(Follower(mask).allowed(no[:k])) for k in range(4)] == [{yes, no[0]}, {no[1]}, {no[2]}, {tok.eos_token_id}]
 
 
+@pytest.mark.parametrize("dummy_prefix", [True, False])
+def test_a_token_read_otherwise_at_the_start_of_an_answer_is_warned_about(dummy_prefix, caplog):
+    """With a dummy prefix, "▁" opens "否" as no byte and goes on inside "A 否" as a space: one token, two
+    readings, so "A 否" cannot be reached (review helper-85). It is said, not left silent."""
+    tok = sentencepiece_tokenizer(dummy_prefix)
+    with caplog.at_level("WARNING", logger="rerank"):
+        hf_token_masks(tok, [tok.eos_token_id])(OneOf(["A 否", "否"]))
+    assert ("stand for other bytes at the start of an answer" in caplog.text) == dummy_prefix
+
+
 def test_token_mask_lets_a_partial_character_in_only_when_an_allowed_one_completes_it():
     check, cross = "✓".encode(), "✗".encode()  # e2 9c 93, e2 9c 97: a shared two-byte start
     pieces = {1: b"a", 2: b"b", 3: check[:2], 4: check[2:], 5: cross[2:]}
