@@ -524,6 +524,8 @@ def test_closing_an_executor_mid_map_and_a_dead_shard_are_one_line_each(cluster)
 
     with build_bm25([Doc("d1", "cats purr"), Doc("d2", "dogs bark")], shards=2) as index:
         ray.kill(index.shards[1])
+        with pytest.raises(ray.exceptions.RayActorError):  # kill is asynchronous: a query sent at once could be answered
+            ray.get(index.shards[1].__ray_ready__.remote())
         with pytest.raises(RerankError) as dead:
             index({"q": "cats"})
     assert "a shard actor died and its part of the index with it" in str(dead.value) and "\n" not in str(dead.value)
