@@ -39,7 +39,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
                      "budget", "rounds", "num_anchor_queries", "num_anchor_items", "train_size", "concurrency",
                      "top_logprobs", "max_context"), (1, None)),
     **dict.fromkeys(("ef_search", "nprobe", "nlist"), (1, 2**31 - 1)),  # FAISS holds them in a C int
-    "max_length": (2, None),  # an encoder's text needs 2 tokens; the cross-encoder and E2Rank ask more, in their own checks
+    "max_length": (2, None),  # an encoder's text needs 2 tokens; the cross-encoder and E2Rank ask more (checked(ranges=))
     "hnsw_m": (2, 1024),  # FAISS segfaults on 1; its graph holds 2 * hnsw_m links per vector
     **dict.fromkeys(("temperature", "think_tokens", "anchors", "seed", "max_retries", "backoff"), (0, None)),
     "n_ctx": (0, None),  # llama.cpp's context; 0: the model's own
@@ -52,10 +52,11 @@ POSITIVE = frozenset({"timeout", "probe_timeout"})
 C = TypeVar("C", bound=type)
 
 
-def checked(*own: str) -> Callable[[C], C]:
+def checked(*own: str, ranges: Mapping[str, tuple[float | None, float | None]] | None = None) -> Callable[[C], C]:
     """Class decorator: ``cls(...)`` checks its arguments with :func:`check_arguments` (named by the class)
     before its constructor runs, so Python refuses what a pipeline expression refuses. ``own``: parameters
-    the constructor checks itself, with a message of its own.
+    the constructor checks itself, with a message of its own. ``ranges``: the class's own bounds for some
+    parameters, in place of :data:`RANGES`'s, in Python and in expressions alike.
 
     >>> from rerank.retrievers.bm25 import BM25
     >>> BM25(k1=float("nan"))
@@ -65,6 +66,8 @@ def checked(*own: str) -> Callable[[C], C]:
     """
     def decorate(cls: C) -> C:
         init = cls.__init__
+        if ranges:
+            cls._ranges = {**getattr(cls, "_ranges", RANGES), **ranges}
 
         @functools.wraps(init)
         def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -93,7 +96,7 @@ def check_arguments(cls: type, args: Sequence[Any], kwargs: Mapping[str, Any], w
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD) or name in skip:
             continue
         _check_type(name, value, hints.get(name, Any), what)
-        _check_range(name, value, what)
+        _check_range(name, value, what, ranges=getattr(cls, "_ranges", RANGES))
         if name == "backend" and isinstance(value, str):
             from rerank.backends import parse_spec
 
@@ -135,10 +138,11 @@ def _check_type(name: str, value: Any, hint: Any, what: str) -> None:
     raise ConfigError(f"{what}: {name} must be {describe(hint)}, got {value!r} ({type(value).__name__})")
 
 
-def _check_range(name: str, value: Any, what: str, shown: str | None = None) -> None:
+def _check_range(name: str, value: Any, what: str, shown: str | None = None,
+                 ranges: Mapping[str, tuple[float | None, float | None]] = RANGES) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return
-    low, high = RANGES.get(name, (None, None))
+    low, high = ranges.get(name, (None, None))
     positive, name = name in POSITIVE, shown or name
     if not is_integer(value) and not math.isfinite(value):
         raise ConfigError(f"{what}: {name} must be a finite number, got {value!r}")

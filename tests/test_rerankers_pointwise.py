@@ -20,7 +20,9 @@ from rerank.errors import ConfigError
 from rerank.prompts import load as load_prompt
 from rerank.encoders import DEFAULT_ENCODER, resolve_encoder
 from rerank.rerankers.biencoder import BiEncoderReranker
+from rerank.expr import build
 from rerank.rerankers.cross_encoder import CrossEncoderReranker
+from rerank.rerankers.e2rank import E2Rank
 from rerank.rerankers._parsing import parse_rating, parse_yes_no
 from rerank.rerankers.pointwise import ERank, YesNo
 
@@ -104,10 +106,15 @@ def test_cross_encoder_empty_input_and_config_errors(tiny_cross_encoder):
 
 
 def test_cross_encoder_bounds_name_the_setting_at_fault(tiny_cross_encoder, caplog):   # review helper-68
-    with pytest.raises(ConfigError, match="^CrossEncoderReranker: max_length must be an integer >= 8, got 7$"):
+    with pytest.raises(ConfigError, match="^CrossEncoderReranker: max_length must be >= 8, got 7$"):
         CrossEncoderReranker(tiny_cross_encoder, max_length=7)
     with pytest.raises(ConfigError, match="^CrossEncoderReranker: stride must be >= 1, got 0$"):
         CrossEncoderReranker(tiny_cross_encoder, stride=0)
+    for expression, limit in (("cross-encoder(max_length=0)", 8), ("e2rank(max_length=2)", 16)):  # an expression said >= 2
+        with pytest.raises(ConfigError, match=f"max_length must be >= {limit}, got"):
+            build(expression)
+    with pytest.raises(ConfigError, match="^E2Rank: max_length must be >= 16, got 8$"):
+        E2Rank(max_length=8)
     with pytest.raises(ConfigError, match="^max_length=600 exceeds the 512 positions of "):   # not torch's size mismatch
         CrossEncoderReranker(tiny_cross_encoder, max_length=600).rerank(FLEA, [long_doc(700)])
     wide = CrossEncoderReranker(tiny_cross_encoder, max_length=32, stride=1000)

@@ -27,7 +27,7 @@ import numpy as np
 from rerank.encoders import RUNTIMES, resolve_encoder, resolve_runtime, runtime_kwargs
 from rerank.errors import ConfigError, one_of, require
 from rerank.models import check_device, check_kind, check_positions, loading
-from rerank.params import checked, is_integer
+from rerank.params import checked
 from rerank.rerankers.base import PointwiseReranker
 from rerank.types import Candidates
 
@@ -35,7 +35,7 @@ logger = logging.getLogger("rerank")
 TRUNCATION_MODES = ("maxp", "truncate")
 
 
-@checked("max_length")  # arguments checked as in a pipeline expression; max_length below (at least 8)
+@checked(ranges={"max_length": (8, None), "stride": (1, None)})  # arguments checked as in a pipeline expression
 class CrossEncoderReranker(PointwiseReranker):
     """Score each (query, document) pair jointly with a cross-encoder.
 
@@ -57,10 +57,6 @@ class CrossEncoderReranker(PointwiseReranker):
                  max_length: int | None = None, truncation: str = "maxp", stride: int | None = None,
                  runtime: str = "torch", device: str | None = None, progress: bool | None = None):
         one_of("truncation", truncation, TRUNCATION_MODES)
-        if max_length is not None and (not is_integer(max_length) or max_length < 8):
-            raise ConfigError(f"CrossEncoderReranker: max_length must be an integer >= 8, got {max_length!r}")
-        if stride is not None and stride < 1:
-            raise ConfigError(f"CrossEncoderReranker: stride must be >= 1, got {stride!r}")
         one_of("runtime", runtime, RUNTIMES)
         self.runtime = runtime
         self.model, self.batch_size, self.max_length = model, batch_size, max_length

@@ -52,7 +52,7 @@ from rerank.types import Candidates
 logger = logging.getLogger("rerank")
 
 
-@checked()  # arguments checked as in a pipeline expression
+@checked(ranges={"max_length": (16, None)})  # arguments checked as in a pipeline expression
 class E2Rank(Reranker):
     """Re-score candidates by cosine similarity with the embedding of a listwise prompt.
 
@@ -81,10 +81,6 @@ class E2Rank(Reranker):
                  num_input_docs: int = 20, doc_max_tokens: int | None = None, max_length: int | None = None,
                  pooling: str = "model", doc_embeddings: Any = None, batch_size: int = 32, runtime: str = "auto",
                  device: str | None = None, progress: bool | None = None):
-        if num_input_docs < 1 or batch_size < 1:
-            raise ConfigError("num_input_docs and batch_size must be positive")
-        if (doc_max_tokens is not None and doc_max_tokens < 1) or (max_length is not None and max_length < 16):
-            raise ConfigError("doc_max_tokens must be positive and max_length at least 16")
         template = load_prompt(prompt)
         if template.paradigm != "e2rank" or "{query}" not in template.prefix + template.suffix:
             raise ConfigError(f"prompt {template.name!r} is not an E2Rank prompt (paradigm 'e2rank' with {{query}})")
