@@ -119,6 +119,14 @@ def is_integer(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def check_count(what: str, name: str, value: Any, low: int | None = None) -> None:
+    """ConfigError naming ``what`` unless ``value`` is an integer (not a bool) of at least ``low``
+    (default: the low bound :data:`RANGES` gives ``name``)."""
+    low = RANGES[name][0] if low is None else low
+    if not (is_integer(value) and value >= low):
+        raise ConfigError(f"{what}: {name} must be an integer >= {low}, got {value!r}")
+
+
 def is_finite_number(value: Any) -> bool:
     """True for a real number (not a bool) that is finite as a float: NaN, inf and ints too large
     for a float are not."""

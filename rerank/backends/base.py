@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from rerank.constraints import Constraint
-from rerank.errors import BackendError, ConfigError
+from rerank.errors import BackendError
 from rerank.models import weights_stamp
-from rerank.params import RANGES, constructor_arguments, is_integer, refuse_catchall
+from rerank.params import check_count, constructor_arguments, refuse_catchall
 from rerank.types import number_array
 
 logger = logging.getLogger("rerank")
@@ -96,9 +96,7 @@ def check_max_new_tokens(backend: Backend, value: Any) -> None:
     """ConfigError naming ``backend`` unless ``value`` is a count of new tokens (at least 1, as
     :data:`~rerank.params.RANGES` says): every backend refuses 0 alike (llama.cpp read it as no limit,
     transformers and vLLM raised errors of their own)."""
-    low = RANGES["max_new_tokens"][0]
-    if not is_integer(value) or value < low:
-        raise ConfigError(f"{backend!r}: max_new_tokens must be an integer >= {low}, got {value!r}")
+    check_count(repr(backend), "max_new_tokens", value)
 
 
 def weights_suffix(model: str | os.PathLike[str]) -> str:

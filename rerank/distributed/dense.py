@@ -21,7 +21,7 @@ import pandas as pd
 
 from rerank.distributed.cluster import check_ray_amount, connect, fitting, import_ray, shutdown
 from rerank.errors import ConfigError, DataError
-from rerank.params import is_finite_number, is_integer
+from rerank.params import check_count, is_finite_number
 from rerank.retrievers.base import as_docs
 from rerank.retrievers.dense import Dense
 from rerank.types import Doc
@@ -41,8 +41,7 @@ def encode_corpus(texts: Sequence[str], dense: Dense, actors: int = 2, *, batch_
                   num_cpus: float = 1, num_gpus: float = 0, address: str | None = None) -> np.ndarray:
     """Document embeddings of ``texts`` (in order) with ``dense``'s encoder, on ``actors`` Ray Data actors."""
     for name, value in (("actors", actors), ("batch_size", batch_size)):
-        if not (is_integer(value) and value >= 1):
-            raise ConfigError(f"encode_corpus: {name} must be an integer >= 1, got {value!r}")
+        check_count("encode_corpus", name, value, 1)
     for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
         if not (is_finite_number(value) and value >= 0):
             raise ConfigError(f"encode_corpus: {name} must be a finite number >= 0, got {value!r}")

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from rerank.distributed.cluster import connect, fitting, import_ray, ray_reason, shutdown
 from rerank.errors import ConfigError, RerankError, one_line
-from rerank.params import is_finite_number, is_integer
+from rerank.params import check_count, is_finite_number
 
 logger = logging.getLogger("rerank")
 T = TypeVar("T")
@@ -208,8 +208,8 @@ def _check_settings(*, workers: Any, num_cpus: Any, num_gpus: Any, resources: An
                     threads: Any) -> None:
     """Raise :class:`ConfigError` for a setting of the wrong type or out of range (before Ray starts)."""
     for name, value, low in (("workers", workers, 1), ("max_retries", max_retries, 0), ("threads", threads, 1)):
-        if (value is not None or name == "max_retries") and not (is_integer(value) and value >= low):
-            raise ConfigError(f"RayExecutor: {name} must be an integer >= {low}, got {value!r}")
+        if value is not None or name == "max_retries":
+            check_count("RayExecutor", name, value, low)
     if resources is not None and not isinstance(resources, dict):
         raise ConfigError(f"RayExecutor: resources must be a dict of names to amounts, got {resources!r}")
     amounts = {"num_cpus": num_cpus, "num_gpus": num_gpus,

@@ -19,7 +19,7 @@ import numpy as np
 
 from rerank.encoders import DEFAULT_ENCODER, Encoder
 from rerank.errors import ConfigError, DataError
-from rerank.params import RANGES, checked, is_integer
+from rerank.params import check_count, checked
 from rerank.prebuilt import lookup
 from rerank.retrievers.base import Retriever, as_docs, check_same_documents
 from rerank.types import Doc
@@ -52,9 +52,8 @@ class Dense(Retriever):
         if index not in INDEX_TYPES:
             raise ConfigError(f"unknown dense index {index!r}; choose one of {INDEX_TYPES}")
         for name, value in zip(COUNTS, (hnsw_m, ef_search, nprobe, nlist, train_size, batch_size)):
-            low = RANGES[name][0]  # FAISS crashes on hnsw_m=1
-            if value is not None and (not is_integer(value) or value < low):
-                raise ConfigError(f"Dense: {name} must be an integer >= {low}, got {value!r}")
+            if value is not None:
+                check_count("Dense", name, value)  # FAISS crashes on hnsw_m=1
         if nlist is not None and train_size is not None and train_size < nlist:
             raise ConfigError(f"Dense: train_size ({train_size}) must be at least nlist ({nlist}): k-means needs a point per list")
         model = os.fspath(model)  # a folder given as a Path is its text, in the index key too (checked above)
