@@ -197,7 +197,13 @@ class ShortTitles(Reranker):
         return replace(cands, titles=[t[:1] for t in cands.titles])
 
 
+class TitlesDropped(Reranker):
+    def rerank_candidates(self, cands):
+        return Candidates(cands.qid, cands.query, cands.docids, cands.texts, cands.scores)
+
+
 @pytest.mark.parametrize("cls, message", [
+    (TitlesDropped, "TitlesDropped returned the documents of query 'q1' without their titles"),
     (TextsLeftBehind, "TextsLeftBehind returned document 'd' of query 'q1' with another text than it was given"),
     (NewQuery, "NewQuery changed the text of query 'q1' \\('flea' to 'FLEA'\\)"),
     (ShortTitles, "ShortTitles returned document 'a' of query 'q1' with another title"),

@@ -129,11 +129,15 @@ class Reranker(Stage):
 
 
 def _check_pairs(name: str, given: Candidates, made: Candidates) -> None:
-    """DataError naming reranker ``name`` when ``made`` changed the query of ``given`` or pairs a docid
-    with another text or title than ``given`` does (a reranker that reordered docids but not texts)."""
+    """DataError naming reranker ``name`` when ``made`` changed the query of ``given``, dropped its titles
+    or pairs a docid with another text or title than ``given`` does (a reranker that reordered docids but
+    not texts)."""
     if made.query != given.query:
         raise DataError(f"{name} changed the text of query {given.qid!r} ({given.query!r:.60} to {made.query!r:.60}); "
                         "a reranker returns its input's query")
+    if made.titles is None and any(given.titles or ()):  # a later stage reading titles would go on without them
+        raise DataError(f"{name} returned the documents of query {given.qid!r} without their titles; a reranker keeps "
+                        "them (as cands.reordered(order) and cands.with_scores(scores) do)")
     texts = dict(zip(given.docids, given.texts))
     titles = dict(zip(given.docids, given.titles)) if given.titles is not None and made.titles is not None else {}
     for docid, text, title in zip(made.docids, made.texts, made.titles or made.texts):
