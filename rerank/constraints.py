@@ -196,39 +196,59 @@ def from_spec(spec: dict[str, Any]) -> Constraint:
 class TokenMask:
     """Which token ids may come next under a constraint, for one tokenizer's vocabulary.
 
-    ``pieces`` maps the token ids an answer may use to their bytes; a token may hold only part of a
-    character's UTF-8 encoding (CJK, symbols, emoji), so the mask walks bytes and hands the constraint
-    whole characters. ``eos`` are the ids that end a generation. Build one per (tokenizer, constraint) and
-    call :meth:`allowed` with the state so far; states are followed incrementally per request.
+    ``pieces`` maps the token ids an answer may use to their bytes inside an answer; ``first`` gives the bytes
+    of those that read otherwise as the first token of an answer (a SentencePiece ``"▁A"`` is ``"A"`` there and
+    ``" A"`` later; only ``"▁"`` may be empty there). A token may hold only part of a character's UTF-8 encoding
+    (CJK, symbols, emoji), so the mask walks bytes and hands the constraint whole characters. ``eos`` are the
+    ids that end a generation. Build one per (tokenizer, constraint) and call :meth:`allowed` with the state so
+    far; states are followed incrementally per request, and a state says whether the answer has begun.
     """
 
-    def __init__(self, constraint: Constraint, pieces: dict[int, bytes], eos: Iterable[int]):
+    def __init__(self, constraint: Constraint, pieces: dict[int, bytes], eos: Iterable[int],
+                 first: dict[int, bytes] | None = None):
         self.constraint = constraint
         self.pieces = {t: p for t, p in pieces.items() if p}
+        self.first = {t: (first or {}).get(t, p) for t, p in self.pieces.items()}
         self.eos = sorted(set(eos))
         self._allowed: dict[Any, list[int]] = {}
 
     def start(self) -> State:
-        """The constraint's start, with no bytes of a partial character pending."""
-        return self.constraint.start(), b""
+        """The constraint's start, with no bytes of a partial character pending, before the first token."""
+        return self.constraint.start(), b"", True
 
-    def step(self, state: State, piece: bytes) -> State | None:
+    def at(self, state: State) -> dict[int, bytes]:
+        """The tokens' bytes at ``state``: as the first token of the answer, or inside it."""
+        return self.first if state[2] else self.pieces
+
+    def advance(self, state: State | None, token: int) -> State | None:
+        """The state after ``token``; None once the answer left the constraint."""
+        piece = None if state is None else self.at(state).get(token)
+        return None if piece is None else self.step(state, piece)
+
+    def step(self, state: State, piece: bytes, ahead: bool = True) -> State | None:
         """The state after a token's bytes: whole characters go to the constraint; the bytes of a partial one
-        wait for the rest, and only while some token can complete it into a character the constraint allows."""
-        inner, pending = state
+        wait for the rest, and only while some token can complete it into a character the constraint allows.
+        With ``ahead``, an answer left unfinished must also have a token to go on with (a first ``"▁"`` of no
+        bytes, then ``"▁"`` as a space, leads nowhere when the answer goes on with ``"A"``)."""
+        after = self._read(state, piece)
+        if after is None or not after[1] and (not ahead or self.done(after)):
+            return after
+        go_on = any(self.step(after, p, ahead=bool(after[1]) and ahead) is not None for p in self.pieces.values())
+        return after if go_on else None
+
+    def _read(self, state: State, piece: bytes) -> State | None:
+        """The state after a token's bytes, whole characters handed to the constraint, no look ahead."""
+        inner, pending, _ = state
         decoder = codecs.getincrementaldecoder("utf-8")()
         try:
             inner = self.constraint.step(inner, decoder.decode(pending + piece))
         except UnicodeDecodeError:
             return None
-        pending = decoder.getstate()[0]
-        if inner is None or pending and all(self.step((inner, pending), p) is None for p in self.pieces.values()):
-            return None
-        return inner, pending
+        return None if inner is None else (inner, decoder.getstate()[0], False)
 
     def done(self, state: State) -> bool:
         """True when the bytes so far are a complete answer."""
-        inner, pending = state
+        inner, pending, _ = state
         return not pending and self.constraint.done(inner)
 
     def allowed(self, state: State | None) -> list[int]:
@@ -236,8 +256,8 @@ class TokenMask:
         ids once it is complete (or when nothing else is left, e.g. after an unexpected token)."""
         if state is None:
             return self.eos
-        if state not in self._allowed:
-            ok = [t for t, p in self.pieces.items() if self.step(state, p) is not None]
+        if state not in self._allowed:  # the key holds whether the answer has begun: no answer for the other position
+            ok = [t for t, p in self.at(state).items() if self.step(state, p) is not None]
             self._allowed[state] = ok + self.eos if self.done(state) else ok or self.eos
         return self._allowed[state]
 
@@ -250,8 +270,7 @@ class Follower:
 
     def allowed(self, generated: Sequence[int]) -> list[int]:
         for t in generated[self.seen:]:
-            piece = self.mask.pieces.get(t)
-            self.state = None if self.state is None or piece is None else self.mask.step(self.state, piece)
+            self.state = self.mask.advance(self.state, t)
         self.seen = len(generated)
         return self.mask.allowed(self.state)
 
@@ -259,27 +278,62 @@ class Follower:
 class Masks:
     """The :class:`TokenMask` of each constraint for one vocabulary, built on first use and kept.
 
-    ``tokenize(text)`` gives ``(token id, bytes)`` pairs. Only the tokens of the constraint's
-    :meth:`~Constraint.samples` are allowed, so answers keep the tokenizer's usual split (``" >"``,
-    never ``" "`` then ``">"``): the model stays in distribution and the output cap holds.
+    ``tokenize(text)`` gives ``(token id, bytes)`` pairs, each token's bytes as they read inside a text.
+    ``dummy_space``: the tokenizer puts a space before the text it encodes (SentencePiece's dummy prefix) and
+    an answer is read without it, so the first token of an answer loses one leading space (``"▁A"`` is ``"A"``).
+    Only the tokens of the constraint's :meth:`~Constraint.samples` are allowed, so answers keep the
+    tokenizer's usual split (``" >"``, never ``" "`` then ``">"``): the model stays in distribution and the
+    output cap holds. A sample holding an end-of-sequence token is refused: generation would stop there.
     """
 
-    def __init__(self, tokenize: Callable[[str], list[tuple[int, bytes]]], eos: Iterable[int]):
-        self.tokenize, self.eos = tokenize, list(eos)
+    def __init__(self, tokenize: Callable[[str], list[tuple[int, bytes]]], eos: Iterable[int],
+                 dummy_space: bool = False):
+        self.tokenize, self.eos, self.dummy_space = tokenize, list(eos), dummy_space
         self._masks: dict[str, TokenMask] = {}
+
+    def opening(self, piece: bytes) -> bytes:
+        """A token's bytes as the first token of an answer."""
+        return piece[1:] if self.dummy_space and piece.startswith(b" ") else piece
+
+    def reads(self, pairs: Sequence[tuple[int, bytes]]) -> bytes:
+        """The bytes an answer of these tokens reads as."""
+        return b"".join(self.opening(p) if i == 0 else p for i, (_, p) in enumerate(pairs))
+
+    def split(self, sample: str) -> list[tuple[int, bytes]]:
+        """The tokens that write ``sample`` as an answer: the tokenizer's own split, or, where a dummy prefix
+        makes it read back otherwise (``" A"`` split as ``"▁A"``, read ``"A"``), the split of the space made
+        explicit (``"▁"`` of no bytes, then ``"▁A"``)."""
+        pairs = self.tokenize(sample)
+        if self.dummy_space and self.reads(pairs) != sample.encode():
+            spaced = self.tokenize(" " + sample)
+            if self.reads(spaced) == sample.encode():
+                return spaced
+        return pairs
 
     def __call__(self, constraint: Constraint) -> TokenMask:
         key = constraint.key()
         if key not in self._masks:
-            pairs = [pair for sample in constraint.samples() for pair in self.tokenize(sample)]
+            split = {sample: self.split(sample) for sample in constraint.samples()}
+            pairs = [pair for sample_pairs in split.values() for pair in sample_pairs]
+            ends = [sample for sample, sample_pairs in split.items() if any(t in self.eos for t, _ in sample_pairs)]
+            if ends:
+                raise ConfigError(f"constraint {constraint}: {ends[0]!r} holds this tokenizer's end-of-sequence "
+                                  "token, where generation stops, so that answer can never be written; "
+                                  "use other option text")
             pieces = dict(pairs)
             clashes = {t for t, piece in pairs if pieces[t] != piece}
-            if clashes:  # e.g. a SentencePiece "▁[" that opens an answer as "[" and goes on as " ["
-                logger.warning("constraint %s: %d token(s) of this tokenizer stand for other bytes at the start of an "
-                               "answer than inside one, so some answers may be cut short or unreachable under the "
-                               "constraint; use constrained=False or the log-probability read", constraint,
-                               len(clashes))
-            self._masks[key] = TokenMask(constraint, pieces, self.eos)
+            if clashes:  # a tokenize() that reads tokens in context (by decoding) may read one token two ways
+                logger.warning("constraint %s: %d token(s) read as other bytes in one answer than in another; "
+                               "the mask uses one reading, so some answers may be unreachable under the constraint",
+                               constraint, len(clashes))
+            unspelled = [sample for sample, sample_pairs in split.items() if self.reads(sample_pairs) != sample.encode()]
+            if unspelled:  # no tokenizer known here does this; a tokenize() by decoding might
+                logger.warning("constraint %s: this tokenizer's own split of %s reads back as other text, so that "
+                               "answer may be unreachable under the constraint; use other option text, "
+                               "constrained=False or the log-probability read", constraint,
+                               ", ".join(repr(s) for s in unspelled))
+            first = {t: self.opening(p) for t, p in pieces.items()}
+            self._masks[key] = TokenMask(constraint, pieces, self.eos, first)
         return self._masks[key]
 
 

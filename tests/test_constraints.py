@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from itertools import permutations
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from rerank.backends._chat import hf_token_masks
 from rerank.backends.fake import FakeBackend
 from rerank.backends.openai import OpenAIBackend
 from rerank.cache import CachedBackend
-from rerank.constraints import Follower, OneOf, Permutation, TokenMask, from_spec
+from rerank.constraints import Follower, Masks, OneOf, Permutation, TokenMask, from_spec
 from rerank.errors import ConfigError
 from rerank.rerankers.listwise import Listwise
 from rerank.rerankers.pairwise import PRP
@@ -90,19 +91,20 @@ def test_token_mask_reaches_every_option_of_multibyte_characters(smollm2, option
 
 
 def sentencepiece_tokenizer(dummy_prefix: bool):
-    """A real SentencePiece-style fast tokenizer: BPE with byte fallback over a vocabulary that has 是 but not
-    否, ✓ or ✗ (they go to <0xNN> byte tokens), ``▁`` for a space, with Llama's dummy prefix or without it (Gemma)."""
+    """A real SentencePiece-style fast tokenizer, built as transformers builds Llama's: BPE with byte fallback
+    over a vocabulary that has 是 but not 否, ✓, ✗ or brackets (they go to <0xNN> byte tokens), ``▁`` for a space,
+    with Llama's dummy prefix (which its decoder strips) or without it (Gemma)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = ["<unk>", "</s>", *(f"<0x{b:02X}>" for b in range(256)), "\u2581", "A", "\u2581A", "是", "\u2581是"]
-    bpe = models.BPE({t: i for i, t in enumerate(vocab)}, [("\u2581", "A"), ("\u2581", "是")], unk_token="<unk>",
-                     byte_fallback=True, fuse_unk=True)
+    vocab = ["<unk>", "</s>", *(f"<0x{b:02X}>" for b in range(256)), "\u2581", "A", "\u2581A", "是", "\u2581是",
+             "B", "\u2581B", ">", "\u2581>"]
+    merges = [("\u2581", "A"), ("\u2581", "是"), ("\u2581", "B"), ("\u2581", ">")]
+    bpe = models.BPE({t: i for i, t in enumerate(vocab)}, merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True)
     tok = Tokenizer(bpe)
-    scheme = "first" if dummy_prefix else "never"
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme=scheme, split=False)
-    tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse(),
-                                     decoders.Metaspace(prepend_scheme=scheme, split=False)])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first" if dummy_prefix else "never", split=False)
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     *([decoders.Strip(" ", 1, 0)] if dummy_prefix else [])])
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="</s>")
 
 
@@ -112,22 +114,101 @@ def test_sentencepiece_byte_fallback_tokens_get_their_exact_bytes(dummy_prefix):
     masks = hf_token_masks(tok, [tok.eos_token_id])
     ids = tok("A是否", add_special_tokens=False)["input_ids"]
     assert tok.convert_ids_to_tokens(ids) == ["\u2581A" if dummy_prefix else "A", "是", "<0xE5>", "<0x90>", "<0xA6>"]
-    assert masks.tokenize("A是否") == list(zip(ids, [b"A", "是".encode(), b"\xe5", b"\x90", b"\xa6"]))
-    assert [p for _, p in masks.tokenize(" A")] == [b" A"]  # a space of the text is no dummy prefix
+    a = b" A" if dummy_prefix else b"A"  # bytes inside a text; the first token of an answer drops the dummy space
+    assert masks.tokenize("A是否") == list(zip(ids, [a, "是".encode(), b"\xe5", b"\x90", b"\xa6"]))
+    assert masks.dummy_space == dummy_prefix and masks.opening(a) == b"A"
     for options in (["是", "否"], ["✓", "✗"], ["否", "是否"]):  # every walk ends at a whole option, none earlier
         assert answers(masks(OneOf(options)), tok) == set(options)
     mask, no, [yes] = masks(OneOf(["是", "否"])), ids[-3:], tok("是", add_special_tokens=False)["input_ids"]
-    assert [set(Follower(mask).allowed(no[:k])) for k in range(4)] == [{yes, no[0]}, {no[1]}, {no[2]}, {tok.eos_token_id}]
+    if dummy_prefix:  # "否" is "▁" (no bytes as the first token) then its three bytes
+        [space] = tok.convert_tokens_to_ids(["\u2581"])
+        assert set(Follower(mask).allowed([])) == {yes, space, no[0]} and Follower(mask).allowed([space]) == [no[0]]
+    else:
+        assert [set(Follower(mask).allowed(no[:k])) for k in range(4)] == [{yes, no[0]}, {no[1]}, {no[2]}, {tok.eos_token_id}]
+
+
+def language(mask: TokenMask, tokenizer) -> set[str]:
+    """Every text a walk through ``mask`` can end with, checking at each step that the text so far starts an
+    answer of the constraint (the partial bytes of a character aside) and that it ends only at a whole answer."""
+    out, stack = set(), [[]]
+    while stack:
+        seq = stack.pop()
+        text = tokenizer.decode(seq)
+        assert mask.constraint.step(mask.constraint.start(), text.rstrip("\ufffd")) is not None, (seq, text)
+        for t in Follower(mask).allowed(seq):
+            if t in mask.eos:
+                assert mask.constraint.accepts(text), (seq, text)
+                out.add(text)
+            else:
+                stack.append(seq + [t])
+    return out
+
+
+SAMPLED = [OneOf(["A", "B"]), OneOf(["A 否", "否"]), OneOf(["A", " A"]), OneOf([" A", " B", "否"]), OneOf(["否", "✓", "A"]), OneOf(["[1]", "[2]"]),
+           OneOf(["A", "A > B", "是否"]), Permutation(3), Permutation(3, "[")]
 
 
 @pytest.mark.parametrize("dummy_prefix", [True, False])
-def test_a_token_read_otherwise_at_the_start_of_an_answer_is_warned_about(dummy_prefix, caplog):
-    """With a dummy prefix, "▁" opens "否" as no byte and goes on inside "A 否" as a space: one token, two
-    readings, so "A 否" cannot be reached (review helper-85). It is said, not left silent."""
+@pytest.mark.parametrize("constraint", SAMPLED, ids=repr)
+def test_every_answer_is_reachable_token_by_token_and_nothing_else(dummy_prefix, constraint):
+    """With a dummy prefix "▁A" reads "A" as the first token of an answer and " A" inside one, as the tokenizer
+    decodes generated ids: the mask follows both readings, so every answer is reachable (review helper-85)."""
+    tok = sentencepiece_tokenizer(dummy_prefix)
+    mask = hf_token_masks(tok, [tok.eos_token_id])(constraint)
+    every = constraint.options if isinstance(constraint, OneOf) else [
+        " > ".join(f"[{k}]" for k in order)[len(constraint.consumed):] for order in permutations(range(1, 4))]
+    assert language(mask, tok) == set(every)
+
+
+@pytest.mark.parametrize("dummy_prefix", [True, False])
+def test_options_with_a_leading_space_are_written_with_the_space_made_explicit(dummy_prefix, caplog):
+    """A Metaspace dummy prefix splits " A" as it splits "A" ("▁A"), which reads back as "A"; " A" is written
+    "▁" (no bytes as the first token) then "▁A" instead, as Llama's legacy tokenizer splits it."""
     tok = sentencepiece_tokenizer(dummy_prefix)
     with caplog.at_level("WARNING", logger="rerank"):
-        hf_token_masks(tok, [tok.eos_token_id])(OneOf(["A 否", "否"]))
-    assert ("stand for other bytes at the start of an answer" in caplog.text) == dummy_prefix
+        mask = hf_token_masks(tok, [tok.eos_token_id])(OneOf([" A", " B"]))
+    assert language(mask, tok) == {" A", " B"} and not caplog.text
+    spelled = tok.decode(tok.convert_tokens_to_ids(["\u2581", "\u2581A"]))
+    assert spelled == (" A" if dummy_prefix else "  A")
+
+
+def test_hf_backend_with_a_dummy_prefix_tokenizer_writes_only_answers(tmp_path):
+    """A tiny random Llama on the dummy-prefix tokenizer, sampling: transformers decodes the first "▁A" as "A",
+    as the mask reads it, so every generated text is an answer of the constraint."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from rerank.backends.hf import HFBackend
+
+    tok = sentencepiece_tokenizer(True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+                                 eos_token_id=tok.eos_token_id, bos_token_id=0, pad_token_id=0)).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    llm = HFBackend(str(tmp_path), device="cpu")
+    for constraint in (OneOf(["A", "B"]), OneOf(["A 否", "否", " A", "✓"]), Permutation(3), Permutation(3, "[")):
+        gens = llm.generate([f"Q{i}是A" * (i % 3 + 1) for i in range(12)], max_new_tokens=20, temperature=1.0,
+                            constraint=constraint)
+        assert all(constraint.accepts(g.text) for g in gens), [g.text for g in gens]
+
+
+def test_an_answer_whose_tokens_read_back_as_other_text_is_warned_about(caplog):
+    """The case left: a tokenize() whose split of an answer does not read back as it (none of ours does)."""
+    with caplog.at_level("WARNING", logger="rerank"):
+        Masks(lambda text: [(5, text.lower().encode())], [0])(OneOf(["A", "b"]))
+    assert "split of 'A' reads back as other text" in caplog.text
+
+
+@pytest.mark.parametrize("option", ["</s>", "A</s>"])
+def test_an_option_holding_the_end_of_sequence_token_is_refused(option, smollm2):
+    """Generation stops at end-of-sequence, so such an option could never be written: the old mask allowed
+    the id as content, and a walk ended with "" instead."""
+    tok = sentencepiece_tokenizer(True)
+    with pytest.raises(ConfigError, match="end-of-sequence"):
+        hf_token_masks(tok, [tok.eos_token_id])(OneOf(["A", option]))
+    with pytest.raises(ConfigError, match="end-of-sequence"):
+        smollm2.token_masks([smollm2.tokenizer.eos_token_id])(OneOf(["1", option.replace("</s>", "<|im_end|>")]))
 
 
 def test_token_mask_lets_a_partial_character_in_only_when_an_allowed_one_completes_it():

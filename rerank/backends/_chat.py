@@ -156,40 +156,52 @@ def byte_level_bytes(tokens: Sequence[str], text: str) -> list[bytes] | None:
 
 
 def sentencepiece_bytes(tokens: Sequence[str], text: str) -> list[bytes] | None:
-    """Each token's bytes under a SentencePiece tokenizer with byte fallback (Llama, Mistral, Gemma): ``<0xE5>``
-    is that byte, any other token its text with ``▁`` as a space. The dummy-prefix space that such a tokenizer
-    puts before the text (and its decoder drops) is dropped from the first token. None when ``tokens`` do not
-    spell ``text`` that way."""
+    """Each token's bytes inside a text under a SentencePiece tokenizer with byte fallback (Llama, Mistral,
+    Gemma): ``<0xE5>`` is that byte, any other token its text with ``▁`` as a space, also the dummy-prefix space
+    that such a tokenizer puts before the text (:func:`dummy_space`). None when ``tokens`` do not spell ``text``
+    (or that space and ``text``) that way."""
     out = [bytes([int(m[1], 16)]) if (m := _BYTE_TOKEN.fullmatch(t)) else t.replace("▁", " ").encode()
            for t in tokens]
-    joined, data = b"".join(out), text.encode()
-    if joined == b" " + data:
-        out[0] = out[0][1:]
-    elif joined != data:
-        return None
-    return out
+    return out if b"".join(out) in (text.encode(), b" " + text.encode()) else None
 
 
-def hf_token_masks(tokenizer: Any, eos: Iterable[int]) -> Masks:
-    """Constraint token masks over a Hugging Face tokenizer's vocabulary.
+def hf_token_bytes(tokenizer: Any, text: str) -> list[tuple[int, bytes]]:
+    """``(token id, bytes)`` pairs of ``text`` under a Hugging Face tokenizer, each token's bytes inside a text.
 
     Byte-level BPE and SentencePiece byte-fallback tokenizers give each token's exact bytes, also of a token
     that holds part of a character; other tokenizers' tokens get the bytes of their decoded text.
     """
 
-    def encode(text: str) -> list[int]:
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    def encode(part: str) -> list[int]:
+        return tokenizer(part, add_special_tokens=False)["input_ids"]
 
-    def pieces(text: str) -> list[tuple[int, bytes]]:
-        ids = encode(text)
-        tokens = tokenizer.convert_ids_to_tokens(ids)
-        for exact in (byte_level_bytes, sentencepiece_bytes):
-            found = exact(tokens, text)
-            if found is not None:
-                return list(zip(ids, found))
-        return pieces_by_decoding(encode, lambda prefix: tokenizer.decode(prefix).encode(), text)
+    ids = encode(text)
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    for exact in (byte_level_bytes, sentencepiece_bytes):
+        found = exact(tokens, text)
+        if found is not None:
+            return list(zip(ids, found))
+    return pieces_by_decoding(encode, lambda prefix: tokenizer.decode(prefix).encode(), text)
 
-    return Masks(pieces, eos)
+
+def dummy_space(tokenizer: Any) -> bool:
+    """True when a Hugging Face tokenizer puts a space before the text it encodes and drops it when decoding
+    (SentencePiece's dummy prefix: Llama, Mistral), so the first generated ``"▁A"`` decodes as ``"A"``."""
+    pairs = hf_token_bytes(tokenizer, "A")
+    return b"".join(p for _, p in pairs) == b" A" and tokenizer.decode([t for t, _ in pairs]) == "A"
+
+
+def without_dummy_space(text: str, dummy: bool) -> str:
+    """A generated text as transformers decodes the generated ids alone: where the tokenizer has a dummy
+    prefix (:func:`dummy_space`), the space that its first token carries is not part of the answer. Engines
+    that decode after the prompt (vLLM, llama.cpp) keep it; constraint masks read answers without it."""
+    return text[1:] if dummy and text.startswith(" ") else text
+
+
+def hf_token_masks(tokenizer: Any, eos: Iterable[int]) -> Masks:
+    """Constraint token masks over a Hugging Face tokenizer's vocabulary, answers read as its decoder reads
+    the generated ids alone (without a dummy-prefix space)."""
+    return Masks(lambda text: hf_token_bytes(tokenizer, text), eos, dummy_space(tokenizer))
 
 
 class HFTokenizerPrompts:

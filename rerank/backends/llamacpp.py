@@ -56,6 +56,8 @@ class LlamaCppBackend(Backend):
         self.chat_template = chat_template or self.llm.metadata.get("tokenizer.chat_template")
         self._llama_cpp = llama_cpp
         self._masks: Masks | None = None
+        # a SentencePiece dummy prefix: "A" encodes as "▁A", which llama.cpp detokenizes as " A"
+        self.dummy_space = self.llm.detokenize(self.llm.tokenize(b"A", add_bos=False, special=False)) == b" A"
 
     @staticmethod
     def engine_options() -> tuple[str, set[str]]:
@@ -103,7 +105,7 @@ class LlamaCppBackend(Backend):
                 sampling["logits_processor"] = self._mask_logits(constraint, len(ids))
             result = self.llm.create_completion(ids, max_tokens=max_new_tokens, stop=list(stop) or None, **sampling)
             choice, usage = result["choices"][0], result["usage"]
-            answer, reasoning = _chat.split_reasoning(choice["text"])
+            answer, reasoning = _chat.split_reasoning(_chat.without_dummy_space(choice["text"], self.dummy_space))
             out.append(Generation(answer, reasoning, usage["prompt_tokens"], usage["completion_tokens"],
                                   "length" if choice["finish_reason"] == "length" else "stop"))
         return out
@@ -115,7 +117,7 @@ class LlamaCppBackend(Backend):
                 return self.llm.tokenize(text.encode(), add_bos=False, special=False)
 
             self._masks = Masks(lambda text: pieces_by_decoding(encode, self.llm.detokenize, text),
-                                [self.llm.token_eos()])
+                                [self.llm.token_eos()], self.dummy_space)
         follower = Follower(self._masks(constraint))
 
         def mask(input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:

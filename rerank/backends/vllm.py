@@ -149,6 +149,7 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
             self.llm = vllm.LLM(**self.settings)
         VLLMBackend._open.add(self)
         self.tokenizer = self.llm.get_tokenizer()
+        self._dummy_space = _chat.dummy_space(self.tokenizer)
         self.max_context = self.llm.llm_engine.model_config.max_model_len
         self.dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")  # what "auto" became
 
@@ -201,7 +202,7 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
         out = []
         for ids, result in zip(encoded, self._run(encoded, params)):
             completion = result.outputs[0]
-            answer, reasoning = _chat.split_reasoning(completion.text)
+            answer, reasoning = _chat.split_reasoning(_chat.without_dummy_space(completion.text, self._dummy_space))
             out.append(Generation(answer, reasoning, len(ids), len(completion.token_ids),
                                   "length" if completion.finish_reason == "length" else "stop"))
         return out
