@@ -234,12 +234,13 @@ class Experiment:
         With ``save_dir``, the report is also written there (``report.md``, ``.html``, ``.json``), with
         the cells this run left to another run's lock as that folder holds them by then: two runs of one
         grid into one folder, the report written last shows every cell either finished. The report
-        returned is this run's (a cell it left is missing).
+        returned is the one written (a cell still missing is one no run has finished).
         """
         records = self.runner.run(progress)
         report = self._report(records)
         if self.save_dir:
-            self._as_saved(records, report).write(self.save_dir)
+            report = self._as_saved(records, report)
+            report.write(self.save_dir)
         return report
 
     def collect(self) -> Report:
