@@ -12,9 +12,13 @@ import json
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
+
+try:
+    from vllm.tokenizers import cached_tokenizer_from_config
+except ImportError:  # vLLM before its tokenizers package (0.1x)
+    from vllm.transformers_utils.tokenizer import cached_tokenizer_from_config
 
 from rerank.backends._chat import eos_ids, hf_token_masks
 from rerank.constraints import CONSTRAINT_ARG, Follower, Masks, from_spec
@@ -33,11 +37,11 @@ class ConstrainedDecoding(AdapterLogitsProcessor):
 
     @property
     def masks(self) -> Masks:
-        """Token masks over the model's vocabulary; the tokenizer loads on the first constrained request."""
+        """Token masks over the model's vocabulary, under the tokenizer the engine loads (its revision and
+        mode included); it loads on the first constrained request."""
         if self._masks is None:
-            config = self.model_config
-            tokenizer = AutoTokenizer.from_pretrained(config.tokenizer, trust_remote_code=config.trust_remote_code)
-            self._masks = hf_token_masks(tokenizer, eos_ids(config.hf_config.eos_token_id, tokenizer))
+            tokenizer = cached_tokenizer_from_config(self.model_config)
+            self._masks = hf_token_masks(tokenizer, eos_ids(self.model_config.hf_config.eos_token_id, tokenizer))
         return self._masks
 
     def new_req_logits_processor(self, params: SamplingParams):
