@@ -21,7 +21,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -103,10 +103,11 @@ def hf_location(name: str) -> tuple[str, dict[str, str]]:
 
 
 @contextmanager
-def loading(what: str, name: str, source: str | None = None) -> Iterator[None]:
+def loading(what: str, name: str, source: str | None = None, options: Mapping[str, Any] | None = None) -> Iterator[None]:
     """Load model ``name`` (found at ``source``, default ``name``) inside the block: a name that cannot be a
     model, or a :data:`LOAD_ERRORS` failure, becomes one :class:`ConfigError` from :func:`cannot_load` naming
-    ``what``; anything else (our own errors, bugs) passes unchanged.
+    ``what`` (or, when the failure names one of the engine ``options`` the user gave, naming that option:
+    the model is not at fault); anything else (our own errors, bugs) passes unchanged.
 
     >>> with loading("cross-encoder model", "./missing"):
     ...     pass
@@ -122,7 +123,22 @@ def loading(what: str, name: str, source: str | None = None) -> Iterator[None]:
     except RerankError:
         raise
     except LOAD_ERRORS as e:
+        refused = _refused_option(str(e), options or {})
+        if refused:
+            raise ConfigError(f"{what} {name!r}: option {refused}") from e
         raise cannot_load(what, name, e) from e
+
+
+def _refused_option(message: str, options: Mapping[str, Any]) -> str:
+    """``"<name>=<value> is refused: <why>"`` for the first of ``options`` that a load error's ``message``
+    names (a pydantic error gives the field on its own line, the reason on the next), else ``""``."""
+    lines = [line.strip() for line in message.splitlines()]
+    for key, value in options.items():
+        for i, line in enumerate(lines):
+            if re.search(rf"(?<![\w.]){re.escape(key)}(?!\w)", line):
+                why = re.sub(r"\s*\[type=.*", "", lines[i + 1] if line == key and i + 1 < len(lines) else line)
+                return f"{key}={value!r} is refused: {one_line(why, 200)}"
+    return ""
 
 
 def check_device(device: str | None) -> None:

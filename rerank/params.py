@@ -103,6 +103,15 @@ def check_arguments(cls: type, args: Sequence[Any], kwargs: Mapping[str, Any], w
             parse_spec(value)
 
 
+def check_passed_on(function: Callable[..., Any], options: Mapping[str, Any], what: str) -> None:
+    """ConfigError naming ``what`` for an option whose value does not match ``function``'s type hint for it:
+    options a constructor passes on to a library (``llama_cpp.Llama``), which may fail on them far from
+    their name (``n_batch='abc'``: a TypeError comparing text with a number)."""
+    hints = _hints(function)
+    for name, value in options.items():
+        _check_type(name, value, hints.get(name, Any), what)
+
+
 def check_fields(obj: Any, shown: Callable[[str], str] = str) -> None:
     """Check a dataclass's fields as :func:`check_arguments` checks text arguments: each value must
     match its type hint and fall inside :data:`RANGES` (for settings objects built in Python).

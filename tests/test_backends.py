@@ -410,6 +410,20 @@ def test_llamacpp_options_are_checked_against_llama_cpp():
         with pytest.raises(ConfigError, match=f"rerank sets '{option}' itself"):
             LlamaCppBackend("smollm2", **{option: False})
     assert parse_spec("llamacpp:smollm2?n_batch=64") == ("llamacpp", {"model": "smollm2", "n_batch": 64})
+    for spec, message in (("llamacpp:smollm2?n_batch=abc", "n_batch must be an integer, got 'abc' \\(str\\)"),
+                          ("llamacpp:smollm2?tensor_split=3", "tensor_split must be a list of numbers or None, got 3")):
+        with pytest.raises(ConfigError, match=f"^LlamaCppBackend: {message}"):  # a TypeError inside llama.cpp (helper-87)
+            load_backend(spec)
+
+
+def test_an_engine_option_vllm_refuses_is_named_not_the_model():
+    """vLLM's check of max_num_seqs=0 was reported as 'the model cannot be loaded; give a local folder' (helper-87)."""
+    optional("vllm", "needs the vllm extra (.ci/install_llm.sh)")
+    from rerank.backends.vllm import VLLMBackend
+
+    with pytest.raises(ConfigError, match="^vllm backend model 'smollm2': option max_num_seqs=0 is refused: "
+                                          "Input should be greater than or equal to 1$"):
+        VLLMBackend("smollm2", max_num_seqs=0)
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from rerank.backends.base import (Backend, Generation, Prompt, check_max_new_tok
 from rerank.constraints import Constraint, Follower, Masks, pieces_by_decoding
 from rerank.errors import ConfigError, require
 from rerank.models import gguf_path
-from rerank.params import checked
+from rerank.params import check_passed_on, checked
 
 logger = logging.getLogger("rerank")
 
@@ -41,6 +41,7 @@ class LlamaCppBackend(Backend):
                  n_gpu_layers: int = 0, seed: int = 0, chat_template: str | None = None, **llama_kwargs: Any):
         llama_cpp = require("llama_cpp", "llamacpp")
         check_engine_options(type(self), llama_kwargs, type(self).__name__)
+        check_passed_on(llama_cpp.Llama.__init__, llama_kwargs, type(self).__name__)
         if uses_amx(llama_cpp.llama_print_system_info()):
             logger.warning("this llama-cpp-python build uses AMX kernels, which crash the process on the first "
                            "evaluation on some Intel CPUs (ggml-org/llama.cpp#20824); if it crashes, build it "

@@ -145,7 +145,7 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
         from rerank.backends.vllm_logits import ConstrainedDecoding
 
         self.settings["logits_processors"] = [*self.settings.get("logits_processors", []), ConstrainedDecoding]
-        with _hidden_unscannable_modules(), loading("vllm backend model", model, self.settings["model"]):
+        with _hidden_unscannable_modules(), loading("vllm backend model", model, self.settings["model"], engine_kwargs):
             self.llm = vllm.LLM(**self.settings)
         VLLMBackend._open.add(self)
         self.tokenizer = self.llm.get_tokenizer()
