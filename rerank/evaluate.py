@@ -304,4 +304,5 @@ def evaluate_record(record: Any, spec: Any, metrics: Sequence[str], load: Any) -
         if frame[m].isna().any():
             logger.warning("%s on %s: %s", record.system, record.dataset, _undefined(frame[m], m))
     return CellResult(**base, status="ok", per_query=frame, ms_per_query=record.ms_per_query, load_s=record.load_s,
-                      usage=record.usage, timed_queries=record.timed_queries, prefix=(record.prefix or {}).get("stages"))
+                      usage=record.usage, timed_queries=record.timed_queries, prefix=(record.prefix or {}).get("stages"),
+                      warmed_up=record.ms_per_query is None or record.timed_queries < len(record.qids))

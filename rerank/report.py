@@ -42,6 +42,8 @@ class CellResult:
     usage: dict[str, int] | None = None       # LLM usage of the timed queries (rerank.metering.Usage)
     timed_queries: int = 0
     prefix: str | None = None                 # the shared prefix this system started from
+    warmed_up: bool = True                    # False: no query was left to warm up with (one query), so
+                                              # ms_per_query includes loading models on first use
 
     @property
     def ok(self) -> bool:
@@ -171,7 +173,8 @@ class Report:
         failed = [d for d in self.datasets if (d, self.baseline) in self.cells and not self.cells[d, self.baseline].ok]
         fix += f" (none on {', '.join(failed)}, where the baseline has no result)" if failed else ""
         return (f"† {test} p < {self.max_p}{fix}, against {self.baseline!r} on the queries both ran; "
-                f"W/L/T: per-query wins/losses/ties on {self.metrics[0]}; ms/query after one warm-up query; "
+                f"W/L/T: per-query wins/losses/ties on {self.metrics[0]}; ms/query after one warm-up query"
+                f"{'' if all(c.warmed_up for c in self.cells.values()) else ' (* none: one query, loading timed)'}; "
                 "load s: building the pipeline (indexes; models that load on first use count in the warm-up)"
                 f"{self._relevant()}.")
 
@@ -224,7 +227,8 @@ class Report:
             forced = f" ({_percent(cell.forced_rate)} forced)" if cell.forced_rate else ""
             extra = ([_num(table.at[p, "tokens_per_query"], 0), _percent(table.at[p, "valid_rate"]) + forced,
                       _percent(table.at[p, "cache_hit_rate"])] if llm else [])
-            rows.append([p, *values, wlt, _num(cell.ms_per_query, 1), _num(cell.load_s, 1), *extra,
+            ms = _num(cell.ms_per_query, 1) + ("" if cell.warmed_up else "*")
+            rows.append([p, *values, wlt, ms, _num(cell.load_s, 1), *extra,
                          str(int(table.at[p, "queries"]))])
         return rows
 
@@ -250,7 +254,7 @@ class Report:
                               "means": {m: _plain(table.at[p, m]) for m in self.metrics},
                               "pvalues": cmp.pvalues if cmp else None,
                               "wins_losses_ties": [cmp.wins, cmp.losses, cmp.ties] if cmp else None,
-                              "ms_per_query": cell.ms_per_query, "load_s": cell.load_s, "usage": cell.usage,
+                              "ms_per_query": cell.ms_per_query, "warmed_up": cell.warmed_up, "load_s": cell.load_s, "usage": cell.usage,
                               "prefix": cell.prefix, "queries": int(table.at[p, "queries"]),
                               "per_query": cell.per_query.to_dict() if cell.ok else None}
             out["datasets"][d] = systems

@@ -95,3 +95,17 @@ def test_system_names_with_table_and_math_characters_stay_literal(tmp_path):
     page = (tmp_path / "out" / "report.html").read_text()
     assert "price $\\x$" in page and page.count("data:image/png;base64,") >= 1
     assert max(len(p.name) for p in (tmp_path / "runs").rglob("*")) < 200
+
+
+def test_ms_per_query_of_a_one_query_run_is_marked_as_timing_the_loading_too():
+    """With one query there is none to warm up with: its ms/query includes loading, and the table said
+    'after one warm-up query' (review helper-87)."""
+    from rerank import Experiment
+    from rerank.data import load
+
+    systems, scifact = {"BM25": "bm25", "BM25 top 5": "bm25 % 5"}, load("scifact")
+    one, two = (Experiment(systems, scifact, ["ndcg@10"], limit=n).run() for n in (1, 2))
+    assert not any(c.warmed_up for c in one.cells.values()) and all(c.warmed_up for c in two.cells.values())
+    assert re.search(r"\| BM25 \| [0-9.]+ \| baseline \| [0-9.]+\* \|", one.to_markdown())
+    assert "(* none: one query, loading timed)" in one.to_markdown() and "*" not in two.to_markdown()
+    assert one.to_json()["datasets"]["scifact"]["BM25"]["warmed_up"] is False
