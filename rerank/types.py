@@ -328,10 +328,13 @@ class Ranking:
         return cls.from_records(rows)
 
     @classmethod
-    def read_trec(cls, path: str | Path, queries: Mapping[str, str] | None = None) -> Ranking:
+    def read_trec(cls, path: str | Path, queries: Mapping[str, str] | None = None, docs: Any = None) -> Ranking:
+        """A TREC run file; with ``queries`` (qid -> text) and ``docs`` (see :meth:`with_texts`), ready for
+        a reranker."""
         from rerank.io import read_trec_run
 
-        return cls.from_run(read_trec_run(path), queries)
+        ranking = cls.from_run(read_trec_run(path), queries)
+        return ranking if docs is None else ranking.with_texts(docs)
 
     @classmethod
     def concat(cls, parts: Sequence[Ranking]) -> Ranking:
@@ -427,6 +430,27 @@ class Ranking:
 
     def assign(self, **columns: Any) -> Ranking:
         return self._derived(self._frame.assign(**columns))
+
+    def with_texts(self, docs: Any) -> Ranking:
+        """This ranking with each document's ``text`` (its title and text, as retrievers give them) and
+        ``title`` from ``docs``: a dataset (its ``docstore``) or a mapping docid -> :class:`Doc` or text.
+        What a run read from a file needs before a reranker (``Ranking.read_trec(path, queries, docs)``).
+        DataError naming a docid that ``docs`` lacks."""
+        store = getattr(docs, "docstore", docs)
+        if not isinstance(store, Mapping) or isinstance(docs, Ranking):
+            raise ConfigError(f"texts come from a dataset or a mapping docid -> Doc or text, got {type(docs).__name__}")
+        if self.is_query_set:
+            raise ConfigError("a query set has no documents to give texts to")
+        docids = self._frame["docid"].tolist()
+        missing = sorted({d for d in docids if d not in store})
+        if missing:
+            raise DataError(f"{len(missing)} docid(s) of the ranking are not among the documents given for their "
+                            f"texts (e.g. {missing[:3]})")
+        found = [store[d] if isinstance(store[d], Doc) else Doc(d, store[d]) for d in docids]
+        odd = next((d for d in found if not isinstance(d.text, str) or not isinstance(d.title, str)), None)
+        if odd is not None:
+            raise DataError(f"document {odd.docid!r} has no text: {odd.text!r:.60}")
+        return self.assign(text=[d.full_text() for d in found], title=[d.title for d in found])
 
     def with_columns_of(self, source: Ranking) -> Ranking:
         """This ranking with the columns of ``source`` it lacks (not ``rank``), joined by (qid, docid):

@@ -251,3 +251,32 @@ def test_search_and_cut_offs_take_numpy_integers_and_refuse_non_strings():
         Echo() % True
     with pytest.raises(ConfigError, match="search takes one query string"):
         Echo().search(None)
+
+
+def test_a_run_read_from_a_file_gets_its_texts_for_a_reranker(tmp_path):
+    """A TREC run of one's own could not be reranked: read_trec took queries but no document texts, and
+    nothing attached them (review helper-87)."""
+    from rerank.rerankers.biencoder import BiEncoderReranker
+    from rerank.types import Doc
+
+    scifact = load("scifact")
+    topics = scifact.topics().select(scifact.topics().to_pandas()["qid"].tolist()[:3])
+    retrieved = build("bm25 % 5", dataset=scifact)(topics)
+    retrieved.write_trec(tmp_path / "mine.trec", tag="mine")
+    queries = dict(zip(topics.to_pandas()["qid"], topics.to_pandas()["query"]))
+    read = Ranking.read_trec(tmp_path / "mine.trec", queries, docs=scifact)
+    columns = ["qid", "query", "docid", "text", "title"]
+    pd.testing.assert_frame_equal(read.to_pandas()[columns], retrieved.to_pandas()[columns])
+    rescore = BiEncoderReranker()
+    assert rescore(read).to_pandas()["docid"].tolist() == rescore(retrieved).to_pandas()["docid"].tolist()
+    docids = read.to_pandas()["docid"].tolist()
+    plain = Ranking.read_trec(tmp_path / "mine.trec", queries, docs={d: "plain text" for d in docids}).to_pandas()
+    assert set(plain["text"]) == {"plain text"} and set(plain["title"]) == {""}
+    with pytest.raises(DataError, match=r"1 docid\(s\) of the ranking are not among the documents given for their texts"):
+        read.with_texts({d: Doc(d, "t") for d in docids[1:]})
+    with pytest.raises(ConfigError, match="texts come from a dataset or a mapping docid -> Doc or text, got list"):
+        read.with_texts(["a", "b"])
+    with pytest.raises(DataError, match=f"document {docids[0]!r} has no text: None"):
+        read.with_texts({d: None if d == docids[0] else "t" for d in docids})
+    with pytest.raises(ConfigError, match="a query set has no documents"):
+        topics.with_texts(scifact)

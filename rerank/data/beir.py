@@ -81,8 +81,7 @@ class BeirDataset(Dataset):
         unknown = set(frame["qid"]) - set(queries)
         if unknown:
             raise DataError(f"{self.name}: run {name!r} has queries absent from queries.jsonl: {sorted(unknown)[:3]}")
-        docs = [store[d] for d in frame["docid"]]
-        return Ranking(frame.assign(text=[d.full_text() for d in docs], title=[d.title for d in docs]))
+        return ranking.with_texts(store)
 
 
 def folder_threshold(folder: Path) -> int | None:
