@@ -373,7 +373,7 @@ def _list(args: argparse.Namespace) -> int:
         "datasets": data.names,
         "retrievers": lambda: registry.names("retriever"),
         "rerankers": lambda: registry.names("reranker"),
-        "backends": lambda: registry.names("backend"),
+        "backends": lambda: [f"{n} (for tests)" if n == "fake" else n for n in registry.names("backend")],
         "prompts": prompts.names,
     }
     for name, get in groups.items():

@@ -53,6 +53,10 @@ def test_cli_search_and_list(capsys):
     assert main(["list", "datasets"]) == 0
     out = capsys.readouterr().out
     assert "scifact" in out and "trec-dl-2019" in out
+    assert main(["list", "backends"]) == 0
+    assert "backends: fake (for tests), hf, " in capsys.readouterr().out  # a test stand-in, not a model (helper-87)
+    assert main(["--quiet", "search", "--dataset", "scifact", "--pipeline", "bm25 % 3 >> yes-no(backend='fake')", "cells"]) == 2
+    assert "FakeBackend (a stand-in for tests) was built without a score function" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, message", [

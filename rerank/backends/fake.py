@@ -40,7 +40,8 @@ class FakeBackend(Backend):
                  stop: Sequence[str] = (), constraint: Constraint | None = None) -> list[Generation]:
         check_max_new_tokens(self, max_new_tokens)
         if self._generate is None:
-            raise ConfigError("this FakeBackend was built without a generate function")
+            raise ConfigError("this FakeBackend (a stand-in for tests) was built without a generate function: give "
+                              "FakeBackend(generate=...) in Python, or use a model backend (hf:, llamacpp:, vllm:, openai:)")
         texts = [prompt_text(p) for p in prompts]
         self.calls.extend(texts)
         self.batches.append((len(prompts), {"max_new_tokens": max_new_tokens, "temperature": temperature, "stop": stop,
@@ -49,7 +50,8 @@ class FakeBackend(Backend):
 
     def score(self, prompts: Sequence[Prompt], options: Sequence[str]) -> np.ndarray:
         if self._score is None:
-            raise ConfigError("this FakeBackend was built without a score function")
+            raise ConfigError("this FakeBackend (a stand-in for tests) was built without a score function: give "
+                              "FakeBackend(score=...) in Python, or use a model backend (hf:, llamacpp:, vllm:, openai:)")
         texts = [prompt_text(p) for p in prompts]
         self.calls.extend(texts)
         return np.array([self._score(t, options) for t in texts], dtype=np.float64).reshape(len(prompts), len(options))
