@@ -29,7 +29,7 @@ import pandas as pd
 from rerank.encoders import lend_embeddings
 from rerank.errors import ConfigError, DataError
 from rerank.params import constructor_arguments, is_finite_number, is_integer, refuse_catchall
-from rerank.types import RANK_COLUMNS, Query, RankedResults, Ranking, half_surrogate
+from rerank.types import RANK_COLUMNS, Query, RankedResults, Ranking, half_surrogate, is_blank
 
 logger = logging.getLogger("rerank")
 
@@ -445,7 +445,7 @@ def check_query(query: Any, where: str) -> str:
     """``query`` when it is a string with text in it, of real characters (ConfigError, DataError)."""
     if not isinstance(query, str):
         raise ConfigError(f"{where} takes one query string, got {type(query).__name__}: {query!r:.60}")
-    if not query.strip():
+    if is_blank(query):
         raise DataError("the query is empty")
     if half_surrogate(query):
         raise DataError("the query holds half of a surrogate pair, which is no character")
@@ -457,7 +457,7 @@ def check_query_texts(ranking: Ranking, owner: object) -> None:
     its queries has none: the message says so) or holds half of a surrogate pair: a stage that reads
     queries would answer for another one."""
     texts = ranking.queries()
-    empty = [q for q, t in texts.items() if not isinstance(t, str) or not t.strip()]
+    empty = [q for q, t in texts.items() if not isinstance(t, str) or is_blank(t)]
     if empty and not ranking.is_query_set and len(empty) == len(texts):
         raise DataError(f"{owner!r}: {len(empty)} queries have no text (e.g. {empty[:3]}); a run read from a file "
                         "needs its queries: Ranking.read_trec(path, queries=...)")

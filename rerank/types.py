@@ -13,6 +13,7 @@ Vocabulary (used everywhere in rerank): ``qid``, ``query``, ``docid``, ``text``,
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -91,6 +92,13 @@ def doc_from(item: Any, owner: str) -> Doc:
                               f"dicts with an id and a text, got {item!r:.60}")
         item = Doc(*item)
     return checked_doc(item, owner)
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` has no visible character: only whitespace, control (Cc) and format (Cf)
+    characters such as NUL, the zero-width space or a byte-order mark. What "empty" means for a query
+    or a document everywhere (data files, stages, training, the service)."""
+    return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf") for c in text)
 
 
 def half_surrogate(text: str) -> bool:

@@ -66,6 +66,7 @@ def test_pointwise_subclass_as_a_plain_object():
     ("fleas", [Doc("d", "x"), Doc("d", "y")], DataError, "'d' is given twice"),
     (None, ["a"], ConfigError, "one query string, got NoneType"),
     (" ", ["a"], DataError, "the query is empty"),
+    ("\u200b\ufeff", ["a"], DataError, "the query is empty"),                       # no visible character, as the service says
 ])
 def test_rerank_refuses_documents_and_queries_it_would_misread(query, docs, error, message):
     with pytest.raises(error, match=message):

@@ -70,11 +70,45 @@ def env(tmp_path_factory):
     ({"batch_size": 10**8}, "batch_size \\(--batch-size\\) must be at most 65,536"), ({"learning_rate": 5.0}, "learning_rate \\(--learning-rate\\) must be in \\(0, 1\\), got 5.0"),
     ({"warmup_ratio": 1.0}, "warmup_ratio \\(--warmup-ratio\\) must be in \\[0, 1\\), got 1.0"), ({"teacher_scale": -1.0}, "teacher_scale \\(--teacher-scale\\) must be > 0"),
     ({"min_words": -1}, "min_words \\(--min-words\\) must be >= 0"),
+    ({"num_negatives": 5, "negatives_depth": 1}, "num_negatives \\(--num-negatives\\) \\(5\\) must be at most negatives_depth"),
     ({"generator": "llm", "queries_per_document": 2}, "queries_per_document \\(--queries-per-document\\) 1, got 2"),
 ])
 def test_bad_settings_are_refused(changes, message):
     with pytest.raises(ConfigError, match=message):
         TrainSettings().with_(**changes)
+
+
+def _blank_slice(folder: Path, blank_doc: bool = False, query_text: str | None = None) -> BeirDataset:
+    """Ten training queries judging one document each; the first document without text, or the first
+    query of ``query_text`` (review helper-88)."""
+    with gzip.open(SCIFACT / "corpus.jsonl.gz", "rt") as f:
+        docs = [json.loads(line) for _, line in zip(range(60), f)]
+    train = [{"_id": f"train-{d['_id']}", "text": d["title"]} for d in docs[30:40]]
+    if blank_doc:
+        docs[30] = {"_id": docs[30]["_id"], "title": "\u200b", "text": " "}
+    if query_text is not None:
+        train[0]["text"] = query_text
+    write_beir(folder, docs, train + [{"_id": "t1", "text": "x y"}],
+               {"train": [(q["_id"], q["_id"][6:], 1) for q in train], "test": [("t1", docs[0]["_id"], 1)]})
+    return BeirDataset(folder, name="slice")
+
+
+QRELS_ONLY = TrainSettings(data=("qrels",), num_negatives=2, negatives_depth=10, progress=False)
+
+
+def test_a_judged_document_without_text_is_no_positive_nor_negative(tmp_path, monkeypatch):
+    """It was trained on as a relevant example, "" labelled 1.0, and nothing counted it (review helper-88)."""
+    monkeypatch.setenv("RERANK_CACHE", str(tmp_path / "cache"))
+    groups, counts, _ = build_examples(_blank_slice(tmp_path / "d", blank_doc=True), QRELS_ONLY)
+    assert counts["qrels"]["dropped_blank_positives"] == 1 and counts["qrels"]["dropped_no_positive"] == 1
+    assert len(groups["qrels"]) == 9 and all(t.strip("\u200b ") for g in groups["qrels"] for t in g.texts)
+
+
+def test_a_query_with_no_visible_character_is_empty_as_the_service_says(tmp_path, monkeypatch):
+    """A zero-width space was a training query with its positive; the service refused it as empty (review helper-88)."""
+    monkeypatch.setenv("RERANK_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DataError, match="1 queries have empty text \\(e.g. \\['train-"):
+        build_examples(_blank_slice(tmp_path / "d", query_text="\u200b"), QRELS_ONLY)
 
 
 def test_training_without_the_train_extra_names_it(tmp_path, monkeypatch, capsys):

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from rerank.errors import ConfigError, DataError
 from rerank.metrics import MAX_NUMBER, has_relevant
-from rerank.types import Doc, Query, Ranking, unwritable_id
+from rerank.types import Doc, Query, Ranking, is_blank, unwritable_id
 
 logger = logging.getLogger("rerank")
 R = TypeVar("R", Query, Doc)
@@ -145,7 +145,7 @@ class Dataset(ABC):
         odd = [q.qid for q in queries if not isinstance(q.text, str)]
         if odd:
             raise DataError(f"{where}: {len(odd)} queries have a text that is not a string (e.g. {odd[:3]})")
-        empty = [q.qid for q in queries if not q.text.strip()]
+        empty = [q.qid for q in queries if is_blank(q.text)]
         if empty:
             raise DataError(f"{where}: {len(empty)} queries have empty text (e.g. {empty[:3]})")
         return unique_records(queries, where, "query")
@@ -158,7 +158,7 @@ class Dataset(ABC):
         if not docs:
             raise DataError(f"{where}: the corpus is empty")
         docs = unique_records(docs, where, "document")
-        blank = [d.docid for d in docs if not d.text.strip() and not d.title.strip()]
+        blank = [d.docid for d in docs if is_blank(d.text) and is_blank(d.title)]
         if len(blank) == len(docs):
             raise DataError(f"{where}: none of the {len(docs)} documents has a text or a title (a corpus record "
                             "holds them under 'text' and 'title')")

@@ -45,10 +45,10 @@ from rerank.serve.errors import ApiError
 from rerank.serve.limits import BodyLimit
 from rerank.serve.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from rerank.serve.schemas import (CohereV1Request, CohereV2Request, JinaRequest, RerankRequest, SearchRequest,
-                                  check_rerank, check_search, is_blank, parse)
+                                  check_rerank, check_search, parse)
 from rerank.stage import Stage
 from rerank.text import truncate_words
-from rerank.types import Candidates
+from rerank.types import Candidates, is_blank
 
 logger = logging.getLogger("rerank")
 RERANK_PATHS = ("/v1/rerank", "/v2/rerank", "/rerank")

@@ -7,7 +7,6 @@ strict (``"5"`` is not a ``top_n``).
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError, field_validator
@@ -15,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, Va
 from rerank.io import RepeatedKey, decode_json
 from rerank.serve.config import ServeConfig
 from rerank.serve.errors import ApiError, limit_error
+from rerank.types import is_blank
 
 
 class _Request(BaseModel):
@@ -138,12 +138,6 @@ def document_texts(documents: list[Any]) -> list[str]:
             got = "an object without a string 'text'" if isinstance(d, dict) else type(d).__name__
             raise ApiError(422, "invalid_request", f"documents[{i}] must be a string or an object with a string 'text', got {got}")
     return texts
-
-
-def is_blank(text: str) -> bool:
-    """Whether ``text`` has no visible character: only whitespace, control (Cc) and format (Cf)
-    characters such as NUL, the zero-width space or a byte-order mark."""
-    return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf") for c in text)
 
 
 def check_query(query: str, config: ServeConfig) -> None:

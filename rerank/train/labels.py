@@ -16,6 +16,7 @@ from rerank.data import Dataset
 from rerank.data.beir import BeirDataset
 from rerank.errors import DataError
 from rerank.io import find_file
+from rerank.types import is_blank
 
 logger = logging.getLogger("rerank")
 
@@ -61,8 +62,9 @@ def test_qids(collection: Dataset) -> dict[str, str]:
 
 def labelled_queries(collection: Dataset, train: Dataset) -> tuple[list[LabelledQuery], dict[str, int]]:
     """Judged training queries with their positives, and counts (``queries``, ``positives``,
-    ``dropped_no_positive``, ``dropped_test_text``, ``dropped_unknown_docs``, ``dropped_unknown_queries``:
-    judged queries that the split does not have, which its loader warns about).
+    ``dropped_no_positive``, ``dropped_test_text``, ``dropped_unknown_docs``, ``dropped_blank_positives``:
+    relevant documents with neither text nor title, ``dropped_unknown_queries``: judged queries that the
+    split does not have, which its loader warns about).
 
     Raises DataError when train and test query ids overlap, or when the split has no judgments.
     """
@@ -79,7 +81,7 @@ def labelled_queries(collection: Dataset, train: Dataset) -> tuple[list[Labelled
     test_texts = {_words(t) for t in tests.values() if t}
     docs = collection.docstore
     counts = {"queries": 0, "positives": 0, "dropped_no_positive": 0, "dropped_test_text": 0, "dropped_unknown_docs": 0,
-              "dropped_unknown_queries": sum(q not in texts for q in qrels)}
+              "dropped_blank_positives": 0, "dropped_unknown_queries": sum(q not in texts for q in qrels)}
     out = []
     for qid, judged in qrels.items():
         text = texts.get(qid)
@@ -90,7 +92,9 @@ def labelled_queries(collection: Dataset, train: Dataset) -> tuple[list[Labelled
             continue
         unknown = [d for d in judged if d not in docs]
         counts["dropped_unknown_docs"] += len(unknown)
-        positives = tuple(d for d, r in judged.items() if r >= train.rel_threshold and d in docs)
+        relevant = [d for d, r in judged.items() if r >= train.rel_threshold and d in docs]
+        positives = tuple(d for d in relevant if not is_blank(docs[d].full_text()))  # nothing to learn from
+        counts["dropped_blank_positives"] += len(relevant) - len(positives)
         if not positives:
             counts["dropped_no_positive"] += 1
             continue
@@ -102,6 +106,9 @@ def labelled_queries(collection: Dataset, train: Dataset) -> tuple[list[Labelled
     if counts["dropped_test_text"]:
         logger.warning("%s: %d training queries have the text of a test query of %s; dropped", train.name,
                        counts["dropped_test_text"], collection.name)
+    if counts["dropped_blank_positives"]:
+        logger.warning("%s: %d relevant judgments name documents with neither text nor title; dropped", train.name,
+                       counts["dropped_blank_positives"])
     if counts["dropped_unknown_docs"]:
         logger.warning("%s: %d judgments name documents that are not in %s's corpus; dropped", train.name,
                        counts["dropped_unknown_docs"], collection.name)

@@ -125,6 +125,9 @@ class TrainSettings:
         if self.generator == "llm" and self.queries_per_document > 1:
             raise ConfigError(f"the llm generator (--generator llm) writes one query per document (greedy decoding); "
                               f"use {named('queries_per_document')} 1, got {self.queries_per_document}")
+        if self.num_negatives > self.negatives_depth:  # drawn from that top list, so never met (helper-88)
+            raise ConfigError(f"{named('num_negatives')} ({self.num_negatives}) must be at most {named('negatives_depth')} "
+                              f"({self.negatives_depth}): the negatives are drawn from that top list")
         if self.teacher_docs < 2 or self.teacher_docs > self.teacher_depth:
             raise ConfigError(f"{named('teacher_docs')} must be between 2 and {named('teacher_depth')} "
                               f"({self.teacher_depth}), got {self.teacher_docs}")

@@ -16,6 +16,7 @@ from rerank.train.examples import Group
 from rerank.train.negatives import ranked_docids, sample_negatives
 from rerank.train.querygen import PseudoQuery, make_generator
 from rerank.train.settings import TrainSettings, named
+from rerank.types import is_blank
 
 logger = logging.getLogger("rerank")
 
@@ -50,7 +51,8 @@ def qrels_groups(dataset: Dataset, s: TrainSettings, rng: np.random.Generator) -
     groups, no_negatives, copies = [], 0, 0
     for q in queries:
         positives = {docs[p].full_text() for p in q.positives}
-        pool = [d for d in ranked[q.qid] if docs[d].full_text() not in positives]  # a copy of a positive is none
+        pool = [d for d in ranked[q.qid] if docs[d].full_text() not in positives  # a copy of a positive is none,
+                and not is_blank(docs[d].full_text())]                            # nor a document without text
         copies += len(ranked[q.qid]) - len(pool) - sum(d in q.positives for d in ranked[q.qid])
         for p in q.positives:
             negs = sample_negatives(pool, set(q.positives), s.num_negatives, rng)
