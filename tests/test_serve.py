@@ -398,6 +398,36 @@ def test_full_queue_gets_429_with_retry_after_and_late_requests_504():
     assert late.status_code == 504 and late.json()["limit"] == "request_timeout"
 
 
+def test_a_request_that_timed_out_in_the_queue_leaves_it_at_once_and_is_never_computed():
+    """Review helper-88: a queued request that had answered 504 kept its queue slot until the model was free,
+    turning live requests away with 429, and was computed after all."""
+    gate = Gate()
+    config = ServeConfig(max_queue=2, max_batch_requests=1, batch_wait_ms=0, request_timeout=3)
+    with running(create_app(gate, config, warmup=False)) as url, ThreadPoolExecutor(4) as pool:
+        post = lambda n, wait=30: httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"] * n}, timeout=wait)
+        depth = lambda: httpx.get(f"{url}/health", timeout=30).json()["queue_depth"]
+        first = pool.submit(post, 1)
+        while not gate.calls:  # the model is busy with the first request
+            time.sleep(0.01)
+        with pytest.raises(httpx.ReadTimeout):
+            post(2, wait=0.3)  # a client that gives up and hangs up
+        deadline = time.monotonic() + 1  # well before its request_timeout
+        while depth() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert depth() == 0
+        queued = pool.submit(post, 3)
+        assert [f.result().status_code for f in (first, queued)] == [504] * 2
+        assert depth() == 0
+        live = [pool.submit(post, n) for n in (4, 5)]  # the model is still busy: both wait in the queue
+        while httpx.get(f"{url}/health", timeout=30).json()["queue_depth"] < 2:
+            time.sleep(0.01)
+        gate.gate.set()
+        assert [f.result().status_code for f in live] == [200, 200]
+        metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    assert sorted(gate.calls[1:]) == [4, 5] and gate.calls[0] == 1  # the requests that left the queue were never computed
+    assert 'rerank_errors_total{endpoint="/v1/rerank",type="client_closed"} 1.0' in metrics and 'status="500"' not in metrics
+
+
 def test_model_failures_are_5xx_with_the_cause_and_stay_with_their_request(ce_url, misbehaving_server):
     from rerank.backends.openai import OpenAIBackend
     from rerank.rerankers.pointwise import YesNo

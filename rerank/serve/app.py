@@ -14,8 +14,9 @@ Model failures: the request's own problem found by the model (e.g. a query longe
 cross-encoder's window) is 422; a backend that failed (server down, timeout) is 502; anything else
 500 with the exception's type and message (a NaN or infinite score too). A full queue is 429 with
 ``Retry-After``. Every request has ``request_timeout`` in all: a body that has not arrived by then is 408,
-an answer that has not is 504. A client that hangs up before its body is complete is counted as 499
-(``client_closed``), as nginx does.
+an answer that has not is 504; a request that times out waiting for the model leaves the queue then.
+A client that hangs up before its answer is ready is counted as 499 (``client_closed``), as nginx
+does, and its request leaves the queue too.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
                 warnings.append(f"{cut} of {len(texts)} documents were cut to max_tokens_per_doc={req.max_tokens_per_doc} words")
         if getattr(req, "max_chunks_per_doc", None) is not None:
             warnings.append("max_chunks_per_doc is ignored: the model handles long documents its own way")
-        ranked = await _run(rerank_batcher, RerankJob(query, job_texts), config, started)
+        ranked = await _run(rerank_batcher, RerankJob(query, job_texts), config, started, request)
         words = len(query.split()) * len(job_texts) + sum(len(t.split()) for t in job_texts)  # what the model was sent
         return req, texts, ranked, warnings + _info_warnings(ranked.info), words
 
@@ -178,7 +179,7 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
         started = time.monotonic()
         req = parse(await _body(request, config), SearchRequest)
         check_search(req, config)
-        found = await _run(search_batcher, SearchJob(req.query, req.top_n), config, started)
+        found = await _run(search_batcher, SearchJob(req.query, req.top_n), config, started, request)
         results = [{"docid": r.docid, "score": r.score, "rank": r.rank,
                     **({"text": r.text, "title": r.title} if req.return_documents else {})} for r in found]
         warnings = _model_warnings(req.model, name) + _info_warnings(found.info)
@@ -221,11 +222,21 @@ async def _body(request: Request, config: ServeConfig) -> bytes:
         raise ApiError(499, "client_closed", "the client closed the connection before its body was complete") from None
 
 
-async def _run(batcher: Batcher, job: Any, config: ServeConfig, started: float) -> Any:
+async def _run(batcher: Batcher, job: Any, config: ServeConfig, started: float, request: Request) -> Any:
     """Submit a job (in what is left of the request's deadline since ``started``, a ``time.monotonic()``)
-    and turn every way it can fail into an :class:`ApiError`."""
+    and turn every way it can fail into an :class:`ApiError`. A client that hangs up while its job waits
+    takes the job out of the queue (499)."""
+    submitted = asyncio.ensure_future(batcher.submit(job, max(0.0, config.request_timeout - (time.monotonic() - started))))
+    gone = asyncio.ensure_future(_hung_up(request))
     try:
-        return await batcher.submit(job, max(0.0, config.request_timeout - (time.monotonic() - started)))
+        done, _ = await asyncio.wait({submitted, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        submitted.cancel()  # nothing when it is done; else its request leaves the queue
+    if submitted not in done:
+        raise ApiError(499, "client_closed", "the client closed the connection before its answer was ready")
+    try:
+        return submitted.result()
     except QueueFull as e:
         raise ApiError(429, "overloaded", f"{e}; the server holds at most max_queue={config.max_queue} waiting requests",
                        limit="max_queue", headers={"Retry-After": str(e.retry_after)}) from None
@@ -238,6 +249,12 @@ async def _run(batcher: Batcher, job: Any, config: ServeConfig, started: float) 
         raise ApiError(502, "backend_error", f"the model backend failed: {e}") from None
     except Exception as e:
         raise ApiError(500, "model_error", f"the model failed: {type(e).__name__}: {e}") from None
+
+
+async def _hung_up(request: Request) -> None:
+    """Return when the client has closed the connection (its body has been read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _cut(text: str, words: int, what: str, cap: str) -> str:

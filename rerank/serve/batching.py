@@ -4,8 +4,9 @@ A :class:`Batcher` keeps a bounded queue of waiting requests. Its loop takes the
 join for at most ``wait_s`` (none when the model was busy and requests already piled up), and runs
 up to ``max_requests`` of them (at most ``max_documents`` documents) through ``run`` in the model's
 thread. Results are handed back per request. When a merged call fails, each request is run alone,
-so one bad request fails alone. A full queue raises :class:`QueueFull` at once; :meth:`stop` lets
-the waiting requests finish before it returns.
+so one bad request fails alone. A full queue raises :class:`QueueFull` at once; a request whose
+wait ends (timed out, or its caller cancelled) leaves the queue then, and is never run; :meth:`stop`
+lets the waiting requests finish before it returns.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class QueueFull(Exception):
         self.retry_after = retry_after
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: a request leaves the queue as itself
 class _Waiting(Generic[T]):
     item: T
     future: asyncio.Future
@@ -96,11 +97,16 @@ class Batcher(Generic[T, R]):
         if len(self._waiting) >= self.max_queue:
             batches_ahead = 1 + len(self._waiting) // self.max_requests
             raise QueueFull(max(1, round(batches_ahead * self._seconds_per_call)))
-        future = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiting(item, future, self.size(item)))
+        waiting = _Waiting(item, asyncio.get_running_loop().create_future(), self.size(item))
+        self._waiting.append(waiting)
         self.stats.on_depth(len(self._waiting))
         self._arrived.set()
-        return await asyncio.wait_for(future, timeout)  # on timeout the future is cancelled; the loop skips it
+        try:
+            return await asyncio.wait_for(waiting.future, timeout)
+        finally:
+            if waiting in self._waiting:  # timed out or cancelled before the model took it: free its place now
+                self._waiting.remove(waiting)
+                self.stats.on_depth(len(self._waiting))
 
     async def _loop(self) -> None:
         while True:
@@ -117,7 +123,7 @@ class Batcher(Generic[T, R]):
 
     async def _gather_window(self) -> None:
         """Wait until the batch is full or the oldest item has waited ``wait_s``."""
-        while not self._stopping and len(self._waiting) < self.max_requests:
+        while self._waiting and not self._stopping and len(self._waiting) < self.max_requests:
             if sum(w.size for w in self._waiting) >= self.max_documents:
                 return
             left = self._waiting[0].since + self.wait_s - time.monotonic()
@@ -134,7 +140,7 @@ class Batcher(Generic[T, R]):
         documents = 0
         while self._waiting and len(batch) < self.max_requests:
             nxt = self._waiting[0]
-            if nxt.future.done():  # its caller timed out or went away
+            if nxt.future.done():  # cancelled by a timeout whose caller has not yet run to take it out
                 self._waiting.popleft()
                 continue
             if batch and documents + nxt.size > self.max_documents:
