@@ -11,7 +11,10 @@ trained cross-encoder installs offline), so these tests check mechanics, not eff
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
+import gzip
+import json
 import os
 import signal
 import subprocess
@@ -741,6 +744,28 @@ def test_unknown_paths_and_methods_answer_in_the_error_shape(bi_url):
     wrong = httpx.get(f"{bi_url}/v1/rerank", timeout=30)
     assert wrong.status_code == 405 and wrong.json()["type"] == "method_not_allowed"
     assert 'rerank_errors_total{endpoint="other",type="not_found"} 1.0' in httpx.get(f"{bi_url}/metrics", timeout=30).text
+
+
+def test_a_compressed_body_is_415_a_byte_order_mark_is_read_past_and_a_trailing_slash_is_served(bi_url):
+    """Review helper-88: a gzip body was 'not UTF-8 (byte 1 is ...)', a body starting with a byte-order mark
+    'expected value at line 1 column 1', and POST /rerank/ a 307 redirect to the Host header's address."""
+    body = json.dumps({"query": FLEA, "documents": DOCS}).encode()
+    post = lambda path, content, **headers: httpx.post(f"{bi_url}{path}", content=content, timeout=30,
+                                                       headers={"Content-Type": "application/json", **headers})
+    plain = post("/v1/rerank", body).json()["results"]
+    packed = post("/v1/rerank", gzip.compress(body), **{"Content-Encoding": "gzip"})
+    assert packed.status_code == 415 and packed.json()["type"] == "unsupported_media_type", packed.text
+    assert "compressed (Content-Encoding: gzip)" in packed.json()["message"] and packed.headers["Accept-Encoding"] == "identity"
+    marked = post("/v1/rerank", codecs.BOM_UTF8 + body)
+    assert marked.status_code == 200 and marked.json()["results"] == plain, marked.text
+    for path in ("/v1/rerank/", "/v2/rerank/", "/rerank/"):
+        slashed = post(path, body)
+        assert slashed.status_code == 200, (path, slashed.status_code, slashed.text)
+        assert [r["index"] for r in slashed.json()["results"]] == [r["index"] for r in plain]
+    assert httpx.get(f"{bi_url}/health/", timeout=30).json()["status"] == "ok"
+    unknown = post("/v3/rerank/", body)
+    assert unknown.status_code == 404 and unknown.json()["type"] == "not_found"
+    assert 'rerank_requests_total{endpoint="/rerank",status="200"}' in httpx.get(f"{bi_url}/metrics", timeout=30).text
 
 
 class Down(Gate):

@@ -22,6 +22,7 @@ does, and its request leaves the queue too.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import logging
 import time
 import uuid
@@ -37,7 +38,7 @@ from starlette.requests import ClientDisconnect
 
 from rerank.errors import BackendError, ConfigError, DataError
 from rerank.naming import redact_urls
-from rerank.serve.asgi import ERROR_TYPE
+from rerank.serve.asgi import ERROR_TYPE, TrailingSlash
 from rerank.serve.auth import BearerAuth
 from rerank.serve.batching import Batcher, QueueFull
 from rerank.serve.config import ServeConfig
@@ -98,7 +99,8 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
         await search_batcher.stop()
         executor.shutdown(wait=True)
 
-    app = FastAPI(title="rerank serve", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # no redirect to the Host header's address for a path with a trailing slash: see TrailingSlash
+    app = FastAPI(title="rerank serve", version="1", lifespan=lifespan, docs_url=None, redoc_url=None, redirect_slashes=False)
 
     def warm_up() -> None:
         """The lifespan's warm-up, called before a server starts (as :func:`rerank.serve.serve` does)."""
@@ -201,20 +203,25 @@ def create_app(pipeline: Stage, config: ServeConfig = ServeConfig(), *, searchab
     async def prometheus() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
-    # outermost first: metrics see every answer, auth runs before the body is read
+    # the last added runs first: a path loses its trailing slash, metrics see every answer, auth runs before the body is read
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     if api_key:
         app.add_middleware(BearerAuth, key=api_key)
     app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=ENDPOINTS)
+    app.add_middleware(TrailingSlash, paths=ENDPOINTS)
     app.state.metrics, app.state.engine = metrics, engine
     return app
 
 
 async def _body(request: Request, config: ServeConfig) -> bytes:
-    """The request body, read within ``request_timeout`` (a client that trickles its body gets 408, one that
-    hangs up before sending it all 499)."""
+    """The request body without a UTF-8 byte-order mark, read within ``request_timeout`` (a client that
+    trickles its body gets 408, one that hangs up before sending it all 499); a compressed one is 415."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise ApiError(415, "unsupported_media_type", f"the body is compressed (Content-Encoding: {encoding}), which is "
+                       "not supported; send it uncompressed", headers={"Accept-Encoding": "identity"})
     try:
-        return await asyncio.wait_for(request.body(), config.request_timeout)
+        return (await asyncio.wait_for(request.body(), config.request_timeout)).removeprefix(codecs.BOM_UTF8)
     except TimeoutError:
         raise ApiError(408, "timeout", f"the request body did not arrive within request_timeout={config.request_timeout} s",
                        limit="request_timeout", headers={"Connection": "close"}) from None
