@@ -282,18 +282,19 @@ def _model_json(model: str, name: str) -> Any:
         return None
 
 
-def check_kind(model: str, wanted: str, stage: str, source: str | None = None) -> None:
+def check_kind(model: str, wanted: str, stage: str, source: str | None = None, advice: str | None = None) -> None:
     """ConfigError when the files of ``model`` (found at ``source``, default ``model``) say it is another kind
-    than ``wanted`` (see :func:`model_kind`); a model with no head passes as a bi-encoder (mean pooling)."""
+    than ``wanted`` (see :func:`model_kind`); a model with no head passes as a bi-encoder (mean pooling).
+    ``advice`` replaces the default one (how to load a model of the kind it is)."""
     found = model_kind(source or model)
     if found is None or found[0] == wanted or found[0] == "body" and wanted == "bi-encoder":
         return
     held, why = found
-    shown, advice = {"cross-encoder": ("a cross-encoder", "load it as cross-encoder(model=...)"),
-                     "bi-encoder": ("a bi-encoder", "load it as dense or biencoder(model=...)"),
-                     "body": ("a model with no scoring head", "train a cross-encoder from it (rerank train cross-encoder --from ...)")}[held]
+    shown, loads = {"cross-encoder": ("a cross-encoder", "load it as cross-encoder(model=...)"),
+                    "bi-encoder": ("a bi-encoder", "load it as dense or biencoder(model=...)"),
+                    "body": ("a model with no scoring head", "train a cross-encoder from it (rerank train cross-encoder --from ...)")}[held]
     raise ConfigError(f"{model} is {shown} {why}, not a {wanted}: {stage} would load it with a new, untrained head "
-                      f"or pooling; {advice}")
+                      f"or pooling; {advice or loads}")
 
 
 def pooling_modes(model: str) -> tuple[list[str], str] | None:

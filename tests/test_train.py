@@ -482,6 +482,10 @@ def test_training_changes_scores_saves_a_pipeline_model_and_resumes(env, tmp_pat
         train_cross_encoder(env["dataset"], out, s)
     with pytest.raises(ConfigError, match="is a cross-encoder trained by rerank .*, not a bi-encoder"):   # review helper-59
         build(f"dense(model='{out}')", env["dataset"])
+    with pytest.raises(ConfigError, match="is a cross-encoder trained by rerank .*, not a bi-encoder: rerank train bi-encoder "
+                                          "--from would load it with a new, untrained head or pooling; start from a bi-encoder"):
+        train_bi_encoder(env["dataset"], tmp_path / "bi", s.with_(base=str(out)))  # review helper-88: it dropped the head
+    assert not (tmp_path / "bi").exists()
     resumed = train_cross_encoder(env["dataset"], out, s.with_(max_steps=3, resume=True))
     assert resumed.steps == 3
     with pytest.raises(ConfigError, match=r"is complete \(3 steps of 3\); raise max_steps \(--max-steps\) or epochs"):
@@ -511,6 +515,7 @@ def test_bi_encoder_fine_tuning_changes_embeddings_and_loads_as_dense_and_bienco
 
     from rerank.encoders import resolve_encoder
     from rerank.expr import build
+    from rerank.train.trainer import check_base
 
     out = tmp_path / "bi"
     texts = ["vitamin C and scurvy", "Scurvy follows a lack of vitamin C."]
@@ -531,6 +536,7 @@ def test_bi_encoder_fine_tuning_changes_embeddings_and_loads_as_dense_and_bienco
     assert np.isclose(ranked["score"].iloc[0], query @ (doc / np.linalg.norm(doc)), atol=1e-3)
     with pytest.raises(ConfigError, match="holds a bi-encoder, not a cross-encoder"):
         train_cross_encoder(env["dataset"], out, TrainSettings(**TINY, resume=True))
+    check_base("cross-encoder", str(out), 64)  # its body gets a new head, as the default MiniLM bi-encoder's does
     with pytest.raises(ConfigError, match="is a bi-encoder trained by rerank .*, not a cross-encoder"):   # review helper-59
         build(f"bm25 % 5 >> cross-encoder(model='{out}')", env["dataset"])({"q": texts[0]})
     with pytest.raises(ConfigError, match="does not train a bi-encoder"):

@@ -20,7 +20,7 @@ from typing import Any
 
 from rerank._progress import progress_enabled
 from rerank.errors import ConfigError, one_line, require
-from rerank.models import LOAD_ERRORS, cannot_load, has_model_file, unloadable
+from rerank.models import LOAD_ERRORS, cannot_load, check_kind, has_model_file, unloadable
 from rerank.train.settings import TrainSettings
 
 logger = logging.getLogger("rerank")
@@ -73,9 +73,11 @@ def _errors_only(*names: str) -> Iterator[None]:
 
 def check_base(kind: str, base: str, max_length: int) -> None:
     """Refuse (ConfigError), before any example is built, a ``base`` that is no loadable model (a missing
-    folder, a folder that holds no model, a hub id that cannot be fetched) and a ``max_length`` beyond its
-    position embeddings. A bi-encoder may also start from a sentence-transformers folder or repository
-    without a transformers config (``modules.json``: static embeddings, older layouts)."""
+    folder, a folder that holds no model, a hub id that cannot be fetched), a cross-encoder as a bi-encoder's
+    start (its head would be dropped), and a ``max_length`` beyond its position embeddings. A bi-encoder
+    may also start from a sentence-transformers folder or repository without a transformers config
+    (``modules.json``: static embeddings, older layouts). A cross-encoder may start from a bi-encoder
+    (the default): its body gets a new head, and nothing it was trained with is dropped but its pooling."""
     require("transformers", "train")
     from transformers import AutoConfig
 
@@ -89,6 +91,9 @@ def check_base(kind: str, base: str, max_length: int) -> None:
     markers = ("config.json", "modules.json") if kind == "bi-encoder" else ("config.json",)
     if folder.is_dir() and not any((folder / m).is_file() for m in markers):
         raise cannot_load(what, base, f"{folder} is a folder without {' or '.join(markers)}, not a model")
+    if kind == "bi-encoder":
+        check_kind(base, kind, "rerank train bi-encoder --from", path,
+                   advice="start from a bi-encoder or an encoder body (by default all-MiniLM-L6-v2)")
     try:
         config = AutoConfig.from_pretrained(path)
     except LOAD_ERRORS as e:
