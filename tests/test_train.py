@@ -545,9 +545,11 @@ def test_bi_encoder_fine_tuning_changes_embeddings_and_loads_as_dense_and_bienco
         train_cross_encoder(env["dataset"], tmp_path / "bad", TrainSettings(**TINY, loss="mnrl"))
 
 
-def test_resuming_on_other_data_is_refused(env, tmp_path):
+def test_resuming_on_other_data_is_refused(env, tmp_path, caplog):
     out, s = tmp_path / "ce", TrainSettings(**{**TINY, "max_steps": 1})
-    train_cross_encoder(env["dataset"], out, s)
+    assert train_cross_encoder(env["dataset"], out, s.with_(resume=True)).steps == 1  # start or continue: starts
+    # review helper-88: it started a new run in silence (a mistyped --out too)
+    assert f"--resume: {out} holds no checkpoint; starting a new run" in caplog.text
     (out / "config.json").unlink()  # as if stopped after its checkpoint, before the model was saved
     docs = [json.loads(line) for line in (env["folder"] / "corpus.jsonl").read_text().splitlines()]
     docs = [{**d, "text": d["text"] + " Edited since the first steps."} for d in docs]

@@ -233,8 +233,9 @@ def check_inputs(kind: str, dataset: str | Dataset, s: TrainSettings) -> None:
 
 def check_out(out: Path, kind: str, s: TrainSettings) -> Path:
     """``out`` if the run may write there: absent, empty, or a previous training output of a ``kind`` (one
-    with a model only with ``resume``, whose latest checkpoint must be sound). Created now, so that an
-    unwritable path fails before any work (ConfigError; DataError for a damaged record)."""
+    with a model only with ``resume``, whose latest checkpoint must be sound; ``resume`` without a
+    checkpoint starts a new run, with a warning). Created now, so that an unwritable path fails before
+    any work (ConfigError; DataError for a damaged record)."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} (--out) exists and is not a folder; choose a new folder for the model")
     if out.is_dir() and any(out.iterdir()) and not any((out / m).exists() for m in OUTPUT_MARKERS):
@@ -253,6 +254,8 @@ def check_out(out: Path, kind: str, s: TrainSettings) -> Path:
     if checkpoint is not None:
         check_checkpoint(checkpoint, kind)
         check_same_run(out / RUN_SETTINGS, kind, s)
+    elif s.resume:  # "start or continue": a script may always pass --resume; a mistyped --out shows here
+        logger.warning("--resume: %s holds no checkpoint; starting a new run", out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=out).close()

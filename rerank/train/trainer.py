@@ -213,9 +213,7 @@ def fit(kind: str, model: Any, tables: dict[str, tuple[Any, str]], out: Path, s:
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)
-    resume = last_checkpoint(checkpoints) if s.resume else None
-    if s.resume and resume is None:
-        logger.info("resume: no checkpoint in %s, starting from the beginning", checkpoints)
+    resume = last_checkpoint(checkpoints) if s.resume else None  # none: check_out has warned
     done = json.loads((resume / "trainer_state.json").read_text(encoding="utf-8"))["global_step"] if resume else 0
     if done >= steps:  # the trainer would run one more step and change the model
         raise ConfigError(f"the run in {out} is complete ({done} steps of {steps}); raise max_steps (--max-steps) or epochs (--epochs) to train on")
