@@ -111,6 +111,18 @@ def test_a_query_with_no_visible_character_is_empty_as_the_service_says(tmp_path
         build_examples(_blank_slice(tmp_path / "d", query_text="\u200b"), QRELS_ONLY)
 
 
+def test_the_training_split_reads_the_corpus_once_with_the_collection(tmp_path, caplog):
+    """Its own BeirDataset read the corpus again: every corpus warning twice, and twice the memory (review helper-88)."""
+    dataset = _blank_slice(tmp_path / "d")
+    lines = (tmp_path / "d" / "corpus.jsonl").read_text().splitlines()
+    (tmp_path / "d" / "corpus.jsonl").write_text("\n".join(lines + lines[:1]) + "\n")  # one exact repeat: a warning
+    with caplog.at_level("INFO", logger="rerank"):
+        train = training_split(dataset)
+        queries, _ = labelled_queries(dataset, train)
+    assert caplog.text.count("repeated") == 1 and len(queries) == 10
+    assert train.qrels() != dataset.qrels() and dataset.with_split("test").qrels() == dataset.qrels()
+
+
 def test_training_without_the_train_extra_names_it(tmp_path, monkeypatch, capsys):
     """README walkthrough (helper-74): a plain install built the examples, then died of an unexpected
     ModuleNotFoundError for accelerate (exit 1)."""

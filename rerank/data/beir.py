@@ -49,12 +49,22 @@ class BeirDataset(Dataset):
         path = self._file("corpus.jsonl")
         return self._checked_corpus(read_corpus(path), str(path))
 
-    @memoized
     def qrels(self) -> dict[str, dict[str, int]]:
         """The split's judgments, checked against the queries and (when the folder has one) the corpus."""
-        qrels = read_qrels(self._file(f"qrels/{self.split}.tsv"))
+        return self._split_qrels(self.split)
+
+    @memoized
+    def _split_qrels(self, split: str) -> dict[str, dict[str, int]]:
+        qrels = read_qrels(self._file(f"qrels/{split}.tsv"))
         has_corpus = find_file(self.path, "corpus.jsonl") is not None
         return self._checked_qrels(qrels, {d.docid for d in self.corpus()} if has_corpus else None)
+
+    def with_split(self, split: str, name: str | None = None) -> BeirDataset:
+        """The same folder with the judgments of ``split``. The two share what they read (the corpus and
+        queries, which no split changes, are read and checked once; judgments are kept per split)."""
+        other = BeirDataset(self.path, name or f"{self.name}/{split}", split, self.rel_threshold)
+        other.__dict__["_memo"] = self.__dict__.setdefault("_memo", {})
+        return other
 
     def _run_files(self) -> dict[Path, str]:
         """``{file: run name}`` of ``run.<name>[.<more>].trec[.gz]`` (a ``run.x.trec.bak`` beside them is none)."""

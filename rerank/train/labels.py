@@ -45,7 +45,7 @@ def training_split(collection: Dataset, split: str = "train", train_dataset: str
         raise DataError(f"{collection.name} has no qrels/{split}.tsv: give the training queries as another dataset "
                         "(--train-dataset, train_dataset=, e.g. irds:beir/scifact/train online), or train without "
                         "labels (--data synthetic)")
-    return BeirDataset(collection.path, name=f"{collection.name}/{split}", split=split, rel_threshold=collection.rel_threshold)
+    return collection.with_split(split)  # the corpus and queries read once for both
 
 
 def test_qids(collection: Dataset) -> dict[str, str]:
