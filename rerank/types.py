@@ -445,7 +445,7 @@ class Ranking:
         What a run read from a file needs before a reranker (``Ranking.read_trec(path, queries, docs)``).
         DataError naming a docid that ``docs`` lacks."""
         store = getattr(docs, "docstore", docs)
-        if not isinstance(store, Mapping) or isinstance(docs, Ranking):
+        if not isinstance(store, Mapping):
             raise ConfigError(f"texts come from a dataset or a mapping docid -> Doc or text, got {type(docs).__name__}")
         if self.is_query_set:
             raise ConfigError("a query set has no documents to give texts to")
