@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rerank.errors import ConfigError, RerankError, one_line
+from rerank.errors import ConfigError, DataError, RerankError, one_line
 from rerank.metrics import DEFAULT_METRICS, has_relevant
 from rerank.registry import import_plugin
 
@@ -292,8 +292,14 @@ def _eval(args: argparse.Namespace) -> int:
     log.info("load: %s ...", args.dataset)
     dataset = load_dataset(spec)  # a dataset that does not load is one error, not one per system
     qrels, qids = dataset.qrels(), {q.qid for q in dataset.queries()}  # its qrels too: damaged ones are one error
-    log.info("load: %s, %d documents, %d queries, %d judged (with a relevant document)", dataset.name,
-             len(dataset.corpus()), len(qids), sum(q in qids and has_relevant(docs) for q, docs in qrels.items()))
+    try:
+        corpus = f"{len(dataset.corpus())} documents"
+    except DataError:  # a set of queries and qrels only still scores --run files; a pipeline needs the corpus
+        if any(isinstance(s, str) for s in systems.values()):
+            raise
+        corpus = "no corpus"
+    log.info("load: %s, %s, %d queries, %d judged (with a relevant document)", dataset.name,
+             corpus, len(qids), sum(q in qids and has_relevant(docs) for q, docs in qrels.items()))
     experiment = Experiment(systems, [spec], metrics, baseline=args.baseline,
                             save_dir=args.save_runs, limit=args.limit, executor=args.executor, test=args.test,
                             correction=args.correction, name=args.dataset)

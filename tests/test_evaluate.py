@@ -247,6 +247,26 @@ def test_a_run_file_made_elsewhere_is_evaluated_from_the_command_line(tmp_path, 
     assert "system name 'x' is given twice" in capsys.readouterr().err
 
 
+
+def test_runs_made_elsewhere_are_compared_on_a_set_of_queries_and_qrels_only(tmp_path, capsys):
+    """review helper-90: trec-covid ships queries and qrels only; evaluate() scored a run on it, but
+    Experiment's cells and `rerank eval --run` failed on the missing corpus that no run needs."""
+    from rerank.cli import main
+
+    ds = load("trec-covid")
+    judged = ds.qrels()
+    qids = [q.qid for q in ds.queries() if q.qid in judged][:20]
+    run = Ranking.from_run({q: {d: float(-i) for i, d in enumerate([*sorted(judged[q])[:15], "not-judged"])} for q in qids})
+    worse = Ranking.from_run({q: {d: float(-i) for i, d in enumerate(["not-judged", *sorted(judged[q])[:15]])} for q in qids})
+    expected = evaluate(run, ds, ["ndcg@10"])["ndcg@10"]
+    report = Experiment({"run": run, "worse": worse}, ds, ["ndcg@10"], save_dir=tmp_path / "out").run()
+    assert not report.errors() and report.table().at["run", "ndcg@10"] == pytest.approx(expected)
+    run.write_trec(tmp_path / "mine.trec")
+    assert main(["--quiet", "eval", "--dataset", "trec-covid", "--run", str(tmp_path / "mine.trec"), "--metrics", "ndcg@10"]) == 0
+    assert f"| mine | {expected:.4f} |" in capsys.readouterr().out
+    assert main(["--quiet", "eval", "--dataset", "trec-covid", "--pipeline", "bm25", "--run", str(tmp_path / "mine.trec")]) == 2
+    assert "the folder holds no corpus" in capsys.readouterr().err   # a pipeline still needs it: one error
+
 def test_metric_lists_and_cut_offs_are_read_one_way(tmp_path, capsys):
     from rerank.cli import main
     from rerank.metrics import parse_metrics

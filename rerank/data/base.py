@@ -104,8 +104,14 @@ class Dataset(ABC):
         """A hash of everything a run, its evaluation and training read: the corpus, queries, qrels, the
         relevance threshold, excluded ids and shipped runs.
         What saved experiment records and training resumes are keyed by, so an edited file (or
-        ``dataset.toml``) never reuses an old result."""
-        digest = hashlib.sha256(f"{self.fingerprint}|rel_threshold={self.rel_threshold}".encode())
+        ``dataset.toml``) never reuses an old result. A dataset whose corpus cannot be read (a set that ships
+        only queries and qrels) is hashed with the reason instead: runs made elsewhere are still scored on
+        it, and whatever reads the corpus fails on its own."""
+        try:
+            corpus = self.fingerprint
+        except DataError as e:
+            corpus = f"no corpus: {e}"
+        digest = hashlib.sha256(f"{corpus}|rel_threshold={self.rel_threshold}".encode())
         digest.update(json.dumps([tuple(q) for q in self.queries()]).encode("utf-8", "surrogatepass"))
         digest.update(json.dumps(sorted((q, sorted(d.items())) for q, d in self.qrels().items())).encode("utf-8", "surrogatepass"))
         digest.update(json.dumps(sorted((q, sorted(d)) for q, d in self.exclusions().items())).encode("utf-8", "surrogatepass"))
