@@ -267,6 +267,10 @@ class Ranking:
         if not frame.index.is_unique:  # rows are picked by label below (a frame concatenated without ignore_index)
             frame = frame.reset_index(drop=True)
         ranked = "docid" in frame.columns
+        if ranked and "docno" in frame.columns:  # PyTerrier's results: its docid would be read as the document's id
+            raise DataError("the frame has both docid and docno columns, two ids for each document (in PyTerrier's results "
+                            "docid is the index's internal number, docno the document's id); drop the one that is not "
+                            "the document's id: Ranking.from_pandas(frame.drop(columns='docid'))")
         if not ranked and "docno" in frame.columns:  # PyTerrier's name: would be read as a query set, its documents lost
             raise DataError("a Ranking's documents are in a docid column; this frame has PyTerrier's docno: "
                             "read it with Ranking.from_pandas, which renames foreign columns")

@@ -334,3 +334,20 @@ def test_a_pyterrier_frame_given_to_ranking_is_not_read_as_a_query_set():
     with pytest.raises(DataError, match="this frame has PyTerrier's docno: read it with Ranking.from_pandas"):
         Ranking(frame)
     assert len(Ranking.from_pandas(frame)) == 1
+
+
+def test_a_pyterrier_result_frame_is_not_read_by_its_internal_docids():
+    """review helper-90: PyTerrier's results hold docid (the index's internal number) beside docno (the
+    document's id); from_pandas read docid as the id, so evaluate() scored 0.0 without a word."""
+    from rerank.data import load
+
+    ds = load("scifact")
+    judged = [(q, sorted(docs)[0]) for q, docs in ds.qrels().items()][:5]
+    res = pd.DataFrame({"qid": [q for q, _ in judged], "docid": range(5), "docno": [d for _, d in judged],
+                        "rank": [0] * 5, "score": [1.0] * 5, "query": ["x"] * 5})
+    for read in (Ranking.from_pandas, Ranking):
+        with pytest.raises(DataError, match="both docid and docno columns, two ids for each document .* "
+                                            "Ranking.from_pandas\\(frame.drop\\(columns='docid'\\)\\)"):
+            read(res)
+    run = Ranking.from_pandas(res.drop(columns="docid"))
+    assert rerank.evaluate(run, {q: ds.qrels()[q] for q, _ in judged}, ["hit_rate@1"]) == {"hit_rate@1": 1.0}
