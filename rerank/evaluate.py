@@ -47,6 +47,10 @@ def evaluate(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[str] = DEFA
     if absent:
         logger.warning("%d of %d judged queries are not in the run (e.g. %r): they count as 0 in the means; to score "
                        "only the queries you ran, give the qrels of those queries", len(absent), len(per_query), absent[0])
+    if (per_query.fillna(0) == 0).all().all():  # as an Experiment's cell says: ids of another scheme score 0
+        docids = list(dict.fromkeys(ranking.to_pandas()["docid"]))[:3]
+        logger.warning("the run ranks no relevant document for any query, so every measure is 0; do the run and the "
+                       "qrels use the same document ids? (run docids like %s)", docids)
     return {m: mean_of(per_query[m], m) for m in per_query.columns}
 
 

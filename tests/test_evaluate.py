@@ -267,6 +267,22 @@ def test_runs_made_elsewhere_are_compared_on_a_set_of_queries_and_qrels_only(tmp
     assert main(["--quiet", "eval", "--dataset", "trec-covid", "--pipeline", "bm25", "--run", str(tmp_path / "mine.trec")]) == 2
     assert "the folder holds no corpus" in capsys.readouterr().err   # a pipeline still needs it: one error
 
+
+def test_a_run_of_other_document_ids_is_not_scored_0_in_silence(caplog):
+    """review helper-90: MS MARCO ids written as 'D123' (qrels: '123') scored 0.0 without a word in evaluate();
+    an Experiment's cell says so (check_ids)."""
+    ds = load("trec-dl-2019")
+    run = ds.run("bm25")
+    other = Ranking.from_pandas(run.to_pandas().assign(docid=lambda f: "D" + f["docid"]))
+    with caplog.at_level(logging.WARNING, logger="rerank"):
+        assert evaluate(other, ds, ["ndcg@10"]) == {"ndcg@10": 0.0}
+    assert "the run ranks no relevant document for any query, so every measure is 0; do the run and the qrels use " \
+           "the same document ids? (run docids like ['D" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rerank"):
+        evaluate(run, ds, ["ndcg@10"])
+    assert "no relevant document" not in caplog.text
+
 def test_metric_lists_and_cut_offs_are_read_one_way(tmp_path, capsys):
     from rerank.cli import main
     from rerank.metrics import parse_metrics
