@@ -331,18 +331,21 @@ class Ranking:
         return out
 
     @classmethod
-    def from_run(cls, run: Any, queries: Mapping[str, str] | None = None) -> Ranking:
-        """From a ranx ``Run`` (or its ``{qid: {docid: score}}`` dict)."""
+    def from_run(cls, run: Any, queries: Any = None) -> Ranking:
+        """From a ranx ``Run`` (or its ``{qid: {docid: score}}`` dict), with the texts of ``queries``
+        (``{qid: text}``, ``Query`` records or ``(qid, text)`` pairs, or a query set: a dataset's ``queries()``
+        or ``topics()``)."""
         data = run.to_dict() if hasattr(run, "to_dict") else run
         if not (isinstance(data, Mapping) and all(isinstance(docs, Mapping) for docs in data.values())):
             raise ConfigError(f"Ranking.from_run takes a ranx Run or a {{qid: {{docid: score}}}} dict, got {type(run).__name__}: {run!r:.60}")
-        rows = [(q, (queries or {}).get(q, ""), d, s) for q, docs in data.items() for d, s in docs.items()]
+        texts = {} if queries is None else queries.queries() if isinstance(queries, Ranking) else cls.from_queries(queries).queries()
+        rows = [(q, texts.get(str(q), ""), d, s) for q, docs in data.items() for d, s in docs.items()]
         return cls.from_records(rows)
 
     @classmethod
-    def read_trec(cls, path: str | Path, queries: Mapping[str, str] | None = None, docs: Any = None) -> Ranking:
-        """A TREC run file; with ``queries`` (qid -> text) and ``docs`` (see :meth:`with_texts`), ready for
-        a reranker."""
+    def read_trec(cls, path: str | Path, queries: Any = None, docs: Any = None) -> Ranking:
+        """A TREC run file; with ``queries`` (as :meth:`from_run` takes them) and ``docs`` (see :meth:`with_texts`),
+        ready for a reranker."""
         from rerank.io import read_trec_run
 
         ranking = cls.from_run(read_trec_run(path), queries)
@@ -576,7 +579,9 @@ def not_numbers(values: Any) -> bool:
 
 def _rows(items: Iterable[Any], width: int, takes: str) -> list[Any]:
     """``items`` as a list of rows of ``width`` values each; ConfigError starting with ``takes`` otherwise
-    (a string or a mapping would be read as its letters or keys)."""
+    (a string or a mapping would be read as its letters or keys; a number is no rows)."""
+    if not isinstance(items, Iterable):
+        raise ConfigError(f"{takes}, got {type(items).__name__}: {items!r:.80}")
     rows = list(items)
     odd = next((r for r in rows if isinstance(r, str | bytes | Mapping) or not (hasattr(r, "__len__") and len(r) == width)), None)
     if odd is not None:

@@ -280,3 +280,9 @@ def test_a_run_read_from_a_file_gets_its_texts_for_a_reranker(tmp_path):
         read.with_texts({d: None if d == docids[0] else "t" for d in docids})
     with pytest.raises(ConfigError, match="a query set has no documents"):
         topics.with_texts(scifact)
+    # review helper-90: a dataset's queries() (Query records) or topics() as queries= was a raw AttributeError
+    for given in (scifact.queries(), topics, list(queries.items())):
+        pd.testing.assert_frame_equal(Ranking.read_trec(tmp_path / "mine.trec", given, docs=scifact).to_pandas(), read.to_pandas())
+    assert Ranking.from_run({7: {"d1": 1.0}}, {7: "int ids"}).queries() == {"7": "int ids"}   # were '' (no match)
+    with pytest.raises(ConfigError, match="takes {qid: text}, Query records or \\(qid, text\\) pairs, got int: 5"):
+        Ranking.from_run({"q": {"d": 1.0}}, 5)
