@@ -198,7 +198,8 @@ def test_your_own_documents_queries_and_qrels_make_a_dataset_for_experiments(tmp
     report = rerank.Experiment({"bm25": "bm25", "bm25 % 1": "bm25 % 1"}, ds, ["mrr@10"], save_dir=tmp_path / "out").run()
     assert report.table("mine").at["bm25", "mrr@10"] == 0.5  # q2's d3 shares no word with it: not retrieved
     run = rerank.pipeline("bm25", ds)(ds.topics())
-    for qrels in ([Qrel("q1", "d1", 1)], [("q1", "d1", 1)], Qrels({"q1": {"d1": 1}}), judged.iloc[:1]):
+    for qrels in ([Qrel("q1", "d1", 1)], [("q1", "d1", 1)], Qrels({"q1": {"d1": 1}}), judged.iloc[:1],
+                  Qrels({"q1": {"d1": 1}}).to_dataframe()):   # ranx's frame names its qids q_id (review helper-90)
         assert rerank.evaluate(run, qrels, ["mrr@10"]) == {"mrr@10": 1.0}
 
 

@@ -18,9 +18,10 @@ from rerank.errors import ConfigError, DataError
 from rerank.io import relevance_grade
 from rerank.types import Doc, Query, doc_from, unwritable_id
 
-QRELS_COLUMNS = {"qid": ("qid", "query_id", "query-id"), "docid": ("docid", "docno", "doc_id", "corpus-id"),
+QRELS_COLUMNS = {"qid": ("qid", "query_id", "query-id", "q_id"), "docid": ("docid", "docno", "doc_id", "corpus-id"),
                  "relevance": ("relevance", "label", "score", "grade")}
-"""The columns a qrels DataFrame may name its query id, document id and grade with (rerank, PyTerrier, ir_datasets, BEIR)."""
+"""The columns a qrels DataFrame may name its query id, document id and grade with (rerank, PyTerrier, ir_datasets, BEIR,
+ranx's ``Qrels.to_dataframe()``)."""
 
 
 class InMemoryDataset(Dataset):
