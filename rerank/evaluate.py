@@ -47,10 +47,11 @@ def evaluate(ranking: Ranking, qrels: Qrels | Any, metrics: Sequence[str] = DEFA
     if absent:
         logger.warning("%d of %d judged queries are not in the run (e.g. %r): they count as 0 in the means; to score "
                        "only the queries you ran, give the qrels of those queries", len(absent), len(per_query), absent[0])
-    if (per_query.fillna(0) == 0).all().all():  # as an Experiment's cell says: ids of another scheme score 0
-        docids = list(dict.fromkeys(ranking.to_pandas()["docid"]))[:3]
-        logger.warning("the run ranks no relevant document for any query, so every measure is 0; do the run and the "
-                       "qrels use the same document ids? (run docids like %s)", docids)
+    judged = {d for docs in _judgments(qrels, rel_threshold)[0].values() for d in docs}
+    retrieved = set(ranking.to_pandas()["docid"])
+    if not judged & retrieved:  # as an Experiment's cell says (check_ids): ids of another scheme score 0
+        logger.warning("none of the %d retrieved documents is judged, so every measure is 0; do the run and the qrels "
+                       "use the same document ids? (retrieved %s, judged %s)", len(retrieved), sorted(retrieved)[:3], sorted(judged)[:3])
     return {m: mean_of(per_query[m], m) for m in per_query.columns}
 
 
