@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from rerank import significance
+from rerank.errors import ConfigError
 from rerank.io import atomic_file
 
 
@@ -124,7 +125,9 @@ class Report:
 
     def compare(self, dataset: str, system: str) -> Comparison | None:
         """The test and wins/losses/ties of ``system`` against the baseline (None if either failed)."""
-        return self._compare_all(dataset).get(system)
+        if system not in self.systems:
+            raise ConfigError(f"no system {system!r} in this report; systems: {', '.join(map(repr, self.systems))}")
+        return self._compare_all(self._dataset(dataset)).get(system)
 
     def _compare_all(self, dataset: str) -> dict[str, Comparison]:
         if dataset in self._comparisons:
@@ -161,10 +164,11 @@ class Report:
         return [c for c in self.cells.values() if not c.ok]
 
     def _dataset(self, dataset: str | None) -> str:
-        if dataset is None:
-            if len(self.datasets) != 1:
-                raise ValueError(f"name one of the datasets {self.datasets}")
+        if dataset is None and len(self.datasets) == 1:
             return self.datasets[0]
+        if dataset not in self.datasets:
+            raise ConfigError(f"{'no dataset ' + repr(dataset) + ' in this report; ' if dataset is not None else ''}"
+                              f"name one of the datasets {', '.join(map(repr, self.datasets))}")
         return dataset
 
     def _legend(self) -> str:

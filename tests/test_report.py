@@ -39,6 +39,22 @@ def test_markdown_has_per_dataset_tables_averages_significance_and_wins(report):
         np.mean([rep.table(d).at["BM25", "ndcg@10"] for d in ("trec-dl-2019", "trec-dl-2020")]))
 
 
+def test_a_dataset_or_system_not_in_the_report_is_named(report):
+    """review helper-90: compare() of an unknown system returned None, as for a failed cell, and table()
+    of an unknown dataset was a raw KeyError."""
+    from rerank.errors import ConfigError
+
+    _, rep = report
+    with pytest.raises(ConfigError, match=r"no system 'BM25 top-5' in this report; systems: 'BM25', 'BM25 top-10'"):
+        rep.compare("trec-dl-2019", "BM25 top-5")
+    for call in (lambda: rep.table("trec-dl-2021"), lambda: rep.compare("trec-dl-2021", "BM25 top-3")):
+        with pytest.raises(ConfigError, match=r"no dataset 'trec-dl-2021' in this report; name one of the datasets 'trec-dl-2019'"):
+            call()
+    with pytest.raises(ConfigError, match="name one of the datasets"):
+        rep.pvalues()
+    assert rep.compare("fiqa", "BM25 top-3") is None   # a known system without a baseline result
+
+
 def test_html_is_self_contained(report):
     out, _ = report
     page = (out / "report.html").read_text()
