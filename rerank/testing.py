@@ -82,6 +82,10 @@ class RerankerContract:
         before = ranking.to_pandas().copy()
         self.make()(ranking)
         assert ranking.to_pandas().equals(before)
+        batch = self.batch()
+        given = [_contents(c) for c in batch]
+        self.make().rerank_many(batch)
+        assert [_contents(c) for c in batch] == given, "rerank_many changed the Candidates it was given in place"
 
     def test_empty_query_is_refused(self) -> None:
         try:
@@ -100,6 +104,11 @@ class RerankerContract:
         assert repr(a) == repr(b) and a == b and hash(a) == hash(b), \
             f"two make() calls must give equal stages with one repr and hash: {a!r} vs {b!r}"
         assert not _ADDRESS.search(repr(a)), f"repr names a memory address: {a!r}"
+
+
+def _contents(cands: Candidates) -> tuple:
+    """What ``cands`` hold, as plain values to compare."""
+    return cands.qid, cands.query, list(cands.docids), list(cands.texts), cands.scores.tolist(), cands.titles and list(cands.titles)
 
 
 class BackendContract:

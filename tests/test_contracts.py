@@ -49,6 +49,12 @@ class TextsLeftBehind(Reranker):
         return replace(cands, docids=cands.docids[::-1], scores=np.arange(len(cands), 0, -1.0))
 
 
+class TextsChangedInPlace(Reranker):
+    def rerank_candidates(self, cands):
+        cands.texts[:] = [t.upper() for t in cands.texts]
+        return cands.reordered(range(len(cands))[::-1])
+
+
 def failed_contract_tests(make) -> list[str]:
     kit = RerankerContract()
     kit.make = make
@@ -64,6 +70,7 @@ def failed_contract_tests(make) -> list[str]:
 @pytest.mark.parametrize("cls, failing", [
     (SwappedBatch, ["test_a_batch_answers_each_query_as_alone"]),
     (TextsLeftBehind, ["test_input_is_not_changed", "test_reorders_every_candidate_once_with_falling_scores"]),
+    (TextsChangedInPlace, ["test_input_is_not_changed", "test_one_document"]),  # passed every test (review helper-91)
 ])
 def test_the_kit_fails_a_reranker_that_mixes_up_queries_or_texts(cls, failing):
     """Two queries of one text and one set of documents let an off-by-one batch pass every test (review helper-80)."""

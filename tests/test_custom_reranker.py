@@ -203,8 +203,15 @@ class TitlesDropped(Reranker):
         return Candidates(cands.qid, cands.query, cands.docids, cands.texts, cands.scores)
 
 
+class UpperCasesInPlace(Reranker):
+    def rerank_candidates(self, cands):
+        cands.texts[:] = [t.upper() for t in cands.texts]  # checked against its input afterwards, it passed
+        return cands.reordered(range(len(cands))[::-1])
+
+
 @pytest.mark.parametrize("cls, message", [
     (TitlesDropped, "TitlesDropped returned the documents of query 'q1' without their titles"),
+    (UpperCasesInPlace, "UpperCasesInPlace returned document 'd' of query 'q1' with another text than it was given"),
     (TextsLeftBehind, "TextsLeftBehind returned document 'd' of query 'q1' with another text than it was given"),
     (NewQuery, "NewQuery changed the text of query 'q1' \\('flea' to 'FLEA'\\)"),
     (ShortTitles, "ShortTitles returned document 'a' of query 'q1' with another title"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -98,14 +99,16 @@ class Reranker(Stage):
         with the query's documents once each, its query and each docid's text and title unchanged
         (else :class:`DataError` naming this stage), and sorted by
         score (ties keep the reranker's order) where the reranker left scores out of order, as a
-        Ranking would sort them."""
+        Ranking would sort them. The input is checked as it was before the call, so a reranker that
+        changes its Candidates' lists in place (lower-cases the texts) is refused too."""
         batch = list(batch)
+        given_batch = [_copied(c) for c in batch]
         out = self.rerank_many(batch)
         name = type(self).__name__
         if not isinstance(out, list) or len(out) != len(batch):
             got = f"{len(out)} results" if isinstance(out, (list, tuple)) else f"a {type(out).__name__}"
             raise DataError(f"{name}.rerank_many returned {got} for {len(batch)} queries (a list of Candidates, one per query)")
-        for given, made in zip(batch, out):
+        for given, made in zip(given_batch, out):
             if not isinstance(made, Candidates) or made.qid != given.qid:
                 raise DataError(f"{name}.rerank_many answered query {given.qid!r} with {made!r:.80} (its Candidates, in order)")
             if sorted(made.docids) != sorted(given.docids):
@@ -126,6 +129,12 @@ class Reranker(Stage):
                 raise DataError(f"{type(self).__name__} gave a non-finite score ({c.scores[bad[0]]}) to document "
                                 f"{c.docids[bad[0]]!r} of query {c.query!r:.80} ({len(bad)} such scores)")
         return batch
+
+
+def _copied(cands: Candidates) -> Candidates:
+    """``cands`` with lists of their own: what a reranker was given, whatever it does to its input."""
+    return replace(cands, docids=list(cands.docids), texts=list(cands.texts),
+                   titles=None if cands.titles is None else list(cands.titles))
 
 
 def _check_pairs(name: str, given: Candidates, made: Candidates) -> None:
