@@ -199,8 +199,9 @@ class Candidates:
         return len(self.docids)
 
     def with_scores(self, scores: Sequence[float] | np.ndarray, **info: Any) -> Candidates:
-        """New candidates sorted by ``scores`` (descending; ties keep the current order)."""
-        scores = np.asarray(scores, dtype=np.float64)
+        """New candidates sorted by ``scores`` (descending; ties keep the current order); numbers only
+        (:func:`number_array`: text, booleans and None are refused)."""
+        scores = number_array(scores)
         if scores.shape != (len(self),):
             raise ValueError(f"expected {len(self)} scores, got shape {scores.shape}")
         order = np.argsort(-scores, kind="stable")

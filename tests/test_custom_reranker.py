@@ -280,6 +280,25 @@ def test_scores_that_are_not_one_number_per_pair_are_refused_naming_the_reranker
         Wordy().rerank("flea", ["a flea", "a cat"])
 
 
+@pytest.mark.parametrize("scores, message", [
+    (lambda c: np.array(["1", "10", "2"]), "Direct returned scores array\\(\\['1', '10', '2'\\].* for query 'q', not numbers"),  # a ufunc error
+    (lambda c: [True, False, True], "Direct returned scores \\[True, False, True\\] for query 'q', not numbers"),  # read as 1, 0
+    (lambda c: np.arange(3) + 1j, "Direct returned scores .* not numbers"),                                            # its real part
+    (lambda c: np.ones((3, 1)), "Direct returned scores of shape \\(3, 1\\) for the 3 documents of query 'q'"),
+])
+def test_scores_a_reranker_returns_in_its_candidates_are_numbers_as_score_pairs_must_be(scores, message):
+    """A reranker of its own (rerank_candidates) returning text or booleans as scores got numpy's error or
+    a silent reading, where score_pairs refused them (review helper-91)."""
+    class Direct(Reranker):
+        def rerank_candidates(self, cands):
+            return replace(cands, scores=scores(cands))
+
+    with pytest.raises(DataError, match=message):
+        Direct().rerank("flea", ["a", "b", "c"])
+    with pytest.raises(TypeError, match="are not numbers"):
+        Candidates("q", "flea", ["a", "b"], ["x", "y"], np.ones(2)).with_scores(["2", "10"])
+
+
 # -- a plugin that is not a package: rerank --plugin FILE.py|MODULE -----------------------------------
 PLUGIN = '''
 import numpy as np

@@ -108,6 +108,7 @@ class Reranker(Stage):
         if not isinstance(out, list) or len(out) != len(batch):
             got = f"{len(out)} results" if isinstance(out, (list, tuple)) else f"a {type(out).__name__}"
             raise DataError(f"{name}.rerank_many returned {got} for {len(batch)} queries (a list of Candidates, one per query)")
+        checked = []
         for given, made in zip(given_batch, out):
             if not isinstance(made, Candidates) or made.qid != given.qid:
                 raise DataError(f"{name}.rerank_many answered query {given.qid!r} with {made!r:.80} (its Candidates, in order)")
@@ -118,8 +119,9 @@ class Reranker(Stage):
                 raise DataError(f"{name} must return every candidate of query {given.qid!r} once; it {what} "
                                 f"of its {len(given)} documents")
             _check_pairs(name, given, made)
+            checked.append(replace(made, scores=_returned_scores(name, given.qid, made.scores, len(made))))
         return [c if not len(c) or (np.diff(c.scores) <= 0).all() or not np.isfinite(c.scores).all()
-                else c.with_scores(c.scores) for c in out]
+                else c.with_scores(c.scores) for c in checked]
 
     def _finite(self, batch: list[Candidates]) -> list[Candidates]:
         """``batch``, refused (DataError naming this stage, the document and the query) when a score is NaN or infinite."""
@@ -135,6 +137,18 @@ def _copied(cands: Candidates) -> Candidates:
     """``cands`` with lists of their own: what a reranker was given, whatever it does to its input."""
     return replace(cands, docids=list(cands.docids), texts=list(cands.texts),
                    titles=None if cands.titles is None else list(cands.titles))
+
+
+def _returned_scores(name: str, qid: str, scores: Any, n: int) -> np.ndarray:
+    """The ``scores`` reranker ``name`` returned for query ``qid`` as one float per document, else
+    DataError (text, booleans, None: what :func:`~rerank.types.number_array` refuses, as for score_pairs)."""
+    try:
+        array = number_array(scores)
+    except (TypeError, ValueError):
+        raise DataError(f"{name} returned scores {scores!r:.80} for query {qid!r}, not numbers") from None
+    if array.shape != (n,):
+        raise DataError(f"{name} returned scores of shape {array.shape} for the {n} documents of query {qid!r}")
+    return array
 
 
 def _check_pairs(name: str, given: Candidates, made: Candidates) -> None:
