@@ -81,6 +81,18 @@ def even_scores(prompt: str, options: list[str]) -> list[float]:
     return [0.0] * len(options)
 
 
+def test_the_kit_fails_a_backend_that_counts_tokens_in_fractions():
+    """len(text) / 4 passed the kit, then every LLM family failed on it (review helper-91)."""
+    class Estimating(FakeBackend):
+        def count_tokens(self, text):
+            return len(text) / 4
+
+    kit = BackendContract()
+    kit.make = lambda: Estimating(generate=str.upper, score=even_scores)
+    with pytest.raises(AssertionError, match="whole number of tokens: 2.25"):
+        kit.test_count_tokens()
+
+
 class TestFakeBackend(BackendContract):
     def make(self):
         return FakeBackend(generate=str.upper, score=even_scores)

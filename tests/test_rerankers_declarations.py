@@ -15,7 +15,7 @@ import pytest
 
 from rerank import register
 from rerank.backends.fake import FakeBackend
-from rerank.errors import ConfigError, DataError
+from rerank.errors import BackendError, ConfigError, DataError
 from rerank.prompts import load as load_prompt
 from rerank.rerankers._llm import LLMReranker, Settings
 from rerank.rerankers._parsing import parse
@@ -187,6 +187,20 @@ def test_an_unknown_option_is_no_certain_answer_and_a_zero_probability_is_no_rep
     res = YesNo(FakeBackend(score=score)).rerank("q", ["unknown", "sure", "plain"])
     assert res.docids == ["1", "2", "0"] and res[0].score == 0.0
     assert res.info["parse"]["problems"] == {"not_finite": 1}
+
+
+@pytest.mark.parametrize("count", [lambda text: len(text) / 4, lambda text: None, lambda text: -1])
+@pytest.mark.parametrize("family", [YesNo, Listwise])
+def test_a_backend_that_counts_tokens_in_other_than_whole_numbers_is_named(family, count):
+    """A backend estimating len(text) / 4 tokens made the answer cap 'max_new_tokens must be an integer >= 1,
+    got 5.25', naming a setting nobody gave; None was a TypeError (review helper-91)."""
+    class Estimating(FakeBackend):
+        def count_tokens(self, text):
+            return count(text)
+
+    backend = Estimating(generate=lambda p: "[2] > [1]", score=lambda p, o: [0.0, -1.0])
+    with pytest.raises(BackendError, match=r"Estimating\('fake'\)\.count_tokens returned .* not a number of tokens"):
+        family(backend).rerank("q", ["a", "b"])
 
 
 def test_reserved_tokens_that_fill_the_context_name_the_arguments():

@@ -195,6 +195,15 @@ def checked_generations(backend: Backend, made: Any, count: int) -> list[Generat
     return list(made)
 
 
+def checked_count(backend: Backend, made: Any, text: str) -> int:
+    """``made``, what ``backend.count_tokens(text)`` returned, refused (:class:`BackendError` naming the
+    backend) unless it is a whole number of tokens >= 0: a prompt's budget and the answer cap read it."""
+    if isinstance(made, bool) or not isinstance(made, int | np.integer) or made < 0:
+        raise BackendError(f"{backend!r}.count_tokens returned {made!r:.40} for {text!r:.40}, not a number of tokens "
+                           "(an int >= 0)")
+    return int(made)
+
+
 def checked_scores(backend: Backend, rows: Any, count: int, options: int) -> np.ndarray:
     """``rows`` as a float array of shape (count, options) without +inf, refused (:class:`BackendError`)
     otherwise. NaN is let through: readers count it as an invalid answer."""

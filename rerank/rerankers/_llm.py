@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rerank.backends import parse_spec
-from rerank.backends.base import Backend, Generation, Prompt, checked_generations, checked_scores, prompt_text
+from rerank.backends.base import Backend, Generation, Prompt, checked_count, checked_generations, checked_scores, prompt_text
 from rerank.constraints import Constraint
 from rerank.errors import ConfigError
 from rerank.params import check_fields, class_hints
@@ -225,7 +225,8 @@ class LLMReranker(Reranker):
         longest well-formed answer in the backend's tokens."""
         if n not in self._budgets:
             self._budgets[n] = (self.settings.max_new_tokens or self.template.max_new_tokens
-                                or max(self.llm.count_tokens(s) for s in self.task.samples(self.template, n)))
+                                or max(checked_count(self.llm, self.llm.count_tokens(s), s)
+                                       for s in self.task.samples(self.template, n)))
         return self._budgets[n]
 
     def generate(self, prompts: Sequence[Prompt], caps: Sequence[int], constraints: Sequence[Constraint | None],
@@ -281,7 +282,8 @@ class LLMReranker(Reranker):
             items = [{"index": j + 1, "label": self.task.label(j), "docid": cands.docids[p], "score": scores[p],
                       "text": truncate_words(cands.texts[p], words, words * _CHARS_PER_WORD)} for j, p in enumerate(shown)]
             messages = self.template.render(cands.query, items, **(items[0] if len(items) == 1 else {}))
-            used = self.llm.count_tokens(prompt_text(messages))
+            text = prompt_text(messages)
+            used = checked_count(self.llm, self.llm.count_tokens(text), text)
             if used <= budget:
                 if cut is not None:
                     cut.update(p for p, item in zip(shown, items) if item["text"] != cands.texts[p])
