@@ -213,7 +213,10 @@ class Candidates:
         Order-only paradigms (listwise, pairwise, setwise) use this: the score falls with the
         new position, so the result stays score-sorted.
         """
-        order = np.asarray(order, dtype=np.int64)
+        given = np.asarray(order)
+        if given.size and given.dtype.kind not in "iu":  # int64 would cut 2.7 to 2 and read '2' as 2
+            raise ValueError(f"order must be positions (whole numbers) of range({len(self)}), got {given.tolist()}")
+        order = given.astype(np.int64)
         if sorted(order.tolist()) != list(range(len(self))):
             raise ValueError(f"order must be a permutation of range({len(self)}), got {order.tolist()}")
         return self._take(order, np.arange(len(self), 0, -1, dtype=np.float64), info)

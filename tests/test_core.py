@@ -74,6 +74,15 @@ def test_candidates_reorder_keeps_scores_decreasing():
     assert c.with_scores([0.1, 0.9, 0.5]).docids == ["b", "c", "a"]
 
 
+@pytest.mark.parametrize("order", [[2.7, 0.3, 1.9], np.array([2.0, 0.0, 1.0]), ["2", "0", "1"], [2, 0.0, 1]])
+def test_an_order_of_other_than_whole_positions_is_refused_not_cut_to_one(order):
+    """Scores passed to reordered by mistake were cut to positions, a permutation here, silently (review helper-91)."""
+    c = Candidates("q", "query", ["a", "b", "c"], ["ta", "tb", "tc"], np.array([3.0, 2.0, 1.0]))
+    with pytest.raises(ValueError, match="order must be positions \\(whole numbers\\) of range\\(3\\)"):
+        c.reordered(order)
+    assert c.reordered(np.array([2, 0, 1], dtype=np.int32)).docids == ["c", "a", "b"] and len(c.top(0).reordered([])) == 0
+
+
 def test_a_pipelines_output_and_search_keep_its_rerankers_per_query_info():
     """README: repairs are reported in info["parse"]; a pipeline's search() answered {} (review helper-80)."""
     docs = [("d1", "cats purr softly at night"), ("d2", "dogs bark loudly"), ("d3", "cats and dogs play")]
