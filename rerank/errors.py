@@ -3,6 +3,7 @@
 RerankError
 ├── ConfigError     unknown names, bad parameters, pipeline expressions that do not parse
 ├── DataError       missing or malformed datasets, qrels, runs, empty corpora or queries
+│   └── ContractError   a reranker's answer broke its contract (lost documents, changed texts, scores that are no numbers)
 ├── MissingDependency   an optional package is not installed (the message names the extra)
 └── BackendError    an LLM backend failed: server down, timeout, 4xx, unusable answer
     └── ParseError  a model answer that could not be parsed even after repair
@@ -21,6 +22,11 @@ class ConfigError(RerankError, ValueError):
 
 class DataError(RerankError, ValueError):
     pass
+
+
+class ContractError(DataError):
+    """A reranker answered against its contract: the fault is the reranker's, not its input's (the
+    service answers 500, not 422)."""
 
 
 class MissingDependency(RerankError, ImportError):

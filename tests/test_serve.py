@@ -33,7 +33,7 @@ from servers import free_port
 
 from rerank.encoders import DEFAULT_ENCODER, resolve_encoder
 from rerank.errors import ConfigError, DataError
-from rerank.rerankers.base import PointwiseReranker
+from rerank.rerankers.base import PointwiseReranker, Reranker
 from rerank.rerankers.biencoder import BiEncoderReranker
 from rerank.serve.app import create_app
 from rerank.serve.config import ServeConfig
@@ -823,6 +823,22 @@ def test_any_other_model_failure_is_500_with_its_type_and_message():
         after = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"]}, timeout=30)
     assert out.status_code == 500 and out.json()["type"] == "model_error"
     assert "ValueError: the scorer has a bug" in out.json()["message"] and after.status_code == 500  # still serving
+
+
+class LosesOne(Reranker):
+    """A user's reranker with a bug: it loses the last document."""
+
+    def rerank_candidates(self, cands):
+        return cands.top(len(cands) - 1)
+
+
+def test_a_reranker_that_breaks_its_contract_is_a_model_error_not_the_clients():
+    """A reranker that lost documents was answered 422 invalid_request, 'the model cannot score this
+    request', as if the request were at fault (review helper-91)."""
+    with running(create_app(LosesOne(), ServeConfig(), warmup=False)) as url:
+        out = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a", "b"]}, timeout=30)
+    assert out.status_code == 500 and out.json()["type"] == "model_error"
+    assert "LosesOne must return every candidate of query 'r0' once; it dropped 1" in out.json()["message"]
 
 
 class ScoreInText(PointwiseReranker):

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from rerank._progress import progress_bar
-from rerank.errors import ConfigError, DataError
+from rerank.errors import ConfigError, ContractError, DataError
 from rerank.stage import Cutoff, Pipeline, Stage, callable_directly, check_query, check_query_texts
 from rerank.types import Candidates, Doc, RankedResults, Ranking, as_scores, doc_from, number_array
 
@@ -107,16 +107,16 @@ class Reranker(Stage):
         name = type(self).__name__
         if not isinstance(out, list) or len(out) != len(batch):
             got = f"{len(out)} results" if isinstance(out, (list, tuple)) else f"a {type(out).__name__}"
-            raise DataError(f"{name}.rerank_many returned {got} for {len(batch)} queries (a list of Candidates, one per query)")
+            raise ContractError(f"{name}.rerank_many returned {got} for {len(batch)} queries (a list of Candidates, one per query)")
         checked = []
         for given, made in zip(given_batch, out):
             if not isinstance(made, Candidates) or made.qid != given.qid:
-                raise DataError(f"{name}.rerank_many answered query {given.qid!r} with {made!r:.80} (its Candidates, in order)")
+                raise ContractError(f"{name}.rerank_many answered query {given.qid!r} with {made!r:.80} (its Candidates, in order)")
             if sorted(made.docids) != sorted(given.docids):
                 lost, new = set(given.docids) - set(made.docids), set(made.docids) - set(given.docids)
                 what = (f"dropped {len(lost)} (e.g. {min(lost)!r})" if lost else "") + (", " if lost and new else "") + \
                        (f"added {len(new)} (e.g. {min(new)!r})" if new else "") or "repeated some"
-                raise DataError(f"{name} must return every candidate of query {given.qid!r} once; it {what} "
+                raise ContractError(f"{name} must return every candidate of query {given.qid!r} once; it {what} "
                                 f"of its {len(given)} documents")
             _check_pairs(name, given, made)
             checked.append(replace(made, scores=_returned_scores(name, given.qid, made.scores, len(made))))
@@ -145,9 +145,9 @@ def _returned_scores(name: str, qid: str, scores: Any, n: int) -> np.ndarray:
     try:
         array = number_array(scores)
     except (TypeError, ValueError):
-        raise DataError(f"{name} returned scores {scores!r:.80} for query {qid!r}, not numbers") from None
+        raise ContractError(f"{name} returned scores {scores!r:.80} for query {qid!r}, not numbers") from None
     if array.shape != (n,):
-        raise DataError(f"{name} returned scores of shape {array.shape} for the {n} documents of query {qid!r}")
+        raise ContractError(f"{name} returned scores of shape {array.shape} for the {n} documents of query {qid!r}")
     return array
 
 
@@ -156,17 +156,17 @@ def _check_pairs(name: str, given: Candidates, made: Candidates) -> None:
     or pairs a docid with another text or title than ``given`` does (a reranker that reordered docids but
     not texts)."""
     if made.query != given.query:
-        raise DataError(f"{name} changed the text of query {given.qid!r} ({given.query!r:.60} to {made.query!r:.60}); "
+        raise ContractError(f"{name} changed the text of query {given.qid!r} ({given.query!r:.60} to {made.query!r:.60}); "
                         "a reranker returns its input's query")
     if made.titles is None and any(given.titles or ()):  # a later stage reading titles would go on without them
-        raise DataError(f"{name} returned the documents of query {given.qid!r} without their titles; a reranker keeps "
+        raise ContractError(f"{name} returned the documents of query {given.qid!r} without their titles; a reranker keeps "
                         "them (as cands.reordered(order) and cands.with_scores(scores) do)")
     texts = dict(zip(given.docids, given.texts))
     titles = dict(zip(given.docids, given.titles)) if given.titles is not None and made.titles is not None else {}
     for docid, text, title in zip(made.docids, made.texts, made.titles or made.texts):
         what = "text" if text != texts[docid] else "title" if titles and title != titles[docid] else None
         if what:
-            raise DataError(f"{name} returned document {docid!r} of query {given.qid!r} with another {what} than it was "
+            raise ContractError(f"{name} returned document {docid!r} of query {given.qid!r} with another {what} than it was "
                             "given; a reranker moves each document's text and title with its docid (as "
                             "cands.reordered(order) and cands.with_scores(scores) do)")
 
@@ -220,9 +220,9 @@ class PointwiseReranker(Reranker):
             try:
                 scores = number_array(made)
             except (TypeError, ValueError):
-                raise DataError(f"{type(self).__name__}.score_pairs returned {made!r:.80}, not numbers") from None
+                raise ContractError(f"{type(self).__name__}.score_pairs returned {made!r:.80}, not numbers") from None
             if scores.shape != (len(idx),):
-                raise DataError(f"{type(self).__name__}.score_pairs returned shape {scores.shape} for {len(idx)} pairs")
+                raise ContractError(f"{type(self).__name__}.score_pairs returned shape {scores.shape} for {len(idx)} pairs")
             out[idx] = scores
         return out
 

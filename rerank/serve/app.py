@@ -36,7 +36,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from rerank.errors import BackendError, ConfigError, DataError
+from rerank.errors import BackendError, ConfigError, ContractError, DataError
 from rerank.naming import redact_urls
 from rerank.serve.asgi import ERROR_TYPE, TrailingSlash
 from rerank.serve.auth import BearerAuth
@@ -250,6 +250,8 @@ async def _run(batcher: Batcher, job: Any, config: ServeConfig, started: float, 
     except TimeoutError:
         raise ApiError(504, "timeout", f"the request did not finish within request_timeout={config.request_timeout} s",
                        limit="request_timeout") from None
+    except ContractError as e:
+        raise ApiError(500, "model_error", f"the model failed: {e}") from None
     except (ConfigError, DataError) as e:
         raise ApiError(422, "invalid_request", f"the model cannot score this request: {e}") from None
     except BackendError as e:
