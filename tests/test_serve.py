@@ -841,6 +841,24 @@ def test_a_reranker_that_breaks_its_contract_is_a_model_error_not_the_clients():
     assert "LosesOne must return every candidate of query 'r0' once; it dropped 1" in out.json()["message"]
 
 
+def parse_warnings(url: str, docs: list[str]) -> list[str]:
+    answer = httpx.post(f"{url}/v1/rerank", json={"query": "fleas", "documents": docs}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["meta"].get("warnings", [])
+
+
+def test_an_llm_rerankers_answers_are_a_warning_only_when_some_were_repaired():
+    """Every LLM request was answered with the warning 'answer parse repairs: answers=2, valid=2' (review helper-91)."""
+    from rerank.backends.fake import FakeBackend
+    from rerank.rerankers.pointwise import YesNo
+
+    unreadable = lambda prompt, options: [float("nan")] * len(options) if "unreadable" in prompt else [-0.1, -2.0]
+    with running(create_app(YesNo(FakeBackend(score=unreadable)), ServeConfig(), warmup=False)) as url:
+        assert parse_warnings(url, ["fleas bite", "cats purr"]) == []
+        assert parse_warnings(url, ["fleas bite", "unreadable"]) == [
+            "answer parse repairs: answers=2, valid=1, repaired=1, problems={'not_finite': 1}"]
+
+
 class ScoreInText(PointwiseReranker):
     """A user's reranker that reads each score from the document text ("nan" and "inf" included)."""
 

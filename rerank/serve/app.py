@@ -303,7 +303,7 @@ def _info_warnings(info: Mapping[str, Any]) -> list[str]:
     """The reranker's counted repairs (``info["truncated"]``, ``info["parse"]`` ...) as readable lines."""
     out = [f"{info[key]} {text}" for key, text in COUNTED_REPAIRS.items() if info.get(key)]
     parse = info.get("parse")
-    if isinstance(parse, Mapping) and any(v for v in parse.values() if isinstance(v, (int, float))):
+    if isinstance(parse, Mapping) and (parse.get("repaired") or parse.get("forced")):
         out.append("answer parse repairs: " + ", ".join(f"{k}={v}" for k, v in parse.items() if v))
     return out
 
