@@ -49,6 +49,14 @@ DOCS = ["The stock market fell sharply on Monday.",
 LIMITS = dict(max_documents=8, max_doc_chars=2000, max_query_chars=300, max_body_bytes=20_000, max_top_n=20)
 
 
+def wait_for(condition, what: str, timeout: float = 60) -> None:
+    """Poll ``condition()`` until it holds; fail naming ``what`` after ``timeout`` seconds (a test never hangs)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        time.sleep(0.01)
+
+
 @contextlib.contextmanager
 def running(app) -> Iterator[str]:
     """Serve ``app`` with uvicorn on 127.0.0.1 in a thread; yield its base URL; stop it after."""
@@ -376,11 +384,9 @@ def test_full_queue_gets_429_with_retry_after_and_late_requests_504():
     with running(create_app(gate, config, warmup=False)) as url, ThreadPoolExecutor(8) as pool:
         post = lambda i: httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a" * (i + 1)]}, timeout=30)
         first = pool.submit(post, 0)
-        while not gate.calls:  # the model is busy with the first request
-            time.sleep(0.01)
+        wait_for(lambda: gate.calls, "the model to be busy with the first request")
         queued = [pool.submit(post, i) for i in (1, 2)]
-        while httpx.get(f"{url}/health").json()["queue_depth"] < 2:
-            time.sleep(0.01)
+        wait_for(lambda: httpx.get(f"{url}/health", timeout=30).json()["queue_depth"] >= 2, "two queued requests")
         refused = post(3)
         assert refused.status_code == 429 and refused.headers["Retry-After"].isdigit()
         assert refused.json()["limit"] == "max_queue"
@@ -410,8 +416,7 @@ def test_a_request_that_timed_out_in_the_queue_leaves_it_at_once_and_is_never_co
         post = lambda n, wait=30: httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"] * n}, timeout=wait)
         depth = lambda: httpx.get(f"{url}/health", timeout=30).json()["queue_depth"]
         first = pool.submit(post, 1)
-        while not gate.calls:  # the model is busy with the first request
-            time.sleep(0.01)
+        wait_for(lambda: gate.calls, "the model to be busy with the first request")
         with pytest.raises(httpx.ReadTimeout):
             post(2, wait=0.3)  # a client that gives up and hangs up
         deadline = time.monotonic() + 1  # well before its request_timeout
@@ -422,8 +427,7 @@ def test_a_request_that_timed_out_in_the_queue_leaves_it_at_once_and_is_never_co
         assert [f.result().status_code for f in (first, queued)] == [504] * 2
         assert depth() == 0
         live = [pool.submit(post, n) for n in (4, 5)]  # the model is still busy: both wait in the queue
-        while httpx.get(f"{url}/health", timeout=30).json()["queue_depth"] < 2:
-            time.sleep(0.01)
+        wait_for(lambda: httpx.get(f"{url}/health", timeout=30).json()["queue_depth"] >= 2, "two queued requests")
         gate.gate.set()
         assert [f.result().status_code for f in live] == [200, 200]
         metrics = httpx.get(f"{url}/metrics", timeout=30).text
@@ -654,8 +658,8 @@ def test_cli_serves_search_with_a_key_file_and_drains_on_sigterm(tmp_path):
         with ThreadPoolExecutor(3) as pool:
             futures = [pool.submit(httpx.post, f"{url}/v1/search", json={"query": q, "top_n": 5}, headers=auth, timeout=60)
                        for q in queries]
-            while httpx.get(f"{url}/health", timeout=10).json()["queue_depth"] < 3:  # all three wait for the model
-                time.sleep(0.02)
+            wait_for(lambda: httpx.get(f"{url}/health", timeout=10).json()["queue_depth"] >= 3 or any(f.done() for f in futures),
+                     "the three requests to wait for the model")  # under load the first may be answered before the third is in
             os.kill(proc.pid, signal.SIGTERM)  # the requests in flight are still answered
             answers = [f.result() for f in futures]
         assert proc.wait(60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after its graceful exit
@@ -784,11 +788,9 @@ def test_a_backend_that_is_down_fails_a_merged_batch_once_not_once_per_request()
     with running(create_app(down, config, warmup=False)) as url, ThreadPoolExecutor(4) as pool:
         post = lambda i: httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a" * (i + 1)]}, timeout=30)
         first = pool.submit(post, 0)
-        while not down.calls:
-            time.sleep(0.01)
+        wait_for(lambda: down.calls, "the backend's first call")
         queued = [pool.submit(post, i) for i in (1, 2, 3)]
-        while httpx.get(f"{url}/health").json()["queue_depth"] < 3:
-            time.sleep(0.01)
+        wait_for(lambda: httpx.get(f"{url}/health", timeout=30).json()["queue_depth"] >= 3, "three queued requests")
         down.gate.set()
         assert [f.result().status_code for f in (first, *queued)] == [502] * 4
     assert down.calls == [1, 3]  # the merged call of three failed once; nobody asked the backend again alone
