@@ -138,7 +138,8 @@ class BackendContract:
         count = backend.count_tokens("two words")
         assert isinstance(count, int | np.integer) and not isinstance(count, bool) and count >= 1, \
             f"count_tokens gives a whole number of tokens: {count!r}"
-        assert backend.max_context > 0
+        assert isinstance(backend.max_context, int | np.integer) and backend.max_context > 0, \
+            f"max_context is a whole number of tokens: {backend.max_context!r}"
 
     def test_constraints_are_honest(self) -> None:
         backend = self.make()

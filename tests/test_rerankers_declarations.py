@@ -199,8 +199,17 @@ def test_a_backend_that_counts_tokens_in_other_than_whole_numbers_is_named(famil
             return count(text)
 
     backend = Estimating(generate=lambda p: "[2] > [1]", score=lambda p, o: [0.0, -1.0])
-    with pytest.raises(BackendError, match=r"Estimating\('fake'\)\.count_tokens returned .* not a number of tokens"):
+    with pytest.raises(BackendError, match=r"Estimating\('fake'\)\.count_tokens\('.*'\) gave .*, not a number of tokens \(an int >= 0\)$"):
         family(backend).rerank("q", ["a", "b"])
+
+
+@pytest.mark.parametrize("context", [None, "2048", 2048.0, 0])
+def test_a_backend_whose_context_is_no_number_of_tokens_is_named(context):
+    """max_context None or "2048" on a plugin's backend was a bare TypeError (review helper-91)."""
+    backend = FakeBackend(generate=lambda p: "[2] > [1]", score=lambda p, o: [0.0, -1.0], max_context=context)
+    for family in (YesNo, Listwise):
+        with pytest.raises(BackendError, match=r"FakeBackend\('fake'\)\.max_context gave .*, not a number of tokens \(an int >= 1\)$"):
+            family(backend).rerank("q", ["a", "b"])
 
 
 def test_reserved_tokens_that_fill_the_context_name_the_arguments():

@@ -195,12 +195,12 @@ def checked_generations(backend: Backend, made: Any, count: int) -> list[Generat
     return list(made)
 
 
-def checked_count(backend: Backend, made: Any, text: str) -> int:
-    """``made``, what ``backend.count_tokens(text)`` returned, refused (:class:`BackendError` naming the
-    backend) unless it is a whole number of tokens >= 0: a prompt's budget and the answer cap read it."""
-    if isinstance(made, bool) or not isinstance(made, int | np.integer) or made < 0:
-        raise BackendError(f"{backend!r}.count_tokens returned {made!r:.40} for {text!r:.40}, not a number of tokens "
-                           "(an int >= 0)")
+def checked_count(backend: Backend, made: Any, source: str, low: int = 0) -> int:
+    """``made``, a number of tokens that ``backend`` gave through ``source`` (``count_tokens('...')``,
+    ``max_context``), refused (:class:`BackendError` naming the backend) unless it is a whole number
+    >= ``low``: a prompt's budget and the answer cap read them."""
+    if isinstance(made, bool) or not isinstance(made, int | np.integer) or made < low:
+        raise BackendError(f"{backend!r}.{source} gave {made!r:.40}, not a number of tokens (an int >= {low})")
     return int(made)
 
 

@@ -225,7 +225,7 @@ class LLMReranker(Reranker):
         longest well-formed answer in the backend's tokens."""
         if n not in self._budgets:
             self._budgets[n] = (self.settings.max_new_tokens or self.template.max_new_tokens
-                                or max(checked_count(self.llm, self.llm.count_tokens(s), s)
+                                or max(checked_count(self.llm, self.llm.count_tokens(s), f"count_tokens({s[:40]!r})")
                                        for s in self.task.samples(self.template, n)))
         return self._budgets[n]
 
@@ -271,11 +271,12 @@ class LLMReranker(Reranker):
         """
         scores = scores if scores is not None else self.task.show_scores(cands.scores)
         answer = self.answer_tokens(len(shown))
-        budget = self.llm.max_context - self.settings.think_tokens - answer - _CHAT_OVERHEAD
+        context = checked_count(self.llm, self.llm.max_context, "max_context", low=1)
+        budget = context - self.settings.think_tokens - answer - _CHAT_OVERHEAD
         if budget <= 0:
             raise ConfigError(f"{type(self).__name__}: think_tokens ({self.settings.think_tokens}) and the answer cap "
                               f"({answer} tokens: max_new_tokens, the template's or the task's) leave no room for the "
-                              f"prompt in the backend's context of {self.llm.max_context} tokens; lower them or use a "
+                              f"prompt in the backend's context of {context} tokens; lower them or use a "
                               "longer-context model")
         words = self.settings.max_words
         while True:
@@ -283,7 +284,7 @@ class LLMReranker(Reranker):
                       "text": truncate_words(cands.texts[p], words, words * _CHARS_PER_WORD)} for j, p in enumerate(shown)]
             messages = self.template.render(cands.query, items, **(items[0] if len(items) == 1 else {}))
             text = prompt_text(messages)
-            used = checked_count(self.llm, self.llm.count_tokens(text), text)
+            used = checked_count(self.llm, self.llm.count_tokens(text), f"count_tokens({text[:40]!r})")
             if used <= budget:
                 if cut is not None:
                     cut.update(p for p, item in zip(shown, items) if item["text"] != cands.texts[p])
@@ -291,7 +292,7 @@ class LLMReranker(Reranker):
             if words <= _MIN_WORDS:
                 fewer = "show fewer documents per prompt (window, set_size, group_size) or " if len(shown) > 1 else ""
                 raise ConfigError(f"{type(self).__name__}: {len(shown)} document(s) do not fit the backend's context of "
-                                  f"{self.llm.max_context} tokens ({used} prompt tokens, {self.llm.max_context - budget} "
+                                  f"{context} tokens ({used} prompt tokens, {context - budget} "
                                   f"reserved, even at {words} words per document); {fewer}use a longer-context model")
             words = max(_MIN_WORDS, words * 2 // 3)
 
