@@ -166,6 +166,14 @@ class Invents(Reranker):
         return Candidates(cands.qid, cands.query, [d + "x" for d in cands.docids], cands.texts, cands.scores)
 
 
+class Repeats(Reranker):
+    """Its last document replaced by a second copy of its first (said to be only 'dropped 1', review helper-91)."""
+
+    def rerank_candidates(self, cands):
+        return Candidates(cands.qid, cands.query, [*cands.docids[:-1], cands.docids[0]], [*cands.texts[:-1], cands.texts[0]],
+                          cands.scores)
+
+
 class Unsorted(Reranker):
     def rerank_candidates(self, cands):
         return Candidates(cands.qid, cands.query, cands.docids, cands.texts, np.array([len(t) for t in cands.texts], float))
@@ -174,6 +182,7 @@ class Unsorted(Reranker):
 @pytest.mark.parametrize("cls, message", [
     (Drops, "Drops must return every candidate of query 'q1' once; it dropped 2 \\(e.g. 'c'\\) of its 4 documents"),
     (Invents, "Invents must return every candidate of query 'q1' once; it dropped 4 \\(e.g. 'a'\\), added 4"),
+    (Repeats, "Repeats must return every candidate of query 'q1' once; it dropped 1 \\(e.g. 'd'\\), repeated 1 \\(e.g. 'a'\\) of its 4"),
 ])
 def test_a_reranker_that_loses_or_invents_documents_is_refused(cls, message):
     ranking = Ranking.from_records([("q1", "flea", d, 4.0 - i) for i, d in enumerate("abcd")]).assign(text=["w"] * 4)

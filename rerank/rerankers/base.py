@@ -114,8 +114,9 @@ class Reranker(Stage):
                 raise ContractError(f"{name}.rerank_many answered query {given.qid!r} with {made!r:.80} (its Candidates, in order)")
             if sorted(made.docids) != sorted(given.docids):
                 lost, new = set(given.docids) - set(made.docids), set(made.docids) - set(given.docids)
-                what = (f"dropped {len(lost)} (e.g. {min(lost)!r})" if lost else "") + (", " if lost and new else "") + \
-                       (f"added {len(new)} (e.g. {min(new)!r})" if new else "") or "repeated some"
+                twice = {d for d, n in Counter(made.docids).items() if n > 1}
+                what = ", ".join(f"{verb} {len(ids)} (e.g. {min(ids)!r})" for verb, ids in
+                                 (("dropped", lost), ("added", new), ("repeated", twice)) if ids) or "repeated some"
                 raise ContractError(f"{name} must return every candidate of query {given.qid!r} once; it {what} "
                                 f"of its {len(given)} documents")
             _check_pairs(name, given, made)
