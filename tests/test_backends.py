@@ -69,15 +69,15 @@ def test_close_and_with_release_a_loaded_backend():
 
 
 def test_cache_persists_and_keys_on_settings(tmp_path):
-    inner = FakeBackend(generate=str.upper, score=lambda p, opts: [float(len(p) + len(o)) for o in opts])
+    inner = FakeBackend(generate=str.upper, score=lambda p, opts: [-float(len(p) + len(o)) for o in opts])
     cached = CachedBackend(inner, tmp_path / "calls.sqlite")
     assert [g.text for g in cached.generate(["ab", "cd"])] == ["AB", "CD"]
     cached.generate(["ab"], max_new_tokens=5)  # other settings: a new call
-    assert cached.score(["ab"], ["x", "yz"]).tolist() == [[3.0, 4.0]]
+    assert cached.score(["ab"], ["x", "yz"]).tolist() == [[-3.0, -4.0]]
     assert len(inner.calls) == 4
     again = CachedBackend(inner, tmp_path / "calls.sqlite")  # a re-run: new process, same file
     assert [g.text for g in again.generate(["cd", "ab"])] == ["CD", "AB"]
-    assert again.score(["ab"], ["x", "yz"]).tolist() == [[3.0, 4.0]]
+    assert again.score(["ab"], ["x", "yz"]).tolist() == [[-3.0, -4.0]]
     assert len(inner.calls) == 4 and (again.hits, again.misses) == (3, 0)
 
 

@@ -203,6 +203,17 @@ def test_a_backend_that_counts_tokens_in_other_than_whole_numbers_is_named(famil
         family(backend).rerank("q", ["a", "b"])
 
 
+def test_a_backend_that_scores_with_probabilities_is_named():
+    """Probabilities (or logits) where log-probabilities belong were read as log-probabilities: an expected
+    rating is then a softmax over numbers near 0 and ranks wrongly, with every answer valid (review helper-91)."""
+    probabilities = FakeBackend(score=lambda p, options: [1.0 / len(options)] * len(options))
+    for reranker in (YesNo(probabilities), ERank(probabilities)):
+        with pytest.raises(BackendError, match=r"FakeBackend\('fake'\)\.score returned 0\.\d+, which is no log-probability \(they are <= 0\)$"):
+            reranker.rerank("q", ["a", "b"])
+    rounded = FakeBackend(score=lambda p, options: [5e-5] + [-1.0] * (len(options) - 1))  # a bfloat16 engine's 0
+    assert YesNo(rounded).rerank("q", ["a"]).docids == ["0"]
+
+
 @pytest.mark.parametrize("context", [None, "2048", 2048.0, 0])
 def test_a_backend_whose_context_is_no_number_of_tokens_is_named(context):
     """max_context None or "2048" on a plugin's backend was a bare TypeError (review helper-91)."""

@@ -139,7 +139,7 @@ def test_first_ranks_by_the_logprob_of_each_id():
     def score(prompt, options):
         seen.append(list(options))
         items = dict(ITEM.findall(prompt))
-        return [float(re.search(r"passage (\d+)", items[o.rstrip("]")]).group(1)) for o in options]
+        return [float(re.search(r"passage (\d+)", items[o.rstrip("]")]).group(1)) - 100 for o in options]
 
     out = First(FakeBackend(score=score), window=4, step=2).rerank_candidates(cands(6))
     assert out.docids[:2] == ["d5", "d4"]

@@ -48,7 +48,7 @@ def test_setwise_likelihood_uses_letter_options():
     def score(prompt, options):
         seen.append(list(options))
         shown = dict(LETTER_ITEM.findall(prompt))
-        return [float(shown[o]) for o in options]
+        return [float(shown[o]) - 100 for o in options]
 
     out = Setwise(FakeBackend(score=score), scoring="likelihood", set_size=4, k=2).rerank_candidates(cands(9))
     assert out.docids[:2] == ["d8", "d7"] and ["A", "B", "C", "D"] in seen

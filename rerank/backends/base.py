@@ -204,6 +204,10 @@ def checked_count(backend: Backend, made: Any, source: str, low: int = 0) -> int
     return int(made)
 
 
+LOGPROB_SLACK = 1e-4
+"""How far above 0 a log-probability may come from rounding (an engine's float16 or bfloat16 sums)."""
+
+
 def checked_scores(backend: Backend, rows: Any, count: int, options: int) -> np.ndarray:
     """``rows`` as a float array of shape (count, options) without +inf, refused (:class:`BackendError`)
     otherwise. NaN is let through: readers count it as an invalid answer."""
@@ -215,6 +219,8 @@ def checked_scores(backend: Backend, rows: Any, count: int, options: int) -> np.
         raise BackendError(f"{backend!r}.score returned shape {array.shape} for {count} prompts x {options} options")
     if np.isposinf(array).any():  # never a log-probability; kept in a cache, it would answer every later run
         raise BackendError(f"{backend!r}.score returned +inf, which is no log-probability")
+    if (array > LOGPROB_SLACK).any():  # probabilities, or logits: an expected rating would read them wrongly
+        raise BackendError(f"{backend!r}.score returned {array.max():.4g}, which is no log-probability (they are <= 0)")
     return array
 
 
