@@ -34,6 +34,8 @@ import importlib
 import importlib.util
 import inspect
 import os
+import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property, lru_cache
@@ -185,9 +187,10 @@ class Encoder:
         texts = [self._prefix(kind) + t for t in texts]
         if self.pooling == "last":
             return self._encode_last(texts, limit)
-        out = self.loaded.model.encode(texts, batch_size=self.batch_size, convert_to_tensor=True,
-                                       show_progress_bar=progress_enabled(self.progress, len(texts)),
-                                       processing_kwargs=_text_limit(limit))
+        with model_lock(self.loaded.model):
+            out = self.loaded.model.encode(texts, batch_size=self.batch_size, convert_to_tensor=True,
+                                           show_progress_bar=progress_enabled(self.progress, len(texts)),
+                                           processing_kwargs=_text_limit(limit))
         return _unit(out)
 
     def token_embeddings(self, texts: Sequence[str], *, kind: Kind) -> list[np.ndarray]:
@@ -196,9 +199,10 @@ class Encoder:
             raise ConfigError("token embeddings need pooling='model' (a sentence-transformers model)")
         if not _check_texts(texts):
             return []
-        out = self.loaded.model.encode([self._prefix(kind) + t for t in texts], batch_size=self.batch_size,
-                                       output_value="token_embeddings", show_progress_bar=False,
-                                       processing_kwargs=_text_limit(self._limit(None)))
+        with model_lock(self.loaded.model):
+            out = self.loaded.model.encode([self._prefix(kind) + t for t in texts], batch_size=self.batch_size,
+                                           output_value="token_embeddings", show_progress_bar=False,
+                                           processing_kwargs=_text_limit(self._limit(None)))
         return [e.detach().float().cpu().numpy() for e in out]
 
     def _prefix(self, kind: Kind) -> str:
@@ -216,10 +220,11 @@ class Encoder:
         loaded, out = self.loaded, []
         end = loaded.tokenizer.eos_token_id if loaded.tokenizer.eos_token_id is not None else loaded.tokenizer.sep_token_id
         for s in range(0, len(texts), self.batch_size):
-            ids = loaded.tokenizer(texts[s:s + self.batch_size], truncation=True, max_length=limit,
-                                   add_special_tokens=False)["input_ids"]
-            ids = [i or [end] for i in ids]  # never an all-padding row, whose last position is no token of its text
-            enc = loaded.tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(loaded.model.device)
+            with model_lock(loaded.model):
+                ids = loaded.tokenizer(texts[s:s + self.batch_size], truncation=True, max_length=limit,
+                                       add_special_tokens=False)["input_ids"]
+                ids = [i or [end] for i in ids]  # never an all-padding row, whose last position is no token of its text
+                enc = loaded.tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(loaded.model.device)
             with torch.inference_mode():
                 hidden = loaded.model(**enc).last_hidden_state[:, -1]  # left padding: the last position is real
             out.append(_unit(hidden))
@@ -228,14 +233,17 @@ class Encoder:
     # -- tokens -----------------------------------------------------------------------------------
     def count(self, text: str) -> int:
         """Tokens of ``text`` as this encoder feeds it (special tokens included for ``pooling="model"``)."""
-        return len(self.tokenizer(text, add_special_tokens=self.pooling == "model", verbose=False)["input_ids"])
+        with model_lock(self.loaded.model):
+            return len(self.tokenizer(text, add_special_tokens=self.pooling == "model", verbose=False)["input_ids"])
 
     def lengths(self, texts: Sequence[str], *, kind: Kind) -> list[int]:
         """Tokens of each of ``texts`` after the ``kind``'s prefix, counted as :meth:`count` does, in one call."""
         if not texts:
             return []
         prefixed = [self._prefix(kind) + t for t in texts]
-        return [len(i) for i in self.tokenizer(prefixed, add_special_tokens=self.pooling == "model", verbose=False)["input_ids"]]
+        with model_lock(self.loaded.model):
+            ids = self.tokenizer(prefixed, add_special_tokens=self.pooling == "model", verbose=False)["input_ids"]
+        return [len(i) for i in ids]
 
     def tokens_over(self, texts: Sequence[str], *, kind: Kind) -> list[int]:
         """Tokens of each of ``texts`` past :attr:`max_tokens` (0 for a text that fits): what the encoder cuts."""
@@ -243,7 +251,8 @@ class Encoder:
 
     def head(self, text: str, n: int) -> str:
         """The first ``n`` tokens of ``text``, cut at a token boundary of the original string."""
-        offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
+        with model_lock(self.loaded.model):
+            offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
         return text if len(offsets) <= n else text[: offsets[n - 1][1]]
 
     def chat(self, messages: list[dict[str, str]]) -> str:
@@ -252,6 +261,18 @@ class Encoder:
             raise ConfigError("the prompt asks for a chat template but the model's tokenizer has none; "
                               "use a prompt with meta.chat_template: false (e.g. 'e2rank/default')")
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+
+
+_MODEL_LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
+_MODEL_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: Any) -> threading.RLock:
+    """The lock held around every call to a loaded ``model`` and its tokenizer. A fast tokenizer keeps
+    its truncation and padding in state that each call sets, so two threads calling at once (a web
+    server's requests) could be cut to the other's token limit, silently, or fail."""
+    with _MODEL_LOCKS_GUARD:
+        return _MODEL_LOCKS.setdefault(model, threading.RLock())
 
 
 class EmbeddingSource(Protocol):

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from rerank.encoders import RUNTIMES, resolve_encoder, resolve_runtime, runtime_kwargs
+from rerank.encoders import RUNTIMES, model_lock, resolve_encoder, resolve_runtime, runtime_kwargs
 from rerank.errors import ConfigError, one_of, require
 from rerank.models import check_device, check_kind, check_positions, loading
 from rerank.params import checked
@@ -99,13 +99,15 @@ class CrossEncoderReranker(PointwiseReranker):
         return best
 
     def _predict(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        out = self.encoder.predict(pairs, batch_size=self.batch_size, show_progress_bar=False, convert_to_tensor=True)
+        with model_lock(self.encoder):
+            out = self.encoder.predict(pairs, batch_size=self.batch_size, show_progress_bar=False, convert_to_tensor=True)
         return out.double().cpu().numpy().reshape(len(pairs))
 
     def _room(self, query: str) -> int:
         """Document tokens that fit next to ``query`` in one input."""
         tok = self.encoder.tokenizer
-        used = len(tok(query, add_special_tokens=False)["input_ids"]) + tok.num_special_tokens_to_add(pair=True)
+        with model_lock(self.encoder):
+            used = len(tok(query, add_special_tokens=False)["input_ids"]) + tok.num_special_tokens_to_add(pair=True)
         room = self.window - used
         if room < 8:
             raise ConfigError(f"the query takes {used} of the {self.window} tokens of {self.model}; shorten it or raise max_length")
@@ -114,8 +116,9 @@ class CrossEncoderReranker(PointwiseReranker):
     def _passages(self, query: str, text: str) -> list[str]:
         """``text`` itself when it fits, else overlapping passages cut at token boundaries."""
         room = self._room(query)
-        offsets = self.encoder.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
-                                         verbose=False)["offset_mapping"]
+        with model_lock(self.encoder):
+            offsets = self.encoder.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
+                                             verbose=False)["offset_mapping"]
         if len(offsets) <= room:
             return [text]
         if self.stride and self.stride > room and not self._stride_warned:  # a long query leaves less room
@@ -141,5 +144,6 @@ class CrossEncoderReranker(PointwiseReranker):
         if not len(cands):
             return 0
         room = self._room(cands.query)
-        lengths = self.encoder.tokenizer(list(cands.texts), add_special_tokens=False, verbose=False)["input_ids"]
+        with model_lock(self.encoder):
+            lengths = self.encoder.tokenizer(list(cands.texts), add_special_tokens=False, verbose=False)["input_ids"]
         return sum(len(ids) > room for ids in lengths)
