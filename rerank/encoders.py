@@ -34,8 +34,6 @@ import importlib
 import importlib.util
 import inspect
 import os
-import threading
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property, lru_cache
@@ -44,6 +42,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from rerank._locks import model_lock
 from rerank._progress import progress_enabled
 from rerank.errors import ConfigError, MissingDependency, one_of, require
 from rerank.models import (check_device, check_kind, check_last_token, check_positions, content_stamp, files_stamp,
@@ -261,18 +260,6 @@ class Encoder:
             raise ConfigError("the prompt asks for a chat template but the model's tokenizer has none; "
                               "use a prompt with meta.chat_template: false (e.g. 'e2rank/default')")
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
-
-
-_MODEL_LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
-_MODEL_LOCKS_GUARD = threading.Lock()
-
-
-def model_lock(model: Any) -> threading.RLock:
-    """The lock held around every call to a loaded ``model`` and its tokenizer. A fast tokenizer keeps
-    its truncation and padding in state that each call sets, so two threads calling at once (a web
-    server's requests) could be cut to the other's token limit, silently, or fail."""
-    with _MODEL_LOCKS_GUARD:
-        return _MODEL_LOCKS.setdefault(model, threading.RLock())
 
 
 class EmbeddingSource(Protocol):

@@ -5,6 +5,7 @@ silently, or failed ('Unable to create tensor') (review helper-92)."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -64,3 +65,28 @@ def test_cross_encoder_answers_threads_as_alone(long_texts, tmp_path_factory, sw
 
     with ThreadPoolExecutor(6) as pool:
         assert all(pool.map(call, range(80)))
+
+
+LLAMACPP_IN_THREADS = """
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from rerank.rerankers.listwise import Listwise
+from rerank.rerankers.pointwise import YesNo
+
+sys.setswitchinterval(1e-6)
+docs = ["Fleas live for about 100 days.", "Paris is the capital of France.", "Cats purr.", "A flea jumps 30 cm."]
+queries = ["flea life cycle", "capital of France", "why do cats purr", "how high can fleas jump"]
+yes_no, listwise = YesNo("llamacpp:smollm2"), Listwise("llamacpp:smollm2", window=4, step=2)
+answer = lambda q: ([(r.docid, round(r.score, 4)) for r in yes_no.rerank(q, docs)], listwise.rerank(q, docs).docids)
+alone = {q: answer(q) for q in queries}
+with ThreadPoolExecutor(4) as pool:
+    print(sum(pool.map(lambda i: answer(queries[i % 4]) == alone[queries[i % 4]], range(16))), "of 16 as alone")
+"""
+
+
+def test_a_llamacpp_model_answers_threads_as_alone():
+    """Two threads scoring on one llama.cpp context at once crashed the process (segmentation fault), as
+    they share its KV cache; run in a child process, so that such a crash fails this test only."""
+    pytest.importorskip("llama_cpp")
+    done = subprocess.run([sys.executable, "-c", LLAMACPP_IN_THREADS], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "16 of 16 as alone" in done.stdout, (done.returncode, done.stderr[-1500:])

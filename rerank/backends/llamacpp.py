@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from rerank._locks import model_lock
 from rerank.backends import _chat, check_engine_options, keyword_names
 from rerank.backends.base import (Backend, Generation, Prompt, check_max_new_tokens, settings_suffix,
                                   weights_suffix)
@@ -98,18 +99,20 @@ class LlamaCppBackend(Backend):
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
                  stop: Sequence[str] = (), constraint: Constraint | None = None) -> list[Generation]:
         check_max_new_tokens(self, max_new_tokens)
-        out = []
-        for prompt in prompts:
-            ids = self._encode(prompt)
-            sampling = {"temperature": temperature} if temperature > 0 else {"temperature": 0.0, "top_k": 1}
-            if constraint is not None:
-                sampling["logits_processor"] = self._mask_logits(constraint, len(ids))
-            result = self.llm.create_completion(ids, max_tokens=max_new_tokens, stop=list(stop) or None, **sampling)
-            choice, usage = result["choices"][0], result["usage"]
-            answer, reasoning = _chat.split_reasoning(_chat.without_dummy_space(choice["text"], self.dummy_space))
-            out.append(Generation(answer, reasoning, usage["prompt_tokens"], usage["completion_tokens"],
-                                  "length" if choice["finish_reason"] == "length" else "stop"))
-        return out
+        with model_lock(self.llm):  # one context and KV cache: calls from two threads take turns
+            return [self._generate(p, max_new_tokens, temperature, stop, constraint) for p in prompts]
+
+    def _generate(self, prompt: Prompt, max_new_tokens: int, temperature: float, stop: Sequence[str],
+                  constraint: Constraint | None) -> Generation:
+        ids = self._encode(prompt)
+        sampling = {"temperature": temperature} if temperature > 0 else {"temperature": 0.0, "top_k": 1}
+        if constraint is not None:
+            sampling["logits_processor"] = self._mask_logits(constraint, len(ids))
+        result = self.llm.create_completion(ids, max_tokens=max_new_tokens, stop=list(stop) or None, **sampling)
+        choice, usage = result["choices"][0], result["usage"]
+        answer, reasoning = _chat.split_reasoning(_chat.without_dummy_space(choice["text"], self.dummy_space))
+        return Generation(answer, reasoning, usage["prompt_tokens"], usage["completion_tokens"],
+                          "length" if choice["finish_reason"] == "length" else "stop")
 
     def _mask_logits(self, constraint: Constraint, prompt_length: int) -> Any:
         """A llama-cpp-python logits processor that keeps one completion inside ``constraint``."""
@@ -132,21 +135,26 @@ class LlamaCppBackend(Backend):
         opts = [self.llm.tokenize(o.encode(), add_bos=False, special=False) for o in options]
         if any(not o for o in opts):
             raise ConfigError("options must be non-empty strings")
-        out = np.empty((len(prompts), len(options)))
-        for i, prompt in enumerate(prompts):
-            ids = self._encode(prompt)
-            self.llm.reset()
-            self.llm.eval(ids)
-            last = _log_softmax(self.llm.scores[len(ids) - 1])
-            for j, option in enumerate(opts):
-                total = float(last[option[0]])
-                if len(option) > 1:  # evaluate the option after the cached prompt
-                    self.llm.n_tokens = len(ids)
-                    self.llm.eval(option[:-1])
-                    rows = self.llm.scores[len(ids):len(ids) + len(option) - 1]
-                    total += sum(float(_log_softmax(r)[t]) for r, t in zip(rows, option[1:]))
-                out[i, j] = total
+        with model_lock(self.llm):  # one context and KV cache: calls from two threads take turns
+            out = np.array([self._score(p, opts) for p in prompts]).reshape(len(prompts), len(opts))
         return _chat.exclusive(out, opts)
+
+    def _score(self, prompt: Prompt, opts: list[list[int]]) -> list[float]:
+        """Log-probability of each option (token ids) after ``prompt``."""
+        ids = self._encode(prompt)
+        self.llm.reset()
+        self.llm.eval(ids)
+        last = _log_softmax(self.llm.scores[len(ids) - 1])
+        out = []
+        for option in opts:
+            total = float(last[option[0]])
+            if len(option) > 1:  # evaluate the option after the cached prompt
+                self.llm.n_tokens = len(ids)
+                self.llm.eval(option[:-1])
+                rows = self.llm.scores[len(ids):len(ids) + len(option) - 1]
+                total += sum(float(_log_softmax(r)[t]) for r, t in zip(rows, option[1:]))
+            out.append(total)
+        return out
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

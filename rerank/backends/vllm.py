@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from rerank._locks import model_lock
 from rerank.backends import _chat, check_engine_options, keyword_names
 from rerank.backends.base import Backend, Generation, Prompt, check_max_new_tokens, settings_suffix, weights_suffix
 from rerank.constraints import CONSTRAINT_ARG, Constraint
@@ -188,7 +189,8 @@ class VLLMBackend(_chat.HFTokenizerPrompts, Backend):
         if self.llm is None:
             raise BackendError(f"{self!r} was closed; load a new backend")
         try:
-            return self.llm.generate([TokensPrompt(prompt_token_ids=t) for t in token_lists], params, use_tqdm=False)
+            with model_lock(self.llm):  # one engine: calls from two threads take turns
+                return self.llm.generate([TokensPrompt(prompt_token_ids=t) for t in token_lists], params, use_tqdm=False)
         except ValueError as e:  # vLLM rejects over-long prompts and bad sampling settings this way
             raise BackendError(f"vLLM refused the request: {e}") from e
 

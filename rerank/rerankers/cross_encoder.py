@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from rerank.encoders import RUNTIMES, model_lock, resolve_encoder, resolve_runtime, runtime_kwargs
+from rerank._locks import model_lock
+from rerank.encoders import RUNTIMES, resolve_encoder, resolve_runtime, runtime_kwargs
 from rerank.errors import ConfigError, one_of, require
 from rerank.models import check_device, check_kind, check_positions, loading
 from rerank.params import checked
